@@ -18,7 +18,7 @@
  * JPEG: libvips' libjpeg-turbo-derived decoder (islow IDCT, fancy upsampling) matches Pillow 9.4 /
  * libjpeg-turbo 2.1.5 bit for bit on the fixtures. Multi-frame files: first frame, like Pillow.
  */
-import sharp from 'sharp';
+import sharp, { Metadata, OutputInfo } from 'sharp';
 import * as os from 'os';
 import { ImageError } from '../errors';
 import { RgbImage } from './types';
@@ -41,13 +41,14 @@ export async function decodeImage(input: string | Uint8Array, opts: DecodeOption
   // 'error' rejects truncated or corrupt pixel data (Pillow raises on those too) but, unlike
   // sharp's default 'warning', accepts files with harmless warnings that Pillow also accepts.
   const sharpOpts = { ignoreIcc: true, failOn: 'error' as const, autoOrient: !!opts.autoOrient };
-  let meta: sharp.Metadata;
-  let raw: { data: Buffer; info: sharp.OutputInfo };
+  let meta: Metadata;
+  let raw: { data: Buffer; info: OutputInfo };
+  let sixteen = false;
   try {
     meta = await sharp(src, sharpOpts).metadata();
     let pipe = sharp(src, sharpOpts);
     const space = meta.space as string;
-    const sixteen = space === 'rgb16' || space === 'grey16';
+    sixteen = space === 'rgb16' || space === 'grey16';
     if (space === 'cmyk') {
       // Keep the C, M, Y, K samples: without a CMYK pipeline sharp would run an ICC transform.
       pipe = pipe.pipelineColourspace('cmyk').toColourspace('cmyk');
@@ -62,7 +63,7 @@ export async function decodeImage(input: string | Uint8Array, opts: DecodeOption
   }
   const { width, height, channels } = raw.info;
   let samples: Uint8Array = raw.data;
-  if (raw.info.depth === 'ushort') samples = highBytes(raw.data);
+  if (sixteen) samples = highBytes(raw.data);
   const out = new Uint8Array(width * height * 3);
   const n = width * height;
   if (meta.space === 'cmyk') {
@@ -103,7 +104,7 @@ function clip8(v: number): number {
   return v < 0 ? 0 : v > 255 ? 255 : v;
 }
 
-function sourceMode(meta: sharp.Metadata): string {
+function sourceMode(meta: Metadata): string {
   const alpha = meta.hasAlpha ? 'A' : '';
   switch (meta.space as string) {
     case 'cmyk':
