@@ -1,0 +1,79 @@
+import * as tf from '@tensorflow/tfjs';
+import { ConfigError } from './errors';
+
+export type BackendChoice = 'auto' | 'wasm' | 'cpu' | 'tensorflow';
+export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'wasm', 'cpu', 'tensorflow'];
+export const BACKEND_ENV_VAR = 'LLAVA_VISION_BACKEND';
+
+export interface BackendOptions {
+  /** Overrides the env var; default `auto`: tensorflow if tfjs-node(-gpu) is installed, else wasm, else cpu. */
+  backend?: BackendChoice;
+  /** Where to say which backend runs; default stderr, `null` for silence. */
+  log?: ((line: string) => void) | null;
+}
+
+let announced: string | null = null;
+
+/** Selects and initialises the tfjs backend once; returns its name. */
+export async function initBackend(options: BackendOptions = {}): Promise<string> {
+  const choice = options.backend ?? parseChoice(process.env[BACKEND_ENV_VAR]);
+  const order: Exclude<BackendChoice, 'auto'>[] = choice === 'auto' ? ['tensorflow', 'wasm', 'cpu'] : [choice];
+  const failures: string[] = [];
+  for (const name of order) {
+    const error = await trySetBackend(name);
+    if (error === null) {
+      const log = options.log === undefined ? (line: string) => process.stderr.write(line + '\n') : options.log;
+      if (log && announced !== name) log(`llava-vision: tfjs backend "${name}"${describe(name)}`);
+      announced = name;
+      return name;
+    }
+    failures.push(`${name}: ${error}`);
+  }
+  throw new ConfigError(`no usable tfjs backend for "${choice}" (${failures.join('; ')})`);
+}
+
+function parseChoice(value: string | undefined): BackendChoice {
+  if (value === undefined || value === '') return 'auto';
+  if ((BACKEND_CHOICES as readonly string[]).includes(value)) return value as BackendChoice;
+  throw new ConfigError(`${BACKEND_ENV_VAR}="${value}" is not a backend (choose from ${BACKEND_CHOICES.join(', ')})`);
+}
+
+async function trySetBackend(name: Exclude<BackendChoice, 'auto'>): Promise<string | null> {
+  if (tf.getBackend() === name && tf.findBackend(name)) return null;
+  try {
+    if (name === 'tensorflow') {
+      if (!tf.findBackendFactory('tensorflow')) requireFirst(['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']);
+      // A tfjs-node whose tfjs-core is another copy registers on that copy, not ours.
+      if (!tf.findBackendFactory('tensorflow')) return 'installed tfjs-node uses another @tensorflow/tfjs-core copy (versions must match 4.22.0)';
+    } else if (name === 'wasm') {
+      require('@tensorflow/tfjs-backend-wasm');
+    }
+    return (await tf.setBackend(name)) ? null : 'initialisation failed';
+  } catch (e) {
+    return (e as Error).message.split('\n')[0];
+  }
+}
+
+function requireFirst(modules: string[]): void {
+  let last: unknown;
+  for (const m of modules) {
+    try {
+      require(m);
+      return;
+    } catch (e) {
+      last = e;
+    }
+  }
+  throw last;
+}
+
+function describe(name: string): string {
+  if (name !== 'wasm') return '';
+  try {
+    const simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT');
+    const threads = tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT');
+    return ` (SIMD ${simd ? 'on' : 'off'}, ${threads ? 'multi-threaded' : 'single-threaded'})`;
+  } catch {
+    return ''; // flags not evaluated yet
+  }
+}

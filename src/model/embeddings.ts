@@ -1,0 +1,114 @@
+import * as tf from '@tensorflow/tfjs';
+import { CLIPVisionConfig, numPatchesPerSide } from '../config/clip';
+import { ConfigError } from '../errors';
+import { Module, Param, transpose2d } from './module';
+import { bicubicResizeMatrix } from './interpolate';
+
+/**
+ * HF `CLIPVisionEmbeddings`: patch conv (no bias) + class token + position embeddings.
+ * The stride-P PxP conv is run as one GEMM on unfolded patches ([tokens, C·P·P] × [C·P·P, D]),
+ * the exact same sums as the conv. `position_ids` is a non-persistent buffer in HF: not a weight here.
+ */
+export class CLIPVisionEmbeddings extends tf.layers.Layer implements Module {
+  static readonly className = 'CLIPVisionEmbeddings';
+  readonly config: CLIPVisionConfig;
+  patchKernel!: tf.LayerVariable; // [C·P·P, D]
+  classEmbedding!: tf.LayerVariable; // [D]
+  positionEmbedding!: tf.LayerVariable; // [numPositions, D]
+
+  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean } = {}) {
+    super({ name: args.name, trainable: args.trainable ?? true });
+    this.config = config;
+    this.build([null, config.numChannels, config.imageSize, config.imageSize]);
+  }
+
+  get numPositions(): number {
+    return numPatchesPerSide(this.config) ** 2 + 1;
+  }
+
+  override build(_inputShape: tf.Shape | tf.Shape[]): void {
+    if (this.built) return;
+    const { numChannels: c, patchSize: p, hiddenSize: d } = this.config;
+    const zeros = tf.initializers.zeros();
+    this.patchKernel = this.addWeight('patch_kernel', [c * p * p, d], 'float32', zeros, undefined, this.trainable);
+    this.classEmbedding = this.addWeight('class_embedding', [d], 'float32', zeros, undefined, this.trainable);
+    this.positionEmbedding = this.addWeight('position_embedding', [this.numPositions, d], 'float32', zeros, undefined, this.trainable);
+    this.built = true;
+  }
+
+  /** pixel values [B, C, H, W] -> embeddings [B, 1 + gh·gw, D]. */
+  override call(inputs: tf.Tensor | tf.Tensor[], kwargs: { interpolatePosEncoding?: boolean } = {}): tf.Tensor {
+    const pixels = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor4D;
+    const { numChannels: c, patchSize: p, hiddenSize: d, imageSize } = this.config;
+    const [b, channels, h, w] = pixels.shape;
+    if (channels !== c) throw new ConfigError(`pixel_values have ${channels} channels, the model expects num_channels ${c}`);
+    const interpolate = kwargs.interpolatePosEncoding ?? false;
+    if (!interpolate && (h !== imageSize || w !== imageSize)) {
+      throw new ConfigError(
+        `pixel_values are ${h}x${w} but the model's image_size is ${imageSize}; resize them or enable interpolate_pos_encoding`,
+      );
+    }
+    const gh = Math.floor(h / p);
+    const gw = Math.floor(w / p);
+    if (gh === 0 || gw === 0) throw new ConfigError(`pixel_values ${h}x${w} are smaller than one ${p}x${p} patch`);
+    return tf.tidy(() => {
+      // A stride-P conv ignores the remainder rows/columns, so crop them away before unfolding.
+      const cropped = h === gh * p && w === gw * p ? pixels : pixels.slice([0, 0, 0, 0], [b, c, gh * p, gw * p]);
+      const patches = cropped
+        .reshape([b, c, gh, p, gw, p])
+        .transpose([0, 2, 4, 1, 3, 5])
+        .reshape([b * gh * gw, c * p * p]);
+      const patchEmbeds = tf.matMul(patches, this.patchKernel.read()).reshape([b, gh * gw, d]);
+      const cls = this.classEmbedding.read().reshape([1, 1, d]).tile([b, 1, 1]);
+      const tokens = tf.concat([cls, patchEmbeds], 1);
+      return tf.add(tokens, this.positionsFor(gh, gw, h, w).expandDims(0));
+    });
+  }
+
+  /**
+   * Position embeddings for a gh×gw grid. HF's `interpolate_pos_encoding` resizes the trained grid
+   * with torch bicubic (A=-0.75, align_corners=False), and skips it only when the patch count
+   * matches AND the image is square.
+   */
+  private positionsFor(gh: number, gw: number, h: number, w: number): tf.Tensor2D {
+    const table = this.positionEmbedding.read() as tf.Tensor2D;
+    const n = this.numPositions - 1;
+    if (gh * gw === n && h === w) return table;
+    const side = Math.round(Math.sqrt(n));
+    const d = this.config.hiddenSize;
+    const resize = bicubicResizeMatrix(side, side, gh, gw);
+    const patchPositions = table.slice([1, 0], [n, d]);
+    const resized = tf.matMul(tf.tensor2d(resize, [gh * gw, n]), patchPositions);
+    return tf.concat([table.slice([0, 0], [1, d]), resized], 0) as tf.Tensor2D;
+  }
+
+  override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
+    const s = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+    const p = this.config.patchSize;
+    const tokens = s[2] != null && s[3] != null ? 1 + Math.floor(s[2] / p) * Math.floor(s[3] / p) : null;
+    return [s[0], tokens, this.config.hiddenSize];
+  }
+
+  override getConfig(): tf.serialization.ConfigDict {
+    return { ...super.getConfig(), config: { ...this.config } };
+  }
+
+  params(): Record<string, Param> {
+    const { numChannels: c, patchSize: p, hiddenSize: d } = this.config;
+    return {
+      'patch_embedding.weight': {
+        variable: this.patchKernel,
+        checkpointShape: [d, c, p, p],
+        fromCheckpoint: (wt) => transpose2d(wt, d, c * p * p),
+        toCheckpoint: (k) => transpose2d(k, c * p * p, d),
+      },
+      class_embedding: { variable: this.classEmbedding, checkpointShape: [d] },
+      'position_embedding.weight': { variable: this.positionEmbedding, checkpointShape: [this.numPositions, d] },
+    };
+  }
+
+  children(): Record<string, Module> {
+    return {};
+  }
+}
+tf.serialization.registerClass(CLIPVisionEmbeddings);

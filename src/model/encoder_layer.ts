@@ -1,0 +1,46 @@
+import * as tf from '@tensorflow/tfjs';
+import { CLIPVisionConfig } from '../config/clip';
+import { CLIPAttention } from './attention';
+import { CompositeLayer } from './composite';
+import { LayerNorm } from './layer_norm';
+import { CLIPMLP } from './mlp';
+import { Module } from './module';
+
+/** HF `CLIPEncoderLayer`, pre-LN: x + attn(ln1(x)), then x + mlp(ln2(x)). */
+export class CLIPEncoderLayer extends CompositeLayer {
+  static readonly className = 'CLIPEncoderLayer';
+  readonly config: CLIPVisionConfig;
+  readonly selfAttn: CLIPAttention;
+  readonly layerNorm1: LayerNorm;
+  readonly mlp: CLIPMLP;
+  readonly layerNorm2: LayerNorm;
+
+  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean } = {}) {
+    super({ name: args.name, trainable: args.trainable ?? true });
+    this.config = config;
+    const sub = (name: string) => ({ name: `${this.name}/${name}`, trainable: this.trainable });
+    const norm = (name: string) => new LayerNorm({ size: config.hiddenSize, eps: config.layerNormEps, ...sub(name) });
+    this.selfAttn = new CLIPAttention(config, sub('self_attn'));
+    this.layerNorm1 = norm('layer_norm1');
+    this.mlp = new CLIPMLP(config, sub('mlp'));
+    this.layerNorm2 = norm('layer_norm2');
+    this.built = true;
+  }
+
+  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+    const x = Array.isArray(inputs) ? inputs[0] : inputs;
+    return tf.tidy(() => {
+      const afterAttn = tf.add(x, this.selfAttn.call(this.layerNorm1.call(x)));
+      return tf.add(afterAttn, this.mlp.call(this.layerNorm2.call(afterAttn)));
+    });
+  }
+
+  override getConfig(): tf.serialization.ConfigDict {
+    return { ...super.getConfig(), config: { ...this.config } };
+  }
+
+  children(): Record<string, Module> {
+    return { self_attn: this.selfAttn, layer_norm1: this.layerNorm1, mlp: this.mlp, layer_norm2: this.layerNorm2 };
+  }
+}
+tf.serialization.registerClass(CLIPEncoderLayer);

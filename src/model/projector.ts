@@ -1,0 +1,107 @@
+import * as tf from '@tensorflow/tfjs';
+import { ConfigError } from '../errors';
+import { Activation, activationByName } from './activations';
+import { CompositeLayer } from './composite';
+import { Linear } from './linear';
+import { Module, Param } from './module';
+
+export const PROJECTOR_TYPES = ['linear', 'mlp{N}x_gelu', 'identity'] as const;
+
+export interface ProjectorConfig {
+  /** LLaVA `mm_projector_type`: `linear`, `mlp{N}x_gelu`, `identity`. */
+  type: string;
+  /** `mm_hidden_size`: the vision feature width. */
+  inFeatures: number;
+  /** `hidden_size` of the LLM. */
+  outFeatures: number;
+  /** Activation between the MLP's linears (LLaVA: `nn.GELU()` = erf; llava-hf: `projector_hidden_act`). */
+  hiddenAct?: string;
+  /** llava-hf `multimodal_projector_bias` (LLaVA always has biases). */
+  bias?: boolean;
+}
+
+/** Number of Linear layers for a projector type, or a ConfigError naming the type. */
+export function projectorDepth(type: string): number {
+  if (type === 'linear') return 1;
+  if (type === 'identity') return 0;
+  const m = /^mlp(\d+)x_gelu$/.exec(type);
+  if (m && Number(m[1]) >= 1) return Number(m[1]);
+  throw new ConfigError(`Unknown projector type: ${type} (supported: ${PROJECTOR_TYPES.join(', ')})`);
+}
+
+/**
+ * LLaVA's `build_vision_projector`. `linear` is a bare nn.Linear (keys `weight`, `bias`);
+ * `mlp{N}x_gelu` is nn.Sequential(Linear, GELU, Linear, ...), so the linears sit at indices
+ * 0, 2, 4, ... of the checkpoint keys; `identity` has no weights.
+ */
+export class Projector extends CompositeLayer {
+  static readonly className = 'LlavaProjector';
+  readonly projectorConfig: ProjectorConfig;
+  readonly linears: Linear[];
+  private readonly act: Activation;
+
+  constructor(config: ProjectorConfig, args: { name?: string; trainable?: boolean } = {}) {
+    super({ name: args.name ?? 'mm_projector', trainable: args.trainable ?? true });
+    this.projectorConfig = { ...config };
+    const depth = projectorDepth(config.type);
+    this.act = activationByName(config.hiddenAct ?? 'gelu', 'projector activation');
+    this.linears = Array.from({ length: depth }, (_, i) =>
+      new Linear({
+        inFeatures: i === 0 ? config.inFeatures : config.outFeatures,
+        outFeatures: config.outFeatures,
+        bias: config.bias ?? true,
+        name: `${this.name}/${2 * i}`,
+        trainable: this.trainable,
+      }),
+    );
+    this.built = true;
+  }
+
+  get type(): string {
+    return this.projectorConfig.type;
+  }
+
+  /** Output width: the LLM hidden size, or the input width for `identity`. */
+  get outFeatures(): number {
+    return this.linears.length === 0 ? this.projectorConfig.inFeatures : this.projectorConfig.outFeatures;
+  }
+
+  /** [..., inFeatures] -> [..., outFeatures] */
+  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+    const x = Array.isArray(inputs) ? inputs[0] : inputs;
+    const width = x.shape[x.shape.length - 1];
+    if (width !== this.projectorConfig.inFeatures) {
+      throw new ConfigError(`projector expects features of width ${this.projectorConfig.inFeatures} (mm_hidden_size), got ${width}`);
+    }
+    if (this.linears.length === 0) return tf.clone(x);
+    return tf.tidy(() => {
+      let h = this.linears[0].call(x);
+      for (const linear of this.linears.slice(1)) h = linear.call(this.act(h));
+      return h;
+    });
+  }
+
+  override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
+    const s = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+    return [...s.slice(0, -1), this.outFeatures];
+  }
+
+  override getConfig(): tf.serialization.ConfigDict {
+    return { ...super.getConfig(), projector: { ...this.projectorConfig } };
+  }
+
+  /** A bare `linear` projector's tensors are `weight`/`bias` at the projector's own level. */
+  override params(): Record<string, Param> {
+    return this.type === 'linear' ? this.linears[0].params() : {};
+  }
+
+  protected override sublayers(): tf.layers.Layer[] {
+    return this.linears;
+  }
+
+  children(): Record<string, Module> {
+    if (this.type === 'linear') return {};
+    return Object.fromEntries(this.linears.map((l, i) => [String(2 * i), l]));
+  }
+}
+tf.serialization.registerClass(Projector);
