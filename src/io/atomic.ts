@@ -1,0 +1,52 @@
+/**
+ * Atomic file replacement: write `<target>.tmp-<pid>-<rand>` in the target's folder (same filesystem,
+ * so rename is atomic), fsync it, rename over the target. A crash or error leaves either the old file
+ * or the new one, never a half-written file; the temp file is removed on error.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { randomBytes } from 'crypto';
+
+/** writeSync may write fewer bytes than asked (and caps one call near 2 GB): loop until all are written. */
+export function writeAllSync(fd: number, data: Uint8Array): void {
+  const CHUNK = 1 << 30;
+  let done = 0;
+  while (done < data.byteLength) {
+    const len = Math.min(CHUNK, data.byteLength - done);
+    done += fs.writeSync(fd, data, done, len);
+  }
+}
+
+/** data: the bytes, or a callback that writes them to the (already open) temp file descriptor. */
+export function writeFileAtomic(target: string, data: Uint8Array | ((fd: number) => void)): void {
+  const tmp = `${target}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
+  let fd: number | undefined = fs.openSync(tmp, 'wx'); // 'wx': never clobber someone else's temp file
+  try {
+    if (typeof data === 'function') data(fd);
+    else writeAllSync(fd, data);
+    fs.fsyncSync(fd); // data on disk before the rename makes it visible
+    fs.closeSync(fd);
+    fd = undefined;
+    fs.renameSync(tmp, target);
+  } catch (err) {
+    if (fd !== undefined) {
+      try { fs.closeSync(fd); } catch { /* already failing; keep the original error */ }
+    }
+    try { fs.unlinkSync(tmp); } catch { /* best effort; the original error matters more */ }
+    throw err;
+  }
+  syncDir(path.dirname(target));
+}
+
+/** Persist the rename itself. Best effort: some platforms (Windows) cannot fsync a directory. */
+function syncDir(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(dir, 'r');
+    fs.fsyncSync(fd);
+  } catch {
+    /* not supported here; the rename is still atomic, just not yet durable */
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}

@@ -1,0 +1,301 @@
+/**
+ * Strict safetensors reader/writer on Node `fs` (no tfjs).
+ *
+ * Format: u64 LE header length N, N bytes of UTF-8 JSON {name: {dtype, shape, data_offsets: [begin, end]},
+ * "__metadata__"?: {str: str}}, then the data region; offsets are relative to the data region.
+ * The reader validates the whole header up front, then reads one tensor at a time at its offset, so
+ * loading a model never holds the file and the converted weights in memory together.
+ */
+import * as fs from 'fs';
+import { CheckpointError } from '../errors';
+import { writeAllSync, writeFileAtomic } from './atomic';
+import {
+  DType, DTYPE_SIZE, DTYPES, decodeToFloat32, f32ToBf16Bits, f32ToF16Bits, isDType, isFloatDType,
+} from './dtype';
+
+export interface TensorInfo { name: string; dtype: DType; shape: number[]; begin: number; end: number }
+export type TypedData =
+  Float32Array | Float64Array | Uint16Array | Uint8Array | Int32Array | Int8Array | Int16Array | BigInt64Array;
+/** data: little-endian bytes. */
+export interface RawTensor { dtype: DType; shape: number[]; data: Uint8Array }
+
+/** A header bigger than this is not a real checkpoint (big models have headers of ~100 KB). */
+const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+/** Node caps one read/write call near 2 GB; big tensors are read in pieces of this size. */
+const IO_CHUNK = 1 << 30;
+
+const q = (x: unknown): string => JSON.stringify(x) ?? String(x);
+const isObject = (x: unknown): x is Record<string, unknown> =>
+  typeof x === 'object' && x !== null && !Array.isArray(x);
+const isCount = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) >= 0;
+
+/** Element count of a validated shape; [] is a scalar (1 element). */
+function numElements(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+function shapeStr(dtype: DType, shape: number[]): string {
+  return `${dtype} [${shape.join(', ')}]`;
+}
+
+/** Validate a parsed header against the data region size. Throws CheckpointError naming file + tensor. */
+function parseHeader(file: string, json: unknown, dataSize: number) {
+  if (!isObject(json)) throw new CheckpointError(`${file}: header is not a JSON object`);
+  let metadata: Record<string, string> = {};
+  const tensors = new Map<string, TensorInfo>();
+  for (const [name, entry] of Object.entries(json)) {
+    if (name === '__metadata__') {
+      metadata = checkMetadata(entry, `${file}: __metadata__`);
+      continue;
+    }
+    const bad = (msg: string) => new CheckpointError(`${file}: tensor ${q(name)}: ${msg}`);
+    if (!isObject(entry)) throw bad('entry is not an object');
+    const extra = Object.keys(entry).filter((k) => k !== 'dtype' && k !== 'shape' && k !== 'data_offsets');
+    if (extra.length) throw bad(`unknown field(s) ${extra.map(q).join(', ')}`);
+    const { dtype, shape, data_offsets: offsets } = entry;
+    if (!isDType(dtype)) throw bad(`unknown dtype ${q(dtype)} (allowed: ${DTYPES.join(', ')})`);
+    if (!Array.isArray(shape) || !shape.every(isCount)) {
+      throw bad(`shape ${q(shape)} must be an array of non-negative integers`);
+    }
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) {
+      throw bad(`data_offsets ${q(offsets)} must be [begin, end] with non-negative integers`);
+    }
+    const [begin, end] = offsets as number[];
+    if (begin > end) throw bad(`data_offsets [${begin}, ${end}] have begin > end`);
+    const need = numElements(shape) * DTYPE_SIZE[dtype];
+    if (!Number.isSafeInteger(need)) throw bad(`${shapeStr(dtype, shape)} is too large`);
+    if (end - begin !== need) {
+      throw bad(`data_offsets [${begin}, ${end}] give ${end - begin} bytes but ${shapeStr(dtype, shape)} needs ${need}`);
+    }
+    if (end > dataSize) {
+      throw bad(`data_offsets [${begin}, ${end}] run past the end of the data region (${dataSize} bytes); ` +
+        'file truncated?');
+    }
+    tensors.set(name, { name, dtype, shape: shape.slice(), begin, end });
+  }
+  // Overlapping tensors mean a corrupt or hand-crafted file: writes to one would alias the other.
+  const byBegin = [...tensors.values()].sort((a, b) => a.begin - b.begin || a.end - b.end);
+  for (let i = 1; i < byBegin.length; i++) {
+    const [a, b] = [byBegin[i - 1], byBegin[i]];
+    if (a.end > b.begin) {
+      throw new CheckpointError(`${file}: tensors ${q(a.name)} [${a.begin}, ${a.end}] and ${q(b.name)} ` +
+        `[${b.begin}, ${b.end}] overlap`);
+    }
+  }
+  return { metadata, tensors };
+}
+
+/** __metadata__ (file) must map strings to strings, as the reference implementation requires. */
+function checkMetadata(x: unknown, where: string): Record<string, string> {
+  if (!isObject(x)) throw new CheckpointError(`${where} must be an object of string -> string`);
+  for (const [k, v] of Object.entries(x)) {
+    if (typeof v !== 'string') throw new CheckpointError(`${where}: value of ${q(k)} is ${q(v)}, not a string`);
+  }
+  return { ...(x as Record<string, string>) };
+}
+
+export class SafetensorsFile {
+  private fd: number | undefined;
+
+  private constructor(
+    readonly path: string,
+    fd: number,
+    readonly metadata: Record<string, string>,
+    readonly dataStart: number,
+    private readonly tensors: Map<string, TensorInfo>,
+  ) {
+    this.fd = fd;
+  }
+
+  /** Reads and validates the header only; the descriptor stays open for later tensor reads. */
+  static open(path: string): SafetensorsFile {
+    let fd: number;
+    try {
+      fd = fs.openSync(path, 'r');
+    } catch (err) {
+      throw new CheckpointError(`${path}: cannot open: ${(err as Error).message}`);
+    }
+    try {
+      const size = fs.fstatSync(fd).size;
+      if (size < 8) throw new CheckpointError(`${path}: file is ${size} bytes, too short for a safetensors header`);
+      const lenBytes = readAt(fd, 0, 8, path);
+      const headerLen = Buffer.from(lenBytes.buffer, lenBytes.byteOffset, 8).readBigUInt64LE(0);
+      if (headerLen > BigInt(size - 8)) {
+        throw new CheckpointError(`${path}: header length ${headerLen} is larger than the rest of the file ` +
+          `(${size - 8} bytes); not a safetensors file or truncated`);
+      }
+      if (headerLen > BigInt(MAX_HEADER_BYTES)) {
+        throw new CheckpointError(`${path}: header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte cap`);
+      }
+      const n = Number(headerLen);
+      let json: unknown;
+      try {
+        json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(readAt(fd, 8, n, path)));
+      } catch (err) {
+        throw new CheckpointError(`${path}: header is not valid UTF-8 JSON: ${(err as Error).message}`);
+      }
+      const { metadata, tensors } = parseHeader(path, json, size - 8 - n);
+      return new SafetensorsFile(path, fd, metadata, 8 + n, tensors);
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
+  }
+
+  /** Tensor names, sorted. */
+  keys(): string[] {
+    return [...this.tensors.keys()].sort();
+  }
+
+  has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+
+  info(name: string): TensorInfo {
+    const t = this.tensors.get(name);
+    if (!t) throw new CheckpointError(`${this.path}: no tensor ${q(name)} (file has ${this.tensors.size} tensors)`);
+    return { ...t, shape: t.shape.slice() };
+  }
+
+  /** One tensor's bytes, read at its offset into a fresh buffer (byteOffset 0, so typed views are aligned). */
+  readBytes(name: string): Uint8Array {
+    const t = this.info(name);
+    if (this.fd === undefined) throw new CheckpointError(`${this.path}: file is closed (reading ${q(name)})`);
+    return readAt(this.fd, this.dataStart + t.begin, t.end - t.begin, `${this.path}: tensor ${q(name)}`);
+  }
+
+  readFloat32(name: string): Float32Array {
+    const t = this.info(name);
+    if (!isFloatDType(t.dtype)) {
+      throw new CheckpointError(`${this.path}: tensor ${q(name)}: dtype ${t.dtype} cannot be read as float32`);
+    }
+    const bytes = this.readBytes(name);
+    // The buffer is ours and aligned: view F32 in place instead of copying it a second time.
+    if (t.dtype === 'F32') return new Float32Array(bytes.buffer, 0, bytes.byteLength / 4);
+    return decodeToFloat32(t.dtype, bytes, name);
+  }
+
+  read(name: string): RawTensor {
+    const t = this.info(name);
+    return { dtype: t.dtype, shape: t.shape, data: this.readBytes(name) };
+  }
+
+  close(): void {
+    if (this.fd !== undefined) fs.closeSync(this.fd);
+    this.fd = undefined;
+  }
+}
+
+/** Read exactly len bytes at position; readSync may return fewer, so loop, and fail on early EOF. */
+function readAt(fd: number, position: number, len: number, what: string): Uint8Array {
+  const out = new Uint8Array(len);
+  let done = 0;
+  while (done < len) {
+    const got = fs.readSync(fd, out, done, Math.min(IO_CHUNK, len - done), position + done);
+    if (got === 0) throw new CheckpointError(`${what}: file ended after ${done} of ${len} bytes (changed on disk?)`);
+    done += got;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------- writer
+
+export interface TensorToWrite {
+  dtype: DType;
+  shape: number[];
+  data: Float32Array | Uint8Array | Uint16Array | Int32Array | Float64Array | Int8Array | Int16Array | BigInt64Array;
+}
+
+/**
+ * Typed array accepted per dtype (besides a Uint8Array of raw little-endian bytes, accepted for any dtype).
+ * Matched by toStringTag, not instanceof: Buffers and arrays from another realm (jest, workers) fail instanceof.
+ */
+const ARRAY_KINDS: Record<DType, string[]> = {
+  F64: ['Float64Array'], F32: ['Float32Array'], F16: ['Uint16Array', 'Float32Array'],
+  BF16: ['Uint16Array', 'Float32Array'], I64: ['BigInt64Array'], I32: ['Int32Array'], I16: ['Int16Array'],
+  I8: ['Int8Array'], U8: ['Uint8Array'], BOOL: ['Uint8Array'],
+};
+
+const kindOf = (x: unknown): string => Object.prototype.toString.call(x).slice(8, -1);
+
+interface Part { name: string; byteLength: number; bytes: () => Uint8Array }
+
+/** Validate everything and lay out the file before any byte is written (so a bad tensor never touches disk). */
+function prepare(tensors: Record<string, TensorToWrite>, metadata?: Record<string, string>) {
+  const parts: Part[] = [];
+  const entries: string[] = [];
+  if (metadata !== undefined) entries.push(`"__metadata__":${JSON.stringify(checkMetadata(metadata, 'metadata'))}`);
+  let offset = 0;
+  for (const name of Object.keys(tensors).sort()) {
+    const { dtype, shape, data } = tensors[name];
+    const bad = (msg: string) => new CheckpointError(`writing tensor ${q(name)}: ${msg}`);
+    if (name === '__metadata__') throw bad('"__metadata__" is reserved');
+    if (!isDType(dtype)) throw bad(`unknown dtype ${q(dtype)} (allowed: ${DTYPES.join(', ')})`);
+    if (!Array.isArray(shape) || !shape.every(isCount)) {
+      throw bad(`shape ${q(shape)} must be an array of non-negative integers`);
+    }
+    const n = numElements(shape);
+    const byteLength = n * DTYPE_SIZE[dtype];
+    const kind = kindOf(data);
+    let bytes: () => Uint8Array;
+    if (kind === 'Uint8Array') {
+      if (data.byteLength !== byteLength) {
+        throw bad(`${data.byteLength} bytes given but ${shapeStr(dtype, shape)} needs ${byteLength}`);
+      }
+      if (dtype === 'BOOL' && (data as Uint8Array).some((v) => v > 1)) throw bad('BOOL data must be 0 or 1');
+      bytes = () => data as Uint8Array;
+    } else if (ARRAY_KINDS[dtype].includes(kind)) {
+      if (data.length !== n) throw bad(`${data.length} elements given but ${shapeStr(dtype, shape)} has ${n}`);
+      if ((dtype === 'F16' || dtype === 'BF16') && kind === 'Float32Array') {
+        // Converted lazily, one tensor at a time, so a big write never holds every half copy at once.
+        const toBits = dtype === 'F16' ? f32ToF16Bits : f32ToBf16Bits;
+        bytes = () => asBytes(Uint16Array.from(data as Float32Array, toBits));
+      } else {
+        bytes = () => asBytes(data);
+      }
+    } else {
+      throw bad(`data is a ${kind}; ${dtype} takes ${ARRAY_KINDS[dtype].join(' or ')} (or raw bytes as Uint8Array)`);
+    }
+    entries.push(`${q(name)}:${JSON.stringify({ dtype, shape, data_offsets: [offset, offset + byteLength] })}`);
+    parts.push({ name, byteLength, bytes });
+    offset += byteLength;
+  }
+  // Built by hand so the header keeps sorted order (JS objects would hoist integer-like names).
+  const json = Buffer.from(`{${entries.join(',')}}`, 'utf8');
+  // Pad with spaces so the data region starts 8-byte aligned (lets readers map typed arrays in place).
+  const padded = Buffer.concat([json, Buffer.alloc((8 - (json.length % 8)) % 8, 0x20)]);
+  const header = Buffer.alloc(8 + padded.length);
+  header.writeBigUInt64LE(BigInt(padded.length), 0);
+  padded.copy(header, 8);
+  return { header, parts, dataSize: offset };
+}
+
+function asBytes(a: TypedData): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+/** The whole file in memory (for tests or HTTP); writeSafetensors streams instead. */
+export function serializeSafetensors(
+  tensors: Record<string, TensorToWrite>, metadata?: Record<string, string>,
+): Buffer {
+  const { header, parts, dataSize } = prepare(tensors, metadata);
+  const out = Buffer.alloc(header.length + dataSize);
+  header.copy(out, 0);
+  let pos = header.length;
+  for (const p of parts) {
+    out.set(p.bytes(), pos);
+    pos += p.byteLength;
+  }
+  return out;
+}
+
+/** Write atomically (temp file + rename): the target is either the old file or the complete new one. */
+export function writeSafetensors(
+  path: string, tensors: Record<string, TensorToWrite>, metadata?: Record<string, string>,
+): void {
+  const { header, parts } = prepare(tensors, metadata);
+  writeFileAtomic(path, (fd) => {
+    writeAllSync(fd, header);
+    for (const p of parts) writeAllSync(fd, p.bytes());
+  });
+}
