@@ -1,0 +1,214 @@
+import * as path from 'path';
+import * as tf from '@tensorflow/tfjs';
+import { BackendOptions, initBackend } from '../backend';
+import { clipVisionConfigFromJson, visionConfigToJson } from '../config/clip';
+import { LlavaVisionSettings, LLAVA_DEFAULTS, SelectFeature, llavaHfSettingsFromJson, llavaSettingsFromJson } from '../config/llava';
+import { CheckpointError, ConfigError } from '../errors';
+import { Checkpoint } from '../io/checkpoint';
+import { LAYOUT_KEYS, Layout, inferProjectorType } from '../io/layouts';
+import { Projector } from '../model/projector';
+import { VisionForwardOptions } from '../model/vision_transformer';
+import { loadWeights } from '../model/weights';
+import { OpenedSource, isDir, openTensorSource, readJsonFile, resolveVisionTower } from './sources';
+import { CLIPVisionTower } from './vision_tower';
+
+export type OutputName = 'hidden_states' | 'features' | 'projected' | 'pooler_output';
+export const OUTPUT_NAMES: readonly OutputName[] = ['hidden_states', 'features', 'projected', 'pooler_output'];
+
+export interface LoadOptions extends BackendOptions {
+  /** Folder of the CLIP tower for an original LLaVA checkpoint (default: `mm_vision_tower` resolved locally). */
+  visionTower?: string;
+  /** Projector weights (safetensors or `mm_projector.bin`) overriding the model folder's. */
+  projector?: string;
+  /** Projector type when it can't be read from the config (default: inferred from the weights' keys). */
+  projectorType?: string;
+  selectLayer?: number | number[];
+  selectFeature?: SelectFeature;
+}
+
+export interface EncodeOptions extends VisionForwardOptions {
+  /** What to compute; default `projected` when a projector exists, else `features`. */
+  outputs?: OutputName[];
+}
+
+export interface EncodeResult {
+  hiddenStates?: tf.Tensor3D[];
+  features?: tf.Tensor3D;
+  projected?: tf.Tensor3D;
+  poolerOutput?: tf.Tensor2D;
+}
+
+/** What a model folder is, from its config.json (and, for llava-hf, its key names). */
+export function detectLayout(modelDir: string, config: Record<string, any>, keys: () => string[]): Layout {
+  if (config.mm_vision_tower !== undefined || config.mm_projector_type !== undefined) return 'llava';
+  if (config.model_type === 'clip') return 'clip';
+  if (config.model_type === 'clip_vision_model') return 'clip_vision';
+  if (config.vision_config !== undefined) {
+    const k = keys();
+    if (k.some((n) => n.startsWith('model.vision_tower.vision_model.'))) return 'llava_hf_model_prefixed';
+    if (k.some((n) => n.startsWith('vision_tower.vision_model.'))) return 'llava_hf';
+    throw new CheckpointError(`${modelDir}: llava-hf config but no vision_tower.vision_model.* or model.vision_tower.vision_model.* tensors`);
+  }
+  throw new ConfigError(`${path.join(modelDir, 'config.json')}: cannot tell the model type (model_type "${String(config.model_type)}", no mm_vision_tower)`);
+}
+
+/**
+ * LLaVA's vision side from a model folder: CLIP (full or vision-only), original LLaVA
+ * (tower from `mm_vision_tower`, projector and LLaVA-1.6 tower from the checkpoint), or llava-hf.
+ */
+export class LlavaVision {
+  private constructor(
+    readonly modelDir: string,
+    readonly layout: Layout,
+    readonly settings: LlavaVisionSettings,
+    readonly tower: CLIPVisionTower,
+    readonly projector: Projector | null,
+    readonly imageNewline: tf.Tensor1D | null,
+    readonly backend: string,
+  ) {}
+
+  static async load(modelDir: string, options: LoadOptions = {}): Promise<LlavaVision> {
+    const backend = await initBackend(options);
+    const config = readJsonFile(path.join(modelDir, 'config.json'), 'model config');
+    let checkpoint: OpenedSource | null = null;
+    const openCheckpoint = () => (checkpoint ??= Checkpoint.open(modelDir));
+    try {
+      const layout = detectLayout(modelDir, config, () => openCheckpoint().keys());
+      const settings = settingsFor(layout, config, path.join(modelDir, 'config.json'));
+      if (options.selectLayer !== undefined) settings.selectLayer = options.selectLayer;
+      if (options.selectFeature !== undefined) settings.selectFeature = options.selectFeature;
+      const keys = LAYOUT_KEYS[layout];
+
+      // The tower: its config always comes from the CLIP folder; its weights from the LLaVA-1.6
+      // checkpoint when that holds a fine-tuned copy (it overrides the CLIP folder's, as in LLaVA).
+      let towerDir = modelDir;
+      if (layout === 'llava') towerDir = options.visionTower ?? resolveVisionTower(settings.visionTower ?? '', modelDir);
+      const towerOptions = { selectLayer: settings.selectLayer, selectFeature: settings.selectFeature };
+      let tower: CLIPVisionTower;
+      if (layout === 'llava') {
+        tower = new CLIPVisionTower(towerDir, { ...towerOptions, delayLoad: true });
+        const ck = openCheckpoint();
+        const overrides = ck.keys().some((k) => k.startsWith(keys.towerPrefix));
+        tower.loadModel(overrides ? { tensors: ck, keyFor: (p) => keys.towerPrefix + p } : undefined);
+      } else if (layout === 'clip' || layout === 'clip_vision') {
+        tower = new CLIPVisionTower(towerDir, towerOptions);
+      } else {
+        tower = new CLIPVisionTowerFromConfig(modelDir, config, towerOptions);
+        tower.loadModel({ tensors: openCheckpoint(), keyFor: (p) => keys.towerPrefix + p });
+      }
+
+      const projector = loadProjector(layout, settings, tower, options, openCheckpoint, modelDir);
+      let imageNewline: tf.Tensor1D | null = null;
+      if (keys.imageNewline && layout !== 'clip' && layout !== 'clip_vision') {
+        const ck = openCheckpoint();
+        if (ck.has(keys.imageNewline)) imageNewline = tf.tensor1d(ck.readFloat32(keys.imageNewline));
+      }
+      return new LlavaVision(modelDir, layout, settings, tower, projector, imageNewline, backend);
+    } finally {
+      (checkpoint as OpenedSource | null)?.close();
+    }
+  }
+
+  /**
+   * Runs `pixel_values` [N, 3, H, W] through the tower (and projector): all hidden states,
+   * LLaVA's selected features, the projected features, the pooled output, as asked.
+   */
+  encode(pixelValues: tf.Tensor4D, options: EncodeOptions = {}): EncodeResult {
+    const outputs = new Set<OutputName>(options.outputs ?? [this.projector ? 'projected' : 'features']);
+    for (const o of outputs) if (!OUTPUT_NAMES.includes(o)) throw new ConfigError(`unknown output "${o}" (choose from ${OUTPUT_NAMES.join(', ')})`);
+    if (outputs.has('projected') && !this.projector) throw new ConfigError(`output "projected" needs a projector, and ${this.modelDir} has none (pass --projector FILE)`);
+    const forward = { interpolatePosEncoding: options.interpolatePosEncoding };
+    return tf.tidy(() => {
+      const result: EncodeResult = {};
+      let features: tf.Tensor3D;
+      if (outputs.has('hidden_states') || outputs.has('pooler_output')) {
+        const full = this.tower.visionModel.forward(pixelValues, forward);
+        features = this.tower.featureSelect(full.hiddenStates);
+        if (outputs.has('hidden_states')) result.hiddenStates = full.hiddenStates;
+        if (outputs.has('pooler_output')) result.poolerOutput = full.poolerOutput;
+      } else {
+        features = this.tower.forward(pixelValues, forward);
+      }
+      if (outputs.has('features')) result.features = features;
+      if (outputs.has('projected')) result.projected = this.projector!.call(features) as tf.Tensor3D;
+      return result as Record<string, any>;
+    }) as EncodeResult;
+  }
+
+  dispose(): void {
+    this.tower.dispose();
+    if (this.projector) for (const w of this.projector.weights) w.dispose();
+    this.imageNewline?.dispose();
+  }
+}
+
+/** llava-hf keeps the tower's config inside its own config.json (`vision_config`). */
+class CLIPVisionTowerFromConfig extends CLIPVisionTower {
+  constructor(modelDir: string, config: Record<string, any>, options: { selectLayer: number | number[]; selectFeature: SelectFeature }) {
+    super(modelDir, { ...options, delayLoad: true, visionConfig: clipVisionConfigFromJson(config, path.join(modelDir, 'config.json')) });
+  }
+}
+
+function settingsFor(layout: Layout, config: Record<string, any>, where: string): LlavaVisionSettings {
+  if (layout === 'llava') return llavaSettingsFromJson(config, where);
+  if (layout === 'llava_hf' || layout === 'llava_hf_model_prefixed') return llavaHfSettingsFromJson(config, where);
+  return { ...LLAVA_DEFAULTS };
+}
+
+/** Projector weights from --projector, else the model's checkpoint (or its `mm_projector.bin`). */
+function loadProjector(
+  layout: Layout,
+  settings: LlavaVisionSettings,
+  tower: CLIPVisionTower,
+  options: LoadOptions,
+  openCheckpoint: () => OpenedSource,
+  modelDir: string,
+): Projector | null {
+  let source: OpenedSource | null = null;
+  let ownSource = false;
+  let prefixKey: ((p: string) => string) | undefined = LAYOUT_KEYS[layout].projectorKey;
+  let prefix = LAYOUT_KEYS[layout].projectorPrefix;
+  try {
+    if (options.projector) {
+      source = openTensorSource(options.projector);
+      ownSource = true;
+      prefix = ['model.mm_projector.', 'mm_projector.', 'model.multi_modal_projector.', 'multi_modal_projector.'].find((p) => source!.keys().some((k) => k.startsWith(p)));
+      if (!prefix) throw new CheckpointError(`${options.projector}: no projector tensors (model.mm_projector.*, mm_projector.*, multi_modal_projector.*)`);
+      prefixKey = prefix.includes('multi_modal') ? (p) => LAYOUT_KEYS.llava_hf.projectorKey!(p).replace('multi_modal_projector.', prefix!) : (p) => prefix + p;
+    } else if (prefixKey && prefix) {
+      const ck = openCheckpoint();
+      if (ck.keys().some((k) => k.startsWith(prefix!))) source = ck;
+      else if (layout === 'llava' && isDir(modelDir)) {
+        const bin = path.join(modelDir, 'mm_projector.bin');
+        if (require('fs').existsSync(bin)) {
+          source = openTensorSource(bin);
+          ownSource = true;
+        }
+      }
+    }
+    const type = options.projectorType ?? (options.projector ? inferProjectorType(source!.keys(), prefix!) : null) ?? settings.projectorType;
+    if (!type) return null;
+    if (type !== 'identity' && !source) {
+      throw new CheckpointError(`${modelDir}: mm_projector_type "${type}" but no projector tensors (${prefix ?? 'model.mm_projector.'}*) found; pass --projector FILE`);
+    }
+    const inFeatures = settings.projectorIn ?? tower.featureSize;
+    if (inFeatures !== tower.featureSize) {
+      throw new ConfigError(`mm_hidden_size ${inFeatures} disagrees with the vision tower's feature width ${tower.featureSize}`);
+    }
+    let outFeatures = settings.projectorOut;
+    if (outFeatures === null && source && type !== 'identity') outFeatures = source.info(prefixKey!(type === 'linear' ? 'weight' : '0.weight')).shape[0];
+    const projector = new Projector({
+      type,
+      inFeatures,
+      outFeatures: outFeatures ?? inFeatures,
+      hiddenAct: settings.projectorAct,
+      bias: settings.projectorBias,
+    });
+    if (source) loadWeights(projector, source, prefixKey);
+    return projector;
+  } finally {
+    if (ownSource) source?.close();
+  }
+}
+
+export { visionConfigToJson };

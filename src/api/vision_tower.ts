@@ -1,0 +1,172 @@
+import * as fs from 'fs';
+import * as path from 'path';
+import * as tf from '@tensorflow/tfjs';
+import { CLIPVisionConfig, clipVisionConfigFromJson, numPatchesPerSide } from '../config/clip';
+import { SelectFeature, parseSelectFeature } from '../config/llava';
+import { ConfigError } from '../errors';
+import { Checkpoint } from '../io/checkpoint';
+import { CLIPVisionModel, VisionForwardOptions } from '../model/vision_transformer';
+import { KeyMap, TensorSource, loadWeights } from '../model/weights';
+
+export interface VisionTowerOptions {
+  /** `mm_vision_select_layer`: index into the L+1 hidden states, negative from the end. Default -2. */
+  selectLayer?: number | number[];
+  /** `mm_vision_select_feature`. Default `patch` (drops CLS). */
+  selectFeature?: SelectFeature;
+  /** Read only the config now; call `loadModel()` later (LLaVA's `delay_load`). */
+  delayLoad?: boolean;
+  /** The tower config when it doesn't live in the tower folder's config.json (llava-hf). */
+  visionConfig?: CLIPVisionConfig;
+  /** Warnings (e.g. loading twice); default stderr. */
+  warn?: (message: string) => void;
+}
+
+/**
+ * LLaVA's `CLIPVisionTower` (llava/model/multimodal_encoder/clip_encoder.py): a frozen HF
+ * `CLIPVisionModel` whose `hidden_states[select_layer]` are the image features.
+ */
+export class CLIPVisionTower {
+  readonly visionTowerName: string;
+  readonly selectLayers: number[];
+  readonly selectFeature: SelectFeature;
+  readonly config: CLIPVisionConfig;
+  private model: CLIPVisionModel | null = null;
+  private readonly warn: (message: string) => void;
+
+  constructor(visionTowerPath: string, options: VisionTowerOptions = {}) {
+    this.visionTowerName = visionTowerPath;
+    const layer = options.selectLayer ?? -2;
+    this.selectLayers = Array.isArray(layer) ? [...layer] : [layer];
+    this.selectFeature = parseSelectFeature(options.selectFeature ?? 'patch', 'select feature');
+    this.warn = options.warn ?? ((m) => process.stderr.write(`llava-vision: ${m}\n`));
+    this.config = options.visionConfig ?? readVisionConfig(visionTowerPath);
+    for (const l of this.selectLayers) resolveLayer(l, this.config.numHiddenLayers);
+    if (!options.delayLoad) this.loadModel();
+  }
+
+  get isLoaded(): boolean {
+    return this.model !== null;
+  }
+
+  /**
+   * Builds the tower and loads its weights, from the tower folder by default, or from another
+   * source (a LLaVA-1.6 checkpoint's fine-tuned `model.vision_tower.vision_tower.*`).
+   */
+  loadModel(source?: { tensors: TensorSource; keyFor: KeyMap }): void {
+    if (this.model) {
+      this.warn(`${this.visionTowerName} is already loaded, \`load_model\` called again, skipping.`);
+      return;
+    }
+    const model = new CLIPVisionModel(this.config, { trainable: false });
+    const tensors = source?.tensors ?? Checkpoint.open(this.visionTowerName);
+    try {
+      loadWeights(model, tensors, source?.keyFor);
+    } catch (e) {
+      for (const w of model.visionModel.weights) w.dispose();
+      throw e;
+    } finally {
+      if (!source && tensors instanceof Checkpoint) tensors.close();
+    }
+    this.model = model;
+  }
+
+  /** The underlying HF model (throws if `delayLoad` and not loaded yet). */
+  get visionModel(): CLIPVisionModel {
+    if (!this.model) throw new ConfigError(`vision tower ${this.visionTowerName} is not loaded yet (delayLoad): call loadModel() first`);
+    return this.model;
+  }
+
+  get hiddenSize(): number {
+    return this.config.hiddenSize;
+  }
+  get numPatchesPerSide(): number {
+    return numPatchesPerSide(this.config);
+  }
+  get numPatches(): number {
+    return this.numPatchesPerSide ** 2;
+  }
+  /** Feature width after concatenating the selected layers. */
+  get featureSize(): number {
+    return this.config.hiddenSize * this.selectLayers.length;
+  }
+  /** LLaVA's `dummy_feature`: zeros [1, hidden_size]. */
+  get dummyFeature(): tf.Tensor2D {
+    return tf.zeros([1, this.hiddenSize]);
+  }
+
+  /** `feature_select`: hidden_states[select_layer], CLS dropped for `patch`. */
+  featureSelect(hiddenStates: tf.Tensor3D[]): tf.Tensor3D {
+    return tf.tidy(() => {
+      const picked = this.selectLayers.map((l) => hiddenStates[resolveLayer(l, this.config.numHiddenLayers)]);
+      const features = picked.length === 1 ? picked[0] : (tf.concat(picked, -1) as tf.Tensor3D);
+      if (this.selectFeature === 'cls_patch') return tf.clone(features);
+      const [b, t, d] = features.shape;
+      return features.slice([0, 1, 0], [b, t - 1, d]);
+    });
+  }
+
+  /**
+   * LLaVA's forward: a batch [B, C, H, W] gives [B, N, D]; a list of [C, H, W] images runs each
+   * as a batch of one and gives a list of [1, N, D]. Only the layers up to the deepest selected one run.
+   */
+  forward(images: tf.Tensor4D, options?: VisionForwardOptions): tf.Tensor3D;
+  forward(images: tf.Tensor3D[], options?: VisionForwardOptions): tf.Tensor3D[];
+  forward(images: tf.Tensor4D | tf.Tensor3D[], options: VisionForwardOptions = {}): tf.Tensor3D | tf.Tensor3D[] {
+    if (Array.isArray(images)) return images.map((img) => this.forwardBatch(tf.tidy(() => img.expandDims(0) as tf.Tensor4D), options, true));
+    return this.forwardBatch(images, options, false);
+  }
+
+  private forwardBatch(pixels: tf.Tensor4D, options: VisionForwardOptions, disposeInput: boolean): tf.Tensor3D {
+    const model = this.visionModel;
+    const layers = this.selectLayers.map((l) => resolveLayer(l, this.config.numHiddenLayers));
+    let features: tf.Tensor3D;
+    if (layers.length === 1) {
+      const hidden = model.hiddenState(pixels, layers[0], options);
+      features = this.selectFeature === 'patch' ? tf.tidy(() => dropCls(hidden)) : hidden;
+      if (features !== hidden) hidden.dispose();
+    } else {
+      features = tf.tidy(() => this.featureSelect(model.forward(pixels, options).hiddenStates));
+    }
+    if (disposeInput) pixels.dispose();
+    return features;
+  }
+
+  dispose(): void {
+    if (this.model) for (const w of this.model.visionModel.weights) w.dispose();
+    this.model = null;
+  }
+}
+
+function dropCls(x: tf.Tensor3D): tf.Tensor3D {
+  const [b, t, d] = x.shape;
+  return x.slice([0, 1, 0], [b, t - 1, d]);
+}
+
+/** Python-style index into L+1 hidden states. */
+export function resolveLayer(index: number, numLayers: number): number {
+  const n = numLayers + 1;
+  const k = index < 0 ? n + index : index;
+  if (!Number.isInteger(index) || k < 0 || k >= n) {
+    throw new ConfigError(`select layer ${index} is out of range: the tower has ${n} hidden states (${-n}..${n - 1})`);
+  }
+  return k;
+}
+
+/** The vision config from a folder's (or a file's folder's) config.json. */
+export function readVisionConfig(towerPath: string): CLIPVisionConfig {
+  const dir = fs.existsSync(towerPath) && fs.statSync(towerPath).isFile() ? path.dirname(towerPath) : towerPath;
+  const file = path.join(dir, 'config.json');
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    throw new ConfigError(`${file}: vision tower config not found (is "${towerPath}" a CLIP model folder?)`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(`${file}: not valid JSON (${(e as Error).message})`);
+  }
+  return clipVisionConfigFromJson(json, file);
+}

@@ -1,0 +1,128 @@
+import { ConfigError } from '../errors';
+
+export type SelectFeature = 'patch' | 'cls_patch';
+export type AspectMode = 'square' | 'pad' | 'anyres';
+export type MergeType = 'flat' | 'spatial' | 'spatial_unpad';
+
+/** The vision-side settings of a LLaVA (original or llava-hf) config.json, with LLaVA's defaults. */
+export interface LlavaVisionSettings {
+  /** `mm_vision_tower`: hub id or path of the CLIP tower (original LLaVA only). */
+  visionTower: string | null;
+  /** `mm_vision_select_layer` / `vision_feature_layer`; a list is concatenated on the feature axis (newer llava-hf). */
+  selectLayer: number | number[];
+  /** `mm_vision_select_feature`; llava-hf `default` = `patch`, `full` = `cls_patch`. */
+  selectFeature: SelectFeature;
+  /** `mm_projector_type`, or null when the config has no projector. */
+  projectorType: string | null;
+  /** Projector input width (`mm_hidden_size`) and output width (the LLM `hidden_size`). */
+  projectorIn: number | null;
+  projectorOut: number | null;
+  projectorAct: string;
+  projectorBias: boolean;
+  /** `image_aspect_ratio`: LLaVA treats anything but `pad`/`anyres*` as plain processor resizing. */
+  aspect: AspectMode;
+  /** `image_grid_pinpoints` as (width, height) pairs, as LLaVA reads them. */
+  gridPinpoints: [number, number][] | null;
+  /** `mm_patch_merge_type`. */
+  mergeType: MergeType;
+  unfreezeVisionTower: boolean;
+}
+
+export const LLAVA_DEFAULTS: Readonly<LlavaVisionSettings> = Object.freeze({
+  visionTower: null,
+  selectLayer: -2,
+  selectFeature: 'patch',
+  projectorType: null,
+  projectorIn: null,
+  projectorOut: null,
+  projectorAct: 'gelu',
+  projectorBias: true,
+  aspect: 'square',
+  gridPinpoints: null,
+  mergeType: 'flat',
+  unfreezeVisionTower: false,
+});
+
+type Json = Record<string, any>;
+
+export function parseSelectFeature(value: unknown, where: string): SelectFeature {
+  if (value === 'patch' || value === 'cls_patch') return value;
+  throw new ConfigError(`${where}: Unexpected select feature: ${String(value)} (expected patch or cls_patch)`);
+}
+
+export function parseAspect(value: unknown): AspectMode {
+  if (value === 'pad') return 'pad';
+  if (typeof value === 'string' && value.startsWith('anyres')) return 'anyres';
+  return 'square'; // LLaVA's process_images: any other value means the processor alone
+}
+
+export function parseMergeType(value: unknown, where: string): MergeType {
+  if (value === undefined || value === null || value === 'flat') return 'flat';
+  if (value === 'spatial' || value === 'spatial_unpad') return value;
+  throw new ConfigError(`${where}: mm_patch_merge_type "${String(value)}" is not supported (flat, spatial, spatial_unpad)`);
+}
+
+/** Pinpoints as a list of [w, h] pairs, or the string form "[(336, 672), (672, 336)]" some configs hold. */
+export function parseGridPinpoints(value: unknown, where: string): [number, number][] | null {
+  if (value === undefined || value === null) return null;
+  let v = value;
+  if (typeof v === 'string') {
+    try {
+      v = JSON.parse(v.replace(/\(/g, '[').replace(/\)/g, ']'));
+    } catch {
+      throw new ConfigError(`${where}: image_grid_pinpoints "${value}" is not a list of (width, height) pairs`);
+    }
+  }
+  const ok = Array.isArray(v) && v.length > 0 && v.every((p) => Array.isArray(p) && p.length === 2 && p.every((x) => Number.isInteger(x) && x > 0));
+  if (!ok) throw new ConfigError(`${where}: image_grid_pinpoints must be a non-empty list of [width, height] pairs of positive integers`);
+  return (v as number[][]).map((p) => [p[0], p[1]] as [number, number]);
+}
+
+function parseSelectLayer(value: unknown, where: string): number | number[] {
+  const isInt = (x: unknown) => Number.isInteger(x);
+  if (isInt(value)) return value as number;
+  if (Array.isArray(value) && value.length > 0 && value.every(isInt)) return value as number[];
+  throw new ConfigError(`${where}: select layer must be an integer or a list of integers, got ${JSON.stringify(value)}`);
+}
+
+/** Original LLaVA config.json (`mm_vision_tower`, `mm_projector_type`, ...). */
+export function llavaSettingsFromJson(json: Json, where: string): LlavaVisionSettings {
+  const s: LlavaVisionSettings = { ...LLAVA_DEFAULTS };
+  s.visionTower = typeof json.mm_vision_tower === 'string' ? json.mm_vision_tower : (json.vision_tower ?? null);
+  if (json.mm_vision_select_layer !== undefined) s.selectLayer = parseSelectLayer(json.mm_vision_select_layer, where);
+  if (json.mm_vision_select_feature !== undefined) s.selectFeature = parseSelectFeature(json.mm_vision_select_feature, where);
+  s.projectorType = json.mm_projector_type ?? 'linear';
+  s.projectorIn = json.mm_hidden_size ?? null;
+  s.projectorOut = json.hidden_size ?? null;
+  s.aspect = parseAspect(json.image_aspect_ratio);
+  s.gridPinpoints = parseGridPinpoints(json.image_grid_pinpoints, where);
+  s.mergeType = parseMergeType(json.mm_patch_merge_type, where);
+  s.unfreezeVisionTower = json.unfreeze_mm_vision_tower === true;
+  return s;
+}
+
+/** llava-hf config.json (`vision_config`, `vision_feature_layer`, `projector_hidden_act`, ...). */
+export function llavaHfSettingsFromJson(json: Json, where: string): LlavaVisionSettings {
+  const s: LlavaVisionSettings = { ...LLAVA_DEFAULTS };
+  if (json.vision_feature_layer !== undefined) s.selectLayer = parseSelectLayer(json.vision_feature_layer, where);
+  const strategy = json.vision_feature_select_strategy ?? 'default';
+  if (strategy !== 'default' && strategy !== 'full') {
+    throw new ConfigError(`${where}: vision_feature_select_strategy "${String(strategy)}" is not supported (default, full)`);
+  }
+  s.selectFeature = strategy === 'full' ? 'cls_patch' : 'patch';
+  s.projectorType = 'mlp2x_gelu';
+  const visionWidth = json.vision_config?.hidden_size ?? 1024;
+  const layers = Array.isArray(s.selectLayer) ? s.selectLayer.length : 1;
+  s.projectorIn = visionWidth * layers;
+  s.projectorOut = json.text_config?.hidden_size ?? 4096;
+  s.projectorAct = json.projector_hidden_act ?? 'gelu';
+  s.projectorBias = json.multimodal_projector_bias ?? true;
+  if (json.model_type === 'llava_next') {
+    s.aspect = 'anyres';
+    // llava-hf stores pinpoints as [height, width]; LLaVA's code (which we follow) reads (width, height).
+    const hw = parseGridPinpoints(json.image_grid_pinpoints, where);
+    s.gridPinpoints = hw ? hw.map(([h, w]) => [w, h] as [number, number]) : null;
+    s.mergeType = 'spatial_unpad';
+  }
+  return s;
+}
