@@ -39,7 +39,8 @@ function parseChoice(value: string | undefined): BackendChoice {
 }
 
 async function trySetBackend(name: Exclude<BackendChoice, 'auto'>): Promise<string | null> {
-  if (tf.getBackend() === name && tf.findBackend(name)) return null;
+  // engine().backendName, unlike tf.getBackend(), does not initialise a default backend (and print its banner).
+  if (tf.engine().backendName === name) return null;
   try {
     if (name === 'tensorflow') {
       if (!tf.findBackendFactory('tensorflow')) requireFirst(['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']);

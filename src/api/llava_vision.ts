@@ -68,8 +68,8 @@ export class LlavaVision {
   ) {}
 
   static async load(modelDir: string, options: LoadOptions = {}): Promise<LlavaVision> {
-    const backend = await initBackend(options);
     const config = readJsonFile(path.join(modelDir, 'config.json'), 'model config');
+    const backend = await initBackend(options);
     let checkpoint: OpenedSource | null = null;
     const openCheckpoint = () => (checkpoint ??= Checkpoint.open(modelDir));
     try {
