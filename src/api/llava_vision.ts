@@ -72,6 +72,9 @@ export class LlavaVision {
     const backend = await initBackend(options);
     let checkpoint: OpenedSource | null = null;
     const openCheckpoint = () => (checkpoint ??= Checkpoint.open(modelDir));
+    // What is built so far, freed if a later step fails (a failed load leaves no tensors behind).
+    let tower: CLIPVisionTower | null = null;
+    let projector: Projector | null = null;
     try {
       const layout = detectLayout(modelDir, config, () => openCheckpoint().keys());
       const settings = settingsFor(layout, config, path.join(modelDir, 'config.json'));
@@ -84,7 +87,6 @@ export class LlavaVision {
       let towerDir = modelDir;
       if (layout === 'llava') towerDir = options.visionTower ?? resolveVisionTower(settings.visionTower ?? '', modelDir);
       const towerOptions = { selectLayer: settings.selectLayer, selectFeature: settings.selectFeature };
-      let tower: CLIPVisionTower;
       if (layout === 'llava') {
         tower = new CLIPVisionTower(towerDir, { ...towerOptions, delayLoad: true });
         const ck = openCheckpoint();
@@ -97,13 +99,17 @@ export class LlavaVision {
         tower.loadModel({ tensors: openCheckpoint(), keyFor: (p) => keys.towerPrefix + p });
       }
 
-      const projector = loadProjector(layout, settings, tower, options, openCheckpoint, modelDir);
+      projector = loadProjector(layout, settings, tower, options, openCheckpoint, modelDir);
       let imageNewline: tf.Tensor1D | null = null;
       if (keys.imageNewline && layout !== 'clip' && layout !== 'clip_vision') {
         const ck = openCheckpoint();
         if (ck.has(keys.imageNewline)) imageNewline = tf.tensor1d(ck.readFloat32(keys.imageNewline));
       }
       return new LlavaVision(modelDir, layout, settings, tower, projector, imageNewline, backend);
+    } catch (e) {
+      (tower as CLIPVisionTower | null)?.dispose();
+      if (projector) for (const w of (projector as Projector).weights) w.dispose();
+      throw e;
     } finally {
       (checkpoint as OpenedSource | null)?.close();
     }
@@ -204,7 +210,14 @@ function loadProjector(
       hiddenAct: settings.projectorAct,
       bias: settings.projectorBias,
     });
-    if (source) loadWeights(projector, source, prefixKey);
+    if (source) {
+      try {
+        loadWeights(projector, source, prefixKey);
+      } catch (e) {
+        for (const w of projector.weights) w.dispose();
+        throw e;
+      }
+    }
     return projector;
   } finally {
     if (ownSource) source?.close();
