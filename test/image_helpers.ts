@@ -1,7 +1,8 @@
-/** Shared helpers for the image tests: fixture paths, a tiny safetensors reader, hashing. */
+/** Shared helpers for the image tests: fixture paths, expected tensors (full or trimmed), hashing. */
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
+import { SafetensorsFile } from '../src/io/safetensors';
 
 export const FIXTURES = path.join(__dirname, 'fixtures');
 export const IMAGES = path.join(FIXTURES, 'images');
@@ -14,31 +15,66 @@ export interface Tensor {
 }
 
 /**
- * Minimal read-only safetensors reader (whole file in memory), enough for the expected tensors.
- * TODO: switch to src/io/safetensors.ts once it lands.
+ * The expected tensors of a golden case: `expected.safetensors`, or the trimmed
+ * `expected.subset.safetensors` + `subset.json` of the large cases, where some tensors (the s336
+ * pixel_values) are stored only as the sha256 of their bytes (see tools/copy_fixtures.ts).
  */
 export class Expected {
-  private readonly buf: Buffer;
-  private readonly header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
-  private readonly base: number;
+  private readonly hashes: Record<string, { sha256: string; shape: number[] }> = {};
+  private readonly stored: Record<string, number[]> = {};
 
-  constructor(readonly file: string) {
-    this.buf = fs.readFileSync(file);
-    const n = Number(this.buf.readBigUInt64LE(0));
-    this.header = JSON.parse(this.buf.subarray(8, 8 + n).toString('utf8'));
-    delete (this.header as Record<string, unknown>).__metadata__;
-    this.base = 8 + n;
+  private constructor(readonly file: string, subsetJson?: string) {
+    const f = SafetensorsFile.open(file);
+    for (const k of f.keys()) this.stored[k] = f.info(k).shape;
+    f.close();
+    if (subsetJson) {
+      for (const [k, r] of Object.entries(readJson(subsetJson).rules as Record<string, { sha256?: string; shape?: number[] }>)) {
+        if (r.sha256 && r.shape) this.hashes[k] = { sha256: r.sha256, shape: r.shape };
+        // row-subset tensors are not image tensors: leave them out
+        else delete this.stored[k];
+      }
+    }
+  }
+
+  /** null when the case has no expected tensors. */
+  static forCase(caseDir: string): Expected | null {
+    const full = path.join(caseDir, 'expected.safetensors');
+    if (fs.existsSync(full)) return new Expected(full);
+    const sub = path.join(caseDir, 'expected.subset.safetensors');
+    if (fs.existsSync(sub)) return new Expected(sub, path.join(caseDir, 'subset.json'));
+    return null;
   }
 
   names(): string[] {
-    return Object.keys(this.header);
+    return [...Object.keys(this.stored), ...Object.keys(this.hashes)].sort();
   }
 
+  has(name: string): boolean {
+    return name in this.stored || name in this.hashes;
+  }
+
+  shape(name: string): number[] {
+    const s = this.stored[name] ?? this.hashes[name]?.shape;
+    if (!s) throw new Error(`${this.file}: no tensor ${name}`);
+    return s;
+  }
+
+  /** The stored tensor (throws for hash-only tensors). */
   read(name: string): Tensor {
-    const h = this.header[name];
-    if (!h) throw new Error(`${this.file}: no tensor ${name}`);
-    const [a, b] = h.data_offsets;
-    return { dtype: h.dtype, shape: h.shape, data: new Uint8Array(this.buf.subarray(this.base + a, this.base + b)) };
+    if (!(name in this.stored)) throw new Error(`${this.file}: tensor ${name} is not stored (hash only?)`);
+    const f = SafetensorsFile.open(this.file);
+    try {
+      return f.read(name);
+    } finally {
+      f.close();
+    }
+  }
+
+  /** null if `bytes` equal the expected tensor (or its sha256), else a short description. */
+  compare(name: string, bytes: Uint8Array): string | null {
+    const h = this.hashes[name];
+    if (h) return sha256(bytes) === h.sha256 ? null : `sha256 differs from ${h.sha256}`;
+    return firstDiff(bytes, this.read(name).data);
   }
 }
 
@@ -50,11 +86,11 @@ export function readJson<T = any>(file: string): T { // eslint-disable-line @typ
   return JSON.parse(fs.readFileSync(file, 'utf8'));
 }
 
-/** Case folders that carry an expected.safetensors. */
+/** Case folders that carry expected tensors (full or trimmed). */
 export function casesWithExpected(): string[] {
   return fs
     .readdirSync(CASES)
-    .filter((c) => fs.existsSync(path.join(CASES, c, 'expected.safetensors')))
+    .filter((c) => Expected.forCase(path.join(CASES, c)) !== null)
     .sort();
 }
 

@@ -15,7 +15,7 @@ import {
 } from '../src/image/llava';
 import { CLIPImageProcessor } from '../src/image/processor';
 import { RgbImage } from '../src/image/types';
-import { CASES, Expected, IMAGES, firstDiff, readJson } from './image_helpers';
+import { CASES, Expected, IMAGES, readJson } from './image_helpers';
 
 const llavaCases = fs
   .readdirSync(CASES)
@@ -23,74 +23,47 @@ const llavaCases = fs
   .sort();
 
 describe('LLaVA process_images vs the golden llava cases, bit for bit', () => {
-  const withExpected = llavaCases.filter((c) => fs.existsSync(path.join(CASES, c, 'expected.safetensors')));
-
-  test('tiny llava cases present (s336_* have no expected.safetensors yet)', () => {
-    expect(withExpected.length).toBeGreaterThanOrEqual(6);
+  test('all llava cases carry expected tensors (s336_*: pixel_values as sha256)', () => {
+    expect(llavaCases.length).toBeGreaterThanOrEqual(9);
+    for (const c of llavaCases) expect(Expected.forCase(path.join(CASES, c))).not.toBeNull();
   });
 
-  for (const c of withExpected) {
+  for (const c of llavaCases) {
     const dir = path.join(CASES, c);
     const meta = readJson(path.join(dir, 'case.json'));
     const llavaCfg = readJson(path.join(dir, 'llava', 'config.json'));
     const aspect = aspectModeFromConfig(llavaCfg.image_aspect_ratio);
     for (const im of meta.images) {
       test(`${c}/${im.id} (${aspect})`, async () => {
-        const exp = new Expected(path.join(dir, 'expected.safetensors'));
-        const names = exp.names();
+        const exp = Expected.forCase(dir)!;
         const proc = CLIPImageProcessor.fromFile(path.join(dir, 'clip_tower'));
         const img = await decodeImage(path.join(IMAGES, im.id));
         const pinpoints =
           aspect === 'anyres' ? parseGridPinpoints(llavaCfg.image_grid_pinpoints, `${c}/llava/config.json`) : undefined;
 
-        if (names.includes(`${im.id}.pad_square_u8`)) {
-          const want = exp.read(`${im.id}.pad_square_u8`);
+        if (exp.has(`${im.id}.pad_square_u8`)) {
           const got = expand2square(img, meanBackground(proc.config.imageMean));
-          expect([got.height, got.width]).toEqual(want.shape.slice(0, 2));
-          expect(firstDiff(got.data, want.data)).toBeNull();
+          expect([got.height, got.width]).toEqual(exp.shape(`${im.id}.pad_square_u8`).slice(0, 2));
+          expect(exp.compare(`${im.id}.pad_square_u8`, got.data)).toBeNull();
         }
         if (pinpoints) {
           expect(selectBestResolution([img.width, img.height], pinpoints)).toEqual(im.best_resolution_wh);
           const patch = meta.vision_config.image_size;
           expect(getAnyresImageGridShape([img.width, img.height], pinpoints, patch)).toEqual(im.grid_wh);
-          if (names.includes(`${im.id}.anyres_padded_u8`)) {
-            const want = exp.read(`${im.id}.anyres_padded_u8`);
+          if (exp.has(`${im.id}.anyres_padded_u8`)) {
             const got = anyresImages(img, proc, pinpoints).padded;
-            expect([got.height, got.width]).toEqual(want.shape.slice(0, 2));
-            expect(firstDiff(got.data, want.data)).toBeNull();
+            expect([got.height, got.width]).toEqual(exp.shape(`${im.id}.anyres_padded_u8`).slice(0, 2));
+            expect(exp.compare(`${im.id}.anyres_padded_u8`, got.data)).toBeNull();
           }
         }
 
-        const want = exp.read(`${im.id}.pixel_values`);
+        const wantShape = exp.shape(`${im.id}.pixel_values`);
         const [out] = processImages([img], proc, { aspect, gridPinpoints: pinpoints });
         // LLaVA's per-image tensor is [3, H, W] for square/pad and [1 + tiles, 3, H, W] for anyres.
-        expect(out.shape).toEqual(want.shape.length === 3 ? [1, ...want.shape] : want.shape);
-        expect(firstDiff(new Uint8Array(out.pixelValues.buffer), want.data)).toBeNull();
+        expect(out.shape).toEqual(wantShape.length === 3 ? [1, ...wantShape] : wantShape);
+        expect(exp.compare(`${im.id}.pixel_values`, new Uint8Array(out.pixelValues.buffer))).toBeNull();
       });
     }
-  }
-});
-
-describe('llava cases without expected tensors (s336_*): shapes and grid from case.json', () => {
-  for (const c of llavaCases.filter((c) => !fs.existsSync(path.join(CASES, c, 'expected.safetensors')))) {
-    const dir = path.join(CASES, c);
-    const meta = readJson(path.join(dir, 'case.json'));
-    test(c, async () => {
-      const llavaCfg = readJson(path.join(dir, 'llava', 'config.json'));
-      const aspect = aspectModeFromConfig(llavaCfg.image_aspect_ratio);
-      const proc = CLIPImageProcessor.fromFile(path.join(dir, 'clip_tower'));
-      const pinpoints = aspect === 'anyres' ? parseGridPinpoints(llavaCfg.image_grid_pinpoints) : undefined;
-      for (const im of meta.images) {
-        const img = await decodeImage(path.join(IMAGES, im.id));
-        const [out] = processImages([img], proc, { aspect, gridPinpoints: pinpoints });
-        const shape = im.pixel_values_shape.length === 3 ? [1, ...im.pixel_values_shape] : im.pixel_values_shape;
-        expect(out.shape).toEqual(shape);
-        if (pinpoints) {
-          expect(selectBestResolution([img.width, img.height], pinpoints)).toEqual(im.best_resolution_wh);
-          expect(getAnyresImageGridShape([img.width, img.height], pinpoints, meta.vision_config.image_size)).toEqual(im.grid_wh);
-        }
-      }
-    });
   }
 });
 

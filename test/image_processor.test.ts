@@ -4,7 +4,7 @@ import { ConfigError } from '../src/errors';
 import { decodeImage } from '../src/image/decode';
 import { CLIPImageProcessor } from '../src/image/processor';
 import { RgbImage } from '../src/image/types';
-import { CASES, Expected, IMAGES, casesWithExpected, firstDiff, readJson } from './image_helpers';
+import { CASES, Expected, IMAGES, casesWithExpected, readJson } from './image_helpers';
 
 interface GoldenRun {
   label: string;
@@ -14,14 +14,14 @@ interface GoldenRun {
   name: string; // tensor name prefix: "<variant>.<image id>" or "<image id>"
 }
 
-/** Every pixel_values of the `clip`, `processor` and `llava_hf` cases (processor only, no LLaVA code). */
+/** Every pixel_values of the `clip`, `processor`, `llava_hf` and `fullsize` cases (processor only, no LLaVA code). */
 function goldenRuns(): GoldenRun[] {
   const runs: GoldenRun[] = [];
   for (const c of casesWithExpected()) {
     const dir = path.join(CASES, c);
     const meta = readJson(path.join(dir, 'case.json'));
-    if (!['clip', 'processor', 'llava_hf'].includes(meta.kind)) continue;
-    const expected = new Expected(path.join(dir, 'expected.safetensors'));
+    if (!['clip', 'processor', 'llava_hf', 'fullsize'].includes(meta.kind)) continue;
+    const expected = Expected.forCase(dir)!;
     if (meta.variants) {
       for (const v of meta.variants) {
         for (const im of v.images) {
@@ -51,24 +51,22 @@ function goldenRuns(): GoldenRun[] {
 
 describe('CLIPImageProcessor.preprocess = HF 4.37.2 slow processor, bit for bit', () => {
   const runs = goldenRuns();
-  test('covers clip, processor and llava_hf cases', () => {
-    expect(runs.length).toBeGreaterThanOrEqual(19);
+  test('covers clip, processor, llava_hf and fullsize cases', () => {
+    expect(runs.length).toBeGreaterThanOrEqual(21);
   });
   for (const r of runs) {
     test(r.label, async () => {
       const img = await decodeImage(r.image);
       const proc = CLIPImageProcessor.fromFile(r.configFile);
-      const names = r.expected.names();
-      if (names.includes(`${r.name}.resized_u8`)) {
-        const want = r.expected.read(`${r.name}.resized_u8`);
+      const exp = r.expected;
+      if (exp.has(`${r.name}.resized_u8`)) {
         const got = proc.resize(img);
-        expect([got.height, got.width]).toEqual(want.shape.slice(0, 2));
-        expect(firstDiff(got.data, want.data)).toBeNull();
+        expect([got.height, got.width]).toEqual(exp.shape(`${r.name}.resized_u8`).slice(0, 2));
+        expect(exp.compare(`${r.name}.resized_u8`, got.data)).toBeNull();
       }
-      const want = r.expected.read(`${r.name}.pixel_values`);
       const out = proc.preprocess(img);
-      expect([3, out.height, out.width]).toEqual(want.shape);
-      expect(firstDiff(new Uint8Array(out.pixelValues.buffer), want.data)).toBeNull();
+      expect([3, out.height, out.width]).toEqual(exp.shape(`${r.name}.pixel_values`));
+      expect(exp.compare(`${r.name}.pixel_values`, new Uint8Array(out.pixelValues.buffer))).toBeNull();
     });
   }
 });

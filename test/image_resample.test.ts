@@ -11,7 +11,7 @@ function goldenResizes(): { label: string; image: string; resample: number; tens
   for (const c of casesWithExpected()) {
     const dir = path.join(CASES, c);
     const meta = readJson(path.join(dir, 'case.json'));
-    const exp = new Expected(path.join(dir, 'expected.safetensors'));
+    const exp = Expected.forCase(dir)!;
     for (const name of exp.names().filter((n) => n.endsWith('.resized_u8'))) {
       let id = name.slice(0, -'.resized_u8'.length);
       let cfgFile = ['model', 'clip_tower'].map((d) => path.join(dir, d, 'preprocessor_config.json')).find(fs.existsSync);
