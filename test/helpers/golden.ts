@@ -1,12 +1,15 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { SafetensorsFile } from '../../src/io/safetensors';
+import { DEFAULT_PARITY_K, checkParity } from '../../src/parity';
+
+export { maxAbsDiff } from '../../src/parity';
 
 export const FIXTURES = path.join(__dirname, '..', 'fixtures');
 export const CASES = path.join(FIXTURES, 'cases');
 
 /** The parity rule of the golden README: max|ours − truth| ≤ K·torch_fp32_max_abs_err + f32_storage_max_abs_err. */
-export const PARITY_K = 4;
+export const PARITY_K = DEFAULT_PARITY_K;
 
 export interface ExpectedMeta {
   shape: number[];
@@ -30,16 +33,6 @@ export function loadCase(name: string, expectedFile = 'expected.safetensors'): G
   return { name, dir, json, expected: SafetensorsFile.open(path.join(dir, expectedFile)) };
 }
 
-export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) throw new Error(`length mismatch: ${a.length} vs ${b.length}`);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    if (!(d <= m)) m = d; // NaN propagates as a failure
-  }
-  return m;
-}
-
 /** Per-case worst ratios, written for the README's parity table. */
 const report = new Map<string, { worstRatio: number; tensor: string; tensors: number }>();
 
@@ -51,14 +44,10 @@ export function expectParity(gc: GoldenCase, key: string, ours: ArrayLike<number
   const meta = gc.json.expected[key];
   if (!meta) throw new Error(`${gc.name}: no expected tensor "${key}"`);
   if (shape) expect(shape).toEqual(meta.shape);
-  const truth = gc.expected.readFloat32(key);
-  const err = maxAbsDiff(ours, truth);
-  const torchErr = meta.torch_fp32_max_abs_err ?? 0;
-  const bound = PARITY_K * torchErr + (meta.f32_storage_max_abs_err ?? 0);
-  if (!(err <= bound)) {
-    throw new Error(`${gc.name} ${key}: max|ours - truth| = ${err.toExponential(3)} exceeds ${PARITY_K}×${torchErr.toExponential(3)} + storage = ${bound.toExponential(3)}`);
+  const { maxAbsErr, bound, ratio, ok } = checkParity(ours, gc.expected.readFloat32(key), meta, PARITY_K);
+  if (!ok) {
+    throw new Error(`${gc.name} ${key}: max|ours - truth| = ${maxAbsErr.toExponential(3)} exceeds ${PARITY_K}×torch_fp32_max_abs_err + storage = ${bound.toExponential(3)}`);
   }
-  const ratio = torchErr > 0 ? err / torchErr : 0;
   const prev = report.get(gc.name);
   if (!prev || ratio > prev.worstRatio) report.set(gc.name, { worstRatio: ratio, tensor: key, tensors: (prev?.tensors ?? 0) + 1 });
   else prev.tensors++;
