@@ -1,7 +1,6 @@
 import { ConfigError } from '../errors';
 
 export type SelectFeature = 'patch' | 'cls_patch';
-export type AspectMode = 'square' | 'pad' | 'anyres';
 export type MergeType = 'flat' | 'spatial' | 'spatial_unpad';
 
 /** The vision-side settings of a LLaVA (original or llava-hf) config.json, with LLaVA's defaults. */
@@ -22,7 +21,7 @@ export interface LlavaVisionSettings {
   /** `image_aspect_ratio`: LLaVA treats anything but `pad`/`anyres*` as plain processor resizing. */
   aspect: AspectMode;
   /** `image_grid_pinpoints` as (width, height) pairs, as LLaVA reads them. */
-  gridPinpoints: [number, number][] | null;
+  gridPinpoints: Pinpoints | null;
   /** `mm_patch_merge_type`. */
   mergeType: MergeType;
   unfreezeVisionTower: boolean;
@@ -50,32 +49,46 @@ export function parseSelectFeature(value: unknown, where: string): SelectFeature
   throw new ConfigError(`${where}: Unexpected select feature: ${String(value)} (expected patch or cls_patch)`);
 }
 
-export function parseAspect(value: unknown): AspectMode {
-  if (value === 'pad') return 'pad';
-  if (typeof value === 'string' && value.startsWith('anyres')) return 'anyres';
-  return 'square'; // LLaVA's process_images: any other value means the processor alone
-}
-
 export function parseMergeType(value: unknown, where: string): MergeType {
   if (value === undefined || value === null || value === 'flat') return 'flat';
   if (value === 'spatial' || value === 'spatial_unpad') return value;
   throw new ConfigError(`${where}: mm_patch_merge_type "${String(value)}" is not supported (flat, spatial, spatial_unpad)`);
 }
 
-/** Pinpoints as a list of [w, h] pairs, or the string form "[(336, 672), (672, 336)]" some configs hold. */
-export function parseGridPinpoints(value: unknown, where: string): [number, number][] | null {
-  if (value === undefined || value === null) return null;
-  let v = value;
-  if (typeof v === 'string') {
-    try {
-      v = JSON.parse(v.replace(/\(/g, '[').replace(/\)/g, ']'));
-    } catch {
-      throw new ConfigError(`${where}: image_grid_pinpoints "${value}" is not a list of (width, height) pairs`);
+export type AspectMode = 'square' | 'pad' | 'anyres';
+/** [width, height] pairs, as LLaVA's `image_grid_pinpoints` (NOT [h, w] as in HF's llava-next). */
+export type Pinpoints = [number, number][];
+
+/** LLaVA treats any image_aspect_ratio other than 'pad' / 'anyres' (incl. none) as plain processing. */
+export function aspectModeFromConfig(imageAspectRatio: unknown): AspectMode {
+  return imageAspectRatio === 'pad' || imageAspectRatio === 'anyres' ? imageAspectRatio : 'square';
+}
+
+/**
+ * `image_grid_pinpoints`: a list of [w, h] lists, or a Python literal string such as
+ * "[(336, 672), (672, 336)]" (LLaVA runs ast.literal_eval on strings).
+ */
+export function parseGridPinpoints(value: unknown, source = 'config.json'): Pinpoints {
+  let list: unknown = value;
+  if (typeof value === 'string') {
+    const pairs: Pinpoints = [];
+    const rest = value.replace(/[[(]\s*(\d+)\s*,\s*(\d+)\s*,?\s*[\])]/g, (_m, w, h) => {
+      pairs.push([Number(w), Number(h)]);
+      return '#';
+    });
+    if (!/^\s*\[\s*(#\s*,\s*)*(#\s*,?\s*)?\]\s*$/.test(rest)) {
+      throw new ConfigError(`${source}: image_grid_pinpoints string ${JSON.stringify(value)} is not a list of (width, height) pairs`);
     }
+    list = pairs;
   }
-  const ok = Array.isArray(v) && v.length > 0 && v.every((p) => Array.isArray(p) && p.length === 2 && p.every((x) => Number.isInteger(x) && x > 0));
-  if (!ok) throw new ConfigError(`${where}: image_grid_pinpoints must be a non-empty list of [width, height] pairs of positive integers`);
-  return (v as number[][]).map((p) => [p[0], p[1]] as [number, number]);
+  if (
+    !Array.isArray(list) ||
+    list.length === 0 ||
+    !list.every((p) => Array.isArray(p) && p.length === 2 && p.every((n) => Number.isInteger(n) && n > 0))
+  ) {
+    throw new ConfigError(`${source}: image_grid_pinpoints must be a non-empty list of [width, height], got ${JSON.stringify(value)}`);
+  }
+  return (list as number[][]).map((p) => [p[0], p[1]]);
 }
 
 function parseSelectLayer(value: unknown, where: string): number | number[] {
@@ -94,8 +107,8 @@ export function llavaSettingsFromJson(json: Json, where: string): LlavaVisionSet
   s.projectorType = json.mm_projector_type ?? 'linear';
   s.projectorIn = json.mm_hidden_size ?? null;
   s.projectorOut = json.hidden_size ?? null;
-  s.aspect = parseAspect(json.image_aspect_ratio);
-  s.gridPinpoints = parseGridPinpoints(json.image_grid_pinpoints, where);
+  s.aspect = aspectModeFromConfig(json.image_aspect_ratio);
+  s.gridPinpoints = json.image_grid_pinpoints == null ? null : parseGridPinpoints(json.image_grid_pinpoints, where);
   s.mergeType = parseMergeType(json.mm_patch_merge_type, where);
   s.unfreezeVisionTower = json.unfreeze_mm_vision_tower === true;
   return s;
@@ -120,7 +133,7 @@ export function llavaHfSettingsFromJson(json: Json, where: string): LlavaVisionS
   if (json.model_type === 'llava_next') {
     s.aspect = 'anyres';
     // llava-hf stores pinpoints as [height, width]; LLaVA's code (which we follow) reads (width, height).
-    const hw = parseGridPinpoints(json.image_grid_pinpoints, where);
+    const hw = json.image_grid_pinpoints == null ? null : parseGridPinpoints(json.image_grid_pinpoints, where);
     s.gridPinpoints = hw ? hw.map(([h, w]) => [w, h] as [number, number]) : null;
     s.mergeType = 'spatial_unpad';
   }

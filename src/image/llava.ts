@@ -3,46 +3,14 @@
  * with image_aspect_ratio 'pad' (expand2square) / 'anyres' (best grid resolution, tiles) / anything
  * else (the processor alone). Sizes are (width, height) as in PIL.
  */
+import { AspectMode, Pinpoints } from '../config/llava';
 import { ConfigError } from '../errors';
 import { CLIPImageProcessor } from './processor';
 import { Resample, resizeImage } from './resample';
 import { RgbImage, cropImage, newImage, pasteImage } from './types';
 
-export type AspectMode = 'square' | 'pad' | 'anyres';
-/** [width, height] pairs, as LLaVA's `image_grid_pinpoints` (NOT [h, w] as in HF's llava-next). */
-export type Pinpoints = [number, number][];
-
-/** LLaVA treats any image_aspect_ratio other than 'pad' / 'anyres' (incl. none) as plain processing. */
-export function aspectModeFromConfig(imageAspectRatio: unknown): AspectMode {
-  return imageAspectRatio === 'pad' || imageAspectRatio === 'anyres' ? imageAspectRatio : 'square';
-}
-
-/**
- * `image_grid_pinpoints`: a list of [w, h] lists, or a Python literal string such as
- * "[(336, 672), (672, 336)]" (LLaVA runs ast.literal_eval on strings).
- */
-export function parseGridPinpoints(value: unknown, source = 'config.json'): Pinpoints {
-  let list: unknown = value;
-  if (typeof value === 'string') {
-    const pairs: Pinpoints = [];
-    const rest = value.replace(/[[(]\s*(\d+)\s*,\s*(\d+)\s*,?\s*[\])]/g, (_m, w, h) => {
-      pairs.push([Number(w), Number(h)]);
-      return '#';
-    });
-    if (!/^\s*\[\s*(#\s*,\s*)*(#\s*,?\s*)?\]\s*$/.test(rest)) {
-      throw new ConfigError(`${source}: image_grid_pinpoints string ${JSON.stringify(value)} is not a list of (width, height) pairs`);
-    }
-    list = pairs;
-  }
-  if (
-    !Array.isArray(list) ||
-    list.length === 0 ||
-    !list.every((p) => Array.isArray(p) && p.length === 2 && p.every((n) => Number.isInteger(n) && n > 0))
-  ) {
-    throw new ConfigError(`${source}: image_grid_pinpoints must be a non-empty list of [width, height], got ${JSON.stringify(value)}`);
-  }
-  return (list as number[][]).map((p) => [p[0], p[1]]);
-}
+export type { AspectMode, Pinpoints } from '../config/llava';
+export { aspectModeFromConfig, parseGridPinpoints } from '../config/llava';
 
 /** The processor's image_mean as LLaVA's pad colour: tuple(int(x * 255) for x in mean) (truncation). */
 export function meanBackground(mean: readonly number[]): [number, number, number] {
