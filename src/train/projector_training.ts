@@ -1,0 +1,267 @@
+/**
+ * Training the multimodal projector on a frozen tower (LLaVA stage-1 style): losses, one optimizer
+ * step, gradients in checkpoint layout, saving/loading the projector under LLaVA or llava-hf names,
+ * and a feature cache so the tower runs once per image, not once per step.
+ */
+import * as fs from 'fs';
+import * as tf from '@tensorflow/tfjs';
+import { LlavaVision } from '../api/llava_vision';
+import { openTensorSource } from '../api/sources';
+import { CheckpointError, ConfigError } from '../errors';
+import { LAYOUT_KEYS, inferProjectorType } from '../io/layouts';
+import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../io/safetensors';
+import { namedParams } from '../model/module';
+import { Projector } from '../model/projector';
+import { KeyMap, exportWeights, loadWeights } from '../model/weights';
+
+export type LossFn = (prediction: tf.Tensor, target: tf.Tensor) => tf.Scalar;
+
+/**
+ * Sum of all elements in two levels (blocks of ~sqrt(n), then the block sums). A single float32
+ * loop over n terms drifts by up to ~n·ulp; torch's reductions are cascaded, and the parity bound on
+ * the loss is a few ulp, so the sum is split the same way. Differentiable (pad/reshape/sum).
+ */
+export function blockedSum(x: tf.Tensor): tf.Scalar {
+  return tf.tidy(() => {
+    const n = x.size;
+    const flat = x.reshape([n]);
+    if (n <= 64) return flat.sum() as tf.Scalar;
+    const block = Math.ceil(Math.sqrt(n));
+    const rows = Math.ceil(n / block);
+    const padded = rows * block === n ? flat : tf.pad(flat, [[0, rows * block - n]]);
+    return padded.reshape([rows, block]).sum(1).sum() as tf.Scalar;
+  });
+}
+
+/** `torch.nn.functional.mse_loss(prediction, target)` with `reduction='mean'` (or `'sum'`). */
+export function mseLoss(prediction: tf.Tensor, target: tf.Tensor, reduction: 'mean' | 'sum' = 'mean'): tf.Scalar {
+  if (!tf.util.arraysEqual(prediction.shape, target.shape)) {
+    throw new ConfigError(`mseLoss: prediction shape [${prediction.shape}] and target shape [${target.shape}] differ`);
+  }
+  return tf.tidy(() => {
+    const total = blockedSum(tf.squaredDifference(prediction, target));
+    return reduction === 'sum' ? total : (tf.div(total, prediction.size) as tf.Scalar);
+  });
+}
+
+/** The projector's trainable tf.Variables (what to pass as `varList` to `optimizer.minimize`). */
+export function trainableVariables(projector: Projector): tf.Variable[] {
+  return projector.trainableWeights.map((w) => w.read() as tf.Variable);
+}
+
+export interface StepOptions {
+  /** Default `mseLoss` (mean). */
+  loss?: LossFn;
+}
+
+/**
+ * One optimizer step on the projector: loss(projector(features), target), gradients of the
+ * projector's trainable weights only, `optimizer.applyGradients`. Returns the loss before the step
+ * (torch's `loss.item()` of that forward). No tensor is left behind.
+ */
+export function trainStep(projector: Projector, features: tf.Tensor, target: tf.Tensor, optimizer: tf.Optimizer, options: StepOptions = {}): number {
+  const loss = options.loss ?? mseLoss;
+  const cost = optimizer.minimize(() => loss(projector.call(features) as tf.Tensor, target), true, trainableVariables(projector));
+  const value = cost!.dataSync()[0];
+  cost!.dispose();
+  return value;
+}
+
+export interface ProjectorGradients {
+  loss: number;
+  /** Keyed by `keyFor(module path)`; data in the checkpoint's (PyTorch) layout, e.g. [out, in] weights. */
+  grads: Record<string, { shape: number[]; data: Float32Array }>;
+}
+
+/** Loss and gradients of every projector parameter, in PyTorch layout and names (`0.weight`, ...). */
+export function projectorGradients(
+  projector: Projector,
+  features: tf.Tensor,
+  target: tf.Tensor,
+  options: StepOptions & { keyFor?: KeyMap } = {},
+): ProjectorGradients {
+  const loss = options.loss ?? mseLoss;
+  const keyFor = options.keyFor ?? ((p: string) => p);
+  const { value, grads } = tf.variableGrads(() => loss(projector.call(features) as tf.Tensor, target), trainableVariables(projector));
+  try {
+    const out: ProjectorGradients = { loss: value.dataSync()[0], grads: {} };
+    for (const [path, param] of namedParams(projector)) {
+      const g = grads[(param.variable.read() as tf.Variable).name];
+      if (!g) throw new ConfigError(`no gradient for projector parameter ${path} (is it trainable?)`);
+      let data = g.dataSync() as Float32Array;
+      data = param.toCheckpoint ? param.toCheckpoint(data) : Float32Array.from(data);
+      out.grads[keyFor(path)] = { shape: [...param.checkpointShape], data };
+    }
+    return out;
+  } finally {
+    tf.dispose([value, ...Object.values(grads)]);
+  }
+}
+
+// ------------------------------------------------------------------------------------- save / load
+
+export type ProjectorNames = 'llava' | 'llava_hf';
+
+export interface SaveProjectorOptions {
+  /**
+   * `llava` (default): `model.mm_projector.<idx>.<weight|bias>` (`model.mm_projector.weight` for a
+   * bare `linear`), the keys of LLaVA's checkpoints and `mm_projector.bin`.
+   * `llava_hf`: `multi_modal_projector.linear_{1,2}.<weight|bias>` (mlp2x_gelu only, as in llava-hf).
+   */
+  names?: ProjectorNames;
+  /** Extra `__metadata__` entries. */
+  metadata?: Record<string, string>;
+}
+
+/** Key map of a projector naming scheme. */
+export function projectorKeyMap(names: ProjectorNames): KeyMap {
+  return names === 'llava' ? LAYOUT_KEYS.llava.projectorKey! : LAYOUT_KEYS.llava_hf.projectorKey!;
+}
+
+/**
+ * Writes the projector's weights as float32 safetensors (PyTorch [out, in] layout), atomically.
+ * Metadata records `format: pt` and `mm_projector_type`. Returns the written keys.
+ */
+export function saveProjector(projector: Projector, file: string, options: SaveProjectorOptions = {}): string[] {
+  const names = options.names ?? 'llava';
+  if (names !== 'llava' && names !== 'llava_hf') throw new ConfigError(`saveProjector: names must be "llava" or "llava_hf", got "${String(names)}"`);
+  if (projector.type === 'identity') throw new ConfigError(`saveProjector: an identity projector has no weights to save (${file})`);
+  if (names === 'llava_hf' && projector.type !== 'mlp2x_gelu') {
+    throw new ConfigError(`saveProjector: llava-hf names exist only for mlp2x_gelu projectors (linear_1, linear_2), this one is ${projector.type}`);
+  }
+  const tensors: Record<string, TensorToWrite> = exportWeights(projector, projectorKeyMap(names));
+  writeSafetensors(file, tensors, { format: 'pt', mm_projector_type: projector.type, ...options.metadata });
+  return Object.keys(tensors).sort();
+}
+
+/** Projector key prefixes recognised in a weights file, most specific first. */
+const PROJECTOR_PREFIXES = ['model.mm_projector.', 'mm_projector.', 'model.multi_modal_projector.', 'multi_modal_projector.'];
+
+/**
+ * Loads projector weights saved by `saveProjector` (either naming), a LLaVA checkpoint or
+ * `mm_projector.bin`, or a llava-hf checkpoint into `projector`. The file's projector type must
+ * match. Returns the keys read.
+ */
+export function loadProjectorWeights(projector: Projector, file: string): string[] {
+  const source = openTensorSource(file);
+  try {
+    const keys = source.keys();
+    const prefix = PROJECTOR_PREFIXES.find((p) => keys.some((k) => k.startsWith(p)));
+    if (!prefix) throw new CheckpointError(`${file}: no projector tensors (${PROJECTOR_PREFIXES.map((p) => p + '*').join(', ')})`);
+    const type = inferProjectorType(keys, prefix);
+    if (type !== projector.type) throw new CheckpointError(`${file}: holds a ${type ?? 'unknown'} projector (${prefix}*), the model's is ${projector.type}`);
+    const keyFor: KeyMap = prefix.includes('multi_modal')
+      ? (p) => LAYOUT_KEYS.llava_hf.projectorKey!(p).replace('multi_modal_projector.', prefix)
+      : (p) => prefix + p;
+    return loadWeights(projector, source, keyFor);
+  } finally {
+    source.close();
+  }
+}
+
+/** Deterministic PRNG (mulberry32) for reproducible initialisation. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * `nn.Linear.reset_parameters()` distribution for every linear of the projector: weight and bias
+ * uniform in ±1/sqrt(in_features) (kaiming_uniform with a=sqrt(5)). Same distribution as torch, not
+ * the same numbers (seeded JS PRNG). A fresh Projector starts at zeros, which cannot train an MLP.
+ */
+export function initProjector(projector: Projector, seed = 0): void {
+  const rand = seededRandom(seed);
+  for (const linear of projector.linears) {
+    const bound = 1 / Math.sqrt(linear.inFeatures);
+    for (const [, param] of namedParams(linear)) {
+      const n = param.checkpointShape.reduce((a, b) => a * b, 1);
+      const data = Float32Array.from({ length: n }, () => (2 * rand() - 1) * bound);
+      const value = tf.tensor(param.fromCheckpoint ? param.fromCheckpoint(data) : data, param.variable.shape as number[], 'float32');
+      param.variable.write(value);
+      value.dispose();
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------ feature cache
+
+/** Cache key of image i: the names `llava-vision encode --save features` writes (`images.<i>.features`, [1, N, D]). */
+export const featureKey = (i: number): string => `images.${i}.features`;
+
+/** Writes features [B, N, D] as `images.<i>.features` [1, N, D] (float32), atomically. */
+export function saveFeatureCache(file: string, features: tf.Tensor3D | Float32Array[], shape?: [number, number], metadata: Record<string, string> = {}): void {
+  const tensors: Record<string, TensorToWrite> = {};
+  if (Array.isArray(features)) {
+    if (!shape) throw new ConfigError('saveFeatureCache: pass the [N, D] shape with per-image arrays');
+    features.forEach((data, i) => {
+      tensors[featureKey(i)] = { dtype: 'F32', shape: [1, ...shape], data };
+    });
+  } else {
+    const [b, n, d] = features.shape;
+    const all = features.dataSync() as Float32Array;
+    for (let i = 0; i < b; i++) tensors[featureKey(i)] = { dtype: 'F32', shape: [1, n, d], data: all.slice(i * n * d, (i + 1) * n * d) };
+  }
+  writeSafetensors(file, tensors, { kind: 'llava-vision feature cache', ...metadata });
+}
+
+/**
+ * Runs the tower once over pixel values [B, 3, H, W] (in batches) and writes the selected features
+ * to `file` in the CLI's names. Returns the [B, N, D] shape. Tower only: no projector involved.
+ */
+export function encodeFeatureCache(model: LlavaVision, pixelValues: tf.Tensor4D, file: string, options: { batchSize?: number; metadata?: Record<string, string> } = {}): [number, number, number] {
+  const batchSize = options.batchSize ?? 8;
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new ConfigError(`encodeFeatureCache: batch size must be a positive integer, got ${batchSize}`);
+  const [b, c, h, w] = pixelValues.shape;
+  const perImage: Float32Array[] = [];
+  let nd: [number, number] = [0, 0];
+  for (let start = 0; start < b; start += batchSize) {
+    const count = Math.min(batchSize, b - start);
+    const features = tf.tidy(() => model.encode(pixelValues.slice([start, 0, 0, 0], [count, c, h, w]), { outputs: ['features'] }).features!);
+    const [, n, d] = features.shape;
+    nd = [n, d];
+    const all = features.dataSync() as Float32Array;
+    for (let i = 0; i < count; i++) perImage.push(all.slice(i * n * d, (i + 1) * n * d));
+    features.dispose();
+  }
+  saveFeatureCache(file, perImage, nd, options.metadata);
+  return [b, ...nd];
+}
+
+/**
+ * Reads a feature cache (or `llava-vision encode --save features` output): every `images.<i>.features`,
+ * i = 0..B-1, each [1, N, D] or [N, D], stacked into one [B, N, D] tensor.
+ */
+export function loadFeatureCache(file: string): tf.Tensor3D {
+  if (!fs.existsSync(file)) throw new CheckpointError(`${file}: feature cache not found`);
+  const st = SafetensorsFile.open(file);
+  try {
+    const indices = st.keys().map((k) => /^images\.(\d+)\.features$/.exec(k)).filter((m): m is RegExpExecArray => m !== null).map((m) => Number(m[1])).sort((a, b) => a - b);
+    if (indices.length === 0) throw new CheckpointError(`${file}: no images.<i>.features tensors (write it with encode --save features)`);
+    indices.forEach((idx, i) => {
+      if (idx !== i) throw new CheckpointError(`${file}: features are not numbered 0..${indices.length - 1} (missing ${featureKey(i)})`);
+    });
+    let nd: number[] | null = null;
+    const parts: Float32Array[] = [];
+    for (const i of indices) {
+      const { shape } = st.info(featureKey(i));
+      const s = shape.length === 3 && shape[0] === 1 ? shape.slice(1) : shape;
+      if (s.length !== 2) throw new CheckpointError(`${file}: ${featureKey(i)} has shape [${shape}], expected [1, N, D] or [N, D]`);
+      if (nd && (nd[0] !== s[0] || nd[1] !== s[1])) throw new CheckpointError(`${file}: ${featureKey(i)} has shape [${shape}] but ${featureKey(0)} is [${nd}]`);
+      nd = s;
+      parts.push(st.readFloat32(featureKey(i)));
+    }
+    const [n, d] = nd!;
+    const all = new Float32Array(indices.length * n * d);
+    parts.forEach((p, i) => all.set(p, i * n * d));
+    return tf.tensor3d(all, [indices.length, n, d]);
+  } finally {
+    st.close();
+  }
+}
