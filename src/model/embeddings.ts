@@ -30,9 +30,12 @@ export class CLIPVisionEmbeddings extends tf.layers.Layer implements Module {
     if (this.built) return;
     const { numChannels: c, patchSize: p, hiddenSize: d } = this.config;
     const zeros = tf.initializers.zeros();
-    this.patchKernel = this.addWeight('patch_kernel', [c * p * p, d], 'float32', zeros, undefined, this.trainable);
-    this.classEmbedding = this.addWeight('class_embedding', [d], 'float32', zeros, undefined, this.trainable);
-    this.positionEmbedding = this.addWeight('position_embedding', [this.numPositions, d], 'float32', zeros, undefined, this.trainable);
+    this.patchKernel = this.addWeight('patch_kernel', [c * p * p, d], 'float32', zeros, undefined, true);
+    this.classEmbedding = this.addWeight('class_embedding', [d], 'float32', zeros, undefined, true);
+    this.positionEmbedding = this.addWeight('position_embedding', [this.numPositions, d], 'float32', zeros, undefined, true);
+    // Weights are added as trainable and the layer's flag applied through its setter, so a frozen
+    // tower can later be unfrozen (tfjs never moves weights added as non-trainable).
+    this.trainable = this.trainable;
     this.built = true;
   }
 

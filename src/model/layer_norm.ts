@@ -21,8 +21,11 @@ export class LayerNorm extends tf.layers.Layer implements Module {
 
   override build(_inputShape: tf.Shape | tf.Shape[]): void {
     if (this.built) return;
-    this.gamma = this.addWeight('gamma', [this.size], 'float32', tf.initializers.ones(), undefined, this.trainable);
-    this.beta = this.addWeight('beta', [this.size], 'float32', tf.initializers.zeros(), undefined, this.trainable);
+    this.gamma = this.addWeight('gamma', [this.size], 'float32', tf.initializers.ones(), undefined, true);
+    this.beta = this.addWeight('beta', [this.size], 'float32', tf.initializers.zeros(), undefined, true);
+    // Weights are added as trainable and the layer's flag applied through its setter, so a frozen
+    // tower can later be unfrozen (tfjs never moves weights added as non-trainable).
+    this.trainable = this.trainable;
     this.built = true;
   }
 

@@ -33,8 +33,11 @@ export class Linear extends tf.layers.Layer implements Module {
   override build(_inputShape: tf.Shape | tf.Shape[]): void {
     if (this.built) return;
     const zeros = tf.initializers.zeros();
-    this.kernel = this.addWeight('kernel', [this.inFeatures, this.outFeatures], 'float32', zeros, undefined, this.trainable);
-    if (this.useBias) this.bias = this.addWeight('bias', [this.outFeatures], 'float32', zeros, undefined, this.trainable);
+    this.kernel = this.addWeight('kernel', [this.inFeatures, this.outFeatures], 'float32', zeros, undefined, true);
+    if (this.useBias) this.bias = this.addWeight('bias', [this.outFeatures], 'float32', zeros, undefined, true);
+    // Weights are added as trainable and the layer's flag applied through its setter, so a frozen
+    // tower can later be unfrozen (tfjs never moves weights added as non-trainable).
+    this.trainable = this.trainable;
     this.built = true;
   }
 
