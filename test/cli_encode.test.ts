@@ -1,4 +1,5 @@
 import { execFileSync, spawnSync } from 'child_process';
+import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -63,7 +64,15 @@ test('default --save is projected when a projector exists, features otherwise', 
 });
 
 test.each([
-  [['encode', '--out', 'x.safetensors', '--pixel-values', 'pv'], /needs --model/],
+  [['encode', '--model', 'm', '--pixel-values', 'pv'], /needs --out/],
+  [['encode', '--model', 'm', '--out', 'o'], /needs image files/],
+  [['encode', '--model', 'm', '--out', 'o', '--pixel-values', 'pv', 'a.png'], /either image files or --pixel-values/],
+  [['encode', '--model', 'm', '--out', 'o', 'a.png', '--aspect', 'wide'], /--aspect must be one of square, pad, anyres/],
+  [['encode', '--model', 'm', '--out', 'o', 'a.png', '--merge', 'grid'], /--merge must be one of/],
+  [['encode', '--model', 'm', '--out', 'o', 'a.png', '--grid-pinpoints', '[[336,'], /--grid-pinpoints must be JSON/],
+  [['encode', '--model', '/nonexistent', '--out', 'o', 'a.png'], /\/nonexistent\/config.json: model config not found/],
+  [['preprocess', '--out', 'o', 'a.png'], /needs --preprocessor/],
+  [['frobnicate'], /unknown command "frobnicate"/],
   [['encode', '--model', 'm', '--pixel-values', 'pv'], /needs --out/],
   [['encode', '--model', 'm', '--out', 'o', '--pixel-values', 'pv', '--save', 'features,logits'], /--save must be one of/],
   [['encode', '--model', 'm', '--out', 'o', '--pixel-values', 'pv', '--select-layer', 'two'], /--select-layer must be an integer/],
@@ -93,4 +102,75 @@ test('the installed bin runs (compiled CLI) and fails cleanly', () => {
   const r = spawnSync(process.execPath, [bin, 'encode', '--model', '/nonexistent', '--pixel-values', 'x', '--out', 'y'], { encoding: 'utf8' });
   expect(r.status).toBe(1);
   expect(r.stderr).toMatch(/cannot open|not found/);
+});
+
+describe('image files', () => {
+  const hashOf = (file: string, key: string) => {
+    const st = SafetensorsFile.open(file);
+    const raw = st.read(key).data;
+    st.close();
+    return createHash('sha256').update(raw).digest('hex');
+  };
+
+  test('encode IMAGE on the LLaVA-1.6 golden case writes what expected.safetensors holds', async () => {
+    const gc = loadCase('s336_llava16_anyres_spatial_unpad', 'expected.subset.safetensors');
+    const subset = JSON.parse(fs.readFileSync(path.join(gc.dir, 'subset.json'), 'utf8')).rules;
+    const outFile = path.join(tmp, 'llava16.safetensors');
+    const image = path.join(gc.dir, gc.json.images[0].file);
+    const r = await run(['encode', '--model', path.join(gc.dir, 'llava'), '--vision-tower', path.join(gc.dir, 'clip_tower'),
+      '--save', 'pixel_values,features,projected,merged', '--quiet', image, '--out', outFile]);
+    expect(r).toMatchObject({ code: 0, err: '' });
+    const out = SafetensorsFile.open(outFile);
+    const id = gc.json.images[0].id;
+    expect(hashOf(outFile, 'images.0.pixel_values')).toBe(subset[`${id}.pixel_values`].sha256);
+    expectParity(gc, `${id}.image_features`, out.readFloat32('images.0.features'), out.info('images.0.features').shape);
+    expectParity(gc, `${id}.projected`, out.readFloat32('images.0.projected'), out.info('images.0.projected').shape);
+    expectParity(gc, `${id}.merged`, out.readFloat32('images.0.merged'), out.info('images.0.merged').shape);
+    expect(JSON.parse(out.metadata.options)).toMatchObject({ aspect: 'anyres', merge: 'spatial_unpad' });
+    expect(JSON.parse(out.metadata.image_sizes)).toEqual([[451, 300]]);
+    out.close();
+  });
+
+  test('the README demo: no --model runs the bundled demo checkpoint on its example images', async () => {
+    const outFile = path.join(tmp, 'demo.safetensors');
+    const demo = path.join(ROOT, 'weights', 'demo', 'images');
+    const r = await run(['encode', path.join(demo, 'chelsea.png'), path.join(demo, 'rocket.jpg'), '--out', outFile]);
+    expect(r.code).toBe(0);
+    expect(r.err).toMatch(/bundled demo checkpoint .* not a trained model/);
+    const out = SafetensorsFile.open(outFile);
+    expect(out.keys()).toEqual(['images.0.merged', 'images.1.merged']);
+    expect(out.info('images.0.merged').shape).toEqual([576, 128]); // pad -> 336x336 -> 24x24 patches, projected to 128
+    expect(out.metadata.layout).toBe('llava');
+    out.close();
+  });
+
+  test('one undecodable file: the others are still written, the failure is named, exit code 1', async () => {
+    const gc = loadCase('tiny_llava_linear_sel-1_patch');
+    const bad = path.join(tmp, 'broken.png');
+    fs.writeFileSync(bad, Buffer.from('\x89PNG\r\n\x1a\nnot really a png'));
+    const good = path.join(gc.dir, gc.json.images[0].file);
+    const outFile = path.join(tmp, 'partial.safetensors');
+    const r = await run(['encode', '--model', path.join(gc.dir, 'llava'), '--vision-tower', path.join(gc.dir, 'clip_tower'), '--quiet',
+      good, bad, good, '--out', outFile]);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/broken\.png/);
+    expect(r.err).toMatch(/1 of 3 image\(s\) failed/);
+    const out = SafetensorsFile.open(outFile);
+    expect(out.keys()).toEqual(['images.0.merged', 'images.2.merged']);
+    expect(JSON.parse(out.metadata.failed)[0]).toMatchObject({ index: 1, source: bad });
+    expect(Buffer.compare(Buffer.from(out.read('images.0.merged').data), Buffer.from(out.read('images.2.merged').data))).toBe(0);
+    out.close();
+  });
+
+  test('preprocess writes the exact pixel_values of LLaVA pad', async () => {
+    const gc = loadCase('s336_llava15_pad_mlp2x', 'expected.subset.safetensors');
+    const subset = JSON.parse(fs.readFileSync(path.join(gc.dir, 'subset.json'), 'utf8')).rules;
+    const outFile = path.join(tmp, 'pv_pad.safetensors');
+    const images = gc.json.images.map((i: { file: string }) => path.join(gc.dir, i.file));
+    const r = await run(['preprocess', '--preprocessor', path.join(gc.dir, 'clip_tower'), '--aspect', 'pad', ...images, '--out', outFile]);
+    expect(r.code).toBe(0);
+    gc.json.images.forEach((img: { id: string }, i: number) => {
+      expect(hashOf(outFile, `images.${i}.pixel_values`)).toBe(subset[`${img.id}.pixel_values`].sha256);
+    });
+  });
 });

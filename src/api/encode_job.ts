@@ -1,48 +1,161 @@
 import * as tf from '@tensorflow/tfjs';
-import { ConfigError } from '../errors';
+import { AspectMode, MergeType, Pinpoints } from '../config/llava';
+import { ConfigError, LlavaVisionError } from '../errors';
 import { TensorToWrite } from '../io/safetensors';
-import { EncodeResult, LlavaVision, OutputName } from './llava_vision';
+import { RgbImage, decodeImage, getAnyresImageGridShape, processImages } from '../image';
+import { mergeImageFeatures } from '../model/merge';
+import { EncodeResult, LlavaVision, OUTPUT_NAMES, OutputName } from './llava_vision';
+
+/** Everything the CLI can save per image. */
+export type SaveName = OutputName | 'pixel_values' | 'merged';
+export const SAVE_NAMES: readonly SaveName[] = ['pixel_values', ...OUTPUT_NAMES, 'merged'];
 
 export interface EncodeJobOptions {
-  outputs: OutputName[];
-  /** Images per forward; results are identical whatever the batch size. */
+  outputs: SaveName[];
+  /** Tiles (images, or anyres tiles) per forward, at least one image; results do not depend on it. */
   batchSize?: number;
   interpolatePosEncoding?: boolean;
   onProgress?: (done: number, total: number) => void;
 }
 
-/** Output tensors of image i, named as the CLI writes them (users script against these names). */
-export function imageTensorNames(i: number, result: EncodeResult, row: number): Record<string, TensorToWrite> {
+export interface ImageJobOptions extends EncodeJobOptions {
+  /** Default: the checkpoint's image_aspect_ratio, else square (processor only). */
+  aspect?: AspectMode;
+  gridPinpoints?: Pinpoints;
+  /** Default: the checkpoint's mm_patch_merge_type, else flat. */
+  mergeType?: MergeType;
+  /** Apply EXIF orientation (Pillow's Image.open does not). */
+  autoOrient?: boolean;
+}
+
+/** One image's pixel values [tiles, 3, H, W] and what the merge needs to know about it. */
+interface Unit {
+  index: number;
+  pixels: Float32Array;
+  shape: [number, number, number, number];
+  imageSize?: [number, number];
+  gridShape?: [number, number];
+}
+
+export interface ImageFailure {
+  index: number;
+  source: string;
+  message: string;
+}
+
+export interface ImageJobResult {
+  tensors: Record<string, TensorToWrite>;
+  failures: ImageFailure[];
+  sizes: ([number, number] | null)[];
+}
+
+function toWrite(t: tf.Tensor): TensorToWrite {
+  return { dtype: 'F32', shape: t.shape, data: t.dataSync() as Float32Array };
+}
+
+/** Runs units through the model in batches, naming outputs `images.<i>.<name>`. */
+function runUnits(model: LlavaVision, units: Unit[], options: EncodeJobOptions & { mergeType?: MergeType }): Record<string, TensorToWrite> {
+  const batchSize = options.batchSize ?? 1;
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new ConfigError(`batch size must be a positive integer, got ${batchSize}`);
+  const wanted = new Set(options.outputs);
+  for (const o of wanted) if (!SAVE_NAMES.includes(o)) throw new ConfigError(`unknown output "${o}" (choose from ${SAVE_NAMES.join(', ')})`);
+  if (wanted.has('merged') && !model.projector) throw new ConfigError(`output "merged" needs a projector, and ${model.modelDir} has none`);
+  const modelOutputs = OUTPUT_NAMES.filter((o) => wanted.has(o) || (o === 'projected' && wanted.has('merged')));
   const out: Record<string, TensorToWrite> = {};
-  const take = (t: tf.Tensor, name: string) => {
-    const [, ...rest] = t.shape;
-    const slice = tf.tidy(() => t.slice([row, ...rest.map(() => 0)], [1, ...rest]));
-    out[`images.${i}.${name}`] = { dtype: 'F32', shape: slice.shape, data: slice.dataSync() as Float32Array };
-    slice.dispose();
-  };
-  result.hiddenStates?.forEach((h, k) => take(h, `hidden_states.${k}`));
-  if (result.features) take(result.features, 'features');
-  if (result.projected) take(result.projected, 'projected');
-  if (result.poolerOutput) take(result.poolerOutput, 'pooler_output');
+  let done = 0;
+  for (let start = 0; start < units.length; ) {
+    const group: Unit[] = [];
+    let tiles = 0;
+    while (start < units.length && (group.length === 0 || tiles + units[start].shape[0] <= batchSize)) {
+      tiles += units[start].shape[0];
+      group.push(units[start++]);
+    }
+    const [, c, h, w] = group[0].shape;
+    if (group.some((u) => u.shape[2] !== h || u.shape[3] !== w)) throw new ConfigError('images in one batch preprocess to different sizes');
+    const data = new Float32Array(tiles * c * h * w);
+    group.reduce((off, u) => (data.set(u.pixels, off), off + u.pixels.length), 0);
+    const pixels = tf.tensor4d(data, [tiles, c, h, w]);
+    const result: EncodeResult = modelOutputs.length
+      ? model.encode(pixels, { outputs: modelOutputs, interpolatePosEncoding: options.interpolatePosEncoding })
+      : {};
+    let row = 0;
+    for (const u of group) {
+      const n = u.shape[0];
+      const rows = (t: tf.Tensor) => tf.tidy(() => t.slice([row, ...t.shape.slice(1).map(() => 0)], [n, ...t.shape.slice(1)]));
+      const put = (name: string, t: tf.Tensor) => {
+        out[`images.${u.index}.${name}`] = toWrite(t);
+        t.dispose();
+      };
+      if (wanted.has('pixel_values')) out[`images.${u.index}.pixel_values`] = { dtype: 'F32', shape: u.shape, data: u.pixels };
+      if (wanted.has('hidden_states')) result.hiddenStates!.forEach((hs, k) => put(`hidden_states.${k}`, rows(hs)));
+      if (wanted.has('features')) put('features', rows(result.features!));
+      if (wanted.has('projected') || wanted.has('merged')) {
+        const projected = rows(result.projected!) as tf.Tensor3D;
+        if (wanted.has('merged')) {
+          put('merged', mergeImageFeatures(projected, {
+            mergeType: options.mergeType ?? 'flat',
+            patchesPerSide: model.tower.numPatchesPerSide,
+            gridShape: u.gridShape,
+            imageSize: u.imageSize,
+            imageNewline: model.imageNewline,
+          }));
+        }
+        if (wanted.has('projected')) put('projected', projected);
+        else projected.dispose();
+      }
+      if (wanted.has('pooler_output')) put('pooler_output', rows(result.poolerOutput!));
+      row += n;
+    }
+    tf.dispose([pixels, ...(result.hiddenStates ?? []), result.features, result.projected, result.poolerOutput].filter(Boolean) as tf.Tensor[]);
+    done += group.length;
+    options.onProgress?.(done, units.length);
+  }
   return out;
 }
 
 /**
- * Runs N images' pixel values [N, 3, H, W] through the model in batches and returns the named
- * per-image tensors `images.<i>.<output>` with a leading axis of 1.
+ * Runs N images' precomputed pixel values [N, 3, H, W] (e.g. written by Python) through the model,
+ * one image per unit. Output names as for image files, with tiles = 1.
  */
-export function encodePixelValues(model: LlavaVision, pixels: tf.Tensor4D, options: EncodeJobOptions): Record<string, TensorToWrite> {
-  const batchSize = options.batchSize ?? 1;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new ConfigError(`batch size must be a positive integer, got ${batchSize}`);
-  const [n, c, h, w] = pixels.shape;
-  const out: Record<string, TensorToWrite> = {};
-  for (let start = 0; start < n; start += batchSize) {
-    const count = Math.min(batchSize, n - start);
-    const batch = pixels.slice([start, 0, 0, 0], [count, c, h, w]);
-    const result = model.encode(batch, { outputs: options.outputs, interpolatePosEncoding: options.interpolatePosEncoding });
-    for (let r = 0; r < count; r++) Object.assign(out, imageTensorNames(start + r, result, r));
-    tf.dispose([batch, ...(result.hiddenStates ?? []), result.features, result.projected, result.poolerOutput].filter(Boolean) as tf.Tensor[]);
-    options.onProgress?.(start + count, n);
+export function encodePixelValues(model: LlavaVision, pixels: Float32Array, shape: [number, number, number, number], options: EncodeJobOptions): Record<string, TensorToWrite> {
+  const [n, c, h, w] = shape;
+  const per = c * h * w;
+  const units: Unit[] = Array.from({ length: n }, (_, i) => ({ index: i, pixels: pixels.subarray(i * per, (i + 1) * per), shape: [1, c, h, w] }));
+  return runUnits(model, units, options);
+}
+
+/**
+ * Image files (or decoded images) to LLM-ready tokens: decode like Pillow's convert('RGB'), LLaVA's
+ * process_images (square / pad / anyres), tower, projector, and the merge LLaVA inserts into the LLM.
+ * An image that fails to decode is reported in `failures`; the others are still encoded.
+ */
+export async function encodeImages(model: LlavaVision, inputs: (string | Uint8Array | RgbImage)[], options: ImageJobOptions): Promise<ImageJobResult> {
+  const processor = model.imageProcessor;
+  const aspect = options.aspect ?? model.settings.aspect;
+  const gridPinpoints = options.gridPinpoints ?? model.settings.gridPinpoints ?? undefined;
+  if (aspect === 'anyres' && !gridPinpoints) throw new ConfigError(`aspect "anyres" needs grid pinpoints (image_grid_pinpoints in config.json, or --grid-pinpoints)`);
+  const failures: ImageFailure[] = [];
+  const sizes: ([number, number] | null)[] = [];
+  const units: Unit[] = [];
+  for (const [index, input] of inputs.entries()) {
+    const source = typeof input === 'string' ? input : `input ${index}`;
+    try {
+      const img = isRgbImage(input) ? input : await decodeImage(input, { autoOrient: options.autoOrient, name: source });
+      const [processed] = processImages([img], processor, { aspect, gridPinpoints });
+      const imageSize: [number, number] = [img.width, img.height];
+      const gridShape = aspect === 'anyres' ? getAnyresImageGridShape(imageSize, gridPinpoints!, model.tower.config.imageSize) : undefined;
+      units.push({ index, pixels: processed.pixelValues, shape: processed.shape, imageSize, gridShape });
+      sizes.push(imageSize);
+    } catch (e) {
+      if (!(e instanceof LlavaVisionError)) throw e;
+      failures.push({ index, source, message: e.message });
+      sizes.push(null);
+    }
   }
-  return out;
+  const tensors = runUnits(model, units, { ...options, mergeType: options.mergeType ?? model.settings.mergeType });
+  return { tensors, failures, sizes };
+}
+
+function isRgbImage(x: unknown): x is RgbImage {
+  return typeof x === 'object' && x !== null && !(x instanceof Uint8Array) && 'data' in x && 'width' in x && 'height' in x;
 }

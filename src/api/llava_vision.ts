@@ -7,6 +7,7 @@ import { CheckpointError, ConfigError } from '../errors';
 import { Checkpoint } from '../io/checkpoint';
 import { LAYOUT_KEYS, Layout, inferProjectorType } from '../io/layouts';
 import { Projector } from '../model/projector';
+import { CLIPImageProcessor } from '../image/processor';
 import { VisionForwardOptions } from '../model/vision_transformer';
 import { loadWeights } from '../model/weights';
 import { OpenedSource, isDir, openTensorSource, readJsonFile, resolveVisionTower } from './sources';
@@ -57,6 +58,8 @@ export function detectLayout(modelDir: string, config: Record<string, any>, keys
  * (tower from `mm_vision_tower`, projector and LLaVA-1.6 tower from the checkpoint), or llava-hf.
  */
 export class LlavaVision {
+  private processor: CLIPImageProcessor | null = null;
+
   private constructor(
     readonly modelDir: string,
     readonly layout: Layout,
@@ -113,6 +116,18 @@ export class LlavaVision {
     } finally {
       (checkpoint as OpenedSource | null)?.close();
     }
+  }
+
+  /**
+   * The image processor LLaVA uses: `CLIPImageProcessor.from_pretrained(vision_tower)`, i.e. the
+   * tower folder's preprocessor_config.json (for llava-hf and CLIP, the model folder's).
+   */
+  get imageProcessor(): CLIPImageProcessor {
+    if (!this.processor) {
+      const dir = this.layout === 'llava' ? this.tower.visionTowerName : this.modelDir;
+      this.processor = CLIPImageProcessor.fromFile(path.join(dir, 'preprocessor_config.json'));
+    }
+    return this.processor;
   }
 
   /**

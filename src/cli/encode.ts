@@ -1,32 +1,43 @@
 import * as path from 'path';
-import * as tf from '@tensorflow/tfjs';
 import { BACKEND_CHOICES, BackendChoice } from '../backend';
-import { encodePixelValues } from '../api/encode_job';
-import { LlavaVision, OUTPUT_NAMES, OutputName } from '../api/llava_vision';
-import { SelectFeature } from '../config/llava';
+import { ImageFailure, SAVE_NAMES, SaveName, encodeImages, encodePixelValues } from '../api/encode_job';
+import { LlavaVision } from '../api/llava_vision';
+import { AspectMode, MergeType, SelectFeature, parseGridPinpoints } from '../config/llava';
 import { ConfigError } from '../errors';
 import { SafetensorsFile, writeSafetensors } from '../io/safetensors';
 import { packageVersion } from '../version';
 import { choiceOption, intOption, listOption, parseOptions } from './args';
+import { progressBar } from './progress';
 
-export const ENCODE_HELP = `encode options:
-  --model DIR                  CLIP, CLIP vision-only, original LLaVA or llava-hf folder (auto-detected from config.json)
-  --pixel-values FILE          safetensors with a float32 tensor "pixel_values" [N,3,H,W] (e.g. written by Python)
-  --out FILE                   output safetensors: images.<i>.{hidden_states.<k>,features,projected,pooler_output}
+export const ENCODE_HELP = `encode: images (or precomputed pixel values) -> vision features, written as safetensors
+  llava-vision encode [--model DIR] [options] IMAGE... --out FILE.safetensors
+  llava-vision encode [--model DIR] [options] --pixel-values FILE.safetensors --out FILE.safetensors
+
+  --model DIR                  CLIP, CLIP vision-only, original LLaVA or llava-hf folder (auto-detected from
+                               config.json); default: the bundled demo checkpoint (generated weights, NOT trained)
+  --out FILE                   output: images.<i>.{pixel_values,hidden_states.<k>,features,projected,merged,pooler_output}
+  --pixel-values FILE          instead of images: a float32 tensor "pixel_values" [N,3,H,W] (e.g. written by Python)
   --vision-tower DIR           CLIP folder for an original LLaVA checkpoint (default: its mm_vision_tower, as a local path)
   --projector FILE             projector weights (safetensors or mm_projector.bin) overriding the model's
-  --projector-type TYPE        linear | mlp<N>x_gelu | identity (default: from config, else inferred from the weights)
-  --select-layer N             hidden state to use as features, negative from the end (default: config, else -2)
+  --projector-type TYPE        linear | mlp<N>x_gelu | identity (default: config, else inferred from the weights)
+  --select-layer N             hidden state used as features, negative from the end (default: config, else -2)
   --select-feature F           patch | cls_patch (default: config, else patch)
-  --interpolate-pos-encoding   run at a resolution other than the model's image_size (HF semantics)
-  --save LIST                  comma list of ${OUTPUT_NAMES.join(',')} (default: projected if a projector exists, else features)
-  --batch-size N               images per forward (default 1; results do not depend on it)
+  --aspect A                   square | pad | anyres (default: config's image_aspect_ratio, else square)
+  --grid-pinpoints JSON        anyres resolutions as [[w,h],...] (default: config's image_grid_pinpoints)
+  --merge M                    flat | spatial | spatial_unpad (default: config's mm_patch_merge_type, else flat)
+  --save LIST                  comma list of ${SAVE_NAMES.join(',')}
+                               (default: merged (images) / projected (pixel values) with a projector, else features)
+  --batch-size N               tiles per forward (default 1; results do not depend on it)
+  --interpolate-pos-encoding   pixel values at a resolution other than the model's image_size (HF semantics)
+  --auto-orient                apply EXIF orientation (Pillow's Image.open, and so LLaVA, does not)
   --backend B                  ${BACKEND_CHOICES.join(' | ')} (default: $LLAVA_VISION_BACKEND, else auto)
   --quiet                      no backend/progress messages
 
 Examples:
-  llava-vision encode --model llava-v1.5-7b --vision-tower clip-vit-large-patch14-336 --pixel-values pv.safetensors --out feats.safetensors
-  llava-vision encode --model clip-vit-large-patch14-336 --pixel-values pv.safetensors --save hidden_states,pooler_output --out hs.safetensors`;
+  llava-vision encode photo.jpg --out tokens.safetensors
+  llava-vision encode --model llava-v1.5-7b --vision-tower clip-vit-large-patch14-336 a.jpg b.png --out tokens.safetensors
+  llava-vision encode --model clip-vit-large-patch14-336 --save hidden_states,pooler_output img.png --out hs.safetensors
+  llava-vision encode --model llava-v1.5-7b --pixel-values pv.safetensors --save features --out feats.safetensors`;
 
 const SPEC = {
   model: { type: 'string' },
@@ -37,7 +48,11 @@ const SPEC = {
   'projector-type': { type: 'string' },
   'select-layer': { type: 'string' },
   'select-feature': { type: 'string' },
+  aspect: { type: 'string' },
+  'grid-pinpoints': { type: 'string' },
+  merge: { type: 'string' },
   'interpolate-pos-encoding': { type: 'boolean' },
+  'auto-orient': { type: 'boolean' },
   save: { type: 'string' },
   'batch-size': { type: 'string' },
   backend: { type: 'string' },
@@ -45,39 +60,39 @@ const SPEC = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-export async function runEncode(argv: string[], io: { out: (s: string) => void; err: (s: string) => void }): Promise<number> {
-  const { values: o, positionals } = parseOptions(argv, SPEC);
+export interface CliIo {
+  out: (s: string) => void;
+  err: (s: string) => void;
+  /** The folder of the bundled demo checkpoint, used when --model is not given. */
+  demoModel: string;
+}
+
+export async function runEncode(argv: string[], io: CliIo): Promise<number> {
+  const { values: o, positionals: images } = parseOptions(argv, SPEC);
   if (o.help) {
     io.out(ENCODE_HELP + '\n');
     return 0;
   }
-  if (!o.model) throw new ConfigError('encode needs --model DIR');
+  // Every option is checked before any file is touched.
   if (!o.out) throw new ConfigError('encode needs --out FILE.safetensors');
-  if (!o['pixel-values']) throw new ConfigError('encode needs --pixel-values FILE.safetensors');
-  if (positionals.length > 0) throw new ConfigError(`unexpected argument "${positionals[0]}" (image files need the image pipeline; use --pixel-values)`);
+  if (o['pixel-values'] && images.length > 0) throw new ConfigError('give either image files or --pixel-values, not both');
+  if (!o['pixel-values'] && images.length === 0) throw new ConfigError('encode needs image files (or --pixel-values FILE)');
   const selectFeature = choiceOption<SelectFeature>(o['select-feature'], 'select-feature', ['patch', 'cls_patch']);
   const backend = choiceOption<BackendChoice>(o.backend, 'backend', BACKEND_CHOICES);
-  const save = listOption<OutputName>(o.save, 'save', OUTPUT_NAMES);
+  const save = listOption<SaveName>(o.save, 'save', SAVE_NAMES);
+  const aspect = choiceOption<AspectMode>(o.aspect, 'aspect', ['square', 'pad', 'anyres']);
+  const mergeType = choiceOption<MergeType>(o.merge, 'merge', ['flat', 'spatial', 'spatial_unpad']);
+  const gridPinpoints = o['grid-pinpoints'] === undefined ? undefined : parseGridPinpoints(parseJsonOption(o['grid-pinpoints'], 'grid-pinpoints'), '--grid-pinpoints');
   const selectLayer = intOption(o['select-layer'], 'select-layer');
   const batchSize = intOption(o['batch-size'], 'batch-size') ?? 1;
   if (batchSize < 1) throw new ConfigError(`--batch-size must be at least 1, got ${batchSize}`);
+  const modelDir = o.model ?? io.demoModel;
+  if (!o.model && !o.quiet) io.err(`llava-vision: no --model given: using the bundled demo checkpoint ${modelDir} (generated weights, not a trained model)\n`);
 
-  const pixelFile = SafetensorsFile.open(o['pixel-values']);
-  let pixelData: Float32Array;
-  let pixelShape: [number, number, number, number];
-  try {
-    if (!pixelFile.has('pixel_values')) throw new ConfigError(`${o['pixel-values']}: no tensor named "pixel_values" (found: ${pixelFile.keys().join(', ') || 'none'})`);
-    const info = pixelFile.info('pixel_values');
-    if (info.shape.length !== 4 || info.shape[1] !== 3) {
-      throw new ConfigError(`${o['pixel-values']}: pixel_values must be [N, 3, H, W], got [${info.shape.join(', ')}]`);
-    }
-    pixelShape = info.shape as [number, number, number, number];
-    pixelData = pixelFile.readFloat32('pixel_values');
-  } finally {
-    pixelFile.close();
-  }
+  let pixelInput: { data: Float32Array; shape: [number, number, number, number] } | null = null;
+  if (o['pixel-values']) pixelInput = readPixelValues(o['pixel-values']);
 
-  const model = await LlavaVision.load(o.model, {
+  const model = await LlavaVision.load(modelDir, {
     visionTower: o['vision-tower'],
     projector: o.projector,
     projectorType: o['projector-type'],
@@ -86,33 +101,77 @@ export async function runEncode(argv: string[], io: { out: (s: string) => void; 
     backend,
     log: o.quiet ? null : (line) => io.err(line + '\n'),
   });
-  // Tensors are created only once the backend is chosen (LlavaVision.load), never on tfjs' default one.
-  const pixels = tf.tensor4d(pixelData, pixelShape);
+  const bar = progressBar('encoding');
   try {
-    const outputs = save ?? [model.projector ? 'projected' : 'features'];
-    const tensors = encodePixelValues(model, pixels, { outputs, batchSize, interpolatePosEncoding: o['interpolate-pos-encoding'] });
+    const common = { batchSize, interpolatePosEncoding: o['interpolate-pos-encoding'], onProgress: o.quiet ? undefined : bar };
+    let tensors;
+    let failures: ImageFailure[] = [];
     const metadata: Record<string, string> = {
       producer: `llava-vision-tfjs ${packageVersion()}`,
-      model_dir: path.resolve(o.model),
+      model_dir: path.resolve(modelDir),
       layout: model.layout,
       backend: model.backend,
-      options: JSON.stringify({
-        vision_tower: o['vision-tower'] ?? null,
-        projector: o.projector ?? null,
-        projector_type: model.projector?.type ?? null,
-        select_layer: model.settings.selectLayer,
-        select_feature: model.settings.selectFeature,
-        interpolate_pos_encoding: o['interpolate-pos-encoding'] ?? false,
-        save: outputs,
-        batch_size: batchSize,
-      }),
-      source: path.resolve(o['pixel-values']),
     };
+    const options: Record<string, unknown> = {
+      vision_tower: o['vision-tower'] ?? null,
+      projector: o.projector ?? null,
+      projector_type: model.projector?.type ?? null,
+      select_layer: model.settings.selectLayer,
+      select_feature: model.settings.selectFeature,
+      interpolate_pos_encoding: o['interpolate-pos-encoding'] ?? false,
+      batch_size: batchSize,
+    };
+    if (pixelInput) {
+      const outputs = save ?? [model.projector ? 'projected' : 'features'];
+      tensors = encodePixelValues(model, pixelInput.data, pixelInput.shape, { outputs, ...common });
+      Object.assign(options, { save: outputs });
+      metadata.source = path.resolve(o['pixel-values']!);
+    } else {
+      const outputs = save ?? [model.projector ? 'merged' : 'features'];
+      const effectiveAspect = aspect ?? model.settings.aspect;
+      const effectiveMerge = mergeType ?? model.settings.mergeType;
+      const result = await encodeImages(model, images, { outputs, aspect, gridPinpoints, mergeType, autoOrient: o['auto-orient'], ...common });
+      tensors = result.tensors;
+      failures = result.failures;
+      Object.assign(options, { save: outputs, aspect: effectiveAspect, merge: effectiveMerge, grid_pinpoints: gridPinpoints ?? model.settings.gridPinpoints, auto_orient: o['auto-orient'] ?? false });
+      metadata.sources = JSON.stringify(images.map((f) => path.resolve(f)));
+      metadata.image_sizes = JSON.stringify(result.sizes);
+      if (failures.length) metadata.failed = JSON.stringify(failures.map((f) => ({ index: f.index, source: f.source, error: f.message })));
+    }
+    bar.end();
+    metadata.options = JSON.stringify(options);
     writeSafetensors(o.out, tensors, metadata);
-    if (!o.quiet) io.err(`llava-vision: wrote ${Object.keys(tensors).length} tensors for ${pixels.shape[0]} image(s) to ${o.out}\n`);
+    const count = pixelInput ? pixelInput.shape[0] : images.length - failures.length;
+    if (!o.quiet) io.err(`llava-vision: wrote ${Object.keys(tensors).length} tensors for ${count} image(s) to ${o.out}\n`);
+    for (const f of failures) io.err(`llava-vision: ${f.message}\n`);
+    if (failures.length) {
+      io.err(`llava-vision: ${failures.length} of ${images.length} image(s) failed (listed in the output's __metadata__.failed); the others were written\n`);
+      return 1;
+    }
+    return 0;
   } finally {
-    pixels.dispose();
     model.dispose();
   }
-  return 0;
+}
+
+function parseJsonOption(value: string, name: string): unknown {
+  try {
+    return JSON.parse(value);
+  } catch {
+    throw new ConfigError(`--${name} must be JSON, e.g. [[336,672],[672,336]], got ${value}`);
+  }
+}
+
+function readPixelValues(file: string): { data: Float32Array; shape: [number, number, number, number] } {
+  const st = SafetensorsFile.open(file);
+  try {
+    if (!st.has('pixel_values')) throw new ConfigError(`${file}: no tensor named "pixel_values" (found: ${st.keys().join(', ') || 'none'})`);
+    const info = st.info('pixel_values');
+    if (info.shape.length !== 4 || info.shape[1] !== 3) {
+      throw new ConfigError(`${file}: pixel_values must be [N, 3, H, W], got [${info.shape.join(', ')}]`);
+    }
+    return { data: st.readFloat32('pixel_values'), shape: info.shape as [number, number, number, number] };
+  } finally {
+    st.close();
+  }
 }

@@ -1,16 +1,23 @@
+import * as fs from 'fs';
+import * as path from 'path';
 import { runEncode, ENCODE_HELP } from './encode';
+import { runPreprocess, PREPROCESS_HELP } from './preprocess';
 import { LlavaVisionError } from '../errors';
 
 const HELP = `llava-vision — LLaVA's vision side (CLIP tower + projector + preprocessing) on TensorFlow.js
 
 Usage:
-  llava-vision encode --model DIR [options] (--pixel-values FILE.safetensors | IMAGE...) --out FILE.safetensors
+  llava-vision encode [--model DIR] [options] IMAGE... --out FILE.safetensors
+  llava-vision encode [--model DIR] [options] --pixel-values FILE.safetensors --out FILE.safetensors
   llava-vision --help | <command> --help
 
 Commands:
-  encode    run pixel values or images through the vision tower and projector, write safetensors
+  preprocess  images to pixel_values only (HF CLIPImageProcessor + LLaVA pad/anyres), Pillow-exact
+  encode      images (or pixel values) through the vision tower, projector and LLaVA merge, to safetensors
 
-${ENCODE_HELP}`;
+${ENCODE_HELP}
+
+${PREPROCESS_HELP}`;
 
 /** Entry point; returns the exit code. Errors on bad input are one line on stderr. */
 export async function main(argv: string[], io: { out?: (s: string) => void; err?: (s: string) => void } = {}): Promise<number> {
@@ -22,9 +29,10 @@ export async function main(argv: string[], io: { out?: (s: string) => void; err?
       out(HELP + '\n');
       return command === undefined ? 2 : 0;
     }
-    if (command === 'encode') return await runEncode(rest, { out, err });
+    if (command === 'preprocess') return await runPreprocess(rest, { out, err });
+    if (command === 'encode') return await runEncode(rest, { out, err, demoModel: demoModelDir() });
     err(`llava-vision: unknown command "${command}" (try --help)\n`);
-    return 2;
+    return 1;
   } catch (e) {
     if (e instanceof LlavaVisionError) {
       err(`llava-vision: ${e.message}\n`);
@@ -32,4 +40,11 @@ export async function main(argv: string[], io: { out?: (s: string) => void; err?
     }
     throw e;
   }
+}
+
+/** weights/demo of this package (found from the source or the compiled file). */
+export function demoModelDir(): string {
+  let dir = __dirname;
+  while (!fs.existsSync(path.join(dir, 'package.json')) && path.dirname(dir) !== dir) dir = path.dirname(dir);
+  return path.join(dir, 'weights', 'demo');
 }
