@@ -1,0 +1,28 @@
+/**
+ * llava-vision-tfjs: LLaVA's vision side — CLIP ViT tower, multimodal projector, image
+ * preprocessing — on TensorFlow.js, loading HuggingFace / LLaVA checkpoints directly.
+ */
+export { LlavaVision, OUTPUT_NAMES, detectLayout } from './api/llava_vision';
+export type { EncodeOptions, EncodeResult, LoadOptions, OutputName } from './api/llava_vision';
+export { CLIPVisionTower } from './api/vision_tower';
+export type { VisionTowerOptions } from './api/vision_tower';
+export { encodeImages, encodePixelValues, SAVE_NAMES } from './api/encode_job';
+export type { EncodeJobOptions, ImageJobOptions, ImageJobResult, SaveName } from './api/encode_job';
+export { initBackend, BACKEND_ENV_VAR } from './backend';
+export type { BackendChoice, BackendOptions } from './backend';
+export { CLIP_VISION_DEFAULTS, clipVisionConfigFromJson } from './config/clip';
+export type { CLIPVisionConfig, HiddenAct } from './config/clip';
+export type { LlavaVisionSettings, MergeType, SelectFeature } from './config/llava';
+export { CheckpointError, ConfigError, ImageError, LlavaVisionError } from './errors';
+export { Checkpoint } from './io/checkpoint';
+export { SafetensorsFile, writeSafetensors } from './io/safetensors';
+export { TorchBinFile } from './io/torch_bin';
+export * as image from './image';
+export { CLIPVisionModel, CLIPVisionTransformer } from './model/vision_transformer';
+export type { VisionModelOutput } from './model/vision_transformer';
+export { Projector, projectorDepth } from './model/projector';
+export { mergeImageFeatures } from './model/merge';
+export { loadWeights, exportWeights } from './model/weights';
+export { namedParams } from './model/module';
+export { checkParity, maxAbsDiff, DEFAULT_PARITY_K } from './parity';
+export * as train from './train';
