@@ -7,4 +7,5 @@ module.exports = {
   testTimeout: 120000,
   // The wasm backend is single-threaded in Node; two workers use both cores.
   maxWorkers: 2,
+  reporters: ['default', '<rootDir>/test/helpers/closing_line_reporter.js'],
 };

@@ -9,7 +9,7 @@ import * as path from 'path';
 import { encodeImages, SaveName } from '../src/api/encode_job';
 import { LlavaVision } from '../src/api/llava_vision';
 import { TensorToWrite } from '../src/io/safetensors';
-import { GoldenCase, expectParity, loadCase, writeParityReport } from './helpers/golden';
+import { GoldenCase, expectParity, loadCase, recordExactPixels, writeParityReport } from './helpers/golden';
 
 afterAll(() => writeParityReport('images'));
 
@@ -35,6 +35,7 @@ function expectExactPixels(gc: GoldenCase, hashes: Record<string, string>, id: s
     const want = gc.expected.read(key).data;
     expect(Buffer.compare(bytes, Buffer.from(want.buffer, want.byteOffset, want.byteLength))).toBe(0);
   }
+  recordExactPixels(gc, 1);
 }
 
 const imageFile = (gc: GoldenCase, img: { file: string }) => path.join(gc.dir, img.file);

@@ -34,7 +34,14 @@ export function loadCase(name: string, expectedFile = 'expected.safetensors'): G
 }
 
 /** Per-case worst ratios, written for the README's parity table. */
-const report = new Map<string, { worstRatio: number; tensor: string; tensors: number }>();
+const report = new Map<string, { worstRatio: number; tensor: string; tensors: number; exactPixelValues?: number }>();
+
+/** Records that `count` pixel_values tensors of a case were asserted bit-identical. */
+export function recordExactPixels(gc: GoldenCase, count: number): void {
+  const entry = report.get(gc.name) ?? { worstRatio: 0, tensor: '', tensors: 0 };
+  entry.exactPixelValues = (entry.exactPixelValues ?? 0) + count;
+  report.set(gc.name, entry);
+}
 
 /**
  * Asserts the parity rule for one tensor and records err / torch_fp32_max_abs_err.
@@ -48,9 +55,10 @@ export function expectParity(gc: GoldenCase, key: string, ours: ArrayLike<number
   if (!ok) {
     throw new Error(`${gc.name} ${key}: max|ours - truth| = ${maxAbsErr.toExponential(3)} exceeds ${PARITY_K}×torch_fp32_max_abs_err + storage = ${bound.toExponential(3)}`);
   }
-  const prev = report.get(gc.name);
-  if (!prev || ratio > prev.worstRatio) report.set(gc.name, { worstRatio: ratio, tensor: key, tensors: (prev?.tensors ?? 0) + 1 });
-  else prev.tensors++;
+  const entry = report.get(gc.name) ?? { worstRatio: -1, tensor: '', tensors: 0 };
+  if (ratio > entry.worstRatio) Object.assign(entry, { worstRatio: ratio, tensor: key });
+  entry.tensors++;
+  report.set(gc.name, entry);
   return ratio;
 }
 
