@@ -35,7 +35,7 @@ function expectExactPixels(gc: GoldenCase, hashes: Record<string, string>, id: s
     const want = gc.expected.read(key).data;
     expect(Buffer.compare(bytes, Buffer.from(want.buffer, want.byteOffset, want.byteLength))).toBe(0);
   }
-  recordExactPixels(gc, 1);
+  recordExactPixels(gc.name, 1);
 }
 
 const imageFile = (gc: GoldenCase, img: { file: string }) => path.join(gc.dir, img.file);
@@ -75,12 +75,15 @@ describe.each(LLAVA)('LLaVA %s from image files', (name) => {
   });
 });
 
-describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16'])('CLIP %s from image files', (name) => {
+describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_clip_interpolate_pos_encoding'])('CLIP %s from image files', (name) => {
   test('pixel_values exact; hidden states and pooler_output within the parity rule', async () => {
     const { gc, hashes } = openCase(name);
     const model = await LlavaVision.load(path.join(gc.dir, 'model'), { log: null });
     const images = gc.json.images as { id: string; file: string }[];
-    const { tensors } = await encodeImages(model, images.map((i) => imageFile(gc, i)), { outputs: ['pixel_values', 'hidden_states', 'pooler_output'] });
+    const { tensors } = await encodeImages(model, images.map((i) => imageFile(gc, i)), {
+      outputs: ['pixel_values', 'hidden_states', 'pooler_output'],
+      interpolatePosEncoding: gc.json.run.interpolate_pos_encoding,
+    });
     images.forEach((img, i) => {
       const t = (n: string) => tensors[`images.${i}.${n}`];
       expectExactPixels(gc, hashes, img.id, t('pixel_values'));

@@ -40,7 +40,8 @@ export function parityTable(reports: Record<string, Record<string, Row>>): strin
   ];
   for (const [name, c] of [...cases.entries()].sort()) {
     const pixels = c.pixels ? `bit-identical (${c.pixels})` : '(fed from fixture)';
-    lines.push(`| \`${name}\` | ${c.tensors} | ${c.worst.toFixed(2)} | \`${c.tensor}\` | ${pixels} |`);
+    const worst = c.tensors ? `${c.worst.toFixed(2)} | \`${c.tensor}\`` : '— | (processor only)';
+    lines.push(`| \`${name}\` | ${c.tensors} | ${worst} | ${pixels} |`);
   }
   return lines.join('\n');
 }

@@ -37,10 +37,10 @@ export function loadCase(name: string, expectedFile = 'expected.safetensors'): G
 const report = new Map<string, { worstRatio: number; tensor: string; tensors: number; exactPixelValues?: number }>();
 
 /** Records that `count` pixel_values tensors of a case were asserted bit-identical. */
-export function recordExactPixels(gc: GoldenCase, count: number): void {
-  const entry = report.get(gc.name) ?? { worstRatio: 0, tensor: '', tensors: 0 };
+export function recordExactPixels(caseName: string, count: number): void {
+  const entry = report.get(caseName) ?? { worstRatio: 0, tensor: '', tensors: 0 };
   entry.exactPixelValues = (entry.exactPixelValues ?? 0) + count;
-  report.set(gc.name, entry);
+  report.set(caseName, entry);
 }
 
 /**
