@@ -1,16 +1,21 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-/** This package's version, found by walking up from the compiled or source file to package.json. */
-export function packageVersion(): string {
+let root: string | null = null;
+
+/** This package's folder (holding package.json), found from the source or the compiled file. */
+export function packageRoot(): string {
+  if (root) return root;
   let dir = __dirname;
-  for (let i = 0; i < 5; i++) {
+  for (;;) {
     const file = path.join(dir, 'package.json');
-    if (fs.existsSync(file)) {
-      const json = JSON.parse(fs.readFileSync(file, 'utf8'));
-      if (json.name === 'llava-vision-tfjs') return String(json.version);
-    }
+    if (fs.existsSync(file) && JSON.parse(fs.readFileSync(file, 'utf8')).name === 'llava-vision-tfjs') return (root = dir);
+    if (path.dirname(dir) === dir) throw new Error(`package.json of llava-vision-tfjs not found above ${__dirname}`);
     dir = path.dirname(dir);
   }
-  return 'unknown';
+}
+
+/** This package's version. */
+export function packageVersion(): string {
+  return String(JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')).version);
 }

@@ -13,6 +13,7 @@ import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../src/io/safetensors';
+import { packageRoot } from '../src/version';
 
 const TRIMMED_CASES = ['s336_llava15_pad_mlp2x', 's336_llava16_anyres_spatial_unpad', 's336_llava_square_mlp2x', 'vitl14_336_generated_sel-2_patch'];
 const ROW_STEP = 9;
@@ -25,11 +26,6 @@ export interface SubsetRule {
   shape?: number[];
 }
 
-function projectRoot(): string {
-  let dir = __dirname;
-  while (!fs.existsSync(path.join(dir, 'package.json'))) dir = path.dirname(dir);
-  return dir;
-}
 
 export function trimCase(goldenCase: string, outCase: string): Record<string, SubsetRule> {
   const src = SafetensorsFile.open(path.join(goldenCase, 'expected.safetensors'));
@@ -61,7 +57,7 @@ export function trimCase(goldenCase: string, outCase: string): Record<string, Su
 
 if (require.main === module) {
   const i = process.argv.indexOf('--golden');
-  const root = projectRoot();
+  const root = packageRoot();
   const golden = i > 0 ? process.argv[i + 1] : path.join(root, '..', 'shared', 'golden');
   for (const name of TRIMMED_CASES) {
     const rules = trimCase(path.join(golden, 'cases', name), path.join(root, 'test', 'fixtures', 'cases', name));

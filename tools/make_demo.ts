@@ -10,6 +10,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { writeFileAtomic } from '../src/io/atomic';
 import { clipVisionTensorSpecs, writeGeneratedSafetensors } from './make_checkpoint';
+import { packageRoot } from '../src/version';
 
 export const DEMO_VISION_CONFIG = {
   model_type: 'clip_vision_model',
@@ -74,9 +75,7 @@ export function writeDemo(dir: string): void {
 }
 
 if (require.main === module) {
-  let root = __dirname;
-  while (!fs.existsSync(path.join(root, 'package.json'))) root = path.dirname(root);
-  const dir = path.join(root, 'weights', 'demo');
+  const dir = path.join(packageRoot(), 'weights', 'demo');
   writeDemo(dir);
   process.stdout.write(`wrote ${dir}\n`);
 }

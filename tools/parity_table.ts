@@ -6,6 +6,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { packageRoot } from '../src/version';
 
 interface Row {
   worstRatio: number;
@@ -17,11 +18,6 @@ interface Row {
 const START = '<!-- parity-table:start -->';
 const END = '<!-- parity-table:end -->';
 
-function projectRoot(): string {
-  let dir = __dirname;
-  while (!fs.existsSync(path.join(dir, 'package.json'))) dir = path.dirname(dir);
-  return dir;
-}
 
 export function parityTable(reports: Record<string, Record<string, Row>>): string {
   const cases = new Map<string, { worst: number; tensor: string; tensors: number; pixels: number }>();
@@ -47,7 +43,7 @@ export function parityTable(reports: Record<string, Record<string, Row>>): strin
 }
 
 if (require.main === module) {
-  const root = projectRoot();
+  const root = packageRoot();
   const dir = path.join(root, 'test', '.parity');
   if (!fs.existsSync(dir)) throw new Error(`${dir} not found: run npm test first`);
   const reports = Object.fromEntries(

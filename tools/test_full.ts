@@ -16,22 +16,18 @@ import { BackendChoice } from '../src/backend';
 import { SafetensorsFile } from '../src/io/safetensors';
 import { DEFAULT_PARITY_K, ParityMeta, checkParity } from '../src/parity';
 import { writeFullSizeCase } from './make_checkpoint';
+import { packageRoot } from '../src/version';
 
 const CASE = 'vitl14_336_generated_sel-2_patch';
 const ID = 'astronaut.png';
 
-function projectRoot(): string {
-  let dir = __dirname;
-  while (!fs.existsSync(path.join(dir, 'package.json'))) dir = path.dirname(dir);
-  return dir;
-}
 
 const rssMB = () => Math.round(process.memoryUsage().rss / 2 ** 20);
 const peakRssMB = () => Math.round(process.resourceUsage().maxRSS / 1024);
 const seconds = (t0: number) => ((performance.now() - t0) / 1000).toFixed(1);
 
 async function main(): Promise<number> {
-  const root = projectRoot();
+  const root = packageRoot();
   const backendArg = process.argv.indexOf('--backend');
   const backend = (backendArg > 0 ? process.argv[backendArg + 1] : undefined) as BackendChoice | undefined;
   const caseDir = path.join(root, 'test', 'fixtures', 'cases', CASE);

@@ -1,5 +1,5 @@
-import * as fs from 'fs';
 import * as path from 'path';
+import { packageRoot } from '../version';
 import { runEncode, ENCODE_HELP } from './encode';
 import { runPreprocess, PREPROCESS_HELP } from './preprocess';
 import { LlavaVisionError } from '../errors';
@@ -42,9 +42,7 @@ export async function main(argv: string[], io: { out?: (s: string) => void; err?
   }
 }
 
-/** weights/demo of this package (found from the source or the compiled file). */
+/** weights/demo of this package. */
 export function demoModelDir(): string {
-  let dir = __dirname;
-  while (!fs.existsSync(path.join(dir, 'package.json')) && path.dirname(dir) !== dir) dir = path.dirname(dir);
-  return path.join(dir, 'weights', 'demo');
+  return path.join(packageRoot(), 'weights', 'demo');
 }
