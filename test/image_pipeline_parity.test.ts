@@ -3,38 +3,25 @@
  * projector -> LLaVA merge) on every golden model case: pixel_values bit-identical, every float
  * tensor within the parity rule.
  */
-import { createHash } from 'crypto';
-import * as fs from 'fs';
 import * as path from 'path';
 import { encodeImages, SaveName } from '../src/api/encode_job';
 import { LlavaVision } from '../src/api/llava_vision';
 import { TensorToWrite } from '../src/io/safetensors';
 import { GoldenCase, expectParity, loadCase, recordExactPixels, writeParityReport } from './helpers/golden';
+import { Expected } from './image_helpers';
 
 afterAll(() => writeParityReport('images'));
 
 const pad2 = (k: number) => String(k).padStart(2, '0');
 
-function openCase(name: string): { gc: GoldenCase; hashes: Record<string, string> } {
-  const subset = path.join(__dirname, 'fixtures', 'cases', name, 'subset.json');
-  if (!fs.existsSync(subset)) return { gc: loadCase(name), hashes: {} };
-  const rules = JSON.parse(fs.readFileSync(subset, 'utf8')).rules as Record<string, { sha256?: string }>;
-  const hashes = Object.fromEntries(Object.entries(rules).filter(([, r]) => r.sha256).map(([k, r]) => [k, r.sha256!]));
-  return { gc: loadCase(name, 'expected.subset.safetensors'), hashes };
-}
-
-/** pixel_values must be the same float32 bits; LLaVA's non-anyres tensors are [3,H,W], ours [1,3,H,W]. */
-function expectExactPixels(gc: GoldenCase, hashes: Record<string, string>, id: string, ours: TensorToWrite): void {
+/** pixel_values must be the same float32 bits (or their sha256, for trimmed cases); LLaVA's non-anyres tensors are [3,H,W], ours [1,3,H,W]. */
+function expectExactPixels(gc: GoldenCase, id: string, ours: TensorToWrite): void {
   const key = `${id}.pixel_values`;
-  const bytes = Buffer.from((ours.data as Float32Array).buffer, (ours.data as Float32Array).byteOffset, (ours.data as Float32Array).byteLength);
-  const shape = gc.json.expected[key].shape as number[];
-  expect(ours.shape.slice(ours.shape.length - shape.length).join()).toBe(shape.join());
-  if (hashes[key]) {
-    expect(createHash('sha256').update(bytes).digest('hex')).toBe(hashes[key]);
-  } else {
-    const want = gc.expected.read(key).data;
-    expect(Buffer.compare(bytes, Buffer.from(want.buffer, want.byteOffset, want.byteLength))).toBe(0);
-  }
+  const expected = Expected.forCase(gc.dir)!;
+  const data = ours.data as Float32Array;
+  const shape = expected.shape(key);
+  expect(ours.shape.slice(ours.shape.length - shape.length)).toEqual(shape);
+  expect(expected.compare(key, new Uint8Array(data.buffer, data.byteOffset, data.byteLength))).toBeNull();
   recordExactPixels(gc.name, 1);
 }
 
@@ -54,7 +41,7 @@ const LLAVA = [
 
 describe.each(LLAVA)('LLaVA %s from image files', (name) => {
   test('pixel_values exact; features, projected, merged (and hidden states) within the parity rule', async () => {
-    const { gc, hashes } = openCase(name);
+    const gc = loadCase(name);
     const model = await LlavaVision.load(path.join(gc.dir, 'llava'), { visionTower: path.join(gc.dir, 'clip_tower'), log: null });
     const images = gc.json.images as { id: string; file: string }[];
     const wantHidden = images.some((i) => `${i.id}.hidden_states.00` in gc.json.expected);
@@ -63,7 +50,7 @@ describe.each(LLAVA)('LLaVA %s from image files', (name) => {
     expect(failures).toEqual([]);
     images.forEach((img, i) => {
       const t = (n: string) => tensors[`images.${i}.${n}`];
-      expectExactPixels(gc, hashes, img.id, t('pixel_values'));
+      expectExactPixels(gc, img.id, t('pixel_values'));
       expectParity(gc, `${img.id}.image_features`, t('features').data as Float32Array, t('features').shape);
       expectParity(gc, `${img.id}.projected`, t('projected').data as Float32Array, t('projected').shape);
       expectParity(gc, `${img.id}.merged`, t('merged').data as Float32Array, t('merged').shape);
@@ -77,7 +64,7 @@ describe.each(LLAVA)('LLaVA %s from image files', (name) => {
 
 describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_clip_interpolate_pos_encoding'])('CLIP %s from image files', (name) => {
   test('pixel_values exact; hidden states and pooler_output within the parity rule', async () => {
-    const { gc, hashes } = openCase(name);
+    const gc = loadCase(name);
     const model = await LlavaVision.load(path.join(gc.dir, 'model'), { log: null });
     const images = gc.json.images as { id: string; file: string }[];
     const { tensors } = await encodeImages(model, images.map((i) => imageFile(gc, i)), {
@@ -86,7 +73,7 @@ describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_c
     });
     images.forEach((img, i) => {
       const t = (n: string) => tensors[`images.${i}.${n}`];
-      expectExactPixels(gc, hashes, img.id, t('pixel_values'));
+      expectExactPixels(gc, img.id, t('pixel_values'));
       for (let k = 0; `${img.id}.hidden_states.${pad2(k)}` in gc.json.expected; k++) {
         expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, t(`hidden_states.${k}`).data as Float32Array, t(`hidden_states.${k}`).shape.slice(1));
       }
@@ -98,13 +85,13 @@ describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_c
 
 describe.each(['tiny_llavahf_legacy_keys_full_f32', 'tiny_llavahf_model_prefixed_default_bf16'])('llava-hf %s from image files', (name) => {
   test('pixel_values exact; selected and projected features within the parity rule', async () => {
-    const { gc, hashes } = openCase(name);
+    const gc = loadCase(name);
     const model = await LlavaVision.load(path.join(gc.dir, 'model'), { log: null });
     const images = gc.json.images as { id: string; file: string }[];
     const { tensors } = await encodeImages(model, images.map((i) => imageFile(gc, i)), { outputs: ['pixel_values', 'features', 'projected'], batchSize: 8 });
     images.forEach((img, i) => {
       const t = (n: string) => tensors[`images.${i}.${n}`];
-      expectExactPixels(gc, hashes, img.id, t('pixel_values'));
+      expectExactPixels(gc, img.id, t('pixel_values'));
       expectParity(gc, `${img.id}.image_features`, t('features').data as Float32Array, t('features').shape.slice(1));
       expectParity(gc, `${img.id}.image_features_projected`, t('projected').data as Float32Array, t('projected').shape.slice(1));
     });

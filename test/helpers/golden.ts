@@ -27,8 +27,10 @@ export interface GoldenCase {
   expected: SafetensorsFile;
 }
 
-export function loadCase(name: string, expectedFile = 'expected.safetensors'): GoldenCase {
+/** A golden case; its expected tensors from expected.safetensors, or the trimmed expected.subset.safetensors. */
+export function loadCase(name: string, expectedFile?: string): GoldenCase {
   const dir = path.join(CASES, name);
+  expectedFile ??= fs.existsSync(path.join(dir, 'expected.safetensors')) ? 'expected.safetensors' : 'expected.subset.safetensors';
   const json = JSON.parse(fs.readFileSync(path.join(dir, 'case.json'), 'utf8'));
   return { name, dir, json, expected: SafetensorsFile.open(path.join(dir, expectedFile)) };
 }
