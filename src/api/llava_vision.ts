@@ -4,7 +4,6 @@ import { BackendOptions, initBackend } from '../backend';
 import { clipVisionConfigFromJson, visionConfigToJson } from '../config/clip';
 import { LlavaVisionSettings, LLAVA_DEFAULTS, SelectFeature, llavaHfSettingsFromJson, llavaSettingsFromJson } from '../config/llava';
 import { CheckpointError, ConfigError } from '../errors';
-import { Checkpoint } from '../io/checkpoint';
 import { LAYOUT_KEYS, Layout, inferProjectorType } from '../io/layouts';
 import { Projector } from '../model/projector';
 import { CLIPImageProcessor } from '../image/processor';
@@ -74,7 +73,7 @@ export class LlavaVision {
     const config = readJsonFile(path.join(modelDir, 'config.json'), 'model config');
     const backend = await initBackend(options);
     let checkpoint: OpenedSource | null = null;
-    const openCheckpoint = () => (checkpoint ??= Checkpoint.open(modelDir));
+    const openCheckpoint = () => (checkpoint ??= openTensorSource(modelDir));
     // What is built so far, freed if a later step fails (a failed load leaves no tensors behind).
     let tower: CLIPVisionTower | null = null;
     let projector: Projector | null = null;

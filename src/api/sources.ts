@@ -1,29 +1,164 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { ConfigError } from '../errors';
-import { Checkpoint } from '../io/checkpoint';
+import { CheckpointError, ConfigError } from '../errors';
+import { Checkpoint, findCheckpointFiles, readIndex } from '../io/checkpoint';
+import { DType } from '../io/dtype';
 import { TorchBinFile } from '../io/torch_bin';
 import { TensorSource } from '../model/weights';
 
+export type SourceFormat = 'safetensors' | 'torch_bin';
+
+/** A checkpoint of any supported format, as one name -> tensor map. */
 export interface OpenedSource extends TensorSource {
+  readonly format: SourceFormat;
+  /** Tensor names, sorted. */
   keys(): string[];
+  /** The files holding the tensors (one, or the shards), sorted. */
+  files(): string[];
+  info(name: string): { shape: number[]; dtype: DType; file: string };
   close(): void;
 }
 
-/** A safetensors file/folder (single or sharded) or a torch `.bin` (restricted unpickler), as one interface. */
-export function openTensorSource(file: string): OpenedSource {
-  if (/\.(bin|pt|pth)$/.test(file)) {
-    const bin = TorchBinFile.open(file);
-    return {
-      source: file,
-      keys: () => bin.keys(),
-      has: (n) => bin.has(n),
-      info: (n) => bin.info(n),
-      readFloat32: (n) => bin.readFloat32(n),
-      close: () => bin.close(),
-    };
+const TORCH_BIN = 'pytorch_model.bin';
+const TORCH_BIN_INDEX = 'pytorch_model.bin.index.json';
+const isTorchFile = (f: string) => /\.(bin|pt|pth)$/.test(f);
+const isFile = (p: string) => fs.existsSync(p) && fs.statSync(p).isFile();
+
+/**
+ * The weights of a model folder in HuggingFace's order of preference: safetensors (index, model.safetensors,
+ * or exactly one *.safetensors), then `pytorch_model.bin.index.json` (+ shards), then `pytorch_model.bin`.
+ * A file is taken as given. Null for a folder with none of these (throws on a malformed index).
+ */
+export function findWeights(dirOrFile: string): { format: SourceFormat; entry: string } | null {
+  if (isFile(dirOrFile)) {
+    const torch = isTorchFile(dirOrFile) || dirOrFile.endsWith('.bin.index.json');
+    return { format: torch ? 'torch_bin' : 'safetensors', entry: dirOrFile };
   }
-  return Checkpoint.open(file);
+  if (!isDir(dirOrFile)) return null;
+  if (findCheckpointFiles(dirOrFile)) return { format: 'safetensors', entry: dirOrFile };
+  for (const name of [TORCH_BIN_INDEX, TORCH_BIN]) {
+    if (isFile(path.join(dirOrFile, name))) return { format: 'torch_bin', entry: path.join(dirOrFile, name) };
+  }
+  return null;
+}
+
+/**
+ * Opens the weights of a folder or file — the one place where a path becomes a tensor source:
+ * safetensors (single or sharded), a torch `.bin` (restricted unpickler, nothing executed), or sharded
+ * `pytorch_model-*.bin` with their index. Folders resolve as in `findWeights`.
+ */
+export function openTensorSource(dirOrFile: string): OpenedSource {
+  if (!fs.existsSync(dirOrFile)) throw new CheckpointError(`${dirOrFile}: no such checkpoint file or folder`);
+  const found = findWeights(dirOrFile);
+  if (!found) {
+    let listing: string[] = [];
+    try {
+      listing = fs.readdirSync(dirOrFile).filter((f) => f.endsWith('.safetensors')).sort();
+    } catch {
+      // not a readable folder: the message below says what was looked for
+    }
+    throw new CheckpointError(`${dirOrFile}: no weights found; looked for model.safetensors.index.json, model.safetensors, ` +
+      `exactly one *.safetensors file (found ${listing.length}${listing.length ? ': ' + listing.join(', ') : ''}), ` +
+      `${TORCH_BIN_INDEX} and ${TORCH_BIN}`);
+  }
+  if (found.format === 'safetensors') return fromCheckpoint(Checkpoint.open(found.entry));
+  if (found.entry.endsWith('.index.json')) return TorchBinShards.open(found.entry);
+  return fromTorchBin(TorchBinFile.open(found.entry));
+}
+
+function fromCheckpoint(ck: Checkpoint): OpenedSource {
+  return {
+    format: 'safetensors',
+    source: ck.source,
+    keys: () => ck.keys(),
+    files: () => ck.files(),
+    has: (n) => ck.has(n),
+    info: (n) => {
+      const { shape, dtype, file } = ck.info(n);
+      return { shape, dtype, file };
+    },
+    readFloat32: (n) => ck.readFloat32(n),
+    close: () => ck.close(),
+  };
+}
+
+function fromTorchBin(bin: TorchBinFile): OpenedSource {
+  return {
+    format: 'torch_bin',
+    source: bin.path,
+    keys: () => bin.keys(),
+    files: () => [bin.path],
+    has: (n) => bin.has(n),
+    info: (n) => {
+      const { shape, dtype } = bin.info(n);
+      return { shape, dtype, file: bin.path };
+    },
+    readFloat32: (n) => bin.readFloat32(n),
+    close: () => bin.close(),
+  };
+}
+
+/** `pytorch_model.bin.index.json` + `pytorch_model-0000k-of-0000n.bin`; shards are opened on first use. */
+class TorchBinShards implements OpenedSource {
+  readonly format = 'torch_bin';
+  private readonly opened = new Map<string, TorchBinFile>();
+
+  private constructor(readonly source: string, private readonly weightMap: Map<string, string>) {}
+
+  static open(indexPath: string): TorchBinShards {
+    const { weightMap } = readIndex(indexPath);
+    const dir = path.dirname(indexPath);
+    const byPath = new Map<string, string>();
+    for (const [name, file] of weightMap) {
+      const p = path.join(dir, file);
+      if (!isFile(p)) throw new CheckpointError(`${indexPath}: shard ${JSON.stringify(file)} (holding ${JSON.stringify(name)}) not found in ${dir}`);
+      byPath.set(name, p);
+    }
+    return new TorchBinShards(indexPath, byPath);
+  }
+
+  keys(): string[] {
+    return [...this.weightMap.keys()].sort();
+  }
+  files(): string[] {
+    return [...new Set(this.weightMap.values())].sort();
+  }
+  has(name: string): boolean {
+    return this.weightMap.has(name);
+  }
+  info(name: string): { shape: number[]; dtype: DType; file: string } {
+    const file = this.fileFor(name);
+    const { shape, dtype } = this.shard(file).info(name);
+    return { shape, dtype, file };
+  }
+  readFloat32(name: string): Float32Array {
+    return this.shard(this.fileFor(name)).readFloat32(name);
+  }
+  close(): void {
+    for (const f of this.opened.values()) f.close();
+    this.opened.clear();
+  }
+
+  private fileFor(name: string): string {
+    const file = this.weightMap.get(name);
+    if (file === undefined) throw new CheckpointError(`${this.source}: no tensor ${JSON.stringify(name)} in this checkpoint`);
+    return file;
+  }
+
+  private shard(file: string): TorchBinFile {
+    let bin = this.opened.get(file);
+    if (!bin) {
+      bin = TorchBinFile.open(file);
+      for (const [name, f] of this.weightMap) {
+        if (f === file && !bin.has(name)) {
+          bin.close();
+          throw new CheckpointError(`${this.source}: tensor ${JSON.stringify(name)} is listed in the index but missing from shard ${file}`);
+        }
+      }
+      this.opened.set(file, bin);
+    }
+    return bin;
+  }
 }
 
 /** config.json of a model folder, parsed, with errors naming the file. */

@@ -4,9 +4,9 @@ import * as tf from '@tensorflow/tfjs';
 import { CLIPVisionConfig, clipVisionConfigFromJson, numPatchesPerSide } from '../config/clip';
 import { SelectFeature, parseSelectFeature } from '../config/llava';
 import { ConfigError } from '../errors';
-import { Checkpoint } from '../io/checkpoint';
 import { CLIPVisionModel, VisionForwardOptions } from '../model/vision_transformer';
 import { KeyMap, TensorSource, loadWeights } from '../model/weights';
+import { OpenedSource, openTensorSource } from './sources';
 
 export interface VisionTowerOptions {
   /** `mm_vision_select_layer`: index into the L+1 hidden states, negative from the end. Default -2. */
@@ -58,14 +58,14 @@ export class CLIPVisionTower {
       return;
     }
     const model = new CLIPVisionModel(this.config, { trainable: false });
-    const tensors = source?.tensors ?? Checkpoint.open(this.visionTowerName);
+    const tensors = source?.tensors ?? openTensorSource(this.visionTowerName);
     try {
       loadWeights(model, tensors, source?.keyFor);
     } catch (e) {
       for (const w of model.visionModel.weights) w.dispose();
       throw e;
     } finally {
-      if (!source && tensors instanceof Checkpoint) tensors.close();
+      if (!source) (tensors as OpenedSource).close();
     }
     this.model = model;
   }

@@ -35,13 +35,14 @@ function detect(dir: string): Layout {
   return found.length === 1 ? { kind: 'single', file: path.join(dir, found[0]) } : { kind: 'none', found };
 }
 
-interface Index { metadata: Record<string, string>; weightMap: Map<string, string> }
+export interface CheckpointIndex { metadata: Record<string, string>; weightMap: Map<string, string> }
 
 /**
- * Parse and check an index. Shard names must be plain file names in the index's folder: an index is
- * data from the internet, and `../x` or `/etc/passwd` must not make us read files outside the checkpoint.
+ * Parse and check an index (`model.safetensors.index.json`, `pytorch_model.bin.index.json`: same format).
+ * Shard names must be plain file names in the index's folder: an index is data from the internet, and
+ * `../x` or `/etc/passwd` must not make us read files outside the checkpoint.
  */
-function readIndex(indexPath: string): Index {
+export function readIndex(indexPath: string): CheckpointIndex {
   let json: unknown;
   try {
     json = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
@@ -138,6 +139,11 @@ export class Checkpoint {
   /** Tensor names, sorted. */
   keys(): string[] {
     return [...this.weightMap.keys()].sort();
+  }
+
+  /** The safetensors files holding the tensors (one, or the shards), sorted. */
+  files(): string[] {
+    return [...new Set(this.weightMap.values())].sort();
   }
 
   has(name: string): boolean {
