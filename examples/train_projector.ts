@@ -20,8 +20,6 @@ import * as path from 'path';
 import { parseArgs } from 'util';
 import * as tf from '@tensorflow/tfjs';
 import { LlavaVision } from '../src/api/llava_vision';
-import { decodeImage } from '../src/image/decode';
-import { CLIPImageProcessor } from '../src/image/processor';
 import { Projector } from '../src/model/projector';
 import {
   TorchAdam, encodeFeatureCache, initProjector, loadFeatureCache, loadProjectorWeights, mseLoss, saveProjector, seededRandom, trainStep,
@@ -90,19 +88,10 @@ export async function main(argv: string[], log: (line: string) => void = (l) => 
   if (images.length === 0) throw new Error(`${imageDir}: no .png/.jpg images`);
   {
     const model = await LlavaVision.load(modelDir, { log: values.quiet ? null : say });
-    const processor = CLIPImageProcessor.fromFile(modelDir);
-    const pixels: Float32Array[] = [];
-    let hw: [number, number] = [0, 0];
-    for (const name of images) {
-      const pv = processor.preprocess(await decodeImage(path.join(imageDir, name)));
-      pixels.push(pv.pixelValues);
-      hw = [pv.height, pv.width];
-    }
-    const batch = tf.tensor4d(concat(pixels), [images.length, 3, ...hw]);
     const t0 = Date.now();
-    const shape = encodeFeatureCache(model, batch, cacheFile, { metadata: { model: modelDir, images: JSON.stringify(images) } });
-    say(`encoded ${images.length} images once -> ${cacheFile} (features [${shape}], ${Date.now() - t0} ms)`);
-    batch.dispose();
+    const files = images.map((name) => path.join(imageDir, name));
+    await encodeFeatureCache(model, files, cacheFile, { metadata: { model: modelDir, images: JSON.stringify(images) } });
+    say(`encoded ${images.length} images once -> ${cacheFile} (${Date.now() - t0} ms)`);
     model.dispose(); // the tower is not needed any more
   }
 
@@ -145,15 +134,6 @@ export async function main(argv: string[], log: (line: string) => void = (l) => 
   return { losses, firstLoss: losses[0][1], finalLoss, cacheFile, projectorFile, images };
 }
 
-function concat(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
 
 /** The toy target: tanh(features · W) with W uniform ±sqrt(3/D) from a fixed seed. */
 function toyTarget(features: tf.Tensor3D, width: number, seed: number): tf.Tensor3D {

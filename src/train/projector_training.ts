@@ -5,9 +5,11 @@
  */
 import * as fs from 'fs';
 import * as tf from '@tensorflow/tfjs';
+import { encodeImages } from '../api/encode_job';
 import { LlavaVision } from '../api/llava_vision';
 import { openTensorSource } from '../api/sources';
-import { CheckpointError, ConfigError } from '../errors';
+import { CheckpointError, ConfigError, ImageError } from '../errors';
+import { RgbImage } from '../image';
 import { LAYOUT_KEYS, inferProjectorType } from '../io/layouts';
 import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../io/safetensors';
 import { namedParams } from '../model/module';
@@ -212,32 +214,22 @@ export function saveFeatureCache(file: string, features: tf.Tensor3D | Float32Ar
 }
 
 /**
- * Runs the tower once over pixel values [B, 3, H, W] (in batches) and writes the selected features
- * to `file` in the CLI's names. Returns the [B, N, D] shape. Tower only: no projector involved.
+ * The feature cache for training: images encoded once (decode, process_images, tower; no projector)
+ * into `images.<i>.features` [tiles, N, D] — the same file `llava-vision encode --save features` writes.
+ * Returns the number of images written; an image that fails to decode is an error here.
  */
-export function encodeFeatureCache(model: LlavaVision, pixelValues: tf.Tensor4D, file: string, options: { batchSize?: number; metadata?: Record<string, string> } = {}): [number, number, number] {
-  const batchSize = options.batchSize ?? 8;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new ConfigError(`encodeFeatureCache: batch size must be a positive integer, got ${batchSize}`);
-  const [b, c, h, w] = pixelValues.shape;
-  const perImage: Float32Array[] = [];
-  let nd: [number, number] = [0, 0];
-  for (let start = 0; start < b; start += batchSize) {
-    const count = Math.min(batchSize, b - start);
-    const features = tf.tidy(() => model.encode(pixelValues.slice([start, 0, 0, 0], [count, c, h, w]), { outputs: ['features'] }).features!);
-    const [, n, d] = features.shape;
-    nd = [n, d];
-    const all = features.dataSync() as Float32Array;
-    for (let i = 0; i < count; i++) perImage.push(all.slice(i * n * d, (i + 1) * n * d));
-    features.dispose();
-  }
-  saveFeatureCache(file, perImage, nd, options.metadata);
-  return [b, ...nd];
+export async function encodeFeatureCache(
+  model: LlavaVision,
+  images: (string | Uint8Array | RgbImage)[],
+  file: string,
+  options: { batchSize?: number; metadata?: Record<string, string> } = {},
+): Promise<number> {
+  const { tensors, failures } = await encodeImages(model, images, { outputs: ['features'], batchSize: options.batchSize ?? 8 });
+  if (failures.length) throw new ImageError(failures.map((f) => f.message).join('; '));
+  writeSafetensors(file, tensors, { kind: 'llava-vision feature cache', ...options.metadata });
+  return images.length;
 }
 
-/**
- * Reads a feature cache (or `llava-vision encode --save features` output): every `images.<i>.features`,
- * i = 0..B-1, each [1, N, D] or [N, D], stacked into one [B, N, D] tensor.
- */
 export function loadFeatureCache(file: string): tf.Tensor3D {
   if (!fs.existsSync(file)) throw new CheckpointError(`${file}: feature cache not found`);
   const st = SafetensorsFile.open(file);
