@@ -43,7 +43,14 @@ async function trySetBackend(name: Exclude<BackendChoice, 'auto'>): Promise<stri
   if (tf.engine().backendName === name) return null;
   try {
     if (name === 'tensorflow') {
-      if (!tf.findBackendFactory('tensorflow')) requireFirst(['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']);
+      if (!tf.findBackendFactory('tensorflow')) {
+        try {
+          requireFirst(['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']);
+        } catch (e) {
+          if ((e as { code?: string }).code !== 'MODULE_NOT_FOUND') throw e;
+          return 'neither @tensorflow/tfjs-node nor @tensorflow/tfjs-node-gpu is installed (npm install @tensorflow/tfjs-node@4.22.0)';
+        }
+      }
       // A tfjs-node whose tfjs-core is another copy registers on that copy, not ours.
       if (!tf.findBackendFactory('tensorflow')) return 'installed tfjs-node uses another @tensorflow/tfjs-core copy (versions must match 4.22.0)';
     } else if (name === 'wasm') {

@@ -5,6 +5,7 @@ import { clipVisionConfigFromJson, visionConfigToJson } from '../config/clip';
 import { LlavaVisionSettings, LLAVA_DEFAULTS, SelectFeature, llavaHfSettingsFromJson, llavaSettingsFromJson } from '../config/llava';
 import { CheckpointError, ConfigError } from '../errors';
 import { LAYOUT_KEYS, Layout, inferProjectorType } from '../io/layouts';
+import { DownloadOptions } from '../io/hub';
 import { Projector } from '../model/projector';
 import { CLIPImageProcessor } from '../image/processor';
 import { VisionForwardOptions } from '../model/vision_transformer';
@@ -18,6 +19,8 @@ export const OUTPUT_NAMES: readonly OutputName[] = ['hidden_states', 'features',
 export interface LoadOptions extends BackendOptions {
   /** Folder of the CLIP tower for an original LLaVA checkpoint (default: `mm_vision_tower` resolved locally). */
   visionTower?: string;
+  /** Fetch `mm_vision_tower` from the HuggingFace hub when it is not local (true, or hub options); default: LLAVA_VISION_DOWNLOAD=1. */
+  download?: boolean | DownloadOptions;
   /** Projector weights (safetensors or `mm_projector.bin`) overriding the model folder's. */
   projector?: string;
   /** Projector type when it can't be read from the config (default: inferred from the weights' keys). */
@@ -87,7 +90,7 @@ export class LlavaVision {
       // The tower: its config always comes from the CLIP folder; its weights from the LLaVA-1.6
       // checkpoint when that holds a fine-tuned copy (it overrides the CLIP folder's, as in LLaVA).
       let towerDir = modelDir;
-      if (layout === 'llava') towerDir = options.visionTower ?? resolveVisionTower(settings.visionTower ?? '', modelDir);
+      if (layout === 'llava') towerDir = options.visionTower ?? (await resolveVisionTower(settings.visionTower ?? '', modelDir, { download: options.download }));
       const towerOptions = { selectLayer: settings.selectLayer, selectFeature: settings.selectFeature };
       if (layout === 'llava') {
         tower = new CLIPVisionTower(towerDir, { ...towerOptions, delayLoad: true });

@@ -5,6 +5,7 @@ import { Checkpoint, findCheckpointFiles, readIndex } from '../io/checkpoint';
 import { DType } from '../io/dtype';
 import { TorchBinFile } from '../io/torch_bin';
 import { TensorSource } from '../model/weights';
+import { DownloadOptions, downloadModel, hubCacheDir, isRepoId, repoFolderName } from '../io/hub';
 
 export type SourceFormat = 'safetensors' | 'torch_bin';
 
@@ -186,22 +187,45 @@ export function isDir(p: string): boolean {
   }
 }
 
+export interface ResolveTowerOptions {
+  /** When the tower is not found locally: fetch it from the HuggingFace hub (true, or hub options); default: LLAVA_VISION_DOWNLOAD=1. */
+  download?: boolean | DownloadOptions;
+}
+
 /**
  * LLaVA's `mm_vision_tower` is a hub id (e.g. openai/clip-vit-large-patch14-336). Resolved here as a
  * local folder: as given (absolute or relative to the working directory), then relative to the LLaVA
- * folder, then in the local HuggingFace hub cache (models--org--name/snapshots/*).
+ * folder, then in the local HuggingFace hub cache (models--org--name/snapshots/*, refs/main's first);
+ * else, with `download`, downloaded into that cache.
  */
-export function resolveVisionTower(name: string, modelDir: string): string {
+export async function resolveVisionTower(name: string, modelDir: string, options: ResolveTowerOptions = {}): Promise<string> {
+  const download = options.download ?? process.env.LLAVA_VISION_DOWNLOAD === '1';
+  const hubOptions = typeof download === 'object' ? download : {};
   const candidates = [name, path.join(modelDir, name)];
-  const hfHome = process.env.HF_HUB_CACHE ?? path.join(process.env.HF_HOME ?? path.join(process.env.HOME ?? '', '.cache', 'huggingface'), 'hub');
-  const snapshots = path.join(hfHome, `models--${name.replace(/\//g, '--')}`, 'snapshots');
-  if (isDir(snapshots)) for (const s of fs.readdirSync(snapshots).sort().reverse()) candidates.push(path.join(snapshots, s));
-  const found = candidates.find((c) => isDir(c) && fs.existsSync(path.join(c, 'config.json')));
-  if (!found) {
-    throw new ConfigError(
-      `mm_vision_tower "${name}" is not a local CLIP folder (looked in ${candidates.join(', ')}); ` +
-        `download it and pass its folder with --vision-tower DIR (visionTower option)`,
-    );
+  if (isRepoId(name)) {
+    const repoDir = path.join(hubOptions.cacheDir ?? hubCacheDir(), repoFolderName(name));
+    const snapshots = path.join(repoDir, 'snapshots');
+    let ref = '';
+    try {
+      ref = fs.readFileSync(path.join(repoDir, 'refs', 'main'), 'utf8').trim();
+    } catch {
+      // no refs/main: any snapshot will do
+    }
+    const all = isDir(snapshots) ? fs.readdirSync(snapshots).sort().reverse() : [];
+    for (const s of ref ? [ref, ...all.filter((x) => x !== ref)] : all) candidates.push(path.join(snapshots, s));
   }
-  return found;
+  const found = candidates.find((c) => isDir(c) && fs.existsSync(path.join(c, 'config.json')));
+  if (found) return found;
+  const looked = `is not a local CLIP folder (looked in ${candidates.join(', ')})`;
+  if (!download) {
+    throw new ConfigError(`mm_vision_tower "${name}" ${looked}; pass --download (download option, or LLAVA_VISION_DOWNLOAD=1) ` +
+      `to fetch it from the HuggingFace hub, or its folder with --vision-tower DIR (visionTower option)`);
+  }
+  if (!isRepoId(name)) throw new ConfigError(`mm_vision_tower "${name}" ${looked} nor a hub repo id; pass --vision-tower DIR (visionTower option)`);
+  try {
+    return await downloadModel(name, hubOptions);
+  } catch (e) {
+    if (e instanceof Error) e.message = `mm_vision_tower "${name}" is not local, and downloading it failed: ${e.message}`;
+    throw e;
+  }
 }

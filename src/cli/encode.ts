@@ -7,6 +7,7 @@ import { ConfigError } from '../errors';
 import { SafetensorsFile, writeSafetensors } from '../io/safetensors';
 import { packageVersion } from '../version';
 import { choiceOption, intOption, listOption, parseOptions } from './args';
+import { downloadProgress } from './download';
 import { progressBar } from './progress';
 
 export const ENCODE_HELP = `encode: images (or precomputed pixel values) -> vision features, written as safetensors
@@ -18,6 +19,8 @@ export const ENCODE_HELP = `encode: images (or precomputed pixel values) -> visi
   --out FILE                   output: images.<i>.{pixel_values,hidden_states.<k>,features,projected,merged,pooler_output}
   --pixel-values FILE          instead of images: a float32 tensor "pixel_values" [N,3,H,W] (e.g. written by Python)
   --vision-tower DIR           CLIP folder for an original LLaVA checkpoint (default: its mm_vision_tower, as a local path)
+  --download                   fetch mm_vision_tower from the HuggingFace hub when it is not local (also LLAVA_VISION_DOWNLOAD=1;
+                               HF_TOKEN, HF_ENDPOINT, HF_HUB_CACHE as for huggingface_hub)
   --projector FILE             projector weights (safetensors or mm_projector.bin) overriding the model's
   --projector-type TYPE        linear | mlp<N>x_gelu | identity (default: config, else inferred from the weights)
   --select-layer N             hidden state used as features, negative from the end (default: config, else -2)
@@ -44,6 +47,7 @@ const SPEC = {
   'pixel-values': { type: 'string' },
   out: { type: 'string' },
   'vision-tower': { type: 'string' },
+  download: { type: 'boolean' },
   projector: { type: 'string' },
   'projector-type': { type: 'string' },
   'select-layer': { type: 'string' },
@@ -94,6 +98,7 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
 
   const model = await LlavaVision.load(modelDir, {
     visionTower: o['vision-tower'],
+    download: o.download ? { onProgress: o.quiet ? undefined : downloadProgress() } : undefined,
     projector: o.projector,
     projectorType: o['projector-type'],
     selectLayer,

@@ -1,5 +1,6 @@
 import * as path from 'path';
 import { packageRoot } from '../version';
+import { runDownload, DOWNLOAD_HELP } from './download';
 import { runEncode, ENCODE_HELP } from './encode';
 import { runPreprocess, PREPROCESS_HELP } from './preprocess';
 import { LlavaVisionError } from '../errors';
@@ -9,15 +10,19 @@ const HELP = `llava-vision — LLaVA's vision side (CLIP tower + projector + pre
 Usage:
   llava-vision encode [--model DIR] [options] IMAGE... --out FILE.safetensors
   llava-vision encode [--model DIR] [options] --pixel-values FILE.safetensors --out FILE.safetensors
+  llava-vision download REPO_ID [--revision R] [--include-projector] [--cache-dir DIR]
   llava-vision --help | <command> --help
 
 Commands:
   preprocess  images to pixel_values only (HF CLIPImageProcessor + LLaVA pad/anyres), Pillow-exact
   encode      images (or pixel values) through the vision tower, projector and LLaVA merge, to safetensors
+  download    a model from the HuggingFace hub into the local HF cache (prints the folder for --model)
 
 ${ENCODE_HELP}
 
-${PREPROCESS_HELP}`;
+${PREPROCESS_HELP}
+
+${DOWNLOAD_HELP}`;
 
 /** Entry point; returns the exit code. Errors on bad input are one line on stderr. */
 export async function main(argv: string[], io: { out?: (s: string) => void; err?: (s: string) => void } = {}): Promise<number> {
@@ -31,6 +36,7 @@ export async function main(argv: string[], io: { out?: (s: string) => void; err?
     }
     if (command === 'preprocess') return await runPreprocess(rest, { out, err });
     if (command === 'encode') return await runEncode(rest, { out, err, demoModel: demoModelDir() });
+    if (command === 'download') return await runDownload(rest, { out, err });
     err(`llava-vision: unknown command "${command}" (try --help)\n`);
     return 1;
   } catch (e) {

@@ -1,5 +1,6 @@
 import * as fs from 'fs';
 import * as path from 'path';
+import * as tf from '@tensorflow/tfjs';
 import { SafetensorsFile } from '../../src/io/safetensors';
 import { DEFAULT_PARITY_K, checkParity } from '../../src/parity';
 
@@ -64,10 +65,11 @@ export function expectParity(gc: GoldenCase, key: string, ours: ArrayLike<number
   return ratio;
 }
 
-/** Writes the collected ratios to test/.parity/<suite>.json (read by tools/parity_table.ts). */
+/** Writes the collected ratios to test/.parity/<suite>.<backend>.json (read by tools/parity_table.ts). */
 export function writeParityReport(suite: string): void {
+  if (report.size === 0) return;
   const dir = path.join(__dirname, '..', '.parity');
   fs.mkdirSync(dir, { recursive: true });
   const rows = Object.fromEntries([...report.entries()].sort());
-  fs.writeFileSync(path.join(dir, `${suite}.json`), JSON.stringify(rows, null, 1) + '\n');
+  fs.writeFileSync(path.join(dir, `${suite}.${tf.engine().backendName ?? 'none'}.json`), JSON.stringify(rows, null, 1) + '\n');
 }

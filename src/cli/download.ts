@@ -1,0 +1,68 @@
+import { DownloadProgress, downloadModel } from '../io/hub';
+import { ConfigError } from '../errors';
+import { intOption, parseOptions } from './args';
+
+export const DOWNLOAD_HELP = `download: a model from the HuggingFace hub into the local HF cache; prints its snapshot folder
+  llava-vision download REPO_ID [--revision R] [--include-projector] [--cache-dir DIR] [--files LIST]
+
+  REPO_ID              e.g. openai/clip-vit-large-patch14-336
+  --revision R         branch, tag or commit (default main)
+  --include-projector  also mm_projector.bin (LLaVA pretrain checkpoints)
+  --files LIST         comma list of exact files instead of the default set (an *.index.json brings its shards)
+  --cache-dir DIR      default $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub
+  --timeout SECONDS    a request that sends nothing for this long fails (default 30)
+  --quiet              no progress
+
+  Default set: config.json, preprocessor_config.json (when present), then model.safetensors.index.json and its
+  shards, else model.safetensors, else pytorch_model.bin(.index.json). Files already in the cache are not
+  downloaded again. Environment: HF_TOKEN (gated or private repos), HF_ENDPOINT (a mirror).
+
+Example:
+  llava-vision encode --model "$(llava-vision download openai/clip-vit-large-patch14-336)" photo.jpg --out tokens.safetensors`;
+
+const SPEC = {
+  revision: { type: 'string' },
+  'include-projector': { type: 'boolean' },
+  files: { type: 'string' },
+  'cache-dir': { type: 'string' },
+  timeout: { type: 'string' },
+  quiet: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+export async function runDownload(argv: string[], io: { out: (s: string) => void; err: (s: string) => void }): Promise<number> {
+  const { values: o, positionals } = parseOptions(argv, SPEC);
+  if (o.help) {
+    io.out(DOWNLOAD_HELP + '\n');
+    return 0;
+  }
+  if (positionals.length !== 1) throw new ConfigError(`download needs exactly one REPO_ID (got ${positionals.length}; see --help)`);
+  const timeout = intOption(o.timeout, 'timeout');
+  if (timeout !== undefined && timeout < 1) throw new ConfigError(`--timeout must be at least 1 second, got ${timeout}`);
+  const snapshot = await downloadModel(positionals[0], {
+    revision: o.revision,
+    includeProjector: o['include-projector'],
+    files: o.files?.split(',').map((f: string) => f.trim()).filter(Boolean),
+    cacheDir: o['cache-dir'],
+    timeoutMs: timeout === undefined ? undefined : timeout * 1000,
+    onProgress: o.quiet ? undefined : downloadProgress(),
+  });
+  io.out(snapshot + '\n');
+  return 0;
+}
+
+/** Per-file byte progress on stderr, only when it is a terminal (a pipe or log gets nothing). */
+export function downloadProgress(stream: NodeJS.WriteStream = process.stderr): ((p: DownloadProgress) => void) | undefined {
+  if (!stream.isTTY) return undefined;
+  let last = 0;
+  let lastFile = '';
+  return ({ file, bytes, total }) => {
+    const done = total !== null && bytes >= total;
+    const now = Date.now();
+    if (file === lastFile && !done && now - last < 100) return; // at most ~10 redraws a second
+    last = now;
+    lastFile = file;
+    const mb = (n: number) => (n / 1e6).toFixed(1);
+    stream.write(`\r\x1b[Kdownloading ${file} ${mb(bytes)}${total === null ? '' : ' / ' + mb(total)} MB${done ? '\n' : ''}`);
+  };
+}
