@@ -10,7 +10,7 @@ import { Projector } from '../model/projector';
 import { CLIPImageProcessor } from '../image/processor';
 import { VisionForwardOptions } from '../model/vision_transformer';
 import { loadWeights } from '../model/weights';
-import { OpenedSource, isDir, openTensorSource, readJsonFile, resolveVisionTower } from './sources';
+import { OpenedSource, emptySource, findWeights, isDir, openTensorSource, readJsonFile, resolveVisionTower } from './sources';
 import { CLIPVisionTower } from './vision_tower';
 
 export type OutputName = 'hidden_states' | 'features' | 'projected' | 'pooler_output';
@@ -76,12 +76,15 @@ export class LlavaVision {
     const config = readJsonFile(path.join(modelDir, 'config.json'), 'model config');
     const backend = await initBackend(options);
     let checkpoint: OpenedSource | null = null;
-    const openCheckpoint = () => (checkpoint ??= openTensorSource(modelDir));
+    // An original LLaVA folder may hold no weights at all: the pretrain stage releases config.json + mm_projector.bin.
+    let weightsOptional = false;
+    const openCheckpoint = () => (checkpoint ??= weightsOptional && !findWeights(modelDir) ? emptySource(modelDir) : openTensorSource(modelDir));
     // What is built so far, freed if a later step fails (a failed load leaves no tensors behind).
     let tower: CLIPVisionTower | null = null;
     let projector: Projector | null = null;
     try {
       const layout = detectLayout(modelDir, config, () => openCheckpoint().keys());
+      weightsOptional = layout === 'llava';
       const settings = settingsFor(layout, config, path.join(modelDir, 'config.json'));
       if (options.selectLayer !== undefined) settings.selectLayer = options.selectLayer;
       if (options.selectFeature !== undefined) settings.selectFeature = options.selectFeature;

@@ -67,6 +67,14 @@ export function openTensorSource(dirOrFile: string): OpenedSource {
   return fromTorchBin(TorchBinFile.open(found.entry));
 }
 
+/** A source with no tensors (a model folder that holds none, e.g. LLaVA's pretrain release: config.json + mm_projector.bin). */
+export function emptySource(source: string): OpenedSource {
+  const none = (name: string): never => {
+    throw new CheckpointError(`${source}: no tensor ${JSON.stringify(name)} (the folder holds no weights)`);
+  };
+  return { format: 'safetensors', source, keys: () => [], files: () => [], has: () => false, info: none, readFloat32: none, close: () => {} };
+}
+
 function fromCheckpoint(ck: Checkpoint): OpenedSource {
   return {
     format: 'safetensors',
