@@ -114,6 +114,9 @@ export function llavaSettingsFromJson(json: Json, where: string): LlavaVisionSet
   return s;
 }
 
+/** transformers' LlavaNextConfig default `image_grid_pinpoints`, [height, width]. */
+const LLAVA_NEXT_DEFAULT_PINPOINTS_HW = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]];
+
 /** llava-hf config.json (`vision_config`, `vision_feature_layer`, `projector_hidden_act`, ...). */
 export function llavaHfSettingsFromJson(json: Json, where: string): LlavaVisionSettings {
   const s: LlavaVisionSettings = { ...LLAVA_DEFAULTS };
@@ -133,8 +136,9 @@ export function llavaHfSettingsFromJson(json: Json, where: string): LlavaVisionS
   if (json.model_type === 'llava_next') {
     s.aspect = 'anyres';
     // llava-hf stores pinpoints as [height, width]; LLaVA's code (which we follow) reads (width, height).
-    const hw = json.image_grid_pinpoints == null ? null : parseGridPinpoints(json.image_grid_pinpoints, where);
-    s.gridPinpoints = hw ? hw.map(([h, w]) => [w, h] as [number, number]) : null;
+    // A config without them gets LlavaNextConfig's default list, as in transformers.
+    const hw = parseGridPinpoints(json.image_grid_pinpoints ?? LLAVA_NEXT_DEFAULT_PINPOINTS_HW, where);
+    s.gridPinpoints = hw.map(([h, w]) => [w, h] as [number, number]);
     s.mergeType = 'spatial_unpad';
   }
   return s;
