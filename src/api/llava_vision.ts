@@ -175,7 +175,8 @@ class CLIPVisionTowerFromConfig extends CLIPVisionTower {
   }
 }
 
-function settingsFor(layout: Layout, config: Record<string, any>, where: string): LlavaVisionSettings {
+/** The LLaVA settings of a model folder's config.json for its layout (LLaVA's defaults for plain CLIP). */
+export function settingsFor(layout: Layout, config: Record<string, any>, where: string): LlavaVisionSettings {
   if (layout === 'llava') return llavaSettingsFromJson(config, where);
   if (layout === 'llava_hf' || layout === 'llava_hf_model_prefixed') return llavaHfSettingsFromJson(config, where);
   return { ...LLAVA_DEFAULTS };
