@@ -12,7 +12,7 @@ Usage:
   llava-vision encode [--model DIR] [options] IMAGE... --out FILE.safetensors
   llava-vision encode [--model DIR] [options] --pixel-values FILE.safetensors --out FILE.safetensors
   llava-vision download REPO_ID [--revision R] [--include-projector] [--cache-dir DIR]
-  llava-vision inspect [--json] [--all] DIR_OR_FILE
+  llava-vision inspect [--json] [--all] [--vision-tower DIR] DIR_OR_FILE
   llava-vision --help | <command> --help
 
 Commands:
