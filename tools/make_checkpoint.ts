@@ -22,6 +22,8 @@ import { f32ToBf16Bits, f32ToF16Bits } from '../src/io/dtype';
 import { SafetensorsFile } from '../src/io/safetensors';
 import { CheckpointError, ConfigError } from '../src/errors';
 import { generateTensor, numel, TensorSpec } from './weightgen';
+import { visionTowerSpecs } from '../src/api/inspect';
+import { clipVisionConfigFromJson } from '../src/config/clip';
 
 export type GenDType = 'F32' | 'F16' | 'BF16';
 
@@ -47,33 +49,9 @@ export interface WriteResult {
   cached: boolean;
 }
 
-/** Names and shapes of HF CLIPVisionModel's `vision_model.*` weights for a vision config. */
+/** Names and shapes of HF CLIPVisionModel's `vision_model.*` weights for a config.json object (CLIP, vision-only or llava-hf). */
 export function clipVisionTensorSpecs(config: object): TensorSpec[] {
-  const c = ((config as { vision_config?: object }).vision_config ?? config) as Record<string, unknown>;
-  const get = (key: string, dflt?: number): number => {
-    const v = c[key] ?? dflt;
-    if (typeof v !== 'number') throw new ConfigError(`vision config: missing numeric "${key}"`);
-    return v;
-  };
-  const D = get('hidden_size'), I = get('intermediate_size'), L = get('num_hidden_layers');
-  const P = get('patch_size'), S = get('image_size'), C = get('num_channels', 3);
-  const specs: TensorSpec[] = [
-    { name: 'vision_model.embeddings.class_embedding', shape: [D] },
-    { name: 'vision_model.embeddings.patch_embedding.weight', shape: [D, C, P, P] },
-    { name: 'vision_model.embeddings.position_embedding.weight', shape: [(S / P) ** 2 + 1, D] },
-  ];
-  const ln = (prefix: string) => [{ name: `${prefix}.weight`, shape: [D] }, { name: `${prefix}.bias`, shape: [D] }];
-  const linear = (prefix: string, out: number, inp: number) =>
-    [{ name: `${prefix}.weight`, shape: [out, inp] }, { name: `${prefix}.bias`, shape: [out] }];
-  specs.push(...ln('vision_model.pre_layrnorm'));
-  for (let i = 0; i < L; i++) {
-    const p = `vision_model.encoder.layers.${i}`;
-    for (const proj of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) specs.push(...linear(`${p}.self_attn.${proj}`, D, D));
-    specs.push(...ln(`${p}.layer_norm1`), ...ln(`${p}.layer_norm2`));
-    specs.push(...linear(`${p}.mlp.fc1`, I, D), ...linear(`${p}.mlp.fc2`, D, I));
-  }
-  specs.push(...ln('vision_model.post_layernorm'));
-  return specs;
+  return visionTowerSpecs(clipVisionConfigFromJson(config));
 }
 
 export function readManifest(file: string): TensorSpec[] {
