@@ -210,7 +210,7 @@ test('visionTowerSpecs lists exactly the CLIPVisionModel parameters and PyTorch 
     const cfg = readVisionConfig(dir);
     const model = new CLIPVisionModel(cfg);
     const params = [...namedParams(model)].map(([k, p]) => [k, p.checkpointShape.join('x')]).sort();
-    for (const [, p] of namedParams(model)) p.variable.dispose();
+    for (const [, p] of namedParams(model)) p.variables.forEach((v) => v.dispose());
     expect(visionTowerSpecs(cfg).map((s) => [s.name, s.shape.join('x')]).sort()).toEqual(params);
   }
 });

@@ -8,8 +8,11 @@ import { Module } from './module';
  * HF `CLIPAttention` (transformers 4.37.2): q/k/v/out projections with bias, q scaled by
  * head_dim^-0.5 before QKᵀ, softmax, no mask (the vision tower attends to every token).
  *
- * Each (image, head) product is a plain 2-D matMul with a pre-transposed K: tfjs-backend-wasm runs
- * batched or transposed matMuls through a naive loop ~8x slower than its XNNPACK 2-D GEMM.
+ * Layout for tfjs-backend-wasm, whose only fast GEMM is XNNPACK's plain 2-D one (batched or transposed
+ * matMuls fall to a naive loop ~8x slower), and whose `slice` copies its whole input first: the q/k/v
+ * weights are stored per head (a derived layout: `Linear` split along the outputs, checkpoint keys
+ * unchanged), so each head's q, k, v come straight out of a 2-D GEMM, with nothing sliced; one image
+ * at a time, each head is QKᵀ → softmax → ·V, the heads are concatenated and projected.
  */
 export class CLIPAttention extends CompositeLayer {
   static readonly className = 'CLIPAttention';
@@ -23,10 +26,12 @@ export class CLIPAttention extends CompositeLayer {
     super({ name: args.name, trainable: args.trainable ?? true });
     this.config = config;
     const d = config.hiddenSize;
-    const linear = (name: string) => new Linear({ inFeatures: d, outFeatures: d, name: `${this.name}/${name}`, trainable: this.trainable });
-    this.qProj = linear('q_proj');
-    this.kProj = linear('k_proj');
-    this.vProj = linear('v_proj');
+    const perHead = { along: 'out' as const, parts: config.numAttentionHeads };
+    const linear = (name: string, split?: typeof perHead) =>
+      new Linear({ inFeatures: d, outFeatures: d, split, name: `${this.name}/${name}`, trainable: this.trainable });
+    this.qProj = linear('q_proj', perHead);
+    this.kProj = linear('k_proj', perHead);
+    this.vProj = linear('v_proj', perHead);
     this.outProj = linear('out_proj');
     this.built = true;
   }
@@ -35,31 +40,24 @@ export class CLIPAttention extends CompositeLayer {
     return this.config.hiddenSize / this.config.numAttentionHeads;
   }
 
-  /** [B, T, D] -> [B, T, D] */
+  /** One image: [T, D] -> [T, D]. */
+  attend(x: tf.Tensor2D): tf.Tensor2D {
+    const scale = this.headDim ** -0.5;
+    return tf.tidy(() => {
+      const [qs, ks, vs] = [this.qProj, this.kProj, this.vProj].map((p) => p.forwardParts([x]));
+      // Each head in its own scope: its [T, T] scores are freed before the next head's exist.
+      const heads = qs.map((q, h) =>
+        tf.tidy(() => tf.matMul(tf.softmax(tf.matMul(tf.mul(q, scale) as tf.Tensor2D, ks[h].transpose())) as tf.Tensor2D, vs[h]) as tf.Tensor2D),
+      );
+      const context = heads.length === 1 ? heads[0] : tf.concat2d(heads, 1);
+      return this.outProj.forwardParts([context])[0];
+    }) as tf.Tensor2D;
+  }
+
+  /** [B, T, D] -> [B, T, D], image by image. */
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
     const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor3D;
-    const [b, t, d] = x.shape;
-    const heads = this.config.numAttentionHeads;
-    const hd = this.headDim;
-    return tf.tidy(() => {
-      const x2d = x.reshape([b * t, d]);
-      const q = tf.mul(this.qProj.call(x2d), hd ** -0.5).reshape([b, t, heads, hd]).transpose([0, 2, 1, 3]);
-      const kT = this.kProj.call(x2d).reshape([b, t, heads, hd]).transpose([0, 2, 3, 1]);
-      const v = this.vProj.call(x2d).reshape([b, t, heads, hd]).transpose([0, 2, 1, 3]);
-      const perImage: tf.Tensor[] = [];
-      for (let i = 0; i < b; i++) {
-        const perHead: tf.Tensor[] = [];
-        for (let h = 0; h < heads; h++) {
-          const qh = q.slice([i, h, 0, 0], [1, 1, t, hd]).reshape([t, hd]);
-          const kTh = kT.slice([i, h, 0, 0], [1, 1, hd, t]).reshape([hd, t]);
-          const vh = v.slice([i, h, 0, 0], [1, 1, t, hd]).reshape([t, hd]);
-          perHead.push(tf.matMul(tf.softmax(tf.matMul(qh, kTh)), vh));
-        }
-        perImage.push(tf.stack(perHead, 1).reshape([t, d])); // [T, H, hd] -> [T, D]
-      }
-      const context = b === 1 ? perImage[0] : tf.concat(perImage, 0);
-      return this.outProj.call(context).reshape([b, t, d]);
-    });
+    return tf.tidy(() => tf.stack(tf.unstack(x).map((img) => this.attend(img as tf.Tensor2D))));
   }
 
   override getConfig(): tf.serialization.ConfigDict {

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { CLIPVisionConfig, numPatchesPerSide } from '../config/clip';
 import { ConfigError } from '../errors';
-import { Module, Param, transpose2d } from './module';
+import { Module, Param, transpose2d, wholeParam } from './module';
 import { bicubicResizeMatrix } from './interpolate';
 
 /**
@@ -99,14 +99,12 @@ export class CLIPVisionEmbeddings extends tf.layers.Layer implements Module {
   params(): Record<string, Param> {
     const { numChannels: c, patchSize: p, hiddenSize: d } = this.config;
     return {
-      'patch_embedding.weight': {
-        variable: this.patchKernel,
-        checkpointShape: [d, c, p, p],
-        fromCheckpoint: (wt) => transpose2d(wt, d, c * p * p),
+      'patch_embedding.weight': wholeParam(this.patchKernel, [d, c, p, p], {
+        fromCheckpoint: (wt, scratch) => transpose2d(wt, d, c * p * p, scratch),
         toCheckpoint: (k) => transpose2d(k, c * p * p, d),
-      },
-      class_embedding: { variable: this.classEmbedding, checkpointShape: [d] },
-      'position_embedding.weight': { variable: this.positionEmbedding, checkpointShape: [this.numPositions, d] },
+      }),
+      class_embedding: wholeParam(this.classEmbedding, [d]),
+      'position_embedding.weight': wholeParam(this.positionEmbedding, [this.numPositions, d]),
     };
   }
 

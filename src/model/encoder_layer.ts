@@ -27,11 +27,21 @@ export class CLIPEncoderLayer extends CompositeLayer {
     this.built = true;
   }
 
-  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
-    const x = Array.isArray(inputs) ? inputs[0] : inputs;
+  /** One image: [T, D] -> [T, D]. */
+  forward2d(x: tf.Tensor2D): tf.Tensor2D {
     return tf.tidy(() => {
-      const afterAttn = tf.add(x, this.selfAttn.call(this.layerNorm1.call(x)));
-      return tf.add(afterAttn, this.mlp.call(this.layerNorm2.call(afterAttn)));
+      const afterAttn = tf.add(x, this.selfAttn.attend(this.layerNorm1.call(x) as tf.Tensor2D));
+      return tf.add(afterAttn, this.mlp.forward2d(this.layerNorm2.call(afterAttn) as tf.Tensor2D));
+    });
+  }
+
+  /** [B, T, D] -> [B, T, D], image by image (the per-image GEMMs already have T = 577 rows). */
+  override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
+    const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor3D;
+    const [b, t, d] = x.shape;
+    return tf.tidy(() => {
+      if (b === 1) return this.forward2d(x.reshape([t, d])).reshape([1, t, d]);
+      return tf.stack(tf.unstack(x).map((img) => this.forward2d(img as tf.Tensor2D)));
     });
   }
 

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { Module, Param } from './module';
+import { Module, Param, wholeParam } from './module';
 
 /**
  * `torch.nn.LayerNorm` over the last axis, composed from `moments`/`rsqrt`: on the wasm backend
@@ -47,10 +47,7 @@ export class LayerNorm extends tf.layers.Layer implements Module {
   }
 
   params(): Record<string, Param> {
-    return {
-      weight: { variable: this.gamma, checkpointShape: [this.size] },
-      bias: { variable: this.beta, checkpointShape: [this.size] },
-    };
+    return { weight: wholeParam(this.gamma, [this.size]), bias: wholeParam(this.beta, [this.size]) };
   }
 
   children(): Record<string, Module> {

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { Module, Param, transpose2d } from './module';
+import { Module, Param, partsParam, transposeRegion, untransposeRegion } from './module';
 
 export interface LinearArgs {
   inFeatures: number;
@@ -7,46 +7,139 @@ export interface LinearArgs {
   bias?: boolean;
   name?: string;
   trainable?: boolean;
+  /**
+   * Derived layout: the weight stored as `parts` equal slices along its output features (one GEMM per
+   * slice, e.g. one per attention head) or its input features (partial products summed). Default: whole.
+   */
+  split?: { along: 'out' | 'in'; parts: number };
+  /**
+   * Keep the weight in the checkpoint's [out, in] layout and run it as the LEFT operand on
+   * feature-major activations ([in, tokens] -> [out, tokens], see `forwardFeatureMajor`). The wasm
+   * backend's XNNPACK keeps a packed copy of every right-hand operand it has seen, so a weight on
+   * the left costs no second copy; the activation is packed per call instead.
+   */
+  weightLeft?: boolean;
+}
+
+/** Where part j of the weight comes from: the [nr, nc] block at (r0, c0) of the checkpoint's [out, in]. */
+interface Region {
+  r0: number;
+  nr: number;
+  c0: number;
+  nc: number;
 }
 
 /**
- * `torch.nn.Linear`. The kernel is stored as [in, out] (the checkpoint's weight transposed once
- * at load time): tfjs-backend-wasm only takes its XNNPACK fast path for non-transposed operands.
- * Works on any [..., in] input by flattening the leading axes into one GEMM.
+ * `torch.nn.Linear`. By default the kernel is stored as [in, out] (the checkpoint's weight transposed
+ * once at load time): tfjs-backend-wasm only takes its XNNPACK fast path for non-transposed 2-D
+ * operands. `call` works on any [..., in] input; the `forward*` methods are the 2-D hot paths that keep
+ * a split weight's parts apart.
  */
 export class Linear extends tf.layers.Layer implements Module {
   static readonly className = 'LlavaVisionLinear';
   readonly inFeatures: number;
   readonly outFeatures: number;
   readonly useBias: boolean;
-  kernel!: tf.LayerVariable;
-  bias: tf.LayerVariable | null = null;
+  readonly splitAlong: 'out' | 'in';
+  readonly parts: number;
+  readonly weightLeft: boolean;
+  kernels: tf.LayerVariable[] = [];
+  biases: tf.LayerVariable[] = [];
 
   constructor(args: LinearArgs) {
     super({ name: args.name, trainable: args.trainable ?? true });
     this.inFeatures = args.inFeatures;
     this.outFeatures = args.outFeatures;
     this.useBias = args.bias ?? true;
+    this.splitAlong = args.split?.along ?? 'out';
+    this.parts = args.split?.parts ?? 1;
+    this.weightLeft = args.weightLeft ?? false;
+    const size = this.splitAlong === 'out' ? this.outFeatures : this.inFeatures;
+    if (!Number.isInteger(this.parts) || this.parts < 1 || size % this.parts !== 0) {
+      throw new Error(`${this.name}: cannot split ${size} ${this.splitAlong}put features into ${this.parts} equal parts`);
+    }
+    if (this.weightLeft && this.splitAlong === 'in' && this.parts > 1) throw new Error(`${this.name}: weightLeft supports splits along the outputs only`);
     this.build([null, this.inFeatures]);
+  }
+
+  /** The kernel of an unsplit Linear ([in, out], or [out, in] with weightLeft). */
+  get kernel(): tf.LayerVariable {
+    if (this.kernels.length !== 1) throw new Error(`${this.name}: the kernel is stored in ${this.kernels.length} parts`);
+    return this.kernels[0];
+  }
+
+  /** The bias of an unsplit Linear (null without bias). */
+  get bias(): tf.LayerVariable | null {
+    if (this.biases.length > 1) throw new Error(`${this.name}: the bias is stored in ${this.biases.length} parts`);
+    return this.biases[0] ?? null;
   }
 
   override build(_inputShape: tf.Shape | tf.Shape[]): void {
     if (this.built) return;
     const zeros = tf.initializers.zeros();
-    this.kernel = this.addWeight('kernel', [this.inFeatures, this.outFeatures], 'float32', zeros, undefined, true);
-    if (this.useBias) this.bias = this.addWeight('bias', [this.outFeatures], 'float32', zeros, undefined, true);
+    const suffix = (j: number) => (this.parts === 1 ? '' : `.part${j}`); // not _j: tfjs's own de-duplication suffix
+    this.kernels = this.regions().map((r, j) =>
+      this.addWeight(`kernel${suffix(j)}`, this.weightLeft ? [r.nr, r.nc] : [r.nc, r.nr], 'float32', zeros, undefined, true),
+    );
+    if (this.useBias) {
+      const n = this.splitAlong === 'out' ? this.parts : 1;
+      const size = this.outFeatures / n;
+      this.biases = Array.from({ length: n }, (_, j) =>
+        this.addWeight(`bias${n === 1 ? '' : `.part${j}`}`, this.weightLeft ? [size, 1] : [size], 'float32', zeros, undefined, true),
+      );
+    }
     // Weights are added as trainable and the layer's flag applied through its setter, so a frozen
     // tower can later be unfrozen (tfjs never moves weights added as non-trainable).
     this.trainable = this.trainable;
     this.built = true;
   }
 
+  /** Part j of the weight as a block of the checkpoint's [out, in] matrix. */
+  private regions(): Region[] {
+    const { inFeatures: i, outFeatures: o, parts: n } = this;
+    return Array.from({ length: n }, (_, j) =>
+      this.splitAlong === 'out' ? { r0: (j * o) / n, nr: o / n, c0: 0, nc: i } : { r0: 0, nr: o, c0: (j * i) / n, nc: i / n },
+    );
+  }
+
+  /**
+   * Token-major 2-D hot path: `xs` are the input parts ([rows, in/parts] each when split along the
+   * inputs, else one [rows, in]); returns the output parts ([rows, out/parts] each when split along
+   * the outputs, else one [rows, out]). Input parts' products are summed, bias added once.
+   */
+  forwardParts(xs: tf.Tensor2D[]): tf.Tensor2D[] {
+    if (this.weightLeft) throw new Error(`${this.name}: weightLeft Linear takes feature-major input (forwardFeatureMajor)`);
+    return tf.tidy(() => {
+      const bias = (j: number) => this.biases[j]?.read();
+      if (this.splitAlong === 'out') {
+        return this.kernels.map((k, j) => tf.fused.matMul({ a: xs[0], b: k.read() as tf.Tensor2D, bias: bias(j) }));
+      }
+      const terms = this.kernels.map((k, j) => tf.fused.matMul({ a: xs[j], b: k.read() as tf.Tensor2D, bias: j === 0 ? bias(0) : undefined }));
+      return [terms.length === 1 ? terms[0] : tf.addN(terms)];
+    }) as tf.Tensor2D[];
+  }
+
+  /** Feature-major hot path (weightLeft): xT [in, tokens] -> output parts [out/parts, tokens]. */
+  forwardFeatureMajor(xT: tf.Tensor2D): tf.Tensor2D[] {
+    if (!this.weightLeft) throw new Error(`${this.name}: forwardFeatureMajor needs a weightLeft Linear`);
+    return tf.tidy(() =>
+      this.kernels.map((k, j) => {
+        const y = tf.matMul(k.read() as tf.Tensor2D, xT);
+        return this.useBias ? tf.add(y, this.biases[j].read()) : y;
+      }),
+    ) as tf.Tensor2D[];
+  }
+
+  /** Any [..., in] -> [..., out]. */
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;
     return tf.tidy(() => {
       const lead = x.shape.slice(0, -1);
-      const x2d = x.reshape([-1, this.inFeatures]);
-      const y = tf.fused.matMul({ a: x2d, b: this.kernel.read(), bias: this.bias?.read() });
+      const x2d = x.reshape([-1, this.inFeatures]) as tf.Tensor2D;
+      let outs: tf.Tensor2D[];
+      if (this.weightLeft) outs = this.forwardFeatureMajor(x2d.transpose()).map((y) => y.transpose());
+      else outs = this.forwardParts(this.splitAlong === 'in' && this.parts > 1 ? (tf.split(x2d, this.parts, 1) as tf.Tensor2D[]) : [x2d]);
+      const y = outs.length === 1 ? outs[0] : tf.concat(outs, 1);
       return lead.length === 1 ? y : y.reshape([...lead, this.outFeatures]);
     });
   }
@@ -57,20 +150,49 @@ export class Linear extends tf.layers.Layer implements Module {
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    return { ...super.getConfig(), inFeatures: this.inFeatures, outFeatures: this.outFeatures, bias: this.useBias };
+    const config: tf.serialization.ConfigDict = { ...super.getConfig(), inFeatures: this.inFeatures, outFeatures: this.outFeatures, bias: this.useBias };
+    if (this.parts > 1) config.split = { along: this.splitAlong, parts: this.parts };
+    if (this.weightLeft) config.weightLeft = true;
+    return config;
   }
 
   params(): Record<string, Param> {
     const [inF, outF] = [this.inFeatures, this.outFeatures];
+    const regions = this.regions();
+    const left = this.weightLeft;
     const p: Record<string, Param> = {
-      weight: {
-        variable: this.kernel,
-        checkpointShape: [outF, inF],
-        fromCheckpoint: (w) => transpose2d(w, outF, inF),
-        toCheckpoint: (k) => transpose2d(k, inF, outF),
-      },
+      weight: partsParam(
+        this.kernels,
+        [outF, inF],
+        (w, scratch) => {
+          let offset = 0;
+          return regions.map((r) => {
+            if (left) return w.subarray(r.r0 * inF, (r.r0 + r.nr) * inF); // rows of [out, in]: already contiguous
+            const out = scratch?.subarray(offset, (offset += r.nr * r.nc));
+            return transposeRegion(w, inF, r.r0, r.nr, r.c0, r.nc, out);
+          });
+        },
+        (parts) => {
+          const w = new Float32Array(outF * inF);
+          regions.forEach((r, j) => (left ? w.set(parts[j], r.r0 * inF) : untransposeRegion(parts[j], w, inF, r.r0, r.nr, r.c0, r.nc)));
+          return w;
+        },
+      ),
     };
-    if (this.bias) p.bias = { variable: this.bias, checkpointShape: [outF] };
+    if (this.useBias) {
+      const n = this.biases.length;
+      const size = outF / n;
+      p.bias = partsParam(
+        this.biases,
+        [outF],
+        (b) => Array.from({ length: n }, (_, j) => b.subarray(j * size, (j + 1) * size)),
+        (parts) => {
+          const b = new Float32Array(outF);
+          parts.forEach((part, j) => b.set(part, j * size));
+          return b;
+        },
+      );
+    }
     return p;
   }
 

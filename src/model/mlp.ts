@@ -5,7 +5,17 @@ import { CompositeLayer } from './composite';
 import { Linear } from './linear';
 import { Module } from './module';
 
-/** HF `CLIPMLP`: fc1 -> hidden_act -> fc2. */
+/**
+ * HF `CLIPMLP`: fc1 -> hidden_act -> fc2.
+ *
+ * Run in blocks of hidden_size intermediate features (ViT-L: 4 blocks of 1024): fc1 is split along its
+ * outputs, fc2 along its inputs, and fc2's partial products are summed. Single-threaded XNNPACK
+ * streams the whole right-hand operand for every few rows of the left one, so a 4 MB [1024, 1024]
+ * block runs ~1.3x faster than the 16 MB [1024, 4096] matrix. fc1 also keeps its weight in the
+ * checkpoint layout as the left operand (feature-major: [I, T] = W1 · xᵀ), so the backend packs the
+ * 2.4 MB activation per call rather than keeping a packed copy of the 16 MB weight (same speed,
+ * 384 MB less memory for ViT-L).
+ */
 export class CLIPMLP extends CompositeLayer {
   static readonly className = 'CLIPMLP';
   readonly config: CLIPVisionConfig;
@@ -18,14 +28,25 @@ export class CLIPMLP extends CompositeLayer {
     this.config = config;
     this.act = activationByName(config.hiddenAct);
     const { hiddenSize: d, intermediateSize: m } = config;
-    this.fc1 = new Linear({ inFeatures: d, outFeatures: m, name: `${this.name}/fc1`, trainable: this.trainable });
-    this.fc2 = new Linear({ inFeatures: m, outFeatures: d, name: `${this.name}/fc2`, trainable: this.trainable });
+    const blocks = m % d === 0 ? m / d : 1;
+    const sub = (name: string) => ({ name: `${this.name}/${name}`, trainable: this.trainable });
+    this.fc1 = new Linear({ inFeatures: d, outFeatures: m, split: { along: 'out', parts: blocks }, weightLeft: true, ...sub('fc1') });
+    this.fc2 = new Linear({ inFeatures: m, outFeatures: d, split: { along: 'in', parts: blocks }, ...sub('fc2') });
     this.built = true;
   }
 
+  /** One image: [T, D] -> [T, D]. */
+  forward2d(x: tf.Tensor2D): tf.Tensor2D {
+    return tf.tidy(() => {
+      const hidden = this.fc1.forwardFeatureMajor(x.transpose()).map((hT) => this.act(hT).transpose() as tf.Tensor2D);
+      return this.fc2.forwardParts(hidden)[0];
+    });
+  }
+
+  /** Any [..., D] -> [..., D]. */
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;
-    return tf.tidy(() => this.fc2.call(this.act(this.fc1.call(x))));
+    return tf.tidy(() => this.forward2d(x.reshape([-1, this.config.hiddenSize]) as tf.Tensor2D).reshape(x.shape));
   }
 
   override getConfig(): tf.serialization.ConfigDict {

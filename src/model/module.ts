@@ -1,16 +1,57 @@
 import * as tf from '@tensorflow/tfjs';
 
 /**
- * One trainable/loadable tensor of a block, named as in HF checkpoints (`weight`, `bias`, ...).
- * `checkpointShape` is the PyTorch shape; `fromCheckpoint` reorders checkpoint data into the
- * variable's layout when they differ (e.g. Linear kernels are kept as [in, out] so the wasm
- * backend runs its fast non-transposed GEMM).
+ * One checkpoint tensor of a block, named as in HF checkpoints (`weight`, `bias`, ...).
+ * `checkpointShape` is the PyTorch shape. The tensor lives in one variable, possibly in another layout
+ * (`fromCheckpoint`/`toCheckpoint`, e.g. the patch kernel kept as [C·P·P, D]), or in several variables,
+ * the parts of a derived layout (`split`/`join`, e.g. one slice per attention head), so the backend runs
+ * plain 2-D GEMMs on them without slicing anything at run time.
  */
 export interface Param {
-  variable: tf.LayerVariable;
-  checkpointShape: number[];
-  fromCheckpoint?: (data: Float32Array) => Float32Array;
-  toCheckpoint?: (data: Float32Array) => Float32Array;
+  /** Every variable holding the tensor, in `split` order (one for a tensor stored whole). */
+  readonly variables: tf.LayerVariable[];
+  /** The variable of a tensor stored whole; throws for one stored in parts (use `variables`). */
+  readonly variable: tf.LayerVariable;
+  readonly checkpointShape: number[];
+  /**
+   * Checkpoint (PyTorch-layout) data -> the variable's data, for a tensor stored whole in another layout.
+   * With `scratch` (at least as long as `data`) the result may be a view of it, valid until its next use.
+   */
+  readonly fromCheckpoint?: (data: Float32Array, scratch?: Float32Array) => Float32Array;
+  readonly toCheckpoint?: (data: Float32Array) => Float32Array;
+  /** Checkpoint data -> one array per variable (views of `scratch` when given), and back, for a tensor stored in parts. */
+  readonly split?: (data: Float32Array, scratch?: Float32Array) => Float32Array[];
+  readonly join?: (parts: Float32Array[]) => Float32Array;
+}
+
+/** A tensor stored in one variable (in the checkpoint's layout unless `layout` converts it). */
+export function wholeParam(
+  variable: tf.LayerVariable,
+  checkpointShape: number[],
+  layout: { fromCheckpoint: (data: Float32Array, scratch?: Float32Array) => Float32Array; toCheckpoint: (data: Float32Array) => Float32Array } | null = null,
+): Param {
+  return { variables: [variable], variable, checkpointShape, ...layout };
+}
+
+/** A tensor stored as the parts of a derived layout, one variable per part. */
+export function partsParam(
+  variables: tf.LayerVariable[],
+  checkpointShape: number[],
+  split: (data: Float32Array, scratch?: Float32Array) => Float32Array[],
+  join: (parts: Float32Array[]) => Float32Array,
+): Param {
+  if (variables.length === 1) {
+    return wholeParam(variables[0], checkpointShape, { fromCheckpoint: (d, scratch) => split(d, scratch)[0], toCheckpoint: (d) => join([d]) });
+  }
+  return {
+    variables,
+    get variable(): tf.LayerVariable {
+      throw new Error(`this tensor (checkpoint shape [${checkpointShape.join(', ')}]) is stored in ${variables.length} parts: use Param.variables`);
+    },
+    checkpointShape,
+    split,
+    join,
+  };
 }
 
 /** A node of the module tree whose paths mirror checkpoint keys. */
@@ -38,12 +79,50 @@ export function* namedParams(module: Module, prefix = ''): Generator<[string, Pa
   for (const [name, child] of Object.entries(module.children())) yield* namedParams(child, `${prefix}${name}.`);
 }
 
-/** Row-major [rows, cols] -> [cols, rows]. */
-export function transpose2d(data: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(data.length);
-  for (let r = 0; r < rows; r++) {
-    const base = r * cols;
-    for (let c = 0; c < cols; c++) out[c * rows + r] = data[base + c];
+/** How many variables (tensors) hold the parameters below `module`: one per part of a split tensor. */
+export function countVariables(module: Module): number {
+  let n = 0;
+  for (const [, p] of namedParams(module)) n += p.variables.length;
+  return n;
+}
+
+/** Row-major [rows, cols] -> [cols, rows] (into `out` when given). */
+export function transpose2d(data: Float32Array, rows: number, cols: number, out?: Float32Array): Float32Array {
+  return transposeRegion(data, cols, 0, rows, 0, cols, out);
+}
+
+const TILE = 32;
+
+/**
+ * The [nr, nc] block at (r0, c0) of a row-major matrix with `cols` columns, transposed: [nc, nr]
+ * (into the first nr·nc elements of `out` when given). Tiled, so both sides are walked in cache-sized
+ * squares (a plain double loop writes with a stride).
+ */
+export function transposeRegion(data: Float32Array, cols: number, r0: number, nr: number, c0: number, nc: number, out?: Float32Array): Float32Array {
+  out = out ? out.subarray(0, nr * nc) : new Float32Array(nr * nc);
+  for (let rb = 0; rb < nr; rb += TILE) {
+    const rEnd = Math.min(rb + TILE, nr);
+    for (let cb = 0; cb < nc; cb += TILE) {
+      const cEnd = Math.min(cb + TILE, nc);
+      for (let r = rb; r < rEnd; r++) {
+        const src = (r0 + r) * cols + c0;
+        for (let c = cb; c < cEnd; c++) out[c * nr + r] = data[src + c];
+      }
+    }
   }
   return out;
+}
+
+/** Writes `block` ([nc, nr], i.e. transposed) back into the [nr, nc] region at (r0, c0) of `data`. */
+export function untransposeRegion(block: Float32Array, data: Float32Array, cols: number, r0: number, nr: number, c0: number, nc: number): void {
+  for (let rb = 0; rb < nr; rb += TILE) {
+    const rEnd = Math.min(rb + TILE, nr);
+    for (let cb = 0; cb < nc; cb += TILE) {
+      const cEnd = Math.min(cb + TILE, nc);
+      for (let r = rb; r < rEnd; r++) {
+        const dst = (r0 + r) * cols + c0;
+        for (let c = cb; c < cEnd; c++) data[dst + c] = block[c * nr + r];
+      }
+    }
+  }
 }

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { CheckpointError } from '../errors';
-import { Module, namedParams } from './module';
+import { Module, Param, namedParams } from './module';
 
 /** What the loader needs from a checkpoint (safetensors, sharded, torch .bin): names, shapes, float data. */
 export interface TensorSource {
@@ -19,7 +19,8 @@ const fmt = (s: number[]) => `[${s.join(', ')}]`;
 /**
  * Loads every parameter of `module` from `source`: a walk over module paths, each mapped to its
  * checkpoint key. A missing key or a shape that disagrees with the config is an error naming the key.
- * Tensors are read and uploaded one at a time, so peak memory stays near the converted weights.
+ * Tensors are read and uploaded one at a time (a split tensor part by part), so peak memory stays near
+ * the converted weights.
  */
 export function loadWeights(module: Module, source: TensorSource, keyFor: KeyMap = (p) => p): string[] {
   const params = [...namedParams(module)];
@@ -37,30 +38,42 @@ export function loadWeights(module: Module, source: TensorSource, keyFor: KeyMap
     }
   }
   const loaded: string[] = [];
+  // The wasm backend copies a tensor's data into its own heap on creation, so one scratch array can take
+  // every converted tensor in turn (fresh arrays cost a page fault per 4 KB, seconds for ViT-L). Other
+  // backends may keep the array they are given: those get fresh ones.
+  let scratch = new Float32Array(0);
+  const reuse = tf.getBackend() === 'wasm';
   for (const [path, param] of params) {
     const key = keyFor(path);
-    let data = source.readFloat32(key);
-    if (param.fromCheckpoint) data = param.fromCheckpoint(data);
-    const value = tf.tensor(data, param.variable.shape as number[], 'float32');
-    param.variable.write(value);
-    value.dispose();
+    const data = source.readFloat32(key);
+    if (reuse && scratch.length < data.length) scratch = new Float32Array(data.length);
+    const into = reuse ? scratch : undefined;
+    const parts = param.split ? param.split(data, into) : [param.fromCheckpoint ? param.fromCheckpoint(data, into) : data];
+    param.variables.forEach((variable, i) => {
+      const value = tf.tensor(parts[i], variable.shape as number[], 'float32');
+      variable.write(value);
+      value.dispose();
+    });
     loaded.push(key);
   }
   return loaded;
 }
 
+/** A parameter's data in its checkpoint (PyTorch) layout. */
+export function readParam(param: Param): Float32Array {
+  const data = param.variables.map((v) => v.read().dataSync() as Float32Array);
+  if (param.join) return param.join(data);
+  return param.toCheckpoint ? param.toCheckpoint(data[0]) : Float32Array.from(data[0]);
+}
+
 /** The module's parameters as float32 checkpoint tensors (PyTorch layout), keyed by `keyFor(path)`. */
 export function exportWeights(module: Module, keyFor: KeyMap = (p) => p): Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> {
   const out: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
-  for (const [path, param] of namedParams(module)) {
-    let data = param.variable.read().dataSync() as Float32Array;
-    data = param.toCheckpoint ? param.toCheckpoint(data) : Float32Array.from(data);
-    out[keyFor(path)] = { dtype: 'F32', shape: [...param.checkpointShape], data };
-  }
+  for (const [path, param] of namedParams(module)) out[keyFor(path)] = { dtype: 'F32', shape: [...param.checkpointShape], data: readParam(param) };
   return out;
 }
 
 /** Frees every variable below `module`. */
 export function disposeWeights(module: Module): void {
-  for (const [, param] of namedParams(module)) param.variable.dispose();
+  for (const [, param] of namedParams(module)) for (const v of param.variables) v.dispose();
 }
