@@ -6,7 +6,7 @@ export { LlavaVision, OUTPUT_NAMES, detectLayout } from './api/llava_vision';
 export type { EncodeOptions, EncodeResult, LoadOptions, OutputName } from './api/llava_vision';
 export { CLIPVisionTower } from './api/vision_tower';
 export type { VisionTowerOptions } from './api/vision_tower';
-export { encodeImages, encodePixelValues, SAVE_NAMES } from './api/encode_job';
+export { encodeImages, encodePixelValues, encodePixelValuesAsync, SAVE_NAMES } from './api/encode_job';
 export type { EncodeJobOptions, ImageJobOptions, ImageJobResult, SaveName } from './api/encode_job';
 export { inspectCheckpoint } from './api/inspect';
 export type { InspectReport } from './api/inspect';

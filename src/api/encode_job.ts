@@ -5,6 +5,7 @@ import { TensorToWrite } from '../io/safetensors';
 import { RgbImage, decodeImage, getAnyresImageGridShape, processImages } from '../image';
 import { mergeImageFeatures } from '../model/merge';
 import { EncodeResult, LlavaVision, OUTPUT_NAMES, OutputName } from './llava_vision';
+import { encodeInWorkers, workerSpec } from './worker_pool';
 
 /** Everything the CLI can save per image. */
 export type SaveName = OutputName | 'pixel_values' | 'merged';
@@ -16,6 +17,11 @@ export interface EncodeJobOptions {
   batchSize?: number;
   interpolatePosEncoding?: boolean;
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Model instances encoding in parallel: this thread's plus `workers − 1` worker threads, each with
+   * its own backend and copy of the weights (N× the memory). Default 1. Same output whatever the count.
+   */
+  workers?: number;
 }
 
 export interface ImageJobOptions extends EncodeJobOptions {
@@ -29,7 +35,7 @@ export interface ImageJobOptions extends EncodeJobOptions {
 }
 
 /** One image's pixel values [tiles, 3, H, W] and what the merge needs to know about it. */
-interface Unit {
+export interface EncodeUnit {
   index: number;
   pixels: Float32Array;
   shape: [number, number, number, number];
@@ -54,7 +60,7 @@ function toWrite(t: tf.Tensor): TensorToWrite {
 }
 
 /** Runs units through the model in batches, naming outputs `images.<i>.<name>`. */
-function runUnits(model: LlavaVision, units: Unit[], options: EncodeJobOptions & { mergeType?: MergeType }): Record<string, TensorToWrite> {
+export function encodeUnits(model: LlavaVision, units: EncodeUnit[], options: EncodeJobOptions & { mergeType?: MergeType }): Record<string, TensorToWrite> {
   const batchSize = options.batchSize ?? 1;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new ConfigError(`batch size must be a positive integer, got ${batchSize}`);
   const wanted = new Set(options.outputs);
@@ -64,7 +70,7 @@ function runUnits(model: LlavaVision, units: Unit[], options: EncodeJobOptions &
   const out: Record<string, TensorToWrite> = {};
   let done = 0;
   for (let start = 0; start < units.length; ) {
-    const group: Unit[] = [];
+    const group: EncodeUnit[] = [];
     let tiles = 0;
     while (start < units.length && (group.length === 0 || tiles + units[start].shape[0] <= batchSize)) {
       tiles += units[start].shape[0];
@@ -120,8 +126,29 @@ function runUnits(model: LlavaVision, units: Unit[], options: EncodeJobOptions &
 export function encodePixelValues(model: LlavaVision, pixels: Float32Array, shape: [number, number, number, number], options: EncodeJobOptions): Record<string, TensorToWrite> {
   const [n, c, h, w] = shape;
   const per = c * h * w;
-  const units: Unit[] = Array.from({ length: n }, (_, i) => ({ index: i, pixels: pixels.subarray(i * per, (i + 1) * per), shape: [1, c, h, w] }));
-  return runUnits(model, units, options);
+  const units: EncodeUnit[] = Array.from({ length: n }, (_, i) => ({ index: i, pixels: pixels.subarray(i * per, (i + 1) * per), shape: [1, c, h, w] }));
+  if ((options.workers ?? 1) > 1) throw new ConfigError('encodePixelValues runs on this thread only: use encodePixelValuesAsync for workers > 1');
+  return encodeUnits(model, units, options);
+}
+
+/** `encodePixelValues`, also on `options.workers` model instances (see worker_pool.ts). */
+export async function encodePixelValuesAsync(model: LlavaVision, pixels: Float32Array, shape: [number, number, number, number], options: EncodeJobOptions): Promise<Record<string, TensorToWrite>> {
+  const [n, c, h, w] = shape;
+  const per = c * h * w;
+  const units: EncodeUnit[] = Array.from({ length: n }, (_, i) => ({ index: i, pixels: pixels.subarray(i * per, (i + 1) * per), shape: [1, c, h, w] }));
+  return encodeAll(model, units, options);
+}
+
+/** Units on this thread, or on `options.workers` model instances. */
+async function encodeAll(model: LlavaVision, units: EncodeUnit[], options: EncodeJobOptions & { mergeType?: MergeType }): Promise<Record<string, TensorToWrite>> {
+  const workers = options.workers ?? 1;
+  if (!Number.isInteger(workers) || workers < 1) throw new ConfigError(`workers must be a positive integer, got ${workers}`);
+  if (workers === 1 || units.length <= 1) return encodeUnits(model, units, options);
+  const { onProgress, workers: _w, ...jobOptions } = options;
+  encodeUnits(model, [], jobOptions); // checks the options before any thread starts
+  // A unit's pixels go to a worker as a copy of just that unit (a subarray would carry its whole buffer).
+  const own = units.map((u) => ({ ...u, pixels: u.pixels.slice() }));
+  return encodeInWorkers(own, workers, workerSpec(model), (u) => encodeUnits(model, [u], jobOptions), jobOptions, onProgress);
 }
 
 /**
@@ -136,7 +163,7 @@ export async function encodeImages(model: LlavaVision, inputs: (string | Uint8Ar
   if (aspect === 'anyres' && !gridPinpoints) throw new ConfigError(`aspect "anyres" needs grid pinpoints (image_grid_pinpoints in config.json, or --grid-pinpoints)`);
   const failures: ImageFailure[] = [];
   const sizes: ([number, number] | null)[] = [];
-  const units: Unit[] = [];
+  const units: EncodeUnit[] = [];
   for (const [index, input] of inputs.entries()) {
     const source = typeof input === 'string' ? input : `input ${index}`;
     try {
@@ -152,7 +179,7 @@ export async function encodeImages(model: LlavaVision, inputs: (string | Uint8Ar
       sizes.push(null);
     }
   }
-  const tensors = runUnits(model, units, { ...options, mergeType: options.mergeType ?? model.settings.mergeType });
+  const tensors = await encodeAll(model, units, { ...options, mergeType: options.mergeType ?? model.settings.mergeType });
   return { tensors, failures, sizes };
 }
 

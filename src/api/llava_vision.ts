@@ -70,6 +70,8 @@ export class LlavaVision {
     readonly projector: Projector | null,
     readonly imageNewline: tf.Tensor1D | null,
     readonly backend: string,
+    /** The options it was loaded with (worker threads load the same model from them). */
+    readonly loadOptions: LoadOptions,
   ) {}
 
   static async load(modelDir: string, options: LoadOptions = {}): Promise<LlavaVision> {
@@ -113,7 +115,7 @@ export class LlavaVision {
         const ck = openCheckpoint();
         if (ck.has(keys.imageNewline)) imageNewline = tf.tensor1d(ck.readFloat32(keys.imageNewline));
       }
-      return new LlavaVision(modelDir, layout, settings, tower, projector, imageNewline, backend);
+      return new LlavaVision(modelDir, layout, settings, tower, projector, imageNewline, backend, { ...options });
     } catch (e) {
       (tower as CLIPVisionTower | null)?.dispose();
       if (projector) for (const w of (projector as Projector).weights) w.dispose();

@@ -1,6 +1,6 @@
 import * as path from 'path';
 import { BACKEND_CHOICES, BackendChoice } from '../backend';
-import { ImageFailure, SAVE_NAMES, SaveName, encodeImages, encodePixelValues } from '../api/encode_job';
+import { ImageFailure, SAVE_NAMES, SaveName, encodeImages, encodePixelValuesAsync } from '../api/encode_job';
 import { LlavaVision } from '../api/llava_vision';
 import { AspectMode, MergeType, SelectFeature, parseGridPinpoints } from '../config/llava';
 import { ConfigError } from '../errors';
@@ -31,6 +31,8 @@ export const ENCODE_HELP = `encode: images (or precomputed pixel values) -> visi
   --save LIST                  comma list of ${SAVE_NAMES.join(',')}
                                (default: merged (images) / projected (pixel values) with a projector, else features)
   --batch-size N               tiles per forward (default 1; results do not depend on it)
+  --workers N                  model instances encoding in parallel: this one plus N-1 worker threads, each with its
+                               own copy of the weights (N x the memory; default 1; results do not depend on it)
   --interpolate-pos-encoding   pixel values at a resolution other than the model's image_size (HF semantics)
   --auto-orient                apply EXIF orientation (Pillow's Image.open, and so LLaVA, does not)
   --backend B                  ${BACKEND_CHOICES.join(' | ')} (default: $LLAVA_VISION_BACKEND, else auto)
@@ -59,6 +61,7 @@ const SPEC = {
   'auto-orient': { type: 'boolean' },
   save: { type: 'string' },
   'batch-size': { type: 'string' },
+  workers: { type: 'string' },
   backend: { type: 'string' },
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
@@ -90,6 +93,8 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
   const selectLayer = intOption(o['select-layer'], 'select-layer');
   const batchSize = intOption(o['batch-size'], 'batch-size') ?? 1;
   if (batchSize < 1) throw new ConfigError(`--batch-size must be at least 1, got ${batchSize}`);
+  const workers = intOption(o.workers, 'workers') ?? 1;
+  if (workers < 1) throw new ConfigError(`--workers must be at least 1, got ${workers}`);
   const modelDir = o.model ?? io.demoModel;
   if (!o.model && !o.quiet) io.err(`llava-vision: no --model given: using the bundled demo checkpoint ${modelDir} (generated weights, not a trained model)\n`);
 
@@ -108,7 +113,7 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
   });
   const bar = progressBar('encoding');
   try {
-    const common = { batchSize, interpolatePosEncoding: o['interpolate-pos-encoding'], onProgress: o.quiet ? undefined : bar };
+    const common = { batchSize, workers, interpolatePosEncoding: o['interpolate-pos-encoding'], onProgress: o.quiet ? undefined : bar };
     let tensors;
     let failures: ImageFailure[] = [];
     const metadata: Record<string, string> = {
@@ -128,7 +133,7 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
     };
     if (pixelInput) {
       const outputs = save ?? [model.projector ? 'projected' : 'features'];
-      tensors = encodePixelValues(model, pixelInput.data, pixelInput.shape, { outputs, ...common });
+      tensors = await encodePixelValuesAsync(model, pixelInput.data, pixelInput.shape, { outputs, ...common });
       Object.assign(options, { save: outputs });
       metadata.source = path.resolve(o['pixel-values']!);
     } else {

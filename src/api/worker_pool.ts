@@ -1,0 +1,156 @@
+/**
+ * Opt-in multi-image parallelism: `workers: N` runs N model instances, the caller's (on the calling
+ * thread) plus N − 1 `worker_threads`, each with its own tfjs engine, backend instance and copy of the
+ * weights (so N times the model's memory). Units (an image's tiles) are handed out one at a time to
+ * whichever instance is free; every unit is encoded alone by the same code on the same backend, so the
+ * output is identical to a single-instance run, whatever N. See README "Performance" for the scaling.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { Worker } from 'worker_threads';
+import { ConfigError } from '../errors';
+import { TensorToWrite } from '../io/safetensors';
+import type { EncodeJobOptions, EncodeUnit } from './encode_job';
+import type { LlavaVision, LoadOptions } from './llava_vision';
+
+/** What a worker needs to load the same model: plain data only (no callbacks cross threads). */
+export interface WorkerModelSpec {
+  modelDir: string;
+  options: Omit<LoadOptions, 'log' | 'download'>;
+}
+
+type Encoded = Record<string, TensorToWrite>;
+type Reply = { type: 'ready' } | { type: 'done'; id: number; tensors: Encoded } | { type: 'error'; id?: number; message: string };
+
+/** One worker thread holding a model; `encode` may be called again before the previous call resolved. */
+class ModelWorker {
+  private readonly pending = new Map<number, { resolve: (t: Encoded) => void; reject: (e: Error) => void }>();
+  private nextId = 0;
+  private failure: Error | null = null;
+
+  private constructor(private readonly worker: Worker) {
+    worker.on('message', (m: Reply) => {
+      if (m.type === 'done') this.settle(m.id, null, m.tensors);
+      else if (m.type === 'error' && m.id !== undefined) this.settle(m.id, new ConfigError(m.message));
+    });
+    worker.on('error', (e) => this.fail(e));
+    worker.on('exit', (code) => this.fail(new ConfigError(`encode worker exited (code ${code})`)));
+  }
+
+  static start(spec: WorkerModelSpec): Promise<ModelWorker> {
+    const worker = new Worker(workerScript(), { workerData: spec });
+    return new Promise((resolve, reject) => {
+      const onMessage = (m: Reply) => {
+        if (m.type === 'ready') {
+          worker.off('message', onMessage);
+          worker.off('error', reject);
+          resolve(new ModelWorker(worker));
+        } else if (m.type === 'error') {
+          reject(new ConfigError(`encode worker could not load the model: ${m.message}`));
+          void worker.terminate();
+        }
+      };
+      worker.on('message', onMessage);
+      worker.on('error', reject);
+      worker.once('exit', (code) => reject(new ConfigError(`encode worker exited (code ${code}) before loading the model`)));
+    });
+  }
+
+  encode(units: EncodeUnit[], options: WorkerJobOptions): Promise<Encoded> {
+    if (this.failure) return Promise.reject(this.failure);
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ type: 'encode', id, units, options });
+    });
+  }
+
+  async close(): Promise<void> {
+    this.failure ??= new ConfigError('encode worker closed');
+    this.worker.postMessage({ type: 'close' });
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => void this.worker.terminate().then(() => resolve()), 10_000);
+      this.worker.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  private settle(id: number, error: Error | null, tensors?: Encoded): void {
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.pending.delete(id);
+    if (error) p.reject(error);
+    else p.resolve(tensors!);
+  }
+
+  private fail(e: Error): void {
+    this.failure ??= e;
+    for (const id of [...this.pending.keys()]) this.settle(id, this.failure);
+  }
+}
+
+/** The job options a worker can receive (no progress callback). */
+export type WorkerJobOptions = Omit<EncodeJobOptions, 'onProgress' | 'workers'> & { mergeType?: string };
+
+/** The compiled worker entry (when running from TypeScript sources, e.g. under ts-jest: the built copy). */
+function workerScript(): string {
+  const here = path.join(__dirname, 'encode_worker.js');
+  if (fs.existsSync(here)) return here;
+  const built = path.resolve(__dirname, '..', '..', 'dist', 'src', 'api', 'encode_worker.js');
+  if (fs.existsSync(built)) return built;
+  throw new ConfigError(`workers: the worker script ${here} is missing (run npm run build)`);
+}
+
+/** The load options that rebuild `model` in another thread (vision tower as resolved, same backend). */
+export function workerSpec(model: LlavaVision): WorkerModelSpec {
+  const { log: _log, download: _download, ...options } = model.loadOptions;
+  return {
+    modelDir: model.modelDir,
+    options: { ...options, visionTower: model.layout === 'llava' ? model.tower.visionTowerName : options.visionTower, backend: model.backend as LoadOptions['backend'] },
+  };
+}
+
+/**
+ * Encodes `units` on `workers` model instances: `encodeHere` (the caller's model, on this thread) and
+ * `workers − 1` threads. Each thread keeps two units queued, so it never waits while this thread is
+ * busy in a (synchronous) forward. Results are merged by unit; `onProgress` counts finished units.
+ */
+export async function encodeInWorkers(
+  units: EncodeUnit[],
+  workers: number,
+  spec: WorkerModelSpec,
+  encodeHere: (unit: EncodeUnit) => Encoded,
+  options: WorkerJobOptions,
+  onProgress?: (done: number, total: number) => void,
+): Promise<Encoded> {
+  if (!Number.isInteger(workers) || workers < 1) throw new ConfigError(`workers must be a positive integer, got ${workers}`);
+  const threads = await Promise.all(Array.from({ length: Math.min(workers, units.length) - 1 }, () => ModelWorker.start(spec)));
+  const out: Encoded = {};
+  const queue = [...units];
+  let done = 0;
+  const finished = (tensors: Encoded) => {
+    Object.assign(out, tensors);
+    onProgress?.(++done, units.length);
+  };
+  try {
+    const stopOnError = (loop: Promise<void>) => loop.catch((e) => {
+      queue.length = 0; // the other loops stop after their current unit
+      throw e;
+    });
+    const threadLoop = async (w: ModelWorker) => {
+      for (let unit = queue.shift(); unit; unit = queue.shift()) finished(await w.encode([unit], options));
+    };
+    const hereLoop = async () => {
+      for (let unit = queue.shift(); unit; unit = queue.shift()) {
+        finished(encodeHere(unit));
+        await new Promise((r) => setImmediate(r)); // let the threads' replies in
+      }
+    };
+    await Promise.all([...threads, ...threads].map(threadLoop).concat(hereLoop()).map(stopOnError));
+  } finally {
+    await Promise.all(threads.map((w) => w.close()));
+  }
+  return out;
+}
