@@ -1,0 +1,384 @@
+/**
+ * Benchmark of LLaVA-1.5's vision side at full size: ViT-L/14-336 + mlp2x_gelu 1024→4096→4096, with the
+ * deterministic generator's weights (weights/generated/vitl14_336{,_f16}, written on first use; not a
+ * trained model, same shapes and cost).
+ *
+ *   npm run bench [-- --json] [--batch N] [--dtype F32|F16] [--reps N] [--vs-torch] [--backend wasm|cpu|tensorflow]
+ *
+ * Reports: checkpoint load time, read time and RSS (F32 and F16 files, each in a fresh process);
+ * per-image latency at batch 1 (median of --reps after a warm-up) of the LLaVA path (select layer −2,
+ * `patch`, projector) and of the full tower with all hidden states; per-image time at batch N; GFLOP/s
+ * (analytic FLOP count); the GEMM ceiling: the forward's own GEMM calls replayed alone in this process
+ * (tools/gemm_ceiling.ts), and the forward's fraction of it; the GEMM and non-GEMM shares of the forward;
+ * peak RSS during the forwards; tf.memory().numTensors before/after; backend and threads. With
+ * --vs-torch, tools/bench_torch.py runs the same weights in /usr/bin/python3's torch (if importable),
+ * between two sets of our own runs, and the ratio is taken within this run.
+ * Timings on shared 2-core VMs drift: compare figures from one run only.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { spawnSync } from 'child_process';
+import * as tf from '@tensorflow/tfjs';
+import { LlavaVision } from '../src/api/llava_vision';
+import { BackendChoice } from '../src/backend';
+import { SafetensorsFile } from '../src/io/safetensors';
+import { GemmMeter, GemmTotals, gemmRate, replayGemms } from './gemm_ceiling';
+import { GenDType, writeFullSizeCase } from './make_checkpoint';
+
+const CASE = 'vitl14_336_generated_sel-2_patch';
+const IMAGE = 'astronaut.png';
+
+interface Options {
+  json: boolean;
+  batch: number;
+  dtype: GenDType;
+  reps: number;
+  vsTorch: boolean;
+  backend?: BackendChoice;
+  child?: 'load';
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { json: false, batch: 4, dtype: 'F32', reps: 3, vsTorch: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const value = () => {
+      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
+      return argv[++i];
+    };
+    if (a === '--json') o.json = true;
+    else if (a === '--vs-torch') o.vsTorch = true;
+    else if (a === '--batch') o.batch = Number(value());
+    else if (a === '--reps') o.reps = Number(value());
+    else if (a === '--dtype') o.dtype = value().toUpperCase() as GenDType;
+    else if (a === '--backend') o.backend = value() as BackendChoice;
+    else if (a === '--child') o.child = value() as 'load';
+    else if (a === '--help' || a === '-h') {
+      console.log('usage: npm run bench -- [--json] [--batch N] [--dtype F32|F16] [--reps N] [--vs-torch] [--backend wasm|cpu|tensorflow]');
+      process.exit(0);
+    } else throw new Error(`unknown argument ${a} (see --help)`);
+  }
+  if (!Number.isInteger(o.batch) || o.batch < 1) throw new Error(`--batch must be a positive integer`);
+  if (!Number.isInteger(o.reps) || o.reps < 3) throw new Error(`--reps must be an integer >= 3`);
+  if (o.dtype !== 'F32' && o.dtype !== 'F16') throw new Error(`--dtype must be F32 or F16`);
+  return o;
+}
+
+// ------------------------------------------------------------------------------------------ helpers
+
+function projectRoot(): string {
+  let dir = __dirname;
+  while (!fs.existsSync(path.join(dir, 'package.json'))) dir = path.dirname(dir);
+  return dir;
+}
+
+const MB = 2 ** 20;
+const rssMB = () => process.memoryUsage().rss / MB;
+const log = (o: Options, line: string) => (o.json ? process.stderr : process.stdout).write(line + '\n');
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[(xs.length - 1) >> 1];
+
+/** Peak RSS since the last `resetPeakRss()` (Linux: VmHWM; elsewhere the process-lifetime peak). */
+function peakRssMB(): number {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+    if (m) return Number(m[1]) / 1024;
+  } catch {
+    /* not Linux */
+  }
+  return process.resourceUsage().maxRSS / 1024;
+}
+function resetPeakRss(): void {
+  try {
+    fs.writeFileSync('/proc/self/clear_refs', '5');
+  } catch {
+    /* not Linux: the peak stays the lifetime peak */
+  }
+}
+
+function wasmHeapMB(): number | null {
+  const heap = (tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } }).wasm?.HEAPU8;
+  return heap ? heap.length / MB : null;
+}
+
+function weightsFor(root: string, dtype: GenDType) {
+  const caseModel = path.join(root, 'test', 'fixtures', 'cases', CASE, 'model');
+  const out = path.join(root, 'weights', 'generated', dtype === 'F32' ? 'vitl14_336' : `vitl14_336_${dtype.toLowerCase()}`);
+  return writeFullSizeCase(caseModel, out, dtype);
+}
+
+/** Reads the files once, start to end, into one reused buffer: the time to read them (page cache as it is). */
+function readSeconds(files: string[]): number {
+  const buf = Buffer.allocUnsafe(64 * MB);
+  const t0 = performance.now();
+  for (const f of files) {
+    const fd = fs.openSync(f, 'r');
+    try {
+      while (fs.readSync(fd, buf, 0, buf.length, null) > 0) { /* read on */ }
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  return (performance.now() - t0) / 1000;
+}
+
+// ---------------------------------------------------------------------------------- FLOPs per image
+
+interface Flops { patch: number; layer: number; attention: number; projector: number; llava: number; full: number }
+
+/** Analytic FLOPs (2 per multiply-add) of ViT-L/14-336 + mlp2x_gelu, per image. */
+function countFlops(model: LlavaVision): Flops {
+  const c = model.tower.config;
+  const d = c.hiddenSize;
+  const n = model.tower.numPatches;
+  const t = n + 1;
+  const patch = 2 * n * (c.numChannels * c.patchSize ** 2) * d;
+  const attention = 2 * 2 * t * t * d; // QKᵀ and PV over all heads
+  const layer = 2 * t * d * (3 * d) + 2 * t * d * d + 2 * 2 * t * d * c.intermediateSize + attention;
+  let projector = 0;
+  let width = model.tower.featureSize;
+  for (const linear of model.projector?.linears ?? []) {
+    projector += 2 * n * width * linear.outFeatures;
+    width = linear.outFeatures;
+  }
+  const selected = model.tower.visionModel.visionModel.resolveHiddenStateIndex(model.tower.selectLayers[0]);
+  return { patch, layer, attention, projector, llava: patch + selected * layer + projector, full: patch + c.numHiddenLayers * layer };
+}
+
+// ------------------------------------------------------------------------------------- load (child)
+
+interface LoadResult { dtype: GenDType; fileMB: number; readS: number; loadS: number; rssAfterLoadMB: number; peakRssLoadMB: number; wasmHeapMB: number | null; tensors: number }
+
+async function childLoad(o: Options): Promise<void> {
+  const gen = weightsFor(projectRoot(), o.dtype);
+  const files = [gen.tower.file, gen.projector.file];
+  const fileMB = files.reduce((s, f) => s + fs.statSync(f).size, 0) / MB;
+  readSeconds(files); // same page-cache state for both measurements
+  const readS = readSeconds(files);
+  const { initBackend } = await import('../src/backend');
+  await initBackend({ backend: o.backend, log: null });
+  resetPeakRss();
+  const t0 = performance.now();
+  const model = await LlavaVision.load(gen.llavaDir, { visionTower: gen.towerDir, backend: o.backend, log: null });
+  const loadS = (performance.now() - t0) / 1000;
+  const r: LoadResult = {
+    dtype: o.dtype, fileMB, readS, loadS, rssAfterLoadMB: rssMB(), peakRssLoadMB: peakRssMB(), wasmHeapMB: wasmHeapMB(), tensors: tf.memory().numTensors,
+  };
+  model.dispose();
+  process.stdout.write(JSON.stringify(r) + '\n');
+}
+
+function loadInChild(o: Options, dtype: GenDType): LoadResult {
+  const args = [__filename, '--child', 'load', '--dtype', dtype, ...(o.backend ? ['--backend', o.backend] : [])];
+  const r = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 16 * MB });
+  const line = r.stdout.trim().split('\n').pop() ?? '';
+  if (r.status !== 0 || !line.startsWith('{')) throw new Error(`load measurement (${dtype}) failed:\n${r.stderr}`);
+  return JSON.parse(line);
+}
+
+// ------------------------------------------------------------------------------------------- torch
+
+interface TorchResult { threads: number; gemm: string; llava: { median_s: number; per_image_s: number[] }; full?: { median_s: number } }
+
+function torchAvailable(): boolean {
+  const r = spawnSync('/usr/bin/python3', ['-c', 'import torch, numpy'], { encoding: 'utf8' });
+  return r.status === 0;
+}
+
+function runTorch(o: Options, root: string, towerDir: string, llavaDir: string, threads: number): TorchResult {
+  const script = path.join(root, 'tools', 'bench_torch.py');
+  const args = [script, '--tower', towerDir, '--llava', llavaDir, '--reps', String(o.reps), '--threads', String(threads), '--modes', 'llava,full'];
+  const r = spawnSync('/usr/bin/python3', args, { encoding: 'utf8', maxBuffer: 16 * MB, env: { ...process.env, OMP_NUM_THREADS: String(threads) } });
+  const line = r.stdout.trim().split('\n').pop() ?? '';
+  if (r.status !== 0 || !line.startsWith('{')) throw new Error(`tools/bench_torch.py failed:\n${r.stderr}`);
+  return JSON.parse(line);
+}
+
+// -------------------------------------------------------------------------------------------- main
+
+interface Timed { seconds: number; gemm: GemmTotals }
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  if (o.child === 'load') return childLoad(o);
+  const root = projectRoot();
+
+  log(o, `bench: weights (generated on first use) ...`);
+  const gen = weightsFor(root, o.dtype);
+  for (const dt of ['F32', 'F16'] as GenDType[]) if (dt !== o.dtype) weightsFor(root, dt);
+
+  log(o, `bench: load F32 and F16 checkpoints, each in a fresh process ...`);
+  const loads = (['F32', 'F16'] as GenDType[]).map((dt) => loadInChild(o, dt));
+
+  const model = await LlavaVision.load(gen.llavaDir, { visionTower: gen.towerDir, backend: o.backend });
+  const backend = model.backend;
+  const rssAfterLoad = rssMB();
+  const tensorsBefore = tf.memory().numTensors;
+  const flops = countFlops(model);
+  const weights = [...model.tower.visionModel.visionModel.weights, ...(model.projector?.weights ?? [])].map((w) => w.read());
+  const meter = new GemmMeter(weights);
+
+  const expected = SafetensorsFile.open(path.join(root, 'test', 'fixtures', 'cases', CASE, 'expected.subset.safetensors'));
+  const image = expected.readFloat32(`${IMAGE}.pixel_values`);
+  expected.close();
+  const pixels = (b: number) => {
+    const data = new Float32Array(b * image.length);
+    for (let i = 0; i < b; i++) data.set(image, i * image.length);
+    const s = model.tower.config.imageSize;
+    return tf.tensor4d(data, [b, 3, s, s]);
+  };
+  const px1 = pixels(1);
+
+  const runLlava = (px: tf.Tensor4D) => {
+    const out = model.encode(px, { outputs: ['projected'] });
+    out.projected!.dataSync();
+    out.projected!.dispose();
+  };
+  const runFull = (px: tf.Tensor4D) => {
+    const out = model.encode(px, { outputs: ['hidden_states', 'pooler_output'] });
+    out.poolerOutput!.dataSync();
+    tf.dispose([...out.hiddenStates!, out.poolerOutput!]);
+  };
+  const timed = (fn: () => void): Timed => {
+    const t0 = performance.now();
+    const { gemm } = meter.measure(fn);
+    return { seconds: (performance.now() - t0) / 1000, gemm };
+  };
+
+  log(o, `bench: warm-up (first forward packs the weights) ...`);
+  resetPeakRss();
+  let t0 = performance.now();
+  const { calls } = meter.record(() => runLlava(px1));
+  const firstLlavaS = (performance.now() - t0) / 1000;
+  const peakLlavaMB = peakRssMB();
+  const recordedFlops = calls.reduce((s, c) => s + c.flops, 0);
+  resetPeakRss();
+  t0 = performance.now();
+  runFull(px1);
+  const firstFullS = (performance.now() - t0) / 1000;
+  const peakFullMB = peakRssMB();
+  const heapAfterWarmup = wasmHeapMB();
+
+  const llava: Timed[] = [];
+  const full: Timed[] = [];
+  const ceiling: number[] = [];
+  for (let r = 0; r < o.reps; r++) {
+    log(o, `bench: round ${r + 1}/${o.reps}: LLaVA path, GEMM replay, full tower ...`);
+    llava.push(timed(() => runLlava(px1)));
+    ceiling.push(replayGemms(calls) / 1000);
+    full.push(timed(() => runFull(px1)));
+  }
+
+  log(o, `bench: batch ${o.batch} x ${o.reps} ...`);
+  const pxB = pixels(o.batch);
+  resetPeakRss();
+  const batched: Timed[] = [];
+  for (let r = 0; r < o.reps; r++) batched.push(timed(() => runLlava(pxB)));
+  const peakBatchMB = peakRssMB();
+  pxB.dispose();
+
+  let torch: { available: boolean; results: TorchResult[]; llavaAfter: Timed[] } | null = null;
+  if (o.vsTorch) {
+    torch = { available: torchAvailable(), results: [], llavaAfter: [] };
+    if (torch.available) {
+      for (const threads of [1, 2]) {
+        log(o, `bench: PyTorch peer, ${threads} thread(s) ...`);
+        torch.results.push(runTorch(o, root, gen.towerDir, gen.llavaDir, threads));
+      }
+      log(o, `bench: LLaVA path again (after torch, for the same-run ratio) ...`);
+      for (let r = 0; r < o.reps; r++) torch.llavaAfter.push(timed(() => runLlava(px1)));
+    } else log(o, `bench: /usr/bin/python3 has no torch: --vs-torch skipped`);
+  }
+
+  px1.dispose();
+  meter.dispose();
+  const tensorsAfter = tf.memory().numTensors;
+  model.dispose();
+
+  // ---------------------------------------------------------------------------------------- report
+  const llavaS = median(llava.map((x) => x.seconds));
+  const llavaGemmS = median(llava.map((x) => x.gemm.ms / 1000));
+  const ceilingS = median(ceiling);
+  const fullS = median(full.map((x) => x.seconds));
+  const fullGemmS = median(full.map((x) => x.gemm.ms / 1000));
+  const batchS = median(batched.map((x) => x.seconds)) / o.batch;
+  const wasm = backend === 'wasm';
+  const report = {
+    date: new Date().toISOString(),
+    machine: { cpu: os.cpus()[0]?.model, cores: os.cpus().length, memGB: +(os.totalmem() / 2 ** 30).toFixed(1), node: process.version, platform: `${os.platform()} ${os.release()}` },
+    backend,
+    threads: wasm ? (tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT') ? 'multi' : 1) : backend === 'tensorflow' ? `TF default (${os.cpus().length} cores)` : 1,
+    simd: wasm ? tf.env().getBool('WASM_HAS_SIMD_SUPPORT') : null,
+    tfjs: tf.version.tfjs,
+    dtype: o.dtype,
+    reps: o.reps,
+    load: loads,
+    rssAfterLoadMB: rssAfterLoad,
+    gflopPerImage: { llava: flops.llava / 1e9, full: flops.full / 1e9, recordedLlavaGemm: recordedFlops / 1e9, patch: flops.patch / 1e9, perLayer: flops.layer / 1e9, projector: flops.projector / 1e9 },
+    firstForwardS: { llava: firstLlavaS, full: firstFullS },
+    llava: {
+      perImageS: llavaS, runsS: llava.map((x) => x.seconds), gflops: flops.llava / llavaS / 1e9,
+      gemmCalls: llava[0].gemm.calls, gemmS: llavaGemmS, nonGemmShare: 1 - llavaGemmS / llavaS,
+      ceilingS, ceilingRunsS: ceiling, ceilingGflops: recordedFlops / ceilingS / 1e9, fractionOfCeiling: ceilingS / llavaS,
+    },
+    full: { perImageS: fullS, runsS: full.map((x) => x.seconds), gflops: flops.full / fullS / 1e9, gemmS: fullGemmS, nonGemmShare: 1 - fullGemmS / fullS },
+    batch: { size: o.batch, perImageS: batchS, imagesPerS: 1 / batchS, runsS: batched.map((x) => x.seconds), gflops: flops.llava / batchS / 1e9 },
+    referenceGemmGflops: { '577x1024x1024': gemmRate(577, 1024, 1024), '577x1024x4096': gemmRate(577, 1024, 4096), '577x4096x1024': gemmRate(577, 4096, 1024) },
+    peakRssMB: { llavaBatch1: peakLlavaMB, fullBatch1: peakFullMB, [`llavaBatch${o.batch}`]: peakBatchMB },
+    wasmHeapMB: { afterWarmup: heapAfterWarmup, end: wasmHeapMB() },
+    numTensors: { before: tensorsBefore, after: tensorsAfter },
+    torch: torch && {
+      available: torch.available,
+      runs: torch.results.map((t) => ({ threads: t.threads, gemm: t.gemm, llavaS: t.llava.median_s, fullS: t.full?.median_s })),
+      oursLlavaAfterS: torch.llavaAfter.length ? median(torch.llavaAfter.map((x) => x.seconds)) : null,
+      oursLlavaAfterRunsS: torch.llavaAfter.map((x) => x.seconds),
+    },
+  };
+  if (o.json) {
+    process.stdout.write(JSON.stringify(report, null, 1) + '\n');
+    return;
+  }
+  printTable(report);
+}
+
+function printTable(r: any): void {
+  const f = (x: number, d = 2) => x.toFixed(d);
+  const lines: string[] = [];
+  const row = (k: string, v: string) => lines.push(`| ${k} | ${v} |`);
+  lines.push(`npm run bench — ${r.date.slice(0, 10)}, ${r.machine.cpu} (${r.machine.cores} cores, ${r.machine.memGB} GB), Node ${r.machine.node}, tfjs ${r.tfjs}`);
+  lines.push(`backend ${r.backend}${r.simd === null ? '' : r.simd ? ' (SIMD)' : ' (no SIMD)'}, threads ${r.threads}; ViT-L/14-336 + mlp2x_gelu, generated ${r.dtype} weights; medians of ${r.reps} after a warm-up`);
+  lines.push('');
+  lines.push('| measure | value |');
+  lines.push('|---|---|');
+  for (const l of r.load) {
+    row(`load ${l.dtype} checkpoint (${f(l.fileMB, 0)} MB)`, `${f(l.loadS)} s (file read ${f(l.readS)} s, ×${f(l.loadS / l.readS, 1)}); RSS after load ${f(l.rssAfterLoadMB, 0)} MB, peak during load ${f(l.peakRssLoadMB, 0)} MB`);
+  }
+  row('LLaVA path, batch 1 (layers 1–23, patch, projector)', `**${f(r.llava.perImageS)} s/image**, ${f(r.llava.gflops, 1)} GFLOP/s (${f(r.gflopPerImage.llava, 1)} GFLOP)`);
+  row('GEMM ceiling (the same GEMM calls alone)', `${f(r.llava.ceilingS)} s, ${f(r.llava.ceilingGflops, 1)} GFLOP/s → forward at **${f(100 * r.llava.fractionOfCeiling, 1)}%** of it`);
+  row('GEMM / non-GEMM share of the forward', `${f(100 * (1 - r.llava.nonGemmShare), 1)}% / ${f(100 * r.llava.nonGemmShare, 1)}% (${r.llava.gemmCalls} GEMM calls)`);
+  row('full tower, batch 1 (24 layers, all 25 hidden states, pooler)', `${f(r.full.perImageS)} s/image, ${f(r.full.gflops, 1)} GFLOP/s; non-GEMM ${f(100 * r.full.nonGemmShare, 1)}%`);
+  row(`LLaVA path, batch ${r.batch.size}`, `${f(r.batch.perImageS)} s/image (${f(r.batch.imagesPerS * 60, 1)} images/min)`);
+  row('first forward (packs weights)', `LLaVA ${f(r.firstForwardS.llava)} s, full ${f(r.firstForwardS.full)} s`);
+  row('reference GEMM rates (cached weight)', Object.entries(r.referenceGemmGflops).map(([k, v]) => `${k}: ${f(v as number, 1)}`).join(', ') + ' GFLOP/s');
+  row('RSS after load (this process)', `${f(r.rssAfterLoadMB, 0)} MB`);
+  row('peak RSS during forward', Object.entries(r.peakRssMB).map(([k, v]) => `${k} ${f(v as number, 0)} MB`).join(', ') + (r.wasmHeapMB.end ? `; wasm heap ${f(r.wasmHeapMB.end, 0)} MB` : ''));
+  row('tf.memory().numTensors before / after', `${r.numTensors.before} / ${r.numTensors.after}`);
+  if (r.torch) {
+    if (!r.torch.available) row('PyTorch', 'not available (/usr/bin/python3 has no torch)');
+    for (const t of r.torch.runs) {
+      row(`PyTorch ${t.gemm}, ${t.threads} thread(s), same run`, `LLaVA ${f(t.llavaS)} s/image (ours ÷ torch = ×${f(oursLlava(r) / t.llavaS, 2)}), full ${f(t.fullS)} s`);
+    }
+    if (r.torch.oursLlavaAfterS) row('ours, LLaVA path after the torch runs', `${f(r.torch.oursLlavaAfterS)} s/image (drift check)`);
+  }
+  console.log(lines.join('\n'));
+}
+
+/** Our LLaVA-path figure for the torch ratio: the median of the runs before and after torch's. */
+function oursLlava(r: any): number {
+  return r.torch?.oursLlavaAfterRunsS?.length ? median([...r.llava.runsS, ...r.torch.oursLlavaAfterRunsS]) : r.llava.perImageS;
+}
+
+main().catch((e) => {
+  console.error(`bench: ${(e as Error).stack ?? e}`);
+  process.exit(1);
+});
