@@ -159,6 +159,11 @@ export class Checkpoint {
     return this.shard(this.fileFor(name)).readFloat32(name);
   }
 
+  /** See SafetensorsFile.readFloat32Into. */
+  readFloat32Into(name: string, out: Float32Array): Float32Array {
+    return this.shard(this.fileFor(name)).readFloat32Into(name, out);
+  }
+
   read(name: string): RawTensor {
     return this.shard(this.fileFor(name)).read(name);
   }

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { CLIPVisionConfig, numPatchesPerSide } from '../config/clip';
 import { ConfigError } from '../errors';
-import { Module, Param, transpose2d, wholeParam } from './module';
+import { Module, Param, transpose2d, wholeParam, zerosInPlace } from './module';
 import { bicubicResizeMatrix } from './interpolate';
 
 /**
@@ -29,7 +29,7 @@ export class CLIPVisionEmbeddings extends tf.layers.Layer implements Module {
   override build(_inputShape: tf.Shape | tf.Shape[]): void {
     if (this.built) return;
     const { numChannels: c, patchSize: p, hiddenSize: d } = this.config;
-    const zeros = tf.initializers.zeros();
+    const zeros = zerosInPlace();
     this.patchKernel = this.addWeight('patch_kernel', [c * p * p, d], 'float32', zeros, undefined, true);
     this.classEmbedding = this.addWeight('class_embedding', [d], 'float32', zeros, undefined, true);
     this.positionEmbedding = this.addWeight('position_embedding', [this.numPositions, d], 'float32', zeros, undefined, true);

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { Module, Param, partsParam, transposeRegion, untransposeRegion } from './module';
+import { Module, Param, partsParam, transposeRegion, untransposeRegion, zerosInPlace } from './module';
 
 export interface LinearArgs {
   inFeatures: number;
@@ -76,7 +76,7 @@ export class Linear extends tf.layers.Layer implements Module {
 
   override build(_inputShape: tf.Shape | tf.Shape[]): void {
     if (this.built) return;
-    const zeros = tf.initializers.zeros();
+    const zeros = zerosInPlace();
     const suffix = (j: number) => (this.parts === 1 ? '' : `.part${j}`); // not _j: tfjs's own de-duplication suffix
     this.kernels = this.regions().map((r, j) =>
       this.addWeight(`kernel${suffix(j)}`, this.weightLeft ? [r.nr, r.nc] : [r.nc, r.nr], 'float32', zeros, undefined, true),

@@ -54,6 +54,16 @@ export function partsParam(
   };
 }
 
+type Initializer = ReturnType<typeof tf.initializers.zeros>;
+
+/**
+ * The initial value of weights a checkpoint load overwrites: zeros written by the backend in place
+ * (`tf.fill`), where `tf.initializers.zeros()` builds a JS array and copies it in (~1 s more for ViT-L).
+ */
+export function zerosInPlace(): Initializer {
+  return { apply: (shape: number[], dtype?: tf.DataType) => tf.fill(shape, 0, dtype ?? 'float32') } as unknown as Initializer;
+}
+
 /** A node of the module tree whose paths mirror checkpoint keys. */
 export interface Module {
   /** Leaf tensors of this module, by their last key segment. */
@@ -91,12 +101,13 @@ export function transpose2d(data: Float32Array, rows: number, cols: number, out?
   return transposeRegion(data, cols, 0, rows, 0, cols, out);
 }
 
-const TILE = 32;
+const TILE = 64;
 
 /**
  * The [nr, nc] block at (r0, c0) of a row-major matrix with `cols` columns, transposed: [nc, nr]
  * (into the first nr·nc elements of `out` when given). Tiled, so both sides are walked in cache-sized
- * squares (a plain double loop writes with a stride).
+ * squares, four source rows at a time so each output row gets four adjacent writes (~1.7x a plain
+ * tiled loop; a checkpoint load transposes ~200 M elements for ViT-L).
  */
 export function transposeRegion(data: Float32Array, cols: number, r0: number, nr: number, c0: number, nc: number, out?: Float32Array): Float32Array {
   out = out ? out.subarray(0, nr * nc) : new Float32Array(nr * nc);
@@ -104,7 +115,19 @@ export function transposeRegion(data: Float32Array, cols: number, r0: number, nr
     const rEnd = Math.min(rb + TILE, nr);
     for (let cb = 0; cb < nc; cb += TILE) {
       const cEnd = Math.min(cb + TILE, nc);
-      for (let r = rb; r < rEnd; r++) {
+      let r = rb;
+      for (; r + 4 <= rEnd; r += 4) {
+        const s0 = (r0 + r) * cols + c0;
+        const [s1, s2, s3] = [s0 + cols, s0 + 2 * cols, s0 + 3 * cols];
+        for (let c = cb; c < cEnd; c++) {
+          const o = c * nr + r;
+          out[o] = data[s0 + c];
+          out[o + 1] = data[s1 + c];
+          out[o + 2] = data[s2 + c];
+          out[o + 3] = data[s3 + c];
+        }
+      }
+      for (; r < rEnd; r++) {
         const src = (r0 + r) * cols + c0;
         for (let c = cb; c < cEnd; c++) out[c * nr + r] = data[src + c];
       }

@@ -8,11 +8,14 @@ export interface TensorSource {
   has(name: string): boolean;
   info(name: string): { shape: number[]; dtype: string };
   readFloat32(name: string): Float32Array;
+  /** Optional: the same data into the first elements of `out`, returned as a view (no fresh array). */
+  readFloat32Into?(name: string, out: Float32Array): Float32Array;
 }
 
 /** Maps a module path (`vision_model.embeddings.class_embedding`) to the checkpoint key of a layout. */
 export type KeyMap = (modulePath: string) => string;
 
+const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 const sameShape = (a: number[], b: number[]) => a.length === b.length && a.every((v, i) => v === b[i]);
 const fmt = (s: number[]) => `[${s.join(', ')}]`;
 
@@ -38,16 +41,17 @@ export function loadWeights(module: Module, source: TensorSource, keyFor: KeyMap
     }
   }
   const loaded: string[] = [];
-  // The wasm backend copies a tensor's data into its own heap on creation, so one scratch array can take
-  // every converted tensor in turn (fresh arrays cost a page fault per 4 KB, seconds for ViT-L). Other
-  // backends may keep the array they are given: those get fresh ones.
-  let scratch = new Float32Array(0);
+  // The wasm backend copies a tensor's data into its own heap on creation, so two scratch arrays (read,
+  // converted) can serve every tensor in turn: fresh arrays cost a page fault per 4 KB, seconds for
+  // ViT-L. Other backends may keep the array they are given: those get fresh ones.
   const reuse = tf.getBackend() === 'wasm';
+  const largest = Math.max(0, ...params.map(([p]) => numel(source.info(keyFor(p)).shape)));
+  const readBuf = reuse && source.readFloat32Into ? new Float32Array(largest) : null;
+  const scratch = reuse ? new Float32Array(largest) : undefined;
   for (const [path, param] of params) {
     const key = keyFor(path);
-    const data = source.readFloat32(key);
-    if (reuse && scratch.length < data.length) scratch = new Float32Array(data.length);
-    const into = reuse ? scratch : undefined;
+    const data = readBuf ? source.readFloat32Into!(key, readBuf) : source.readFloat32(key);
+    const into = scratch;
     const parts = param.split ? param.split(data, into) : [param.fromCheckpoint ? param.fromCheckpoint(data, into) : data];
     param.variables.forEach((variable, i) => {
       const value = tf.tensor(parts[i], variable.shape as number[], 'float32');

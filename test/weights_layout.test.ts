@@ -1,0 +1,106 @@
+/**
+ * Derived weight layouts (per-head / per-block parts, weight-left kernels) and the scratch-buffer load
+ * path: whatever the layout, a loaded model exports exactly the checkpoint's tensors, and reading into a
+ * reused buffer gives exactly what a fresh read gives.
+ */
+import * as path from 'path';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../src/backend';
+import { readVisionConfig } from '../src/api/vision_tower';
+import { SafetensorsFile } from '../src/io/safetensors';
+import { Linear } from '../src/model/linear';
+import { countVariables, namedParams, transposeRegion, untransposeRegion } from '../src/model/module';
+import { CLIPVisionModel } from '../src/model/vision_transformer';
+import { disposeWeights, exportWeights, loadWeights, readParam } from '../src/model/weights';
+import { CASES } from './helpers/golden';
+
+beforeAll(() => initBackend({ log: null }));
+
+const random = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + seed) * 43758.5453 % 1);
+
+test('transposeRegion / untransposeRegion: any block of any matrix, with and without an output array', () => {
+  for (const [rows, cols, r0, nr, c0, nc] of [[7, 5, 0, 7, 0, 5], [70, 130, 3, 61, 7, 101], [128, 64, 64, 64, 0, 64], [9, 9, 2, 3, 4, 5]]) {
+    const data = random(rows * cols, rows);
+    const scratch = new Float32Array(nr * nc + 7);
+    const expected = new Float32Array(nr * nc);
+    const region = new Float32Array(rows * cols);
+    for (let r = 0; r < nr; r++) {
+      for (let c = 0; c < nc; c++) {
+        expected[c * nr + r] = data[(r0 + r) * cols + c0 + c];
+        region[(r0 + r) * cols + c0 + c] = data[(r0 + r) * cols + c0 + c];
+      }
+    }
+    for (const t of [transposeRegion(data, cols, r0, nr, c0, nc), transposeRegion(data, cols, r0, nr, c0, nc, scratch)]) {
+      expect(t).toEqual(expected);
+      const back = new Float32Array(rows * cols);
+      untransposeRegion(t, back, cols, r0, nr, c0, nc);
+      expect(back).toEqual(region);
+    }
+  }
+});
+
+test.each([
+  ['whole', {}],
+  ['split along outputs', { split: { along: 'out' as const, parts: 4 } }],
+  ['split along inputs', { split: { along: 'in' as const, parts: 3 } }],
+  ['weight left, split along outputs', { split: { along: 'out' as const, parts: 2 }, weightLeft: true }],
+  ['weight left, whole', { weightLeft: true }],
+])('Linear %s: split/join round-trips the checkpoint tensors and every forward path equals x·Wᵀ + b', (_name, layout) => {
+  const [inF, outF, rows] = [6, 8, 5];
+  const linear = new Linear({ inFeatures: inF, outFeatures: outF, ...layout });
+  const w = random(outF * inF, 1);
+  const b = random(outF, 2);
+  const source = { source: 'mem', has: () => true, info: (n: string) => ({ shape: n === 'weight' ? [outF, inF] : [outF], dtype: 'F32' }), readFloat32: (n: string) => (n === 'weight' ? w : b) };
+  loadWeights(linear, source);
+  const params = linear.params();
+  expect(readParam(params.weight)).toEqual(w);
+  expect(readParam(params.bias)).toEqual(b);
+  expect(countVariables(linear)).toBe(linear.weights.length);
+
+  const x = tf.tensor2d(random(rows * inF, 3), [rows, inF]);
+  const expected = tf.tidy(() => tf.add(tf.matMul(x, tf.tensor2d(w, [outF, inF]), false, true), tf.tensor1d(b)));
+  const close = (t: tf.Tensor) => expect(tf.tidy(() => tf.max(tf.abs(tf.sub(t, expected))).dataSync()[0])).toBeLessThan(1e-6);
+  const viaCall = linear.call(x) as tf.Tensor;
+  close(viaCall);
+  const direct = tf.tidy(() => {
+    if (linear.weightLeft) return tf.concat(linear.forwardFeatureMajor(x.transpose()), 0).transpose();
+    const inputs = linear.splitAlong === 'in' && linear.parts > 1 ? (tf.split(x, linear.parts, 1) as tf.Tensor2D[]) : [x];
+    return tf.concat(linear.forwardParts(inputs), 1);
+  });
+  close(direct);
+  tf.dispose([x, expected, viaCall, direct]);
+  disposeWeights(linear);
+});
+
+test.each([
+  ['tiny_clip_vision_only_f16', 'F16'],
+  ['tiny_clip_full_layout_f32', 'F32'],
+])('%s: a loaded tower (per-head and per-block parts) exports exactly its checkpoint tensors', (name) => {
+  const dir = path.join(CASES, name, 'model');
+  const file = SafetensorsFile.open(path.join(dir, 'model.safetensors'));
+  const model = new CLIPVisionModel(readVisionConfig(dir), { trainable: false });
+  try {
+    expect(countVariables(model)).toBeGreaterThan([...namedParams(model)].length); // the derived layouts are in use
+    loadWeights(model, file);
+    for (const [key, t] of Object.entries(exportWeights(model))) expect(Buffer.from(t.data.buffer).equals(Buffer.from(file.readFloat32(key).buffer))).toBe(true);
+  } finally {
+    file.close();
+    disposeWeights(model);
+  }
+});
+
+test.each(['tiny_clip_vision_only_f16', 'tiny_llavahf_model_prefixed_default_bf16', 'tiny_clip_full_layout_f32'])(
+  '%s: readFloat32Into a reused array equals readFloat32; a too-small array is refused',
+  (name) => {
+    const file = SafetensorsFile.open(path.join(CASES, name, 'model', 'model.safetensors'));
+    try {
+      const keys = file.keys().filter((k) => ['F32', 'F16', 'BF16'].includes(file.info(k).dtype));
+      const largest = Math.max(...keys.map((k) => file.info(k).shape.reduce((a, b) => a * b, 1)));
+      const out = new Float32Array(largest + 3);
+      for (const key of keys) expect(file.readFloat32Into(key, out)).toEqual(file.readFloat32(key));
+      expect(() => file.readFloat32Into(keys.find((k) => file.info(k).shape.length === 2)!, new Float32Array(2))).toThrow(RangeError);
+    } finally {
+      file.close();
+    }
+  },
+);
