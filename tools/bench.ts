@@ -3,7 +3,7 @@
  * deterministic generator's weights (weights/generated/vitl14_336{,_f16}, written on first use; not a
  * trained model, same shapes and cost).
  *
- *   npm run bench [-- --json] [--batch N] [--dtype F32|F16] [--reps N] [--vs-torch] [--backend wasm|cpu|tensorflow]
+ *   npm run bench [-- --json] [--batch N] [--dtype F32|F16] [--reps N] [--vs-torch] [--workers N] [--backend wasm|cpu|tensorflow]
  *
  * Reports: checkpoint load time, read time and RSS (F32 and F16 files, each in a fresh process);
  * per-image latency at batch 1 (median of --reps after a warm-up) of the LLaVA path (select layer −2,
@@ -12,14 +12,18 @@
  * (tools/gemm_ceiling.ts), and the forward's fraction of it; the GEMM and non-GEMM shares of the forward;
  * peak RSS during the forwards; tf.memory().numTensors before/after; backend and threads. With
  * --vs-torch, tools/bench_torch.py runs the same weights in /usr/bin/python3's torch (if importable),
- * between two sets of our own runs, and the ratio is taken within this run.
+ * between two sets of our own runs, and the ratio is taken within this run. With --workers N, an
+ * encode job of max(4, batch) images runs with 1 and with N model instances (fresh process each),
+ * timed from the loaded model to the last image, with the process's peak RSS.
  * Timings on shared 2-core VMs drift: compare figures from one run only.
  */
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { spawnSync } from 'child_process';
+import { createHash } from 'crypto';
 import * as tf from '@tensorflow/tfjs';
+import { encodePixelValuesAsync } from '../src/api/encode_job';
 import { LlavaVision } from '../src/api/llava_vision';
 import { BackendChoice } from '../src/backend';
 import { SafetensorsFile } from '../src/io/safetensors';
@@ -35,12 +39,13 @@ interface Options {
   dtype: GenDType;
   reps: number;
   vsTorch: boolean;
+  workers: number;
   backend?: BackendChoice;
-  child?: 'load';
+  child?: 'load' | 'workers';
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { json: false, batch: 4, dtype: 'F32', reps: 3, vsTorch: false };
+  const o: Options = { json: false, batch: 4, dtype: 'F32', reps: 3, vsTorch: false, workers: 1 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -53,14 +58,16 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--reps') o.reps = Number(value());
     else if (a === '--dtype') o.dtype = value().toUpperCase() as GenDType;
     else if (a === '--backend') o.backend = value() as BackendChoice;
-    else if (a === '--child') o.child = value() as 'load';
+    else if (a === '--workers') o.workers = Number(value());
+    else if (a === '--child') o.child = value() as 'load' | 'workers';
     else if (a === '--help' || a === '-h') {
-      console.log('usage: npm run bench -- [--json] [--batch N] [--dtype F32|F16] [--reps N] [--vs-torch] [--backend wasm|cpu|tensorflow]');
+      console.log('usage: npm run bench -- [--json] [--batch N] [--dtype F32|F16] [--reps N] [--vs-torch] [--workers N] [--backend wasm|cpu|tensorflow]');
       process.exit(0);
     } else throw new Error(`unknown argument ${a} (see --help)`);
   }
   if (!Number.isInteger(o.batch) || o.batch < 1) throw new Error(`--batch must be a positive integer`);
   if (!Number.isInteger(o.reps) || o.reps < 3) throw new Error(`--reps must be an integer >= 3`);
+  if (!Number.isInteger(o.workers) || o.workers < 1) throw new Error(`--workers must be a positive integer`);
   if (o.dtype !== 'F32' && o.dtype !== 'F16') throw new Error(`--dtype must be F32 or F16`);
   return o;
 }
@@ -176,6 +183,47 @@ function loadInChild(o: Options, dtype: GenDType): LoadResult {
   return JSON.parse(line);
 }
 
+// ---------------------------------------------------------------------------------- workers (child)
+
+interface WorkersResult { workers: number; images: number; jobS: number; imagesPerMin: number; peakRssMB: number; identicalTo?: boolean }
+
+/** An encode job of `batch` copies of the fixture image on `workers` instances; prints timing, peak RSS, an output digest. */
+async function childWorkers(o: Options): Promise<void> {
+  const root = projectRoot();
+  const gen = weightsFor(root, o.dtype);
+  const model = await LlavaVision.load(gen.llavaDir, { visionTower: gen.towerDir, backend: o.backend, log: null });
+  const image = fixtureImage(root);
+  const pixels = new Float32Array(o.batch * image.length);
+  for (let i = 0; i < o.batch; i++) pixels.set(image, i * image.length);
+  const s = model.tower.config.imageSize;
+  resetPeakRss();
+  const t0 = performance.now();
+  const out = await encodePixelValuesAsync(model, pixels, [o.batch, 3, s, s], { outputs: ['projected'], workers: o.workers });
+  const jobS = (performance.now() - t0) / 1000;
+  const digest = createHash('sha256');
+  for (const k of Object.keys(out).sort()) digest.update((out[k].data as Float32Array).subarray(0));
+  const r: WorkersResult & { digest: string } = { workers: o.workers, images: o.batch, jobS, imagesPerMin: (60 * o.batch) / jobS, peakRssMB: peakRssMB(), digest: digest.digest('hex') };
+  model.dispose();
+  process.stdout.write(JSON.stringify(r) + '\n');
+}
+
+function workersInChild(o: Options, workers: number, images: number): WorkersResult & { digest: string } {
+  const args = [__filename, '--child', 'workers', '--workers', String(workers), '--batch', String(images), '--dtype', o.dtype, ...(o.backend ? ['--backend', o.backend] : [])];
+  const r = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 16 * MB });
+  const line = r.stdout.trim().split('\n').pop() ?? '';
+  if (r.status !== 0 || !line.startsWith('{')) throw new Error(`workers measurement (${workers}) failed:\n${r.stderr}`);
+  return JSON.parse(line);
+}
+
+function fixtureImage(root: string): Float32Array {
+  const expected = SafetensorsFile.open(path.join(root, 'test', 'fixtures', 'cases', CASE, 'expected.subset.safetensors'));
+  try {
+    return expected.readFloat32(`${IMAGE}.pixel_values`);
+  } finally {
+    expected.close();
+  }
+}
+
 // ------------------------------------------------------------------------------------------- torch
 
 interface TorchResult { threads: number; gemm: string; llava: { median_s: number; per_image_s: number[] }; full?: { median_s: number } }
@@ -201,6 +249,7 @@ interface Timed { seconds: number; gemm: GemmTotals }
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   if (o.child === 'load') return childLoad(o);
+  if (o.child === 'workers') return childWorkers(o);
   const root = projectRoot();
 
   log(o, `bench: weights (generated on first use) ...`);
@@ -218,9 +267,7 @@ async function main(): Promise<void> {
   const weights = [...model.tower.visionModel.visionModel.weights, ...(model.projector?.weights ?? [])].map((w) => w.read());
   const meter = new GemmMeter(weights);
 
-  const expected = SafetensorsFile.open(path.join(root, 'test', 'fixtures', 'cases', CASE, 'expected.subset.safetensors'));
-  const image = expected.readFloat32(`${IMAGE}.pixel_values`);
-  expected.close();
+  const image = fixtureImage(root);
   const pixels = (b: number) => {
     const data = new Float32Array(b * image.length);
     for (let i = 0; i < b; i++) data.set(image, i * image.length);
@@ -293,7 +340,19 @@ async function main(): Promise<void> {
   px1.dispose();
   meter.dispose();
   const tensorsAfter = tf.memory().numTensors;
+  const heapEnd = wasmHeapMB();
   model.dispose();
+
+  let workerRuns: (WorkersResult & { digest?: string })[] | null = null;
+  if (o.workers > 1) {
+    const images = Math.max(4, o.batch);
+    workerRuns = [1, o.workers].map((w) => {
+      log(o, `bench: encode job of ${images} images with ${w} model instance(s), fresh process ...`);
+      return workersInChild(o, w, images);
+    });
+    const first = workerRuns[0].digest;
+    workerRuns = workerRuns.map(({ digest, ...r }) => ({ ...r, identicalTo: digest === first }));
+  }
 
   // ---------------------------------------------------------------------------------------- report
   const llavaS = median(llava.map((x) => x.seconds));
@@ -325,7 +384,7 @@ async function main(): Promise<void> {
     batch: { size: o.batch, perImageS: batchS, imagesPerS: 1 / batchS, runsS: batched.map((x) => x.seconds), gflops: flops.llava / batchS / 1e9 },
     referenceGemmGflops: { '577x1024x1024': gemmRate(577, 1024, 1024), '577x1024x4096': gemmRate(577, 1024, 4096), '577x4096x1024': gemmRate(577, 4096, 1024) },
     peakRssMB: { llavaBatch1: peakLlavaMB, fullBatch1: peakFullMB, [`llavaBatch${o.batch}`]: peakBatchMB },
-    wasmHeapMB: { afterWarmup: heapAfterWarmup, end: wasmHeapMB() },
+    wasmHeapMB: { afterWarmup: heapAfterWarmup, end: heapEnd },
     numTensors: { before: tensorsBefore, after: tensorsAfter },
     torch: torch && {
       available: torch.available,
@@ -333,6 +392,7 @@ async function main(): Promise<void> {
       oursLlavaAfterS: torch.llavaAfter.length ? median(torch.llavaAfter.map((x) => x.seconds)) : null,
       oursLlavaAfterRunsS: torch.llavaAfter.map((x) => x.seconds),
     },
+    workers: workerRuns,
   };
   if (o.json) {
     process.stdout.write(JSON.stringify(report, null, 1) + '\n');
@@ -369,6 +429,10 @@ function printTable(r: any): void {
       row(`PyTorch ${t.gemm}, ${t.threads} thread(s), same run`, `LLaVA ${f(t.llavaS)} s/image (ours ÷ torch = ×${f(oursLlava(r) / t.llavaS, 2)}), full ${f(t.fullS)} s`);
     }
     if (r.torch.oursLlavaAfterS) row('ours, LLaVA path after the torch runs', `${f(r.torch.oursLlavaAfterS)} s/image (drift check)`);
+  }
+  for (const w of r.workers ?? []) {
+    const speedup = r.workers[0].jobS / w.jobS;
+    row(`encode job, ${w.images} images, ${w.workers} instance(s)`, `${f(w.jobS, 1)} s (${f(w.imagesPerMin, 2)} images/min, ×${f(speedup)}), peak RSS ${f(w.peakRssMB, 0)} MB${w.identicalTo ? ', output identical' : w.workers > 1 ? ', OUTPUT DIFFERS' : ''}`);
   }
   console.log(lines.join('\n'));
 }
