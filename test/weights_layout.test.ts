@@ -7,6 +7,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend';
 import { readVisionConfig } from '../src/api/vision_tower';
+import { Checkpoint } from '../src/io/checkpoint';
 import { SafetensorsFile } from '../src/io/safetensors';
 import { Linear } from '../src/model/linear';
 import { countVariables, namedParams, transposeRegion, untransposeRegion } from '../src/model/module';
@@ -77,7 +78,7 @@ test.each([
   ['tiny_clip_full_layout_f32', 'F32'],
 ])('%s: a loaded tower (per-head and per-block parts) exports exactly its checkpoint tensors', (name) => {
   const dir = path.join(CASES, name, 'model');
-  const file = SafetensorsFile.open(path.join(dir, 'model.safetensors'));
+  const file = Checkpoint.open(dir);
   const model = new CLIPVisionModel(readVisionConfig(dir), { trainable: false });
   try {
     expect(countVariables(model)).toBeGreaterThan([...namedParams(model)].length); // the derived layouts are in use

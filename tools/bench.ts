@@ -4,6 +4,7 @@
  * trained model, same shapes and cost).
  *
  *   npm run bench [-- --json] [--batch N] [--dtype F32|F16] [--reps N] [--vs-torch] [--workers N] [--backend wasm|cpu|tensorflow]
+ *   npm run bench -- --from-json REPORT.json     (the table of a saved --json report)
  *
  * Reports: checkpoint load time, read time and RSS (F32 and F16 files, each in a fresh process);
  * per-image latency at batch 1 (median of --reps after a warm-up) of the LLaVA path (select layer −2,
@@ -42,6 +43,7 @@ interface Options {
   workers: number;
   backend?: BackendChoice;
   child?: 'load' | 'workers';
+  fromJson?: string;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -59,6 +61,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--dtype') o.dtype = value().toUpperCase() as GenDType;
     else if (a === '--backend') o.backend = value() as BackendChoice;
     else if (a === '--workers') o.workers = Number(value());
+    else if (a === '--from-json') o.fromJson = value();
     else if (a === '--child') o.child = value() as 'load' | 'workers';
     else if (a === '--help' || a === '-h') {
       console.log('usage: npm run bench -- [--json] [--batch N] [--dtype F32|F16] [--reps N] [--vs-torch] [--workers N] [--backend wasm|cpu|tensorflow]');
@@ -248,6 +251,7 @@ interface Timed { seconds: number; gemm: GemmTotals }
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
+  if (o.fromJson) return printTable(JSON.parse(fs.readFileSync(o.fromJson, 'utf8'))); // re-render a saved --json report
   if (o.child === 'load') return childLoad(o);
   if (o.child === 'workers') return childWorkers(o);
   const root = projectRoot();
