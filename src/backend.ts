@@ -85,3 +85,31 @@ function describe(name: string): string {
     return ''; // flags not evaluated yet
   }
 }
+
+/** What the wasm backend exposes of its heap (public members of MathBackendWasm). */
+interface WasmHeapBackend {
+  wasm: { HEAPF32: Float32Array };
+  write(values: null, shape: number[], dtype: tf.DataType): object;
+  refCount(dataId: object): number;
+  getMemoryOffset(dataId: object): number;
+}
+
+/**
+ * A float32 tensor's own memory in the wasm heap, for overwriting in place, or null when that is not
+ * possible (another backend, another dtype, or data shared with another tensor, which would see the
+ * write). Valid only until the next tfjs allocation: a heap growth replaces the heap's views.
+ */
+export function writableHeapView(t: tf.Tensor): Float32Array | null {
+  if (t.dtype !== 'float32' || tf.getBackend() !== 'wasm') return null;
+  const backend = tf.backend() as unknown as WasmHeapBackend;
+  if (backend.refCount(t.dataId) !== 1) return null;
+  const start = backend.getMemoryOffset(t.dataId) / 4;
+  return backend.wasm.HEAPF32.subarray(start, start + t.size);
+}
+
+/** On wasm, a tensor whose memory is allocated but not written (its contents are whatever the heap held); null elsewhere. */
+export function allocateUninitialized(shape: number[], dtype: tf.DataType): tf.Tensor | null {
+  if (tf.getBackend() !== 'wasm') return null;
+  const backend = tf.backend() as unknown as WasmHeapBackend;
+  return tf.engine().makeTensorFromDataId(backend.write(null, shape, dtype), shape, dtype, tf.backend());
+}

@@ -6,11 +6,13 @@
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend';
-import { readVisionConfig } from '../src/api/vision_tower';
+import { CLIPVisionTower, readVisionConfig } from '../src/api/vision_tower';
 import { Checkpoint } from '../src/io/checkpoint';
 import { SafetensorsFile } from '../src/io/safetensors';
 import { Linear } from '../src/model/linear';
-import { countVariables, namedParams, transposeRegion, untransposeRegion } from '../src/model/module';
+import { decodeBlock, transposeRegion, untransposeRegion } from '../src/io/blocks';
+import { DType } from '../src/io/dtype';
+import { countVariables, namedParams } from '../src/model/module';
 import { CLIPVisionModel } from '../src/model/vision_transformer';
 import { disposeWeights, exportWeights, loadWeights, readParam } from '../src/model/weights';
 import { CASES } from './helpers/golden';
@@ -91,17 +93,90 @@ test.each([
 });
 
 test.each(['tiny_clip_vision_only_f16', 'tiny_llavahf_model_prefixed_default_bf16', 'tiny_clip_full_layout_f32'])(
-  '%s: readFloat32Into a reused array equals readFloat32; a too-small array is refused',
+  '%s: decodeBlock of every block shape (whole, rows, columns, transposed) equals slicing the decoded tensor',
   (name) => {
     const file = SafetensorsFile.open(path.join(CASES, name, 'model', 'model.safetensors'));
     try {
-      const keys = file.keys().filter((k) => ['F32', 'F16', 'BF16'].includes(file.info(k).dtype));
-      const largest = Math.max(...keys.map((k) => file.info(k).shape.reduce((a, b) => a * b, 1)));
-      const out = new Float32Array(largest + 3);
-      for (const key of keys) expect(file.readFloat32Into(key, out)).toEqual(file.readFloat32(key));
-      expect(() => file.readFloat32Into(keys.find((k) => file.info(k).shape.length === 2)!, new Float32Array(2))).toThrow(RangeError);
+      // Every distinct 2-D shape once: the blocks below are cut from each.
+      const shapes = new Map(file.keys().filter((k) => ['F32', 'F16', 'BF16'].includes(file.info(k).dtype) && file.info(k).shape.length === 2).map((k) => [file.info(k).shape.join('x'), k]));
+      const keys = [...shapes.values()];
+      expect(keys.length).toBeGreaterThan(0);
+      for (const key of keys) {
+        const { dtype, shape: [rows, cols] } = file.info(key);
+        const full = file.readFloat32(key);
+        // Misaligned bytes too: a tensor's bytes at an odd offset of a larger buffer.
+        const raw = file.readBytes(key);
+        const shifted = new Uint8Array(raw.length + 2).subarray(2);
+        shifted.set(raw);
+        for (const bytes of [raw, shifted]) {
+          for (const [r0, nr, c0, nc] of [[0, rows, 0, cols], [1, rows - 2, 0, cols], [0, rows, 1, cols - 3], [2, rows - 3, 3, cols - 4]]) {
+            for (const transposed of [false, true]) {
+              const out = new Float32Array(nr * nc + 5).fill(7);
+              decodeBlock(dtype as DType, bytes, cols, { r0, nr, c0, nc, transposed }, out, key);
+              const expected = new Float32Array(nr * nc);
+              for (let r = 0; r < nr; r++) for (let c = 0; c < nc; c++) expected[transposed ? c * nr + r : r * nc + c] = full[(r0 + r) * cols + c0 + c];
+              expect(out.subarray(0, nr * nc)).toEqual(expected);
+              expect([...out.subarray(nr * nc)]).toEqual([7, 7, 7, 7, 7]); // nothing written past the block
+            }
+          }
+        }
+        expect(() => decodeBlock(dtype as DType, raw, cols, { r0: 0, nr: rows, c0: 0, nc: cols, transposed: true }, new Float32Array(2), key)).toThrow(RangeError);
+        expect(() => decodeBlock(dtype as DType, raw, cols, { r0: 1, nr: rows, c0: 0, nc: cols, transposed: false }, full.slice(), key)).toThrow(/outside/);
+      }
     } finally {
       file.close();
     }
   },
 );
+
+test('on wasm the loader writes weights in place (no new tensors, same data ids); shared data is never overwritten', () => {
+  const [inF, outF] = [6, 8];
+  const linear = new Linear({ inFeatures: inF, outFeatures: outF, split: { along: 'out', parts: 2 } });
+  const w = random(outF * inF, 4);
+  const b = random(outF, 5);
+  const source = { source: 'mem', has: () => true, info: (n: string) => ({ shape: n === 'weight' ? [outF, inF] : [outF], dtype: 'F32' }), readFloat32: (n: string) => (n === 'weight' ? w : b) };
+  const ids = linear.weights.map((v) => v.read().dataId);
+  const before = tf.memory().numTensors;
+  loadWeights(linear, source);
+  expect(tf.memory().numTensors).toBe(before);
+  const same = linear.weights.map((v, i) => v.read().dataId === ids[i]);
+  expect(same.every((s) => s)).toBe(tf.getBackend() === 'wasm');
+  // A clone shares the kernel's data: reloading must not change what the clone holds.
+  const clone = tf.clone(linear.kernels[0].read());
+  const held = clone.dataSync().slice();
+  loadWeights(linear, { ...source, readFloat32: (n: string) => (n === 'weight' ? w.map((x) => x + 1) : b) });
+  expect(clone.dataSync()).toEqual(held);
+  expect(readParam(linear.params().weight)).toEqual(w.map((x) => x + 1));
+  clone.dispose();
+  disposeWeights(linear);
+});
+
+test('a tower built for loading (memory not zeroed) is bit-identical to one built with zeros; a read failing half-way leaks nothing', () => {
+  const dir = path.join(CASES, 'tiny_clip_full_layout_f32', 'model');
+  const file = Checkpoint.open(dir);
+  try {
+    const zeroed = new CLIPVisionModel(readVisionConfig(dir), { trainable: false });
+    loadWeights(zeroed, file);
+    const expected = exportWeights(zeroed);
+    disposeWeights(zeroed);
+    const tower = new CLIPVisionTower(dir, { delayLoad: true });
+    const before = tf.memory().numTensors;
+    let reads = 0;
+    const failing = {
+      source: 'flaky', has: (n: string) => file.has(n), info: (n: string) => file.info(n), readFloat32: (n: string) => file.readFloat32(n),
+      readBytes: (n: string, into?: Uint8Array) => {
+        if (++reads === 10) throw new Error('disk gone');
+        return file.readBytes(n, into);
+      },
+    };
+    expect(() => tower.loadModel({ tensors: failing, keyFor: (p) => p })).toThrow('disk gone');
+    expect(tower.isLoaded).toBe(false);
+    expect(tf.memory().numTensors).toBe(before);
+    tower.loadModel({ tensors: file, keyFor: (p) => p });
+    for (const [key, t] of Object.entries(exportWeights(tower.visionModel))) expect(Buffer.from(t.data.buffer).equals(Buffer.from(expected[key].data.buffer))).toBe(true);
+    disposeWeights(tower.visionModel);
+    expect(tf.memory().numTensors).toBe(before);
+  } finally {
+    file.close();
+  }
+});

@@ -6,6 +6,7 @@ import { LlavaVisionSettings, LLAVA_DEFAULTS, SelectFeature, llavaHfSettingsFrom
 import { CheckpointError, ConfigError } from '../errors';
 import { LAYOUT_KEYS, Layout, inferProjectorType } from '../io/layouts';
 import { DownloadOptions } from '../io/hub';
+import { buildForLoading } from '../model/module';
 import { Projector } from '../model/projector';
 import { CLIPImageProcessor } from '../image/processor';
 import { VisionForwardOptions } from '../model/vision_transformer';
@@ -226,13 +227,8 @@ function loadProjector(
     }
     let outFeatures = settings.projectorOut;
     if (outFeatures === null && source && type !== 'identity') outFeatures = source.info(prefixKey!(type === 'linear' ? 'weight' : '0.weight')).shape[0];
-    const projector = new Projector({
-      type,
-      inFeatures,
-      outFeatures: outFeatures ?? inFeatures,
-      hiddenAct: settings.projectorAct,
-      bias: settings.projectorBias,
-    });
+    const build = () => new Projector({ type, inFeatures, outFeatures: outFeatures ?? inFeatures, hiddenAct: settings.projectorAct, bias: settings.projectorBias });
+    const projector = source ? buildForLoading(build) : build();
     if (source) {
       try {
         loadWeights(projector, source, prefixKey);

@@ -87,7 +87,7 @@ function fromCheckpoint(ck: Checkpoint): OpenedSource {
       return { shape, dtype, file };
     },
     readFloat32: (n) => ck.readFloat32(n),
-    readFloat32Into: (n, out) => ck.readFloat32Into(n, out),
+    readBytes: (n, into) => ck.readBytes(n, into),
     close: () => ck.close(),
   };
 }

@@ -5,7 +5,8 @@ import { CLIPVisionConfig, clipVisionConfigFromJson, numPatchesPerSide } from '.
 import { SelectFeature, parseSelectFeature } from '../config/llava';
 import { ConfigError } from '../errors';
 import { CLIPVisionModel, VisionForwardOptions } from '../model/vision_transformer';
-import { KeyMap, TensorSource, loadWeights } from '../model/weights';
+import { KeyMap, TensorSource, disposeWeights, loadWeights } from '../model/weights';
+import { buildForLoading } from '../model/module';
 import { OpenedSource, openTensorSource } from './sources';
 
 export interface VisionTowerOptions {
@@ -57,12 +58,13 @@ export class CLIPVisionTower {
       this.warn(`${this.visionTowerName} is already loaded, \`load_model\` called again, skipping.`);
       return;
     }
-    const model = new CLIPVisionModel(this.config, { trainable: false });
     const tensors = source?.tensors ?? openTensorSource(this.visionTowerName);
+    let model: CLIPVisionModel | null = null;
     try {
+      model = buildForLoading(() => new CLIPVisionModel(this.config, { trainable: false }));
       loadWeights(model, tensors, source?.keyFor);
     } catch (e) {
-      for (const w of model.visionModel.weights) w.dispose();
+      if (model) disposeWeights(model); // a half-loaded tower holds unwritten memory: never keep it
       throw e;
     } finally {
       if (!source) (tensors as OpenedSource).close();

@@ -159,9 +159,9 @@ export class Checkpoint {
     return this.shard(this.fileFor(name)).readFloat32(name);
   }
 
-  /** See SafetensorsFile.readFloat32Into. */
-  readFloat32Into(name: string, out: Float32Array): Float32Array {
-    return this.shard(this.fileFor(name)).readFloat32Into(name, out);
+  /** See SafetensorsFile.readBytes. */
+  readBytes(name: string, into?: Uint8Array): Uint8Array {
+    return this.shard(this.fileFor(name)).readBytes(name, into);
   }
 
   read(name: string): RawTensor {

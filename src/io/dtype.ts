@@ -89,14 +89,20 @@ export function f32ToBf16Bits(x: number): number {
   return (u + 0x7fff + ((u >>> 16) & 1)) >>> 16; // < 2^32 for every non-NaN u
 }
 
-let f16Table: Float32Array | undefined;
-/** All 65536 halves decoded once (256 KB): a table lookup is the fastest exact per-element decode. */
-function f16Lut(): Float32Array {
-  if (!f16Table) {
-    f16Table = new Float32Array(65536);
-    for (let i = 0; i < 65536; i++) f16Table[i] = f16BitsToF32(i);
+const halfTables: Partial<Record<'F16' | 'BF16', Float32Array>> = {};
+/**
+ * All 65536 values of a 16-bit float dtype, decoded once (256 KB each): a table lookup is the fastest
+ * exact per-element decode in JS, and it lets one loop serve F16 and BF16.
+ */
+export function halfLut(dtype: 'F16' | 'BF16'): Float32Array {
+  let table = halfTables[dtype];
+  if (!table) {
+    table = new Float32Array(65536);
+    const decode = dtype === 'F16' ? f16BitsToF32 : bf16BitsToF32;
+    for (let i = 0; i < 65536; i++) table[i] = decode(i);
+    halfTables[dtype] = table;
   }
-  return f16Table;
+  return table;
 }
 
 /**
@@ -133,7 +139,7 @@ export function decodeToFloat32Into(dtype: DType, bytes: Uint8Array, out: Float3
       bf16Into(new Uint16Array(src.buffer, src.byteOffset, n), new Uint32Array(dst.buffer, dst.byteOffset, n));
       return dst;
     case 'F16':
-      f16Into(new Uint16Array(src.buffer, src.byteOffset, n), dst, f16Lut());
+      f16Into(new Uint16Array(src.buffer, src.byteOffset, n), dst, halfLut('F16'));
       return dst;
   }
   throw new Error('unreachable');

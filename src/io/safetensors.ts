@@ -10,7 +10,7 @@ import * as fs from 'fs';
 import { CheckpointError } from '../errors';
 import { writeAllSync, writeFileAtomic } from './atomic';
 import {
-  DType, DTYPE_SIZE, DTYPES, decodeToFloat32, decodeToFloat32Into, f32ToBf16Bits, f32ToF16Bits, isDType, isFloatDType,
+  DType, DTYPE_SIZE, DTYPES, decodeToFloat32, f32ToBf16Bits, f32ToF16Bits, isDType, isFloatDType,
 } from './dtype';
 
 export interface TensorInfo { name: string; dtype: DType; shape: number[]; begin: number; end: number }
@@ -96,7 +96,6 @@ function checkMetadata(x: unknown, where: string): Record<string, string> {
 
 export class SafetensorsFile {
   private fd: number | undefined;
-  private scratch: Uint8Array | undefined; // readFloat32Into's byte buffer
 
   private constructor(
     readonly path: string,
@@ -179,26 +178,6 @@ export class SafetensorsFile {
     // The buffer is ours and aligned: view F32 in place instead of copying it a second time.
     if (t.dtype === 'F32') return new Float32Array(bytes.buffer, 0, bytes.byteLength / 4);
     return decodeToFloat32(t.dtype, bytes, name);
-  }
-
-  /**
-   * `readFloat32` into the first elements of `out` (returned as a view): F32 is read straight into it,
-   * other dtypes through a byte buffer this file keeps and reuses. For loaders that take tensors one at
-   * a time: no fresh memory per tensor (fresh memory costs a page fault per 4 KB).
-   */
-  readFloat32Into(name: string, out: Float32Array): Float32Array {
-    const t = this.info(name);
-    if (!isFloatDType(t.dtype)) {
-      throw new CheckpointError(`${this.path}: tensor ${q(name)}: dtype ${t.dtype} cannot be read as float32`);
-    }
-    const len = t.end - t.begin;
-    if (t.dtype === 'F32') {
-      if (out.length * 4 < len) throw new RangeError(`${this.path}: tensor ${q(name)}: ${len / 4} elements do not fit an array of ${out.length}`);
-      this.readBytes(name, new Uint8Array(out.buffer, out.byteOffset, len));
-      return out.subarray(0, len / 4);
-    }
-    if (!this.scratch || this.scratch.length < len) this.scratch = new Uint8Array(len);
-    return decodeToFloat32Into(t.dtype, this.readBytes(name, this.scratch), out, name);
   }
 
   read(name: string): RawTensor {

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { CLIPVisionConfig, numPatchesPerSide } from '../config/clip';
 import { ConfigError } from '../errors';
-import { Module, Param, transpose2d, wholeParam, zerosInPlace } from './module';
+import { Module, Param, wholeParam, zerosInPlace } from './module';
 import { bicubicResizeMatrix } from './interpolate';
 
 /**
@@ -99,10 +99,7 @@ export class CLIPVisionEmbeddings extends tf.layers.Layer implements Module {
   params(): Record<string, Param> {
     const { numChannels: c, patchSize: p, hiddenSize: d } = this.config;
     return {
-      'patch_embedding.weight': wholeParam(this.patchKernel, [d, c, p, p], {
-        fromCheckpoint: (wt, scratch) => transpose2d(wt, d, c * p * p, scratch),
-        toCheckpoint: (k) => transpose2d(k, c * p * p, d),
-      }),
+      'patch_embedding.weight': wholeParam(this.patchKernel, [d, c, p, p], true), // kept as [C·P·P, D]: the unfolded patches' GEMM
       class_embedding: wholeParam(this.classEmbedding, [d]),
       'position_embedding.weight': wholeParam(this.positionEmbedding, [this.numPositions, d]),
     };

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { Module, Param, partsParam, transposeRegion, untransposeRegion, zerosInPlace } from './module';
+import { Module, Param, blocksParam, zerosInPlace } from './module';
 
 export interface LinearArgs {
   inFeatures: number;
@@ -158,40 +158,13 @@ export class Linear extends tf.layers.Layer implements Module {
 
   params(): Record<string, Param> {
     const [inF, outF] = [this.inFeatures, this.outFeatures];
-    const regions = this.regions();
-    const left = this.weightLeft;
-    const p: Record<string, Param> = {
-      weight: partsParam(
-        this.kernels,
-        [outF, inF],
-        (w, scratch) => {
-          let offset = 0;
-          return regions.map((r) => {
-            if (left) return w.subarray(r.r0 * inF, (r.r0 + r.nr) * inF); // rows of [out, in]: already contiguous
-            const out = scratch?.subarray(offset, (offset += r.nr * r.nc));
-            return transposeRegion(w, inF, r.r0, r.nr, r.c0, r.nc, out);
-          });
-        },
-        (parts) => {
-          const w = new Float32Array(outF * inF);
-          regions.forEach((r, j) => (left ? w.set(parts[j], r.r0 * inF) : untransposeRegion(parts[j], w, inF, r.r0, r.nr, r.c0, r.nc)));
-          return w;
-        },
-      ),
-    };
+    // A weight-left kernel part is rows of [out, in] as they are; the others are their transposes.
+    const weightBlocks = this.regions().map((r) => ({ ...r, transposed: !this.weightLeft }));
+    const p: Record<string, Param> = { weight: blocksParam(this.kernels, [outF, inF], inF, weightBlocks) };
     if (this.useBias) {
-      const n = this.biases.length;
-      const size = outF / n;
-      p.bias = partsParam(
-        this.biases,
-        [outF],
-        (b) => Array.from({ length: n }, (_, j) => b.subarray(j * size, (j + 1) * size)),
-        (parts) => {
-          const b = new Float32Array(outF);
-          parts.forEach((part, j) => b.set(part, j * size));
-          return b;
-        },
-      );
+      const size = outF / this.biases.length;
+      const biasBlocks = this.biases.map((_, j) => ({ r0: 0, nr: 1, c0: j * size, nc: size, transposed: false }));
+      p.bias = blocksParam(this.biases, [outF], outF, biasBlocks);
     }
     return p;
   }

@@ -1,6 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { CheckpointError } from '../errors';
-import { Module, Param, namedParams } from './module';
+import { writableHeapView } from '../backend';
+import { decodeBlock, encodeBlock } from '../io/blocks';
+import { DType, DTYPE_SIZE, isDType, isFloatDType } from '../io/dtype';
+import { Module, Param, namedParams, storedAsIs } from './module';
 
 /** What the loader needs from a checkpoint (safetensors, sharded, torch .bin): names, shapes, float data. */
 export interface TensorSource {
@@ -8,8 +11,11 @@ export interface TensorSource {
   has(name: string): boolean;
   info(name: string): { shape: number[]; dtype: string };
   readFloat32(name: string): Float32Array;
-  /** Optional: the same data into the first elements of `out`, returned as a view (no fresh array). */
-  readFloat32Into?(name: string, out: Float32Array): Float32Array;
+  /**
+   * Optional: the tensor's little-endian bytes in its own dtype, into the first bytes of `into` when
+   * given (returned as a view). Lets the loader decode straight into the backend's memory.
+   */
+  readBytes?(name: string, into?: Uint8Array): Uint8Array;
 }
 
 /** Maps a module path (`vision_model.embeddings.class_embedding`) to the checkpoint key of a layout. */
@@ -18,56 +24,83 @@ export type KeyMap = (modulePath: string) => string;
 const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 const sameShape = (a: number[], b: number[]) => a.length === b.length && a.every((v, i) => v === b[i]);
 const fmt = (s: number[]) => `[${s.join(', ')}]`;
+const bytesOf = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
 /**
  * Loads every parameter of `module` from `source`: a walk over module paths, each mapped to its
- * checkpoint key. A missing key or a shape that disagrees with the config is an error naming the key.
- * Tensors are read and uploaded one at a time (a split tensor part by part), so peak memory stays near
- * the converted weights.
+ * checkpoint key. A missing key, a shape that disagrees with the config or a non-float dtype is an error
+ * naming the key, raised before anything is written.
+ *
+ * Tensors are read one at a time into one reused byte buffer and decoded (and, for derived layouts,
+ * transposed) in one pass straight into each variable's memory: on wasm that is the variable's own
+ * memory in the wasm heap, so the weights are never held twice; an F32 tensor stored as is is read from
+ * the file directly into it.
  */
 export function loadWeights(module: Module, source: TensorSource, keyFor: KeyMap = (p) => p): string[] {
-  const params = [...namedParams(module)];
+  const params = [...namedParams(module)].map(([path, param]) => ({ key: keyFor(path), param }));
   // Check everything before writing anything: a bad checkpoint leaves the model untouched.
-  for (const [path, param] of params) {
-    const key = keyFor(path);
+  for (const { key, param } of params) {
     if (!source.has(key)) {
       throw new CheckpointError(`${source.source}: missing tensor "${key}" (expected shape ${fmt(param.checkpointShape)})`);
     }
-    const { shape } = source.info(key);
+    const { shape, dtype } = source.info(key);
     if (!sameShape(shape, param.checkpointShape)) {
       throw new CheckpointError(
         `${source.source}: tensor "${key}" has shape ${fmt(shape)} but the config expects ${fmt(param.checkpointShape)}`,
       );
     }
+    if (!isDType(dtype) || !isFloatDType(dtype)) throw new CheckpointError(`${source.source}: tensor "${key}": dtype ${dtype} cannot be read as float32`);
   }
-  const loaded: string[] = [];
-  // The wasm backend copies a tensor's data into its own heap on creation, so two scratch arrays (read,
-  // converted) can serve every tensor in turn: fresh arrays cost a page fault per 4 KB, seconds for
-  // ViT-L. Other backends may keep the array they are given: those get fresh ones.
-  const reuse = tf.getBackend() === 'wasm';
-  const largest = Math.max(0, ...params.map(([p]) => numel(source.info(keyFor(p)).shape)));
-  const readBuf = reuse && source.readFloat32Into ? new Float32Array(largest) : null;
-  const scratch = reuse ? new Float32Array(largest) : undefined;
-  for (const [path, param] of params) {
-    const key = keyFor(path);
-    const data = readBuf ? source.readFloat32Into!(key, readBuf) : source.readFloat32(key);
-    const into = scratch;
-    const parts = param.split ? param.split(data, into) : [param.fromCheckpoint ? param.fromCheckpoint(data, into) : data];
-    param.variables.forEach((variable, i) => {
-      const value = tf.tensor(parts[i], variable.shape as number[], 'float32');
-      variable.write(value);
-      value.dispose();
-    });
-    loaded.push(key);
+  const readBytes = source.readBytes?.bind(source);
+  const largest = Math.max(0, ...params.map(({ key }) => numel(source.info(key).shape) * DTYPE_SIZE[source.info(key).dtype as DType]));
+  const buffer = readBytes ? new Uint8Array(largest) : null;
+  for (const { key, param } of params) {
+    const dtype = source.info(key).dtype as DType;
+    if (readBytes && dtype === 'F32' && storedAsIs(param)) {
+      overwriteVariable(param.variables[0], (out) => void readBytes(key, bytesOf(out)));
+      continue;
+    }
+    const [fileDType, bytes]: [DType, Uint8Array] = readBytes ? [dtype, readBytes(key, buffer!)] : ['F32', bytesOf(source.readFloat32(key))];
+    param.variables.forEach((v, j) => overwriteVariable(v, (out) => decodeBlock(fileDType, bytes, param.cols, param.blocks[j], out, key)));
   }
-  return loaded;
+  return params.map(({ key }) => key);
+}
+
+/** Sets a parameter from float32 data in its checkpoint (PyTorch) layout. */
+export function writeParam(param: Param, data: Float32Array): void {
+  if (data.length !== numel(param.checkpointShape)) throw new RangeError(`${data.length} values for a tensor of shape ${fmt(param.checkpointShape)}`);
+  param.variables.forEach((v, j) => overwriteVariable(v, (out) => decodeBlock('F32', bytesOf(data), param.cols, param.blocks[j], out, 'data')));
+}
+
+/**
+ * Replaces a variable's data with what `fill` writes into the array it is given: the variable's own
+ * memory where the backend allows writing it in place (wasm, unshared data), else a fresh array that is
+ * uploaded after (other backends may keep the array they are given, so it is never reused).
+ */
+function overwriteVariable(variable: tf.LayerVariable, fill: (out: Float32Array) => void): void {
+  const current = variable.read();
+  const inPlace = writableHeapView(current);
+  if (inPlace) {
+    fill(inPlace);
+    return;
+  }
+  const data = new Float32Array(current.size);
+  fill(data);
+  const value = tf.tensor(data, current.shape, 'float32');
+  variable.write(value);
+  value.dispose();
 }
 
 /** A parameter's data in its checkpoint (PyTorch) layout. */
 export function readParam(param: Param): Float32Array {
-  const data = param.variables.map((v) => v.read().dataSync() as Float32Array);
-  if (param.join) return param.join(data);
-  return param.toCheckpoint ? param.toCheckpoint(data[0]) : Float32Array.from(data[0]);
+  return toCheckpointLayout(param, param.variables.map((v) => v.read().dataSync() as Float32Array));
+}
+
+/** Per-variable data of a parameter (its values, or e.g. their gradients) -> one array in the checkpoint's layout. */
+export function toCheckpointLayout(param: Param, parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(numel(param.checkpointShape));
+  parts.forEach((part, j) => encodeBlock(part, out, param.cols, param.blocks[j]));
+  return out;
 }
 
 /** The module's parameters as float32 checkpoint tensors (PyTorch layout), keyed by `keyFor(path)`. */

@@ -14,7 +14,7 @@ import { LAYOUT_KEYS, inferProjectorType } from '../io/layouts';
 import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../io/safetensors';
 import { namedParams } from '../model/module';
 import { Projector } from '../model/projector';
-import { KeyMap, exportWeights, loadWeights } from '../model/weights';
+import { KeyMap, exportWeights, loadWeights, toCheckpointLayout, writeParam } from '../model/weights';
 
 export type LossFn = (prediction: tf.Tensor, target: tf.Tensor) => tf.Scalar;
 
@@ -88,11 +88,12 @@ export function projectorGradients(
   try {
     const out: ProjectorGradients = { loss: value.dataSync()[0], grads: {} };
     for (const [path, param] of namedParams(projector)) {
-      const g = grads[(param.variable.read() as tf.Variable).name];
-      if (!g) throw new ConfigError(`no gradient for projector parameter ${path} (is it trainable?)`);
-      let data = g.dataSync() as Float32Array;
-      data = param.toCheckpoint ? param.toCheckpoint(data) : Float32Array.from(data);
-      out.grads[keyFor(path)] = { shape: [...param.checkpointShape], data };
+      const parts = param.variables.map((v) => {
+        const g = grads[(v.read() as tf.Variable).name];
+        if (!g) throw new ConfigError(`no gradient for projector parameter ${path} (is it trainable?)`);
+        return g.dataSync() as Float32Array;
+      });
+      out.grads[keyFor(path)] = { shape: [...param.checkpointShape], data: toCheckpointLayout(param, parts) };
     }
     return out;
   } finally {
@@ -185,9 +186,7 @@ export function initProjector(projector: Projector, seed = 0): void {
     for (const [, param] of namedParams(linear)) {
       const n = param.checkpointShape.reduce((a, b) => a * b, 1);
       const data = Float32Array.from({ length: n }, () => (2 * rand() - 1) * bound);
-      const value = tf.tensor(param.fromCheckpoint ? param.fromCheckpoint(data) : data, param.variable.shape as number[], 'float32');
-      param.variable.write(value);
-      value.dispose();
+      writeParam(param, data);
     }
   }
 }
