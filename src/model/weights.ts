@@ -3,6 +3,7 @@ import { CheckpointError } from '../errors';
 import { writableHeapView } from '../backend';
 import { decodeBlock, encodeBlock } from '../io/blocks';
 import { DType, DTYPE_SIZE, isDType, isFloatDType } from '../io/dtype';
+import { WasmBlockDecoder } from './kernels/wasm_decoder';
 import { Module, Param, namedParams, storedAsIs } from './module';
 
 /** What the loader needs from a checkpoint (safetensors, sharded, torch .bin): names, shapes, float data. */
@@ -52,16 +53,34 @@ export function loadWeights(module: Module, source: TensorSource, keyFor: KeyMap
     if (!isDType(dtype) || !isFloatDType(dtype)) throw new CheckpointError(`${source.source}: tensor "${key}": dtype ${dtype} cannot be read as float32`);
   }
   const readBytes = source.readBytes?.bind(source);
-  const largest = Math.max(0, ...params.map(({ key }) => numel(source.info(key).shape) * DTYPE_SIZE[source.info(key).dtype as DType]));
-  const buffer = readBytes ? new Uint8Array(largest) : null;
-  for (const { key, param } of params) {
+  const tensors = params.map(({ key, param }) => {
     const dtype = source.info(key).dtype as DType;
-    if (readBytes && dtype === 'F32' && storedAsIs(param)) {
-      overwriteVariable(param.variables[0], (out) => void readBytes(key, bytesOf(out)));
-      continue;
+    const elements = numel(param.checkpointShape);
+    return { key, param, dtype, elements, bytes: elements * DTYPE_SIZE[dtype], direct: !!readBytes && dtype === 'F32' && storedAsIs(param) };
+  });
+  const staged = tensors.filter((t) => !t.direct);
+  const largest = Math.max(0, ...staged.map((t) => t.bytes));
+  const decoder = readBytes && staged.length ? WasmBlockDecoder.create(largest) : null;
+  const buffer = readBytes && !decoder ? new Uint8Array(largest) : null;
+  try {
+    for (const { key, param, dtype, bytes, direct } of tensors) {
+      if (direct) {
+        overwriteVariable(param.variables[0], (out) => void readBytes!(key, bytesOf(out)));
+        continue;
+      }
+      // Heap views are taken after every allocation and used before the next one (a heap growth detaches them).
+      const inPlace = decoder ? param.variables.map((v) => writableHeapView(v.read())) : [];
+      if (decoder && inPlace.every((o) => o !== null)) {
+        const input = decoder.input(bytes);
+        readBytes!(key, input);
+        decoder.decode(dtype, input, param.cols, param.blocks, inPlace as Float32Array[], key);
+        continue;
+      }
+      const [fileDType, data]: [DType, Uint8Array] = readBytes ? [dtype, readBytes(key, buffer ?? new Uint8Array(bytes))] : ['F32', bytesOf(source.readFloat32(key))];
+      param.variables.forEach((v, j) => overwriteVariable(v, (out) => decodeBlock(fileDType, data, param.cols, param.blocks[j], out, key)));
     }
-    const [fileDType, bytes]: [DType, Uint8Array] = readBytes ? [dtype, readBytes(key, buffer!)] : ['F32', bytesOf(source.readFloat32(key))];
-    param.variables.forEach((v, j) => overwriteVariable(v, (out) => decodeBlock(fileDType, bytes, param.cols, param.blocks[j], out, key)));
+  } finally {
+    decoder?.dispose();
   }
   return params.map(({ key }) => key);
 }
