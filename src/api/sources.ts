@@ -1,7 +1,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { CheckpointError, ConfigError } from '../errors';
-import { Checkpoint, findCheckpointFiles, readIndex } from '../io/checkpoint';
+import { Checkpoint, findCheckpointFiles } from '../io/checkpoint';
+import { ShardedFiles } from '../io/shards';
 import { DType } from '../io/dtype';
 import { TorchBinFile } from '../io/torch_bin';
 import { TensorSource } from '../model/weights';
@@ -111,63 +112,31 @@ function fromTorchBin(bin: TorchBinFile): OpenedSource {
 /** `pytorch_model.bin.index.json` + `pytorch_model-0000k-of-0000n.bin`; shards are opened on first use. */
 class TorchBinShards implements OpenedSource {
   readonly format = 'torch_bin';
-  private readonly opened = new Map<string, TorchBinFile>();
 
-  private constructor(readonly source: string, private readonly weightMap: Map<string, string>) {}
+  private constructor(readonly source: string, private readonly shards: ShardedFiles<TorchBinFile>) {}
 
   static open(indexPath: string): TorchBinShards {
-    const { weightMap } = readIndex(indexPath);
-    const dir = path.dirname(indexPath);
-    const byPath = new Map<string, string>();
-    for (const [name, file] of weightMap) {
-      const p = path.join(dir, file);
-      if (!isFile(p)) throw new CheckpointError(`${indexPath}: shard ${JSON.stringify(file)} (holding ${JSON.stringify(name)}) not found in ${dir}`);
-      byPath.set(name, p);
-    }
-    return new TorchBinShards(indexPath, byPath);
+    return new TorchBinShards(indexPath, ShardedFiles.fromIndex(indexPath, indexPath, (f) => TorchBinFile.open(f)).shards);
   }
 
   keys(): string[] {
-    return [...this.weightMap.keys()].sort();
+    return this.shards.keys();
   }
   files(): string[] {
-    return [...new Set(this.weightMap.values())].sort();
+    return this.shards.paths();
   }
   has(name: string): boolean {
-    return this.weightMap.has(name);
+    return this.shards.has(name);
   }
   info(name: string): { shape: number[]; dtype: DType; file: string } {
-    const file = this.fileFor(name);
-    const { shape, dtype } = this.shard(file).info(name);
-    return { shape, dtype, file };
+    const { shape, dtype } = this.shards.shardFor(name).info(name);
+    return { shape, dtype, file: this.shards.fileFor(name) };
   }
   readFloat32(name: string): Float32Array {
-    return this.shard(this.fileFor(name)).readFloat32(name);
+    return this.shards.shardFor(name).readFloat32(name);
   }
   close(): void {
-    for (const f of this.opened.values()) f.close();
-    this.opened.clear();
-  }
-
-  private fileFor(name: string): string {
-    const file = this.weightMap.get(name);
-    if (file === undefined) throw new CheckpointError(`${this.source}: no tensor ${JSON.stringify(name)} in this checkpoint`);
-    return file;
-  }
-
-  private shard(file: string): TorchBinFile {
-    let bin = this.opened.get(file);
-    if (!bin) {
-      bin = TorchBinFile.open(file);
-      for (const [name, f] of this.weightMap) {
-        if (f === file && !bin.has(name)) {
-          bin.close();
-          throw new CheckpointError(`${this.source}: tensor ${JSON.stringify(name)} is listed in the index but missing from shard ${file}`);
-        }
-      }
-      this.opened.set(file, bin);
-    }
-    return bin;
+    this.shards.close();
   }
 }
 
