@@ -5,7 +5,7 @@ import { CheckpointError } from '../src/errors';
 import {
   DTYPE_SIZE, DType, bf16BitsToF32, decodeToFloat32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits,
 } from '../src/io/dtype';
-import { SafetensorsFile, TensorToWrite, serializeSafetensors, writeSafetensors } from '../src/io/safetensors';
+import { SafetensorsFile, TensorToWrite, serializeSafetensors, writeSafetensors, writeSafetensorsStreaming } from '../src/io/safetensors';
 import { writeFileAtomic } from '../src/io/atomic';
 // The raw module object (not an import-star copy), so a spy on it is seen by src/io/safetensors.ts.
 import fsRaw = require('fs');
@@ -449,6 +449,33 @@ describe('atomic writes', () => {
     })).toThrow(/"x"/);
     expect(Buffer.compare(fs.readFileSync(p), before)).toBe(0);
     expect(fs.readdirSync(path.dirname(p))).toEqual(['model.safetensors']);
+  });
+
+  test('writeSafetensorsStreaming: same bytes as writeSafetensors, one producer call per tensor in name order; a wrong byte count or duplicate name keeps the old file', () => {
+    const dir = path.join(tmp, 'streaming');
+    fs.mkdirSync(dir);
+    const [a, b] = [path.join(dir, 'a.safetensors'), path.join(dir, 'b.safetensors')];
+    const record: Record<string, TensorToWrite> = {
+      'layers.10.w': { dtype: 'F16', shape: [2], data: new Uint16Array([0x3c00, 0xc000]) },
+      'layers.9.w': { dtype: 'F32', shape: [1, 2], data: new Float32Array([1.5, -2]) },
+      '2': { dtype: 'U8', shape: [3], data: new Uint8Array([1, 2, 3]) },
+    };
+    writeSafetensors(a, record, { note: 'x' });
+    const calls: string[] = [];
+    const streamed = Object.entries(record).map(([name, t]) => ({
+      name, dtype: t.dtype, shape: t.shape,
+      bytes: () => (calls.push(name), new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)),
+    }));
+    writeSafetensorsStreaming(b, streamed, { note: 'x' });
+    expect(Buffer.compare(fs.readFileSync(b), fs.readFileSync(a))).toBe(0);
+    expect(calls).toEqual(['2', 'layers.10.w', 'layers.9.w']);
+    const before = fs.readFileSync(b);
+    const short = streamed.map((t) => (t.name === 'layers.9.w' ? { ...t, bytes: () => new Uint8Array(4) } : t));
+    expect(() => writeSafetensorsStreaming(b, short)).toThrow(/"layers\.9\.w": 4 bytes produced but F32 \[1, 2\] needs 8/);
+    expect(() => writeSafetensorsStreaming(b, [...streamed, streamed[0]])).toThrow(/duplicate name/);
+    expect(() => writeSafetensorsStreaming(b, [{ ...streamed[0], dtype: 'F8' as never }])).toThrow(/unknown dtype/);
+    expect(Buffer.compare(fs.readFileSync(b), before)).toBe(0);
+    expect(fs.readdirSync(dir).sort()).toEqual(['a.safetensors', 'b.safetensors']);
   });
 
   test('writeFileAtomic: error mid-write removes the temp file; success replaces the target', () => {

@@ -9,18 +9,17 @@
  *   clip_tower/  config.json (the case's, verbatim), preprocessor_config.json, model.safetensors (vision_model.*)
  *   llava/       config.json (LLaVA: mm_projector_type, mm_hidden_size, ...), model.safetensors (model.mm_projector.*)
  *
- * A full ViT-L/14-336 is 1.2 GB in F32, so tensors are generated and written one at a time (streaming
- * safetensors writer below, byte-identical to src/io/safetensors.ts's writeSafetensors) instead of building
- * one in-memory record of all weights as writeSafetensors needs.
+ * A full ViT-L/14-336 is 1.2 GB in F32, so tensors are generated and written one at a time
+ * (src/io/safetensors.ts's writeSafetensorsStreaming) instead of held in memory all at once.
  * An existing file whose __metadata__ matches (generator, dtype, fingerprint of the names/shapes) is kept.
  */
 import * as fs from 'fs';
 import * as path from 'path';
 import { createHash } from 'crypto';
-import { writeAllSync, writeFileAtomic } from '../src/io/atomic';
+import { writeFileAtomic } from '../src/io/atomic';
 import { f32ToBf16Bits, f32ToF16Bits } from '../src/io/dtype';
-import { SafetensorsFile } from '../src/io/safetensors';
-import { CheckpointError, ConfigError } from '../src/errors';
+import { SafetensorsFile, writeSafetensorsStreaming } from '../src/io/safetensors';
+import { ConfigError } from '../src/errors';
 import { generateTensor, numel, TensorSpec } from './weightgen';
 import { visionTowerSpecs } from '../src/api/inspect';
 import { clipVisionConfigFromJson } from '../src/config/clip';
@@ -88,52 +87,29 @@ const sameRecord = (a: Record<string, string> | undefined, b: Record<string, str
   a !== undefined && Object.keys(a).length === Object.keys(b).length && Object.keys(b).every((k) => a[k] === b[k]);
 
 /**
- * Streams generated tensors into one safetensors file. F16/BF16 hold the round-to-nearest-even of the
- * float32 value (the spec). Peak memory: one float32 tensor + its encoded bytes.
- * The header is built exactly like src/io/safetensors.ts's writer (metadata first, then names in sorted
- * order, by hand so integer-like names are not hoisted; spaces to an 8-byte boundary).
+ * Streams generated tensors into one safetensors file (`writeSafetensorsStreaming`: one tensor in
+ * memory at a time). F16/BF16 hold the round-to-nearest-even of the float32 value (the spec).
  */
 export function writeGeneratedSafetensors(
   file: string, specs: TensorSpec[], dtype: GenDType, force = false,
 ): WriteResult {
-  const sorted = [...specs].sort((a, b) => cmp(a.name, b.name));
-  const metadata = generatedMetadata(sorted, dtype);
-  const size = dtype === 'F32' ? 4 : 2;
-  const entries = [`"__metadata__":${JSON.stringify(metadata)}`];
-  let offset = 0;
-  sorted.forEach(({ name, shape }, i) => {
-    if (i > 0 && sorted[i - 1].name === name) throw new CheckpointError(`${file}: duplicate tensor name ${JSON.stringify(name)}`);
-    const end = offset + numel(shape) * size;
-    entries.push(`${JSON.stringify(name)}:${JSON.stringify({ dtype, shape, data_offsets: [offset, end] })}`);
-    offset = end;
-  });
-  const result = { file, tensors: sorted.length, bytes: offset };
+  const metadata = generatedMetadata(specs, dtype);
+  const result = { file, tensors: specs.length, bytes: specs.reduce((sum, s) => sum + numel(s.shape) * (dtype === 'F32' ? 4 : 2), 0) };
   if (!force && sameRecord(existingMetadata(file), metadata)) return { ...result, cached: true };
 
-  const json = Buffer.from(`{${entries.join(',')}}`, 'utf8');
-  const padded = Buffer.concat([json, Buffer.alloc((8 - (json.length % 8)) % 8, 0x20)]);
-  const head = Buffer.alloc(8 + padded.length);
-  head.writeBigUInt64LE(BigInt(padded.length), 0);
-  padded.copy(head, 8);
-
   fs.mkdirSync(path.dirname(file), { recursive: true });
-  const maxN = Math.max(0, ...sorted.map((s) => numel(s.shape)));
+  const maxN = Math.max(0, ...specs.map((s) => numel(s.shape)));
   const f32 = new Float32Array(maxN); // reused for every tensor
   const half = dtype === 'F32' ? undefined : new Uint16Array(maxN);
   const toBits = dtype === 'F16' ? f32ToF16Bits : f32ToBf16Bits;
-  writeFileAtomic(file, (fd) => {
-    writeAllSync(fd, head);
-    for (const { name, shape } of sorted) {
-      const n = numel(shape);
-      const data = generateTensor(name, shape, f32.subarray(0, n));
-      if (!half) {
-        writeAllSync(fd, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-      } else {
-        for (let i = 0; i < n; i++) half[i] = toBits(data[i]);
-        writeAllSync(fd, new Uint8Array(half.buffer, 0, 2 * n));
-      }
-    }
-  });
+  const bytes = (name: string, shape: number[]) => () => {
+    const n = numel(shape);
+    const data = generateTensor(name, shape, f32.subarray(0, n));
+    if (!half) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    for (let i = 0; i < n; i++) half[i] = toBits(data[i]);
+    return new Uint8Array(half.buffer, 0, 2 * n);
+  };
+  writeSafetensorsStreaming(file, specs.map(({ name, shape }) => ({ name, dtype, shape, bytes: bytes(name, shape) })), metadata);
   return { ...result, cached: false };
 }
 

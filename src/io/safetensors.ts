@@ -222,24 +222,25 @@ const ARRAY_KINDS: Record<DType, string[]> = {
 
 const kindOf = (x: unknown): string => Object.prototype.toString.call(x).slice(8, -1);
 
-interface Part { name: string; byteLength: number; bytes: () => Uint8Array }
+interface Part { name: string; dtype: DType; shape: number[]; byteLength: number; bytes: () => Uint8Array }
+
+/** A tensor whose bytes are produced only when the file is written (generated or converted one at a time). */
+export interface StreamedTensor {
+  name: string;
+  dtype: DType;
+  shape: number[];
+  /** The tensor's little-endian bytes; called once, in name order, while the file is written. */
+  bytes: () => Uint8Array;
+}
 
 /** Validate everything and lay out the file before any byte is written (so a bad tensor never touches disk). */
 function prepare(tensors: Record<string, TensorToWrite>, metadata?: Record<string, string>) {
   const parts: Part[] = [];
-  const entries: string[] = [];
-  if (metadata !== undefined) entries.push(`"__metadata__":${JSON.stringify(checkMetadata(metadata, 'metadata'))}`);
-  let offset = 0;
   for (const name of Object.keys(tensors).sort()) {
     const { dtype, shape, data } = tensors[name];
     const bad = (msg: string) => new CheckpointError(`writing tensor ${q(name)}: ${msg}`);
-    if (name === '__metadata__') throw bad('"__metadata__" is reserved');
-    if (!isDType(dtype)) throw bad(`unknown dtype ${q(dtype)} (allowed: ${DTYPES.join(', ')})`);
-    if (!Array.isArray(shape) || !shape.every(isCount)) {
-      throw bad(`shape ${q(shape)} must be an array of non-negative integers`);
-    }
+    const byteLength = checkTensor(name, dtype, shape);
     const n = numElements(shape);
-    const byteLength = n * DTYPE_SIZE[dtype];
     const kind = kindOf(data);
     let bytes: () => Uint8Array;
     if (kind === 'Uint8Array') {
@@ -260,9 +261,30 @@ function prepare(tensors: Record<string, TensorToWrite>, metadata?: Record<strin
     } else {
       throw bad(`data is a ${kind}; ${dtype} takes ${ARRAY_KINDS[dtype].join(' or ')} (or raw bytes as Uint8Array)`);
     }
-    entries.push(`${q(name)}:${JSON.stringify({ dtype, shape, data_offsets: [offset, offset + byteLength] })}`);
-    parts.push({ name, byteLength, bytes });
-    offset += byteLength;
+    parts.push({ name, dtype, shape, byteLength, bytes });
+  }
+  return { header: buildHeader(parts, metadata), parts };
+}
+
+/** Name, dtype and shape checks shared by both writers; returns the tensor's byte length. */
+function checkTensor(name: string, dtype: DType, shape: number[]): number {
+  const bad = (msg: string) => new CheckpointError(`writing tensor ${q(name)}: ${msg}`);
+  if (name === '__metadata__') throw bad('"__metadata__" is reserved');
+  if (!isDType(dtype)) throw bad(`unknown dtype ${q(dtype)} (allowed: ${DTYPES.join(', ')})`);
+  if (!Array.isArray(shape) || !shape.every(isCount)) {
+    throw bad(`shape ${q(shape)} must be an array of non-negative integers`);
+  }
+  return numElements(shape) * DTYPE_SIZE[dtype];
+}
+
+/** The 8-byte length + JSON header for `parts` in their order, data offsets consecutive. */
+function buildHeader(parts: Part[], metadata?: Record<string, string>): Buffer {
+  const entries: string[] = [];
+  if (metadata !== undefined) entries.push(`"__metadata__":${JSON.stringify(checkMetadata(metadata, 'metadata'))}`);
+  let offset = 0;
+  for (const p of parts) {
+    entries.push(`${q(p.name)}:${JSON.stringify({ dtype: p.dtype, shape: p.shape, data_offsets: [offset, offset + p.byteLength] })}`);
+    offset += p.byteLength;
   }
   // Built by hand so the header keeps sorted order (JS objects would hoist integer-like names).
   const json = Buffer.from(`{${entries.join(',')}}`, 'utf8');
@@ -271,7 +293,7 @@ function prepare(tensors: Record<string, TensorToWrite>, metadata?: Record<strin
   const header = Buffer.alloc(8 + padded.length);
   header.writeBigUInt64LE(BigInt(padded.length), 0);
   padded.copy(header, 8);
-  return { header, parts, dataSize: offset };
+  return header;
 }
 
 function asBytes(a: TypedData): Uint8Array {
@@ -282,8 +304,8 @@ function asBytes(a: TypedData): Uint8Array {
 export function serializeSafetensors(
   tensors: Record<string, TensorToWrite>, metadata?: Record<string, string>,
 ): Buffer {
-  const { header, parts, dataSize } = prepare(tensors, metadata);
-  const out = Buffer.alloc(header.length + dataSize);
+  const { header, parts } = prepare(tensors, metadata);
+  const out = Buffer.alloc(header.length + parts.reduce((sum, p) => sum + p.byteLength, 0));
   header.copy(out, 0);
   let pos = header.length;
   for (const p of parts) {
@@ -301,5 +323,30 @@ export function writeSafetensors(
   writeFileAtomic(path, (fd) => {
     writeAllSync(fd, header);
     for (const p of parts) writeAllSync(fd, p.bytes());
+  });
+}
+
+/**
+ * `writeSafetensors` for tensors produced one at a time while the file is written (sorted by name, as
+ * the other writer does), so peak memory is one tensor, not the file. Names, dtypes and shapes are
+ * checked before anything is written; a producer returning the wrong byte count aborts the write, and
+ * the target keeps its old content.
+ */
+export function writeSafetensorsStreaming(path: string, tensors: StreamedTensor[], metadata?: Record<string, string>): void {
+  const sorted = [...tensors].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const parts: Part[] = sorted.map(({ name, dtype, shape, bytes }, i) => {
+    if (i > 0 && sorted[i - 1].name === name) throw new CheckpointError(`writing tensor ${q(name)}: duplicate name`);
+    return { name, dtype, shape, byteLength: checkTensor(name, dtype, shape), bytes };
+  });
+  const header = buildHeader(parts, metadata);
+  writeFileAtomic(path, (fd) => {
+    writeAllSync(fd, header);
+    for (const p of parts) {
+      const bytes = p.bytes();
+      if (bytes.byteLength !== p.byteLength) {
+        throw new CheckpointError(`writing tensor ${q(p.name)}: ${bytes.byteLength} bytes produced but ${shapeStr(p.dtype, p.shape)} needs ${p.byteLength}`);
+      }
+      writeAllSync(fd, bytes);
+    }
   });
 }
