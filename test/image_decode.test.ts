@@ -3,7 +3,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { decodeImage } from '../src/image/decode';
 import { ImageError } from '../src/errors';
-import { FIXTURES, IMAGES, readJson, sha256 } from './image_helpers';
+import { FIXTURES, IMAGES, readJson, sha256 } from './helpers/images';
 
 const manifest = readJson<Record<string, { size_wh: [number, number]; mode: string; rgb_u8_sha256: string }>>(
   path.join(IMAGES, 'manifest.json'),

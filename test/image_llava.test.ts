@@ -15,7 +15,7 @@ import {
 } from '../src/image/llava';
 import { CLIPImageProcessor } from '../src/image/processor';
 import { RgbImage } from '../src/image/types';
-import { CASES, Expected, IMAGES, readJson } from './image_helpers';
+import { CASES, Expected, IMAGES, readJson } from './helpers/images';
 
 const llavaCases = fs
   .readdirSync(CASES)

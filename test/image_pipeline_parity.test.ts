@@ -8,7 +8,7 @@ import { encodeImages, SaveName } from '../src/api/encode_job';
 import { LlavaVision } from '../src/api/llava_vision';
 import { TensorToWrite } from '../src/io/safetensors';
 import { GoldenCase, expectParity, loadCase, recordExactPixels, writeParityReport } from './helpers/golden';
-import { Expected } from './image_helpers';
+import { Expected } from './helpers/images';
 
 afterAll(() => writeParityReport('images'));
 

@@ -5,7 +5,7 @@ import { decodeImage } from '../src/image/decode';
 import { CLIPImageProcessor } from '../src/image/processor';
 import { RgbImage } from '../src/image/types';
 import { recordExactPixels, writeParityReport } from './helpers/golden';
-import { CASES, Expected, IMAGES, casesWithExpected, readJson } from './image_helpers';
+import { CASES, Expected, IMAGES, casesWithExpected, readJson } from './helpers/images';
 
 interface GoldenRun {
   label: string;

@@ -3,7 +3,7 @@ import * as path from 'path';
 import { decodeImage } from '../src/image/decode';
 import { resizeImage, Resample } from '../src/image/resample';
 import { RgbImage } from '../src/image/types';
-import { CASES, Expected, FIXTURES, IMAGES, casesWithExpected, firstDiff, readJson, sha256 } from './image_helpers';
+import { CASES, Expected, FIXTURES, IMAGES, casesWithExpected, firstDiff, readJson, sha256 } from './helpers/images';
 
 /** Every `*.resized_u8` tensor with the image file and the resample filter that produced it. */
 function goldenResizes(): { label: string; image: string; resample: number; tensor: () => Uint8Array; shape: number[] }[] {

@@ -1,12 +1,12 @@
-/** Shared helpers for the image tests: fixture paths, expected tensors (full or trimmed), hashing. */
+/** Shared helpers for the image tests: expected tensors (full or trimmed), hashing. Fixture paths live in golden.ts. */
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import { SafetensorsFile } from '../src/io/safetensors';
+import { SafetensorsFile } from '../../src/io/safetensors';
+import { CASES, FIXTURES } from './golden';
 
-export const FIXTURES = path.join(__dirname, 'fixtures');
+export { CASES, FIXTURES };
 export const IMAGES = path.join(FIXTURES, 'images');
-export const CASES = path.join(FIXTURES, 'cases');
 
 export interface Tensor {
   dtype: string;
