@@ -56,7 +56,11 @@ async function trySetBackend(name: Exclude<BackendChoice, 'auto'>): Promise<stri
     } else if (name === 'wasm') {
       require('@tensorflow/tfjs-backend-wasm');
     }
-    return (await tf.setBackend(name)) ? null : 'initialisation failed';
+    if (!(await tf.setBackend(name))) return 'initialisation failed';
+    // tfjs-backend-cpu prints a 5-line "install tfjs-node" banner on its first tensor; our one line
+    // (describe) already says which backend runs and how to get a faster one.
+    if (name === 'cpu') (tf.backend() as unknown as { firstUse?: boolean }).firstUse = false;
+    return null;
   } catch (e) {
     return (e as Error).message.split('\n')[0];
   }
@@ -76,6 +80,7 @@ function requireFirst(modules: string[]): void {
 }
 
 function describe(name: string): string {
+  if (name === 'cpu') return ' (pure JS, slow: the default wasm backend or @tensorflow/tfjs-node@4.22.0 are much faster)';
   if (name !== 'wasm') return '';
   try {
     const simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT');

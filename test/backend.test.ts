@@ -29,3 +29,17 @@ test('a bad env var value is an error naming the variable', async () => {
 test('asking for tensorflow without tfjs-node installed is a clear error', async () => {
   await expect(initBackend({ backend: 'tensorflow', log: null })).rejects.toThrow(/no usable tfjs backend for "tensorflow" \(tensorflow: neither @tensorflow\/tfjs-node nor @tensorflow\/tfjs-node-gpu is installed/);
 });
+
+test('cpu: our one line says it is slow and what is faster; tfjs-backend-cpu\'s own banner is not printed', async () => {
+  const lines: string[] = [];
+  const warn = jest.spyOn(console, 'warn').mockImplementation(() => {});
+  try {
+    expect(await initBackend({ backend: 'cpu', log: (l) => lines.push(l) })).toBe('cpu');
+    tf.tidy(() => tf.add(tf.tensor1d([1]), 1).dataSync()); // the first tensor is what triggers the banner
+    expect(lines).toEqual([expect.stringMatching(/^llava-vision: tfjs backend "cpu" \(pure JS, slow: .*wasm.*tfjs-node/)]);
+    expect(warn).not.toHaveBeenCalled();
+  } finally {
+    warn.mockRestore();
+    await initBackend({ backend: 'wasm', log: null });
+  }
+});
