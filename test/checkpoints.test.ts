@@ -5,7 +5,6 @@
  * F32/F16/BF16 in every layout, and LLM weights never read.
  */
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import erf = require('@stdlib/math-base-special-erf');
@@ -21,28 +20,17 @@ import { TorchBinFile } from '../src/io/torch_bin';
 import { crc32 } from '../src/io/zip';
 import { checkParity } from '../src/parity';
 import { CASES, FIXTURES, GoldenCase, expectParity, loadCase, writeParityReport } from './helpers/golden';
+import { isolatedTempDir } from './helpers/isolation';
 
-let tmp: string;
-let savedHubCache: string | undefined;
-beforeAll(async () => {
-  await initBackend({ log: null });
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'checkpoints-test-'));
-  // mm_vision_tower must never resolve through a real HF cache on this machine
-  savedHubCache = process.env.HF_HUB_CACHE;
-  process.env.HF_HUB_CACHE = path.join(tmp, 'empty-hub');
-});
-afterAll(() => {
-  writeParityReport('checkpoints');
-  if (savedHubCache === undefined) delete process.env.HF_HUB_CACHE;
-  else process.env.HF_HUB_CACHE = savedHubCache;
-  fs.rmSync(tmp, { recursive: true, force: true });
-});
+const tmp = isolatedTempDir('checkpoints-test-');
+beforeAll(() => initBackend({ log: null }));
+afterAll(() => writeParityReport('checkpoints'));
 
 // ------------------------------------------------------------------------------------------ helpers
 
 let dirCount = 0;
 function freshDir(name: string): string {
-  const dir = path.join(tmp, `${dirCount++}-${name}`);
+  const dir = path.join(tmp(), `${dirCount++}-${name}`);
   fs.mkdirSync(dir, { recursive: true });
   return dir;
 }

@@ -3,7 +3,6 @@
  * ignored — checked against what `LlavaVision.load` actually reads, tensor by tensor.
  */
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { InspectReport, inspectCheckpoint, naturalCompare, visionTowerSpecs } from '../src/api/inspect';
 import { LlavaVision, LoadOptions } from '../src/api/llava_vision';
@@ -15,6 +14,7 @@ import { CLIPVisionModel } from '../src/model/vision_transformer';
 import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../src/io/safetensors';
 import { TorchBinFile } from '../src/io/torch_bin';
 import { CASES, FIXTURES } from './helpers/golden';
+import { isolatedTempDir } from './helpers/isolation';
 
 const L16 = path.join(CASES, 's336_llava16_anyres_spatial_unpad');
 const L15 = path.join(CASES, 's336_llava15_pad_mlp2x');
@@ -23,19 +23,8 @@ const HF_LEGACY = path.join(CASES, 'tiny_llavahf_legacy_keys_full_f32', 'model')
 const CLIP_FULL = path.join(CASES, 'tiny_clip_full_layout_f32', 'model');
 const CLIP_BIN = path.join(FIXTURES, 'torch_bin', 'tiny_clip_vision_f16', 'pytorch_model.bin');
 
-let tmp: string;
-let savedHubCache: string | undefined;
-beforeAll(async () => {
-  await initBackend({ log: null });
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cli-inspect-'));
-  savedHubCache = process.env.HF_HUB_CACHE;
-  process.env.HF_HUB_CACHE = path.join(tmp, 'empty-hub');
-});
-afterAll(() => {
-  if (savedHubCache === undefined) delete process.env.HF_HUB_CACHE;
-  else process.env.HF_HUB_CACHE = savedHubCache;
-  fs.rmSync(tmp, { recursive: true, force: true });
-});
+const tmp = isolatedTempDir('cli-inspect-');
+beforeAll(() => initBackend({ log: null }));
 
 async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
@@ -46,7 +35,7 @@ async function run(args: string[]): Promise<{ code: number; out: string; err: st
 
 let n = 0;
 function copyDir(src: string): string {
-  const dst = path.join(tmp, `${n++}-${path.basename(src)}`);
+  const dst = path.join(tmp(), `${n++}-${path.basename(src)}`);
   fs.cpSync(src, dst, { recursive: true });
   return dst;
 }
@@ -125,7 +114,7 @@ describe('inspectCheckpoint agrees with what LlavaVision.load reads', () => {
   });
 
   test('pretrain release (config.json + mm_projector.bin): the projector comes from the .bin', async () => {
-    const dir = path.join(tmp, 'pretrain');
+    const dir = path.join(tmp(), 'pretrain');
     fs.mkdirSync(dir);
     for (const f of ['config.json', 'mm_projector.bin']) fs.copyFileSync(path.join(L15, 'llava', f), path.join(dir, f));
     const r = await inspectCheckpoint(dir, { visionTower: path.join(L15, 'clip_tower') });
@@ -163,7 +152,7 @@ describe('inspectCheckpoint agrees with what LlavaVision.load reads', () => {
   });
 
   test('a pytorch_model.bin folder: torch_bin format, position_ids ignored as a buffer', async () => {
-    const dir = path.join(tmp, 'clip-bin');
+    const dir = path.join(tmp(), 'clip-bin');
     fs.mkdirSync(dir);
     fs.copyFileSync(path.join(CASES, 'tiny_clip_vision_only_f16', 'model', 'config.json'), path.join(dir, 'config.json'));
     fs.copyFileSync(CLIP_BIN, path.join(dir, 'pytorch_model.bin'));
@@ -298,10 +287,10 @@ describe('llava-vision inspect (CLI)', () => {
   });
 
   test('errors are one line on stderr, exit 1', async () => {
-    const noConfig = path.join(tmp, 'no-config');
+    const noConfig = path.join(tmp(), 'no-config');
     fs.mkdirSync(noConfig);
     const cases: [string[], RegExp][] = [
-      [['inspect', path.join(tmp, 'nope')], /nope: no such file or folder/],
+      [['inspect', path.join(tmp(), 'nope')], /nope: no such file or folder/],
       [['inspect', noConfig], /no-config\/config\.json: model config not found/],
       [['inspect'], /inspect needs exactly one folder or file, got 0/],
       [['inspect', 'a', 'b'], /got 2/],

@@ -3,7 +3,6 @@
  * tensor / file / option at fault, and leaves no tensors behind.
  */
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { LlavaVision, LoadOptions } from '../src/api/llava_vision';
@@ -12,6 +11,7 @@ import { CheckpointError, ConfigError } from '../src/errors';
 import { countVariables, namedParams } from '../src/model/module';
 import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../src/io/safetensors';
 import { CASES } from './helpers/golden';
+import { isolatedTempDir } from './helpers/isolation';
 
 const LLAVA_CASE = path.join(CASES, 'tiny_llava_linear_sel-1_patch'); // tower hidden 64 x 3 layers; LLM hidden 48
 const TOWER = path.join(LLAVA_CASE, 'clip_tower');
@@ -19,24 +19,12 @@ const LLAVA = path.join(LLAVA_CASE, 'llava');
 const MLP3 = path.join(CASES, 'tiny_llava_mlp3x_sel0_clspatch_pad'); // sharded llava checkpoint, mlp3x_gelu
 const CLIP_FULL = path.join(CASES, 'tiny_clip_full_layout_f32', 'model');
 
-let tmp: string;
-let savedHubCache: string | undefined;
-beforeAll(async () => {
-  await initBackend({ log: null });
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'loader-errors-'));
-  // mm_vision_tower must not resolve through a real HF cache on this machine
-  savedHubCache = process.env.HF_HUB_CACHE;
-  process.env.HF_HUB_CACHE = path.join(tmp, 'empty-hub');
-});
-afterAll(() => {
-  if (savedHubCache === undefined) delete process.env.HF_HUB_CACHE;
-  else process.env.HF_HUB_CACHE = savedHubCache;
-  fs.rmSync(tmp, { recursive: true, force: true });
-});
+const tmp = isolatedTempDir('loader-errors-');
+beforeAll(() => initBackend({ log: null }));
 
 let count = 0;
 function copyDir(src: string): string {
-  const dst = path.join(tmp, `m${count++}-${path.basename(src)}`);
+  const dst = path.join(tmp(), `m${count++}-${path.basename(src)}`);
   fs.cpSync(src, dst, { recursive: true });
   return dst;
 }
@@ -297,7 +285,7 @@ describe('LLaVA folders', () => {
   });
 
   test('--projector FILE of the wrong width names that file and key', async () => {
-    const file = path.join(tmp, `projector-${count++}.safetensors`);
+    const file = path.join(tmp(), `projector-${count++}.safetensors`);
     writeSafetensors(file, { 'mm_projector.weight': f32([40, 64]), 'mm_projector.bias': f32([40]) });
     const e = await failedLoad(LLAVA, { visionTower: TOWER, projector: file });
     expect(e).toBeInstanceOf(CheckpointError);
