@@ -65,7 +65,12 @@ export class WasmBlockDecoder {
     const memory = heap.asm?.memory;
     const module = kernelModule();
     if (!module || !(memory instanceof WebAssemblyApi.Memory)) return null;
-    const kernels = new WebAssemblyApi.Instance(module, { env: { memory } }).exports;
+    let kernels: Kernels;
+    try {
+      kernels = new WebAssemblyApi.Instance(module, { env: { memory } }).exports;
+    } catch {
+      return null; // e.g. the threaded build's shared memory, which this module does not declare
+    }
     const inputPtr = heap._malloc(Math.max(16, maxBytes)) >>> 0; // malloc aligns to 8+: every dtype's views are aligned
     return inputPtr ? new WasmBlockDecoder(heap, kernels, inputPtr, maxBytes) : null;
   }
