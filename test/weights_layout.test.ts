@@ -5,7 +5,7 @@
  */
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../src/backend';
+import { initBackend, prefaultMemory } from '../src/backend';
 import { CLIPVisionTower, readVisionConfig } from '../src/api/vision_tower';
 import { Checkpoint } from '../src/io/checkpoint';
 import { SafetensorsFile } from '../src/io/safetensors';
@@ -179,4 +179,27 @@ test('a tower built for loading (memory not zeroed) is bit-identical to one buil
   } finally {
     file.close();
   }
+});
+
+test('prefaultMemory zeroes exactly the given views; loadModelAsync (prefaulted) loads what loadModel loads', async () => {
+  const buf = new Uint8Array(3 * (16 << 20) + 100).fill(9); // > one 16 MB chunk, odd tail
+  await prefaultMemory([buf.subarray(10, buf.length - 10), buf.subarray(0, 3)]);
+  expect([...buf.subarray(0, 3)]).toEqual([0, 0, 0]);
+  expect([...buf.subarray(3, 10)]).toEqual([9, 9, 9, 9, 9, 9, 9]);
+  expect(buf.subarray(10, buf.length - 10).every((b) => b === 0)).toBe(true);
+  expect([...buf.subarray(buf.length - 10)]).toEqual(new Array(10).fill(9));
+
+  const dir = path.join(CASES, 'tiny_clip_vision_only_f16', 'model');
+  const warnings: string[] = [];
+  const [sync, async] = [new CLIPVisionTower(dir, { delayLoad: true }), new CLIPVisionTower(dir, { delayLoad: true, warn: (m) => warnings.push(m) })];
+  const before = tf.memory().numTensors;
+  sync.loadModel();
+  await async.loadModelAsync();
+  await async.loadModelAsync();
+  expect(warnings).toEqual([expect.stringMatching(/already loaded, `load_model` called again, skipping/)]);
+  const [a, b] = [exportWeights(sync.visionModel), exportWeights(async.visionModel)];
+  for (const key of Object.keys(a)) expect(Buffer.from(b[key].data.buffer).equals(Buffer.from(a[key].data.buffer))).toBe(true);
+  sync.dispose();
+  async.dispose();
+  expect(tf.memory().numTensors).toBe(before);
 });

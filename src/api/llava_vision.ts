@@ -10,7 +10,7 @@ import { buildForLoading } from '../model/module';
 import { Projector } from '../model/projector';
 import { CLIPImageProcessor } from '../image/processor';
 import { VisionForwardOptions } from '../model/vision_transformer';
-import { loadWeights } from '../model/weights';
+import { loadWeights, prefaultWeights } from '../model/weights';
 import { OpenedSource, emptySource, findWeights, isDir, openTensorSource, readJsonFile, resolveVisionTower } from './sources';
 import { CLIPVisionTower } from './vision_tower';
 
@@ -102,15 +102,16 @@ export class LlavaVision {
         tower = new CLIPVisionTower(towerDir, { ...towerOptions, delayLoad: true });
         const ck = openCheckpoint();
         const overrides = ck.keys().some((k) => k.startsWith(keys.towerPrefix));
-        tower.loadModel(overrides ? { tensors: ck, keyFor: (p) => keys.towerPrefix + p } : undefined);
+        await tower.loadModelAsync(overrides ? { tensors: ck, keyFor: (p) => keys.towerPrefix + p } : undefined);
       } else if (layout === 'clip' || layout === 'clip_vision') {
-        tower = new CLIPVisionTower(towerDir, towerOptions);
+        tower = new CLIPVisionTower(towerDir, { ...towerOptions, delayLoad: true });
+        await tower.loadModelAsync();
       } else {
         tower = new CLIPVisionTowerFromConfig(modelDir, config, towerOptions);
-        tower.loadModel({ tensors: openCheckpoint(), keyFor: (p) => keys.towerPrefix + p });
+        await tower.loadModelAsync({ tensors: openCheckpoint(), keyFor: (p) => keys.towerPrefix + p });
       }
 
-      projector = loadProjector(layout, settings, tower, options, openCheckpoint, modelDir);
+      projector = await loadProjector(layout, settings, tower, options, openCheckpoint, modelDir);
       let imageNewline: tf.Tensor1D | null = null;
       if (keys.imageNewline && layout !== 'clip' && layout !== 'clip_vision') {
         const ck = openCheckpoint();
@@ -186,14 +187,14 @@ export function settingsFor(layout: Layout, config: Record<string, any>, where: 
 }
 
 /** Projector weights from --projector, else the model's checkpoint (or its `mm_projector.bin`). */
-function loadProjector(
+async function loadProjector(
   layout: Layout,
   settings: LlavaVisionSettings,
   tower: CLIPVisionTower,
   options: LoadOptions,
   openCheckpoint: () => OpenedSource,
   modelDir: string,
-): Projector | null {
+): Promise<Projector | null> {
   let source: OpenedSource | null = null;
   let ownSource = false;
   let prefixKey: ((p: string) => string) | undefined = LAYOUT_KEYS[layout].projectorKey;
@@ -231,6 +232,7 @@ function loadProjector(
     const projector = source ? buildForLoading(build) : build();
     if (source) {
       try {
+        await prefaultWeights(projector);
         loadWeights(projector, source, prefixKey);
       } catch (e) {
         for (const w of projector.weights) w.dispose();

@@ -5,9 +5,20 @@ import { CLIPVisionConfig, clipVisionConfigFromJson, numPatchesPerSide } from '.
 import { SelectFeature, parseSelectFeature } from '../config/llava';
 import { ConfigError } from '../errors';
 import { CLIPVisionModel, VisionForwardOptions } from '../model/vision_transformer';
-import { KeyMap, TensorSource, disposeWeights, loadWeights } from '../model/weights';
+import { KeyMap, TensorSource, disposeWeights, loadWeights, prefaultWeights } from '../model/weights';
 import { buildForLoading } from '../model/module';
 import { OpenedSource, openTensorSource } from './sources';
+
+/** Loads a tower built for loading; a failure disposes it (its memory was never initialised). */
+function fill(model: CLIPVisionModel, tensors: TensorSource, keyFor?: KeyMap): CLIPVisionModel {
+  try {
+    loadWeights(model, tensors, keyFor);
+    return model;
+  } catch (e) {
+    disposeWeights(model);
+    throw e;
+  }
+}
 
 export interface VisionTowerOptions {
   /** `mm_vision_select_layer`: index into the L+1 hidden states, negative from the end. Default -2. */
@@ -54,22 +65,35 @@ export class CLIPVisionTower {
    * source (a LLaVA-1.6 checkpoint's fine-tuned `model.vision_tower.vision_tower.*`).
    */
   loadModel(source?: { tensors: TensorSource; keyFor: KeyMap }): void {
-    if (this.model) {
-      this.warn(`${this.visionTowerName} is already loaded, \`load_model\` called again, skipping.`);
-      return;
-    }
+    if (this.skipReload()) return;
     const tensors = source?.tensors ?? openTensorSource(this.visionTowerName);
-    let model: CLIPVisionModel | null = null;
     try {
-      model = buildForLoading(() => new CLIPVisionModel(this.config, { trainable: false }));
-      loadWeights(model, tensors, source?.keyFor);
-    } catch (e) {
-      if (model) disposeWeights(model); // a half-loaded tower holds unwritten memory: never keep it
-      throw e;
+      this.model = fill(this.build(), tensors, source?.keyFor);
     } finally {
       if (!source) (tensors as OpenedSource).close();
     }
-    this.model = model;
+  }
+
+  /** `loadModel`, with the weights' memory faulted in on several threads first (`prefaultWeights`): faster on wasm. */
+  async loadModelAsync(source?: { tensors: TensorSource; keyFor: KeyMap }): Promise<void> {
+    if (this.skipReload()) return;
+    const tensors = source?.tensors ?? openTensorSource(this.visionTowerName);
+    try {
+      const model = this.build();
+      await prefaultWeights(model);
+      this.model = fill(model, tensors, source?.keyFor);
+    } finally {
+      if (!source) (tensors as OpenedSource).close();
+    }
+  }
+
+  private skipReload(): boolean {
+    if (this.model) this.warn(`${this.visionTowerName} is already loaded, \`load_model\` called again, skipping.`);
+    return this.model !== null;
+  }
+
+  private build(): CLIPVisionModel {
+    return buildForLoading(() => new CLIPVisionModel(this.config, { trainable: false }));
   }
 
   /** The underlying HF model (throws if `delayLoad` and not loaded yet). */

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { CheckpointError } from '../errors';
-import { writableHeapView } from '../backend';
+import { prefaultMemory, writableHeapView } from '../backend';
 import { decodeBlock, encodeBlock } from '../io/blocks';
 import { DType, DTYPE_SIZE, isDType, isFloatDType } from '../io/dtype';
 import { WasmBlockDecoder } from './kernels/wasm_decoder';
@@ -83,6 +83,22 @@ export function loadWeights(module: Module, source: TensorSource, keyFor: KeyMap
     decoder?.dispose();
   }
   return params.map(({ key }) => key);
+}
+
+/**
+ * For a module just built for loading: its variables' wasm heap memory faulted in on several threads
+ * (`prefaultMemory`) before `loadWeights` writes it, ~1 s less for ViT-L on the 2-core VM. A no-op on
+ * other backends.
+ */
+export async function prefaultWeights(module: Module): Promise<void> {
+  const views: Float32Array[] = [];
+  for (const [, param] of namedParams(module)) {
+    for (const v of param.variables) {
+      const view = writableHeapView(v.read());
+      if (view) views.push(view);
+    }
+  }
+  await prefaultMemory(views);
 }
 
 /** Sets a parameter from float32 data in its checkpoint (PyTorch) layout. */
