@@ -26,7 +26,7 @@ import { createHash } from 'crypto';
 import * as tf from '@tensorflow/tfjs';
 import { encodePixelValuesAsync } from '../src/api/encode_job';
 import { LlavaVision } from '../src/api/llava_vision';
-import { BackendChoice } from '../src/backend';
+import { BackendChoice, prefaultMemory } from '../src/backend';
 import { SafetensorsFile } from '../src/io/safetensors';
 import { GemmMeter, GemmTotals, gemmRate, replayGemms } from './gemm_ceiling';
 import { GenDType, writeFullSizeCase } from './make_checkpoint';
@@ -45,6 +45,7 @@ interface Options {
   child?: 'load' | 'workers' | 'touch';
   fromJson?: string;
   touchBytes?: number;
+  touchMethod?: 'pool' | 'fill';
 }
 
 function parseArgs(argv: string[]): Options {
@@ -65,6 +66,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--from-json') o.fromJson = value();
     else if (a === '--child') o.child = value() as 'load' | 'workers' | 'touch';
     else if (a === '--touch-bytes') o.touchBytes = Number(value());
+    else if (a === '--touch-method') o.touchMethod = value() as 'pool' | 'fill';
     else if (a === '--help' || a === '-h') {
       console.log('usage: npm run bench -- [--json] [--batch N] [--dtype F32|F16] [--reps N] [--vs-torch] [--workers N] [--backend wasm|cpu|tensorflow]');
       process.exit(0);
@@ -161,8 +163,8 @@ function countFlops(model: LlavaVision): Flops {
 
 interface LoadResult {
   dtype: GenDType; fileMB: number; readS: number; loadS: number; rssAfterLoadMB: number; peakRssLoadMB: number; wasmHeapMB: number | null; tensors: number;
-  /** First write to fresh memory of the float32 weights' size, in a fresh process (set by the parent). */
-  touchS?: number; weightsMB?: number;
+  /** Bringing in fresh memory of the float32 weights' size, each in a fresh process (set by the parent): as the loader does, and by a first write from JS. */
+  touchS?: number; touchFillS?: number; weightsMB?: number;
 }
 
 async function childLoad(o: Options): Promise<void> {
@@ -185,24 +187,27 @@ async function childLoad(o: Options): Promise<void> {
 }
 
 /**
- * Writes `--touch-bytes` of fresh wasm memory once and prints the time: the page faults any loader pays
- * to place the weights (the file read above goes into one reused buffer, so it pays none). On a VM this
- * is far from free: ~1 s/GB on the 2-core machine of the README.
+ * Brings `--touch-bytes` of fresh wasm memory in and prints the time: the page faults any loader pays to
+ * place the weights (the file read goes into one reused buffer, so it pays none). `--touch-method pool`
+ * is what the loader does (prefaultMemory: /dev/zero read into it on libuv's threads); `fill` is the
+ * first write from JS, page by page on one thread. On a VM neither is free.
  */
-function childTouch(o: Options): void {
+async function childTouch(o: Options): Promise<void> {
   const bytes = o.touchBytes ?? 0;
   // (The project's TS lib has no WebAssembly types; Node has the global.)
   type WasmMemory = { grow(pages: number): number; buffer: ArrayBuffer };
   const { WebAssembly: wasm } = globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number; maximum: number }) => WasmMemory } };
   const memory = new wasm.Memory({ initial: 1, maximum: 65536 });
   memory.grow(Math.ceil(bytes / 65536));
+  const view = new Uint8Array(memory.buffer, 0, bytes);
   const t0 = performance.now();
-  new Uint8Array(memory.buffer).fill(1, 0, bytes);
+  if (o.touchMethod === 'fill') view.fill(1);
+  else await prefaultMemory([view]);
   process.stdout.write(JSON.stringify({ touchS: (performance.now() - t0) / 1000 }) + '\n');
 }
 
-function touchInChild(bytes: number): number {
-  const r = spawnSync(process.execPath, [__filename, '--child', 'touch', '--touch-bytes', String(bytes)], { encoding: 'utf8' });
+function touchInChild(bytes: number, method: 'pool' | 'fill'): number {
+  const r = spawnSync(process.execPath, [__filename, '--child', 'touch', '--touch-bytes', String(bytes), '--touch-method', method], { encoding: 'utf8' });
   const line = r.stdout.trim().split('\n').pop() ?? '';
   if (r.status !== 0 || !line.startsWith('{')) throw new Error(`memory touch measurement failed:\n${r.stderr}`);
   return JSON.parse(line).touchS;
@@ -293,7 +298,9 @@ async function main(): Promise<void> {
 
   log(o, `bench: load F32 and F16 checkpoints, each in a fresh process ...`);
   const weightsBytes = fs.statSync(weightsFor(root, 'F32').tower.file).size + fs.statSync(weightsFor(root, 'F32').projector.file).size;
-  const loads = (['F32', 'F16'] as GenDType[]).map((dt) => ({ ...loadInChild(o, dt), touchS: touchInChild(weightsBytes), weightsMB: weightsBytes / MB }));
+  const loads = (['F32', 'F16'] as GenDType[]).map((dt) => ({
+    ...loadInChild(o, dt), touchS: touchInChild(weightsBytes, 'pool'), touchFillS: touchInChild(weightsBytes, 'fill'), weightsMB: weightsBytes / MB,
+  }));
 
   const model = await LlavaVision.load(gen.llavaDir, { visionTower: gen.towerDir, backend: o.backend });
   const backend = model.backend;
@@ -447,7 +454,8 @@ function printTable(r: any): void {
   lines.push('| measure | value |');
   lines.push('|---|---|');
   for (const l of r.load) {
-    const floor = l.touchS === undefined ? '' : `; floor = read + first write of ${f(l.weightsMB, 0)} MB fresh memory (${f(l.touchS)} s) = ${f(l.readS + l.touchS)} s, ×${f(l.loadS / (l.readS + l.touchS), 2)}`;
+    const fill = l.touchFillS === undefined ? '' : `; a first write from JS: ${f(l.touchFillS)} s`;
+    const floor = l.touchS === undefined ? '' : `; floor = read + bringing in ${f(l.weightsMB, 0)} MB of fresh memory (as the loader does: ${f(l.touchS)} s${fill}) = ${f(l.readS + l.touchS)} s, ×${f(l.loadS / (l.readS + l.touchS), 2)}`;
     row(`load ${l.dtype} checkpoint (${f(l.fileMB, 0)} MB)`, `${f(l.loadS)} s (file read ${f(l.readS)} s, ×${f(l.loadS / l.readS, 1)}${floor}); RSS after load ${f(l.rssAfterLoadMB, 0)} MB, peak during load ${f(l.peakRssLoadMB, 0)} MB`);
   }
   row('LLaVA path, batch 1 (layers 1–23, patch, projector)', `**${f(r.llava.perImageS)} s/image**, ${f(r.llava.gflops, 1)} GFLOP/s (${f(r.gflopPerImage.llava, 1)} GFLOP)`);
