@@ -90,7 +90,11 @@ export function transposeRegion(data: Float32Array, cols: number, r0: number, nr
   return out;
 }
 
-/** `transposeRegion` of a 16-bit float matrix, each element decoded through `lut` as it is moved. */
+/**
+ * `transposeRegion` of a 16-bit float matrix, each element decoded through `lut` as it is moved. The
+ * same loop as transposeRegion on purpose: one shared loop over both array kinds would be polymorphic,
+ * and V8 runs such element loops ~2.5x slower (see dtype.ts). The wasm backend uses the kernel instead.
+ */
 function transposeRegionLut(bits: Uint16Array, lut: Float32Array, cols: number, r0: number, nr: number, c0: number, nc: number, out: Float32Array): void {
   for (let rb = 0; rb < nr; rb += TILE) {
     const rEnd = Math.min(rb + TILE, nr);
