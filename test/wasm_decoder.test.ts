@@ -5,7 +5,7 @@
  */
 import * as fs from 'fs';
 import * as tf from '@tensorflow/tfjs';
-import { allocateUninitialized, initBackend, writableHeapView } from '../src/backend';
+import { allocateUninitialized, initBackend, unwrittenHeapView } from '../src/backend';
 import { Block, decodeBlock } from '../src/io/blocks';
 import { DType } from '../src/io/dtype';
 import { WasmBlockDecoder } from '../src/model/kernels/wasm_decoder';
@@ -52,7 +52,7 @@ test.each(['F32', 'F16', 'BF16'] as DType[])('%s: every block (whole, transposed
       // Views only after the last allocation: a heap growth detaches earlier ones.
       const input = decoder.input(bytes.byteLength);
       input.set(bytes);
-      const views = outs.map((t) => writableHeapView(t)!);
+      const views = outs.map((t) => unwrittenHeapView(t)!);
       decoder.decode(dtype, input, cols, blocks, views, 'm');
       blocks.forEach((b, j) => {
         const expected = new Float32Array(b.nr * b.nc);
@@ -71,7 +71,7 @@ test('a block outside the tensor or larger than its output is refused before the
   const out = allocateUninitialized([16], 'float32')!;
   try {
     const input = decoder.input(64);
-    const view = writableHeapView(out)!;
+    const view = unwrittenHeapView(out)!;
     expect(() => decoder.decode('F16', input, 8, [{ r0: 1, nr: 4, c0: 0, nc: 8, transposed: true }], [view], 'w')).toThrow(/outside the tensor/);
     expect(() => decoder.decode('F32', input, 4, [{ r0: 0, nr: 4, c0: 0, nc: 4, transposed: true }], [view.subarray(0, 8)], 'w')).toThrow(/does not fit/);
     expect(() => decoder.input(65)).toThrow(RangeError);

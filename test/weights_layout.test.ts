@@ -12,10 +12,10 @@ import { SafetensorsFile } from '../src/io/safetensors';
 import { Linear } from '../src/model/linear';
 import { decodeBlock, transposeRegion, untransposeRegion } from '../src/io/blocks';
 import { DType } from '../src/io/dtype';
-import { countVariables, namedParams } from '../src/model/module';
+import { buildForLoading, countVariables, namedParams } from '../src/model/module';
 import { CLIPVisionModel } from '../src/model/vision_transformer';
 import { disposeWeights, exportWeights, loadWeights, readParam } from '../src/model/weights';
-import { CASES } from './helpers/golden';
+import { CASES, maxAbsDiff } from './helpers/golden';
 
 beforeAll(() => initBackend({ log: null }));
 
@@ -129,25 +129,37 @@ test.each(['tiny_clip_vision_only_f16', 'tiny_llavahf_model_prefixed_default_bf1
   },
 );
 
-test('on wasm the loader writes weights in place (no new tensors, same data ids); shared data is never overwritten', () => {
+test('a module built for loading is filled in place on wasm (same data ids); a reload after a forward gives new tensors and new outputs', () => {
   const [inF, outF] = [6, 8];
-  const linear = new Linear({ inFeatures: inF, outFeatures: outF, split: { along: 'out', parts: 2 } });
+  const linear = buildForLoading(() => new Linear({ inFeatures: inF, outFeatures: outF, split: { along: 'out', parts: 2 } }));
   const w = random(outF * inF, 4);
   const b = random(outF, 5);
-  const source = { source: 'mem', has: () => true, info: (n: string) => ({ shape: n === 'weight' ? [outF, inF] : [outF], dtype: 'F32' }), readFloat32: (n: string) => (n === 'weight' ? w : b) };
+  const source = (weight: Float32Array) => ({
+    source: 'mem', has: () => true, info: (n: string) => ({ shape: n === 'weight' ? [outF, inF] : [outF], dtype: 'F32' }),
+    readFloat32: (n: string) => (n === 'weight' ? weight : b),
+  });
+  const x = tf.tensor2d(random(3 * inF, 6), [3, inF]);
+  const expected = (weight: Float32Array) => tf.tidy(() => tf.add(tf.matMul(x, tf.tensor2d(weight, [outF, inF]), false, true), tf.tensor1d(b)).dataSync());
   const ids = linear.weights.map((v) => v.read().dataId);
   const before = tf.memory().numTensors;
-  loadWeights(linear, source);
+  loadWeights(linear, source(w));
   expect(tf.memory().numTensors).toBe(before);
-  const same = linear.weights.map((v, i) => v.read().dataId === ids[i]);
-  expect(same.every((s) => s)).toBe(tf.getBackend() === 'wasm');
-  // A clone shares the kernel's data: reloading must not change what the clone holds.
+  expect(linear.weights.every((v, i) => v.read().dataId === ids[i])).toBe(tf.getBackend() === 'wasm');
+  const y1 = tf.tidy(() => (linear.call(x) as tf.Tensor).dataSync());
+  expect(maxAbsDiff(y1, expected(w))).toBeLessThan(1e-6);
+  // The forward's GEMMs have seen the weights (XNNPACK keeps packed copies by tensor): a reload must
+  // make new tensors, or the next forward would still use the old values. A clone keeps the old data.
   const clone = tf.clone(linear.kernels[0].read());
   const held = clone.dataSync().slice();
-  loadWeights(linear, { ...source, readFloat32: (n: string) => (n === 'weight' ? w.map((x) => x + 1) : b) });
+  const w2 = w.map((v) => v + 1);
+  loadWeights(linear, source(w2));
+  expect(linear.weights.some((v, i) => v.read().dataId === ids[i])).toBe(false);
+  expect(tf.memory().numTensors).toBe(before + 1); // the clone
   expect(clone.dataSync()).toEqual(held);
-  expect(readParam(linear.params().weight)).toEqual(w.map((x) => x + 1));
-  clone.dispose();
+  expect(readParam(linear.params().weight)).toEqual(w2);
+  const y2 = tf.tidy(() => (linear.call(x) as tf.Tensor).dataSync());
+  expect(maxAbsDiff(y2, expected(w2))).toBeLessThan(1e-6);
+  tf.dispose([clone, x]);
   disposeWeights(linear);
 });
 

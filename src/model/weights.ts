@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { CheckpointError } from '../errors';
-import { prefaultMemory, writableHeapView } from '../backend';
+import { markWritten, prefaultMemory, unwrittenHeapView } from '../backend';
 import { decodeBlock, encodeBlock } from '../io/blocks';
 import { DType, DTYPE_SIZE, isDType, isFloatDType } from '../io/dtype';
 import { WasmBlockDecoder } from './kernels/wasm_decoder';
@@ -32,15 +32,15 @@ const bytesOf = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.by
  * checkpoint key. A missing key, a shape that disagrees with the config or a non-float dtype is an error
  * naming the key, raised before anything is written.
  *
- * Tensors are read one at a time into one reused byte buffer and decoded (and, for derived layouts,
- * transposed) in one pass straight into each variable's memory: on wasm that is the variable's own
- * memory in the wasm heap, so the weights are never held twice; an F32 tensor stored as is is read from
- * the file directly into it.
+ * Tensors are read one at a time and decoded (and, for derived layouts, transposed) in one pass. A module
+ * built for loading (`buildForLoading`) on wasm is filled in place: each tensor goes straight into its
+ * variables' memory in the wasm heap (an F32 tensor stored as is straight from the file), so the
+ * weights are never held twice. Anywhere else each variable gets a new tensor.
  */
 export function loadWeights(module: Module, source: TensorSource, keyFor: KeyMap = (p) => p): string[] {
-  const params = [...namedParams(module)].map(([path, param]) => ({ key: keyFor(path), param }));
   // Check everything before writing anything: a bad checkpoint leaves the model untouched.
-  for (const { key, param } of params) {
+  const tensors = [...namedParams(module)].map(([path, param]) => {
+    const key = keyFor(path);
     if (!source.has(key)) {
       throw new CheckpointError(`${source.source}: missing tensor "${key}" (expected shape ${fmt(param.checkpointShape)})`);
     }
@@ -51,29 +51,27 @@ export function loadWeights(module: Module, source: TensorSource, keyFor: KeyMap
       );
     }
     if (!isDType(dtype) || !isFloatDType(dtype)) throw new CheckpointError(`${source.source}: tensor "${key}": dtype ${dtype} cannot be read as float32`);
-  }
-  const readBytes = source.readBytes?.bind(source);
-  const tensors = params.map(({ key, param }) => {
-    const dtype = source.info(key).dtype as DType;
-    const elements = numel(param.checkpointShape);
-    return { key, param, dtype, elements, bytes: elements * DTYPE_SIZE[dtype], direct: !!readBytes && dtype === 'F32' && storedAsIs(param) };
+    return { key, param, dtype, bytes: numel(shape) * DTYPE_SIZE[dtype] };
   });
-  const staged = tensors.filter((t) => !t.direct);
-  const largest = Math.max(0, ...staged.map((t) => t.bytes));
-  const decoder = readBytes && staged.length ? WasmBlockDecoder.create(largest) : null;
+  const readBytes = source.readBytes?.bind(source);
+  const direct = (t: (typeof tensors)[number]) => !!readBytes && t.dtype === 'F32' && storedAsIs(t.param);
+  const largest = Math.max(0, ...tensors.filter((t) => !direct(t)).map((t) => t.bytes));
+  const decoder = readBytes && largest > 0 ? WasmBlockDecoder.create(largest) : null;
   const buffer = readBytes && !decoder ? new Uint8Array(largest) : null;
   try {
-    for (const { key, param, dtype, bytes, direct } of tensors) {
-      if (direct) {
+    for (const t of tensors) {
+      const { key, param, dtype, bytes } = t;
+      if (direct(t)) {
         overwriteVariable(param.variables[0], (out) => void readBytes!(key, bytesOf(out)));
         continue;
       }
       // Heap views are taken after every allocation and used before the next one (a heap growth detaches them).
-      const inPlace = decoder ? param.variables.map((v) => writableHeapView(v.read())) : [];
+      const inPlace = decoder ? param.variables.map((v) => unwrittenHeapView(v.read())) : [];
       if (decoder && inPlace.every((o) => o !== null)) {
         const input = decoder.input(bytes);
         readBytes!(key, input);
         decoder.decode(dtype, input, param.cols, param.blocks, inPlace as Float32Array[], key);
+        for (const v of param.variables) markWritten(v.read());
         continue;
       }
       const [fileDType, data]: [DType, Uint8Array] = readBytes ? [dtype, readBytes(key, buffer ?? new Uint8Array(bytes))] : ['F32', bytesOf(source.readFloat32(key))];
@@ -82,7 +80,7 @@ export function loadWeights(module: Module, source: TensorSource, keyFor: KeyMap
   } finally {
     decoder?.dispose();
   }
-  return params.map(({ key }) => key);
+  return tensors.map(({ key }) => key);
 }
 
 /**
@@ -94,7 +92,7 @@ export async function prefaultWeights(module: Module): Promise<void> {
   const views: Float32Array[] = [];
   for (const [, param] of namedParams(module)) {
     for (const v of param.variables) {
-      const view = writableHeapView(v.read());
+      const view = unwrittenHeapView(v.read());
       if (view) views.push(view);
     }
   }
@@ -109,14 +107,15 @@ export function writeParam(param: Param, data: Float32Array): void {
 
 /**
  * Replaces a variable's data with what `fill` writes into the array it is given: the variable's own
- * memory where the backend allows writing it in place (wasm, unshared data), else a fresh array that is
- * uploaded after (other backends may keep the array they are given, so it is never reused).
+ * memory while it is fresh and unwritten (`unwrittenHeapView`), else a new array uploaded as a new
+ * tensor (other backends may keep the array they are given, so it is never reused).
  */
 function overwriteVariable(variable: tf.LayerVariable, fill: (out: Float32Array) => void): void {
   const current = variable.read();
-  const inPlace = writableHeapView(current);
+  const inPlace = unwrittenHeapView(current);
   if (inPlace) {
     fill(inPlace);
+    markWritten(current);
     return;
   }
   const data = new Float32Array(current.size);
