@@ -9,17 +9,6 @@ import { KeyMap, TensorSource, disposeWeights, loadWeights, prefaultWeights } fr
 import { buildForLoading } from '../model/module';
 import { OpenedSource, openTensorSource } from './sources';
 
-/** Loads a tower built for loading; a failure disposes it (its memory was never initialised). */
-function fill(model: CLIPVisionModel, tensors: TensorSource, keyFor?: KeyMap): CLIPVisionModel {
-  try {
-    loadWeights(model, tensors, keyFor);
-    return model;
-  } catch (e) {
-    disposeWeights(model);
-    throw e;
-  }
-}
-
 export interface VisionTowerOptions {
   /** `mm_vision_select_layer`: index into the L+1 hidden states, negative from the end. Default -2. */
   selectLayer?: number | number[];
@@ -66,24 +55,29 @@ export class CLIPVisionTower {
    */
   loadModel(source?: { tensors: TensorSource; keyFor: KeyMap }): void {
     if (this.skipReload()) return;
-    const tensors = source?.tensors ?? openTensorSource(this.visionTowerName);
-    try {
-      this.model = fill(this.build(), tensors, source?.keyFor);
-    } finally {
-      if (!source) (tensors as OpenedSource).close();
-    }
+    this.install(this.build(), source);
   }
 
   /** `loadModel`, with the weights' memory faulted in on several threads first (`prefaultWeights`): faster on wasm. */
   async loadModelAsync(source?: { tensors: TensorSource; keyFor: KeyMap }): Promise<void> {
     if (this.skipReload()) return;
-    const tensors = source?.tensors ?? openTensorSource(this.visionTowerName);
+    const model = this.build();
+    await prefaultWeights(model);
+    this.install(model, source);
+  }
+
+  /** Loads a tower built for loading from `source` (default: the tower folder); a failure disposes it (its memory was never initialised). */
+  private install(model: CLIPVisionModel, source?: { tensors: TensorSource; keyFor: KeyMap }): void {
+    let own: OpenedSource | null = null;
     try {
-      const model = this.build();
-      await prefaultWeights(model);
-      this.model = fill(model, tensors, source?.keyFor);
+      const tensors = source?.tensors ?? (own = openTensorSource(this.visionTowerName));
+      loadWeights(model, tensors, source?.keyFor);
+      this.model = model;
+    } catch (e) {
+      disposeWeights(model);
+      throw e;
     } finally {
-      if (!source) (tensors as OpenedSource).close();
+      own?.close();
     }
   }
 

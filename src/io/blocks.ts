@@ -3,7 +3,7 @@
  * per-head slice, a transposed kernel), and the one-pass copies between the two, decoding the file's
  * dtype on the way. Plain typed arrays only (no tfjs).
  */
-import { DType, DTYPE_SIZE, decodeToFloat32, halfLut } from './dtype';
+import { DType, DTYPE_SIZE, decodeToFloat32, halfLut, lookupHalves } from './dtype';
 
 /**
  * Rows r0..r0+nr and columns c0..c0+nc of a row-major [rows, cols] matrix, stored as is ([nr, nc]) or
@@ -34,7 +34,7 @@ export function decodeBlock(dtype: DType, bytes: Uint8Array, cols: number, block
     const bits = new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2);
     const lut = halfLut(dtype);
     if (transposed) transposeRegionLut(bits, lut, cols, r0, nr, c0, nc, out);
-    else for (let r = 0; r < nr; r++) copyRowLut(bits, lut, (r0 + r) * cols + c0, nc, out, r * nc);
+    else for (let r = 0; r < nr; r++) lookupHalves(bits.subarray((r0 + r) * cols + c0, (r0 + r) * cols + c0 + nc), lut, out.subarray(r * nc));
     return;
   }
   const src = dtype === 'F32' ? new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4) : decodeToFloat32(dtype, aligned, name);
@@ -118,10 +118,6 @@ function transposeRegionLut(bits: Uint16Array, lut: Float32Array, cols: number, 
       }
     }
   }
-}
-
-function copyRowLut(bits: Uint16Array, lut: Float32Array, start: number, n: number, out: Float32Array, at: number): void {
-  for (let i = 0; i < n; i++) out[at + i] = lut[bits[start + i]];
 }
 
 /** Writes `block` ([nc, nr], i.e. transposed) back into the [nr, nc] region at (r0, c0) of `data`. */

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { Block } from '../io/blocks';
 import { Module, Param, blocksParam, zerosInPlace } from './module';
 
 export interface LinearArgs {
@@ -19,14 +20,6 @@ export interface LinearArgs {
    * the left costs no second copy; the activation is packed per call instead.
    */
   weightLeft?: boolean;
-}
-
-/** Where part j of the weight comes from: the [nr, nc] block at (r0, c0) of the checkpoint's [out, in]. */
-interface Region {
-  r0: number;
-  nr: number;
-  c0: number;
-  nc: number;
 }
 
 /**
@@ -78,8 +71,8 @@ export class Linear extends tf.layers.Layer implements Module {
     if (this.built) return;
     const zeros = zerosInPlace();
     const suffix = (j: number) => (this.parts === 1 ? '' : `.part${j}`); // not _j: tfjs's own de-duplication suffix
-    this.kernels = this.regions().map((r, j) =>
-      this.addWeight(`kernel${suffix(j)}`, this.weightLeft ? [r.nr, r.nc] : [r.nc, r.nr], 'float32', zeros, undefined, true),
+    this.kernels = this.weightBlocks().map((b, j) =>
+      this.addWeight(`kernel${suffix(j)}`, b.transposed ? [b.nc, b.nr] : [b.nr, b.nc], 'float32', zeros, undefined, true),
     );
     if (this.useBias) {
       const n = this.splitAlong === 'out' ? this.parts : 1;
@@ -94,11 +87,15 @@ export class Linear extends tf.layers.Layer implements Module {
     this.built = true;
   }
 
-  /** Part j of the weight as a block of the checkpoint's [out, in] matrix. */
-  private regions(): Region[] {
+  /**
+   * Part j of the weight as a block of the checkpoint's [out, in] matrix: as is for a weight-left
+   * kernel (rows of [out, in]), else transposed ([in, out] for the non-transposed GEMM).
+   */
+  private weightBlocks(): Block[] {
     const { inFeatures: i, outFeatures: o, parts: n } = this;
+    const transposed = !this.weightLeft;
     return Array.from({ length: n }, (_, j) =>
-      this.splitAlong === 'out' ? { r0: (j * o) / n, nr: o / n, c0: 0, nc: i } : { r0: 0, nr: o, c0: (j * i) / n, nc: i / n },
+      this.splitAlong === 'out' ? { r0: (j * o) / n, nr: o / n, c0: 0, nc: i, transposed } : { r0: 0, nr: o, c0: (j * i) / n, nc: i / n, transposed },
     );
   }
 
@@ -158,9 +155,7 @@ export class Linear extends tf.layers.Layer implements Module {
 
   params(): Record<string, Param> {
     const [inF, outF] = [this.inFeatures, this.outFeatures];
-    // A weight-left kernel part is rows of [out, in] as they are; the others are their transposes.
-    const weightBlocks = this.regions().map((r) => ({ ...r, transposed: !this.weightLeft }));
-    const p: Record<string, Param> = { weight: blocksParam(this.kernels, [outF, inF], inF, weightBlocks) };
+    const p: Record<string, Param> = { weight: blocksParam(this.kernels, [outF, inF], inF, this.weightBlocks()) };
     if (this.useBias) {
       const size = outF / this.biases.length;
       const biasBlocks = this.biases.map((_, j) => ({ r0: 0, nr: 1, c0: j * size, nc: size, transposed: false }));
