@@ -10,7 +10,7 @@ import { CLIPVisionConfig, clipVisionConfigFromJson, numPatchesPerSide } from '.
 import { AspectMode, MergeType, Pinpoints, SelectFeature } from '../config/llava';
 import { CheckpointError, LlavaVisionError } from '../errors';
 import { DTYPE_SIZE, DType } from '../io/dtype';
-import { LAYOUT_KEYS, Layout, inferProjectorType } from '../io/layouts';
+import { LAYOUT_KEYS, Layout, PROJECTOR_PREFIXES, findProjectorKeys, inferProjectorType } from '../io/layouts';
 import { projectorDepth } from '../model/projector';
 import { detectLayout, settingsFor } from './llava_vision';
 import { OpenedSource, SourceFormat, emptySource, findWeights, isDir, openTensorSource, readJsonFile, resolveVisionTower } from './sources';
@@ -107,7 +107,6 @@ export interface InspectOptions {
 
 const LLM = /^(model\.layers\.|model\.embed_tokens\.|model\.norm\.|lm_head\.|language_model\.|model\.language_model\.)/;
 const CLIP_TEXT = /^(text_model\.|text_projection\.|visual_projection\.|logit_scale$)/;
-const PROJECTOR_PREFIXES = ['model.mm_projector.', 'mm_projector.', 'model.multi_modal_projector.', 'multi_modal_projector.'];
 const TOWER_PREFIXES = ['model.vision_tower.vision_tower.', 'model.vision_tower.', 'vision_tower.', ''];
 
 const fmtShape = (s: number[]) => `[${s.join(', ')}]`;
@@ -403,7 +402,7 @@ function inspectFile(file: string): InspectReport {
     const notes: string[] = [];
     const problems: string[] = [];
     const names = tensors.map((t) => t.name);
-    const projectorPrefix = PROJECTOR_PREFIXES.find((p) => names.some((n) => n.startsWith(p)));
+    const projectorPrefix = findProjectorKeys(names)?.prefix;
     const towerPrefix = TOWER_PREFIXES.find((p) => names.some((n) => n.startsWith(p + 'vision_model.')));
     for (const t of tensors) {
       if (projectorPrefix && t.name.startsWith(projectorPrefix)) t.role = 'projector';

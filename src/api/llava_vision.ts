@@ -4,7 +4,7 @@ import { BackendOptions, initBackend } from '../backend';
 import { clipVisionConfigFromJson, visionConfigToJson } from '../config/clip';
 import { LlavaVisionSettings, LLAVA_DEFAULTS, SelectFeature, llavaHfSettingsFromJson, llavaSettingsFromJson } from '../config/llava';
 import { CheckpointError, ConfigError } from '../errors';
-import { LAYOUT_KEYS, Layout, inferProjectorType } from '../io/layouts';
+import { LAYOUT_KEYS, Layout, PROJECTOR_PREFIXES, findProjectorKeys, inferProjectorType } from '../io/layouts';
 import { DownloadOptions } from '../io/hub';
 import { buildForLoading } from '../model/module';
 import { Projector } from '../model/projector';
@@ -203,9 +203,9 @@ async function loadProjector(
     if (options.projector) {
       source = openTensorSource(options.projector);
       ownSource = true;
-      prefix = ['model.mm_projector.', 'mm_projector.', 'model.multi_modal_projector.', 'multi_modal_projector.'].find((p) => source!.keys().some((k) => k.startsWith(p)));
-      if (!prefix) throw new CheckpointError(`${options.projector}: no projector tensors (model.mm_projector.*, mm_projector.*, multi_modal_projector.*)`);
-      prefixKey = prefix.includes('multi_modal') ? (p) => LAYOUT_KEYS.llava_hf.projectorKey!(p).replace('multi_modal_projector.', prefix!) : (p) => prefix + p;
+      const found = findProjectorKeys(source.keys());
+      if (!found) throw new CheckpointError(`${options.projector}: no projector tensors (${PROJECTOR_PREFIXES.map((p) => p + '*').join(', ')})`);
+      ({ prefix, keyFor: prefixKey } = found);
     } else if (prefixKey && prefix) {
       const ck = openCheckpoint();
       if (ck.keys().some((k) => k.startsWith(prefix!))) source = ck;

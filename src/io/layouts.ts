@@ -44,6 +44,19 @@ export const LAYOUT_KEYS: Record<Layout, LayoutKeys> = {
   },
 };
 
+/** Projector key prefixes a standalone projector file may use (LLaVA, `mm_projector.bin`, llava-hf, either naming of saveProjector), most specific first. */
+export const PROJECTOR_PREFIXES = ['model.mm_projector.', 'mm_projector.', 'model.multi_modal_projector.', 'multi_modal_projector.'];
+
+/**
+ * The projector in a file of any of those namings: its key prefix and how module paths (`0.weight`)
+ * map to its keys (llava-hf's `linear_N` under a `multi_modal_projector` prefix). Null when it has none.
+ */
+export function findProjectorKeys(keys: string[]): { prefix: string; keyFor: (path: string) => string } | null {
+  const prefix = PROJECTOR_PREFIXES.find((p) => keys.some((k) => k.startsWith(p)));
+  if (!prefix) return null;
+  return { prefix, keyFor: prefix.includes('multi_modal') ? (p) => prefix + hfLinear(p) : (p) => prefix + p };
+}
+
 /**
  * Infers a LLaVA projector type from its checkpoint keys: `weight`/`bias` at the top is `linear`,
  * N linears at indices 0, 2, ... is `mlp{N}x_gelu`. llava-hf projectors are always `mlp2x_gelu`-shaped.

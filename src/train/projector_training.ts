@@ -10,7 +10,7 @@ import { LlavaVision } from '../api/llava_vision';
 import { openTensorSource } from '../api/sources';
 import { CheckpointError, ConfigError, ImageError } from '../errors';
 import { RgbImage } from '../image';
-import { LAYOUT_KEYS, inferProjectorType } from '../io/layouts';
+import { LAYOUT_KEYS, PROJECTOR_PREFIXES, findProjectorKeys, inferProjectorType } from '../io/layouts';
 import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../io/safetensors';
 import { namedParams } from '../model/module';
 import { Projector } from '../model/projector';
@@ -137,9 +137,6 @@ export function saveProjector(projector: Projector, file: string, options: SaveP
   return Object.keys(tensors).sort();
 }
 
-/** Projector key prefixes recognised in a weights file, most specific first. */
-const PROJECTOR_PREFIXES = ['model.mm_projector.', 'mm_projector.', 'model.multi_modal_projector.', 'multi_modal_projector.'];
-
 /**
  * Loads projector weights saved by `saveProjector` (either naming), a LLaVA checkpoint or
  * `mm_projector.bin`, or a llava-hf checkpoint into `projector`. The file's projector type must
@@ -149,14 +146,11 @@ export function loadProjectorWeights(projector: Projector, file: string): string
   const source = openTensorSource(file);
   try {
     const keys = source.keys();
-    const prefix = PROJECTOR_PREFIXES.find((p) => keys.some((k) => k.startsWith(p)));
-    if (!prefix) throw new CheckpointError(`${file}: no projector tensors (${PROJECTOR_PREFIXES.map((p) => p + '*').join(', ')})`);
-    const type = inferProjectorType(keys, prefix);
-    if (type !== projector.type) throw new CheckpointError(`${file}: holds a ${type ?? 'unknown'} projector (${prefix}*), the model's is ${projector.type}`);
-    const keyFor: KeyMap = prefix.includes('multi_modal')
-      ? (p) => LAYOUT_KEYS.llava_hf.projectorKey!(p).replace('multi_modal_projector.', prefix)
-      : (p) => prefix + p;
-    return loadWeights(projector, source, keyFor);
+    const found = findProjectorKeys(keys);
+    if (!found) throw new CheckpointError(`${file}: no projector tensors (${PROJECTOR_PREFIXES.map((p) => p + '*').join(', ')})`);
+    const type = inferProjectorType(keys, found.prefix);
+    if (type !== projector.type) throw new CheckpointError(`${file}: holds a ${type ?? 'unknown'} projector (${found.prefix}*), the model's is ${projector.type}`);
+    return loadWeights(projector, source, found.keyFor);
   } finally {
     source.close();
   }
