@@ -124,19 +124,19 @@ export function encodeUnits(model: LlavaVision, units: EncodeUnit[], options: En
  * one image per unit. Output names as for image files, with tiles = 1.
  */
 export function encodePixelValues(model: LlavaVision, pixels: Float32Array, shape: [number, number, number, number], options: EncodeJobOptions): Record<string, TensorToWrite> {
-  const [n, c, h, w] = shape;
-  const per = c * h * w;
-  const units: EncodeUnit[] = Array.from({ length: n }, (_, i) => ({ index: i, pixels: pixels.subarray(i * per, (i + 1) * per), shape: [1, c, h, w] }));
   if ((options.workers ?? 1) > 1) throw new ConfigError('encodePixelValues runs on this thread only: use encodePixelValuesAsync for workers > 1');
-  return encodeUnits(model, units, options);
+  return encodeUnits(model, pixelUnits(pixels, shape), options);
 }
 
 /** `encodePixelValues`, also on `options.workers` model instances (see worker_pool.ts). */
 export async function encodePixelValuesAsync(model: LlavaVision, pixels: Float32Array, shape: [number, number, number, number], options: EncodeJobOptions): Promise<Record<string, TensorToWrite>> {
-  const [n, c, h, w] = shape;
+  return encodeAll(model, pixelUnits(pixels, shape), options);
+}
+
+/** One unit per image of a [N, C, H, W] batch (views, no copies). */
+function pixelUnits(pixels: Float32Array, [n, c, h, w]: [number, number, number, number]): EncodeUnit[] {
   const per = c * h * w;
-  const units: EncodeUnit[] = Array.from({ length: n }, (_, i) => ({ index: i, pixels: pixels.subarray(i * per, (i + 1) * per), shape: [1, c, h, w] }));
-  return encodeAll(model, units, options);
+  return Array.from({ length: n }, (_, i) => ({ index: i, pixels: pixels.subarray(i * per, (i + 1) * per), shape: [1, c, h, w] }));
 }
 
 /** Units on this thread, or on `options.workers` model instances. */

@@ -114,7 +114,7 @@ export function workerSpec(model: LlavaVision): WorkerModelSpec {
 
 /**
  * Encodes `units` on `workers` model instances: `encodeHere` (the caller's model, on this thread) and
- * `workers − 1` threads. Each thread keeps two units queued, so it never waits while this thread is
+ * `workers − 1` threads (`workers` checked by the caller). Each thread keeps two units queued, so it never waits while this thread is
  * busy in a (synchronous) forward. Results are merged by unit; `onProgress` counts finished units.
  */
 export async function encodeInWorkers(
@@ -125,7 +125,6 @@ export async function encodeInWorkers(
   options: WorkerJobOptions,
   onProgress?: (done: number, total: number) => void,
 ): Promise<Encoded> {
-  if (!Number.isInteger(workers) || workers < 1) throw new ConfigError(`workers must be a positive integer, got ${workers}`);
   const threads = await Promise.all(Array.from({ length: Math.min(workers, units.length) - 1 }, () => ModelWorker.start(spec)));
   const out: Encoded = {};
   const queue = [...units];
