@@ -30,6 +30,7 @@ import { BackendChoice, prefaultMemory } from '../src/backend';
 import { SafetensorsFile } from '../src/io/safetensors';
 import { GemmMeter, GemmTotals, gemmRate, replayGemms } from './gemm_ceiling';
 import { GenDType, writeFullSizeCase } from './make_checkpoint';
+import { packageRoot } from '../src/version';
 
 const CASE = 'vitl14_336_generated_sel-2_patch';
 const IMAGE = 'astronaut.png';
@@ -80,12 +81,6 @@ function parseArgs(argv: string[]): Options {
 }
 
 // ------------------------------------------------------------------------------------------ helpers
-
-function projectRoot(): string {
-  let dir = __dirname;
-  while (!fs.existsSync(path.join(dir, 'package.json'))) dir = path.dirname(dir);
-  return dir;
-}
 
 const MB = 2 ** 20;
 const rssMB = () => process.memoryUsage().rss / MB;
@@ -168,7 +163,7 @@ interface LoadResult {
 }
 
 async function childLoad(o: Options): Promise<void> {
-  const gen = weightsFor(projectRoot(), o.dtype);
+  const gen = weightsFor(packageRoot(), o.dtype);
   const files = [gen.tower.file, gen.projector.file];
   const fileMB = files.reduce((s, f) => s + fs.statSync(f).size, 0) / MB;
   readSeconds(files); // same page-cache state for both measurements
@@ -227,7 +222,7 @@ interface WorkersResult { workers: number; images: number; jobS: number; imagesP
 
 /** An encode job of `batch` copies of the fixture image on `workers` instances; prints timing, peak RSS, an output digest. */
 async function childWorkers(o: Options): Promise<void> {
-  const root = projectRoot();
+  const root = packageRoot();
   const gen = weightsFor(root, o.dtype);
   const model = await LlavaVision.load(gen.llavaDir, { visionTower: gen.towerDir, backend: o.backend, log: null });
   const image = fixtureImage(root);
@@ -290,14 +285,14 @@ async function main(): Promise<void> {
   if (o.child === 'load') return childLoad(o);
   if (o.child === 'workers') return childWorkers(o);
   if (o.child === 'touch') return childTouch(o);
-  const root = projectRoot();
+  const root = packageRoot();
 
   log(o, `bench: weights (generated on first use) ...`);
-  const gen = weightsFor(root, o.dtype);
-  for (const dt of ['F32', 'F16'] as GenDType[]) if (dt !== o.dtype) weightsFor(root, dt);
+  const [f32, f16] = [weightsFor(root, 'F32'), weightsFor(root, 'F16')];
+  const gen = o.dtype === 'F32' ? f32 : f16;
 
   log(o, `bench: load F32 and F16 checkpoints, each in a fresh process ...`);
-  const weightsBytes = fs.statSync(weightsFor(root, 'F32').tower.file).size + fs.statSync(weightsFor(root, 'F32').projector.file).size;
+  const weightsBytes = fs.statSync(f32.tower.file).size + fs.statSync(f32.projector.file).size; // the float32 weights a load places
   const loads = (['F32', 'F16'] as GenDType[]).map((dt) => ({
     ...loadInChild(o, dt), touchS: touchInChild(weightsBytes, 'pool'), touchFillS: touchInChild(weightsBytes, 'fill'), weightsMB: weightsBytes / MB,
   }));

@@ -52,11 +52,6 @@ export function encodeBlock(data: Float32Array, matrix: Float32Array, cols: numb
 
 const TILE = 64;
 
-/** Row-major [rows, cols] -> [cols, rows] (into `out` when given). */
-export function transpose2d(data: Float32Array, rows: number, cols: number, out?: Float32Array): Float32Array {
-  return transposeRegion(data, cols, 0, rows, 0, cols, out);
-}
-
 /**
  * The [nr, nc] block at (r0, c0) of a row-major matrix with `cols` columns, transposed: [nc, nr]
  * (into the first nr·nc elements of `out` when given). Tiled, so both sides are walked in cache-sized
