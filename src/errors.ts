@@ -17,3 +17,6 @@ export class ConfigError extends LlavaVisionError {}
 
 /** An image file cannot be decoded or has an unsupported form. */
 export class ImageError extends LlavaVisionError {}
+
+/** An output file cannot be written (the message names the target, never a temp file). */
+export class OutputError extends LlavaVisionError {}

@@ -17,7 +17,7 @@ export type { BackendChoice, BackendOptions } from './backend';
 export { CLIP_VISION_DEFAULTS, clipVisionConfigFromJson } from './config/clip';
 export type { CLIPVisionConfig, HiddenAct } from './config/clip';
 export type { LlavaVisionSettings, MergeType, SelectFeature } from './config/llava';
-export { CheckpointError, ConfigError, ImageError, LlavaVisionError } from './errors';
+export { CheckpointError, ConfigError, ImageError, LlavaVisionError, OutputError } from './errors';
 export { Checkpoint } from './io/checkpoint';
 export { SafetensorsFile, writeSafetensors, writeSafetensorsStreaming } from './io/safetensors';
 export type { StreamedTensor, TensorToWrite } from './io/safetensors';

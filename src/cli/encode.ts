@@ -8,6 +8,7 @@ import { SafetensorsFile, writeSafetensors } from '../io/safetensors';
 import { packageVersion } from '../version';
 import { choiceOption, intOption, listOption, parseOptions } from './args';
 import { downloadProgress } from './download';
+import { checkInputFiles, filesIn, prepareOutputFile } from './files';
 import { progressBar } from './progress';
 
 export const ENCODE_HELP = `encode: images (or precomputed pixel values) -> vision features, written as safetensors
@@ -36,6 +37,7 @@ export const ENCODE_HELP = `encode: images (or precomputed pixel values) -> visi
   --interpolate-pos-encoding   pixel values at a resolution other than the model's image_size (HF semantics)
   --auto-orient                apply EXIF orientation (Pillow's Image.open, and so LLaVA, does not)
   --backend B                  ${BACKEND_CHOICES.join(' | ')} (default: $LLAVA_VISION_BACKEND, else auto)
+  --force                      overwrite --out even when it exists and is not a safetensors file, or is an input
   --quiet                      no backend/progress messages
 
 Examples:
@@ -63,6 +65,7 @@ const SPEC = {
   'batch-size': { type: 'string' },
   workers: { type: 'string' },
   backend: { type: 'string' },
+  force: { type: 'boolean' },
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -96,6 +99,11 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
   const workers = intOption(o.workers, 'workers') ?? 1;
   if (workers < 1) throw new ConfigError(`--workers must be at least 1, got ${workers}`);
   const modelDir = o.model ?? io.demoModel;
+  // Files next: nothing is loaded or computed before the inputs exist and --out is safe to write.
+  // --out first: when it names an existing file of another kind, the arguments are likely swapped.
+  const inputFiles = [...(o['pixel-values'] ? [o['pixel-values']] : images), ...(o.projector ? [o.projector] : [])];
+  prepareOutputFile(o.out, { inputs: [...inputFiles, ...filesIn(modelDir), ...filesIn(o['vision-tower'])], force: o.force });
+  checkInputFiles(inputFiles);
   if (!o.model && !o.quiet) io.err(`llava-vision: no --model given: using the bundled demo checkpoint ${modelDir} (generated weights, not a trained model)\n`);
 
   let pixelInput: { data: Float32Array; shape: [number, number, number, number] } | null = null;
@@ -149,6 +157,11 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
       if (failures.length) metadata.failed = JSON.stringify(failures.map((f) => ({ index: f.index, source: f.source, error: f.message })));
     }
     bar.end();
+    if (!pixelInput && failures.length === images.length) {
+      for (const f of failures) io.err(`llava-vision: ${f.message}\n`);
+      io.err(`llava-vision: none of the ${images.length} image(s) could be encoded; nothing written to ${o.out}\n`);
+      return 1;
+    }
     metadata.options = JSON.stringify(options);
     writeSafetensors(o.out, tensors, metadata);
     const count = pixelInput ? pixelInput.shape[0] : images.length - failures.length;

@@ -47,7 +47,8 @@ export async function main(argv: string[], io: { out?: (s: string) => void; err?
     return 1;
   } catch (e) {
     if (e instanceof LlavaVisionError) {
-      err(`llava-vision: ${e.message}\n`);
+      // A multi-line message lists several problems (e.g. every missing input): one prefixed line each.
+      err(e.message.split('\n').map((line) => `llava-vision: ${line}\n`).join(''));
       return 1;
     }
     throw e;

@@ -6,6 +6,7 @@ import { ConfigError, LlavaVisionError } from '../errors';
 import { TensorToWrite, writeSafetensors } from '../io/safetensors';
 import { packageVersion } from '../version';
 import { choiceOption, parseOptions } from './args';
+import { checkInputFiles, filesIn, prepareOutputFile } from './files';
 
 export const PREPROCESS_HELP = `preprocess: images -> pixel_values only (no model), written as safetensors
   llava-vision preprocess --preprocessor FILE_OR_DIR [--aspect square|pad|anyres] [--grid-pinpoints JSON] IMAGE... --out FILE
@@ -15,6 +16,7 @@ export const PREPROCESS_HELP = `preprocess: images -> pixel_values only (no mode
   --grid-pinpoints J anyres resolutions as [[w,h],...]
   --auto-orient      apply EXIF orientation (Pillow, and so LLaVA, does not)
   --out FILE         images.<i>.pixel_values [tiles,3,H,W] float32
+  --force            overwrite --out even when it exists and is not a safetensors file, or is an input
 
 Example:
   llava-vision preprocess --preprocessor clip-vit-large-patch14-336 --aspect pad a.jpg b.png --out pv.safetensors`;
@@ -25,6 +27,7 @@ const SPEC = {
   'grid-pinpoints': { type: 'string' },
   'auto-orient': { type: 'boolean' },
   out: { type: 'string' },
+  force: { type: 'boolean' },
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -49,6 +52,8 @@ export async function runPreprocess(argv: string[], io: { out: (s: string) => vo
     }
   }
   if (aspect === 'anyres' && !gridPinpoints) throw new ConfigError('--aspect anyres needs --grid-pinpoints');
+  prepareOutputFile(o.out, { inputs: [...images, o.preprocessor, ...filesIn(o.preprocessor)], force: o.force });
+  checkInputFiles(images);
   const processor = CLIPImageProcessor.fromFile(o.preprocessor);
   const tensors: Record<string, TensorToWrite> = {};
   const failed: string[] = [];
@@ -64,6 +69,11 @@ export async function runPreprocess(argv: string[], io: { out: (s: string) => vo
       failed.push(e.message);
       sizes.push(null);
     }
+  }
+  if (failed.length === images.length) {
+    for (const f of failed) io.err(`llava-vision: ${f}\n`);
+    io.err(`llava-vision: none of the ${images.length} image(s) could be preprocessed; nothing written to ${o.out}\n`);
+    return 1;
   }
   writeSafetensors(o.out, tensors, {
     producer: `llava-vision-tfjs ${packageVersion()}`,

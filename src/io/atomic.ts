@@ -6,6 +6,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { randomBytes } from 'crypto';
+import { OutputError } from '../errors';
 
 /** writeSync may write fewer bytes than asked (and caps one call near 2 GB): loop until all are written. */
 export function writeAllSync(fd: number, data: Uint8Array): void {
@@ -20,8 +21,9 @@ export function writeAllSync(fd: number, data: Uint8Array): void {
 /** data: the bytes, or a callback that writes them to the (already open) temp file descriptor. */
 export function writeFileAtomic(target: string, data: Uint8Array | ((fd: number) => void)): void {
   const tmp = `${target}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
-  let fd: number | undefined = fs.openSync(tmp, 'wx'); // 'wx': never clobber someone else's temp file
+  let fd: number | undefined;
   try {
+    fd = fs.openSync(tmp, 'wx'); // 'wx': never clobber someone else's temp file
     if (typeof data === 'function') data(fd);
     else writeAllSync(fd, data);
     fs.fsyncSync(fd); // data on disk before the rename makes it visible
@@ -33,7 +35,7 @@ export function writeFileAtomic(target: string, data: Uint8Array | ((fd: number)
       try { fs.closeSync(fd); } catch { /* already failing; keep the original error */ }
     }
     try { fs.unlinkSync(tmp); } catch { /* best effort; the original error matters more */ }
-    throw err;
+    throw asOutputError(err, target);
   }
   syncDir(path.dirname(target));
 }
@@ -49,4 +51,25 @@ function syncDir(dir: string): void {
   } finally {
     if (fd !== undefined) fs.closeSync(fd);
   }
+}
+
+/**
+ * System errors name the temp file, which means nothing to the user: name the target instead. Errors
+ * of our own (e.g. a producer's byte count) pass through unchanged.
+ */
+function asOutputError(err: unknown, target: string): unknown {
+  const e = err as NodeJS.ErrnoException;
+  if (typeof e?.code !== 'string' || !e.syscall) return err;
+  const reason: Record<string, string> = {
+    ENOENT: 'its folder does not exist',
+    ENOTDIR: 'a part of its folder path is a file',
+    EISDIR: 'it is a folder',
+    EACCES: 'permission denied',
+    EPERM: 'operation not permitted',
+    ENOSPC: 'no space left on the device',
+    EDQUOT: 'disk quota exceeded',
+    EROFS: 'read-only file system',
+    EXDEV: 'cross-device rename',
+  };
+  return new OutputError(`cannot write ${target}: ${reason[e.code] ?? e.code}`);
 }

@@ -1,0 +1,171 @@
+/**
+ * The CLI never loses a user's file and checks its files before any work: issue 12, items 1-3.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { main } from '../src/cli/main';
+import { OutputError } from '../src/errors';
+import { writeFileAtomic } from '../src/io/atomic';
+import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors';
+import { isolatedTempDir } from './helpers/isolation';
+
+const DEMO_IMAGES = path.join(__dirname, '..', 'weights', 'demo', 'images');
+const tempDir = isolatedTempDir('llava-files-');
+
+async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const code = await main(args, { out: (s) => (out += s), err: (s) => (err += s) });
+  return { code, out, err };
+}
+
+function copyOf(file: string, name: string): string {
+  const target = path.join(tempDir(), name);
+  fs.copyFileSync(file, target);
+  return target;
+}
+
+/** Nothing but the listed names in the folder: no output, no temp file left behind. */
+function expectOnly(dir: string, names: string[]): void {
+  expect(fs.readdirSync(dir).sort()).toEqual([...names].sort());
+}
+
+describe('a swapped --out never overwrites a user file', () => {
+  test('encode --out photo.png tokens2.safetensors leaves photo.png byte-identical and writes nothing', async () => {
+    const dir = fs.mkdtempSync(path.join(tempDir(), 'swap-'));
+    const photo = path.join(dir, 'photo.png');
+    fs.copyFileSync(path.join(DEMO_IMAGES, 'chelsea.png'), photo);
+    const before = fs.readFileSync(photo);
+    const cwd = process.cwd();
+    process.chdir(dir);
+    try {
+      const r = await run(['encode', '--quiet', '--out', 'photo.png', 'tokens2.safetensors']);
+      expect(r.code).toBe(1);
+      expect(r.err).toMatch(/--out photo\.png exists and is not a safetensors file; refusing to overwrite it/);
+    } finally {
+      process.chdir(cwd);
+    }
+    expect(Buffer.compare(fs.readFileSync(photo), before)).toBe(0);
+    expectOnly(dir, ['photo.png']);
+  });
+
+  test('the same for preprocess', async () => {
+    const photo = copyOf(path.join(DEMO_IMAGES, 'rocket.jpg'), 'rocket-pre.jpg');
+    const before = fs.readFileSync(photo);
+    const r = await run(['preprocess', '--preprocessor', path.join(__dirname, '..', 'weights', 'demo'), '--out', photo, photo]);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/is also an input of this run|not a safetensors file/);
+    expect(Buffer.compare(fs.readFileSync(photo), before)).toBe(0);
+  });
+
+  test('--out naming an input of the run is refused even when it is a safetensors file', async () => {
+    const pv = path.join(tempDir(), 'pv-in.safetensors');
+    writeSafetensors(pv, { pixel_values: { dtype: 'F32', shape: [1, 3, 336, 336], data: new Float32Array(3 * 336 * 336) } });
+    const before = fs.readFileSync(pv);
+    const r = await run(['encode', '--quiet', '--pixel-values', pv, '--out', pv]);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/is also an input of this run/);
+    expect(Buffer.compare(fs.readFileSync(pv), before)).toBe(0);
+  });
+
+  test('--out inside the model folder naming one of its files is refused', async () => {
+    const model = path.join(tempDir(), 'model-copy');
+    fs.cpSync(path.join(__dirname, '..', 'weights', 'demo'), model, { recursive: true });
+    const weights = fs.readdirSync(model).find((f) => f.endsWith('.safetensors'))!;
+    const before = fs.readFileSync(path.join(model, weights));
+    const r = await run(['encode', '--quiet', '--model', model, path.join(DEMO_IMAGES, 'chelsea.png'), '--out', path.join(model, weights)]);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/is also an input of this run/);
+    expect(Buffer.compare(fs.readFileSync(path.join(model, weights)), before)).toBe(0);
+  });
+
+  test('--force overwrites a non-safetensors file; an earlier output is replaced without --force', async () => {
+    const target = path.join(tempDir(), 'notes.txt');
+    fs.writeFileSync(target, 'my notes');
+    const image = path.join(DEMO_IMAGES, 'chelsea.png');
+    expect((await run(['encode', '--quiet', image, '--out', target])).code).toBe(1);
+    expect(fs.readFileSync(target, 'utf8')).toBe('my notes');
+    expect((await run(['encode', '--quiet', '--force', image, '--out', target])).code).toBe(0);
+    expect(SafetensorsFile.open(target).keys()).toEqual(['images.0.merged']);
+    // Our own output (a safetensors file) is replaced as before.
+    expect((await run(['encode', '--quiet', image, image, '--out', target])).code).toBe(0);
+    expect(SafetensorsFile.open(target).keys()).toEqual(['images.0.merged', 'images.1.merged']);
+  });
+});
+
+describe('inputs are checked before the model loads', () => {
+  test('missing file, folder, empty file: one line each, naming the path, and no model is opened', async () => {
+    const empty = path.join(tempDir(), 'empty.png');
+    fs.writeFileSync(empty, '');
+    const missing = path.join(tempDir(), 'missing.jpg');
+    const folder = path.join(tempDir(), 'a-folder');
+    fs.mkdirSync(folder);
+    const good = path.join(DEMO_IMAGES, 'chelsea.png');
+    // A model folder that does not exist: had it been opened, the error would be about it.
+    const r = await run(['encode', '--model', '/nonexistent-model', good, missing, folder, empty, '--out', path.join(tempDir(), 'x.safetensors')]);
+    expect(r.code).toBe(1);
+    expect(r.err.trim().split('\n')).toEqual([
+      `llava-vision: ${missing}: no such file`,
+      `llava-vision: ${folder}: is a directory, not an image file`,
+      `llava-vision: ${empty}: empty file`,
+    ]);
+    expect(fs.existsSync(path.join(tempDir(), 'x.safetensors'))).toBe(false);
+  });
+
+  test('a missing --pixel-values or --projector file is named before the model loads', async () => {
+    const out = path.join(tempDir(), 'y.safetensors');
+    const r1 = await run(['encode', '--model', '/nonexistent-model', '--pixel-values', '/nope/pv.safetensors', '--out', out]);
+    expect(r1.err).toBe('llava-vision: /nope/pv.safetensors: no such file\n');
+    const r2 = await run(['encode', '--model', '/nonexistent-model', '--projector', '/nope/mm_projector.bin', path.join(DEMO_IMAGES, 'chelsea.png'), '--out', out]);
+    expect(r2.err).toBe('llava-vision: /nope/mm_projector.bin: no such file\n');
+  });
+});
+
+describe('--out folders', () => {
+  test('missing parent folders are created; the output is written there', async () => {
+    const out = path.join(tempDir(), 'newdir', 'sub', 'x.safetensors');
+    const r = await run(['encode', '--quiet', path.join(DEMO_IMAGES, 'chelsea.png'), '--out', out]);
+    expect(r.code).toBe(0);
+    expect(SafetensorsFile.open(out).keys()).toEqual(['images.0.merged']);
+    expectOnly(path.dirname(out), ['x.safetensors']);
+  });
+
+  test.each([
+    ['an existing folder', (d: string) => d, /is a folder: give a file name, e.g. .*tokens\.safetensors/],
+    ['a path ending in /', (d: string) => path.join(d, 'not-yet') + '/', /names a folder: give a file name/],
+    ['a path under a file', (d: string) => path.join(d, 'file.txt', 'x.safetensors'), /cannot create its folder .*a part of its path is a file/],
+  ])('--out as %s is refused up front, naming --out, never a temp file', async (_what, outOf, message) => {
+    const dir = fs.mkdtempSync(path.join(tempDir(), 'outdir-'));
+    fs.writeFileSync(path.join(dir, 'file.txt'), 'x');
+    const r = await run(['encode', '--model', '/nonexistent-model', path.join(DEMO_IMAGES, 'chelsea.png'), '--out', outOf(dir)]);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/--out /);
+    expect(r.err).toMatch(message);
+    expect(r.err).not.toMatch(/tmp-\d+/);
+    expect(r.err.trim().split('\n')).toHaveLength(1);
+    expectOnly(dir, ['file.txt']);
+  });
+
+  test('a write that fails anyway names the target, not the temp file, and leaves nothing behind', () => {
+    const dir = fs.mkdtempSync(path.join(tempDir(), 'atomic-'));
+    const target = path.join(dir, 'gone', 'x.safetensors');
+    expect(() => writeFileAtomic(target, new Uint8Array(4))).toThrow(OutputError);
+    expect(() => writeFileAtomic(target, new Uint8Array(4))).toThrow(`cannot write ${target}: its folder does not exist`);
+    fs.mkdirSync(path.join(dir, 'folder'));
+    expect(() => writeFileAtomic(path.join(dir, 'folder'), new Uint8Array(4))).toThrow(/cannot write .*folder: it is a folder$/);
+    expectOnly(dir, ['folder']);
+  });
+});
+
+test('no image encoded: no output file at all', async () => {
+  const bad = path.join(tempDir(), 'broken.png');
+  fs.writeFileSync(bad, Buffer.from('\x89PNG\r\n\x1a\nnot really a png'));
+  const out = path.join(tempDir(), 'none.safetensors');
+  const r = await run(['encode', '--quiet', bad, bad, '--out', out]);
+  expect(r.code).toBe(1);
+  expect(r.err).toMatch(/none of the 2 image\(s\) could be encoded; nothing written/);
+  expect(fs.existsSync(out)).toBe(false);
+  const r2 = await run(['preprocess', '--preprocessor', path.join(__dirname, '..', 'weights', 'demo'), bad, '--out', out]);
+  expect(r2.code).toBe(1);
+  expect(fs.existsSync(out)).toBe(false);
+});
