@@ -1,5 +1,5 @@
 import * as fs from 'fs';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from './tf';
 import { ConfigError } from './errors';
 
 export type BackendChoice = 'auto' | 'wasm' | 'cpu' | 'tensorflow';

@@ -31,3 +31,4 @@ export { loadWeights, exportWeights, prefaultWeights } from './model/weights';
 export { buildForLoading, namedParams } from './model/module';
 export { checkParity, maxAbsDiff, DEFAULT_PARITY_K } from './parity';
 export * as train from './train';
+export * as tf from './tf';

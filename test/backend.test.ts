@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf';
 import { BACKEND_ENV_VAR, initBackend } from '../src/backend';
 
 const saved = process.env[BACKEND_ENV_VAR];

@@ -6,7 +6,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf';
 import erf = require('@stdlib/math-base-special-erf');
 import { encodeImages } from '../src/api/encode_job';
 import { EncodeResult, LlavaVision, LoadOptions, OutputName } from '../src/api/llava_vision';

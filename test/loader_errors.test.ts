@@ -4,7 +4,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf';
 import { LlavaVision, LoadOptions } from '../src/api/llava_vision';
 import { initBackend } from '../src/backend';
 import { CheckpointError, ConfigError } from '../src/errors';

@@ -3,7 +3,7 @@
  * and `dispose()` frees every tensor a loaded model holds.
  */
 import * as path from 'path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf';
 import { EncodeResult, LlavaVision, LoadOptions, OutputName } from '../src/api/llava_vision';
 import { initBackend } from '../src/backend';
 import { countVariables } from '../src/model/module';

@@ -3,7 +3,7 @@
  * expected hidden state / feature / projection must satisfy the parity rule (helpers/golden.ts).
  */
 import * as path from 'path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf';
 import { LlavaVision } from '../src/api/llava_vision';
 import { expectParity, loadCase, writeParityReport } from './helpers/golden';
 

@@ -7,7 +7,7 @@
  * every comparison is against our own HF-equivalent forward (itself checked by tower_parity.test.ts).
  */
 import * as path from 'path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf';
 import erf from '@stdlib/math-base-special-erf';
 import { initBackend } from '../src/backend';
 import { CLIPVisionTower, VisionTowerOptions } from '../src/api/vision_tower';

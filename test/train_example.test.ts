@@ -2,7 +2,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf';
 import { main } from '../examples/train_projector';
 import { SafetensorsFile } from '../src/io/safetensors';
 

@@ -3,7 +3,7 @@
  * The tower's weights must come out bit-identical, and nothing may leak across steps.
  */
 import * as path from 'path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf';
 import { LlavaVision } from '../src/api/llava_vision';
 import { namedParams } from '../src/model/module';
 import { readParam } from '../src/model/weights';

@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf';
 import { LlavaVision } from '../src/api/llava_vision';
 import { initBackend } from '../src/backend';
 import { Projector } from '../src/model/projector';

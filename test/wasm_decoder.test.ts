@@ -4,7 +4,7 @@
  * keeps their payloads, JS canonicalises them). And the embedded module is exactly the assembled .wat.
  */
 import * as fs from 'fs';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf';
 import { allocateUninitialized, initBackend, unwrittenHeapView } from '../src/backend';
 import { Block, decodeBlock } from '../src/io/blocks';
 import { DType } from '../src/io/dtype';

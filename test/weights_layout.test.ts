@@ -4,7 +4,7 @@
  * reused buffer gives exactly what a fresh read gives.
  */
 import * as path from 'path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf';
 import { initBackend, prefaultMemory, unwrittenHeapView } from '../src/backend';
 import { CLIPVisionTower, readVisionConfig } from '../src/api/vision_tower';
 import { Checkpoint } from '../src/io/checkpoint';

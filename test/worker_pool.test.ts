@@ -4,7 +4,7 @@
  * Worker threads run the built worker script (dist/, made by `npm test`'s build step).
  */
 import * as path from 'path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf';
 import { encodeImages, encodePixelValues, encodePixelValuesAsync } from '../src/api/encode_job';
 import { LlavaVision } from '../src/api/llava_vision';
 import { TensorToWrite } from '../src/io/safetensors';

@@ -23,7 +23,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { spawnSync } from 'child_process';
 import { createHash } from 'crypto';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf';
 import { encodePixelValuesAsync } from '../src/api/encode_job';
 import { LlavaVision } from '../src/api/llava_vision';
 import { BackendChoice, prefaultMemory } from '../src/backend';
@@ -406,7 +406,7 @@ async function main(): Promise<void> {
     backend,
     threads: wasm ? (tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT') ? 'multi' : 1) : backend === 'tensorflow' ? `TF default (${os.cpus().length} cores)` : 1,
     simd: wasm ? tf.env().getBool('WASM_HAS_SIMD_SUPPORT') : null,
-    tfjs: tf.version.tfjs,
+    tfjs: tf.version_core,
     dtype: o.dtype,
     reps: o.reps,
     load: loads,

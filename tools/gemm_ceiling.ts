@@ -10,7 +10,7 @@
  * packing of activations is replayed too). `replayGemms` then runs exactly those kernel calls, on random
  * activations of the same shapes, timing only the kernel calls.
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf';
 
 const GEMM_KERNELS = new Set(['BatchMatMul', '_FusedMatMul']);
 

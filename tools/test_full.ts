@@ -10,7 +10,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../src/tf';
 import { LlavaVision } from '../src/api/llava_vision';
 import { BackendChoice } from '../src/backend';
 import { SafetensorsFile } from '../src/io/safetensors';

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf';
 import { AspectMode, MergeType, Pinpoints } from '../config/llava';
 import { ConfigError, LlavaVisionError } from '../errors';
 import { TensorToWrite } from '../io/safetensors';

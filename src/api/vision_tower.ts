@@ -1,6 +1,6 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf';
 import { CLIPVisionConfig, clipVisionConfigFromJson, numPatchesPerSide } from '../config/clip';
 import { SelectFeature, parseSelectFeature } from '../config/llava';
 import { ConfigError } from '../errors';

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf';
 import erf from '@stdlib/math-base-special-erf';
 import { ConfigError } from '../errors';
 

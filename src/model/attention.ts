@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf';
 import { CLIPVisionConfig } from '../config/clip';
 import { Linear } from './linear';
 import { CompositeLayer } from './composite';

@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf';
 import { CLIPVisionConfig, numPatchesPerSide } from '../config/clip';
 import { ConfigError } from '../errors';
 import { Module, Param, wholeParam, zerosInPlace } from './module';

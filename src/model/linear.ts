@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf';
 import { Block } from '../io/blocks';
 import { Module, Param, blocksParam, zerosInPlace } from './module';
 

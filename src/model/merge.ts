@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf';
 import { MergeType } from '../config/llava';
 import { ConfigError } from '../errors';
 

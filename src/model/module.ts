@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf';
 import { allocateUninitialized } from '../backend';
 import { Block } from '../io/blocks';
 

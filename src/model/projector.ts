@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf';
 import { ConfigError } from '../errors';
 import { Activation, activationByName } from './activations';
 import { CompositeLayer } from './composite';

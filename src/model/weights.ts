@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf';
 import { CheckpointError } from '../errors';
 import { markWritten, prefaultMemory, unwrittenHeapView } from '../backend';
 import { decodeBlock, encodeBlock } from '../io/blocks';

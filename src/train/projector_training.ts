@@ -4,7 +4,7 @@
  * and a feature cache so the tower runs once per image, not once per step.
  */
 import * as fs from 'fs';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../tf';
 import { encodeImages } from '../api/encode_job';
 import { LlavaVision } from '../api/llava_vision';
 import { openTensorSource } from '../api/sources';

@@ -1,6 +1,6 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../src/tf';
 import { SafetensorsFile } from '../../src/io/safetensors';
 import { DEFAULT_PARITY_K, checkParity } from '../../src/parity';
 

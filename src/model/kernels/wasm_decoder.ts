@@ -1,4 +1,4 @@
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '../../tf';
 import { Block, decodeBlock } from '../../io/blocks';
 import { DType } from '../../io/dtype';
 import { WASM_BASE64 } from './decode_wasm';
