@@ -45,11 +45,18 @@ export class Projector extends CompositeLayer {
     this.projectorConfig = { ...config };
     const depth = projectorDepth(config.type);
     this.act = activationByName(config.hiddenAct ?? 'gelu', 'projector activation');
+    // mlp2x_gelu (LLaVA-1.5/1.6) runs in blocks like CLIP's MLP: the first Linear split along its
+    // outputs, the second along its inputs, one GEMM per block and the products summed. wasm's GEMM
+    // accumulates each output in one chain over K without FMA; K = 4096 in four chains of 1024 is
+    // closer to PyTorch, and each block's packed weight stays cache-sized.
+    const { inFeatures: d, outFeatures: h } = config;
+    const blocks = depth === 2 && h % d === 0 ? h / d : 1;
     this.linears = Array.from({ length: depth }, (_, i) =>
       new Linear({
-        inFeatures: i === 0 ? config.inFeatures : config.outFeatures,
-        outFeatures: config.outFeatures,
+        inFeatures: i === 0 ? d : h,
+        outFeatures: h,
         bias: config.bias ?? true,
+        split: blocks > 1 ? { along: i === 0 ? 'out' : 'in', parts: blocks } : undefined,
         name: `${this.name}/${2 * i}`,
         trainable: this.trainable,
       }),
@@ -75,7 +82,13 @@ export class Projector extends CompositeLayer {
     }
     if (this.linears.length === 0) return tf.clone(x);
     return tf.tidy(() => {
-      let h = this.linears[0].call(x);
+      const [first, last] = this.linears;
+      if (this.linears.length === 2 && first.parts > 1) {
+        const x2d = tf.reshape(x, [-1, this.projectorConfig.inFeatures]) as tf.Tensor2D;
+        const hidden = first.forwardParts([x2d]).map((part) => this.act(part) as tf.Tensor2D);
+        return tf.reshape(last.forwardParts(hidden)[0], [...x.shape.slice(0, -1), this.outFeatures]);
+      }
+      let h = first.call(x);
       for (const linear of this.linears.slice(1)) h = linear.call(this.act(h));
       return h;
     });
