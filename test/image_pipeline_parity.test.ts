@@ -62,7 +62,7 @@ describe.each(LLAVA)('LLaVA %s from image files', (name) => {
   });
 });
 
-describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_clip_interpolate_pos_encoding'])('CLIP %s from image files', (name) => {
+describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_clip_interpolate_pos_encoding', 'tiny_clip_massive_activations'])('CLIP %s from image files', (name) => {
   test('pixel_values exact; hidden states and pooler_output within the parity rule', async () => {
     const gc = loadCase(name);
     const model = await LlavaVision.load(path.join(gc.dir, 'model'), { log: null });

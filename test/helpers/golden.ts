@@ -37,7 +37,7 @@ export function loadCase(name: string, expectedFile?: string): GoldenCase {
 }
 
 /** Per-case worst ratios, written for the README's parity table. */
-const report = new Map<string, { worstRatio: number; tensor: string; tensors: number; exactPixelValues?: number }>();
+const report = new Map<string, { worstRatio: number; tensor: string; tensors: number; ratioSum?: number; exactPixelValues?: number }>();
 
 /** Records that `count` pixel_values tensors of a case were asserted bit-identical. */
 export function recordExactPixels(caseName: string, count: number): void {
@@ -61,6 +61,7 @@ export function expectParity(gc: GoldenCase, key: string, ours: ArrayLike<number
   const entry = report.get(gc.name) ?? { worstRatio: -1, tensor: '', tensors: 0 };
   if (ratio > entry.worstRatio) Object.assign(entry, { worstRatio: ratio, tensor: key });
   entry.tensors++;
+  entry.ratioSum = (entry.ratioSum ?? 0) + ratio;
   report.set(gc.name, entry);
   return ratio;
 }
