@@ -141,7 +141,7 @@ function toyTarget(features: tf.Tensor3D, width: number, seed: number): tf.Tenso
   const rand = seededRandom(seed);
   const bound = Math.sqrt(3 / d);
   const w = Float32Array.from({ length: d * width }, () => (2 * rand() - 1) * bound);
-  return tf.tidy(() => tf.tanh(tf.matMul(features.reshape([-1, d]), tf.tensor2d(w, [d, width]))).reshape([...features.shape.slice(0, 2), width]) as tf.Tensor3D);
+  return tf.tidy(() => tf.reshape(tf.tanh(tf.matMul(tf.reshape(features, [-1, d]), tf.tensor2d(w, [d, width]))), [features.shape[0], features.shape[1], width]) as tf.Tensor3D);
 }
 
 function evalLoss(projector: Projector, features: tf.Tensor, target: tf.Tensor): number {

@@ -87,7 +87,7 @@ export function encodeUnits(model: LlavaVision, units: EncodeUnit[], options: En
     let row = 0;
     for (const u of group) {
       const n = u.shape[0];
-      const rows = (t: tf.Tensor) => tf.tidy(() => t.slice([row, ...t.shape.slice(1).map(() => 0)], [n, ...t.shape.slice(1)]));
+      const rows = (t: tf.Tensor) => tf.tidy(() => tf.slice(t, [row, ...t.shape.slice(1).map(() => 0)], [n, ...t.shape.slice(1)]));
       const put = (name: string, t: tf.Tensor) => {
         out[`images.${u.index}.${name}`] = toWrite(t);
         t.dispose();

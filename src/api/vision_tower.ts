@@ -121,7 +121,7 @@ export class CLIPVisionTower {
       const features = picked.length === 1 ? picked[0] : (tf.concat(picked, -1) as tf.Tensor3D);
       if (this.selectFeature === 'cls_patch') return tf.clone(features);
       const [b, t, d] = features.shape;
-      return features.slice([0, 1, 0], [b, t - 1, d]);
+      return tf.slice(features, [0, 1, 0], [b, t - 1, d]);
     });
   }
 
@@ -132,7 +132,7 @@ export class CLIPVisionTower {
   forward(images: tf.Tensor4D, options?: VisionForwardOptions): tf.Tensor3D;
   forward(images: tf.Tensor3D[], options?: VisionForwardOptions): tf.Tensor3D[];
   forward(images: tf.Tensor4D | tf.Tensor3D[], options: VisionForwardOptions = {}): tf.Tensor3D | tf.Tensor3D[] {
-    if (Array.isArray(images)) return images.map((img) => this.forwardBatch(tf.tidy(() => img.expandDims(0) as tf.Tensor4D), options, true));
+    if (Array.isArray(images)) return images.map((img) => this.forwardBatch(tf.tidy(() => tf.expandDims(img, 0) as tf.Tensor4D), options, true));
     return this.forwardBatch(images, options, false);
   }
 
@@ -159,7 +159,7 @@ export class CLIPVisionTower {
 
 function dropCls(x: tf.Tensor3D): tf.Tensor3D {
   const [b, t, d] = x.shape;
-  return x.slice([0, 1, 0], [b, t - 1, d]);
+  return tf.slice(x, [0, 1, 0], [b, t - 1, d]);
 }
 
 /** Python-style index into L+1 hidden states. */

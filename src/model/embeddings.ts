@@ -56,15 +56,13 @@ export class CLIPVisionEmbeddings extends tf.layers.Layer implements Module {
     if (gh === 0 || gw === 0) throw new ConfigError(`pixel_values ${h}x${w} are smaller than one ${p}x${p} patch`);
     return tf.tidy(() => {
       // A stride-P conv ignores the remainder rows/columns, so crop them away before unfolding.
-      const cropped = h === gh * p && w === gw * p ? pixels : pixels.slice([0, 0, 0, 0], [b, c, gh * p, gw * p]);
-      const patches = cropped
-        .reshape([b, c, gh, p, gw, p])
-        .transpose([0, 2, 4, 1, 3, 5])
-        .reshape([b * gh * gw, c * p * p]);
-      const patchEmbeds = tf.matMul(patches, this.patchKernel.read()).reshape([b, gh * gw, d]);
-      const cls = this.classEmbedding.read().reshape([1, 1, d]).tile([b, 1, 1]);
+      const cropped = h === gh * p && w === gw * p ? pixels : tf.slice(pixels, [0, 0, 0, 0], [b, c, gh * p, gw * p]);
+      const unfolded = tf.transpose(tf.reshape(cropped, [b, c, gh, p, gw, p]), [0, 2, 4, 1, 3, 5]);
+      const patches = tf.reshape(unfolded, [b * gh * gw, c * p * p]);
+      const patchEmbeds = tf.reshape(tf.matMul(patches, this.patchKernel.read()), [b, gh * gw, d]);
+      const cls = tf.tile(tf.reshape(this.classEmbedding.read(), [1, 1, d]), [b, 1, 1]);
       const tokens = tf.concat([cls, patchEmbeds], 1);
-      return tf.add(tokens, this.positionsFor(gh, gw, h, w).expandDims(0));
+      return tf.add(tokens, tf.expandDims(this.positionsFor(gh, gw, h, w), 0));
     });
   }
 
@@ -80,9 +78,9 @@ export class CLIPVisionEmbeddings extends tf.layers.Layer implements Module {
     const side = Math.round(Math.sqrt(n));
     const d = this.config.hiddenSize;
     const resize = bicubicResizeMatrix(side, side, gh, gw);
-    const patchPositions = table.slice([1, 0], [n, d]);
+    const patchPositions = tf.slice(table, [1, 0], [n, d]);
     const resized = tf.matMul(tf.tensor2d(resize, [gh * gw, n]), patchPositions);
-    return tf.concat([table.slice([0, 0], [1, d]), resized], 0) as tf.Tensor2D;
+    return tf.concat([tf.slice(table, [0, 0], [1, d]), resized], 0) as tf.Tensor2D;
   }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {

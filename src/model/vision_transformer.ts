@@ -61,7 +61,7 @@ export class CLIPVisionTransformer extends CompositeLayer {
       for (const layer of this.layers) hiddenStates.push(layer.call(hiddenStates[hiddenStates.length - 1]) as tf.Tensor3D);
       const lastHiddenState = hiddenStates[hiddenStates.length - 1];
       const [b, , d] = lastHiddenState.shape;
-      const pooled = lastHiddenState.slice([0, 0, 0], [b, 1, d]).reshape([b, d]);
+      const pooled = tf.reshape(tf.slice(lastHiddenState, [0, 0, 0], [b, 1, d]), [b, d]);
       const poolerOutput = this.postLayernorm.call(pooled) as tf.Tensor2D;
       return { lastHiddenState, poolerOutput, hiddenStates };
     });
