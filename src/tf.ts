@@ -8,10 +8,11 @@
  *   tfjs-core's, for `fit()`), which is what `tf.variableGrads` and the projector training use.
  * - Chained ops (`x.reshape(...)`) are not registered (only the bundle does that): use the
  *   functional ops, `tf.reshape(x, ...)`, as tfjs's own libraries do.
- * - The pure-JS cpu backend is registered on import, as the bundle does, so `tf` works before
- *   `initBackend` picks a faster one.
  */
-import './tf_peers';
+import { requireOptionalPeer } from './tf_peers';
 export * from '@tensorflow/tfjs-core';
 export * from '@tensorflow/tfjs-layers';
-import '@tensorflow/tfjs-backend-cpu';
+
+// The pure-JS cpu backend, registered on import as the bundle does, so `tf` works before
+// initBackend picks a faster one. An optional peer: npm installs it with tfjs-backend-wasm.
+requireOptionalPeer('@tensorflow/tfjs-backend-cpu');

@@ -9,7 +9,7 @@ import { ConfigError } from './errors';
 /** The TensorFlow.js version this package is developed and tested with (its lockfile pins it). */
 export const TESTED_TFJS_VERSION = '4.22.0';
 
-const REQUIRED_PEERS = ['@tensorflow/tfjs-core', '@tensorflow/tfjs-layers', '@tensorflow/tfjs-backend-cpu'];
+const REQUIRED_PEERS = ['@tensorflow/tfjs-core', '@tensorflow/tfjs-layers'];
 
 function installedVersion(name: string): string | null {
   try {
@@ -19,12 +19,26 @@ function installedVersion(name: string): string | null {
   }
 }
 
+/** The install command for tfjs packages: all at the version of the tfjs-core already there, if any. */
+export function tfjsInstallHint(names: string[]): string {
+  const version = installedVersion('@tensorflow/tfjs-core') ?? TESTED_TFJS_VERSION;
+  return `npm install ${names.map((name) => `${name}@${version}`).join(' ')}`;
+}
+
 const missing = REQUIRED_PEERS.filter((name) => installedVersion(name) === null);
 if (missing.length > 0) {
-  // All tfjs packages must share one version: that of the tfjs-core already there, if any.
-  const version = installedVersion('@tensorflow/tfjs-core') ?? TESTED_TFJS_VERSION;
   throw new ConfigError(
-    `llava-vision-tfjs needs ${missing.join(', ')} (peer dependencies): ` +
-      `npm install ${[...missing, '@tensorflow/tfjs-backend-wasm'].map((name) => `${name}@${version}`).join(' ')}`,
+    `llava-vision-tfjs needs ${missing.join(', ')} (peer dependencies): ${tfjsInstallHint([...missing, '@tensorflow/tfjs-backend-wasm'])}`,
   );
+}
+
+/** Loads an optional tfjs package for its side effects (registering a backend); false when it is not installed. */
+export function requireOptionalPeer(name: string): boolean {
+  try {
+    require(name);
+    return true;
+  } catch (e) {
+    if ((e as { code?: string }).code === 'MODULE_NOT_FOUND' && installedVersion(name) === null) return false;
+    throw e;
+  }
 }
