@@ -43,8 +43,12 @@ export class CLIPVisionEmbeddings extends tf.layers.Layer implements Module {
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: { interpolatePosEncoding?: boolean } = {}): tf.Tensor {
     const pixels = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor4D;
     const { numChannels: c, patchSize: p, hiddenSize: d, imageSize } = this.config;
+    if (pixels.rank !== 4) throw new ConfigError(`pixel_values must be 4-D, NCHW [N, ${c}, H, W]; got shape [${pixels.shape.join(', ')}]`);
     const [b, channels, h, w] = pixels.shape;
-    if (channels !== c) throw new ConfigError(`pixel_values have ${channels} channels, the model expects num_channels ${c}`);
+    if (channels !== c) {
+      const nhwc = pixels.shape[3] === c ? ', which looks like NHWC (channels last): transpose it with tf.transpose(x, [0, 3, 1, 2])' : '';
+      throw new ConfigError(`pixel_values must be NCHW [N, ${c}, H, W] (num_channels ${c}); got [${pixels.shape.join(', ')}]${nhwc}`);
+    }
     const interpolate = kwargs.interpolatePosEncoding ?? false;
     if (!interpolate && (h !== imageSize || w !== imageSize)) {
       throw new ConfigError(
