@@ -62,7 +62,7 @@ test('API snippet: type-checks with --strict + skipLibCheck and runs, printing w
 });
 
 test('the training example runs from the installed package (here the link resolves to the checkout, which uses its fixtures)', () => {
-  const r = runShell(snippetNamed(snippets, 'example').code, app, env());
+  const r = runShell(snippetNamed(snippets, 'example').code, app, { ...env(), TMPDIR: app }); // its work folder goes with the app
   expect(r.status).toBe(0);
   expect(r.stdout).toMatch(/encoded \d+ images once/);
   expect(r.stdout).toMatch(/saved .*mm_projector\.safetensors: model\.mm_projector\.0\.bias/);
