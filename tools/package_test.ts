@@ -64,6 +64,7 @@ function coreVersion(app: string): string {
 function main(): void {
   const keep = process.argv.includes('--keep');
   const base = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-package-test-'));
+  process.env.TMPDIR = base; // what the apps write to the temp folder (the example's work folder) goes with them
   const readme = readmeSnippets(fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8'));
   const quickStart = snippetNamed(readme, 'quick-start').code;
   const api = snippetNamed(readme, 'api').code;
@@ -120,9 +121,8 @@ function main(): void {
     check('API snippet type-checks as an ES module', esmInstall.status === 0 && esmErrors.length === 0, esmInstall.err + esmErrors.join('\n'));
     const esmRun = sh(`node ${JSON.stringify(esmSnippet.js)}`, esm);
     check('API snippet runs as an ES module', esmRun.status === 0 && esmRun.out.startsWith('[ 576, 128 ]'), esmRun.err + esmRun.out);
-    const nowhere = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-npx-'));
+    const nowhere = fs.mkdtempSync(path.join(base, 'no-project-'));
     const npx = sh(`npx --yes ${JSON.stringify(`file:${tarball}`)} --help`, nowhere); // = npx llava-vision-tfjs --help
-    fs.rmSync(nowhere, { recursive: true, force: true });
     check('npx llava-vision-tfjs outside a project runs the CLI', npx.status === 0 && /encode/.test(npx.out + npx.err), npx.err);
 
     // --- an app that pins another TensorFlow.js
