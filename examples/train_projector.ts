@@ -20,6 +20,7 @@ import * as path from 'path';
 import { parseArgs } from 'util';
 import * as tf from '../src/tf';
 import { LlavaVision } from '../src/api/llava_vision';
+import { demoModelDir } from '../src/demo';
 import { Projector } from '../src/model/projector';
 import {
   TorchAdam, encodeFeatureCache, initProjector, loadFeatureCache, loadProjectorWeights, mseLoss, saveProjector, seededRandom, trainStep,
@@ -38,12 +39,15 @@ export interface ExampleResult {
 const FIXTURE_MODEL = path.join('test', 'fixtures', 'cases', 'tiny_projector_train_step', 'model');
 const FIXTURE_IMAGES = path.join('test', 'fixtures', 'images');
 
-/** The repository root (holds the fixtures), from src (ts-jest) or dist (compiled) alike. */
-function repoRoot(): string {
-  for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    if (fs.existsSync(path.join(dir, FIXTURE_MODEL))) return dir;
-    if (path.dirname(dir) === dir) return process.cwd();
+/**
+ * The tiny test fixture in a repository checkout (from src or dist alike); in the installed package,
+ * which has no fixtures, the bundled demo checkpoint and its two images.
+ */
+function defaultInputs(): { modelDir: string; imageDir: string } {
+  for (let dir = __dirname; path.dirname(dir) !== dir; dir = path.dirname(dir)) {
+    if (fs.existsSync(path.join(dir, FIXTURE_MODEL))) return { modelDir: path.join(dir, FIXTURE_MODEL), imageDir: path.join(dir, FIXTURE_IMAGES) };
   }
+  return { modelDir: demoModelDir(), imageDir: path.join(demoModelDir(), 'images') };
 }
 
 export const USAGE = `usage: node dist/examples/train_projector.js [--model DIR] [--images DIR] [--cache FILE] [--out FILE] [--steps N] [--lr X] [--hidden N] [--quiet]`;
@@ -64,9 +68,9 @@ export async function main(argv: string[], log: (line: string) => void = (l) => 
     },
   });
   const say = values.quiet ? () => undefined : log;
-  const root = repoRoot();
-  const modelDir = values.model ?? path.join(root, FIXTURE_MODEL);
-  const imageDir = values.images ?? path.join(root, FIXTURE_IMAGES);
+  const defaults = defaultInputs();
+  const modelDir = values.model ?? defaults.modelDir;
+  const imageDir = values.images ?? defaults.imageDir;
   const workDir = values.cache && values.out ? null : fs.mkdtempSync(path.join(os.tmpdir(), 'llava-train-example-'));
   const cacheFile = values.cache ?? path.join(workDir!, 'features.safetensors');
   const projectorFile = values.out ?? path.join(workDir!, 'mm_projector.safetensors');
@@ -141,7 +145,7 @@ function toyTarget(features: tf.Tensor3D, width: number, seed: number): tf.Tenso
   const rand = seededRandom(seed);
   const bound = Math.sqrt(3 / d);
   const w = Float32Array.from({ length: d * width }, () => (2 * rand() - 1) * bound);
-  return tf.tidy(() => tf.tanh(tf.matMul(features.reshape([-1, d]), tf.tensor2d(w, [d, width]))).reshape([...features.shape.slice(0, 2), width]) as tf.Tensor3D);
+  return tf.tidy(() => tf.reshape(tf.tanh(tf.matMul(tf.reshape(features, [-1, d]), tf.tensor2d(w, [d, width]))), [features.shape[0], features.shape[1], width]) as tf.Tensor3D);
 }
 
 function evalLoss(projector: Projector, features: tf.Tensor, target: tf.Tensor): number {

@@ -33,6 +33,69 @@ export async function initBackend(options: BackendOptions = {}): Promise<string>
   throw new ConfigError(`no usable tfjs backend for "${choice}" (${failures.join('; ')})`);
 }
 
+/**
+ * For the low-level classes (CLIPVisionTower, CLIPVisionModel, Projector used without
+ * LlavaVision.load): the backend `initBackend` would choose, unless one is chosen already, by
+ * `initBackend` or by the app (`tf.setBackend` to anything but the cpu backend tfjs falls back to).
+ */
+export async function ensureBackend(options: BackendOptions = {}): Promise<string> {
+  return chosenBackend() ?? initBackend(options);
+}
+
+/**
+ * `ensureBackend` for synchronous code (a tower loaded by its constructor, a layer built directly).
+ * The wasm backend only starts asynchronously, so without an earlier `await initBackend()` this
+ * chooses tensorflow (tfjs-node, which starts synchronously) when installed, else cpu, and then
+ * says in one line how to get wasm.
+ */
+export function ensureBackendSync(options: BackendOptions = {}): string {
+  const chosen = chosenBackend();
+  if (chosen) return chosen;
+  const choice = options.backend ?? parseChoice(process.env[BACKEND_ENV_VAR]);
+  const log = options.log === undefined ? (line: string) => process.stderr.write(line + '\n') : options.log;
+  if (choice === 'auto' || choice === 'tensorflow') {
+    if (!tf.findBackendFactory('tensorflow')) {
+      try {
+        requireFirst(['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']);
+      } catch {
+        // not installed: cpu below
+      }
+    }
+    if (tf.findBackendFactory('tensorflow') && setBackendNow('tensorflow')) return announce('tensorflow', log);
+    if (choice === 'tensorflow') throw new ConfigError(`no usable tfjs backend for "tensorflow" (tfjs-node could not start synchronously; await initBackend() first)`);
+  }
+  if (!setBackendNow('cpu')) throw new ConfigError(`no usable tfjs backend: the cpu backend is not installed (npm install @tensorflow/tfjs-backend-cpu@${tf.version_core})`);
+  (tf.backend() as unknown as { firstUse?: boolean }).firstUse = false;
+  if (choice === 'cpu') return announce('cpu', log);
+  if (log && announced !== 'cpu') {
+    log('llava-vision: tfjs backend "cpu" (pure JS, slow): the faster wasm backend starts asynchronously, so await initBackend() ' +
+      'before loading synchronously, or load with `await CLIPVisionTower.load(dir)` / delayLoad + `await loadModelAsync()`');
+  }
+  announced = 'cpu';
+  return 'cpu';
+}
+
+/** The backend in use if someone chose it: initBackend, or the app (tfjs's own cpu fallback does not count). */
+function chosenBackend(): string | null {
+  // engine().backendName, unlike tf.getBackend(), does not initialise a default backend.
+  const current = tf.engine().backendName;
+  if (current === null) return null;
+  return current === announced || current !== 'cpu' ? current : null;
+}
+
+/** tfjs-core's setBackend completes synchronously for backends whose factory is synchronous (cpu, tensorflow). */
+function setBackendNow(name: string): boolean {
+  if (tf.engine().backendName === name) return true;
+  tf.setBackend(name).catch(() => undefined);
+  return tf.engine().backendName === name;
+}
+
+function announce(name: string, log: ((line: string) => void) | null): string {
+  if (log && announced !== name) log(`llava-vision: tfjs backend "${name}"${describe(name)}`);
+  announced = name;
+  return name;
+}
+
 function parseChoice(value: string | undefined): BackendChoice {
   if (value === undefined || value === '') return 'auto';
   if ((BACKEND_CHOICES as readonly string[]).includes(value)) return value as BackendChoice;
@@ -49,11 +112,11 @@ async function trySetBackend(name: Exclude<BackendChoice, 'auto'>): Promise<stri
           requireFirst(['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']);
         } catch (e) {
           if ((e as { code?: string }).code !== 'MODULE_NOT_FOUND') throw e;
-          return 'neither @tensorflow/tfjs-node nor @tensorflow/tfjs-node-gpu is installed (npm install @tensorflow/tfjs-node@4.22.0)';
+          return `neither @tensorflow/tfjs-node nor @tensorflow/tfjs-node-gpu is installed (npm install @tensorflow/tfjs-node@${tf.version_core})`;
         }
       }
       // A tfjs-node whose tfjs-core is another copy registers on that copy, not ours.
-      if (!tf.findBackendFactory('tensorflow')) return 'installed tfjs-node uses another @tensorflow/tfjs-core copy (versions must match 4.22.0)';
+      if (!tf.findBackendFactory('tensorflow')) return `installed tfjs-node uses another @tensorflow/tfjs-core copy (versions must match ${tf.version_core})`;
     } else if (name === 'wasm') {
       require('@tensorflow/tfjs-backend-wasm');
     }
@@ -81,7 +144,7 @@ function requireFirst(modules: string[]): void {
 }
 
 function describe(name: string): string {
-  if (name === 'cpu') return ' (pure JS, slow: the default wasm backend or @tensorflow/tfjs-node@4.22.0 are much faster)';
+  if (name === 'cpu') return ` (pure JS, slow: the default wasm backend or @tensorflow/tfjs-node@${tf.version_core} are much faster)`;
   if (name !== 'wasm') return '';
   try {
     const simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT');

@@ -7,12 +7,19 @@ export type { EncodeOptions, EncodeResult, LoadOptions, OutputName } from './api
 export { CLIPVisionTower } from './api/vision_tower';
 export type { VisionTowerOptions } from './api/vision_tower';
 export { encodeImages, encodePixelValues, encodePixelValuesAsync, SAVE_NAMES } from './api/encode_job';
-export type { EncodeJobOptions, ImageJobOptions, ImageJobResult, SaveName } from './api/encode_job';
+export type { EncodedTensor, EncodeJobOptions, ImageFailure, ImageInput, ImageJobOptions, ImageJobResult, SaveName } from './api/encode_job';
 export { inspectCheckpoint } from './api/inspect';
-export type { InspectReport } from './api/inspect';
+export type {
+  InspectedTensor, InspectLayout, InspectOptions, InspectReport, LlavaSummary, RoleTotals, TensorRole, VisionSummary, VisionTowerSummary,
+} from './api/inspect';
 export { openTensorSource, resolveVisionTower } from './api/sources';
+export type { OpenedSource, ResolveTowerOptions, SourceFormat } from './api/sources';
 export { downloadModel } from './io/hub';
-export { initBackend, BACKEND_ENV_VAR } from './backend';
+export type { DownloadOptions, DownloadProgress } from './io/hub';
+export type { Layout } from './io/layouts';
+export type { DType } from './io/dtype';
+export { demoModelDir } from './demo';
+export { initBackend, ensureBackend, BACKEND_ENV_VAR } from './backend';
 export type { BackendChoice, BackendOptions } from './backend';
 export { CLIP_VISION_DEFAULTS, clipVisionConfigFromJson } from './config/clip';
 export type { CLIPVisionConfig, HiddenAct } from './config/clip';
@@ -20,15 +27,30 @@ export type { LlavaVisionSettings, MergeType, SelectFeature } from './config/lla
 export { CheckpointError, ConfigError, ImageError, LlavaVisionError, OutputError } from './errors';
 export { Checkpoint } from './io/checkpoint';
 export { SafetensorsFile, writeSafetensors, writeSafetensorsStreaming } from './io/safetensors';
-export type { StreamedTensor, TensorToWrite } from './io/safetensors';
+export type { RawTensor, StreamedTensor, TensorInfo, TensorToWrite } from './io/safetensors';
 export { TorchBinFile } from './io/torch_bin';
+export type { TorchTensorInfo } from './io/torch_bin';
 export * as image from './image';
 export { CLIPVisionModel, CLIPVisionTransformer } from './model/vision_transformer';
-export type { VisionModelOutput } from './model/vision_transformer';
+export type { VisionForwardOptions, VisionModelOutput } from './model/vision_transformer';
+// The blocks the tower and projector are made of (as types: their properties are public).
+export type { CLIPVisionEmbeddings } from './model/embeddings';
+export type { CLIPEncoderLayer } from './model/encoder_layer';
+export type { CLIPAttention } from './model/attention';
+export type { CLIPMLP } from './model/mlp';
+export type { LayerNorm } from './model/layer_norm';
+export type { Linear, LinearArgs } from './model/linear';
+export type { CompositeLayer } from './model/composite';
 export { Projector, projectorDepth } from './model/projector';
+export type { ProjectorConfig } from './model/projector';
 export { mergeImageFeatures } from './model/merge';
+export type { MergeOptions } from './model/merge';
 export { loadWeights, exportWeights, prefaultWeights } from './model/weights';
+export type { KeyMap, TensorSource } from './model/weights';
 export { buildForLoading, namedParams } from './model/module';
+export type { Module, Param } from './model/module';
+export type { Block } from './io/blocks';
 export { checkParity, maxAbsDiff, DEFAULT_PARITY_K } from './parity';
+export type { ParityMeta, ParityResult } from './parity';
 export * as train from './train';
 export * as tf from './tf';

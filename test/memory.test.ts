@@ -98,7 +98,7 @@ describe.each(MODELS)('%s', (label, dir, options) => {
   });
 
   test(`list forward: ${REPEATS} calls with outputs disposed leak nothing, inputs untouched`, () => {
-    const imgs = [0, 1].map((i) => tf.tidy(() => pixels(model, 1, 11 + i).squeeze([0])) as tf.Tensor3D);
+    const imgs = [0, 1].map((i) => tf.tidy(() => tf.squeeze(pixels(model, 1, 11 + i), [0])) as tf.Tensor3D);
     const before = tf.memory().numTensors;
     for (let i = 0; i < REPEATS; i++) {
       const out = model.tower.forward(imgs);

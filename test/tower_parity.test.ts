@@ -89,8 +89,8 @@ describe.each(['tiny_llavahf_model_prefixed_default_bf16', 'tiny_llavahf_legacy_
     const out = model.encode(x, { outputs: ['features', 'projected'] });
     ids.forEach((id, i) => {
       const [, n, d] = out.features!.shape;
-      const f = out.features!.slice([i, 0, 0], [1, n, d]);
-      const p = out.projected!.slice([i, 0, 0], [1, n, out.projected!.shape[2]]);
+      const f = tf.slice(out.features!, [i, 0, 0], [1, n, d]);
+      const p = tf.slice(out.projected!, [i, 0, 0], [1, n, out.projected!.shape[2]]);
       expectParity(gc, `${id}.image_features`, f.dataSync(), f.shape.slice(1));
       expectParity(gc, `${id}.image_features_projected`, p.dataSync(), p.shape.slice(1));
       tf.dispose([f, p]);

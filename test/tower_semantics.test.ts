@@ -53,7 +53,7 @@ function take(t: tf.Tensor): Float32Array {
 
 function sliceTokens(h: tf.Tensor3D, from: number): Float32Array {
   const [b, t, d] = h.shape;
-  return take(h.slice([0, from, 0], [b, t - from, d]));
+  return take(tf.slice(h, [0, from, 0], [b, t - from, d]));
 }
 
 function tower(options: VisionTowerOptions): CLIPVisionTower {
@@ -117,7 +117,7 @@ describe('select_layer (Python indexing into the L+1 hidden states)', () => {
     expect(t.featureSize).toBe(2 * D);
     const got = t.forward(x);
     expect(got.shape).toEqual([2, N, 2 * D]);
-    const want = tf.tidy(() => tf.concat([full[2], full[3]], -1).slice([0, 1, 0], [2, N, 2 * D]));
+    const want = tf.tidy(() => tf.slice(tf.concat([full[2], full[3]], -1), [0, 1, 0], [2, N, 2 * D]));
     expect(take(got)).toEqual(take(want));
     t.dispose();
   });
@@ -146,8 +146,8 @@ describe('select_feature', () => {
     expect(p.shape).toEqual([2, patch.numPatches, D]);
     expect(c.shape).toEqual([2, patch.numPatches + 1, D]);
     // cls_patch row 0 is the CLS token of hidden_states[-2]; rows 1.. are the patch features.
-    const cls = tf.tidy(() => c.slice([0, 0, 0], [2, 1, D]));
-    expect(take(cls)).toEqual(take(full[2].slice([0, 0, 0], [2, 1, D])));
+    const cls = tf.tidy(() => tf.slice(c, [0, 0, 0], [2, 1, D]));
+    expect(take(cls)).toEqual(take(tf.slice(full[2], [0, 0, 0], [2, 1, D])));
     expect(sliceTokens(c, 1)).toEqual(take(p));
     c.dispose();
     patch.dispose();
@@ -174,8 +174,8 @@ describe('select_feature', () => {
 describe('forward on a list of images', () => {
   test('each [C, H, W] image gives a [1, N, D] equal to its row of the batched forward', () => {
     const t = tower({ selectLayer: -2, selectFeature: 'patch' });
-    const img0 = tf.tidy(() => x.slice([0, 0, 0, 0], [1, 3, 56, 56]).reshape([3, 56, 56])) as tf.Tensor3D;
-    const img1 = tf.tidy(() => x.slice([1, 0, 0, 0], [1, 3, 56, 56]).reshape([3, 56, 56])) as tf.Tensor3D;
+    const img0 = tf.tidy(() => tf.reshape(tf.slice(x, [0, 0, 0, 0], [1, 3, 56, 56]), [3, 56, 56])) as tf.Tensor3D;
+    const img1 = tf.tidy(() => tf.reshape(tf.slice(x, [1, 0, 0, 0], [1, 3, 56, 56]), [3, 56, 56])) as tf.Tensor3D;
     const before = tf.memory().numTensors;
     const list = t.forward([img0, img1]);
     expect(tf.memory().numTensors).toBe(before + 2); // just the two outputs
@@ -184,7 +184,7 @@ describe('forward on a list of images', () => {
     const batched = t.forward(x);
     list.forEach((f, i) => {
       expect(f.shape).toEqual([1, N, D]);
-      const row = take(batched.slice([i, 0, 0], [1, N, D]));
+      const row = take(tf.slice(batched, [i, 0, 0], [1, N, D]));
       expect(maxAbsDiff(take(f), row)).toBeLessThanOrEqual(1e-6);
     });
     // and equal to hidden_states[-2] of the full forward, CLS dropped

@@ -68,7 +68,7 @@ test.each([
   const viaCall = linear.call(x) as tf.Tensor;
   close(viaCall);
   const direct = tf.tidy(() => {
-    if (linear.weightLeft) return tf.concat(linear.forwardFeatureMajor(x.transpose()), 0).transpose();
+    if (linear.weightLeft) return tf.transpose(tf.concat(linear.forwardFeatureMajor(tf.transpose(x)), 0));
     const inputs = linear.splitAlong === 'in' && linear.parts > 1 ? (tf.split(x, linear.parts, 1) as tf.Tensor2D[]) : [x];
     return tf.concat(linear.forwardParts(inputs), 1);
   });

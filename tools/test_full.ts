@@ -58,15 +58,15 @@ async function main(): Promise<number> {
   t0 = performance.now();
   const llava = model.encode(pixels, { outputs: ['features', 'projected'] });
   const llavaSeconds = seconds(t0);
-  check(`${ID}.projected`, llava.projected!.reshape([-1]).dataSync() as Float32Array);
+  check(`${ID}.projected`, tf.reshape(llava.projected!, [-1]).dataSync() as Float32Array);
 
   t0 = performance.now();
   const full = model.encode(pixels, { outputs: ['hidden_states', 'pooler_output', 'features'] });
   const fullSeconds = seconds(t0);
   const [, t, d] = full.hiddenStates![23].shape;
-  check(`${ID}.hidden_states.23`, full.hiddenStates![23].reshape([t, d]).dataSync() as Float32Array);
-  check(`${ID}.hidden_states.24.cls`, full.hiddenStates![24].slice([0, 0, 0], [1, 1, d]).reshape([d]).dataSync() as Float32Array);
-  check(`${ID}.pooler_output`, full.poolerOutput!.reshape([d]).dataSync() as Float32Array);
+  check(`${ID}.hidden_states.23`, tf.reshape(full.hiddenStates![23], [t, d]).dataSync() as Float32Array);
+  check(`${ID}.hidden_states.24.cls`, tf.reshape(tf.slice(full.hiddenStates![24], [0, 0, 0], [1, 1, d]), [d]).dataSync() as Float32Array);
+  check(`${ID}.pooler_output`, tf.reshape(full.poolerOutput!, [d]).dataSync() as Float32Array);
   const identical = Buffer.compare(Buffer.from(llava.features!.dataSync().buffer), Buffer.from(full.features!.dataSync().buffer)) === 0;
   if (!identical) failed++;
 

@@ -11,8 +11,22 @@ import { encodeInWorkers, workerSpec } from './worker_pool';
 export type SaveName = OutputName | 'pixel_values' | 'merged';
 export const SAVE_NAMES: readonly SaveName[] = ['pixel_values', ...OUTPUT_NAMES, 'merged'];
 
+/** What encode jobs accept as an image: a file path, the file's bytes, or decoded RGB pixels. */
+export type ImageInput = string | Uint8Array | RgbImage;
+
+/** One output tensor of an encode job: always float32. */
+export interface EncodedTensor extends TensorToWrite {
+  dtype: 'F32';
+  shape: number[];
+  data: Float32Array;
+}
+
 export interface EncodeJobOptions {
-  outputs: SaveName[];
+  /**
+   * What to save per image. Default for images: `merged` (what LLaVA inserts into the LLM) when the
+   * model has a projector, else `features`; for pixel values: `projected`, else `features`.
+   */
+  outputs?: SaveName[];
   /** Tiles (images, or anyres tiles) per forward, at least one image; results do not depend on it. */
   batchSize?: number;
   interpolatePosEncoding?: boolean;
@@ -50,24 +64,22 @@ export interface ImageFailure {
 }
 
 export interface ImageJobResult {
-  tensors: Record<string, TensorToWrite>;
+  /** `images.<i>.<output>` for input i, e.g. `images.0.merged`. */
+  tensors: Record<string, EncodedTensor>;
   failures: ImageFailure[];
   sizes: ([number, number] | null)[];
 }
 
-function toWrite(t: tf.Tensor): TensorToWrite {
+function toWrite(t: tf.Tensor): EncodedTensor {
   return { dtype: 'F32', shape: t.shape, data: t.dataSync() as Float32Array };
 }
 
 /** Runs units through the model in batches, naming outputs `images.<i>.<name>`. */
-export function encodeUnits(model: LlavaVision, units: EncodeUnit[], options: EncodeJobOptions & { mergeType?: MergeType }): Record<string, TensorToWrite> {
+export function encodeUnits(model: LlavaVision, units: EncodeUnit[], options: EncodeJobOptions & { mergeType?: MergeType }): Record<string, EncodedTensor> {
   const batchSize = options.batchSize ?? 1;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new ConfigError(`batch size must be a positive integer, got ${batchSize}`);
-  const wanted = new Set(options.outputs);
-  for (const o of wanted) if (!SAVE_NAMES.includes(o)) throw new ConfigError(`unknown output "${o}" (choose from ${SAVE_NAMES.join(', ')})`);
-  if (wanted.has('merged') && !model.projector) throw new ConfigError(`output "merged" needs a projector, and ${model.modelDir} has none`);
+  const wanted = checkJob(model, options, options.mergeType ?? 'flat', pixelDefault(model));
   const modelOutputs = OUTPUT_NAMES.filter((o) => wanted.has(o) || (o === 'projected' && wanted.has('merged')));
-  const out: Record<string, TensorToWrite> = {};
+  const out: Record<string, EncodedTensor> = {};
   let done = 0;
   for (let start = 0; start < units.length; ) {
     const group: EncodeUnit[] = [];
@@ -87,7 +99,7 @@ export function encodeUnits(model: LlavaVision, units: EncodeUnit[], options: En
     let row = 0;
     for (const u of group) {
       const n = u.shape[0];
-      const rows = (t: tf.Tensor) => tf.tidy(() => t.slice([row, ...t.shape.slice(1).map(() => 0)], [n, ...t.shape.slice(1)]));
+      const rows = (t: tf.Tensor) => tf.tidy(() => tf.slice(t, [row, ...t.shape.slice(1).map(() => 0)], [n, ...t.shape.slice(1)]));
       const put = (name: string, t: tf.Tensor) => {
         out[`images.${u.index}.${name}`] = toWrite(t);
         t.dispose();
@@ -119,17 +131,43 @@ export function encodeUnits(model: LlavaVision, units: EncodeUnit[], options: En
   return out;
 }
 
+const pixelDefault = (model: LlavaVision): SaveName => (model.projector ? 'projected' : 'features');
+const imageDefault = (model: LlavaVision): SaveName => (model.projector ? 'merged' : 'features');
+
+/**
+ * Checks a job's options against the model before any work (decoding, forward): returns the outputs
+ * to save (`defaultOutput` when none are given).
+ */
+function checkJob(model: LlavaVision, options: EncodeJobOptions, mergeType: MergeType, defaultOutput: SaveName): Set<SaveName> {
+  model.checkNotDisposed();
+  const batchSize = options.batchSize ?? 1;
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new ConfigError(`batch size must be a positive integer, got ${batchSize}`);
+  if (options.outputs !== undefined && !Array.isArray(options.outputs)) throw new ConfigError(`outputs must be an array of output names (choose from ${SAVE_NAMES.join(', ')})`);
+  const wanted = new Set(options.outputs ?? [defaultOutput]);
+  for (const o of wanted) if (!SAVE_NAMES.includes(o)) throw new ConfigError(`unknown output "${o}" (choose from ${SAVE_NAMES.join(', ')})`);
+  if (wanted.has('merged') && !model.projector) throw new ConfigError(`output "merged" needs a projector, and ${model.modelDir} has none`);
+  if (!MERGE_TYPES.includes(mergeType)) throw new ConfigError(`unknown merge type "${mergeType}" (choose from ${MERGE_TYPES.join(', ')})`);
+  if (wanted.has('merged') && mergeType === 'spatial_unpad') {
+    if (!model.imageNewline) throw new ConfigError(`merge "spatial_unpad" needs model.image_newline, which ${model.modelDir} lacks (use merge "spatial" or "flat")`);
+    const width = model.projector!.outFeatures;
+    if (model.imageNewline.shape[0] !== width) throw new ConfigError(`${model.modelDir}: image_newline has width ${model.imageNewline.shape[0]}, the projector's output has ${width}`);
+  }
+  return wanted;
+}
+
+const MERGE_TYPES: readonly MergeType[] = ['flat', 'spatial', 'spatial_unpad'];
+
 /**
  * Runs N images' precomputed pixel values [N, 3, H, W] (e.g. written by Python) through the model,
  * one image per unit. Output names as for image files, with tiles = 1.
  */
-export function encodePixelValues(model: LlavaVision, pixels: Float32Array, shape: [number, number, number, number], options: EncodeJobOptions): Record<string, TensorToWrite> {
+export function encodePixelValues(model: LlavaVision, pixels: Float32Array, shape: [number, number, number, number], options: EncodeJobOptions = {}): Record<string, EncodedTensor> {
   if ((options.workers ?? 1) > 1) throw new ConfigError('encodePixelValues runs on this thread only: use encodePixelValuesAsync for workers > 1');
   return encodeUnits(model, pixelUnits(pixels, shape), options);
 }
 
 /** `encodePixelValues`, also on `options.workers` model instances (see worker_pool.ts). */
-export async function encodePixelValuesAsync(model: LlavaVision, pixels: Float32Array, shape: [number, number, number, number], options: EncodeJobOptions): Promise<Record<string, TensorToWrite>> {
+export async function encodePixelValuesAsync(model: LlavaVision, pixels: Float32Array, shape: [number, number, number, number], options: EncodeJobOptions = {}): Promise<Record<string, EncodedTensor>> {
   return encodeAll(model, pixelUnits(pixels, shape), options);
 }
 
@@ -140,7 +178,7 @@ function pixelUnits(pixels: Float32Array, [n, c, h, w]: [number, number, number,
 }
 
 /** Units on this thread, or on `options.workers` model instances. */
-async function encodeAll(model: LlavaVision, units: EncodeUnit[], options: EncodeJobOptions & { mergeType?: MergeType }): Promise<Record<string, TensorToWrite>> {
+async function encodeAll(model: LlavaVision, units: EncodeUnit[], options: EncodeJobOptions & { mergeType?: MergeType }): Promise<Record<string, EncodedTensor>> {
   const workers = options.workers ?? 1;
   if (!Number.isInteger(workers) || workers < 1) throw new ConfigError(`workers must be a positive integer, got ${workers}`);
   if (workers === 1 || units.length <= 1) return encodeUnits(model, units, options);
@@ -154,9 +192,13 @@ async function encodeAll(model: LlavaVision, units: EncodeUnit[], options: Encod
 /**
  * Image files (or decoded images) to LLM-ready tokens: decode like Pillow's convert('RGB'), LLaVA's
  * process_images (square / pad / anyres), tower, projector, and the merge LLaVA inserts into the LLM.
- * An image that fails to decode is reported in `failures`; the others are still encoded.
+ * An image that fails to decode is reported in `failures`; the others are still encoded. One image
+ * may be given alone (`encodeImages(model, 'photo.jpg')`); results are named `images.<i>.<output>`.
  */
-export async function encodeImages(model: LlavaVision, inputs: (string | Uint8Array | RgbImage)[], options: ImageJobOptions): Promise<ImageJobResult> {
+export async function encodeImages(model: LlavaVision, inputs: ImageInput | ImageInput[], options: ImageJobOptions = {}): Promise<ImageJobResult> {
+  const list = imageInputList(inputs);
+  const mergeType = options.mergeType ?? model.settings.mergeType;
+  const outputs = [...checkJob(model, options, mergeType, imageDefault(model))];
   const processor = model.imageProcessor;
   const aspect = options.aspect ?? model.settings.aspect;
   const gridPinpoints = options.gridPinpoints ?? model.settings.gridPinpoints ?? undefined;
@@ -164,7 +206,7 @@ export async function encodeImages(model: LlavaVision, inputs: (string | Uint8Ar
   const failures: ImageFailure[] = [];
   const sizes: ([number, number] | null)[] = [];
   const units: EncodeUnit[] = [];
-  for (const [index, input] of inputs.entries()) {
+  for (const [index, input] of list.entries()) {
     const source = typeof input === 'string' ? input : `input ${index}`;
     try {
       const img = isRgbImage(input) ? input : await decodeImage(input, { autoOrient: options.autoOrient, name: source });
@@ -179,8 +221,19 @@ export async function encodeImages(model: LlavaVision, inputs: (string | Uint8Ar
       sizes.push(null);
     }
   }
-  const tensors = await encodeAll(model, units, { ...options, mergeType: options.mergeType ?? model.settings.mergeType });
+  const tensors = await encodeAll(model, units, { ...options, outputs, mergeType });
   return { tensors, failures, sizes };
+}
+
+/** The inputs as a list (one input may be given alone), each checked to be something we can decode. */
+function imageInputList(inputs: unknown): ImageInput[] {
+  const list = Array.isArray(inputs) ? inputs : [inputs];
+  list.forEach((input, i) => {
+    if (typeof input === 'string' || input instanceof Uint8Array || isRgbImage(input)) return;
+    const what = input === null ? 'null' : Array.isArray(input) ? 'an array' : typeof input;
+    throw new ConfigError(`images[${i}] is ${what}: expected a file path, the file's bytes (Uint8Array) or an RgbImage { width, height, data }`);
+  });
+  return list;
 }
 
 function isRgbImage(x: unknown): x is RgbImage {

@@ -62,6 +62,7 @@ export function detectLayout(modelDir: string, config: Record<string, any>, keys
  */
 export class LlavaVision {
   private processor: CLIPImageProcessor | null = null;
+  private disposed = false;
 
   private constructor(
     readonly modelDir: string,
@@ -144,6 +145,7 @@ export class LlavaVision {
    * LLaVA's selected features, the projected features, the pooled output, as asked.
    */
   encode(pixelValues: tf.Tensor4D, options: EncodeOptions = {}): EncodeResult {
+    this.checkNotDisposed();
     const outputs = new Set<OutputName>(options.outputs ?? [this.projector ? 'projected' : 'features']);
     for (const o of outputs) if (!OUTPUT_NAMES.includes(o)) throw new ConfigError(`unknown output "${o}" (choose from ${OUTPUT_NAMES.join(', ')})`);
     if (outputs.has('projected') && !this.projector) throw new ConfigError(`output "projected" needs a projector, and ${this.modelDir} has none (pass --projector FILE)`);
@@ -165,10 +167,22 @@ export class LlavaVision {
     }) as EncodeResult;
   }
 
+  /** Frees the weights; the model cannot be used afterwards (load it again). */
   dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
     this.tower.dispose();
     if (this.projector) for (const w of this.projector.weights) w.dispose();
     this.imageNewline?.dispose();
+  }
+
+  get isDisposed(): boolean {
+    return this.disposed;
+  }
+
+  /** Throws a ConfigError saying the model was disposed (instead of a tfjs error on a freed weight). */
+  checkNotDisposed(): void {
+    if (this.disposed) throw new ConfigError(`this LlavaVision (${this.modelDir}) was disposed: LlavaVision.load it again to use it`);
   }
 }
 

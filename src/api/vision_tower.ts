@@ -3,6 +3,7 @@ import * as path from 'path';
 import * as tf from '../tf';
 import { CLIPVisionConfig, clipVisionConfigFromJson, numPatchesPerSide } from '../config/clip';
 import { SelectFeature, parseSelectFeature } from '../config/llava';
+import { BackendOptions, ensureBackend, ensureBackendSync } from '../backend';
 import { ConfigError } from '../errors';
 import { CLIPVisionModel, VisionForwardOptions } from '../model/vision_transformer';
 import { KeyMap, TensorSource, disposeWeights, loadWeights, prefaultWeights } from '../model/weights';
@@ -32,7 +33,19 @@ export class CLIPVisionTower {
   readonly selectFeature: SelectFeature;
   readonly config: CLIPVisionConfig;
   private model: CLIPVisionModel | null = null;
+  private disposed = false;
   private readonly warn: (message: string) => void;
+
+  /**
+   * `new CLIPVisionTower(path, { ...options, delayLoad: true })` then `await loadModelAsync()`: the
+   * tower on the backend `LlavaVision.load` would choose (wasm by default; the constructor's
+   * synchronous load cannot start wasm and runs on tfjs-node or the slow cpu backend).
+   */
+  static async load(visionTowerPath: string, options: Omit<VisionTowerOptions, 'delayLoad'> & BackendOptions = {}): Promise<CLIPVisionTower> {
+    const tower = new CLIPVisionTower(visionTowerPath, { ...options, delayLoad: true });
+    await tower.loadModelAsync(undefined, options);
+    return tower;
+  }
 
   constructor(visionTowerPath: string, options: VisionTowerOptions = {}) {
     this.visionTowerName = visionTowerPath;
@@ -55,12 +68,17 @@ export class CLIPVisionTower {
    */
   loadModel(source?: { tensors: TensorSource; keyFor: KeyMap }): void {
     if (this.skipReload()) return;
+    ensureBackendSync();
     this.install(this.build(), source);
   }
 
-  /** `loadModel`, with the weights' memory faulted in on several threads first (`prefaultWeights`): faster on wasm. */
-  async loadModelAsync(source?: { tensors: TensorSource; keyFor: KeyMap }): Promise<void> {
+  /**
+   * `loadModel`, on the backend `LlavaVision.load` would choose (unless the app chose one), with the
+   * weights' memory faulted in on several threads first (`prefaultWeights`): faster on wasm.
+   */
+  async loadModelAsync(source?: { tensors: TensorSource; keyFor: KeyMap }, backend: BackendOptions = {}): Promise<void> {
     if (this.skipReload()) return;
+    await ensureBackend(backend);
     const model = this.build();
     await prefaultWeights(model);
     this.install(model, source);
@@ -73,6 +91,7 @@ export class CLIPVisionTower {
       const tensors = source?.tensors ?? (own = openTensorSource(this.visionTowerName));
       loadWeights(model, tensors, source?.keyFor);
       this.model = model;
+      this.disposed = false;
     } catch (e) {
       disposeWeights(model);
       throw e;
@@ -90,10 +109,16 @@ export class CLIPVisionTower {
     return buildForLoading(() => new CLIPVisionModel(this.config, { trainable: false }));
   }
 
-  /** The underlying HF model (throws if `delayLoad` and not loaded yet). */
+  /** The underlying HF model (throws if `delayLoad` and not loaded yet, or disposed). */
   get visionModel(): CLIPVisionModel {
-    if (!this.model) throw new ConfigError(`vision tower ${this.visionTowerName} is not loaded yet (delayLoad): call loadModel() first`);
-    return this.model;
+    if (this.model) return this.model;
+    if (this.disposed) throw new ConfigError(`vision tower ${this.visionTowerName} was disposed: load it again (loadModel()) to use it`);
+    throw new ConfigError(`vision tower ${this.visionTowerName} is not loaded yet (delayLoad): call loadModel() first`);
+  }
+
+  /** True after `dispose()` (until loaded again). */
+  get isDisposed(): boolean {
+    return this.disposed;
   }
 
   get hiddenSize(): number {
@@ -121,7 +146,7 @@ export class CLIPVisionTower {
       const features = picked.length === 1 ? picked[0] : (tf.concat(picked, -1) as tf.Tensor3D);
       if (this.selectFeature === 'cls_patch') return tf.clone(features);
       const [b, t, d] = features.shape;
-      return features.slice([0, 1, 0], [b, t - 1, d]);
+      return tf.slice(features, [0, 1, 0], [b, t - 1, d]);
     });
   }
 
@@ -132,7 +157,7 @@ export class CLIPVisionTower {
   forward(images: tf.Tensor4D, options?: VisionForwardOptions): tf.Tensor3D;
   forward(images: tf.Tensor3D[], options?: VisionForwardOptions): tf.Tensor3D[];
   forward(images: tf.Tensor4D | tf.Tensor3D[], options: VisionForwardOptions = {}): tf.Tensor3D | tf.Tensor3D[] {
-    if (Array.isArray(images)) return images.map((img) => this.forwardBatch(tf.tidy(() => img.expandDims(0) as tf.Tensor4D), options, true));
+    if (Array.isArray(images)) return images.map((img) => this.forwardBatch(tf.tidy(() => tf.expandDims(img, 0) as tf.Tensor4D), options, true));
     return this.forwardBatch(images, options, false);
   }
 
@@ -154,12 +179,13 @@ export class CLIPVisionTower {
   dispose(): void {
     if (this.model) for (const w of this.model.visionModel.weights) w.dispose();
     this.model = null;
+    this.disposed = true;
   }
 }
 
 function dropCls(x: tf.Tensor3D): tf.Tensor3D {
   const [b, t, d] = x.shape;
-  return x.slice([0, 1, 0], [b, t - 1, d]);
+  return tf.slice(x, [0, 1, 0], [b, t - 1, d]);
 }
 
 /** Python-style index into L+1 hidden states. */

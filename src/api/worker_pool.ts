@@ -9,8 +9,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
 import { ConfigError } from '../errors';
-import { TensorToWrite } from '../io/safetensors';
-import type { EncodeJobOptions, EncodeUnit } from './encode_job';
+import type { EncodedTensor, EncodeJobOptions, EncodeUnit } from './encode_job';
 import type { LlavaVision, LoadOptions } from './llava_vision';
 
 /** What a worker needs to load the same model: plain data only (no callbacks cross threads). */
@@ -19,7 +18,7 @@ export interface WorkerModelSpec {
   options: Omit<LoadOptions, 'log' | 'download'>;
 }
 
-type Encoded = Record<string, TensorToWrite>;
+type Encoded = Record<string, EncodedTensor>;
 type Reply = { type: 'ready' } | { type: 'done'; id: number; tensors: Encoded } | { type: 'error'; id?: number; message: string };
 
 /** One worker thread holding a model; `encode` may be called again before the previous call resolved. */

@@ -6,6 +6,7 @@ export { decodeImage } from './decode';
 export { resizeImage, Resample, RESAMPLE_NAMES } from './resample';
 export type { PixelValues } from './processor';
 export { CLIPImageProcessor } from './processor';
+export type { CLIPImageProcessorConfig, ResizeSpec } from '../config/preprocessor';
 export type { AspectMode, Pinpoints, ProcessedImage, ProcessImagesOptions } from './llava';
 export {
   aspectModeFromConfig,

@@ -47,7 +47,7 @@ export class CLIPAttention extends CompositeLayer {
       const [qs, ks, vs] = [this.qProj, this.kProj, this.vProj].map((p) => p.forwardParts([x]));
       // Each head in its own scope: its [T, T] scores are freed before the next head's exist.
       const heads = qs.map((q, h) =>
-        tf.tidy(() => tf.matMul(tf.softmax(tf.matMul(tf.mul(q, scale) as tf.Tensor2D, ks[h].transpose())) as tf.Tensor2D, vs[h]) as tf.Tensor2D),
+        tf.tidy(() => tf.matMul(tf.softmax(tf.matMul(tf.mul(q, scale) as tf.Tensor2D, tf.transpose(ks[h]))) as tf.Tensor2D, vs[h]) as tf.Tensor2D),
       );
       const context = heads.length === 1 ? heads[0] : tf.concat2d(heads, 1);
       return this.outProj.forwardParts([context])[0];

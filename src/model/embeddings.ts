@@ -43,8 +43,12 @@ export class CLIPVisionEmbeddings extends tf.layers.Layer implements Module {
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: { interpolatePosEncoding?: boolean } = {}): tf.Tensor {
     const pixels = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor4D;
     const { numChannels: c, patchSize: p, hiddenSize: d, imageSize } = this.config;
+    if (pixels.rank !== 4) throw new ConfigError(`pixel_values must be 4-D, NCHW [N, ${c}, H, W]; got shape [${pixels.shape.join(', ')}]`);
     const [b, channels, h, w] = pixels.shape;
-    if (channels !== c) throw new ConfigError(`pixel_values have ${channels} channels, the model expects num_channels ${c}`);
+    if (channels !== c) {
+      const nhwc = pixels.shape[3] === c ? ', which looks like NHWC (channels last): transpose it with tf.transpose(x, [0, 3, 1, 2])' : '';
+      throw new ConfigError(`pixel_values must be NCHW [N, ${c}, H, W] (num_channels ${c}); got [${pixels.shape.join(', ')}]${nhwc}`);
+    }
     const interpolate = kwargs.interpolatePosEncoding ?? false;
     if (!interpolate && (h !== imageSize || w !== imageSize)) {
       throw new ConfigError(
@@ -56,17 +60,17 @@ export class CLIPVisionEmbeddings extends tf.layers.Layer implements Module {
     if (gh === 0 || gw === 0) throw new ConfigError(`pixel_values ${h}x${w} are smaller than one ${p}x${p} patch`);
     return tf.tidy(() => {
       // A stride-P conv ignores the remainder rows/columns, so crop them away before unfolding.
-      const cropped = h === gh * p && w === gw * p ? pixels : pixels.slice([0, 0, 0, 0], [b, c, gh * p, gw * p]);
+      const cropped = h === gh * p && w === gw * p ? pixels : tf.slice(pixels, [0, 0, 0, 0], [b, c, gh * p, gw * p]);
       // One GEMM per input channel ([tokens, P·P] × [P·P, D]), their products summed: wasm's GEMM
       // accumulates each output sequentially over K without FMA, and K = C·P·P = 588 in one chain
       // was ~2.5x less accurate than three chains of 196.
-      const perChannel = cropped.reshape([b, c, gh, p, gw, p]).transpose([1, 0, 2, 4, 3, 5]).reshape([c, b * gh * gw, p * p]);
+      const perChannel = tf.reshape(tf.transpose(tf.reshape(cropped, [b, c, gh, p, gw, p]), [1, 0, 2, 4, 3, 5]), [c, b * gh * gw, p * p]);
       const kernel = this.patchKernel.read() as tf.Tensor2D;
-      const products = tf.unstack(perChannel).map((patches, ch) => tf.matMul(patches as tf.Tensor2D, kernel.slice([ch * p * p, 0], [p * p, d])));
-      const patchEmbeds = (products.length === 1 ? products[0] : tf.addN(products)).reshape([b, gh * gw, d]);
-      const cls = this.classEmbedding.read().reshape([1, 1, d]).tile([b, 1, 1]);
+      const products = tf.unstack(perChannel).map((patches, ch) => tf.matMul(patches as tf.Tensor2D, tf.slice(kernel, [ch * p * p, 0], [p * p, d])));
+      const patchEmbeds = tf.reshape(products.length === 1 ? products[0] : tf.addN(products), [b, gh * gw, d]);
+      const cls = tf.tile(tf.reshape(this.classEmbedding.read(), [1, 1, d]), [b, 1, 1]);
       const tokens = tf.concat([cls, patchEmbeds], 1);
-      return tf.add(tokens, this.positionsFor(gh, gw, h, w).expandDims(0));
+      return tf.add(tokens, tf.expandDims(this.positionsFor(gh, gw, h, w), 0));
     });
   }
 
@@ -82,9 +86,9 @@ export class CLIPVisionEmbeddings extends tf.layers.Layer implements Module {
     const side = Math.round(Math.sqrt(n));
     const d = this.config.hiddenSize;
     const resize = bicubicResizeMatrix(side, side, gh, gw);
-    const patchPositions = table.slice([1, 0], [n, d]);
+    const patchPositions = tf.slice(table, [1, 0], [n, d]);
     const resized = tf.matMul(tf.tensor2d(resize, [gh * gw, n]), patchPositions);
-    return tf.concat([table.slice([0, 0], [1, d]), resized], 0) as tf.Tensor2D;
+    return tf.concat([tf.slice(table, [0, 0], [1, d]), resized], 0) as tf.Tensor2D;
   }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {

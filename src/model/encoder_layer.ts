@@ -40,7 +40,7 @@ export class CLIPEncoderLayer extends CompositeLayer {
     const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor3D;
     const [b, t, d] = x.shape;
     return tf.tidy(() => {
-      if (b === 1) return this.forward2d(x.reshape([t, d])).reshape([1, t, d]);
+      if (b === 1) return tf.reshape(this.forward2d(tf.reshape(x, [t, d])), [1, t, d]);
       return tf.stack(tf.unstack(x).map((img) => this.forward2d(img as tf.Tensor2D)));
     });
   }

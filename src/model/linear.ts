@@ -139,12 +139,12 @@ export class Linear extends tf.layers.Layer implements Module {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;
     return tf.tidy(() => {
       const lead = x.shape.slice(0, -1);
-      const x2d = x.reshape([-1, this.inFeatures]) as tf.Tensor2D;
+      const x2d = tf.reshape(x, [-1, this.inFeatures]) as tf.Tensor2D;
       let outs: tf.Tensor2D[];
-      if (this.weightLeft) outs = this.forwardFeatureMajor(x2d.transpose()).map((y) => y.transpose());
+      if (this.weightLeft) outs = this.forwardFeatureMajor(tf.transpose(x2d)).map((y) => tf.transpose(y));
       else outs = this.forwardParts(this.splitAlong === 'in' && this.parts > 1 ? (tf.split(x2d, this.parts, 1) as tf.Tensor2D[]) : [x2d]);
       const y = outs.length === 1 ? outs[0] : tf.concat(outs, 1);
-      return lead.length === 1 ? y : y.reshape([...lead, this.outFeatures]);
+      return lead.length === 1 ? y : tf.reshape(y, [...lead, this.outFeatures]);
     });
   }
 

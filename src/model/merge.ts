@@ -22,7 +22,7 @@ export interface MergeOptions {
 export function mergeImageFeatures(projected: tf.Tensor3D, options: MergeOptions): tf.Tensor2D {
   const [tiles, n, hidden] = projected.shape;
   return tf.tidy(() => {
-    if (options.mergeType === 'flat') return projected.reshape([tiles * n, hidden]);
+    if (options.mergeType === 'flat') return tf.reshape(projected, [tiles * n, hidden]);
     const unpad = options.mergeType === 'spatial_unpad';
     const newline = () => {
       if (!options.imageNewline) throw new ConfigError(`mm_patch_merge_type "spatial_unpad" needs model.image_newline, which the checkpoint lacks`);
@@ -31,8 +31,8 @@ export function mergeImageFeatures(projected: tf.Tensor3D, options: MergeOptions
     };
     if (tiles === 1) {
       // A single (non-anyres) image: no grid; spatial_unpad still ends it with one newline.
-      const base = projected.reshape([n, hidden]);
-      return unpad ? tf.concat([base, newline().reshape([1, hidden])], 0) : base;
+      const base = tf.reshape(projected, [n, hidden]);
+      return unpad ? tf.concat([base, tf.reshape(newline(), [1, hidden])], 0) : base;
     }
     const side = options.patchesPerSide;
     if (side * side !== n) throw new ConfigError(`${n} features per tile is not a ${side}x${side} grid`);
@@ -41,19 +41,16 @@ export function mergeImageFeatures(projected: tf.Tensor3D, options: MergeOptions
     if (across * down !== tiles - 1) {
       throw new ConfigError(`anyres grid ${across}x${down} does not match ${tiles - 1} tiles`);
     }
-    const base = projected.slice([0, 0, 0], [1, n, hidden]).reshape([n, hidden]);
+    const base = tf.reshape(tf.slice(projected, [0, 0, 0], [1, n, hidden]), [n, hidden]);
     // [down, across, side, side, H] -> rows of the full grid: [down·side, across·side, H]
-    const grid = projected
-      .slice([1, 0, 0], [tiles - 1, n, hidden])
-      .reshape([down, across, side, side, hidden])
-      .transpose([0, 2, 1, 3, 4])
-      .reshape([down * side, across * side, hidden]);
-    if (!unpad) return tf.concat([base, grid.reshape([-1, hidden])], 0);
+    const tileGrid = tf.reshape(tf.slice(projected, [1, 0, 0], [tiles - 1, n, hidden]), [down, across, side, side, hidden]);
+    const grid = tf.reshape(tf.transpose(tileGrid, [0, 2, 1, 3, 4]), [down * side, across * side, hidden]);
+    if (!unpad) return tf.concat([base, tf.reshape(grid, [-1, hidden])], 0);
     if (!options.imageSize) throw new ConfigError(`spatial_unpad needs the original image size`);
     const kept = unpadGrid(grid as tf.Tensor3D, options.imageSize);
     const [rows, cols] = kept.shape;
-    const newlines = newline().reshape([1, 1, hidden]).tile([rows, 1, 1]);
-    const withNewlines = tf.concat([kept, newlines], 1).reshape([rows * (cols + 1), hidden]);
+    const newlines = tf.tile(tf.reshape(newline(), [1, 1, hidden]), [rows, 1, 1]);
+    const withNewlines = tf.reshape(tf.concat([kept, newlines], 1), [rows * (cols + 1), hidden]);
     return tf.concat([base, withNewlines], 0);
   }) as tf.Tensor2D;
 }
@@ -69,9 +66,9 @@ export function unpadGrid(grid: tf.Tensor3D, imageSize: [number, number]): tf.Te
   if (origW / origH > curW / curH) {
     const newH = Math.trunc(origH * (curW / origW));
     const pad = Math.floor((curH - newH) / 2);
-    return grid.slice([pad, 0, 0], [curH - 2 * pad, curW, hidden]);
+    return tf.slice(grid, [pad, 0, 0], [curH - 2 * pad, curW, hidden]);
   }
   const newW = Math.trunc(origW * (curH / origH));
   const pad = Math.floor((curW - newW) / 2);
-  return grid.slice([0, pad, 0], [curH, curW - 2 * pad, hidden]);
+  return tf.slice(grid, [0, pad, 0], [curH, curW - 2 * pad, hidden]);
 }

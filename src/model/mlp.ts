@@ -38,7 +38,7 @@ export class CLIPMLP extends CompositeLayer {
   /** One image: [T, D] -> [T, D]. */
   forward2d(x: tf.Tensor2D): tf.Tensor2D {
     return tf.tidy(() => {
-      const hidden = this.fc1.forwardFeatureMajor(x.transpose()).map((hT) => this.act(hT).transpose() as tf.Tensor2D);
+      const hidden = this.fc1.forwardFeatureMajor(tf.transpose(x)).map((hT) => tf.transpose(this.act(hT)) as tf.Tensor2D);
       return this.fc2.forwardParts(hidden)[0];
     });
   }
@@ -46,7 +46,7 @@ export class CLIPMLP extends CompositeLayer {
   /** Any [..., D] -> [..., D]. */
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;
-    return tf.tidy(() => this.forward2d(x.reshape([-1, this.config.hiddenSize]) as tf.Tensor2D).reshape(x.shape));
+    return tf.tidy(() => tf.reshape(this.forward2d(tf.reshape(x, [-1, this.config.hiddenSize]) as tf.Tensor2D), x.shape));
   }
 
   override getConfig(): tf.serialization.ConfigDict {

@@ -1,4 +1,5 @@
 import * as tf from '../tf';
+import { ensureBackendSync } from '../backend';
 import { ConfigError } from '../errors';
 import { Activation, activationByName } from './activations';
 import { CompositeLayer } from './composite';
@@ -42,6 +43,7 @@ export class Projector extends CompositeLayer {
 
   constructor(config: ProjectorConfig, args: { name?: string; trainable?: boolean } = {}) {
     super({ name: args.name ?? 'mm_projector', trainable: args.trainable ?? true });
+    ensureBackendSync(); // weights are created below, on the backend chosen now
     this.projectorConfig = { ...config };
     const depth = projectorDepth(config.type);
     this.act = activationByName(config.hiddenAct ?? 'gelu', 'projector activation');

@@ -1,4 +1,5 @@
 import * as tf from '../tf';
+import { ensureBackendSync } from '../backend';
 import { CLIPVisionConfig } from '../config/clip';
 import { ConfigError } from '../errors';
 import { CompositeLayer } from './composite';
@@ -35,6 +36,7 @@ export class CLIPVisionTransformer extends CompositeLayer {
 
   constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean } = {}) {
     super({ name: args.name ?? 'vision_model', trainable: args.trainable ?? true });
+    ensureBackendSync(); // weights are created below, on the backend chosen now
     this.config = config;
     const sub = (name: string) => ({ name: `${this.name}/${name}`, trainable: this.trainable });
     const norm = (name: string) => new LayerNorm({ size: config.hiddenSize, eps: config.layerNormEps, ...sub(name) });
@@ -61,7 +63,7 @@ export class CLIPVisionTransformer extends CompositeLayer {
       for (const layer of this.layers) hiddenStates.push(layer.call(hiddenStates[hiddenStates.length - 1]) as tf.Tensor3D);
       const lastHiddenState = hiddenStates[hiddenStates.length - 1];
       const [b, , d] = lastHiddenState.shape;
-      const pooled = lastHiddenState.slice([0, 0, 0], [b, 1, d]).reshape([b, d]);
+      const pooled = tf.reshape(tf.slice(lastHiddenState, [0, 0, 0], [b, 1, d]), [b, d]);
       const poolerOutput = this.postLayernorm.call(pooled) as tf.Tensor2D;
       return { lastHiddenState, poolerOutput, hiddenStates };
     });

@@ -26,12 +26,12 @@ export type LossFn = (prediction: tf.Tensor, target: tf.Tensor) => tf.Scalar;
 export function blockedSum(x: tf.Tensor): tf.Scalar {
   return tf.tidy(() => {
     const n = x.size;
-    const flat = x.reshape([n]);
-    if (n <= 64) return flat.sum() as tf.Scalar;
+    const flat = tf.reshape(x, [n]);
+    if (n <= 64) return tf.sum(flat) as tf.Scalar;
     const block = Math.ceil(Math.sqrt(n));
     const rows = Math.ceil(n / block);
     const padded = rows * block === n ? flat : tf.pad(flat, [[0, rows * block - n]]);
-    return padded.reshape([rows, block]).sum(1).sum() as tf.Scalar;
+    return tf.sum(tf.sum(tf.reshape(padded, [rows, block]), 1)) as tf.Scalar;
   });
 }
 

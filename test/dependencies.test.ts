@@ -1,0 +1,70 @@
+/**
+ * How the package depends on TensorFlow.js (issue 12, item 11): tfjs-core + tfjs-layers + backends as
+ * peers (the app's copy is used), never the whole bundle, every tfjs package of the lockfile on one
+ * version, every gradient registered, and a missing peer named in one line. The installs themselves
+ * (one tfjs-core next to an app's pinned @tensorflow/tfjs) are tools/package_test.ts's.
+ */
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import * as tf from '../src/tf';
+
+const ROOT = path.join(__dirname, '..');
+const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+const lock = JSON.parse(fs.readFileSync(path.join(ROOT, 'package-lock.json'), 'utf8'));
+const CORE_DIST = path.join(path.dirname(require.resolve('@tensorflow/tfjs-core/package.json')), 'dist');
+
+test('tfjs-core, tfjs-layers and the backends are peer dependencies (a 4.x range); the bundle is not a dependency', () => {
+  expect(Object.keys(pkg.dependencies).filter((d) => d.startsWith('@tensorflow/'))).toEqual([]);
+  for (const peer of ['@tensorflow/tfjs-core', '@tensorflow/tfjs-layers', '@tensorflow/tfjs-backend-wasm', '@tensorflow/tfjs-backend-cpu']) {
+    expect(pkg.peerDependencies[peer]).toBe('^4.20.0');
+  }
+  // Required peers are installed by npm 7+; cpu is optional (it comes with wasm) so that an app's
+  // @tensorflow/tfjs@4.x, which brings its own cpu, does not make npm pick another version.
+  expect(Object.keys(pkg.peerDependenciesMeta).sort()).toEqual(['@tensorflow/tfjs-backend-cpu', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu']);
+});
+
+test('every tfjs package of the lockfile is 4.22.0, and none of the bundle\'s extras are there', () => {
+  const tfjs = Object.entries<{ version: string }>(lock.packages).filter(([k]) => /node_modules\/@tensorflow\/[^/]+$/.test(k));
+  expect(tfjs.map(([k]) => k.replace(/^.*node_modules\//, '')).sort()).toEqual([
+    '@tensorflow/tfjs-backend-cpu', '@tensorflow/tfjs-backend-wasm', '@tensorflow/tfjs-core', '@tensorflow/tfjs-layers',
+  ]);
+  for (const [, entry] of tfjs) expect(entry.version).toBe('4.22.0');
+  for (const name of ['@tensorflow/tfjs-core', '@tensorflow/tfjs-layers', '@tensorflow/tfjs-backend-wasm', '@tensorflow/tfjs-backend-cpu']) {
+    expect(pkg.devDependencies[name]).toBe('4.22.0');
+  }
+});
+
+test('every gradient tfjs-core defines is registered by our tf (tfjs-core\'s CommonJS build alone registers none)', () => {
+  const files = fs.readdirSync(path.join(CORE_DIST, 'gradients')).filter((f) => f.endsWith('_grad.js'));
+  const kernels = files.map((f) => /kernelName: (\w+)/.exec(fs.readFileSync(path.join(CORE_DIST, 'gradients', f), 'utf8'))![1]);
+  expect(kernels.length).toBeGreaterThan(90);
+  const missing = kernels.filter((k) => !tf.getGradient((tf as unknown as Record<string, string>)[k]));
+  expect(missing).toEqual([]);
+});
+
+test('tf is tfjs-core + tfjs-layers: functional ops, no chained ops on Tensor', () => {
+  const x = tf.tensor1d([1, 2, 3, 4]);
+  expect(tf.reshape(x, [2, 2]).shape).toEqual([2, 2]);
+  expect((x as unknown as Record<string, unknown>).reshape).toBeUndefined();
+  expect(typeof tf.layers.dense).toBe('function');
+  x.dispose();
+});
+
+test('a missing peer is one line naming it and the install command, not a require stack', () => {
+  // An app whose node_modules has the package (its package.json and built dist/src) but no TensorFlow.js.
+  const app = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-peers-'));
+  try {
+    const installed = path.join(app, 'node_modules', 'llava-vision-tfjs');
+    fs.cpSync(path.join(ROOT, 'dist', 'src'), path.join(installed, 'dist', 'src'), { recursive: true });
+    fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(installed, 'package.json'));
+    const r = spawnSync(process.execPath, ['-e', "require('llava-vision-tfjs')"], { cwd: app, encoding: 'utf8' });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(
+      /ConfigError: llava-vision-tfjs needs @tensorflow\/tfjs-core, @tensorflow\/tfjs-layers \(peer dependencies\): npm install @tensorflow\/tfjs-core@4\.22\.0 @tensorflow\/tfjs-layers@4\.22\.0 @tensorflow\/tfjs-backend-wasm@4\.22\.0\n/,
+    );
+  } finally {
+    fs.rmSync(app, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,69 @@
+/**
+ * README.md's quick start, API snippet and example run exactly as printed (issue 12, item 14), here
+ * against this checkout's build (dist/, built by npm test) in a throwaway app whose
+ * node_modules/llava-vision-tfjs is a link to this folder, as `npm install` would lay it out. The
+ * snippet's `npm install llava-vision-tfjs` needs the registry: tools/package_test.ts (run by .ci/run)
+ * runs every line, in fresh apps installing the packed tarball.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { SafetensorsFile } from '../src/io/safetensors';
+import { readmeSnippets, runShell, snippetNamed, typeErrors, writeTsSnippet } from '../tools/readme_snippets';
+
+const ROOT = path.join(__dirname, '..');
+const snippets = readmeSnippets(fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8'));
+let app: string;
+
+beforeAll(() => {
+  app = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-readme-'));
+  fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'readme-app', version: '1.0.0', private: true }));
+  fs.mkdirSync(path.join(app, 'node_modules', '.bin'), { recursive: true });
+  fs.symlinkSync(ROOT, path.join(app, 'node_modules', 'llava-vision-tfjs'), 'dir');
+  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+  for (const [name, file] of Object.entries<string>(pkg.bin)) fs.symlinkSync(path.join(ROOT, file), path.join(app, 'node_modules', '.bin', name));
+});
+afterAll(() => fs.rmSync(app, { recursive: true, force: true }));
+
+const env = () => {
+  const e = { ...process.env };
+  delete e.LLAVA_VISION_BACKEND;
+  return e;
+};
+
+test('the marked snippets are there: quick start, API, example', () => {
+  expect(snippets.map((s) => `${s.name}:${s.lang}`)).toEqual(expect.arrayContaining(['quick-start:sh', 'api:ts', 'example:sh']));
+});
+
+test('quick start: the CLI line writes the demo tokens (the npm install line is the package test\'s)', () => {
+  const { code } = snippetNamed(snippets, 'quick-start');
+  expect(code).toMatch(/^npm install llava-vision-tfjs\n/);
+  const r = runShell(code.replace(/^npm install llava-vision-tfjs\n/, ''), app, env());
+  expect(r).toMatchObject({ status: 0, stdout: '' });
+  expect(r.stderr).toMatch(/tfjs backend "wasm"/);
+  const out = SafetensorsFile.open(path.join(app, 'tokens.safetensors'));
+  expect(out.info('images.0.merged').shape).toEqual([576, 128]);
+  out.close();
+});
+
+test('npx llava-vision-tfjs runs the CLI too (outside a project: tools/package_test.ts)', () => {
+  const r = runShell('npx llava-vision-tfjs --help', app, env());
+  expect(r.status).toBe(0);
+  expect(r.stdout + r.stderr).toMatch(/encode/);
+});
+
+test('API snippet: type-checks with --strict + skipLibCheck and runs, printing what its comments say', () => {
+  const files = writeTsSnippet(snippetNamed(snippets, 'api').code, app, 'api');
+  expect(typeErrors(files.ts, 'commonjs', [path.join(ROOT, 'node_modules', '@types')])).toEqual([]);
+  const r = runShell(`node ${JSON.stringify(files.js)}`, app, env());
+  expect(r.stderr).toMatch(/^llava-vision: tfjs backend "wasm"/);
+  expect(r.status).toBe(0);
+  expect(r.stdout.trim().split('\n')).toEqual(['[ 576, 128 ] 73728', '5', '[ 1, 576, 64 ]']);
+});
+
+test('the training example runs from the installed package (here the link resolves to the checkout, which uses its fixtures)', () => {
+  const r = runShell(snippetNamed(snippets, 'example').code, app, { ...env(), TMPDIR: app }); // its work folder goes with the app
+  expect(r.status).toBe(0);
+  expect(r.stdout).toMatch(/encoded \d+ images once/);
+  expect(r.stdout).toMatch(/saved .*mm_projector\.safetensors: model\.mm_projector\.0\.bias/);
+});

@@ -1,0 +1,151 @@
+/**
+ * The package as users get it (issue 12, items 11 and 14): `npm pack`, then fresh throwaway apps
+ * that install the tarball from the npm registry's point of view and run README.md's snippets
+ * exactly as printed (`npm install llava-vision-tfjs` installs the tarball instead):
+ *
+ * - contents: LICENSE, the sources the source maps point to, the examples; no tests or tools;
+ * - a CommonJS app: the quick start, the API snippet (type-checked with --strict + skipLibCheck),
+ *   the training example; one tfjs-core; no "already registered" / "Platform" lines;
+ * - an ESM app: the API snippet as an ES module; `npx llava-vision-tfjs` outside any project;
+ * - an app pinning `@tensorflow/tfjs@4.20.0`: the plain install is refused (no second tfjs-core),
+ *   the README's pinned install gives one tfjs-core 4.20.0, the snippet and the training example
+ *   (gradients from that tfjs-layers) run next to the app's own tfjs bundle without warnings.
+ *
+ * Needs the npm registry (CI has it) and ~3 minutes; prints "package-test: N passed, M failed".
+ *   npm run test:package [-- --keep]
+ */
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { packageRoot } from '../src/version';
+import { readmeSnippets, snippetNamed, typeErrors, writeTsSnippet } from './readme_snippets';
+
+const ROOT = packageRoot();
+const PINNED = '4.20.0';
+const NPM_QUIET = '--no-audit --no-fund --loglevel=error';
+const TFJS_NOISE = /already registered|Platform .* has already been set/;
+
+let passed = 0;
+let failed = 0;
+let last = Date.now();
+function check(name: string, ok: boolean, detail = ''): void {
+  if (ok) passed++;
+  else failed++;
+  const seconds = ((Date.now() - last) / 1000).toFixed(1);
+  last = Date.now();
+  console.log(`${ok ? 'PASS' : 'FAIL'} ${name} (${seconds} s)${ok || !detail ? '' : `\n     ${detail.trim().split('\n').slice(-12).join('\n     ')}`}`);
+}
+
+function sh(command: string, cwd: string): { status: number | null; out: string; err: string } {
+  const env = { ...process.env };
+  delete env.LLAVA_VISION_BACKEND;
+  const r = spawnSync('bash', ['-e', '-c', command], { cwd, env, encoding: 'utf8', maxBuffer: 64 << 20 });
+  return { status: r.status, out: r.stdout, err: r.stderr };
+}
+
+function newApp(base: string, name: string, fields: Record<string, unknown> = {}): string {
+  const dir = path.join(base, name);
+  fs.mkdirSync(dir);
+  fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name, version: '1.0.0', private: true, ...fields }, null, 2));
+  return dir;
+}
+
+/** Distinct tfjs-core folders in the app's tree. */
+function tfjsCoreCopies(app: string): string[] {
+  const r = sh('npm ls --all --parseable @tensorflow/tfjs-core 2>/dev/null || true', app);
+  return [...new Set(r.out.trim().split('\n').filter(Boolean))];
+}
+
+function coreVersion(app: string): string {
+  return JSON.parse(fs.readFileSync(path.join(app, 'node_modules', '@tensorflow', 'tfjs-core', 'package.json'), 'utf8')).version;
+}
+
+function main(): void {
+  const keep = process.argv.includes('--keep');
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-package-test-'));
+  process.env.TMPDIR = base; // what the apps write to the temp folder (the example's work folder) goes with them
+  const readme = readmeSnippets(fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8'));
+  const quickStart = snippetNamed(readme, 'quick-start').code;
+  const api = snippetNamed(readme, 'api').code;
+  const example = snippetNamed(readme, 'example').code;
+  const pinnedInstall = snippetNamed(readme, 'pinned-install').code;
+  try {
+    // --- the tarball
+    const pack = sh(`npm pack --silent --pack-destination ${JSON.stringify(base)}`, ROOT);
+    const tarball = path.join(base, pack.out.trim().split('\n').pop() ?? '');
+    if (pack.status !== 0 || !fs.existsSync(tarball)) throw new Error(`npm pack failed: ${pack.err}`);
+    const install = (line: string) => line.replace(/^npm install llava-vision-tfjs\b/, `npm install ${NPM_QUIET} ${JSON.stringify(tarball)}`);
+    const files = new Set(sh(`tar -tzf ${JSON.stringify(tarball)}`, base).out.split('\n').filter(Boolean).map((f) => f.replace(/^package\//, '')));
+    const missing = ['LICENSE', 'README.md', 'src/index.ts', 'examples/train_projector.ts', 'dist/examples/train_projector.js', 'dist/src/index.d.ts', 'weights/demo/model.safetensors']
+      .filter((f) => !files.has(f));
+    check('tarball holds LICENSE, the sources, the examples and the demo', missing.length === 0, `missing: ${missing.join(', ')}`);
+    check('tarball holds no tests or tools', ![...files].some((f) => f.startsWith('test/') || f.startsWith('dist/tools/') || f.startsWith('tools/')));
+    const unpacked = path.join(base, 'unpacked');
+    fs.mkdirSync(unpacked);
+    sh(`tar -xzf ${JSON.stringify(tarball)} -C ${JSON.stringify(unpacked)}`, base);
+    const licenseFile = path.join(unpacked, 'package', 'LICENSE');
+    const license = fs.existsSync(licenseFile) ? fs.readFileSync(licenseFile, 'utf8') : '';
+    check('LICENSE is the Apache License 2.0 text', /Apache License\s+Version 2\.0, January 2004/.test(license) && /END OF TERMS AND CONDITIONS/.test(license));
+    const unresolved: string[] = [];
+    for (const f of files) {
+      if (!f.endsWith('.js.map')) continue;
+      const map = JSON.parse(fs.readFileSync(path.join(unpacked, 'package', f), 'utf8'));
+      for (const s of map.sources as string[]) {
+        const target = path.posix.normalize(path.posix.join(path.posix.dirname(f), map.sourceRoot ?? '', s));
+        if (!files.has(target)) unresolved.push(`${f} -> ${target}`);
+      }
+    }
+    check('every source map points to a source in the tarball', unresolved.length === 0, unresolved.slice(0, 5).join('\n'));
+
+    // --- a CommonJS app: the README as printed
+    const cjs = newApp(base, 'cjs-app');
+    const qs = sh(quickStart.split('\n').map(install).join('\n'), cjs);
+    check('quick start runs (CommonJS app)', qs.status === 0 && fs.existsSync(path.join(cjs, 'tokens.safetensors')), qs.err);
+    check('quick start prints no tfjs registration noise', !TFJS_NOISE.test(qs.err), qs.err);
+    const copies = tfjsCoreCopies(cjs);
+    check(`one tfjs-core (${coreVersion(cjs)}) in a fresh app`, copies.length === 1, copies.join('\n'));
+    const cjsSnippet = writeTsSnippet(api, cjs, 'api');
+    const cjsErrors = typeErrors(cjsSnippet.ts, 'commonjs', [path.join(ROOT, 'node_modules', '@types')]);
+    check('API snippet type-checks (strict, skipLibCheck, CommonJS)', cjsErrors.length === 0, cjsErrors.join('\n'));
+    const cjsRun = sh(`node ${JSON.stringify(cjsSnippet.js)}`, cjs);
+    check('API snippet runs (CommonJS)', cjsRun.status === 0 && cjsRun.out.startsWith('[ 576, 128 ]') && !TFJS_NOISE.test(cjsRun.err), cjsRun.err + cjsRun.out);
+    const ex = sh(example, cjs);
+    check('training example runs from the package on the demo', ex.status === 0 && /encoded 2 images once/.test(ex.out), ex.err + ex.out);
+
+    // --- an ESM app, and npx outside any project
+    const esm = newApp(base, 'esm-app', { type: 'module' });
+    const esmInstall = sh(install('npm install llava-vision-tfjs'), esm);
+    const esmSnippet = writeTsSnippet(api, esm, 'api', 'esm');
+    const esmErrors = typeErrors(esmSnippet.ts, 'esm', [path.join(ROOT, 'node_modules', '@types')]);
+    check('API snippet type-checks as an ES module', esmInstall.status === 0 && esmErrors.length === 0, esmInstall.err + esmErrors.join('\n'));
+    const esmRun = sh(`node ${JSON.stringify(esmSnippet.js)}`, esm);
+    check('API snippet runs as an ES module', esmRun.status === 0 && esmRun.out.startsWith('[ 576, 128 ]'), esmRun.err + esmRun.out);
+    const nowhere = fs.mkdtempSync(path.join(base, 'no-project-'));
+    const npx = sh(`npx --yes ${JSON.stringify(`file:${tarball}`)} --help`, nowhere); // = npx llava-vision-tfjs --help
+    check('npx llava-vision-tfjs outside a project runs the CLI', npx.status === 0 && /encode/.test(npx.out + npx.err), npx.err);
+
+    // --- an app that pins another TensorFlow.js
+    const pinned = newApp(base, 'pinned-app');
+    const own = sh(`npm install ${NPM_QUIET} @tensorflow/tfjs@${PINNED}`, pinned);
+    const refused = sh(install('npm install llava-vision-tfjs'), pinned);
+    check(`plain install next to @tensorflow/tfjs@${PINNED} is refused by npm (no second tfjs-core)`, own.status === 0 && refused.status !== 0 && /ERESOLVE/.test(refused.err), own.err + refused.err);
+    const pinnedRun = sh(pinnedInstall.split('\n').map(install).join('\n'), pinned);
+    const pinnedCopies = tfjsCoreCopies(pinned);
+    check(`README's pinned install: one tfjs-core, ${PINNED}`, pinnedRun.status === 0 && pinnedCopies.length === 1 && coreVersion(pinned) === PINNED, pinnedRun.err + pinnedCopies.join('\n'));
+    const pinnedSnippet = writeTsSnippet(api, pinned, 'api');
+    const withBundle = sh(`node -r @tensorflow/tfjs ${JSON.stringify(pinnedSnippet.js)}`, pinned);
+    check('API snippet runs after the app\'s own tfjs bundle, without registration noise', withBundle.status === 0 && withBundle.out.startsWith('[ 576, 128 ]') && !TFJS_NOISE.test(withBundle.err), withBundle.err);
+    const pinnedEx = sh(example, pinned);
+    check(`training example (gradients from tfjs-layers ${PINNED}) runs`, pinnedEx.status === 0 && /loss .* -> .* on the TOY target/.test(pinnedEx.out), pinnedEx.err + pinnedEx.out);
+  } catch (e) {
+    check('package test ran to the end', false, (e as Error).stack ?? String(e));
+  } finally {
+    if (keep) console.log(`kept ${base}`);
+    else fs.rmSync(base, { recursive: true, force: true });
+  }
+  console.log(`package-test: ${passed} passed, ${failed} failed`);
+  process.exitCode = failed ? 1 : 0;
+}
+
+main();

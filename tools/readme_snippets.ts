@@ -1,0 +1,90 @@
+/**
+ * README.md's runnable snippets: each fenced block right after a `<!-- readme-test: NAME -->` line.
+ * test/readme.test.ts runs them against this checkout (offline); tools/package_test.ts runs them in
+ * fresh apps that install the packed tarball. Shell blocks run line by line with bash; TypeScript
+ * blocks are type-checked (strict, skipLibCheck, as the README tells TypeScript users) and run.
+ */
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import * as ts from 'typescript';
+
+export interface Snippet {
+  name: string;
+  lang: string;
+  code: string;
+  /** 1-based line of the opening fence in README.md. */
+  line: number;
+}
+
+const MARKER = /^<!-- readme-test: ([\w-]+) -->$/;
+
+export function readmeSnippets(markdown: string): Snippet[] {
+  const lines = markdown.split('\n');
+  const snippets: Snippet[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const m = MARKER.exec(lines[i].trim());
+    if (!m) continue;
+    const fence = /^```(\w+)$/.exec(lines[i + 1] ?? '');
+    if (!fence) throw new Error(`README.md:${i + 1}: "${lines[i]}" must be followed by a fenced code block`);
+    const end = lines.indexOf('```', i + 2);
+    if (end < 0) throw new Error(`README.md:${i + 2}: unterminated code block`);
+    snippets.push({ name: m[1], lang: fence[1], code: lines.slice(i + 2, end).join('\n') + '\n', line: i + 2 });
+  }
+  return snippets;
+}
+
+export function snippetNamed(snippets: Snippet[], name: string): Snippet {
+  const s = snippets.find((x) => x.name === name);
+  if (!s) throw new Error(`README.md has no "<!-- readme-test: ${name} -->" block`);
+  return s;
+}
+
+export interface RunResult {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a shell snippet's commands (comments and blank lines skipped) with bash -e, in `cwd`. */
+export function runShell(code: string, cwd: string, env: NodeJS.ProcessEnv = process.env): RunResult {
+  const r = spawnSync('bash', ['-e', '-c', code], { cwd, env, encoding: 'utf8' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/**
+ * Type errors of a TypeScript snippet file (imports resolved from its folder) with the README's settings;
+ * `typeRoots`: where @types/node is (default: the file's node_modules/@types).
+ */
+export function typeErrors(file: string, module: 'commonjs' | 'esm' = 'commonjs', typeRoots?: string[]): string[] {
+  const options: ts.CompilerOptions = {
+    noEmit: true,
+    strict: true,
+    skipLibCheck: true,
+    esModuleInterop: true,
+    target: ts.ScriptTarget.ES2022,
+    module: module === 'esm' ? ts.ModuleKind.Node16 : ts.ModuleKind.CommonJS,
+    moduleResolution: module === 'esm' ? ts.ModuleResolutionKind.Node16 : ts.ModuleResolutionKind.Node10,
+    types: ['node'],
+    typeRoots: typeRoots ?? [path.join(path.dirname(file), 'node_modules', '@types')],
+  };
+  const program = ts.createProgram([file], options);
+  return ts.getPreEmitDiagnostics(program).map((d) => {
+    const text = ts.flattenDiagnosticMessageText(d.messageText, '\n');
+    if (!d.file || d.start === undefined) return text;
+    const { line, character } = d.file.getLineAndCharacterOfPosition(d.start);
+    return `${path.basename(d.file.fileName)}(${line + 1},${character + 1}): ${text}`;
+  });
+}
+
+/** Writes a TypeScript snippet as `<base>.ts` and its JavaScript (CommonJS `.js` or ESM `.mjs`) in `dir`; returns both paths. */
+export function writeTsSnippet(code: string, dir: string, base: string, module: 'commonjs' | 'esm' = 'commonjs'): { ts: string; js: string } {
+  const tsFile = path.join(dir, module === 'esm' ? `${base}.mts` : `${base}.ts`);
+  const jsFile = path.join(dir, module === 'esm' ? `${base}.mjs` : `${base}.js`);
+  fs.writeFileSync(tsFile, code);
+  const out = ts.transpileModule(code, {
+    compilerOptions: { target: ts.ScriptTarget.ES2022, module: module === 'esm' ? ts.ModuleKind.ES2022 : ts.ModuleKind.CommonJS, esModuleInterop: true },
+  });
+  fs.writeFileSync(jsFile, out.outputText);
+  return { ts: tsFile, js: jsFile };
+}
