@@ -315,10 +315,10 @@ describe('real torch.save fixtures', () => {
     }
   });
 
-  test('deflated entries and a zip64 end-of-central-directory read the same', () => {
+  test('a deflated data.pkl and a zip64 end-of-central-directory read the same; deflated storages are refused', () => {
     const src = path.join(FIX, 'cases', 's336_llava15_pad_mlp2x', 'llava', 'mm_projector.bin');
     const zip = ZipReader.open(src);
-    const entries = zip.entries().map((e) => ({ name: e.name, data: zip.read(e.name), method: 8 }));
+    const entries = zip.entries().map((e) => ({ name: e.name, data: zip.read(e.name), method: e.name.endsWith('data.pkl') ? 8 : 0 }));
     zip.close();
     const p = write('deflated.bin', buildZip(entries, { zip64Eocd: true }));
     const a = TorchBinFile.open(src);
@@ -330,6 +330,9 @@ describe('real torch.save fixtures', () => {
       a.close();
       b.close();
     }
+    // torch.save never compresses tensor data; a deflated storage is refused when the file is opened.
+    expectRejected('deflated_storages.bin', buildZip(entries.map((e) => ({ ...e, method: 8 }))),
+      'storage "0" is compressed (zip method 8)', 're-save it with torch.save');
   });
 
   test('the hand-assembled archive builder makes files the reader accepts', () => {
@@ -475,12 +478,12 @@ describe('hostile or unsupported archives are refused', () => {
     expectRejected('stored_huge.bin', z, 'entry "archive/data/0" (2147483647 bytes at offset', 'extends past the end of the file');
   });
 
-  test('deflate bomb: data inflating far past its declared size', () => {
+  // Deflate is still read for data.pkl (small by rule): its inflation is bounded by the declared size.
+  test('deflate bomb: data.pkl inflating far past its declared size', () => {
     const zeros = new Uint8Array(1 << 24); // 16 MiB of zeros deflates to ~16 KiB
-    const z = torchZip(okPkl, {}, [
-      { name: 'archive/data/0', data: zeros, method: 8, size: 8, crc: crc32(f32bytes(1, 2)) },
-    ]);
-    expectRejected('bomb.bin', z, 'entry "archive/data/0" inflates past its declared size of 8 bytes');
+    const z = buildZip([{ name: 'archive/data.pkl', data: zeros, method: 8, size: okPkl.length, crc: crc32(okPkl) },
+      { name: 'archive/data/0', data: f32bytes(1, 2) }]);
+    expectRejected('bomb.bin', z, 'entry "archive/data.pkl" inflates past its declared size of');
   });
 
   test('deflate entry declaring an absurd size (zip64, 1 TiB)', () => {
@@ -489,8 +492,9 @@ describe('hostile or unsupported archives are refused', () => {
   });
 
   test('deflate entry shorter than declared', () => {
-    const z = torchZip(okPkl, {}, [{ name: 'archive/data/0', data: f32bytes(1), method: 8, size: 8 }]);
-    expectRejected('short.bin', z, 'inflates to 4 bytes, declared 8');
+    const z = buildZip([{ name: 'archive/data.pkl', data: okPkl, method: 8, size: okPkl.length + 4 },
+      { name: 'archive/data/0', data: f32bytes(1, 2) }]);
+    expectRejected('short.bin', z, `inflates to ${okPkl.length} bytes, declared ${okPkl.length + 4}`);
   });
 
   test('CRC32 mismatch', () => {
