@@ -93,6 +93,9 @@ export function getAnyresImageGridShape(
   return [Math.floor(w / patchSize), Math.floor(h / patchSize)];
 }
 
+/** Tiles of one anyres image (LLaVA-1.6: 4, LLaVA-OneVision: up to 36, each 3 x 336 x 336 floats). */
+export const MAX_ANYRES_TILES = 256;
+
 export interface ProcessedImage {
   /** tiles x 3 x H x W, row-major. */
   pixelValues: Float32Array;
@@ -115,7 +118,13 @@ export function anyresImages(img: RgbImage, processor: CLIPImageProcessor, pinpo
   if (!('shortestEdge' in size)) {
     throw new ConfigError(`anyres needs a preprocessor size with shortest_edge (LLaVA reads size['shortest_edge']), got ${JSON.stringify(size)}`);
   }
-  const padded = resizeAndPadImage(img, selectBestResolution([img.width, img.height], pinpoints));
+  const best = selectBestResolution([img.width, img.height], pinpoints);
+  const tiles = Math.ceil(best[0] / cropSize.width) * Math.ceil(best[1] / cropSize.height);
+  if (tiles > MAX_ANYRES_TILES) {
+    throw new ConfigError(`anyres: grid pinpoint ${best[0]}x${best[1]} cut into crop_size ${cropSize.height}x${cropSize.width} tiles ` +
+      `makes ${tiles} tiles (at most ${MAX_ANYRES_TILES}); check image_grid_pinpoints and crop_size`);
+  }
+  const padded = resizeAndPadImage(img, best);
   // Entry 0: the whole image squashed to S x S (aspect NOT kept), PIL's default BICUBIC.
   const base = resizeImage(img, size.shortestEdge, size.shortestEdge, Resample.BICUBIC);
   return { padded, tiles: [base, ...divideToPatches(padded, cropSize.height)] };

@@ -1,5 +1,5 @@
 import * as tf from '../tf';
-import { CLIPVisionConfig } from '../config/clip';
+import { CLIPVisionConfig, validateVisionConfig } from '../config/clip';
 import { ConfigError } from '../errors';
 import { CompositeLayer } from './composite';
 import { CLIPVisionEmbeddings } from './embeddings';
@@ -35,6 +35,7 @@ export class CLIPVisionTransformer extends CompositeLayer {
 
   constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean } = {}) {
     super({ name: args.name ?? 'vision_model', trainable: args.trainable ?? true });
+    validateVisionConfig(config, 'vision config'); // before anything is allocated from it
     this.config = config;
     const sub = (name: string) => ({ name: `${this.name}/${name}`, trainable: this.trainable });
     const norm = (name: string) => new LayerNorm({ size: config.hiddenSize, eps: config.layerNormEps, ...sub(name) });

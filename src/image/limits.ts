@@ -1,0 +1,48 @@
+/**
+ * How large an image may be: decoded, or made by preprocessing (a resize target, a pad canvas).
+ *
+ * Pillow refuses to open an image of more than 2 × `Image.MAX_IMAGE_PIXELS` (89,478,485) pixels with
+ * `DecompressionBombError`: a 750 KB PNG can hold 16000 × 16000 pixels (768 MB of RGB). We refuse the
+ * same, before decoding (the size is in the file's header), and apply the same bound to every image
+ * preprocessing makes, so a 30000 × 1 image resized to a shortest edge of 336 (10,080,000 × 336) fails
+ * as that image's error instead of exhausting memory. `LLAVA_VISION_MAX_IMAGE_PIXELS` (a number, or
+ * `none`) raises or lifts the limit, like setting `Image.MAX_IMAGE_PIXELS`; `decodeImage` and the
+ * encode job also take a `maxImagePixels` option.
+ */
+import { ImageError } from '../errors';
+
+/** Pillow's `Image.MAX_IMAGE_PIXELS`: above it Pillow warns, above twice it refuses. */
+export const PILLOW_MAX_IMAGE_PIXELS = 89_478_485;
+export const DEFAULT_MAX_IMAGE_PIXELS = 2 * PILLOW_MAX_IMAGE_PIXELS;
+
+const ENV = 'LLAVA_VISION_MAX_IMAGE_PIXELS';
+
+/** The limit in force: the option when given (null: none), else the environment's, else Pillow's. */
+export function maxImagePixels(option?: number | null): number {
+  if (option === null) return Infinity;
+  if (option !== undefined) {
+    if (!(option > 0)) throw new ImageError(`maxImagePixels must be a positive number or null (no limit), got ${option}`);
+    return option;
+  }
+  const env = process.env[ENV];
+  if (env === undefined || env === '') return DEFAULT_MAX_IMAGE_PIXELS;
+  if (env === 'none') return Infinity;
+  const n = Number(env);
+  if (!(n > 0)) throw new ImageError(`${ENV} must be a positive number of pixels or "none", got ${JSON.stringify(env.slice(0, 40))}`);
+  return n;
+}
+
+/**
+ * Throws an ImageError when a `width` × `height` image is over the limit (or not a valid size).
+ * `what` says which image: `image photo.png`, `resize target`, ...
+ */
+export function checkImagePixels(width: number, height: number, what: string, limit = maxImagePixels()): void {
+  if (!Number.isSafeInteger(width) || !Number.isSafeInteger(height) || width < 0 || height < 0) {
+    throw new ImageError(`${what}: invalid size ${width}x${height}`);
+  }
+  const pixels = width * height;
+  if (pixels > limit) {
+    throw new ImageError(`${what} is ${width}x${height} = ${pixels} pixels, over the limit of ${limit} ` +
+      `(as Pillow's DecompressionBombError: 2 x Image.MAX_IMAGE_PIXELS; set ${ENV} to raise it)`);
+  }
+}
