@@ -3,11 +3,14 @@
  *
  * Pillow refuses to open an image of more than 2 × `Image.MAX_IMAGE_PIXELS` (89,478,485) pixels with
  * `DecompressionBombError`: a 750 KB PNG can hold 16000 × 16000 pixels (768 MB of RGB). We refuse the
- * same, before decoding (the size is in the file's header), and apply the same bound to every image
- * preprocessing makes, so a 30000 × 1 image resized to a shortest edge of 336 (10,080,000 × 336) fails
- * as that image's error instead of exhausting memory. `LLAVA_VISION_MAX_IMAGE_PIXELS` (a number, or
- * `none`) raises or lifts the limit, like setting `Image.MAX_IMAGE_PIXELS`; `decodeImage` and the
+ * same, before decoding (the size is in the file's header). `LLAVA_VISION_MAX_IMAGE_PIXELS` (a number,
+ * or `none`) raises or lifts the limit, like setting `Image.MAX_IMAGE_PIXELS`; `decodeImage` and the
  * encode job also take a `maxImagePixels` option.
+ *
+ * An image preprocessing makes is bounded too, relative to the image it comes from: at most 4 times
+ * its pixels (a pad canvas of a 4:1 panorama), or 4096 × 4096 (any config size upscaled from a small
+ * image), and never over the decode limit. So a 30000 × 1 image resized to a shortest edge of 336
+ * (10,080,000 × 336) or padded to 30000 × 30000 fails as that image's error instead of taking GBs.
  */
 import { ImageError } from '../errors';
 
@@ -32,17 +35,28 @@ export function maxImagePixels(option?: number | null): number {
   return n;
 }
 
+/** An image preprocessing makes is never bigger than this, or than PRODUCED_VS_INPUT x its input. */
+export const PRODUCED_FLOOR_PIXELS = 4096 * 4096;
+export const PRODUCED_VS_INPUT = 4;
+
+/** Checks an image preprocessing is about to make from an input of `inputPixels` (see above). */
+export function checkProducedImage(width: number, height: number, inputPixels: number, what: string): void {
+  const limit = Math.min(maxImagePixels(), Math.max(PRODUCED_FLOOR_PIXELS, PRODUCED_VS_INPUT * inputPixels));
+  checkImagePixels(width, height, what, limit,
+    `preprocessing makes images of at most max(4096x4096, ${PRODUCED_VS_INPUT} x the input's ${inputPixels} pixels), within the decode limit`);
+}
+
 /**
  * Throws an ImageError when a `width` × `height` image is over the limit (or not a valid size).
- * `what` says which image: `image photo.png`, `resize target`, ...
+ * `what` says which image: `image photo.png`, `resize target`, ...; `why` explains the limit.
  */
-export function checkImagePixels(width: number, height: number, what: string, limit = maxImagePixels()): void {
+export function checkImagePixels(width: number, height: number, what: string, limit = maxImagePixels(),
+  why = `as Pillow's DecompressionBombError: 2 x Image.MAX_IMAGE_PIXELS; set ${ENV} to raise it`): void {
   if (!Number.isSafeInteger(width) || !Number.isSafeInteger(height) || width < 0 || height < 0) {
     throw new ImageError(`${what}: invalid size ${width}x${height}`);
   }
   const pixels = width * height;
   if (pixels > limit) {
-    throw new ImageError(`${what} is ${width}x${height} = ${pixels} pixels, over the limit of ${limit} ` +
-      `(as Pillow's DecompressionBombError: 2 x Image.MAX_IMAGE_PIXELS; set ${ENV} to raise it)`);
+    throw new ImageError(`${what} is ${width}x${height} = ${pixels} pixels, over the limit of ${limit} (${why})`);
   }
 }

@@ -8,6 +8,7 @@ import { ConfigError } from '../errors';
 import { CLIPImageProcessor } from './processor';
 import { Resample, resizeImage } from './resample';
 import { RgbImage, cropImage, newImage, pasteImage } from './types';
+import { checkProducedImage } from './limits';
 
 export type { AspectMode, Pinpoints } from '../config/llava';
 export { aspectModeFromConfig, parseGridPinpoints } from '../config/llava';
@@ -22,6 +23,7 @@ export function expand2square(img: RgbImage, background: readonly number[]): Rgb
   const { width: w, height: h } = img;
   if (w === h) return img;
   const side = Math.max(w, h);
+  checkProducedImage(side, side, w * h, `pad of ${w}x${h} to a square: the canvas`);
   const out = newImage(side, side, background);
   pasteImage(out, img, w > h ? 0 : Math.floor((h - w) / 2), w > h ? Math.floor((w - h) / 2) : 0);
   return out;

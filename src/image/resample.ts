@@ -12,7 +12,7 @@
  */
 import { ImageError } from '../errors';
 import { RgbImage } from './types';
-import { checkImagePixels } from './limits';
+import { checkProducedImage } from './limits';
 
 /** PIL.Image.Resampling numbers (the `resample` values in preprocessor configs). */
 export enum Resample {
@@ -220,7 +220,7 @@ export function resizeImage(img: RgbImage, width: number, height: number, resamp
     throw new ImageError(`resize: target size must be positive integers, got ${width}x${height}`);
   }
   // An absurd target (a shortest-edge resize of a 30000x1 image) fails here, before any allocation.
-  checkImagePixels(width, height, `resize of ${img.width}x${img.height} to ${width}x${height}: the result`);
+  checkProducedImage(width, height, img.width * img.height, `resize of ${img.width}x${img.height} to ${width}x${height}: the result`);
   if (width === img.width && height === img.height) {
     return { width, height, data: img.data.slice() };
   }
@@ -241,7 +241,7 @@ export function resizeImage(img: RgbImage, width: number, height: number, resamp
     const y0 = needV ? first : 0;
     const y1 = needV ? last : img.height;
     // The horizontal pass runs first (as in Pillow): wide target x tall source can exceed both images.
-    checkImagePixels(width, y1 - y0, `resize of ${img.width}x${img.height} to ${width}x${height}: the intermediate image`);
+    checkProducedImage(width, y1 - y0, img.width * img.height, `resize of ${img.width}x${img.height} to ${width}x${height}: the intermediate image`);
     cur = resampleHorizontal(img, width, y0, y1, precomputeCoeffs(img.width, width, filter));
     rowOffset = y0;
   }
