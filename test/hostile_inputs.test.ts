@@ -10,6 +10,7 @@ import * as zlib from 'zlib';
 import sharp from 'sharp';
 import * as tf from '../src/tf';
 import { encodeImages } from '../src/api/encode_job';
+import { main } from '../src/cli/main';
 import { LlavaVision, LoadOptions } from '../src/api/llava_vision';
 import { initBackend } from '../src/backend';
 import { parsePreprocessorConfig } from '../src/config/preprocessor';
@@ -113,7 +114,11 @@ describe('1. corrupt safetensors are refused: the tensors must tile the data reg
     expect(await refused(CheckpointError, () => SafetensorsFile.open(file('overlap.safetensors', overlap)))).toContain('overlap');
   });
 
-  test('valid files still open: empty tensors, metadata only, our own padded writer', () => {
+  test('valid files still open: empty tensors, metadata only, our own padded writer, long names', () => {
+    const long = `vision_model.${'x'.repeat(1000)}`; // names are only cut in messages, never in files
+    const named = SafetensorsFile.open(file('long.safetensors', serializeSafetensors({ [long]: { dtype: 'U8', shape: [1], data: new Uint8Array([7]) } })));
+    expect(named.keys()).toEqual([long]);
+    named.close();
     const empty = `{"__metadata__":{"k":"v"},"e":{"dtype":"F32","shape":[0,3],"data_offsets":[16,16]},"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}`;
     const st = SafetensorsFile.open(file('empty.safetensors', rawSafetensors(empty, data32().subarray(0, 16))));
     expect(st.keys()).toEqual(['a', 'e']);
@@ -138,6 +143,21 @@ describe('1. corrupt safetensors are refused: the tensors must tile the data reg
       '{"mm_projector.weight":{"dtype":"F32","shape":[48,64],"data_offsets":[0,12288]},"mm_projector.bias":{"dtype":"F32","shape":[48],"data_offsets":[12288,12480]}} ',
       new Uint8Array(12480), -1));
     expect(await failedLoad(CheckpointError, LLAVA, { visionTower: TOWER, projector })).toContain(projector);
+  });
+
+  test('through the CLI: exit 1, one line naming the file, no output and no temp file left', async () => {
+    const projector = file('cli_projector.safetensors', rawSafetensors(
+      '{"mm_projector.weight":{"dtype":"F32","shape":[48,64],"data_offsets":[0,12288]},"mm_projector.bias":{"dtype":"F32","shape":[48],"data_offsets":[12288,12480]}}',
+      new Uint8Array(12484)));
+    const outDir = file('cli_out');
+    fs.mkdirSync(outDir);
+    let err = '';
+    const code = await main(['encode', '--model', LLAVA, '--vision-tower', TOWER, '--projector', projector, '--quiet', IMAGE,
+      '--out', path.join(outDir, 'tokens.safetensors')], { out: () => {}, err: (s) => (err += s) });
+    expect(code).toBe(1);
+    expect(err.trim().split('\n')).toHaveLength(1);
+    expect(err).toContain(`llava-vision: ${projector}: the tensors cover 12480 bytes but the data region after the header has 12484`);
+    expect(fs.readdirSync(outDir)).toEqual([]);
   });
 });
 

@@ -308,7 +308,7 @@ function buildHeader(parts: Part[], metadata?: Record<string, string>): Buffer {
   if (metadata !== undefined) entries.push(`"__metadata__":${JSON.stringify(checkMetadata(metadata, 'metadata'))}`);
   let offset = 0;
   for (const p of parts) {
-    entries.push(`${q(p.name)}:${JSON.stringify({ dtype: p.dtype, shape: p.shape, data_offsets: [offset, offset + p.byteLength] })}`);
+    entries.push(`${JSON.stringify(p.name)}:${JSON.stringify({ dtype: p.dtype, shape: p.shape, data_offsets: [offset, offset + p.byteLength] })}`);
     offset += p.byteLength;
   }
   // Built by hand so the header keeps sorted order (JS objects would hoist integer-like names).

@@ -9,7 +9,7 @@ import { CheckpointError, quote as q } from '../errors';
 import { parseJsonWithLimits } from './json';
 
 /** {"metadata": {...}, "weight_map": {name: file}} needs two levels; a little room for writers' extra metadata. */
-const INDEX_MAX_DEPTH = 8;
+export const INDEX_MAX_DEPTH = 8;
 const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
 
 export interface CheckpointIndex {
