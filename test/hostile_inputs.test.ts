@@ -333,11 +333,11 @@ describe('5. config numbers are bounded and checked against the checkpoint befor
 });
 
 /** A PNG of the given size whose pixel data is a few bytes: enough to be measured, not decoded. */
-function pngHeader(width: number, height: number): Buffer {
+function pngHeader(width: number, height: number, bitDepth = 8, colorType = 2): Buffer {
   const ihdr = Buffer.alloc(13);
   ihdr.writeUInt32BE(width, 0);
   ihdr.writeUInt32BE(height, 4);
-  ihdr.set([8, 2, 0, 0, 0], 8); // 8-bit RGB
+  ihdr.set([bitDepth, colorType, 0, 0, 0], 8); // default 8-bit RGB; colour type 6 = RGBA
   const chunk = (type: string, body: Buffer) => {
     const len = Buffer.alloc(4);
     len.writeUInt32BE(body.length);
@@ -368,6 +368,15 @@ describe('6. images of extreme sizes: over Pillow\'s limit refused from the head
       expect(msg).toBe(`image ${p} is ${w}x${h} = ${w * h} pixels, over the limit of ${DEFAULT_MAX_IMAGE_PIXELS} ` +
         '(as Pillow\'s DecompressionBombError: 2 x Image.MAX_IMAGE_PIXELS; set LLAVA_VISION_MAX_IMAGE_PIXELS to raise it)');
     }
+  });
+
+  test('16-bit samples within the pixel limit but over its bytes (a 2 MB RGBA16 PNG of 13000x13000 took 2.5 GB)', async () => {
+    const p = file('rgba16.png', pngHeader(13000, 13000, 16, 6));
+    const msg = await refused(ImageError, () => decodeImage(p), 2);
+    expect(msg).toBe(`image ${p} is 13000x13000 with 4 channels of 16 bits: 1352000000 bytes decoded, over the limit of ` +
+      `${3 * DEFAULT_MAX_IMAGE_PIXELS} (3 bytes per pixel of the ${DEFAULT_MAX_IMAGE_PIXELS}-pixel limit; set LLAVA_VISION_MAX_IMAGE_PIXELS to raise it)`);
+    // The same size in 8 bits is within both limits: it gets as far as decoding (whose missing pixel data fails here).
+    expect(await refused(ImageError, () => decodeImage(file('rgba8.png', pngHeader(13000, 13000, 8, 6))))).toMatch(/^cannot decode image/);
   });
 
   test('the limit can be raised, lowered or lifted (option, environment)', async () => {

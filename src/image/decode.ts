@@ -22,7 +22,7 @@ import sharp, { Metadata, OutputInfo } from 'sharp';
 import * as os from 'os';
 import { ImageError } from '../errors';
 import { RgbImage } from './types';
-import { checkImagePixels, maxImagePixels } from './limits';
+import { checkDecodedBytes, checkImagePixels, maxImagePixels } from './limits';
 
 export interface DecodeOptions {
   /** Apply the EXIF Orientation tag (default false, like `Image.open`). */
@@ -55,6 +55,7 @@ export async function decodeImage(input: string | Uint8Array, opts: DecodeOption
     let pipe = sharp(src, sharpOpts);
     const space = meta.space as string;
     sixteen = space === 'rgb16' || space === 'grey16';
+    if (sixteen) checkDecodedBytes(meta.width ?? 0, meta.height ?? 0, meta.channels ?? 4, 2, `image ${name}`, limit);
     if (space === 'cmyk') {
       // Keep the C, M, Y, K samples: without a CMYK pipeline sharp would run an ICC transform.
       pipe = pipe.pipelineColourspace('cmyk').toColourspace('cmyk');

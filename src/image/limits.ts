@@ -35,6 +35,19 @@ export function maxImagePixels(option?: number | null): number {
   return n;
 }
 
+/**
+ * Decoding keeps the file's samples before converting them to 8-bit RGB: 16-bit RGBA is 8 bytes a
+ * pixel, so a 2 MB PNG of 13000 x 13000 (within the pixel limit) would take 2.5 GB. Decoded samples
+ * may take at most the bytes of an 8-bit RGB image at the pixel limit (3 per pixel).
+ */
+export function checkDecodedBytes(width: number, height: number, channels: number, bytesPerSample: number, what: string, limit = maxImagePixels()): void {
+  const bytes = width * height * channels * bytesPerSample;
+  if (bytes > 3 * limit) {
+    throw new ImageError(`${what} is ${width}x${height} with ${channels} channels of ${8 * bytesPerSample} bits: ${bytes} bytes ` +
+      `decoded, over the limit of ${3 * limit} (3 bytes per pixel of the ${limit}-pixel limit; set ${ENV} to raise it)`);
+  }
+}
+
 /** An image preprocessing makes is never bigger than this, or than PRODUCED_VS_INPUT x its input. */
 export const PRODUCED_FLOOR_PIXELS = 4096 * 4096;
 export const PRODUCED_VS_INPUT = 4;
