@@ -378,8 +378,9 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
         what = `png ${w}x${h}${grey ? ' grey' : ''}`;
       } else {
         [w, h] = [Math.min(w, 2 ** 31 - 1), Math.min(h, 2 ** 31 - 1)];
-        bytes = pngHeader(w, h);
-        what = `header-only png ${w}x${h}`;
+        const [depth, colour] = r.pick([[8, 2], [8, 6], [16, 2], [16, 6], [8, 0], [16, 0], [16, 4]]);
+        bytes = pngHeader(w, h, depth, colour);
+        what = `header-only png ${w}x${h}, ${depth}-bit colour type ${colour}`;
       }
       if (r.chance(0.2)) {
         const at = 16 + r.int(Math.max(1, bytes.length - 16));
@@ -432,11 +433,11 @@ function stringifyDeep(v: unknown): string {
 }
 
 /** A PNG whose header claims `width` x `height` and whose pixel data is a few bytes. */
-function pngHeader(width: number, height: number): Buffer {
+function pngHeader(width: number, height: number, bitDepth: number, colorType: number): Buffer {
   const ihdr = Buffer.alloc(13);
   ihdr.writeUInt32BE(width, 0);
   ihdr.writeUInt32BE(height, 4);
-  ihdr.set([8, 2, 0, 0, 0], 8);
+  ihdr.set([bitDepth, colorType, 0, 0, 0], 8);
   const chunk = (type: string, body: Buffer) => {
     const len = Buffer.alloc(4);
     len.writeUInt32BE(body.length);
