@@ -374,8 +374,10 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
       if (w * h <= (LONG ? 4_000_000 : 200_000) && r.chance(0.7)) {
         const grey = r.chance(0.2);
         const made = sharp({ create: { width: w, height: h, channels: r.pick([3, 4] as const), background: { r: 9, g: 99, b: 199 } } });
-        bytes = await (grey ? made.greyscale() : made).png().toBuffer();
-        what = `png ${w}x${h}${grey ? ' grey' : ''}`;
+        const deep16 = r.chance(0.15);
+        const shaped = grey ? made.greyscale() : made;
+        bytes = await (deep16 ? shaped.toColourspace(grey ? 'grey16' : 'rgb16') : shaped).png().toBuffer();
+        what = `png ${w}x${h}${grey ? ' grey' : ''}${deep16 ? ' 16-bit' : ''}`;
       } else {
         [w, h] = [Math.min(w, 2 ** 31 - 1), Math.min(h, 2 ** 31 - 1)];
         const [depth, colour] = r.pick([[8, 2], [8, 6], [16, 2], [16, 6], [8, 0], [16, 0], [16, 4]]);
