@@ -147,7 +147,9 @@ export function llavaSettingsFromJson(json: Json, where: string): LlavaVisionSet
   if (json.mm_vision_select_layer !== undefined) s.selectLayer = parseSelectLayer(json.mm_vision_select_layer, where);
   if (json.mm_vision_select_feature !== undefined) s.selectFeature = parseSelectFeature(json.mm_vision_select_feature, where);
   s.projectorType = optionalString(json.mm_projector_type, where, 'mm_projector_type') ?? 'linear';
-  projectorDepth(s.projectorType, where);
+  // An absurd depth is refused here, naming the file; an unknown type still fails when the projector is
+  // built (an override such as --projector-type may replace it before that).
+  if (/^mlp\d+x_gelu$/.test(s.projectorType)) projectorDepth(s.projectorType, where);
   s.projectorIn = optionalWidth(json.mm_hidden_size, where, 'mm_hidden_size');
   s.projectorOut = optionalWidth(json.hidden_size, where, 'hidden_size');
   s.aspect = aspectModeFromConfig(json.image_aspect_ratio);
