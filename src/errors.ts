@@ -40,3 +40,9 @@ export function quote(x: unknown, max = MAX_QUOTED_CHARS): string {
   }
   return s.length <= max + 32 ? s : `${s.slice(0, max)}… (${s.length} chars)`;
 }
+
+/** A shape for a message, `[2, 3]`; a hostile file's million dimensions are cut after 16. */
+export function shapeText(shape: readonly number[]): string {
+  const shown = shape.slice(0, 16).join(', ');
+  return shape.length > 16 ? `[${shown}, … (${shape.length} dims)]` : `[${shown}]`;
+}

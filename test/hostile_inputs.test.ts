@@ -194,6 +194,8 @@ describe('2. deeply nested JSON is refused naming the file; echoed values are ca
     expect(msg).toContain('(5000003 chars)');
     const header = rawSafetensors(`{"${long}":{"dtype":"F99","shape":[1],"data_offsets":[0,4]}}`, new Uint8Array(4));
     expect(await refused(CheckpointError, () => SafetensorsFile.open(file('longname.safetensors', header)))).toContain('unknown dtype "F99"');
+    const dims = rawSafetensors(`{"w":{"dtype":"F32","shape":[${new Array(100_000).fill(1)}],"data_offsets":[0,8]}}`, new Uint8Array(8));
+    expect(await refused(CheckpointError, () => SafetensorsFile.open(file('dims.safetensors', dims)))).toContain('F32 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, … (100000 dims)] needs 4');
     const cfg = copyDir(TOWER);
     editJson(path.join(cfg, 'config.json'), (c) => (c.hidden_act = long));
     expect(await failedLoad(ConfigError, cfg)).toContain('hidden_act "xxxx');

@@ -3,7 +3,7 @@ import * as tf from '../tf';
 import { BackendOptions, initBackend } from '../backend';
 import { clipVisionConfigFromJson, visionConfigToJson } from '../config/clip';
 import { LlavaVisionSettings, LLAVA_DEFAULTS, SelectFeature, llavaHfSettingsFromJson, llavaSettingsFromJson } from '../config/llava';
-import { CheckpointError, ConfigError, quote } from '../errors';
+import { CheckpointError, ConfigError, quote, shapeText } from '../errors';
 import { LAYOUT_KEYS, Layout, PROJECTOR_PREFIXES, findProjectorKeys, inferProjectorType } from '../io/layouts';
 import { DownloadOptions } from '../io/hub';
 import { buildForLoading } from '../model/module';
@@ -177,7 +177,7 @@ export class LlavaVision {
 function readImageNewline(source: OpenedSource, key: string, width: number): tf.Tensor1D {
   const { shape } = source.info(key);
   if (shape.length !== 1 || shape[0] !== width) {
-    throw new CheckpointError(`${source.source}: tensor ${quote(key)} has shape [${shape.join(', ')}] but the projected features are ${width} wide`);
+    throw new CheckpointError(`${source.source}: tensor ${quote(key)} has shape ${shapeText(shape)} but the projected features are ${width} wide`);
   }
   return tf.tensor1d(source.readFloat32(key));
 }

@@ -7,7 +7,7 @@
  * loading a model never holds the file and the converted weights in memory together.
  */
 import * as fs from 'fs';
-import { CheckpointError, quote } from '../errors';
+import { CheckpointError, quote, shapeText } from '../errors';
 import { writeAllSync, writeFileAtomic } from './atomic';
 import { parseJsonWithLimits } from './json';
 import {
@@ -38,7 +38,7 @@ function numElements(shape: number[]): number {
 }
 
 function shapeStr(dtype: DType, shape: number[]): string {
-  return `${dtype} [${shape.join(', ')}]`;
+  return `${dtype} ${shapeText(shape)}`;
 }
 
 /** Validate a parsed header against the data region size. Throws CheckpointError naming file + tensor. */
@@ -54,7 +54,7 @@ function parseHeader(file: string, json: unknown, dataSize: number) {
     const bad = (msg: string) => new CheckpointError(`${file}: tensor ${q(name)}: ${msg}`);
     if (!isObject(entry)) throw bad('entry is not an object');
     const extra = Object.keys(entry).filter((k) => k !== 'dtype' && k !== 'shape' && k !== 'data_offsets');
-    if (extra.length) throw bad(`unknown field(s) ${extra.map(q).join(', ')}`);
+    if (extra.length) throw bad(`unknown field(s) ${extra.slice(0, 5).map(q).join(', ')}${extra.length > 5 ? ` (${extra.length} in all)` : ''}`);
     const { dtype, shape, data_offsets: offsets } = entry;
     if (!isDType(dtype)) throw bad(`unknown dtype ${q(dtype)} (allowed: ${DTYPES.join(', ')})`);
     if (!Array.isArray(shape) || !shape.every(isCount)) {

@@ -7,10 +7,10 @@
  */
 import { CLIPVisionConfig, numPatchesPerSide } from '../config/clip';
 import { projectorDepth } from '../config/llava';
-import { CheckpointError, quote } from '../errors';
+import { CheckpointError, quote, shapeText } from '../errors';
 import { KeyMap, TensorSource } from './weights';
 
-const fmt = (s: number[]) => `[${s.join(', ')}]`;
+const fmt = shapeText;
 const same = (a: number[], b: number[]) => a.length === b.length && a.every((v, i) => v === b[i]);
 
 /**
