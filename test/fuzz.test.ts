@@ -250,30 +250,36 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
       // Stride 0 (a broadcast view) is where a tiny storage turns into a huge tensor.
       const zeroStrides = r.chance(0.3);
       const broadcast = !bomb && zeroStrides && r.chance(0.5); // otherwise valid: only the view is hostile
-      const numel = bomb ? BOMB : r.pick([0, 1, 4, 6, 8, 1024]);
-      const dims = bomb ? 2 : broadcast ? 1 + r.int(2) : r.int(4);
-      const size = bomb ? ints(2048, 2048) : broadcast ? Array.from({ length: dims }, () => P.int(r.pick([3, 2048, 65536, 300_000, 1_000_000]))) : Array.from({ length: dims }, int);
-      const stride = bomb ? ints(2048, 1) : Array.from({ length: broadcast || r.chance(0.9) ? dims : dims + 1 }, () => (zeroStrides ? P.int(0) : int()));
-      const cls = bomb || broadcast ? 'FloatStorage' : r.pick(['FloatStorage', 'HalfStorage', 'BFloat16Storage', 'LongStorage', 'BoolStorage', 'Evil']);
+      // Or a valid [128, 128] tensor under many names: every layer of a big config on one small storage.
+      const shared = !bomb && !broadcast && r.chance(0.1);
+      const valid = bomb || broadcast || shared;
+      const numel = bomb ? BOMB : shared ? 16384 : r.pick([0, 1, 4, 6, 8, 1024]);
+      const dims = bomb || shared ? 2 : broadcast ? 1 + r.int(2) : r.int(4);
+      const size = bomb ? ints(2048, 2048) : shared ? ints(128, 128) : broadcast ? Array.from({ length: dims }, () => P.int(r.pick([3, 2048, 65536, 300_000, 1_000_000]))) : Array.from({ length: dims }, int);
+      const stride = bomb ? ints(2048, 1) : shared ? ints(128, 1) : Array.from({ length: broadcast || r.chance(0.9) ? dims : dims + 1 }, () => (zeroStrides ? P.int(0) : int()));
+      const cls = valid ? 'FloatStorage' : r.pick(['FloatStorage', 'HalfStorage', 'BFloat16Storage', 'LongStorage', 'BoolStorage', 'Evil']);
       const t = call(
         P.global('torch._utils', r.chance(0.95) ? '_rebuild_tensor_v2' : 'eval'),
         [...P.tuple(P.str('storage'), P.global('torch', cls), P.str(r.chance(0.95) ? '0' : '../0'), P.str('cpu'), P.int(numel)), ...P.binpersid],
-        bomb || broadcast || r.chance(0.7) ? P.int(0) : int(), P.tuple(...size), P.tuple(...stride), P.false, call(P.global('collections', 'OrderedDict')),
+        valid || r.chance(0.7) ? P.int(0) : int(), P.tuple(...size), P.tuple(...stride), P.false, call(P.global('collections', 'OrderedDict')),
       );
-      const pkl = [...P.proto(), ...P.emptyDict, ...P.mark, ...P.str('model.mm_projector.0.weight'), ...t, ...P.setitems, ...P.stop];
-      if (!bomb && !broadcast && r.chance(0.15)) pkl[r.int(pkl.length)] = r.int(256);
+      const copies = shared ? 1 + r.int(1000) : 1;
+      const items = Array.from({ length: copies }, (_, c) => [...P.str(`model.layers.${c}.weight`), ...t]).flat();
+      const pkl = [...P.proto(), ...P.emptyDict, ...P.mark, ...items, ...P.setitems, ...P.stop];
+      if (!valid && r.chance(0.15)) pkl[r.int(pkl.length)] = r.int(256);
       const es = { FloatStorage: 4, HalfStorage: 2, BFloat16Storage: 2, LongStorage: 8, BoolStorage: 1, Evil: 4 }[cls]!;
-      const storage = new Uint8Array(bomb || broadcast || r.chance(0.9) ? numel * es : r.int(64));
-      const method = bomb || (!broadcast && r.chance(0.15)) ? 8 : 0;
-      const declared = !bomb && !broadcast && r.chance(0.1) ? r.pick([2 ** 30, 2 ** 32 - 1]) : undefined;
+      const storage = new Uint8Array(valid || r.chance(0.9) ? numel * es : r.int(64));
+      const method = bomb || (!valid && r.chance(0.15)) ? 8 : 0;
+      const declared = !valid && r.chance(0.1) ? r.pick([2 ** 30, 2 ** 32 - 1]) : undefined;
       const bytes = buildZip([
-        { name: 'archive/data.pkl', data: Uint8Array.from(pkl), method: !broadcast && r.chance(0.2) ? 8 : 0 },
+        { name: 'archive/data.pkl', data: Uint8Array.from(pkl), method: !valid && r.chance(0.2) ? 8 : 0 },
         { name: 'archive/data/0', data: storage, method, size: declared, crc: declared ? crc32(storage) : undefined },
       ]);
       const p = path.join(tmp(), `bin-${i}.bin`);
       fs.writeFileSync(p, bytes);
-      await fuzzCase('torch_bin', i, `${bomb ? 'deflate bomb ' : ''}${cls}(${numel}) size ${dims} dims${zeroStrides ? ' stride 0' : ''}, method ${method}`, () => {
+      await fuzzCase('torch_bin', i, `${copies > 1 ? `${copies} names, ` : ''}${bomb ? 'deflate bomb ' : ''}${cls}(${numel}) size ${dims} dims${zeroStrides ? ' stride 0' : ''}, method ${method}`, () => {
         const f = TorchBinFile.open(p);
+        let total = 0;
         try {
           for (const k of f.keys()) {
             const info = f.info(k);
@@ -282,7 +288,10 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
             // Accepted: the work is bounded by the file's real size (a repeated view by 1 MiB at most).
             invariant(out.byteLength <= Math.max(bytes.length, 2 ** 20), `read ${out.byteLength} bytes from a ${bytes.length}-byte file`);
             invariant(out.byteLength === n * DTYPE_SIZE[info.dtype], `${out.byteLength} bytes for ${n} ${info.dtype}`);
+            total += out.byteLength;
           }
+          // And all tensors together: shared storages (tied weights) at most 4 times.
+          invariant(total <= 4 * bytes.length + 2 ** 20, `read ${total} bytes in all from a ${bytes.length}-byte file`);
         } finally {
           f.close();
         }

@@ -211,6 +211,19 @@ describe('3. amplification in .bin: a view may not repeat a tiny storage into GB
     expect(msg).toContain('tensor "model.mm_projector.weight": shape [1000000000] has 1000000000 elements but its storage "0" only 4');
   });
 
+  test('many tensors viewing one storage (every layer of a big config on 64 KiB) are refused; tied weights are fine', async () => {
+    const views = Array.from({ length: 200 }, (_, i): [string, number[]] => [`vision_model.encoder.layers.${i}.mlp.fc1.weight`,
+      tensor({ numel: 16384, size: ints(128, 128), stride: ints(128, 1) })]);
+    const p = file('aliased.bin', torchZip(stateDict(views), { 0: new Uint8Array(65536) }));
+    expect(await refused(CheckpointError, () => TorchBinFile.open(p), 2))
+      .toContain('its 200 tensors hold 13107200 bytes but its storages only 65536: views repeat the same data');
+    const tied = stateDict([['embed.weight', tensor({ numel: 16384, size: ints(128, 128), stride: ints(128, 1) })],
+      ['lm_head.weight', tensor({ numel: 16384, size: ints(128, 128), stride: ints(128, 1) })]]);
+    const f = TorchBinFile.open(file('tied.bin', torchZip(tied, { 0: new Uint8Array(65536) })));
+    expect(f.keys()).toEqual(['embed.weight', 'lm_head.weight']);
+    f.close();
+  });
+
   test('small broadcast views (HF position_ids, expand of a bias) still read', () => {
     const pkl = stateDict([['b', tensor({ numel: 2, size: ints(3, 2), stride: ints(0, 1) })]]);
     const f = TorchBinFile.open(file('bcast.bin', torchZip(pkl, { 0: f32bytes(1, -2) })));

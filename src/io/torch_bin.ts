@@ -44,6 +44,12 @@ const MAX_PICKLE_BYTES = 64 * 2 ** 20;
  * [1e9] would cost GBs from a tiny file: repetition is allowed only up to this many bytes.
  */
 const MAX_REPEATED_VIEW_BYTES = 2 ** 20;
+/**
+ * Tensors may share a storage (tied weights: an LLM's embeddings and lm_head), but a file whose
+ * tensors view the same bytes over and over (every layer of a 256-layer config on one storage) would
+ * make a model far larger than the file: all tensors together may hold each storage byte this often.
+ */
+const MAX_SHARING = 4;
 
 class Storage extends PyObject {
   readonly typeName = 'storage';
@@ -194,6 +200,7 @@ export class TorchBinFile {
       checkExtent(path, zip, prefix, name, t);
       tensors.set(name, t);
     }
+    checkSharing(path, [...tensors.values()]);
     return new TorchBinFile(path, zip, prefix, tensors);
   }
 
@@ -340,6 +347,22 @@ function checkExtent(path: string, zip: ZipReader, prefix: string, name: string,
   }
   if (numel * es > 2 ** 32) {
     throw new CheckpointError(`${where}: shape ${quote(t.shape)} is too large to read`);
+  }
+}
+
+/** All tensors together may hold at most MAX_SHARING times the bytes of their storages (plus the view slack). */
+function checkSharing(path: string, tensors: Tensor[]): void {
+  const storages = new Map<string, number>();
+  let tensorBytes = 0;
+  for (const t of tensors) {
+    const es = DTYPE_SIZE[t.storage.dtype];
+    storages.set(t.storage.key, t.storage.numel * es);
+    tensorBytes += t.shape.reduce((a, b) => a * b, 1) * es;
+  }
+  const storageBytes = [...storages.values()].reduce((a, b) => a + b, 0);
+  if (tensorBytes > MAX_SHARING * storageBytes + MAX_REPEATED_VIEW_BYTES) {
+    throw new CheckpointError(`${path}: its ${tensors.length} tensors hold ${tensorBytes} bytes but its storages only ${storageBytes}: ` +
+      `views repeat the same data (tensors may share storage bytes at most ${MAX_SHARING} times, as tied weights do)`);
   }
 }
 
