@@ -41,6 +41,15 @@ export function quote(x: unknown, max = MAX_QUOTED_CHARS): string {
   return s.length <= max + 32 ? s : `${s.slice(0, max)}… (${s.length} chars)`;
 }
 
+/**
+ * Another library's message (JSON.parse's, libvips'), made one line to go inside ours: V8 quotes a
+ * snippet of the text, which may hold line breaks, and libvips appends one line per layer.
+ */
+export function oneLine(message: string, max = 500): string {
+  const flat = message.replace(/[\u0000-\u001f\u2028\u2029]+/g, ' ').trim();
+  return flat.length <= max ? flat : `${flat.slice(0, max)}…`;
+}
+
 /** A shape for a message, `[2, 3]`; a hostile file's million dimensions are cut after 16. */
 export function shapeText(shape: readonly number[]): string {
   const shown = shape.slice(0, 16).join(', ');

@@ -185,6 +185,11 @@ describe('2. deeply nested JSON is refused naming the file; echoed values are ca
     expect(await refused(ConfigError, () => CLIPImageProcessor.fromFile(pre))).toContain(pre);
   });
 
+  test('a syntax error next to a line break still gives a one-line message (V8 quotes the text around it)', async () => {
+    const index = file('broken.index.json', '{"weight_map":{"a":\nm}}');
+    expect(await refused(CheckpointError, () => readIndex(index))).toMatch(new RegExp(`^${index}: index is not valid JSON \\(`));
+  });
+
   test('megabyte-long names and values are cut in messages', async () => {
     const long = 'x'.repeat(5_000_000);
     const pkl = Uint8Array.from([...P.proto(), ...P.global('os', long), ...P.stop]);

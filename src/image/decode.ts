@@ -20,7 +20,7 @@
  */
 import sharp, { Metadata, OutputInfo } from 'sharp';
 import * as os from 'os';
-import { ImageError } from '../errors';
+import { ImageError, oneLine } from '../errors';
 import { RgbImage } from './types';
 import { checkDecodedBytes, checkImagePixels, maxImagePixels } from './limits';
 
@@ -67,7 +67,7 @@ export async function decodeImage(input: string | Uint8Array, opts: DecodeOption
     raw = await pipe.raw({ depth: sixteen ? 'ushort' : 'uchar' }).toBuffer({ resolveWithObject: true });
   } catch (e) {
     if (e instanceof ImageError) throw e;
-    throw new ImageError(`cannot decode image ${name}: ${(e as Error).message}`);
+    throw new ImageError(`cannot decode image ${name}: ${oneLine((e as Error).message)}`);
   }
   const { width, height, channels } = raw.info;
   let samples: Uint8Array = raw.data;

@@ -1,4 +1,4 @@
-import { LlavaVisionError } from '../errors';
+import { LlavaVisionError, oneLine } from '../errors';
 
 /**
  * The one-line message of an image's failure, naming the image: decode errors already do; errors of
@@ -7,7 +7,7 @@ import { LlavaVisionError } from '../errors';
  */
 export function imageFailureMessage(e: unknown, source: string, decoded: boolean): string {
   const message = e instanceof Error ? e.message : String(e);
-  const firstLine = message.split('\n')[0].slice(0, 2000);
+  const firstLine = oneLine(message.split('\n')[0], 2000);
   if (e instanceof LlavaVisionError && !decoded) return firstLine;
   const kind = e instanceof LlavaVisionError ? '' : `${e instanceof Error ? e.name : 'error'}: `;
   return `image ${source}: ${decoded ? 'preprocessing failed: ' : ''}${kind}${firstLine}`;

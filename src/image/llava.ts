@@ -126,9 +126,10 @@ export function anyresImages(img: RgbImage, processor: CLIPImageProcessor, pinpo
     throw new ConfigError(`anyres: grid pinpoint ${best[0]}x${best[1]} cut into crop_size ${cropSize.height}x${cropSize.width} tiles ` +
       `makes ${tiles} tiles (at most ${MAX_ANYRES_TILES}); check image_grid_pinpoints and crop_size`);
   }
-  const padded = resizeAndPadImage(img, best);
-  // Entry 0: the whole image squashed to S x S (aspect NOT kept), PIL's default BICUBIC.
+  // Entry 0: the whole image squashed to S x S (aspect NOT kept), PIL's default BICUBIC. Made first:
+  // for a degenerate image (1 x 1000000) it is the step that refuses, before the canvas's work is done.
   const base = resizeImage(img, size.shortestEdge, size.shortestEdge, Resample.BICUBIC);
+  const padded = resizeAndPadImage(img, best);
   return { padded, tiles: [base, ...divideToPatches(padded, cropSize.height)] };
 }
 

@@ -6,7 +6,7 @@
  * 20,000 deep; and it silently keeps the last of duplicate keys, where a duplicated tensor name is a
  * corrupt or hand-crafted file. One linear, non-recursive pass over the text checks both first.
  */
-import { quote } from '../errors';
+import { oneLine, quote } from '../errors';
 
 export interface JsonLimits {
   /** Deepest nesting of objects and arrays the format needs (`{}` = 1, `{"a": []}` = 2). */
@@ -24,7 +24,7 @@ export function parseJsonWithLimits(text: string, limits: JsonLimits, fail: (pro
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw fail(`is not valid JSON (${(e as Error).message.slice(0, 200)})`);
+    throw fail(`is not valid JSON (${oneLine((e as Error).message, 200)})`);
   }
 }
 
