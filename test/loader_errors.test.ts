@@ -157,7 +157,7 @@ describe('config files', () => {
     const e = await failedLoad(dir);
     expect(e).toBeInstanceOf(ConfigError);
     expect(e.message).toContain(path.join(dir, 'config.json'));
-    expect(e.message).toMatch(/not a valid JSON/);
+    expect(e.message).toMatch(/not valid JSON/);
   });
 
   test('config.json a JSON array: ConfigError naming the file', async () => {

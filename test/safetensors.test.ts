@@ -370,12 +370,12 @@ describe('malformed files are rejected with a precise message', () => {
   });
 
   test('header not JSON / not UTF-8 / not an object', () => {
-    expectOpenError(rawFile('notjson.safetensors', '{"a": [1, 2'), 'not valid UTF-8 JSON');
+    expectOpenError(rawFile('notjson.safetensors', '{"a": [1, 2'), 'header is not valid JSON');
     const p = path.join(tmp, 'latin1.safetensors');
     const len = Buffer.alloc(8);
     len.writeBigUInt64LE(4n);
     fs.writeFileSync(p, Buffer.concat([len, Buffer.from([0x22, 0xff, 0x22, 0x20])]));
-    expectOpenError(p, 'not valid UTF-8 JSON');
+    expectOpenError(p, 'header is not valid UTF-8');
     expectOpenError(rawFile('array.safetensors', '[1, 2]'), 'not a JSON object');
   });
 

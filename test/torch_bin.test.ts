@@ -6,13 +6,13 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import * as zlib from 'zlib';
 import { CheckpointError } from '../src/errors';
 import { f16BitsToF32, f32ToF16Bits } from '../src/io/dtype';
 import { PyDict, unpickle } from '../src/io/pickle';
 import { SafetensorsFile } from '../src/io/safetensors';
 import { TorchBinFile } from '../src/io/torch_bin';
 import { ZipReader, crc32 } from '../src/io/zip';
+import { Ops, P, buildZip, call, enc, f32bytes, ints, stateDict, tensor, torchZip } from './helpers/torch_zip';
 
 const FIX = path.join(__dirname, 'fixtures');
 const TB = path.join(FIX, 'torch_bin');
@@ -20,141 +20,6 @@ let tmp: string;
 beforeAll(() => { tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'torchbin-test-')); });
 afterAll(() => { fs.rmSync(tmp, { recursive: true, force: true }); });
 
-// ---------------------------------------------------------------------------------------------
-// Hand-assembled zip archives.
-
-interface ZEntry {
-  name: string;
-  data: Uint8Array;
-  method?: number;
-  /** Overrides: the uncompressed size / CRC written in the headers. */
-  size?: number;
-  crc?: number;
-  /** Writes the size as a zip64 extra field (the 32-bit field becomes 0xFFFFFFFF). */
-  zip64Size?: bigint;
-}
-
-function buildZip(entries: ZEntry[], opts: { zip64Eocd?: boolean } = {}): Buffer {
-  const locals: Buffer[] = [];
-  const centrals: Buffer[] = [];
-  let offset = 0;
-  for (const e of entries) {
-    const method = e.method ?? 0;
-    const body = method === 8 ? zlib.deflateRawSync(e.data) : Buffer.from(e.data);
-    const name = Buffer.from(e.name, 'utf8');
-    const crc = e.crc ?? crc32(e.data);
-    const usize = e.zip64Size !== undefined ? 0xffffffff : e.size ?? e.data.length;
-    const csize = method === 0 && e.size !== undefined ? e.size : body.length;
-    const extra = Buffer.alloc(e.zip64Size !== undefined ? 12 : 0);
-    if (e.zip64Size !== undefined) {
-      extra.writeUInt16LE(1, 0);
-      extra.writeUInt16LE(8, 2);
-      extra.writeBigUInt64LE(e.zip64Size, 4);
-    }
-    const lh = Buffer.alloc(30);
-    lh.writeUInt32LE(0x04034b50, 0);
-    lh.writeUInt16LE(20, 4);
-    lh.writeUInt16LE(method, 8);
-    lh.writeUInt32LE(crc, 14);
-    lh.writeUInt32LE(csize, 18);
-    lh.writeUInt32LE(usize, 22);
-    lh.writeUInt16LE(name.length, 26);
-    const ch = Buffer.alloc(46);
-    ch.writeUInt32LE(0x02014b50, 0);
-    ch.writeUInt16LE(20, 4);
-    ch.writeUInt16LE(20, 6);
-    ch.writeUInt16LE(method, 10);
-    ch.writeUInt32LE(crc, 16);
-    ch.writeUInt32LE(csize, 20);
-    ch.writeUInt32LE(usize, 24);
-    ch.writeUInt16LE(name.length, 28);
-    ch.writeUInt16LE(extra.length, 30);
-    ch.writeUInt32LE(offset, 42);
-    locals.push(lh, name, body);
-    centrals.push(ch, name, extra);
-    offset += 30 + name.length + body.length;
-  }
-  const dir = Buffer.concat(centrals);
-  const tail: Buffer[] = [];
-  if (opts.zip64Eocd) {
-    const z = Buffer.alloc(56);
-    z.writeUInt32LE(0x06064b50, 0);
-    z.writeBigUInt64LE(44n, 4);
-    z.writeBigUInt64LE(BigInt(entries.length), 24);
-    z.writeBigUInt64LE(BigInt(entries.length), 32);
-    z.writeBigUInt64LE(BigInt(dir.length), 40);
-    z.writeBigUInt64LE(BigInt(offset), 48);
-    const loc = Buffer.alloc(20);
-    loc.writeUInt32LE(0x07064b50, 0);
-    loc.writeBigUInt64LE(BigInt(offset + dir.length), 8);
-    loc.writeUInt32LE(1, 16);
-    tail.push(z, loc);
-  }
-  const eocd = Buffer.alloc(22);
-  eocd.writeUInt32LE(0x06054b50, 0);
-  eocd.writeUInt16LE(opts.zip64Eocd ? 0xffff : entries.length, 8);
-  eocd.writeUInt16LE(opts.zip64Eocd ? 0xffff : entries.length, 10);
-  eocd.writeUInt32LE(opts.zip64Eocd ? 0xffffffff : dir.length, 12);
-  eocd.writeUInt32LE(opts.zip64Eocd ? 0xffffffff : offset, 16);
-  return Buffer.concat([...locals, dir, ...tail, eocd]);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Hand-assembled pickles (protocol 2, the opcodes torch.save emits).
-
-type Ops = number[];
-const enc = (s: string) => [...Buffer.from(s, 'utf8')];
-const u32le = (n: number) => [n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, n >>> 24];
-const P = {
-  proto: (v = 2): Ops => [0x80, v],
-  stop: [0x2e],
-  mark: [0x28],
-  none: [0x4e],
-  false: [0x89],
-  emptyDict: [0x7d],
-  emptyTuple: [0x29],
-  reduce: [0x52],
-  binpersid: [0x51],
-  setitems: [0x75],
-  str: (s: string): Ops => [0x58, ...u32le(Buffer.byteLength(s)), ...enc(s)],
-  shortStr: (s: string): Ops => [0x8c, Buffer.byteLength(s), ...enc(s)],
-  int: (n: number): Ops => (n >= 0 && n < 256 ? [0x4b, n] : [0x4a, ...u32le(n >>> 0)]),
-  /** LONG1 with 8 bytes: values past int32. */
-  long: (n: bigint): Ops => { const b = Buffer.alloc(8); b.writeBigInt64LE(n); return [0x8a, 8, ...b]; },
-  global: (m: string, n: string): Ops => [0x63, ...enc(`${m}\n${n}\n`)],
-  stackGlobal: (m: string, n: string): Ops => [...P.shortStr(m), ...P.shortStr(n), 0x93],
-  tuple: (...items: Ops[]): Ops => [0x28, ...items.flat(), 0x74],
-};
-const call = (fn: Ops, ...args: Ops[]): Ops => [...fn, ...P.tuple(...args), ...P.reduce];
-
-interface TSpec { cls?: string; key?: string; numel: number; offset?: number; size: Ops[]; stride: Ops[] }
-/** _rebuild_tensor_v2(('storage', torch.<cls>, key, 'cpu', numel) via BINPERSID, offset, size, stride, False, OrderedDict()) */
-function tensor(t: TSpec): Ops {
-  return call(
-    P.global('torch._utils', '_rebuild_tensor_v2'),
-    [...P.tuple(P.str('storage'), P.global('torch', t.cls ?? 'FloatStorage'), P.str(t.key ?? '0'), P.str('cpu'),
-      P.int(t.numel)), ...P.binpersid],
-    P.int(t.offset ?? 0), P.tuple(...t.size), P.tuple(...t.stride), P.false,
-    call(P.global('collections', 'OrderedDict')),
-  );
-}
-/** {name: value, ...} as torch writes a state dict. */
-function stateDict(items: [string, Ops][]): Uint8Array {
-  return Uint8Array.from([...P.proto(), ...P.emptyDict, ...P.mark,
-    ...items.flatMap(([k, v]) => [...P.str(k), ...v]), ...P.setitems, ...P.stop]);
-}
-const ints = (...ns: number[]) => ns.map(P.int);
-
-/** A torch.save-style archive: archive/data.pkl, archive/data/<key>, archive/version. */
-function torchZip(pkl: Uint8Array, storages: Record<string, Uint8Array>, extra: ZEntry[] = []): Buffer {
-  return buildZip([
-    { name: 'archive/data.pkl', data: pkl },
-    ...Object.entries(storages).map(([k, data]) => ({ name: `archive/data/${k}`, data })),
-    { name: 'archive/version', data: Buffer.from('3\n') },
-    ...extra,
-  ]);
-}
-const f32bytes = (...v: number[]) => new Uint8Array(new Float32Array(v).buffer);
 
 // ---------------------------------------------------------------------------------------------
 // Rejection harness: the file must be refused with a CheckpointError naming it, and nothing written.
@@ -315,10 +180,10 @@ describe('real torch.save fixtures', () => {
     }
   });
 
-  test('deflated entries and a zip64 end-of-central-directory read the same', () => {
+  test('a deflated data.pkl and a zip64 end-of-central-directory read the same; deflated storages are refused', () => {
     const src = path.join(FIX, 'cases', 's336_llava15_pad_mlp2x', 'llava', 'mm_projector.bin');
     const zip = ZipReader.open(src);
-    const entries = zip.entries().map((e) => ({ name: e.name, data: zip.read(e.name), method: 8 }));
+    const entries = zip.entries().map((e) => ({ name: e.name, data: zip.read(e.name), method: e.name.endsWith('data.pkl') ? 8 : 0 }));
     zip.close();
     const p = write('deflated.bin', buildZip(entries, { zip64Eocd: true }));
     const a = TorchBinFile.open(src);
@@ -330,6 +195,9 @@ describe('real torch.save fixtures', () => {
       a.close();
       b.close();
     }
+    // torch.save never compresses tensor data; a deflated storage is refused when the file is opened.
+    expectRejected('deflated_storages.bin', buildZip(entries.map((e) => ({ ...e, method: 8 }))),
+      'storage "0" is compressed (zip method 8)', 're-save it with torch.save');
   });
 
   test('the hand-assembled archive builder makes files the reader accepts', () => {
@@ -475,12 +343,12 @@ describe('hostile or unsupported archives are refused', () => {
     expectRejected('stored_huge.bin', z, 'entry "archive/data/0" (2147483647 bytes at offset', 'extends past the end of the file');
   });
 
-  test('deflate bomb: data inflating far past its declared size', () => {
+  // Deflate is still read for data.pkl (small by rule): its inflation is bounded by the declared size.
+  test('deflate bomb: data.pkl inflating far past its declared size', () => {
     const zeros = new Uint8Array(1 << 24); // 16 MiB of zeros deflates to ~16 KiB
-    const z = torchZip(okPkl, {}, [
-      { name: 'archive/data/0', data: zeros, method: 8, size: 8, crc: crc32(f32bytes(1, 2)) },
-    ]);
-    expectRejected('bomb.bin', z, 'entry "archive/data/0" inflates past its declared size of 8 bytes');
+    const z = buildZip([{ name: 'archive/data.pkl', data: zeros, method: 8, size: okPkl.length, crc: crc32(okPkl) },
+      { name: 'archive/data/0', data: f32bytes(1, 2) }]);
+    expectRejected('bomb.bin', z, 'entry "archive/data.pkl" inflates past its declared size of');
   });
 
   test('deflate entry declaring an absurd size (zip64, 1 TiB)', () => {
@@ -489,8 +357,9 @@ describe('hostile or unsupported archives are refused', () => {
   });
 
   test('deflate entry shorter than declared', () => {
-    const z = torchZip(okPkl, {}, [{ name: 'archive/data/0', data: f32bytes(1), method: 8, size: 8 }]);
-    expectRejected('short.bin', z, 'inflates to 4 bytes, declared 8');
+    const z = buildZip([{ name: 'archive/data.pkl', data: okPkl, method: 8, size: okPkl.length + 4 },
+      { name: 'archive/data/0', data: f32bytes(1, 2) }]);
+    expectRejected('short.bin', z, `inflates to ${okPkl.length} bytes, declared ${okPkl.length + 4}`);
   });
 
   test('CRC32 mismatch', () => {

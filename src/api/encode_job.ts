@@ -1,8 +1,9 @@
 import * as tf from '../tf';
 import { AspectMode, MergeType, Pinpoints } from '../config/llava';
-import { ConfigError, LlavaVisionError } from '../errors';
+import { ConfigError, ImageError } from '../errors';
 import { TensorToWrite } from '../io/safetensors';
 import { RgbImage, decodeImage, getAnyresImageGridShape, processImages } from '../image';
+import { imageFailureMessage } from '../image/failure';
 import { mergeImageFeatures } from '../model/merge';
 import { EncodeResult, LlavaVision, OUTPUT_NAMES, OutputName } from './llava_vision';
 import { encodeInWorkers, workerSpec } from './worker_pool';
@@ -46,6 +47,8 @@ export interface ImageJobOptions extends EncodeJobOptions {
   mergeType?: MergeType;
   /** Apply EXIF orientation (Pillow's Image.open does not). */
   autoOrient?: boolean;
+  /** Largest image decoded, width x height (default: Pillow's 2 x MAX_IMAGE_PIXELS; null: no limit). */
+  maxImagePixels?: number | null;
 }
 
 /** One image's pixel values [tiles, 3, H, W] and what the merge needs to know about it. */
@@ -200,6 +203,13 @@ export async function encodeImages(model: LlavaVision, inputs: ImageInput | Imag
   const mergeType = options.mergeType ?? model.settings.mergeType;
   const outputs = [...checkJob(model, options, mergeType, imageDefault(model))];
   const processor = model.imageProcessor;
+  const side = model.tower.config.imageSize;
+  const { doCenterCrop, cropSize } = processor.config;
+  if (!options.interpolatePosEncoding && doCenterCrop && (cropSize.height !== side || cropSize.width !== side)) {
+    // Every image would be cropped to a size the tower refuses: one error now, not N per-image ones after the work.
+    throw new ConfigError(`${processor.source}: crop_size ${cropSize.height}x${cropSize.width} disagrees with the vision ` +
+      `tower's image_size ${side} (${model.tower.configFile}); use interpolate_pos_encoding to run at another size`);
+  }
   const aspect = options.aspect ?? model.settings.aspect;
   const gridPinpoints = options.gridPinpoints ?? model.settings.gridPinpoints ?? undefined;
   if (aspect === 'anyres' && !gridPinpoints) throw new ConfigError(`aspect "anyres" needs grid pinpoints (image_grid_pinpoints in config.json, or --grid-pinpoints)`);
@@ -208,16 +218,24 @@ export async function encodeImages(model: LlavaVision, inputs: ImageInput | Imag
   const units: EncodeUnit[] = [];
   for (const [index, input] of list.entries()) {
     const source = typeof input === 'string' ? input : `input ${index}`;
+    let decoded = false;
     try {
-      const img = isRgbImage(input) ? input : await decodeImage(input, { autoOrient: options.autoOrient, name: source });
+      const img = isRgbImage(input) ? input : await decodeImage(input, { autoOrient: options.autoOrient, name: source, maxImagePixels: options.maxImagePixels });
+      decoded = true;
       const [processed] = processImages([img], processor, { aspect, gridPinpoints });
+      const [, , h, w] = processed.shape;
+      if (!options.interpolatePosEncoding && (h !== side || w !== side)) {
+        // Caught here, as this image's failure: inside the batch it would stop the whole job.
+        throw new ImageError(`it preprocesses to ${h}x${w} but the model's image_size is ${side} (see crop_size and ` +
+          `do_center_crop in the preprocessor config, or use interpolate_pos_encoding)`);
+      }
       const imageSize: [number, number] = [img.width, img.height];
       const gridShape = aspect === 'anyres' ? getAnyresImageGridShape(imageSize, gridPinpoints!, model.tower.config.imageSize) : undefined;
       units.push({ index, pixels: processed.pixelValues, shape: processed.shape, imageSize, gridShape });
       sizes.push(imageSize);
     } catch (e) {
-      if (!(e instanceof LlavaVisionError)) throw e;
-      failures.push({ index, source, message: e.message });
+      // One image's failure, whatever it is, is that image's: recorded, and the others still encoded.
+      failures.push({ index, source, message: imageFailureMessage(e, source, decoded) });
       sizes.push(null);
     }
   }

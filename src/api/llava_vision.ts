@@ -3,7 +3,7 @@ import * as tf from '../tf';
 import { BackendOptions, initBackend } from '../backend';
 import { clipVisionConfigFromJson, visionConfigToJson } from '../config/clip';
 import { LlavaVisionSettings, LLAVA_DEFAULTS, SelectFeature, llavaHfSettingsFromJson, llavaSettingsFromJson } from '../config/llava';
-import { CheckpointError, ConfigError } from '../errors';
+import { CheckpointError, ConfigError, quote, shapeText } from '../errors';
 import { LAYOUT_KEYS, Layout, PROJECTOR_PREFIXES, findProjectorKeys, inferProjectorType } from '../io/layouts';
 import { DownloadOptions } from '../io/hub';
 import { buildForLoading } from '../model/module';
@@ -11,6 +11,7 @@ import { Projector } from '../model/projector';
 import { CLIPImageProcessor } from '../image/processor';
 import { VisionForwardOptions } from '../model/vision_transformer';
 import { loadWeights, prefaultWeights } from '../model/weights';
+import { checkProjectorAgainstWeights } from '../model/config_checks';
 import { OpenedSource, emptySource, findWeights, isDir, openTensorSource, readJsonFile, resolveVisionTower } from './sources';
 import { CLIPVisionTower } from './vision_tower';
 
@@ -53,7 +54,7 @@ export function detectLayout(modelDir: string, config: Record<string, any>, keys
     if (k.some((n) => n.startsWith('vision_tower.vision_model.'))) return 'llava_hf';
     throw new CheckpointError(`${modelDir}: llava-hf config but no vision_tower.vision_model.* or model.vision_tower.vision_model.* tensors`);
   }
-  throw new ConfigError(`${path.join(modelDir, 'config.json')}: cannot tell the model type (model_type "${String(config.model_type)}", no mm_vision_tower)`);
+  throw new ConfigError(`${path.join(modelDir, 'config.json')}: cannot tell the model type (model_type ${quote(config.model_type)}, no mm_vision_tower)`);
 }
 
 /**
@@ -116,7 +117,7 @@ export class LlavaVision {
       let imageNewline: tf.Tensor1D | null = null;
       if (keys.imageNewline && layout !== 'clip' && layout !== 'clip_vision') {
         const ck = openCheckpoint();
-        if (ck.has(keys.imageNewline)) imageNewline = tf.tensor1d(ck.readFloat32(keys.imageNewline));
+        if (ck.has(keys.imageNewline)) imageNewline = readImageNewline(ck, keys.imageNewline, projector?.outFeatures ?? tower.featureSize);
       }
       return new LlavaVision(modelDir, layout, settings, tower, projector, imageNewline, backend, { ...options });
     } catch (e) {
@@ -186,10 +187,20 @@ export class LlavaVision {
   }
 }
 
+/** LLaVA's `image_newline` ([hidden_size], appended after each row of features), its shape checked before it is read. */
+function readImageNewline(source: OpenedSource, key: string, width: number): tf.Tensor1D {
+  const { shape } = source.info(key);
+  if (shape.length !== 1 || shape[0] !== width) {
+    throw new CheckpointError(`${source.source}: tensor ${quote(key)} has shape ${shapeText(shape)} but the projected features are ${width} wide`);
+  }
+  return tf.tensor1d(source.readFloat32(key));
+}
+
 /** llava-hf keeps the tower's config inside its own config.json (`vision_config`). */
 class CLIPVisionTowerFromConfig extends CLIPVisionTower {
   constructor(modelDir: string, config: Record<string, any>, options: { selectLayer: number | number[]; selectFeature: SelectFeature }) {
-    super(modelDir, { ...options, delayLoad: true, visionConfig: clipVisionConfigFromJson(config, path.join(modelDir, 'config.json')) });
+    const configFile = path.join(modelDir, 'config.json');
+    super(modelDir, { ...options, delayLoad: true, visionConfig: clipVisionConfigFromJson(config, configFile), configFile });
   }
 }
 
@@ -241,7 +252,18 @@ async function loadProjector(
       throw new ConfigError(`mm_hidden_size ${inFeatures} disagrees with the vision tower's feature width ${tower.featureSize}`);
     }
     let outFeatures = settings.projectorOut;
+    const configFile = path.join(modelDir, 'config.json');
+    const fromConfig = [
+      ...(options.projectorType || options.projector ? [] : [`mm_projector_type ${quote(type)}`]),
+      ...(outFeatures === null ? [] : [`${layout === 'llava' ? 'hidden_size' : 'text_config.hidden_size'} ${outFeatures}`]),
+    ];
+    const origin = [
+      ...(options.projectorType ? [`--projector-type ${quote(type)}`] : options.projector ? [`projector type ${quote(type)} (from its tensor names)`] : []),
+      ...(fromConfig.length ? [`${fromConfig.join(', ')} in ${configFile}`] : []),
+    ].join('; ');
     if (outFeatures === null && source && type !== 'identity') outFeatures = source.info(prefixKey!(type === 'linear' ? 'weight' : '0.weight')).shape[0];
+    // Checked before the build: each linear is allocated from these sizes.
+    if (source && type !== 'identity') checkProjectorAgainstWeights({ type, inFeatures, outFeatures: outFeatures ?? inFeatures }, source, prefixKey!, origin);
     const build = () => new Projector({ type, inFeatures, outFeatures: outFeatures ?? inFeatures, hiddenAct: settings.projectorAct, bias: settings.projectorBias });
     const projector = source ? buildForLoading(build) : build();
     if (source) {

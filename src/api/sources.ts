@@ -6,6 +6,8 @@ import { ShardedFiles } from '../io/shards';
 import { DType } from '../io/dtype';
 import { TorchBinFile } from '../io/torch_bin';
 import { TensorSource } from '../model/weights';
+import { CONFIG_MAX_DEPTH } from '../config/limits';
+import { parseJsonWithLimits } from '../io/json';
 import { DownloadOptions, downloadModel, hubCacheDir, isRepoId, repoFolderName } from '../io/hub';
 
 export type SourceFormat = 'safetensors' | 'torch_bin';
@@ -148,13 +150,11 @@ export function readJsonFile(file: string, what: string): Record<string, any> {
   } catch {
     throw new ConfigError(`${file}: ${what} not found`);
   }
-  try {
-    const json = JSON.parse(text);
-    if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error('not an object');
-    return json;
-  } catch (e) {
-    throw new ConfigError(`${file}: ${what} is not a valid JSON object (${(e as Error).message})`);
+  const json = parseJsonWithLimits(text, { maxDepth: CONFIG_MAX_DEPTH }, (problem) => new ConfigError(`${file}: ${what} ${problem}`));
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new ConfigError(`${file}: ${what} is not a valid JSON object (it is ${Array.isArray(json) ? 'an array' : typeof json})`);
   }
+  return json as Record<string, any>;
 }
 
 export function isDir(p: string): boolean {

@@ -8,7 +8,10 @@ import { ConfigError } from '../errors';
 import { CLIPVisionModel, VisionForwardOptions } from '../model/vision_transformer';
 import { KeyMap, TensorSource, disposeWeights, loadWeights, prefaultWeights } from '../model/weights';
 import { buildForLoading } from '../model/module';
-import { OpenedSource, openTensorSource } from './sources';
+import { checkVisionConfigAgainstWeights } from '../model/config_checks';
+import { CONFIG_MAX_DEPTH } from '../config/limits';
+import { parseJsonWithLimits } from '../io/json';
+import { openTensorSource } from './sources';
 
 export interface VisionTowerOptions {
   /** `mm_vision_select_layer`: index into the L+1 hidden states, negative from the end. Default -2. */
@@ -19,6 +22,8 @@ export interface VisionTowerOptions {
   delayLoad?: boolean;
   /** The tower config when it doesn't live in the tower folder's config.json (llava-hf). */
   visionConfig?: CLIPVisionConfig;
+  /** The file `visionConfig` was read from, named in errors (default: the tower folder's config.json). */
+  configFile?: string;
   /** Warnings (e.g. loading twice); default stderr. */
   warn?: (message: string) => void;
 }
@@ -32,6 +37,8 @@ export class CLIPVisionTower {
   readonly selectLayers: number[];
   readonly selectFeature: SelectFeature;
   readonly config: CLIPVisionConfig;
+  /** The config.json the tower's config came from (named when it disagrees with the weights). */
+  readonly configFile: string;
   private model: CLIPVisionModel | null = null;
   private disposed = false;
   private readonly warn: (message: string) => void;
@@ -53,6 +60,7 @@ export class CLIPVisionTower {
     this.selectLayers = Array.isArray(layer) ? [...layer] : [layer];
     this.selectFeature = parseSelectFeature(options.selectFeature ?? 'patch', 'select feature');
     this.warn = options.warn ?? ((m) => process.stderr.write(`llava-vision: ${m}\n`));
+    this.configFile = options.configFile ?? (options.visionConfig ? 'vision config' : visionConfigFile(visionTowerPath));
     this.config = options.visionConfig ?? readVisionConfig(visionTowerPath);
     for (const l of this.selectLayers) resolveLayer(l, this.config.numHiddenLayers);
     if (!options.delayLoad) this.loadModel();
@@ -69,7 +77,13 @@ export class CLIPVisionTower {
   loadModel(source?: { tensors: TensorSource; keyFor: KeyMap }): void {
     if (this.skipReload()) return;
     ensureBackendSync();
-    this.install(this.build(), source);
+    const own = source ? null : openTensorSource(this.visionTowerName);
+    try {
+      const tensors = this.checkedWeights(source?.tensors ?? own!, source?.keyFor);
+      this.install(this.build(), tensors, source?.keyFor);
+    } finally {
+      own?.close();
+    }
   }
 
   /**
@@ -79,24 +93,32 @@ export class CLIPVisionTower {
   async loadModelAsync(source?: { tensors: TensorSource; keyFor: KeyMap }, backend: BackendOptions = {}): Promise<void> {
     if (this.skipReload()) return;
     await ensureBackend(backend);
-    const model = this.build();
-    await prefaultWeights(model);
-    this.install(model, source);
+    const own = source ? null : openTensorSource(this.visionTowerName);
+    try {
+      const tensors = this.checkedWeights(source?.tensors ?? own!, source?.keyFor);
+      const model = this.build();
+      await prefaultWeights(model);
+      this.install(model, tensors, source?.keyFor);
+    } finally {
+      own?.close();
+    }
   }
 
-  /** Loads a tower built for loading from `source` (default: the tower folder); a failure disposes it (its memory was never initialised). */
-  private install(model: CLIPVisionModel, source?: { tensors: TensorSource; keyFor: KeyMap }): void {
-    let own: OpenedSource | null = null;
+  /** The weights, once the config's sizes agree with their shapes: nothing is allocated from a config the checkpoint contradicts. */
+  private checkedWeights(tensors: TensorSource, keyFor: KeyMap = (p) => p): TensorSource {
+    checkVisionConfigAgainstWeights(this.config, tensors, keyFor, this.configFile);
+    return tensors;
+  }
+
+  /** Loads a tower built for loading; a failure disposes it (its memory was never initialised). */
+  private install(model: CLIPVisionModel, tensors: TensorSource, keyFor?: KeyMap): void {
     try {
-      const tensors = source?.tensors ?? (own = openTensorSource(this.visionTowerName));
-      loadWeights(model, tensors, source?.keyFor);
+      loadWeights(model, tensors, keyFor);
       this.model = model;
       this.disposed = false;
     } catch (e) {
       disposeWeights(model);
       throw e;
-    } finally {
-      own?.close();
     }
   }
 
@@ -198,21 +220,21 @@ export function resolveLayer(index: number, numLayers: number): number {
   return k;
 }
 
+/** The config.json of a tower folder (or of a weights file's folder). */
+function visionConfigFile(towerPath: string): string {
+  const dir = fs.existsSync(towerPath) && fs.statSync(towerPath).isFile() ? path.dirname(towerPath) : towerPath;
+  return path.join(dir, 'config.json');
+}
+
 /** The vision config from a folder's (or a file's folder's) config.json. */
 export function readVisionConfig(towerPath: string): CLIPVisionConfig {
-  const dir = fs.existsSync(towerPath) && fs.statSync(towerPath).isFile() ? path.dirname(towerPath) : towerPath;
-  const file = path.join(dir, 'config.json');
+  const file = visionConfigFile(towerPath);
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch {
     throw new ConfigError(`${file}: vision tower config not found (is "${towerPath}" a CLIP model folder?)`);
   }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new ConfigError(`${file}: not valid JSON (${(e as Error).message})`);
-  }
+  const json = parseJsonWithLimits(text, { maxDepth: CONFIG_MAX_DEPTH }, (problem) => new ConfigError(`${file}: vision tower config ${problem}`));
   return clipVisionConfigFromJson(json, file);
 }

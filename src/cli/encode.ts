@@ -3,7 +3,7 @@ import { BACKEND_CHOICES, BackendChoice } from '../backend';
 import { ImageFailure, SAVE_NAMES, SaveName, encodeImages, encodePixelValuesAsync } from '../api/encode_job';
 import { LlavaVision } from '../api/llava_vision';
 import { AspectMode, MergeType, SelectFeature, parseGridPinpoints } from '../config/llava';
-import { ConfigError } from '../errors';
+import { ConfigError, shapeText } from '../errors';
 import { SafetensorsFile, writeSafetensors } from '../io/safetensors';
 import { packageVersion } from '../version';
 import { choiceOption, intOption, listOption, parseOptions } from './args';
@@ -188,10 +188,10 @@ function parseJsonOption(value: string, name: string): unknown {
 function readPixelValues(file: string): { data: Float32Array; shape: [number, number, number, number] } {
   const st = SafetensorsFile.open(file);
   try {
-    if (!st.has('pixel_values')) throw new ConfigError(`${file}: no tensor named "pixel_values" (found: ${st.keys().join(', ') || 'none'})`);
+    if (!st.has('pixel_values')) throw new ConfigError(`${file}: no tensor named "pixel_values" (found: ${st.keys().slice(0, 10).map((k) => k.slice(0, 200)).join(', ') || 'none'}${st.keys().length > 10 ? `, … ${st.keys().length} in all` : ''})`);
     const info = st.info('pixel_values');
     if (info.shape.length !== 4 || info.shape[1] !== 3) {
-      throw new ConfigError(`${file}: pixel_values must be [N, 3, H, W], got [${info.shape.join(', ')}]`);
+      throw new ConfigError(`${file}: pixel_values must be [N, 3, H, W], got ${shapeText(info.shape)}`);
     }
     return { data: st.readFloat32('pixel_values'), shape: info.shape as [number, number, number, number] };
   } finally {

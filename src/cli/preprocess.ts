@@ -1,6 +1,7 @@
 import * as path from 'path';
 import { decodeImage, processImages } from '../image';
 import { CLIPImageProcessor } from '../image/processor';
+import { imageFailureMessage } from '../image/failure';
 import { AspectMode, parseGridPinpoints } from '../config/llava';
 import { ConfigError, LlavaVisionError } from '../errors';
 import { TensorToWrite, writeSafetensors } from '../io/safetensors';
@@ -59,14 +60,15 @@ export async function runPreprocess(argv: string[], io: { out: (s: string) => vo
   const failed: string[] = [];
   const sizes: ([number, number] | null)[] = [];
   for (const [i, file] of images.entries()) {
+    let decoded = false;
     try {
       const img = await decodeImage(file, { autoOrient: o['auto-orient'] });
+      decoded = true;
       const [p] = processImages([img], processor, { aspect, gridPinpoints });
       tensors[`images.${i}.pixel_values`] = { dtype: 'F32', shape: p.shape, data: p.pixelValues };
       sizes.push([img.width, img.height]);
     } catch (e) {
-      if (!(e instanceof LlavaVisionError)) throw e;
-      failed.push(e.message);
+      failed.push(imageFailureMessage(e, file, decoded)); // this image's failure, never the whole run's
       sizes.push(null);
     }
   }

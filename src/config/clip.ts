@@ -1,4 +1,5 @@
-import { ConfigError } from '../errors';
+import { ConfigError, quote } from '../errors';
+import { LIMITS, intInRange } from './limits';
 
 export type HiddenAct = 'quick_gelu' | 'gelu' | 'gelu_new' | 'gelu_pytorch_tanh';
 export const HIDDEN_ACTS: readonly HiddenAct[] = ['quick_gelu', 'gelu', 'gelu_new', 'gelu_pytorch_tanh'];
@@ -44,6 +45,18 @@ const JSON_KEYS: Record<keyof CLIPVisionConfig, string> = {
   layerNormEps: 'layer_norm_eps',
 };
 
+/** Largest value of each integer field (see limits.ts): a bigger one is no model of this family. */
+const MAX_INT: Record<Exclude<keyof CLIPVisionConfig, 'hiddenAct' | 'layerNormEps'>, number> = {
+  hiddenSize: LIMITS.hiddenSize,
+  intermediateSize: LIMITS.intermediateSize,
+  projectionDim: LIMITS.llmHiddenSize, // not used by the vision tower, but still a width
+  numHiddenLayers: LIMITS.numHiddenLayers,
+  numAttentionHeads: LIMITS.hiddenSize,
+  numChannels: LIMITS.numChannels,
+  imageSize: LIMITS.imageSide,
+  patchSize: LIMITS.imageSide,
+};
+
 type Json = Record<string, unknown>;
 
 function isObject(x: unknown): x is Json {
@@ -61,7 +74,7 @@ export function clipVisionConfigFromJson(json: unknown, source = 'config.json'):
   else if (json.model_type === 'clip_vision_model' || json.model_type === undefined) vision = json;
   else {
     throw new ConfigError(
-      `${source}: model_type "${String(json.model_type)}" has no vision_config; expected a CLIP, CLIP vision or llava-hf config`,
+      `${source}: model_type ${quote(json.model_type)} has no vision_config; expected a CLIP, CLIP vision or llava-hf config`,
     );
   }
   return parseVisionFields(vision, source);
@@ -74,24 +87,27 @@ export function parseVisionFields(vision: Json, source: string): CLIPVisionConfi
     if (value === undefined || value === null) continue;
     if (field === 'hiddenAct') {
       if (!HIDDEN_ACTS.includes(value as HiddenAct)) {
-        throw new ConfigError(`${source}: hidden_act "${String(value)}" is not supported (supported: ${HIDDEN_ACTS.join(', ')})`);
+        throw new ConfigError(`${source}: hidden_act ${quote(value)} is not supported (supported: ${HIDDEN_ACTS.join(', ')})`);
       }
       cfg.hiddenAct = value as HiddenAct;
     } else if (field === 'layerNormEps') {
-      if (typeof value !== 'number' || !(value > 0)) throw new ConfigError(`${source}: layer_norm_eps must be a positive number`);
+      if (typeof value !== 'number' || !(value > 0) || !(value < 1)) {
+        throw new ConfigError(`${source}: layer_norm_eps must be a number between 0 and 1, got ${quote(value)}`);
+      }
       cfg.layerNormEps = value;
     } else {
-      if (!Number.isInteger(value) || (value as number) <= 0) {
-        throw new ConfigError(`${source}: ${key} must be a positive integer, got ${JSON.stringify(value)}`);
-      }
-      cfg[field] = value as never;
+      cfg[field] = intInRange(value, source, key, 1, MAX_INT[field]);
     }
   }
   validateVisionConfig(cfg, source);
   return cfg;
 }
 
+/** Ranges (as when parsed) and the relations between fields; a config built in code is checked here too. */
 export function validateVisionConfig(cfg: CLIPVisionConfig, source = 'config'): void {
+  for (const [field, max] of Object.entries(MAX_INT) as [keyof typeof MAX_INT, number][]) {
+    intInRange(cfg[field], source, JSON_KEYS[field], 1, max);
+  }
   if (cfg.hiddenSize % cfg.numAttentionHeads !== 0) {
     throw new ConfigError(
       `${source}: hidden_size ${cfg.hiddenSize} is not divisible by num_attention_heads ${cfg.numAttentionHeads}`,

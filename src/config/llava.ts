@@ -1,4 +1,5 @@
-import { ConfigError } from '../errors';
+import { ConfigError, quote } from '../errors';
+import { LIMITS, intInRange } from './limits';
 
 export type SelectFeature = 'patch' | 'cls_patch';
 export type MergeType = 'flat' | 'spatial' | 'spatial_unpad';
@@ -46,13 +47,13 @@ type Json = Record<string, any>;
 
 export function parseSelectFeature(value: unknown, where: string): SelectFeature {
   if (value === 'patch' || value === 'cls_patch') return value;
-  throw new ConfigError(`${where}: Unexpected select feature: ${String(value)} (expected patch or cls_patch)`);
+  throw new ConfigError(`${where}: Unexpected select feature: ${quote(value)} (expected patch or cls_patch)`);
 }
 
 export function parseMergeType(value: unknown, where: string): MergeType {
   if (value === undefined || value === null || value === 'flat') return 'flat';
   if (value === 'spatial' || value === 'spatial_unpad') return value;
-  throw new ConfigError(`${where}: mm_patch_merge_type "${String(value)}" is not supported (flat, spatial, spatial_unpad)`);
+  throw new ConfigError(`${where}: mm_patch_merge_type ${quote(value)} is not supported (flat, spatial, spatial_unpad)`);
 }
 
 export type AspectMode = 'square' | 'pad' | 'anyres';
@@ -77,7 +78,7 @@ export function parseGridPinpoints(value: unknown, source = 'config.json'): Pinp
       return '#';
     });
     if (!/^\s*\[\s*(#\s*,\s*)*(#\s*,?\s*)?\]\s*$/.test(rest)) {
-      throw new ConfigError(`${source}: image_grid_pinpoints string ${JSON.stringify(value)} is not a list of (width, height) pairs`);
+      throw new ConfigError(`${source}: image_grid_pinpoints string ${quote(value)} is not a list of (width, height) pairs`);
     }
     list = pairs;
   }
@@ -86,7 +87,15 @@ export function parseGridPinpoints(value: unknown, source = 'config.json'): Pinp
     list.length === 0 ||
     !list.every((p) => Array.isArray(p) && p.length === 2 && p.every((n) => Number.isInteger(n) && n > 0))
   ) {
-    throw new ConfigError(`${source}: image_grid_pinpoints must be a non-empty list of [width, height], got ${JSON.stringify(value)}`);
+    throw new ConfigError(`${source}: image_grid_pinpoints must be a non-empty list of [width, height], got ${quote(value)}`);
+  }
+  // Each pinpoint is a canvas the image is resized onto and cut into tiles: bounded like any image side.
+  if (list.length > LIMITS.gridPinpoints) {
+    throw new ConfigError(`${source}: image_grid_pinpoints has ${list.length} entries (at most ${LIMITS.gridPinpoints})`);
+  }
+  const tooBig = (list as number[][]).find((p) => p[0] > LIMITS.imageSide || p[1] > LIMITS.imageSide);
+  if (tooBig) {
+    throw new ConfigError(`${source}: image_grid_pinpoints entry ${quote(tooBig)} is larger than ${LIMITS.imageSide} pixels on a side`);
   }
   return (list as number[][]).map((p) => [p[0], p[1]]);
 }
@@ -94,19 +103,55 @@ export function parseGridPinpoints(value: unknown, source = 'config.json'): Pinp
 function parseSelectLayer(value: unknown, where: string): number | number[] {
   const isInt = (x: unknown) => Number.isInteger(x);
   if (isInt(value)) return value as number;
-  if (Array.isArray(value) && value.length > 0 && value.every(isInt)) return value as number[];
-  throw new ConfigError(`${where}: select layer must be an integer or a list of integers, got ${JSON.stringify(value)}`);
+  if (Array.isArray(value) && value.length > 0 && value.length <= LIMITS.selectLayers && value.every(isInt)) return value as number[];
+  throw new ConfigError(`${where}: select layer must be an integer or a list of at most ${LIMITS.selectLayers} integers, got ${quote(value)}`);
+}
+
+export const PROJECTOR_TYPES = ['linear', 'mlp{N}x_gelu', 'identity'] as const;
+
+/**
+ * Number of Linear layers of a projector type (LLaVA's `build_vision_projector`: linear, mlp{N}x_gelu,
+ * identity), or a ConfigError naming the type. N is bounded: each linear is allocated when the
+ * projector is built, so `mlp1000000x_gelu` must fail here, not in the allocator.
+ */
+export function projectorDepth(type: unknown, where?: string): number {
+  const at = where ? `${where}: ` : '';
+  if (type === 'linear') return 1;
+  if (type === 'identity') return 0;
+  const m = typeof type === 'string' ? /^mlp(\d+)x_gelu$/.exec(type) : null;
+  if (m && Number(m[1]) >= 1) {
+    const depth = Number(m[1]);
+    if (depth > LIMITS.projectorDepth) {
+      throw new ConfigError(`${at}projector type ${quote(type)} has ${m[1]} linear layers; at most ${LIMITS.projectorDepth} are supported`);
+    }
+    return depth;
+  }
+  throw new ConfigError(`${at}Unknown projector type: ${typeof type === 'string' ? type.slice(0, 200) : quote(type)} (supported: ${PROJECTOR_TYPES.join(', ')})`);
+}
+
+/** An optional width (`hidden_size`, `mm_hidden_size`): absent or null is null. */
+function optionalWidth(value: unknown, where: string, field: string): number | null {
+  return value === undefined || value === null ? null : intInRange(value, where, field, 1, LIMITS.llmHiddenSize);
+}
+
+function optionalString(value: unknown, where: string, field: string): string | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'string') throw new ConfigError(`${where}: ${field} must be a string, got ${quote(value)}`);
+  return value;
 }
 
 /** Original LLaVA config.json (`mm_vision_tower`, `mm_projector_type`, ...). */
 export function llavaSettingsFromJson(json: Json, where: string): LlavaVisionSettings {
   const s: LlavaVisionSettings = { ...LLAVA_DEFAULTS };
-  s.visionTower = typeof json.mm_vision_tower === 'string' ? json.mm_vision_tower : (json.vision_tower ?? null);
+  s.visionTower = optionalString(json.mm_vision_tower, where, 'mm_vision_tower') ?? optionalString(json.vision_tower, where, 'vision_tower');
   if (json.mm_vision_select_layer !== undefined) s.selectLayer = parseSelectLayer(json.mm_vision_select_layer, where);
   if (json.mm_vision_select_feature !== undefined) s.selectFeature = parseSelectFeature(json.mm_vision_select_feature, where);
-  s.projectorType = json.mm_projector_type ?? 'linear';
-  s.projectorIn = json.mm_hidden_size ?? null;
-  s.projectorOut = json.hidden_size ?? null;
+  s.projectorType = optionalString(json.mm_projector_type, where, 'mm_projector_type') ?? 'linear';
+  // An absurd depth is refused here, naming the file; an unknown type still fails when the projector is
+  // built (an override such as --projector-type may replace it before that).
+  if (/^mlp\d+x_gelu$/.test(s.projectorType)) projectorDepth(s.projectorType, where);
+  s.projectorIn = optionalWidth(json.mm_hidden_size, where, 'mm_hidden_size');
+  s.projectorOut = optionalWidth(json.hidden_size, where, 'hidden_size');
   s.aspect = aspectModeFromConfig(json.image_aspect_ratio);
   s.gridPinpoints = json.image_grid_pinpoints == null ? null : parseGridPinpoints(json.image_grid_pinpoints, where);
   s.mergeType = parseMergeType(json.mm_patch_merge_type, where);
@@ -123,16 +168,24 @@ export function llavaHfSettingsFromJson(json: Json, where: string): LlavaVisionS
   if (json.vision_feature_layer !== undefined) s.selectLayer = parseSelectLayer(json.vision_feature_layer, where);
   const strategy = json.vision_feature_select_strategy ?? 'default';
   if (strategy !== 'default' && strategy !== 'full') {
-    throw new ConfigError(`${where}: vision_feature_select_strategy "${String(strategy)}" is not supported (default, full)`);
+    throw new ConfigError(`${where}: vision_feature_select_strategy ${quote(strategy)} is not supported (default, full)`);
   }
   s.selectFeature = strategy === 'full' ? 'cls_patch' : 'patch';
   s.projectorType = 'mlp2x_gelu';
-  const visionWidth = json.vision_config?.hidden_size ?? 1024;
+  const sub = (key: string): Json => {
+    const v = json[key];
+    if (v === undefined || v === null) return {};
+    if (typeof v !== 'object' || Array.isArray(v)) throw new ConfigError(`${where}: ${key} must be an object, got ${quote(v)}`);
+    return v;
+  };
+  const visionWidth = optionalWidth(sub('vision_config').hidden_size, where, 'vision_config.hidden_size') ?? 1024;
   const layers = Array.isArray(s.selectLayer) ? s.selectLayer.length : 1;
   s.projectorIn = visionWidth * layers;
-  s.projectorOut = json.text_config?.hidden_size ?? 4096;
-  s.projectorAct = json.projector_hidden_act ?? 'gelu';
-  s.projectorBias = json.multimodal_projector_bias ?? true;
+  s.projectorOut = optionalWidth(sub('text_config').hidden_size, where, 'text_config.hidden_size') ?? 4096;
+  s.projectorAct = optionalString(json.projector_hidden_act, where, 'projector_hidden_act') ?? 'gelu';
+  const bias = json.multimodal_projector_bias ?? true;
+  if (typeof bias !== 'boolean') throw new ConfigError(`${where}: multimodal_projector_bias must be true or false, got ${quote(bias)}`);
+  s.projectorBias = bias;
   if (json.model_type === 'llava_next') {
     s.aspect = 'anyres';
     // llava-hf stores pinpoints as [height, width]; LLaVA's code (which we follow) reads (width, height).

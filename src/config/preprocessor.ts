@@ -1,4 +1,5 @@
-import { ConfigError } from '../errors';
+import { ConfigError, quote } from '../errors';
+import { LIMITS, intInRange } from './limits';
 
 /** `size`: resize the short side to `shortestEdge` (aspect kept), or to exactly height x width. */
 export type ResizeSpec = { shortestEdge: number } | { height: number; width: number };
@@ -45,11 +46,9 @@ function isObject(x: unknown): x is Json {
   return typeof x === 'object' && x !== null && !Array.isArray(x);
 }
 
+/** An image side (size, crop_size): 1e308 is an "integer" to JSON, so the range matters as much as the type. */
 function positiveInt(v: unknown, source: string, key: string): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) {
-    throw new ConfigError(`${source}: ${key} must be a positive integer, got ${JSON.stringify(v)}`);
-  }
-  return v;
+  return intInRange(v, source, key, 1, LIMITS.imageSide);
 }
 
 /**
@@ -76,12 +75,12 @@ function parseSize(v: unknown, source: string, key: string, intIsSquare: boolean
     }
   }
   throw new ConfigError(
-    `${source}: ${key} must be an int, [height, width], {"shortest_edge": n} or {"height": h, "width": w}, got ${JSON.stringify(v)}`,
+    `${source}: ${key} must be an int, [height, width], {"shortest_edge": n} or {"height": h, "width": w}, got ${quote(v)}`,
   );
 }
 
 function bool(v: unknown, source: string, key: string): boolean {
-  if (typeof v !== 'boolean') throw new ConfigError(`${source}: ${key} must be true or false, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'boolean') throw new ConfigError(`${source}: ${key} must be true or false, got ${quote(v)}`);
   return v;
 }
 
@@ -89,9 +88,9 @@ function triple(v: unknown, source: string, key: string, nonZero: boolean): [num
   // HF's normalize broadcasts a single number to every channel.
   const arr = typeof v === 'number' ? [v, v, v] : v;
   if (!Array.isArray(arr) || arr.length !== 3 || !arr.every((x) => typeof x === 'number' && Number.isFinite(x))) {
-    throw new ConfigError(`${source}: ${key} must be a number or a list of 3 numbers (RGB), got ${JSON.stringify(v)}`);
+    throw new ConfigError(`${source}: ${key} must be a number or a list of 3 numbers (RGB), got ${quote(v)}`);
   }
-  if (nonZero && arr.some((x) => x === 0)) throw new ConfigError(`${source}: ${key} must not contain 0, got ${JSON.stringify(v)}`);
+  if (nonZero && arr.some((x) => x === 0)) throw new ConfigError(`${source}: ${key} must not contain 0, got ${quote(v)}`);
   return [arr[0], arr[1], arr[2]];
 }
 
@@ -110,7 +109,7 @@ export function parsePreprocessorConfig(json: unknown, source = 'preprocessor_co
     const r = json.resample;
     if (typeof r !== 'number' || !Number.isInteger(r) || r < 0 || r > 5) {
       throw new ConfigError(
-        `${source}: resample ${JSON.stringify(r)} is not a PIL filter (0 NEAREST, 1 LANCZOS, 2 BILINEAR, 3 BICUBIC, 4 BOX, 5 HAMMING)`,
+        `${source}: resample ${quote(r)} is not a PIL filter (0 NEAREST, 1 LANCZOS, 2 BILINEAR, 3 BICUBIC, 4 BOX, 5 HAMMING)`,
       );
     }
     cfg.resample = r;
@@ -118,14 +117,14 @@ export function parsePreprocessorConfig(json: unknown, source = 'preprocessor_co
   if (has('do_center_crop')) cfg.doCenterCrop = bool(json.do_center_crop, source, 'do_center_crop');
   if (has('crop_size')) {
     const c = parseSize(json.crop_size, source, 'crop_size', true);
-    if (!('height' in c)) throw new ConfigError(`${source}: crop_size must give height and width, got ${JSON.stringify(json.crop_size)}`);
+    if (!('height' in c)) throw new ConfigError(`${source}: crop_size must give height and width, got ${quote(json.crop_size)}`);
     cfg.cropSize = c;
   }
   if (has('do_rescale')) cfg.doRescale = bool(json.do_rescale, source, 'do_rescale');
   if (has('rescale_factor')) {
     const f = json.rescale_factor;
     if (typeof f !== 'number' || !Number.isFinite(f)) {
-      throw new ConfigError(`${source}: rescale_factor must be a number, got ${JSON.stringify(f)}`);
+      throw new ConfigError(`${source}: rescale_factor must be a number, got ${quote(f)}`);
     }
     cfg.rescaleFactor = f;
   }

@@ -20,14 +20,17 @@
  */
 import sharp, { Metadata, OutputInfo } from 'sharp';
 import * as os from 'os';
-import { ImageError } from '../errors';
+import { ImageError, oneLine } from '../errors';
 import { RgbImage } from './types';
+import { checkDecodedBytes, checkImagePixels, maxImagePixels } from './limits';
 
 export interface DecodeOptions {
   /** Apply the EXIF Orientation tag (default false, like `Image.open`). */
   autoOrient?: boolean;
   /** Name used in error messages when decoding a buffer. */
   name?: string;
+  /** Largest width x height decoded (default: Pillow's limit, see limits.ts); null: no limit. */
+  maxImagePixels?: number | null;
 }
 
 export interface DecodedImage extends RgbImage {
@@ -40,15 +43,19 @@ export async function decodeImage(input: string | Uint8Array, opts: DecodeOption
   const src = typeof input === 'string' ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
   // 'error' rejects truncated or corrupt pixel data (Pillow raises on those too) but, unlike
   // sharp's default 'warning', accepts files with harmless warnings that Pillow also accepts.
-  const sharpOpts = { ignoreIcc: true, failOn: 'error' as const, autoOrient: !!opts.autoOrient };
+  const limit = maxImagePixels(opts.maxImagePixels);
+  const sharpOpts = { ignoreIcc: true, failOn: 'error' as const, autoOrient: !!opts.autoOrient, limitInputPixels: Number.isFinite(limit) ? Math.max(1, Math.floor(limit)) : false };
   let meta: Metadata;
   let raw: { data: Buffer; info: OutputInfo };
   let sixteen = false;
   try {
-    meta = await sharp(src, sharpOpts).metadata();
+    meta = await sharp(src, { ...sharpOpts, limitInputPixels: false }).metadata(); // the header only: our check names the limit
+    // Refused from the header, before any pixel is decoded (Pillow's DecompressionBombError).
+    checkImagePixels(meta.width ?? 0, meta.height ?? 0, `image ${name}`, limit);
     let pipe = sharp(src, sharpOpts);
     const space = meta.space as string;
     sixteen = space === 'rgb16' || space === 'grey16';
+    if (sixteen) checkDecodedBytes(meta.width ?? 0, meta.height ?? 0, meta.channels ?? 4, 2, `image ${name}`, limit);
     if (space === 'cmyk') {
       // Keep the C, M, Y, K samples: without a CMYK pipeline sharp would run an ICC transform.
       pipe = pipe.pipelineColourspace('cmyk').toColourspace('cmyk');
@@ -59,7 +66,8 @@ export async function decodeImage(input: string | Uint8Array, opts: DecodeOption
     }
     raw = await pipe.raw({ depth: sixteen ? 'ushort' : 'uchar' }).toBuffer({ resolveWithObject: true });
   } catch (e) {
-    throw new ImageError(`cannot decode image ${name}: ${(e as Error).message}`);
+    if (e instanceof ImageError) throw e;
+    throw new ImageError(`cannot decode image ${name}: ${oneLine((e as Error).message)}`);
   }
   const { width, height, channels } = raw.info;
   let samples: Uint8Array = raw.data;

@@ -8,6 +8,7 @@ import { ConfigError } from '../errors';
 import { CLIPImageProcessor } from './processor';
 import { Resample, resizeImage } from './resample';
 import { RgbImage, cropImage, newImage, pasteImage } from './types';
+import { checkProducedImage } from './limits';
 
 export type { AspectMode, Pinpoints } from '../config/llava';
 export { aspectModeFromConfig, parseGridPinpoints } from '../config/llava';
@@ -22,6 +23,7 @@ export function expand2square(img: RgbImage, background: readonly number[]): Rgb
   const { width: w, height: h } = img;
   if (w === h) return img;
   const side = Math.max(w, h);
+  checkProducedImage(side, side, w * h, `pad of ${w}x${h} to a square: the canvas`);
   const out = newImage(side, side, background);
   pasteImage(out, img, w > h ? 0 : Math.floor((h - w) / 2), w > h ? Math.floor((w - h) / 2) : 0);
   return out;
@@ -93,6 +95,9 @@ export function getAnyresImageGridShape(
   return [Math.floor(w / patchSize), Math.floor(h / patchSize)];
 }
 
+/** Tiles of one anyres image (LLaVA-1.6: 4, LLaVA-OneVision: up to 36, each 3 x 336 x 336 floats). */
+export const MAX_ANYRES_TILES = 256;
+
 export interface ProcessedImage {
   /** tiles x 3 x H x W, row-major. */
   pixelValues: Float32Array;
@@ -115,9 +120,16 @@ export function anyresImages(img: RgbImage, processor: CLIPImageProcessor, pinpo
   if (!('shortestEdge' in size)) {
     throw new ConfigError(`anyres needs a preprocessor size with shortest_edge (LLaVA reads size['shortest_edge']), got ${JSON.stringify(size)}`);
   }
-  const padded = resizeAndPadImage(img, selectBestResolution([img.width, img.height], pinpoints));
-  // Entry 0: the whole image squashed to S x S (aspect NOT kept), PIL's default BICUBIC.
+  const best = selectBestResolution([img.width, img.height], pinpoints);
+  const tiles = Math.ceil(best[0] / cropSize.width) * Math.ceil(best[1] / cropSize.height);
+  if (tiles > MAX_ANYRES_TILES) {
+    throw new ConfigError(`anyres: grid pinpoint ${best[0]}x${best[1]} cut into crop_size ${cropSize.height}x${cropSize.width} tiles ` +
+      `makes ${tiles} tiles (at most ${MAX_ANYRES_TILES}); check image_grid_pinpoints and crop_size`);
+  }
+  // Entry 0: the whole image squashed to S x S (aspect NOT kept), PIL's default BICUBIC. Made first:
+  // for a degenerate image (1 x 1000000) it is the step that refuses, before the canvas's work is done.
   const base = resizeImage(img, size.shortestEdge, size.shortestEdge, Resample.BICUBIC);
+  const padded = resizeAndPadImage(img, best);
   return { padded, tiles: [base, ...divideToPatches(padded, cropSize.height)] };
 }
 

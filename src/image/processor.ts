@@ -7,6 +7,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { CLIPImageProcessorConfig, defaultPreprocessorConfig, parsePreprocessorConfig } from '../config/preprocessor';
 import { ConfigError } from '../errors';
+import { CONFIG_MAX_DEPTH } from '../config/limits';
+import { parseJsonWithLimits } from '../io/json';
 import { resizeImage } from './resample';
 import { RgbImage, cropImage, newImage, pasteImage } from './types';
 
@@ -22,7 +24,10 @@ export class CLIPImageProcessor {
   /** Per channel, the float32 result for each uint8 value (the map is elementwise). */
   private readonly lut: Float32Array[];
 
-  constructor(cfg: Partial<CLIPImageProcessorConfig> = {}) {
+  /**
+   * @param source the preprocessor_config.json it came from, named in errors
+   */
+  constructor(cfg: Partial<CLIPImageProcessorConfig> = {}, readonly source = 'preprocessor config') {
     this.config = { ...defaultPreprocessorConfig(), ...cfg };
     const c = this.config;
     this.lut = [0, 1, 2].map((ch) => {
@@ -48,13 +53,14 @@ export class CLIPImageProcessor {
     } catch {
       throw new ConfigError(`${fileOrDir}: no such file or folder`);
     }
-    let json: unknown;
+    let text: string;
     try {
-      json = JSON.parse(fs.readFileSync(file, 'utf8'));
+      text = fs.readFileSync(file, 'utf8');
     } catch (e) {
       throw new ConfigError(`${file}: cannot read preprocessor config: ${(e as Error).message}`);
     }
-    return new CLIPImageProcessor(parsePreprocessorConfig(json, file));
+    const json = parseJsonWithLimits(text, { maxDepth: CONFIG_MAX_DEPTH }, (problem) => new ConfigError(`${file}: preprocessor config ${problem}`));
+    return new CLIPImageProcessor(parsePreprocessorConfig(json, file), file);
   }
 
   /** Target (width, height) of `resize` for an input of the given size. */

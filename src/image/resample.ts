@@ -12,6 +12,7 @@
  */
 import { ImageError } from '../errors';
 import { RgbImage } from './types';
+import { checkProducedImage } from './limits';
 
 /** PIL.Image.Resampling numbers (the `resample` values in preprocessor configs). */
 export enum Resample {
@@ -218,6 +219,8 @@ export function resizeImage(img: RgbImage, width: number, height: number, resamp
   if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) {
     throw new ImageError(`resize: target size must be positive integers, got ${width}x${height}`);
   }
+  // An absurd target (a shortest-edge resize of a 30000x1 image) fails here, before any allocation.
+  checkProducedImage(width, height, img.width * img.height, `resize of ${img.width}x${img.height} to ${width}x${height}: the result`);
   if (width === img.width && height === img.height) {
     return { width, height, data: img.data.slice() };
   }
@@ -237,6 +240,8 @@ export function resizeImage(img: RgbImage, width: number, height: number, resamp
     const last = vert.start[height - 1] + vert.count[height - 1];
     const y0 = needV ? first : 0;
     const y1 = needV ? last : img.height;
+    // The horizontal pass runs first (as in Pillow): wide target x tall source can exceed both images.
+    checkProducedImage(width, y1 - y0, img.width * img.height, `resize of ${img.width}x${img.height} to ${width}x${height}: the intermediate image`);
     cur = resampleHorizontal(img, width, y0, y1, precomputeCoeffs(img.width, width, filter));
     rowOffset = y0;
   }

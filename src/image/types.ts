@@ -1,3 +1,5 @@
+import { checkImagePixels } from './limits';
+
 /** An 8-bit RGB image: `data` is H x W x 3, row-major (the layout of `numpy.array(pil_image)`). */
 export interface RgbImage {
   width: number;
@@ -5,8 +7,9 @@ export interface RgbImage {
   data: Uint8Array;
 }
 
-/** A zero-filled (black) image, or one filled with `fill` = [r, g, b]. */
+/** A zero-filled (black) image, or one filled with `fill` = [r, g, b]; no bigger than the image limit. */
 export function newImage(width: number, height: number, fill?: readonly number[]): RgbImage {
+  checkImagePixels(width, height, 'a new image (pad canvas or crop)');
   const data = new Uint8Array(width * height * 3);
   if (fill && (fill[0] || fill[1] || fill[2])) {
     for (let i = 0; i < data.length; i += 3) {

@@ -23,8 +23,10 @@ import * as path from 'path';
 import { Hash, createHash, randomBytes } from 'crypto';
 import { Writable } from 'stream';
 import { pipeline } from 'stream/promises';
-import { CheckpointError, ConfigError } from '../errors';
+import { CheckpointError, ConfigError, quote } from '../errors';
 import { writeFileAtomic } from './atomic';
+import { parseJsonWithLimits } from './json';
+import { INDEX_MAX_DEPTH } from './shards';
 
 export interface DownloadProgress {
   file: string;
@@ -85,7 +87,7 @@ export function isRepoId(repoId: string): boolean {
 /** Index shards and requested files become paths in our folders: only plain names, as the sharded loader. */
 function checkFileName(name: unknown, where: string): string {
   if (typeof name !== 'string' || name === '' || name === '.' || name === '..' || /[/\\\0]/.test(name) || path.isAbsolute(name)) {
-    throw new CheckpointError(`${where}: file ${JSON.stringify(name)} must be a plain file name (no folders, no "..")`);
+    throw new CheckpointError(`${where}: file ${quote(name)} must be a plain file name (no folders, no "..")`);
   }
   return name;
 }
@@ -340,12 +342,8 @@ function placeInSnapshot(blob: string, target: string, symlinks: boolean): void 
 /** The shard names of a downloaded index, validated: the index comes from the network. */
 function readShardNames(blob: string, file: string, ctx: Context): string[] {
   const where = `${ctx.repoId}/${file}`;
-  let json: any;
-  try {
-    json = JSON.parse(fs.readFileSync(blob, 'utf8'));
-  } catch (e) {
-    throw new CheckpointError(`${where}: not valid JSON (${(e as Error).message})`);
-  }
+  const json: any = parseJsonWithLimits(fs.readFileSync(blob, 'utf8'), { maxDepth: INDEX_MAX_DEPTH, rejectDuplicateKeys: true },
+    (problem) => new CheckpointError(`${where}: index ${problem}`));
   const map = json?.weight_map;
   if (typeof map !== 'object' || map === null || Array.isArray(map)) throw new CheckpointError(`${where}: no "weight_map" object`);
   return [...new Set(Object.values(map).map((s) => checkFileName(s, `${where} weight_map`)))].sort();

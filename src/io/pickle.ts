@@ -7,13 +7,17 @@
  * arbitrary objects (INST, OBJ, NEWOBJ, EXT*, ...) are not implemented and are rejected by name.
  * Stack and memo sizes are capped so a hostile file cannot exhaust memory through them.
  */
-import { CheckpointError } from '../errors';
+import { CheckpointError, quote } from '../errors';
 
-/** Python values as plain JS: None → null, int → number (bigint if unsafe), str → string, list → array. */
+/**
+ * Python values as plain JS: None → null, int → number (bigint if unsafe), float → PyFloat (so a
+ * float is never taken for an int: torch refuses `2.0` as a size), str → string, list → array.
+ */
 export type PyValue =
   | null
   | boolean
   | number
+  | PyFloat
   | bigint
   | string
   | Uint8Array
@@ -22,6 +26,10 @@ export type PyValue =
   | PyDict
   | PyGlobal
   | PyObject;
+
+export class PyFloat {
+  constructor(readonly value: number) {}
+}
 
 export class PyTuple {
   constructor(readonly items: readonly PyValue[]) {}
@@ -152,7 +160,7 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): PyValue {
     if (!opts.globals.has(q)) {
       const hint = opts.globalHints?.get(q);
       fail(
-        `pickle references global "${q}", which is not allowed` +
+        `pickle references global ${quote(q)}, which is not allowed` +
           (hint ? ` (${hint})` : '') +
           ` (allowed: ${[...opts.globals.keys()].join(', ')})`,
       );
@@ -201,7 +209,7 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): PyValue {
       case 0x4b: push(u8()); break; // BININT1
       case 0x4d: push(u16()); break; // BININT2
       case 0x8a: push(longLE(bytes(u8()))); break; // LONG1
-      case 0x47: push(view.getFloat64(need(8), false)); break; // BINFLOAT (big-endian)
+      case 0x47: push(new PyFloat(view.getFloat64(need(8), false))); break; // BINFLOAT (big-endian)
       case 0x58: push(text(u32())); break; // BINUNICODE
       case 0x8c: push(text(u8())); break; // SHORT_BINUNICODE
       case 0x8d: push(text(u64())); break; // BINUNICODE8
@@ -303,8 +311,9 @@ export function typeOf(v: PyValue): string {
   if (v instanceof Uint8Array) return 'bytes';
   if (v instanceof PyTuple) return `tuple of ${v.items.length}`;
   if (v instanceof PyDict) return 'dict';
-  if (v instanceof PyGlobal) return `global ${v.qualname}`;
+  if (v instanceof PyGlobal) return `global ${quote(v.qualname)}`;
+  if (v instanceof PyFloat) return 'float';
   if (v instanceof PyObject) return v.typeName;
-  if (typeof v === 'number') return Number.isInteger(v) ? 'int' : 'float';
+  if (typeof v === 'number') return 'int';
   return typeof v === 'string' ? 'str' : typeof v === 'boolean' ? 'bool' : 'int';
 }

@@ -7,8 +7,9 @@
  * loading a model never holds the file and the converted weights in memory together.
  */
 import * as fs from 'fs';
-import { CheckpointError } from '../errors';
+import { CheckpointError, quote, shapeText } from '../errors';
 import { writeAllSync, writeFileAtomic } from './atomic';
+import { parseJsonWithLimits } from './json';
 import {
   DType, DTYPE_SIZE, DTYPES, decodeToFloat32, f32ToBf16Bits, f32ToF16Bits, isDType, isFloatDType,
 } from './dtype';
@@ -24,7 +25,9 @@ const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 /** Node caps one read/write call near 2 GB; big tensors are read in pieces of this size. */
 const IO_CHUNK = 1 << 30;
 
-const q = (x: unknown): string => JSON.stringify(x) ?? String(x);
+const q = (x: unknown): string => quote(x);
+/** {name: {shape: [...]}}: a header needs three levels; deeper is not a safetensors header. */
+const HEADER_MAX_DEPTH = 3;
 const isObject = (x: unknown): x is Record<string, unknown> =>
   typeof x === 'object' && x !== null && !Array.isArray(x);
 const isCount = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) >= 0;
@@ -35,7 +38,7 @@ function numElements(shape: number[]): number {
 }
 
 function shapeStr(dtype: DType, shape: number[]): string {
-  return `${dtype} [${shape.join(', ')}]`;
+  return `${dtype} ${shapeText(shape)}`;
 }
 
 /** Validate a parsed header against the data region size. Throws CheckpointError naming file + tensor. */
@@ -51,7 +54,7 @@ function parseHeader(file: string, json: unknown, dataSize: number) {
     const bad = (msg: string) => new CheckpointError(`${file}: tensor ${q(name)}: ${msg}`);
     if (!isObject(entry)) throw bad('entry is not an object');
     const extra = Object.keys(entry).filter((k) => k !== 'dtype' && k !== 'shape' && k !== 'data_offsets');
-    if (extra.length) throw bad(`unknown field(s) ${extra.map(q).join(', ')}`);
+    if (extra.length) throw bad(`unknown field(s) ${extra.slice(0, 5).map(q).join(', ')}${extra.length > 5 ? ` (${extra.length} in all)` : ''}`);
     const { dtype, shape, data_offsets: offsets } = entry;
     if (!isDType(dtype)) throw bad(`unknown dtype ${q(dtype)} (allowed: ${DTYPES.join(', ')})`);
     if (!Array.isArray(shape) || !shape.every(isCount)) {
@@ -73,16 +76,36 @@ function parseHeader(file: string, json: unknown, dataSize: number) {
     }
     tensors.set(name, { name, dtype, shape: shape.slice(), begin, end });
   }
-  // Overlapping tensors mean a corrupt or hand-crafted file: writes to one would alias the other.
-  const byBegin = [...tensors.values()].sort((a, b) => a.begin - b.begin || a.end - b.end);
-  for (let i = 1; i < byBegin.length; i++) {
-    const [a, b] = [byBegin[i - 1], byBegin[i]];
-    if (a.end > b.begin) {
-      throw new CheckpointError(`${file}: tensors ${q(a.name)} [${a.begin}, ${a.end}] and ${q(b.name)} ` +
-        `[${b.begin}, ${b.end}] overlap`);
-    }
-  }
+  checkCoverage(file, [...tensors.values()], dataSize);
   return { metadata, tensors };
+}
+
+/**
+ * The reference implementation's rule: sorted by offset, the tensors tile the data region exactly,
+ * from its first byte to its last, with no hole and no overlap. A header length off by a byte, bytes
+ * inserted before the data or appended after it, all break this; without the check such a file loads
+ * with every tensor shifted.
+ */
+function checkCoverage(file: string, tensors: TensorInfo[], dataSize: number): void {
+  const sorted = tensors.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let covered = 0;
+  let previous: TensorInfo | null = null;
+  for (const t of sorted) {
+    if (t.begin !== covered) {
+      const span = `[${t.begin}, ${t.end}]`;
+      throw new CheckpointError(t.begin < covered
+        ? `${file}: tensors ${q(previous!.name)} [${previous!.begin}, ${previous!.end}] and ${q(t.name)} ${span} overlap`
+        : `${file}: tensor ${q(t.name)} ${span} leaves a hole of ${t.begin - covered} bytes ` +
+          (previous ? `after tensor ${q(previous.name)}` : 'at the start of the data region') +
+          ' (the tensors must cover the data region exactly)');
+    }
+    covered = t.end;
+    previous = t;
+  }
+  if (covered !== dataSize) {
+    throw new CheckpointError(`${file}: the tensors cover ${covered} bytes but the data region after the ` +
+      `header has ${dataSize} (header length wrong, or bytes inserted or appended: a corrupt file)`);
+  }
 }
 
 /** __metadata__ (file) must map strings to strings, as the reference implementation requires. */
@@ -128,12 +151,14 @@ export class SafetensorsFile {
         throw new CheckpointError(`${path}: header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte cap`);
       }
       const n = Number(headerLen);
-      let json: unknown;
+      let text: string;
       try {
-        json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(readAt(fd, 8, n, path)));
+        text = new TextDecoder('utf-8', { fatal: true }).decode(readAt(fd, 8, n, path));
       } catch (err) {
-        throw new CheckpointError(`${path}: header is not valid UTF-8 JSON: ${(err as Error).message}`);
+        throw new CheckpointError(`${path}: header is not valid UTF-8: ${(err as Error).message}`);
       }
+      const json = parseJsonWithLimits(text, { maxDepth: HEADER_MAX_DEPTH, rejectDuplicateKeys: true },
+        (problem) => new CheckpointError(`${path}: header ${problem}`));
       const { metadata, tensors } = parseHeader(path, json, size - 8 - n);
       return new SafetensorsFile(path, fd, metadata, 8 + n, tensors);
     } catch (err) {
@@ -283,7 +308,7 @@ function buildHeader(parts: Part[], metadata?: Record<string, string>): Buffer {
   if (metadata !== undefined) entries.push(`"__metadata__":${JSON.stringify(checkMetadata(metadata, 'metadata'))}`);
   let offset = 0;
   for (const p of parts) {
-    entries.push(`${q(p.name)}:${JSON.stringify({ dtype: p.dtype, shape: p.shape, data_offsets: [offset, offset + p.byteLength] })}`);
+    entries.push(`${JSON.stringify(p.name)}:${JSON.stringify({ dtype: p.dtype, shape: p.shape, data_offsets: [offset, offset + p.byteLength] })}`);
     offset += p.byteLength;
   }
   // Built by hand so the header keeps sorted order (JS objects would hoist integer-like names).

@@ -5,9 +5,11 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { CheckpointError } from '../errors';
+import { CheckpointError, quote as q } from '../errors';
+import { parseJsonWithLimits } from './json';
 
-const q = (x: unknown): string => JSON.stringify(x) ?? String(x);
+/** {"metadata": {...}, "weight_map": {name: file}} needs two levels; a little room for writers' extra metadata. */
+export const INDEX_MAX_DEPTH = 8;
 const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
 
 export interface CheckpointIndex {
@@ -21,12 +23,15 @@ export interface CheckpointIndex {
  * data from the internet, and `../x` or `/etc/passwd` must not make us read files outside the checkpoint.
  */
 export function readIndex(indexPath: string): CheckpointIndex {
-  let json: unknown;
+  let text: string;
   try {
-    json = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
+    text = fs.readFileSync(indexPath, 'utf8');
   } catch (err) {
-    throw new CheckpointError(`${indexPath}: not a readable JSON file: ${(err as Error).message}`);
+    throw new CheckpointError(`${indexPath}: cannot read the index: ${(err as Error).message}`);
   }
+  // A tensor listed twice would silently go to the last shard named: refused like a corrupt file.
+  const json = parseJsonWithLimits(text, { maxDepth: INDEX_MAX_DEPTH, rejectDuplicateKeys: true },
+    (problem) => new CheckpointError(`${indexPath}: index ${problem}`));
   if (!isObject(json) || !isObject(json.weight_map)) {
     throw new CheckpointError(`${indexPath}: expected a JSON object with a "weight_map" object`);
   }

@@ -12,7 +12,7 @@
  * Same reading interface as `SafetensorsFile` (keys/has/info/read/readFloat32/close).
  */
 import * as fs from 'fs';
-import { CheckpointError } from '../errors';
+import { CheckpointError, quote } from '../errors';
 import { DType, DTYPE_SIZE, decodeToFloat32, isFloatDType } from './dtype';
 import { PyDict, PyGlobal, PyObject, PyTuple, PyValue, typeOf, unpickle } from './pickle';
 import type { RawTensor } from './safetensors';
@@ -38,6 +38,18 @@ const STORAGE_DTYPES: Record<string, DType> = {
 
 /** The pickle's data.pkl holds only names and small tuples; anything near this is not a state dict. */
 const MAX_PICKLE_BYTES = 64 * 2 ** 20;
+/**
+ * A view may repeat storage elements (stride 0: `expand`, broadcasting), so its element count can
+ * exceed its storage's. Reading one materialises every element, so a 4-element storage viewed as
+ * [1e9] would cost GBs from a tiny file: repetition is allowed only up to this many bytes.
+ */
+const MAX_REPEATED_VIEW_BYTES = 2 ** 20;
+/**
+ * Tensors may share a storage (tied weights: an LLM's embeddings and lm_head), but a file whose
+ * tensors view the same bytes over and over (every layer of a 256-layer config on one storage) would
+ * make a model far larger than the file: all tensors together may hold each storage byte this often.
+ */
+const MAX_SHARING = 4;
 
 class Storage extends PyObject {
   readonly typeName = 'storage';
@@ -61,8 +73,12 @@ class Tensor extends PyObject {
 const isCount = (v: PyValue): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
 function counts(v: PyValue, what: string): number[] {
-  if (!(v instanceof PyTuple) || !v.items.every(isCount)) {
-    throw new Error(`${what} must be a tuple of non-negative integers, got ${typeOf(v)}`);
+  if (!(v instanceof PyTuple)) throw new Error(`${what} must be a tuple of non-negative integers, got ${typeOf(v)}`);
+  const bad = v.items.findIndex((x) => !isCount(x));
+  if (bad >= 0) {
+    const x = v.items[bad];
+    throw new Error(`${what} must be a tuple of non-negative integers, but element ${bad} is ` +
+      (typeof x === 'number' || typeof x === 'bigint' ? String(x) : `a ${typeOf(x)}`));
   }
   return v.items as number[];
 }
@@ -139,7 +155,7 @@ export class TorchBinFile {
     if (order && order.uncompressedSize > 16) throw new CheckpointError(`${path}: byteorder entry is too large`);
     if (order) {
       const text = Buffer.from(zip.read(order.name)).toString('latin1');
-      if (text !== 'little') throw new CheckpointError(`${path}: byteorder is "${text}", only "little" is supported`);
+      if (text !== 'little') throw new CheckpointError(`${path}: byteorder is ${quote(text)}, only "little" is supported`);
     }
     if (pkls[0].uncompressedSize > MAX_PICKLE_BYTES) {
       throw new CheckpointError(`${path}: data.pkl is ${pkls[0].uncompressedSize} bytes, over the ${MAX_PICKLE_BYTES}-byte limit`);
@@ -155,11 +171,11 @@ export class TorchBinFile {
         throw new CheckpointError(`${path}: unsupported persistent id ${typeOf(pid)} (expected a storage tuple)`);
       }
       if (!/^[A-Za-z0-9_.-]+$/.test(key) || key.startsWith('.')) {
-        throw new CheckpointError(`${path}: storage key ${JSON.stringify(key)} is not a plain name`);
+        throw new CheckpointError(`${path}: storage key ${quote(key)} is not a plain name`);
       }
       const seen = storages.get(key);
       if (seen && (seen.dtype !== dtype || seen.numel !== numel)) {
-        throw new CheckpointError(`${path}: storage "${key}" is referenced with conflicting types`);
+        throw new CheckpointError(`${path}: storage ${quote(key)} is referenced with conflicting types`);
       }
       const s = seen ?? new Storage(key, dtype, numel);
       storages.set(key, s);
@@ -179,11 +195,12 @@ export class TorchBinFile {
     for (const [name, t] of root.map) {
       if (typeof name !== 'string') throw new CheckpointError(`${path}: state dict key ${typeOf(name)} is not a string`);
       if (!(t instanceof Tensor)) {
-        throw new CheckpointError(`${path}: "${name}" is ${typeOf(t)}, not a tensor`);
+        throw new CheckpointError(`${path}: ${quote(name)} is ${typeOf(t)}, not a tensor`);
       }
       checkExtent(path, zip, prefix, name, t);
       tensors.set(name, t);
     }
+    checkSharing(path, [...tensors.values()]);
     return new TorchBinFile(path, zip, prefix, tensors);
   }
 
@@ -248,7 +265,7 @@ export class TorchBinFile {
   readFloat32(name: string): Float32Array {
     const t = this.get(name);
     if (!isFloatDType(t.storage.dtype)) {
-      throw new CheckpointError(`${this.path}: tensor "${name}": dtype ${t.storage.dtype} cannot be read as float32`);
+      throw new CheckpointError(`${this.path}: tensor ${quote(name)}: dtype ${t.storage.dtype} cannot be read as float32`);
     }
     const bytes = this.readBytes(name);
     // The bytes are a fresh buffer of ours: view F32 in place rather than copying a large tensor again.
@@ -264,7 +281,7 @@ export class TorchBinFile {
 
   private get(name: string): Tensor {
     const t = this.tensors.get(name);
-    if (!t) throw new CheckpointError(`${this.path}: no tensor "${name}" (file has ${this.tensors.size} tensors)`);
+    if (!t) throw new CheckpointError(`${this.path}: no tensor ${quote(name)} (file has ${this.tensors.size} tensors)`);
     return t;
   }
 }
@@ -297,14 +314,19 @@ function sniff(path: string): void {
 function checkExtent(path: string, zip: ZipReader, prefix: string, name: string, t: Tensor): void {
   const s = t.storage;
   const entry = zip.entry(`${prefix}data/${s.key}`);
-  const where = `${path}: tensor "${name}"`;
-  if (!entry) throw new CheckpointError(`${where}: storage "${s.key}" has no zip entry`);
+  const where = `${path}: tensor ${quote(name)}`;
+  if (!entry) throw new CheckpointError(`${where}: storage ${quote(s.key)} has no zip entry`);
   const es = DTYPE_SIZE[s.dtype];
   if (entry.uncompressedSize !== s.numel * es) {
     throw new CheckpointError(
-      `${where}: storage "${s.key}" should hold ${s.numel} ${s.dtype} elements (${s.numel * es} bytes) ` +
+      `${where}: storage ${quote(s.key)} should hold ${s.numel} ${s.dtype} elements (${s.numel * es} bytes) ` +
         `but its entry has ${entry.uncompressedSize} bytes`,
     );
+  }
+  // torch.save writes storages uncompressed; a deflated one lets a small file inflate to GBs.
+  if (entry.method !== 0) {
+    throw new CheckpointError(`${where}: storage ${quote(s.key)} is compressed (zip method ${entry.method}); torch.save ` +
+      'stores tensor data uncompressed, and a compressed storage can inflate a small file to GBs: re-save it with torch.save');
   }
   if (t.shape.some((d) => d === 0)) return; // empty tensor: addresses nothing
   // BigInt: a hostile size x stride must not overflow into a "valid" index.
@@ -312,12 +334,35 @@ function checkExtent(path: string, zip: ZipReader, prefix: string, name: string,
   t.shape.forEach((d, i) => (last += BigInt(d - 1) * BigInt(t.stride[i])));
   if (last >= BigInt(s.numel)) {
     throw new CheckpointError(
-      `${where}: offset ${t.offset}, shape [${t.shape}], stride [${t.stride}] reach element ${last} ` +
-        `but storage "${s.key}" has ${s.numel} elements`,
+      `${where}: offset ${t.offset}, shape ${quote(t.shape)}, stride ${quote(t.stride)} reach element ${last} ` +
+        `but storage ${quote(s.key)} has ${s.numel} elements`,
     );
   }
-  if (t.shape.reduce((a, b) => a * b, 1) * es > 2 ** 32) {
-    throw new CheckpointError(`${where}: shape [${t.shape}] is too large to read`);
+  const numel = t.shape.reduce((a, b) => a * b, 1);
+  if (numel > s.numel && numel * es > MAX_REPEATED_VIEW_BYTES) {
+    throw new CheckpointError(
+      `${where}: shape ${quote(t.shape)} has ${numel} elements but its storage ${quote(s.key)} only ${s.numel} ` +
+        `(stride ${quote(t.stride)} repeats them); a view may repeat storage elements up to ${MAX_REPEATED_VIEW_BYTES} bytes`,
+    );
+  }
+  if (numel * es > 2 ** 32) {
+    throw new CheckpointError(`${where}: shape ${quote(t.shape)} is too large to read`);
+  }
+}
+
+/** All tensors together may hold at most MAX_SHARING times the bytes of their storages (plus the view slack). */
+function checkSharing(path: string, tensors: Tensor[]): void {
+  const storages = new Map<string, number>();
+  let tensorBytes = 0;
+  for (const t of tensors) {
+    const es = DTYPE_SIZE[t.storage.dtype];
+    storages.set(t.storage.key, t.storage.numel * es);
+    tensorBytes += t.shape.reduce((a, b) => a * b, 1) * es;
+  }
+  const storageBytes = [...storages.values()].reduce((a, b) => a + b, 0);
+  if (tensorBytes > MAX_SHARING * storageBytes + MAX_REPEATED_VIEW_BYTES) {
+    throw new CheckpointError(`${path}: its ${tensors.length} tensors hold ${tensorBytes} bytes but its storages only ${storageBytes}: ` +
+      `views repeat the same data (tensors may share storage bytes at most ${MAX_SHARING} times, as tied weights do)`);
   }
 }
 

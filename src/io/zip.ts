@@ -8,7 +8,7 @@
  */
 import * as fs from 'fs';
 import * as zlib from 'zlib';
-import { CheckpointError } from '../errors';
+import { CheckpointError, quote } from '../errors';
 
 export interface ZipEntry {
   name: string;
@@ -78,10 +78,10 @@ export class ZipReader {
   /** Reads, inflates if needed, and CRC-checks one entry into a fresh buffer. */
   read(name: string): Uint8Array {
     const e = this.byName.get(name);
-    if (!e) throw new CheckpointError(`${this.path}: zip has no entry "${name}"`);
+    if (!e) throw new CheckpointError(`${this.path}: zip has no entry ${quote(name)}`);
     const dataStart = this.localDataStart(e);
     if (dataStart + e.compressedSize > this.fileSize) {
-      throw this.err(`entry "${name}" data extends past the end of the file`);
+      throw this.err(`entry ${quote(name)} data extends past the end of the file`);
     }
     const raw = this.readAt(dataStart, e.compressedSize);
     let out: Uint8Array;
@@ -95,20 +95,20 @@ export class ZipReader {
         const msg = (err as Error).message;
         throw this.err(
           (err as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE'
-            ? `entry "${name}" inflates past its declared size of ${e.uncompressedSize} bytes`
-            : `entry "${name}" has corrupt deflate data (${msg})`,
+            ? `entry ${quote(name)} inflates past its declared size of ${e.uncompressedSize} bytes`
+            : `entry ${quote(name)} has corrupt deflate data (${msg})`,
         );
       }
       if (out.length !== e.uncompressedSize) {
         throw this.err(
-          `entry "${name}" inflates to ${out.length} bytes, declared ${e.uncompressedSize}`,
+          `entry ${quote(name)} inflates to ${out.length} bytes, declared ${e.uncompressedSize}`,
         );
       }
     }
     const crc = crc32(out);
     if (crc !== e.crc32) {
       throw this.err(
-        `entry "${name}" CRC32 mismatch (stored ${hex(e.crc32)}, computed ${hex(crc)}): file is corrupt`,
+        `entry ${quote(name)} CRC32 mismatch (stored ${hex(e.crc32)}, computed ${hex(crc)}): file is corrupt`,
       );
     }
     return new Uint8Array(out.buffer, out.byteOffset, out.byteLength); // plain bytes, not a Buffer
@@ -199,33 +199,33 @@ export class ZipReader {
       const extra = dir.subarray(p + 46 + nameLen, p + 46 + nameLen + extraLen);
       if (usize === 0xffffffff || csize === 0xffffffff || offset === 0xffffffff) {
         const z = findExtra(extra, 1);
-        if (!z) throw this.err(`entry "${name}" needs a zip64 extra field but has none`);
+        if (!z) throw this.err(`entry ${quote(name)} needs a zip64 extra field but has none`);
         let q = 0;
         const next = (what: string): number => {
-          if (q + 8 > z.length) throw this.err(`entry "${name}" zip64 extra field is truncated`);
+          if (q + 8 > z.length) throw this.err(`entry ${quote(name)} zip64 extra field is truncated`);
           const v = this.u64(z, q, what);
           q += 8;
           return v;
         };
-        if (usize === 0xffffffff) usize = next(`"${name}" size`);
-        if (csize === 0xffffffff) csize = next(`"${name}" compressed size`);
-        if (offset === 0xffffffff) offset = next(`"${name}" offset`);
+        if (usize === 0xffffffff) usize = next(`${quote(name)} size`);
+        if (csize === 0xffffffff) csize = next(`${quote(name)} compressed size`);
+        if (offset === 0xffffffff) offset = next(`${quote(name)} offset`);
       }
 
-      if (flags & 1) throw this.err(`entry "${name}" is encrypted`);
+      if (flags & 1) throw this.err(`entry ${quote(name)} is encrypted`);
       if (method !== 0 && method !== 8) {
-        throw this.err(`entry "${name}" uses compression method ${method} (only stored/deflate are supported)`);
+        throw this.err(`entry ${quote(name)} uses compression method ${method} (only stored/deflate are supported)`);
       }
       if (usize > this.maxEntryBytes) {
-        throw this.err(`entry "${name}" declares ${usize} bytes, over the ${this.maxEntryBytes}-byte limit`);
+        throw this.err(`entry ${quote(name)} declares ${usize} bytes, over the ${this.maxEntryBytes}-byte limit`);
       }
       if (method === 0 && csize !== usize) {
-        throw this.err(`stored entry "${name}" has compressed size ${csize} != size ${usize}`);
+        throw this.err(`stored entry ${quote(name)} has compressed size ${csize} != size ${usize}`);
       }
       if (offset + 30 + csize > this.fileSize) {
-        throw this.err(`entry "${name}" (${csize} bytes at offset ${offset}) extends past the end of the file`);
+        throw this.err(`entry ${quote(name)} (${csize} bytes at offset ${offset}) extends past the end of the file`);
       }
-      if (this.byName.has(name)) throw this.err(`duplicate entry "${name}"`);
+      if (this.byName.has(name)) throw this.err(`duplicate entry ${quote(name)}`);
       this.byName.set(name, {
         name,
         method: method as 0 | 8,
@@ -241,12 +241,12 @@ export class ZipReader {
   /** The local header repeats the name and has its own extra field length (torch pads with it). */
   private localDataStart(e: ZipEntry): number {
     const h = this.readAt(e.localHeaderOffset, 30);
-    if (h.readUInt32LE(0) !== SIG_LOCAL) throw this.err(`entry "${e.name}" has a bad local header`);
+    if (h.readUInt32LE(0) !== SIG_LOCAL) throw this.err(`entry ${quote(e.name)} has a bad local header`);
     const nameLen = h.readUInt16LE(26);
     const extraLen = h.readUInt16LE(28);
     const localName = this.readAt(e.localHeaderOffset + 30, nameLen).toString('utf8');
     if (localName !== e.name) {
-      throw this.err(`entry "${e.name}" local header names "${localName}" (inconsistent archive)`);
+      throw this.err(`entry ${quote(e.name)} local header names ${quote(localName)} (inconsistent archive)`);
     }
     return e.localHeaderOffset + 30 + nameLen + extraLen;
   }
@@ -268,7 +268,7 @@ function checkName(path: string, bytes: Uint8Array): string {
     : name.startsWith('/') || /^[A-Za-z]:/.test(name) ? 'is an absolute path'
     : name.split('/').some((s) => s === '..') ? 'contains a ".." segment'
     : null;
-  if (bad) throw new CheckpointError(`${path}: zip entry name ${JSON.stringify(name)} ${bad}`);
+  if (bad) throw new CheckpointError(`${path}: zip entry name ${quote(name)} ${bad}`);
   return name;
 }
 

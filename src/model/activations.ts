@@ -1,6 +1,6 @@
 import * as tf from '../tf';
 import erf from '@stdlib/math-base-special-erf';
-import { ConfigError } from '../errors';
+import { ConfigError, quote } from '../errors';
 
 export type Activation = (x: tf.Tensor) => tf.Tensor;
 
@@ -54,6 +54,6 @@ const ACTIVATIONS: Record<string, Activation> = {
 
 export function activationByName(name: string, where = 'hidden_act'): Activation {
   const act = ACTIVATIONS[name];
-  if (!act) throw new ConfigError(`${where} "${name}" is not supported (supported: ${Object.keys(ACTIVATIONS).join(', ')})`);
+  if (!act) throw new ConfigError(`${where} ${quote(name)} is not supported (supported: ${Object.keys(ACTIVATIONS).join(', ')})`);
   return act;
 }

@@ -1,12 +1,14 @@
 import * as tf from '../tf';
 import { ensureBackendSync } from '../backend';
+import { projectorDepth } from '../config/llava';
+import { LIMITS, intInRange } from '../config/limits';
 import { ConfigError } from '../errors';
 import { Activation, activationByName } from './activations';
 import { CompositeLayer } from './composite';
 import { Linear } from './linear';
 import { Module, Param } from './module';
 
-export const PROJECTOR_TYPES = ['linear', 'mlp{N}x_gelu', 'identity'] as const;
+export { PROJECTOR_TYPES, projectorDepth } from '../config/llava';
 
 export interface ProjectorConfig {
   /** LLaVA `mm_projector_type`: `linear`, `mlp{N}x_gelu`, `identity`. */
@@ -19,15 +21,6 @@ export interface ProjectorConfig {
   hiddenAct?: string;
   /** llava-hf `multimodal_projector_bias` (LLaVA always has biases). */
   bias?: boolean;
-}
-
-/** Number of Linear layers for a projector type, or a ConfigError naming the type. */
-export function projectorDepth(type: string): number {
-  if (type === 'linear') return 1;
-  if (type === 'identity') return 0;
-  const m = /^mlp(\d+)x_gelu$/.exec(type);
-  if (m && Number(m[1]) >= 1) return Number(m[1]);
-  throw new ConfigError(`Unknown projector type: ${type} (supported: ${PROJECTOR_TYPES.join(', ')})`);
 }
 
 /**
@@ -46,6 +39,9 @@ export class Projector extends CompositeLayer {
     ensureBackendSync(); // weights are created below, on the backend chosen now
     this.projectorConfig = { ...config };
     const depth = projectorDepth(config.type);
+    // Widths are checked before any linear is allocated from them.
+    intInRange(config.inFeatures, 'projector', 'inFeatures (mm_hidden_size)', 1, LIMITS.llmHiddenSize);
+    if (depth > 0) intInRange(config.outFeatures, 'projector', 'outFeatures (hidden_size)', 1, LIMITS.llmHiddenSize);
     this.act = activationByName(config.hiddenAct ?? 'gelu', 'projector activation');
     // mlp2x_gelu (LLaVA-1.5/1.6) runs in blocks like CLIP's MLP: the first Linear split along its
     // outputs, the second along its inputs, one GEMM per block and the products summed. wasm's GEMM

@@ -1,6 +1,6 @@
 import * as tf from '../tf';
 import { ensureBackendSync } from '../backend';
-import { CLIPVisionConfig } from '../config/clip';
+import { CLIPVisionConfig, validateVisionConfig } from '../config/clip';
 import { ConfigError } from '../errors';
 import { CompositeLayer } from './composite';
 import { CLIPVisionEmbeddings } from './embeddings';
@@ -36,6 +36,7 @@ export class CLIPVisionTransformer extends CompositeLayer {
 
   constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean } = {}) {
     super({ name: args.name ?? 'vision_model', trainable: args.trainable ?? true });
+    validateVisionConfig(config, 'vision config'); // before anything is allocated from it
     ensureBackendSync(); // weights are created below, on the backend chosen now
     this.config = config;
     const sub = (name: string) => ({ name: `${this.name}/${name}`, trainable: this.trainable });

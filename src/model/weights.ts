@@ -1,5 +1,5 @@
 import * as tf from '../tf';
-import { CheckpointError } from '../errors';
+import { CheckpointError, shapeText } from '../errors';
 import { markWritten, prefaultMemory, unwrittenHeapView } from '../backend';
 import { decodeBlock, encodeBlock } from '../io/blocks';
 import { DType, DTYPE_SIZE, isDType, isFloatDType } from '../io/dtype';
@@ -24,7 +24,7 @@ export type KeyMap = (modulePath: string) => string;
 
 const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 const sameShape = (a: number[], b: number[]) => a.length === b.length && a.every((v, i) => v === b[i]);
-const fmt = (s: number[]) => `[${s.join(', ')}]`;
+const fmt = shapeText;
 const bytesOf = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
 /**
