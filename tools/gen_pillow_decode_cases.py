@@ -87,6 +87,8 @@ def main():
         save(f'gray{bits}bit.png', grey.point(lambda v, b=bits: (v >> (8 - b)) * (255 // (2 ** b - 1))),
              f'PNG grey {bits}-bit (scaled to 8 bits)', bits=bits)
     save('p4bit.png', base.convert('P', palette=Image.ADAPTIVE, colors=16), 'PNG palette 4-bit', bits=4)
+    open(os.path.join(OUT, 'rgb_interlaced.png'), 'wb').write(_png8_adam7(arr))
+    cases['rgb_interlaced.png'] = 'PNG RGB, Adam7 interlaced'
     save('gray_trns.png', grey, 'PNG grey with tRNS (transparency ignored)', transparency=100)
     save('rgb_trns.png', base, 'PNG RGB with tRNS (transparency ignored)', transparency=tuple(int(v) for v in arr[0, 0]))
     save('rgb_lzw.tif', base, 'TIFF RGB, LZW', compression='tiff_lzw')
@@ -145,6 +147,21 @@ def _png16(a, colour=None, trns=None):
         return struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d) & 0xFFFFFFFF)
     return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 16, colour, 0, 0, 0))
             + (chunk(b'tRNS', trns) if trns else b'')
+            + chunk(b'IDAT', zlib.compress(raw, 9)) + chunk(b'IEND', b''))
+
+
+def _png8_adam7(a):
+    """An 8-bit RGB Adam7-interlaced PNG written by hand: Pillow cannot write interlaced PNGs."""
+    h, w = a.shape[:2]
+    raw = b''
+    for x0, y0, dx, dy in [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]:
+        sub = a[y0::dy, x0::dx]
+        if sub.size:
+            raw += b''.join(b'\x00' + row.tobytes() for row in sub)
+
+    def chunk(t, d):
+        return struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d) & 0xFFFFFFFF)
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 1))
             + chunk(b'IDAT', zlib.compress(raw, 9)) + chunk(b'IEND', b''))
 
 

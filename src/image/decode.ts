@@ -19,15 +19,17 @@
  * - Other colourspaces (Lab TIFF, ...) are converted to sRGB by libvips: not Pillow-exact.
  * - Other colour spaces (Lab TIFF, ...) are refused: libvips would convert them, Pillow does not.
  * JPEG: libvips' libjpeg-turbo-derived decoder (islow IDCT, fancy upsampling) matches Pillow 9.4 /
- * libjpeg-turbo 2.1.5 bit for bit on the fixtures. Multi-frame files: first frame, like Pillow.
+ * libjpeg-turbo 2.1.5 bit for bit on the fixtures. Multi-frame files (TIFF, WebP, GIF): first frame, like Pillow.
  * The format is sniffed from the first bytes (format.ts): formats Pillow cannot open are refused
- * although sharp decodes them; BMP, which sharp cannot read, has its own decoder (bmp.ts).
+ * although sharp decodes them. BMP (which sharp cannot read) and GIF (which libvips composites
+ * unlike Pillow) have their own decoders, bmp.ts and gif.ts.
  */
 import sharp, { Metadata, OutputInfo } from 'sharp';
 import * as fs from 'fs';
 import * as os from 'os';
 import { ImageError } from '../errors';
 import { decodeBmp } from './bmp';
+import { decodeGif } from './gif';
 import { ImageFormat, SNIFF_BYTES, pngColourType, sniffImageFormat } from './format';
 import { RgbImage } from './types';
 
@@ -56,7 +58,11 @@ export async function decodeImage(input: string | Uint8Array, opts: DecodeOption
   if (head.length === 0) throw new ImageError(`cannot decode image ${name}: empty file`);
   const sniffed = sniffImageFormat(head);
   if ('refused' in sniffed) throw new ImageError(`cannot decode image ${name}: ${sniffed.refused}`);
-  if (sniffed.format === 'bmp') return decodeBmp(typeof input === 'string' ? await readAll(input, name) : input, name);
+  if (sniffed.format === 'bmp' || sniffed.format === 'gif') {
+    // Our own decoders: sharp has no BMP loader, and composites GIFs unlike Pillow.
+    const bytes = typeof input === 'string' ? await readAll(input, name) : input;
+    return sniffed.format === 'bmp' ? decodeBmp(bytes, name) : decodeGif(bytes, name);
+  }
   // 'error' rejects truncated or corrupt pixel data (Pillow raises on those too) but, unlike
   // sharp's default 'warning', accepts files with harmless warnings that Pillow also accepts.
   const sharpOpts = { ignoreIcc: true, failOn: 'error' as const, autoOrient: !!opts.autoOrient };
