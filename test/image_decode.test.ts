@@ -34,7 +34,7 @@ describe('decodeImage on modes the golden fixtures lack (tools/gen_pillow_decode
   const cases = readJson<Record<string, any>>(path.join(dir, 'manifest.json')); // eslint-disable-line @typescript-eslint/no-explicit-any
   for (const [file, m] of Object.entries(cases)) {
     if (file.startsWith('_')) continue;
-    if (m.pillow_error) {
+    if (m.pillow_error || m.refused_here) {
       test(`${file}: ${m.note} -> ImageError naming the file`, async () => {
         await expect(decodeImage(path.join(dir, file))).rejects.toThrow(ImageError);
         await expect(decodeImage(path.join(dir, file))).rejects.toThrow(new RegExp(`cannot decode image .*${file}: `));
@@ -56,6 +56,10 @@ describe('decodeImage on modes the golden fixtures lack (tools/gen_pillow_decode
     expect(cases['gray16_ramp.png'].rgb_u8_sha256).not.toBe(cases['gray16_ramp.png'].high_byte_rgb_u8_sha256);
     const values = new Set(png.data);
     expect(values.has(255) && [...values].some((v) => v > 4 && v < 255)).toBe(true);
+  });
+
+  test('colour spaces other than sRGB, grey and CMYK are refused, not converted by libvips', async () => {
+    await expect(decodeImage(path.join(dir, 'lab16.tif'))).rejects.toThrow(/lab16\.tif: colour space labs has no Pillow-exact decoding$/);
   });
 
   test("grey16: 'high-byte' keeps v >> 8 instead (the image as a viewer shows it)", async () => {
