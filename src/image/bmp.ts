@@ -17,10 +17,8 @@
  * file length and Pillow's decompression-bomb limit before any pixel buffer is allocated.
  */
 import { ImageError } from '../errors';
+import { PILLOW_BOMB_PIXELS } from './format';
 import type { RgbImage } from './types';
-
-/** Pillow's 2 x Image.MAX_IMAGE_PIXELS: larger images raise DecompressionBombError there. */
-export const PILLOW_BOMB_PIXELS = 178_956_970;
 
 const HEADER_SIZES = [12, 40, 64, 108, 124];
 const BI_RGB = 0;

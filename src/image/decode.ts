@@ -16,7 +16,6 @@
  *   grey+alpha TIFF is refused: Pillow cannot open it.
  * - CMYK (JPEG/TIFF) uses Pillow's naive formula (no ICC): nk = 255 - K,
  *   R = nk - MULDIV255(C, nk), ... . libvips inverts Adobe-inverted CMYK JPEGs on load like Pillow.
- * - Other colourspaces (Lab TIFF, ...) are converted to sRGB by libvips: not Pillow-exact.
  * - Other colour spaces (Lab TIFF, ...) are refused: libvips would convert them, Pillow does not.
  * JPEG: libvips' libjpeg-turbo-derived decoder (islow IDCT, fancy upsampling) matches Pillow 9.4 /
  * libjpeg-turbo 2.1.5 bit for bit on the fixtures. Multi-frame files (TIFF, WebP, GIF): first frame, like Pillow.
@@ -25,12 +24,11 @@
  * unlike Pillow) have their own decoders, bmp.ts and gif.ts.
  */
 import sharp, { Metadata, OutputInfo } from 'sharp';
-import * as fs from 'fs';
 import * as os from 'os';
 import { ImageError } from '../errors';
 import { decodeBmp } from './bmp';
 import { decodeGif } from './gif';
-import { ImageFormat, SNIFF_BYTES, pngColourType, sniffImageFormat } from './format';
+import { ImageFormat, SNIFF_BYTES, pngColourType, readImageFile, readImageHead, sniffImageFormat } from './format';
 import { RgbImage } from './types';
 
 export interface DecodeOptions {
@@ -54,13 +52,13 @@ export interface DecodedImage extends RgbImage {
 export async function decodeImage(input: string | Uint8Array, opts: DecodeOptions = {}): Promise<DecodedImage> {
   const name = typeof input === 'string' ? input : (opts.name ?? '<image buffer>');
   const src = typeof input === 'string' ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
-  const head = typeof input === 'string' ? await readHead(input, name) : input.subarray(0, SNIFF_BYTES);
+  const head = typeof input === 'string' ? await readImageHead(input, name) : input.subarray(0, SNIFF_BYTES);
   if (head.length === 0) throw new ImageError(`cannot decode image ${name}: empty file`);
   const sniffed = sniffImageFormat(head);
   if ('refused' in sniffed) throw new ImageError(`cannot decode image ${name}: ${sniffed.refused}`);
   if (sniffed.format === 'bmp' || sniffed.format === 'gif') {
     // Our own decoders: sharp has no BMP loader, and composites GIFs unlike Pillow.
-    const bytes = typeof input === 'string' ? await readAll(input, name) : input;
+    const bytes = typeof input === 'string' ? await readImageFile(input, name) : input;
     return sniffed.format === 'bmp' ? decodeBmp(bytes, name) : decodeGif(bytes, name);
   }
   // 'error' rejects truncated or corrupt pixel data (Pillow raises on those too) but, unlike
@@ -126,36 +124,6 @@ function pillowClipsGrey16(format: ImageFormat, head: Uint8Array, meta: Metadata
     throw new ImageError(`cannot decode image ${name}: 16-bit grey+alpha TIFF, which Pillow 9.4 cannot open (LLaVA cannot read it either)`);
   }
   return true;
-}
-
-async function readHead(file: string, name: string): Promise<Uint8Array> {
-  try {
-    const fd = await fs.promises.open(file, 'r');
-    try {
-      const buf = Buffer.alloc(SNIFF_BYTES);
-      const { bytesRead } = await fd.read(buf, 0, SNIFF_BYTES, 0);
-      return buf.subarray(0, bytesRead);
-    } finally {
-      await fd.close();
-    }
-  } catch (e) {
-    throw new ImageError(`cannot decode image ${name}: ${readError(e)}`);
-  }
-}
-
-async function readAll(file: string, name: string): Promise<Uint8Array> {
-  try {
-    return await fs.promises.readFile(file);
-  } catch (e) {
-    throw new ImageError(`cannot decode image ${name}: ${readError(e)}`);
-  }
-}
-
-function readError(e: unknown): string {
-  const code = (e as NodeJS.ErrnoException).code;
-  if (code === 'ENOENT') return 'no such file';
-  if (code === 'EISDIR') return 'is a directory';
-  return (e as Error).message;
 }
 
 /** Each native-endian uint16 sample clipped at 255, as Pillow's I;16 -> RGB: a non-zero high byte gives 255. */

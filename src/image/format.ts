@@ -1,11 +1,17 @@
 /**
- * Which image formats we decode, told from the file's first bytes (never from its name).
+ * Which image files we decode: the format told from the file's first bytes (never from its name),
+ * and the size limit our own decoders apply.
  *
  * Only formats Pillow 9.4 opens are accepted: sharp/libvips also decodes SVG, HEIF/AVIF and its own
  * .v format, which would give pixels LLaVA (PIL.Image.open) never sees.
  */
+import * as fs from 'fs';
+import { ImageError } from '../errors';
 
 export type ImageFormat = 'png' | 'jpeg' | 'gif' | 'webp' | 'tiff' | 'bmp';
+
+/** Pillow's 2 x Image.MAX_IMAGE_PIXELS: larger images raise DecompressionBombError there. */
+export const PILLOW_BOMB_PIXELS = 178_956_970;
 
 /** How many leading bytes sniffImageFormat needs. */
 export const SNIFF_BYTES = 512;
@@ -45,4 +51,35 @@ function refusal(head: Uint8Array): string {
 export function pngColourType(head: Uint8Array): number | undefined {
   const isIhdr = head[12] === 0x49 && head[13] === 0x48 && head[14] === 0x44 && head[15] === 0x52;
   return isIhdr && head.length > 25 ? head[25] : undefined;
+}
+
+/** The first SNIFF_BYTES bytes of a file (fewer if it is shorter). */
+export async function readImageHead(file: string, name: string): Promise<Uint8Array> {
+  try {
+    const fd = await fs.promises.open(file, 'r');
+    try {
+      const buf = Buffer.alloc(SNIFF_BYTES);
+      const { bytesRead } = await fd.read(buf, 0, SNIFF_BYTES, 0);
+      return buf.subarray(0, bytesRead);
+    } finally {
+      await fd.close();
+    }
+  } catch (e) {
+    throw new ImageError(`cannot decode image ${name}: ${readError(e)}`);
+  }
+}
+
+export async function readImageFile(file: string, name: string): Promise<Uint8Array> {
+  try {
+    return await fs.promises.readFile(file);
+  } catch (e) {
+    throw new ImageError(`cannot decode image ${name}: ${readError(e)}`);
+  }
+}
+
+function readError(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return 'no such file';
+  if (code === 'EISDIR') return 'is a directory';
+  return (e as Error).message;
 }

@@ -15,7 +15,7 @@
  * the canvas is allocated.
  */
 import { ImageError } from '../errors';
-import { PILLOW_BOMB_PIXELS } from './bmp';
+import { PILLOW_BOMB_PIXELS } from './format';
 import type { RgbImage } from './types';
 
 const TABLE = 4096;
