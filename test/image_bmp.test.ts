@@ -1,5 +1,9 @@
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
+import sharp from 'sharp';
+import { main } from '../src/cli/main';
+import { SafetensorsFile } from '../src/io/safetensors';
 import { decodeImage } from '../src/image/decode';
 import { decodeBmp } from '../src/image/bmp';
 import { FIXTURES, sha256 } from './helpers/images';
@@ -44,4 +48,28 @@ describe('BMP = PIL Image.open(f).convert("RGB") (tools/gen_pillow_bmp_cases.py,
     expect(refused).toBeGreaterThan(50);
     expect(Date.now() - t0).toBeLessThan(20000);
   });
+});
+
+test('the CLI preprocesses a BMP (it used to say "unsupported image format") like the same pixels as PNG', async () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bmp-cli-'));
+  try {
+    const bmp = path.join(DIR, 'rgb24_top_down.bmp');
+    const img = await decodeImage(bmp);
+    const png = path.join(tmp, 'same.png');
+    await sharp(Buffer.from(img.data), { raw: { width: img.width, height: img.height, channels: 3 } }).png().toFile(png);
+    const demo = path.join(__dirname, '..', 'weights', 'demo', 'clip_tower');
+    const tensors: Record<string, Uint8Array>[] = [];
+    for (const [input, out] of [[bmp, 'bmp.safetensors'], [png, 'png.safetensors']]) {
+      let err = '';
+      const code = await main(['preprocess', '--preprocessor', demo, input, '--out', path.join(tmp, out)], { out: () => {}, err: (e) => (err += e) });
+      expect({ code, err }).toEqual({ code: 0, err: '' });
+      const f = SafetensorsFile.open(path.join(tmp, out));
+      tensors.push(Object.fromEntries(f.keys().map((k) => [k, f.read(k).data])));
+      f.close();
+    }
+    expect(Object.keys(tensors[0]).length).toBeGreaterThan(0);
+    expect(tensors[0]).toEqual(tensors[1]);
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
 });
