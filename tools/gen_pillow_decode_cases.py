@@ -108,6 +108,8 @@ def main():
     save('float32.tif', Image.fromarray(fvals, 'F'), 'TIFF float32 grey (Pillow mode F: truncated, clipped)')
     ivals = (np.arange(w * h, dtype=np.int32).reshape(h, w) * 7 - 300)
     save('int32.tif', Image.fromarray(ivals, 'I'), 'TIFF int32 grey (Pillow mode I: clipped)')
+    open(os.path.join(OUT, 'rgb_bigtiff.tif'), 'wb').write(_bigtiff8(arr))
+    cases['rgb_bigtiff.tif'] = 'BigTIFF RGB'
     save('lab.tif', base.convert('LAB'), 'TIFF CIELab (Pillow converts it; refused here: no Pillow-exact Lab decoding)')
     save('lossy.webp', base, 'WebP lossy', quality=80)
     save('lossless.webp', base, 'WebP lossless', lossless=True)
@@ -171,6 +173,25 @@ def _png8_adam7(a):
         return struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d) & 0xFFFFFFFF)
     return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 1))
             + chunk(b'IDAT', zlib.compress(raw, 9)) + chunk(b'IEND', b''))
+
+
+def _bigtiff8(a):
+    """An uncompressed 8-bit RGB BigTIFF (64-bit offsets) written by hand."""
+    h, w = a.shape[:2]
+    pixels = a.astype(np.uint8).tobytes()
+    entries = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, 3, None), (259, 3, 1, 1), (262, 3, 1, 2), (273, 16, 1, None),
+               (277, 3, 1, 3), (278, 3, 1, h), (279, 16, 1, len(pixels)), (284, 3, 1, 1)]
+    ifd_size = 8 + 20 * len(entries) + 8
+    data_offset = 16 + ifd_size
+    out = b''
+    for tag, typ, count, value in entries:
+        if tag == 258:
+            out += struct.pack('<HHQHHHH', tag, typ, count, 8, 8, 8, 0)
+            continue
+        if tag == 273:
+            value = data_offset
+        out += struct.pack('<HHQQ', tag, typ, count, value)
+    return b'II\x2b\x00' + struct.pack('<HHQ', 8, 0, 16) + struct.pack('<Q', len(entries)) + out + struct.pack('<Q', 0) + pixels
 
 
 def _tiff16(a, big_endian=False, photometric=None):
