@@ -9,18 +9,26 @@
  * - Grey (L) is replicated to 3 channels; palette images are expanded by libvips (palette
  *   transparency becomes an alpha band, which is dropped like above).
  * - No EXIF rotation unless `autoOrient: true` (Pillow's `open` ignores the Orientation tag).
- * - 16-bit samples keep their high byte (v >> 8). Pillow 9.4 does exactly this for 16-bit RGB(A)
- *   and LA PNGs; 16-bit GREY PNGs open as mode "I" there and `convert('RGB')` CLAMPS (v > 255 ->
- *   255, i.e. almost white), which no model expects, so we deliberately use v >> 8 for them too.
+ * - 16-bit samples: Pillow 9.4 keeps the high byte (v >> 8) of 16-bit RGB(A) and grey+alpha PNGs
+ *   and of 16-bit RGB(A) TIFFs, but opens 16-bit GREY PNGs (with or without tRNS) as mode "I" and
+ *   TIFFs as "I;16", whose `convert('RGB')` CLIPS at 255 (v > 255 -> 255: mostly white). We do
+ *   the same, since that is what LLaVA sees; `grey16: 'high-byte'` gives v >> 8 instead. A 16-bit
+ *   grey+alpha TIFF is refused: Pillow cannot open it.
  * - CMYK (JPEG/TIFF) uses Pillow's naive formula (no ICC): nk = 255 - K,
  *   R = nk - MULDIV255(C, nk), ... . libvips inverts Adobe-inverted CMYK JPEGs on load like Pillow.
- * - Other colourspaces (Lab TIFF, ...) are converted to sRGB by libvips: not Pillow-exact.
+ * - Other colour spaces (Lab TIFF, ...) are refused: libvips would convert them, Pillow does not.
  * JPEG: libvips' libjpeg-turbo-derived decoder (islow IDCT, fancy upsampling) matches Pillow 9.4 /
- * libjpeg-turbo 2.1.5 bit for bit on the fixtures. Multi-frame files: first frame, like Pillow.
+ * libjpeg-turbo 2.1.5 bit for bit on the fixtures. Multi-frame files (TIFF, WebP, GIF): first frame, like Pillow.
+ * The format is sniffed from the first bytes (format.ts): formats Pillow cannot open are refused
+ * although sharp decodes them. BMP (which sharp cannot read) and GIF (which libvips composites
+ * unlike Pillow) have their own decoders, bmp.ts and gif.ts.
  */
 import sharp, { Metadata, OutputInfo } from 'sharp';
 import * as os from 'os';
 import { ImageError, oneLine } from '../errors';
+import { decodeBmp } from './bmp';
+import { decodeGif } from './gif';
+import { ImageFormat, SNIFF_BYTES, pngColourType, readImageFile, readImageHead, sniffImageFormat } from './format';
 import { RgbImage } from './types';
 import { checkDecodedBytes, checkImagePixels, maxImagePixels } from './limits';
 
@@ -31,6 +39,12 @@ export interface DecodeOptions {
   name?: string;
   /** Largest width x height decoded (default: Pillow's limit, see limits.ts); null: no limit. */
   maxImagePixels?: number | null;
+  /**
+   * 16-bit greyscale PNG / TIFF: 'pillow' (default) clips each sample at 255 like Pillow's
+   * convert('RGB'), which is what LLaVA sees (mostly white); 'high-byte' keeps v >> 8, the image
+   * as a viewer shows it, which LLaVA never sees.
+   */
+  grey16?: 'pillow' | 'high-byte';
 }
 
 export interface DecodedImage extends RgbImage {
@@ -41,6 +55,16 @@ export interface DecodedImage extends RgbImage {
 export async function decodeImage(input: string | Uint8Array, opts: DecodeOptions = {}): Promise<DecodedImage> {
   const name = typeof input === 'string' ? input : (opts.name ?? '<image buffer>');
   const src = typeof input === 'string' ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
+  const head = typeof input === 'string' ? await readImageHead(input, name) : input.subarray(0, SNIFF_BYTES);
+  if (head.length === 0) throw new ImageError(`cannot decode image ${name}: empty file`);
+  const sniffed = sniffImageFormat(head);
+  if ('refused' in sniffed) throw new ImageError(`cannot decode image ${name}: ${sniffed.refused}`);
+  if (sniffed.format === 'bmp' || sniffed.format === 'gif') {
+    // Our own decoders: sharp has no BMP loader, and composites GIFs unlike Pillow.
+    const bytes = typeof input === 'string' ? await readImageFile(input, name) : input;
+    const limit = maxImagePixels(opts.maxImagePixels);
+    return sniffed.format === 'bmp' ? decodeBmp(bytes, name, limit) : decodeGif(bytes, name, limit);
+  }
   // 'error' rejects truncated or corrupt pixel data (Pillow raises on those too) but, unlike
   // sharp's default 'warning', accepts files with harmless warnings that Pillow also accepts.
   const limit = maxImagePixels(opts.maxImagePixels);
@@ -48,6 +72,7 @@ export async function decodeImage(input: string | Uint8Array, opts: DecodeOption
   let meta: Metadata;
   let raw: { data: Buffer; info: OutputInfo };
   let sixteen = false;
+  let clipGrey16 = false;
   try {
     meta = await sharp(src, { ...sharpOpts, limitInputPixels: false }).metadata(); // the header only: our check names the limit
     // Refused from the header, before any pixel is decoded (Pillow's DecompressionBombError).
@@ -56,13 +81,14 @@ export async function decodeImage(input: string | Uint8Array, opts: DecodeOption
     const space = meta.space as string;
     sixteen = space === 'rgb16' || space === 'grey16';
     if (sixteen) checkDecodedBytes(meta.width ?? 0, meta.height ?? 0, meta.channels ?? 4, 2, `image ${name}`, limit);
+    clipGrey16 = space === 'grey16' && (opts.grey16 ?? 'pillow') === 'pillow' && pillowClipsGrey16(sniffed.format, head, meta, name);
     if (space === 'cmyk') {
       // Keep the C, M, Y, K samples: without a CMYK pipeline sharp would run an ICC transform.
       pipe = pipe.pipelineColourspace('cmyk').toColourspace('cmyk');
     } else if (['srgb', 'rgb', 'b-w', 'rgb16', 'grey16'].includes(space)) {
       pipe = pipe.toColourspace(space); // no conversion: the stored samples as they are
     } else {
-      pipe = pipe.toColourspace('srgb');
+      throw new ImageError(`cannot decode image ${name}: colour space ${space} has no Pillow-exact decoding`);
     }
     raw = await pipe.raw({ depth: sixteen ? 'ushort' : 'uchar' }).toBuffer({ resolveWithObject: true });
   } catch (e) {
@@ -71,7 +97,7 @@ export async function decodeImage(input: string | Uint8Array, opts: DecodeOption
   }
   const { width, height, channels } = raw.info;
   let samples: Uint8Array = raw.data;
-  if (sixteen) samples = highBytes(raw.data);
+  if (sixteen) samples = clipGrey16 ? clippedTo255(raw.data) : highBytes(raw.data);
   const out = new Uint8Array(width * height * 3);
   const n = width * height;
   if (meta.space === 'cmyk') {
@@ -91,7 +117,29 @@ export async function decodeImage(input: string | Uint8Array, opts: DecodeOption
       out[i * 3 + 2] = samples[s + 2];
     }
   }
-  return { width, height, data: out, sourceMode: sourceMode(meta) };
+  const mode = clipGrey16 ? (sniffed.format === 'png' ? 'I' : 'I;16') : sourceMode(meta);
+  return { width, height, data: out, sourceMode: mode };
+}
+
+/**
+ * Whether Pillow opens this 16-bit grey image as mode I / I;16 (convert('RGB') clips at 255):
+ * grey PNGs with or without tRNS (sharp shows tRNS as alpha) and single-channel TIFFs. Grey+alpha
+ * PNGs open as RGBA (high byte); grey+alpha TIFFs do not open at all.
+ */
+function pillowClipsGrey16(format: ImageFormat, head: Uint8Array, meta: Metadata, name: string): boolean {
+  if (format === 'png') return pngColourType(head) !== 4;
+  if (format === 'tiff' && meta.hasAlpha) {
+    throw new ImageError(`cannot decode image ${name}: 16-bit grey+alpha TIFF, which Pillow 9.4 cannot open (LLaVA cannot read it either)`);
+  }
+  return true;
+}
+
+/** Each native-endian uint16 sample clipped at 255, as Pillow's I;16 -> RGB: a non-zero high byte gives 255. */
+function clippedTo255(buf: Uint8Array): Uint8Array {
+  const hi = os.endianness() === 'LE' ? 1 : 0;
+  const out = new Uint8Array(buf.length >> 1);
+  for (let i = 0; i < out.length; i++) out[i] = buf[2 * i + hi] ? 255 : buf[2 * i + 1 - hi];
+  return out;
 }
 
 /** High byte of each native-endian uint16 sample. */
