@@ -158,20 +158,17 @@ async function encodeAll(model: LlavaVision, units: EncodeUnit[], options: Encod
  */
 export async function encodeImages(model: LlavaVision, inputs: (string | Uint8Array | RgbImage)[], options: ImageJobOptions): Promise<ImageJobResult> {
   const processor = model.imageProcessor;
-  const aspect = options.aspect ?? model.settings.aspect;
-  const gridPinpoints = options.gridPinpoints ?? model.settings.gridPinpoints ?? undefined;
-  if (aspect === 'anyres' && !gridPinpoints) throw new ConfigError(`aspect "anyres" needs grid pinpoints (image_grid_pinpoints in config.json, or --grid-pinpoints)`);
+  const { aspect, gridPinpoints } = imageSettings(model, options);
   const failures: ImageFailure[] = [];
   const sizes: ([number, number] | null)[] = [];
-  const units: EncodeUnit[] = [];
+  const images: PreprocessedImage[] = [];
   for (const [index, input] of inputs.entries()) {
     const source = typeof input === 'string' ? input : `input ${index}`;
     try {
       const img = isRgbImage(input) ? input : await decodeImage(input, { autoOrient: options.autoOrient, name: source });
       const [processed] = processImages([img], processor, { aspect, gridPinpoints });
       const imageSize: [number, number] = [img.width, img.height];
-      const gridShape = aspect === 'anyres' ? getAnyresImageGridShape(imageSize, gridPinpoints!, model.tower.config.imageSize) : undefined;
-      units.push({ index, pixels: processed.pixelValues, shape: processed.shape, imageSize, gridShape });
+      images.push({ index, pixels: processed.pixelValues, shape: processed.shape, imageSize });
       sizes.push(imageSize);
     } catch (e) {
       if (!(e instanceof LlavaVisionError)) throw e;
@@ -179,8 +176,49 @@ export async function encodeImages(model: LlavaVision, inputs: (string | Uint8Ar
       sizes.push(null);
     }
   }
-  const tensors = await encodeAll(model, units, { ...options, mergeType: options.mergeType ?? model.settings.mergeType });
+  const tensors = await encodePreprocessed(model, images, { ...options, aspect, gridPinpoints });
   return { tensors, failures, sizes };
+}
+
+/** Aspect mode and grid pinpoints of an image job: the options', else the model's. */
+function imageSettings(model: LlavaVision, options: { aspect?: AspectMode; gridPinpoints?: Pinpoints }): { aspect: AspectMode; gridPinpoints?: Pinpoints } {
+  const aspect = options.aspect ?? model.settings.aspect;
+  const gridPinpoints = options.gridPinpoints ?? model.settings.gridPinpoints ?? undefined;
+  if (aspect === 'anyres' && !gridPinpoints) throw new ConfigError(`aspect "anyres" needs grid pinpoints (image_grid_pinpoints in config.json, or --grid-pinpoints)`);
+  return { aspect, gridPinpoints };
+}
+
+/** One image's pixel values as LLaVA's process_images made them (e.g. read from `llava-vision preprocess`'s output). */
+export interface PreprocessedImage {
+  /** Its place in the job: outputs are named `images.<index>.*`. */
+  index: number;
+  /** [tiles, 3, H, W]: one tile, or for anyres the whole image then the grid's tiles. */
+  pixels: Float32Array;
+  shape: [number, number, number, number];
+  /** The original image's (width, height): anyres needs it for the grid and `spatial_unpad`. */
+  imageSize?: [number, number];
+}
+
+export interface PreprocessedJobOptions extends EncodeJobOptions {
+  /** The aspect mode the pixels were made with; default the checkpoint's. anyres gives each image its grid. */
+  aspect?: AspectMode;
+  gridPinpoints?: Pinpoints;
+  /** Default: the checkpoint's mm_patch_merge_type. */
+  mergeType?: MergeType;
+}
+
+/**
+ * The second half of `encodeImages`: images already preprocessed (per image, all its tiles) through the
+ * tower, projector and merge. Fed the same pixel values, it gives the same tensors as `encodeImages`.
+ */
+export async function encodePreprocessed(model: LlavaVision, images: PreprocessedImage[], options: PreprocessedJobOptions): Promise<Record<string, TensorToWrite>> {
+  const { aspect, gridPinpoints } = imageSettings(model, options);
+  const units: EncodeUnit[] = images.map((img) => {
+    if (aspect !== 'anyres') return { ...img };
+    if (!img.imageSize) throw new ConfigError(`image ${img.index}: anyres needs the original image size (for its tile grid)`);
+    return { ...img, gridShape: getAnyresImageGridShape(img.imageSize, gridPinpoints!, model.tower.config.imageSize) };
+  });
+  return encodeAll(model, units, { ...options, mergeType: options.mergeType ?? model.settings.mergeType });
 }
 
 function isRgbImage(x: unknown): x is RgbImage {
