@@ -190,7 +190,7 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
       if (failures.length) metadata.failed = JSON.stringify(failures.map((f) => ({ index: f.index, source: f.source, error: f.message })));
     }
     bar.end();
-    if (!pixelInput && failures.length === images.length) {
+    if (!pixelFile && failures.length === images.length) {
       for (const f of failures) io.err(`llava-vision: ${f.message}\n`);
       io.err(`llava-vision: none of the ${images.length} image(s) could be encoded; nothing written to ${o.out}\n`);
       return 1;
