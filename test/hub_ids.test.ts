@@ -126,6 +126,17 @@ describe('from the cache, no request', () => {
     expect(requests()).toBe(before);
   });
 
+  test('inspect REPO_ID reads the cached snapshot; one not cached says how to get it', async () => {
+    const cache = fresh('cache');
+    const snapshot = cacheRepo(cache, REPO);
+    process.env.HF_HUB_CACHE = cache;
+    const r = await run(['inspect', '--json', REPO]);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out)).toMatchObject({ path: snapshot, layout: 'clip' });
+    const missing = await run(['inspect', 'openai/not-cached']);
+    expect(missing).toEqual({ code: 1, out: '', err: `llava-vision: openai/not-cached: no such file or folder, nor in the HuggingFace cache (${cache}); get it with "llava-vision download openai/not-cached"\n` });
+  });
+
   test('a local folder of the same name wins over the cache (as from_pretrained)', async () => {
     const cache = fresh('cache');
     cacheRepo(cache, REPO);

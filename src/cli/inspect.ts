@@ -5,7 +5,8 @@ import { UsageError, parseOptions } from './args';
 export const INSPECT_HELP = `inspect: what a checkpoint folder or weights file holds, and what encode would load from it
   llava-vision inspect [--json] [--all] [--vision-tower DIR] DIR_OR_FILE
 
-  DIR_OR_FILE          a CLIP / original LLaVA / llava-hf folder, or one safetensors / torch .bin file
+  DIR_OR_FILE          a CLIP / original LLaVA / llava-hf folder, or one safetensors / torch .bin file, or a
+                       hub id (org/name) the HuggingFace cache holds
   --vision-tower DIR   CLIP folder of an original LLaVA checkpoint (default: its mm_vision_tower, if local;
                        never downloaded)
   --all                list every tensor (default: encoder layers after the first are summarised when alike)
