@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { main } from '../src/cli/main';
-import { SafetensorsFile } from '../src/io/safetensors';
+import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors';
 import { expectParity, loadCase } from './helpers/golden';
 import { isolatedTempDir } from './helpers/isolation';
 
@@ -129,4 +129,11 @@ test('preprocess --preprocessor alone keeps its old default (square, no model); 
     '--preprocessor', path.join(gc.dir, 'clip_tower'), image, '--out', both])).code).toBe(0);
   expect(JSON.parse(contents(both).metadata.options).aspect).toBe('anyres');
   expect(fs.existsSync(both)).toBe(true);
+});
+
+test('a per-image file with anyres tiles but no image sizes is refused before the model loads, naming the file', async () => {
+  const pv = path.join(tempDir(), 'unsized.safetensors');
+  writeSafetensors(pv, { 'images.0.pixel_values': { dtype: 'F32', shape: [3, 3, 28, 28], data: new Float32Array(3 * 3 * 28 * 28) } });
+  const r = await run(['encode', '--model', '/nonexistent-model', '--pixel-values', pv, '--out', path.join(tempDir(), 'u.safetensors')]);
+  expect(r).toEqual({ code: 1, out: '', err: `llava-vision: ${pv}: images.0.pixel_values are anyres tiles, and __metadata__.image_sizes lacks that image's size\n` });
 });

@@ -125,6 +125,10 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
   const pixelFile: PixelValuesFile | null = o['pixel-values'] ? readPixelValuesFile(o['pixel-values']) : null;
   const pixelInput = pixelFile?.kind === 'batch' ? pixelFile : null;
   const preprocessed = pixelFile?.kind === 'images' ? pixelFile : null;
+  // Unrecorded (a file not made by preprocess): several tiles can only be anyres; one tile needs no grid.
+  const fileAspect = preprocessed && (preprocessed.aspect ?? (preprocessed.images.some((img) => img.shape[0] > 1) ? 'anyres' : null));
+  const unsized = fileAspect === 'anyres' ? preprocessed!.images.find((img) => !img.imageSize) : undefined;
+  if (unsized) throw new ConfigError(`${o['pixel-values']}: images.${unsized.index}.pixel_values are anyres tiles, and __metadata__.image_sizes lacks that image's size`);
 
   const model = await LlavaVision.load(modelDir, {
     visionTower: o['vision-tower'],
@@ -164,13 +168,9 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
     } else if (preprocessed) {
       // Made by preprocess (per image, all its tiles): the same tensors encoding the images would give.
       const outputs = save ?? [model.projector ? 'merged' : 'features'];
-      // Unrecorded (a file not made by preprocess): several tiles can only be anyres; one tile needs no grid.
-      const fileAspect = preprocessed.aspect ?? (preprocessed.images.some((img) => img.shape[0] > 1) ? 'anyres' : null);
       if (fileAspect !== null && fileAspect !== model.settings.aspect && !o.quiet) {
         io.err(`llava-vision: ${o['pixel-values']} was preprocessed with aspect ${fileAspect}; ${model.modelDir} uses ${model.settings.aspect} (preprocess --model gives the model's)\n`);
       }
-      const unsized = fileAspect === 'anyres' ? preprocessed.images.find((img) => !img.imageSize) : undefined;
-      if (unsized) throw new ConfigError(`${o['pixel-values']}: images.${unsized.index}.pixel_values are anyres tiles, and __metadata__.image_sizes lacks that image's size`);
       const gridPinpoints = preprocessed.gridPinpoints ?? model.settings.gridPinpoints ?? undefined;
       tensors = await encodePreprocessed(model, preprocessed.images, { outputs, aspect: fileAspect ?? 'square', gridPinpoints, mergeType, ...common });
       const effectiveMerge = mergeType ?? model.settings.mergeType;
