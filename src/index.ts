@@ -54,3 +54,13 @@ export { checkParity, maxAbsDiff, DEFAULT_PARITY_K } from './parity';
 export type { ParityMeta, ParityResult } from './parity';
 export * as train from './train';
 export * as tf from './tf';
+
+// Preprocessed pixel values (what `llava-vision preprocess` writes) and models by hub id.
+export { encodePreprocessed } from './api/encode_job';
+export type { PreprocessedImage, PreprocessedJobOptions } from './api/encode_job';
+export { readPixelValuesFile } from './api/pixel_values_file';
+export type { PixelValuesFile } from './api/pixel_values_file';
+export { readModelPreprocessing } from './api/llava_vision';
+export type { ModelPreprocessing } from './api/llava_vision';
+export { resolveModelDir } from './api/sources';
+export { cachedSnapshot, hubCacheDir, hubOffline } from './io/hub';

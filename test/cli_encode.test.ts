@@ -70,16 +70,26 @@ test.each([
   [['encode', '--model', 'm', '--out', 'o', 'a.png', '--aspect', 'wide'], /--aspect must be one of square, pad, anyres/],
   [['encode', '--model', 'm', '--out', 'o', 'a.png', '--merge', 'grid'], /--merge must be one of/],
   [['encode', '--model', 'm', '--out', 'o', 'a.png', '--grid-pinpoints', '[[336,'], /--grid-pinpoints must be JSON/],
-  [['encode', '--model', '/nonexistent', '--out', path.join(tmp, 'o.safetensors'), path.join(ROOT, 'weights', 'demo', 'images', 'chelsea.png')], /\/nonexistent\/config.json: model config not found/],
-  [['preprocess', '--out', 'o', 'a.png'], /needs --preprocessor/],
+  [['encode', '--model', 'm', '--out', 'o', 'a.png', '--grid-pinpoints', '[[336]]'], /--grid-pinpoints/],
+  [['encode', '--model', 'm', '--out', 'o', '--pixel-values', 'pv', '--aspect', 'pad'], /--aspect applies to image files/],
+  [['preprocess', '--out', 'o'], /preprocess needs image files/],
   [['frobnicate'], /unknown command "frobnicate"/],
-  [['encode', '--model', 'm', '--pixel-values', 'pv'], /needs --out/],
   [['encode', '--model', 'm', '--out', 'o', '--pixel-values', 'pv', '--save', 'features,logits'], /--save must be one of/],
   [['encode', '--model', 'm', '--out', 'o', '--pixel-values', 'pv', '--select-layer', 'two'], /--select-layer must be an integer/],
   [['encode', '--model', 'm', '--out', 'o', '--pixel-values', 'pv', '--backend', 'webgpu'], /--backend must be one of/],
   [['encode', '--frobnicate'], /unknown option --frobnicate/],
+  [['encode', '--out'], /--out needs a value/],
+])('usage error %j is one line and exit code 2', async (args, message) => {
+  const r = await run(args as string[]);
+  expect(r.code).toBe(2);
+  expect(r.err).toMatch(message);
+  expect(r.err.trim().split('\n')).toHaveLength(1);
+});
+
+test.each([
+  [['encode', '--model', '/nonexistent', '--out', path.join(tmp, 'o.safetensors'), path.join(ROOT, 'weights', 'demo', 'images', 'chelsea.png')], /\/nonexistent: no such model folder/],
   [['encode', '--model', 'm', '--out', 'o', '--pixel-values', '/nonexistent/pv.safetensors'], /\/nonexistent\/pv.safetensors: no such file/],
-])('bad input %j is a one-line error and exit code 1', async (args, message) => {
+])('a failure %j is one line and exit code 1', async (args, message) => {
   const r = await run(args as string[]);
   expect(r.code).toBe(1);
   expect(r.err).toMatch(message);
@@ -92,7 +102,7 @@ test('a pixel-values file without "pixel_values" names what it holds', async () 
   writeSafetensors(bad, { pixels: { dtype: 'F32', shape: [1, 3, 28, 28], data: new Float32Array(3 * 28 * 28) } });
   const r = await run(['encode', '--model', path.join(gc.dir, 'model'), '--pixel-values', bad, '--out', path.join(tmp, 'o.safetensors')]);
   expect(r.code).toBe(1);
-  expect(r.err).toMatch(/no tensor named "pixel_values" \(found: pixels\)/);
+  expect(r.err).toMatch(/no tensor named "pixel_values" nor "images.<i>.pixel_values" \(found: pixels\)/);
   expect(fs.existsSync(path.join(tmp, 'o.safetensors'))).toBe(false);
 });
 

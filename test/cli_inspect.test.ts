@@ -286,20 +286,20 @@ describe('llava-vision inspect (CLI)', () => {
     expect(j.tensors.find((t: { name: string }) => t.name === 'lm_head.weight')).toMatchObject({ dtype: 'BF16', shape: [64, 48], bytes: 64 * 48 * 2, role: 'ignored', reason: 'language model' });
   });
 
-  test('errors are one line on stderr, exit 1', async () => {
+  test('errors are one line on stderr, exit 1 (failures) or 2 (usage)', async () => {
     const noConfig = path.join(tmp(), 'no-config');
     fs.mkdirSync(noConfig);
-    const cases: [string[], RegExp][] = [
-      [['inspect', path.join(tmp(), 'nope')], /nope: no such file or folder/],
-      [['inspect', noConfig], /no-config\/config\.json: model config not found/],
-      [['inspect'], /inspect needs exactly one folder or file, got 0/],
-      [['inspect', 'a', 'b'], /got 2/],
-      [['inspect', '--bogus', HF_LEGACY], /unknown option --bogus/],
-      [['inspect', path.join(L15, 'llava', 'config.json')], /config\.json: .*/],
+    const cases: [string[], RegExp, number][] = [
+      [['inspect', path.join(tmp(), 'nope')], /nope: no such file or folder/, 1],
+      [['inspect', noConfig], /no-config\/config\.json: model config not found/, 1],
+      [['inspect'], /inspect needs exactly one folder or file, got 0/, 2],
+      [['inspect', 'a', 'b'], /got 2/, 2],
+      [['inspect', '--bogus', HF_LEGACY], /unknown option --bogus/, 2],
+      [['inspect', path.join(L15, 'llava', 'config.json')], /config\.json: .*/, 1],
     ];
-    for (const [args, pattern] of cases) {
+    for (const [args, pattern, code] of cases) {
       const r = await run(args);
-      expect({ args, code: r.code, out: r.out }).toEqual({ args, code: 1, out: '' });
+      expect({ args, code: r.code, out: r.out }).toEqual({ args, code, out: '' });
       expect(r.err).toMatch(pattern);
       expect(r.err.trim().split('\n')).toHaveLength(1);
       expect(r.err.startsWith('llava-vision: ')).toBe(true);

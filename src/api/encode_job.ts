@@ -200,8 +200,8 @@ async function encodeAll(model: LlavaVision, units: EncodeUnit[], options: Encod
  */
 export async function encodeImages(model: LlavaVision, inputs: ImageInput | ImageInput[], options: ImageJobOptions = {}): Promise<ImageJobResult> {
   const list = imageInputList(inputs);
-  const mergeType = options.mergeType ?? model.settings.mergeType;
-  const outputs = [...checkJob(model, options, mergeType, imageDefault(model))];
+  // The options are checked before any image is decoded (encodePreprocessed checks them again, cheaply).
+  checkJob(model, options, options.mergeType ?? model.settings.mergeType, imageDefault(model));
   const processor = model.imageProcessor;
   const side = model.tower.config.imageSize;
   const { doCenterCrop, cropSize } = processor.config;
@@ -210,12 +210,10 @@ export async function encodeImages(model: LlavaVision, inputs: ImageInput | Imag
     throw new ConfigError(`${processor.source}: crop_size ${cropSize.height}x${cropSize.width} disagrees with the vision ` +
       `tower's image_size ${side} (${model.tower.configFile}); use interpolate_pos_encoding to run at another size`);
   }
-  const aspect = options.aspect ?? model.settings.aspect;
-  const gridPinpoints = options.gridPinpoints ?? model.settings.gridPinpoints ?? undefined;
-  if (aspect === 'anyres' && !gridPinpoints) throw new ConfigError(`aspect "anyres" needs grid pinpoints (image_grid_pinpoints in config.json, or --grid-pinpoints)`);
+  const { aspect, gridPinpoints } = imageSettings(model, options);
   const failures: ImageFailure[] = [];
   const sizes: ([number, number] | null)[] = [];
-  const units: EncodeUnit[] = [];
+  const images: PreprocessedImage[] = [];
   for (const [index, input] of list.entries()) {
     const source = typeof input === 'string' ? input : `input ${index}`;
     let decoded = false;
@@ -230,8 +228,7 @@ export async function encodeImages(model: LlavaVision, inputs: ImageInput | Imag
           `do_center_crop in the preprocessor config, or use interpolate_pos_encoding)`);
       }
       const imageSize: [number, number] = [img.width, img.height];
-      const gridShape = aspect === 'anyres' ? getAnyresImageGridShape(imageSize, gridPinpoints!, model.tower.config.imageSize) : undefined;
-      units.push({ index, pixels: processed.pixelValues, shape: processed.shape, imageSize, gridShape });
+      images.push({ index, pixels: processed.pixelValues, shape: processed.shape, imageSize });
       sizes.push(imageSize);
     } catch (e) {
       // One image's failure, whatever it is, is that image's: recorded, and the others still encoded.
@@ -239,7 +236,7 @@ export async function encodeImages(model: LlavaVision, inputs: ImageInput | Imag
       sizes.push(null);
     }
   }
-  const tensors = await encodeAll(model, units, { ...options, outputs, mergeType });
+  const tensors = await encodePreprocessed(model, images, { ...options, aspect, gridPinpoints });
   return { tensors, failures, sizes };
 }
 
@@ -252,6 +249,49 @@ function imageInputList(inputs: unknown): ImageInput[] {
     throw new ConfigError(`images[${i}] is ${what}: expected a file path, the file's bytes (Uint8Array) or an RgbImage { width, height, data }`);
   });
   return list;
+}
+
+/** Aspect mode and grid pinpoints of an image job: the options', else the model's. */
+function imageSettings(model: LlavaVision, options: { aspect?: AspectMode; gridPinpoints?: Pinpoints }): { aspect: AspectMode; gridPinpoints?: Pinpoints } {
+  const aspect = options.aspect ?? model.settings.aspect;
+  const gridPinpoints = options.gridPinpoints ?? model.settings.gridPinpoints ?? undefined;
+  if (aspect === 'anyres' && !gridPinpoints) throw new ConfigError(`aspect "anyres" needs grid pinpoints (image_grid_pinpoints in config.json, or --grid-pinpoints)`);
+  return { aspect, gridPinpoints };
+}
+
+/** One image's pixel values as LLaVA's process_images made them (e.g. read from `llava-vision preprocess`'s output). */
+export interface PreprocessedImage {
+  /** Its place in the job: outputs are named `images.<index>.*`. */
+  index: number;
+  /** [tiles, 3, H, W]: one tile, or for anyres the whole image then the grid's tiles. */
+  pixels: Float32Array;
+  shape: [number, number, number, number];
+  /** The original image's (width, height): anyres needs it for the grid and `spatial_unpad`. */
+  imageSize?: [number, number];
+}
+
+export interface PreprocessedJobOptions extends EncodeJobOptions {
+  /** The aspect mode the pixels were made with; default the checkpoint's. anyres gives each image its grid. */
+  aspect?: AspectMode;
+  gridPinpoints?: Pinpoints;
+  /** Default: the checkpoint's mm_patch_merge_type. */
+  mergeType?: MergeType;
+}
+
+/**
+ * The second half of `encodeImages`: images already preprocessed (per image, all its tiles) through the
+ * tower, projector and merge. Fed the same pixel values, it gives the same tensors as `encodeImages`.
+ */
+export async function encodePreprocessed(model: LlavaVision, images: PreprocessedImage[], options: PreprocessedJobOptions = {}): Promise<Record<string, EncodedTensor>> {
+  const mergeType = options.mergeType ?? model.settings.mergeType;
+  const outputs = [...checkJob(model, options, mergeType, imageDefault(model))];
+  const { aspect, gridPinpoints } = imageSettings(model, options);
+  const units: EncodeUnit[] = images.map((img) => {
+    if (aspect !== 'anyres') return { ...img };
+    if (!img.imageSize) throw new ConfigError(`image ${img.index}: anyres needs the original image size (for its tile grid)`);
+    return { ...img, gridShape: getAnyresImageGridShape(img.imageSize, gridPinpoints!, model.tower.config.imageSize) };
+  });
+  return encodeAll(model, units, { ...options, outputs, mergeType });
 }
 
 function isRgbImage(x: unknown): x is RgbImage {

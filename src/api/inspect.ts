@@ -11,6 +11,7 @@ import { AspectMode, MergeType, Pinpoints, SelectFeature } from '../config/llava
 import { CheckpointError, LlavaVisionError } from '../errors';
 import { DTYPE_SIZE, DType } from '../io/dtype';
 import { LAYOUT_KEYS, Layout, PROJECTOR_PREFIXES, findProjectorKeys, inferProjectorType } from '../io/layouts';
+import { cachedSnapshot, hubCacheDir, isRepoId } from '../io/hub';
 import { projectorDepth } from '../model/projector';
 import { detectLayout, settingsFor } from './llava_vision';
 import { OpenedSource, SourceFormat, emptySource, findWeights, isDir, openTensorSource, readJsonFile, resolveVisionTower } from './sources';
@@ -229,10 +230,14 @@ function ignoreReason(name: string): string {
   return 'not part of the vision side';
 }
 
-/** Inspects a model folder (any layout `LlavaVision.load` accepts) or a single weights file. */
+/** Inspects a model folder (any layout `LlavaVision.load` accepts; a hub id the HF cache holds) or a single weights file. */
 export async function inspectCheckpoint(target: string, options: InspectOptions = {}): Promise<InspectReport> {
-  if (!fs.existsSync(target)) throw new CheckpointError(`${target}: no such file or folder`);
-  const abs = path.resolve(target);
+  // Only headers are read, so any cached snapshot will do; inspect never downloads.
+  const cached = fs.existsSync(target) ? null : cachedSnapshot(target);
+  if (!fs.existsSync(target) && !cached) {
+    throw new CheckpointError(`${target}: no such file or folder${isRepoId(target) ? `, nor in the HuggingFace cache (${hubCacheDir()}); get it with "llava-vision download ${target}"` : ''}`);
+  }
+  const abs = path.resolve(cached ?? target);
   return isDir(abs) ? inspectFolder(abs, options) : inspectFile(abs);
 }
 

@@ -12,16 +12,19 @@ import { CLIPImageProcessor } from '../image/processor';
 import { VisionForwardOptions } from '../model/vision_transformer';
 import { loadWeights, prefaultWeights } from '../model/weights';
 import { checkProjectorAgainstWeights } from '../model/config_checks';
-import { OpenedSource, emptySource, findWeights, isDir, openTensorSource, readJsonFile, resolveVisionTower } from './sources';
+import { OpenedSource, emptySource, findWeights, isDir, openTensorSource, readJsonFile, resolveModelDir, resolveVisionTower } from './sources';
 import { CLIPVisionTower } from './vision_tower';
 
 export type OutputName = 'hidden_states' | 'features' | 'projected' | 'pooler_output';
 export const OUTPUT_NAMES: readonly OutputName[] = ['hidden_states', 'features', 'projected', 'pooler_output'];
 
 export interface LoadOptions extends BackendOptions {
-  /** Folder of the CLIP tower for an original LLaVA checkpoint (default: `mm_vision_tower` resolved locally). */
+  /** Folder (or hub id) of the CLIP tower for an original LLaVA checkpoint (default: `mm_vision_tower` resolved locally). */
   visionTower?: string;
-  /** Fetch `mm_vision_tower` from the HuggingFace hub when it is not local (true, or hub options); default: LLAVA_VISION_DOWNLOAD=1. */
+  /**
+   * Fetch a model given as a hub id (and LLaVA's `mm_vision_tower`) from the HuggingFace hub when the
+   * local HF cache does not hold it (true, or hub options); default: LLAVA_VISION_DOWNLOAD=1. Never with HF_HUB_OFFLINE=1.
+   */
   download?: boolean | DownloadOptions;
   /** Projector weights (safetensors or `mm_projector.bin`) overriding the model folder's. */
   projector?: string;
@@ -57,9 +60,54 @@ export function detectLayout(modelDir: string, config: Record<string, any>, keys
   throw new ConfigError(`${path.join(modelDir, 'config.json')}: cannot tell the model type (model_type ${quote(config.model_type)}, no mm_vision_tower)`);
 }
 
+/** What preprocessing a model asks for, read from its folder without loading any weights. */
+export interface ModelPreprocessing {
+  /** The model folder (a hub id resolved to its snapshot in the HF cache). */
+  modelDir: string;
+  layout: Layout;
+  settings: LlavaVisionSettings;
+  /** The CLIP tower's folder (for an original LLaVA checkpoint, `mm_vision_tower` resolved). */
+  towerDir: string;
+  /** The preprocessor_config.json that `LlavaVision.imageProcessor` reads. */
+  processorFile: string;
+}
+
 /**
- * LLaVA's vision side from a model folder: CLIP (full or vision-only), original LLaVA
- * (tower from `mm_vision_tower`, projector and LLaVA-1.6 tower from the checkpoint), or llava-hf.
+ * The image processor file, aspect mode and grid pinpoints `LlavaVision.load(model)` and `encodeImages`
+ * would use, without loading weights: what `llava-vision preprocess --model` writes with.
+ */
+export async function readModelPreprocessing(model: string, options: Pick<LoadOptions, 'visionTower' | 'download'> = {}): Promise<ModelPreprocessing> {
+  const modelDir = await resolveModelDir(model, { download: options.download });
+  const configFile = path.join(modelDir, 'config.json');
+  const config = readJsonFile(configFile, 'model config');
+  const layout = detectLayout(modelDir, config, () => {
+    const ck = openTensorSource(modelDir);
+    try {
+      return ck.keys();
+    } finally {
+      ck.close();
+    }
+  });
+  const settings = settingsFor(layout, config, configFile);
+  const towerDir = await towerDirFor(layout, settings, modelDir, options);
+  return { modelDir, layout, settings, towerDir, processorFile: processorFileFor(layout, modelDir, towerDir) };
+}
+
+/** The CLIP folder of a model: for original LLaVA, --vision-tower or `mm_vision_tower` resolved; else the model folder. */
+async function towerDirFor(layout: Layout, settings: LlavaVisionSettings, modelDir: string, options: Pick<LoadOptions, 'visionTower' | 'download'>): Promise<string> {
+  if (layout !== 'llava') return modelDir;
+  if (options.visionTower !== undefined) return resolveModelDir(options.visionTower, { download: options.download });
+  return resolveVisionTower(settings.visionTower ?? '', modelDir, { download: options.download });
+}
+
+/** `CLIPImageProcessor.from_pretrained(vision_tower)` as LLaVA calls it: the tower folder's (for llava-hf and CLIP, the model folder's). */
+function processorFileFor(layout: Layout, modelDir: string, towerDir: string): string {
+  return path.join(layout === 'llava' ? towerDir : modelDir, 'preprocessor_config.json');
+}
+
+/**
+ * LLaVA's vision side from a model folder or HuggingFace repo id: CLIP (full or vision-only), original
+ * LLaVA (tower from `mm_vision_tower`, projector and LLaVA-1.6 tower from the checkpoint), or llava-hf.
  */
 export class LlavaVision {
   private processor: CLIPImageProcessor | null = null;
@@ -77,7 +125,8 @@ export class LlavaVision {
     readonly loadOptions: LoadOptions,
   ) {}
 
-  static async load(modelDir: string, options: LoadOptions = {}): Promise<LlavaVision> {
+  static async load(model: string, options: LoadOptions = {}): Promise<LlavaVision> {
+    const modelDir = await resolveModelDir(model, { download: options.download });
     const config = readJsonFile(path.join(modelDir, 'config.json'), 'model config');
     const backend = await initBackend(options);
     let checkpoint: OpenedSource | null = null;
@@ -97,8 +146,7 @@ export class LlavaVision {
 
       // The tower: its config always comes from the CLIP folder; its weights from the LLaVA-1.6
       // checkpoint when that holds a fine-tuned copy (it overrides the CLIP folder's, as in LLaVA).
-      let towerDir = modelDir;
-      if (layout === 'llava') towerDir = options.visionTower ?? (await resolveVisionTower(settings.visionTower ?? '', modelDir, { download: options.download }));
+      const towerDir = await towerDirFor(layout, settings, modelDir, options);
       const towerOptions = { selectLayer: settings.selectLayer, selectFeature: settings.selectFeature };
       if (layout === 'llava') {
         tower = new CLIPVisionTower(towerDir, { ...towerOptions, delayLoad: true });
@@ -134,10 +182,7 @@ export class LlavaVision {
    * tower folder's preprocessor_config.json (for llava-hf and CLIP, the model folder's).
    */
   get imageProcessor(): CLIPImageProcessor {
-    if (!this.processor) {
-      const dir = this.layout === 'llava' ? this.tower.visionTowerName : this.modelDir;
-      this.processor = CLIPImageProcessor.fromFile(path.join(dir, 'preprocessor_config.json'));
-    }
+    this.processor ??= CLIPImageProcessor.fromFile(processorFileFor(this.layout, this.modelDir, this.tower.visionTowerName));
     return this.processor;
   }
 

@@ -8,7 +8,7 @@ import { TorchBinFile } from '../io/torch_bin';
 import { TensorSource } from '../model/weights';
 import { CONFIG_MAX_DEPTH } from '../config/limits';
 import { parseJsonWithLimits } from '../io/json';
-import { DownloadOptions, downloadModel, hubCacheDir, isRepoId, repoFolderName } from '../io/hub';
+import { DownloadOptions, cachedSnapshot, downloadModel, hubCacheDir, hubOffline, isRepoId, snapshotMissing } from '../io/hub';
 
 export type SourceFormat = 'safetensors' | 'torch_bin';
 
@@ -170,38 +170,72 @@ export interface ResolveTowerOptions {
   download?: boolean | DownloadOptions;
 }
 
+/** The download option as given, else LLAVA_VISION_DOWNLOAD=1; false when downloads are off. */
+function downloadSetting(download: boolean | DownloadOptions | undefined): false | DownloadOptions {
+  const d = download ?? process.env.LLAVA_VISION_DOWNLOAD === '1';
+  return d === false ? false : d === true ? {} : d;
+}
+
+/** A hub id's snapshot in the local HF cache when it holds a whole model, with what is missing otherwise. */
+function lookInCache(repoId: string, hub: Pick<DownloadOptions, 'cacheDir' | 'revision'>): { snapshot: string | null; note: string } {
+  const cacheDir = hub.cacheDir ?? hubCacheDir();
+  const snapshot = cachedSnapshot(repoId, { revision: hub.revision, cacheDir });
+  if (!snapshot) return { snapshot: null, note: `not in the HuggingFace cache (${cacheDir})` };
+  const missing = snapshotMissing(snapshot); // a whole model, whatever subset a download option names
+  if (missing.length) return { snapshot: null, note: `only partly in the HuggingFace cache (${snapshot} lacks ${missing.join(', ')})` };
+  return { snapshot, note: '' };
+}
+
+/**
+ * A model given as a folder or a HuggingFace repo id, as `from_pretrained` and transformers.js resolve
+ * it: an existing path is used as it is; a repo id (`org/name`) is looked up in the local HF cache
+ * (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub: models--org--name/snapshots/<the
+ * commit refs/main names>), and only with `download` (or LLAVA_VISION_DOWNLOAD=1) fetched into it;
+ * HF_HUB_OFFLINE=1 forbids that. When nothing is found the error says how to get it.
+ */
+export async function resolveModelDir(name: string, options: ResolveTowerOptions = {}): Promise<string> {
+  if (fs.existsSync(name)) return name;
+  if (!isRepoId(name)) throw new ConfigError(`${name}: no such model folder`);
+  const download = downloadSetting(options.download);
+  const hub = download || {};
+  const { snapshot, note } = lookInCache(name, hub);
+  if (snapshot) return snapshot;
+  const looked = `${name}: no such folder, and ${note}`;
+  if (!download) {
+    throw new ConfigError(`${looked}; get it with "llava-vision download ${name}", or pass --download (download option, or LLAVA_VISION_DOWNLOAD=1)`);
+  }
+  if (hubOffline()) throw new ConfigError(`${looked}; HF_HUB_OFFLINE=1 forbids downloading it (unset it, or run "llava-vision download ${name}" where the hub is reachable)`);
+  try {
+    return await downloadModel(name, hub);
+  } catch (e) {
+    if (e instanceof Error) e.message = `${name} is not local, and downloading it failed: ${e.message}`;
+    throw e;
+  }
+}
+
 /**
  * LLaVA's `mm_vision_tower` is a hub id (e.g. openai/clip-vit-large-patch14-336). Resolved here as a
  * local folder: as given (absolute or relative to the working directory), then relative to the LLaVA
- * folder, then in the local HuggingFace hub cache (models--org--name/snapshots/*, refs/main's first);
- * else, with `download`, downloaded into that cache.
+ * folder, then in the local HuggingFace hub cache (models--org--name/snapshots/<refs/main>); else, with
+ * `download`, downloaded into that cache (never with HF_HUB_OFFLINE=1).
  */
 export async function resolveVisionTower(name: string, modelDir: string, options: ResolveTowerOptions = {}): Promise<string> {
-  const download = options.download ?? process.env.LLAVA_VISION_DOWNLOAD === '1';
-  const hubOptions = typeof download === 'object' ? download : {};
+  const download = downloadSetting(options.download);
+  const hub = download || {};
   const candidates = [name, path.join(modelDir, name)];
-  if (isRepoId(name)) {
-    const repoDir = path.join(hubOptions.cacheDir ?? hubCacheDir(), repoFolderName(name));
-    const snapshots = path.join(repoDir, 'snapshots');
-    let ref = '';
-    try {
-      ref = fs.readFileSync(path.join(repoDir, 'refs', 'main'), 'utf8').trim();
-    } catch {
-      // no refs/main: any snapshot will do
-    }
-    const all = isDir(snapshots) ? fs.readdirSync(snapshots).sort().reverse() : [];
-    for (const s of ref ? [ref, ...all.filter((x) => x !== ref)] : all) candidates.push(path.join(snapshots, s));
-  }
-  const found = candidates.find((c) => isDir(c) && fs.existsSync(path.join(c, 'config.json')));
-  if (found) return found;
-  const looked = `is not a local CLIP folder (looked in ${candidates.join(', ')})`;
+  const local = candidates.find((c) => isDir(c) && fs.existsSync(path.join(c, 'config.json')));
+  if (local) return local;
+  const cache = isRepoId(name) ? lookInCache(name, hub) : null;
+  if (cache?.snapshot) return cache.snapshot;
+  const looked = `is not a local CLIP folder (looked in ${candidates.join(', ')})${cache ? ` and is ${cache.note}` : ''}`;
   if (!download) {
     throw new ConfigError(`mm_vision_tower "${name}" ${looked}; pass --download (download option, or LLAVA_VISION_DOWNLOAD=1) ` +
       `to fetch it from the HuggingFace hub, or its folder with --vision-tower DIR (visionTower option)`);
   }
   if (!isRepoId(name)) throw new ConfigError(`mm_vision_tower "${name}" ${looked} nor a hub repo id; pass --vision-tower DIR (visionTower option)`);
+  if (hubOffline()) throw new ConfigError(`mm_vision_tower "${name}" ${looked}; HF_HUB_OFFLINE=1 forbids downloading it: pass --vision-tower DIR (visionTower option), or unset it`);
   try {
-    return await downloadModel(name, hubOptions);
+    return await downloadModel(name, hub);
   } catch (e) {
     if (e instanceof Error) e.message = `mm_vision_tower "${name}" is not local, and downloading it failed: ${e.message}`;
     throw e;

@@ -1,9 +1,8 @@
-import { DownloadProgress, downloadModel } from '../io/hub';
-import { ConfigError } from '../errors';
-import { intOption, parseOptions } from './args';
+import { DownloadProgress, downloadModel, isRepoId } from '../io/hub';
+import { UsageError, intOption, parseOptions } from './args';
 
 export const DOWNLOAD_HELP = `download: a model from the HuggingFace hub into the local HF cache; prints its snapshot folder
-  llava-vision download REPO_ID [--revision R] [--include-projector] [--cache-dir DIR] [--files LIST]
+  llava-vision download REPO_ID [--revision R] [--include-projector] [--cache-dir DIR] [--files LIST] [--refresh]
 
   REPO_ID              e.g. openai/clip-vit-large-patch14-336
   --revision R         branch, tag or commit (default main)
@@ -11,11 +10,15 @@ export const DOWNLOAD_HELP = `download: a model from the HuggingFace hub into th
   --files LIST         comma list of exact files instead of the default set (an *.index.json brings its shards)
   --cache-dir DIR      default $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub
   --timeout SECONDS    a request that sends nothing for this long fails (default 30)
+  --refresh            ask the hub even when the cache holds the revision (a moved branch); if the hub cannot
+                       be reached, the cached snapshot is printed
   --quiet              no progress
 
   Default set: config.json, preprocessor_config.json (when present), then model.safetensors.index.json and its
-  shards, else model.safetensors, else pytorch_model.bin(.index.json). Files already in the cache are not
-  downloaded again. Environment: HF_TOKEN (gated or private repos), HF_ENDPOINT (a mirror).
+  shards, else model.safetensors, else pytorch_model.bin(.index.json). When the cache already holds the
+  revision with these files, nothing is requested (works offline); files already in the cache are never
+  downloaded again. Environment: HF_TOKEN (gated or private repos), HF_ENDPOINT (a mirror), HF_HUB_OFFLINE=1
+  (no request at all: only what the cache holds).
 
 Example:
   llava-vision encode --model "$(llava-vision download openai/clip-vit-large-patch14-336)" photo.jpg --out tokens.safetensors`;
@@ -26,6 +29,7 @@ const SPEC = {
   files: { type: 'string' },
   'cache-dir': { type: 'string' },
   timeout: { type: 'string' },
+  refresh: { type: 'boolean' },
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -36,16 +40,19 @@ export async function runDownload(argv: string[], io: { out: (s: string) => void
     io.out(DOWNLOAD_HELP + '\n');
     return 0;
   }
-  if (positionals.length !== 1) throw new ConfigError(`download needs exactly one REPO_ID (got ${positionals.length}; see --help)`);
+  if (positionals.length !== 1) throw new UsageError(`download needs exactly one REPO_ID (got ${positionals.length}; see --help)`);
+  if (!isRepoId(positionals[0])) throw new UsageError(`${JSON.stringify(positionals[0])} is not a HuggingFace repo id (org/name: letters, digits, _ . -)`);
   const timeout = intOption(o.timeout, 'timeout');
-  if (timeout !== undefined && timeout < 1) throw new ConfigError(`--timeout must be at least 1 second, got ${timeout}`);
+  if (timeout !== undefined && timeout < 1) throw new UsageError(`--timeout must be at least 1 second, got ${timeout}`);
   const snapshot = await downloadModel(positionals[0], {
     revision: o.revision,
     includeProjector: o['include-projector'],
     files: o.files?.split(',').map((f: string) => f.trim()).filter(Boolean),
     cacheDir: o['cache-dir'],
     timeoutMs: timeout === undefined ? undefined : timeout * 1000,
+    refresh: o.refresh,
     onProgress: o.quiet ? undefined : downloadProgress(),
+    log: (line) => io.err(`llava-vision: ${line}\n`),
   });
   io.out(snapshot + '\n');
   return 0;

@@ -1,12 +1,15 @@
+import * as fs from 'fs';
 import * as path from 'path';
 import { BACKEND_CHOICES, BackendChoice } from '../backend';
-import { ImageFailure, SAVE_NAMES, SaveName, encodeImages, encodePixelValuesAsync } from '../api/encode_job';
+import { ImageFailure, SAVE_NAMES, SaveName, encodeImages, encodePixelValuesAsync, encodePreprocessed } from '../api/encode_job';
 import { LlavaVision } from '../api/llava_vision';
 import { AspectMode, MergeType, SelectFeature, parseGridPinpoints } from '../config/llava';
-import { ConfigError, shapeText } from '../errors';
-import { SafetensorsFile, writeSafetensors } from '../io/safetensors';
+import { PixelValuesFile, readPixelValuesFile } from '../api/pixel_values_file';
+import { ConfigError } from '../errors';
+import { cachedSnapshot } from '../io/hub';
+import { writeSafetensors } from '../io/safetensors';
 import { packageVersion } from '../version';
-import { choiceOption, intOption, listOption, parseOptions } from './args';
+import { UsageError, choiceOption, intOption, listOption, parseOptions, usageCheck } from './args';
 import { downloadProgress } from './download';
 import { checkInputFiles, filesIn, prepareOutputFile } from './files';
 import { progressBar } from './progress';
@@ -15,36 +18,44 @@ export const ENCODE_HELP = `encode: images (or precomputed pixel values) -> visi
   llava-vision encode [--model DIR] [options] IMAGE... --out FILE.safetensors
   llava-vision encode [--model DIR] [options] --pixel-values FILE.safetensors --out FILE.safetensors
 
-  --model DIR                  CLIP, CLIP vision-only, original LLaVA or llava-hf folder (auto-detected from
-                               config.json); default: the bundled demo checkpoint (generated weights, NOT trained)
+  --model DIR|REPO_ID          CLIP, CLIP vision-only, original LLaVA or llava-hf folder (auto-detected from
+                               config.json), or a hub id found in the HuggingFace cache (see --download);
+                               default: the bundled demo checkpoint (generated weights, NOT trained)
   --out FILE                   output: images.<i>.{pixel_values,hidden_states.<k>,features,projected,merged,pooler_output}
-  --pixel-values FILE          instead of images: a float32 tensor "pixel_values" [N,3,H,W] (e.g. written by Python)
-  --vision-tower DIR           CLIP folder for an original LLaVA checkpoint (default: its mm_vision_tower, as a local path)
-  --download                   fetch mm_vision_tower from the HuggingFace hub when it is not local (also LLAVA_VISION_DOWNLOAD=1;
-                               HF_TOKEN, HF_ENDPOINT, HF_HUB_CACHE as for huggingface_hub)
+  --pixel-values FILE          instead of images: what \`llava-vision preprocess\` writes (images.<i>.pixel_values
+                               [tiles,3,H,W] + image sizes: encoded exactly as the images would be), or one float32
+                               tensor "pixel_values" [N,3,H,W] (e.g. written by Python; one tile per image)
+  --vision-tower DIR|REPO_ID   CLIP folder for an original LLaVA checkpoint (default: its mm_vision_tower: a local
+                               folder, else the HuggingFace cache)
+  --download                   fetch what is not in the HuggingFace cache (--model or mm_vision_tower as a hub id)
+                               from the hub (also LLAVA_VISION_DOWNLOAD=1; never with HF_HUB_OFFLINE=1;
+                               HF_TOKEN, HF_ENDPOINT, HF_HUB_CACHE / HF_HOME as for huggingface_hub)
   --projector FILE             projector weights (safetensors or mm_projector.bin) overriding the model's
   --projector-type TYPE        linear | mlp<N>x_gelu | identity (default: config, else inferred from the weights)
   --select-layer N             hidden state used as features, negative from the end (default: config, else -2)
   --select-feature F           patch | cls_patch (default: config, else patch)
-  --aspect A                   square | pad | anyres (default: config's image_aspect_ratio, else square)
-  --grid-pinpoints JSON        anyres resolutions as [[w,h],...] (default: config's image_grid_pinpoints)
+  --aspect A                   square | pad | anyres (default: config's image_aspect_ratio, else square; images only)
+  --grid-pinpoints JSON        anyres resolutions as [[w,h],...] (default: config's image_grid_pinpoints; images only)
   --merge M                    flat | spatial | spatial_unpad (default: config's mm_patch_merge_type, else flat)
-  --save LIST                  comma list of ${SAVE_NAMES.join(',')}
-                               (default: merged (images) / projected (pixel values) with a projector, else features)
+  --save LIST                  what to write: ${SAVE_NAMES.join(',')}; a comma list, repeatable
+                               (--save a,b --save c writes a, b and c). It replaces the default, which is merged
+                               with a projector (projected for a "pixel_values" tensor), else features: write
+                               --save merged,features to keep merged and add features
   --batch-size N               tiles per forward (default 1; results do not depend on it)
   --workers N                  model instances encoding in parallel: this one plus N-1 worker threads, each with its
                                own copy of the weights (N x the memory; default 1; results do not depend on it)
   --interpolate-pos-encoding   pixel values at a resolution other than the model's image_size (HF semantics)
-  --auto-orient                apply EXIF orientation (Pillow's Image.open, and so LLaVA, does not)
+  --auto-orient                apply EXIF orientation (Pillow's Image.open, and so LLaVA, does not; images only)
   --backend B                  ${BACKEND_CHOICES.join(' | ')} (default: $LLAVA_VISION_BACKEND, else auto)
   --force                      overwrite --out even when it exists and is not a safetensors file, or is an input
-  --quiet                      no backend/progress messages
+  --quiet                      no backend/progress messages (the demo checkpoint's warning still prints)
 
 Examples:
   llava-vision encode photo.jpg --out tokens.safetensors
   llava-vision encode --model llava-v1.5-7b --vision-tower clip-vit-large-patch14-336 a.jpg b.png --out tokens.safetensors
   llava-vision encode --model clip-vit-large-patch14-336 --save hidden_states,pooler_output img.png --out hs.safetensors
-  llava-vision encode --model llava-v1.5-7b --pixel-values pv.safetensors --save features --out feats.safetensors`;
+  llava-vision encode --model llava-v1.5-7b --pixel-values pv.safetensors --save features --out feats.safetensors
+  llava-vision encode --model openai/clip-vit-large-patch14-336 --download img.png --out feats.safetensors`;
 
 const SPEC = {
   model: { type: 'string' },
@@ -61,7 +72,7 @@ const SPEC = {
   merge: { type: 'string' },
   'interpolate-pos-encoding': { type: 'boolean' },
   'auto-orient': { type: 'boolean' },
-  save: { type: 'string' },
+  save: { type: 'string', multiple: true },
   'batch-size': { type: 'string' },
   workers: { type: 'string' },
   backend: { type: 'string' },
@@ -84,30 +95,40 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
     return 0;
   }
   // Every option is checked before any file is touched.
-  if (!o.out) throw new ConfigError('encode needs --out FILE.safetensors');
-  if (o['pixel-values'] && images.length > 0) throw new ConfigError('give either image files or --pixel-values, not both');
-  if (!o['pixel-values'] && images.length === 0) throw new ConfigError('encode needs image files (or --pixel-values FILE)');
+  if (!o.out) throw new UsageError('encode needs --out FILE.safetensors');
+  if (o['pixel-values'] && images.length > 0) throw new UsageError('give either image files or --pixel-values, not both');
+  if (!o['pixel-values'] && images.length === 0) throw new UsageError('encode needs image files (or --pixel-values FILE)');
+  const imageOnly = ['aspect', 'grid-pinpoints', 'auto-orient'].filter((name) => o[name] !== undefined);
+  if (o['pixel-values'] && imageOnly.length) {
+    throw new UsageError(`--${imageOnly[0]} applies to image files: --pixel-values were preprocessed already (preprocess takes it)`);
+  }
   const selectFeature = choiceOption<SelectFeature>(o['select-feature'], 'select-feature', ['patch', 'cls_patch']);
   const backend = choiceOption<BackendChoice>(o.backend, 'backend', BACKEND_CHOICES);
   const save = listOption<SaveName>(o.save, 'save', SAVE_NAMES);
   const aspect = choiceOption<AspectMode>(o.aspect, 'aspect', ['square', 'pad', 'anyres']);
   const mergeType = choiceOption<MergeType>(o.merge, 'merge', ['flat', 'spatial', 'spatial_unpad']);
-  const gridPinpoints = o['grid-pinpoints'] === undefined ? undefined : parseGridPinpoints(parseJsonOption(o['grid-pinpoints'], 'grid-pinpoints'), '--grid-pinpoints');
+  const gridPinpoints = o['grid-pinpoints'] === undefined ? undefined : usageCheck(() => parseGridPinpoints(parseJsonOption(o['grid-pinpoints'], 'grid-pinpoints'), '--grid-pinpoints'));
   const selectLayer = intOption(o['select-layer'], 'select-layer');
   const batchSize = intOption(o['batch-size'], 'batch-size') ?? 1;
-  if (batchSize < 1) throw new ConfigError(`--batch-size must be at least 1, got ${batchSize}`);
+  if (batchSize < 1) throw new UsageError(`--batch-size must be at least 1, got ${batchSize}`);
   const workers = intOption(o.workers, 'workers') ?? 1;
-  if (workers < 1) throw new ConfigError(`--workers must be at least 1, got ${workers}`);
+  if (workers < 1) throw new UsageError(`--workers must be at least 1, got ${workers}`);
   const modelDir = o.model ?? io.demoModel;
   // Files next: nothing is loaded or computed before the inputs exist and --out is safe to write.
   // --out first: when it names an existing file of another kind, the arguments are likely swapped.
   const inputFiles = [...(o['pixel-values'] ? [o['pixel-values']] : images), ...(o.projector ? [o.projector] : [])];
-  prepareOutputFile(o.out, { inputs: [...inputFiles, ...filesIn(modelDir), ...filesIn(o['vision-tower'])], force: o.force });
+  prepareOutputFile(o.out, { inputs: [...inputFiles, ...modelFiles(modelDir), ...modelFiles(o['vision-tower'])], force: o.force });
   checkInputFiles(inputFiles);
-  if (!o.model && !o.quiet) io.err(`llava-vision: no --model given: using the bundled demo checkpoint ${modelDir} (generated weights, not a trained model)\n`);
+  // Not a progress message: --quiet keeps it, so that nobody mistakes the demo's output for a real model's.
+  if (!o.model) io.err(`llava-vision: no --model given: using the bundled demo checkpoint ${modelDir} (generated weights, not a trained model)\n`);
 
-  let pixelInput: { data: Float32Array; shape: [number, number, number, number] } | null = null;
-  if (o['pixel-values']) pixelInput = readPixelValues(o['pixel-values']);
+  const pixelFile: PixelValuesFile | null = o['pixel-values'] ? readPixelValuesFile(o['pixel-values']) : null;
+  const pixelInput = pixelFile?.kind === 'batch' ? pixelFile : null;
+  const preprocessed = pixelFile?.kind === 'images' ? pixelFile : null;
+  // Unrecorded (a file not made by preprocess): several tiles can only be anyres; one tile needs no grid.
+  const fileAspect = preprocessed && (preprocessed.aspect ?? (preprocessed.images.some((img) => img.shape[0] > 1) ? 'anyres' : null));
+  const unsized = fileAspect === 'anyres' ? preprocessed!.images.find((img) => !img.imageSize) : undefined;
+  if (unsized) throw new ConfigError(`${o['pixel-values']}: images.${unsized.index}.pixel_values are anyres tiles, and __metadata__.image_sizes lacks that image's size`);
 
   const model = await LlavaVision.load(modelDir, {
     visionTower: o['vision-tower'],
@@ -126,7 +147,7 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
     let failures: ImageFailure[] = [];
     const metadata: Record<string, string> = {
       producer: `llava-vision-tfjs ${packageVersion()}`,
-      model_dir: path.resolve(modelDir),
+      model_dir: path.resolve(model.modelDir),
       layout: model.layout,
       backend: model.backend,
     };
@@ -144,6 +165,18 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
       tensors = await encodePixelValuesAsync(model, pixelInput.data, pixelInput.shape, { outputs, ...common });
       Object.assign(options, { save: outputs });
       metadata.source = path.resolve(o['pixel-values']!);
+    } else if (preprocessed) {
+      // Made by preprocess (per image, all its tiles): the same tensors encoding the images would give.
+      const outputs = save ?? [model.projector ? 'merged' : 'features'];
+      if (fileAspect !== null && fileAspect !== model.settings.aspect && !o.quiet) {
+        io.err(`llava-vision: ${o['pixel-values']} was preprocessed with aspect ${fileAspect}; ${model.modelDir} uses ${model.settings.aspect} (preprocess --model gives the model's)\n`);
+      }
+      const gridPinpoints = preprocessed.gridPinpoints ?? model.settings.gridPinpoints ?? undefined;
+      tensors = await encodePreprocessed(model, preprocessed.images, { outputs, aspect: fileAspect ?? 'square', gridPinpoints, mergeType, ...common });
+      const effectiveMerge = mergeType ?? model.settings.mergeType;
+      Object.assign(options, { save: outputs, aspect: fileAspect, merge: effectiveMerge, grid_pinpoints: gridPinpoints ?? null });
+      metadata.source = path.resolve(o['pixel-values']!);
+      for (const key of ['sources', 'image_sizes', 'failed']) if (preprocessed.metadata[key] !== undefined) metadata[key] = preprocessed.metadata[key];
     } else {
       const outputs = save ?? [model.projector ? 'merged' : 'features'];
       const effectiveAspect = aspect ?? model.settings.aspect;
@@ -157,14 +190,14 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
       if (failures.length) metadata.failed = JSON.stringify(failures.map((f) => ({ index: f.index, source: f.source, error: f.message })));
     }
     bar.end();
-    if (!pixelInput && failures.length === images.length) {
+    if (!pixelFile && failures.length === images.length) {
       for (const f of failures) io.err(`llava-vision: ${f.message}\n`);
       io.err(`llava-vision: none of the ${images.length} image(s) could be encoded; nothing written to ${o.out}\n`);
       return 1;
     }
     metadata.options = JSON.stringify(options);
     writeSafetensors(o.out, tensors, metadata);
-    const count = pixelInput ? pixelInput.shape[0] : images.length - failures.length;
+    const count = pixelInput ? pixelInput.shape[0] : preprocessed ? preprocessed.images.length : images.length - failures.length;
     if (!o.quiet) io.err(`llava-vision: wrote ${Object.keys(tensors).length} tensors for ${count} image(s) to ${o.out}\n`);
     for (const f of failures) io.err(`llava-vision: ${f.message}\n`);
     if (failures.length) {
@@ -181,20 +214,15 @@ function parseJsonOption(value: string, name: string): unknown {
   try {
     return JSON.parse(value);
   } catch {
-    throw new ConfigError(`--${name} must be JSON, e.g. [[336,672],[672,336]], got ${value}`);
+    throw new UsageError(`--${name} must be JSON, e.g. [[336,672],[672,336]], got ${value}`);
   }
 }
 
-function readPixelValues(file: string): { data: Float32Array; shape: [number, number, number, number] } {
-  const st = SafetensorsFile.open(file);
-  try {
-    if (!st.has('pixel_values')) throw new ConfigError(`${file}: no tensor named "pixel_values" (found: ${st.keys().slice(0, 10).map((k) => k.slice(0, 200)).join(', ') || 'none'}${st.keys().length > 10 ? `, … ${st.keys().length} in all` : ''})`);
-    const info = st.info('pixel_values');
-    if (info.shape.length !== 4 || info.shape[1] !== 3) {
-      throw new ConfigError(`${file}: pixel_values must be [N, 3, H, W], got ${shapeText(info.shape)}`);
-    }
-    return { data: st.readFloat32('pixel_values'), shape: info.shape as [number, number, number, number] };
-  } finally {
-    st.close();
-  }
+/**
+ * The files of a model given by folder, or by hub id when the HF cache holds it: --out must not replace
+ * any of them (resolving here never downloads; the download, if any, happens at load, after the checks).
+ */
+function modelFiles(model: string | undefined): string[] {
+  if (model === undefined) return [];
+  return fs.existsSync(model) ? filesIn(model) : filesIn(cachedSnapshot(model) ?? undefined);
 }

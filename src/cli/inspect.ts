@@ -1,12 +1,12 @@
 import * as path from 'path';
 import { InspectReport, InspectedTensor, RoleTotals, TensorRole, inspectCheckpoint } from '../api/inspect';
-import { ConfigError } from '../errors';
-import { parseOptions } from './args';
+import { UsageError, parseOptions } from './args';
 
 export const INSPECT_HELP = `inspect: what a checkpoint folder or weights file holds, and what encode would load from it
   llava-vision inspect [--json] [--all] [--vision-tower DIR] DIR_OR_FILE
 
-  DIR_OR_FILE          a CLIP / original LLaVA / llava-hf folder, or one safetensors / torch .bin file
+  DIR_OR_FILE          a CLIP / original LLaVA / llava-hf folder, or one safetensors / torch .bin file, or a
+                       hub id (org/name) the HuggingFace cache holds
   --vision-tower DIR   CLIP folder of an original LLaVA checkpoint (default: its mm_vision_tower, if local;
                        never downloaded)
   --all                list every tensor (default: encoder layers after the first are summarised when alike)
@@ -34,7 +34,7 @@ export async function runInspect(argv: string[], io: { out: (s: string) => void;
     io.out(INSPECT_HELP + '\n');
     return 0;
   }
-  if (positionals.length !== 1) throw new ConfigError(`inspect needs exactly one folder or file, got ${positionals.length} (see --help)`);
+  if (positionals.length !== 1) throw new UsageError(`inspect needs exactly one folder or file, got ${positionals.length} (see --help)`);
   const report = await inspectCheckpoint(positionals[0], { visionTower: o['vision-tower'] });
   io.out(o.json ? JSON.stringify(report, null, 1) + '\n' : formatReport(report, { all: o.all ?? false }));
   return 0;

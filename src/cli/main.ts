@@ -1,25 +1,33 @@
 import * as path from 'path';
-import { packageRoot } from '../version';
+import { packageRoot, packageVersion } from '../version';
 import { runDownload, DOWNLOAD_HELP } from './download';
 import { runEncode, ENCODE_HELP } from './encode';
 import { runInspect, INSPECT_HELP } from './inspect';
 import { runPreprocess, PREPROCESS_HELP } from './preprocess';
 import { LlavaVisionError } from '../errors';
+import { UsageError } from './args';
 
 const HELP = `llava-vision — LLaVA's vision side (CLIP tower + projector + preprocessing) on TensorFlow.js
 
 Usage:
-  llava-vision encode [--model DIR] [options] IMAGE... --out FILE.safetensors
-  llava-vision encode [--model DIR] [options] --pixel-values FILE.safetensors --out FILE.safetensors
+  llava-vision encode [--model DIR|REPO_ID] [options] IMAGE... --out FILE.safetensors
+  llava-vision encode [--model DIR|REPO_ID] [options] --pixel-values FILE.safetensors --out FILE.safetensors
+  llava-vision preprocess [--model DIR|REPO_ID] [options] IMAGE... --out FILE.safetensors
   llava-vision download REPO_ID [--revision R] [--include-projector] [--cache-dir DIR]
   llava-vision inspect [--json] [--all] [--vision-tower DIR] DIR_OR_FILE
-  llava-vision --help | <command> --help
+  llava-vision --help | <command> --help | --version
 
 Commands:
   preprocess  images to pixel_values only (HF CLIPImageProcessor + LLaVA pad/anyres), Pillow-exact
   encode      images (or pixel values) through the vision tower, projector and LLaVA merge, to safetensors
   download    a model from the HuggingFace hub into the local HF cache (prints the folder for --model)
   inspect     a checkpoint folder or file: layout, configs, tensors, and what encode would load or ignore
+
+Exit codes: 0 done; 1 the work failed (a file cannot be read, a model cannot be loaded, an image failed:
+the others are still written); 2 usage error (unknown or malformed option, missing argument), nothing done.
+A negative number after an option is its value: --select-layer -2 (or --select-layer=-2).
+Models by hub id (org/name) come from the HuggingFace cache (HF_HUB_CACHE, else HF_HOME/hub, else
+~/.cache/huggingface/hub); \`download\` or --download fetches them; HF_HUB_OFFLINE=1 forbids any request.
 
 ${ENCODE_HELP}
 
@@ -39,17 +47,21 @@ export async function main(argv: string[], io: { out?: (s: string) => void; err?
       out(HELP + '\n');
       return command === undefined ? 2 : 0;
     }
-    if (command === 'preprocess') return await runPreprocess(rest, { out, err });
+    if (command === '--version' || command === '-V') {
+      out(`llava-vision-tfjs ${packageVersion()}\n`);
+      return 0;
+    }
+    if (command === 'preprocess') return await runPreprocess(rest, { out, err, demoModel: demoModelDir() });
     if (command === 'encode') return await runEncode(rest, { out, err, demoModel: demoModelDir() });
     if (command === 'download') return await runDownload(rest, { out, err });
     if (command === 'inspect') return await runInspect(rest, { out, err });
     err(`llava-vision: unknown command "${command}" (try --help)\n`);
-    return 1;
+    return 2;
   } catch (e) {
     if (e instanceof LlavaVisionError) {
       // A multi-line message lists several problems (e.g. every missing input): one prefixed line each.
       err(e.message.split('\n').map((line) => `llava-vision: ${line}\n`).join(''));
-      return 1;
+      return e instanceof UsageError ? 2 : 1;
     }
     throw e;
   }

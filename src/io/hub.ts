@@ -60,7 +60,14 @@ export interface DownloadOptions {
   maxRedirects?: number;
   /** Snapshot entries as symlinks to the blobs (default true; falls back to copies where that fails). */
   symlinks?: boolean;
+  /**
+   * Ask the hub even when the cache holds the revision (to pick up a moved branch); when the hub cannot be
+   * reached, the cached snapshot is returned (with a note to `log`). Default false: a cached revision is used as it is.
+   */
+  refresh?: boolean;
   onProgress?: (p: DownloadProgress) => void;
+  /** Notes (a fallback to the cache); default stderr, null: none. */
+  log?: ((line: string) => void) | null;
 }
 
 /** The default file set, in order: the weights are the first candidate the repo has. */
@@ -70,6 +77,62 @@ const PROJECTOR = 'mm_projector.bin';
 
 export function hubCacheDir(): string {
   return process.env.HF_HUB_CACHE ?? path.join(process.env.HF_HOME ?? path.join(os.homedir(), '.cache', 'huggingface'), 'hub');
+}
+
+/** HF_HUB_OFFLINE=1 (or true/yes/on, as huggingface_hub reads it): no request to the hub at all. */
+export function hubOffline(): boolean {
+  return /^(1|true|yes|on)$/i.test(process.env.HF_HUB_OFFLINE ?? '');
+}
+
+/**
+ * The snapshot folder of a repo's revision in the local HF cache, as huggingface_hub resolves it
+ * offline: a commit hash names its snapshot; a branch or tag is read from refs/<revision>. Null when
+ * the cache has no such snapshot (nothing is checked inside it: see `snapshotHolds`).
+ */
+export function cachedSnapshot(repoId: string, options: { revision?: string; cacheDir?: string } = {}): string | null {
+  if (!isRepoId(repoId)) return null;
+  const revision = options.revision ?? 'main';
+  checkRevision(revision);
+  const repoDir = path.join(options.cacheDir ?? hubCacheDir(), repoFolderName(repoId));
+  let commit = revision;
+  if (!/^[0-9a-f]{40}$/.test(revision)) {
+    try {
+      commit = fs.readFileSync(path.join(repoDir, 'refs', revision), 'utf8').trim();
+    } catch {
+      // No ref: a hub (mirror) that sent no commit hash left snapshots/<revision> (see downloadModel).
+    }
+    if (commit !== revision && !/^[0-9a-f]{40}$/.test(commit)) return null;
+  }
+  const snapshot = path.join(repoDir, 'snapshots', commit);
+  return fs.statSync(snapshot, { throwIfNoEntry: false })?.isDirectory() ? snapshot : null;
+}
+
+/**
+ * What of a download request a snapshot folder is missing ([] when it holds it all): the requested
+ * `files`, else config.json and weights (a safetensors or torch index with every shard, model.safetensors
+ * or pytorch_model.bin; or, for LLaVA's pretrain releases, mm_projector.bin), plus mm_projector.bin when
+ * `includeProjector`. Entries are followed (a dangling symlink is missing). `allowPatterns` requests are
+ * never complete (what the hub holds is unknown).
+ */
+export function snapshotMissing(snapshot: string, request: Pick<DownloadOptions, 'files' | 'includeProjector' | 'allowPatterns'> = {}): string[] {
+  const has = (f: string) => fs.statSync(path.join(snapshot, f), { throwIfNoEntry: false })?.isFile() ?? false;
+  const withShards = (f: string): string[] => {
+    if (!f.endsWith('.index.json') || !has(f)) return [f];
+    try {
+      const map = JSON.parse(fs.readFileSync(path.join(snapshot, f), 'utf8')).weight_map;
+      return [f, ...new Set(Object.values(map).map((s) => checkFileName(s, f)))];
+    } catch {
+      return [f, `${f} (unreadable)`];
+    }
+  };
+  if (request.allowPatterns) return ['(allowPatterns)'];
+  if (request.files) return request.files.flatMap(withShards).filter((f) => !has(f));
+  const missing = has('config.json') ? [] : ['config.json'];
+  const weights = WEIGHT_CANDIDATES.find(has);
+  if (request.includeProjector && !has(PROJECTOR)) missing.push(PROJECTOR);
+  if (weights) missing.push(...withShards(weights).filter((f) => !has(f)));
+  else if (!has(PROJECTOR)) missing.push('weights');
+  return missing;
 }
 
 /** `models--org--name`, the repo's folder in the cache. */
@@ -99,8 +162,11 @@ function checkRevision(revision: string): void {
   }
 }
 
-/** A retryable failure; turned into a CheckpointError when the retries are used up. */
+/** A retryable failure; turned into an UnreachableError when the retries are used up. */
 class TransientError extends Error {}
+
+/** The hub did not answer (network error, timeout, 5xx after the retries): the cache may stand in for it. */
+class UnreachableError extends CheckpointError {}
 
 interface Context {
   repoId: string;
@@ -136,11 +202,19 @@ export async function downloadModel(repoId: string, options: DownloadOptions = {
   }
   if (!/^https?:$/.test(endpoint.protocol)) throw new ConfigError(`hub endpoint ${endpointText} must be http(s) (HF_ENDPOINT / endpoint option)`);
   for (const f of options.files ?? []) checkFileName(f, 'files option');
+  const cacheDir = options.cacheDir ?? hubCacheDir();
+  const cached = cachedSnapshot(repoId, { revision, cacheDir });
+  const missing = cached ? snapshotMissing(cached, options) : null;
+  if (cached && missing!.length === 0 && !options.refresh) return cached;
+  if (hubOffline()) {
+    const inCache = cached ? `the HF cache holds only part of it (missing ${missing!.join(', ')})` : `it is not in the HF cache (${cacheDir})`;
+    throw new CheckpointError(`${repoId} at revision ${revision}: ${inCache}, and HF_HUB_OFFLINE=1 forbids downloading; unset HF_HUB_OFFLINE to fetch it`);
+  }
   const ctx: Context = {
     repoId,
     revision,
     endpoint,
-    repoDir: path.join(options.cacheDir ?? hubCacheDir(), repoFolderName(repoId)),
+    repoDir: path.join(cacheDir, repoFolderName(repoId)),
     token: options.token === undefined ? process.env.HF_TOKEN || null : options.token,
     timeoutMs: options.timeoutMs ?? 30_000,
     maxRetries: options.maxRetries ?? 3,
@@ -149,6 +223,20 @@ export async function downloadModel(repoId: string, options: DownloadOptions = {
     symlinks: options.symlinks ?? true,
     onProgress: options.onProgress,
   };
+  try {
+    return await fetchSnapshot(ctx, options);
+  } catch (e) {
+    // refresh: a hub that cannot be reached leaves the cached revision usable, as huggingface_hub does.
+    if (!(e instanceof UnreachableError) || !cached || missing!.length > 0) throw e;
+    const log = options.log === undefined ? (line: string) => process.stderr.write(`llava-vision: ${line}\n`) : options.log;
+    log?.(`${repoId}: the hub could not be reached (${e.message}); using the cached snapshot ${cached}`);
+    return cached;
+  }
+}
+
+/** The requested files into the cache (asked at one commit), then the snapshot folder. */
+async function fetchSnapshot(ctx: Context, options: DownloadOptions): Promise<string> {
+  const { repoId, revision } = ctx;
   const patterns = options.allowPatterns?.map(globToRegExp);
   const selected = (f: string) => !patterns || patterns.some((p) => p.test(f));
 
@@ -355,7 +443,7 @@ async function withRetries<T>(ctx: Context, attempt: () => Promise<T>): Promise<
       return await attempt();
     } catch (e) {
       if (!(e instanceof TransientError)) throw e;
-      if (n >= ctx.maxRetries) throw new CheckpointError(e.message + (n > 0 ? ` (gave up after ${n} retries)` : ''));
+      if (n >= ctx.maxRetries) throw new UnreachableError(e.message + (n > 0 ? ` (gave up after ${n} retries)` : ''));
       await new Promise((r) => setTimeout(r, ctx.retryDelayMs * 2 ** n));
     }
   }
@@ -405,7 +493,7 @@ function send(url: URL, method: string, headers: Record<string, string>, timeout
       if (e instanceof TransientError) return reject(e);
       const message = `${url.href}: network error ${e.code ?? ''} ${e.message}`.replace(/\s+/g, ' ');
       const transient = ['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNABORTED', 'EAI_AGAIN'].includes(e.code ?? '');
-      reject(transient ? new TransientError(message) : new CheckpointError(`${message} (check the endpoint / HF_ENDPOINT and the network)`));
+      reject(transient ? new TransientError(message) : new UnreachableError(`${message} (check the endpoint / HF_ENDPOINT and the network)`));
     });
     req.end();
   });
