@@ -3,6 +3,7 @@ import { AspectMode, MergeType, Pinpoints } from '../config/llava';
 import { ConfigError, LlavaVisionError } from '../errors';
 import { TensorToWrite } from '../io/safetensors';
 import { RgbImage, decodeImage, getAnyresImageGridShape, processImages } from '../image';
+import { CLIPImageProcessor } from '../image/processor';
 import { mergeImageFeatures } from '../model/merge';
 import { EncodeResult, LlavaVision, OUTPUT_NAMES, OutputName } from './llava_vision';
 import { encodeInWorkers, workerSpec } from './worker_pool';
@@ -146,40 +147,68 @@ async function encodeAll(model: LlavaVision, units: EncodeUnit[], options: Encod
   if (workers === 1 || units.length <= 1) return encodeUnits(model, units, options);
   const { onProgress, workers: _w, ...jobOptions } = options;
   encodeUnits(model, [], jobOptions); // checks the options before any thread starts
-  // A unit's pixels go to a worker as a copy of just that unit (a subarray would carry its whole buffer).
-  const own = units.map((u) => ({ ...u, pixels: u.pixels.slice() }));
-  return encodeInWorkers(own, workers, workerSpec(model), (u) => encodeUnits(model, [u], jobOptions), jobOptions, onProgress);
+  return encodeInWorkers(units, workers, workerSpec(model), (u) => encodeUnits(model, [u], jobOptions), jobOptions, onProgress);
+}
+
+/** The effective image settings of a job: the options, else the checkpoint's (checked once, up front). */
+export interface ImageSettings {
+  aspect: AspectMode;
+  gridPinpoints?: Pinpoints;
+  mergeType: MergeType;
+  autoOrient?: boolean;
+  /** Read once here, so a missing preprocessor_config.json is one error, not a failure per image. */
+  processor: CLIPImageProcessor;
+}
+
+export function imageSettings(model: LlavaVision, options: Pick<ImageJobOptions, 'aspect' | 'gridPinpoints' | 'mergeType' | 'autoOrient'>): ImageSettings {
+  const aspect = options.aspect ?? model.settings.aspect;
+  const gridPinpoints = options.gridPinpoints ?? model.settings.gridPinpoints ?? undefined;
+  if (aspect === 'anyres' && !gridPinpoints) throw new ConfigError(`aspect "anyres" needs grid pinpoints (image_grid_pinpoints in config.json, or --grid-pinpoints)`);
+  return { aspect, gridPinpoints, mergeType: options.mergeType ?? model.settings.mergeType, autoOrient: options.autoOrient, processor: model.imageProcessor };
+}
+
+export type PreparedImage = { index: number; unit: EncodeUnit; imageSize: [number, number] } | { index: number; failure: ImageFailure };
+
+/**
+ * One input decoded and preprocessed (LLaVA's process_images) into the unit the model encodes, or the
+ * reason it cannot be (an ImageError, or any other LlavaVisionError: other errors are bugs and thrown).
+ */
+export async function prepareImage(model: LlavaVision, input: string | Uint8Array | RgbImage, index: number, settings: ImageSettings): Promise<PreparedImage> {
+  const source = typeof input === 'string' ? input : `input ${index}`;
+  try {
+    const img = isRgbImage(input) ? input : await decodeImage(input, { autoOrient: settings.autoOrient, name: source });
+    const [processed] = processImages([img], settings.processor, { aspect: settings.aspect, gridPinpoints: settings.gridPinpoints });
+    const imageSize: [number, number] = [img.width, img.height];
+    const gridShape = settings.aspect === 'anyres' ? getAnyresImageGridShape(imageSize, settings.gridPinpoints!, model.tower.config.imageSize) : undefined;
+    return { index, unit: { index, pixels: processed.pixelValues, shape: processed.shape, imageSize, gridShape }, imageSize };
+  } catch (e) {
+    if (!(e instanceof LlavaVisionError)) throw e;
+    return { index, failure: { index, source, message: e.message } };
+  }
 }
 
 /**
  * Image files (or decoded images) to LLM-ready tokens: decode like Pillow's convert('RGB'), LLaVA's
  * process_images (square / pad / anyres), tower, projector, and the merge LLaVA inserts into the LLM.
  * An image that fails to decode is reported in `failures`; the others are still encoded.
+ * Everything is held in memory: for datasets, `writeEncodedDataset` streams into shards instead.
  */
 export async function encodeImages(model: LlavaVision, inputs: (string | Uint8Array | RgbImage)[], options: ImageJobOptions): Promise<ImageJobResult> {
-  const processor = model.imageProcessor;
-  const aspect = options.aspect ?? model.settings.aspect;
-  const gridPinpoints = options.gridPinpoints ?? model.settings.gridPinpoints ?? undefined;
-  if (aspect === 'anyres' && !gridPinpoints) throw new ConfigError(`aspect "anyres" needs grid pinpoints (image_grid_pinpoints in config.json, or --grid-pinpoints)`);
+  const settings = imageSettings(model, options);
   const failures: ImageFailure[] = [];
   const sizes: ([number, number] | null)[] = [];
   const units: EncodeUnit[] = [];
   for (const [index, input] of inputs.entries()) {
-    const source = typeof input === 'string' ? input : `input ${index}`;
-    try {
-      const img = isRgbImage(input) ? input : await decodeImage(input, { autoOrient: options.autoOrient, name: source });
-      const [processed] = processImages([img], processor, { aspect, gridPinpoints });
-      const imageSize: [number, number] = [img.width, img.height];
-      const gridShape = aspect === 'anyres' ? getAnyresImageGridShape(imageSize, gridPinpoints!, model.tower.config.imageSize) : undefined;
-      units.push({ index, pixels: processed.pixelValues, shape: processed.shape, imageSize, gridShape });
-      sizes.push(imageSize);
-    } catch (e) {
-      if (!(e instanceof LlavaVisionError)) throw e;
-      failures.push({ index, source, message: e.message });
+    const prepared = await prepareImage(model, input, index, settings);
+    if ('failure' in prepared) {
+      failures.push(prepared.failure);
       sizes.push(null);
+    } else {
+      units.push(prepared.unit);
+      sizes.push(prepared.imageSize);
     }
   }
-  const tensors = await encodeAll(model, units, { ...options, mergeType: options.mergeType ?? model.settings.mergeType });
+  const tensors = await encodeAll(model, units, { ...options, mergeType: settings.mergeType });
   return { tensors, failures, sizes };
 }
 

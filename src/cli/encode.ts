@@ -8,12 +8,14 @@ import { SafetensorsFile, writeSafetensors } from '../io/safetensors';
 import { packageVersion } from '../version';
 import { choiceOption, intOption, listOption, parseOptions } from './args';
 import { downloadProgress } from './download';
+import { DATASET_HELP, DATASET_SPEC, rejectDatasetOptions, runEncodeDataset } from './encode_dataset';
 import { checkInputFiles, filesIn, prepareOutputFile } from './files';
 import { progressBar } from './progress';
 
 export const ENCODE_HELP = `encode: images (or precomputed pixel values) -> vision features, written as safetensors
   llava-vision encode [--model DIR] [options] IMAGE... --out FILE.safetensors
   llava-vision encode [--model DIR] [options] --pixel-values FILE.safetensors --out FILE.safetensors
+  llava-vision encode [--model DIR] [options] IMAGE_OR_FOLDER... [--inputs LIST] --out-dir DIR
 
   --model DIR                  CLIP, CLIP vision-only, original LLaVA or llava-hf folder (auto-detected from
                                config.json); default: the bundled demo checkpoint (generated weights, NOT trained)
@@ -39,12 +41,14 @@ export const ENCODE_HELP = `encode: images (or precomputed pixel values) -> visi
   --backend B                  ${BACKEND_CHOICES.join(' | ')} (default: $LLAVA_VISION_BACKEND, else auto)
   --force                      overwrite --out even when it exists and is not a safetensors file, or is an input
   --quiet                      no backend/progress messages
+${DATASET_HELP}
 
 Examples:
   llava-vision encode photo.jpg --out tokens.safetensors
   llava-vision encode --model llava-v1.5-7b --vision-tower clip-vit-large-patch14-336 a.jpg b.png --out tokens.safetensors
   llava-vision encode --model clip-vit-large-patch14-336 --save hidden_states,pooler_output img.png --out hs.safetensors
-  llava-vision encode --model llava-v1.5-7b --pixel-values pv.safetensors --save features --out feats.safetensors`;
+  llava-vision encode --model llava-v1.5-7b --pixel-values pv.safetensors --save features --out feats.safetensors
+  llava-vision encode --model llava-v1.5-7b photos/ --dtype F16 --out-dir photos.features`;
 
 const SPEC = {
   model: { type: 'string' },
@@ -68,6 +72,7 @@ const SPEC = {
   force: { type: 'boolean' },
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
+  ...DATASET_SPEC,
 } as const;
 
 export interface CliIo {
@@ -83,6 +88,8 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
     io.out(ENCODE_HELP + '\n');
     return 0;
   }
+  if (o['out-dir'] !== undefined) return runEncodeDataset(o, images, io);
+  rejectDatasetOptions(o);
   // Every option is checked before any file is touched.
   if (!o.out) throw new ConfigError('encode needs --out FILE.safetensors');
   if (o['pixel-values'] && images.length > 0) throw new ConfigError('give either image files or --pixel-values, not both');
