@@ -138,14 +138,13 @@ describe('resuming', () => {
     expect(folderHashes(dir)).toEqual(before);
   });
 
-  test('a lost shard, a shard whose lines never reached the manifest, a torn last line, dead temp files: repaired to the uninterrupted result', async () => {
-    const dir = copy(refDir, 'resume-damaged');
-    // What kill -9 can leave: the shard in progress lost (shard 3 and its temp file), the previous
-    // shard renamed in place but its manifest lines not appended, half a line of it appended.
+  test('kill during a manifest append: the torn last line is dropped, the lost shard redone; dead writers\' temp files removed', async () => {
+    const dir = copy(refDir, 'resume-torn');
+    // The shard in progress is lost (shard 3: only its temp file is left) and the append before it was cut mid-line.
     fs.rmSync(path.join(dir, 'shard-00003.safetensors'));
-    const kept = lines(dir).filter((e) => e.shard < 'shard-00002.safetensors').map((e) => JSON.stringify(e) + '\n').join('');
-    fs.writeFileSync(path.join(dir, 'manifest.jsonl'), kept + '{"index":6,"source":"/x');
-    const deadPid = 2 ** 22 + 12345; // above Linux's pid_max default range: no such process
+    const kept = lines(dir).filter((e) => e.shard !== 'shard-00003.safetensors').map((e) => JSON.stringify(e) + '\n').join('');
+    fs.writeFileSync(path.join(dir, 'manifest.jsonl'), kept + '{"index":9,"source":"/x');
+    const deadPid = 2 ** 22 + 12345; // above Linux's largest pid_max: no such process
     fs.writeFileSync(path.join(dir, `shard-00003.safetensors.tmp-${deadPid}-00aa11`), 'partial');
     const liveTemp = `shard-00003.safetensors.tmp-${process.pid}-00bb22`;
     fs.writeFileSync(path.join(dir, liveTemp), 'a live writer');
@@ -154,10 +153,32 @@ describe('resuming', () => {
     const summary = await writeEncodedDataset(model, inputs, dir, { outputs: [...OUTPUTS], shardSize: 3, onProgress: (p) => progress.push(p.done) });
     expect(summary).toMatchObject({ skipped: 9, encoded: 2, shards: 1, failedTotal: 4 });
     expect(progress).toEqual([1, 2]);
-    const after = folderHashes(dir);
     expect(fs.readFileSync(path.join(dir, liveTemp), 'utf8')).toBe('a live writer'); // another live process's temp file is not ours to delete
-    delete after[liveTemp];
-    expect(after).toEqual(folderHashes(refDir));
+    fs.rmSync(path.join(dir, liveTemp));
+    expect(folderHashes(dir)).toEqual(folderHashes(refDir));
+  });
+
+  test('kill between a shard\'s rename and its manifest append: the lines are rebuilt from the shard, nothing redone', async () => {
+    const dir = copy(refDir, 'resume-unlisted');
+    for (const cut of ['shard-00003.safetensors', 'shard-00002.safetensors']) {
+      // Shards 2 and 3 in place, the manifest listing neither (and, second time, only part of shard 2's lines).
+      const kept = lines(dir).filter((e) => e.shard < cut).map((e) => JSON.stringify(e) + '\n');
+      fs.writeFileSync(path.join(dir, 'manifest.jsonl'), kept.slice(0, cut.endsWith('3.safetensors') ? kept.length : kept.length - 2).join(''));
+      const summary = await writeEncodedDataset(model, inputs, dir, { outputs: [...OUTPUTS], shardSize: 3 });
+      expect(summary).toMatchObject({ skipped: 11, encoded: 0, shards: 0 });
+      expect(folderHashes(dir)).toEqual(folderHashes(refDir));
+    }
+  });
+
+  test('a deleted shard: its images are encoded again, into a new shard', async () => {
+    const dir = copy(refDir, 'resume-deleted');
+    fs.rmSync(path.join(dir, 'shard-00001.safetensors'));
+    const summary = await writeEncodedDataset(model, inputs, dir, { outputs: [...OUTPUTS], shardSize: 3 });
+    expect(summary).toMatchObject({ skipped: 8, encoded: 1, shards: 1, failedTotal: 4 });
+    expect(lines(dir).slice(-3).map((e) => [e.index, e.shard])).toEqual([[3, 'shard-00004.safetensors'], [4, 'shard-00004.safetensors'], [5, 'shard-00004.safetensors']]);
+    const [a, b] = [shardTensors(dir), shardTensors(refDir)];
+    expect(a.get('images.4.merged')!.shard).toBe('shard-00004.safetensors');
+    for (const [key, t] of b) expect(a.get(key)!.bytes.equals(t.bytes)).toBe(true);
   });
 
   test('other options, another model or changed inputs: a clear error, the folder untouched', async () => {
