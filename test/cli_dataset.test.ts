@@ -88,7 +88,7 @@ describe('the compiled CLI', () => {
 
     const resumed = spawnSync(process.execPath, [BIN, ...args.filter((a) => a !== '--quiet'), '--out-dir', dir], { encoding: 'utf8' });
     expect(resumed.status).toBe(0);
-    expect(resumed.stderr).toMatch(new RegExp(`encoded ${24 - 3 * survived} image\\(s\\) into ${8 - survived} new shard\\(s\\) \\(F32\\); ${3 * survived} were already there; 24 image\\(s\\) in all`));
+    expect(resumed.stderr).toMatch(new RegExp(`encoded ${24 - 3 * survived} image\\(s\\) into ${8 - survived} new shard\\(s\\) \\(F32\\) in [\\d.]+ s \\([\\d.]+ images/min\\); ${3 * survived} were already there; 24 image\\(s\\) in all`));
 
     // Each image's tensors are in exactly one shard (shardTensors throws on a duplicate) and equal the uninterrupted run's.
     const [a, b] = [shardTensors(dir), shardTensors(ref)];
@@ -139,7 +139,7 @@ describe('the compiled CLI', () => {
     for (const k of [0, 1]) {
       const r = spawnSync(process.execPath, [BIN, 'encode', someImages, '--part', `${k}/2`, '--dtype', 'BF16', '--out-dir', dir], { encoding: 'utf8' });
       expect(r.status).toBe(0);
-      expect(r.stderr).toMatch(new RegExp(`part-${k}-of-2: encoded 6 image\\(s\\) into 1 new shard\\(s\\) \\(BF16\\)`));
+      expect(r.stderr).toMatch(new RegExp(`part-${k}-of-2: encoded 6 image\\(s\\) into 1 new shard\\(s\\) \\(BF16\\) in`));
     }
     expect(fs.readdirSync(dir).sort()).toEqual(['part-0-of-2', 'part-1-of-2']);
     const ds = openEncodedDataset(dir);

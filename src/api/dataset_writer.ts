@@ -149,15 +149,10 @@ export async function writeEncodedDataset(model: LlavaVision, inputs: string[], 
 
   const info = datasetInfo(model, settings, options, dtype, inputs.length, shardSize);
   openDatasetFolder(partDir, info);
-  const { done, nextShard } = recover(partDir);
-  checkSources(partDir, done, inputs, options.part);
-
-  const mine = inputs.map((_, i) => i).filter((i) => !options.part || i % options.part.count === options.part.index);
-  const todo = mine.filter((i) => !done.has(i));
+  const { images, todo, failedBefore, nextShard } = planRun(partDir, inputs, options.part);
   const plans: number[][] = [];
   for (let k = 0; k < todo.length; k += shardSize) plans.push(todo.slice(k, k + shardSize));
-  const failedBefore = [...done.values()].filter((e) => e.error !== undefined).length;
-  const summary: DatasetWriteSummary = { dir: partDir, images: mine.length, skipped: mine.length - todo.length, encoded: 0, failures: [], failedTotal: failedBefore, shards: 0 };
+  const summary: DatasetWriteSummary = { dir: partDir, images, skipped: images - todo.length, encoded: 0, failures: [], failedTotal: failedBefore, shards: 0 };
 
   // Results wait here until their shard is complete; shards are written in order.
   const results = new Map<number, ImageResult>();
@@ -225,6 +220,19 @@ export async function writeEncodedDataset(model: LlavaVision, inputs: string[], 
   }
   if (written !== plans.length) throw new Error(`internal: ${plans.length - written} shard(s) of ${partDir} were not written`);
   return summary;
+}
+
+/**
+ * What this run has to do: this part's indices not yet in the folder (after the folder is made
+ * consistent). Its own function so the manifest's entries are garbage once planned, not held for the run.
+ */
+function planRun(dir: string, inputs: string[], part?: DatasetPart): { images: number; todo: number[]; failedBefore: number; nextShard: number } {
+  const { done, nextShard } = recover(dir);
+  checkSources(dir, done, inputs, part);
+  const mine = inputs.map((_, i) => i).filter((i) => !part || i % part.count === part.index);
+  let failedBefore = 0;
+  for (const e of done.values()) if (e.error !== undefined) failedBefore++;
+  return { images: mine.length, todo: mine.filter((i) => !done.has(i)), failedBefore, nextShard };
 }
 
 /** The input checked as a file first (so a folder, a pipe or an empty file is a clear failure, never a hang in the decoder). */

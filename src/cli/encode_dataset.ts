@@ -95,6 +95,7 @@ export async function runEncodeDataset(o: Record<string, any>, images: string[],
   try {
     const progress = jobProgress({ label: 'encoding', write: io.err, isTTY: io.isTTY ?? !!process.stderr.isTTY });
     const outputs = save ?? [model.projector ? 'merged' : 'features'];
+    const start = performance.now();
     const summary = await writeEncodedDataset(model, inputs, outDir, {
       outputs, aspect, gridPinpoints, mergeType, autoOrient: o['auto-orient'], interpolatePosEncoding: o['interpolate-pos-encoding'],
       batchSize, workers, shardSize, dtype, part,
@@ -105,7 +106,9 @@ export async function runEncodeDataset(o: Record<string, any>, images: string[],
     const manifest = path.join(summary.dir, 'manifest.jsonl');
     if (!o.quiet) {
       const already = summary.skipped ? `; ${summary.skipped} were already there` : '';
-      io.err(`llava-vision: ${summary.dir}: encoded ${summary.encoded} image(s) into ${summary.shards} new shard(s) (${dtype})${already}; ${summary.images} image(s) in all\n`);
+      const seconds = (performance.now() - start) / 1000;
+      const rate = summary.encoded ? ` in ${seconds.toFixed(1)} s (${((60 * summary.encoded) / seconds).toFixed(1)} images/min)` : '';
+      io.err(`llava-vision: ${summary.dir}: encoded ${summary.encoded} image(s) into ${summary.shards} new shard(s) (${dtype})${rate}${already}; ${summary.images} image(s) in all\n`);
     }
     if (summary.failedTotal) {
       const earlier = summary.failedTotal - summary.failures.length;
