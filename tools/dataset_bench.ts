@@ -59,14 +59,14 @@ async function main(argv: string[]): Promise<void> {
     const i = argv.indexOf(`--${name}`);
     return i >= 0 ? argv[i + 1] : undefined;
   };
-  const counts = (arg('counts') ?? '200,2000').split(',').map(Number);
+  const counts = (arg('counts') ?? '200,2000').split(',').map(Number).filter((n) => n > 0); // --counts 0: no demo runs
   const vitl = Number(arg('vitl') ?? 0);
   const dtype = arg('dtype') ?? 'F32';
   const work = path.join(os.tmpdir(), 'llava-dataset-bench');
   const log = (s: string) => process.stderr.write(s + '\n');
   log(`dataset_bench: ${new Date().toISOString().slice(0, 10)}, ${os.cpus()[0]?.model ?? 'cpu'} (${os.cpus().length} cores), Node ${process.version}; work folder ${work}`);
 
-  const images = await makeImages(path.join(work, 'images'), Math.max(...counts));
+  const images = await makeImages(path.join(work, 'images'), Math.max(0, ...counts));
   const runs: Run[] = [];
   for (const n of counts) {
     const run = encode(images.slice(0, n), path.join(work, `demo-${n}`), ['--quiet', '--dtype', dtype]);

@@ -10,7 +10,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { ConfigError, CheckpointError } from '../errors';
 import { appendFileDurable, writeFileAtomic } from '../io/atomic';
-import { f32ToBf16Bits, f32ToF16Bits } from '../io/dtype';
+import { toHalfBits } from '../io/dtype';
 import { TensorToWrite, writeSafetensors } from '../io/safetensors';
 import { packageVersion } from '../version';
 import {
@@ -184,42 +184,58 @@ export async function writeEncodedDataset(model: LlavaVision, inputs: string[], 
   };
 
   const prepared = prefetch(todo.length, 2 * workers + 2, (k) => prepareInput(model, inputs[todo[k]], todo[k], settings));
-  if (workers === 1 || todo.length <= 1) {
-    let group: EncodeUnit[] = [];
-    let tiles = 0;
-    const flush = () => {
-      const units = group;
-      [group, tiles] = [[], 0];
-      if (units.length) deliver(encodeUnits(model, units, jobOptions), units);
-    };
-    for (let p = await prepared(); p; p = await prepared()) {
-      if ('failure' in p) {
-        fail(p.failure);
-        continue;
-      }
-      if (group.length && tiles + p.unit.shape[0] > batchSize) flush();
-      group.push(p.unit);
-      tiles += p.unit.shape[0];
-      if (tiles >= batchSize) flush();
-    }
-    flush();
-  } else {
-    const pool = await EncoderPool.start(Math.min(workers, todo.length) - 1, workerSpec(model), (u) => encodeUnits(model, [u], jobOptions), jobOptions);
+  await encodeStream(model, prepared, { workers: Math.min(workers, Math.max(todo.length, 1)), batchSize, jobOptions }, deliver, fail);
+  if (written !== plans.length) throw new Error(`internal: ${plans.length - written} shard(s) of ${partDir} were not written`);
+  return summary;
+}
+
+/**
+ * Runs the prepared images through the model as they come: on this thread in groups of up to
+ * `batchSize` tiles (as encodeUnits groups them), or one at a time on a pool of `workers` instances.
+ * Encoded units go to `onEncoded` (out of order with workers), failures to `onFailure`.
+ */
+async function encodeStream(
+  model: LlavaVision,
+  next: () => Promise<PreparedImage | null>,
+  options: { workers: number; batchSize: number; jobOptions: Parameters<typeof encodeUnits>[2] },
+  onEncoded: (tensors: Record<string, TensorToWrite>, units: EncodeUnit[]) => void,
+  onFailure: (failure: ImageFailure) => void,
+): Promise<void> {
+  const { workers, batchSize, jobOptions } = options;
+  if (workers > 1) {
+    const pool = await EncoderPool.start(workers - 1, workerSpec(model), (u) => encodeUnits(model, [u], jobOptions), jobOptions);
     try {
       const nextUnit = async (): Promise<EncodeUnit | null> => {
-        for (let p = await prepared(); p; p = await prepared()) {
+        for (let p = await next(); p; p = await next()) {
           if (!('failure' in p)) return p.unit;
-          fail(p.failure);
+          onFailure(p.failure);
         }
         return null;
       };
-      await pool.run(nextUnit, (unit, tensors) => deliver(tensors, [unit]));
+      await pool.run(nextUnit, (unit, tensors) => onEncoded(tensors, [unit]));
     } finally {
       await pool.close();
     }
+    return;
   }
-  if (written !== plans.length) throw new Error(`internal: ${plans.length - written} shard(s) of ${partDir} were not written`);
-  return summary;
+  let group: EncodeUnit[] = [];
+  let tiles = 0;
+  const flush = () => {
+    const units = group;
+    [group, tiles] = [[], 0];
+    if (units.length) onEncoded(encodeUnits(model, units, jobOptions), units);
+  };
+  for (let p = await next(); p; p = await next()) {
+    if ('failure' in p) {
+      onFailure(p.failure);
+      continue;
+    }
+    if (group.length && tiles + p.unit.shape[0] > batchSize) flush();
+    group.push(p.unit);
+    tiles += p.unit.shape[0];
+    if (tiles >= batchSize) flush();
+  }
+  flush();
 }
 
 /**
@@ -268,8 +284,7 @@ function prefetch<T>(count: number, depth: number, start: (k: number) => Promise
 /** A float32 output in the dataset's stored dtype (F16/BF16: round to nearest even). */
 function stored(t: TensorToWrite, dtype: StoredDType): TensorToWrite {
   if (dtype === 'F32' || t.dtype !== 'F32') return t;
-  const toBits = dtype === 'F16' ? f32ToF16Bits : f32ToBf16Bits;
-  return { dtype, shape: t.shape, data: Uint16Array.from(t.data as Float32Array, toBits) };
+  return { dtype, shape: t.shape, data: toHalfBits(t.data as Float32Array, dtype) };
 }
 
 function writeShard(dir: string, name: string, indices: number[], results: Map<number, ImageResult>, inputs: string[], metadata: Record<string, string>): void {
