@@ -48,7 +48,7 @@ Examples:
   llava-vision encode --model llava-v1.5-7b --vision-tower clip-vit-large-patch14-336 a.jpg b.png --out tokens.safetensors
   llava-vision encode --model clip-vit-large-patch14-336 --save hidden_states,pooler_output img.png --out hs.safetensors
   llava-vision encode --model llava-v1.5-7b --pixel-values pv.safetensors --save features --out feats.safetensors
-  llava-vision encode --model llava-v1.5-7b photos/ --dtype F16 --out-dir photos.features`;
+  llava-vision encode --model llava-v1.5-7b photos/ --dtype F16 --out-dir photos.tokens`;
 
 const SPEC = {
   model: { type: 'string' },
