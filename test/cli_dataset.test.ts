@@ -78,7 +78,7 @@ describe('the compiled CLI', () => {
     // Kill as soon as two shards are in place: the run is then mid-way (8 shards in all).
     const manifest = path.join(dir, 'manifest.jsonl');
     const lineCount = () => (fs.existsSync(manifest) ? fs.readFileSync(manifest, 'utf8').split('\n').length - 1 : 0);
-    while (lineCount() < 6) await new Promise((r) => setTimeout(r, 10));
+    while (lineCount() < 6 && child.exitCode === null) await new Promise((r) => setTimeout(r, 10));
     child.kill('SIGKILL');
     const killed = await exited;
     expect(killed.signal).toBe('SIGKILL');
