@@ -1,10 +1,11 @@
 /**
  * Example: train a LLaVA `mlp2x_gelu` projector on a FROZEN CLIP tower, from a feature cache.
  *
- *   1. encode a folder of images once (tower forward only) into a safetensors feature cache
- *      (`images.<i>.features`, the names `llava-vision encode --save features` writes);
- *   2. reload the cache and train a fresh projector on it with a torch-exact Adam — the tower is
- *      disposed before training and never runs again;
+ *   1. encode a folder of images once (tower forward only) into a feature cache: a dataset folder of
+ *      shards of `images.<i>.features`, what `llava-vision encode --save features --out-dir` writes,
+ *      streamed (memory does not grow with the number of images; a rerun resumes);
+ *   2. train a fresh projector on streamed, shuffled mini-batches of the cache with a torch-exact
+ *      Adam — the tower is disposed before training and never runs again;
  *   3. save the projector under LLaVA's names (`model.mm_projector.{0,2}.{weight,bias}`).
  *
  * THE TARGET IS A TOY: a fixed random "teacher" (tanh of a random linear map of the features).
@@ -12,7 +13,7 @@
  * it only shows the mechanics (cache -> steps -> checkpoint). Runs in seconds on the tiny fixture.
  *
  *   npm run build && node dist/examples/train_projector.js \
- *     [--model DIR] [--images DIR] [--cache FILE] [--out FILE] [--steps N] [--lr X] [--hidden N]
+ *     [--model DIR] [--images DIR] [--cache DIR] [--out FILE] [--steps N] [--batch-size N] [--lr X] [--hidden N]
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -23,15 +24,16 @@ import { LlavaVision } from '../src/api/llava_vision';
 import { demoModelDir } from '../src/demo';
 import { Projector } from '../src/model/projector';
 import {
-  TorchAdam, encodeFeatureCache, initProjector, loadFeatureCache, loadProjectorWeights, mseLoss, saveProjector, seededRandom, trainStep,
+  TorchAdam, encodeFeatureCache, initProjector, loadProjectorWeights, mseLoss, saveProjector, seededRandom, trainStep,
 } from '../src/train';
+import { EncodedDataset, openEncodedDataset } from '../src/api/dataset_reader';
 
 export interface ExampleResult {
-  /** [step, loss before that step]; the last entry is the loss after the final step. */
+  /** [step, loss on the whole cache before that step]; the last entry is the loss after the final step. */
   losses: [number, number][];
   firstLoss: number;
   finalLoss: number;
-  cacheFile: string;
+  cacheDir: string;
   projectorFile: string;
   images: string[];
 }
@@ -50,7 +52,7 @@ function defaultInputs(): { modelDir: string; imageDir: string } {
   return { modelDir: demoModelDir(), imageDir: path.join(demoModelDir(), 'images') };
 }
 
-export const USAGE = `usage: node dist/examples/train_projector.js [--model DIR] [--images DIR] [--cache FILE] [--out FILE] [--steps N] [--lr X] [--hidden N] [--quiet]`;
+export const USAGE = `usage: node dist/examples/train_projector.js [--model DIR] [--images DIR] [--cache DIR] [--out FILE] [--steps N] [--batch-size N] [--lr X] [--hidden N] [--quiet]`;
 
 export async function main(argv: string[], log: (line: string) => void = (l) => console.log(l)): Promise<ExampleResult> {
   const { values } = parseArgs({
@@ -62,6 +64,7 @@ export async function main(argv: string[], log: (line: string) => void = (l) => 
       cache: { type: 'string' },
       out: { type: 'string' },
       steps: { type: 'string' },
+      'batch-size': { type: 'string' },
       lr: { type: 'string' },
       hidden: { type: 'string' },
       quiet: { type: 'boolean' },
@@ -72,14 +75,16 @@ export async function main(argv: string[], log: (line: string) => void = (l) => 
   const modelDir = values.model ?? defaults.modelDir;
   const imageDir = values.images ?? defaults.imageDir;
   const workDir = values.cache && values.out ? null : fs.mkdtempSync(path.join(os.tmpdir(), 'llava-train-example-'));
-  const cacheFile = values.cache ?? path.join(workDir!, 'features.safetensors');
+  const cacheDir = values.cache ?? path.join(workDir!, 'features');
   const projectorFile = values.out ?? path.join(workDir!, 'mm_projector.safetensors');
   const steps = Number(values.steps ?? 100);
   const lr = Number(values.lr ?? 1e-2);
   const hidden = Number(values.hidden ?? 32);
+  const batchSize = Number(values['batch-size'] ?? 4);
   if (!Number.isInteger(steps) || steps < 1) throw new Error(`--steps must be a positive integer, got ${values.steps}`);
   if (!(lr > 0)) throw new Error(`--lr must be positive, got ${values.lr}`);
   if (!Number.isInteger(hidden) || hidden < 1) throw new Error(`--hidden must be a positive integer, got ${values.hidden}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`--batch-size must be a positive integer, got ${values['batch-size']}`);
 
   say('======================================================================');
   say(' TOY EXAMPLE: the regression target is a fixed random "teacher" map of');
@@ -87,37 +92,45 @@ export async function main(argv: string[], log: (line: string) => void = (l) => 
   say(' the LLM). It demonstrates the mechanics only: cache -> train -> save.');
   say('======================================================================');
 
-  // 1. Encode once: tower forward only, features to the cache file.
+  // 1. Encode once: tower forward only, features streamed into the cache folder's shards.
   const images = fs.readdirSync(imageDir).filter((f) => /\.(png|jpe?g)$/i.test(f)).sort();
   if (images.length === 0) throw new Error(`${imageDir}: no .png/.jpg images`);
   {
     const model = await LlavaVision.load(modelDir, { log: values.quiet ? null : say });
     const t0 = Date.now();
     const files = images.map((name) => path.join(imageDir, name));
-    await encodeFeatureCache(model, files, cacheFile, { metadata: { model: modelDir, images: JSON.stringify(images) } });
-    say(`encoded ${images.length} images once -> ${cacheFile} (${Date.now() - t0} ms)`);
+    await encodeFeatureCache(model, files, cacheDir, { shardSize: 4 });
+    say(`encoded ${images.length} images once -> ${cacheDir} (${Date.now() - t0} ms)`);
     model.dispose(); // the tower is not needed any more
   }
 
-  // 2. Train from the cache only.
-  const features = loadFeatureCache(cacheFile);
-  const [, , inFeatures] = features.shape;
-  const target = toyTarget(features, hidden, 1234);
+  // 2. Train from the cache only: shuffled mini-batches streamed from its shards, a new shuffle per epoch.
+  const cache = openEncodedDataset(cacheDir);
+  const inFeatures = cache.shapes(0).features[2];
+  const teacher = toyTeacher(inFeatures, hidden, 1234);
   const projector = new Projector({ type: 'mlp2x_gelu', inFeatures, outFeatures: hidden });
   initProjector(projector, 42);
   const optimizer = new TorchAdam({ learningRate: lr });
-  say(`training a fresh mlp2x_gelu projector ${inFeatures} -> ${hidden} -> ${hidden}: TorchAdam(lr=${lr}), ${steps} full-batch steps, MSE to the toy target`);
+  say(`training a fresh mlp2x_gelu projector ${inFeatures} -> ${hidden} -> ${hidden}: TorchAdam(lr=${lr}), ${steps} steps on shuffled mini-batches of ${batchSize}, MSE to the toy target`);
   const losses: [number, number][] = [];
   const every = Math.max(1, Math.round(steps / 10));
   const t1 = Date.now();
-  for (let step = 0; step < steps; step++) {
-    const loss = trainStep(projector, features, target, optimizer);
-    if (step % every === 0) {
-      losses.push([step, loss]);
-      say(`  step ${String(step).padStart(4)}  loss ${loss.toFixed(6)}`);
+  for (let step = 0, epoch = 0; step < steps; epoch++) {
+    for await (const batch of cache.batches({ name: 'features', batchSize, seed: epoch })) {
+      if (step < steps) {
+        if (step % every === 0) {
+          losses.push([step, await cacheLoss(projector, cache, teacher)]);
+          say(`  step ${String(step).padStart(4)}  loss ${losses[losses.length - 1][1].toFixed(6)}`);
+        }
+        const target = teacher(batch.tensor);
+        trainStep(projector, batch.tensor, target, optimizer);
+        target.dispose();
+        step++;
+      }
+      batch.tensor.dispose();
     }
   }
-  const finalLoss = evalLoss(projector, features, target);
+  const finalLoss = await cacheLoss(projector, cache, teacher);
   losses.push([steps, finalLoss]);
   say(`  step ${String(steps).padStart(4)}  loss ${finalLoss.toFixed(6)}  (${Date.now() - t1} ms)`);
 
@@ -125,31 +138,41 @@ export async function main(argv: string[], log: (line: string) => void = (l) => 
   const keys = saveProjector(projector, projectorFile, { names: 'llava', metadata: { note: 'toy regression example, not a LLaVA pretraining result' } });
   const reloaded = new Projector({ type: 'mlp2x_gelu', inFeatures, outFeatures: hidden });
   loadProjectorWeights(reloaded, projectorFile);
-  const reloadedLoss = evalLoss(reloaded, features, target);
+  const reloadedLoss = await cacheLoss(reloaded, cache, teacher);
   if (reloadedLoss !== finalLoss) throw new Error(`reloaded projector gives loss ${reloadedLoss}, expected ${finalLoss}`);
   say(`saved ${projectorFile}: ${keys.join(', ')}`);
   say('PyTorch LLaVA: w = safetensors.torch.load_file(FILE); model.get_model().mm_projector.load_state_dict(');
   say("  {k.split('mm_projector.')[1]: v for k, v in w.items()})   # (only meaningful for a real, non-toy target)");
   say(`loss ${losses[0][1].toFixed(6)} -> ${finalLoss.toFixed(6)} on the TOY target.`);
 
-  tf.dispose([features, target]);
+  cache.close();
+  teacher.dispose();
   optimizer.dispose();
   for (const p of [projector, reloaded]) p.weights.forEach((w) => w.dispose());
-  return { losses, firstLoss: losses[0][1], finalLoss, cacheFile, projectorFile, images };
+  return { losses, firstLoss: losses[0][1], finalLoss, cacheDir, projectorFile, images };
 }
 
-
-/** The toy target: tanh(features · W) with W uniform ±sqrt(3/D) from a fixed seed. */
-function toyTarget(features: tf.Tensor3D, width: number, seed: number): tf.Tensor3D {
-  const d = features.shape[2];
+/** The toy target map: features -> tanh(features · W), W uniform ±sqrt(3/D) from a fixed seed. */
+function toyTeacher(d: number, width: number, seed: number): ((features: tf.Tensor) => tf.Tensor) & { dispose(): void } {
   const rand = seededRandom(seed);
   const bound = Math.sqrt(3 / d);
-  const w = Float32Array.from({ length: d * width }, () => (2 * rand() - 1) * bound);
-  return tf.tidy(() => tf.reshape(tf.tanh(tf.matMul(tf.reshape(features, [-1, d]), tf.tensor2d(w, [d, width]))), [features.shape[0], features.shape[1], width]) as tf.Tensor3D);
+  const w = tf.tensor2d(Float32Array.from({ length: d * width }, () => (2 * rand() - 1) * bound), [d, width]);
+  const teacher = (features: tf.Tensor) =>
+    tf.tidy(() => tf.reshape(tf.tanh(tf.matMul(tf.reshape(features, [-1, d]), w)), [...features.shape.slice(0, -1), width]));
+  return Object.assign(teacher, { dispose: () => w.dispose() });
 }
 
-function evalLoss(projector: Projector, features: tf.Tensor, target: tf.Tensor): number {
-  return tf.tidy(() => mseLoss(projector.call(features) as tf.Tensor, target).dataSync()[0]);
+/** MSE over the whole cache, streamed in index order (a sum over batches, so no batch size enters it). */
+async function cacheLoss(projector: Projector, cache: EncodedDataset, teacher: (f: tf.Tensor) => tf.Tensor): Promise<number> {
+  let sum = 0;
+  let count = 0;
+  for await (const batch of cache.batches({ name: 'features', batchSize: 64, shuffle: false })) {
+    const target = teacher(batch.tensor);
+    sum += tf.tidy(() => mseLoss(projector.call(batch.tensor) as tf.Tensor, target, 'sum').dataSync()[0]);
+    count += target.size;
+    tf.dispose([target, batch.tensor]);
+  }
+  return sum / count;
 }
 
 if (require.main === module) {

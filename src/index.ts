@@ -8,6 +8,12 @@ export { CLIPVisionTower } from './api/vision_tower';
 export type { VisionTowerOptions } from './api/vision_tower';
 export { encodeImages, encodePixelValues, encodePixelValuesAsync, SAVE_NAMES } from './api/encode_job';
 export type { EncodedTensor, EncodeJobOptions, ImageFailure, ImageInput, ImageJobOptions, ImageJobResult, SaveName } from './api/encode_job';
+export { openEncodedDataset, EncodedDataset } from './api/dataset_reader';
+export type { Batch, BatchOptions, DatasetFailure, EncodedImage, StoredTensor } from './api/dataset_reader';
+export { DEFAULT_SHARD_SIZE, checkDatasetDir, writeEncodedDataset } from './api/dataset_writer';
+export type { DatasetPart, DatasetProgress, DatasetWriteOptions, DatasetWriteSummary } from './api/dataset_writer';
+export type { DatasetInfo, ManifestEntry, StoredDType } from './api/dataset_format';
+export { expandInputs, readInputList, walkImages } from './api/inputs';
 export { inspectCheckpoint } from './api/inspect';
 export type {
   InspectedTensor, InspectLayout, InspectOptions, InspectReport, LlavaSummary, RoleTotals, TensorRole, VisionSummary, VisionTowerSummary,

@@ -5,13 +5,14 @@ import * as path from 'path';
 import * as tf from '../src/tf';
 import { main } from '../examples/train_projector';
 import { SafetensorsFile } from '../src/io/safetensors';
+import { openEncodedDataset } from '../src/api/dataset_reader';
 
-test('examples/train_projector: encodes once, trains on the cache, loss decreases, saves LLaVA names', async () => {
+test('examples/train_projector: encodes once into a dataset folder, trains on streamed batches, loss decreases, saves LLaVA names', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'train-example-'));
   const lines: string[] = [];
   try {
     const before = tf.memory().numTensors;
-    const result = await main(['--cache', path.join(dir, 'cache.safetensors'), '--out', path.join(dir, 'mm_projector.safetensors'), '--steps', '60'], (l) => lines.push(l));
+    const result = await main(['--cache', path.join(dir, 'cache'), '--out', path.join(dir, 'mm_projector.safetensors'), '--steps', '60'], (l) => lines.push(l));
     const out = lines.join('\n');
     expect(out).toMatch(/TOY EXAMPLE/);
     expect(out).toMatch(/NOT LLaVA's pretraining objective/);
@@ -20,10 +21,10 @@ test('examples/train_projector: encodes once, trains on the cache, loss decrease
     // Decreasing at every printed point.
     result.losses.slice(1).forEach(([, loss], i) => expect(loss).toBeLessThan(result.losses[i][1]));
 
-    expect(fs.existsSync(result.cacheFile)).toBe(true);
-    const cache = SafetensorsFile.open(result.cacheFile);
-    expect(cache.keys()).toContain('images.0.features');
-    expect(cache.info('images.0.features').shape).toEqual([1, 16, 64]);
+    const cache = openEncodedDataset(result.cacheDir);
+    expect(cache.encodedCount).toBe(result.images.length);
+    expect(cache.read(0).tensors.features.shape).toEqual([1, 16, 64]);
+    expect(fs.readdirSync(result.cacheDir).filter((f) => f.startsWith('shard-')).length).toBe(Math.ceil(result.images.length / 4));
     cache.close();
 
     const st = SafetensorsFile.open(result.projectorFile);

@@ -4,6 +4,7 @@ import { ConfigError, ImageError } from '../errors';
 import { TensorToWrite } from '../io/safetensors';
 import { RgbImage, decodeImage, getAnyresImageGridShape, processImages } from '../image';
 import { imageFailureMessage } from '../image/failure';
+import { CLIPImageProcessor } from '../image/processor';
 import { mergeImageFeatures } from '../model/merge';
 import { EncodeResult, LlavaVision, OUTPUT_NAMES, OutputName } from './llava_vision';
 import { encodeInWorkers, workerSpec } from './worker_pool';
@@ -135,7 +136,8 @@ export function encodeUnits(model: LlavaVision, units: EncodeUnit[], options: En
 }
 
 const pixelDefault = (model: LlavaVision): SaveName => (model.projector ? 'projected' : 'features');
-const imageDefault = (model: LlavaVision): SaveName => (model.projector ? 'merged' : 'features');
+/** What an image job writes when no outputs are asked for: LLaVA's merged tokens, or the tower's features. */
+export const defaultImageOutput = (model: LlavaVision): SaveName => (model.projector ? 'merged' : 'features');
 
 /**
  * Checks a job's options against the model before any work (decoding, forward): returns the outputs
@@ -187,21 +189,26 @@ async function encodeAll(model: LlavaVision, units: EncodeUnit[], options: Encod
   if (workers === 1 || units.length <= 1) return encodeUnits(model, units, options);
   const { onProgress, workers: _w, ...jobOptions } = options;
   encodeUnits(model, [], jobOptions); // checks the options before any thread starts
-  // A unit's pixels go to a worker as a copy of just that unit (a subarray would carry its whole buffer).
-  const own = units.map((u) => ({ ...u, pixels: u.pixels.slice() }));
-  return encodeInWorkers(own, workers, workerSpec(model), (u) => encodeUnits(model, [u], jobOptions), jobOptions, onProgress);
+  return encodeInWorkers(units, workers, workerSpec(model), (u) => encodeUnits(model, [u], jobOptions), jobOptions, onProgress);
 }
 
-/**
- * Image files (or decoded images) to LLM-ready tokens: decode like Pillow's convert('RGB'), LLaVA's
- * process_images (square / pad / anyres), tower, projector, and the merge LLaVA inserts into the LLM.
- * An image that fails to decode is reported in `failures`; the others are still encoded. One image
- * may be given alone (`encodeImages(model, 'photo.jpg')`); results are named `images.<i>.<output>`.
- */
-export async function encodeImages(model: LlavaVision, inputs: ImageInput | ImageInput[], options: ImageJobOptions = {}): Promise<ImageJobResult> {
-  const list = imageInputList(inputs);
-  // The options are checked before any image is decoded (encodePreprocessed checks them again, cheaply).
-  checkJob(model, options, options.mergeType ?? model.settings.mergeType, imageDefault(model));
+/** The effective image settings of a job: the options, else the checkpoint's (checked once, up front). */
+export interface ImageSettings {
+  aspect: AspectMode;
+  gridPinpoints?: Pinpoints;
+  mergeType: MergeType;
+  autoOrient?: boolean;
+  maxImagePixels?: number | null;
+  interpolatePosEncoding?: boolean;
+  /** Read once here, so a missing preprocessor_config.json is one error, not a failure per image. */
+  processor: CLIPImageProcessor;
+}
+
+export function imageSettings(
+  model: LlavaVision,
+  options: Pick<ImageJobOptions, 'aspect' | 'gridPinpoints' | 'mergeType' | 'autoOrient' | 'maxImagePixels' | 'interpolatePosEncoding'>,
+): ImageSettings {
+  const { aspect, gridPinpoints } = aspectSettings(model, options);
   const processor = model.imageProcessor;
   const side = model.tower.config.imageSize;
   const { doCenterCrop, cropSize } = processor.config;
@@ -210,33 +217,72 @@ export async function encodeImages(model: LlavaVision, inputs: ImageInput | Imag
     throw new ConfigError(`${processor.source}: crop_size ${cropSize.height}x${cropSize.width} disagrees with the vision ` +
       `tower's image_size ${side} (${model.tower.configFile}); use interpolate_pos_encoding to run at another size`);
   }
-  const { aspect, gridPinpoints } = imageSettings(model, options);
+  const { autoOrient, maxImagePixels, interpolatePosEncoding } = options;
+  return { aspect, gridPinpoints, mergeType: options.mergeType ?? model.settings.mergeType, autoOrient, maxImagePixels, interpolatePosEncoding, processor };
+}
+
+/** Aspect mode and grid pinpoints of a job: the options', else the model's. */
+function aspectSettings(model: LlavaVision, options: { aspect?: AspectMode; gridPinpoints?: Pinpoints }): { aspect: AspectMode; gridPinpoints?: Pinpoints } {
+  const aspect = options.aspect ?? model.settings.aspect;
+  const gridPinpoints = options.gridPinpoints ?? model.settings.gridPinpoints ?? undefined;
+  if (aspect === 'anyres' && !gridPinpoints) throw new ConfigError(`aspect "anyres" needs grid pinpoints (image_grid_pinpoints in config.json, or --grid-pinpoints)`);
+  return { aspect, gridPinpoints };
+}
+
+export type PreparedImage = { index: number; unit: EncodeUnit; imageSize: [number, number] } | { index: number; failure: ImageFailure };
+
+/**
+ * One input decoded and preprocessed (LLaVA's process_images) into the unit the model encodes, or the
+ * reason it cannot be: any error of this image's is its failure, never the whole job's.
+ */
+export async function prepareImage(model: LlavaVision, input: ImageInput, index: number, settings: ImageSettings): Promise<PreparedImage> {
+  const source = typeof input === 'string' ? input : `input ${index}`;
+  const side = model.tower.config.imageSize;
+  let decoded = false;
+  try {
+    const img = isRgbImage(input) ? input : await decodeImage(input, { autoOrient: settings.autoOrient, name: source, maxImagePixels: settings.maxImagePixels });
+    decoded = true;
+    const [processed] = processImages([img], settings.processor, { aspect: settings.aspect, gridPinpoints: settings.gridPinpoints });
+    const [, , h, w] = processed.shape;
+    if (!settings.interpolatePosEncoding && (h !== side || w !== side)) {
+      // Caught here, as this image's failure: inside the batch it would stop the whole job.
+      throw new ImageError(`it preprocesses to ${h}x${w} but the model's image_size is ${side} (see crop_size and ` +
+        `do_center_crop in the preprocessor config, or use interpolate_pos_encoding)`);
+    }
+    const imageSize: [number, number] = [img.width, img.height];
+    const gridShape = settings.aspect === 'anyres' ? getAnyresImageGridShape(imageSize, settings.gridPinpoints!, side) : undefined;
+    return { index, unit: { index, pixels: processed.pixelValues, shape: processed.shape, imageSize, gridShape }, imageSize };
+  } catch (e) {
+    return { index, failure: { index, source, message: imageFailureMessage(e, source, decoded) } };
+  }
+}
+
+/**
+ * Image files (or decoded images) to LLM-ready tokens: decode like Pillow's convert('RGB'), LLaVA's
+ * process_images (square / pad / anyres), tower, projector, and the merge LLaVA inserts into the LLM.
+ * An image that fails to decode is reported in `failures`; the others are still encoded. One image
+ * may be given alone (`encodeImages(model, 'photo.jpg')`); results are named `images.<i>.<output>`.
+ * Everything is held in memory: for datasets, `writeEncodedDataset` streams into shards instead.
+ */
+export async function encodeImages(model: LlavaVision, inputs: ImageInput | ImageInput[], options: ImageJobOptions = {}): Promise<ImageJobResult> {
+  const list = imageInputList(inputs);
+  const settings = imageSettings(model, options);
+  // The options are checked before any image is decoded.
+  const outputs = [...checkJob(model, options, settings.mergeType, defaultImageOutput(model))];
   const failures: ImageFailure[] = [];
   const sizes: ([number, number] | null)[] = [];
-  const images: PreprocessedImage[] = [];
+  const units: EncodeUnit[] = [];
   for (const [index, input] of list.entries()) {
-    const source = typeof input === 'string' ? input : `input ${index}`;
-    let decoded = false;
-    try {
-      const img = isRgbImage(input) ? input : await decodeImage(input, { autoOrient: options.autoOrient, name: source, maxImagePixels: options.maxImagePixels });
-      decoded = true;
-      const [processed] = processImages([img], processor, { aspect, gridPinpoints });
-      const [, , h, w] = processed.shape;
-      if (!options.interpolatePosEncoding && (h !== side || w !== side)) {
-        // Caught here, as this image's failure: inside the batch it would stop the whole job.
-        throw new ImageError(`it preprocesses to ${h}x${w} but the model's image_size is ${side} (see crop_size and ` +
-          `do_center_crop in the preprocessor config, or use interpolate_pos_encoding)`);
-      }
-      const imageSize: [number, number] = [img.width, img.height];
-      images.push({ index, pixels: processed.pixelValues, shape: processed.shape, imageSize });
-      sizes.push(imageSize);
-    } catch (e) {
-      // One image's failure, whatever it is, is that image's: recorded, and the others still encoded.
-      failures.push({ index, source, message: imageFailureMessage(e, source, decoded) });
+    const prepared = await prepareImage(model, input, index, settings);
+    if ('failure' in prepared) {
+      failures.push(prepared.failure);
       sizes.push(null);
+    } else {
+      units.push(prepared.unit);
+      sizes.push(prepared.imageSize);
     }
   }
-  const tensors = await encodePreprocessed(model, images, { ...options, aspect, gridPinpoints });
+  const tensors = await encodeAll(model, units, { ...options, outputs, mergeType: settings.mergeType });
   return { tensors, failures, sizes };
 }
 
@@ -249,14 +295,6 @@ function imageInputList(inputs: unknown): ImageInput[] {
     throw new ConfigError(`images[${i}] is ${what}: expected a file path, the file's bytes (Uint8Array) or an RgbImage { width, height, data }`);
   });
   return list;
-}
-
-/** Aspect mode and grid pinpoints of an image job: the options', else the model's. */
-function imageSettings(model: LlavaVision, options: { aspect?: AspectMode; gridPinpoints?: Pinpoints }): { aspect: AspectMode; gridPinpoints?: Pinpoints } {
-  const aspect = options.aspect ?? model.settings.aspect;
-  const gridPinpoints = options.gridPinpoints ?? model.settings.gridPinpoints ?? undefined;
-  if (aspect === 'anyres' && !gridPinpoints) throw new ConfigError(`aspect "anyres" needs grid pinpoints (image_grid_pinpoints in config.json, or --grid-pinpoints)`);
-  return { aspect, gridPinpoints };
 }
 
 /** One image's pixel values as LLaVA's process_images made them (e.g. read from `llava-vision preprocess`'s output). */
@@ -284,8 +322,8 @@ export interface PreprocessedJobOptions extends EncodeJobOptions {
  */
 export async function encodePreprocessed(model: LlavaVision, images: PreprocessedImage[], options: PreprocessedJobOptions = {}): Promise<Record<string, EncodedTensor>> {
   const mergeType = options.mergeType ?? model.settings.mergeType;
-  const outputs = [...checkJob(model, options, mergeType, imageDefault(model))];
-  const { aspect, gridPinpoints } = imageSettings(model, options);
+  const outputs = [...checkJob(model, options, mergeType, defaultImageOutput(model))];
+  const { aspect, gridPinpoints } = aspectSettings(model, options);
   const units: EncodeUnit[] = images.map((img) => {
     if (aspect !== 'anyres') return { ...img };
     if (!img.imageSize) throw new ConfigError(`image ${img.index}: anyres needs the original image size (for its tile grid)`);

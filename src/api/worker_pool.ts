@@ -113,8 +113,8 @@ export function workerSpec(model: LlavaVision): WorkerModelSpec {
 
 /**
  * Encodes `units` on `workers` model instances: `encodeHere` (the caller's model, on this thread) and
- * `workers − 1` threads (`workers` checked by the caller). Each thread keeps two units queued, so it never waits while this thread is
- * busy in a (synchronous) forward. Results are merged by unit; `onProgress` counts finished units.
+ * `workers − 1` threads (`workers` checked by the caller). Results are merged by unit; `onProgress`
+ * counts finished units.
  */
 export async function encodeInWorkers(
   units: EncodeUnit[],
@@ -124,31 +124,82 @@ export async function encodeInWorkers(
   options: WorkerJobOptions,
   onProgress?: (done: number, total: number) => void,
 ): Promise<Encoded> {
-  const threads = await Promise.all(Array.from({ length: Math.min(workers, units.length) - 1 }, () => ModelWorker.start(spec)));
+  const pool = await EncoderPool.start(Math.min(workers, units.length) - 1, spec, encodeHere, options);
   const out: Encoded = {};
   const queue = [...units];
   let done = 0;
-  const finished = (tensors: Encoded) => {
-    Object.assign(out, tensors);
-    onProgress?.(++done, units.length);
-  };
   try {
+    await pool.run(async () => queue.shift() ?? null, (_unit, tensors) => {
+      Object.assign(out, tensors);
+      onProgress?.(++done, units.length);
+    });
+  } finally {
+    await pool.close();
+  }
+  return out;
+}
+
+/**
+ * This thread's model plus `threads` worker threads, kept for as many `run`s as the caller likes (a
+ * dataset encode runs the whole stream through one pool instead of reloading the model per shard).
+ */
+export class EncoderPool {
+  private constructor(
+    private readonly threads: ModelWorker[],
+    private readonly encodeHere: (unit: EncodeUnit) => Encoded,
+    private readonly options: WorkerJobOptions,
+  ) {}
+
+  /** Starts `threads` worker threads (each loads the model) and waits until all are ready. */
+  static async start(threads: number, spec: WorkerModelSpec, encodeHere: (unit: EncodeUnit) => Encoded, options: WorkerJobOptions): Promise<EncoderPool> {
+    const started = await Promise.allSettled(Array.from({ length: Math.max(0, threads) }, () => ModelWorker.start(spec)));
+    const ready = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+    const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) {
+      await Promise.all(ready.map((w) => w.close()));
+      throw failed.reason;
+    }
+    return new EncoderPool(ready, encodeHere, options);
+  }
+
+  /**
+   * Encodes the units `next` hands out (null: no more) until it runs dry, each on whichever instance
+   * is free; `onResult` gets every unit's tensors in completion order. Each thread keeps two units
+   * queued, so it never waits while this thread is busy in a (synchronous) forward. The first error
+   * stops every instance after its current unit and is thrown.
+   */
+  async run(next: () => Promise<EncodeUnit | null>, onResult: (unit: EncodeUnit, tensors: Encoded) => void): Promise<void> {
+    let stopped = false;
+    const pull = async () => (stopped ? null : next());
     const stopOnError = (loop: Promise<void>) => loop.catch((e) => {
-      queue.length = 0; // the other loops stop after their current unit
+      stopped = true; // the other loops stop after their current unit
       throw e;
     });
     const threadLoop = async (w: ModelWorker) => {
-      for (let unit = queue.shift(); unit; unit = queue.shift()) finished(await w.encode([unit], options));
+      for (let unit = await pull(); unit; unit = await pull()) {
+        const tensors = await w.encode([ownPixels(unit)], this.options);
+        if (!stopped) onResult(unit, tensors);
+      }
     };
     const hereLoop = async () => {
-      for (let unit = queue.shift(); unit; unit = queue.shift()) {
-        finished(encodeHere(unit));
+      for (let unit = await pull(); unit; unit = await pull()) {
+        onResult(unit, this.encodeHere(unit));
         await new Promise((r) => setImmediate(r)); // let the threads' replies in
       }
     };
-    await Promise.all([...threads, ...threads].map(threadLoop).concat(hereLoop()).map(stopOnError));
-  } finally {
-    await Promise.all(threads.map((w) => w.close()));
+    const loops = [...this.threads, ...this.threads].map(threadLoop).concat(hereLoop()).map(stopOnError);
+    const results = await Promise.allSettled(loops);
+    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failure) throw failure.reason;
   }
-  return out;
+
+  async close(): Promise<void> {
+    await Promise.all(this.threads.map((w) => w.close()));
+  }
+}
+
+/** A unit whose pixels are a view into a bigger buffer is copied: a transfer to a thread would carry the whole buffer. */
+function ownPixels(unit: EncodeUnit): EncodeUnit {
+  const p = unit.pixels;
+  return p.byteOffset === 0 && p.byteLength === p.buffer.byteLength ? unit : { ...unit, pixels: p.slice() };
 }

@@ -11,12 +11,14 @@ import { writeSafetensors } from '../io/safetensors';
 import { packageVersion } from '../version';
 import { UsageError, choiceOption, intOption, listOption, parseOptions, usageCheck } from './args';
 import { downloadProgress } from './download';
+import { DATASET_HELP, DATASET_SPEC, rejectDatasetOptions, runEncodeDataset } from './encode_dataset';
 import { checkInputFiles, filesIn, prepareOutputFile } from './files';
 import { progressBar } from './progress';
 
 export const ENCODE_HELP = `encode: images (or precomputed pixel values) -> vision features, written as safetensors
   llava-vision encode [--model DIR] [options] IMAGE... --out FILE.safetensors
   llava-vision encode [--model DIR] [options] --pixel-values FILE.safetensors --out FILE.safetensors
+  llava-vision encode [--model DIR] [options] IMAGE_OR_FOLDER... [--inputs LIST] --out-dir DIR
 
   --model DIR|REPO_ID          CLIP, CLIP vision-only, original LLaVA or llava-hf folder (auto-detected from
                                config.json), or a hub id found in the HuggingFace cache (see --download);
@@ -49,13 +51,15 @@ export const ENCODE_HELP = `encode: images (or precomputed pixel values) -> visi
   --backend B                  ${BACKEND_CHOICES.join(' | ')} (default: $LLAVA_VISION_BACKEND, else auto)
   --force                      overwrite --out even when it exists and is not a safetensors file, or is an input
   --quiet                      no backend/progress messages (the demo checkpoint's warning still prints)
+${DATASET_HELP}
 
 Examples:
   llava-vision encode photo.jpg --out tokens.safetensors
   llava-vision encode --model llava-v1.5-7b --vision-tower clip-vit-large-patch14-336 a.jpg b.png --out tokens.safetensors
   llava-vision encode --model clip-vit-large-patch14-336 --save hidden_states,pooler_output img.png --out hs.safetensors
   llava-vision encode --model llava-v1.5-7b --pixel-values pv.safetensors --save features --out feats.safetensors
-  llava-vision encode --model openai/clip-vit-large-patch14-336 --download img.png --out feats.safetensors`;
+  llava-vision encode --model openai/clip-vit-large-patch14-336 --download img.png --out feats.safetensors
+  llava-vision encode --model llava-v1.5-7b photos/ --dtype F16 --out-dir photos.tokens`;
 
 const SPEC = {
   model: { type: 'string' },
@@ -79,6 +83,7 @@ const SPEC = {
   force: { type: 'boolean' },
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
+  ...DATASET_SPEC,
 } as const;
 
 export interface CliIo {
@@ -94,6 +99,8 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
     io.out(ENCODE_HELP + '\n');
     return 0;
   }
+  if (o['out-dir'] !== undefined) return runEncodeDataset(o, images, io);
+  rejectDatasetOptions(o);
   // Every option is checked before any file is touched.
   if (!o.out) throw new UsageError('encode needs --out FILE.safetensors');
   if (o['pixel-values'] && images.length > 0) throw new UsageError('give either image files or --pixel-values, not both');

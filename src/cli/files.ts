@@ -4,33 +4,17 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { inputFileProblem } from '../api/inputs';
 import { ConfigError } from '../errors';
 import { SafetensorsFile } from '../io/safetensors';
 
 /** Every input file exists, is a file and is not empty; all problems are reported at once, one line each. */
 export function checkInputFiles(files: string[]): void {
   const problems = files.flatMap((file) => {
-    const problem = inputProblem(file);
+    const problem = inputFileProblem(file);
     return problem ? [`${file}: ${problem}`] : [];
   });
   if (problems.length) throw new ConfigError(problems.join('\n'));
-}
-
-function inputProblem(file: string): string | null {
-  let stat: fs.Stats;
-  try {
-    stat = fs.statSync(file);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return 'no such file';
-    if (code === 'ENOTDIR') return 'no such file (a part of the path is a file)';
-    if (code === 'EACCES') return 'permission denied';
-    return `cannot read (${code ?? (e as Error).message})`;
-  }
-  if (stat.isDirectory()) return 'is a directory, not an image file';
-  if (!stat.isFile()) return 'is not a regular file';
-  if (stat.size === 0) return 'empty file';
-  return null;
 }
 
 /**

@@ -40,6 +40,23 @@ export function writeFileAtomic(target: string, data: Uint8Array | ((fd: number)
   syncDir(path.dirname(target));
 }
 
+/**
+ * Appends `data` and fsyncs it: a journal write (the manifest of a dataset), durable when this returns.
+ * A kill mid-write can leave a torn last line, which the reader of such a file must tolerate.
+ */
+export function appendFileDurable(target: string, data: Uint8Array): void {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(target, 'a');
+    writeAllSync(fd, data);
+    fs.fsyncSync(fd);
+  } catch (err) {
+    throw asOutputError(err, target);
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
 /** Persist the rename itself. Best effort: some platforms (Windows) cannot fsync a directory. */
 function syncDir(dir: string): void {
   let fd: number | undefined;

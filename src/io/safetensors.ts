@@ -11,7 +11,7 @@ import { CheckpointError, quote, shapeText } from '../errors';
 import { writeAllSync, writeFileAtomic } from './atomic';
 import { parseJsonWithLimits } from './json';
 import {
-  DType, DTYPE_SIZE, DTYPES, decodeToFloat32, f32ToBf16Bits, f32ToF16Bits, isDType, isFloatDType,
+  DType, DTYPE_SIZE, DTYPES, decodeToFloat32, isDType, isFloatDType, toHalfBits,
 } from './dtype';
 
 export interface TensorInfo { name: string; dtype: DType; shape: number[]; begin: number; end: number }
@@ -278,8 +278,7 @@ function prepare(tensors: Record<string, TensorToWrite>, metadata?: Record<strin
       if (data.length !== n) throw bad(`${data.length} elements given but ${shapeStr(dtype, shape)} has ${n}`);
       if ((dtype === 'F16' || dtype === 'BF16') && kind === 'Float32Array') {
         // Converted lazily, one tensor at a time, so a big write never holds every half copy at once.
-        const toBits = dtype === 'F16' ? f32ToF16Bits : f32ToBf16Bits;
-        bytes = () => asBytes(Uint16Array.from(data as Float32Array, toBits));
+        bytes = () => asBytes(toHalfBits(data as Float32Array, dtype));
       } else {
         bytes = () => asBytes(data);
       }

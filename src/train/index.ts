@@ -5,4 +5,4 @@ export {
   blockedSum, encodeFeatureCache, featureKey, initProjector, loadFeatureCache, loadProjectorWeights, mseLoss,
   projectorGradients, projectorKeyMap, saveFeatureCache, saveProjector, seededRandom, trainStep, trainableVariables,
 } from './projector_training';
-export type { LossFn, ProjectorGradients, ProjectorNames, SaveProjectorOptions, StepOptions } from './projector_training';
+export type { FeatureCacheOptions, LossFn, ProjectorGradients, ProjectorNames, SaveProjectorOptions, StepOptions } from './projector_training';

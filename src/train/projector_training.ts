@@ -5,15 +5,19 @@
  */
 import * as fs from 'fs';
 import * as tf from '../tf';
-import { encodeImages } from '../api/encode_job';
+import { StoredDType } from '../api/dataset_format';
+import { openEncodedDataset } from '../api/dataset_reader';
+import { DatasetProgress, writeEncodedDataset } from '../api/dataset_writer';
 import { LlavaVision } from '../api/llava_vision';
 import { openTensorSource } from '../api/sources';
 import { CheckpointError, ConfigError, ImageError } from '../errors';
-import { RgbImage } from '../image';
 import { LAYOUT_KEYS, PROJECTOR_PREFIXES, findProjectorKeys, inferProjectorType } from '../io/layouts';
 import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../io/safetensors';
 import { namedParams } from '../model/module';
 import { Projector } from '../model/projector';
+import { seededRandom } from '../random';
+
+export { seededRandom };
 import { KeyMap, exportWeights, loadWeights, toCheckpointLayout, writeParam } from '../model/weights';
 
 export type LossFn = (prediction: tf.Tensor, target: tf.Tensor) => tf.Scalar;
@@ -156,18 +160,6 @@ export function loadProjectorWeights(projector: Projector, file: string): string
   }
 }
 
-/** Deterministic PRNG (mulberry32) for reproducible initialisation. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * `nn.Linear.reset_parameters()` distribution for every linear of the projector: weight and bias
  * uniform in ±1/sqrt(in_features) (kaiming_uniform with a=sqrt(5)). Same distribution as torch, not
@@ -206,25 +198,47 @@ export function saveFeatureCache(file: string, features: tf.Tensor3D | Float32Ar
   writeSafetensors(file, tensors, { kind: 'llava-vision feature cache', ...metadata });
 }
 
-/**
- * The feature cache for training: images encoded once (decode, process_images, tower; no projector)
- * into `images.<i>.features` [tiles, N, D] — the same file `llava-vision encode --save features` writes.
- * Returns the number of images written; an image that fails to decode is an error here.
- */
-export async function encodeFeatureCache(
-  model: LlavaVision,
-  images: (string | Uint8Array | RgbImage)[],
-  file: string,
-  options: { batchSize?: number; metadata?: Record<string, string> } = {},
-): Promise<number> {
-  const { tensors, failures } = await encodeImages(model, images, { outputs: ['features'], batchSize: options.batchSize ?? 8 });
-  if (failures.length) throw new ImageError(failures.map((f) => f.message).join('; '));
-  writeSafetensors(file, tensors, { kind: 'llava-vision feature cache', ...options.metadata });
-  return images.length;
+export interface FeatureCacheOptions {
+  /** Images per shard (default DEFAULT_SHARD_SIZE). */
+  shardSize?: number;
+  /** Stored dtype, F32 (default), F16 or BF16. */
+  dtype?: StoredDType;
+  /** Model instances (see encodeImages). */
+  workers?: number;
+  onProgress?: (progress: DatasetProgress) => void;
 }
 
+/**
+ * The feature cache for training: images encoded once (decode, process_images, tower; no projector)
+ * into a dataset folder of `images.<i>.features` [tiles, N, D] shards — what `llava-vision encode
+ * --save features --out-dir DIR` writes — streamed, so memory does not grow with the number of
+ * images, and resumed when run again on the same folder. Train from it with
+ * `openEncodedDataset(dir).batches({ name: 'features', ... })`. Returns the number of images stored;
+ * an image that cannot be encoded is an error here (after the others are stored).
+ */
+export async function encodeFeatureCache(model: LlavaVision, images: string[], dir: string, options: FeatureCacheOptions = {}): Promise<number> {
+  if (dir.endsWith('.safetensors')) {
+    throw new ConfigError(`encodeFeatureCache writes a dataset folder (shards + manifest), not one file: name a folder instead of ${dir} (loadFeatureCache still reads single files)`);
+  }
+  const summary = await writeEncodedDataset(model, images, dir, { outputs: ['features'], ...options });
+  if (summary.failedTotal) {
+    const ds = openEncodedDataset(dir);
+    const failures = ds.failures;
+    ds.close();
+    throw new ImageError(`${failures.length} image(s) could not be encoded into ${dir}: ${failures.map((f) => f.error).join('; ')}`);
+  }
+  return summary.images;
+}
+
+/**
+ * All features of a cache as one [B, N, D] tensor: a dataset folder (`encodeFeatureCache`,
+ * `encode --save features --out-dir`), or a single file of `images.<i>.features` (`saveFeatureCache`,
+ * `encode --save features --out`). For caches that do not fit in memory, stream
+ * `openEncodedDataset(dir).batches(...)` instead.
+ */
 export function loadFeatureCache(file: string): tf.Tensor3D {
   if (!fs.existsSync(file)) throw new CheckpointError(`${file}: feature cache not found`);
+  if (fs.statSync(file).isDirectory()) return loadFeatureDataset(file);
   const st = SafetensorsFile.open(file);
   try {
     const indices = st.keys().map((k) => /^images\.(\d+)\.features$/.exec(k)).filter((m): m is RegExpExecArray => m !== null).map((m) => Number(m[1])).sort((a, b) => a - b);
@@ -248,5 +262,27 @@ export function loadFeatureCache(file: string): tf.Tensor3D {
     return tf.tensor3d(all, [indices.length, n, d]);
   } finally {
     st.close();
+  }
+}
+
+function loadFeatureDataset(dir: string): tf.Tensor3D {
+  const ds = openEncodedDataset(dir);
+  try {
+    if (ds.failures.length || ds.missing.length) {
+      throw new CheckpointError(`${dir}: ${ds.failures.length} failed and ${ds.missing.length} missing image(s): the cache is incomplete`);
+    }
+    if (ds.length === 0) throw new CheckpointError(`${dir}: no images`);
+    const parts = Array.from({ length: ds.length }, (_, i) => ds.read(i, ['features']).tensors.features);
+    const shape = parts[0].shape;
+    for (const [i, p] of parts.entries()) {
+      if (p.shape.length !== 3 || p.shape[0] !== 1 || !tf.util.arraysEqual(p.shape, shape)) {
+        throw new CheckpointError(`${dir}: ${featureKey(i)} has shape [${p.shape}], expected [1, ${shape.slice(1)}] like image 0 (one tile per image)`);
+      }
+    }
+    const all = new Float32Array(parts.length * parts[0].data.length);
+    parts.forEach((p, i) => all.set(p.data, i * p.data.length));
+    return tf.tensor3d(all, [parts.length, shape[1], shape[2]]);
+  } finally {
+    ds.close();
   }
 }

@@ -1,0 +1,135 @@
+/**
+ * `encode --out-dir DIR`: a dataset-scale encode into a folder of shards (api/dataset_writer.ts).
+ * Everything that can be checked without the model is checked first — options, --inputs, the folder,
+ * --part — so a mistake costs no model load; bad images are then per-image failures, not errors.
+ */
+import * as path from 'path';
+import { BACKEND_CHOICES, BackendChoice } from '../backend';
+import { SAVE_NAMES, SaveName } from '../api/encode_job';
+import { STORED_DTYPES, StoredDType } from '../api/dataset_format';
+import { DEFAULT_SHARD_SIZE, DatasetPart, checkDatasetDir, writeEncodedDataset } from '../api/dataset_writer';
+import { expandInputs, readInputList } from '../api/inputs';
+import { LlavaVision } from '../api/llava_vision';
+import { AspectMode, MergeType, SelectFeature, parseGridPinpoints } from '../config/llava';
+import { ConfigError } from '../errors';
+import { choiceOption, intOption, listOption } from './args';
+import { downloadProgress } from './download';
+import { jobProgress } from './progress';
+
+export const DATASET_SPEC = {
+  'out-dir': { type: 'string' },
+  inputs: { type: 'string' },
+  'shard-size': { type: 'string' },
+  dtype: { type: 'string' },
+  part: { type: 'string' },
+} as const;
+
+export const DATASET_HELP = `  --out-dir DIR                instead of --out: a dataset folder, streamed and resumable (README "Large datasets"):
+                               DIR/shard-00000.safetensors, ..., DIR/manifest.jsonl, DIR/dataset.json; an IMAGE
+                               argument may be a folder (walked recursively, sorted); bad images are recorded failures
+  --inputs FILE                (--out-dir) image paths, one per line, after the IMAGE arguments; "-" reads stdin
+  --shard-size N               (--out-dir) images per shard (default ${DEFAULT_SHARD_SIZE})
+  --dtype D                    (--out-dir) stored outputs: ${STORED_DTYPES.join(' | ')} (default F32; rounded to nearest even)
+  --part K/N                   (--out-dir) only the inputs whose index is K mod N, into DIR/part-K-of-N/ (K from 0)`;
+
+export interface DatasetCliIo {
+  out: (s: string) => void;
+  err: (s: string) => void;
+  demoModel: string;
+  stdin?: NodeJS.ReadableStream;
+  /** Whether progress goes to a terminal (a bar) or a log (a line every few seconds); default: stderr's. */
+  isTTY?: boolean;
+}
+
+/** The dataset options mean nothing with --out FILE: an error rather than silently ignored. */
+export function rejectDatasetOptions(o: Record<string, unknown>): void {
+  const given = Object.keys(DATASET_SPEC).filter((k) => o[k] !== undefined);
+  if (given.length) throw new ConfigError(`--${given[0]} works with --out-dir DIR (a dataset folder), not with --out FILE`);
+}
+
+/** `--part K/N`, e.g. `--part $SLURM_ARRAY_TASK_ID/16`. */
+export function parsePart(value: string): DatasetPart {
+  const m = /^(-?\d+)\/(-?\d+)$/.exec(value.trim());
+  if (!m) throw new ConfigError(`--part must be K/N (e.g. 0/4; K counts from 0), got "${value}"`);
+  const [index, count] = [Number(m[1]), Number(m[2])];
+  if (count < 1) throw new ConfigError(`--part ${value}: N must be at least 1`);
+  if (index < 0 || index >= count) throw new ConfigError(`--part ${value}: K must be 0..${count - 1} (counted from 0, like SLURM_ARRAY_TASK_ID with --array=0-${count - 1} and JOB_COMPLETION_INDEX)`);
+  return { index, count };
+}
+
+export async function runEncodeDataset(o: Record<string, any>, images: string[], io: DatasetCliIo): Promise<number> {
+  const outDir: string = o['out-dir'];
+  if (o.out !== undefined) throw new ConfigError('give either --out FILE or --out-dir DIR, not both');
+  if (o['pixel-values'] !== undefined) throw new ConfigError('--out-dir encodes images; --pixel-values works with --out FILE');
+  if (o.force) throw new ConfigError('--force has no use with --out-dir: a dataset folder is added to, never overwritten');
+  if (images.length === 0 && o.inputs === undefined) throw new ConfigError('encode --out-dir needs images: files, folders, or --inputs FILE');
+  const selectFeature = choiceOption<SelectFeature>(o['select-feature'], 'select-feature', ['patch', 'cls_patch']);
+  const backend = choiceOption<BackendChoice>(o.backend, 'backend', BACKEND_CHOICES);
+  const save = listOption<SaveName>(o.save, 'save', SAVE_NAMES);
+  const aspect = choiceOption<AspectMode>(o.aspect, 'aspect', ['square', 'pad', 'anyres']);
+  const mergeType = choiceOption<MergeType>(o.merge, 'merge', ['flat', 'spatial', 'spatial_unpad']);
+  const gridPinpoints = o['grid-pinpoints'] === undefined ? undefined : parseGridPinpoints(parseJson(o['grid-pinpoints'], 'grid-pinpoints'), '--grid-pinpoints');
+  const selectLayer = intOption(o['select-layer'], 'select-layer');
+  const batchSize = positive(intOption(o['batch-size'], 'batch-size') ?? 1, 'batch-size');
+  const workers = positive(intOption(o.workers, 'workers') ?? 1, 'workers');
+  const shardSize = positive(intOption(o['shard-size'], 'shard-size') ?? DEFAULT_SHARD_SIZE, 'shard-size');
+  const dtype = choiceOption<StoredDType>(o.dtype, 'dtype', STORED_DTYPES) ?? 'F32';
+  const part = o.part === undefined ? undefined : parsePart(o.part);
+  checkDatasetDir(outDir, part, '--out-dir');
+  const listed = o.inputs === undefined ? [] : await readInputList(o.inputs, io.stdin);
+  const inputs = expandInputs(images, listed);
+  if (inputs.length === 0) throw new ConfigError(`--inputs ${o.inputs} lists no images`);
+  const modelDir = o.model ?? io.demoModel;
+  if (!o.model && !o.quiet) io.err(`llava-vision: no --model given: using the bundled demo checkpoint ${modelDir} (generated weights, not a trained model)\n`);
+
+  const model = await LlavaVision.load(modelDir, {
+    visionTower: o['vision-tower'],
+    download: o.download ? { onProgress: o.quiet ? undefined : downloadProgress() } : undefined,
+    projector: o.projector,
+    projectorType: o['projector-type'],
+    selectLayer,
+    selectFeature,
+    backend,
+    log: o.quiet ? null : (line) => io.err(line + '\n'),
+  });
+  try {
+    const progress = jobProgress({ label: 'encoding', write: io.err, isTTY: io.isTTY ?? !!process.stderr.isTTY });
+    const outputs = save ?? [model.projector ? 'merged' : 'features'];
+    const start = performance.now();
+    const summary = await writeEncodedDataset(model, inputs, outDir, {
+      outputs, aspect, gridPinpoints, mergeType, autoOrient: o['auto-orient'], interpolatePosEncoding: o['interpolate-pos-encoding'],
+      batchSize, workers, shardSize, dtype, part,
+      onProgress: o.quiet ? undefined : (p) => progress.update({ done: p.skipped + p.done, total: p.skipped + p.todo, failed: p.failed, skipped: p.skipped }),
+      onFailure: (f) => io.err(`llava-vision: image ${f.index}: ${f.message}\n`),
+    });
+    progress.end();
+    const manifest = path.join(summary.dir, 'manifest.jsonl');
+    if (!o.quiet) {
+      const already = summary.skipped ? `; ${summary.skipped} were already there` : '';
+      const seconds = (performance.now() - start) / 1000;
+      const rate = summary.encoded ? ` in ${seconds.toFixed(1)} s (${((60 * summary.encoded) / seconds).toFixed(1)} images/min)` : '';
+      io.err(`llava-vision: ${summary.dir}: encoded ${summary.encoded} image(s) into ${summary.shards} new shard(s) (${dtype})${rate}${already}; ${summary.images} image(s) in all\n`);
+    }
+    if (summary.failedTotal) {
+      const earlier = summary.failedTotal - summary.failures.length;
+      io.err(`llava-vision: ${summary.failedTotal} of ${summary.images} image(s) failed${earlier ? ` (${earlier} in earlier runs)` : ''}, recorded in ${manifest}; the others were written\n`);
+      return 1;
+    }
+    return 0;
+  } finally {
+    model.dispose();
+  }
+}
+
+function positive(n: number, name: string): number {
+  if (n < 1) throw new ConfigError(`--${name} must be at least 1, got ${n}`);
+  return n;
+}
+
+function parseJson(value: string, name: string): unknown {
+  try {
+    return JSON.parse(value);
+  } catch {
+    throw new ConfigError(`--${name} must be JSON, e.g. [[336,672],[672,336]], got ${value}`);
+  }
+}
