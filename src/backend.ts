@@ -1,13 +1,17 @@
 import * as fs from 'fs';
 import * as tf from './tf';
 import { ConfigError } from './errors';
+import { describeAdapter, registerWebGpu, webGpuAdapter, webGpuInstalled } from './webgpu';
 
-export type BackendChoice = 'auto' | 'wasm' | 'cpu' | 'tensorflow';
-export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'wasm', 'cpu', 'tensorflow'];
+export type BackendChoice = 'auto' | 'wasm' | 'cpu' | 'tensorflow' | 'webgpu';
+export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'wasm', 'cpu', 'tensorflow', 'webgpu'];
 export const BACKEND_ENV_VAR = 'LLAVA_VISION_BACKEND';
 
 export interface BackendOptions {
-  /** Overrides the env var; default `auto`: tensorflow if tfjs-node(-gpu) is installed, else wasm, else cpu. */
+  /**
+   * Overrides the env var; default `auto`: tensorflow if tfjs-node(-gpu) is installed, else webgpu if
+   * the `webgpu` package is installed and finds a real GPU, else wasm, else cpu.
+   */
   backend?: BackendChoice;
   /** Where to say which backend runs; default stderr, `null` for silence. */
   log?: ((line: string) => void) | null;
@@ -18,13 +22,17 @@ let announced: string | null = null;
 /** Selects and initialises the tfjs backend once; returns its name. */
 export async function initBackend(options: BackendOptions = {}): Promise<string> {
   const choice = options.backend ?? parseChoice(process.env[BACKEND_ENV_VAR]);
-  const order: Exclude<BackendChoice, 'auto'>[] = choice === 'auto' ? ['tensorflow', 'wasm', 'cpu'] : [choice];
+  const auto = choice === 'auto';
+  const order: Exclude<BackendChoice, 'auto'>[] = auto ? ['tensorflow', 'webgpu', 'wasm', 'cpu'] : [choice];
   const failures: string[] = [];
+  // Why an installed webgpu was passed over by auto (e.g. only a CPU adapter), for the log line.
+  let webgpuNote = '';
   for (const name of order) {
-    const error = await trySetBackend(name);
+    const error = await trySetBackend(name, auto);
+    if (name === 'webgpu' && error !== null && auto && webGpuInstalled()) webgpuNote = `; webgpu not used: ${error}`;
     if (error === null) {
       const log = options.log === undefined ? (line: string) => process.stderr.write(line + '\n') : options.log;
-      if (log && announced !== name) log(`llava-vision: tfjs backend "${name}"${describe(name)}`);
+      if (log && announced !== name) log(`llava-vision: tfjs backend "${name}"${describe(name, webgpuNote)}`);
       announced = name;
       return name;
     }
@@ -39,7 +47,8 @@ function parseChoice(value: string | undefined): BackendChoice {
   throw new ConfigError(`${BACKEND_ENV_VAR}="${value}" is not a backend (choose from ${BACKEND_CHOICES.join(', ')})`);
 }
 
-async function trySetBackend(name: Exclude<BackendChoice, 'auto'>): Promise<string | null> {
+/** Null once `name` is the active backend, else why it cannot be; under `auto`, webgpu only on a real GPU. */
+async function trySetBackend(name: Exclude<BackendChoice, 'auto'>, auto: boolean): Promise<string | null> {
   // engine().backendName, unlike tf.getBackend(), does not initialise a default backend (and print its banner).
   if (tf.engine().backendName === name) return null;
   try {
@@ -56,6 +65,9 @@ async function trySetBackend(name: Exclude<BackendChoice, 'auto'>): Promise<stri
       if (!tf.findBackendFactory('tensorflow')) return 'installed tfjs-node uses another @tensorflow/tfjs-core copy (versions must match 4.22.0)';
     } else if (name === 'wasm') {
       require('@tensorflow/tfjs-backend-wasm');
+    } else if (name === 'webgpu') {
+      const adapter = await registerWebGpu({ gpuOnly: auto });
+      if (typeof adapter === 'string') return adapter;
     }
     if (!(await tf.setBackend(name))) return 'initialisation failed';
     // tfjs-backend-cpu prints a 5-line "install tfjs-node" banner on its first tensor; our one line
@@ -80,15 +92,19 @@ function requireFirst(modules: string[]): void {
   throw last;
 }
 
-function describe(name: string): string {
-  if (name === 'cpu') return ' (pure JS, slow: the default wasm backend or @tensorflow/tfjs-node@4.22.0 are much faster)';
-  if (name !== 'wasm') return '';
+function describe(name: string, webgpuNote: string): string {
+  if (name === 'cpu') return ` (pure JS, slow: the default wasm backend or @tensorflow/tfjs-node@4.22.0 are much faster${webgpuNote})`;
+  if (name === 'webgpu') {
+    const adapter = webGpuAdapter()!;
+    return ` (${describeAdapter(adapter)}${adapter.cpu ? ': slow, for testing' : ''})`;
+  }
+  if (name !== 'wasm') return webgpuNote ? ` (${webgpuNote.slice(2)})` : '';
   try {
     const simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT');
     const threads = tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT');
-    return ` (SIMD ${simd ? 'on' : 'off'}, ${threads ? 'multi-threaded' : 'single-threaded'})`;
+    return ` (SIMD ${simd ? 'on' : 'off'}, ${threads ? 'multi-threaded' : 'single-threaded'}${webgpuNote})`;
   } catch {
-    return ''; // flags not evaluated yet
+    return webgpuNote ? ` (${webgpuNote.slice(2)})` : ''; // flags not evaluated yet
   }
 }
 

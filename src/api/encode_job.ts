@@ -4,6 +4,7 @@ import { ConfigError, LlavaVisionError } from '../errors';
 import { TensorToWrite } from '../io/safetensors';
 import { RgbImage, decodeImage, getAnyresImageGridShape, processImages } from '../image';
 import { mergeImageFeatures } from '../model/merge';
+import { throwOnWebGpuError } from '../webgpu';
 import { EncodeResult, LlavaVision, OUTPUT_NAMES, OutputName } from './llava_vision';
 import { encodeInWorkers, workerSpec } from './worker_pool';
 
@@ -55,20 +56,60 @@ export interface ImageJobResult {
   sizes: ([number, number] | null)[];
 }
 
-function toWrite(t: tf.Tensor): TensorToWrite {
-  return { dtype: 'F32', shape: t.shape, data: t.dataSync() as Float32Array };
+/** One batch of units through the model: outputs still on the backend, and pixel values (already arrays). */
+interface EncodedBatch {
+  tensors: Record<string, tf.Tensor>;
+  arrays: Record<string, TensorToWrite>;
+  units: number;
 }
 
-/** Runs units through the model in batches, naming outputs `images.<i>.<name>`. */
+/**
+ * Runs units through the model in batches, naming outputs `images.<i>.<name>`; results are read with
+ * `dataSync`. On the webgpu backend, which can only read asynchronously, use `encodeUnitsAsync`.
+ */
 export function encodeUnits(model: LlavaVision, units: EncodeUnit[], options: EncodeJobOptions & { mergeType?: MergeType }): Record<string, TensorToWrite> {
+  if (model.backend === 'webgpu') throw new ConfigError('the webgpu backend reads results asynchronously: use encodePixelValuesAsync or encodeImages');
+  const out: Record<string, TensorToWrite> = {};
+  let done = 0;
+  for (const batch of encodeBatches(model, units, options)) {
+    try {
+      for (const [name, t] of Object.entries(batch.tensors)) out[name] = { dtype: 'F32', shape: t.shape, data: t.dataSync() as Float32Array };
+    } finally {
+      tf.dispose(Object.values(batch.tensors));
+    }
+    Object.assign(out, batch.arrays);
+    options.onProgress?.((done += batch.units), units.length);
+  }
+  return out;
+}
+
+/** `encodeUnits` reading results asynchronously (any backend; the only way on webgpu). */
+export async function encodeUnitsAsync(model: LlavaVision, units: EncodeUnit[], options: EncodeJobOptions & { mergeType?: MergeType }): Promise<Record<string, TensorToWrite>> {
+  const out: Record<string, TensorToWrite> = {};
+  let done = 0;
+  for (const batch of encodeBatches(model, units, options)) {
+    try {
+      const entries = Object.entries(batch.tensors);
+      const data = await Promise.all(entries.map(([, t]) => t.data() as Promise<Float32Array>));
+      throwOnWebGpuError();
+      entries.forEach(([name, t], i) => (out[name] = { dtype: 'F32', shape: t.shape, data: data[i] }));
+    } finally {
+      tf.dispose(Object.values(batch.tensors));
+    }
+    Object.assign(out, batch.arrays);
+    options.onProgress?.((done += batch.units), units.length);
+  }
+  return out;
+}
+
+/** The batches of `encodeUnits`, each as the model left it; the caller reads and disposes the tensors. */
+function* encodeBatches(model: LlavaVision, units: EncodeUnit[], options: EncodeJobOptions & { mergeType?: MergeType }): Generator<EncodedBatch> {
   const batchSize = options.batchSize ?? 1;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new ConfigError(`batch size must be a positive integer, got ${batchSize}`);
   const wanted = new Set(options.outputs);
   for (const o of wanted) if (!SAVE_NAMES.includes(o)) throw new ConfigError(`unknown output "${o}" (choose from ${SAVE_NAMES.join(', ')})`);
   if (wanted.has('merged') && !model.projector) throw new ConfigError(`output "merged" needs a projector, and ${model.modelDir} has none`);
   const modelOutputs = OUTPUT_NAMES.filter((o) => wanted.has(o) || (o === 'projected' && wanted.has('merged')));
-  const out: Record<string, TensorToWrite> = {};
-  let done = 0;
   for (let start = 0; start < units.length; ) {
     const group: EncodeUnit[] = [];
     let tiles = 0;
@@ -81,42 +122,43 @@ export function encodeUnits(model: LlavaVision, units: EncodeUnit[], options: En
     const data = new Float32Array(tiles * c * h * w);
     group.reduce((off, u) => (data.set(u.pixels, off), off + u.pixels.length), 0);
     const pixels = tf.tensor4d(data, [tiles, c, h, w]);
-    const result: EncodeResult = modelOutputs.length
-      ? model.encode(pixels, { outputs: modelOutputs, interpolatePosEncoding: options.interpolatePosEncoding })
-      : {};
-    let row = 0;
-    for (const u of group) {
-      const n = u.shape[0];
-      const rows = (t: tf.Tensor) => tf.tidy(() => t.slice([row, ...t.shape.slice(1).map(() => 0)], [n, ...t.shape.slice(1)]));
-      const put = (name: string, t: tf.Tensor) => {
-        out[`images.${u.index}.${name}`] = toWrite(t);
-        t.dispose();
-      };
-      if (wanted.has('pixel_values')) out[`images.${u.index}.pixel_values`] = { dtype: 'F32', shape: u.shape, data: u.pixels };
-      if (wanted.has('hidden_states')) result.hiddenStates!.forEach((hs, k) => put(`hidden_states.${k}`, rows(hs)));
-      if (wanted.has('features')) put('features', rows(result.features!));
-      if (wanted.has('projected') || wanted.has('merged')) {
-        const projected = rows(result.projected!) as tf.Tensor3D;
-        if (wanted.has('merged')) {
-          put('merged', mergeImageFeatures(projected, {
-            mergeType: options.mergeType ?? 'flat',
-            patchesPerSide: model.tower.numPatchesPerSide,
-            gridShape: u.gridShape,
-            imageSize: u.imageSize,
-            imageNewline: model.imageNewline,
-          }));
+    const batch: EncodedBatch = { tensors: {}, arrays: {}, units: group.length };
+    let result: EncodeResult = {};
+    try {
+      if (modelOutputs.length) result = model.encode(pixels, { outputs: modelOutputs, interpolatePosEncoding: options.interpolatePosEncoding });
+      let row = 0;
+      for (const u of group) {
+        const n = u.shape[0];
+        const rows = (t: tf.Tensor) => tf.tidy(() => t.slice([row, ...t.shape.slice(1).map(() => 0)], [n, ...t.shape.slice(1)]));
+        const put = (name: string, t: tf.Tensor) => (batch.tensors[`images.${u.index}.${name}`] = t);
+        if (wanted.has('pixel_values')) batch.arrays[`images.${u.index}.pixel_values`] = { dtype: 'F32', shape: u.shape, data: u.pixels };
+        if (wanted.has('hidden_states')) result.hiddenStates!.forEach((hs, k) => put(`hidden_states.${k}`, rows(hs)));
+        if (wanted.has('features')) put('features', rows(result.features!));
+        if (wanted.has('projected') || wanted.has('merged')) {
+          const projected = rows(result.projected!) as tf.Tensor3D;
+          if (wanted.has('merged')) {
+            put('merged', mergeImageFeatures(projected, {
+              mergeType: options.mergeType ?? 'flat',
+              patchesPerSide: model.tower.numPatchesPerSide,
+              gridShape: u.gridShape,
+              imageSize: u.imageSize,
+              imageNewline: model.imageNewline,
+            }));
+          }
+          if (wanted.has('projected')) put('projected', projected);
+          else projected.dispose();
         }
-        if (wanted.has('projected')) put('projected', projected);
-        else projected.dispose();
+        if (wanted.has('pooler_output')) put('pooler_output', rows(result.poolerOutput!));
+        row += n;
       }
-      if (wanted.has('pooler_output')) put('pooler_output', rows(result.poolerOutput!));
-      row += n;
+    } catch (e) {
+      tf.dispose(Object.values(batch.tensors));
+      throw e;
+    } finally {
+      tf.dispose([pixels, ...(result.hiddenStates ?? []), result.features, result.projected, result.poolerOutput].filter(Boolean) as tf.Tensor[]);
     }
-    tf.dispose([pixels, ...(result.hiddenStates ?? []), result.features, result.projected, result.poolerOutput].filter(Boolean) as tf.Tensor[]);
-    done += group.length;
-    options.onProgress?.(done, units.length);
+    yield batch;
   }
-  return out;
 }
 
 /**
@@ -143,7 +185,8 @@ function pixelUnits(pixels: Float32Array, [n, c, h, w]: [number, number, number,
 async function encodeAll(model: LlavaVision, units: EncodeUnit[], options: EncodeJobOptions & { mergeType?: MergeType }): Promise<Record<string, TensorToWrite>> {
   const workers = options.workers ?? 1;
   if (!Number.isInteger(workers) || workers < 1) throw new ConfigError(`workers must be a positive integer, got ${workers}`);
-  if (workers === 1 || units.length <= 1) return encodeUnits(model, units, options);
+  if (workers === 1 || units.length <= 1) return encodeUnitsAsync(model, units, options);
+  if (model.backend === 'webgpu') throw new ConfigError(`workers ${workers}: the webgpu backend runs one model instance on the GPU (use workers 1)`);
   const { onProgress, workers: _w, ...jobOptions } = options;
   encodeUnits(model, [], jobOptions); // checks the options before any thread starts
   // A unit's pixels go to a worker as a copy of just that unit (a subarray would carry its whole buffer).

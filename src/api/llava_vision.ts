@@ -7,6 +7,7 @@ import { CheckpointError, ConfigError } from '../errors';
 import { LAYOUT_KEYS, Layout, PROJECTOR_PREFIXES, findProjectorKeys, inferProjectorType } from '../io/layouts';
 import { DownloadOptions } from '../io/hub';
 import { buildForLoading } from '../model/module';
+import { TowerLayout } from '../model/layout';
 import { Projector } from '../model/projector';
 import { CLIPImageProcessor } from '../image/processor';
 import { VisionForwardOptions } from '../model/vision_transformer';
@@ -28,6 +29,8 @@ export interface LoadOptions extends BackendOptions {
   projectorType?: string;
   selectLayer?: number | number[];
   selectFeature?: SelectFeature;
+  /** How the tower runs (model/layout.ts); default: the one for the backend (`batched` on webgpu, else `wasm`). */
+  layout?: TowerLayout;
 }
 
 export interface EncodeOptions extends VisionForwardOptions {
@@ -97,7 +100,7 @@ export class LlavaVision {
       // checkpoint when that holds a fine-tuned copy (it overrides the CLIP folder's, as in LLaVA).
       let towerDir = modelDir;
       if (layout === 'llava') towerDir = options.visionTower ?? (await resolveVisionTower(settings.visionTower ?? '', modelDir, { download: options.download }));
-      const towerOptions = { selectLayer: settings.selectLayer, selectFeature: settings.selectFeature };
+      const towerOptions = { selectLayer: settings.selectLayer, selectFeature: settings.selectFeature, layout: options.layout };
       if (layout === 'llava') {
         tower = new CLIPVisionTower(towerDir, { ...towerOptions, delayLoad: true });
         const ck = openCheckpoint();
@@ -174,7 +177,7 @@ export class LlavaVision {
 
 /** llava-hf keeps the tower's config inside its own config.json (`vision_config`). */
 class CLIPVisionTowerFromConfig extends CLIPVisionTower {
-  constructor(modelDir: string, config: Record<string, any>, options: { selectLayer: number | number[]; selectFeature: SelectFeature }) {
+  constructor(modelDir: string, config: Record<string, any>, options: { selectLayer: number | number[]; selectFeature: SelectFeature; layout?: TowerLayout }) {
     super(modelDir, { ...options, delayLoad: true, visionConfig: clipVisionConfigFromJson(config, path.join(modelDir, 'config.json')) });
   }
 }

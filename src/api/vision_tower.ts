@@ -7,6 +7,7 @@ import { ConfigError } from '../errors';
 import { CLIPVisionModel, VisionForwardOptions } from '../model/vision_transformer';
 import { KeyMap, TensorSource, disposeWeights, loadWeights, prefaultWeights } from '../model/weights';
 import { buildForLoading } from '../model/module';
+import { TowerLayout } from '../model/layout';
 import { OpenedSource, openTensorSource } from './sources';
 
 export interface VisionTowerOptions {
@@ -20,6 +21,8 @@ export interface VisionTowerOptions {
   visionConfig?: CLIPVisionConfig;
   /** Warnings (e.g. loading twice); default stderr. */
   warn?: (message: string) => void;
+  /** How the tower runs (see model/layout.ts); default: the one for the backend active when it is built. */
+  layout?: TowerLayout;
 }
 
 /**
@@ -33,6 +36,7 @@ export class CLIPVisionTower {
   readonly config: CLIPVisionConfig;
   private model: CLIPVisionModel | null = null;
   private readonly warn: (message: string) => void;
+  private readonly layout: TowerLayout | undefined;
 
   constructor(visionTowerPath: string, options: VisionTowerOptions = {}) {
     this.visionTowerName = visionTowerPath;
@@ -40,6 +44,7 @@ export class CLIPVisionTower {
     this.selectLayers = Array.isArray(layer) ? [...layer] : [layer];
     this.selectFeature = parseSelectFeature(options.selectFeature ?? 'patch', 'select feature');
     this.warn = options.warn ?? ((m) => process.stderr.write(`llava-vision: ${m}\n`));
+    this.layout = options.layout;
     this.config = options.visionConfig ?? readVisionConfig(visionTowerPath);
     for (const l of this.selectLayers) resolveLayer(l, this.config.numHiddenLayers);
     if (!options.delayLoad) this.loadModel();
@@ -87,7 +92,7 @@ export class CLIPVisionTower {
   }
 
   private build(): CLIPVisionModel {
-    return buildForLoading(() => new CLIPVisionModel(this.config, { trainable: false }));
+    return buildForLoading(() => new CLIPVisionModel(this.config, { trainable: false, layout: this.layout }));
   }
 
   /** The underlying HF model (throws if `delayLoad` and not loaded yet). */
