@@ -96,7 +96,7 @@ function describe(name: string, webgpuNote: string): string {
   if (name === 'cpu') return ` (pure JS, slow: the default wasm backend or @tensorflow/tfjs-node@4.22.0 are much faster${webgpuNote})`;
   if (name === 'webgpu') {
     const adapter = webGpuAdapter()!;
-    return ` (${describeAdapter(adapter)}${adapter.cpu ? ': slow, for testing' : ''})`;
+    return ` (${describeAdapter(adapter)}${adapter.cpu ? ': slow, for testing only' : ''})`;
   }
   if (name !== 'wasm') return webgpuNote ? ` (${webgpuNote.slice(2)})` : '';
   try {

@@ -70,11 +70,10 @@ export function isCpuAdapter(info: { vendor?: string; architecture?: string; dev
   return !!info.isFallbackAdapter || SOFTWARE_RENDERERS.test([info.vendor, info.architecture, info.device, info.description].join(' '));
 }
 
-/** `vulkan: NVIDIA GeForce RTX 4090 (nvidia, ada)`, as the backend line and errors name an adapter. */
+/** `vulkan: NVIDIA GeForce RTX 4090 (nvidia, lovelace, NVIDIA: 550.54)`, `…, a CPU emulation` for a CPU adapter. */
 export function describeAdapter(a: GpuAdapterSummary): string {
   const details = [a.vendor, a.architecture, a.description].filter((s) => s !== '').join(', ');
-  const cpu = a.cpu ? '; a CPU emulation, not a GPU' : '';
-  return `${a.api}: ${a.device || 'unnamed adapter'}${details ? ` (${details}${cpu})` : cpu ? ` (${cpu.slice(2)})` : ''}`;
+  return `${a.api}: ${a.device || 'unnamed adapter'}${details ? ` (${details})` : ''}${a.cpu ? ', a CPU emulation' : ''}`;
 }
 
 /**
@@ -87,7 +86,7 @@ export async function findAdapter(options: { gpuOnly: boolean }): Promise<FoundA
     dawn = loadDawn();
     require.resolve('@tensorflow/tfjs-backend-webgpu');
   } catch (e) {
-    if ((e as { code?: string }).code === 'MODULE_NOT_FOUND') return `webgpu and @tensorflow/tfjs-backend-webgpu are needed (${WEBGPU_INSTALL})`;
+    if ((e as { code?: string }).code === 'MODULE_NOT_FOUND') return `the packages webgpu and @tensorflow/tfjs-backend-webgpu are not installed (${WEBGPU_INSTALL})`;
     return (e as Error).message.split('\n')[0];
   }
   const routes = (ROUTES[process.platform] ?? [{ api: 'vulkan' }]).filter((r) => !(options.gpuOnly && r.compatibility));

@@ -71,7 +71,7 @@ export async function registerWebGpu(options: { gpuOnly: boolean }): Promise<Gpu
       const saved = Object.getOwnPropertyDescriptor(g, 'navigator');
       Object.defineProperty(g, 'navigator', { value: { ...(g.navigator as object), gpu: active!.gpu }, configurable: true, writable: true });
       try {
-        return new WebGPUBackend(device, info);
+        return refuseSyncReads(new WebGPUBackend(device, info));
       } finally {
         if (saved) Object.defineProperty(g, 'navigator', saved);
         else delete g.navigator;
@@ -80,6 +80,27 @@ export async function registerWebGpu(options: { gpuOnly: boolean }): Promise<Gpu
     0,
   );
   return chosen.summary;
+}
+
+interface WebGpuBackendInternals {
+  readSync(dataId: object): unknown;
+  tensorMap: { get(dataId: object): { values: unknown; dtype: string } };
+}
+
+/**
+ * tfjs-backend-webgpu reads a tensor synchronously (dataSync, arraySync) through an OffscreenCanvas,
+ * which Node lacks: a ReferenceError deep in tfjs. Such reads get a clear error instead (values
+ * already on the CPU are still returned).
+ */
+function refuseSyncReads(backend: tf.KernelBackend): tf.KernelBackend {
+  const internals = backend as unknown as WebGpuBackendInternals;
+  const readSync = internals.readSync.bind(backend);
+  internals.readSync = (dataId) => {
+    const data = internals.tensorMap.get(dataId);
+    if (data.values != null || data.dtype === 'string') return readSync(dataId);
+    throw new BackendError('the webgpu backend cannot read tensors synchronously in Node (dataSync, arraySync, exporting or training weights): use await tensor.data(), or the wasm or cpu backend');
+  };
+  return backend;
 }
 
 /**

@@ -76,7 +76,7 @@ test.each([
   [['encode', '--model', 'm', '--pixel-values', 'pv'], /needs --out/],
   [['encode', '--model', 'm', '--out', 'o', '--pixel-values', 'pv', '--save', 'features,logits'], /--save must be one of/],
   [['encode', '--model', 'm', '--out', 'o', '--pixel-values', 'pv', '--select-layer', 'two'], /--select-layer must be an integer/],
-  [['encode', '--model', 'm', '--out', 'o', '--pixel-values', 'pv', '--backend', 'webgpu'], /--backend must be one of/],
+  [['encode', '--model', 'm', '--out', 'o', '--pixel-values', 'pv', '--backend', 'webgl'], /--backend must be one of/],
   [['encode', '--frobnicate'], /unknown option --frobnicate/],
   [['encode', '--model', 'm', '--out', 'o', '--pixel-values', '/nonexistent/pv.safetensors'], /\/nonexistent\/pv.safetensors: no such file/],
 ])('bad input %j is a one-line error and exit code 1', async (args, message) => {
