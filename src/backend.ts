@@ -26,13 +26,13 @@ export async function initBackend(options: BackendOptions = {}): Promise<string>
   const order: Exclude<BackendChoice, 'auto'>[] = auto ? ['tensorflow', 'webgpu', 'wasm', 'cpu'] : [choice];
   const failures: string[] = [];
   // Why an installed webgpu was passed over by auto (e.g. only a CPU adapter), for the log line.
-  let webgpuNote = '';
+  const notes: string[] = [];
   for (const name of order) {
     const error = await trySetBackend(name, auto);
-    if (name === 'webgpu' && error !== null && auto && webGpuInstalled()) webgpuNote = `; webgpu not used: ${error}`;
+    if (name === 'webgpu' && error !== null && auto && webGpuInstalled()) notes.push(`webgpu not used: ${error}`);
     if (error === null) {
       const log = options.log === undefined ? (line: string) => process.stderr.write(line + '\n') : options.log;
-      if (log && announced !== name) log(`llava-vision: tfjs backend "${name}"${describe(name, webgpuNote)}`);
+      if (log && announced !== name) log(`llava-vision: tfjs backend "${name}"${describe(name, notes)}`);
       announced = name;
       return name;
     }
@@ -92,19 +92,25 @@ function requireFirst(modules: string[]): void {
   throw last;
 }
 
-function describe(name: string, webgpuNote: string): string {
-  if (name === 'cpu') return ` (pure JS, slow: the default wasm backend or @tensorflow/tfjs-node@4.22.0 are much faster${webgpuNote})`;
+/** The log line's details: what runs, and (auto) why an installed webgpu was not used. */
+function describe(name: string, notes: string[]): string {
+  const details = [...backendDetails(name), ...notes];
+  return details.length ? ` (${details.join('; ')})` : '';
+}
+
+function backendDetails(name: string): string[] {
+  if (name === 'cpu') return ['pure JS, slow: the default wasm backend or @tensorflow/tfjs-node@4.22.0 are much faster'];
   if (name === 'webgpu') {
     const adapter = webGpuAdapter()!;
-    return ` (${describeAdapter(adapter)}${adapter.cpu ? ': slow, for testing only' : ''})`;
+    return [`${describeAdapter(adapter)}${adapter.cpu ? ': slow, for testing only' : ''}`];
   }
-  if (name !== 'wasm') return webgpuNote ? ` (${webgpuNote.slice(2)})` : '';
+  if (name !== 'wasm') return [];
   try {
     const simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT');
     const threads = tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT');
-    return ` (SIMD ${simd ? 'on' : 'off'}, ${threads ? 'multi-threaded' : 'single-threaded'}${webgpuNote})`;
+    return [`SIMD ${simd ? 'on' : 'off'}, ${threads ? 'multi-threaded' : 'single-threaded'}`];
   } catch {
-    return webgpuNote ? ` (${webgpuNote.slice(2)})` : ''; // flags not evaluated yet
+    return []; // flags not evaluated yet
   }
 }
 

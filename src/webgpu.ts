@@ -112,6 +112,6 @@ export function throwOnWebGpuError(): void {
   if (firstGpuError === null) return;
   const message = firstGpuError;
   firstGpuError = null;
-  throw new BackendError(`webgpu: ${message} (the results are not valid; a smaller --batch-size may fit the adapter's limits)`);
+  throw new BackendError(`webgpu: ${message} (the results are not valid; a smaller batch size may fit the adapter's limits)`);
 }
 
