@@ -11,7 +11,7 @@ import { exportWeights } from '../src/model/weights';
 import { Checkpoint } from '../src/io/checkpoint';
 import { CASES, expectParity, loadCase } from './helpers/golden';
 
-beforeAll(() => initBackend({ log: null }));
+beforeAll(() => initBackend({ backend: 'wasm', log: null }));
 
 const pad2 = (k: number) => String(k).padStart(2, '0');
 
@@ -19,7 +19,7 @@ describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_c
   test('layout batched: every hidden state and pooler_output within the parity rule; whole weights, same export', async () => {
     const gc = loadCase(name);
     const dir = path.join(gc.dir, 'model');
-    const model = await LlavaVision.load(dir, { log: null, layout: 'batched' });
+    const model = await LlavaVision.load(dir, { backend: 'wasm', log: null, layout: 'batched' });
     const vision = model.tower.visionModel;
     expect(vision.visionModel.layout).toBe('batched');
     expect(countVariables(vision)).toBe([...namedParams(vision)].length); // no per-head or per-block parts
@@ -42,9 +42,9 @@ describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_c
   });
 });
 
-test('the default layout follows the backend: wasm here; an explicit layout wins', async () => {
+test('the default layout follows the backend (wasm on wasm); an explicit layout wins', async () => {
   const dir = path.join(CASES, 'tiny_clip_full_layout_f32', 'model');
-  const [auto, batched] = [await LlavaVision.load(dir, { log: null }), await LlavaVision.load(dir, { log: null, layout: 'batched' })];
+  const [auto, batched] = [await LlavaVision.load(dir, { backend: 'wasm', log: null }), await LlavaVision.load(dir, { backend: 'wasm', log: null, layout: 'batched' })];
   expect(auto.backend).toBe('wasm');
   expect(auto.tower.visionModel.visionModel.layout).toBe('wasm');
   expect(countVariables(auto.tower.visionModel)).toBeGreaterThan([...namedParams(auto.tower.visionModel)].length);
