@@ -56,12 +56,8 @@ export interface ImageJobResult {
   sizes: ([number, number] | null)[];
 }
 
-/** One batch of units through the model: outputs still on the backend, and pixel values (already arrays). */
-interface EncodedBatch {
-  tensors: Record<string, tf.Tensor>;
-  arrays: Record<string, TensorToWrite>;
-  units: number;
-}
+/** What `encodeItems` hands over, one at a time: an output on the backend (the receiver reads and disposes it), an array, or progress. */
+type EncodedItem = { name: string; tensor: tf.Tensor } | { name: string; array: TensorToWrite } | { unitsDone: number };
 
 /**
  * Runs units through the model in batches, naming outputs `images.<i>.<name>`; results are read with
@@ -71,14 +67,15 @@ export function encodeUnits(model: LlavaVision, units: EncodeUnit[], options: En
   if (model.backend === 'webgpu') throw new ConfigError('the webgpu backend reads results asynchronously: use encodePixelValuesAsync or encodeImages');
   const out: Record<string, TensorToWrite> = {};
   let done = 0;
-  for (const batch of encodeBatches(model, units, options)) {
-    try {
-      for (const [name, t] of Object.entries(batch.tensors)) out[name] = { dtype: 'F32', shape: t.shape, data: t.dataSync() as Float32Array };
-    } finally {
-      tf.dispose(Object.values(batch.tensors));
-    }
-    Object.assign(out, batch.arrays);
-    options.onProgress?.((done += batch.units), units.length);
+  for (const item of encodeItems(model, units, options)) {
+    if ('tensor' in item) {
+      try {
+        out[item.name] = { dtype: 'F32', shape: item.tensor.shape, data: item.tensor.dataSync() as Float32Array };
+      } finally {
+        item.tensor.dispose();
+      }
+    } else if ('array' in item) out[item.name] = item.array;
+    else options.onProgress?.((done += item.unitsDone), units.length);
   }
   return out;
 }
@@ -87,23 +84,27 @@ export function encodeUnits(model: LlavaVision, units: EncodeUnit[], options: En
 export async function encodeUnitsAsync(model: LlavaVision, units: EncodeUnit[], options: EncodeJobOptions & { mergeType?: MergeType }): Promise<Record<string, TensorToWrite>> {
   const out: Record<string, TensorToWrite> = {};
   let done = 0;
-  for (const batch of encodeBatches(model, units, options)) {
-    try {
-      const entries = Object.entries(batch.tensors);
-      const data = await Promise.all(entries.map(([, t]) => t.data() as Promise<Float32Array>));
-      throwOnWebGpuError();
-      entries.forEach(([name, t], i) => (out[name] = { dtype: 'F32', shape: t.shape, data: data[i] }));
-    } finally {
-      tf.dispose(Object.values(batch.tensors));
-    }
-    Object.assign(out, batch.arrays);
-    options.onProgress?.((done += batch.units), units.length);
+  for (const item of encodeItems(model, units, options)) {
+    if ('tensor' in item) {
+      try {
+        const data = (await item.tensor.data()) as Float32Array;
+        throwOnWebGpuError();
+        out[item.name] = { dtype: 'F32', shape: item.tensor.shape, data };
+      } finally {
+        item.tensor.dispose();
+      }
+    } else if ('array' in item) out[item.name] = item.array;
+    else options.onProgress?.((done += item.unitsDone), units.length);
   }
   return out;
 }
 
-/** The batches of `encodeUnits`, each as the model left it; the caller reads and disposes the tensors. */
-function* encodeBatches(model: LlavaVision, units: EncodeUnit[], options: EncodeJobOptions & { mergeType?: MergeType }): Generator<EncodedBatch> {
+/**
+ * The forward of `encodeUnits`, its outputs handed over one at a time, so at most one output beyond
+ * the batch's results is alive; the batch's results are freed once its outputs are handed over (or
+ * when the receiver stops early).
+ */
+function* encodeItems(model: LlavaVision, units: EncodeUnit[], options: EncodeJobOptions & { mergeType?: MergeType }): Generator<EncodedItem> {
   const batchSize = options.batchSize ?? 1;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new ConfigError(`batch size must be a positive integer, got ${batchSize}`);
   const wanted = new Set(options.outputs);
@@ -122,7 +123,6 @@ function* encodeBatches(model: LlavaVision, units: EncodeUnit[], options: Encode
     const data = new Float32Array(tiles * c * h * w);
     group.reduce((off, u) => (data.set(u.pixels, off), off + u.pixels.length), 0);
     const pixels = tf.tensor4d(data, [tiles, c, h, w]);
-    const batch: EncodedBatch = { tensors: {}, arrays: {}, units: group.length };
     let result: EncodeResult = {};
     try {
       if (modelOutputs.length) result = model.encode(pixels, { outputs: modelOutputs, interpolatePosEncoding: options.interpolatePosEncoding });
@@ -130,34 +130,38 @@ function* encodeBatches(model: LlavaVision, units: EncodeUnit[], options: Encode
       for (const u of group) {
         const n = u.shape[0];
         const rows = (t: tf.Tensor) => tf.tidy(() => t.slice([row, ...t.shape.slice(1).map(() => 0)], [n, ...t.shape.slice(1)]));
-        const put = (name: string, t: tf.Tensor) => (batch.tensors[`images.${u.index}.${name}`] = t);
-        if (wanted.has('pixel_values')) batch.arrays[`images.${u.index}.pixel_values`] = { dtype: 'F32', shape: u.shape, data: u.pixels };
-        if (wanted.has('hidden_states')) result.hiddenStates!.forEach((hs, k) => put(`hidden_states.${k}`, rows(hs)));
-        if (wanted.has('features')) put('features', rows(result.features!));
+        const name = (output: string) => `images.${u.index}.${output}`;
+        if (wanted.has('pixel_values')) yield { name: name('pixel_values'), array: { dtype: 'F32', shape: u.shape, data: u.pixels } };
+        if (wanted.has('hidden_states')) for (const [k, hs] of result.hiddenStates!.entries()) yield { name: name(`hidden_states.${k}`), tensor: rows(hs) };
+        if (wanted.has('features')) yield { name: name('features'), tensor: rows(result.features!) };
         if (wanted.has('projected') || wanted.has('merged')) {
           const projected = rows(result.projected!) as tf.Tensor3D;
-          if (wanted.has('merged')) {
-            put('merged', mergeImageFeatures(projected, {
-              mergeType: options.mergeType ?? 'flat',
-              patchesPerSide: model.tower.numPatchesPerSide,
-              gridShape: u.gridShape,
-              imageSize: u.imageSize,
-              imageNewline: model.imageNewline,
-            }));
+          let handedOver = false;
+          try {
+            if (wanted.has('merged')) {
+              yield { name: name('merged'), tensor: mergeImageFeatures(projected, {
+                mergeType: options.mergeType ?? 'flat',
+                patchesPerSide: model.tower.numPatchesPerSide,
+                gridShape: u.gridShape,
+                imageSize: u.imageSize,
+                imageNewline: model.imageNewline,
+              }) };
+            }
+            if (wanted.has('projected')) {
+              handedOver = true;
+              yield { name: name('projected'), tensor: projected };
+            }
+          } finally {
+            if (!handedOver) projected.dispose();
           }
-          if (wanted.has('projected')) put('projected', projected);
-          else projected.dispose();
         }
-        if (wanted.has('pooler_output')) put('pooler_output', rows(result.poolerOutput!));
+        if (wanted.has('pooler_output')) yield { name: name('pooler_output'), tensor: rows(result.poolerOutput!) };
         row += n;
       }
-    } catch (e) {
-      tf.dispose(Object.values(batch.tensors));
-      throw e;
     } finally {
       tf.dispose([pixels, ...(result.hiddenStates ?? []), result.features, result.projected, result.poolerOutput].filter(Boolean) as tf.Tensor[]);
     }
-    yield batch;
+    yield { unitsDone: group.length };
   }
 }
 
