@@ -1,13 +1,17 @@
 import * as fs from 'fs';
 import * as tf from './tf';
 import { ConfigError } from './errors';
+import { describeAdapter, registerWebGpu, webGpuAdapter, webGpuInstalled } from './webgpu';
 
-export type BackendChoice = 'auto' | 'wasm' | 'cpu' | 'tensorflow';
-export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'wasm', 'cpu', 'tensorflow'];
+export type BackendChoice = 'auto' | 'wasm' | 'cpu' | 'tensorflow' | 'webgpu';
+export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'wasm', 'cpu', 'tensorflow', 'webgpu'];
 export const BACKEND_ENV_VAR = 'LLAVA_VISION_BACKEND';
 
 export interface BackendOptions {
-  /** Overrides the env var; default `auto`: tensorflow if tfjs-node(-gpu) is installed, else wasm, else cpu. */
+  /**
+   * Overrides the env var; default `auto`: tensorflow if tfjs-node(-gpu) is installed, else webgpu if
+   * the `webgpu` package is installed and finds a real GPU, else wasm, else cpu.
+   */
   backend?: BackendChoice;
   /** Where to say which backend runs; default stderr, `null` for silence. */
   log?: ((line: string) => void) | null;
@@ -18,16 +22,15 @@ let announced: string | null = null;
 /** Selects and initialises the tfjs backend once; returns its name. */
 export async function initBackend(options: BackendOptions = {}): Promise<string> {
   const choice = options.backend ?? parseChoice(process.env[BACKEND_ENV_VAR]);
-  const order: Exclude<BackendChoice, 'auto'>[] = choice === 'auto' ? ['tensorflow', 'wasm', 'cpu'] : [choice];
+  const auto = choice === 'auto';
+  const order: Exclude<BackendChoice, 'auto'>[] = auto ? ['tensorflow', 'webgpu', 'wasm', 'cpu'] : [choice];
   const failures: string[] = [];
+  // Why an installed webgpu was passed over by auto (e.g. only a CPU adapter), for the log line.
+  const notes: string[] = [];
   for (const name of order) {
-    const error = await trySetBackend(name);
-    if (error === null) {
-      const log = options.log === undefined ? (line: string) => process.stderr.write(line + '\n') : options.log;
-      if (log && announced !== name) log(`llava-vision: tfjs backend "${name}"${describe(name)}`);
-      announced = name;
-      return name;
-    }
+    const error = await trySetBackend(name, auto);
+    if (name === 'webgpu' && error !== null && auto && webGpuInstalled()) notes.push(`webgpu not used: ${error}`);
+    if (error === null) return announce(name, logOf(options), notes);
     failures.push(`${name}: ${error}`);
   }
   throw new ConfigError(`no usable tfjs backend for "${choice}" (${failures.join('; ')})`);
@@ -52,7 +55,7 @@ export function ensureBackendSync(options: BackendOptions = {}): string {
   const chosen = chosenBackend();
   if (chosen) return chosen;
   const choice = options.backend ?? parseChoice(process.env[BACKEND_ENV_VAR]);
-  const log = options.log === undefined ? (line: string) => process.stderr.write(line + '\n') : options.log;
+  const log = logOf(options);
   if (choice === 'auto' || choice === 'tensorflow') {
     if (!tf.findBackendFactory('tensorflow')) {
       try {
@@ -90,8 +93,14 @@ function setBackendNow(name: string): boolean {
   return tf.engine().backendName === name;
 }
 
-function announce(name: string, log: ((line: string) => void) | null): string {
-  if (log && announced !== name) log(`llava-vision: tfjs backend "${name}"${describe(name)}`);
+/** Where to say which backend runs: the option's, else stderr; null is silence. */
+function logOf(options: BackendOptions): ((line: string) => void) | null {
+  return options.log === undefined ? (line: string) => process.stderr.write(line + '\n') : options.log;
+}
+
+/** Says once which backend runs (and, under auto, why an installed webgpu was passed over). */
+function announce(name: string, log: ((line: string) => void) | null, notes: string[] = []): string {
+  if (log && announced !== name) log(`llava-vision: tfjs backend "${name}"${describe(name, notes)}`);
   announced = name;
   return name;
 }
@@ -102,7 +111,8 @@ function parseChoice(value: string | undefined): BackendChoice {
   throw new ConfigError(`${BACKEND_ENV_VAR}="${value}" is not a backend (choose from ${BACKEND_CHOICES.join(', ')})`);
 }
 
-async function trySetBackend(name: Exclude<BackendChoice, 'auto'>): Promise<string | null> {
+/** Null once `name` is the active backend, else why it cannot be; under `auto`, webgpu only on a real GPU. */
+async function trySetBackend(name: Exclude<BackendChoice, 'auto'>, auto: boolean): Promise<string | null> {
   // engine().backendName, unlike tf.getBackend(), does not initialise a default backend (and print its banner).
   if (tf.engine().backendName === name) return null;
   try {
@@ -119,6 +129,9 @@ async function trySetBackend(name: Exclude<BackendChoice, 'auto'>): Promise<stri
       if (!tf.findBackendFactory('tensorflow')) return `installed tfjs-node uses another @tensorflow/tfjs-core copy (versions must match ${tf.version_core})`;
     } else if (name === 'wasm') {
       require('@tensorflow/tfjs-backend-wasm');
+    } else if (name === 'webgpu') {
+      const adapter = await registerWebGpu({ gpuOnly: auto });
+      if (typeof adapter === 'string') return adapter;
     }
     if (!(await tf.setBackend(name))) return 'initialisation failed';
     // tfjs-backend-cpu prints a 5-line "install tfjs-node" banner on its first tensor; our one line
@@ -143,15 +156,25 @@ function requireFirst(modules: string[]): void {
   throw last;
 }
 
-function describe(name: string): string {
-  if (name === 'cpu') return ` (pure JS, slow: the default wasm backend or @tensorflow/tfjs-node@${tf.version_core} are much faster)`;
-  if (name !== 'wasm') return '';
+/** The log line's details: what runs, and (auto) why an installed webgpu was not used. */
+function describe(name: string, notes: string[]): string {
+  const details = [...backendDetails(name), ...notes];
+  return details.length ? ` (${details.join('; ')})` : '';
+}
+
+function backendDetails(name: string): string[] {
+  if (name === 'cpu') return [`pure JS, slow: the default wasm backend or @tensorflow/tfjs-node@${tf.version_core} are much faster`];
+  if (name === 'webgpu') {
+    const adapter = webGpuAdapter()!;
+    return [`${describeAdapter(adapter)}${adapter.cpu ? ': slow, for testing only' : ''}`];
+  }
+  if (name !== 'wasm') return [];
   try {
     const simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT');
     const threads = tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT');
-    return ` (SIMD ${simd ? 'on' : 'off'}, ${threads ? 'multi-threaded' : 'single-threaded'})`;
+    return [`SIMD ${simd ? 'on' : 'off'}, ${threads ? 'multi-threaded' : 'single-threaded'}`];
   } catch {
-    return ''; // flags not evaluated yet
+    return []; // flags not evaluated yet
   }
 }
 

@@ -21,6 +21,9 @@ export class ImageError extends LlavaVisionError {}
 /** An output file cannot be written (the message names the target, never a temp file). */
 export class OutputError extends LlavaVisionError {}
 
+/** The tfjs backend failed to run a computation (e.g. a GPU error), so its results are not valid. */
+export class BackendError extends LlavaVisionError {}
+
 /** Longest rendering of one value inside an error message (hostile files carry megabyte-long names). */
 export const MAX_QUOTED_CHARS = 200;
 

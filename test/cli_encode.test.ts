@@ -76,7 +76,7 @@ test.each([
   [['frobnicate'], /unknown command "frobnicate"/],
   [['encode', '--model', 'm', '--out', 'o', '--pixel-values', 'pv', '--save', 'features,logits'], /--save must be one of/],
   [['encode', '--model', 'm', '--out', 'o', '--pixel-values', 'pv', '--select-layer', 'two'], /--select-layer must be an integer/],
-  [['encode', '--model', 'm', '--out', 'o', '--pixel-values', 'pv', '--backend', 'webgpu'], /--backend must be one of/],
+  [['encode', '--model', 'm', '--out', 'o', '--pixel-values', 'pv', '--backend', 'webgl'], /--backend must be one of/],
   [['encode', '--frobnicate'], /unknown option --frobnicate/],
   [['encode', '--out'], /--out needs a value/],
 ])('usage error %j is one line and exit code 2', async (args, message) => {

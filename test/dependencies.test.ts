@@ -22,16 +22,20 @@ test('tfjs-core, tfjs-layers and the backends are peer dependencies (a 4.x range
   }
   // Required peers are installed by npm 7+; cpu is optional (it comes with wasm) so that an app's
   // @tensorflow/tfjs@4.x, which brings its own cpu, does not make npm pick another version.
-  expect(Object.keys(pkg.peerDependenciesMeta).sort()).toEqual(['@tensorflow/tfjs-backend-cpu', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu']);
+  // The GPU route (webgpu on Dawn) is optional like tfjs-node.
+  expect(Object.keys(pkg.peerDependenciesMeta).sort()).toEqual([
+    '@tensorflow/tfjs-backend-cpu', '@tensorflow/tfjs-backend-webgpu', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu', 'webgpu',
+  ]);
+  expect(pkg.peerDependencies['@tensorflow/tfjs-backend-webgpu']).toBe('^4.20.0');
 });
 
 test('every tfjs package of the lockfile is 4.22.0, and none of the bundle\'s extras are there', () => {
   const tfjs = Object.entries<{ version: string }>(lock.packages).filter(([k]) => /node_modules\/@tensorflow\/[^/]+$/.test(k));
   expect(tfjs.map(([k]) => k.replace(/^.*node_modules\//, '')).sort()).toEqual([
-    '@tensorflow/tfjs-backend-cpu', '@tensorflow/tfjs-backend-wasm', '@tensorflow/tfjs-core', '@tensorflow/tfjs-layers',
+    '@tensorflow/tfjs-backend-cpu', '@tensorflow/tfjs-backend-wasm', '@tensorflow/tfjs-backend-webgpu', '@tensorflow/tfjs-core', '@tensorflow/tfjs-layers',
   ]);
   for (const [, entry] of tfjs) expect(entry.version).toBe('4.22.0');
-  for (const name of ['@tensorflow/tfjs-core', '@tensorflow/tfjs-layers', '@tensorflow/tfjs-backend-wasm', '@tensorflow/tfjs-backend-cpu']) {
+  for (const name of ['@tensorflow/tfjs-core', '@tensorflow/tfjs-layers', '@tensorflow/tfjs-backend-wasm', '@tensorflow/tfjs-backend-cpu', '@tensorflow/tfjs-backend-webgpu']) {
     expect(pkg.devDependencies[name]).toBe('4.22.0');
   }
 });

@@ -9,6 +9,7 @@ import { LlavaVision } from '../src/api/llava_vision';
 import { TensorToWrite } from '../src/io/safetensors';
 import { GoldenCase, expectParity, loadCase, recordExactPixels, writeParityReport } from './helpers/golden';
 import { Expected } from './helpers/images';
+import { describeOnBackend } from './helpers/backend_gate';
 
 afterAll(() => writeParityReport('images'));
 
@@ -39,7 +40,7 @@ const LLAVA = [
   's336_llava16_anyres_spatial_unpad',
 ];
 
-describe.each(LLAVA)('LLaVA %s from image files', (name) => {
+describeOnBackend.each(LLAVA)('LLaVA %s from image files', (name) => {
   test('pixel_values exact; features, projected, merged (and hidden states) within the parity rule', async () => {
     const gc = loadCase(name);
     const model = await LlavaVision.load(path.join(gc.dir, 'llava'), { visionTower: path.join(gc.dir, 'clip_tower'), log: null });
@@ -62,7 +63,7 @@ describe.each(LLAVA)('LLaVA %s from image files', (name) => {
   });
 });
 
-describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_clip_interpolate_pos_encoding', 'tiny_clip_massive_activations'])('CLIP %s from image files', (name) => {
+describeOnBackend.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_clip_interpolate_pos_encoding', 'tiny_clip_massive_activations'])('CLIP %s from image files', (name) => {
   test('pixel_values exact; hidden states and pooler_output within the parity rule', async () => {
     const gc = loadCase(name);
     const model = await LlavaVision.load(path.join(gc.dir, 'model'), { log: null });
@@ -83,7 +84,7 @@ describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_c
   });
 });
 
-describe.each(['tiny_llavahf_legacy_keys_full_f32', 'tiny_llavahf_model_prefixed_default_bf16'])('llava-hf %s from image files', (name) => {
+describeOnBackend.each(['tiny_llavahf_legacy_keys_full_f32', 'tiny_llavahf_model_prefixed_default_bf16'])('llava-hf %s from image files', (name) => {
   test('pixel_values exact; selected and projected features within the parity rule', async () => {
     const gc = loadCase(name);
     const model = await LlavaVision.load(path.join(gc.dir, 'model'), { log: null });

@@ -5,6 +5,7 @@
 import * as path from 'path';
 import * as tf from '../src/tf';
 import { LlavaVision } from '../src/api/llava_vision';
+import { describeOnBackend } from './helpers/backend_gate';
 import { expectParity, loadCase, writeParityReport } from './helpers/golden';
 
 const pad2 = (k: number) => String(k).padStart(2, '0');
@@ -18,7 +19,7 @@ function pixelValues(gc: ReturnType<typeof loadCase>, id: string): tf.Tensor4D {
 
 afterAll(() => writeParityReport('tower'));
 
-describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_clip_interpolate_pos_encoding', 'tiny_clip_massive_activations'])('CLIP %s', (name) => {
+describeOnBackend.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_clip_interpolate_pos_encoding', 'tiny_clip_massive_activations'])('CLIP %s', (name) => {
   test('every hidden state and pooler_output, each image as a batch of 1', async () => {
     const gc = loadCase(name);
     const model = await LlavaVision.load(path.join(gc.dir, 'model'), { log: null });
@@ -27,8 +28,8 @@ describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_c
       const x = pixelValues(gc, img.id);
       const out = model.encode(x, { outputs: ['hidden_states', 'pooler_output'], interpolatePosEncoding: gc.json.run.interpolate_pos_encoding });
       expect(out.hiddenStates).toHaveLength(gc.json.vision_config.num_hidden_layers + 1);
-      out.hiddenStates!.forEach((h, k) => expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, h.dataSync(), h.shape.slice(1)));
-      expectParity(gc, `${img.id}.pooler_output`, out.poolerOutput!.dataSync(), out.poolerOutput!.shape.slice(1));
+      for (const [k, h] of out.hiddenStates!.entries()) expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, await h.data(), h.shape.slice(1));
+      expectParity(gc, `${img.id}.pooler_output`, await out.poolerOutput!.data(), out.poolerOutput!.shape.slice(1));
       tf.dispose([x, out.hiddenStates!, out.poolerOutput!]);
     }
     model.dispose();
@@ -37,21 +38,22 @@ describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_c
 
 // Trained towers' massive activations (issue 16): beyond the common bound, every tensor of this case
 // stays within 3x PyTorch fp32's own error on every backend.
-test('massive activations: every hidden state and pooler_output within 3x PyTorch fp32\'s error', async () => {
+describeOnBackend('massive activations', () => test('every hidden state and pooler_output within 3x PyTorch fp32\'s error', async () => {
   const gc = loadCase('tiny_clip_massive_activations');
   const model = await LlavaVision.load(path.join(gc.dir, 'model'), { log: null });
   const ratios: Record<string, number> = {};
   for (const img of gc.json.images) {
-    const out = model.encode(pixelValues(gc, img.id), { outputs: ['hidden_states', 'pooler_output'] });
-    out.hiddenStates!.forEach((h, k) => (ratios[`${img.id}.hidden_states.${pad2(k)}`] = expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, h.dataSync(), h.shape.slice(1))));
-    ratios[`${img.id}.pooler_output`] = expectParity(gc, `${img.id}.pooler_output`, out.poolerOutput!.dataSync(), out.poolerOutput!.shape.slice(1));
-    tf.dispose([...out.hiddenStates!, out.poolerOutput!]);
+    const x = pixelValues(gc, img.id);
+    const out = model.encode(x, { outputs: ['hidden_states', 'pooler_output'] });
+    for (const [k, h] of out.hiddenStates!.entries()) ratios[`${img.id}.hidden_states.${pad2(k)}`] = expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, await h.data(), h.shape.slice(1));
+    ratios[`${img.id}.pooler_output`] = expectParity(gc, `${img.id}.pooler_output`, await out.poolerOutput!.data(), out.poolerOutput!.shape.slice(1));
+    tf.dispose([x, ...out.hiddenStates!, out.poolerOutput!]);
   }
   expect(Object.keys(ratios)).toHaveLength(12);
   const [worstKey, worst] = Object.entries(ratios).sort((a, b) => b[1] - a[1])[0];
   if (worst > 3) throw new Error(`${worstKey}: ${worst.toFixed(2)}x PyTorch fp32's error (at most 3 for this case)`);
   model.dispose();
-});
+}));
 
 const LLAVA_CASES = [
   'tiny_llava_identity_sel-2',
@@ -62,7 +64,7 @@ const LLAVA_CASES = [
   'tiny_llava_anyres_spatial_unpad',
 ];
 
-describe.each(LLAVA_CASES)('LLaVA %s', (name) => {
+describeOnBackend.each(LLAVA_CASES)('LLaVA %s', (name) => {
   test('image_features, projected and hidden states from the fixture pixel_values', async () => {
     const gc = loadCase(name);
     const model = await LlavaVision.load(path.join(gc.dir, 'llava'), { visionTower: path.join(gc.dir, 'clip_tower'), log: null });
@@ -71,30 +73,30 @@ describe.each(LLAVA_CASES)('LLaVA %s', (name) => {
       const x = pixelValues(gc, img.id);
       const wantHidden = `${img.id}.hidden_states.00` in gc.json.expected;
       const out = model.encode(x, { outputs: ['features', 'projected', ...(wantHidden ? (['hidden_states'] as const) : [])] });
-      expectParity(gc, `${img.id}.image_features`, out.features!.dataSync(), out.features!.shape);
-      expectParity(gc, `${img.id}.projected`, out.projected!.dataSync(), out.projected!.shape);
-      if (wantHidden) out.hiddenStates!.forEach((h, k) => expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, h.dataSync(), h.shape));
+      expectParity(gc, `${img.id}.image_features`, await out.features!.data(), out.features!.shape);
+      expectParity(gc, `${img.id}.projected`, await out.projected!.data(), out.projected!.shape);
+      if (wantHidden) for (const [k, h] of out.hiddenStates!.entries()) expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, await h.data(), h.shape);
       tf.dispose([x, out.features!, out.projected!, ...(out.hiddenStates ?? [])]);
     }
     model.dispose();
   });
 });
 
-describe.each(['tiny_llavahf_model_prefixed_default_bf16', 'tiny_llavahf_legacy_keys_full_f32'])('llava-hf %s', (name) => {
+describeOnBackend.each(['tiny_llavahf_model_prefixed_default_bf16', 'tiny_llavahf_legacy_keys_full_f32'])('llava-hf %s', (name) => {
   test('selected and projected features, all images in one batch', async () => {
     const gc = loadCase(name);
     const model = await LlavaVision.load(path.join(gc.dir, 'model'), { log: null });
     const ids: string[] = gc.json.images.map((i: { id: string }) => i.id);
     const x = tf.concat(ids.map((id) => pixelValues(gc, id))) as tf.Tensor4D;
     const out = model.encode(x, { outputs: ['features', 'projected'] });
-    ids.forEach((id, i) => {
+    for (const [i, id] of ids.entries()) {
       const [, n, d] = out.features!.shape;
       const f = tf.slice(out.features!, [i, 0, 0], [1, n, d]);
       const p = tf.slice(out.projected!, [i, 0, 0], [1, n, out.projected!.shape[2]]);
-      expectParity(gc, `${id}.image_features`, f.dataSync(), f.shape.slice(1));
-      expectParity(gc, `${id}.image_features_projected`, p.dataSync(), p.shape.slice(1));
+      expectParity(gc, `${id}.image_features`, await f.data(), f.shape.slice(1));
+      expectParity(gc, `${id}.image_features_projected`, await p.data(), p.shape.slice(1));
       tf.dispose([f, p]);
-    });
+    }
     tf.dispose([x, out.features!, out.projected!]);
     model.dispose();
   });

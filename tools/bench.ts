@@ -3,7 +3,7 @@
  * deterministic generator's weights (weights/generated/vitl14_336{,_f16}, written on first use; not a
  * trained model, same shapes and cost).
  *
- *   npm run bench [-- --json] [--batch N] [--dtype F32|F16] [--reps N] [--vs-torch] [--workers N] [--backend wasm|cpu|tensorflow]
+ *   npm run bench [-- --json] [--batch N] [--dtype F32|F16] [--reps N] [--vs-torch] [--workers N] [--backend wasm|cpu|tensorflow|webgpu] [--layers N]
  *   npm run bench -- --from-json REPORT.json     (the table of a saved --json report)
  *
  * Reports: checkpoint load time, read time and RSS (F32 and F16 files, each in a fresh process);
@@ -16,6 +16,9 @@
  * between two sets of our own runs, and the ratio is taken within this run. With --workers N, an
  * encode job of max(4, batch) images runs with 1 and with N model instances (fresh process each),
  * timed from the loaded model to the last image, with the process's peak RSS.
+ * On webgpu the table also names the adapter; the GEMM ceiling and GEMM share are not measured there
+ * (kernel calls only enqueue GPU work: timing them needs GPU timestamp queries). `--layers N` runs
+ * ViT-L's first N encoder layers only (same shapes per layer; for slow adapters such as llvmpipe).
  * Timings on shared 2-core VMs drift: compare figures from one run only.
  */
 import * as fs from 'fs';
@@ -27,6 +30,8 @@ import * as tf from '../src/tf';
 import { encodePixelValuesAsync } from '../src/api/encode_job';
 import { LlavaVision } from '../src/api/llava_vision';
 import { BackendChoice, prefaultMemory } from '../src/backend';
+import { describeAdapter } from '../src/gpu_adapters';
+import { webGpuAdapter } from '../src/webgpu';
 import { SafetensorsFile } from '../src/io/safetensors';
 import { GemmMeter, GemmTotals, gemmRate, replayGemms } from './gemm_ceiling';
 import { GenDType, writeFullSizeCase } from './make_checkpoint';
@@ -43,6 +48,8 @@ interface Options {
   vsTorch: boolean;
   workers: number;
   backend?: BackendChoice;
+  /** Encoder layers of ViT-L to run (default all 24). */
+  layers?: number;
   child?: 'load' | 'workers' | 'touch';
   fromJson?: string;
   touchBytes?: number;
@@ -64,17 +71,19 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--dtype') o.dtype = value().toUpperCase() as GenDType;
     else if (a === '--backend') o.backend = value() as BackendChoice;
     else if (a === '--workers') o.workers = Number(value());
+    else if (a === '--layers') o.layers = Number(value());
     else if (a === '--from-json') o.fromJson = value();
     else if (a === '--child') o.child = value() as 'load' | 'workers' | 'touch';
     else if (a === '--touch-bytes') o.touchBytes = Number(value());
     else if (a === '--touch-method') o.touchMethod = value() as 'pool' | 'fill';
     else if (a === '--help' || a === '-h') {
-      console.log('usage: npm run bench -- [--json] [--batch N] [--dtype F32|F16] [--reps N] [--vs-torch] [--workers N] [--backend wasm|cpu|tensorflow]');
+      console.log('usage: npm run bench -- [--json] [--batch N] [--dtype F32|F16] [--reps N] [--vs-torch] [--workers N] [--backend wasm|cpu|tensorflow|webgpu] [--layers N]');
       process.exit(0);
     } else throw new Error(`unknown argument ${a} (see --help)`);
   }
   if (!Number.isInteger(o.batch) || o.batch < 1) throw new Error(`--batch must be a positive integer`);
-  if (!Number.isInteger(o.reps) || o.reps < 3) throw new Error(`--reps must be an integer >= 3`);
+  if (!Number.isInteger(o.reps) || o.reps < 1) throw new Error(`--reps must be a positive integer`);
+  if (o.layers !== undefined && (!Number.isInteger(o.layers) || o.layers < 2 || o.layers > 24)) throw new Error(`--layers must be an integer in 2..24`);
   if (!Number.isInteger(o.workers) || o.workers < 1) throw new Error(`--workers must be a positive integer`);
   if (o.dtype !== 'F32' && o.dtype !== 'F16') throw new Error(`--dtype must be F32 or F16`);
   return o;
@@ -110,10 +119,31 @@ function wasmHeapMB(): number | null {
   return heap ? heap.length / MB : null;
 }
 
-function weightsFor(root: string, dtype: GenDType) {
+function weightsFor(root: string, dtype: GenDType, layers?: number) {
   const caseModel = path.join(root, 'test', 'fixtures', 'cases', CASE, 'model');
   const out = path.join(root, 'weights', 'generated', dtype === 'F32' ? 'vitl14_336' : `vitl14_336_${dtype.toLowerCase()}`);
-  return writeFullSizeCase(caseModel, out, dtype);
+  const gen = writeFullSizeCase(caseModel, out, dtype);
+  return layers === undefined || layers === 24 ? gen : { ...gen, towerDir: firstLayers(gen.towerDir, layers) };
+}
+
+/** A tower folder whose config keeps the first `layers` encoder layers, next to the full one (the loader reads only the tensors the config needs). */
+function firstLayers(towerDir: string, layers: number): string {
+  const dir = `${towerDir}_${layers}_layers`;
+  fs.mkdirSync(dir, { recursive: true });
+  const config = JSON.parse(fs.readFileSync(path.join(towerDir, 'config.json'), 'utf8'));
+  (config.vision_config ?? config).num_hidden_layers = layers;
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  for (const f of fs.readdirSync(towerDir).filter((f) => f !== 'config.json')) {
+    const link = path.join(dir, f);
+    if (!fs.existsSync(link)) fs.symlinkSync(path.join(towerDir, f), link);
+  }
+  return dir;
+}
+
+/** The adapter, when the backend is webgpu. */
+function adapterName(backend: string): string | null {
+  const adapter = backend === 'webgpu' ? webGpuAdapter() : null;
+  return adapter ? describeAdapter(adapter) : null;
 }
 
 /** Reads the files once, start to end, into one reused buffer: the time to read them (page cache as it is). */
@@ -163,7 +193,7 @@ interface LoadResult {
 }
 
 async function childLoad(o: Options): Promise<void> {
-  const gen = weightsFor(packageRoot(), o.dtype);
+  const gen = weightsFor(packageRoot(), o.dtype, o.layers);
   const files = [gen.tower.file, gen.projector.file];
   const fileMB = files.reduce((s, f) => s + fs.statSync(f).size, 0) / MB;
   readSeconds(files); // same page-cache state for both measurements
@@ -209,7 +239,7 @@ function touchInChild(bytes: number, method: 'pool' | 'fill'): number {
 }
 
 function loadInChild(o: Options, dtype: GenDType): LoadResult {
-  const args = [__filename, '--child', 'load', '--dtype', dtype, ...(o.backend ? ['--backend', o.backend] : [])];
+  const args = [__filename, '--child', 'load', '--dtype', dtype, ...(o.backend ? ['--backend', o.backend] : []), ...(o.layers ? ['--layers', String(o.layers)] : [])];
   const r = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 16 * MB });
   const line = r.stdout.trim().split('\n').pop() ?? '';
   if (r.status !== 0 || !line.startsWith('{')) throw new Error(`load measurement (${dtype}) failed:\n${r.stderr}`);
@@ -223,7 +253,7 @@ interface WorkersResult { workers: number; images: number; jobS: number; imagesP
 /** An encode job of `batch` copies of the fixture image on `workers` instances; prints timing, peak RSS, an output digest. */
 async function childWorkers(o: Options): Promise<void> {
   const root = packageRoot();
-  const gen = weightsFor(root, o.dtype);
+  const gen = weightsFor(root, o.dtype, o.layers);
   const model = await LlavaVision.load(gen.llavaDir, { visionTower: gen.towerDir, backend: o.backend, log: null });
   const image = fixtureImage(root);
   const pixels = new Float32Array(o.batch * image.length);
@@ -241,7 +271,7 @@ async function childWorkers(o: Options): Promise<void> {
 }
 
 function workersInChild(o: Options, workers: number, images: number): WorkersResult & { digest: string } {
-  const args = [__filename, '--child', 'workers', '--workers', String(workers), '--batch', String(images), '--dtype', o.dtype, ...(o.backend ? ['--backend', o.backend] : [])];
+  const args = [__filename, '--child', 'workers', '--workers', String(workers), '--batch', String(images), '--dtype', o.dtype, ...(o.backend ? ['--backend', o.backend] : []), ...(o.layers ? ['--layers', String(o.layers)] : [])];
   const r = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 16 * MB });
   const line = r.stdout.trim().split('\n').pop() ?? '';
   if (r.status !== 0 || !line.startsWith('{')) throw new Error(`workers measurement (${workers}) failed:\n${r.stderr}`);
@@ -288,17 +318,22 @@ async function main(): Promise<void> {
   const root = packageRoot();
 
   log(o, `bench: weights (generated on first use) ...`);
-  const [f32, f16] = [weightsFor(root, 'F32'), weightsFor(root, 'F16')];
+  const [f32, f16] = [weightsFor(root, 'F32', o.layers), weightsFor(root, 'F16', o.layers)];
   const gen = o.dtype === 'F32' ? f32 : f16;
 
   log(o, `bench: load F32 and F16 checkpoints, each in a fresh process ...`);
   const weightsBytes = fs.statSync(f32.tower.file).size + fs.statSync(f32.projector.file).size; // the float32 weights a load places
+  // With --layers the load reads only those layers' tensors: the floor of loading the whole file does not apply.
+  const wholeFile = o.layers === undefined || o.layers === 24;
   const loads = (['F32', 'F16'] as GenDType[]).map((dt) => ({
-    ...loadInChild(o, dt), touchS: touchInChild(weightsBytes, 'pool'), touchFillS: touchInChild(weightsBytes, 'fill'), weightsMB: weightsBytes / MB,
+    ...loadInChild(o, dt),
+    ...(wholeFile ? { touchS: touchInChild(weightsBytes, 'pool'), touchFillS: touchInChild(weightsBytes, 'fill'), weightsMB: weightsBytes / MB } : {}),
   }));
 
   const model = await LlavaVision.load(gen.llavaDir, { visionTower: gen.towerDir, backend: o.backend });
   const backend = model.backend;
+  // GPU kernel calls return before the work is done: only whole forwards (ending in a read) are timed there.
+  const asyncKernels = backend === 'webgpu';
   const rssAfterLoad = rssMB();
   const tensorsBefore = tf.memory().numTensors;
   const flops = countFlops(model);
@@ -314,32 +349,32 @@ async function main(): Promise<void> {
   };
   const px1 = pixels(1);
 
-  const runLlava = (px: tf.Tensor4D) => {
+  const runLlava = async (px: tf.Tensor4D) => {
     const out = model.encode(px, { outputs: ['projected'] });
-    out.projected!.dataSync();
+    await out.projected!.data();
     out.projected!.dispose();
   };
-  const runFull = (px: tf.Tensor4D) => {
+  const runFull = async (px: tf.Tensor4D) => {
     const out = model.encode(px, { outputs: ['hidden_states', 'pooler_output'] });
-    out.poolerOutput!.dataSync();
+    await Promise.all([...out.hiddenStates!, out.poolerOutput!].map((t) => t.data()));
     tf.dispose([...out.hiddenStates!, out.poolerOutput!]);
   };
-  const timed = (fn: () => void): Timed => {
+  const timed = async (fn: () => Promise<void>): Promise<Timed> => {
     const t0 = performance.now();
-    const { gemm } = meter.measure(fn);
+    const { gemm } = await meter.measure(fn);
     return { seconds: (performance.now() - t0) / 1000, gemm };
   };
 
   log(o, `bench: warm-up (first forward packs the weights) ...`);
   resetPeakRss();
   let t0 = performance.now();
-  const { calls } = meter.record(() => runLlava(px1));
+  const { calls } = await meter.record(() => runLlava(px1));
   const firstLlavaS = (performance.now() - t0) / 1000;
   const peakLlavaMB = peakRssMB();
   const recordedFlops = calls.reduce((s, c) => s + c.flops, 0);
   resetPeakRss();
   t0 = performance.now();
-  runFull(px1);
+  await runFull(px1);
   const firstFullS = (performance.now() - t0) / 1000;
   const peakFullMB = peakRssMB();
   const heapAfterWarmup = wasmHeapMB();
@@ -348,17 +383,17 @@ async function main(): Promise<void> {
   const full: Timed[] = [];
   const ceiling: number[] = [];
   for (let r = 0; r < o.reps; r++) {
-    log(o, `bench: round ${r + 1}/${o.reps}: LLaVA path, GEMM replay, full tower ...`);
-    llava.push(timed(() => runLlava(px1)));
-    ceiling.push(replayGemms(calls) / 1000);
-    full.push(timed(() => runFull(px1)));
+    log(o, `bench: round ${r + 1}/${o.reps}: LLaVA path, ${asyncKernels ? '' : 'GEMM replay, '}full tower ...`);
+    llava.push(await timed(() => runLlava(px1)));
+    if (!asyncKernels) ceiling.push(replayGemms(calls) / 1000);
+    full.push(await timed(() => runFull(px1)));
   }
 
   log(o, `bench: batch ${o.batch} x ${o.reps} ...`);
   const pxB = pixels(o.batch);
   resetPeakRss();
   const batched: Timed[] = [];
-  for (let r = 0; r < o.reps; r++) batched.push(timed(() => runLlava(pxB)));
+  for (let r = 0; r < o.reps; r++) batched.push(await timed(() => runLlava(pxB)));
   const peakBatchMB = peakRssMB();
   pxB.dispose();
 
@@ -371,7 +406,7 @@ async function main(): Promise<void> {
         torch.results.push(runTorch(o, root, gen.towerDir, gen.llavaDir, threads));
       }
       log(o, `bench: LLaVA path again (after torch, for the same-run ratio) ...`);
-      for (let r = 0; r < o.reps; r++) torch.llavaAfter.push(timed(() => runLlava(px1)));
+      for (let r = 0; r < o.reps; r++) torch.llavaAfter.push(await timed(() => runLlava(px1)));
     } else log(o, `bench: /usr/bin/python3 has no torch: --vs-torch skipped`);
   }
 
@@ -394,17 +429,20 @@ async function main(): Promise<void> {
 
   // ---------------------------------------------------------------------------------------- report
   const llavaS = median(llava.map((x) => x.seconds));
-  const llavaGemmS = median(llava.map((x) => x.gemm.ms / 1000));
-  const ceilingS = median(ceiling);
+  const llavaGemmS = asyncKernels ? null : median(llava.map((x) => x.gemm.ms / 1000));
+  const ceilingS = asyncKernels ? null : median(ceiling);
   const fullS = median(full.map((x) => x.seconds));
-  const fullGemmS = median(full.map((x) => x.gemm.ms / 1000));
+  const fullGemmS = asyncKernels ? null : median(full.map((x) => x.gemm.ms / 1000));
   const batchS = median(batched.map((x) => x.seconds)) / o.batch;
   const wasm = backend === 'wasm';
+  const referenceGemmGflops = { '577x1024x1024': await gemmRate(577, 1024, 1024), '577x1024x4096': await gemmRate(577, 1024, 4096), '577x4096x1024': await gemmRate(577, 4096, 1024) };
   const report = {
     date: new Date().toISOString(),
     machine: { cpu: os.cpus()[0]?.model, cores: os.cpus().length, memGB: +(os.totalmem() / 2 ** 30).toFixed(1), node: process.version, platform: `${os.platform()} ${os.release()}` },
     backend,
-    threads: wasm ? (tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT') ? 'multi' : 1) : backend === 'tensorflow' ? `TF default (${os.cpus().length} cores)` : 1,
+    adapter: adapterName(backend),
+    layers: model.tower.config.numHiddenLayers,
+    threads: wasm ? (tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT') ? 'multi' : 1) : backend === 'tensorflow' ? `TF default (${os.cpus().length} cores)` : backend === 'webgpu' ? 'GPU' : 1,
     simd: wasm ? tf.env().getBool('WASM_HAS_SIMD_SUPPORT') : null,
     tfjs: tf.version_core,
     dtype: o.dtype,
@@ -415,12 +453,12 @@ async function main(): Promise<void> {
     firstForwardS: { llava: firstLlavaS, full: firstFullS },
     llava: {
       perImageS: llavaS, runsS: llava.map((x) => x.seconds), gflops: flops.llava / llavaS / 1e9,
-      gemmCalls: llava[0].gemm.calls, gemmS: llavaGemmS, nonGemmShare: 1 - llavaGemmS / llavaS,
-      ceilingS, ceilingRunsS: ceiling, ceilingGflops: recordedFlops / ceilingS / 1e9, fractionOfCeiling: ceilingS / llavaS,
+      gemmCalls: llava[0].gemm.calls, gemmS: llavaGemmS, nonGemmShare: llavaGemmS === null ? null : 1 - llavaGemmS / llavaS,
+      ceilingS, ceilingRunsS: ceiling, ceilingGflops: ceilingS === null ? null : recordedFlops / ceilingS / 1e9, fractionOfCeiling: ceilingS === null ? null : ceilingS / llavaS,
     },
-    full: { perImageS: fullS, runsS: full.map((x) => x.seconds), gflops: flops.full / fullS / 1e9, gemmS: fullGemmS, nonGemmShare: 1 - fullGemmS / fullS },
+    full: { perImageS: fullS, runsS: full.map((x) => x.seconds), gflops: flops.full / fullS / 1e9, gemmS: fullGemmS, nonGemmShare: fullGemmS === null ? null : 1 - fullGemmS / fullS },
     batch: { size: o.batch, perImageS: batchS, imagesPerS: 1 / batchS, runsS: batched.map((x) => x.seconds), gflops: flops.llava / batchS / 1e9 },
-    referenceGemmGflops: { '577x1024x1024': gemmRate(577, 1024, 1024), '577x1024x4096': gemmRate(577, 1024, 4096), '577x4096x1024': gemmRate(577, 4096, 1024) },
+    referenceGemmGflops,
     peakRssMB: { llavaBatch1: peakLlavaMB, fullBatch1: peakFullMB, [`llavaBatch${o.batch}`]: peakBatchMB },
     wasmHeapMB: { afterWarmup: heapAfterWarmup, end: heapEnd },
     numTensors: { before: tensorsBefore, after: tensorsAfter },
@@ -444,21 +482,29 @@ function printTable(r: any): void {
   const lines: string[] = [];
   const row = (k: string, v: string) => lines.push(`| ${k} | ${v} |`);
   lines.push(`npm run bench — ${r.date.slice(0, 10)}, ${r.machine.cpu} (${r.machine.cores} cores, ${r.machine.memGB} GB), Node ${r.machine.node}, tfjs ${r.tfjs}`);
-  lines.push(`backend ${r.backend}${r.simd === null ? '' : r.simd ? ' (SIMD)' : ' (no SIMD)'}, threads ${r.threads}; ViT-L/14-336 + mlp2x_gelu, generated ${r.dtype} weights; medians of ${r.reps} after a warm-up`);
+  const layers = r.layers === undefined || r.layers === 24 ? '' : ` (first ${r.layers} of 24 encoder layers)`;
+  lines.push(`backend ${r.backend}${r.simd === null ? '' : r.simd ? ' (SIMD)' : ' (no SIMD)'}, threads ${r.threads}; ViT-L/14-336${layers} + mlp2x_gelu, generated ${r.dtype} weights; medians of ${r.reps} after a warm-up`);
+  if (r.adapter) lines.push(`adapter ${r.adapter}`);
   lines.push('');
   lines.push('| measure | value |');
   lines.push('|---|---|');
   for (const l of r.load) {
+    if (r.layers !== undefined && r.layers < 24) {
+      row(`load ${l.dtype} checkpoint (the tensors of ${r.layers} layers and the projector)`, `${f(l.loadS)} s; RSS after load ${f(l.rssAfterLoadMB, 0)} MB, peak during load ${f(l.peakRssLoadMB, 0)} MB`);
+      continue;
+    }
     const fill = l.touchFillS === undefined ? '' : `; a first write from JS: ${f(l.touchFillS)} s`;
     const floor = l.touchS === undefined ? '' : `; floor = read + bringing in ${f(l.weightsMB, 0)} MB of fresh memory (as the loader does: ${f(l.touchS)} s${fill}) = ${f(l.readS + l.touchS)} s, ×${f(l.loadS / (l.readS + l.touchS), 2)}`;
     row(`load ${l.dtype} checkpoint (${f(l.fileMB, 0)} MB)`, `${f(l.loadS)} s (file read ${f(l.readS)} s, ×${f(l.loadS / l.readS, 1)}${floor}); RSS after load ${f(l.rssAfterLoadMB, 0)} MB, peak during load ${f(l.peakRssLoadMB, 0)} MB`);
   }
-  row('LLaVA path, batch 1 (layers 1–23, patch, projector)', `**${f(r.llava.perImageS)} s/image**, ${f(r.llava.gflops, 1)} GFLOP/s (${f(r.gflopPerImage.llava, 1)} GFLOP)`);
-  row('GEMM ceiling (the same GEMM calls alone)', `${f(r.llava.ceilingS)} s, ${f(r.llava.ceilingGflops, 1)} GFLOP/s → forward at **${f(100 * r.llava.fractionOfCeiling, 1)}%** of it`);
-  row('GEMM / non-GEMM share of the forward', `${f(100 * (1 - r.llava.nonGemmShare), 1)}% / ${f(100 * r.llava.nonGemmShare, 1)}% (${r.llava.gemmCalls} GEMM calls)`);
-  row('full tower, batch 1 (24 layers, all 25 hidden states, pooler)', `${f(r.full.perImageS)} s/image, ${f(r.full.gflops, 1)} GFLOP/s; non-GEMM ${f(100 * r.full.nonGemmShare, 1)}%`);
+  const total = r.layers ?? 24;
+  const notOnGpu = 'not measured (GPU kernel calls only enqueue work)';
+  row(`LLaVA path, batch 1 (${total === 2 ? 'layer 1' : `layers 1–${total - 1}`}, patch, projector)`, `**${f(r.llava.perImageS)} s/image**, ${f(r.llava.gflops, 1)} GFLOP/s (${f(r.gflopPerImage.llava, 1)} GFLOP)`);
+  row('GEMM ceiling (the same GEMM calls alone)', r.llava.ceilingS === null ? notOnGpu : `${f(r.llava.ceilingS)} s, ${f(r.llava.ceilingGflops, 1)} GFLOP/s → forward at **${f(100 * r.llava.fractionOfCeiling, 1)}%** of it`);
+  row('GEMM / non-GEMM share of the forward', r.llava.nonGemmShare === null ? `${notOnGpu} (${r.llava.gemmCalls} GEMM calls)` : `${f(100 * (1 - r.llava.nonGemmShare), 1)}% / ${f(100 * r.llava.nonGemmShare, 1)}% (${r.llava.gemmCalls} GEMM calls)`);
+  row(`full tower, batch 1 (${total} layers, all ${total + 1} hidden states, pooler)`, `${f(r.full.perImageS)} s/image, ${f(r.full.gflops, 1)} GFLOP/s${r.full.nonGemmShare === null ? '' : `; non-GEMM ${f(100 * r.full.nonGemmShare, 1)}%`}`);
   row(`LLaVA path, batch ${r.batch.size}`, `${f(r.batch.perImageS)} s/image (${f(r.batch.imagesPerS * 60, 1)} images/min)`);
-  row('first forward (packs weights)', `LLaVA ${f(r.firstForwardS.llava)} s, full ${f(r.firstForwardS.full)} s`);
+  row(r.backend === 'webgpu' ? 'first forward (compiles shaders)' : 'first forward (packs weights)', `LLaVA ${f(r.firstForwardS.llava)} s, full ${f(r.firstForwardS.full)} s`);
   row('reference GEMM rates (cached weight)', Object.entries(r.referenceGemmGflops).map(([k, v]) => `${k}: ${f(v as number, 1)}`).join(', ') + ' GFLOP/s');
   row('RSS after load (this process)', `${f(r.rssAfterLoadMB, 0)} MB`);
   row('peak RSS during forward', Object.entries(r.peakRssMB).map(([k, v]) => `${k} ${f(v as number, 0)} MB`).join(', ') + (r.wasmHeapMB.end ? `; wasm heap ${f(r.wasmHeapMB.end, 0)} MB` : ''));

@@ -64,18 +64,21 @@ export class GemmMeter {
     };
   }
 
-  /** Runs `fn`, returning its result and the GEMM time, count and FLOPs inside it. */
-  measure<T>(fn: () => T): { result: T; gemm: GemmTotals } {
+  /**
+   * Runs `fn`, returning its result and the GEMM time, count and FLOPs inside it. (The time is that of
+   * the kernel calls: on a GPU backend they only enqueue work, so only the count and FLOPs mean anything.)
+   */
+  async measure<T>(fn: () => T | Promise<T>): Promise<{ result: T; gemm: GemmTotals }> {
     this.totals = { calls: 0, ms: 0, flops: 0 };
-    const result = fn();
+    const result = await fn();
     return { result, gemm: { ...this.totals } };
   }
 
   /** Like `measure`, also recording every GEMM call for `replayGemms`. */
-  record<T>(fn: () => T): { result: T; gemm: GemmTotals; calls: GemmCall[] } {
+  async record<T>(fn: () => T | Promise<T>): Promise<{ result: T; gemm: GemmTotals; calls: GemmCall[] }> {
     this.recording = { calls: [], groups: new Map() };
     try {
-      const { result, gemm } = this.measure(fn);
+      const { result, gemm } = await this.measure(fn);
       return { result, gemm, calls: this.recording.calls };
     } finally {
       this.recording = null;
@@ -151,9 +154,10 @@ export function replayGemms(calls: GemmCall[]): number {
 
 /**
  * The backend's GEMM rate on one shape with a weight-like (cached) right operand, e.g. [577, 1024] ×
- * [1024, 1024]: a reference point, not the ceiling. GFLOP/s, median of `reps`.
+ * [1024, 1024]: a reference point, not the ceiling. GFLOP/s, median of `reps` (each read back, so
+ * on a GPU it includes the transfer of the result).
  */
-export function gemmRate(m: number, k: number, n: number, reps = 5): number {
+export async function gemmRate(m: number, k: number, n: number, reps = 5): Promise<number> {
   const a = tf.randomNormal([m, k]);
   const b = tf.randomNormal([k, n]);
   const bias = tf.randomNormal([n]);
@@ -163,7 +167,7 @@ export function gemmRate(m: number, k: number, n: number, reps = 5): number {
     for (let r = 0; r < reps; r++) {
       const t0 = performance.now();
       const y = tf.fused.matMul({ a, b, bias });
-      y.dataSync();
+      await y.data();
       times.push(performance.now() - t0);
       y.dispose();
     }

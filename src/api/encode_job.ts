@@ -6,6 +6,7 @@ import { RgbImage, decodeImage, getAnyresImageGridShape, processImages } from '.
 import { imageFailureMessage } from '../image/failure';
 import { CLIPImageProcessor } from '../image/processor';
 import { mergeImageFeatures } from '../model/merge';
+import { throwOnWebGpuError } from '../webgpu';
 import { EncodeResult, LlavaVision, OUTPUT_NAMES, OutputName } from './llava_vision';
 import { encodeInWorkers, workerSpec } from './worker_pool';
 
@@ -74,17 +75,58 @@ export interface ImageJobResult {
   sizes: ([number, number] | null)[];
 }
 
-function toWrite(t: tf.Tensor): EncodedTensor {
-  return { dtype: 'F32', shape: t.shape, data: t.dataSync() as Float32Array };
+/** What `encodeItems` hands over, one at a time: an output on the backend (the receiver reads and disposes it), an array, or progress. */
+type EncodedItem = { name: string; tensor: tf.Tensor } | { name: string; array: EncodedTensor } | { unitsDone: number };
+
+/**
+ * Runs units through the model in batches, naming outputs `images.<i>.<name>`; results are read with
+ * `dataSync`. On the webgpu backend, which can only read asynchronously, use `encodeUnitsAsync`.
+ */
+export function encodeUnits(model: LlavaVision, units: EncodeUnit[], options: EncodeJobOptions & { mergeType?: MergeType }): Record<string, EncodedTensor> {
+  if (model.backend === 'webgpu') throw new ConfigError('the webgpu backend reads results asynchronously: use encodePixelValuesAsync or encodeImages');
+  const out: Record<string, EncodedTensor> = {};
+  let done = 0;
+  for (const item of encodeItems(model, units, options)) {
+    if ('tensor' in item) {
+      try {
+        out[item.name] = { dtype: 'F32', shape: item.tensor.shape, data: item.tensor.dataSync() as Float32Array };
+      } finally {
+        item.tensor.dispose();
+      }
+    } else if ('array' in item) out[item.name] = item.array;
+    else options.onProgress?.((done += item.unitsDone), units.length);
+  }
+  return out;
 }
 
-/** Runs units through the model in batches, naming outputs `images.<i>.<name>`. */
-export function encodeUnits(model: LlavaVision, units: EncodeUnit[], options: EncodeJobOptions & { mergeType?: MergeType }): Record<string, EncodedTensor> {
+/** `encodeUnits` reading results asynchronously (any backend; the only way on webgpu). */
+export async function encodeUnitsAsync(model: LlavaVision, units: EncodeUnit[], options: EncodeJobOptions & { mergeType?: MergeType }): Promise<Record<string, EncodedTensor>> {
+  const out: Record<string, EncodedTensor> = {};
+  let done = 0;
+  for (const item of encodeItems(model, units, options)) {
+    if ('tensor' in item) {
+      try {
+        const data = (await item.tensor.data()) as Float32Array;
+        throwOnWebGpuError();
+        out[item.name] = { dtype: 'F32', shape: item.tensor.shape, data };
+      } finally {
+        item.tensor.dispose();
+      }
+    } else if ('array' in item) out[item.name] = item.array;
+    else options.onProgress?.((done += item.unitsDone), units.length);
+  }
+  return out;
+}
+
+/**
+ * The forward of `encodeUnits`, its outputs handed over one at a time, so at most one output beyond
+ * the batch's results is alive; the batch's results are freed once its outputs are handed over (or
+ * when the receiver stops early).
+ */
+function* encodeItems(model: LlavaVision, units: EncodeUnit[], options: EncodeJobOptions & { mergeType?: MergeType }): Generator<EncodedItem> {
   const batchSize = options.batchSize ?? 1;
   const wanted = checkJob(model, options, options.mergeType ?? 'flat', pixelDefault(model));
   const modelOutputs = OUTPUT_NAMES.filter((o) => wanted.has(o) || (o === 'projected' && wanted.has('merged')));
-  const out: Record<string, EncodedTensor> = {};
-  let done = 0;
   for (let start = 0; start < units.length; ) {
     const group: EncodeUnit[] = [];
     let tiles = 0;
@@ -97,42 +139,46 @@ export function encodeUnits(model: LlavaVision, units: EncodeUnit[], options: En
     const data = new Float32Array(tiles * c * h * w);
     group.reduce((off, u) => (data.set(u.pixels, off), off + u.pixels.length), 0);
     const pixels = tf.tensor4d(data, [tiles, c, h, w]);
-    const result: EncodeResult = modelOutputs.length
-      ? model.encode(pixels, { outputs: modelOutputs, interpolatePosEncoding: options.interpolatePosEncoding })
-      : {};
-    let row = 0;
-    for (const u of group) {
-      const n = u.shape[0];
-      const rows = (t: tf.Tensor) => tf.tidy(() => tf.slice(t, [row, ...t.shape.slice(1).map(() => 0)], [n, ...t.shape.slice(1)]));
-      const put = (name: string, t: tf.Tensor) => {
-        out[`images.${u.index}.${name}`] = toWrite(t);
-        t.dispose();
-      };
-      if (wanted.has('pixel_values')) out[`images.${u.index}.pixel_values`] = { dtype: 'F32', shape: u.shape, data: u.pixels };
-      if (wanted.has('hidden_states')) result.hiddenStates!.forEach((hs, k) => put(`hidden_states.${k}`, rows(hs)));
-      if (wanted.has('features')) put('features', rows(result.features!));
-      if (wanted.has('projected') || wanted.has('merged')) {
-        const projected = rows(result.projected!) as tf.Tensor3D;
-        if (wanted.has('merged')) {
-          put('merged', mergeImageFeatures(projected, {
-            mergeType: options.mergeType ?? 'flat',
-            patchesPerSide: model.tower.numPatchesPerSide,
-            gridShape: u.gridShape,
-            imageSize: u.imageSize,
-            imageNewline: model.imageNewline,
-          }));
+    let result: EncodeResult = {};
+    try {
+      if (modelOutputs.length) result = model.encode(pixels, { outputs: modelOutputs, interpolatePosEncoding: options.interpolatePosEncoding });
+      let row = 0;
+      for (const u of group) {
+        const n = u.shape[0];
+        const rows = (t: tf.Tensor) => tf.tidy(() => tf.slice(t, [row, ...t.shape.slice(1).map(() => 0)], [n, ...t.shape.slice(1)]));
+        const name = (output: string) => `images.${u.index}.${output}`;
+        if (wanted.has('pixel_values')) yield { name: name('pixel_values'), array: { dtype: 'F32', shape: u.shape, data: u.pixels } };
+        if (wanted.has('hidden_states')) for (const [k, hs] of result.hiddenStates!.entries()) yield { name: name(`hidden_states.${k}`), tensor: rows(hs) };
+        if (wanted.has('features')) yield { name: name('features'), tensor: rows(result.features!) };
+        if (wanted.has('projected') || wanted.has('merged')) {
+          const projected = rows(result.projected!) as tf.Tensor3D;
+          let handedOver = false;
+          try {
+            if (wanted.has('merged')) {
+              yield { name: name('merged'), tensor: mergeImageFeatures(projected, {
+                mergeType: options.mergeType ?? 'flat',
+                patchesPerSide: model.tower.numPatchesPerSide,
+                gridShape: u.gridShape,
+                imageSize: u.imageSize,
+                imageNewline: model.imageNewline,
+              }) };
+            }
+            if (wanted.has('projected')) {
+              handedOver = true;
+              yield { name: name('projected'), tensor: projected };
+            }
+          } finally {
+            if (!handedOver) projected.dispose();
+          }
         }
-        if (wanted.has('projected')) put('projected', projected);
-        else projected.dispose();
+        if (wanted.has('pooler_output')) yield { name: name('pooler_output'), tensor: rows(result.poolerOutput!) };
+        row += n;
       }
-      if (wanted.has('pooler_output')) put('pooler_output', rows(result.poolerOutput!));
-      row += n;
+    } finally {
+      tf.dispose([pixels, ...(result.hiddenStates ?? []), result.features, result.projected, result.poolerOutput].filter(Boolean) as tf.Tensor[]);
     }
-    tf.dispose([pixels, ...(result.hiddenStates ?? []), result.features, result.projected, result.poolerOutput].filter(Boolean) as tf.Tensor[]);
-    done += group.length;
-    options.onProgress?.(done, units.length);
+    yield { unitsDone: group.length };
   }
-  return out;
 }
 
 const pixelDefault = (model: LlavaVision): SaveName => (model.projector ? 'projected' : 'features');
@@ -186,7 +232,8 @@ function pixelUnits(pixels: Float32Array, [n, c, h, w]: [number, number, number,
 async function encodeAll(model: LlavaVision, units: EncodeUnit[], options: EncodeJobOptions & { mergeType?: MergeType }): Promise<Record<string, EncodedTensor>> {
   const workers = options.workers ?? 1;
   if (!Number.isInteger(workers) || workers < 1) throw new ConfigError(`workers must be a positive integer, got ${workers}`);
-  if (workers === 1 || units.length <= 1) return encodeUnits(model, units, options);
+  if (workers === 1 || units.length <= 1) return encodeUnitsAsync(model, units, options);
+  if (model.backend === 'webgpu') throw new ConfigError(`workers ${workers}: the webgpu backend runs one model instance on the GPU (use workers 1)`);
   const { onProgress, workers: _w, ...jobOptions } = options;
   encodeUnits(model, [], jobOptions); // checks the options before any thread starts
   return encodeInWorkers(units, workers, workerSpec(model), (u) => encodeUnits(model, [u], jobOptions), jobOptions, onProgress);

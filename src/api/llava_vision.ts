@@ -7,6 +7,7 @@ import { CheckpointError, ConfigError, quote, shapeText } from '../errors';
 import { LAYOUT_KEYS, Layout, PROJECTOR_PREFIXES, findProjectorKeys, inferProjectorType } from '../io/layouts';
 import { DownloadOptions } from '../io/hub';
 import { buildForLoading } from '../model/module';
+import { TowerLayout } from '../model/layout';
 import { Projector } from '../model/projector';
 import { CLIPImageProcessor } from '../image/processor';
 import { VisionForwardOptions } from '../model/vision_transformer';
@@ -32,6 +33,8 @@ export interface LoadOptions extends BackendOptions {
   projectorType?: string;
   selectLayer?: number | number[];
   selectFeature?: SelectFeature;
+  /** How the tower runs (model/layout.ts); default: the one for the backend (`batched` on webgpu, else `wasm`). */
+  layout?: TowerLayout;
 }
 
 export interface EncodeOptions extends VisionForwardOptions {
@@ -147,7 +150,7 @@ export class LlavaVision {
       // The tower: its config always comes from the CLIP folder; its weights from the LLaVA-1.6
       // checkpoint when that holds a fine-tuned copy (it overrides the CLIP folder's, as in LLaVA).
       const towerDir = await towerDirFor(layout, settings, modelDir, options);
-      const towerOptions = { selectLayer: settings.selectLayer, selectFeature: settings.selectFeature };
+      const towerOptions = { selectLayer: settings.selectLayer, selectFeature: settings.selectFeature, layout: options.layout };
       if (layout === 'llava') {
         tower = new CLIPVisionTower(towerDir, { ...towerOptions, delayLoad: true });
         const ck = openCheckpoint();
@@ -243,7 +246,7 @@ function readImageNewline(source: OpenedSource, key: string, width: number): tf.
 
 /** llava-hf keeps the tower's config inside its own config.json (`vision_config`). */
 class CLIPVisionTowerFromConfig extends CLIPVisionTower {
-  constructor(modelDir: string, config: Record<string, any>, options: { selectLayer: number | number[]; selectFeature: SelectFeature }) {
+  constructor(modelDir: string, config: Record<string, any>, options: { selectLayer: number | number[]; selectFeature: SelectFeature; layout?: TowerLayout }) {
     const configFile = path.join(modelDir, 'config.json');
     super(modelDir, { ...options, delayLoad: true, visionConfig: clipVisionConfigFromJson(config, configFile), configFile });
   }

@@ -11,6 +11,7 @@ import { buildForLoading } from '../model/module';
 import { checkVisionConfigAgainstWeights } from '../model/config_checks';
 import { CONFIG_MAX_DEPTH } from '../config/limits';
 import { parseJsonWithLimits } from '../io/json';
+import { TowerLayout } from '../model/layout';
 import { openTensorSource } from './sources';
 
 export interface VisionTowerOptions {
@@ -26,6 +27,8 @@ export interface VisionTowerOptions {
   configFile?: string;
   /** Warnings (e.g. loading twice); default stderr. */
   warn?: (message: string) => void;
+  /** How the tower runs (see model/layout.ts); default: the one for the backend active when it is built. */
+  layout?: TowerLayout;
 }
 
 /**
@@ -42,6 +45,7 @@ export class CLIPVisionTower {
   private model: CLIPVisionModel | null = null;
   private disposed = false;
   private readonly warn: (message: string) => void;
+  private readonly layout: TowerLayout | undefined;
 
   /**
    * `new CLIPVisionTower(path, { ...options, delayLoad: true })` then `await loadModelAsync()`: the
@@ -61,6 +65,7 @@ export class CLIPVisionTower {
     this.selectFeature = parseSelectFeature(options.selectFeature ?? 'patch', 'select feature');
     this.warn = options.warn ?? ((m) => process.stderr.write(`llava-vision: ${m}\n`));
     this.configFile = options.configFile ?? (options.visionConfig ? 'vision config' : visionConfigFile(visionTowerPath));
+    this.layout = options.layout;
     this.config = options.visionConfig ?? readVisionConfig(visionTowerPath);
     for (const l of this.selectLayers) resolveLayer(l, this.config.numHiddenLayers);
     if (!options.delayLoad) this.loadModel();
@@ -128,7 +133,7 @@ export class CLIPVisionTower {
   }
 
   private build(): CLIPVisionModel {
-    return buildForLoading(() => new CLIPVisionModel(this.config, { trainable: false }));
+    return buildForLoading(() => new CLIPVisionModel(this.config, { trainable: false, layout: this.layout }));
   }
 
   /** The underlying HF model (throws if `delayLoad` and not loaded yet, or disposed). */

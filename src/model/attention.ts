@@ -1,5 +1,6 @@
 import * as tf from '../tf';
 import { CLIPVisionConfig } from '../config/clip';
+import { TowerLayout, defaultTowerLayout } from './layout';
 import { Linear } from './linear';
 import { CompositeLayer } from './composite';
 import { Module } from './module';
@@ -8,11 +9,12 @@ import { Module } from './module';
  * HF `CLIPAttention` (transformers 4.37.2): q/k/v/out projections with bias, q scaled by
  * head_dim^-0.5 before QKᵀ, softmax, no mask (the vision tower attends to every token).
  *
- * Layout for tfjs-backend-wasm, whose only fast GEMM is XNNPACK's plain 2-D one (batched or transposed
- * matMuls fall to a naive loop ~8x slower), and whose `slice` copies its whole input first: the q/k/v
- * weights are stored per head (a derived layout: `Linear` split along the outputs, checkpoint keys
- * unchanged), so each head's q, k, v come straight out of a 2-D GEMM, with nothing sliced; one image
- * at a time, each head is QKᵀ → softmax → ·V, the heads are concatenated and projected.
+ * Layout `wasm`, for tfjs-backend-wasm, whose only fast GEMM is XNNPACK's plain 2-D one (batched or
+ * transposed matMuls fall to a naive loop ~8x slower), and whose `slice` copies its whole input first:
+ * the q/k/v weights are stored per head (a derived layout: `Linear` split along the outputs, checkpoint
+ * keys unchanged), so each head's q, k, v come straight out of a 2-D GEMM, with nothing sliced; one
+ * image at a time, each head is QKᵀ → softmax → ·V, the heads are concatenated and projected.
+ * Layout `batched` (GPUs): whole q/k/v GEMMs, then all heads' QKᵀ, softmax and ·V as one batched op each.
  */
 export class CLIPAttention extends CompositeLayer {
   static readonly className = 'CLIPAttention';
@@ -21,12 +23,14 @@ export class CLIPAttention extends CompositeLayer {
   readonly kProj: Linear;
   readonly vProj: Linear;
   readonly outProj: Linear;
+  readonly layout: TowerLayout;
 
-  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean } = {}) {
+  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean; layout?: TowerLayout } = {}) {
     super({ name: args.name, trainable: args.trainable ?? true });
     this.config = config;
+    this.layout = args.layout ?? defaultTowerLayout();
     const d = config.hiddenSize;
-    const perHead = { along: 'out' as const, parts: config.numAttentionHeads };
+    const perHead = this.layout === 'wasm' ? { along: 'out' as const, parts: config.numAttentionHeads } : undefined;
     const linear = (name: string, split?: typeof perHead) =>
       new Linear({ inFeatures: d, outFeatures: d, split, name: `${this.name}/${name}`, trainable: this.trainable });
     this.qProj = linear('q_proj', perHead);
@@ -42,6 +46,10 @@ export class CLIPAttention extends CompositeLayer {
 
   /** One image: [T, D] -> [T, D]. */
   attend(x: tf.Tensor2D): tf.Tensor2D {
+    return this.layout === 'wasm' ? this.attendPerHead(x) : this.attendBatched(x);
+  }
+
+  private attendPerHead(x: tf.Tensor2D): tf.Tensor2D {
     const scale = this.headDim ** -0.5;
     return tf.tidy(() => {
       const [qs, ks, vs] = [this.qProj, this.kProj, this.vProj].map((p) => p.forwardParts([x]));
@@ -54,6 +62,20 @@ export class CLIPAttention extends CompositeLayer {
     }) as tf.Tensor2D;
   }
 
+  private attendBatched(x: tf.Tensor2D): tf.Tensor2D {
+    const scale = this.headDim ** -0.5;
+    const [t, d] = x.shape;
+    const heads = this.config.numAttentionHeads;
+    return tf.tidy(() => {
+      // [T, D] -> [H, T, head_dim]
+      const byHead = (y: tf.Tensor2D) => tf.transpose(tf.reshape(y, [t, heads, this.headDim]), [1, 0, 2]) as tf.Tensor3D;
+      const [q, k, v] = [this.qProj, this.kProj, this.vProj].map((p) => p.forwardParts([x])[0]);
+      const scores = tf.matMul(byHead(tf.mul(q, scale) as tf.Tensor2D), byHead(k), false, true);
+      const context = tf.matMul(tf.softmax(scores) as tf.Tensor3D, byHead(v));
+      return this.outProj.forwardParts([tf.reshape(tf.transpose(context, [1, 0, 2]), [t, d]) as tf.Tensor2D])[0];
+    }) as tf.Tensor2D;
+  }
+
   /** [B, T, D] -> [B, T, D], image by image. */
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
     const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor3D;
@@ -61,7 +83,7 @@ export class CLIPAttention extends CompositeLayer {
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    return { ...super.getConfig(), config: { ...this.config } };
+    return { ...super.getConfig(), config: { ...this.config }, layout: this.layout };
   }
 
   children(): Record<string, Module> {

@@ -3,6 +3,7 @@ import { CLIPVisionConfig } from '../config/clip';
 import { CLIPAttention } from './attention';
 import { CompositeLayer } from './composite';
 import { LayerNorm } from './layer_norm';
+import { TowerLayout } from './layout';
 import { CLIPMLP } from './mlp';
 import { Module } from './module';
 
@@ -15,14 +16,14 @@ export class CLIPEncoderLayer extends CompositeLayer {
   readonly mlp: CLIPMLP;
   readonly layerNorm2: LayerNorm;
 
-  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean } = {}) {
+  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean; layout?: TowerLayout } = {}) {
     super({ name: args.name, trainable: args.trainable ?? true });
     this.config = config;
     const sub = (name: string) => ({ name: `${this.name}/${name}`, trainable: this.trainable });
     const norm = (name: string) => new LayerNorm({ size: config.hiddenSize, eps: config.layerNormEps, ...sub(name) });
-    this.selfAttn = new CLIPAttention(config, sub('self_attn'));
+    this.selfAttn = new CLIPAttention(config, { ...sub('self_attn'), layout: args.layout });
     this.layerNorm1 = norm('layer_norm1');
-    this.mlp = new CLIPMLP(config, sub('mlp'));
+    this.mlp = new CLIPMLP(config, { ...sub('mlp'), layout: args.layout });
     this.layerNorm2 = norm('layer_norm2');
     this.built = true;
   }

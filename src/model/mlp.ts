@@ -2,6 +2,7 @@ import * as tf from '../tf';
 import { CLIPVisionConfig } from '../config/clip';
 import { Activation, activationByName } from './activations';
 import { CompositeLayer } from './composite';
+import { TowerLayout, defaultTowerLayout } from './layout';
 import { Linear } from './linear';
 import { Module } from './module';
 
@@ -14,29 +15,37 @@ import { Module } from './module';
  * block runs ~1.3x faster than the 16 MB [1024, 4096] matrix. fc1 also keeps its weight in the
  * checkpoint layout as the left operand (feature-major: [I, T] = W1 · xᵀ), so the backend packs the
  * 2.4 MB activation per call rather than keeping a packed copy of the 16 MB weight (same speed,
- * 384 MB less memory for ViT-L).
+ * 384 MB less memory for ViT-L). That is layout `wasm`; layout `batched` (GPUs) runs fc1 and fc2 whole.
  */
 export class CLIPMLP extends CompositeLayer {
   static readonly className = 'CLIPMLP';
   readonly config: CLIPVisionConfig;
   readonly fc1: Linear;
   readonly fc2: Linear;
+  readonly layout: TowerLayout;
   private readonly act: Activation;
 
-  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean } = {}) {
+  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean; layout?: TowerLayout } = {}) {
     super({ name: args.name, trainable: args.trainable ?? true });
     this.config = config;
+    this.layout = args.layout ?? defaultTowerLayout();
     this.act = activationByName(config.hiddenAct);
     const { hiddenSize: d, intermediateSize: m } = config;
-    const blocks = m % d === 0 ? m / d : 1;
     const sub = (name: string) => ({ name: `${this.name}/${name}`, trainable: this.trainable });
-    this.fc1 = new Linear({ inFeatures: d, outFeatures: m, split: { along: 'out', parts: blocks }, weightLeft: true, ...sub('fc1') });
-    this.fc2 = new Linear({ inFeatures: m, outFeatures: d, split: { along: 'in', parts: blocks }, ...sub('fc2') });
+    if (this.layout === 'wasm') {
+      const blocks = m % d === 0 ? m / d : 1;
+      this.fc1 = new Linear({ inFeatures: d, outFeatures: m, split: { along: 'out', parts: blocks }, weightLeft: true, ...sub('fc1') });
+      this.fc2 = new Linear({ inFeatures: m, outFeatures: d, split: { along: 'in', parts: blocks }, ...sub('fc2') });
+    } else {
+      this.fc1 = new Linear({ inFeatures: d, outFeatures: m, ...sub('fc1') });
+      this.fc2 = new Linear({ inFeatures: m, outFeatures: d, ...sub('fc2') });
+    }
     this.built = true;
   }
 
   /** One image: [T, D] -> [T, D]. */
   forward2d(x: tf.Tensor2D): tf.Tensor2D {
+    if (this.layout === 'batched') return tf.tidy(() => this.fc2.forwardParts([this.act(this.fc1.forwardParts([x])[0]) as tf.Tensor2D])[0]);
     return tf.tidy(() => {
       const hidden = this.fc1.forwardFeatureMajor(tf.transpose(x)).map((hT) => tf.transpose(this.act(hT)) as tf.Tensor2D);
       return this.fc2.forwardParts(hidden)[0];
@@ -50,7 +59,7 @@ export class CLIPMLP extends CompositeLayer {
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    return { ...super.getConfig(), config: { ...this.config } };
+    return { ...super.getConfig(), config: { ...this.config }, layout: this.layout };
   }
 
   children(): Record<string, Module> {

@@ -6,6 +6,7 @@ import { CompositeLayer } from './composite';
 import { CLIPVisionEmbeddings } from './embeddings';
 import { CLIPEncoderLayer } from './encoder_layer';
 import { LayerNorm } from './layer_norm';
+import { TowerLayout, defaultTowerLayout } from './layout';
 import { Module, ModuleGroup } from './module';
 
 export interface VisionForwardOptions {
@@ -33,17 +34,19 @@ export class CLIPVisionTransformer extends CompositeLayer {
   readonly preLayrnorm: LayerNorm;
   readonly layers: CLIPEncoderLayer[];
   readonly postLayernorm: LayerNorm;
+  readonly layout: TowerLayout;
 
-  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean } = {}) {
+  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean; layout?: TowerLayout } = {}) {
     super({ name: args.name ?? 'vision_model', trainable: args.trainable ?? true });
     validateVisionConfig(config, 'vision config'); // before anything is allocated from it
     ensureBackendSync(); // weights are created below, on the backend chosen now
     this.config = config;
+    this.layout = args.layout ?? defaultTowerLayout();
     const sub = (name: string) => ({ name: `${this.name}/${name}`, trainable: this.trainable });
     const norm = (name: string) => new LayerNorm({ size: config.hiddenSize, eps: config.layerNormEps, ...sub(name) });
     this.embeddings = new CLIPVisionEmbeddings(config, sub('embeddings'));
     this.preLayrnorm = norm('pre_layrnorm');
-    this.layers = Array.from({ length: config.numHiddenLayers }, (_, i) => new CLIPEncoderLayer(config, sub(`encoder/layers/${i}`)));
+    this.layers = Array.from({ length: config.numHiddenLayers }, (_, i) => new CLIPEncoderLayer(config, { ...sub(`encoder/layers/${i}`), layout: this.layout }));
     this.postLayernorm = norm('post_layernorm');
     this.built = true;
   }
@@ -108,7 +111,7 @@ export class CLIPVisionTransformer extends CompositeLayer {
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    return { ...super.getConfig(), config: { ...this.config } };
+    return { ...super.getConfig(), config: { ...this.config }, layout: this.layout };
   }
 
   children(): Record<string, Module> {
@@ -127,8 +130,9 @@ tf.serialization.registerClass(CLIPVisionTransformer);
 export class CLIPVisionModel implements Module {
   readonly visionModel: CLIPVisionTransformer;
 
-  constructor(readonly config: CLIPVisionConfig, options: { trainable?: boolean } = {}) {
-    this.visionModel = new CLIPVisionTransformer(config, { trainable: options.trainable ?? true });
+  /** `layout`: default, the one for the active backend (see layout.ts). */
+  constructor(readonly config: CLIPVisionConfig, options: { trainable?: boolean; layout?: TowerLayout } = {}) {
+    this.visionModel = new CLIPVisionTransformer(config, { trainable: options.trainable ?? true, layout: options.layout });
   }
 
   params() {

@@ -1,0 +1,59 @@
+/**
+ * The tower's layouts (src/model/layout.ts) on the default backend: `batched`, the one GPUs run, meets
+ * the same parity rule as `wasm`, keeps whole weights, and exports exactly the checkpoint's tensors.
+ */
+import * as path from 'path';
+import * as tf from '../src/tf';
+import { initBackend } from '../src/backend';
+import { LlavaVision } from '../src/api/llava_vision';
+import { countVariables, namedParams } from '../src/model/module';
+import { exportWeights } from '../src/model/weights';
+import { Checkpoint } from '../src/io/checkpoint';
+import { CASES, expectParity, loadCase } from './helpers/golden';
+
+beforeAll(() => initBackend({ backend: 'wasm', log: null }));
+
+const pad2 = (k: number) => String(k).padStart(2, '0');
+
+describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_clip_interpolate_pos_encoding'])('%s', (name) => {
+  test('layout batched: every hidden state and pooler_output within the parity rule; whole weights, same export', async () => {
+    const gc = loadCase(name);
+    const dir = path.join(gc.dir, 'model');
+    const model = await LlavaVision.load(dir, { backend: 'wasm', log: null, layout: 'batched' });
+    const vision = model.tower.visionModel;
+    expect(vision.visionModel.layout).toBe('batched');
+    expect(countVariables(vision)).toBe([...namedParams(vision)].length); // no per-head or per-block parts
+    const file = Checkpoint.open(dir);
+    try {
+      for (const [key, t] of Object.entries(exportWeights(vision))) expect(`${key}: ${Buffer.from(t.data.buffer).equals(Buffer.from(file.readFloat32(key).buffer))}`).toBe(`${key}: true`);
+    } finally {
+      file.close();
+    }
+    for (const img of gc.json.images) {
+      const key = `${img.id}.pixel_values`;
+      const shape = gc.json.expected[key].shape as number[];
+      const x = tf.tensor4d(gc.expected.readFloat32(key), (shape.length === 3 ? [1, ...shape] : shape) as [number, number, number, number]);
+      const out = model.encode(x, { outputs: ['hidden_states', 'pooler_output'], interpolatePosEncoding: gc.json.run.interpolate_pos_encoding });
+      for (const [k, h] of out.hiddenStates!.entries()) expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, await h.data(), h.shape.slice(1));
+      expectParity(gc, `${img.id}.pooler_output`, await out.poolerOutput!.data(), out.poolerOutput!.shape.slice(1));
+      tf.dispose([x, out.hiddenStates!, out.poolerOutput!]);
+    }
+    model.dispose();
+  });
+});
+
+test('the default layout follows the backend (wasm on wasm); an explicit layout wins', async () => {
+  const dir = path.join(CASES, 'tiny_clip_full_layout_f32', 'model');
+  const [auto, batched] = [await LlavaVision.load(dir, { backend: 'wasm', log: null }), await LlavaVision.load(dir, { backend: 'wasm', log: null, layout: 'batched' })];
+  expect(auto.backend).toBe('wasm');
+  expect(auto.tower.visionModel.visionModel.layout).toBe('wasm');
+  expect(countVariables(auto.tower.visionModel)).toBeGreaterThan([...namedParams(auto.tower.visionModel)].length);
+  // Same function: the layouts differ only in float32 rounding.
+  const x = tf.randomNormal([1, 3, 28, 28], 0, 1, 'float32', 7) as tf.Tensor4D;
+  const [a, b] = [auto.encode(x, { outputs: ['hidden_states'] }), batched.encode(x, { outputs: ['hidden_states'] })];
+  const last = (r: typeof a) => r.hiddenStates![r.hiddenStates!.length - 1];
+  expect(tf.tidy(() => tf.max(tf.abs(tf.sub(last(a), last(b)))).dataSync()[0])).toBeLessThan(1e-5);
+  tf.dispose([x, a.hiddenStates!, b.hiddenStates!]);
+  auto.dispose();
+  batched.dispose();
+});
