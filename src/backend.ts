@@ -211,6 +211,18 @@ export function unwrittenHeapView(t: tf.Tensor): Float32Array | null {
   return backend.wasm.HEAPF32.subarray(start, start + t.size);
 }
 
+/**
+ * The wasm heap memory of any float32 tensor, for reading it without a copy (e.g. into shared memory);
+ * null off wasm. Valid until the next tfjs allocation (a heap growth replaces the heap's views); never
+ * write through it (kernels cache state keyed by tensor, see `unwrittenHeapView`).
+ */
+export function wasmHeapView(t: tf.Tensor): Float32Array | null {
+  if (t.dtype !== 'float32' || tf.getBackend() !== 'wasm') return null;
+  const backend = tf.backend() as unknown as WasmHeapBackend;
+  const start = backend.getMemoryOffset(t.dataId) / 4;
+  return backend.wasm.HEAPF32.subarray(start, start + t.size);
+}
+
 /** The tensor's memory now holds its data: from here on it changes only through tfjs. */
 export function markWritten(t: tf.Tensor): void {
   unwritten.delete(t.dataId);

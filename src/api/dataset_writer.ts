@@ -317,7 +317,7 @@ function datasetInfo(model: LlavaVision, settings: ImageSettings, options: Datas
       layout: model.layout,
       vision_tower: model.layout === 'llava' ? path.resolve(model.tower.visionTowerName) : null,
       projector: model.loadOptions.projector ? path.resolve(model.loadOptions.projector) : null,
-      projector_type: model.projector?.type ?? null,
+      projector_type: model.projectorConfig?.type ?? null,
       backend: model.backend,
     },
     options: {

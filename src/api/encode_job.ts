@@ -181,9 +181,9 @@ function* encodeItems(model: LlavaVision, units: EncodeUnit[], options: EncodeJo
   }
 }
 
-const pixelDefault = (model: LlavaVision): SaveName => (model.projector ? 'projected' : 'features');
+const pixelDefault = (model: LlavaVision): SaveName => (model.projectorConfig ? 'projected' : 'features');
 /** What an image job writes when no outputs are asked for: LLaVA's merged tokens, or the tower's features. */
-export const defaultImageOutput = (model: LlavaVision): SaveName => (model.projector ? 'merged' : 'features');
+export const defaultImageOutput = (model: LlavaVision): SaveName => (model.projectorConfig ? 'merged' : 'features');
 
 /**
  * Checks a job's options against the model before any work (decoding, forward): returns the outputs
@@ -196,11 +196,11 @@ function checkJob(model: LlavaVision, options: EncodeJobOptions, mergeType: Merg
   if (options.outputs !== undefined && !Array.isArray(options.outputs)) throw new ConfigError(`outputs must be an array of output names (choose from ${SAVE_NAMES.join(', ')})`);
   const wanted = new Set(options.outputs ?? [defaultOutput]);
   for (const o of wanted) if (!SAVE_NAMES.includes(o)) throw new ConfigError(`unknown output "${o}" (choose from ${SAVE_NAMES.join(', ')})`);
-  if (wanted.has('merged') && !model.projector) throw new ConfigError(`output "merged" needs a projector, and ${model.modelDir} has none`);
+  if (wanted.has('merged') && !model.projectorConfig) throw new ConfigError(`output "merged" needs a projector, and ${model.modelDir} has none`);
   if (!MERGE_TYPES.includes(mergeType)) throw new ConfigError(`unknown merge type "${mergeType}" (choose from ${MERGE_TYPES.join(', ')})`);
   if (wanted.has('merged') && mergeType === 'spatial_unpad') {
     if (!model.imageNewline) throw new ConfigError(`merge "spatial_unpad" needs model.image_newline, which ${model.modelDir} lacks (use merge "spatial" or "flat")`);
-    const width = model.projector!.outFeatures;
+    const width = model.projectedWidth!;
     if (model.imageNewline.shape[0] !== width) throw new ConfigError(`${model.modelDir}: image_newline has width ${model.imageNewline.shape[0]}, the projector's output has ${width}`);
   }
   return wanted;

@@ -8,7 +8,10 @@ import { LAYOUT_KEYS, Layout, PROJECTOR_PREFIXES, findProjectorKeys, inferProjec
 import { DownloadOptions } from '../io/hub';
 import { buildForLoading } from '../model/module';
 import { TowerLayout } from '../model/layout';
-import { Projector } from '../model/projector';
+import { Projector, ProjectorConfig, projectedWidth } from '../model/projector';
+import { ShardedProjector } from '../model/parallel/coordinator';
+import { KeyMap } from '../model/weights';
+import { ShardedRuntime, effectiveThreads, gatherProjector, loadShardedProjector, loadShardedTower, requestedThreads, shardsProjector } from './sharded/load';
 import { CLIPImageProcessor } from '../image/processor';
 import { VisionForwardOptions } from '../model/vision_transformer';
 import { loadWeights, prefaultWeights } from '../model/weights';
@@ -35,6 +38,14 @@ export interface LoadOptions extends BackendOptions {
   selectFeature?: SelectFeature;
   /** How the tower runs (model/layout.ts); default: the one for the backend (`batched` on webgpu, else `wasm`). */
   layout?: TowerLayout;
+  /**
+   * Threads the tower and an `mlp2x_gelu` projector are sharded across (tensor parallel: attention
+   * heads, MLP features and the projector's hidden width split, each thread holding only its slices
+   * of the weights; README "Performance"). Default: LLAVA_VISION_THREADS, else the available cores
+   * (os.availableParallelism()). 1 runs everything on the calling thread. wasm backend only (others
+   * use 1); at most one thread per attention head.
+   */
+  threads?: number;
 }
 
 export interface EncodeOptions extends VisionForwardOptions {
@@ -115,30 +126,75 @@ function processorFileFor(layout: Layout, modelDir: string, towerDir: string): s
 export class LlavaVision {
   private processor: CLIPImageProcessor | null = null;
   private disposed = false;
+  private projectorLayer: Projector | null;
+  private shardedProjector: ShardedProjector | null;
 
   private constructor(
     readonly modelDir: string,
     readonly layout: Layout,
     readonly settings: LlavaVisionSettings,
     readonly tower: CLIPVisionTower,
-    readonly projector: Projector | null,
+    projector: Projector | ShardedProjector | null,
     readonly imageNewline: tf.Tensor1D | null,
     readonly backend: string,
     /** The options it was loaded with (worker threads load the same model from them). */
     readonly loadOptions: LoadOptions,
-  ) {}
+    private readonly runtime: ShardedRuntime | null = null,
+  ) {
+    this.projectorLayer = projector instanceof Projector ? projector : null;
+    this.shardedProjector = projector instanceof ShardedProjector ? projector : null;
+  }
+
+  /** Threads the model runs on (see LoadOptions.threads). */
+  get threads(): number {
+    return this.runtime?.threads ?? 1;
+  }
+
+  /** The projector's type and widths (null without a projector), without gathering a sharded projector. */
+  get projectorConfig(): ProjectorConfig | null {
+    const config = this.projectorLayer?.projectorConfig ?? this.shardedProjector?.config;
+    return config ? { ...config } : null;
+  }
+
+  /** Width of the projected features (the LLM hidden size; the tower's for `identity`); null without a projector. */
+  get projectedWidth(): number | null {
+    const config = this.projectorConfig;
+    return config ? projectedWidth(config) : null;
+  }
+
+  /**
+   * The projector as a tfjs layer on this thread (trainable: see `train`). A projector sharded across
+   * threads (`threads` > 1) is gathered here on first access (its weights assembled from the threads,
+   * which free theirs) and runs on this thread from then on, so training updates are what `encode` uses.
+   */
+  get projector(): Projector | null {
+    if (!this.projectorLayer && this.shardedProjector && !this.disposed) {
+      this.projectorLayer = gatherProjector(this.runtime!, this.shardedProjector);
+      this.shardedProjector = null;
+    }
+    return this.projectorLayer;
+  }
 
   static async load(model: string, options: LoadOptions = {}): Promise<LlavaVision> {
     const modelDir = await resolveModelDir(model, { download: options.download });
     const config = readJsonFile(path.join(modelDir, 'config.json'), 'model config');
     const backend = await initBackend(options);
+    const requested = requestedThreads(options.threads);
     let checkpoint: OpenedSource | null = null;
     // An original LLaVA folder may hold no weights at all: the pretrain stage releases config.json + mm_projector.bin.
     let weightsOptional = false;
     const openCheckpoint = () => (checkpoint ??= weightsOptional && !findWeights(modelDir) ? emptySource(modelDir) : openTensorSource(modelDir));
     // What is built so far, freed if a later step fails (a failed load leaves no tensors behind).
     let tower: CLIPVisionTower | null = null;
-    let projector: Projector | null = null;
+    let projector: Projector | ShardedProjector | null = null;
+    let runtime: ShardedRuntime | null = null;
+    // The tower on this thread, or sharded across threads (then the threads start first, while this one reads).
+    const loadTower = async (t: CLIPVisionTower, weights?: { tensors: OpenedSource; keyFor: KeyMap }) => {
+      const threads = effectiveThreads(requested, backend, t.config);
+      if (threads === 1) return t.loadModelAsync(weights);
+      runtime = ShardedRuntime.start(threads);
+      await loadShardedTower(runtime, t, weights);
+    };
     try {
       const layout = detectLayout(modelDir, config, () => openCheckpoint().keys());
       weightsOptional = layout === 'llava';
@@ -155,25 +211,29 @@ export class LlavaVision {
         tower = new CLIPVisionTower(towerDir, { ...towerOptions, delayLoad: true });
         const ck = openCheckpoint();
         const overrides = ck.keys().some((k) => k.startsWith(keys.towerPrefix));
-        await tower.loadModelAsync(overrides ? { tensors: ck, keyFor: (p) => keys.towerPrefix + p } : undefined);
+        await loadTower(tower, overrides ? { tensors: ck, keyFor: (p) => keys.towerPrefix + p } : undefined);
       } else if (layout === 'clip' || layout === 'clip_vision') {
         tower = new CLIPVisionTower(towerDir, { ...towerOptions, delayLoad: true });
-        await tower.loadModelAsync();
+        await loadTower(tower);
       } else {
         tower = new CLIPVisionTowerFromConfig(modelDir, config, towerOptions);
-        await tower.loadModelAsync({ tensors: openCheckpoint(), keyFor: (p) => keys.towerPrefix + p });
+        await loadTower(tower, { tensors: openCheckpoint(), keyFor: (p) => keys.towerPrefix + p });
       }
 
-      projector = await loadProjector(layout, settings, tower, options, openCheckpoint, modelDir);
+      projector = await loadProjector(layout, settings, tower, options, openCheckpoint, modelDir, runtime);
       let imageNewline: tf.Tensor1D | null = null;
       if (keys.imageNewline && layout !== 'clip' && layout !== 'clip_vision') {
         const ck = openCheckpoint();
-        if (ck.has(keys.imageNewline)) imageNewline = readImageNewline(ck, keys.imageNewline, projector?.outFeatures ?? tower.featureSize);
+        const width = projector instanceof Projector ? projector.outFeatures : projector ? projectedWidth(projector.config) : tower.featureSize;
+        if (ck.has(keys.imageNewline)) imageNewline = readImageNewline(ck, keys.imageNewline, width);
       }
-      return new LlavaVision(modelDir, layout, settings, tower, projector, imageNewline, backend, { ...options });
+      (runtime as ShardedRuntime | null)?.team.serve();
+      return new LlavaVision(modelDir, layout, settings, tower, projector, imageNewline, backend, { ...options }, runtime);
     } catch (e) {
       (tower as CLIPVisionTower | null)?.dispose();
-      if (projector) for (const w of (projector as Projector).weights) w.dispose();
+      if (projector instanceof Projector) for (const w of projector.weights) w.dispose();
+      else (projector as ShardedProjector | null)?.dispose();
+      await (runtime as ShardedRuntime | null)?.abort();
       throw e;
     } finally {
       (checkpoint as OpenedSource | null)?.close();
@@ -195,15 +255,16 @@ export class LlavaVision {
    */
   encode(pixelValues: tf.Tensor4D, options: EncodeOptions = {}): EncodeResult {
     this.checkNotDisposed();
-    const outputs = new Set<OutputName>(options.outputs ?? [this.projector ? 'projected' : 'features']);
+    const hasProjector = this.projectorConfig !== null;
+    const outputs = new Set<OutputName>(options.outputs ?? [hasProjector ? 'projected' : 'features']);
     for (const o of outputs) if (!OUTPUT_NAMES.includes(o)) throw new ConfigError(`unknown output "${o}" (choose from ${OUTPUT_NAMES.join(', ')})`);
-    if (outputs.has('projected') && !this.projector) throw new ConfigError(`output "projected" needs a projector, and ${this.modelDir} has none (pass --projector FILE)`);
+    if (outputs.has('projected') && !hasProjector) throw new ConfigError(`output "projected" needs a projector, and ${this.modelDir} has none (pass --projector FILE)`);
     const forward = { interpolatePosEncoding: options.interpolatePosEncoding };
     return tf.tidy(() => {
       const result: EncodeResult = {};
       let features: tf.Tensor3D;
       if (outputs.has('hidden_states') || outputs.has('pooler_output')) {
-        const full = this.tower.visionModel.forward(pixelValues, forward);
+        const full = this.tower.forwardFull(pixelValues, forward);
         features = this.tower.featureSelect(full.hiddenStates);
         if (outputs.has('hidden_states')) result.hiddenStates = full.hiddenStates;
         if (outputs.has('pooler_output')) result.poolerOutput = full.poolerOutput;
@@ -211,17 +272,25 @@ export class LlavaVision {
         features = this.tower.forward(pixelValues, forward);
       }
       if (outputs.has('features')) result.features = features;
-      if (outputs.has('projected')) result.projected = this.projector!.call(features) as tf.Tensor3D;
+      if (outputs.has('projected')) result.projected = this.project(features);
       return result as Record<string, any>;
     }) as EncodeResult;
   }
 
-  /** Frees the weights; the model cannot be used afterwards (load it again). */
+  /** The projector on `features` [B, N, D]: on this thread, or sharded across the threads. */
+  private project(features: tf.Tensor3D): tf.Tensor3D {
+    if (this.projectorLayer) return this.projectorLayer.call(features) as tf.Tensor3D;
+    return this.shardedProjector!.project(features);
+  }
+
+  /** Frees the weights and ends the model's threads; the model cannot be used afterwards (load it again). */
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
     this.tower.dispose();
-    if (this.projector) for (const w of this.projector.weights) w.dispose();
+    if (this.projectorLayer) for (const w of this.projectorLayer.weights) w.dispose();
+    this.shardedProjector?.dispose();
+    this.runtime?.close();
     this.imageNewline?.dispose();
   }
 
@@ -267,7 +336,8 @@ async function loadProjector(
   options: LoadOptions,
   openCheckpoint: () => OpenedSource,
   modelDir: string,
-): Promise<Projector | null> {
+  runtime: ShardedRuntime | null = null,
+): Promise<Projector | ShardedProjector | null> {
   let source: OpenedSource | null = null;
   let ownSource = false;
   let prefixKey: ((p: string) => string) | undefined = LAYOUT_KEYS[layout].projectorKey;
@@ -312,7 +382,9 @@ async function loadProjector(
     if (outFeatures === null && source && type !== 'identity') outFeatures = source.info(prefixKey!(type === 'linear' ? 'weight' : '0.weight')).shape[0];
     // Checked before the build: each linear is allocated from these sizes.
     if (source && type !== 'identity') checkProjectorAgainstWeights({ type, inFeatures, outFeatures: outFeatures ?? inFeatures }, source, prefixKey!, origin);
-    const build = () => new Projector({ type, inFeatures, outFeatures: outFeatures ?? inFeatures, hiddenAct: settings.projectorAct, bias: settings.projectorBias });
+    const projectorConfig: ProjectorConfig = { type, inFeatures, outFeatures: outFeatures ?? inFeatures, hiddenAct: settings.projectorAct, bias: settings.projectorBias };
+    if (runtime && source && shardsProjector(projectorConfig, runtime.threads)) return await loadShardedProjector(runtime, projectorConfig, source, prefixKey!);
+    const build = () => new Projector(projectorConfig);
     const projector = source ? buildForLoading(build) : build();
     if (source) {
       try {

@@ -91,6 +91,7 @@ function fromCheckpoint(ck: Checkpoint): OpenedSource {
     },
     readFloat32: (n) => ck.readFloat32(n),
     readBytes: (n, into) => ck.readBytes(n, into),
+    readRegion: (n, region, into) => ck.readRegion(n, region, into),
     close: () => ck.close(),
   };
 }

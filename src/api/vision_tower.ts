@@ -5,7 +5,8 @@ import { CLIPVisionConfig, clipVisionConfigFromJson, numPatchesPerSide } from '.
 import { SelectFeature, parseSelectFeature } from '../config/llava';
 import { BackendOptions, ensureBackend, ensureBackendSync } from '../backend';
 import { ConfigError } from '../errors';
-import { CLIPVisionModel, VisionForwardOptions } from '../model/vision_transformer';
+import { CLIPVisionModel, VisionForwardOptions, VisionModelOutput } from '../model/vision_transformer';
+import type { ShardedVisionModel } from '../model/parallel/coordinator';
 import { KeyMap, TensorSource, disposeWeights, loadWeights, prefaultWeights } from '../model/weights';
 import { buildForLoading } from '../model/module';
 import { checkVisionConfigAgainstWeights } from '../model/config_checks';
@@ -43,6 +44,8 @@ export class CLIPVisionTower {
   /** The config.json the tower's config came from (named when it disagrees with the weights). */
   readonly configFile: string;
   private model: CLIPVisionModel | null = null;
+  /** With LlavaVision's `threads` > 1: the tower sharded across threads, in place of `model`. */
+  private sharded: ShardedVisionModel | null = null;
   private disposed = false;
   private readonly warn: (message: string) => void;
   private readonly layout: TowerLayout | undefined;
@@ -72,7 +75,23 @@ export class CLIPVisionTower {
   }
 
   get isLoaded(): boolean {
-    return this.model !== null;
+    return this.model !== null || this.sharded !== null;
+  }
+
+  /** Threads the tower runs on: 1, or the threads it is sharded across (LlavaVision's `threads`). */
+  get threads(): number {
+    return this.sharded?.threads ?? 1;
+  }
+
+  /** @internal LlavaVision.load with threads > 1: the tower runs sharded across threads (see api/sharded/). */
+  attachSharded(model: ShardedVisionModel): void {
+    this.sharded = model;
+    this.disposed = false;
+  }
+
+  /** @internal The sharded tower (bench and tests read its statistics). */
+  get shardedModel(): ShardedVisionModel | null {
+    return this.sharded;
   }
 
   /**
@@ -128,8 +147,8 @@ export class CLIPVisionTower {
   }
 
   private skipReload(): boolean {
-    if (this.model) this.warn(`${this.visionTowerName} is already loaded, \`load_model\` called again, skipping.`);
-    return this.model !== null;
+    if (this.isLoaded) this.warn(`${this.visionTowerName} is already loaded, \`load_model\` called again, skipping.`);
+    return this.isLoaded;
   }
 
   private build(): CLIPVisionModel {
@@ -139,6 +158,10 @@ export class CLIPVisionTower {
   /** The underlying HF model (throws if `delayLoad` and not loaded yet, or disposed). */
   get visionModel(): CLIPVisionModel {
     if (this.model) return this.model;
+    if (this.sharded) {
+      throw new ConfigError(`vision tower ${this.visionTowerName} runs sharded across ${this.sharded.threads} threads (the threads option): ` +
+        `its layers are not on this thread; load with threads: 1 to use visionModel (forward and forwardFull work either way)`);
+    }
     if (this.disposed) throw new ConfigError(`vision tower ${this.visionTowerName} was disposed: load it again (loadModel()) to use it`);
     throw new ConfigError(`vision tower ${this.visionTowerName} is not loaded yet (delayLoad): call loadModel() first`);
   }
@@ -178,6 +201,14 @@ export class CLIPVisionTower {
   }
 
   /**
+   * HF's `CLIPVisionModel` forward with `output_hidden_states=True` (every hidden state, the pooled
+   * output), on this thread or sharded across threads.
+   */
+  forwardFull(pixels: tf.Tensor4D, options: VisionForwardOptions = {}): VisionModelOutput {
+    return (this.sharded ?? this.visionModel).forward(pixels, options);
+  }
+
+  /**
    * LLaVA's forward: a batch [B, C, H, W] gives [B, N, D]; a list of [C, H, W] images runs each
    * as a batch of one and gives a list of [1, N, D]. Only the layers up to the deepest selected one run.
    */
@@ -189,7 +220,7 @@ export class CLIPVisionTower {
   }
 
   private forwardBatch(pixels: tf.Tensor4D, options: VisionForwardOptions, disposeInput: boolean): tf.Tensor3D {
-    const model = this.visionModel;
+    const model = this.sharded ?? this.visionModel;
     const layers = this.selectLayers.map((l) => resolveLayer(l, this.config.numHiddenLayers));
     let features: tf.Tensor3D;
     if (layers.length === 1) {
@@ -205,7 +236,9 @@ export class CLIPVisionTower {
 
   dispose(): void {
     if (this.model) for (const w of this.model.visionModel.weights) w.dispose();
+    this.sharded?.dispose();
     this.model = null;
+    this.sharded = null;
     this.disposed = true;
   }
 }

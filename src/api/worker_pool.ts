@@ -107,7 +107,8 @@ export function workerSpec(model: LlavaVision): WorkerModelSpec {
   const { log: _log, download: _download, ...options } = model.loadOptions;
   return {
     modelDir: model.modelDir,
-    options: { ...options, visionTower: model.layout === 'llava' ? model.tower.visionTowerName : options.visionTower, backend: model.backend as LoadOptions['backend'] },
+    // One thread per instance: the instances already use the cores.
+    options: { ...options, visionTower: model.layout === 'llava' ? model.tower.visionTowerName : options.visionTower, backend: model.backend as LoadOptions['backend'], threads: 1 },
   };
 }
 

@@ -161,20 +161,20 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
     const options: Record<string, unknown> = {
       vision_tower: o['vision-tower'] ?? null,
       projector: o.projector ?? null,
-      projector_type: model.projector?.type ?? null,
+      projector_type: model.projectorConfig?.type ?? null,
       select_layer: model.settings.selectLayer,
       select_feature: model.settings.selectFeature,
       interpolate_pos_encoding: o['interpolate-pos-encoding'] ?? false,
       batch_size: batchSize,
     };
     if (pixelInput) {
-      const outputs = save ?? [model.projector ? 'projected' : 'features'];
+      const outputs = save ?? [model.projectorConfig ? 'projected' : 'features'];
       tensors = await encodePixelValuesAsync(model, pixelInput.data, pixelInput.shape, { outputs, ...common });
       Object.assign(options, { save: outputs });
       metadata.source = path.resolve(o['pixel-values']!);
     } else if (preprocessed) {
       // Made by preprocess (per image, all its tiles): the same tensors encoding the images would give.
-      const outputs = save ?? [model.projector ? 'merged' : 'features'];
+      const outputs = save ?? [model.projectorConfig ? 'merged' : 'features'];
       if (fileAspect !== null && fileAspect !== model.settings.aspect && !o.quiet) {
         io.err(`llava-vision: ${o['pixel-values']} was preprocessed with aspect ${fileAspect}; ${model.modelDir} uses ${model.settings.aspect} (preprocess --model gives the model's)\n`);
       }
@@ -185,7 +185,7 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
       metadata.source = path.resolve(o['pixel-values']!);
       for (const key of ['sources', 'image_sizes', 'failed']) if (preprocessed.metadata[key] !== undefined) metadata[key] = preprocessed.metadata[key];
     } else {
-      const outputs = save ?? [model.projector ? 'merged' : 'features'];
+      const outputs = save ?? [model.projectorConfig ? 'merged' : 'features'];
       const effectiveAspect = aspect ?? model.settings.aspect;
       const effectiveMerge = mergeType ?? model.settings.mergeType;
       const result = await encodeImages(model, images, { outputs, aspect, gridPinpoints, mergeType, autoOrient: o['auto-orient'], ...common });

@@ -94,7 +94,7 @@ export async function runEncodeDataset(o: Record<string, any>, images: string[],
   });
   try {
     const progress = jobProgress({ label: 'encoding', write: io.err, isTTY: io.isTTY ?? !!process.stderr.isTTY });
-    const outputs = save ?? [model.projector ? 'merged' : 'features'];
+    const outputs = save ?? [model.projectorConfig ? 'merged' : 'features'];
     const start = performance.now();
     const summary = await writeEncodedDataset(model, inputs, outDir, {
       outputs, aspect, gridPinpoints, mergeType, autoOrient: o['auto-orient'], interpolatePosEncoding: o['interpolate-pos-encoding'],

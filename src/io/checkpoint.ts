@@ -6,7 +6,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { CheckpointError } from '../errors';
-import { RawTensor, SafetensorsFile, TensorInfo } from './safetensors';
+import { RawTensor, Region, SafetensorsFile, TensorInfo } from './safetensors';
 import { ShardedFiles, readIndex } from './shards';
 
 const INDEX_NAME = 'model.safetensors.index.json';
@@ -113,6 +113,11 @@ export class Checkpoint {
   /** See SafetensorsFile.readBytes. */
   readBytes(name: string, into?: Uint8Array): Uint8Array {
     return this.shards.shardFor(name).readBytes(name, into);
+  }
+
+  /** See SafetensorsFile.readRegion. */
+  readRegion(name: string, region: Region, into?: Uint8Array): Uint8Array {
+    return this.shards.shardFor(name).readRegion(name, region, into);
   }
 
   read(name: string): RawTensor {

@@ -117,6 +117,15 @@ function checkMetadata(x: unknown, where: string): Record<string, string> {
   return { ...(x as Record<string, string>) };
 }
 
+/** A block of a tensor seen as a row-major matrix with `cols` columns: rows r0..r0+nr−1, columns c0..c0+nc−1. */
+export interface Region {
+  cols: number;
+  r0: number;
+  nr: number;
+  c0: number;
+  nc: number;
+}
+
 export class SafetensorsFile {
   private fd: number | undefined;
 
@@ -192,6 +201,31 @@ export class SafetensorsFile {
     const len = t.end - t.begin;
     if (into && into.length < len) throw new RangeError(`${this.path}: tensor ${q(name)}: ${len} bytes do not fit a buffer of ${into.length}`);
     return readAt(this.fd, this.dataStart + t.begin, len, `${this.path}: tensor ${q(name)}`, into?.subarray(0, len));
+  }
+
+  /**
+   * Rows r0 .. r0+nr−1 and columns c0 .. c0+nc−1 of the tensor seen as a row-major matrix with `cols`
+   * columns, as the little-endian bytes of an [nr, nc] matrix (into the first bytes of `into` when
+   * given): one read when whole rows are asked for, else one per row. A tensor-parallel shard reads
+   * only its own slices this way.
+   */
+  readRegion(name: string, region: Region, into?: Uint8Array): Uint8Array {
+    const t = this.info(name);
+    if (this.fd === undefined) throw new CheckpointError(`${this.path}: file is closed (reading ${q(name)})`);
+    const size = DTYPE_SIZE[t.dtype];
+    const { cols, r0, nr, c0, nc } = region;
+    const total = (t.end - t.begin) / size;
+    if (![cols, r0, nr, c0, nc].every((v) => Number.isInteger(v) && v >= 0) || cols === 0 || total % cols !== 0 || r0 + nr > total / cols || c0 + nc > cols) {
+      throw new RangeError(`${this.path}: tensor ${q(name)}: region ${nr}x${nc} at (${r0}, ${c0}) is outside its ${total / cols}x${cols} view`);
+    }
+    const len = nr * nc * size;
+    if (into && into.length < len) throw new RangeError(`${this.path}: tensor ${q(name)}: ${len} bytes do not fit a buffer of ${into.length}`);
+    const out = into ? into.subarray(0, len) : new Uint8Array(len);
+    const what = `${this.path}: tensor ${q(name)}`;
+    const at = (r: number) => this.dataStart + t.begin + (r * cols + c0) * size;
+    if (nc === cols) readAt(this.fd, at(r0), len, what, out);
+    else for (let r = 0; r < nr; r++) readAt(this.fd, at(r0 + r), nc * size, what, out.subarray(r * nc * size, (r + 1) * nc * size));
+    return out;
   }
 
   readFloat32(name: string): Float32Array {

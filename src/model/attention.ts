@@ -4,6 +4,7 @@ import { TowerLayout, defaultTowerLayout } from './layout';
 import { Linear } from './linear';
 import { CompositeLayer } from './composite';
 import { Module } from './module';
+import { FeatureRange } from './parallel/partition';
 
 /**
  * HF `CLIPAttention` (transformers 4.37.2): q/k/v/out projections with bias, q scaled by
@@ -15,6 +16,10 @@ import { Module } from './module';
  * keys unchanged), so each head's q, k, v come straight out of a 2-D GEMM, with nothing sliced; one
  * image at a time, each head is QKᵀ → softmax → ·V, the heads are concatenated and projected.
  * Layout `batched` (GPUs): whole q/k/v GEMMs, then all heads' QKᵀ, softmax and ·V as one batched op each.
+ *
+ * A tensor-parallel shard (`heads`, layout `wasm` only) holds those heads' q/k/v weights and the
+ * matching input rows of `out_proj`, without its bias: `attend` then gives this shard's partial
+ * product, which the coordinator sums over the shards before adding the bias once.
  */
 export class CLIPAttention extends CompositeLayer {
   static readonly className = 'CLIPAttention';
@@ -24,19 +29,25 @@ export class CLIPAttention extends CompositeLayer {
   readonly vProj: Linear;
   readonly outProj: Linear;
   readonly layout: TowerLayout;
+  /** The heads a shard holds (null: all of them). */
+  readonly heads: FeatureRange | null;
 
-  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean; layout?: TowerLayout } = {}) {
+  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean; layout?: TowerLayout; heads?: FeatureRange } = {}) {
     super({ name: args.name, trainable: args.trainable ?? true });
     this.config = config;
     this.layout = args.layout ?? defaultTowerLayout();
+    this.heads = args.heads ? { ...args.heads } : null;
+    if (this.heads && this.layout !== 'wasm') throw new Error(`${this.name}: only the wasm layout can be sharded by heads`);
     const d = config.hiddenSize;
-    const perHead = this.layout === 'wasm' ? { along: 'out' as const, parts: config.numAttentionHeads } : undefined;
-    const linear = (name: string, split?: typeof perHead) =>
-      new Linear({ inFeatures: d, outFeatures: d, split, name: `${this.name}/${name}`, trainable: this.trainable });
+    const dh = d / config.numAttentionHeads;
+    const held = this.heads ? { start: this.heads.start * dh, count: this.heads.count * dh } : undefined;
+    const perHead = this.layout === 'wasm' ? { along: 'out' as const, parts: this.heads?.count ?? config.numAttentionHeads } : undefined;
+    const linear = (name: string, split?: { along: 'out' | 'in'; parts: number }) =>
+      new Linear({ inFeatures: d, outFeatures: d, split, shard: split && held, name: `${this.name}/${name}`, trainable: this.trainable });
     this.qProj = linear('q_proj', perHead);
     this.kProj = linear('k_proj', perHead);
     this.vProj = linear('v_proj', perHead);
-    this.outProj = linear('out_proj');
+    this.outProj = linear('out_proj', held && { along: 'in', parts: 1 });
     this.built = true;
   }
 
@@ -83,7 +94,7 @@ export class CLIPAttention extends CompositeLayer {
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    return { ...super.getConfig(), config: { ...this.config }, layout: this.layout };
+    return { ...super.getConfig(), config: { ...this.config }, layout: this.layout, ...(this.heads ? { heads: { ...this.heads } } : {}) };
   }
 
   children(): Record<string, Module> {

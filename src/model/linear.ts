@@ -1,6 +1,7 @@
 import * as tf from '../tf';
 import { Block } from '../io/blocks';
 import { Module, Param, blocksParam, zerosInPlace } from './module';
+import { FeatureRange, splitRange } from './parallel/partition';
 
 export interface LinearArgs {
   inFeatures: number;
@@ -20,6 +21,14 @@ export interface LinearArgs {
    * the left costs no second copy; the activation is packed per call instead.
    */
   weightLeft?: boolean;
+  /**
+   * A tensor-parallel shard (parallel/partition.ts): only features `start .. start + count − 1` of the
+   * split dimension (`split.along`) are held, as `split.parts` blocks of near-equal size;
+   * `inFeatures`/`outFeatures` stay the checkpoint tensor's. A shard along the inputs holds no bias:
+   * `forwardParts` gives this shard's partial product, and whoever sums the shards' products adds the
+   * bias once. The 2-D hot paths only (`call` needs the whole weight).
+   */
+  shard?: FeatureRange;
 }
 
 /**
@@ -36,6 +45,7 @@ export class Linear extends tf.layers.Layer implements Module {
   readonly splitAlong: 'out' | 'in';
   readonly parts: number;
   readonly weightLeft: boolean;
+  readonly shard: FeatureRange | null;
   kernels: tf.LayerVariable[] = [];
   biases: tf.LayerVariable[] = [];
 
@@ -47,8 +57,14 @@ export class Linear extends tf.layers.Layer implements Module {
     this.splitAlong = args.split?.along ?? 'out';
     this.parts = args.split?.parts ?? 1;
     this.weightLeft = args.weightLeft ?? false;
+    this.shard = args.shard ? { ...args.shard } : null;
     const size = this.splitAlong === 'out' ? this.outFeatures : this.inFeatures;
-    if (!Number.isInteger(this.parts) || this.parts < 1 || size % this.parts !== 0) {
+    if (this.shard) {
+      const { start, count } = this.shard;
+      if (!Number.isInteger(start) || !Number.isInteger(count) || start < 0 || start + count > size || !Number.isInteger(this.parts) || this.parts < 1 || count < this.parts) {
+        throw new Error(`${this.name}: cannot hold ${this.splitAlong}put features ${start}..${start + count - 1} of ${size} in ${this.parts} parts`);
+      }
+    } else if (!Number.isInteger(this.parts) || this.parts < 1 || size % this.parts !== 0) {
       throw new Error(`${this.name}: cannot split ${size} ${this.splitAlong}put features into ${this.parts} equal parts`);
     }
     if (this.weightLeft && this.splitAlong === 'in' && this.parts > 1) throw new Error(`${this.name}: weightLeft supports splits along the outputs only`);
@@ -74,13 +90,10 @@ export class Linear extends tf.layers.Layer implements Module {
     this.kernels = this.weightBlocks().map((b, j) =>
       this.addWeight(`kernel${suffix(j)}`, b.transposed ? [b.nc, b.nr] : [b.nr, b.nc], 'float32', zeros, undefined, true),
     );
-    if (this.useBias) {
-      const n = this.splitAlong === 'out' ? this.parts : 1;
-      const size = this.outFeatures / n;
-      this.biases = Array.from({ length: n }, (_, j) =>
-        this.addWeight(`bias${n === 1 ? '' : `.part${j}`}`, this.weightLeft ? [size, 1] : [size], 'float32', zeros, undefined, true),
-      );
-    }
+    const biasSizes = this.biasRanges().map((r) => r.count);
+    this.biases = biasSizes.map((size, j) =>
+      this.addWeight(`bias${biasSizes.length === 1 ? '' : `.part${j}`}`, this.weightLeft ? [size, 1] : [size], 'float32', zeros, undefined, true),
+    );
     // Weights are added as trainable and the layer's flag applied through its setter, so a frozen
     // tower can later be unfrozen (tfjs never moves weights added as non-trainable).
     this.trainable = this.trainable;
@@ -92,11 +105,24 @@ export class Linear extends tf.layers.Layer implements Module {
    * kernel (rows of [out, in]), else transposed ([in, out] for the non-transposed GEMM).
    */
   private weightBlocks(): Block[] {
-    const { inFeatures: i, outFeatures: o, parts: n } = this;
+    const { inFeatures: i, outFeatures: o } = this;
     const transposed = !this.weightLeft;
-    return Array.from({ length: n }, (_, j) =>
-      this.splitAlong === 'out' ? { r0: (j * o) / n, nr: o / n, c0: 0, nc: i, transposed } : { r0: 0, nr: o, c0: (j * i) / n, nc: i / n, transposed },
+    return this.partRanges().map(({ start, count }) =>
+      this.splitAlong === 'out' ? { r0: start, nr: count, c0: 0, nc: i, transposed } : { r0: 0, nr: o, c0: start, nc: count, transposed },
     );
+  }
+
+  /** The features of the split dimension each part holds (equal parts of the whole, or of the shard). */
+  private partRanges(): FeatureRange[] {
+    const held = this.shard ?? { start: 0, count: this.splitAlong === 'out' ? this.outFeatures : this.inFeatures };
+    return splitRange(held.count, this.parts).map((r) => ({ start: held.start + r.start, count: r.count }));
+  }
+
+  /** The output features each bias variable holds: one per part along the outputs, else the whole (none for a shard along the inputs). */
+  private biasRanges(): FeatureRange[] {
+    if (!this.useBias) return [];
+    if (this.splitAlong === 'out') return this.partRanges();
+    return this.shard ? [] : [{ start: 0, count: this.outFeatures }];
   }
 
   /**
@@ -129,7 +155,7 @@ export class Linear extends tf.layers.Layer implements Module {
     return tf.tidy(() =>
       this.kernels.map((k, j) => {
         const y = tf.matMul(k.read() as tf.Tensor2D, xT);
-        return this.useBias ? tf.add(y, this.biases[j].read()) : y;
+        return this.biases[j] ? tf.add(y, this.biases[j].read()) : y;
       }),
     ) as tf.Tensor2D[];
   }
@@ -137,6 +163,7 @@ export class Linear extends tf.layers.Layer implements Module {
   /** Any [..., in] -> [..., out]. */
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
     const x = Array.isArray(inputs) ? inputs[0] : inputs;
+    if (this.shard) throw new Error(`${this.name}: a shard runs through forwardParts / forwardFeatureMajor only`);
     return tf.tidy(() => {
       const lead = x.shape.slice(0, -1);
       const x2d = tf.reshape(x, [-1, this.inFeatures]) as tf.Tensor2D;
@@ -157,17 +184,15 @@ export class Linear extends tf.layers.Layer implements Module {
     const config: tf.serialization.ConfigDict = { ...super.getConfig(), inFeatures: this.inFeatures, outFeatures: this.outFeatures, bias: this.useBias };
     if (this.parts > 1) config.split = { along: this.splitAlong, parts: this.parts };
     if (this.weightLeft) config.weightLeft = true;
+    if (this.shard) config.shard = { ...this.shard };
     return config;
   }
 
   params(): Record<string, Param> {
     const [inF, outF] = [this.inFeatures, this.outFeatures];
     const p: Record<string, Param> = { weight: blocksParam(this.kernels, [outF, inF], inF, this.weightBlocks()) };
-    if (this.useBias) {
-      const size = outF / this.biases.length;
-      const biasBlocks = this.biases.map((_, j) => ({ r0: 0, nr: 1, c0: j * size, nc: size, transposed: false }));
-      p.bias = blocksParam(this.biases, [outF], outF, biasBlocks);
-    }
+    const biasBlocks = this.biasRanges().map(({ start, count }) => ({ r0: 0, nr: 1, c0: start, nc: count, transposed: false }));
+    if (biasBlocks.length) p.bias = blocksParam(this.biases, [outF], outF, biasBlocks);
     return p;
   }
 

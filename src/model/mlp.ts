@@ -5,6 +5,7 @@ import { CompositeLayer } from './composite';
 import { TowerLayout, defaultTowerLayout } from './layout';
 import { Linear } from './linear';
 import { Module } from './module';
+import { FeatureRange } from './parallel/partition';
 
 /**
  * HF `CLIPMLP`: fc1 -> hidden_act -> fc2.
@@ -16,6 +17,10 @@ import { Module } from './module';
  * checkpoint layout as the left operand (feature-major: [I, T] = W1 · xᵀ), so the backend packs the
  * 2.4 MB activation per call rather than keeping a packed copy of the 16 MB weight (same speed,
  * 384 MB less memory for ViT-L). That is layout `wasm`; layout `batched` (GPUs) runs fc1 and fc2 whole.
+ *
+ * A tensor-parallel shard (`features`, layout `wasm` only) holds those intermediate features (fc1's
+ * outputs and fc2's inputs, in blocks of at most hidden_size) and no fc2 bias: `forward2d` then gives
+ * this shard's partial fc2 product, summed over the shards before the bias is added once.
  */
 export class CLIPMLP extends CompositeLayer {
   static readonly className = 'CLIPMLP';
@@ -24,18 +29,23 @@ export class CLIPMLP extends CompositeLayer {
   readonly fc2: Linear;
   readonly layout: TowerLayout;
   private readonly act: Activation;
+  /** The intermediate features a shard holds (null: all of them). */
+  readonly features: FeatureRange | null;
 
-  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean; layout?: TowerLayout } = {}) {
+  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean; layout?: TowerLayout; features?: FeatureRange } = {}) {
     super({ name: args.name, trainable: args.trainable ?? true });
     this.config = config;
     this.layout = args.layout ?? defaultTowerLayout();
     this.act = activationByName(config.hiddenAct);
+    this.features = args.features ? { ...args.features } : null;
+    if (this.features && this.layout !== 'wasm') throw new Error(`${this.name}: only the wasm layout can be sharded by features`);
     const { hiddenSize: d, intermediateSize: m } = config;
     const sub = (name: string) => ({ name: `${this.name}/${name}`, trainable: this.trainable });
     if (this.layout === 'wasm') {
-      const blocks = m % d === 0 ? m / d : 1;
-      this.fc1 = new Linear({ inFeatures: d, outFeatures: m, split: { along: 'out', parts: blocks }, weightLeft: true, ...sub('fc1') });
-      this.fc2 = new Linear({ inFeatures: m, outFeatures: d, split: { along: 'in', parts: blocks }, ...sub('fc2') });
+      const shard = this.features ?? undefined;
+      const blocks = m % d !== 0 ? 1 : shard ? Math.ceil(shard.count / d) : m / d;
+      this.fc1 = new Linear({ inFeatures: d, outFeatures: m, split: { along: 'out', parts: blocks }, shard, weightLeft: true, ...sub('fc1') });
+      this.fc2 = new Linear({ inFeatures: m, outFeatures: d, split: { along: 'in', parts: blocks }, shard, ...sub('fc2') });
     } else {
       this.fc1 = new Linear({ inFeatures: d, outFeatures: m, ...sub('fc1') });
       this.fc2 = new Linear({ inFeatures: m, outFeatures: d, ...sub('fc2') });
@@ -59,7 +69,7 @@ export class CLIPMLP extends CompositeLayer {
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    return { ...super.getConfig(), config: { ...this.config }, layout: this.layout };
+    return { ...super.getConfig(), config: { ...this.config }, layout: this.layout, ...(this.features ? { features: { ...this.features } } : {}) };
   }
 
   children(): Record<string, Module> {

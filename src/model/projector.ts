@@ -7,6 +7,7 @@ import { Activation, activationByName } from './activations';
 import { CompositeLayer } from './composite';
 import { Linear } from './linear';
 import { Module, Param } from './module';
+import { FeatureRange } from './parallel/partition';
 
 export { PROJECTOR_TYPES, projectorDepth } from '../config/llava';
 
@@ -23,6 +24,11 @@ export interface ProjectorConfig {
   bias?: boolean;
 }
 
+/** A projector's output width: the LLM hidden size, or the input width for `identity`. */
+export function projectedWidth(config: ProjectorConfig): number {
+  return projectorDepth(config.type) === 0 ? config.inFeatures : config.outFeatures;
+}
+
 /**
  * LLaVA's `build_vision_projector`. `linear` is a bare nn.Linear (keys `weight`, `bias`);
  * `mlp{N}x_gelu` is nn.Sequential(Linear, GELU, Linear, ...), so the linears sit at indices
@@ -33,8 +39,15 @@ export class Projector extends CompositeLayer {
   readonly projectorConfig: ProjectorConfig;
   readonly linears: Linear[];
   private readonly act: Activation;
+  /** The hidden features a tensor-parallel shard holds (null: all of them); see `call`. */
+  readonly hidden: FeatureRange | null;
 
-  constructor(config: ProjectorConfig, args: { name?: string; trainable?: boolean } = {}) {
+  /**
+   * `hidden` (mlp2x_gelu only) builds a tensor-parallel shard: the first Linear's outputs and the last
+   * Linear's inputs in that range, without the last bias; `call` then gives this shard's partial
+   * product, summed over the shards before the bias is added once.
+   */
+  constructor(config: ProjectorConfig, args: { name?: string; trainable?: boolean; hidden?: FeatureRange } = {}) {
     super({ name: args.name ?? 'mm_projector', trainable: args.trainable ?? true });
     ensureBackendSync(); // weights are created below, on the backend chosen now
     this.projectorConfig = { ...config };
@@ -48,13 +61,17 @@ export class Projector extends CompositeLayer {
     // accumulates each output in one chain over K without FMA; K = 4096 in four chains of 1024 is
     // closer to PyTorch, and each block's packed weight stays cache-sized.
     const { inFeatures: d, outFeatures: h } = config;
-    const blocks = depth === 2 && h % d === 0 ? h / d : 1;
+    this.hidden = args.hidden ? { ...args.hidden } : null;
+    if (this.hidden && depth !== 2) throw new ConfigError(`projector ${config.type}: only mlp2x_gelu can be sharded`);
+    const shard = this.hidden ?? undefined;
+    const blocks = depth !== 2 || h % d !== 0 ? 1 : shard ? Math.ceil(shard.count / d) : h / d;
     this.linears = Array.from({ length: depth }, (_, i) =>
       new Linear({
         inFeatures: i === 0 ? d : h,
         outFeatures: h,
         bias: config.bias ?? true,
-        split: blocks > 1 ? { along: i === 0 ? 'out' : 'in', parts: blocks } : undefined,
+        split: blocks > 1 || shard ? { along: i === 0 ? 'out' : 'in', parts: blocks } : undefined,
+        shard,
         name: `${this.name}/${2 * i}`,
         trainable: this.trainable,
       }),
@@ -68,7 +85,7 @@ export class Projector extends CompositeLayer {
 
   /** Output width: the LLM hidden size, or the input width for `identity`. */
   get outFeatures(): number {
-    return this.linears.length === 0 ? this.projectorConfig.inFeatures : this.projectorConfig.outFeatures;
+    return projectedWidth(this.projectorConfig);
   }
 
   /** [..., inFeatures] -> [..., outFeatures] */
@@ -81,7 +98,7 @@ export class Projector extends CompositeLayer {
     if (this.linears.length === 0) return tf.clone(x);
     return tf.tidy(() => {
       const [first, last] = this.linears;
-      if (this.linears.length === 2 && first.parts > 1) {
+      if (this.linears.length === 2 && (first.parts > 1 || this.hidden)) {
         const x2d = tf.reshape(x, [-1, this.projectorConfig.inFeatures]) as tf.Tensor2D;
         const hidden = first.forwardParts([x2d]).map((part) => this.act(part) as tf.Tensor2D);
         return tf.reshape(last.forwardParts(hidden)[0], [...x.shape.slice(0, -1), this.outFeatures]);
@@ -98,7 +115,7 @@ export class Projector extends CompositeLayer {
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    return { ...super.getConfig(), projector: { ...this.projectorConfig } };
+    return { ...super.getConfig(), projector: { ...this.projectorConfig }, ...(this.hidden ? { hidden: { ...this.hidden } } : {}) };
   }
 
   /** A bare `linear` projector's tensors are `weight`/`bias` at the projector's own level. */

@@ -1,7 +1,8 @@
 import * as tf from '../tf';
 import { CheckpointError, shapeText } from '../errors';
 import { markWritten, prefaultMemory, unwrittenHeapView } from '../backend';
-import { decodeBlock, encodeBlock } from '../io/blocks';
+import { Block, decodeBlock, encodeBlock } from '../io/blocks';
+import type { Region } from '../io/safetensors';
 import { DType, DTYPE_SIZE, isDType, isFloatDType } from '../io/dtype';
 import { WasmBlockDecoder } from './kernels/wasm_decoder';
 import { Module, Param, namedParams, storedAsIs } from './module';
@@ -17,6 +18,11 @@ export interface TensorSource {
    * given (returned as a view). Lets the loader decode straight into the backend's memory.
    */
   readBytes?(name: string, into?: Uint8Array): Uint8Array;
+  /**
+   * Optional: a block of the tensor (seen as a row-major matrix of `region.cols` columns) as the bytes
+   * of an [nr, nc] matrix in its own dtype. Lets a tensor-parallel shard read only its slices.
+   */
+  readRegion?(name: string, region: Region, into?: Uint8Array): Uint8Array;
 }
 
 /** Maps a module path (`vision_model.embeddings.class_embedding`) to the checkpoint key of a layout. */
@@ -51,36 +57,67 @@ export function loadWeights(module: Module, source: TensorSource, keyFor: KeyMap
       );
     }
     if (!isDType(dtype) || !isFloatDType(dtype)) throw new CheckpointError(`${source.source}: tensor "${key}": dtype ${dtype} cannot be read as float32`);
-    return { key, param, dtype, bytes: numel(shape) * DTYPE_SIZE[dtype] };
+    // A parameter holding only part of its tensor (a shard) reads just the rows and columns its blocks cover.
+    const region = source.readRegion ? coveredRegion(param) : null;
+    const elements = region ? region.nr * region.nc : numel(shape);
+    return { key, param, dtype, region, bytes: elements * DTYPE_SIZE[dtype] };
   });
-  const readBytes = source.readBytes?.bind(source);
+  const readRegion = source.readRegion?.bind(source);
+  const readBytes = source.readBytes
+    ? (key: string, into: Uint8Array | undefined, region: Region | null) => (region ? readRegion!(key, region, into) : source.readBytes!(key, into))
+    : undefined;
   const direct = (t: (typeof tensors)[number]) => !!readBytes && t.dtype === 'F32' && storedAsIs(t.param);
   const largest = Math.max(0, ...tensors.filter((t) => !direct(t)).map((t) => t.bytes));
   const decoder = readBytes && largest > 0 ? WasmBlockDecoder.create(largest) : null;
   const buffer = readBytes && !decoder ? new Uint8Array(largest) : null;
   try {
     for (const t of tensors) {
-      const { key, param, dtype, bytes } = t;
+      const { key, param, dtype, bytes, region } = t;
       if (direct(t)) {
-        overwriteVariable(param.variables[0], (out) => void readBytes!(key, bytesOf(out)));
+        overwriteVariable(param.variables[0], (out) => void readBytes!(key, bytesOf(out), null));
         continue;
       }
+      // Blocks relative to what is read: the region, or the whole tensor.
+      const cols = region ? region.nc : param.cols;
+      const blocks = region ? param.blocks.map((b) => ({ ...b, r0: b.r0 - region.r0, c0: b.c0 - region.c0 })) : param.blocks;
       // Heap views are taken after every allocation and used before the next one (a heap growth detaches them).
       const inPlace = decoder ? param.variables.map((v) => unwrittenHeapView(v.read())) : [];
       if (decoder && inPlace.every((o) => o !== null)) {
         const input = decoder.input(bytes);
-        readBytes!(key, input);
-        decoder.decode(dtype, input, param.cols, param.blocks, inPlace as Float32Array[], key);
+        readBytes!(key, input, region);
+        decoder.decode(dtype, input, cols, blocks, inPlace as Float32Array[], key);
         for (const v of param.variables) markWritten(v.read());
         continue;
       }
-      const [fileDType, data]: [DType, Uint8Array] = readBytes ? [dtype, readBytes(key, buffer ?? new Uint8Array(bytes))] : ['F32', bytesOf(source.readFloat32(key))];
-      param.variables.forEach((v, j) => overwriteVariable(v, (out) => decodeBlock(fileDType, data, param.cols, param.blocks[j], out, key)));
+      const [fileDType, data]: [DType, Uint8Array] = readBytes
+        ? [dtype, readBytes(key, buffer ?? new Uint8Array(bytes), region)]
+        : ['F32', bytesOf(source.readFloat32(key))];
+      const [dataCols, dataBlocks] = readBytes ? [cols, blocks] : [param.cols, param.blocks];
+      param.variables.forEach((v, j) => overwriteVariable(v, (out) => decodeBlock(fileDType, data, dataCols, dataBlocks[j], out, key)));
     }
   } finally {
     decoder?.dispose();
   }
   return tensors.map(({ key }) => key);
+}
+
+/**
+ * The rows and columns of a parameter's [rows, cols] view its blocks cover, when that is less than the
+ * whole tensor (a tensor-parallel shard); null when they cover all of it.
+ */
+function coveredRegion(param: Param): Region | null {
+  const cols = param.cols;
+  const rows = numel(param.checkpointShape) / cols;
+  const extent = (b: Block) => ({ r1: b.r0 + b.nr, c1: b.c0 + b.nc });
+  let [r0, c0, r1, c1] = [rows, cols, 0, 0];
+  for (const b of param.blocks) {
+    r0 = Math.min(r0, b.r0);
+    c0 = Math.min(c0, b.c0);
+    r1 = Math.max(r1, extent(b).r1);
+    c1 = Math.max(c1, extent(b).c1);
+  }
+  if (param.blocks.length === 0 || (r0 === 0 && c0 === 0 && r1 === rows && c1 === cols)) return null;
+  return { cols, r0, nr: r1 - r0, c0, nc: c1 - c0 };
 }
 
 /**

@@ -1,0 +1,185 @@
+/**
+ * Loading a model sharded across threads (LoadOptions.threads > 1): every thread builds only its shard
+ * of each layer and reads only its slices of the checkpoint (rows of q/k/v and fc1, columns of out_proj
+ * and fc2), all threads at once; this thread also holds the embeddings, the LayerNorms and the biases
+ * added after the reductions. No thread ever holds a whole weight it does not run.
+ */
+import * as os from 'os';
+import { CLIPVisionConfig } from '../../config/clip';
+import { ConfigError } from '../../errors';
+import { encodeBlock } from '../../io/blocks';
+import { checkVisionConfigAgainstWeights } from '../../model/config_checks';
+import { CLIPVisionEmbeddings } from '../../model/embeddings';
+import { Module, ModuleGroup, buildForLoading, namedParams } from '../../model/module';
+import { ShardedProjector, ShardedVisionModel } from '../../model/parallel/coordinator';
+import { readHostTowerWeights, readVector } from '../../model/parallel/host_weights';
+import { maxRanks, planRanks, splitRange } from '../../model/parallel/partition';
+import { RankCompute, TowerShard, projectorShard } from '../../model/parallel/shards';
+import { Projector, ProjectorConfig, projectorDepth } from '../../model/projector';
+import { KeyMap, disposeWeights, loadWeights, prefaultWeights, writeParam } from '../../model/weights';
+import { OpenedSource, openTensorSource } from '../sources';
+import type { CLIPVisionTower } from '../vision_tower';
+import { ExportedParam } from './protocol';
+import { ShardTeam } from './team';
+
+export const THREADS_ENV_VAR = 'LLAVA_VISION_THREADS';
+
+/** The cores this process may use (Node ≥ 18.14: availableParallelism, else the CPU count). */
+export function availableCores(): number {
+  const fn = (os as { availableParallelism?: () => number }).availableParallelism;
+  return Math.max(1, fn ? fn() : os.cpus().length);
+}
+
+/**
+ * The thread count a load asks for: the option, else LLAVA_VISION_THREADS, else the available cores.
+ * A ConfigError naming the option or variable when it is not a positive integer.
+ */
+export function requestedThreads(option: number | undefined): number {
+  if (option !== undefined) {
+    if (!Number.isInteger(option) || option < 1) throw new ConfigError(`threads must be a positive integer, got ${option}`);
+    return option;
+  }
+  const env = process.env[THREADS_ENV_VAR];
+  if (env === undefined || env === '') return availableCores();
+  if (!/^\d+$/.test(env.trim()) || Number(env) < 1) throw new ConfigError(`${THREADS_ENV_VAR}="${env}" is not a positive integer`);
+  return Number(env);
+}
+
+/**
+ * Threads a tower runs on: the request, on the wasm backend only (other backends run their own
+ * threads or a GPU), at most one per attention head.
+ */
+export function effectiveThreads(requested: number, backend: string, config: CLIPVisionConfig): number {
+  return backend === 'wasm' ? Math.min(requested, maxRanks(config)) : 1;
+}
+
+/** The shard threads and this thread's own shards (rank 0). */
+export class ShardedRuntime {
+  readonly rank0 = new RankCompute();
+
+  private constructor(readonly team: ShardTeam) {}
+
+  /** Spawns the threads (they start their backends while this thread goes on). */
+  static start(threads: number): ShardedRuntime {
+    return new ShardedRuntime(ShardTeam.spawn(threads));
+  }
+
+  get threads(): number {
+    return this.team.ranks;
+  }
+
+  /** Ends the threads and frees this thread's shards. */
+  close(): void {
+    this.rank0.dispose();
+    this.team.close();
+  }
+
+  /** After a failed load: frees this thread's shards and waits until every thread has ended. */
+  async abort(): Promise<void> {
+    this.rank0.dispose();
+    await this.team.terminate();
+  }
+}
+
+/** Module path -> checkpoint key for every parameter of a shard (the same paths on every rank). */
+function keyTable(module: Module, keyFor: KeyMap): Record<string, string> {
+  return Object.fromEntries([...namedParams(module)].map(([p]) => [p, keyFor(p)]));
+}
+
+/** Awaits the threads' start and loads; the first failure is thrown (after all have settled). */
+async function allLoaded(team: ShardTeam, loads: Promise<void>[]): Promise<void> {
+  const settled = await Promise.allSettled([team.ready, ...loads]);
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
+/**
+ * Loads `tower` sharded across the runtime's threads, from its own folder or from `weights` (a
+ * LLaVA-1.6 or llava-hf checkpoint holding the tower under a prefix), and attaches it.
+ */
+export async function loadShardedTower(runtime: ShardedRuntime, tower: CLIPVisionTower, weights?: { tensors: OpenedSource; keyFor: KeyMap }): Promise<void> {
+  const { team, rank0 } = runtime;
+  const own = weights ? null : openTensorSource(tower.visionTowerName);
+  const tensors = weights?.tensors ?? own!;
+  const keyFor = weights?.keyFor ?? ((p: string) => p);
+  const config = tower.config;
+  let shard: TowerShard | null = null;
+  let embeddings: CLIPVisionEmbeddings | null = null;
+  try {
+    checkVisionConfigAgainstWeights(config, tensors, keyFor, tower.configFile);
+    const plans = planRanks(config, team.ranks, null);
+    shard = buildForLoading(() => new TowerShard(config, plans[0]));
+    const keys = keyTable(shard, keyFor);
+    const others = allLoaded(team, plans.slice(1).map((plan) => team.load(plan.rank, { type: 'loadTower', config, plan, entry: tensors.source, keys })));
+    others.catch(() => undefined); // awaited below; not an unhandled rejection while this thread loads
+    embeddings = buildForLoading(() => new CLIPVisionEmbeddings(config, { name: 'vision_model/embeddings', trainable: false }));
+    const embeddingsModule = new ModuleGroup({ vision_model: new ModuleGroup({ embeddings }) });
+    const host = readHostTowerWeights(config, tensors, keyFor);
+    await prefaultWeights(shard);
+    await prefaultWeights(embeddingsModule);
+    loadWeights(embeddingsModule, tensors, keyFor);
+    loadWeights(shard, tensors, keyFor);
+    await others;
+    rank0.tower = shard;
+    tower.attachSharded(new ShardedVisionModel(config, embeddings, host, rank0, team));
+  } catch (e) {
+    shard?.dispose();
+    if (embeddings) for (const w of embeddings.weights) w.dispose();
+    throw e;
+  } finally {
+    own?.close();
+  }
+}
+
+/** Whether a projector is sharded across `threads`: mlp2x_gelu, with at least one hidden feature per thread. */
+export function shardsProjector(config: ProjectorConfig, threads: number): boolean {
+  return threads > 1 && projectorDepth(config.type) === 2 && config.outFeatures >= threads;
+}
+
+/** Loads an mlp2x_gelu projector sharded across the runtime's threads (`source` must be re-openable by its name). */
+export async function loadShardedProjector(runtime: ShardedRuntime, config: ProjectorConfig, source: OpenedSource, keyFor: KeyMap): Promise<ShardedProjector> {
+  const { team, rank0 } = runtime;
+  const hidden = splitRange(config.outFeatures, team.ranks);
+  let shard: Projector | null = null;
+  try {
+    shard = buildForLoading(() => projectorShard(config, hidden[0]));
+    const keys = keyTable(shard, keyFor);
+    const others = allLoaded(team, hidden.slice(1).map((h, i) => team.load(i + 1, { type: 'loadProjector', config, hidden: h, entry: source.source, keys })));
+    others.catch(() => undefined);
+    const lastBias = config.bias ?? true ? readVector(source, keyFor('2.bias'), config.outFeatures) : null;
+    await prefaultWeights(shard);
+    loadWeights(shard, source, keyFor);
+    await others;
+    rank0.projector = shard;
+    return new ShardedProjector(config, lastBias, rank0, team);
+  } catch (e) {
+    if (shard) disposeWeights(shard);
+    throw e;
+  }
+}
+
+/**
+ * The sharded projector gathered onto this thread as one trainable Projector (its weights assembled
+ * from every thread's blocks), the shards freed: what `LlavaVision.projector` gives for training.
+ */
+export function gatherProjector(runtime: ShardedRuntime, sharded: ShardedProjector): Projector {
+  const { team, rank0 } = runtime;
+  const local = (p: Projector | null): ExportedParam[] =>
+    p ? [...namedParams(p)].map(([path, q]) => ({ path, checkpointShape: q.checkpointShape, cols: q.cols, blocks: q.blocks, data: q.variables.map((v) => v.read().dataSync() as Float32Array) })) : [];
+  const parts = [local(rank0.projector), ...team.request<ExportedParam[]>(() => ({ kind: 'exportProjector' }))].flat();
+  const projector = buildForLoading(() => new Projector(sharded.config));
+  try {
+    for (const [path, param] of namedParams(projector)) {
+      const full = new Float32Array(param.checkpointShape.reduce((a, b) => a * b, 1));
+      if (path === '2.bias' && sharded.lastBias) full.set(sharded.lastBias);
+      for (const part of parts.filter((x) => x.path === path)) part.data.forEach((d, j) => encodeBlock(d, full, part.cols, part.blocks[j]));
+      writeParam(param, full);
+    }
+  } catch (e) {
+    disposeWeights(projector);
+    throw e;
+  }
+  team.request(() => ({ kind: 'dropProjector' }));
+  sharded.dispose();
+  return projector;
+}
