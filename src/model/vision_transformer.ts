@@ -1,7 +1,6 @@
 import * as tf from '../tf';
 import { ensureBackendSync } from '../backend';
-import { CLIPVisionConfig, validateVisionConfig } from '../config/clip';
-import { ConfigError } from '../errors';
+import { CLIPVisionConfig, hiddenStateIndex, validateVisionConfig } from '../config/clip';
 import { CompositeLayer } from './composite';
 import { CLIPVisionEmbeddings } from './embeddings';
 import { CLIPEncoderLayer } from './encoder_layer';
@@ -90,12 +89,7 @@ export class CLIPVisionTransformer extends CompositeLayer {
 
   /** Python-style index into the L+1 hidden states. */
   resolveHiddenStateIndex(index: number): number {
-    const n = this.layers.length + 1;
-    const k = index < 0 ? n + index : index;
-    if (!Number.isInteger(index) || k < 0 || k >= n) {
-      throw new ConfigError(`hidden state index ${index} is out of range for ${n} hidden states (-${n}..${n - 1})`);
-    }
-    return k;
+    return hiddenStateIndex(index, this.layers.length);
   }
 
   private embed(pixels: tf.Tensor4D, options: VisionForwardOptions): tf.Tensor3D {

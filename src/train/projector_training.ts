@@ -11,7 +11,7 @@ import { DatasetProgress, writeEncodedDataset } from '../api/dataset_writer';
 import { LlavaVision } from '../api/llava_vision';
 import { openTensorSource } from '../api/sources';
 import { CheckpointError, ConfigError, ImageError } from '../errors';
-import { LAYOUT_KEYS, PROJECTOR_PREFIXES, findProjectorKeys, inferProjectorType } from '../io/layouts';
+import { LAYOUTS, PROJECTOR_PREFIXES, findProjectorKeys, inferProjectorType } from '../io/layouts';
 import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../io/safetensors';
 import { namedParams } from '../model/module';
 import { Projector } from '../model/projector';
@@ -122,7 +122,7 @@ export interface SaveProjectorOptions {
 
 /** Key map of a projector naming scheme. */
 export function projectorKeyMap(names: ProjectorNames): KeyMap {
-  return names === 'llava' ? LAYOUT_KEYS.llava.projectorKey! : LAYOUT_KEYS.llava_hf.projectorKey!;
+  return names === 'llava' ? LAYOUTS.llava.projectorKey! : LAYOUTS.llava_hf.projectorKey!;
 }
 
 /**
