@@ -109,6 +109,8 @@ export interface InspectOptions {
 
 const LLM = /^(model\.layers\.|model\.embed_tokens\.|model\.norm\.|lm_head\.|language_model\.|model\.language_model\.)/;
 const CLIP_TEXT = /^(text_model\.|text_projection\.|visual_projection\.|logit_scale$)/;
+const IMAGE_NEWLINE_KEYS = new Set(Object.values(LAYOUTS).flatMap((r) => r.imageNewline ?? []));
+
 /** Natural order: `layers.2` before `layers.10`. */
 export function naturalCompare(a: string, b: string): number {
   const pa = a.split(/(\d+)/);
@@ -276,22 +278,22 @@ function inspectFile(file: string): InspectReport {
     const notes: string[] = [];
     const problems: string[] = [];
     const names = tensors.map((t) => t.name);
-    const projectorPrefix = findProjectorKeys(names)?.prefix;
+    const projector = findProjectorKeys(names);
     const towerPrefix = TOWER_PREFIXES.find((p) => names.some((n) => n.startsWith(p + 'vision_model.')));
     for (const t of tensors) {
-      if (projectorPrefix && t.name.startsWith(projectorPrefix)) t.role = 'projector';
+      if (projector && t.name.startsWith(projector.prefix)) t.role = 'projector';
       else if (towerPrefix !== undefined && t.name.startsWith(towerPrefix + 'vision_model.') && !/position_ids$/.test(t.name)) t.role = 'tower';
-      else if (/^(model\.)?image_newline$/.test(t.name)) t.role = 'image_newline';
+      else if (IMAGE_NEWLINE_KEYS.has(t.name)) t.role = 'image_newline';
       else t.reason = ignoreReason(t.name);
     }
     let fileProjector: InspectReport['fileProjector'];
-    if (projectorPrefix) {
-      const type = inferProjectorType(names, projectorPrefix);
-      const firstKey = type === 'linear' ? 'weight' : projectorPrefix.includes('multi_modal') ? 'linear_1.weight' : '0.weight';
-      const first = tensors.find((t) => t.name === projectorPrefix + firstKey);
-      const bias = names.some((n) => n.startsWith(projectorPrefix) && /(^|\.)bias$/.test(n.slice(projectorPrefix.length)));
-      fileProjector = { prefix: projectorPrefix, type, inFeatures: first?.shape[1] ?? null, outFeatures: first?.shape[0] ?? null, bias };
-      notes.push(`as --projector ${path.basename(file)}: only the ${projectorPrefix}* tensors are read`);
+    if (projector) {
+      const { prefix, keyFor } = projector;
+      const type = inferProjectorType(names, prefix);
+      const first = tensors.find((t) => t.name === keyFor(type === 'linear' ? 'weight' : '0.weight'));
+      const bias = names.some((n) => n.startsWith(prefix) && /(^|\.)bias$/.test(n.slice(prefix.length)));
+      fileProjector = { prefix, type, inFeatures: first?.shape[1] ?? null, outFeatures: first?.shape[0] ?? null, bias };
+      notes.push(`as --projector ${path.basename(file)}: only the ${prefix}* tensors are read`);
     }
     if (towerPrefix !== undefined) notes.push(`vision tower tensors under "${towerPrefix}vision_model."; their config comes from the folder's config.json`);
     return finish({

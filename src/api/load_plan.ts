@@ -333,11 +333,11 @@ class Planner {
     };
     if (type === 'identity' || !source || !prefix || !keyFor) return plan;
 
+    const specs = this.attempt(() => projectorSpecs({ type, inFeatures: inFeatures ?? 0, outFeatures: outFeatures ?? inFeatures ?? 0, bias: settings.projectorBias }));
+    const tensors = specs && specs.map((s) => ({ ...s, key: keyFor(s.name) }));
     if (inferred && inferred !== type) {
       this.problems.push(`${type === settings.projectorType ? 'the config says' : 'the projector type is'} ${type} but the projector tensors are ${inferred}-shaped`);
     }
-    const specs = this.attempt(() => projectorSpecs({ type, inFeatures: inFeatures ?? 0, outFeatures: outFeatures ?? inFeatures ?? 0, bias: settings.projectorBias }));
-    const tensors = specs && specs.map((s) => ({ ...s, key: keyFor(s.name) }));
     plan.weights = { from, prefix, keyFor, tensors };
     const where = source === checkpoint && checkpoint.files().length !== 1 ? modelDir : source.files()[0];
     if (tensors) this.checkTensors(source, tensors, 'projector', where);
