@@ -172,22 +172,19 @@ class Planner {
 
   constructor(private readonly options: PlanOptions) {}
 
-  /** A problem: thrown when planning a load, recorded for inspect. */
-  private problem(error: LlavaVisionError): void {
-    this.record(error, (message) => this.problems.push(message));
-  }
-
-  private record(error: LlavaVisionError, note: (message: string) => void): void {
-    if (this.options.mode !== 'inspect') throw error;
+  /** A problem: thrown when planning a load; for inspect, recorded (in `problems`, or by `note`) and planning goes on. */
+  private problem(error: unknown, note: (message: string) => void = (message) => this.problems.push(message)): null {
+    if (!(error instanceof LlavaVisionError) || this.options.mode !== 'inspect') throw error;
     note(error.message);
+    return null;
   }
 
-  /** `step`'s result, or null once its LlavaVisionError is a problem (or, with `note`, noted there instead). */
+  /** `step`'s result, or null once its error is a problem. */
   private attempt<T>(step: () => T, note?: (message: string) => void): T | null {
     try {
       return step();
     } catch (e) {
-      return this.recover(e, note);
+      return this.problem(e, note);
     }
   }
 
@@ -195,15 +192,8 @@ class Planner {
     try {
       return await step();
     } catch (e) {
-      return this.recover(e, note);
+      return this.problem(e, note);
     }
-  }
-
-  private recover(e: unknown, note?: (message: string) => void): null {
-    if (!(e instanceof LlavaVisionError)) throw e;
-    if (note) this.record(e, note);
-    else this.problem(e);
-    return null;
   }
 
   /** Headers only; each source is opened once and closed with the planner. */
@@ -302,9 +292,12 @@ class Planner {
     if (options.projector) {
       from = options.projector;
       const found = findProjectorKeys(this.open(from).keys());
-      if (found) ({ prefix, keyFor } = found);
-      if (found) source = this.open(from);
-      else this.problem(new CheckpointError(`${from}: no projector tensors (${PROJECTOR_PREFIXES.map((p) => p + '*').join(', ')})`));
+      if (found) {
+        source = this.open(from);
+        ({ prefix, keyFor } = found);
+      } else {
+        this.problem(new CheckpointError(`${from}: no projector tensors (${PROJECTOR_PREFIXES.map((p) => p + '*').join(', ')})`));
+      }
     } else if (prefix && keyFor) {
       const besideIt = row.projectorFile && isDir(modelDir) ? path.join(modelDir, row.projectorFile) : null;
       if (checkpoint.keys().some((k) => k.startsWith(prefix!))) {

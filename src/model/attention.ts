@@ -4,6 +4,7 @@ import { TowerLayout, defaultTowerLayout } from './layout';
 import { Linear } from './linear';
 import { CompositeLayer } from './composite';
 import { Module } from './module';
+import { singleInput } from './tfjs_layer';
 
 /**
  * HF `CLIPAttention` (transformers 4.37.2): q/k/v/out projections with bias, q scaled by
@@ -45,7 +46,7 @@ export class CLIPAttention extends CompositeLayer {
   }
 
   /** One image: [T, D] -> [T, D]. */
-  attend(x: tf.Tensor2D): tf.Tensor2D {
+  forward2d(x: tf.Tensor2D): tf.Tensor2D {
     return this.layout === 'wasm' ? this.attendPerHead(x) : this.attendBatched(x);
   }
 
@@ -78,8 +79,8 @@ export class CLIPAttention extends CompositeLayer {
 
   /** [B, T, D] -> [B, T, D], image by image. */
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
-    const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor3D;
-    return tf.tidy(() => tf.stack(tf.unstack(x).map((img) => this.attend(img as tf.Tensor2D))));
+    const x = singleInput<tf.Tensor3D>(inputs);
+    return tf.tidy(() => tf.stack(tf.unstack(x).map((img) => this.forward2d(img as tf.Tensor2D))));
   }
 
   override getConfig(): tf.serialization.ConfigDict {

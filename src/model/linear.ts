@@ -1,6 +1,7 @@
 import * as tf from '../tf';
 import { Block } from '../io/blocks';
 import { Module, Param, blocksParam, zerosInPlace } from './module';
+import { applyTrainableFlag, singleInput, singleShape } from './tfjs_layer';
 
 export interface LinearArgs {
   inFeatures: number;
@@ -81,9 +82,7 @@ export class Linear extends tf.layers.Layer implements Module {
         this.addWeight(`bias${n === 1 ? '' : `.part${j}`}`, this.weightLeft ? [size, 1] : [size], 'float32', zeros, undefined, true),
       );
     }
-    // Weights are added as trainable and the layer's flag applied through its setter, so a frozen
-    // tower can later be unfrozen (tfjs never moves weights added as non-trainable).
-    this.trainable = this.trainable;
+    applyTrainableFlag(this);
     this.built = true;
   }
 
@@ -136,7 +135,7 @@ export class Linear extends tf.layers.Layer implements Module {
 
   /** Any [..., in] -> [..., out]. */
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
-    const x = Array.isArray(inputs) ? inputs[0] : inputs;
+    const x = singleInput(inputs);
     return tf.tidy(() => {
       const lead = x.shape.slice(0, -1);
       const x2d = tf.reshape(x, [-1, this.inFeatures]) as tf.Tensor2D;
@@ -149,7 +148,7 @@ export class Linear extends tf.layers.Layer implements Module {
   }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
-    const s = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+    const s = singleShape(inputShape);
     return [...s.slice(0, -1), this.outFeatures];
   }
 

@@ -5,6 +5,7 @@ import { CompositeLayer } from './composite';
 import { TowerLayout, defaultTowerLayout } from './layout';
 import { Linear } from './linear';
 import { Module } from './module';
+import { singleInput } from './tfjs_layer';
 
 /**
  * HF `CLIPMLP`: fc1 -> hidden_act -> fc2.
@@ -54,7 +55,7 @@ export class CLIPMLP extends CompositeLayer {
 
   /** Any [..., D] -> [..., D]. */
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
-    const x = Array.isArray(inputs) ? inputs[0] : inputs;
+    const x = singleInput(inputs);
     return tf.tidy(() => tf.reshape(this.forward2d(tf.reshape(x, [-1, this.config.hiddenSize]) as tf.Tensor2D), x.shape));
   }
 

@@ -7,6 +7,7 @@ import { Activation, activationByName } from './activations';
 import { CompositeLayer } from './composite';
 import { Linear } from './linear';
 import { Module, Param } from './module';
+import { singleInput, singleShape } from './tfjs_layer';
 
 export { PROJECTOR_TYPES, projectorDepth } from '../config/llava';
 
@@ -73,7 +74,7 @@ export class Projector extends CompositeLayer {
 
   /** [..., inFeatures] -> [..., outFeatures] */
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
-    const x = Array.isArray(inputs) ? inputs[0] : inputs;
+    const x = singleInput(inputs);
     const width = x.shape[x.shape.length - 1];
     if (width !== this.projectorConfig.inFeatures) {
       throw new ConfigError(`projector expects features of width ${this.projectorConfig.inFeatures} (mm_hidden_size), got ${width}`);
@@ -93,7 +94,7 @@ export class Projector extends CompositeLayer {
   }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
-    const s = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+    const s = singleShape(inputShape);
     return [...s.slice(0, -1), this.outFeatures];
   }
 

@@ -7,6 +7,7 @@ import { CLIPEncoderLayer } from './encoder_layer';
 import { LayerNorm } from './layer_norm';
 import { TowerLayout, defaultTowerLayout } from './layout';
 import { Module, ModuleGroup } from './module';
+import { singleInput } from './tfjs_layer';
 
 export interface VisionForwardOptions {
   /** HF `interpolate_pos_encoding`: run at a resolution other than the config's image_size. */
@@ -52,7 +53,7 @@ export class CLIPVisionTransformer extends CompositeLayer {
 
   /** tfjs Layer entry point: pixel values [B, C, H, W] -> [lastHiddenState, poolerOutput]. */
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: VisionForwardOptions = {}): tf.Tensor[] {
-    const pixels = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor4D;
+    const pixels = singleInput<tf.Tensor4D>(inputs);
     return tf.tidy(() => {
       const out = this.forward(pixels, kwargs);
       return [out.lastHiddenState, out.poolerOutput];

@@ -11,6 +11,7 @@ import { DatasetProgress, writeEncodedDataset } from '../api/dataset_writer';
 import { LlavaVision } from '../api/llava_vision';
 import { openTensorSource } from '../api/sources';
 import { CheckpointError, ConfigError, ImageError } from '../errors';
+import { numel } from '../io/dtype';
 import { LAYOUTS, PROJECTOR_PREFIXES, findProjectorKeys, inferProjectorType } from '../io/layouts';
 import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../io/safetensors';
 import { namedParams } from '../model/module';
@@ -170,8 +171,7 @@ export function initProjector(projector: Projector, seed = 0): void {
   for (const linear of projector.linears) {
     const bound = 1 / Math.sqrt(linear.inFeatures);
     for (const [, param] of namedParams(linear)) {
-      const n = param.checkpointShape.reduce((a, b) => a * b, 1);
-      const data = Float32Array.from({ length: n }, () => (2 * rand() - 1) * bound);
+      const data = Float32Array.from({ length: numel(param.checkpointShape) }, () => (2 * rand() - 1) * bound);
       writeParam(param, data);
     }
   }
