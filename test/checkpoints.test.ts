@@ -121,7 +121,7 @@ async function withModel<T>(dir: string, options: LoadOptions, fn: (m: LlavaVisi
 /** A golden case's pixel_values of image `id` as a batch of one. */
 function fixturePixels(gc: GoldenCase, id: string): tf.Tensor4D {
   const key = `${id}.pixel_values`;
-  const shape = gc.json.expected[key].shape as number[];
+  const shape = gc.json.expected[key].shape;
   return tf.tensor4d(gc.expected.readFloat32(key), (shape.length === 3 ? [1, ...shape] : shape) as [number, number, number, number]);
 }
 
@@ -312,7 +312,7 @@ describe.each(['s336_llava15_pad_mlp2x', 's336_llava_square_mlp2x'])('%s: mm_pro
         expect(m.projector?.type).toBe('mlp2x_gelu');
         const { tensors, failures } = await encodeImages(m, images.map((i) => path.join(gc.dir, i.file)), { outputs: ['features', 'projected', 'merged'], batchSize: 4 });
         expect(failures).toEqual([]);
-        return Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, t.data as Float32Array]));
+        return Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, t.data]));
       });
 
     const noShards = withoutProjectorShards(llava);
@@ -357,10 +357,10 @@ describe('s336_llava16_anyres_spatial_unpad: the fine-tuned tower in the checkpo
     try {
       const { tensors } = await encodeImages(model, [path.join(gc.dir, img.file)], { outputs: ['pixel_values', 'features', 'projected', 'merged'] });
       for (const [k, out] of [['image_features', 'features'], ['projected', 'projected'], ['merged', 'merged']]) {
-        expectParity(gc, `${img.id}.${k}`, tensors[`images.0.${out}`].data as Float32Array, tensors[`images.0.${out}`].shape);
+        expectParity(gc, `${img.id}.${k}`, tensors[`images.0.${out}`].data, tensors[`images.0.${out}`].shape);
       }
       const pv = tensors['images.0.pixel_values'];
-      pixels = tf.tensor4d(pv.data as Float32Array, pv.shape as [number, number, number, number]);
+      pixels = tf.tensor4d(pv.data, pv.shape as [number, number, number, number]);
     } finally {
       model.dispose();
     }
@@ -399,7 +399,7 @@ describe('LLM weights are never read', () => {
       const fd = realOpen(...args);
       fdPath.set(fd, path.resolve(String(args[0])));
       return fd;
-    }) as typeof fs.openSync);
+    }));
     const readSpy = jest.spyOn(nodeFs, 'readSync').mockImplementation(((fd: number, buf: NodeJS.ArrayBufferView, off: number, len: number, pos: number) => {
       reads.push({ file: fdPath.get(fd) ?? `fd ${fd}`, pos, len });
       return realRead(fd, buf, off, len, pos);
@@ -414,7 +414,7 @@ describe('LLM weights are never read', () => {
     }
     const named = tensorSpy.mock.calls.map(([n]) => n);
     tensorSpy.mockRestore();
-    model!.dispose();
+    model.dispose();
 
     // By name: exactly the tower override, the projector and image_newline.
     expect(named.filter((n) => LLM_KEY.test(n))).toEqual([]);

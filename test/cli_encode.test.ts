@@ -80,7 +80,7 @@ test.each([
   [['encode', '--frobnicate'], /unknown option --frobnicate/],
   [['encode', '--out'], /--out needs a value/],
 ])('usage error %j is one line and exit code 2', async (args, message) => {
-  const r = await run(args as string[]);
+  const r = await run(args);
   expect(r.code).toBe(2);
   expect(r.err).toMatch(message);
   expect(r.err.trim().split('\n')).toHaveLength(1);
@@ -90,7 +90,7 @@ test.each([
   [['encode', '--model', '/nonexistent', '--out', path.join(tmp, 'o.safetensors'), path.join(ROOT, 'weights', 'demo', 'images', 'chelsea.png')], /\/nonexistent: no such model folder/],
   [['encode', '--model', 'm', '--out', 'o', '--pixel-values', '/nonexistent/pv.safetensors'], /\/nonexistent\/pv.safetensors: no such file/],
 ])('a failure %j is one line and exit code 1', async (args, message) => {
-  const r = await run(args as string[]);
+  const r = await run(args);
   expect(r.code).toBe(1);
   expect(r.err).toMatch(message);
   expect(r.err.trim().split('\n')).toHaveLength(1);

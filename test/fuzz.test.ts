@@ -431,7 +431,7 @@ function depthOf(v: unknown): number {
     const [x, d] = stack.pop()!;
     if (x === null || typeof x !== 'object') continue;
     max = Math.max(max, d + 1);
-    for (const y of Object.values(x as object)) stack.push([y, d + 1]);
+    for (const y of Object.values(x)) stack.push([y, d + 1]);
   }
   return max;
 }

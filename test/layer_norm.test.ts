@@ -61,7 +61,7 @@ describe.each(['wasm', 'cpu'] as const)('LayerNorm on %s', (backend) => {
     const x = massiveRows(17, size, size);
     const ref = reference(x, gamma, beta, eps, size);
     const input = tf.tensor2d(x, [17, size]);
-    const ours = ln.call(input) as tf.Tensor;
+    const ours = ln.call(input);
     expect(maxUlps(ours.dataSync(), ref)).toBeLessThanOrEqual(0.5 + 1e-6);
     // The composed ops (used on other backends) round several times: measurably further off here.
     const composed = layerNormComposed(input, ln.gamma.read(), ln.beta.read(), eps);
@@ -86,7 +86,7 @@ describe.each(['wasm', 'cpu'] as const)('LayerNorm on %s', (backend) => {
       const scale = Math.max(...Array.from(want, Math.abs));
       got.forEach((v, j) => expect(Math.abs(v - want[j])).toBeLessThanOrEqual(1e-4 * scale));
     });
-    expect((ln.call(x) as tf.Tensor).shape).toEqual([2, 3, size]);
+    expect(ln.call(x).shape).toEqual([2, 3, size]);
     tf.dispose([x, dy, ...viaKernel, ...viaOps]);
   });
 

@@ -96,7 +96,7 @@ test('for every fixture folder, of every layout, inspect reports what LlavaVisio
         layout: model.layout,
         vision: { ...visionFields(model.tower.config), source: model.tower.configFile },
         select: { layer: model.settings.selectLayer, feature: model.tower.selectFeature },
-        projector: p ? { type: p.type, inFeatures: p.inFeatures, outFeatures: model.projector!.outFeatures, act: p.hiddenAct, bias: p.bias } : null,
+        projector: p ? { type: p.type, inFeatures: p.inFeatures, outFeatures: model.projector.outFeatures, act: p.hiddenAct, bias: p.bias } : null,
         imageNewline: model.imageNewline?.shape ?? null,
         merge: model.settings.mergeType,
         aspect: model.settings.aspect,
@@ -200,6 +200,6 @@ describe('a problem inspect records is what a load throws', () => {
     expect(plan.tower.unresolved).toMatch(/mm_vision_tower "fixtures\/clip-tower" is not a local CLIP folder/);
     expect(plan.projector).toMatchObject({ type: 'linear', inFeatures: 64, outFeatures: 48, weights: { from: LLAVA, prefix: 'model.mm_projector.' } });
     expect(plan.problems).toEqual([]);
-    await expect(LlavaVision.load(LLAVA, { log: null })).rejects.toThrow(plan.tower.unresolved!);
+    await expect(LlavaVision.load(LLAVA, { log: null })).rejects.toThrow(plan.tower.unresolved);
   });
 });

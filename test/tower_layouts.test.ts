@@ -31,7 +31,7 @@ describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_c
     }
     for (const img of gc.json.images) {
       const key = `${img.id}.pixel_values`;
-      const shape = gc.json.expected[key].shape as number[];
+      const shape = gc.json.expected[key].shape;
       const x = tf.tensor4d(gc.expected.readFloat32(key), (shape.length === 3 ? [1, ...shape] : shape) as [number, number, number, number]);
       const out = model.encode(x, { outputs: ['hidden_states', 'pooler_output'], interpolatePosEncoding: gc.json.run.interpolate_pos_encoding });
       for (const [k, h] of out.hiddenStates!.entries()) expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, await h.data(), h.shape.slice(1));

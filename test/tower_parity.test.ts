@@ -12,7 +12,7 @@ const pad2 = (k: number) => String(k).padStart(2, '0');
 
 function pixelValues(gc: ReturnType<typeof loadCase>, id: string): tf.Tensor4D {
   const key = `${id}.pixel_values`;
-  const shape = gc.json.expected[key].shape as number[];
+  const shape = gc.json.expected[key].shape;
   const data = gc.expected.readFloat32(key);
   return tf.tensor4d(data, (shape.length === 3 ? [1, ...shape] : shape) as [number, number, number, number]);
 }

@@ -342,7 +342,7 @@ describe('projector types (build_vision_projector)', () => {
     expect(tf.memory().numTensors).toBe(before);
     expect(p.outFeatures).toBe(64);
     const input = tf.randomNormal([2, 5, 64], 0, 1, 'float32', 7);
-    const out = p.call(input) as tf.Tensor;
+    const out = p.call(input);
     expect(out.shape).toEqual([2, 5, 64]);
     expect(take(out)).toEqual(take(input));
   });
@@ -412,7 +412,7 @@ describe('projector types (build_vision_projector)', () => {
     expect(Math.min(...pre)).toBeLessThan(-1.5);
 
     const input = tf.tensor3d(xs, [1, rows, inF]);
-    const got = take(p.call(input) as tf.Tensor);
+    const got = take(p.call(input));
     input.dispose();
     const scale = Math.max(...want.map(Math.abs));
     const rel = maxAbsDiff(got, want) / scale;

@@ -53,7 +53,7 @@ test('full steps (tower forward + projector step, optimizer over ALL trainable v
   const step = () => {
     const cost = opt.minimize(() => {
       const { features } = model.encode(pixels, { outputs: ['features'] });
-      return mseLoss(projector.call(features!) as tf.Tensor, target);
+      return mseLoss(projector.call(features!), target);
     }, true);
     const value = cost!.dataSync()[0];
     cost!.dispose();

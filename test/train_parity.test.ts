@@ -67,7 +67,7 @@ test('case.json describes the run we reproduce', () => {
 
 test('projector output, loss and every gradient (through exact-erf GELU)', () => {
   const p = freshProjector();
-  const out = p.call(features) as tf.Tensor;
+  const out = p.call(features);
   ratios['projector_output'] = expectParity(gc, 'train.projector_output', out.dataSync(), out.shape);
   out.dispose();
   const { loss, grads } = projectorGradients(p, features, target, { keyFor: LLAVA });
@@ -230,7 +230,7 @@ describe('save -> load', () => {
     expect(model.projector!.type).toBe('mlp2x_gelu');
     const pixels = tf.randomUniform([2, 3, 56, 56], -1.5, 1.5, 'float32', 7) as tf.Tensor4D;
     const out = model.encode(pixels, { outputs: ['features', 'projected'] });
-    const ours = p.call(out.features!) as tf.Tensor;
+    const ours = p.call(out.features!);
     expect(Buffer.from((ours.dataSync() as Float32Array).buffer).equals(Buffer.from((out.projected!.dataSync() as Float32Array).buffer))).toBe(true);
     tf.dispose([pixels, out.features!, out.projected!, ours]);
     model.dispose();

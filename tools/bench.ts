@@ -264,7 +264,7 @@ async function childWorkers(o: Options): Promise<void> {
   const out = await encodePixelValuesAsync(model, pixels, [o.batch, 3, s, s], { outputs: ['projected'], workers: o.workers });
   const jobS = (performance.now() - t0) / 1000;
   const digest = createHash('sha256');
-  for (const k of Object.keys(out).sort()) digest.update((out[k].data as Float32Array).subarray(0));
+  for (const k of Object.keys(out).sort()) digest.update(out[k].data.subarray(0));
   const r: WorkersResult & { digest: string } = { workers: o.workers, images: o.batch, jobS, imagesPerMin: (60 * o.batch) / jobS, peakRssMB: peakRssMB(), digest: digest.digest('hex') };
   model.dispose();
   process.stdout.write(JSON.stringify(r) + '\n');

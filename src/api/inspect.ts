@@ -126,7 +126,7 @@ export function naturalCompare(a: string, b: string): number {
 function listTensors(src: OpenedSource): InspectedTensor[] {
   return src.keys().map((name) => {
     const { dtype, shape, file } = src.info(name);
-    return { name, dtype, shape, bytes: numel(shape) * DTYPE_SIZE[dtype], file, role: 'ignored' as TensorRole };
+    return { name, dtype, shape, bytes: numel(shape) * DTYPE_SIZE[dtype], file, role: 'ignored' };
   });
 }
 

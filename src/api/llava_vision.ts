@@ -42,12 +42,13 @@ export interface EncodeOptions extends VisionForwardOptions {
   outputs?: OutputName[];
 }
 
-export interface EncodeResult {
+// A type, not an interface: tf.tidy returns it (a tensor container has an index signature).
+export type EncodeResult = {
   hiddenStates?: tf.Tensor3D[];
   features?: tf.Tensor3D;
   projected?: tf.Tensor3D;
   poolerOutput?: tf.Tensor2D;
-}
+};
 
 /**
  * LLaVA's vision side from a model folder or HuggingFace repo id: CLIP (full or vision-only), original
@@ -97,8 +98,8 @@ export class LlavaVision {
       if (plan.imageNewline) imageNewline = readImageNewline(open(plan.modelDir), plan.imageNewline.key, known(plan.imageNewline.width, 'image_newline width'));
       return new LlavaVision(plan.modelDir, plan.layout, settings, tower, projector, imageNewline, backend, { ...options }, known(plan.processorFile, 'processor file'));
     } catch (e) {
-      (tower as CLIPVisionTower | null)?.dispose();
-      if (projector) for (const w of (projector as Projector).weights) w.dispose();
+      tower?.dispose();
+      if (projector) for (const w of projector.weights) w.dispose();
       throw e;
     } finally {
       for (const source of sources.values()) source.close();
@@ -137,8 +138,8 @@ export class LlavaVision {
       }
       if (outputs.has('features')) result.features = features;
       if (outputs.has('projected')) result.projected = this.projector!.call(features) as tf.Tensor3D;
-      return result as Record<string, any>;
-    }) as EncodeResult;
+      return result;
+    });
   }
 
   /** Frees the weights; the model cannot be used afterwards (load it again). */

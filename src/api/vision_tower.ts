@@ -170,7 +170,7 @@ export class CLIPVisionTower {
   featureSelect(hiddenStates: tf.Tensor3D[]): tf.Tensor3D {
     return tf.tidy(() => {
       const picked = this.selectedStates().map((k) => hiddenStates[k]);
-      const features = picked.length === 1 ? picked[0] : (tf.concat(picked, -1) as tf.Tensor3D);
+      const features = picked.length === 1 ? picked[0] : tf.concat(picked, -1);
       return this.selectFeature === 'cls_patch' ? tf.clone(features) : dropCls(features);
     });
   }
@@ -182,7 +182,7 @@ export class CLIPVisionTower {
   forward(images: tf.Tensor4D, options?: VisionForwardOptions): tf.Tensor3D;
   forward(images: tf.Tensor3D[], options?: VisionForwardOptions): tf.Tensor3D[];
   forward(images: tf.Tensor4D | tf.Tensor3D[], options: VisionForwardOptions = {}): tf.Tensor3D | tf.Tensor3D[] {
-    if (Array.isArray(images)) return images.map((img) => this.forwardBatch(tf.tidy(() => tf.expandDims(img, 0) as tf.Tensor4D), options, true));
+    if (Array.isArray(images)) return images.map((img) => this.forwardBatch(tf.tidy(() => tf.expandDims<tf.Tensor4D>(img, 0)), options, true));
     return this.forwardBatch(images, options, false);
   }
 

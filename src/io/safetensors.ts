@@ -58,7 +58,7 @@ function parseHeader(file: string, json: unknown, dataSize: number) {
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) {
       throw bad(`data_offsets ${q(offsets)} must be [begin, end] with non-negative integers`);
     }
-    const [begin, end] = offsets as number[];
+    const [begin, end] = offsets;
     if (begin > end) throw bad(`data_offsets [${begin}, ${end}] have begin > end`);
     const need = numel(shape) * DTYPE_SIZE[dtype];
     if (!Number.isSafeInteger(need)) throw bad(`${shapeStr(dtype, shape)} is too large`);

@@ -88,7 +88,7 @@ function rebuildTensor(args: readonly PyValue[]): Tensor {
   if (args.length < 6 || args.length > 7) throw new Error(`expected 6 or 7 arguments, got ${args.length}`);
   const [storage, offset, size, stride] = args;
   if (!(storage instanceof Storage)) throw new Error(`storage argument is ${typeOf(storage)}`);
-  if (!isCount(offset)) throw new Error(`storage offset ${String(offset)} is not a non-negative integer`);
+  if (!isCount(offset)) throw new Error(`storage offset ${quote(offset)} is not a non-negative integer`);
   const shape = counts(size, 'size');
   const strides = counts(stride, 'stride');
   if (shape.length !== strides.length) throw new Error(`size has ${shape.length} dims but stride ${strides.length}`);

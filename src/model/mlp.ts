@@ -56,7 +56,7 @@ export class CLIPMLP extends CompositeLayer {
   /** Any [..., D] -> [..., D]. */
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
     const x = singleInput(inputs);
-    return tf.tidy(() => tf.reshape(this.forward2d(tf.reshape(x, [-1, this.config.hiddenSize]) as tf.Tensor2D), x.shape));
+    return tf.tidy(() => tf.reshape(this.forward2d(tf.reshape<tf.Rank.R2>(x, [-1, this.config.hiddenSize])), x.shape));
   }
 
   override getConfig(): tf.serialization.ConfigDict {

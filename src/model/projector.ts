@@ -83,7 +83,7 @@ export class Projector extends CompositeLayer {
     return tf.tidy(() => {
       const [first, last] = this.linears;
       if (this.linears.length === 2 && first.parts > 1) {
-        const x2d = tf.reshape(x, [-1, this.projectorConfig.inFeatures]) as tf.Tensor2D;
+        const x2d = tf.reshape<tf.Rank.R2>(x, [-1, this.projectorConfig.inFeatures]);
         const hidden = first.forwardParts([x2d]).map((part) => this.act(part) as tf.Tensor2D);
         return tf.reshape(last.forwardParts(hidden)[0], [...x.shape.slice(0, -1), this.outFeatures]);
       }

@@ -101,7 +101,7 @@ export class CLIPVisionTransformer extends CompositeLayer {
   }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape[] {
-    const tokens = this.embeddings.computeOutputShape(inputShape) as tf.Shape;
+    const tokens = this.embeddings.computeOutputShape(inputShape);
     return [tokens, [tokens[0], this.config.hiddenSize]];
   }
 

@@ -69,7 +69,7 @@ export function loadWeights(module: Module, source: TensorSource, keyFor: KeyMap
       if (decoder && inPlace.every((o) => o !== null)) {
         const input = decoder.input(bytes);
         readBytes!(key, input);
-        decoder.decode(dtype, input, param.cols, param.blocks, inPlace as Float32Array[], key);
+        decoder.decode(dtype, input, param.cols, param.blocks, inPlace, key);
         for (const v of param.variables) markWritten(v.read());
         continue;
       }

@@ -117,7 +117,7 @@ export function guardNetwork(): void {
     }) as any);
     jest.spyOn(httpsModule, 'request').mockImplementation((() => {
       throw new Error('test tried an https request');
-    }) as any);
+    }));
   });
   afterAll(() => jest.restoreAllMocks());
 }
