@@ -19,6 +19,9 @@ module.exports = tseslint.config(
       // synchronous today (the dataset reader's async iterators, a worker pool's task source); the
       // mistakes around promises are the floating / misused promise and await-thenable rules' to catch.
       '@typescript-eslint/require-await': 'off',
+      // `import x = require('x')` is TypeScript's import of a module object itself (what a jest spy must
+      // patch, and how CommonJS-only packages are typed); a bare require() stays an error.
+      '@typescript-eslint/no-require-imports': ['error', { allowAsImport: true }],
     },
   },
   // Optional peers (a tfjs backend registers itself as it loads) and native binaries are loaded when

@@ -77,7 +77,7 @@ describe.each(['wasm', 'cpu'] as const)('LayerNorm on %s', (backend) => {
     const gammaT = ln.gamma.read();
     const betaT = ln.beta.read();
     const viaKernel = tf.grads((a: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => {
-      return tf.mul(tf.engine().runKernel('LlavaVisionLayerNorm', { x: a, gamma: g, beta: b }, { epsilon: 1e-6 }) as tf.Tensor, dy);
+      return tf.mul(tf.engine().runKernel<tf.Tensor>('LlavaVisionLayerNorm', { x: a, gamma: g, beta: b }, { epsilon: 1e-6 }), dy);
     })([x, gammaT, betaT]);
     const viaOps = tf.grads((a: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.mul(layerNormComposed(a, g, b, 1e-6), dy))([x, gammaT, betaT]);
     viaKernel.forEach((g, i) => {

@@ -69,7 +69,7 @@ test.each([
   close(viaCall);
   const direct = tf.tidy(() => {
     if (linear.weightLeft) return tf.transpose(tf.concat(linear.forwardFeatureMajor(tf.transpose(x)), 0));
-    const inputs = linear.splitAlong === 'in' && linear.parts > 1 ? (tf.split(x, linear.parts, 1) as tf.Tensor2D[]) : [x];
+    const inputs = linear.splitAlong === 'in' && linear.parts > 1 ? tf.split<tf.Tensor2D>(x, linear.parts, 1) : [x];
     return tf.concat(linear.forwardParts(inputs), 1);
   });
   close(direct);

@@ -108,7 +108,7 @@ export const TOWER_PREFIXES: readonly string[] = [...new Set(ROWS.map(([, r]) =>
  * What a model folder is, from its config.json and, for the rows that need it, its tensor names
  * (`keys` is called only then, so a folder whose config settles it is never opened).
  */
-export function detectLayout(modelDir: string, config: Json, keys: () => string[]): Layout {
+export function detectLayout(modelDir: string, config: Record<string, unknown>, keys: () => string[]): Layout {
   const candidates = ROWS.filter(([, r]) => r.matchesConfig(config));
   if (candidates.length === 0) {
     throw new ConfigError(`${path.join(modelDir, 'config.json')}: cannot tell the model type (model_type ${quote(config.model_type)}, no mm_vision_tower)`);

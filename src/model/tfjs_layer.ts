@@ -17,5 +17,6 @@ export function singleShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
  * setter, so a frozen tower can later be unfrozen (tfjs never moves weights added as non-trainable).
  */
 export function applyTrainableFlag(layer: tf.layers.Layer): void {
-  layer.trainable = layer.trainable; // eslint-disable-line no-self-assign -- the setter moves the weights
+  const trainable = layer.trainable;
+  layer.trainable = trainable; // through the setter, which moves the weights to match
 }
