@@ -13,7 +13,7 @@ import { choiceOption } from './args';
 import { DATASET_SPEC, EncodeArgs, atLeastOne, encodeSettings, loadOptions } from './encode_options';
 import { jobProgress } from './progress';
 
-export const DATASET_HELP = `  --out-dir DIR                instead of --out: a dataset folder, streamed and resumable (README "Large datasets"):
+export const DATASET_HELP = `  --out-dir DIR                instead of --out: a dataset folder, streamed and resumable (docs/datasets.md):
                                DIR/shard-00000.safetensors, ..., DIR/manifest.jsonl, DIR/dataset.json; an IMAGE
                                argument may be a folder (walked recursively, sorted); bad images are recorded failures
   --inputs FILE                (--out-dir) image paths, one per line, after the IMAGE arguments; "-" reads stdin
