@@ -168,7 +168,7 @@ async function cacheLoss(projector: Projector, cache: EncodedDataset, teacher: (
   let count = 0;
   for await (const batch of cache.batches({ name: 'features', batchSize: 64, shuffle: false })) {
     const target = teacher(batch.tensor);
-    sum += tf.tidy(() => mseLoss(projector.call(batch.tensor) as tf.Tensor, target, 'sum').dataSync()[0]);
+    sum += tf.tidy(() => mseLoss(projector.call(batch.tensor), target, 'sum').dataSync()[0]);
     count += target.size;
     tf.dispose([target, batch.tensor]);
   }

@@ -2,6 +2,7 @@ import * as fs from 'fs';
 import * as tf from './tf';
 import { ConfigError } from './errors';
 import { describeAdapter, registerWebGpu, webGpuAdapter, webGpuInstalled } from './webgpu';
+import { loadModule } from './load_module';
 
 export type BackendChoice = 'auto' | 'wasm' | 'cpu' | 'tensorflow' | 'webgpu';
 export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'wasm', 'cpu', 'tensorflow', 'webgpu'];
@@ -128,7 +129,7 @@ async function trySetBackend(name: Exclude<BackendChoice, 'auto'>, auto: boolean
       // A tfjs-node whose tfjs-core is another copy registers on that copy, not ours.
       if (!tf.findBackendFactory('tensorflow')) return `installed tfjs-node uses another @tensorflow/tfjs-core copy (versions must match ${tf.version_core})`;
     } else if (name === 'wasm') {
-      require('@tensorflow/tfjs-backend-wasm');
+      loadModule('@tensorflow/tfjs-backend-wasm');
     } else if (name === 'webgpu') {
       const adapter = await registerWebGpu({ gpuOnly: auto });
       if (typeof adapter === 'string') return adapter;
@@ -147,7 +148,7 @@ function requireFirst(modules: string[]): void {
   let last: unknown;
   for (const m of modules) {
     try {
-      require(m);
+      loadModule(m);
       return;
     } catch (e) {
       last = e;

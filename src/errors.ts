@@ -49,7 +49,7 @@ export function quote(x: unknown, max = MAX_QUOTED_CHARS): string {
  * snippet of the text, which may hold line breaks, and libvips appends one line per layer.
  */
 export function oneLine(message: string, max = 500): string {
-  const flat = message.replace(/[\u0000-\u001f\u2028\u2029]+/g, ' ').trim();
+  const flat = message.replace(/[\p{Cc}\u2028\u2029]+/gu, ' ').trim(); // control characters (NEL too) and line separators
   return flat.length <= max ? flat : `${flat.slice(0, max)}…`;
 }
 

@@ -5,6 +5,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { loadModule } from './load_module';
 
 export const WEBGPU_INSTALL = 'npm install webgpu@0.6.2 @tensorflow/tfjs-backend-webgpu@4.22.0';
 
@@ -117,7 +118,7 @@ function loadDawn(): Dawn {
   const platform = `${process.platform}-${process.platform === 'darwin' ? 'universal' : process.arch}`;
   const binary = path.join(root, 'dist', platform, 'dawn.node');
   try {
-    return require(binary);
+    return loadModule(binary) as Dawn;
   } catch (e) {
     if ((e as { code?: string }).code === 'MODULE_NOT_FOUND') throw new Error(`the webgpu package has no Dawn binary for ${platform} (${binary})`);
     throw e;

@@ -2,7 +2,8 @@
  * llava-vision-tfjs: LLaVA's vision side — CLIP ViT tower, multimodal projector, image
  * preprocessing — on TensorFlow.js, loading HuggingFace / LLaVA checkpoints directly.
  */
-export { LlavaVision, OUTPUT_NAMES, detectLayout } from './api/llava_vision';
+export { LlavaVision, OUTPUT_NAMES } from './api/llava_vision';
+export { detectLayout } from './io/layouts';
 export type { EncodeOptions, EncodeResult, LoadOptions, OutputName } from './api/llava_vision';
 export { CLIPVisionTower } from './api/vision_tower';
 export type { VisionTowerOptions } from './api/vision_tower';
@@ -68,7 +69,7 @@ export { encodePreprocessed } from './api/encode_job';
 export type { PreprocessedImage, PreprocessedJobOptions } from './api/encode_job';
 export { readPixelValuesFile } from './api/pixel_values_file';
 export type { PixelValuesFile } from './api/pixel_values_file';
-export { readModelPreprocessing } from './api/llava_vision';
-export type { ModelPreprocessing } from './api/llava_vision';
+export { readModelPreprocessing } from './api/load_plan';
+export type { ModelPreprocessing } from './api/load_plan';
 export { resolveModelDir } from './api/sources';
 export { cachedSnapshot, hubCacheDir, hubOffline } from './io/hub';

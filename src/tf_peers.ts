@@ -5,6 +5,7 @@
  * rather than fail with a require stack. Loaded before the first tfjs import (src/tf.ts).
  */
 import { ConfigError } from './errors';
+import { loadModule } from './load_module';
 
 /** The TensorFlow.js version this package is developed and tested with (its lockfile pins it). */
 export const TESTED_TFJS_VERSION = '4.22.0';
@@ -13,7 +14,7 @@ const REQUIRED_PEERS = ['@tensorflow/tfjs-core', '@tensorflow/tfjs-layers'];
 
 function installedVersion(name: string): string | null {
   try {
-    return String(require(`${name}/package.json`).version);
+    return String((loadModule(`${name}/package.json`) as { version?: unknown }).version);
   } catch {
     return null;
   }
@@ -35,7 +36,7 @@ if (missing.length > 0) {
 /** Loads an optional tfjs package for its side effects (registering a backend); false when it is not installed. */
 export function requireOptionalPeer(name: string): boolean {
   try {
-    require(name);
+    loadModule(name);
     return true;
   } catch (e) {
     if ((e as { code?: string }).code === 'MODULE_NOT_FOUND' && installedVersion(name) === null) return false;

@@ -5,6 +5,7 @@
 import * as tf from './tf';
 import { BackendError } from './errors';
 import { FoundAdapter, GpuAdapterInfo, GpuAdapterSummary, GpuDevice, Gpu, describeAdapter, findAdapter } from './gpu_adapters';
+import { loadModule } from './load_module';
 
 export { describeAdapter, webGpuInstalled } from './gpu_adapters';
 
@@ -32,7 +33,7 @@ export async function registerWebGpu(options: { gpuOnly: boolean }): Promise<Gpu
   if (typeof chosen === 'string') return chosen;
   let WebGPUBackend: new (device: GpuDevice, info: GpuAdapterInfo) => tf.KernelBackend;
   try {
-    ({ WebGPUBackend } = require('@tensorflow/tfjs-backend-webgpu'));
+    ({ WebGPUBackend } = loadModule('@tensorflow/tfjs-backend-webgpu') as { WebGPUBackend: typeof WebGPUBackend });
   } catch (e) {
     return (e as Error).message.split('\n')[0];
   }

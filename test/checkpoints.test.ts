@@ -21,6 +21,8 @@ import { crc32 } from '../src/io/zip';
 import { checkParity } from '../src/parity';
 import { CASES, FIXTURES, GoldenCase, expectParity, loadCase, writeParityReport } from './helpers/golden';
 import { isolatedTempDir } from './helpers/isolation';
+import { JsonObject, editJson, readJson } from './helpers/json';
+import fsModule = require('fs');
 
 const tmp = isolatedTempDir('checkpoints-test-');
 beforeAll(() => initBackend({ log: null }));
@@ -39,11 +41,8 @@ function copyDir(src: string, name = path.basename(src)): string {
   fs.cpSync(src, dst, { recursive: true });
   return dst;
 }
-function editConfig(dir: string, edit: (c: Record<string, any>) => void): void {
-  const file = path.join(dir, 'config.json');
-  const c = JSON.parse(fs.readFileSync(file, 'utf8'));
-  edit(c);
-  fs.writeFileSync(file, JSON.stringify(c, null, 1));
+function editConfig(dir: string, edit: (c: JsonObject) => void): void {
+  editJson(path.join(dir, 'config.json'), edit);
 }
 /** Every tensor of a safetensors file (raw bytes), and its metadata. */
 function readAll(file: string): { tensors: Record<string, TensorToWrite>; metadata: Record<string, string> } {
@@ -121,7 +120,7 @@ async function withModel<T>(dir: string, options: LoadOptions, fn: (m: LlavaVisi
 /** A golden case's pixel_values of image `id` as a batch of one. */
 function fixturePixels(gc: GoldenCase, id: string): tf.Tensor4D {
   const key = `${id}.pixel_values`;
-  const shape = gc.json.expected[key].shape as number[];
+  const shape = gc.json.expected[key].shape;
   return tf.tensor4d(gc.expected.readFloat32(key), (shape.length === 3 ? [1, ...shape] : shape) as [number, number, number, number]);
 }
 
@@ -283,7 +282,7 @@ describe('CLIP tower as pytorch_model.bin', () => {
 function withoutProjectorShards(llava: string): string {
   const dir = copyDir(llava, 'no-projector-shards');
   const indexFile = path.join(dir, 'model.safetensors.index.json');
-  const index = JSON.parse(fs.readFileSync(indexFile, 'utf8'));
+  const index = readJson<{ weight_map: Record<string, string> }>(indexFile);
   for (const file of safetensorsIn(dir)) {
     rewrite(file, (t) => {
       for (const k of Object.keys(t)) if (k.startsWith('model.mm_projector.')) delete t[k];
@@ -312,7 +311,7 @@ describe.each(['s336_llava15_pad_mlp2x', 's336_llava_square_mlp2x'])('%s: mm_pro
         expect(m.projector?.type).toBe('mlp2x_gelu');
         const { tensors, failures } = await encodeImages(m, images.map((i) => path.join(gc.dir, i.file)), { outputs: ['features', 'projected', 'merged'], batchSize: 4 });
         expect(failures).toEqual([]);
-        return Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, t.data as Float32Array]));
+        return Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, t.data]));
       });
 
     const noShards = withoutProjectorShards(llava);
@@ -357,10 +356,10 @@ describe('s336_llava16_anyres_spatial_unpad: the fine-tuned tower in the checkpo
     try {
       const { tensors } = await encodeImages(model, [path.join(gc.dir, img.file)], { outputs: ['pixel_values', 'features', 'projected', 'merged'] });
       for (const [k, out] of [['image_features', 'features'], ['projected', 'projected'], ['merged', 'merged']]) {
-        expectParity(gc, `${img.id}.${k}`, tensors[`images.0.${out}`].data as Float32Array, tensors[`images.0.${out}`].shape);
+        expectParity(gc, `${img.id}.${k}`, tensors[`images.0.${out}`].data, tensors[`images.0.${out}`].shape);
       }
       const pv = tensors['images.0.pixel_values'];
-      pixels = tf.tensor4d(pv.data as Float32Array, pv.shape as [number, number, number, number]);
+      pixels = tf.tensor4d(pv.data, pv.shape as [number, number, number, number]);
     } finally {
       model.dispose();
     }
@@ -390,7 +389,7 @@ describe('LLM weights are never read', () => {
   test('loading s336_llava16 reads no byte of model.layers.*, embed_tokens, lm_head, model.norm', async () => {
     const gc = loadCase('s336_llava16_anyres_spatial_unpad');
     const llava = path.join(gc.dir, 'llava');
-    const nodeFs = require('fs') as typeof fs;
+    const nodeFs = fsModule;
     const realOpen = nodeFs.openSync;
     const realRead = nodeFs.readSync;
     const fdPath = new Map<number, string>();
@@ -399,7 +398,7 @@ describe('LLM weights are never read', () => {
       const fd = realOpen(...args);
       fdPath.set(fd, path.resolve(String(args[0])));
       return fd;
-    }) as typeof fs.openSync);
+    }));
     const readSpy = jest.spyOn(nodeFs, 'readSync').mockImplementation(((fd: number, buf: NodeJS.ArrayBufferView, off: number, len: number, pos: number) => {
       reads.push({ file: fdPath.get(fd) ?? `fd ${fd}`, pos, len });
       return realRead(fd, buf, off, len, pos);
@@ -414,7 +413,7 @@ describe('LLM weights are never read', () => {
     }
     const named = tensorSpy.mock.calls.map(([n]) => n);
     tensorSpy.mockRestore();
-    model!.dispose();
+    model.dispose();
 
     // By name: exactly the tower override, the projector and image_newline.
     expect(named.filter((n) => LLM_KEY.test(n))).toEqual([]);
@@ -452,7 +451,7 @@ const HF_LEGACY = path.join(CASES, 'tiny_llavahf_legacy_keys_full_f32', 'model')
 /** Stacked pixel_values of every image of a case. */
 function allPixels(gc: GoldenCase): tf.Tensor4D {
   const xs = (gc.json.images as { id: string }[]).map((i) => fixturePixels(gc, i.id));
-  const x = tf.concat(xs) as tf.Tensor4D;
+  const x = tf.concat(xs);
   tf.dispose(xs);
   return x;
 }
@@ -505,7 +504,7 @@ function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
 describe('llava-hf options', () => {
   test.each(['default', 'full'])('vision_feature_layer [-2, -1] (%s): features = the two single-layer features concatenated, projector input 2·D', async (strategy) => {
     const gc = loadCase('tiny_llavahf_legacy_keys_full_f32');
-    const D = gc.json.vision_config.hidden_size as number;
+    const D = gc.json.vision_config!.hidden_size;
     const single = copyDir(HF_LEGACY, `hf-${strategy}`);
     editConfig(single, (c) => (c.vision_feature_select_strategy = strategy));
     const list = copyDir(single, `hf-list-${strategy}`);
@@ -647,7 +646,7 @@ describe('llava-next (HF model_type llava_next): config mapping only', () => {
   ])('%s folder: image_newline is read from "%s"', async (layout, key, src) => {
     const dir = copyDir(src, `next-${layout}`);
     editConfig(dir, (c) => (c.model_type = 'llava_next'));
-    const text = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')).text_config.hidden_size as number;
+    const text = readJson<{ text_config: { hidden_size: number } }>(path.join(dir, 'config.json')).text_config.hidden_size;
     const newline = randomFloats(text, 5);
     rewrite(path.join(dir, 'model.safetensors'), (t) => (t[key] = { dtype: 'F32', shape: [text], data: newline }));
     await withModel(dir, {}, (m) => {

@@ -43,7 +43,7 @@ describe('checked before any model is loaded (a model that does not exist is nev
     fs.writeFileSync(file, 'x');
     const empty = path.join(tempDir(), 'empty-folder');
     fs.mkdirSync(empty, { recursive: true });
-    const resolved = (args as string[]).map((a) => (a === '@FILE' ? file : a === '@EMPTY' ? empty : a === 'D' ? path.join(tempDir(), 'never-written') : a));
+    const resolved = args.map((a) => (a === '@FILE' ? file : a === '@EMPTY' ? empty : a === 'D' ? path.join(tempDir(), 'never-written') : a));
     const r = await run(['encode', ...nowhere, '--quiet', ...resolved]);
     expect(r.code).toBeGreaterThan(0);
     expect(r.err).toMatch(message);

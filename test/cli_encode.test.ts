@@ -6,6 +6,7 @@ import * as path from 'path';
 import { main } from '../src/cli/main';
 import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors';
 import { expectParity, loadCase } from './helpers/golden';
+import { readJson } from './helpers/json';
 
 const ROOT = path.join(__dirname, '..');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-cli-'));
@@ -80,7 +81,7 @@ test.each([
   [['encode', '--frobnicate'], /unknown option --frobnicate/],
   [['encode', '--out'], /--out needs a value/],
 ])('usage error %j is one line and exit code 2', async (args, message) => {
-  const r = await run(args as string[]);
+  const r = await run(args);
   expect(r.code).toBe(2);
   expect(r.err).toMatch(message);
   expect(r.err.trim().split('\n')).toHaveLength(1);
@@ -90,7 +91,7 @@ test.each([
   [['encode', '--model', '/nonexistent', '--out', path.join(tmp, 'o.safetensors'), path.join(ROOT, 'weights', 'demo', 'images', 'chelsea.png')], /\/nonexistent: no such model folder/],
   [['encode', '--model', 'm', '--out', 'o', '--pixel-values', '/nonexistent/pv.safetensors'], /\/nonexistent\/pv.safetensors: no such file/],
 ])('a failure %j is one line and exit code 1', async (args, message) => {
-  const r = await run(args as string[]);
+  const r = await run(args);
   expect(r.code).toBe(1);
   expect(r.err).toMatch(message);
   expect(r.err.trim().split('\n')).toHaveLength(1);
@@ -124,7 +125,7 @@ describe('image files', () => {
 
   test('encode IMAGE on the LLaVA-1.6 golden case writes what expected.safetensors holds', async () => {
     const gc = loadCase('s336_llava16_anyres_spatial_unpad', 'expected.subset.safetensors');
-    const subset = JSON.parse(fs.readFileSync(path.join(gc.dir, 'subset.json'), 'utf8')).rules;
+    const subset = readJson<{ rules: Record<string, { sha256: string }> }>(path.join(gc.dir, 'subset.json')).rules;
     const outFile = path.join(tmp, 'llava16.safetensors');
     const image = path.join(gc.dir, gc.json.images[0].file);
     const r = await run(['encode', '--model', path.join(gc.dir, 'llava'), '--vision-tower', path.join(gc.dir, 'clip_tower'),
@@ -167,14 +168,14 @@ describe('image files', () => {
     expect(r.err).toMatch(/1 of 3 image\(s\) failed/);
     const out = SafetensorsFile.open(outFile);
     expect(out.keys()).toEqual(['images.0.merged', 'images.2.merged']);
-    expect(JSON.parse(out.metadata.failed)[0]).toMatchObject({ index: 1, source: bad });
+    expect(JSON.parse(out.metadata.failed)).toMatchObject([{ index: 1, source: bad }]);
     expect(Buffer.compare(Buffer.from(out.read('images.0.merged').data), Buffer.from(out.read('images.2.merged').data))).toBe(0);
     out.close();
   });
 
   test('preprocess writes the exact pixel_values of LLaVA pad', async () => {
     const gc = loadCase('s336_llava15_pad_mlp2x', 'expected.subset.safetensors');
-    const subset = JSON.parse(fs.readFileSync(path.join(gc.dir, 'subset.json'), 'utf8')).rules;
+    const subset = readJson<{ rules: Record<string, { sha256: string }> }>(path.join(gc.dir, 'subset.json')).rules;
     const outFile = path.join(tmp, 'pv_pad.safetensors');
     const images = gc.json.images.map((i: { file: string }) => path.join(gc.dir, i.file));
     const r = await run(['preprocess', '--preprocessor', path.join(gc.dir, 'clip_tower'), '--aspect', 'pad', ...images, '--out', outFile]);

@@ -10,6 +10,7 @@ import { main } from '../src/cli/main';
 import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors';
 import { loadCase } from './helpers/golden';
 import { isolatedTempDir } from './helpers/isolation';
+import { readJson } from './helpers/json';
 
 const ROOT = path.join(__dirname, '..');
 const CHELSEA = path.join(ROOT, 'weights', 'demo', 'images', 'chelsea.png');
@@ -38,7 +39,7 @@ function readAll(file: string): { keys: string[]; tensors: Record<string, Buffer
   try {
     const keys = st.keys();
     const tensors = Object.fromEntries(keys.map((k) => [k, Buffer.from(st.read(k).data)]));
-    return { keys, tensors, options: JSON.parse(st.metadata.options) };
+    return { keys, tensors, options: JSON.parse(st.metadata.options) as Record<string, unknown> };
   } finally {
     st.close();
   }
@@ -148,7 +149,7 @@ describe('item 7: warning, --version, exit codes', () => {
   });
 
   test('--version prints the package version, in-process and from the installed bin', async () => {
-    const version = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version;
+    const { version } = readJson<{ version: string }>(path.join(ROOT, 'package.json'));
     expect(await run(['--version'])).toEqual({ code: 0, out: `llava-vision-tfjs ${version}\n`, err: '' });
     const bin = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'llava-vision.js'), '--version'], { encoding: 'utf8' });
     expect([bin.status, bin.stdout]).toEqual([0, `llava-vision-tfjs ${version}\n`]);

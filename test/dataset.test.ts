@@ -12,6 +12,8 @@ import { openEncodedDataset } from '../src/api/dataset_reader';
 import { checkDatasetDir, writeEncodedDataset } from '../src/api/dataset_writer';
 import { f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from '../src/io/dtype';
 import { SafetensorsFile } from '../src/io/safetensors';
+import { DatasetInfo, ManifestEntry } from '../src/api/dataset_format';
+import { readJson } from './helpers/json';
 import { folderHashes, makeImages, shardTensors } from './helpers/dataset';
 import { isolatedTempDir } from './helpers/isolation';
 
@@ -39,7 +41,7 @@ beforeAll(async () => {
 }, 120_000);
 afterAll(() => model.dispose());
 
-const lines = (dir: string) => fs.readFileSync(path.join(dir, 'manifest.jsonl'), 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l));
+const lines = (dir: string) => fs.readFileSync(path.join(dir, 'manifest.jsonl'), 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as ManifestEntry);
 const copy = (from: string, name: string) => {
   const to = path.join(tempDir(), name);
   fs.cpSync(from, to, { recursive: true });
@@ -70,7 +72,7 @@ describe('writing', () => {
     expect(JSON.parse(st.metadata.entries)).toEqual(manifest.slice(3, 6));
     expect(st.metadata.format).toBe('llava-vision-dataset shard');
     st.close();
-    const info = JSON.parse(fs.readFileSync(path.join(refDir, 'dataset.json'), 'utf8'));
+    const info = readJson<DatasetInfo>(path.join(refDir, 'dataset.json'));
     expect(info).toMatchObject({ format: 'llava-vision-dataset', part: null, inputs: { count: 11 }, shard_size: 3, options: { save: ['merged', 'features'], dtype: 'F32', aspect: 'pad' } });
     expect(info.producer).toMatch(/^llava-vision-tfjs \d+\.\d+\.\d+/);
   });

@@ -9,10 +9,12 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as tf from '../src/tf';
+import { readJson } from './helpers/json';
 
 const ROOT = path.join(__dirname, '..');
-const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
-const lock = JSON.parse(fs.readFileSync(path.join(ROOT, 'package-lock.json'), 'utf8'));
+type Deps = Record<string, string>;
+const pkg = readJson<{ dependencies: Deps; devDependencies: Deps; peerDependencies: Deps; peerDependenciesMeta: Record<string, unknown> }>(path.join(ROOT, 'package.json'));
+const lock = readJson<{ packages: Record<string, { version: string }> }>(path.join(ROOT, 'package-lock.json'));
 const CORE_DIST = path.join(path.dirname(require.resolve('@tensorflow/tfjs-core/package.json')), 'dist');
 
 test('tfjs-core, tfjs-layers and the backends are peer dependencies (a 4.x range); the bundle is not a dependency', () => {

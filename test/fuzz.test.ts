@@ -16,7 +16,7 @@ import sharp from 'sharp';
 import { clipVisionConfigFromJson } from '../src/config/clip';
 import { llavaSettingsFromJson } from '../src/config/llava';
 import { parsePreprocessorConfig } from '../src/config/preprocessor';
-import { LlavaVisionError } from '../src/errors';
+import { LlavaVisionError, shapeText } from '../src/errors';
 import { decodeImage, processImages } from '../src/image';
 import { CLIPImageProcessor } from '../src/image/processor';
 import { Checkpoint } from '../src/io/checkpoint';
@@ -30,6 +30,7 @@ import { checkProjectorAgainstWeights, checkVisionConfigAgainstWeights } from '.
 import { CASES } from './helpers/golden';
 import { isolatedTempDir } from './helpers/isolation';
 import { Ops, P, buildZip, call, ints } from './helpers/torch_zip';
+import { JsonObject, readJson } from './helpers/json';
 
 const N = Number(process.env.FUZZ_CASES ?? 250);
 const SEED = Number(process.env.FUZZ_SEED ?? 13);
@@ -134,7 +135,9 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
       d: { dtype: 'I64', shape: [2], data: new BigInt64Array([1n, 2n]) },
     }, { k: 'v' });
     const headerLen = Number(base.readBigUInt64LE(0));
-    const header = JSON.parse(base.subarray(8, 8 + headerLen).toString('utf8'));
+    type Header = Record<string, Record<string, unknown>>;
+    const header = JSON.parse(base.subarray(8, 8 + headerLen).toString('utf8')) as Header;
+    const copy = () => JSON.parse(JSON.stringify(header)) as Header;
     const data = base.subarray(8 + headerLen);
     const withHeader = (h: string, d: Uint8Array = data, delta = 0) => {
       const json = Buffer.from(h, 'utf8');
@@ -160,13 +163,13 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
         bytes = kind === 2 ? Buffer.concat([bytes.subarray(0, at), Buffer.alloc(n, 0x20), bytes.subarray(at)]) : Buffer.concat([bytes.subarray(0, at), bytes.subarray(at + n)]);
         what = `${kind === 2 ? 'insert' : 'remove'} ${n} at ${at}`;
       } else if (kind === 4) {
-        const h = JSON.parse(JSON.stringify(header));
+        const h = copy();
         const name = r.pick(['a', 'b', 'c', 'd', '__metadata__']);
         const field = r.pick(['dtype', 'shape', 'data_offsets', 'k', 'extra']);
         const value = hostile(r);
         if (name === '__metadata__') h[name][field] = value;
         else if (field === 'shape' || field === 'data_offsets') {
-          const arr = [...h[name][field]];
+          const arr = [...(h[name][field] as unknown[])];
           if (arr.length && r.chance(0.7)) arr[r.int(arr.length)] = value;
           else arr.push(value);
           h[name][field] = arr;
@@ -179,10 +182,10 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
         bytes = withHeader(dup);
         what = 'duplicate key "a"';
       } else if (kind === 6) {
-        const h = JSON.parse(JSON.stringify(header));
+        const h = copy();
         const [x, y] = [r.pick(['a', 'b', 'c', 'd']), r.pick(['a', 'b', 'c', 'd'])];
         [h[x].data_offsets, h[y].data_offsets] = [h[y].data_offsets, h[x].data_offsets];
-        h[x].data_offsets = h[x].data_offsets.map((o: number) => o + r.pick([0, 0, 1, -1, 4]));
+        h[x].data_offsets = (h[x].data_offsets as number[]).map((o) => o + r.pick([0, 0, 1, -1, 4]));
         bytes = withHeader(JSON.stringify(h) + ' '.repeat(r.int(4)), data, r.pick([0, 0, -1]));
         what = `offsets of ${x} <-> ${y}, shifted`;
       } else {
@@ -211,14 +214,14 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
     const r = rng(SEED + 1);
     const base = { metadata: { total_size: 64 }, weight_map: { a: 'model-00001-of-00002.safetensors', b: 'model-00002-of-00002.safetensors' } };
     for (let i = 0; i < N; i++) {
-      const j: Record<string, any> = JSON.parse(JSON.stringify(base));
+      const j = JSON.parse(JSON.stringify(base)) as Record<string, Record<string, unknown>>;
       let text: string;
       const kind = r.int(4);
       if (kind === 0) {
         const where = r.pick(['weight_map', 'metadata', 'root']);
         const key = r.pick(['a', 'b', 'total_size', 'weight_map', 'metadata']);
         const value = r.chance(0.3) ? r.pick(['../x', '/etc/passwd', '.', '..', 'a\\b', 'a\0b']) : hostile(r);
-        if (where === 'root') j[key] = value;
+        if (where === 'root') (j as Record<string, unknown>)[key] = value;
         else j[where][key] = value;
         text = stringifyDeep(j);
       } else if (kind === 1) {
@@ -325,12 +328,12 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
     const tower = Checkpoint.open(TOWER);
     const llava = Checkpoint.open(LLAVA);
     const source = (ck: Checkpoint) => ({ source: ck.source, has: (k: string) => ck.has(k), info: (k: string) => ck.info(k), readFloat32: (k: string) => ck.readFloat32(k) });
-    const visionBase = JSON.parse(fs.readFileSync(path.join(TOWER, 'config.json'), 'utf8'));
-    const llavaBase = JSON.parse(fs.readFileSync(path.join(LLAVA, 'config.json'), 'utf8'));
-    const preBase = JSON.parse(fs.readFileSync(path.join(TOWER, 'preprocessor_config.json'), 'utf8'));
+    const visionBase = readJson<JsonObject>(path.join(TOWER, 'config.json'));
+    const llavaBase = readJson<JsonObject>(path.join(LLAVA, 'config.json'));
+    const preBase = readJson<JsonObject>(path.join(TOWER, 'preprocessor_config.json'));
     const image = { width: 37, height: 23, data: new Uint8Array(37 * 23 * 3).fill(90) };
-    const mutate = (base: Record<string, any>, keys: string[]) => {
-      const j = JSON.parse(JSON.stringify(base));
+    const mutate = (base: JsonObject, keys: string[]) => {
+      const j = JSON.parse(JSON.stringify(base)) as Record<string, unknown>;
       for (let k = 1 + r.int(3); k > 0; k--) j[r.pick(keys)] = r.chance(0.2) ? r.pick(['mlp1000000x_gelu', 'mlp33x_gelu', 'mlp2x_gelu', 'identity', 'pad', 'anyres']) : hostile(r);
       return j;
     };
@@ -406,7 +409,7 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
       await fuzzCase('image', i, `${what}, ${aspect}`, async () => {
         const img = await decodeImage(bytes, { name: what });
         const [out] = processImages([img], processor, { aspect, gridPinpoints: [[56, 112], [112, 56], [112, 112]] });
-        invariant(out.shape[2] === 56 && out.shape[3] === 56, `pixel values ${out.shape}`);
+        invariant(out.shape[2] === 56 && out.shape[3] === 56, `pixel values ${shapeText(out.shape)}`);
       });
     }
   });
@@ -431,7 +434,7 @@ function depthOf(v: unknown): number {
     const [x, d] = stack.pop()!;
     if (x === null || typeof x !== 'object') continue;
     max = Math.max(max, d + 1);
-    for (const y of Object.values(x as object)) stack.push([y, d + 1]);
+    for (const y of Object.values(x)) stack.push([y, d + 1]);
   }
   return max;
 }

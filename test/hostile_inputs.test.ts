@@ -20,12 +20,13 @@ import { CLIPImageProcessor } from '../src/image/processor';
 import { DEFAULT_MAX_IMAGE_PIXELS } from '../src/image/limits';
 import { readIndex } from '../src/io/shards';
 import { Checkpoint } from '../src/io/checkpoint';
-import { SafetensorsFile, serializeSafetensors } from '../src/io/safetensors';
+import { SafetensorsFile, TensorToWrite, serializeSafetensors } from '../src/io/safetensors';
 import { TorchBinFile } from '../src/io/torch_bin';
 import { crc32 } from '../src/io/zip';
 import { CASES } from './helpers/golden';
 import { isolatedTempDir } from './helpers/isolation';
 import { P, buildZip, f32bytes, ints, stateDict, tensor, torchZip } from './helpers/torch_zip';
+import { editJson } from './helpers/json';
 
 const CASE = path.join(CASES, 'tiny_llava_linear_sel-1_patch'); // tower hidden 64, 3 layers, image 56; LLM hidden 48
 const TOWER = path.join(CASE, 'clip_tower');
@@ -46,14 +47,8 @@ function copyDir(src: string): string {
   fs.cpSync(src, dst, { recursive: true });
   return dst;
 }
-function editJson(p: string, edit: (c: Record<string, any>) => void): void {
-  const c = JSON.parse(fs.readFileSync(p, 'utf8'));
-  edit(c);
-  fs.writeFileSync(p, JSON.stringify(c));
-}
-
 /** The error `fn` throws (sync or async), asserting it is one of ours, one line, short, and quick. */
-async function refused<T extends LlavaVisionError>(cls: new (...a: any[]) => T, fn: () => unknown, seconds = 5): Promise<string> {
+async function refused<T extends LlavaVisionError>(cls: new (message: string) => T, fn: () => unknown, seconds = 5): Promise<string> {
   const t0 = Date.now();
   let error: unknown = null;
   try {
@@ -70,7 +65,7 @@ async function refused<T extends LlavaVisionError>(cls: new (...a: any[]) => T, 
 }
 
 /** A load that must fail, leaving tf.memory() as it found it (nothing allocated from a refused config). */
-async function failedLoad<T extends LlavaVisionError>(cls: new (...a: any[]) => T, dir: string, options: LoadOptions = {}): Promise<string> {
+async function failedLoad<T extends LlavaVisionError>(cls: new (message: string) => T, dir: string, options: LoadOptions = {}): Promise<string> {
   const before = tf.memory().numTensors;
   const message = await refused(cls, async () => (await LlavaVision.load(dir, { log: null, ...options })).dispose());
   expect(tf.memory().numTensors).toBe(before);
@@ -85,7 +80,7 @@ function rawSafetensors(header: string, data: Uint8Array, lengthDelta = 0): Buff
   return Buffer.concat([len, json, Buffer.from(data)]);
 }
 const twoTensors = (a = [0, 16], b = [16, 32]) =>
-  `{"a":{"dtype":"F32","shape":[4],"data_offsets":[${a}]},"b":{"dtype":"F32","shape":[4],"data_offsets":[${b}]}}`;
+  `{"a":{"dtype":"F32","shape":[4],"data_offsets":[${a.join()}]},"b":{"dtype":"F32","shape":[4],"data_offsets":[${b.join()}]}}`;
 const data32 = () => new Uint8Array(new Float32Array([1, 2, 3, 4, 5, 6, 7, 8]).buffer);
 const deep = (n: number, inner = '1') => '['.repeat(n) + inner + ']'.repeat(n);
 
@@ -199,7 +194,7 @@ describe('2. deeply nested JSON is refused naming the file; echoed values are ca
     expect(msg).toContain('(5000003 chars)');
     const header = rawSafetensors(`{"${long}":{"dtype":"F99","shape":[1],"data_offsets":[0,4]}}`, new Uint8Array(4));
     expect(await refused(CheckpointError, () => SafetensorsFile.open(file('longname.safetensors', header)))).toContain('unknown dtype "F99"');
-    const dims = rawSafetensors(`{"w":{"dtype":"F32","shape":[${new Array(100_000).fill(1)}],"data_offsets":[0,8]}}`, new Uint8Array(8));
+    const dims = rawSafetensors(`{"w":{"dtype":"F32","shape":[${new Array<number>(100_000).fill(1).join()}],"data_offsets":[0,8]}}`, new Uint8Array(8));
     expect(await refused(CheckpointError, () => SafetensorsFile.open(file('dims.safetensors', dims)))).toContain('F32 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, … (100000 dims)] needs 4');
     const cfg = copyDir(TOWER);
     editJson(path.join(cfg, 'config.json'), (c) => (c.hidden_act = long));
@@ -244,7 +239,7 @@ describe('3. amplification in .bin: a view may not repeat a tiny storage into GB
     expect(key).toBeDefined();
     // Rewrite the file with image_newline of another length.
     const ck = SafetensorsFile.open(st.path);
-    const tensors: Record<string, any> = {};
+    const tensors: Record<string, TensorToWrite> = {};
     for (const k of ck.keys()) tensors[k] = ck.read(k);
     ck.close();
     tensors[key!] = { dtype: 'F32', shape: [7], data: new Float32Array(7) };
@@ -442,10 +437,10 @@ describe('6. images of extreme sizes: over Pillow\'s limit refused from the head
 
   test('an error that is not ours inside one image\'s preprocessing is that image\'s failure, not the job\'s', async () => {
     const processor = model.imageProcessor;
-    const original = processor.preprocess;
-    processor.preprocess = function (img) {
+    const original = processor.preprocess.bind(processor);
+    processor.preprocess = (img) => {
       if (img.width === 1) throw new RangeError('Invalid typed array length: 30240000000');
-      return original.call(this, img);
+      return original(img);
     };
     try {
       const thin = await png(1, 40);

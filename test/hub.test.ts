@@ -14,6 +14,7 @@ import { DownloadOptions, downloadModel } from '../src/io/hub';
 import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors';
 import { CASES } from './helpers/golden';
 import { COMMIT, FakeHub, guardNetwork, httpModule, sha256 } from './helpers/fake_hub';
+import { JsonObject, readJson } from './helpers/json';
 
 const CLIP_DIR = path.join(CASES, 'tiny_clip_full_layout_f32', 'model');
 const LLAVA_CASE = path.join(CASES, 'tiny_llava_anyres_spatial_unpad');
@@ -110,9 +111,9 @@ test('404 names the repo, file and revision; 401 tells to set HF_TOKEN', async (
   noWeights.addRepo('org/configs-only', CLIP_DIR, (f) => f.delete('model.safetensors'));
   await expect(downloadModel('org/configs-only', quick(noWeights))).rejects.toThrow(/org\/configs-only at revision main: no weights/);
   hub.requireToken = 'hf_good';
-  const err = await downloadModel('openai/clip-tiny', quick(hub)).catch((e) => e);
+  const err = await downloadModel('openai/clip-tiny', quick(hub)).catch((e: unknown) => e);
   expect(err).toBeInstanceOf(CheckpointError);
-  expect(err.message).toMatch(/HTTP 401.*openai\/clip-tiny.*set HF_TOKEN/);
+  expect((err as Error).message).toMatch(/HTTP 401.*openai\/clip-tiny.*set HF_TOKEN/);
   await expect(downloadModel('openai/clip-tiny', quick(hub, { token: 'hf_bad' }))).rejects.toThrow(/token \(HF_TOKEN\) was refused/);
   process.env.HF_TOKEN = 'hf_good'; // the default token comes from the environment
   try {
@@ -221,12 +222,12 @@ test('LLaVA mm_vision_tower from the hub: resolveVisionTower / LlavaVision.load 
   hub.addRepo('openai/clip-tower-tiny', path.join(LLAVA_CASE, 'clip_tower'));
   const llavaDir = path.join(tmp, 'llava');
   fs.cpSync(path.join(LLAVA_CASE, 'llava'), llavaDir, { recursive: true });
-  const config = JSON.parse(fs.readFileSync(path.join(llavaDir, 'config.json'), 'utf8'));
+  const config = readJson<JsonObject>(path.join(llavaDir, 'config.json'));
   fs.writeFileSync(path.join(llavaDir, 'config.json'), JSON.stringify({ ...config, mm_vision_tower: 'openai/clip-tower-tiny' }));
 
-  const err = await LlavaVision.load(llavaDir, { log: null }).catch((e) => e);
+  const err: unknown = await LlavaVision.load(llavaDir, { log: null }).catch((e: unknown) => e);
   expect(err).toBeInstanceOf(ConfigError);
-  expect(err.message).toMatch(/mm_vision_tower "openai\/clip-tower-tiny" is not a local CLIP folder.*--download.*--vision-tower DIR/);
+  expect((err as Error).message).toMatch(/mm_vision_tower "openai\/clip-tower-tiny" is not a local CLIP folder.*--download.*--vision-tower DIR/);
   expect(hub.hits).toHaveLength(0);
 
   const options = quick(hub);
@@ -262,7 +263,7 @@ test('CLI: download prints the snapshot folder; encode --download fetches the to
 
     const llavaDir = path.join(tmp, 'llava-cli');
     fs.cpSync(path.join(LLAVA_CASE, 'llava'), llavaDir, { recursive: true });
-    const config = JSON.parse(fs.readFileSync(path.join(llavaDir, 'config.json'), 'utf8'));
+    const config = readJson<JsonObject>(path.join(llavaDir, 'config.json'));
     fs.writeFileSync(path.join(llavaDir, 'config.json'), JSON.stringify({ ...config, mm_vision_tower: 'openai/clip-tower-tiny' }));
     const pv = path.join(tmp, 'pv.safetensors');
     writeSafetensors(pv, { pixel_values: { dtype: 'F32', shape: [1, 3, 56, 56], data: new Float32Array(3 * 56 * 56).fill(0.25) } });

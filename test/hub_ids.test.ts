@@ -163,9 +163,9 @@ describe('not in the cache', () => {
     expect(r.code).toBe(1);
     expect(r.err).toBe(`llava-vision: openai/not-cached: no such folder, and not in the HuggingFace cache (${cache}); ` +
       'get it with "llava-vision download openai/not-cached", or pass --download (download option, or LLAVA_VISION_DOWNLOAD=1)\n');
-    const e = await LlavaVision.load('openai/not-cached', { log: null }).catch((x) => x);
+    const e: unknown = await LlavaVision.load('openai/not-cached', { log: null }).catch((x: unknown) => x);
     expect(e).toBeInstanceOf(ConfigError);
-    expect(e.message).toMatch(/llava-vision download openai\/not-cached/);
+    expect((e as Error).message).toMatch(/llava-vision download openai\/not-cached/);
     expect(requests()).toBe(before);
   });
 
@@ -173,8 +173,8 @@ describe('not in the cache', () => {
     const cache = fresh('cache');
     cacheRepo(cache, REPO, ['config.json']);
     process.env.HF_HUB_CACHE = cache;
-    const e = await LlavaVision.load(REPO, { log: null }).catch((x) => x);
-    expect(e.message).toMatch(/only partly in the HuggingFace cache \(.*snapshots\/[0-9a-f]{40} lacks weights\)/);
+    const e: unknown = await LlavaVision.load(REPO, { log: null }).catch((x: unknown) => x);
+    expect((e as Error).message).toMatch(/only partly in the HuggingFace cache \(.*snapshots\/[0-9a-f]{40} lacks weights\)/);
   });
 
   test('--download / download: true fetches it into the cache; the next load makes no request', async () => {

@@ -31,7 +31,8 @@ describe('decodeImage = PIL Image.open(f).convert("RGB") (Pillow 9.4)', () => {
 
 describe('decodeImage on modes the golden fixtures lack (tools/gen_pillow_decode_cases.py, Pillow 9.4)', () => {
   const dir = path.join(FIXTURES, 'pillow_decode_cases');
-  const cases = readJson<Record<string, any>>(path.join(dir, 'manifest.json')); // eslint-disable-line @typescript-eslint/no-explicit-any
+  interface DecodeCase { note: string; pillow_error?: string; refused_here?: boolean; size_wh: [number, number]; rgb_u8_sha256: string; high_byte_rgb_u8_sha256?: string }
+  const cases = readJson<Record<string, DecodeCase>>(path.join(dir, 'manifest.json'));
   for (const [file, m] of Object.entries(cases)) {
     if (file.startsWith('_')) continue;
     if (m.pillow_error || m.refused_here) {

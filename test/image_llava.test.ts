@@ -16,10 +16,11 @@ import {
 import { CLIPImageProcessor } from '../src/image/processor';
 import { RgbImage } from '../src/image/types';
 import { CASES, Expected, IMAGES, readJson } from './helpers/images';
+import { CaseJson, JsonObject } from './helpers/json';
 
 const llavaCases = fs
   .readdirSync(CASES)
-  .filter((c) => readJson(path.join(CASES, c, 'case.json')).kind === 'llava')
+  .filter((c) => readJson<CaseJson>(path.join(CASES, c, 'case.json')).kind === 'llava')
   .sort();
 
 describe('LLaVA process_images vs the golden llava cases, bit for bit', () => {
@@ -30,8 +31,8 @@ describe('LLaVA process_images vs the golden llava cases, bit for bit', () => {
 
   for (const c of llavaCases) {
     const dir = path.join(CASES, c);
-    const meta = readJson(path.join(dir, 'case.json'));
-    const llavaCfg = readJson(path.join(dir, 'llava', 'config.json'));
+    const meta = readJson<CaseJson>(path.join(dir, 'case.json'));
+    const llavaCfg = readJson<JsonObject>(path.join(dir, 'llava', 'config.json'));
     const aspect = aspectModeFromConfig(llavaCfg.image_aspect_ratio);
     for (const im of meta.images) {
       test(`${c}/${im.id} (${aspect})`, async () => {
@@ -48,7 +49,7 @@ describe('LLaVA process_images vs the golden llava cases, bit for bit', () => {
         }
         if (pinpoints) {
           expect(selectBestResolution([img.width, img.height], pinpoints)).toEqual(im.best_resolution_wh);
-          const patch = meta.vision_config.image_size;
+          const patch = meta.vision_config!.image_size;
           expect(getAnyresImageGridShape([img.width, img.height], pinpoints, patch)).toEqual(im.grid_wh);
           if (exp.has(`${im.id}.anyres_padded_u8`)) {
             const got = anyresImages(img, proc, pinpoints).padded;

@@ -52,11 +52,11 @@ describeOnBackend.each(LLAVA)('LLaVA %s from image files', (name) => {
     images.forEach((img, i) => {
       const t = (n: string) => tensors[`images.${i}.${n}`];
       expectExactPixels(gc, img.id, t('pixel_values'));
-      expectParity(gc, `${img.id}.image_features`, t('features').data as Float32Array, t('features').shape);
-      expectParity(gc, `${img.id}.projected`, t('projected').data as Float32Array, t('projected').shape);
-      expectParity(gc, `${img.id}.merged`, t('merged').data as Float32Array, t('merged').shape);
+      expectParity(gc, `${img.id}.image_features`, t('features').data, t('features').shape);
+      expectParity(gc, `${img.id}.projected`, t('projected').data, t('projected').shape);
+      expectParity(gc, `${img.id}.merged`, t('merged').data, t('merged').shape);
       for (let k = 0; `${img.id}.hidden_states.${pad2(k)}` in gc.json.expected; k++) {
-        expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, t(`hidden_states.${k}`).data as Float32Array, t(`hidden_states.${k}`).shape);
+        expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, t(`hidden_states.${k}`).data, t(`hidden_states.${k}`).shape);
       }
     });
     model.dispose();
@@ -76,9 +76,9 @@ describeOnBackend.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16'
       const t = (n: string) => tensors[`images.${i}.${n}`];
       expectExactPixels(gc, img.id, t('pixel_values'));
       for (let k = 0; `${img.id}.hidden_states.${pad2(k)}` in gc.json.expected; k++) {
-        expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, t(`hidden_states.${k}`).data as Float32Array, t(`hidden_states.${k}`).shape.slice(1));
+        expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, t(`hidden_states.${k}`).data, t(`hidden_states.${k}`).shape.slice(1));
       }
-      expectParity(gc, `${img.id}.pooler_output`, t('pooler_output').data as Float32Array, t('pooler_output').shape.slice(1));
+      expectParity(gc, `${img.id}.pooler_output`, t('pooler_output').data, t('pooler_output').shape.slice(1));
     });
     model.dispose();
   });
@@ -93,8 +93,8 @@ describeOnBackend.each(['tiny_llavahf_legacy_keys_full_f32', 'tiny_llavahf_model
     images.forEach((img, i) => {
       const t = (n: string) => tensors[`images.${i}.${n}`];
       expectExactPixels(gc, img.id, t('pixel_values'));
-      expectParity(gc, `${img.id}.image_features`, t('features').data as Float32Array, t('features').shape.slice(1));
-      expectParity(gc, `${img.id}.image_features_projected`, t('projected').data as Float32Array, t('projected').shape.slice(1));
+      expectParity(gc, `${img.id}.image_features`, t('features').data, t('features').shape.slice(1));
+      expectParity(gc, `${img.id}.image_features_projected`, t('projected').data, t('projected').shape.slice(1));
     });
     model.dispose();
   });

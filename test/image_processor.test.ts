@@ -6,6 +6,7 @@ import { CLIPImageProcessor } from '../src/image/processor';
 import { RgbImage } from '../src/image/types';
 import { recordExactPixels, writeParityReport } from './helpers/golden';
 import { CASES, Expected, IMAGES, casesWithExpected, readJson } from './helpers/images';
+import { CaseJson } from './helpers/json';
 
 interface GoldenRun {
   label: string;
@@ -23,7 +24,7 @@ function goldenRuns(): GoldenRun[] {
   const runs: GoldenRun[] = [];
   for (const c of casesWithExpected()) {
     const dir = path.join(CASES, c);
-    const meta = readJson(path.join(dir, 'case.json'));
+    const meta = readJson<CaseJson>(path.join(dir, 'case.json'));
     if (!['clip', 'processor', 'llava_hf', 'fullsize'].includes(meta.kind)) continue;
     const expected = Expected.forCase(dir)!;
     if (meta.variants) {

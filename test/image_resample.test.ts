@@ -4,19 +4,20 @@ import { decodeImage } from '../src/image/decode';
 import { resizeImage, Resample } from '../src/image/resample';
 import { RgbImage } from '../src/image/types';
 import { CASES, Expected, FIXTURES, IMAGES, casesWithExpected, firstDiff, readJson, sha256 } from './helpers/images';
+import { CaseJson } from './helpers/json';
 
 /** Every `*.resized_u8` tensor with the image file and the resample filter that produced it. */
 function goldenResizes(): { label: string; image: string; resample: number; tensor: () => Uint8Array; shape: number[] }[] {
   const out = [];
   for (const c of casesWithExpected()) {
     const dir = path.join(CASES, c);
-    const meta = readJson(path.join(dir, 'case.json'));
+    const meta = readJson<CaseJson>(path.join(dir, 'case.json'));
     const exp = Expected.forCase(dir)!;
     for (const name of exp.names().filter((n) => n.endsWith('.resized_u8'))) {
       let id = name.slice(0, -'.resized_u8'.length);
       let cfgFile = ['model', 'clip_tower'].map((d) => path.join(dir, d, 'preprocessor_config.json')).find(fs.existsSync);
       if (meta.variants) {
-        const v = meta.variants.find((v: { name: string }) => id.startsWith(v.name + '.'));
+        const v = meta.variants.find((v) => id.startsWith(v.name + '.'))!;
         id = id.slice(v.name.length + 1);
         cfgFile = path.join(dir, v.preprocessor_config);
       }
@@ -24,7 +25,7 @@ function goldenResizes(): { label: string; image: string; resample: number; tens
       out.push({
         label: `${c}/${name}`,
         image: path.join(IMAGES, id),
-        resample: readJson(cfgFile!).resample,
+        resample: readJson<{ resample: number }>(cfgFile!).resample,
         tensor: () => t.data,
         shape: t.shape,
       });
@@ -37,7 +38,7 @@ describe('resizeImage vs the golden *.resized_u8 (Pillow 9.4 via HF resize)', ()
   const cases = goldenResizes();
   test('fixtures hold resized_u8 tensors, incl. a BILINEAR one', () => {
     expect(cases.length).toBeGreaterThanOrEqual(15);
-    expect(cases.some((c) => c.resample === Resample.BILINEAR)).toBe(true);
+    expect(cases.some((c) => c.resample === Number(Resample.BILINEAR))).toBe(true);
   });
   for (const c of cases) {
     test(`${c.label} (filter ${c.resample}, ${c.shape[1]}x${c.shape[0]})`, async () => {

@@ -61,7 +61,7 @@ describe.each(['wasm', 'cpu'] as const)('LayerNorm on %s', (backend) => {
     const x = massiveRows(17, size, size);
     const ref = reference(x, gamma, beta, eps, size);
     const input = tf.tensor2d(x, [17, size]);
-    const ours = ln.call(input) as tf.Tensor;
+    const ours = ln.call(input);
     expect(maxUlps(ours.dataSync(), ref)).toBeLessThanOrEqual(0.5 + 1e-6);
     // The composed ops (used on other backends) round several times: measurably further off here.
     const composed = layerNormComposed(input, ln.gamma.read(), ln.beta.read(), eps);
@@ -77,7 +77,7 @@ describe.each(['wasm', 'cpu'] as const)('LayerNorm on %s', (backend) => {
     const gammaT = ln.gamma.read();
     const betaT = ln.beta.read();
     const viaKernel = tf.grads((a: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => {
-      return tf.mul(tf.engine().runKernel('LlavaVisionLayerNorm', { x: a, gamma: g, beta: b }, { epsilon: 1e-6 }) as tf.Tensor, dy);
+      return tf.mul(tf.engine().runKernel<tf.Tensor>('LlavaVisionLayerNorm', { x: a, gamma: g, beta: b }, { epsilon: 1e-6 }), dy);
     })([x, gammaT, betaT]);
     const viaOps = tf.grads((a: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.mul(layerNormComposed(a, g, b, 1e-6), dy))([x, gammaT, betaT]);
     viaKernel.forEach((g, i) => {
@@ -86,7 +86,7 @@ describe.each(['wasm', 'cpu'] as const)('LayerNorm on %s', (backend) => {
       const scale = Math.max(...Array.from(want, Math.abs));
       got.forEach((v, j) => expect(Math.abs(v - want[j])).toBeLessThanOrEqual(1e-4 * scale));
     });
-    expect((ln.call(x) as tf.Tensor).shape).toEqual([2, 3, size]);
+    expect(ln.call(x).shape).toEqual([2, 3, size]);
     tf.dispose([x, dy, ...viaKernel, ...viaOps]);
   });
 

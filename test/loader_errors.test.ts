@@ -12,6 +12,7 @@ import { countVariables, namedParams } from '../src/model/module';
 import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../src/io/safetensors';
 import { CASES } from './helpers/golden';
 import { isolatedTempDir } from './helpers/isolation';
+import { JsonObject, editJson, readJson } from './helpers/json';
 
 const LLAVA_CASE = path.join(CASES, 'tiny_llava_linear_sel-1_patch'); // tower hidden 64 x 3 layers; LLM hidden 48
 const TOWER = path.join(LLAVA_CASE, 'clip_tower');
@@ -53,11 +54,8 @@ const f32 = (shape: number[], fill = 0.5): TensorToWrite => ({
   dtype: 'F32', shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(fill),
 });
 
-function editConfig(dir: string, edit: (c: Record<string, any>) => void): void {
-  const file = path.join(dir, 'config.json');
-  const c = JSON.parse(fs.readFileSync(file, 'utf8'));
-  edit(c);
-  fs.writeFileSync(file, JSON.stringify(c, null, 1));
+function editConfig(dir: string, edit: (c: JsonObject) => void): void {
+  editJson(path.join(dir, 'config.json'), edit);
 }
 
 /** The error of a load that must fail, checking that it left tf.memory() as it found it. */
@@ -252,7 +250,7 @@ describe('LLaVA folders', () => {
 
   test('an mlp3x projector missing its last linear (sharded checkpoint)', async () => {
     const dir = copyDir(path.join(MLP3, 'llava'));
-    const index = JSON.parse(fs.readFileSync(path.join(dir, 'model.safetensors.index.json'), 'utf8'));
+    const index = readJson<{ weight_map: Record<string, string> }>(path.join(dir, 'model.safetensors.index.json'));
     const shard = index.weight_map['model.mm_projector.4.weight'];
     expect(shard).toBeDefined();
     rewrite(path.join(dir, shard), (t) => delete t['model.mm_projector.4.weight']);
@@ -331,7 +329,7 @@ describe('keys the vision side does not use', () => {
     const vision = keys.filter((k) => k.startsWith('vision_model.'));
     expect([...namedParams(model.tower.visionModel)].length).toBe(vision.length);
     expect(tf.memory().numTensors - before).toBe(countVariables(model.tower.visionModel));
-    const x = tf.zeros([1, 3, 28, 28]) as tf.Tensor4D;
+    const x = tf.zeros<tf.Rank.R4>([1, 3, 28, 28]);
     const out = model.encode(x, { outputs: ['features'] });
     expect(out.features!.shape).toEqual([1, 4, 32]);
     tf.dispose([x, out.features!]);

@@ -26,7 +26,7 @@ function fresh(body: string, env: Record<string, string> = {}): { result: Record
   if (!('LLAVA_VISION_BACKEND' in env)) delete env2.LLAVA_VISION_BACKEND;
   const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: env2 });
   if (r.status !== 0) throw new Error(`child failed (${r.status}): ${r.stderr}`);
-  return { result: JSON.parse(r.stdout), stderr: r.stderr };
+  return { result: JSON.parse(r.stdout) as Record<string, unknown>, stderr: r.stderr };
 }
 
 const FORWARD = `const y = tower.forward(tf.zeros([1, 3, 336, 336])); const shape = y.shape; y.dispose();`;
@@ -80,9 +80,9 @@ describe('misuse says what happened', () => {
   afterAll(() => model.dispose());
 
   test('NHWC pixels: "expected NCHW [N, 3, H, W]", and that it looks like NHWC', () => {
-    const nhwc = tf.zeros([1, 336, 336, 3]) as tf.Tensor4D;
+    const nhwc = tf.zeros<tf.Rank.R4>([1, 336, 336, 3]);
     expect(() => model.encode(nhwc)).toThrow(new ConfigError('pixel_values must be NCHW [N, 3, H, W] (num_channels 3); got [1, 336, 336, 3], which looks like NHWC (channels last): transpose it with tf.transpose(x, [0, 3, 1, 2])'));
-    const odd = tf.zeros([1, 4, 336, 336]) as tf.Tensor4D;
+    const odd = tf.zeros<tf.Rank.R4>([1, 4, 336, 336]);
     expect(() => model.encode(odd)).toThrow(new ConfigError('pixel_values must be NCHW [N, 3, H, W] (num_channels 3); got [1, 4, 336, 336]'));
     const chw = tf.zeros([3, 336, 336]) as unknown as tf.Tensor4D;
     expect(() => model.tower.forward(chw)).toThrow(new ConfigError('pixel_values must be 4-D, NCHW [N, 3, H, W]; got shape [3, 336, 336]'));
@@ -109,7 +109,7 @@ describe('misuse says what happened', () => {
     own.dispose();
     own.dispose();
     expect(own.isDisposed).toBe(true);
-    const pixels = tf.zeros([1, 3, 336, 336]) as tf.Tensor4D;
+    const pixels = tf.zeros<tf.Rank.R4>([1, 3, 336, 336]);
     expect(() => own.encode(pixels)).toThrow(new ConfigError(`this LlavaVision (${DEMO}) was disposed: LlavaVision.load it again to use it`));
     await expect(encodeImages(own, IMAGE)).rejects.toThrow(/was disposed/);
     expect(() => encodePixelValues(own, new Float32Array(3 * 336 * 336), [1, 3, 336, 336])).toThrow(/was disposed/);

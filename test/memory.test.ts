@@ -34,7 +34,7 @@ function all(r: EncodeResult): tf.Tensor[] {
 
 function pixels(model: LlavaVision, batch: number, seed: number): tf.Tensor4D {
   const s = model.tower.config.imageSize;
-  return tf.randomUniform([batch, 3, s, s], -1.5, 1.5, 'float32', seed) as tf.Tensor4D;
+  return tf.randomUniform<tf.Rank.R4>([batch, 3, s, s], -1.5, 1.5, 'float32', seed);
 }
 
 describe.each(MODELS)('%s', (label, dir, options) => {
@@ -98,7 +98,7 @@ describe.each(MODELS)('%s', (label, dir, options) => {
   });
 
   test(`list forward: ${REPEATS} calls with outputs disposed leak nothing, inputs untouched`, () => {
-    const imgs = [0, 1].map((i) => tf.tidy(() => tf.squeeze(pixels(model, 1, 11 + i), [0])) as tf.Tensor3D);
+    const imgs = [0, 1].map((i) => tf.tidy(() => tf.squeeze<tf.Tensor3D>(pixels(model, 1, 11 + i), [0])));
     const before = tf.memory().numTensors;
     for (let i = 0; i < REPEATS; i++) {
       const out = model.tower.forward(imgs);
@@ -113,7 +113,7 @@ describe.each(MODELS)('%s', (label, dir, options) => {
 
   test('a failing encode (wrong image size) leaks nothing', () => {
     const s = model.tower.config.imageSize;
-    const x = tf.zeros([1, 3, s + model.tower.config.patchSize, s]) as tf.Tensor4D;
+    const x = tf.zeros<tf.Rank.R4>([1, 3, s + model.tower.config.patchSize, s]);
     const before = tf.memory().numTensors;
     for (const outputs of [undefined, ['hidden_states'] as OutputName[]]) {
       expect(() => model.encode(x, { outputs })).toThrow(/image_size/);

@@ -10,6 +10,7 @@ import { EncodedTensor, encodeImages, encodePixelValues } from '../src/api/encod
 import { ConfigError } from '../src/errors';
 import { decodeImage } from '../src/image';
 import * as fs from 'fs';
+import * as os from 'os';
 
 const ROOT = path.join(__dirname, '..');
 const DEMO = path.join(ROOT, 'weights', 'demo');
@@ -22,7 +23,7 @@ test('every type the public declarations refer to is exported (dist/src/index.d.
 });
 
 test('the check finds an unexported type (here: a fixture declaring one)', () => {
-  const dir = fs.mkdtempSync(path.join(require('os').tmpdir(), 'llava-types-'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-types-'));
   try {
     fs.writeFileSync(path.join(dir, 'hidden.d.ts'), 'export interface Hidden { x: number }\nexport type Shown = { h: Hidden };\n');
     fs.writeFileSync(path.join(dir, 'index.d.ts'), "import { Hidden } from './hidden';\nexport declare function f(h: Hidden): import('./hidden').Shown;\n");

@@ -10,6 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { SafetensorsFile } from '../src/io/safetensors';
 import { readmeSnippets, runShell, snippetNamed, typeErrors, writeTsSnippet } from '../tools/readme_snippets';
+import { readJson } from './helpers/json';
 
 const ROOT = path.join(__dirname, '..');
 const snippets = readmeSnippets(fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8'));
@@ -20,7 +21,7 @@ beforeAll(() => {
   fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'readme-app', version: '1.0.0', private: true }));
   fs.mkdirSync(path.join(app, 'node_modules', '.bin'), { recursive: true });
   fs.symlinkSync(ROOT, path.join(app, 'node_modules', 'llava-vision-tfjs'), 'dir');
-  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+  const pkg = readJson<{ bin: Record<string, string> }>(path.join(ROOT, 'package.json'));
   for (const [name, file] of Object.entries<string>(pkg.bin)) fs.symlinkSync(path.join(ROOT, file), path.join(app, 'node_modules', '.bin', name));
 });
 afterAll(() => fs.rmSync(app, { recursive: true, force: true }));

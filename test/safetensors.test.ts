@@ -9,6 +9,7 @@ import { SafetensorsFile, TensorToWrite, serializeSafetensors, writeSafetensors,
 import { writeFileAtomic } from '../src/io/atomic';
 // The raw module object (not an import-star copy), so a spy on it is seen by src/io/safetensors.ts.
 import fsRaw = require('fs');
+import { readJson } from './helpers/json';
 
 const FIX = path.join(__dirname, 'fixtures');
 let tmp: string;
@@ -132,10 +133,11 @@ describe('float16 / bfloat16 conversions', () => {
   });
 
   test('matches the PyTorch bit patterns in generator_test_vectors.json', () => {
-    const vectors = JSON.parse(fs.readFileSync(path.join(FIX, 'generator_test_vectors.json'), 'utf8')).vectors;
+    const { vectors } = readJson<{ vectors: { first_values: number[]; first_values_f32_hex: string[]; first_values_f16_hex: string[]; first_values_bf16_hex: string[] }[] }>(
+      path.join(FIX, 'generator_test_vectors.json'));
     expect(vectors.length).toBeGreaterThan(0);
     for (const v of vectors) {
-      v.first_values_f32_hex.forEach((h: string, i: number) => {
+      v.first_values_f32_hex.forEach((h, i) => {
         const x = f32(parseInt(h, 16));
         expect(x).toBe(v.first_values[i]);
         expect(hex(f32ToF16Bits(x))).toBe(v.first_values_f16_hex[i]);
@@ -240,7 +242,7 @@ describe('writer / reader round trip', () => {
     expect([...order].sort((x, y) => x - y)).toEqual(order);
     // data region in sorted-name order: 10, 9, a (2 bytes), b
     expect(Array.from(buf.subarray(8 + n))).toEqual([10, 9, 0x00, 0x3c, 1, 2, 3]);
-    const h = JSON.parse(text);
+    const h = JSON.parse(text) as Record<string, unknown>;
     expect(h.a).toEqual({ dtype: 'F16', shape: [1], data_offsets: [2, 4] });
   });
 

@@ -13,6 +13,7 @@ import { SafetensorsFile } from '../src/io/safetensors';
 import { TorchBinFile } from '../src/io/torch_bin';
 import { ZipReader, crc32 } from '../src/io/zip';
 import { Ops, P, buildZip, call, enc, f32bytes, ints, stateDict, tensor, torchZip } from './helpers/torch_zip';
+import { readJson } from './helpers/json';
 
 const FIX = path.join(__dirname, 'fixtures');
 const TB = path.join(FIX, 'torch_bin');
@@ -27,7 +28,7 @@ afterAll(() => { fs.rmSync(tmp, { recursive: true, force: true }); });
 function listing(dir: string): string[] {
   return fs.readdirSync(dir, { recursive: true, withFileTypes: false }).map((n) => {
     const st = fs.statSync(path.join(dir, String(n)));
-    return `${n} ${st.size} ${st.mtimeMs}`;
+    return `${String(n)} ${st.size} ${st.mtimeMs}`;
   }).sort();
 }
 
@@ -70,7 +71,7 @@ describe('real torch.save fixtures', () => {
   const cases = ['s336_llava15_pad_mlp2x', 's336_llava_square_mlp2x'];
   test.each(cases)('%s mm_projector.bin equals the model.mm_projector.* shard tensors bit for bit', (c) => {
     const dir = path.join(FIX, 'cases', c, 'llava');
-    const index = JSON.parse(fs.readFileSync(path.join(dir, 'model.safetensors.index.json'), 'utf8'));
+    const index = readJson<{ weight_map: Record<string, string> }>(path.join(dir, 'model.safetensors.index.json'));
     const expectedKeys = Object.keys(index.weight_map).filter((k) => k.startsWith('model.mm_projector.')).sort();
     const f = TorchBinFile.open(path.join(dir, 'mm_projector.bin'));
     try {
@@ -104,8 +105,7 @@ describe('real torch.save fixtures', () => {
 
   /** The expected raw bytes were written by tools/dev/gen_torch_bin_fixtures.py next to each file. */
   test.each(['state_dict_f16.bin', 'views_bf16.bin'])('%s: every tensor matches torch byte for byte', (file) => {
-    const expected: Record<string, { dtype: string; shape: number[]; hex: string }> =
-      JSON.parse(fs.readFileSync(path.join(TB, file + '.expected.json'), 'utf8'));
+    const expected = readJson<Record<string, { dtype: string; shape: number[]; hex: string }>>(path.join(TB, file + '.expected.json'));
     const f = TorchBinFile.open(path.join(TB, file));
     try {
       expect(f.keys()).toEqual(Object.keys(expected).sort());
@@ -280,10 +280,10 @@ describe('hostile pickles are refused without executing anything', () => {
 
   test('stack and memo limits stop resource blow-ups', () => {
     // Default limit through the file reader: a million and one NONEs.
-    expectRejected('stack.bin', zipOf([...P.proto(), ...new Array(1_000_001).fill(0x4e), ...P.stop]),
+    expectRejected('stack.bin', zipOf([...P.proto(), ...new Array<number>(1_000_001).fill(0x4e), ...P.stop]),
       'pickle stack exceeds 1000000 items');
     const opts = { file: 'x.pkl', globals: new Map() };
-    const nones = Uint8Array.from([...P.proto(), ...new Array(20).fill(0x4e), ...P.stop]);
+    const nones = Uint8Array.from([...P.proto(), ...new Array<number>(20).fill(0x4e), ...P.stop]);
     expect(() => unpickle(nones, { ...opts, maxStack: 8 })).toThrow(/x\.pkl: pickle stack exceeds 8 items/);
     const puts = Uint8Array.from([...P.proto(), ...P.none, ...[0, 1, 2, 3, 4, 5].flatMap((i) => [0x71, i]), ...P.stop]);
     expect(() => unpickle(puts, { ...opts, maxMemo: 4 })).toThrow(/pickle memo exceeds 4 entries/);
@@ -302,7 +302,7 @@ describe('tensors that reach outside their storage are refused', () => {
 
   test('size x stride beyond the storage', () => {
     const pkl = stateDict([['proj.w', tensor({ numel: 8, size: ints(4, 4), stride: ints(4, 1) })]]);
-    expectRejected('extent.bin', torchZip(pkl, { 0: f32bytes(...new Array(8).fill(0)) }),
+    expectRejected('extent.bin', torchZip(pkl, { 0: f32bytes(...new Array<number>(8).fill(0)) }),
       'tensor "proj.w"', 'reach element 15 but storage "0" has 8 elements');
   });
 

@@ -31,7 +31,7 @@ describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_c
     }
     for (const img of gc.json.images) {
       const key = `${img.id}.pixel_values`;
-      const shape = gc.json.expected[key].shape as number[];
+      const shape = gc.json.expected[key].shape;
       const x = tf.tensor4d(gc.expected.readFloat32(key), (shape.length === 3 ? [1, ...shape] : shape) as [number, number, number, number]);
       const out = model.encode(x, { outputs: ['hidden_states', 'pooler_output'], interpolatePosEncoding: gc.json.run.interpolate_pos_encoding });
       for (const [k, h] of out.hiddenStates!.entries()) expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, await h.data(), h.shape.slice(1));
@@ -49,7 +49,7 @@ test('the default layout follows the backend (wasm on wasm); an explicit layout 
   expect(auto.tower.visionModel.visionModel.layout).toBe('wasm');
   expect(countVariables(auto.tower.visionModel)).toBeGreaterThan([...namedParams(auto.tower.visionModel)].length);
   // Same function: the layouts differ only in float32 rounding.
-  const x = tf.randomNormal([1, 3, 28, 28], 0, 1, 'float32', 7) as tf.Tensor4D;
+  const x = tf.randomNormal<tf.Rank.R4>([1, 3, 28, 28], 0, 1, 'float32', 7);
   const [a, b] = [auto.encode(x, { outputs: ['hidden_states'] }), batched.encode(x, { outputs: ['hidden_states'] })];
   const last = (r: typeof a) => r.hiddenStates![r.hiddenStates!.length - 1];
   expect(tf.tidy(() => tf.max(tf.abs(tf.sub(last(a), last(b)))).dataSync()[0])).toBeLessThan(1e-5);

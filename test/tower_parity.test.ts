@@ -12,7 +12,7 @@ const pad2 = (k: number) => String(k).padStart(2, '0');
 
 function pixelValues(gc: ReturnType<typeof loadCase>, id: string): tf.Tensor4D {
   const key = `${id}.pixel_values`;
-  const shape = gc.json.expected[key].shape as number[];
+  const shape = gc.json.expected[key].shape;
   const data = gc.expected.readFloat32(key);
   return tf.tensor4d(data, (shape.length === 3 ? [1, ...shape] : shape) as [number, number, number, number]);
 }
@@ -27,7 +27,7 @@ describeOnBackend.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16'
     for (const img of gc.json.images) {
       const x = pixelValues(gc, img.id);
       const out = model.encode(x, { outputs: ['hidden_states', 'pooler_output'], interpolatePosEncoding: gc.json.run.interpolate_pos_encoding });
-      expect(out.hiddenStates).toHaveLength(gc.json.vision_config.num_hidden_layers + 1);
+      expect(out.hiddenStates).toHaveLength(gc.json.vision_config!.num_hidden_layers + 1);
       for (const [k, h] of out.hiddenStates!.entries()) expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, await h.data(), h.shape.slice(1));
       expectParity(gc, `${img.id}.pooler_output`, await out.poolerOutput!.data(), out.poolerOutput!.shape.slice(1));
       tf.dispose([x, out.hiddenStates!, out.poolerOutput!]);
@@ -87,7 +87,7 @@ describeOnBackend.each(['tiny_llavahf_model_prefixed_default_bf16', 'tiny_llavah
     const gc = loadCase(name);
     const model = await LlavaVision.load(path.join(gc.dir, 'model'), { log: null });
     const ids: string[] = gc.json.images.map((i: { id: string }) => i.id);
-    const x = tf.concat(ids.map((id) => pixelValues(gc, id))) as tf.Tensor4D;
+    const x = tf.concat(ids.map((id) => pixelValues(gc, id)));
     const out = model.encode(x, { outputs: ['features', 'projected'] });
     for (const [i, id] of ids.entries()) {
       const [, n, d] = out.features!.shape;

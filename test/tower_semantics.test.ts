@@ -31,7 +31,7 @@ let reference: CLIPVisionTower;
 
 beforeAll(async () => {
   await initBackend({ log: null });
-  x = tf.randomUniform([2, 3, 56, 56], -2, 2, 'float32', 1234) as tf.Tensor4D;
+  x = tf.randomUniform<tf.Rank.R4>([2, 3, 56, 56], -2, 2, 'float32', 1234);
   reference = new CLIPVisionTower(TOWER, { selectLayer: -1, selectFeature: 'cls_patch' });
   const out = reference.visionModel.forward(x);
   full = out.hiddenStates;
@@ -174,8 +174,8 @@ describe('select_feature', () => {
 describe('forward on a list of images', () => {
   test('each [C, H, W] image gives a [1, N, D] equal to its row of the batched forward', () => {
     const t = tower({ selectLayer: -2, selectFeature: 'patch' });
-    const img0 = tf.tidy(() => tf.reshape(tf.slice(x, [0, 0, 0, 0], [1, 3, 56, 56]), [3, 56, 56])) as tf.Tensor3D;
-    const img1 = tf.tidy(() => tf.reshape(tf.slice(x, [1, 0, 0, 0], [1, 3, 56, 56]), [3, 56, 56])) as tf.Tensor3D;
+    const img0 = tf.tidy(() => tf.reshape<tf.Rank.R3>(tf.slice(x, [0, 0, 0, 0], [1, 3, 56, 56]), [3, 56, 56]));
+    const img1 = tf.tidy(() => tf.reshape<tf.Rank.R3>(tf.slice(x, [1, 0, 0, 0], [1, 3, 56, 56]), [3, 56, 56]));
     const before = tf.memory().numTensors;
     const list = t.forward([img0, img1]);
     expect(tf.memory().numTensors).toBe(before + 2); // just the two outputs
@@ -283,7 +283,7 @@ describe('the tower is frozen, the projector trains', () => {
     expect(projector.trainableWeights).toHaveLength(4);
 
     // loss = sum(projector(features)): d loss / d (2.bias) is the number of feature rows, 2 images x 16.
-    const { value, grads } = tf.variableGrads(() => tf.sum(projector.call(t.forward(x))) as tf.Scalar);
+    const { value, grads } = tf.variableGrads(() => tf.sum<tf.Scalar>(projector.call(t.forward(x))));
     const names = projector.trainableWeights.map((w) => w.name).sort();
     expect(Object.keys(grads).sort()).toEqual(names);
     const towerNames = new Set(vm.weights.map((w) => w.name));
@@ -342,7 +342,7 @@ describe('projector types (build_vision_projector)', () => {
     expect(tf.memory().numTensors).toBe(before);
     expect(p.outFeatures).toBe(64);
     const input = tf.randomNormal([2, 5, 64], 0, 1, 'float32', 7);
-    const out = p.call(input) as tf.Tensor;
+    const out = p.call(input);
     expect(out.shape).toEqual([2, 5, 64]);
     expect(take(out)).toEqual(take(input));
   });
@@ -412,7 +412,7 @@ describe('projector types (build_vision_projector)', () => {
     expect(Math.min(...pre)).toBeLessThan(-1.5);
 
     const input = tf.tensor3d(xs, [1, rows, inF]);
-    const got = take(p.call(input) as tf.Tensor);
+    const got = take(p.call(input));
     input.dispose();
     const scale = Math.max(...want.map(Math.abs));
     const rel = maxAbsDiff(got, want) / scale;

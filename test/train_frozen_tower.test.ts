@@ -22,7 +22,7 @@ beforeAll(async () => {
   model = await LlavaVision.load(MODEL, { log: null });
   projector = new Projector({ type: 'mlp2x_gelu', inFeatures: model.tower.featureSize, outFeatures: 24 });
   initProjector(projector, 1);
-  pixels = tf.randomUniform([2, 3, 56, 56], -1.8, 2.1, 'float32', 3) as tf.Tensor4D;
+  pixels = tf.randomUniform<tf.Rank.R4>([2, 3, 56, 56], -1.8, 2.1, 'float32', 3);
   target = tf.randomNormal([2, 16, 24], 0, 0.5, 'float32', 4);
 });
 
@@ -53,7 +53,7 @@ test('full steps (tower forward + projector step, optimizer over ALL trainable v
   const step = () => {
     const cost = opt.minimize(() => {
       const { features } = model.encode(pixels, { outputs: ['features'] });
-      return mseLoss(projector.call(features!) as tf.Tensor, target);
+      return mseLoss(projector.call(features!), target);
     }, true);
     const value = cost!.dataSync()[0];
     cost!.dispose();

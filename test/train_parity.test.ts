@@ -67,7 +67,7 @@ test('case.json describes the run we reproduce', () => {
 
 test('projector output, loss and every gradient (through exact-erf GELU)', () => {
   const p = freshProjector();
-  const out = p.call(features) as tf.Tensor;
+  const out = p.call(features);
   ratios['projector_output'] = expectParity(gc, 'train.projector_output', out.dataSync(), out.shape);
   out.dispose();
   const { loss, grads } = projectorGradients(p, features, target, { keyFor: LLAVA });
@@ -79,7 +79,7 @@ test('projector output, loss and every gradient (through exact-erf GELU)', () =>
 
 test('one SGD step (lr 0.1): tf.train.sgd is torch.optim.SGD without momentum (p -= lr * g)', () => {
   const p = freshProjector();
-  const opt = tf.train.sgd(gc.json.run.sgd.lr);
+  const opt = tf.train.sgd(gc.json.run.sgd!.lr);
   const loss = trainStep(p, features, target, opt);
   expectParity(gc, 'train.loss', [loss]);
   const after = exportWeights(p, LLAVA);
@@ -90,7 +90,7 @@ test('one SGD step (lr 0.1): tf.train.sgd is torch.optim.SGD without momentum (p
 
 test('one TorchAdam step (lr 1e-3, betas 0.9/0.999, eps 1e-8) matches torch.optim.Adam', () => {
   const p = freshProjector();
-  const { lr, betas, eps } = gc.json.run.adam;
+  const { lr, betas, eps } = gc.json.run.adam!;
   const opt = new TorchAdam({ learningRate: lr, beta1: betas[0], beta2: betas[1], epsilon: eps });
   trainStep(p, features, target, opt);
   const after = exportWeights(p, LLAVA);
@@ -106,7 +106,7 @@ test('one TorchAdam step (lr 1e-3, betas 0.9/0.999, eps 1e-8) matches torch.opti
  * large relative), so even with eps = 1e-8 it lands an ulp off on some elements: close, not exact.
  */
 test('tf.train.adam with its default epsilon (1e-7) does NOT match torch; with eps 1e-8 it is rounding-level close', () => {
-  const { lr, betas } = gc.json.run.adam;
+  const { lr, betas } = gc.json.run.adam!;
   const worst = (opt: tf.Optimizer) => {
     const p = freshProjector();
     trainStep(p, features, target, opt);
@@ -158,7 +158,7 @@ test.each([
   for (let step = 0; step < 25; step++) {
     const g = Float64Array.from(ref, (p, i) => a[i] * (p - c[i]));
     torchAdamF64(ref, g, st, cfg);
-    opt.minimize(() => tf.mul(0.5, tf.sum(tf.mul(ta, tf.square(tf.sub(x, tc))))) as tf.Scalar, false, [x]);
+    opt.minimize(() => tf.mul<tf.Scalar>(0.5, tf.sum(tf.mul(ta, tf.square(tf.sub(x, tc))))), false, [x]);
     worst = Math.max(worst, maxAbsDiff(x.dataSync(), ref));
   }
   expect(worst).toBeLessThan(2e-6);
@@ -228,9 +228,9 @@ describe('save -> load', () => {
     // Through the public loader: tower features -> our trained projector == model.encode's projected.
     const model = await LlavaVision.load(modelDir, { projector: file, log: null });
     expect(model.projector!.type).toBe('mlp2x_gelu');
-    const pixels = tf.randomUniform([2, 3, 56, 56], -1.5, 1.5, 'float32', 7) as tf.Tensor4D;
+    const pixels = tf.randomUniform<tf.Rank.R4>([2, 3, 56, 56], -1.5, 1.5, 'float32', 7);
     const out = model.encode(pixels, { outputs: ['features', 'projected'] });
-    const ours = p.call(out.features!) as tf.Tensor;
+    const ours = p.call(out.features!);
     expect(Buffer.from((ours.dataSync() as Float32Array).buffer).equals(Buffer.from((out.projected!.dataSync() as Float32Array).buffer))).toBe(true);
     tf.dispose([pixels, out.features!, out.projected!, ours]);
     model.dispose();

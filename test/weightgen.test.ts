@@ -14,10 +14,19 @@ import {
 } from '../tools/make_checkpoint';
 import { f32ToBf16Bits, f32ToF16Bits } from '../src/io/dtype';
 import { serializeSafetensors } from '../src/io/safetensors';
+import { JsonObject, objectAt, readJson } from './helpers/json';
+
+/** An entry of generator_test_vectors.json. */
+interface TestVector {
+  name: string; shape: number[]; fnv1a32: string; rule: Rule; center: number; halfwidth: number;
+  first_values: number[]; first_values_f32_hex: string[]; first_values_f16_hex: string[]; first_values_bf16_hex: string[];
+}
+
+/** A safetensors header entry. */
+interface HeaderEntry { dtype: string; shape: number[]; data_offsets: [number, number] }
 
 const FIX = path.join(__dirname, 'fixtures');
 const FULL_MODEL = path.join(FIX, 'cases/vitl14_336_generated_sel-2_patch/model');
-const readJson = (f: string) => JSON.parse(fs.readFileSync(f, 'utf8'));
 const hex = (x: number, digits: number) => `0x${x.toString(16).padStart(digits, '0')}`;
 const bytesOf = (a: Float32Array | Uint16Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
@@ -32,12 +41,12 @@ function encode(data: Float32Array, dtype: string): Buffer {
 function readSafetensors(file: string) {
   const buf = fs.readFileSync(file);
   const n = Number(buf.readBigUInt64LE(0));
-  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<string, any>;
-  const tensors = Object.entries(header).filter(([k]) => k !== '__metadata__').map(([name, t]) => ({
-    name, dtype: t.dtype as string, shape: t.shape as number[],
+  const { __metadata__: metadata, ...entries } = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<string, HeaderEntry> & { __metadata__?: Record<string, string> };
+  const tensors = Object.entries(entries).map(([name, t]) => ({
+    name, dtype: t.dtype, shape: t.shape,
     bytes: buf.subarray(8 + n + t.data_offsets[0], 8 + n + t.data_offsets[1]),
   }));
-  return { headerLen: n, metadata: header.__metadata__ as Record<string, string> | undefined, tensors };
+  return { headerLen: n, metadata, tensors };
 }
 
 function findFiles(dir: string, pred: (f: string) => boolean): string[] {
@@ -48,9 +57,9 @@ function findFiles(dir: string, pred: (f: string) => boolean): string[] {
 }
 
 describe('weightgen v1: README test vectors', () => {
-  const vectors: any[] = readJson(path.join(FIX, 'generator_test_vectors.json')).vectors;
+  const { vectors } = readJson<{ vectors: TestVector[] }>(path.join(FIX, 'generator_test_vectors.json'));
 
-  it.each(vectors.map((v) => [v.name as string, v] as const))('%s', (_name, v) => {
+  it.each(vectors.map((v) => [v.name, v] as const))('%s', (_name, v) => {
     expect(hex(fnv1a32(v.name), 8)).toBe(v.fnv1a32);
     expect(ruleFor(v.name, v.shape)).toEqual({ rule: v.rule, center: v.center, halfwidth: v.halfwidth });
     const data = generateTensor(v.name, v.shape);
@@ -84,13 +93,13 @@ describe('weightgen v1: README test vectors', () => {
 });
 
 describe('weightgen v1: full-size ViT-L/14-336 manifest', () => {
-  const manifest = readJson(path.join(FULL_MODEL, 'weights_manifest.json'));
-  const entries: (TensorSpec & { rule: Rule; center: number; halfwidth: number; f32_sha256: string })[] = manifest.tensors;
+  const manifest = readJson<{ tensors: (TensorSpec & { rule: Rule; center: number; halfwidth: number; f32_sha256: string })[] }>(path.join(FULL_MODEL, 'weights_manifest.json'));
+  const entries = manifest.tensors;
 
   it('lists the HF vision tower of its config plus a 1024->4096->4096 mlp2x projector', () => {
     const byName = (a: TensorSpec, b: TensorSpec) => (a.name < b.name ? -1 : 1);
     const tower = entries.filter((e) => e.name.startsWith('vision_model.')).map(({ name, shape }) => ({ name, shape }));
-    expect(tower.sort(byName)).toEqual(clipVisionTensorSpecs(readJson(path.join(FULL_MODEL, 'config.json'))).sort(byName));
+    expect(tower.sort(byName)).toEqual(clipVisionTensorSpecs(readJson<JsonObject>(path.join(FULL_MODEL, 'config.json'))).sort(byName));
     expect(entries.filter((e) => !e.name.startsWith('vision_model.')).map((e) => [e.name, e.shape])).toEqual([
       ['model.mm_projector.0.weight', [4096, 1024]], ['model.mm_projector.0.bias', [4096]],
       ['model.mm_projector.2.weight', [4096, 4096]], ['model.mm_projector.2.bias', [4096]],
@@ -167,7 +176,7 @@ describe('make_checkpoint: generated checkpoint folders', () => {
   const f16Case = path.join(FIX, 'cases/tiny_clip_vision_only_f16/model');
 
   it('reproduces a stored F16 fixture tower from its config alone', () => {
-    const config = readJson(path.join(f16Case, 'config.json'));
+    const config = readJson<JsonObject>(path.join(f16Case, 'config.json'));
     const out = path.join(tmp, 'f16');
     const r = writeGeneratedCheckpoint(out, { config, dtype: 'F16' });
     expect(r.cached).toBe(false);
@@ -179,7 +188,7 @@ describe('make_checkpoint: generated checkpoint folders', () => {
   });
 
   it.each(['F32', 'F16', 'BF16'] as GenDType[])('%s file is byte-identical to src/io writeSafetensors', (dtype) => {
-    const config = readJson(path.join(FIX, 'cases/tiny_clip_full_layout_f32/model/config.json'));
+    const config = readJson<JsonObject>(path.join(FIX, 'cases/tiny_clip_full_layout_f32/model/config.json'));
     const out = path.join(tmp, `ident-${dtype}`);
     writeGeneratedCheckpoint(out, { config, dtype });
     const file = fs.readFileSync(path.join(out, 'model.safetensors'));
@@ -192,7 +201,7 @@ describe('make_checkpoint: generated checkpoint folders', () => {
   });
 
   it('keeps a matching file, regenerates on another dtype / key set / a damaged file / force', () => {
-    const config = readJson(path.join(f16Case, 'config.json'));
+    const config = readJson<JsonObject>(path.join(f16Case, 'config.json'));
     const out = path.join(tmp, 'cache');
     const file = path.join(out, 'model.safetensors');
     const gen = (o: Partial<Parameters<typeof writeGeneratedCheckpoint>[1]> = {}) =>
@@ -213,8 +222,8 @@ describe('make_checkpoint: generated checkpoint folders', () => {
     const caseDir = path.join(tmp, 'case');
     const modelDir = path.join(caseDir, 'model');
     fs.mkdirSync(modelDir, { recursive: true });
-    const config = readJson(path.join(FULL_MODEL, 'config.json'));
-    Object.assign(config.vision_config, { hidden_size: 16, intermediate_size: 32, num_hidden_layers: 2, image_size: 28 });
+    const config = readJson<JsonObject>(path.join(FULL_MODEL, 'config.json'));
+    Object.assign(objectAt(config, 'vision_config'), { hidden_size: 16, intermediate_size: 32, num_hidden_layers: 2, image_size: 28 });
     fs.writeFileSync(path.join(modelDir, 'config.json'), JSON.stringify(config, null, 2));
     fs.copyFileSync(path.join(FULL_MODEL, 'preprocessor_config.json'), path.join(modelDir, 'preprocessor_config.json'));
     fs.copyFileSync(path.join(FULL_MODEL, '../case.json'), path.join(caseDir, 'case.json'));

@@ -11,7 +11,7 @@ import { Checkpoint } from '../src/io/checkpoint';
 import { SafetensorsFile } from '../src/io/safetensors';
 import { Linear } from '../src/model/linear';
 import { decodeBlock, transposeRegion, untransposeRegion } from '../src/io/blocks';
-import { DType } from '../src/io/dtype';
+
 import { buildForLoading, countVariables, namedParams } from '../src/model/module';
 import { CLIPVisionModel } from '../src/model/vision_transformer';
 import { disposeWeights, exportWeights, loadWeights, readParam } from '../src/model/weights';
@@ -65,11 +65,11 @@ test.each([
   const x = tf.tensor2d(random(rows * inF, 3), [rows, inF]);
   const expected = tf.tidy(() => tf.add(tf.matMul(x, tf.tensor2d(w, [outF, inF]), false, true), tf.tensor1d(b)));
   const close = (t: tf.Tensor) => expect(tf.tidy(() => tf.max(tf.abs(tf.sub(t, expected))).dataSync()[0])).toBeLessThan(1e-6);
-  const viaCall = linear.call(x) as tf.Tensor;
+  const viaCall = linear.call(x);
   close(viaCall);
   const direct = tf.tidy(() => {
     if (linear.weightLeft) return tf.transpose(tf.concat(linear.forwardFeatureMajor(tf.transpose(x)), 0));
-    const inputs = linear.splitAlong === 'in' && linear.parts > 1 ? (tf.split(x, linear.parts, 1) as tf.Tensor2D[]) : [x];
+    const inputs = linear.splitAlong === 'in' && linear.parts > 1 ? tf.split<tf.Tensor2D>(x, linear.parts, 1) : [x];
     return tf.concat(linear.forwardParts(inputs), 1);
   });
   close(direct);
@@ -114,7 +114,7 @@ test.each(['tiny_clip_vision_only_f16', 'tiny_llavahf_model_prefixed_default_bf1
           for (const [r0, nr, c0, nc] of [[0, rows, 0, cols], [1, rows - 2, 0, cols], [0, rows, 1, cols - 3], [2, rows - 3, 3, cols - 4]]) {
             for (const transposed of [false, true]) {
               const out = new Float32Array(nr * nc + 5).fill(7);
-              decodeBlock(dtype as DType, bytes, cols, { r0, nr, c0, nc, transposed }, out, key);
+              decodeBlock(dtype, bytes, cols, { r0, nr, c0, nc, transposed }, out, key);
               const expected = new Float32Array(nr * nc);
               for (let r = 0; r < nr; r++) for (let c = 0; c < nc; c++) expected[transposed ? c * nr + r : r * nc + c] = full[(r0 + r) * cols + c0 + c];
               expect(out.subarray(0, nr * nc)).toEqual(expected);
@@ -122,8 +122,8 @@ test.each(['tiny_clip_vision_only_f16', 'tiny_llavahf_model_prefixed_default_bf1
             }
           }
         }
-        expect(() => decodeBlock(dtype as DType, raw, cols, { r0: 0, nr: rows, c0: 0, nc: cols, transposed: true }, new Float32Array(2), key)).toThrow(RangeError);
-        expect(() => decodeBlock(dtype as DType, raw, cols, { r0: 1, nr: rows, c0: 0, nc: cols, transposed: false }, full.slice(), key)).toThrow(/outside/);
+        expect(() => decodeBlock(dtype, raw, cols, { r0: 0, nr: rows, c0: 0, nc: cols, transposed: true }, new Float32Array(2), key)).toThrow(RangeError);
+        expect(() => decodeBlock(dtype, raw, cols, { r0: 1, nr: rows, c0: 0, nc: cols, transposed: false }, full.slice(), key)).toThrow(/outside/);
       }
     } finally {
       file.close();
@@ -147,7 +147,7 @@ test('a module built for loading is filled in place on wasm (same data ids); a r
   loadWeights(linear, source(w));
   expect(tf.memory().numTensors).toBe(before);
   expect(linear.weights.every((v, i) => v.read().dataId === ids[i])).toBe(tf.getBackend() === 'wasm');
-  const y1 = tf.tidy(() => (linear.call(x) as tf.Tensor).dataSync());
+  const y1 = tf.tidy(() => (linear.call(x)).dataSync());
   expect(maxAbsDiff(y1, expected(w))).toBeLessThan(1e-6);
   // The forward's GEMMs have seen the weights (XNNPACK keeps packed copies by tensor): a reload must
   // make new tensors, or the next forward would still use the old values. A clone keeps the old data.
@@ -159,7 +159,7 @@ test('a module built for loading is filled in place on wasm (same data ids); a r
   expect(tf.memory().numTensors).toBe(before + 1); // the clone
   expect(clone.dataSync()).toEqual(held);
   expect(readParam(linear.params().weight)).toEqual(w2);
-  const y2 = tf.tidy(() => (linear.call(x) as tf.Tensor).dataSync());
+  const y2 = tf.tidy(() => (linear.call(x)).dataSync());
   expect(maxAbsDiff(y2, expected(w2))).toBeLessThan(1e-6);
   tf.dispose([clone, x]);
   disposeWeights(linear);

@@ -130,7 +130,7 @@ function weightsFor(root: string, dtype: GenDType, layers?: number) {
 function firstLayers(towerDir: string, layers: number): string {
   const dir = `${towerDir}_${layers}_layers`;
   fs.mkdirSync(dir, { recursive: true });
-  const config = JSON.parse(fs.readFileSync(path.join(towerDir, 'config.json'), 'utf8'));
+  const config = JSON.parse(fs.readFileSync(path.join(towerDir, 'config.json'), 'utf8')) as { vision_config?: Record<string, unknown> } & Record<string, unknown>;
   (config.vision_config ?? config).num_hidden_layers = layers;
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
   for (const f of fs.readdirSync(towerDir).filter((f) => f !== 'config.json')) {
@@ -235,7 +235,7 @@ function touchInChild(bytes: number, method: 'pool' | 'fill'): number {
   const r = spawnSync(process.execPath, [__filename, '--child', 'touch', '--touch-bytes', String(bytes), '--touch-method', method], { encoding: 'utf8' });
   const line = r.stdout.trim().split('\n').pop() ?? '';
   if (r.status !== 0 || !line.startsWith('{')) throw new Error(`memory touch measurement failed:\n${r.stderr}`);
-  return JSON.parse(line).touchS;
+  return (JSON.parse(line) as { touchS: number }).touchS;
 }
 
 function loadInChild(o: Options, dtype: GenDType): LoadResult {
@@ -243,7 +243,7 @@ function loadInChild(o: Options, dtype: GenDType): LoadResult {
   const r = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 16 * MB });
   const line = r.stdout.trim().split('\n').pop() ?? '';
   if (r.status !== 0 || !line.startsWith('{')) throw new Error(`load measurement (${dtype}) failed:\n${r.stderr}`);
-  return JSON.parse(line);
+  return JSON.parse(line) as LoadResult;
 }
 
 // ---------------------------------------------------------------------------------- workers (child)
@@ -264,7 +264,7 @@ async function childWorkers(o: Options): Promise<void> {
   const out = await encodePixelValuesAsync(model, pixels, [o.batch, 3, s, s], { outputs: ['projected'], workers: o.workers });
   const jobS = (performance.now() - t0) / 1000;
   const digest = createHash('sha256');
-  for (const k of Object.keys(out).sort()) digest.update((out[k].data as Float32Array).subarray(0));
+  for (const k of Object.keys(out).sort()) digest.update(out[k].data.subarray(0));
   const r: WorkersResult & { digest: string } = { workers: o.workers, images: o.batch, jobS, imagesPerMin: (60 * o.batch) / jobS, peakRssMB: peakRssMB(), digest: digest.digest('hex') };
   model.dispose();
   process.stdout.write(JSON.stringify(r) + '\n');
@@ -275,7 +275,7 @@ function workersInChild(o: Options, workers: number, images: number): WorkersRes
   const r = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 16 * MB });
   const line = r.stdout.trim().split('\n').pop() ?? '';
   if (r.status !== 0 || !line.startsWith('{')) throw new Error(`workers measurement (${workers}) failed:\n${r.stderr}`);
-  return JSON.parse(line);
+  return JSON.parse(line) as WorkersResult & { digest: string };
 }
 
 function fixtureImage(root: string): Float32Array {
@@ -302,16 +302,52 @@ function runTorch(o: Options, root: string, towerDir: string, llavaDir: string, 
   const r = spawnSync('/usr/bin/python3', args, { encoding: 'utf8', maxBuffer: 16 * MB, env: { ...process.env, OMP_NUM_THREADS: String(threads) } });
   const line = r.stdout.trim().split('\n').pop() ?? '';
   if (r.status !== 0 || !line.startsWith('{')) throw new Error(`tools/bench_torch.py failed:\n${r.stderr}`);
-  return JSON.parse(line);
+  return JSON.parse(line) as TorchResult;
 }
 
 // -------------------------------------------------------------------------------------------- main
 
 interface Timed { seconds: number; gemm: GemmTotals }
 
+/** The --json report (and what --from-json reads back). */
+interface BenchReport {
+  date: string;
+  machine: { cpu: string | undefined; cores: number; memGB: number; node: string; platform: string };
+  backend: string;
+  adapter: string | null;
+  layers: number;
+  threads: string | number;
+  simd: boolean | null;
+  tfjs: string;
+  dtype: GenDType;
+  reps: number;
+  load: LoadResult[];
+  rssAfterLoadMB: number;
+  gflopPerImage: Record<'llava' | 'full' | 'recordedLlavaGemm' | 'patch' | 'perLayer' | 'projector', number>;
+  firstForwardS: { llava: number; full: number };
+  llava: {
+    perImageS: number; runsS: number[]; gflops: number; gemmCalls: number; gemmS: number | null; nonGemmShare: number | null;
+    ceilingS: number | null; ceilingRunsS: number[]; ceilingGflops: number | null; fractionOfCeiling: number | null;
+  };
+  full: { perImageS: number; runsS: number[]; gflops: number; gemmS: number | null; nonGemmShare: number | null };
+  batch: { size: number; perImageS: number; imagesPerS: number; runsS: number[]; gflops: number };
+  referenceGemmGflops: Record<string, number>;
+  peakRssMB: Record<string, number>;
+  wasmHeapMB: { afterWarmup: number | null; end: number | null };
+  numTensors: { before: number; after: number };
+  torch: {
+    available: boolean;
+    runs: { threads: number; gemm: string; llavaS: number; fullS: number | undefined }[];
+    oursLlavaAfterS: number | null;
+    oursLlavaAfterRunsS: number[];
+  } | null;
+  workers: (WorkersResult & { digest?: string })[] | null;
+}
+
+
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
-  if (o.fromJson) return printTable(JSON.parse(fs.readFileSync(o.fromJson, 'utf8'))); // re-render a saved --json report
+  if (o.fromJson) return printTable(JSON.parse(fs.readFileSync(o.fromJson, 'utf8')) as BenchReport); // re-render a saved --json report
   if (o.child === 'load') return childLoad(o);
   if (o.child === 'workers') return childWorkers(o);
   if (o.child === 'touch') return childTouch(o);
@@ -436,7 +472,7 @@ async function main(): Promise<void> {
   const batchS = median(batched.map((x) => x.seconds)) / o.batch;
   const wasm = backend === 'wasm';
   const referenceGemmGflops = { '577x1024x1024': await gemmRate(577, 1024, 1024), '577x1024x4096': await gemmRate(577, 1024, 4096), '577x4096x1024': await gemmRate(577, 4096, 1024) };
-  const report = {
+  const report: BenchReport = {
     date: new Date().toISOString(),
     machine: { cpu: os.cpus()[0]?.model, cores: os.cpus().length, memGB: +(os.totalmem() / 2 ** 30).toFixed(1), node: process.version, platform: `${os.platform()} ${os.release()}` },
     backend,
@@ -477,7 +513,7 @@ async function main(): Promise<void> {
   printTable(report);
 }
 
-function printTable(r: any): void {
+function printTable(r: BenchReport): void {
   const f = (x: number, d = 2) => x.toFixed(d);
   const lines: string[] = [];
   const row = (k: string, v: string) => lines.push(`| ${k} | ${v} |`);
@@ -494,37 +530,38 @@ function printTable(r: any): void {
       continue;
     }
     const fill = l.touchFillS === undefined ? '' : `; a first write from JS: ${f(l.touchFillS)} s`;
-    const floor = l.touchS === undefined ? '' : `; floor = read + bringing in ${f(l.weightsMB, 0)} MB of fresh memory (as the loader does: ${f(l.touchS)} s${fill}) = ${f(l.readS + l.touchS)} s, ×${f(l.loadS / (l.readS + l.touchS), 2)}`;
+    const floor = l.touchS === undefined ? '' : `; floor = read + bringing in ${f(l.weightsMB ?? 0, 0)} MB of fresh memory (as the loader does: ${f(l.touchS)} s${fill}) = ${f(l.readS + l.touchS)} s, ×${f(l.loadS / (l.readS + l.touchS), 2)}`;
     row(`load ${l.dtype} checkpoint (${f(l.fileMB, 0)} MB)`, `${f(l.loadS)} s (file read ${f(l.readS)} s, ×${f(l.loadS / l.readS, 1)}${floor}); RSS after load ${f(l.rssAfterLoadMB, 0)} MB, peak during load ${f(l.peakRssLoadMB, 0)} MB`);
   }
   const total = r.layers ?? 24;
   const notOnGpu = 'not measured (GPU kernel calls only enqueue work)';
   row(`LLaVA path, batch 1 (${total === 2 ? 'layer 1' : `layers 1–${total - 1}`}, patch, projector)`, `**${f(r.llava.perImageS)} s/image**, ${f(r.llava.gflops, 1)} GFLOP/s (${f(r.gflopPerImage.llava, 1)} GFLOP)`);
-  row('GEMM ceiling (the same GEMM calls alone)', r.llava.ceilingS === null ? notOnGpu : `${f(r.llava.ceilingS)} s, ${f(r.llava.ceilingGflops, 1)} GFLOP/s → forward at **${f(100 * r.llava.fractionOfCeiling, 1)}%** of it`);
+  row('GEMM ceiling (the same GEMM calls alone)', r.llava.ceilingS === null ? notOnGpu : `${f(r.llava.ceilingS)} s, ${f(r.llava.ceilingGflops ?? NaN, 1)} GFLOP/s → forward at **${f(100 * (r.llava.fractionOfCeiling ?? NaN), 1)}%** of it`);
   row('GEMM / non-GEMM share of the forward', r.llava.nonGemmShare === null ? `${notOnGpu} (${r.llava.gemmCalls} GEMM calls)` : `${f(100 * (1 - r.llava.nonGemmShare), 1)}% / ${f(100 * r.llava.nonGemmShare, 1)}% (${r.llava.gemmCalls} GEMM calls)`);
   row(`full tower, batch 1 (${total} layers, all ${total + 1} hidden states, pooler)`, `${f(r.full.perImageS)} s/image, ${f(r.full.gflops, 1)} GFLOP/s${r.full.nonGemmShare === null ? '' : `; non-GEMM ${f(100 * r.full.nonGemmShare, 1)}%`}`);
   row(`LLaVA path, batch ${r.batch.size}`, `${f(r.batch.perImageS)} s/image (${f(r.batch.imagesPerS * 60, 1)} images/min)`);
   row(r.backend === 'webgpu' ? 'first forward (compiles shaders)' : 'first forward (packs weights)', `LLaVA ${f(r.firstForwardS.llava)} s, full ${f(r.firstForwardS.full)} s`);
-  row('reference GEMM rates (cached weight)', Object.entries(r.referenceGemmGflops).map(([k, v]) => `${k}: ${f(v as number, 1)}`).join(', ') + ' GFLOP/s');
+  row('reference GEMM rates (cached weight)', Object.entries(r.referenceGemmGflops).map(([k, v]) => `${k}: ${f(v, 1)}`).join(', ') + ' GFLOP/s');
   row('RSS after load (this process)', `${f(r.rssAfterLoadMB, 0)} MB`);
-  row('peak RSS during forward', Object.entries(r.peakRssMB).map(([k, v]) => `${k} ${f(v as number, 0)} MB`).join(', ') + (r.wasmHeapMB.end ? `; wasm heap ${f(r.wasmHeapMB.end, 0)} MB` : ''));
+  row('peak RSS during forward', Object.entries(r.peakRssMB).map(([k, v]) => `${k} ${f(v, 0)} MB`).join(', ') + (r.wasmHeapMB.end ? `; wasm heap ${f(r.wasmHeapMB.end, 0)} MB` : ''));
   row('tf.memory().numTensors before / after', `${r.numTensors.before} / ${r.numTensors.after}`);
   if (r.torch) {
     if (!r.torch.available) row('PyTorch', 'not available (/usr/bin/python3 has no torch)');
     for (const t of r.torch.runs) {
-      row(`PyTorch ${t.gemm}, ${t.threads} thread(s), same run`, `LLaVA ${f(t.llavaS)} s/image (ours ÷ torch = ×${f(oursLlava(r) / t.llavaS, 2)}), full ${f(t.fullS)} s`);
+      row(`PyTorch ${t.gemm}, ${t.threads} thread(s), same run`, `LLaVA ${f(t.llavaS)} s/image (ours ÷ torch = ×${f(oursLlava(r) / t.llavaS, 2)}), full ${f(t.fullS ?? NaN)} s`);
     }
     if (r.torch.oursLlavaAfterS) row('ours, LLaVA path after the torch runs', `${f(r.torch.oursLlavaAfterS)} s/image (drift check)`);
   }
-  for (const w of r.workers ?? []) {
-    const speedup = r.workers[0].jobS / w.jobS;
+  const workers = r.workers ?? [];
+  for (const w of workers) {
+    const speedup = workers[0].jobS / w.jobS;
     row(`encode job, ${w.images} images, ${w.workers} instance(s)`, `${f(w.jobS, 1)} s (${f(w.imagesPerMin, 2)} images/min, ×${f(speedup)}), peak RSS ${f(w.peakRssMB, 0)} MB${w.identicalTo ? ', output identical' : w.workers > 1 ? ', OUTPUT DIFFERS' : ''}`);
   }
   console.log(lines.join('\n'));
 }
 
 /** Our LLaVA-path figure for the torch ratio: the median of the runs before and after torch's. */
-function oursLlava(r: any): number {
+function oursLlava(r: BenchReport): number {
   return r.torch?.oursLlavaAfterRunsS?.length ? median([...r.llava.runsS, ...r.torch.oursLlavaAfterRunsS]) : r.llava.perImageS;
 }
 

@@ -1,6 +1,6 @@
 /**
- * Dataset-scale encode: peak memory and throughput of `llava-vision encode --out-dir` (README
- * "Large datasets"). Each run is the compiled CLI in a fresh process under /usr/bin/time (its peak
+ * Dataset-scale encode: peak memory and throughput of `llava-vision encode --out-dir`
+ * (docs/datasets.md). Each run is the compiled CLI in a fresh process under /usr/bin/time (its peak
  * RSS is the kernel's maxrss, nothing sampled).
  *
  *   npm run build && node dist/tools/dataset_bench.js [--counts 200,2000] [--vitl K] [--dtype F16]

@@ -50,16 +50,16 @@ export class GemmMeter {
   /** Starts metering; `weights` are the model's variables (operands that are not activations). */
   constructor(weights: tf.Tensor[]) {
     for (const w of weights) this.weights.set(w.dataId, w);
-    this.original = this.engine.runKernel;
-    const meter = this;
-    this.engine.runKernel = function (this: unknown, name, inputs, attrs) {
-      if (!GEMM_KERNELS.has(name)) return meter.original.call(this, name, inputs, attrs);
-      if (meter.recording) meter.capture(name, inputs, attrs ?? {});
+    const engine = this.engine;
+    const original = (this.original = engine.runKernel);
+    engine.runKernel = (name, inputs, attrs) => {
+      if (!GEMM_KERNELS.has(name)) return original.call(engine, name, inputs, attrs);
+      if (this.recording) this.capture(name, inputs, attrs ?? {});
       const t0 = performance.now();
-      const out = meter.original.call(this, name, inputs, attrs);
-      meter.totals.ms += performance.now() - t0;
-      meter.totals.calls++;
-      meter.totals.flops += gemmFlops(inputs.a.shape, inputs.b.shape, attrs ?? {});
+      const out = original.call(engine, name, inputs, attrs);
+      this.totals.ms += performance.now() - t0;
+      this.totals.calls++;
+      this.totals.flops += gemmFlops(inputs.a.shape, inputs.b.shape, attrs ?? {});
       return out;
     };
   }

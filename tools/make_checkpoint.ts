@@ -21,7 +21,7 @@ import { f32ToBf16Bits, f32ToF16Bits } from '../src/io/dtype';
 import { SafetensorsFile, writeSafetensorsStreaming } from '../src/io/safetensors';
 import { ConfigError } from '../src/errors';
 import { generateTensor, numel, TensorSpec } from './weightgen';
-import { visionTowerSpecs } from '../src/api/inspect';
+import { visionTowerSpecs } from '../src/model/param_specs';
 import { clipVisionConfigFromJson } from '../src/config/clip';
 
 export type GenDType = 'F32' | 'F16' | 'BF16';

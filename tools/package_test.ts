@@ -58,7 +58,7 @@ function tfjsCoreCopies(app: string): string[] {
 }
 
 function coreVersion(app: string): string {
-  return JSON.parse(fs.readFileSync(path.join(app, 'node_modules', '@tensorflow', 'tfjs-core', 'package.json'), 'utf8')).version;
+  return (JSON.parse(fs.readFileSync(path.join(app, 'node_modules', '@tensorflow', 'tfjs-core', 'package.json'), 'utf8')) as { version: string }).version;
 }
 
 function main(): void {
@@ -90,8 +90,8 @@ function main(): void {
     const unresolved: string[] = [];
     for (const f of files) {
       if (!f.endsWith('.js.map')) continue;
-      const map = JSON.parse(fs.readFileSync(path.join(unpacked, 'package', f), 'utf8'));
-      for (const s of map.sources as string[]) {
+      const map = JSON.parse(fs.readFileSync(path.join(unpacked, 'package', f), 'utf8')) as { sources: string[]; sourceRoot?: string };
+      for (const s of map.sources) {
         const target = path.posix.normalize(path.posix.join(path.posix.dirname(f), map.sourceRoot ?? '', s));
         if (!files.has(target)) unresolved.push(`${f} -> ${target}`);
       }

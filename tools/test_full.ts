@@ -31,8 +31,8 @@ async function main(): Promise<number> {
   const backendArg = process.argv.indexOf('--backend');
   const backend = (backendArg > 0 ? process.argv[backendArg + 1] : undefined) as BackendChoice | undefined;
   const caseDir = path.join(root, 'test', 'fixtures', 'cases', CASE);
-  const meta = JSON.parse(fs.readFileSync(path.join(caseDir, 'case.json'), 'utf8')).expected as Record<string, ParityMeta & { shape: number[] }>;
-  const subset = JSON.parse(fs.readFileSync(path.join(caseDir, 'subset.json'), 'utf8')).rules as Record<string, { rows?: { start: number; step: number; count: number } }>;
+  const meta = (JSON.parse(fs.readFileSync(path.join(caseDir, 'case.json'), 'utf8')) as { expected: Record<string, ParityMeta & { shape: number[] }> }).expected;
+  const subset = (JSON.parse(fs.readFileSync(path.join(caseDir, 'subset.json'), 'utf8')) as { rules: Record<string, { rows?: { start: number; step: number; count: number } }> }).rules;
   const expected = SafetensorsFile.open(path.join(caseDir, 'expected.subset.safetensors'));
 
   let t0 = performance.now();

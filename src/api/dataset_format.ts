@@ -13,7 +13,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { CheckpointError } from '../errors';
+import { CheckpointError, quote } from '../errors';
 import { SafetensorsFile } from '../io/safetensors';
 import { isDir } from './sources';
 
@@ -90,7 +90,7 @@ export function identityDifferences(stored: DatasetInfo, current: DatasetInfo, f
       out.push(`${where}: ${canonicalJson(a)} (dataset) vs ${canonicalJson(b)} (this run)`);
       return;
     }
-    const keys = new Set([...Object.keys(a as object), ...Object.keys(b as object)]);
+    const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
     for (const k of [...keys].sort()) walk((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], `${where}.${k}`);
   };
   for (const f of fields) walk((stored as unknown as Record<string, unknown>)[f], (current as unknown as Record<string, unknown>)[f], f);
@@ -105,15 +105,15 @@ export function readDatasetInfo(dir: string): DatasetInfo | null {
   } catch {
     return null;
   }
-  let info: DatasetInfo;
+  let info: Partial<Record<keyof DatasetInfo, unknown>> | null;
   try {
-    info = JSON.parse(text);
+    info = JSON.parse(text) as typeof info;
   } catch (e) {
     throw new CheckpointError(`${file}: not valid JSON (${(e as Error).message})`);
   }
   if (info?.format !== FORMAT) throw new CheckpointError(`${file}: not a ${FORMAT} description (format ${JSON.stringify(info?.format)})`);
-  if (info.format_version !== FORMAT_VERSION) throw new CheckpointError(`${file}: format_version ${info.format_version}; this llava-vision-tfjs reads version ${FORMAT_VERSION}`);
-  return info;
+  if (info.format_version !== FORMAT_VERSION) throw new CheckpointError(`${file}: format_version ${quote(info.format_version)}; this llava-vision-tfjs reads version ${FORMAT_VERSION}`);
+  return info as DatasetInfo;
 }
 
 /** Checks one parsed manifest line (written by us, but a reader must not trust a hand-edited file). */

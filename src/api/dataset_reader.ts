@@ -6,7 +6,7 @@
  */
 import * as path from 'path';
 import * as tf from '../tf';
-import { CheckpointError, ConfigError } from '../errors';
+import { CheckpointError, ConfigError, shapeText } from '../errors';
 import { DType } from '../io/dtype';
 import { SafetensorsFile } from '../io/safetensors';
 import { seededRandom, shuffleInPlace } from '../random';
@@ -251,7 +251,7 @@ export class EncodedDataset {
     const row = rowShape(items[0].shape);
     for (const it of items) {
       if (!tf.util.arraysEqual(rowShape(it.shape), row)) {
-        throw new ConfigError(`batches: "${name}" of image ${it.index} is [${it.shape}] and of image ${items[0].index} [${items[0].shape}]: they cannot be stacked (anyres tile counts or merged lengths differ); use batchSize 1 or read images one by one`);
+        throw new ConfigError(`batches: "${name}" of image ${it.index} is ${shapeText(it.shape)} and of image ${items[0].index} ${shapeText(items[0].shape)}: they cannot be stacked (anyres tile counts or merged lengths differ); use batchSize 1 or read images one by one`);
       }
     }
     const per = items[0].data.length;

@@ -175,7 +175,7 @@ function* encodeItems(model: LlavaVision, units: EncodeUnit[], options: EncodeJo
         row += n;
       }
     } finally {
-      tf.dispose([pixels, ...(result.hiddenStates ?? []), result.features, result.projected, result.poolerOutput].filter(Boolean) as tf.Tensor[]);
+      tf.dispose([pixels, ...(result.hiddenStates ?? []), result.features, result.projected, result.poolerOutput].filter(Boolean));
     }
     yield { unitsDone: group.length };
   }
@@ -335,13 +335,13 @@ export async function encodeImages(model: LlavaVision, inputs: ImageInput | Imag
 
 /** The inputs as a list (one input may be given alone), each checked to be something we can decode. */
 function imageInputList(inputs: unknown): ImageInput[] {
-  const list = Array.isArray(inputs) ? inputs : [inputs];
+  const list: unknown[] = Array.isArray(inputs) ? inputs : [inputs];
   list.forEach((input, i) => {
     if (typeof input === 'string' || input instanceof Uint8Array || isRgbImage(input)) return;
     const what = input === null ? 'null' : Array.isArray(input) ? 'an array' : typeof input;
     throw new ConfigError(`images[${i}] is ${what}: expected a file path, the file's bytes (Uint8Array) or an RgbImage { width, height, data }`);
   });
-  return list;
+  return list as ImageInput[];
 }
 
 /** One image's pixel values as LLaVA's process_images made them (e.g. read from `llava-vision preprocess`'s output). */

@@ -89,7 +89,7 @@ export function parseInputList(text: string): string[] {
 export async function readInputList(file: string, stdin: NodeJS.ReadableStream = process.stdin): Promise<string[]> {
   if (file === '-') {
     const chunks: Buffer[] = [];
-    for await (const chunk of stdin) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
+    for await (const chunk of stdin) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
     return parseInputList(Buffer.concat(chunks).toString('utf8'));
   }
   let stat: fs.Stats;

@@ -1,22 +1,21 @@
-import * as path from 'path';
 import * as tf from '../tf';
 import { BackendOptions, initBackend } from '../backend';
-import { clipVisionConfigFromJson, visionConfigToJson } from '../config/clip';
-import { LlavaVisionSettings, LLAVA_DEFAULTS, SelectFeature, llavaHfSettingsFromJson, llavaSettingsFromJson } from '../config/llava';
-import { CheckpointError, ConfigError, quote, shapeText } from '../errors';
-import { LAYOUT_KEYS, Layout, PROJECTOR_PREFIXES, findProjectorKeys, inferProjectorType } from '../io/layouts';
+import { LlavaVisionSettings, SelectFeature } from '../config/llava';
+import { CheckpointError, ConfigError } from '../errors';
+import { Layout } from '../io/layouts';
 import { DownloadOptions } from '../io/hub';
-import { buildForLoading } from '../model/module';
+import { Module, buildForLoading } from '../model/module';
 import { TowerLayout } from '../model/layout';
+import { ParamSpec, sameParams } from '../model/param_specs';
 import { Projector, ProjectorConfig, projectedWidth } from '../model/projector';
 import { ShardedProjector } from '../model/parallel/coordinator';
-import { KeyMap } from '../model/weights';
 import { ShardedRuntime, effectiveThreads, gatherProjector, loadShardedProjector, loadShardedTower, requestedThreads, shardsProjector } from './sharded/load';
 import { CLIPImageProcessor } from '../image/processor';
 import { VisionForwardOptions } from '../model/vision_transformer';
 import { loadWeights, prefaultWeights } from '../model/weights';
 import { checkProjectorAgainstWeights } from '../model/config_checks';
-import { OpenedSource, emptySource, findWeights, isDir, openTensorSource, readJsonFile, resolveModelDir, resolveVisionTower } from './sources';
+import { LoadPlan, ProjectorPlan, imageNewlineProblem, planLoad } from './load_plan';
+import { OpenedSource, openTensorSource, resolveModelDir } from './sources';
 import { CLIPVisionTower } from './vision_tower';
 
 export type OutputName = 'hidden_states' | 'features' | 'projected' | 'pooler_output';
@@ -41,7 +40,7 @@ export interface LoadOptions extends BackendOptions {
   /**
    * Threads the tower and an `mlp2x_gelu` projector are sharded across (tensor parallel: attention
    * heads, MLP features and the projector's hidden width split, each thread holding only its slices
-   * of the weights; README "Performance"). Default: LLAVA_VISION_THREADS, else the available cores
+   * of the weights; docs/performance.md). Default: LLAVA_VISION_THREADS, else the available cores
    * (os.availableParallelism()). 1 runs everything on the calling thread. wasm backend only (others
    * use 1); at most one thread per attention head.
    */
@@ -53,71 +52,13 @@ export interface EncodeOptions extends VisionForwardOptions {
   outputs?: OutputName[];
 }
 
-export interface EncodeResult {
+// A type, not an interface: tf.tidy returns it (a tensor container has an index signature).
+export type EncodeResult = {
   hiddenStates?: tf.Tensor3D[];
   features?: tf.Tensor3D;
   projected?: tf.Tensor3D;
   poolerOutput?: tf.Tensor2D;
-}
-
-/** What a model folder is, from its config.json (and, for llava-hf, its key names). */
-export function detectLayout(modelDir: string, config: Record<string, any>, keys: () => string[]): Layout {
-  if (config.mm_vision_tower !== undefined || config.mm_projector_type !== undefined) return 'llava';
-  if (config.model_type === 'clip') return 'clip';
-  if (config.model_type === 'clip_vision_model') return 'clip_vision';
-  if (config.vision_config !== undefined) {
-    const k = keys();
-    if (k.some((n) => n.startsWith('model.vision_tower.vision_model.'))) return 'llava_hf_model_prefixed';
-    if (k.some((n) => n.startsWith('vision_tower.vision_model.'))) return 'llava_hf';
-    throw new CheckpointError(`${modelDir}: llava-hf config but no vision_tower.vision_model.* or model.vision_tower.vision_model.* tensors`);
-  }
-  throw new ConfigError(`${path.join(modelDir, 'config.json')}: cannot tell the model type (model_type ${quote(config.model_type)}, no mm_vision_tower)`);
-}
-
-/** What preprocessing a model asks for, read from its folder without loading any weights. */
-export interface ModelPreprocessing {
-  /** The model folder (a hub id resolved to its snapshot in the HF cache). */
-  modelDir: string;
-  layout: Layout;
-  settings: LlavaVisionSettings;
-  /** The CLIP tower's folder (for an original LLaVA checkpoint, `mm_vision_tower` resolved). */
-  towerDir: string;
-  /** The preprocessor_config.json that `LlavaVision.imageProcessor` reads. */
-  processorFile: string;
-}
-
-/**
- * The image processor file, aspect mode and grid pinpoints `LlavaVision.load(model)` and `encodeImages`
- * would use, without loading weights: what `llava-vision preprocess --model` writes with.
- */
-export async function readModelPreprocessing(model: string, options: Pick<LoadOptions, 'visionTower' | 'download'> = {}): Promise<ModelPreprocessing> {
-  const modelDir = await resolveModelDir(model, { download: options.download });
-  const configFile = path.join(modelDir, 'config.json');
-  const config = readJsonFile(configFile, 'model config');
-  const layout = detectLayout(modelDir, config, () => {
-    const ck = openTensorSource(modelDir);
-    try {
-      return ck.keys();
-    } finally {
-      ck.close();
-    }
-  });
-  const settings = settingsFor(layout, config, configFile);
-  const towerDir = await towerDirFor(layout, settings, modelDir, options);
-  return { modelDir, layout, settings, towerDir, processorFile: processorFileFor(layout, modelDir, towerDir) };
-}
-
-/** The CLIP folder of a model: for original LLaVA, --vision-tower or `mm_vision_tower` resolved; else the model folder. */
-async function towerDirFor(layout: Layout, settings: LlavaVisionSettings, modelDir: string, options: Pick<LoadOptions, 'visionTower' | 'download'>): Promise<string> {
-  if (layout !== 'llava') return modelDir;
-  if (options.visionTower !== undefined) return resolveModelDir(options.visionTower, { download: options.download });
-  return resolveVisionTower(settings.visionTower ?? '', modelDir, { download: options.download });
-}
-
-/** `CLIPImageProcessor.from_pretrained(vision_tower)` as LLaVA calls it: the tower folder's (for llava-hf and CLIP, the model folder's). */
-function processorFileFor(layout: Layout, modelDir: string, towerDir: string): string {
-  return path.join(layout === 'llava' ? towerDir : modelDir, 'preprocessor_config.json');
-}
+};
 
 /**
  * LLaVA's vision side from a model folder or HuggingFace repo id: CLIP (full or vision-only), original
@@ -139,6 +80,7 @@ export class LlavaVision {
     readonly backend: string,
     /** The options it was loaded with (worker threads load the same model from them). */
     readonly loadOptions: LoadOptions,
+    private readonly processorFile: string,
     private readonly runtime: ShardedRuntime | null = null,
   ) {
     this.projectorLayer = projector instanceof Projector ? projector : null;
@@ -177,66 +119,48 @@ export class LlavaVision {
 
   static async load(model: string, options: LoadOptions = {}): Promise<LlavaVision> {
     const modelDir = await resolveModelDir(model, { download: options.download });
-    const config = readJsonFile(path.join(modelDir, 'config.json'), 'model config');
+    const plan = await planLoad(modelDir, options);
     const backend = await initBackend(options);
-    const requested = requestedThreads(options.threads);
-    let checkpoint: OpenedSource | null = null;
-    // An original LLaVA folder may hold no weights at all: the pretrain stage releases config.json + mm_projector.bin.
-    let weightsOptional = false;
-    const openCheckpoint = () => (checkpoint ??= weightsOptional && !findWeights(modelDir) ? emptySource(modelDir) : openTensorSource(modelDir));
-    // What is built so far, freed if a later step fails (a failed load leaves no tensors behind).
+    return LlavaVision.execute(plan, backend, options);
+  }
+
+  /** Builds and loads what the plan says, reading each source once; a failure frees what was built. */
+  private static async execute(plan: LoadPlan, backend: string, options: LoadOptions): Promise<LlavaVision> {
+    const sources = new Map<string, OpenedSource>();
+    const open = (from: string) => sources.get(from) ?? sources.set(from, openTensorSource(from)).get(from)!;
     let tower: CLIPVisionTower | null = null;
     let projector: Projector | ShardedProjector | null = null;
     let runtime: ShardedRuntime | null = null;
-    // The tower on this thread, or sharded across threads (then the threads start first, while this one reads).
-    const loadTower = async (t: CLIPVisionTower, weights?: { tensors: OpenedSource; keyFor: KeyMap }) => {
-      const threads = effectiveThreads(requested, backend, t.config);
-      if (threads === 1) return t.loadModelAsync(weights);
-      runtime = ShardedRuntime.start(threads);
-      await loadShardedTower(runtime, t, weights);
-    };
     try {
-      const layout = detectLayout(modelDir, config, () => openCheckpoint().keys());
-      weightsOptional = layout === 'llava';
-      const settings = settingsFor(layout, config, path.join(modelDir, 'config.json'));
-      if (options.selectLayer !== undefined) settings.selectLayer = options.selectLayer;
-      if (options.selectFeature !== undefined) settings.selectFeature = options.selectFeature;
-      const keys = LAYOUT_KEYS[layout];
-
-      // The tower: its config always comes from the CLIP folder; its weights from the LLaVA-1.6
-      // checkpoint when that holds a fine-tuned copy (it overrides the CLIP folder's, as in LLaVA).
-      const towerDir = await towerDirFor(layout, settings, modelDir, options);
-      const towerOptions = { selectLayer: settings.selectLayer, selectFeature: settings.selectFeature, layout: options.layout };
-      if (layout === 'llava') {
-        tower = new CLIPVisionTower(towerDir, { ...towerOptions, delayLoad: true });
-        const ck = openCheckpoint();
-        const overrides = ck.keys().some((k) => k.startsWith(keys.towerPrefix));
-        await loadTower(tower, overrides ? { tensors: ck, keyFor: (p) => keys.towerPrefix + p } : undefined);
-      } else if (layout === 'clip' || layout === 'clip_vision') {
-        tower = new CLIPVisionTower(towerDir, { ...towerOptions, delayLoad: true });
-        await loadTower(tower);
+      const { settings, tower: t } = plan;
+      tower = new CLIPVisionTower(known(t.dir, 'tower folder'), {
+        selectLayer: settings.selectLayer, selectFeature: settings.selectFeature, layout: options.layout, delayLoad: true,
+        visionConfig: known(t.config, 'tower config'), configFile: t.configFile,
+      });
+      const towerWeights = known(t.weights, 'tower weights');
+      const weights = { tensors: open(towerWeights.from), keyFor: towerWeights.keyFor };
+      const threads = effectiveThreads(requestedThreads(options.threads), backend, tower.config);
+      if (threads === 1) {
+        await tower.loadModelAsync(weights);
+        checkDeclared(tower.visionModel, towerWeights.tensors);
       } else {
-        tower = new CLIPVisionTowerFromConfig(modelDir, config, towerOptions);
-        await loadTower(tower, { tensors: openCheckpoint(), keyFor: (p) => keys.towerPrefix + p });
+        // The threads start their backends while this one reads its own shard.
+        runtime = ShardedRuntime.start(threads);
+        await loadShardedTower(runtime, tower, weights);
       }
-
-      projector = await loadProjector(layout, settings, tower, options, openCheckpoint, modelDir, runtime);
+      projector = plan.projector && (await loadProjector(plan.projector, open, runtime));
       let imageNewline: tf.Tensor1D | null = null;
-      if (keys.imageNewline && layout !== 'clip' && layout !== 'clip_vision') {
-        const ck = openCheckpoint();
-        const width = projector instanceof Projector ? projector.outFeatures : projector ? projectedWidth(projector.config) : tower.featureSize;
-        if (ck.has(keys.imageNewline)) imageNewline = readImageNewline(ck, keys.imageNewline, width);
-      }
-      (runtime as ShardedRuntime | null)?.team.serve();
-      return new LlavaVision(modelDir, layout, settings, tower, projector, imageNewline, backend, { ...options }, runtime);
+      if (plan.imageNewline) imageNewline = readImageNewline(open(plan.modelDir), plan.imageNewline.key, known(plan.imageNewline.width, 'image_newline width'));
+      runtime?.team.serve();
+      return new LlavaVision(plan.modelDir, plan.layout, settings, tower, projector, imageNewline, backend, { ...options }, known(plan.processorFile, 'processor file'), runtime);
     } catch (e) {
-      (tower as CLIPVisionTower | null)?.dispose();
+      tower?.dispose();
       if (projector instanceof Projector) for (const w of projector.weights) w.dispose();
-      else (projector as ShardedProjector | null)?.dispose();
-      await (runtime as ShardedRuntime | null)?.abort();
+      else projector?.dispose();
+      await runtime?.abort();
       throw e;
     } finally {
-      (checkpoint as OpenedSource | null)?.close();
+      for (const source of sources.values()) source.close();
     }
   }
 
@@ -245,7 +169,7 @@ export class LlavaVision {
    * tower folder's preprocessor_config.json (for llava-hf and CLIP, the model folder's).
    */
   get imageProcessor(): CLIPImageProcessor {
-    this.processor ??= CLIPImageProcessor.fromFile(processorFileFor(this.layout, this.modelDir, this.tower.visionTowerName));
+    this.processor ??= CLIPImageProcessor.fromFile(this.processorFile);
     return this.processor;
   }
 
@@ -273,8 +197,8 @@ export class LlavaVision {
       }
       if (outputs.has('features')) result.features = features;
       if (outputs.has('projected')) result.projected = this.project(features);
-      return result as Record<string, any>;
-    }) as EncodeResult;
+      return result;
+    });
   }
 
   /** The projector on `features` [B, N, D]: on this thread, or sharded across the threads. */
@@ -306,99 +230,42 @@ export class LlavaVision {
 
 /** LLaVA's `image_newline` ([hidden_size], appended after each row of features), its shape checked before it is read. */
 function readImageNewline(source: OpenedSource, key: string, width: number): tf.Tensor1D {
-  const { shape } = source.info(key);
-  if (shape.length !== 1 || shape[0] !== width) {
-    throw new CheckpointError(`${source.source}: tensor ${quote(key)} has shape ${shapeText(shape)} but the projected features are ${width} wide`);
-  }
+  const problem = imageNewlineProblem(source, key, width);
+  if (problem) throw new CheckpointError(problem);
   return tf.tensor1d(source.readFloat32(key));
 }
 
-/** llava-hf keeps the tower's config inside its own config.json (`vision_config`). */
-class CLIPVisionTowerFromConfig extends CLIPVisionTower {
-  constructor(modelDir: string, config: Record<string, any>, options: { selectLayer: number | number[]; selectFeature: SelectFeature; layout?: TowerLayout }) {
-    const configFile = path.join(modelDir, 'config.json');
-    super(modelDir, { ...options, delayLoad: true, visionConfig: clipVisionConfigFromJson(config, configFile), configFile });
-  }
-}
-
-/** The LLaVA settings of a model folder's config.json for its layout (LLaVA's defaults for plain CLIP). */
-export function settingsFor(layout: Layout, config: Record<string, any>, where: string): LlavaVisionSettings {
-  if (layout === 'llava') return llavaSettingsFromJson(config, where);
-  if (layout === 'llava_hf' || layout === 'llava_hf_model_prefixed') return llavaHfSettingsFromJson(config, where);
-  return { ...LLAVA_DEFAULTS };
-}
-
-/** Projector weights from --projector, else the model's checkpoint (or its `mm_projector.bin`). */
-async function loadProjector(
-  layout: Layout,
-  settings: LlavaVisionSettings,
-  tower: CLIPVisionTower,
-  options: LoadOptions,
-  openCheckpoint: () => OpenedSource,
-  modelDir: string,
-  runtime: ShardedRuntime | null = null,
-): Promise<Projector | ShardedProjector | null> {
-  let source: OpenedSource | null = null;
-  let ownSource = false;
-  let prefixKey: ((p: string) => string) | undefined = LAYOUT_KEYS[layout].projectorKey;
-  let prefix = LAYOUT_KEYS[layout].projectorPrefix;
+/** The planned projector, its sizes checked against the weights before it is built from them. */
+async function loadProjector(plan: ProjectorPlan, open: (from: string) => OpenedSource, runtime: ShardedRuntime | null): Promise<Projector | ShardedProjector> {
+  const { type, weights } = plan;
+  const inFeatures = known(plan.inFeatures, 'projector input width');
+  const outFeatures = plan.outFeatures ?? inFeatures;
+  const build = () => new Projector({ type, inFeatures, outFeatures, hiddenAct: plan.act, bias: plan.bias });
+  if (!weights) return build(); // identity
+  const source = open(weights.from);
+  // Checked before the build: each linear is allocated from these sizes.
+  checkProjectorAgainstWeights({ type, inFeatures, outFeatures }, source, weights.keyFor, plan.origin);
+  const config: ProjectorConfig = { type, inFeatures, outFeatures, hiddenAct: plan.act, bias: plan.bias };
+  if (runtime && shardsProjector(config, runtime.threads)) return loadShardedProjector(runtime, config, source, weights.keyFor);
+  const projector = buildForLoading(build);
   try {
-    if (options.projector) {
-      source = openTensorSource(options.projector);
-      ownSource = true;
-      const found = findProjectorKeys(source.keys());
-      if (!found) throw new CheckpointError(`${options.projector}: no projector tensors (${PROJECTOR_PREFIXES.map((p) => p + '*').join(', ')})`);
-      ({ prefix, keyFor: prefixKey } = found);
-    } else if (prefixKey && prefix) {
-      const ck = openCheckpoint();
-      if (ck.keys().some((k) => k.startsWith(prefix!))) source = ck;
-      else if (layout === 'llava' && isDir(modelDir)) {
-        const bin = path.join(modelDir, 'mm_projector.bin');
-        if (require('fs').existsSync(bin)) {
-          source = openTensorSource(bin);
-          ownSource = true;
-        }
-      }
-    }
-    const type = options.projectorType ?? (options.projector ? inferProjectorType(source!.keys(), prefix!) : null) ?? settings.projectorType;
-    if (!type) return null;
-    if (type !== 'identity' && !source) {
-      throw new CheckpointError(`${modelDir}: mm_projector_type "${type}" but no projector tensors (${prefix ?? 'model.mm_projector.'}*) found; pass --projector FILE`);
-    }
-    const inFeatures = settings.projectorIn ?? tower.featureSize;
-    if (inFeatures !== tower.featureSize) {
-      throw new ConfigError(`mm_hidden_size ${inFeatures} disagrees with the vision tower's feature width ${tower.featureSize}`);
-    }
-    let outFeatures = settings.projectorOut;
-    const configFile = path.join(modelDir, 'config.json');
-    const fromConfig = [
-      ...(options.projectorType || options.projector ? [] : [`mm_projector_type ${quote(type)}`]),
-      ...(outFeatures === null ? [] : [`${layout === 'llava' ? 'hidden_size' : 'text_config.hidden_size'} ${outFeatures}`]),
-    ];
-    const origin = [
-      ...(options.projectorType ? [`--projector-type ${quote(type)}`] : options.projector ? [`projector type ${quote(type)} (from its tensor names)`] : []),
-      ...(fromConfig.length ? [`${fromConfig.join(', ')} in ${configFile}`] : []),
-    ].join('; ');
-    if (outFeatures === null && source && type !== 'identity') outFeatures = source.info(prefixKey!(type === 'linear' ? 'weight' : '0.weight')).shape[0];
-    // Checked before the build: each linear is allocated from these sizes.
-    if (source && type !== 'identity') checkProjectorAgainstWeights({ type, inFeatures, outFeatures: outFeatures ?? inFeatures }, source, prefixKey!, origin);
-    const projectorConfig: ProjectorConfig = { type, inFeatures, outFeatures: outFeatures ?? inFeatures, hiddenAct: settings.projectorAct, bias: settings.projectorBias };
-    if (runtime && source && shardsProjector(projectorConfig, runtime.threads)) return await loadShardedProjector(runtime, projectorConfig, source, prefixKey!);
-    const build = () => new Projector(projectorConfig);
-    const projector = source ? buildForLoading(build) : build();
-    if (source) {
-      try {
-        await prefaultWeights(projector);
-        loadWeights(projector, source, prefixKey);
-      } catch (e) {
-        for (const w of projector.weights) w.dispose();
-        throw e;
-      }
-    }
-    return projector;
-  } finally {
-    if (ownSource) source?.close();
+    checkDeclared(projector, weights.tensors);
+    await prefaultWeights(projector);
+    loadWeights(projector, source, weights.keyFor);
+  } catch (e) {
+    for (const w of projector.weights) w.dispose();
+    throw e;
   }
+  return projector;
 }
 
-export { visionConfigToJson };
+/** A plan for a load has no unknowns: they were thrown as problems while planning. */
+function known<T>(value: T | null, what: string): T {
+  if (value === null) throw new Error(`internal: the load plan has no ${what}`);
+  return value;
+}
+
+/** The plan's tensors are the module's own declarations (inspect reports them): a drift is a bug, caught here. */
+function checkDeclared(module: Module, planned: ParamSpec[] | null): void {
+  if (!sameParams(module, known(planned, 'tensor list'))) throw new Error('internal: the load plan\'s tensors differ from the parameters the built module declares');
+}

@@ -144,7 +144,7 @@ class TorchBinShards implements OpenedSource {
 }
 
 /** config.json of a model folder, parsed, with errors naming the file. */
-export function readJsonFile(file: string, what: string): Record<string, any> {
+export function readJsonFile(file: string, what: string): Record<string, unknown> {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
@@ -155,7 +155,7 @@ export function readJsonFile(file: string, what: string): Record<string, any> {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
     throw new ConfigError(`${file}: ${what} is not a valid JSON object (it is ${Array.isArray(json) ? 'an array' : typeof json})`);
   }
-  return json as Record<string, any>;
+  return json as Record<string, unknown>;
 }
 
 export function isDir(p: string): boolean {

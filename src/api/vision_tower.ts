@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '../tf';
-import { CLIPVisionConfig, clipVisionConfigFromJson, numPatchesPerSide } from '../config/clip';
+import { CLIPVisionConfig, clipVisionConfigFromJson, hiddenStateIndex, numPatchesPerSide } from '../config/clip';
 import { SelectFeature, parseSelectFeature } from '../config/llava';
 import { BackendOptions, ensureBackend, ensureBackendSync } from '../backend';
 import { ConfigError } from '../errors';
@@ -70,7 +70,7 @@ export class CLIPVisionTower {
     this.configFile = options.configFile ?? (options.visionConfig ? 'vision config' : visionConfigFile(visionTowerPath));
     this.layout = options.layout;
     this.config = options.visionConfig ?? readVisionConfig(visionTowerPath);
-    for (const l of this.selectLayers) resolveLayer(l, this.config.numHiddenLayers);
+    this.selectedStates(); // checks the select layers against the tower's depth
     if (!options.delayLoad) this.loadModel();
   }
 
@@ -192,11 +192,9 @@ export class CLIPVisionTower {
   /** `feature_select`: hidden_states[select_layer], CLS dropped for `patch`. */
   featureSelect(hiddenStates: tf.Tensor3D[]): tf.Tensor3D {
     return tf.tidy(() => {
-      const picked = this.selectLayers.map((l) => hiddenStates[resolveLayer(l, this.config.numHiddenLayers)]);
-      const features = picked.length === 1 ? picked[0] : (tf.concat(picked, -1) as tf.Tensor3D);
-      if (this.selectFeature === 'cls_patch') return tf.clone(features);
-      const [b, t, d] = features.shape;
-      return tf.slice(features, [0, 1, 0], [b, t - 1, d]);
+      const picked = this.selectedStates().map((k) => hiddenStates[k]);
+      const features = picked.length === 1 ? picked[0] : tf.concat(picked, -1);
+      return this.selectFeature === 'cls_patch' ? tf.clone(features) : dropCls(features);
     });
   }
 
@@ -215,13 +213,13 @@ export class CLIPVisionTower {
   forward(images: tf.Tensor4D, options?: VisionForwardOptions): tf.Tensor3D;
   forward(images: tf.Tensor3D[], options?: VisionForwardOptions): tf.Tensor3D[];
   forward(images: tf.Tensor4D | tf.Tensor3D[], options: VisionForwardOptions = {}): tf.Tensor3D | tf.Tensor3D[] {
-    if (Array.isArray(images)) return images.map((img) => this.forwardBatch(tf.tidy(() => tf.expandDims(img, 0) as tf.Tensor4D), options, true));
+    if (Array.isArray(images)) return images.map((img) => this.forwardBatch(tf.tidy(() => tf.expandDims<tf.Tensor4D>(img, 0)), options, true));
     return this.forwardBatch(images, options, false);
   }
 
   private forwardBatch(pixels: tf.Tensor4D, options: VisionForwardOptions, disposeInput: boolean): tf.Tensor3D {
     const model = this.sharded ?? this.visionModel;
-    const layers = this.selectLayers.map((l) => resolveLayer(l, this.config.numHiddenLayers));
+    const layers = this.selectedStates();
     let features: tf.Tensor3D;
     if (layers.length === 1) {
       const hidden = model.hiddenState(pixels, layers[0], options);
@@ -234,6 +232,11 @@ export class CLIPVisionTower {
     return features;
   }
 
+  /** The indices of the selected hidden states (a ConfigError for one past the tower's depth). */
+  private selectedStates(): number[] {
+    return this.selectLayers.map((l) => hiddenStateIndex(l, this.config.numHiddenLayers, 'select layer'));
+  }
+
   dispose(): void {
     if (this.model) for (const w of this.model.visionModel.weights) w.dispose();
     this.sharded?.dispose();
@@ -243,19 +246,10 @@ export class CLIPVisionTower {
   }
 }
 
+/** `patch` features: the CLS token (position 0) dropped. */
 function dropCls(x: tf.Tensor3D): tf.Tensor3D {
   const [b, t, d] = x.shape;
   return tf.slice(x, [0, 1, 0], [b, t - 1, d]);
-}
-
-/** Python-style index into L+1 hidden states. */
-export function resolveLayer(index: number, numLayers: number): number {
-  const n = numLayers + 1;
-  const k = index < 0 ? n + index : index;
-  if (!Number.isInteger(index) || k < 0 || k >= n) {
-    throw new ConfigError(`select layer ${index} is out of range: the tower has ${n} hidden states (${-n}..${n - 1})`);
-  }
-  return k;
 }
 
 /** The config.json of a tower folder (or of a weights file's folder). */

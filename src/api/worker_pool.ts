@@ -3,7 +3,7 @@
  * thread) plus N − 1 `worker_threads`, each with its own tfjs engine, backend instance and copy of the
  * weights (so N times the model's memory). Units (an image's tiles) are handed out one at a time to
  * whichever instance is free; every unit is encoded alone by the same code on the same backend, so the
- * output is identical to a single-instance run, whatever N. See README "Performance" for the scaling.
+ * output is identical to a single-instance run, whatever N. See docs/performance.md ("Worker threads") for the scaling.
  */
 import * as fs from 'fs';
 import * as path from 'path';

@@ -1,4 +1,5 @@
 import { parseArgs } from 'util';
+import { Pinpoints, parseGridPinpoints } from '../config/llava';
 import { ConfigError } from '../errors';
 
 export type OptionSpec = Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>;
@@ -12,8 +13,14 @@ export class UsageError extends ConfigError {}
 /** A negative number (`-2`, `-0.5`, `-2,-5`): after an option that takes a value, it is that value. */
 const NEGATIVE_NUMBER = /^-\d/;
 
+/** A parsed command line's values: per option a string or a boolean (a list of them for `multiple`), absent when not given. */
+export type OptionValues<S extends OptionSpec> = {
+  [K in keyof S]?: S[K]['multiple'] extends true ? OptionValue<S[K]>[] : OptionValue<S[K]>;
+};
+type OptionValue<O extends OptionSpec[string]> = O['type'] extends 'boolean' ? boolean : string;
+
 /** Strict option parsing: unknown options and missing values are one-line usage errors naming the option. */
-export function parseOptions(argv: string[], spec: OptionSpec): { values: Record<string, any>; positionals: string[] } {
+export function parseOptions<S extends OptionSpec>(argv: string[], spec: S): { values: OptionValues<S>; positionals: string[] } {
   try {
     const { values, positionals } = parseArgs({ args: joinNegativeValues(argv, spec), options: spec, allowPositionals: true, strict: true });
     return { values, positionals };
@@ -99,4 +106,18 @@ export function usageCheck<T>(check: () => T): T {
     if (e instanceof ConfigError && !(e instanceof UsageError)) throw new UsageError(e.message);
     throw e;
   }
+}
+
+/** `--grid-pinpoints` as JSON ([[w, h], ...]), checked as a config's `image_grid_pinpoints` is. */
+export function gridPinpointsOption(value: string | undefined): Pinpoints | undefined {
+  if (value === undefined) return undefined;
+  return usageCheck(() => {
+    let json: unknown;
+    try {
+      json = JSON.parse(value);
+    } catch {
+      throw new UsageError(`--grid-pinpoints must be JSON, e.g. [[336,672],[672,336]], got ${value}`);
+    }
+    return parseGridPinpoints(json, '--grid-pinpoints');
+  });
 }

@@ -1,17 +1,16 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { BACKEND_CHOICES, BackendChoice } from '../backend';
-import { ImageFailure, SAVE_NAMES, SaveName, encodeImages, encodePixelValuesAsync, encodePreprocessed } from '../api/encode_job';
+import { BACKEND_CHOICES } from '../backend';
+import { ImageFailure, SAVE_NAMES, encodeImages, encodePixelValuesAsync, encodePreprocessed } from '../api/encode_job';
 import { LlavaVision } from '../api/llava_vision';
-import { AspectMode, MergeType, SelectFeature, parseGridPinpoints } from '../config/llava';
 import { PixelValuesFile, readPixelValuesFile } from '../api/pixel_values_file';
 import { ConfigError } from '../errors';
 import { cachedSnapshot } from '../io/hub';
 import { writeSafetensors } from '../io/safetensors';
 import { packageVersion } from '../version';
-import { UsageError, choiceOption, intOption, listOption, parseOptions, usageCheck } from './args';
-import { downloadProgress } from './download';
-import { DATASET_HELP, DATASET_SPEC, rejectDatasetOptions, runEncodeDataset } from './encode_dataset';
+import { UsageError, parseOptions } from './args';
+import { DATASET_HELP, rejectDatasetOptions, runEncodeDataset } from './encode_dataset';
+import { ENCODE_SPEC, encodeSettings, loadOptions } from './encode_options';
 import { checkInputFiles, filesIn, prepareOutputFile } from './files';
 import { progressBar } from './progress';
 
@@ -61,31 +60,6 @@ Examples:
   llava-vision encode --model openai/clip-vit-large-patch14-336 --download img.png --out feats.safetensors
   llava-vision encode --model llava-v1.5-7b photos/ --dtype F16 --out-dir photos.tokens`;
 
-const SPEC = {
-  model: { type: 'string' },
-  'pixel-values': { type: 'string' },
-  out: { type: 'string' },
-  'vision-tower': { type: 'string' },
-  download: { type: 'boolean' },
-  projector: { type: 'string' },
-  'projector-type': { type: 'string' },
-  'select-layer': { type: 'string' },
-  'select-feature': { type: 'string' },
-  aspect: { type: 'string' },
-  'grid-pinpoints': { type: 'string' },
-  merge: { type: 'string' },
-  'interpolate-pos-encoding': { type: 'boolean' },
-  'auto-orient': { type: 'boolean' },
-  save: { type: 'string', multiple: true },
-  'batch-size': { type: 'string' },
-  workers: { type: 'string' },
-  backend: { type: 'string' },
-  force: { type: 'boolean' },
-  quiet: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
-  ...DATASET_SPEC,
-} as const;
-
 export interface CliIo {
   out: (s: string) => void;
   err: (s: string) => void;
@@ -94,32 +68,23 @@ export interface CliIo {
 }
 
 export async function runEncode(argv: string[], io: CliIo): Promise<number> {
-  const { values: o, positionals: images } = parseOptions(argv, SPEC);
+  const { values: o, positionals: images } = parseOptions(argv, ENCODE_SPEC);
   if (o.help) {
     io.out(ENCODE_HELP + '\n');
     return 0;
   }
-  if (o['out-dir'] !== undefined) return runEncodeDataset(o, images, io);
+  if (o['out-dir'] !== undefined) return runEncodeDataset(o['out-dir'], o, images, io);
   rejectDatasetOptions(o);
   // Every option is checked before any file is touched.
   if (!o.out) throw new UsageError('encode needs --out FILE.safetensors');
   if (o['pixel-values'] && images.length > 0) throw new UsageError('give either image files or --pixel-values, not both');
   if (!o['pixel-values'] && images.length === 0) throw new UsageError('encode needs image files (or --pixel-values FILE)');
-  const imageOnly = ['aspect', 'grid-pinpoints', 'auto-orient'].filter((name) => o[name] !== undefined);
+  const imageOnly = (['aspect', 'grid-pinpoints', 'auto-orient'] as const).filter((name) => o[name] !== undefined);
   if (o['pixel-values'] && imageOnly.length) {
     throw new UsageError(`--${imageOnly[0]} applies to image files: --pixel-values were preprocessed already (preprocess takes it)`);
   }
-  const selectFeature = choiceOption<SelectFeature>(o['select-feature'], 'select-feature', ['patch', 'cls_patch']);
-  const backend = choiceOption<BackendChoice>(o.backend, 'backend', BACKEND_CHOICES);
-  const save = listOption<SaveName>(o.save, 'save', SAVE_NAMES);
-  const aspect = choiceOption<AspectMode>(o.aspect, 'aspect', ['square', 'pad', 'anyres']);
-  const mergeType = choiceOption<MergeType>(o.merge, 'merge', ['flat', 'spatial', 'spatial_unpad']);
-  const gridPinpoints = o['grid-pinpoints'] === undefined ? undefined : usageCheck(() => parseGridPinpoints(parseJsonOption(o['grid-pinpoints'], 'grid-pinpoints'), '--grid-pinpoints'));
-  const selectLayer = intOption(o['select-layer'], 'select-layer');
-  const batchSize = intOption(o['batch-size'], 'batch-size') ?? 1;
-  if (batchSize < 1) throw new UsageError(`--batch-size must be at least 1, got ${batchSize}`);
-  const workers = intOption(o.workers, 'workers') ?? 1;
-  if (workers < 1) throw new UsageError(`--workers must be at least 1, got ${workers}`);
+  const settings = encodeSettings(o);
+  const { save, aspect, mergeType, gridPinpoints, batchSize, workers } = settings;
   const modelDir = o.model ?? io.demoModel;
   // Files next: nothing is loaded or computed before the inputs exist and --out is safe to write.
   // --out first: when it names an existing file of another kind, the arguments are likely swapped.
@@ -137,16 +102,7 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
   const unsized = fileAspect === 'anyres' ? preprocessed!.images.find((img) => !img.imageSize) : undefined;
   if (unsized) throw new ConfigError(`${o['pixel-values']}: images.${unsized.index}.pixel_values are anyres tiles, and __metadata__.image_sizes lacks that image's size`);
 
-  const model = await LlavaVision.load(modelDir, {
-    visionTower: o['vision-tower'],
-    download: o.download ? { onProgress: o.quiet ? undefined : downloadProgress() } : undefined,
-    projector: o.projector,
-    projectorType: o['projector-type'],
-    selectLayer,
-    selectFeature,
-    backend,
-    log: o.quiet ? null : (line) => io.err(line + '\n'),
-  });
+  const model = await LlavaVision.load(modelDir, loadOptions(o, settings, io.err));
   const bar = progressBar('encoding');
   try {
     const common = { batchSize, workers, interpolatePosEncoding: o['interpolate-pos-encoding'], onProgress: o.quiet ? undefined : bar };
@@ -214,14 +170,6 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
     return 0;
   } finally {
     model.dispose();
-  }
-}
-
-function parseJsonOption(value: string, name: string): unknown {
-  try {
-    return JSON.parse(value);
-  } catch {
-    throw new UsageError(`--${name} must be JSON, e.g. [[336,672],[672,336]], got ${value}`);
   }
 }
 

@@ -4,27 +4,16 @@
  * --part — so a mistake costs no model load; bad images are then per-image failures, not errors.
  */
 import * as path from 'path';
-import { BACKEND_CHOICES, BackendChoice } from '../backend';
-import { SAVE_NAMES, SaveName } from '../api/encode_job';
 import { STORED_DTYPES, StoredDType } from '../api/dataset_format';
 import { DEFAULT_SHARD_SIZE, DatasetPart, checkDatasetDir, writeEncodedDataset } from '../api/dataset_writer';
 import { expandInputs, readInputList } from '../api/inputs';
 import { LlavaVision } from '../api/llava_vision';
-import { AspectMode, MergeType, SelectFeature, parseGridPinpoints } from '../config/llava';
 import { ConfigError } from '../errors';
-import { choiceOption, intOption, listOption } from './args';
-import { downloadProgress } from './download';
+import { choiceOption } from './args';
+import { DATASET_SPEC, EncodeArgs, atLeastOne, encodeSettings, loadOptions } from './encode_options';
 import { jobProgress } from './progress';
 
-export const DATASET_SPEC = {
-  'out-dir': { type: 'string' },
-  inputs: { type: 'string' },
-  'shard-size': { type: 'string' },
-  dtype: { type: 'string' },
-  part: { type: 'string' },
-} as const;
-
-export const DATASET_HELP = `  --out-dir DIR                instead of --out: a dataset folder, streamed and resumable (README "Large datasets"):
+export const DATASET_HELP = `  --out-dir DIR                instead of --out: a dataset folder, streamed and resumable (docs/datasets.md):
                                DIR/shard-00000.safetensors, ..., DIR/manifest.jsonl, DIR/dataset.json; an IMAGE
                                argument may be a folder (walked recursively, sorted); bad images are recorded failures
   --inputs FILE                (--out-dir) image paths, one per line, after the IMAGE arguments; "-" reads stdin
@@ -57,22 +46,14 @@ export function parsePart(value: string): DatasetPart {
   return { index, count };
 }
 
-export async function runEncodeDataset(o: Record<string, any>, images: string[], io: DatasetCliIo): Promise<number> {
-  const outDir: string = o['out-dir'];
+export async function runEncodeDataset(outDir: string, o: EncodeArgs, images: string[], io: DatasetCliIo): Promise<number> {
   if (o.out !== undefined) throw new ConfigError('give either --out FILE or --out-dir DIR, not both');
   if (o['pixel-values'] !== undefined) throw new ConfigError('--out-dir encodes images; --pixel-values works with --out FILE');
   if (o.force) throw new ConfigError('--force has no use with --out-dir: a dataset folder is added to, never overwritten');
   if (images.length === 0 && o.inputs === undefined) throw new ConfigError('encode --out-dir needs images: files, folders, or --inputs FILE');
-  const selectFeature = choiceOption<SelectFeature>(o['select-feature'], 'select-feature', ['patch', 'cls_patch']);
-  const backend = choiceOption<BackendChoice>(o.backend, 'backend', BACKEND_CHOICES);
-  const save = listOption<SaveName>(o.save, 'save', SAVE_NAMES);
-  const aspect = choiceOption<AspectMode>(o.aspect, 'aspect', ['square', 'pad', 'anyres']);
-  const mergeType = choiceOption<MergeType>(o.merge, 'merge', ['flat', 'spatial', 'spatial_unpad']);
-  const gridPinpoints = o['grid-pinpoints'] === undefined ? undefined : parseGridPinpoints(parseJson(o['grid-pinpoints'], 'grid-pinpoints'), '--grid-pinpoints');
-  const selectLayer = intOption(o['select-layer'], 'select-layer');
-  const batchSize = positive(intOption(o['batch-size'], 'batch-size') ?? 1, 'batch-size');
-  const workers = positive(intOption(o.workers, 'workers') ?? 1, 'workers');
-  const shardSize = positive(intOption(o['shard-size'], 'shard-size') ?? DEFAULT_SHARD_SIZE, 'shard-size');
+  const settings = encodeSettings(o);
+  const { save, aspect, mergeType, gridPinpoints, batchSize, workers } = settings;
+  const shardSize = atLeastOne(o['shard-size'], 'shard-size', DEFAULT_SHARD_SIZE);
   const dtype = choiceOption<StoredDType>(o.dtype, 'dtype', STORED_DTYPES) ?? 'F32';
   const part = o.part === undefined ? undefined : parsePart(o.part);
   checkDatasetDir(outDir, part, '--out-dir');
@@ -82,16 +63,7 @@ export async function runEncodeDataset(o: Record<string, any>, images: string[],
   const modelDir = o.model ?? io.demoModel;
   if (!o.model && !o.quiet) io.err(`llava-vision: no --model given: using the bundled demo checkpoint ${modelDir} (generated weights, not a trained model)\n`);
 
-  const model = await LlavaVision.load(modelDir, {
-    visionTower: o['vision-tower'],
-    download: o.download ? { onProgress: o.quiet ? undefined : downloadProgress() } : undefined,
-    projector: o.projector,
-    projectorType: o['projector-type'],
-    selectLayer,
-    selectFeature,
-    backend,
-    log: o.quiet ? null : (line) => io.err(line + '\n'),
-  });
+  const model = await LlavaVision.load(modelDir, loadOptions(o, settings, io.err));
   try {
     const progress = jobProgress({ label: 'encoding', write: io.err, isTTY: io.isTTY ?? !!process.stderr.isTTY });
     const outputs = save ?? [model.projectorConfig ? 'merged' : 'features'];
@@ -118,18 +90,5 @@ export async function runEncodeDataset(o: Record<string, any>, images: string[],
     return 0;
   } finally {
     model.dispose();
-  }
-}
-
-function positive(n: number, name: string): number {
-  if (n < 1) throw new ConfigError(`--${name} must be at least 1, got ${n}`);
-  return n;
-}
-
-function parseJson(value: string, name: string): unknown {
-  try {
-    return JSON.parse(value);
-  } catch {
-    throw new ConfigError(`--${name} must be JSON, e.g. [[336,672],[672,336]], got ${value}`);
   }
 }

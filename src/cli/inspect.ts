@@ -1,5 +1,6 @@
 import * as path from 'path';
-import { InspectReport, InspectedTensor, RoleTotals, TensorRole, inspectCheckpoint } from '../api/inspect';
+import { InspectLayout, InspectReport, InspectedTensor, RoleTotals, TensorRole, inspectCheckpoint } from '../api/inspect';
+import { LAYOUTS, Layout } from '../io/layouts';
 import { UsageError, parseOptions } from './args';
 
 export const INSPECT_HELP = `inspect: what a checkpoint folder or weights file holds, and what encode would load from it
@@ -40,15 +41,12 @@ export async function runInspect(argv: string[], io: { out: (s: string) => void;
   return 0;
 }
 
-const LAYOUT_DESCRIPTIONS: Record<string, string> = {
-  clip: 'CLIP (full model, vision_model.* used)',
-  clip_vision: 'CLIP vision-only',
-  llava: 'original LLaVA (mm_vision_tower + model.mm_projector.*)',
-  llava_hf: 'llava-hf (vision_tower.* + multi_modal_projector.*)',
-  llava_hf_model_prefixed: 'llava-hf, transformers >= 4.52 names (model.vision_tower.* + model.multi_modal_projector.*)',
+/** The single-file kinds; a folder's layout describes itself (io/layouts.ts). */
+const FILE_DESCRIPTIONS: Record<Exclude<InspectLayout, Layout>, string> = {
   'safetensors file': 'a single safetensors file',
   'torch .bin': 'a single torch.save file (read without executing anything)',
 };
+const describe = (l: InspectLayout) => (l === 'safetensors file' || l === 'torch .bin' ? FILE_DESCRIPTIONS[l] : LAYOUTS[l].description);
 
 export function formatBytes(n: number): string {
   if (n < 1024) return `${n} B`;
@@ -132,7 +130,7 @@ export function formatReport(r: InspectReport, options: { all: boolean }): strin
   const lines: string[] = [];
   const kv = (k: string, v: string) => lines.push(`${(k + ':').padEnd(10)} ${v}`);
   kv('path', r.path);
-  kv('layout', `${r.layout} — ${LAYOUT_DESCRIPTIONS[r.layout] ?? ''}`);
+  kv('layout', `${r.layout} — ${describe(r.layout)}`);
   const files = r.files.map((f) => `${path.relative(r.path, f.file) || path.basename(f.file)}${f.format === 'torch_bin' ? ' (torch .bin)' : ''}`);
   const total = r.files.reduce((a, f) => a + f.bytes, 0);
   kv('weights', r.files.length === 0 ? 'none' : `${plural(r.files.length, 'file')} (${formatBytes(total)}): ${files.join(', ')}`);

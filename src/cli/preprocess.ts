@@ -2,11 +2,11 @@ import * as path from 'path';
 import { decodeImage, processImages } from '../image';
 import { CLIPImageProcessor } from '../image/processor';
 import { imageFailureMessage } from '../image/failure';
-import { ModelPreprocessing, readModelPreprocessing } from '../api/llava_vision';
-import { AspectMode, Pinpoints, parseGridPinpoints } from '../config/llava';
+import { ModelPreprocessing, readModelPreprocessing } from '../api/load_plan';
+import { AspectMode } from '../config/llava';
 import { TensorToWrite, writeSafetensors } from '../io/safetensors';
 import { packageVersion } from '../version';
-import { UsageError, choiceOption, parseOptions, usageCheck } from './args';
+import { UsageError, choiceOption, gridPinpointsOption, parseOptions } from './args';
 import { downloadProgress } from './download';
 import { checkInputFiles, filesIn, prepareOutputFile } from './files';
 
@@ -57,18 +57,7 @@ export async function runPreprocess(argv: string[], io: { out: (s: string) => vo
   if (!o.out) throw new UsageError('preprocess needs --out FILE.safetensors');
   if (images.length === 0) throw new UsageError('preprocess needs image files');
   const aspectOption = choiceOption<AspectMode>(o.aspect, 'aspect', ['square', 'pad', 'anyres']);
-  let gridOption: Pinpoints | undefined;
-  if (o['grid-pinpoints'] !== undefined) {
-    gridOption = usageCheck(() => {
-      let json: unknown;
-      try {
-        json = JSON.parse(o['grid-pinpoints']);
-      } catch {
-        throw new UsageError(`--grid-pinpoints must be JSON, e.g. [[336,672],[672,336]], got ${o['grid-pinpoints']}`);
-      }
-      return parseGridPinpoints(json, '--grid-pinpoints');
-    });
-  }
+  const gridOption = gridPinpointsOption(o['grid-pinpoints']);
   const useModel = o.model !== undefined || o.preprocessor === undefined;
   const modelName: string = o.model ?? io.demoModel;
   if (!useModel && (o['vision-tower'] || o.download)) throw new UsageError(`--${o.download ? 'download' : 'vision-tower'} needs --model`);

@@ -118,6 +118,19 @@ export function validateVisionConfig(cfg: CLIPVisionConfig, source = 'config'): 
   }
 }
 
+/**
+ * A Python-style index into a tower's L+1 hidden states (0 = embeddings, -1 = the last layer's output),
+ * or a ConfigError naming it (`what`: e.g. `select layer`).
+ */
+export function hiddenStateIndex(index: number, numHiddenLayers: number, what = 'hidden state index'): number {
+  const n = numHiddenLayers + 1;
+  const k = index < 0 ? n + index : index;
+  if (!Number.isInteger(index) || k < 0 || k >= n) {
+    throw new ConfigError(`${what} ${index} is out of range: the tower has ${n} hidden states (${-n}..${n - 1})`);
+  }
+  return k;
+}
+
 export function numPatchesPerSide(cfg: CLIPVisionConfig): number {
   return Math.floor(cfg.imageSize / cfg.patchSize);
 }

@@ -43,7 +43,7 @@ export const LLAVA_DEFAULTS: Readonly<LlavaVisionSettings> = Object.freeze({
   unfreezeVisionTower: false,
 });
 
-type Json = Record<string, any>;
+type Json = Record<string, unknown>;
 
 export function parseSelectFeature(value: unknown, where: string): SelectFeature {
   if (value === 'patch' || value === 'cls_patch') return value;
@@ -176,7 +176,7 @@ export function llavaHfSettingsFromJson(json: Json, where: string): LlavaVisionS
     const v = json[key];
     if (v === undefined || v === null) return {};
     if (typeof v !== 'object' || Array.isArray(v)) throw new ConfigError(`${where}: ${key} must be an object, got ${quote(v)}`);
-    return v;
+    return v as Json;
   };
   const visionWidth = optionalWidth(sub('vision_config').hidden_size, where, 'vision_config.hidden_size') ?? 1024;
   const layers = Array.isArray(s.selectLayer) ? s.selectLayer.length : 1;

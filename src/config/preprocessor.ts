@@ -84,10 +84,12 @@ function bool(v: unknown, source: string, key: string): boolean {
   return v;
 }
 
+const isFiniteNumbers = (x: unknown): x is number[] => Array.isArray(x) && x.every((n) => typeof n === 'number' && Number.isFinite(n));
+
 function triple(v: unknown, source: string, key: string, nonZero: boolean): [number, number, number] {
   // HF's normalize broadcasts a single number to every channel.
-  const arr = typeof v === 'number' ? [v, v, v] : v;
-  if (!Array.isArray(arr) || arr.length !== 3 || !arr.every((x) => typeof x === 'number' && Number.isFinite(x))) {
+  const arr: unknown = typeof v === 'number' ? [v, v, v] : v;
+  if (!isFiniteNumbers(arr) || arr.length !== 3) {
     throw new ConfigError(`${source}: ${key} must be a number or a list of 3 numbers (RGB), got ${quote(v)}`);
   }
   if (nonZero && arr.some((x) => x === 0)) throw new ConfigError(`${source}: ${key} must not contain 0, got ${quote(v)}`);

@@ -224,7 +224,7 @@ export function resizeImage(img: RgbImage, width: number, height: number, resamp
   if (width === img.width && height === img.height) {
     return { width, height, data: img.data.slice() };
   }
-  if (resample === Resample.NEAREST) return resizeNearest(img, width, height);
+  if (resample === Number(Resample.NEAREST)) return resizeNearest(img, width, height);
   const filter = FILTERS[resample];
   if (!filter) throw new ImageError(`resize: unknown resample filter ${resample} (known: 0-5)`);
 

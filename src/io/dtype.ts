@@ -10,6 +10,11 @@ export const DTYPE_SIZE: Record<DType, number> = {
   F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
 };
 
+/** Number of elements of a tensor of this shape (1 for a scalar). */
+export function numel(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
 /** The allow-list, in the order of DTYPE_SIZE. */
 export const DTYPES = Object.keys(DTYPE_SIZE) as DType[];
 

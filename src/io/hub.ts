@@ -119,7 +119,8 @@ export function snapshotMissing(snapshot: string, request: Pick<DownloadOptions,
   const withShards = (f: string): string[] => {
     if (!f.endsWith('.index.json') || !has(f)) return [f];
     try {
-      const map = JSON.parse(fs.readFileSync(path.join(snapshot, f), 'utf8')).weight_map;
+      const map = weightMap(JSON.parse(fs.readFileSync(path.join(snapshot, f), 'utf8')));
+      if (!map) throw new Error('no weight_map');
       return [f, ...new Set(Object.values(map).map((s) => checkFileName(s, f)))];
     } catch {
       return [f, `${f} (unreadable)`];
@@ -148,6 +149,12 @@ export function isRepoId(repoId: string): boolean {
 }
 
 /** Index shards and requested files become paths in our folders: only plain names, as the sharded loader. */
+/** A parsed index's `weight_map` (tensor -> shard file), or null when it has none. */
+function weightMap(index: unknown): Record<string, unknown> | null {
+  const map = (index as { weight_map?: unknown } | null)?.weight_map;
+  return typeof map === 'object' && map !== null && !Array.isArray(map) ? (map as Record<string, unknown>) : null;
+}
+
 function checkFileName(name: unknown, where: string): string {
   if (typeof name !== 'string' || name === '' || name === '.' || name === '..' || /[/\\\0]/.test(name) || path.isAbsolute(name)) {
     throw new CheckpointError(`${where}: file ${quote(name)} must be a plain file name (no folders, no "..")`);
@@ -430,10 +437,10 @@ function placeInSnapshot(blob: string, target: string, symlinks: boolean): void 
 /** The shard names of a downloaded index, validated: the index comes from the network. */
 function readShardNames(blob: string, file: string, ctx: Context): string[] {
   const where = `${ctx.repoId}/${file}`;
-  const json: any = parseJsonWithLimits(fs.readFileSync(blob, 'utf8'), { maxDepth: INDEX_MAX_DEPTH, rejectDuplicateKeys: true },
+  const json = parseJsonWithLimits(fs.readFileSync(blob, 'utf8'), { maxDepth: INDEX_MAX_DEPTH, rejectDuplicateKeys: true },
     (problem) => new CheckpointError(`${where}: index ${problem}`));
-  const map = json?.weight_map;
-  if (typeof map !== 'object' || map === null || Array.isArray(map)) throw new CheckpointError(`${where}: no "weight_map" object`);
+  const map = weightMap(json);
+  if (!map) throw new CheckpointError(`${where}: no "weight_map" object`);
   return [...new Set(Object.values(map).map((s) => checkFileName(s, `${where} weight_map`)))].sort();
 }
 

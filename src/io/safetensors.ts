@@ -11,7 +11,7 @@ import { CheckpointError, quote, shapeText } from '../errors';
 import { writeAllSync, writeFileAtomic } from './atomic';
 import { parseJsonWithLimits } from './json';
 import {
-  DType, DTYPE_SIZE, DTYPES, decodeToFloat32, isDType, isFloatDType, toHalfBits,
+  DType, DTYPE_SIZE, DTYPES, decodeToFloat32, isDType, isFloatDType, numel, toHalfBits,
 } from './dtype';
 
 export interface TensorInfo { name: string; dtype: DType; shape: number[]; begin: number; end: number }
@@ -31,11 +31,6 @@ const HEADER_MAX_DEPTH = 3;
 const isObject = (x: unknown): x is Record<string, unknown> =>
   typeof x === 'object' && x !== null && !Array.isArray(x);
 const isCount = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) >= 0;
-
-/** Element count of a validated shape; [] is a scalar (1 element). */
-function numElements(shape: number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}
 
 function shapeStr(dtype: DType, shape: number[]): string {
   return `${dtype} ${shapeText(shape)}`;
@@ -63,9 +58,9 @@ function parseHeader(file: string, json: unknown, dataSize: number) {
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) {
       throw bad(`data_offsets ${q(offsets)} must be [begin, end] with non-negative integers`);
     }
-    const [begin, end] = offsets as number[];
+    const [begin, end] = offsets;
     if (begin > end) throw bad(`data_offsets [${begin}, ${end}] have begin > end`);
-    const need = numElements(shape) * DTYPE_SIZE[dtype];
+    const need = numel(shape) * DTYPE_SIZE[dtype];
     if (!Number.isSafeInteger(need)) throw bad(`${shapeStr(dtype, shape)} is too large`);
     if (end - begin !== need) {
       throw bad(`data_offsets [${begin}, ${end}] give ${end - begin} bytes but ${shapeStr(dtype, shape)} needs ${need}`);
@@ -299,7 +294,7 @@ function prepare(tensors: Record<string, TensorToWrite>, metadata?: Record<strin
     const { dtype, shape, data } = tensors[name];
     const bad = (msg: string) => new CheckpointError(`writing tensor ${q(name)}: ${msg}`);
     const byteLength = checkTensor(name, dtype, shape);
-    const n = numElements(shape);
+    const n = numel(shape);
     const kind = kindOf(data);
     let bytes: () => Uint8Array;
     if (kind === 'Uint8Array') {
@@ -332,7 +327,7 @@ function checkTensor(name: string, dtype: DType, shape: number[]): number {
   if (!Array.isArray(shape) || !shape.every(isCount)) {
     throw bad(`shape ${q(shape)} must be an array of non-negative integers`);
   }
-  return numElements(shape) * DTYPE_SIZE[dtype];
+  return numel(shape) * DTYPE_SIZE[dtype];
 }
 
 /** The 8-byte length + JSON header for `parts` in their order, data offsets consecutive. */

@@ -13,7 +13,7 @@
  */
 import * as fs from 'fs';
 import { CheckpointError, quote } from '../errors';
-import { DType, DTYPE_SIZE, decodeToFloat32, isFloatDType } from './dtype';
+import { DType, DTYPE_SIZE, decodeToFloat32, isFloatDType, numel } from './dtype';
 import { PyDict, PyGlobal, PyObject, PyTuple, PyValue, typeOf, unpickle } from './pickle';
 import type { RawTensor } from './safetensors';
 import { ZipReader } from './zip';
@@ -88,7 +88,7 @@ function rebuildTensor(args: readonly PyValue[]): Tensor {
   if (args.length < 6 || args.length > 7) throw new Error(`expected 6 or 7 arguments, got ${args.length}`);
   const [storage, offset, size, stride] = args;
   if (!(storage instanceof Storage)) throw new Error(`storage argument is ${typeOf(storage)}`);
-  if (!isCount(offset)) throw new Error(`storage offset ${String(offset)} is not a non-negative integer`);
+  if (!isCount(offset)) throw new Error(`storage offset ${quote(offset)} is not a non-negative integer`);
   const shape = counts(size, 'size');
   const strides = counts(stride, 'stride');
   if (shape.length !== strides.length) throw new Error(`size has ${shape.length} dims but stride ${strides.length}`);
@@ -229,21 +229,21 @@ export class TorchBinFile {
   readBytes(name: string): Uint8Array {
     const t = this.get(name);
     const es = DTYPE_SIZE[t.storage.dtype];
-    const numel = t.shape.reduce((a, b) => a * b, 1);
-    if (numel === 0) return new Uint8Array(0);
+    const count = numel(t.shape);
+    if (count === 0) return new Uint8Array(0);
     // The whole storage entry is read so its CRC can be checked; a state dict's storages are its tensors.
     const storage = this.zip.read(`${this.prefix}data/${t.storage.key}`);
     if (isContiguous(t.shape, t.stride)) {
       const begin = t.offset * es;
-      const end = begin + numel * es;
+      const end = begin + count * es;
       // Whole storage: hand it over as is (it is ours); a view: copy so the rest can be freed.
       return begin === 0 && end === storage.length ? storage : new Uint8Array(storage.subarray(begin, end));
     }
     // Non-contiguous: walk the output in row-major order with a multi-index odometer.
-    const out = new Uint8Array(numel * es);
+    const out = new Uint8Array(count * es);
     const idx = new Array<number>(t.shape.length).fill(0);
     let src = t.offset;
-    for (let i = 0; i < numel; i++) {
+    for (let i = 0; i < count; i++) {
       out.set(storage.subarray(src * es, src * es + es), i * es);
       for (let d = t.shape.length - 1; d >= 0; d--) {
         if (++idx[d] < t.shape[d]) {
@@ -338,14 +338,14 @@ function checkExtent(path: string, zip: ZipReader, prefix: string, name: string,
         `but storage ${quote(s.key)} has ${s.numel} elements`,
     );
   }
-  const numel = t.shape.reduce((a, b) => a * b, 1);
-  if (numel > s.numel && numel * es > MAX_REPEATED_VIEW_BYTES) {
+  const count = numel(t.shape);
+  if (count > s.numel && count * es > MAX_REPEATED_VIEW_BYTES) {
     throw new CheckpointError(
-      `${where}: shape ${quote(t.shape)} has ${numel} elements but its storage ${quote(s.key)} only ${s.numel} ` +
+      `${where}: shape ${quote(t.shape)} has ${count} elements but its storage ${quote(s.key)} only ${s.numel} ` +
         `(stride ${quote(t.stride)} repeats them); a view may repeat storage elements up to ${MAX_REPEATED_VIEW_BYTES} bytes`,
     );
   }
-  if (numel * es > 2 ** 32) {
+  if (count * es > 2 ** 32) {
     throw new CheckpointError(`${where}: shape ${quote(t.shape)} is too large to read`);
   }
 }
@@ -357,7 +357,7 @@ function checkSharing(path: string, tensors: Tensor[]): void {
   for (const t of tensors) {
     const es = DTYPE_SIZE[t.storage.dtype];
     storages.set(t.storage.key, t.storage.numel * es);
-    tensorBytes += t.shape.reduce((a, b) => a * b, 1) * es;
+    tensorBytes += numel(t.shape) * es;
   }
   const storageBytes = [...storages.values()].reduce((a, b) => a + b, 0);
   if (tensorBytes > MAX_SHARING * storageBytes + MAX_REPEATED_VIEW_BYTES) {

@@ -228,7 +228,7 @@ export class ZipReader {
       if (this.byName.has(name)) throw this.err(`duplicate entry ${quote(name)}`);
       this.byName.set(name, {
         name,
-        method: method as 0 | 8,
+        method: method,
         compressedSize: csize,
         uncompressedSize: usize,
         crc32: crc,

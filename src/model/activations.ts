@@ -21,7 +21,7 @@ export const geluTanh: Activation = (x) =>
  */
 export const geluErf: Activation = (x) => geluErfOp(x);
 
-const geluErfOp = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+const geluErfOp = tf.customGrad<tf.Tensor>((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
   const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
   save([x]);
   const value = tf.getBackend() === 'cpu' ? geluErfJs(x) : tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2)))));
@@ -36,7 +36,7 @@ const geluErfOp = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
       });
     },
   };
-}) as (x: tf.Tensor) => tf.Tensor;
+});
 
 function geluErfJs(x: tf.Tensor): tf.Tensor {
   const v = x.dataSync() as Float32Array;

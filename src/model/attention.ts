@@ -5,6 +5,7 @@ import { Linear } from './linear';
 import { CompositeLayer } from './composite';
 import { Module } from './module';
 import { FeatureRange } from './parallel/partition';
+import { singleInput } from './tfjs_layer';
 
 /**
  * HF `CLIPAttention` (transformers 4.37.2): q/k/v/out projections with bias, q scaled by
@@ -18,7 +19,7 @@ import { FeatureRange } from './parallel/partition';
  * Layout `batched` (GPUs): whole q/k/v GEMMs, then all heads' QKᵀ, softmax and ·V as one batched op each.
  *
  * A tensor-parallel shard (`heads`, layout `wasm` only) holds those heads' q/k/v weights and the
- * matching input rows of `out_proj`, without its bias: `attend` then gives this shard's partial
+ * matching input rows of `out_proj`, without its bias: `forward2d` then gives this shard's partial
  * product, which the coordinator sums over the shards before adding the bias once.
  */
 export class CLIPAttention extends CompositeLayer {
@@ -56,7 +57,7 @@ export class CLIPAttention extends CompositeLayer {
   }
 
   /** One image: [T, D] -> [T, D]. */
-  attend(x: tf.Tensor2D): tf.Tensor2D {
+  forward2d(x: tf.Tensor2D): tf.Tensor2D {
     return this.layout === 'wasm' ? this.attendPerHead(x) : this.attendBatched(x);
   }
 
@@ -66,11 +67,11 @@ export class CLIPAttention extends CompositeLayer {
       const [qs, ks, vs] = [this.qProj, this.kProj, this.vProj].map((p) => p.forwardParts([x]));
       // Each head in its own scope: its [T, T] scores are freed before the next head's exist.
       const heads = qs.map((q, h) =>
-        tf.tidy(() => tf.matMul(tf.softmax(tf.matMul(tf.mul(q, scale) as tf.Tensor2D, tf.transpose(ks[h]))) as tf.Tensor2D, vs[h]) as tf.Tensor2D),
+        tf.tidy(() => tf.matMul<tf.Tensor2D>(tf.softmax(tf.matMul(tf.mul(q, scale), tf.transpose(ks[h]))), vs[h])),
       );
       const context = heads.length === 1 ? heads[0] : tf.concat2d(heads, 1);
       return this.outProj.forwardParts([context])[0];
-    }) as tf.Tensor2D;
+    });
   }
 
   private attendBatched(x: tf.Tensor2D): tf.Tensor2D {
@@ -79,18 +80,18 @@ export class CLIPAttention extends CompositeLayer {
     const heads = this.config.numAttentionHeads;
     return tf.tidy(() => {
       // [T, D] -> [H, T, head_dim]
-      const byHead = (y: tf.Tensor2D) => tf.transpose(tf.reshape(y, [t, heads, this.headDim]), [1, 0, 2]) as tf.Tensor3D;
+      const byHead = (y: tf.Tensor2D) => tf.transpose(tf.reshape<tf.Rank.R3>(y, [t, heads, this.headDim]), [1, 0, 2]);
       const [q, k, v] = [this.qProj, this.kProj, this.vProj].map((p) => p.forwardParts([x])[0]);
-      const scores = tf.matMul(byHead(tf.mul(q, scale) as tf.Tensor2D), byHead(k), false, true);
-      const context = tf.matMul(tf.softmax(scores) as tf.Tensor3D, byHead(v));
-      return this.outProj.forwardParts([tf.reshape(tf.transpose(context, [1, 0, 2]), [t, d]) as tf.Tensor2D])[0];
-    }) as tf.Tensor2D;
+      const scores = tf.matMul(byHead(tf.mul(q, scale)), byHead(k), false, true);
+      const context = tf.matMul(tf.softmax(scores), byHead(v));
+      return this.outProj.forwardParts([tf.reshape<tf.Rank.R2>(tf.transpose(context, [1, 0, 2]), [t, d])])[0];
+    });
   }
 
   /** [B, T, D] -> [B, T, D], image by image. */
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
-    const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor3D;
-    return tf.tidy(() => tf.stack(tf.unstack(x).map((img) => this.attend(img as tf.Tensor2D))));
+    const x = singleInput<tf.Tensor3D>(inputs);
+    return tf.tidy(() => tf.stack(tf.unstack(x).map((img) => this.forward2d(img as tf.Tensor2D))));
   }
 
   override getConfig(): tf.serialization.ConfigDict {

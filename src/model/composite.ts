@@ -1,5 +1,6 @@
 import * as tf from '../tf';
 import { Module, Param } from './module';
+import { singleShape } from './tfjs_layer';
 
 /**
  * A tfjs Layer made of sub-layers (attention, encoder layer, ...). tfjs only tracks the weights a
@@ -43,7 +44,7 @@ export abstract class CompositeLayer extends tf.layers.Layer implements Module {
   }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape | tf.Shape[] {
-    return (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+    return singleShape(inputShape);
   }
 }
 

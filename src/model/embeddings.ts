@@ -3,6 +3,7 @@ import { CLIPVisionConfig, numPatchesPerSide } from '../config/clip';
 import { ConfigError } from '../errors';
 import { Module, Param, wholeParam, zerosInPlace } from './module';
 import { bicubicResizeMatrix } from './interpolate';
+import { applyTrainableFlag, singleInput, singleShape } from './tfjs_layer';
 
 /**
  * HF `CLIPVisionEmbeddings`: patch conv (no bias) + class token + position embeddings.
@@ -33,15 +34,13 @@ export class CLIPVisionEmbeddings extends tf.layers.Layer implements Module {
     this.patchKernel = this.addWeight('patch_kernel', [c * p * p, d], 'float32', zeros, undefined, true);
     this.classEmbedding = this.addWeight('class_embedding', [d], 'float32', zeros, undefined, true);
     this.positionEmbedding = this.addWeight('position_embedding', [this.numPositions, d], 'float32', zeros, undefined, true);
-    // Weights are added as trainable and the layer's flag applied through its setter, so a frozen
-    // tower can later be unfrozen (tfjs never moves weights added as non-trainable).
-    this.trainable = this.trainable;
+    applyTrainableFlag(this);
     this.built = true;
   }
 
   /** pixel values [B, C, H, W] -> embeddings [B, 1 + gh·gw, D]. */
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: { interpolatePosEncoding?: boolean } = {}): tf.Tensor {
-    const pixels = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor4D;
+    const pixels = singleInput<tf.Tensor4D>(inputs);
     const { numChannels: c, patchSize: p, hiddenSize: d, imageSize } = this.config;
     if (pixels.rank !== 4) throw new ConfigError(`pixel_values must be 4-D, NCHW [N, ${c}, H, W]; got shape [${pixels.shape.join(', ')}]`);
     const [b, channels, h, w] = pixels.shape;
@@ -92,7 +91,7 @@ export class CLIPVisionEmbeddings extends tf.layers.Layer implements Module {
   }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
-    const s = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+    const s = singleShape(inputShape);
     const p = this.config.patchSize;
     const tokens = s[2] != null && s[3] != null ? 1 + Math.floor(s[2] / p) * Math.floor(s[3] / p) : null;
     return [s[0], tokens, this.config.hiddenSize];

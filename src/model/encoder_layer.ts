@@ -6,6 +6,7 @@ import { LayerNorm } from './layer_norm';
 import { TowerLayout } from './layout';
 import { CLIPMLP } from './mlp';
 import { Module } from './module';
+import { singleInput } from './tfjs_layer';
 
 /** HF `CLIPEncoderLayer`, pre-LN: x + attn(ln1(x)), then x + mlp(ln2(x)). */
 export class CLIPEncoderLayer extends CompositeLayer {
@@ -31,14 +32,14 @@ export class CLIPEncoderLayer extends CompositeLayer {
   /** One image: [T, D] -> [T, D]. */
   forward2d(x: tf.Tensor2D): tf.Tensor2D {
     return tf.tidy(() => {
-      const afterAttn = tf.add(x, this.selfAttn.attend(this.layerNorm1.call(x) as tf.Tensor2D));
+      const afterAttn = tf.add(x, this.selfAttn.forward2d(this.layerNorm1.call(x) as tf.Tensor2D));
       return tf.add(afterAttn, this.mlp.forward2d(this.layerNorm2.call(afterAttn) as tf.Tensor2D));
     });
   }
 
   /** [B, T, D] -> [B, T, D], image by image (the per-image GEMMs already have T = 577 rows). */
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
-    const x = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor3D;
+    const x = singleInput<tf.Tensor3D>(inputs);
     const [b, t, d] = x.shape;
     return tf.tidy(() => {
       if (b === 1) return tf.reshape(this.forward2d(tf.reshape(x, [t, d])), [1, t, d]);

@@ -1,6 +1,7 @@
 import * as tf from '../tf';
 import { LAYER_NORM_KERNEL, LayerNormAttrs, hasLayerNormKernel, registerLayerNormKernel } from './kernels/layer_norm';
 import { Module, Param, wholeParam } from './module';
+import { applyTrainableFlag, singleInput, singleShape } from './tfjs_layer';
 
 registerLayerNormKernel();
 
@@ -27,25 +28,23 @@ export class LayerNorm extends tf.layers.Layer implements Module {
     if (this.built) return;
     this.gamma = this.addWeight('gamma', [this.size], 'float32', tf.initializers.ones(), undefined, true);
     this.beta = this.addWeight('beta', [this.size], 'float32', tf.initializers.zeros(), undefined, true);
-    // Weights are added as trainable and the layer's flag applied through its setter, so a frozen
-    // tower can later be unfrozen (tfjs never moves weights added as non-trainable).
-    this.trainable = this.trainable;
+    applyTrainableFlag(this);
     this.built = true;
   }
 
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
-    const x = Array.isArray(inputs) ? inputs[0] : inputs;
+    const x = singleInput(inputs);
     const gamma = this.gamma.read();
     const beta = this.beta.read();
     if (hasLayerNormKernel()) {
       const attrs: LayerNormAttrs = { epsilon: this.eps };
-      return tf.engine().runKernel(LAYER_NORM_KERNEL, { x, gamma, beta }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor;
+      return tf.engine().runKernel<tf.Tensor>(LAYER_NORM_KERNEL, { x, gamma, beta }, attrs as unknown as tf.NamedAttrMap);
     }
     return layerNormComposed(x, gamma, beta, this.eps);
   }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
-    return (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+    return singleShape(inputShape);
   }
 
   override getConfig(): tf.serialization.ConfigDict {

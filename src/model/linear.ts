@@ -2,6 +2,7 @@ import * as tf from '../tf';
 import { Block } from '../io/blocks';
 import { Module, Param, blocksParam, zerosInPlace } from './module';
 import { FeatureRange, splitRange } from './parallel/partition';
+import { applyTrainableFlag, singleInput, singleShape } from './tfjs_layer';
 
 export interface LinearArgs {
   inFeatures: number;
@@ -94,9 +95,7 @@ export class Linear extends tf.layers.Layer implements Module {
     this.biases = biasSizes.map((size, j) =>
       this.addWeight(`bias${biasSizes.length === 1 ? '' : `.part${j}`}`, this.weightLeft ? [size, 1] : [size], 'float32', zeros, undefined, true),
     );
-    // Weights are added as trainable and the layer's flag applied through its setter, so a frozen
-    // tower can later be unfrozen (tfjs never moves weights added as non-trainable).
-    this.trainable = this.trainable;
+    applyTrainableFlag(this);
     this.built = true;
   }
 
@@ -135,7 +134,7 @@ export class Linear extends tf.layers.Layer implements Module {
     return tf.tidy(() => {
       const bias = (j: number) => this.biases[j]?.read();
       if (this.splitAlong === 'out') {
-        return this.kernels.map((k, j) => tf.fused.matMul({ a: xs[0], b: k.read() as tf.Tensor2D, bias: bias(j) }));
+        return this.kernels.map((k, j) => tf.fused.matMul({ a: xs[0], b: k.read(), bias: bias(j) }));
       }
       // The bias once, after the parts' products are summed, never fused into a GEMM here: XNNPACK
       // (wasm) starts its accumulators from the bias, so every product of that part would be added at
@@ -154,7 +153,7 @@ export class Linear extends tf.layers.Layer implements Module {
     if (!this.weightLeft) throw new Error(`${this.name}: forwardFeatureMajor needs a weightLeft Linear`);
     return tf.tidy(() =>
       this.kernels.map((k, j) => {
-        const y = tf.matMul(k.read() as tf.Tensor2D, xT);
+        const y = tf.matMul(k.read(), xT);
         return this.biases[j] ? tf.add(y, this.biases[j].read()) : y;
       }),
     ) as tf.Tensor2D[];
@@ -162,21 +161,21 @@ export class Linear extends tf.layers.Layer implements Module {
 
   /** Any [..., in] -> [..., out]. */
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
-    const x = Array.isArray(inputs) ? inputs[0] : inputs;
+    const x = singleInput(inputs);
     if (this.shard) throw new Error(`${this.name}: a shard runs through forwardParts / forwardFeatureMajor only`);
     return tf.tidy(() => {
       const lead = x.shape.slice(0, -1);
-      const x2d = tf.reshape(x, [-1, this.inFeatures]) as tf.Tensor2D;
+      const x2d = tf.reshape<tf.Rank.R2>(x, [-1, this.inFeatures]);
       let outs: tf.Tensor2D[];
       if (this.weightLeft) outs = this.forwardFeatureMajor(tf.transpose(x2d)).map((y) => tf.transpose(y));
-      else outs = this.forwardParts(this.splitAlong === 'in' && this.parts > 1 ? (tf.split(x2d, this.parts, 1) as tf.Tensor2D[]) : [x2d]);
+      else outs = this.forwardParts(this.splitAlong === 'in' && this.parts > 1 ? tf.split(x2d, this.parts, 1) : [x2d]);
       const y = outs.length === 1 ? outs[0] : tf.concat(outs, 1);
       return lead.length === 1 ? y : tf.reshape(y, [...lead, this.outFeatures]);
     });
   }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
-    const s = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+    const s = singleShape(inputShape);
     return [...s.slice(0, -1), this.outFeatures];
   }
 

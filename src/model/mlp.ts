@@ -6,6 +6,7 @@ import { TowerLayout, defaultTowerLayout } from './layout';
 import { Linear } from './linear';
 import { Module } from './module';
 import { FeatureRange } from './parallel/partition';
+import { singleInput } from './tfjs_layer';
 
 /**
  * HF `CLIPMLP`: fc1 -> hidden_act -> fc2.
@@ -64,8 +65,8 @@ export class CLIPMLP extends CompositeLayer {
 
   /** Any [..., D] -> [..., D]. */
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
-    const x = Array.isArray(inputs) ? inputs[0] : inputs;
-    return tf.tidy(() => tf.reshape(this.forward2d(tf.reshape(x, [-1, this.config.hiddenSize]) as tf.Tensor2D), x.shape));
+    const x = singleInput(inputs);
+    return tf.tidy(() => tf.reshape(this.forward2d(tf.reshape<tf.Rank.R2>(x, [-1, this.config.hiddenSize])), x.shape));
   }
 
   override getConfig(): tf.serialization.ConfigDict {

@@ -1,6 +1,7 @@
 import * as tf from '../tf';
 import { allocateUninitialized } from '../backend';
 import { Block } from '../io/blocks';
+import { numel } from '../io/dtype';
 
 /**
  * One checkpoint tensor of a block, named as in HF checkpoints (`weight`, `bias`, ...).
@@ -18,8 +19,6 @@ export interface Param {
   readonly cols: number;
   readonly blocks: Block[];
 }
-
-const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 
 /** A tensor in one variable: in the checkpoint's layout, or `transposed` as a [rows, rest] matrix (e.g. [C·P·P, D] for a [D, C, P, P] conv). */
 export function wholeParam(variable: tf.LayerVariable, checkpointShape: number[], transposed = false): Param {

@@ -8,6 +8,7 @@ import { CompositeLayer } from './composite';
 import { Linear } from './linear';
 import { Module, Param } from './module';
 import { FeatureRange } from './parallel/partition';
+import { singleInput, singleShape } from './tfjs_layer';
 
 export { PROJECTOR_TYPES, projectorDepth } from '../config/llava';
 
@@ -90,7 +91,7 @@ export class Projector extends CompositeLayer {
 
   /** [..., inFeatures] -> [..., outFeatures] */
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
-    const x = Array.isArray(inputs) ? inputs[0] : inputs;
+    const x = singleInput(inputs);
     const width = x.shape[x.shape.length - 1];
     if (width !== this.projectorConfig.inFeatures) {
       throw new ConfigError(`projector expects features of width ${this.projectorConfig.inFeatures} (mm_hidden_size), got ${width}`);
@@ -99,7 +100,7 @@ export class Projector extends CompositeLayer {
     return tf.tidy(() => {
       const [first, last] = this.linears;
       if (this.linears.length === 2 && (first.parts > 1 || this.hidden)) {
-        const x2d = tf.reshape(x, [-1, this.projectorConfig.inFeatures]) as tf.Tensor2D;
+        const x2d = tf.reshape<tf.Rank.R2>(x, [-1, this.projectorConfig.inFeatures]);
         const hidden = first.forwardParts([x2d]).map((part) => this.act(part) as tf.Tensor2D);
         return tf.reshape(last.forwardParts(hidden)[0], [...x.shape.slice(0, -1), this.outFeatures]);
       }
@@ -110,7 +111,7 @@ export class Projector extends CompositeLayer {
   }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
-    const s = (Array.isArray(inputShape[0]) ? inputShape[0] : inputShape) as tf.Shape;
+    const s = singleShape(inputShape);
     return [...s.slice(0, -1), this.outFeatures];
   }
 

@@ -1,13 +1,13 @@
 import * as tf from '../tf';
 import { ensureBackendSync } from '../backend';
-import { CLIPVisionConfig, validateVisionConfig } from '../config/clip';
-import { ConfigError } from '../errors';
+import { CLIPVisionConfig, hiddenStateIndex, validateVisionConfig } from '../config/clip';
 import { CompositeLayer } from './composite';
 import { CLIPVisionEmbeddings } from './embeddings';
 import { CLIPEncoderLayer } from './encoder_layer';
 import { LayerNorm } from './layer_norm';
 import { TowerLayout, defaultTowerLayout } from './layout';
 import { Module, ModuleGroup } from './module';
+import { singleInput } from './tfjs_layer';
 
 export interface VisionForwardOptions {
   /** HF `interpolate_pos_encoding`: run at a resolution other than the config's image_size. */
@@ -53,7 +53,7 @@ export class CLIPVisionTransformer extends CompositeLayer {
 
   /** tfjs Layer entry point: pixel values [B, C, H, W] -> [lastHiddenState, poolerOutput]. */
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: VisionForwardOptions = {}): tf.Tensor[] {
-    const pixels = (Array.isArray(inputs) ? inputs[0] : inputs) as tf.Tensor4D;
+    const pixels = singleInput<tf.Tensor4D>(inputs);
     return tf.tidy(() => {
       const out = this.forward(pixels, kwargs);
       return [out.lastHiddenState, out.poolerOutput];
@@ -90,12 +90,7 @@ export class CLIPVisionTransformer extends CompositeLayer {
 
   /** Python-style index into the L+1 hidden states. */
   resolveHiddenStateIndex(index: number): number {
-    const n = this.layers.length + 1;
-    const k = index < 0 ? n + index : index;
-    if (!Number.isInteger(index) || k < 0 || k >= n) {
-      throw new ConfigError(`hidden state index ${index} is out of range for ${n} hidden states (-${n}..${n - 1})`);
-    }
-    return k;
+    return hiddenStateIndex(index, this.layers.length);
   }
 
   private embed(pixels: tf.Tensor4D, options: VisionForwardOptions): tf.Tensor3D {
@@ -106,7 +101,7 @@ export class CLIPVisionTransformer extends CompositeLayer {
   }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape[] {
-    const tokens = this.embeddings.computeOutputShape(inputShape) as tf.Shape;
+    const tokens = this.embeddings.computeOutputShape(inputShape);
     return [tokens, [tokens[0], this.config.hiddenSize]];
   }
 

@@ -3,7 +3,7 @@ import { CheckpointError, shapeText } from '../errors';
 import { markWritten, prefaultMemory, unwrittenHeapView } from '../backend';
 import { Block, decodeBlock, encodeBlock } from '../io/blocks';
 import type { Region } from '../io/safetensors';
-import { DType, DTYPE_SIZE, isDType, isFloatDType } from '../io/dtype';
+import { DType, DTYPE_SIZE, isDType, isFloatDType, numel } from '../io/dtype';
 import { WasmBlockDecoder } from './kernels/wasm_decoder';
 import { Module, Param, namedParams, storedAsIs } from './module';
 
@@ -28,7 +28,6 @@ export interface TensorSource {
 /** Maps a module path (`vision_model.embeddings.class_embedding`) to the checkpoint key of a layout. */
 export type KeyMap = (modulePath: string) => string;
 
-const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 const sameShape = (a: number[], b: number[]) => a.length === b.length && a.every((v, i) => v === b[i]);
 const fmt = shapeText;
 const bytesOf = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
@@ -85,7 +84,7 @@ export function loadWeights(module: Module, source: TensorSource, keyFor: KeyMap
       if (decoder && inPlace.every((o) => o !== null)) {
         const input = decoder.input(bytes);
         readBytes!(key, input, region);
-        decoder.decode(dtype, input, cols, blocks, inPlace as Float32Array[], key);
+        decoder.decode(dtype, input, cols, blocks, inPlace, key);
         for (const v of param.variables) markWritten(v.read());
         continue;
       }

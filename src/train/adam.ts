@@ -208,7 +208,7 @@ export class TorchAdam extends tf.Optimizer {
     cls: tf.serialization.SerializableConstructor<T>,
     config: tf.serialization.ConfigDict,
   ): T {
-    return new cls(config as TorchAdamConfig);
+    return new cls(config);
   }
 }
 tf.serialization.registerClass(TorchAdam);

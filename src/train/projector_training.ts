@@ -10,8 +10,9 @@ import { openEncodedDataset } from '../api/dataset_reader';
 import { DatasetProgress, writeEncodedDataset } from '../api/dataset_writer';
 import { LlavaVision } from '../api/llava_vision';
 import { openTensorSource } from '../api/sources';
-import { CheckpointError, ConfigError, ImageError } from '../errors';
-import { LAYOUT_KEYS, PROJECTOR_PREFIXES, findProjectorKeys, inferProjectorType } from '../io/layouts';
+import { CheckpointError, ConfigError, ImageError, shapeText } from '../errors';
+import { numel } from '../io/dtype';
+import { LAYOUTS, PROJECTOR_PREFIXES, findProjectorKeys, inferProjectorType } from '../io/layouts';
 import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../io/safetensors';
 import { namedParams } from '../model/module';
 import { Projector } from '../model/projector';
@@ -31,22 +32,22 @@ export function blockedSum(x: tf.Tensor): tf.Scalar {
   return tf.tidy(() => {
     const n = x.size;
     const flat = tf.reshape(x, [n]);
-    if (n <= 64) return tf.sum(flat) as tf.Scalar;
+    if (n <= 64) return tf.sum<tf.Scalar>(flat);
     const block = Math.ceil(Math.sqrt(n));
     const rows = Math.ceil(n / block);
     const padded = rows * block === n ? flat : tf.pad(flat, [[0, rows * block - n]]);
-    return tf.sum(tf.sum(tf.reshape(padded, [rows, block]), 1)) as tf.Scalar;
+    return tf.sum<tf.Scalar>(tf.sum(tf.reshape(padded, [rows, block]), 1));
   });
 }
 
 /** `torch.nn.functional.mse_loss(prediction, target)` with `reduction='mean'` (or `'sum'`). */
 export function mseLoss(prediction: tf.Tensor, target: tf.Tensor, reduction: 'mean' | 'sum' = 'mean'): tf.Scalar {
   if (!tf.util.arraysEqual(prediction.shape, target.shape)) {
-    throw new ConfigError(`mseLoss: prediction shape [${prediction.shape}] and target shape [${target.shape}] differ`);
+    throw new ConfigError(`mseLoss: prediction shape ${shapeText(prediction.shape)} and target shape ${shapeText(target.shape)} differ`);
   }
   return tf.tidy(() => {
     const total = blockedSum(tf.squaredDifference(prediction, target));
-    return reduction === 'sum' ? total : (tf.div(total, prediction.size) as tf.Scalar);
+    return reduction === 'sum' ? total : tf.div<tf.Scalar>(total, prediction.size);
   });
 }
 
@@ -67,7 +68,7 @@ export interface StepOptions {
  */
 export function trainStep(projector: Projector, features: tf.Tensor, target: tf.Tensor, optimizer: tf.Optimizer, options: StepOptions = {}): number {
   const loss = options.loss ?? mseLoss;
-  const cost = optimizer.minimize(() => loss(projector.call(features) as tf.Tensor, target), true, trainableVariables(projector));
+  const cost = optimizer.minimize(() => loss(projector.call(features), target), true, trainableVariables(projector));
   const value = cost!.dataSync()[0];
   cost!.dispose();
   return value;
@@ -88,7 +89,7 @@ export function projectorGradients(
 ): ProjectorGradients {
   const loss = options.loss ?? mseLoss;
   const keyFor = options.keyFor ?? ((p: string) => p);
-  const { value, grads } = tf.variableGrads(() => loss(projector.call(features) as tf.Tensor, target), trainableVariables(projector));
+  const { value, grads } = tf.variableGrads(() => loss(projector.call(features), target), trainableVariables(projector));
   try {
     const out: ProjectorGradients = { loss: value.dataSync()[0], grads: {} };
     for (const [path, param] of namedParams(projector)) {
@@ -122,7 +123,7 @@ export interface SaveProjectorOptions {
 
 /** Key map of a projector naming scheme. */
 export function projectorKeyMap(names: ProjectorNames): KeyMap {
-  return names === 'llava' ? LAYOUT_KEYS.llava.projectorKey! : LAYOUT_KEYS.llava_hf.projectorKey!;
+  return names === 'llava' ? LAYOUTS.llava.projectorKey! : LAYOUTS.llava_hf.projectorKey!;
 }
 
 /**
@@ -170,8 +171,7 @@ export function initProjector(projector: Projector, seed = 0): void {
   for (const linear of projector.linears) {
     const bound = 1 / Math.sqrt(linear.inFeatures);
     for (const [, param] of namedParams(linear)) {
-      const n = param.checkpointShape.reduce((a, b) => a * b, 1);
-      const data = Float32Array.from({ length: n }, () => (2 * rand() - 1) * bound);
+      const data = Float32Array.from({ length: numel(param.checkpointShape) }, () => (2 * rand() - 1) * bound);
       writeParam(param, data);
     }
   }
@@ -251,8 +251,8 @@ export function loadFeatureCache(file: string): tf.Tensor3D {
     for (const i of indices) {
       const { shape } = st.info(featureKey(i));
       const s = shape.length === 3 && shape[0] === 1 ? shape.slice(1) : shape;
-      if (s.length !== 2) throw new CheckpointError(`${file}: ${featureKey(i)} has shape [${shape}], expected [1, N, D] or [N, D]`);
-      if (nd && (nd[0] !== s[0] || nd[1] !== s[1])) throw new CheckpointError(`${file}: ${featureKey(i)} has shape [${shape}] but ${featureKey(0)} is [${nd}]`);
+      if (s.length !== 2) throw new CheckpointError(`${file}: ${featureKey(i)} has shape ${shapeText(shape)}, expected [1, N, D] or [N, D]`);
+      if (nd && (nd[0] !== s[0] || nd[1] !== s[1])) throw new CheckpointError(`${file}: ${featureKey(i)} has shape ${shapeText(shape)} but ${featureKey(0)} is ${shapeText(nd)}`);
       nd = s;
       parts.push(st.readFloat32(featureKey(i)));
     }
@@ -276,7 +276,7 @@ function loadFeatureDataset(dir: string): tf.Tensor3D {
     const shape = parts[0].shape;
     for (const [i, p] of parts.entries()) {
       if (p.shape.length !== 3 || p.shape[0] !== 1 || !tf.util.arraysEqual(p.shape, shape)) {
-        throw new CheckpointError(`${dir}: ${featureKey(i)} has shape [${p.shape}], expected [1, ${shape.slice(1)}] like image 0 (one tile per image)`);
+        throw new CheckpointError(`${dir}: ${featureKey(i)} has shape ${shapeText(p.shape)}, expected ${shapeText([1, ...shape.slice(1)])} like image 0 (one tile per image)`);
       }
     }
     const all = new Float32Array(parts.length * parts[0].data.length);

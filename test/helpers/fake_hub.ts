@@ -9,9 +9,12 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { IncomingMessage, Server, ServerResponse } from 'http';
 
+import http = require('http');
+import https = require('https');
+
 // The real module objects (the code under test reads http.request through them at call time).
-export const httpModule: typeof import('http') = require('http');
-export const httpsModule: typeof import('https') = require('https');
+export const httpModule = http;
+export const httpsModule = https;
 
 /** The commit every fake repo is at. */
 export const COMMIT = createHash('sha1').update('fake commit').digest('hex');
@@ -47,8 +50,8 @@ export class FakeHub {
   }
 
   async start(): Promise<this> {
-    for (const handler of [this.hub, this.cdn]) {
-      const server = httpModule.createServer((req, res) => handler.call(this, req, res));
+    for (const handler of [this.hub.bind(this), this.cdn.bind(this)]) {
+      const server = httpModule.createServer(handler);
       await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
       this.servers.push(server);
       this.ports.push((server.address() as { port: number }).port);
@@ -109,15 +112,15 @@ export class FakeHub {
 /** In a suite: requests to any host but 127.0.0.1, and https requests, throw (installed in beforeAll). */
 export function guardNetwork(): void {
   beforeAll(() => {
-    const realRequest = httpModule.request;
-    jest.spyOn(httpModule, 'request').mockImplementation(((url: URL | string, ...rest: any[]) => {
+    const realRequest = httpModule.request.bind(httpModule) as (...args: unknown[]) => http.ClientRequest;
+    jest.spyOn(httpModule, 'request').mockImplementation(((url: URL | string, ...rest: unknown[]) => {
       const host = new URL(String(url)).hostname;
       if (host !== '127.0.0.1') throw new Error(`test tried to contact ${host}`);
-      return (realRequest as any)(url, ...rest);
-    }) as any);
+      return realRequest(url, ...rest);
+    }));
     jest.spyOn(httpsModule, 'request').mockImplementation((() => {
       throw new Error('test tried an https request');
-    }) as any);
+    }));
   });
   afterAll(() => jest.restoreAllMocks());
 }

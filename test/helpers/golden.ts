@@ -3,6 +3,7 @@ import * as path from 'path';
 import * as tf from '../../src/tf';
 import { SafetensorsFile } from '../../src/io/safetensors';
 import { DEFAULT_PARITY_K, checkParity } from '../../src/parity';
+import { CaseJson, readJson } from './json';
 
 export { maxAbsDiff } from '../../src/parity';
 
@@ -12,19 +13,12 @@ export const CASES = path.join(FIXTURES, 'cases');
 /** The parity rule of the golden README: max|ours − truth| ≤ K·torch_fp32_max_abs_err + f32_storage_max_abs_err. */
 export const PARITY_K = DEFAULT_PARITY_K;
 
-export interface ExpectedMeta {
-  shape: number[];
-  dtype: string;
-  exact?: boolean;
-  torch_fp32_max_abs_err?: number;
-  f32_storage_max_abs_err?: number;
-  ref_max_abs?: number;
-}
+export type { ExpectedMeta } from './json';
 
 export interface GoldenCase {
   name: string;
   dir: string;
-  json: Record<string, any> & { expected: Record<string, ExpectedMeta> };
+  json: CaseJson;
   expected: SafetensorsFile;
 }
 
@@ -32,7 +26,7 @@ export interface GoldenCase {
 export function loadCase(name: string, expectedFile?: string): GoldenCase {
   const dir = path.join(CASES, name);
   expectedFile ??= fs.existsSync(path.join(dir, 'expected.safetensors')) ? 'expected.safetensors' : 'expected.subset.safetensors';
-  const json = JSON.parse(fs.readFileSync(path.join(dir, 'case.json'), 'utf8'));
+  const json = readJson<CaseJson>(path.join(dir, 'case.json'));
   return { name, dir, json, expected: SafetensorsFile.open(path.join(dir, expectedFile)) };
 }
 

@@ -4,6 +4,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { SafetensorsFile } from '../../src/io/safetensors';
 import { CASES, FIXTURES } from './golden';
+import { readJson } from './json';
 
 export { CASES, FIXTURES };
 export const IMAGES = path.join(FIXTURES, 'images');
@@ -28,7 +29,7 @@ export class Expected {
     for (const k of f.keys()) this.stored[k] = f.info(k).shape;
     f.close();
     if (subsetJson) {
-      for (const [k, r] of Object.entries(readJson(subsetJson).rules as Record<string, { sha256?: string; shape?: number[] }>)) {
+      for (const [k, r] of Object.entries(readJson<{ rules: Record<string, { sha256?: string; shape?: number[] }> }>(subsetJson).rules)) {
         if (r.sha256 && r.shape) this.hashes[k] = { sha256: r.sha256, shape: r.shape };
         // row-subset tensors are not image tensors: leave them out
         else delete this.stored[k];
@@ -82,9 +83,7 @@ export function sha256(data: Uint8Array): string {
   return crypto.createHash('sha256').update(data).digest('hex');
 }
 
-export function readJson<T = any>(file: string): T { // eslint-disable-line @typescript-eslint/no-explicit-any
-  return JSON.parse(fs.readFileSync(file, 'utf8'));
-}
+export { readJson };
 
 /** Case folders that carry expected tensors (full or trimmed). */
 export function casesWithExpected(): string[] {

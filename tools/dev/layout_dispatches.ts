@@ -29,18 +29,18 @@ async function main(): Promise<void> {
   const engine = tf.engine() as unknown as { runKernel: (...a: unknown[]) => unknown };
   const runKernel = engine.runKernel.bind(engine);
   engine.runKernel = (...a: unknown[]) => (kernels++, runKernel(...a));
-  const x = tf.randomNormal([1, 577, 1024], 0, 1, 'float32', 1) as tf.Tensor3D;
+  const x = tf.randomNormal<tf.Rank.R3>([1, 577, 1024], 0, 1, 'float32', 1);
   for (const layout of TOWER_LAYOUTS) {
     const layer = new CLIPEncoderLayer(VIT_L, { layout, trainable: false });
     for (const w of layer.weights) w.write(tf.tidy(() => tf.randomNormal(w.shape as number[], 0, 0.02, 'float32', 2)));
-    await (layer.call(x) as tf.Tensor).data(); // compiles every shader once
+    await layer.call(x).data(); // compiles every shader once
     const times: number[] = [];
     let perForward = '';
     for (let r = 0; r < reps; r++) {
       dispatches.clear();
       kernels = 0;
       const start = performance.now();
-      const y = layer.call(x) as tf.Tensor;
+      const y = layer.call(x);
       await y.data();
       times.push(performance.now() - start);
       y.dispose();

@@ -117,5 +117,5 @@ export function layerNormGrads(dy: tf.Tensor, x: tf.Tensor, gamma: tf.Tensor, ep
     const dgamma = rowAxes.length ? tf.sum(tf.mul(dy, xhat), rowAxes) : tf.mul(dy, xhat);
     const dbeta = rowAxes.length ? tf.sum(dy, rowAxes) : dy;
     return { dx, dgamma, dbeta };
-  }) as { dx: tf.Tensor; dgamma: tf.Tensor; dbeta: tf.Tensor };
+  });
 }

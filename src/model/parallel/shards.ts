@@ -84,7 +84,7 @@ export class RankCompute {
       const t = performance.now();
       const x = tf.tensor2d(input.subarray(0, rows * cols), [rows, cols]);
       this.copyInMs += performance.now() - t;
-      if (op === 'attention') return tower!.attention[layer].attend(x);
+      if (op === 'attention') return tower!.attention[layer].forward2d(x);
       if (op === 'mlp') return tower!.mlp[layer].forward2d(x);
       return this.projector!.call(x) as tf.Tensor2D;
     });
