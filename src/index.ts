@@ -34,7 +34,7 @@ export type { LlavaVisionSettings, MergeType, SelectFeature } from './config/lla
 export { BackendError, CheckpointError, ConfigError, ImageError, LlavaVisionError, OutputError } from './errors';
 export { Checkpoint } from './io/checkpoint';
 export { SafetensorsFile, writeSafetensors, writeSafetensorsStreaming } from './io/safetensors';
-export type { RawTensor, StreamedTensor, TensorInfo, TensorToWrite } from './io/safetensors';
+export type { RawTensor, Region, StreamedTensor, TensorInfo, TensorToWrite } from './io/safetensors';
 export { TorchBinFile } from './io/torch_bin';
 export type { TorchTensorInfo } from './io/torch_bin';
 export * as image from './image';
@@ -49,6 +49,9 @@ export type { LayerNorm } from './model/layer_norm';
 export type { Linear, LinearArgs } from './model/linear';
 export type { CompositeLayer } from './model/composite';
 export { TOWER_LAYOUTS, layoutForBackend } from './model/layout';
+export { THREADS_ENV_VAR, availableCores } from './api/sharded/load';
+export type { ThreadsSummary } from './api/sharded/load';
+export type { FeatureRange } from './model/parallel/partition';
 export type { TowerLayout } from './model/layout';
 export { Projector, projectorDepth } from './model/projector';
 export type { ProjectorConfig } from './model/projector';

@@ -106,7 +106,8 @@ function expectSameOutputs(a: Outputs, b: Outputs, label: string): void {
 }
 
 async function load(dir: string, options: LoadOptions = {}): Promise<LlavaVision> {
-  return LlavaVision.load(dir, { log: null, ...options });
+  // One thread: the reads are counted on this thread (shard threads read their slices of the same tensors).
+  return LlavaVision.load(dir, { log: null, threads: 1, ...options });
 }
 async function withModel<T>(dir: string, options: LoadOptions, fn: (m: LlavaVision) => T | Promise<T>): Promise<T> {
   const model = await load(dir, options);

@@ -48,7 +48,8 @@ async function loadAndRecord(dir: string, visionTower?: string): Promise<{ model
   const s1 = jest.spyOn(SafetensorsFile.prototype, 'readBytes');
   const s2 = jest.spyOn(TorchBinFile.prototype, 'readBytes');
   try {
-    const model = await LlavaVision.load(dir, { log: null, visionTower });
+    // One thread: the reads are counted on this thread (shard threads read their slices of the same tensors).
+    const model = await LlavaVision.load(dir, { log: null, visionTower, threads: 1 });
     const read = new Map<string, Set<string>>();
     const note = (file: string, name: string) => read.set(file, (read.get(file) ?? new Set()).add(name));
     s1.mock.calls.forEach(([name], i) => note((s1.mock.contexts[i] as SafetensorsFile).path, name));

@@ -21,6 +21,8 @@ const MODELS: [string, string, LoadOptions][] = [
   ['clip vision f16', path.join(CASES, 'tiny_clip_vision_only_f16', 'model'), {}],
   ['llava-hf bf16', path.join(CASES, 'tiny_llavahf_model_prefixed_default_bf16', 'model'), {}],
   ['llava-hf legacy', path.join(CASES, 'tiny_llavahf_legacy_keys_full_f32', 'model'), {}],
+  // The tower and mlp2x projector sharded across 3 threads (LoadOptions.threads).
+  ['llava anyres (image_newline) on 3 threads', path.join(CASES, 'tiny_llava_anyres_spatial_unpad', 'llava'), { visionTower: path.join(CASES, 'tiny_llava_anyres_spatial_unpad', 'clip_tower'), threads: 3 }],
 ];
 
 beforeAll(async () => {
@@ -42,7 +44,7 @@ describe.each(MODELS)('%s', (label, dir, options) => {
   let baseline: number; // before load
   beforeAll(async () => {
     baseline = tf.memory().numTensors;
-    model = await LlavaVision.load(dir, { log: null, ...options });
+    model = await LlavaVision.load(dir, { log: null, threads: 1, ...options });
   });
   afterAll(() => {
     model.dispose();
@@ -50,17 +52,18 @@ describe.each(MODELS)('%s', (label, dir, options) => {
 
   test('load creates exactly one tensor per stored variable (+ image_newline)', () => {
     // A parameter kept in a derived layout (per attention head, per MLP block) is several variables.
-    const variables = countVariables(model.tower.visionModel) + (model.projector ? countVariables(model.projector) : 0);
+    // On several threads this thread holds the embeddings and its own shards (tensors of the others are theirs).
+    const variables = model.threads > 1 ? model.tower.shardedModel!.weights().length : countVariables(model.tower.visionModel) + (model.projector ? countVariables(model.projector) : 0);
     expect(tf.memory().numTensors - baseline).toBe(variables + (model.imageNewline ? 1 : 0));
     expect(model.imageNewline !== null).toBe(label.includes('image_newline'));
-    expect(model.projector !== null).toBe(!label.startsWith('clip'));
+    expect(model.projectorConfig !== null).toBe(!label.startsWith('clip'));
   });
 
   const outputSets: OutputName[][] = [['projected'], ['features'], ['hidden_states', 'pooler_output'], ['hidden_states', 'features', 'projected', 'pooler_output']];
   test.each(outputSets.map((o) => [o.join('+'), o] as const))(`%s: ${REPEATS} encodes with outputs disposed leak nothing`, (_name, wanted) => {
     const x = pixels(model, 2, 5);
     const before = tf.memory().numTensors;
-    if (!model.projector && wanted.includes('projected')) {
+    if (!model.projectorConfig && wanted.includes('projected')) {
       // no projector (CLIP): asking for 'projected' is an error, and an error leaks nothing
       for (let i = 0; i < REPEATS; i++) expect(() => model.encode(x, { outputs: wanted })).toThrow(/needs a projector/);
       expect(tf.memory().numTensors).toBe(before);
@@ -119,7 +122,7 @@ describe.each(MODELS)('%s', (label, dir, options) => {
       expect(() => model.encode(x, { outputs })).toThrow(/image_size/);
       expect(tf.memory().numTensors).toBe(before);
     }
-    if (!model.projector) {
+    if (!model.projectorConfig) {
       expect(() => model.encode(x, { outputs: ['projected'] })).toThrow(/needs a projector/);
       expect(tf.memory().numTensors).toBe(before);
     }
@@ -133,7 +136,7 @@ describe('dispose', () => {
     const model = await LlavaVision.load(dir, { log: null, ...options });
     expect(tf.memory().numTensors).toBeGreaterThan(before);
     const x = pixels(model, 1, 3);
-    tf.dispose(all(model.encode(x, { outputs: ['hidden_states', 'features', 'pooler_output', ...(model.projector ? (['projected'] as const) : [])] })));
+    tf.dispose(all(model.encode(x, { outputs: ['hidden_states', 'features', 'pooler_output', ...(model.projectorConfig ? (['projected'] as const) : [])] })));
     x.dispose();
     model.dispose();
     expect(tf.memory().numTensors).toBe(before);

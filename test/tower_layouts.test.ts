@@ -44,7 +44,7 @@ describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_c
 
 test('the default layout follows the backend (wasm on wasm); an explicit layout wins', async () => {
   const dir = path.join(CASES, 'tiny_clip_full_layout_f32', 'model');
-  const [auto, batched] = [await LlavaVision.load(dir, { backend: 'wasm', log: null }), await LlavaVision.load(dir, { backend: 'wasm', log: null, layout: 'batched' })];
+  const [auto, batched] = [await LlavaVision.load(dir, { backend: 'wasm', log: null, threads: 1 }), await LlavaVision.load(dir, { backend: 'wasm', log: null, layout: 'batched' })];
   expect(auto.backend).toBe('wasm');
   expect(auto.tower.visionModel.visionModel.layout).toBe('wasm');
   expect(countVariables(auto.tower.visionModel)).toBeGreaterThan([...namedParams(auto.tower.visionModel)].length);

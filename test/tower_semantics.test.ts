@@ -297,7 +297,7 @@ describe('the tower is frozen, the projector trains', () => {
   });
 
   test('LlavaVision.load: frozen tower, trainable projector', async () => {
-    const model = await LlavaVision.load(path.join(CASE, 'llava'), { log: null, visionTower: TOWER });
+    const model = await LlavaVision.load(path.join(CASE, 'llava'), { log: null, visionTower: TOWER, threads: 1 }); // the tower's layers on this thread, to look at
     expect(model.tower.selectLayers).toEqual([-1]);
     expect(model.tower.selectFeature).toBe('patch');
     expect(model.tower.visionModel.visionModel.trainableWeights).toHaveLength(0);

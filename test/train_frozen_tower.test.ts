@@ -19,7 +19,7 @@ let pixels: tf.Tensor4D;
 let target: tf.Tensor;
 
 beforeAll(async () => {
-  model = await LlavaVision.load(MODEL, { log: null });
+  model = await LlavaVision.load(MODEL, { log: null, threads: 1 }); // the tower's variables on this thread, to look at
   projector = new Projector({ type: 'mlp2x_gelu', inFeatures: model.tower.featureSize, outFeatures: 24 });
   initProjector(projector, 1);
   pixels = tf.randomUniform<tf.Rank.R4>([2, 3, 56, 56], -1.8, 2.1, 'float32', 3);

@@ -4,6 +4,7 @@
  * trained model, same shapes and cost).
  *
  *   npm run bench [-- --json] [--batch N] [--dtype F32|F16] [--reps N] [--vs-torch] [--workers N] [--backend wasm|cpu|tensorflow|webgpu] [--layers N]
+ *   npm run bench -- --threads 1,2 [--vs-torch] [--reps N] [--json]   (the tensor-parallel forward: tools/bench_threads.ts)
  *   npm run bench -- --from-json REPORT.json     (the table of a saved --json report)
  *
  * Reports: checkpoint load time, read time and RSS (F32 and F16 files, each in a fresh process);
@@ -19,6 +20,7 @@
  * On webgpu the table also names the adapter; the GEMM ceiling and GEMM share are not measured there
  * (kernel calls only enqueue GPU work: timing them needs GPU timestamp queries). `--layers N` runs
  * ViT-L's first N encoder layers only (same shapes per layer; for slow adapters such as llvmpipe).
+ * Without --threads, the model runs on one thread (`threads: 1`): the single-thread figures above.
  * Timings on shared 2-core VMs drift: compare figures from one run only.
  */
 import * as fs from 'fs';
@@ -36,6 +38,7 @@ import { SafetensorsFile } from '../src/io/safetensors';
 import { GemmMeter, GemmTotals, gemmRate, replayGemms } from './gemm_ceiling';
 import { GenDType, writeFullSizeCase } from './make_checkpoint';
 import { packageRoot } from '../src/version';
+import { benchThreads, childThreadsLoad, parseThreadList } from './bench_threads';
 
 const CASE = 'vitl14_336_generated_sel-2_patch';
 const IMAGE = 'astronaut.png';
@@ -50,7 +53,9 @@ interface Options {
   backend?: BackendChoice;
   /** Encoder layers of ViT-L to run (default all 24). */
   layers?: number;
-  child?: 'load' | 'workers' | 'touch';
+  child?: 'load' | 'workers' | 'touch' | 'threads-load';
+  /** --threads: the thread counts of the tensor-parallel bench. */
+  threads?: number[];
   fromJson?: string;
   touchBytes?: number;
   touchMethod?: 'pool' | 'fill';
@@ -72,12 +77,13 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--backend') o.backend = value() as BackendChoice;
     else if (a === '--workers') o.workers = Number(value());
     else if (a === '--layers') o.layers = Number(value());
+    else if (a === '--threads') o.threads = parseThreadList(value());
     else if (a === '--from-json') o.fromJson = value();
-    else if (a === '--child') o.child = value() as 'load' | 'workers' | 'touch';
+    else if (a === '--child') o.child = value() as Options['child'];
     else if (a === '--touch-bytes') o.touchBytes = Number(value());
     else if (a === '--touch-method') o.touchMethod = value() as 'pool' | 'fill';
     else if (a === '--help' || a === '-h') {
-      console.log('usage: npm run bench -- [--json] [--batch N] [--dtype F32|F16] [--reps N] [--vs-torch] [--workers N] [--backend wasm|cpu|tensorflow|webgpu] [--layers N]');
+      console.log('usage: npm run bench -- [--json] [--batch N] [--dtype F32|F16] [--reps N] [--vs-torch] [--workers N] [--backend wasm|cpu|tensorflow|webgpu] [--layers N] [--threads 1,2]');
       process.exit(0);
     } else throw new Error(`unknown argument ${a} (see --help)`);
   }
@@ -202,7 +208,7 @@ async function childLoad(o: Options): Promise<void> {
   await initBackend({ backend: o.backend, log: null });
   resetPeakRss();
   const t0 = performance.now();
-  const model = await LlavaVision.load(gen.llavaDir, { visionTower: gen.towerDir, backend: o.backend, log: null });
+  const model = await LlavaVision.load(gen.llavaDir, { visionTower: gen.towerDir, backend: o.backend, log: null, threads: 1 });
   const loadS = (performance.now() - t0) / 1000;
   const r: LoadResult = {
     dtype: o.dtype, fileMB, readS, loadS, rssAfterLoadMB: rssMB(), peakRssLoadMB: peakRssMB(), wasmHeapMB: wasmHeapMB(), tensors: tf.memory().numTensors,
@@ -254,7 +260,7 @@ interface WorkersResult { workers: number; images: number; jobS: number; imagesP
 async function childWorkers(o: Options): Promise<void> {
   const root = packageRoot();
   const gen = weightsFor(root, o.dtype, o.layers);
-  const model = await LlavaVision.load(gen.llavaDir, { visionTower: gen.towerDir, backend: o.backend, log: null });
+  const model = await LlavaVision.load(gen.llavaDir, { visionTower: gen.towerDir, backend: o.backend, log: null, threads: 1 });
   const image = fixtureImage(root);
   const pixels = new Float32Array(o.batch * image.length);
   for (let i = 0; i < o.batch; i++) pixels.set(image, i * image.length);
@@ -352,6 +358,14 @@ async function main(): Promise<void> {
   if (o.child === 'workers') return childWorkers(o);
   if (o.child === 'touch') return childTouch(o);
   const root = packageRoot();
+  if (o.threads) {
+    const gen = weightsFor(root, o.dtype, o.layers);
+    const common = { llavaDir: gen.llavaDir, towerDir: gen.towerDir, backend: o.backend, image: fixtureImage(root), peakRssMB, resetPeakRss };
+    if (o.child === 'threads-load') return childThreadsLoad(common, o.threads[0]);
+    const childArgs = (n: number) => [__filename, '--child', 'threads-load', '--threads', String(n), '--dtype', o.dtype, ...(o.backend ? ['--backend', o.backend] : []), ...(o.layers ? ['--layers', String(o.layers)] : [])];
+    const torch = o.vsTorch && torchAvailable() ? (n: number) => runTorch(o, root, gen.towerDir, gen.llavaDir, n) : null;
+    return benchThreads({ ...common, threads: o.threads, reps: o.reps, vsTorch: o.vsTorch, json: o.json, childArgs, torch });
+  }
 
   log(o, `bench: weights (generated on first use) ...`);
   const [f32, f16] = [weightsFor(root, 'F32', o.layers), weightsFor(root, 'F16', o.layers)];
@@ -366,7 +380,7 @@ async function main(): Promise<void> {
     ...(wholeFile ? { touchS: touchInChild(weightsBytes, 'pool'), touchFillS: touchInChild(weightsBytes, 'fill'), weightsMB: weightsBytes / MB } : {}),
   }));
 
-  const model = await LlavaVision.load(gen.llavaDir, { visionTower: gen.towerDir, backend: o.backend });
+  const model = await LlavaVision.load(gen.llavaDir, { visionTower: gen.towerDir, backend: o.backend, threads: 1 });
   const backend = model.backend;
   // GPU kernel calls return before the work is done: only whole forwards (ending in a read) are timed there.
   const asyncKernels = backend === 'webgpu';

@@ -85,6 +85,18 @@ export class GemmMeter {
     }
   }
 
+  /** Starts recording every GEMM call (for `replayGemms`) until `stopRecording`. */
+  startRecording(): void {
+    this.recording = { calls: [], groups: new Map() };
+  }
+
+  /** The calls recorded since `startRecording`. */
+  stopRecording(): GemmCall[] {
+    const calls = this.recording?.calls ?? [];
+    this.recording = null;
+    return calls;
+  }
+
   private capture(kernel: string, inputs: Record<string, tf.Tensor>, attrs: Record<string, unknown>): void {
     const rec = this.recording!;
     const operands: Record<string, Operand> = {};

@@ -12,7 +12,9 @@ import { CheckpointError } from '../errors';
 import { DTYPE_SIZE, DType, numel } from '../io/dtype';
 import { LAYOUTS, Layout, PROJECTOR_PREFIXES, TOWER_PREFIXES, findProjectorKeys, inferProjectorType } from '../io/layouts';
 import { cachedSnapshot, hubCacheDir, isRepoId } from '../io/hub';
-import { LoadPlan, PlannedWeights, planLoad } from './load_plan';
+import { LoadPlan, PlannedWeights, ProjectorPlan, planLoad } from './load_plan';
+import { ThreadsSummary, threadsSummary } from './sharded/load';
+import type { ProjectorConfig } from '../model/projector';
 import { OpenedSource, SourceFormat, isDir, openTensorSource } from './sources';
 
 /** The declarations inspect checks a checkpoint against (also what tools/make_checkpoint writes). */
@@ -97,6 +99,8 @@ export interface InspectReport {
   visionTower?: VisionTowerSummary;
   tensors: InspectedTensor[];
   totals: Record<TensorRole, RoleTotals> & { all: RoleTotals; ignoredBy: Record<string, RoleTotals> };
+  /** How `LlavaVision.load` would shard the model across threads (LoadOptions.threads; wasm backend). */
+  threads?: ThreadsSummary;
   /** Things that would make `LlavaVision.load` fail or surprise (missing keys, shape mismatches, ...). */
   problems: string[];
   notes: string[];
@@ -241,6 +245,7 @@ async function inspectFolder(dir: string, options: InspectOptions): Promise<Insp
       vision: tower.config ? visionSummary(tower.config, tower.configFile) : null,
       ...(tower.config ? {} : { visionNote: tower.configError ?? 'the vision tower folder is not resolved, so its config is unknown' }),
       llava,
+      ...(tower.config ? { threads: threadsSummary(tower.config, projectorConfigOf(p)) } : {}),
       ...(LAYOUTS[plan.layout].towerConfig === 'mm_vision_tower' ? { visionTower: visionTowerSummary(plan, folderTensors) } : {}),
       tensors,
       problems: plan.problems,
@@ -249,6 +254,12 @@ async function inspectFolder(dir: string, options: InspectOptions): Promise<Insp
   } finally {
     for (const s of opened) s.close();
   }
+}
+
+/** The planned projector's config, when its widths are known. */
+function projectorConfigOf(p: ProjectorPlan | null): ProjectorConfig | null {
+  if (!p || p.inFeatures === null) return null;
+  return { type: p.type, inFeatures: p.inFeatures, outFeatures: p.outFeatures ?? p.inFeatures, hiddenAct: p.act, bias: p.bias };
 }
 
 /** Marks the planned tensors found (every one under the prefix while the config is unknown); returns them. */

@@ -8,7 +8,7 @@ import { Module, buildForLoading } from '../model/module';
 import { TowerLayout } from '../model/layout';
 import { ParamSpec, sameParams } from '../model/param_specs';
 import { Projector, ProjectorConfig, projectedWidth } from '../model/projector';
-import { ShardedProjector } from '../model/parallel/coordinator';
+import { CoordinatorStats, ShardedProjector } from '../model/parallel/coordinator';
 import { ShardedRuntime, effectiveThreads, gatherProjector, loadShardedProjector, loadShardedTower, requestedThreads, shardsProjector } from './sharded/load';
 import { CLIPImageProcessor } from '../image/processor';
 import { VisionForwardOptions } from '../model/vision_transformer';
@@ -92,6 +92,28 @@ export class LlavaVision {
     return this.runtime?.threads ?? 1;
   }
 
+  /** @internal The shard threads (`threads` > 1), for `npm run bench` and tests; null on one thread. */
+  get shardRuntime(): ShardedRuntime | null {
+    return this.runtime;
+  }
+
+  /**
+   * @internal Where the coordinating thread's time went since the last call (tower and projector
+   * steps summed, with its copies into tfjs), and resets it; null on one thread.
+   */
+  takeShardStats(): (CoordinatorStats & { copyInMs: number }) | null {
+    const tower = this.tower.shardedModel;
+    if (!this.runtime || !tower) return null;
+    const parts = [tower.resetStats(), ...(this.shardedProjector ? [this.shardedProjector.resetStats()] : [])];
+    const sum = parts.reduce((a, b) => ({
+      steps: a.steps + b.steps, layerNormMs: a.layerNormMs + b.layerNormMs, computeMs: a.computeMs + b.computeMs,
+      waitMs: a.waitMs + b.waitMs, reduceMs: a.reduceMs + b.reduceMs, embedMs: a.embedMs + b.embedMs,
+    }));
+    const copyInMs = this.runtime.rank0.copyInMs;
+    this.runtime.rank0.copyInMs = 0;
+    return { ...sum, copyInMs };
+  }
+
   /** The projector's type and widths (null without a projector), without gathering a sharded projector. */
   get projectorConfig(): ProjectorConfig | null {
     const config = this.projectorLayer?.projectorConfig ?? this.shardedProjector?.config;
@@ -139,7 +161,7 @@ export class LlavaVision {
       });
       const towerWeights = known(t.weights, 'tower weights');
       const weights = { tensors: open(towerWeights.from), keyFor: towerWeights.keyFor };
-      const threads = effectiveThreads(requestedThreads(options.threads), backend, tower.config);
+      const threads = effectiveThreads(requestedThreads(options.threads), backend, tower.config, options.layout);
       if (threads === 1) {
         await tower.loadModelAsync(weights);
         checkDeclared(tower.visionModel, towerWeights.tensors);

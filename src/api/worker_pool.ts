@@ -107,8 +107,9 @@ export function workerSpec(model: LlavaVision): WorkerModelSpec {
   const { log: _log, download: _download, ...options } = model.loadOptions;
   return {
     modelDir: model.modelDir,
-    // One thread per instance: the instances already use the cores.
-    options: { ...options, visionTower: model.layout === 'llava' ? model.tower.visionTowerName : options.visionTower, backend: model.backend as LoadOptions['backend'], threads: 1 },
+    // The model's own thread count: a tensor-parallel forward's last bits depend on it, and every
+    // instance must give the same bits (the CLI's --workers loads the model on one thread).
+    options: { ...options, visionTower: model.layout === 'llava' ? model.tower.visionTowerName : options.visionTower, backend: model.backend as LoadOptions['backend'], threads: model.threads },
   };
 }
 

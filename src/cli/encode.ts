@@ -43,8 +43,12 @@ export const ENCODE_HELP = `encode: images (or precomputed pixel values) -> visi
                                with a projector (projected for a "pixel_values" tensor), else features: write
                                --save merged,features to keep merged and add features
   --batch-size N               tiles per forward (default 1; results do not depend on it)
-  --workers N                  model instances encoding in parallel: this one plus N-1 worker threads, each with its
-                               own copy of the weights (N x the memory; default 1; results do not depend on it)
+  --threads N                  threads one model runs on (wasm): attention heads, MLP features and the mlp2x
+                               projector's hidden width split across them, each thread holding only its slices of
+                               the weights (default: $LLAVA_VISION_THREADS, else the available cores; 1 = today's
+                               single thread; results within the parity bound, identical run to run)
+  --workers N                  model copies encoding in parallel instead, one thread each: this one plus N-1 worker
+                               threads, each with all the weights (N x the memory; default 1; not with --threads)
   --interpolate-pos-encoding   pixel values at a resolution other than the model's image_size (HF semantics)
   --auto-orient                apply EXIF orientation (Pillow's Image.open, and so LLaVA, does not; images only)
   --backend B                  ${BACKEND_CHOICES.join(' | ')} (default: $LLAVA_VISION_BACKEND, else auto)

@@ -172,6 +172,14 @@ export function formatReport(r: InspectReport, options: { all: boolean }): strin
     lines.push('', `projector (from the tensor names): ${p.type ?? 'unknown type'} ${p.inFeatures ?? '?'} -> ${p.outFeatures ?? '?'}, bias ${p.bias ? 'yes' : 'no'} (${p.prefix}*)`);
   }
 
+  if (r.threads) {
+    const t = r.threads;
+    const per = (xs: number[]) => (new Set(xs).size === 1 ? `${xs[0]} each` : xs.join(' / '));
+    lines.push('', `threads (wasm): ${t.threads}${t.threads < t.requested ? ` of ${t.requested} asked for (one per attention head at most)` : ''}, from ${t.from === 'available cores' ? 'the available cores' : t.from}`);
+    if (t.threads > 1) {
+      lines.push(`  split: attention heads ${per(t.heads)}, MLP features ${per(t.features)}` + (t.projectorHidden ? `, projector hidden ${per(t.projectorHidden)}` : ', projector on the calling thread'));
+    }
+  }
   lines.push('', `tensors (${summary(r.totals.all)})`);
   for (const role of ['tower', 'projector', 'image_newline', 'ignored'] as TensorRole[]) {
     const ts = r.tensors.filter((t) => t.role === role);

@@ -41,22 +41,9 @@ export class CLIPVisionEmbeddings extends tf.layers.Layer implements Module {
   /** pixel values [B, C, H, W] -> embeddings [B, 1 + gh·gw, D]. */
   override call(inputs: tf.Tensor | tf.Tensor[], kwargs: { interpolatePosEncoding?: boolean } = {}): tf.Tensor {
     const pixels = singleInput<tf.Tensor4D>(inputs);
-    const { numChannels: c, patchSize: p, hiddenSize: d, imageSize } = this.config;
-    if (pixels.rank !== 4) throw new ConfigError(`pixel_values must be 4-D, NCHW [N, ${c}, H, W]; got shape [${pixels.shape.join(', ')}]`);
-    const [b, channels, h, w] = pixels.shape;
-    if (channels !== c) {
-      const nhwc = pixels.shape[3] === c ? ', which looks like NHWC (channels last): transpose it with tf.transpose(x, [0, 3, 1, 2])' : '';
-      throw new ConfigError(`pixel_values must be NCHW [N, ${c}, H, W] (num_channels ${c}); got [${pixels.shape.join(', ')}]${nhwc}`);
-    }
-    const interpolate = kwargs.interpolatePosEncoding ?? false;
-    if (!interpolate && (h !== imageSize || w !== imageSize)) {
-      throw new ConfigError(
-        `pixel_values are ${h}x${w} but the model's image_size is ${imageSize}; resize them or enable interpolate_pos_encoding`,
-      );
-    }
-    const gh = Math.floor(h / p);
-    const gw = Math.floor(w / p);
-    if (gh === 0 || gw === 0) throw new ConfigError(`pixel_values ${h}x${w} are smaller than one ${p}x${p} patch`);
+    const { numChannels: c, patchSize: p, hiddenSize: d } = this.config;
+    const { gh, gw } = checkPixelValues(this.config, pixels, kwargs.interpolatePosEncoding ?? false);
+    const [b, , h, w] = pixels.shape;
     return tf.tidy(() => {
       // A stride-P conv ignores the remainder rows/columns, so crop them away before unfolding.
       const cropped = h === gh * p && w === gw * p ? pixels : tf.slice(pixels, [0, 0, 0, 0], [b, c, gh * p, gw * p]);
@@ -115,3 +102,24 @@ export class CLIPVisionEmbeddings extends tf.layers.Layer implements Module {
   }
 }
 tf.serialization.registerClass(CLIPVisionEmbeddings);
+
+/**
+ * Checks pixel values [B, C, H, W] against the config (a ConfigError saying what is wrong, e.g. that
+ * they look like NHWC) and gives the patch grid.
+ */
+export function checkPixelValues(config: CLIPVisionConfig, pixels: tf.Tensor, interpolate: boolean): { gh: number; gw: number } {
+  const { numChannels: c, patchSize: p, imageSize } = config;
+  if (pixels.rank !== 4) throw new ConfigError(`pixel_values must be 4-D, NCHW [N, ${c}, H, W]; got shape [${pixels.shape.join(', ')}]`);
+  const [, channels, h, w] = pixels.shape;
+  if (channels !== c) {
+    const nhwc = pixels.shape[3] === c ? ', which looks like NHWC (channels last): transpose it with tf.transpose(x, [0, 3, 1, 2])' : '';
+    throw new ConfigError(`pixel_values must be NCHW [N, ${c}, H, W] (num_channels ${c}); got [${pixels.shape.join(', ')}]${nhwc}`);
+  }
+  if (!interpolate && (h !== imageSize || w !== imageSize)) {
+    throw new ConfigError(`pixel_values are ${h}x${w} but the model's image_size is ${imageSize}; resize them or enable interpolate_pos_encoding`);
+  }
+  const gh = Math.floor(h / p);
+  const gw = Math.floor(w / p);
+  if (gh === 0 || gw === 0) throw new ConfigError(`pixel_values ${h}x${w} are smaller than one ${p}x${p} patch`);
+  return { gh, gw };
+}

@@ -6,6 +6,7 @@
  */
 import * as os from 'os';
 import { CLIPVisionConfig } from '../../config/clip';
+import type { TowerLayout } from '../../model/layout';
 import { ConfigError } from '../../errors';
 import { encodeBlock } from '../../io/blocks';
 import { checkVisionConfigAgainstWeights } from '../../model/config_checks';
@@ -46,11 +47,39 @@ export function requestedThreads(option: number | undefined): number {
 }
 
 /**
- * Threads a tower runs on: the request, on the wasm backend only (other backends run their own
- * threads or a GPU), at most one per attention head.
+ * Threads a tower runs on: the request, on the wasm backend with the `wasm` layout only (other
+ * backends run their own threads or a GPU), at most one per attention head.
  */
-export function effectiveThreads(requested: number, backend: string, config: CLIPVisionConfig): number {
-  return backend === 'wasm' ? Math.min(requested, maxRanks(config)) : 1;
+export function effectiveThreads(requested: number, backend: string, config: CLIPVisionConfig, layout?: TowerLayout): number {
+  return backend === 'wasm' && (layout ?? 'wasm') === 'wasm' ? Math.min(requested, maxRanks(config)) : 1;
+}
+
+/** How a load with the default thread count would split a model (what `inspect` reports). */
+export interface ThreadsSummary {
+  /** The thread count asked for, and where it came from. */
+  requested: number;
+  from: typeof THREADS_ENV_VAR | 'available cores';
+  /** Threads the tower runs on (wasm; other backends run on one). */
+  threads: number;
+  /** Attention heads, MLP features and projector hidden features per thread. */
+  heads: number[];
+  features: number[];
+  projectorHidden: number[] | null;
+}
+
+export function threadsSummary(config: CLIPVisionConfig, projector: ProjectorConfig | null): ThreadsSummary {
+  const requested = requestedThreads(undefined);
+  const threads = effectiveThreads(requested, 'wasm', config);
+  const sharded = projector !== null && shardsProjector(projector, threads);
+  const plans = planRanks(config, threads, sharded ? projector.outFeatures : null);
+  return {
+    requested,
+    from: process.env[THREADS_ENV_VAR] ? THREADS_ENV_VAR : 'available cores',
+    threads,
+    heads: plans.map((p) => p.heads.count),
+    features: plans.map((p) => p.features.count),
+    projectorHidden: sharded ? plans.map((p) => p.projectorHidden!.count) : null,
+  };
 }
 
 /** The shard threads and this thread's own shards (rank 0). */
@@ -146,9 +175,10 @@ export async function loadShardedProjector(runtime: ShardedRuntime, config: Proj
     const keys = keyTable(shard, keyFor);
     const others = allLoaded(team, hidden.slice(1).map((h, i) => team.load(i + 1, { type: 'loadProjector', config, hidden: h, entry: source.source, keys })));
     others.catch(() => undefined);
-    const lastBias = config.bias ?? true ? readVector(source, keyFor('2.bias'), config.outFeatures) : null;
     await prefaultWeights(shard);
     loadWeights(shard, source, keyFor);
+    // After the shard's own tensors, so that a missing tensor is named in the checkpoint's order.
+    const lastBias = config.bias ?? true ? readVector(source, keyFor('2.bias'), config.outFeatures) : null;
     await others;
     rank0.projector = shard;
     return new ShardedProjector(config, lastBias, rank0, team);

@@ -33,7 +33,7 @@ export interface WorkerInit {
 export type LoadRequest =
   | { type: 'loadTower'; id: number; config: CLIPVisionConfig; plan: RankPlan; entry: string; keys: Record<string, string> }
   | { type: 'loadProjector'; id: number; config: ProjectorConfig; hidden: FeatureRange; entry: string; keys: Record<string, string> }
-  | { type: 'serve'; port: MessagePortLike };
+  | { type: 'serve'; port: MessagePortLike; generation: number };
 
 /** Replies of the load phase. */
 export type LoadReply =

@@ -101,7 +101,7 @@ export class ShardTeam implements StepTeam {
           resolve();
         } else if (m.type === 'loaded' || m.type === 'error') {
           const error = m.type === 'error' ? rebuildError(m.errorClass, m.message, `thread ${rank}`) : null;
-          if (m.id === undefined) return reject(error);
+          if (m.id === undefined) return reject(error ?? new BackendError(`thread ${rank}: a load reply without a request`));
           const p = member.pending.get(m.id);
           member.pending.delete(m.id);
           if (error) p?.reject(error);
@@ -127,7 +127,7 @@ export class ShardTeam implements StepTeam {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       member.pending.set(id, { resolve, reject });
-      member.worker.postMessage({ ...request, id } as LoadRequest);
+      member.worker.postMessage({ ...request, id });
     });
   }
 
@@ -137,7 +137,9 @@ export class ShardTeam implements StepTeam {
       const { port1, port2 } = new MessageChannel();
       port1.unref();
       m.requests = port1;
-      m.worker.postMessage({ type: 'serve', port: port2 } as LoadRequest, [port2]);
+      // The generation the thread starts from: it may take this message after the first step has begun.
+      const serve: LoadRequest = { type: 'serve', port: port2, generation: Atomics.load(this.ctl, CTL.GEN) };
+      m.worker.postMessage(serve, [port2]);
       // Loaded: from now on a thread keeps no process alive (one whose model is never disposed still exits).
       m.worker.unref();
     }

@@ -53,7 +53,7 @@ async function loadShard<T extends Module>(build: () => T, entry: string, keys: 
 async function onLoadMessage(m: LoadRequest): Promise<void> {
   if (m.type === 'serve') {
     port.removeAllListeners('message');
-    serve(m.port);
+    serve(m.port, m.generation);
     return;
   }
   try {
@@ -69,12 +69,12 @@ async function onLoadMessage(m: LoadRequest): Promise<void> {
 }
 
 /** The step loop: sleeps until the coordinator bumps GEN, runs the step, bumps DONE. Returns on exit. */
-function serve(requests: MessagePort): void {
+function serve(requests: MessagePort, generation: number): void {
   const ctl = new Int32Array(init.control);
   const stats = new Float64Array(init.stats, init.rank * STATS_SLOTS * 8, STATS_SLOTS);
   let input: Float32Array = new Float32Array(0);
   let output: Float32Array = new Float32Array(0);
-  let seen = Atomics.load(ctl, CTL.GEN);
+  let seen = generation;
   for (;;) {
     Atomics.wait(ctl, CTL.GEN, seen);
     seen = Atomics.load(ctl, CTL.GEN);
@@ -144,7 +144,11 @@ function handle(request: SyncRequest): unknown {
       return null;
     case 'hook': {
       // Development hooks (tools/: GEMM traces for `npm run bench`), run on this thread's engine.
-      if (!hookModules.has(request.module)) hookModules.set(request.module, require(request.module).shardHooks);
+      if (!hookModules.has(request.module)) {
+        // eslint-disable-next-line @typescript-eslint/no-require-imports -- a tool module named at run time, loaded into this thread
+        const loaded = require(request.module) as { shardHooks?: Record<string, (ctx: unknown, args: unknown) => unknown> };
+        hookModules.set(request.module, loaded.shardHooks ?? {});
+      }
       const fn = hookModules.get(request.module)?.[request.name];
       if (!fn) throw new Error(`no shard hook ${request.name} in ${request.module}`);
       return fn({ tf, rank: init.rank, compute }, request.args);

@@ -9,7 +9,7 @@ import * as tf from '../../tf';
 import { wasmHeapView } from '../../backend';
 import { CLIPVisionConfig } from '../../config/clip';
 import { ConfigError } from '../../errors';
-import { CLIPVisionEmbeddings } from '../embeddings';
+import { CLIPVisionEmbeddings, checkPixelValues } from '../embeddings';
 import { layerNormRows } from '../kernels/layer_norm';
 import { VisionForwardOptions, VisionModelOutput } from '../vision_transformer';
 import { disposeWeights } from '../weights';
@@ -98,15 +98,13 @@ export class ShardedVisionModel {
   forward(pixels: tf.Tensor4D, options: VisionForwardOptions = {}): VisionModelOutput {
     const layers = this.config.numHiddenLayers;
     const states = this.run(pixels, layers, Array.from({ length: layers + 1 }, (_, k) => k), options);
-    return tf.tidy(() => {
-      const hiddenStates = states.tensors;
-      const last = states.arrays[layers];
-      const [b, t, d] = [pixels.shape[0], states.tokens, this.config.hiddenSize];
-      const pooled = new Float32Array(b * d);
-      const { gamma, beta } = this.host.postLayernorm;
-      for (let i = 0; i < b; i++) layerNormRows(last.subarray(i * t * d, i * t * d + d), gamma, beta, this.config.layerNormEps, d, pooled.subarray(i * d, (i + 1) * d));
-      return { lastHiddenState: hiddenStates[layers], poolerOutput: tf.tensor2d(pooled, [b, d]), hiddenStates };
-    }) as VisionModelOutput;
+    const hiddenStates = states.tensors;
+    const last = states.arrays[layers];
+    const [b, t, d] = [pixels.shape[0], states.tokens, this.config.hiddenSize];
+    const pooled = new Float32Array(b * d);
+    const { gamma, beta } = this.host.postLayernorm;
+    for (let i = 0; i < b; i++) layerNormRows(last.subarray(i * t * d, i * t * d + d), gamma, beta, this.config.layerNormEps, d, pooled.subarray(i * d, (i + 1) * d));
+    return { lastHiddenState: hiddenStates[layers], poolerOutput: tf.tensor2d(pooled, [b, d]), hiddenStates };
   }
 
   /** `hidden_states[index]` alone; layers after it are not run (see CLIPVisionTransformer.hiddenState). */
@@ -124,14 +122,15 @@ export class ShardedVisionModel {
    * [B, T, D] tensors (and their arrays), in `keep`'s order.
    */
   private run(pixels: tf.Tensor4D, upTo: number, keep: number[], options: VisionForwardOptions): { tensors: tf.Tensor3D[]; arrays: Float32Array[]; tokens: number } {
+    checkPixelValues(this.config, pixels, options.interpolatePosEncoding ?? false);
     const d = this.config.hiddenSize;
     const b = pixels.shape[0];
     const kept = new Map<number, Float32Array>();
     let tokens = 0;
     for (let i = 0; i < b; i++) {
-      let t0 = performance.now();
+      const t0 = performance.now();
       const x = tf.tidy(() => {
-        const image = b === 1 ? pixels : (tf.slice(pixels, [i, 0, 0, 0], [1, ...pixels.shape.slice(1)]) as tf.Tensor4D);
+        const image = b === 1 ? pixels : tf.slice(pixels, [i, 0, 0, 0], [1, ...pixels.shape.slice(1)]);
         const embedded = this.embeddings.call(image, { interpolatePosEncoding: options.interpolatePosEncoding }) as tf.Tensor3D;
         const out = new Float32Array(embedded.size);
         const { gamma, beta } = this.host.preLayrnorm;
@@ -190,6 +189,12 @@ export class ShardedProjector {
     private readonly rank0: RankCompute,
     private readonly team: StepTeam,
   ) {}
+
+  resetStats(): CoordinatorStats {
+    const s = this.stats;
+    this.stats = emptyStats();
+    return s;
+  }
 
   get inFeatures(): number {
     return this.config.inFeatures;
