@@ -364,7 +364,8 @@ async function main(): Promise<void> {
     if (o.child === 'threads-load') return childThreadsLoad(common, o.threads[0]);
     const childArgs = (n: number) => [__filename, '--child', 'threads-load', '--threads', String(n), '--dtype', o.dtype, ...(o.backend ? ['--backend', o.backend] : []), ...(o.layers ? ['--layers', String(o.layers)] : [])];
     const torch = o.vsTorch && torchAvailable() ? (n: number) => runTorch(o, root, gen.towerDir, gen.llavaDir, n) : null;
-    return benchThreads({ ...common, threads: o.threads, reps: o.reps, vsTorch: o.vsTorch, json: o.json, childArgs, torch });
+    const warmCache = () => void readSeconds([gen.tower.file, gen.projector.file]);
+    return benchThreads({ ...common, threads: o.threads, reps: o.reps, vsTorch: o.vsTorch, json: o.json, childArgs, torch, warmCache });
   }
 
   log(o, `bench: weights (generated on first use) ...`);

@@ -44,6 +44,8 @@ export interface ThreadsBenchOptions {
   torch: ((threads: number) => { threads: number; gemm: string; llava: { median_s: number } }) | null;
   peakRssMB: () => number;
   resetPeakRss: () => void;
+  /** Reads the checkpoint files once: every load measurement starts from the same page cache. */
+  warmCache: () => void;
 }
 
 export interface ThreadsLoadResult { threads: number; loadS: number; peakRssLoadMB: number; peakRssForwardMB: number; rssMB: number }
@@ -139,6 +141,7 @@ export async function benchThreads(o: ThreadsBenchOptions): Promise<void> {
   const log = (line: string) => (o.json ? process.stderr : process.stdout).write(line + '\n');
   const loads: ThreadsLoadResult[] = o.threads.map((n) => {
     log(`bench: load with ${n} thread(s) and one forward, fresh process ...`);
+    o.warmCache();
     const r = spawnSync(process.execPath, o.childArgs(n), { encoding: 'utf8', maxBuffer: 16 * MB });
     const line = r.stdout.trim().split('\n').pop() ?? '';
     if (r.status !== 0 || !line.startsWith('{')) throw new Error(`load measurement (${n} threads) failed:\n${r.stderr}`);
