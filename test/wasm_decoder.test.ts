@@ -5,7 +5,8 @@
  */
 import * as fs from 'fs';
 import * as tf from '../src/tf';
-import { allocateUninitialized, initBackend, unwrittenHeapView } from '../src/backend';
+import { initBackend } from '../src/backend';
+import { allocateUninitialized, unwrittenHeapView } from '../src/model/wasm_heap';
 import { Block, decodeBlock } from '../src/io/blocks';
 import { DType } from '../src/io/dtype';
 import { WasmBlockDecoder } from '../src/model/kernels/wasm_decoder';

@@ -4,7 +4,7 @@ import { LlavaVisionSettings, SelectFeature } from '../config/llava';
 import { CheckpointError, ConfigError } from '../errors';
 import { Layout } from '../io/layouts';
 import { DownloadOptions } from '../io/hub';
-import { Module, buildForLoading } from '../model/module';
+import { Module } from '../model/module';
 import { TowerLayout } from '../model/layout';
 import { ParamSpec, sameParams } from '../model/param_specs';
 import { Projector, ProjectorConfig, projectedWidth } from '../model/projector';
@@ -262,14 +262,13 @@ async function loadProjector(plan: ProjectorPlan, open: (from: string) => Opened
   const { type, weights } = plan;
   const inFeatures = known(plan.inFeatures, 'projector input width');
   const outFeatures = plan.outFeatures ?? inFeatures;
-  const build = () => new Projector({ type, inFeatures, outFeatures, hiddenAct: plan.act, bias: plan.bias });
-  if (!weights) return build(); // identity
+  const config: ProjectorConfig = { type, inFeatures, outFeatures, hiddenAct: plan.act, bias: plan.bias };
+  if (!weights) return new Projector(config); // identity
   const source = open(weights.from);
   // Checked before the build: each linear is allocated from these sizes.
   checkProjectorAgainstWeights({ type, inFeatures, outFeatures }, source, weights.keyFor, plan.origin);
-  const config: ProjectorConfig = { type, inFeatures, outFeatures, hiddenAct: plan.act, bias: plan.bias };
   if (runtime && shardsProjector(config, runtime.threads)) return loadShardedProjector(runtime, config, source, weights.keyFor);
-  const projector = buildForLoading(build);
+  const projector = new Projector(config, { init: 'uninitialised' });
   try {
     checkDeclared(projector, weights.tensors);
     await prefaultWeights(projector);

@@ -8,7 +8,6 @@ import { ConfigError } from '../errors';
 import { CLIPVisionModel, VisionForwardOptions, VisionModelOutput } from '../model/vision_transformer';
 import type { ShardedVisionModel } from '../model/parallel/coordinator';
 import { KeyMap, TensorSource, disposeWeights, loadWeights, prefaultWeights } from '../model/weights';
-import { buildForLoading } from '../model/module';
 import { checkVisionConfigAgainstWeights } from '../model/config_checks';
 import { CONFIG_MAX_DEPTH } from '../config/limits';
 import { parseJsonWithLimits } from '../io/json';
@@ -152,7 +151,7 @@ export class CLIPVisionTower {
   }
 
   private build(): CLIPVisionModel {
-    return buildForLoading(() => new CLIPVisionModel(this.config, { trainable: false, layout: this.layout }));
+    return new CLIPVisionModel(this.config, { trainable: false, layout: this.layout, init: 'uninitialised' });
   }
 
   /** The underlying HF model (throws if `delayLoad` and not loaded yet, or disposed). */

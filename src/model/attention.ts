@@ -3,7 +3,7 @@ import { CLIPVisionConfig } from '../config/clip';
 import { TowerLayout, defaultTowerLayout } from './layout';
 import { Linear } from './linear';
 import { CompositeLayer } from './composite';
-import { Module } from './module';
+import { Module, WeightInit } from './module';
 import { FeatureRange } from './parallel/partition';
 import { singleInput } from './tfjs_layer';
 
@@ -33,7 +33,7 @@ export class CLIPAttention extends CompositeLayer {
   /** The heads a shard holds (null: all of them). */
   readonly heads: FeatureRange | null;
 
-  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean; layout?: TowerLayout; heads?: FeatureRange } = {}) {
+  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean; layout?: TowerLayout; heads?: FeatureRange; init?: WeightInit } = {}) {
     super({ name: args.name, trainable: args.trainable ?? true });
     this.config = config;
     this.layout = args.layout ?? defaultTowerLayout();
@@ -44,7 +44,7 @@ export class CLIPAttention extends CompositeLayer {
     const held = this.heads ? { start: this.heads.start * dh, count: this.heads.count * dh } : undefined;
     const perHead = this.layout === 'wasm' ? { along: 'out' as const, parts: this.heads?.count ?? config.numAttentionHeads } : undefined;
     const linear = (name: string, split?: { along: 'out' | 'in'; parts: number }) =>
-      new Linear({ inFeatures: d, outFeatures: d, split, shard: split && held, name: `${this.name}/${name}`, trainable: this.trainable });
+      new Linear({ inFeatures: d, outFeatures: d, split, shard: split && held, name: `${this.name}/${name}`, trainable: this.trainable, init: args.init });
     this.qProj = linear('q_proj', perHead);
     this.kProj = linear('k_proj', perHead);
     this.vProj = linear('v_proj', perHead);

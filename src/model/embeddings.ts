@@ -1,7 +1,7 @@
 import * as tf from '../tf';
 import { CLIPVisionConfig, numPatchesPerSide } from '../config/clip';
 import { ConfigError } from '../errors';
-import { Module, Param, wholeParam, zerosInPlace } from './module';
+import { Module, Param, WeightInit, initialWeights, wholeParam } from './module';
 import { bicubicResizeMatrix } from './interpolate';
 import { applyTrainableFlag, singleInput, singleShape } from './tfjs_layer';
 
@@ -17,9 +17,12 @@ export class CLIPVisionEmbeddings extends tf.layers.Layer implements Module {
   classEmbedding!: tf.LayerVariable; // [D]
   positionEmbedding!: tf.LayerVariable; // [numPositions, D]
 
-  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean } = {}) {
+  private readonly init: WeightInit;
+
+  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean; init?: WeightInit } = {}) {
     super({ name: args.name, trainable: args.trainable ?? true });
     this.config = config;
+    this.init = args.init ?? 'zeros';
     this.build([null, config.numChannels, config.imageSize, config.imageSize]);
   }
 
@@ -30,7 +33,7 @@ export class CLIPVisionEmbeddings extends tf.layers.Layer implements Module {
   override build(_inputShape: tf.Shape | tf.Shape[]): void {
     if (this.built) return;
     const { numChannels: c, patchSize: p, hiddenSize: d } = this.config;
-    const zeros = zerosInPlace();
+    const zeros = initialWeights(this.init);
     this.patchKernel = this.addWeight('patch_kernel', [c * p * p, d], 'float32', zeros, undefined, true);
     this.classEmbedding = this.addWeight('class_embedding', [d], 'float32', zeros, undefined, true);
     this.positionEmbedding = this.addWeight('position_embedding', [this.numPositions, d], 'float32', zeros, undefined, true);

@@ -5,7 +5,7 @@ import { CompositeLayer } from './composite';
 import { LayerNorm } from './layer_norm';
 import { TowerLayout } from './layout';
 import { CLIPMLP } from './mlp';
-import { Module } from './module';
+import { Module, WeightInit } from './module';
 import { singleInput } from './tfjs_layer';
 
 /** HF `CLIPEncoderLayer`, pre-LN: x + attn(ln1(x)), then x + mlp(ln2(x)). */
@@ -17,10 +17,10 @@ export class CLIPEncoderLayer extends CompositeLayer {
   readonly mlp: CLIPMLP;
   readonly layerNorm2: LayerNorm;
 
-  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean; layout?: TowerLayout } = {}) {
+  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean; layout?: TowerLayout; init?: WeightInit } = {}) {
     super({ name: args.name, trainable: args.trainable ?? true });
     this.config = config;
-    const sub = (name: string) => ({ name: `${this.name}/${name}`, trainable: this.trainable });
+    const sub = (name: string) => ({ name: `${this.name}/${name}`, trainable: this.trainable, init: args.init });
     const norm = (name: string) => new LayerNorm({ size: config.hiddenSize, eps: config.layerNormEps, ...sub(name) });
     this.selfAttn = new CLIPAttention(config, { ...sub('self_attn'), layout: args.layout });
     this.layerNorm1 = norm('layer_norm1');

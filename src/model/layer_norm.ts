@@ -1,6 +1,6 @@
 import * as tf from '../tf';
 import { LAYER_NORM_KERNEL, LayerNormAttrs, hasLayerNormKernel, registerLayerNormKernel } from './kernels/layer_norm';
-import { Module, Param, wholeParam } from './module';
+import { Module, Param, WeightInit, initialWeights, wholeParam } from './module';
 import { applyTrainableFlag, singleInput, singleShape } from './tfjs_layer';
 
 registerLayerNormKernel();
@@ -17,8 +17,11 @@ export class LayerNorm extends tf.layers.Layer implements Module {
   gamma!: tf.LayerVariable;
   beta!: tf.LayerVariable;
 
-  constructor(args: { size: number; eps: number; name?: string; trainable?: boolean }) {
+  private readonly init: WeightInit;
+
+  constructor(args: { size: number; eps: number; name?: string; trainable?: boolean; init?: WeightInit }) {
     super({ name: args.name, trainable: args.trainable ?? true });
+    this.init = args.init ?? 'zeros';
     this.size = args.size;
     this.eps = args.eps;
     this.build([null, this.size]);
@@ -26,8 +29,8 @@ export class LayerNorm extends tf.layers.Layer implements Module {
 
   override build(_inputShape: tf.Shape | tf.Shape[]): void {
     if (this.built) return;
-    this.gamma = this.addWeight('gamma', [this.size], 'float32', tf.initializers.ones(), undefined, true);
-    this.beta = this.addWeight('beta', [this.size], 'float32', tf.initializers.zeros(), undefined, true);
+    this.gamma = this.addWeight('gamma', [this.size], 'float32', initialWeights(this.init, 1), undefined, true);
+    this.beta = this.addWeight('beta', [this.size], 'float32', initialWeights(this.init, 0), undefined, true);
     applyTrainableFlag(this);
     this.built = true;
   }

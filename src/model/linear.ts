@@ -1,6 +1,6 @@
 import * as tf from '../tf';
 import { Block } from '../io/blocks';
-import { Module, Param, blocksParam, zerosInPlace } from './module';
+import { Module, Param, WeightInit, blocksParam, initialWeights } from './module';
 import { FeatureRange, splitRange } from './parallel/partition';
 import { applyTrainableFlag, singleInput, singleShape } from './tfjs_layer';
 
@@ -17,7 +17,7 @@ export interface LinearArgs {
   split?: { along: 'out' | 'in'; parts: number };
   /**
    * Keep the weight in the checkpoint's [out, in] layout and run it as the LEFT operand on
-   * feature-major activations ([in, tokens] -> [out, tokens], see `forwardFeatureMajor`). The wasm
+   * feature-major activations (W · xᵀ inside `forwardParts`). The wasm
    * backend's XNNPACK keeps a packed copy of every right-hand operand it has seen, so a weight on
    * the left costs no second copy; the activation is packed per call instead.
    */
@@ -30,6 +30,8 @@ export interface LinearArgs {
    * bias once. The 2-D hot paths only (`call` needs the whole weight).
    */
   shard?: FeatureRange;
+  /** How the weights start out (default zeros; `uninitialised` when a load fills them next). */
+  init?: WeightInit;
 }
 
 /**
@@ -47,6 +49,7 @@ export class Linear extends tf.layers.Layer implements Module {
   readonly parts: number;
   readonly weightLeft: boolean;
   readonly shard: FeatureRange | null;
+  private readonly init: WeightInit;
   kernels: tf.LayerVariable[] = [];
   biases: tf.LayerVariable[] = [];
 
@@ -58,6 +61,7 @@ export class Linear extends tf.layers.Layer implements Module {
     this.splitAlong = args.split?.along ?? 'out';
     this.parts = args.split?.parts ?? 1;
     this.weightLeft = args.weightLeft ?? false;
+    this.init = args.init ?? 'zeros';
     this.shard = args.shard ? { ...args.shard } : null;
     const size = this.splitAlong === 'out' ? this.outFeatures : this.inFeatures;
     if (this.shard) {
@@ -86,7 +90,7 @@ export class Linear extends tf.layers.Layer implements Module {
 
   override build(_inputShape: tf.Shape | tf.Shape[]): void {
     if (this.built) return;
-    const zeros = zerosInPlace();
+    const zeros = initialWeights(this.init);
     const suffix = (j: number) => (this.parts === 1 ? '' : `.part${j}`); // not _j: tfjs's own de-duplication suffix
     this.kernels = this.weightBlocks().map((b, j) =>
       this.addWeight(`kernel${suffix(j)}`, b.transposed ? [b.nc, b.nr] : [b.nr, b.nc], 'float32', zeros, undefined, true),
@@ -124,15 +128,34 @@ export class Linear extends tf.layers.Layer implements Module {
     return this.shard ? [] : [{ start: 0, count: this.outFeatures }];
   }
 
+  /** Input width of `call`: the checkpoint's, or a shard's features when it is split along its inputs. */
+  get heldIn(): number {
+    return this.shard && this.splitAlong === 'in' ? this.shard.count : this.inFeatures;
+  }
+
+  /** Output width of `call`: the checkpoint's, or a shard's features when it is split along its outputs. */
+  get heldOut(): number {
+    return this.shard && this.splitAlong === 'out' ? this.shard.count : this.outFeatures;
+  }
+
   /**
-   * Token-major 2-D hot path: `xs` are the input parts ([rows, in/parts] each when split along the
-   * inputs, else one [rows, in]); returns the output parts ([rows, out/parts] each when split along
-   * the outputs, else one [rows, out]). Input parts' products are summed, bias added once.
+   * The 2-D hot path, token-major whatever the layout: `xs` are the input parts ([rows, in_j] each when
+   * split along the inputs, else one [rows, in]); returns the output parts ([rows, out_j] each when
+   * split along the outputs, else one [rows, out]). Input parts' products are summed, the bias added
+   * once. A shard's result is its partial product (no bias when it is split along the inputs).
    */
   forwardParts(xs: tf.Tensor2D[]): tf.Tensor2D[] {
-    if (this.weightLeft) throw new Error(`${this.name}: weightLeft Linear takes feature-major input (forwardFeatureMajor)`);
     return tf.tidy(() => {
       const bias = (j: number) => this.biases[j]?.read();
+      if (this.weightLeft) {
+        // W [out_j, in] · xᵀ: the weight is the left operand (see LinearArgs.weightLeft), the result transposed back.
+        const xT = tf.transpose(xs[0]);
+        return this.kernels.map((k, j) => {
+          const yT = tf.matMul(k.read(), xT);
+          const b = bias(j);
+          return tf.transpose(b ? tf.add(yT, b) : yT);
+        });
+      }
       if (this.splitAlong === 'out') {
         return this.kernels.map((k, j) => tf.fused.matMul({ a: xs[0], b: k.read(), bias: bias(j) }));
       }
@@ -148,35 +171,22 @@ export class Linear extends tf.layers.Layer implements Module {
     }) as tf.Tensor2D[];
   }
 
-  /** Feature-major hot path (weightLeft): xT [in, tokens] -> output parts [out/parts, tokens]. */
-  forwardFeatureMajor(xT: tf.Tensor2D): tf.Tensor2D[] {
-    if (!this.weightLeft) throw new Error(`${this.name}: forwardFeatureMajor needs a weightLeft Linear`);
-    return tf.tidy(() =>
-      this.kernels.map((k, j) => {
-        const y = tf.matMul(k.read(), xT);
-        return this.biases[j] ? tf.add(y, this.biases[j].read()) : y;
-      }),
-    ) as tf.Tensor2D[];
-  }
-
-  /** Any [..., in] -> [..., out]. */
+  /** Any [..., heldIn] -> [..., heldOut] (a whole Linear: [..., in] -> [..., out]). */
   override call(inputs: tf.Tensor | tf.Tensor[]): tf.Tensor {
     const x = singleInput(inputs);
-    if (this.shard) throw new Error(`${this.name}: a shard runs through forwardParts / forwardFeatureMajor only`);
     return tf.tidy(() => {
       const lead = x.shape.slice(0, -1);
-      const x2d = tf.reshape<tf.Rank.R2>(x, [-1, this.inFeatures]);
-      let outs: tf.Tensor2D[];
-      if (this.weightLeft) outs = this.forwardFeatureMajor(tf.transpose(x2d)).map((y) => tf.transpose(y));
-      else outs = this.forwardParts(this.splitAlong === 'in' && this.parts > 1 ? tf.split(x2d, this.parts, 1) : [x2d]);
+      const x2d = tf.reshape<tf.Rank.R2>(x, [-1, this.heldIn]);
+      const parts = this.splitAlong === 'in' && this.kernels.length > 1 ? tf.split<tf.Tensor2D>(x2d, this.partRanges().map((r) => r.count), 1) : [x2d];
+      const outs = this.forwardParts(parts);
       const y = outs.length === 1 ? outs[0] : tf.concat(outs, 1);
-      return lead.length === 1 ? y : tf.reshape(y, [...lead, this.outFeatures]);
+      return lead.length === 1 ? y : tf.reshape(y, [...lead, this.heldOut]);
     });
   }
 
   override computeOutputShape(inputShape: tf.Shape | tf.Shape[]): tf.Shape {
     const s = singleShape(inputShape);
-    return [...s.slice(0, -1), this.outFeatures];
+    return [...s.slice(0, -1), this.heldOut];
   }
 
   override getConfig(): tf.serialization.ConfigDict {

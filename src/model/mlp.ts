@@ -4,7 +4,7 @@ import { Activation, activationByName } from './activations';
 import { CompositeLayer } from './composite';
 import { TowerLayout, defaultTowerLayout } from './layout';
 import { Linear } from './linear';
-import { Module } from './module';
+import { Module, WeightInit } from './module';
 import { FeatureRange } from './parallel/partition';
 import { singleInput } from './tfjs_layer';
 
@@ -33,7 +33,7 @@ export class CLIPMLP extends CompositeLayer {
   /** The intermediate features a shard holds (null: all of them). */
   readonly features: FeatureRange | null;
 
-  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean; layout?: TowerLayout; features?: FeatureRange } = {}) {
+  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean; layout?: TowerLayout; features?: FeatureRange; init?: WeightInit } = {}) {
     super({ name: args.name, trainable: args.trainable ?? true });
     this.config = config;
     this.layout = args.layout ?? defaultTowerLayout();
@@ -41,7 +41,7 @@ export class CLIPMLP extends CompositeLayer {
     this.features = args.features ? { ...args.features } : null;
     if (this.features && this.layout !== 'wasm') throw new Error(`${this.name}: only the wasm layout can be sharded by features`);
     const { hiddenSize: d, intermediateSize: m } = config;
-    const sub = (name: string) => ({ name: `${this.name}/${name}`, trainable: this.trainable });
+    const sub = (name: string) => ({ name: `${this.name}/${name}`, trainable: this.trainable, init: args.init });
     if (this.layout === 'wasm') {
       const shard = this.features ?? undefined;
       const blocks = m % d !== 0 ? 1 : shard ? Math.ceil(shard.count / d) : m / d;
@@ -56,9 +56,8 @@ export class CLIPMLP extends CompositeLayer {
 
   /** One image: [T, D] -> [T, D]. */
   forward2d(x: tf.Tensor2D): tf.Tensor2D {
-    if (this.layout === 'batched') return tf.tidy(() => this.fc2.forwardParts([this.act(this.fc1.forwardParts([x])[0]) as tf.Tensor2D])[0]);
     return tf.tidy(() => {
-      const hidden = this.fc1.forwardFeatureMajor(tf.transpose(x)).map((hT) => tf.transpose(this.act(hT)) as tf.Tensor2D);
+      const hidden = this.fc1.forwardParts([x]).map((h) => this.act(h) as tf.Tensor2D);
       return this.fc2.forwardParts(hidden)[0];
     });
   }

@@ -1,5 +1,5 @@
 import * as tf from '../tf';
-import { allocateUninitialized } from '../backend';
+import { allocateUninitialized } from './wasm_heap';
 import { Block } from '../io/blocks';
 import { numel } from '../io/dtype';
 
@@ -47,33 +47,40 @@ export function storedAsIs(p: Param): boolean {
   return p.blocks.length === 1 && !b.transposed && b.nr * b.nc === numel(p.checkpointShape);
 }
 
-type Initializer = ReturnType<typeof tf.initializers.zeros>;
+/**
+ * How a module's weights start out. `zeros` (LayerNorm scales: ones), written by the backend in place.
+ * `uninitialised`, for modules whose every weight a checkpoint load overwrites next: on wasm their
+ * memory is then only allocated, not written (zeroing ViT-L is a separate first pass over 1.2 GB of
+ * fresh memory, ~1 s on a 2-core VM), and the loader fills it in place; whoever builds such a module
+ * must load every weight or dispose it. Off wasm both start at zeros.
+ */
+export type WeightInit = 'zeros' | 'uninitialised';
 
-let buildingForLoad = 0;
+type Zeros = ReturnType<typeof tf.initializers.zeros>;
+// tfjs-layers exports its initializers as factories only: extend the class `zeros()` instantiates.
+const ZerosInitializer = tf.initializers.zeros().constructor as new () => Zeros;
 
 /**
- * Builds modules whose every weight a checkpoint load overwrites next: on wasm their memory is then only
- * allocated, not zeroed (zeroing ViT-L is a separate first pass over 1.2 GB of fresh memory, ~1 s on a
- * 2-core VM). The caller must load every weight or dispose the module. Elsewhere weights start at zeros.
+ * The Initializer `addWeight` gets for `init`: the constant `value` written by the backend in place
+ * (`tf.fill`, where `tf.initializers.zeros()` builds a JS array and copies it in: ~1 s more for
+ * ViT-L), or for `uninitialised` memory left as the allocator gives it (see WeightInit).
  */
-export function buildForLoading<T>(build: () => T): T {
-  buildingForLoad++;
-  try {
-    return build();
-  } finally {
-    buildingForLoad--;
+class InitialWeights extends ZerosInitializer {
+  constructor(
+    private readonly init: WeightInit,
+    private readonly value: number,
+  ) {
+    super();
+  }
+
+  override apply(shape: tf.Shape, dtype: tf.DataType = 'float32'): tf.Tensor {
+    const dims = shape.map((n) => n ?? 1);
+    return (this.init === 'uninitialised' ? allocateUninitialized(dims, dtype) : null) ?? tf.fill(dims, this.value, dtype);
   }
 }
 
-/**
- * The initial value of weights a checkpoint load overwrites: zeros written by the backend in place
- * (`tf.fill`), where `tf.initializers.zeros()` builds a JS array and copies it in (~1 s more for ViT-L);
- * inside `buildForLoading`, memory left as the allocator gives it.
- */
-export function zerosInPlace(): Initializer {
-  const apply = (shape: number[], dtype: tf.DataType = 'float32') =>
-    (buildingForLoad > 0 ? allocateUninitialized(shape, dtype) : null) ?? tf.fill(shape, 0, dtype);
-  return { apply } as unknown as Initializer;
+export function initialWeights(init: WeightInit = 'zeros', value = 0): Zeros {
+  return new InitialWeights(init, value);
 }
 
 /** A node of the module tree whose paths mirror checkpoint keys. */

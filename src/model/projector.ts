@@ -6,7 +6,7 @@ import { ConfigError } from '../errors';
 import { Activation, activationByName } from './activations';
 import { CompositeLayer } from './composite';
 import { Linear } from './linear';
-import { Module, Param } from './module';
+import { Module, Param, WeightInit } from './module';
 import { FeatureRange } from './parallel/partition';
 import { singleInput, singleShape } from './tfjs_layer';
 
@@ -48,7 +48,7 @@ export class Projector extends CompositeLayer {
    * Linear's inputs in that range, without the last bias; `call` then gives this shard's partial
    * product, summed over the shards before the bias is added once.
    */
-  constructor(config: ProjectorConfig, args: { name?: string; trainable?: boolean; hidden?: FeatureRange } = {}) {
+  constructor(config: ProjectorConfig, args: { name?: string; trainable?: boolean; hidden?: FeatureRange; init?: WeightInit } = {}) {
     super({ name: args.name ?? 'mm_projector', trainable: args.trainable ?? true });
     ensureBackendSync(); // weights are created below, on the backend chosen now
     this.projectorConfig = { ...config };
@@ -75,6 +75,7 @@ export class Projector extends CompositeLayer {
         shard,
         name: `${this.name}/${2 * i}`,
         trainable: this.trainable,
+        init: args.init,
       }),
     );
     this.built = true;

@@ -6,7 +6,7 @@ import { CLIPVisionEmbeddings } from './embeddings';
 import { CLIPEncoderLayer } from './encoder_layer';
 import { LayerNorm } from './layer_norm';
 import { TowerLayout, defaultTowerLayout } from './layout';
-import { Module, ModuleGroup } from './module';
+import { Module, ModuleGroup, WeightInit } from './module';
 import { singleInput } from './tfjs_layer';
 
 export interface VisionForwardOptions {
@@ -36,13 +36,13 @@ export class CLIPVisionTransformer extends CompositeLayer {
   readonly postLayernorm: LayerNorm;
   readonly layout: TowerLayout;
 
-  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean; layout?: TowerLayout } = {}) {
+  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean; layout?: TowerLayout; init?: WeightInit } = {}) {
     super({ name: args.name ?? 'vision_model', trainable: args.trainable ?? true });
     validateVisionConfig(config, 'vision config'); // before anything is allocated from it
     ensureBackendSync(); // weights are created below, on the backend chosen now
     this.config = config;
     this.layout = args.layout ?? defaultTowerLayout();
-    const sub = (name: string) => ({ name: `${this.name}/${name}`, trainable: this.trainable });
+    const sub = (name: string) => ({ name: `${this.name}/${name}`, trainable: this.trainable, init: args.init });
     const norm = (name: string) => new LayerNorm({ size: config.hiddenSize, eps: config.layerNormEps, ...sub(name) });
     this.embeddings = new CLIPVisionEmbeddings(config, sub('embeddings'));
     this.preLayrnorm = norm('pre_layrnorm');
@@ -125,9 +125,9 @@ tf.serialization.registerClass(CLIPVisionTransformer);
 export class CLIPVisionModel implements Module {
   readonly visionModel: CLIPVisionTransformer;
 
-  /** `layout`: default, the one for the active backend (see layout.ts). */
-  constructor(readonly config: CLIPVisionConfig, options: { trainable?: boolean; layout?: TowerLayout } = {}) {
-    this.visionModel = new CLIPVisionTransformer(config, { trainable: options.trainable ?? true, layout: options.layout });
+  /** `layout`: default, the one for the active backend (see layout.ts); `init`: see WeightInit. */
+  constructor(readonly config: CLIPVisionConfig, options: { trainable?: boolean; layout?: TowerLayout; init?: WeightInit } = {}) {
+    this.visionModel = new CLIPVisionTransformer(config, { trainable: options.trainable ?? true, layout: options.layout, init: options.init });
   }
 
   params() {

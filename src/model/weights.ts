@@ -1,6 +1,7 @@
 import * as tf from '../tf';
 import { CheckpointError, shapeText } from '../errors';
-import { markWritten, prefaultMemory, unwrittenHeapView } from '../backend';
+import { prefaultMemory } from '../backend';
+import { markWritten, unwrittenHeapView } from './wasm_heap';
 import { Block, decodeBlock, encodeBlock } from '../io/blocks';
 import type { Region } from '../io/safetensors';
 import { DType, DTYPE_SIZE, isDType, isFloatDType, numel } from '../io/dtype';
@@ -38,7 +39,7 @@ const bytesOf = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.by
  * naming the key, raised before anything is written.
  *
  * Tensors are read one at a time and decoded (and, for derived layouts, transposed) in one pass. A module
- * built for loading (`buildForLoading`) on wasm is filled in place: each tensor goes straight into its
+ * built with `init: 'uninitialised'` (WeightInit) on wasm is filled in place: each tensor goes straight into its
  * variables' memory in the wasm heap (an F32 tensor stored as is straight from the file), so the
  * weights are never held twice. Anywhere else each variable gets a new tensor.
  */

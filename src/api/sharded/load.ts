@@ -11,7 +11,7 @@ import { ConfigError } from '../../errors';
 import { encodeBlock } from '../../io/blocks';
 import { checkVisionConfigAgainstWeights } from '../../model/config_checks';
 import { CLIPVisionEmbeddings } from '../../model/embeddings';
-import { Module, ModuleGroup, buildForLoading, namedParams } from '../../model/module';
+import { Module, ModuleGroup, namedParams } from '../../model/module';
 import { ShardedProjector, ShardedVisionModel } from '../../model/parallel/coordinator';
 import { readHostTowerWeights, readVector } from '../../model/parallel/host_weights';
 import { maxRanks, planRanks, splitRange } from '../../model/parallel/partition';
@@ -137,11 +137,11 @@ export async function loadShardedTower(runtime: ShardedRuntime, tower: CLIPVisio
   try {
     checkVisionConfigAgainstWeights(config, tensors, keyFor, tower.configFile);
     const plans = planRanks(config, team.ranks, null);
-    shard = buildForLoading(() => new TowerShard(config, plans[0]));
+    shard = new TowerShard(config, plans[0]);
     const keys = keyTable(shard, keyFor);
     const others = allLoaded(team, plans.slice(1).map((plan) => team.load(plan.rank, { type: 'loadTower', config, plan, entry: tensors.source, keys })));
     others.catch(() => undefined); // awaited below; not an unhandled rejection while this thread loads
-    embeddings = buildForLoading(() => new CLIPVisionEmbeddings(config, { name: 'vision_model/embeddings', trainable: false }));
+    embeddings = new CLIPVisionEmbeddings(config, { name: 'vision_model/embeddings', trainable: false, init: 'uninitialised' });
     const embeddingsModule = new ModuleGroup({ vision_model: new ModuleGroup({ embeddings }) });
     const host = readHostTowerWeights(config, tensors, keyFor);
     await prefaultWeights(shard);
@@ -171,7 +171,7 @@ export async function loadShardedProjector(runtime: ShardedRuntime, config: Proj
   const hidden = splitRange(config.outFeatures, team.ranks);
   let shard: Projector | null = null;
   try {
-    shard = buildForLoading(() => projectorShard(config, hidden[0]));
+    shard = projectorShard(config, hidden[0]);
     const keys = keyTable(shard, keyFor);
     const others = allLoaded(team, hidden.slice(1).map((h, i) => team.load(i + 1, { type: 'loadProjector', config, hidden: h, entry: source.source, keys })));
     others.catch(() => undefined);
@@ -197,7 +197,7 @@ export function gatherProjector(runtime: ShardedRuntime, sharded: ShardedProject
   const local = (p: Projector | null): ExportedParam[] =>
     p ? [...namedParams(p)].map(([path, q]) => ({ path, checkpointShape: q.checkpointShape, cols: q.cols, blocks: q.blocks, data: q.variables.map((v) => v.read().dataSync() as Float32Array) })) : [];
   const parts = [local(rank0.projector), ...team.request<ExportedParam[]>(() => ({ kind: 'exportProjector' }))].flat();
-  const projector = buildForLoading(() => new Projector(sharded.config));
+  const projector = new Projector(sharded.config, { init: 'uninitialised' });
   try {
     for (const [path, param] of namedParams(projector)) {
       const full = new Float32Array(param.checkpointShape.reduce((a, b) => a * b, 1));

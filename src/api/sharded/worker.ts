@@ -6,8 +6,9 @@
 import * as fs from 'fs';
 import { MessagePort, parentPort, receiveMessageOnPort, workerData } from 'worker_threads';
 import * as tf from '../../tf';
-import { initBackend, wasmHeapView } from '../../backend';
-import { buildForLoading, namedParams } from '../../model/module';
+import { initBackend } from '../../backend';
+import { wasmHeapView } from '../../model/wasm_heap';
+import { namedParams } from '../../model/module';
 import { RankCompute, TowerShard, projectorShard } from '../../model/parallel/shards';
 import { disposeWeights, loadWeights, prefaultWeights } from '../../model/weights';
 import { Module } from '../../model/module';
@@ -29,12 +30,12 @@ function osThreadId(): number | null {
   }
 }
 
-/** Builds a shard for loading and fills it from `entry`, reading only its slices; a failure frees it. */
+/** Builds a shard (its weights `uninitialised`) and fills it from `entry`, reading only its slices; a failure frees it. */
 async function loadShard<T extends Module>(build: () => T, entry: string, keys: Record<string, string>, free: (m: T) => void): Promise<T> {
   const source = openTensorSource(entry);
   let shard: T | null = null;
   try {
-    shard = buildForLoading(build);
+    shard = build();
     await prefaultWeights(shard);
     loadWeights(shard, source, (p) => {
       const key = keys[p];

@@ -6,7 +6,7 @@
  * stay on this thread; every thread holds only its own slice of each layer's weights.
  */
 import * as tf from '../../tf';
-import { wasmHeapView } from '../../backend';
+import { wasmHeapView } from '../wasm_heap';
 import { CLIPVisionConfig } from '../../config/clip';
 import { ConfigError } from '../../errors';
 import { CLIPVisionEmbeddings, checkPixelValues } from '../embeddings';

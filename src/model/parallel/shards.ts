@@ -26,7 +26,8 @@ export class TowerShard implements Module {
   readonly mlp: CLIPMLP[];
 
   constructor(readonly config: CLIPVisionConfig, readonly plan: Pick<RankPlan, 'heads' | 'features'>) {
-    const layer = (i: number, name: string) => ({ name: `vision_model/encoder/layers/${i}/${name}`, trainable: false, layout: 'wasm' as const });
+    // Built to be loaded: the weights' memory is filled by the loader (see WeightInit).
+    const layer = (i: number, name: string) => ({ name: `vision_model/encoder/layers/${i}/${name}`, trainable: false, layout: 'wasm' as const, init: 'uninitialised' as const });
     const layers = Array.from({ length: config.numHiddenLayers }, (_, i) => i);
     this.attention = [];
     this.mlp = [];
@@ -57,7 +58,7 @@ export class TowerShard implements Module {
 
 /** A rank's shard of an `mlp2x_gelu` projector: the hidden features `hidden` (see Projector). */
 export function projectorShard(config: ProjectorConfig, hidden: FeatureRange): Projector {
-  return new Projector(config, { hidden, trainable: false });
+  return new Projector(config, { hidden, trainable: false, init: 'uninitialised' });
 }
 
 /** The steps one rank runs on its shards. */
