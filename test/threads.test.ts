@@ -12,6 +12,9 @@ import { ThreadMemory } from '../src/api/sharded/protocol';
 import { requestedThreads, THREADS_ENV_VAR } from '../src/api/sharded/load';
 import { describeOnBackend } from './helpers/backend_gate';
 import { GoldenCase, expectParity, loadCase } from './helpers/golden';
+import { isolatedTempDir } from './helpers/isolation';
+import { main } from '../src/cli/main';
+import { SafetensorsFile } from '../src/io/safetensors';
 
 const pad2 = (k: number) => String(k).padStart(2, '0');
 const DEMO = path.join(__dirname, '..', 'weights', 'demo');
@@ -203,6 +206,45 @@ describe('threads option', () => {
       expect(model.threads).toBe(model.tower.config.numAttentionHeads);
     } finally {
       model.dispose();
+    }
+  });
+});
+
+describe('llava-vision encode --threads', () => {
+  const tempDir = isolatedTempDir('llava-threads-');
+  const CHELSEA = path.join(DEMO, 'images', 'chelsea.png');
+  async function run(args: string[]): Promise<{ code: number; err: string }> {
+    let err = '';
+    const code = await main(args, { out: () => undefined, err: (s) => (err += s) });
+    return { code, err };
+  }
+  const merged = (file: string) => {
+    const st = SafetensorsFile.open(file);
+    try {
+      return st.readFloat32('images.0.merged');
+    } finally {
+      st.close();
+    }
+  };
+
+  (onWasm ? test : test.skip)('1, 2 and 3 threads write the same tokens within float32 rounding; --threads 2 is identical run to run', async () => {
+    const out = (n: string) => path.join(tempDir(), `t${n}.safetensors`);
+    for (const n of ['1', '2', '3', '2b']) expect((await run(['encode', CHELSEA, '--threads', n.replace('b', ''), '--quiet', '--out', out(n)])).code).toBe(0);
+    const one = merged(out('1'));
+    for (const n of ['2', '3']) {
+      const other = merged(out(n));
+      let worst = 0;
+      for (let i = 0; i < one.length; i++) worst = Math.max(worst, Math.abs(other[i] - one[i]));
+      expect(worst).toBeLessThan(1e-4);
+    }
+    expect(bits(merged(out('2b'))).equals(bits(merged(out('2'))))).toBe(true);
+  });
+
+  test('--threads 0 and --threads two are usage errors (exit 2) naming the option', async () => {
+    for (const bad of ['0', 'two']) {
+      const r = await run(['encode', CHELSEA, '--threads', bad, '--out', path.join(tempDir(), 'x.safetensors')]);
+      expect(r.code).toBe(2);
+      expect(r.err).toMatch(/--threads/);
     }
   });
 });

@@ -47,8 +47,9 @@ export const ENCODE_HELP = `encode: images (or precomputed pixel values) -> visi
                                projector's hidden width split across them, each thread holding only its slices of
                                the weights (default: $LLAVA_VISION_THREADS, else the available cores; 1 = today's
                                single thread; results within the parity bound, identical run to run)
-  --workers N                  model copies encoding in parallel instead, one thread each: this one plus N-1 worker
-                               threads, each with all the weights (N x the memory; default 1; not with --threads)
+  --workers N                  model copies encoding images in parallel: this one plus N-1 worker threads, each with
+                               all the weights (N x the memory; default 1), each on --threads threads (default 1
+                               with --workers): for throughput on many cores with RAM to spare
   --interpolate-pos-encoding   pixel values at a resolution other than the model's image_size (HF semantics)
   --auto-orient                apply EXIF orientation (Pillow's Image.open, and so LLaVA, does not; images only)
   --backend B                  ${BACKEND_CHOICES.join(' | ')} (default: $LLAVA_VISION_BACKEND, else auto)

@@ -57,7 +57,7 @@ export interface EncodeSettings {
   gridPinpoints?: Pinpoints;
   batchSize: number;
   workers: number;
-  /** --threads; undefined: LLAVA_VISION_THREADS, else the cores (one thread per instance with --workers). */
+  /** --threads; undefined: LLAVA_VISION_THREADS, else the cores (with --workers: 1 per copy). */
   threads?: number;
 }
 
@@ -72,18 +72,8 @@ export function encodeSettings(o: EncodeArgs): EncodeSettings {
     gridPinpoints: gridPinpointsOption(o['grid-pinpoints']),
     batchSize: atLeastOne(o['batch-size'], 'batch-size', 1),
     workers: atLeastOne(o.workers, 'workers', 1),
-    threads: threadsOption(o),
+    threads: o.threads === undefined ? undefined : atLeastOne(o.threads, 'threads', 1),
   };
-}
-
-/** --threads N (tensor parallel inside one model) and --workers N (model copies) do not combine. */
-function threadsOption(o: EncodeArgs): number | undefined {
-  if (o.threads === undefined) return undefined;
-  const threads = atLeastOne(o.threads, 'threads', 1);
-  if (threads > 1 && o.workers !== undefined && Number(o.workers) > 1) {
-    throw new UsageError('--threads and --workers do not combine: --threads N shards one model across N threads, --workers N runs N copies of it on one thread each');
-  }
-  return threads;
 }
 
 /** An integer option that must be at least 1. */
@@ -103,7 +93,7 @@ export function loadOptions(o: EncodeArgs, settings: EncodeSettings, err: (s: st
     selectLayer: settings.selectLayer,
     selectFeature: settings.selectFeature,
     backend: settings.backend,
-    // With --workers, each copy runs on one thread: the copies use the cores.
+    // With --workers and no --threads, each copy runs on one thread: the copies use the cores.
     threads: settings.threads ?? (settings.workers > 1 ? 1 : undefined),
     log: o.quiet ? null : (line) => err(line + '\n'),
   };
