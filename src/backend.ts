@@ -95,7 +95,7 @@ function setBackendNow(name: string): boolean {
 }
 
 /** Where to say which backend runs: the option's, else stderr; null is silence. */
-function logOf(options: BackendOptions): ((line: string) => void) | null {
+export function logOf(options: BackendOptions): ((line: string) => void) | null {
   return options.log === undefined ? (line: string) => process.stderr.write(line + '\n') : options.log;
 }
 
@@ -173,7 +173,7 @@ function backendDetails(name: string): string[] {
   try {
     const simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT');
     const threads = tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT');
-    return [`SIMD ${simd ? 'on' : 'off'}, ${threads ? 'multi-threaded' : 'single-threaded'}`];
+    return [`SIMD ${simd ? 'on' : 'off'}, ${threads ? 'multi-threaded' : 'single-threaded'} build`];
   } catch {
     return []; // flags not evaluated yet
   }

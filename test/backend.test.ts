@@ -14,7 +14,7 @@ test('auto picks wasm here (no tfjs-node, no GPU: webgpu is installed but finds 
   expect(await initBackend({ log: (l) => lines.push(l) })).toBe('wasm');
   expect(tf.getBackend()).toBe('wasm');
   // auto looks at the platform's native API only (Vulkan here), never at the OpenGL ES route to llvmpipe.
-  expect(lines).toEqual([expect.stringMatching(/^llava-vision: tfjs backend "wasm" \(SIMD on, single-threaded; webgpu not used: (no WebGPU adapter|only a CPU adapter) \(tried vulkan: /)]);
+  expect(lines).toEqual([expect.stringMatching(/^llava-vision: tfjs backend "wasm" \(SIMD on, single-threaded build; webgpu not used: (no WebGPU adapter|only a CPU adapter) \(tried vulkan: /)]);
   expect(await initBackend({ log: (l) => lines.push(l) })).toBe('wasm');
   expect(lines).toHaveLength(1);
 });

@@ -1,5 +1,5 @@
 import * as tf from '../tf';
-import { BackendOptions, initBackend } from '../backend';
+import { BackendOptions, initBackend, logOf } from '../backend';
 import { LlavaVisionSettings, SelectFeature } from '../config/llava';
 import { CheckpointError, ConfigError } from '../errors';
 import { Layout } from '../io/layouts';
@@ -9,7 +9,7 @@ import { TowerLayout } from '../model/layout';
 import { ParamSpec, sameParams } from '../model/param_specs';
 import { Projector, ProjectorConfig, projectedWidth } from '../model/projector';
 import { CoordinatorStats, ShardedProjector } from '../model/parallel/coordinator';
-import { ShardedRuntime, effectiveThreads, gatherProjector, loadShardedProjector, loadShardedTower, requestedThreads, shardsProjector } from './sharded/load';
+import { THREADS_ENV_VAR, ShardedRuntime, effectiveThreads, gatherProjector, loadShardedProjector, loadShardedTower, requestedThreads, shardsProjector } from './sharded/load';
 import { CLIPImageProcessor } from '../image/processor';
 import { VisionForwardOptions } from '../model/vision_transformer';
 import { loadWeights, prefaultWeights } from '../model/weights';
@@ -169,6 +169,7 @@ export class LlavaVision {
         // The threads start their backends while this one reads its own shard.
         runtime = ShardedRuntime.start(threads);
         await loadShardedTower(runtime, tower, weights);
+        logOf(options)?.(`llava-vision: the model runs on ${threads} threads (tensor parallel; threads option, ${THREADS_ENV_VAR}, default the available cores)`);
       }
       projector = plan.projector && (await loadProjector(plan.projector, open, runtime));
       let imageNewline: tf.Tensor1D | null = null;
