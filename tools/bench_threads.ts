@@ -13,7 +13,6 @@
  *   4, 8 and 16 cores (labelled as one);
  * - with --vs-torch, PyTorch at the same thread counts in the same run (between two sets of our rounds).
  */
-import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { spawnSync } from 'child_process';
@@ -164,6 +163,8 @@ export async function benchThreads(o: ThreadsBenchOptions): Promise<void> {
   };
 
   const results: PerThreadCount[] = [];
+  // Each model's coordinating-thread GEMM calls, replayed for its ceiling (the other threads keep theirs).
+  const localCalls: GemmCall[][] = [];
   for (const m of models) {
     log(`bench: ${m.threads} thread(s): warm-up, GEMM recording ...`);
     await forward(m); // packs the weights
@@ -171,7 +172,7 @@ export async function benchThreads(o: ThreadsBenchOptions): Promise<void> {
     const { local, flops } = await recordGemms(m, () => forward(m));
     if (m.shardRuntime) breakdownOf(m, 1); // reset the statistics
     results.push({ threads: m.threads, runsS: [], identical: true, ceilingMs: [], gemmFlops: flops, breakdown: null, tensors: { before, after: 0, threads: null } });
-    (results[results.length - 1] as PerThreadCount & { local: GemmCall[] }).local = local;
+    localCalls.push(local);
   }
   const rounds = async (label: string) => {
     for (let r = 0; r < o.reps; r++) {
@@ -181,7 +182,7 @@ export async function benchThreads(o: ThreadsBenchOptions): Promise<void> {
         await forward(m);
         results[i].runsS.push((performance.now() - t0) / 1000);
       }
-      for (const [i, m] of models.entries()) results[i].ceilingMs.push(replayCeiling(m, (results[i] as PerThreadCount & { local: GemmCall[] }).local));
+      for (const [i, m] of models.entries()) results[i].ceilingMs.push(replayCeiling(m, localCalls[i]));
     }
   };
   // The breakdown covers the timed forwards (the replays run no step).
@@ -209,7 +210,7 @@ export async function benchThreads(o: ThreadsBenchOptions): Promise<void> {
     date: new Date().toISOString(),
     machine: { cpu: os.cpus()[0]?.model, cores: os.cpus().length, availableParallelism: (os as { availableParallelism?: () => number }).availableParallelism?.() ?? os.cpus().length, node: process.version },
     backend: models[0].backend, tfjs: tf.version_core, reps: o.reps, layersRun,
-    loads, results: results.map(({ ...r }) => ({ ...r, local: undefined })), torch, crossIdentical,
+    loads, results, torch, crossIdentical,
   };
   if (o.json) {
     process.stdout.write(JSON.stringify(report, null, 1) + '\n');
@@ -275,8 +276,4 @@ export function parseThreadList(v: string): number[] {
   const list = v.split(',').map((x) => Number(x.trim()));
   if (!list.length || list.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`--threads takes a list of positive integers, e.g. 1,2 (got ${v})`);
   return list;
-}
-
-export function loadResultFromFile(file: string): Report {
-  return JSON.parse(fs.readFileSync(file, 'utf8')) as Report;
 }
