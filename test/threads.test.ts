@@ -10,6 +10,7 @@ import { LlavaVision } from '../src/api/llava_vision';
 import { BackendError, ConfigError } from '../src/errors';
 import { ThreadMemory } from '../src/api/sharded/protocol';
 import { requestedThreads, THREADS_ENV_VAR } from '../src/api/sharded/load';
+import { inspectCheckpoint } from '../src/api/inspect';
 import { describeOnBackend } from './helpers/backend_gate';
 import { GoldenCase, expectParity, loadCase } from './helpers/golden';
 import { isolatedTempDir } from './helpers/isolation';
@@ -247,4 +248,18 @@ describe('llava-vision encode --threads', () => {
       expect(r.err).toMatch(/--threads/);
     }
   });
+});
+
+test('inspect reports how a load would split the model across threads', async () => {
+  const saved = process.env[THREADS_ENV_VAR];
+  process.env[THREADS_ENV_VAR] = '3';
+  try {
+    const report = await inspectCheckpoint(DEMO);
+    expect(report.threads).toEqual({ requested: 3, from: THREADS_ENV_VAR, threads: 3, heads: [2, 1, 1], features: [86, 85, 85], projectorHidden: [43, 43, 42] });
+    process.env[THREADS_ENV_VAR] = '1';
+    expect((await inspectCheckpoint(DEMO)).threads).toMatchObject({ threads: 1, heads: [4], projectorHidden: null });
+  } finally {
+    if (saved === undefined) delete process.env[THREADS_ENV_VAR];
+    else process.env[THREADS_ENV_VAR] = saved;
+  }
 });
