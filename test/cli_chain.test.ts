@@ -4,21 +4,14 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { main } from '../src/cli/main';
 import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors';
 import { expectParity, loadCase } from './helpers/golden';
 import { isolatedTempDir } from './helpers/isolation';
+import { runCli } from './helpers/cli';
 
 const ROOT = path.join(__dirname, '..');
 const DEMO_IMAGES = path.join(ROOT, 'weights', 'demo', 'images');
 const tempDir = isolatedTempDir('llava-chain-');
-
-async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(args, { out: (s) => (out += s), err: (s) => (err += s) });
-  return { code, out, err };
-}
 
 function contents(file: string): { tensors: Record<string, { shape: number[]; bytes: Buffer }>; metadata: Record<string, string> } {
   const st = SafetensorsFile.open(file);
@@ -38,11 +31,11 @@ async function bothWays(model: string[], images: string[], encodeArgs: string[],
   const pv = path.join(tempDir(), `${name}.pv.safetensors`);
   const viaPixels = path.join(tempDir(), `${name}.via-pixels.safetensors`);
   const direct = path.join(tempDir(), `${name}.direct.safetensors`);
-  const p = await run(['preprocess', ...model, '--quiet', ...images, '--out', pv]);
+  const p = await runCli(['preprocess', ...model, '--quiet', ...images, '--out', pv]);
   expect(p.code).toBe(0);
-  const e = await run(['encode', ...model, ...encodeArgs, '--quiet', '--pixel-values', pv, '--out', viaPixels]);
+  const e = await runCli(['encode', ...model, ...encodeArgs, '--quiet', '--pixel-values', pv, '--out', viaPixels]);
   expect(e.code).toBe(0);
-  const d = await run(['encode', ...model, ...encodeArgs, '--quiet', ...images, '--out', direct]);
+  const d = await runCli(['encode', ...model, ...encodeArgs, '--quiet', ...images, '--out', direct]);
   expect(d.code).toBe(0);
   return { pv: contents(pv), viaPixels: contents(viaPixels), direct: contents(direct), stderr: [p.err, e.err, d.err] };
 }
@@ -91,7 +84,7 @@ test('an encode output with --save pixel_values feeds encode --pixel-values too 
   const model = ['--model', path.join(gc.dir, 'llava'), '--vision-tower', path.join(gc.dir, 'clip_tower')];
   const direct = path.join(tempDir(), 'anyres.direct.safetensors'); // written by the test above
   const again = path.join(tempDir(), 'again.safetensors');
-  expect((await run(['encode', ...model, '--quiet', '--pixel-values', direct, '--out', again])).code).toBe(0);
+  expect((await runCli(['encode', ...model, '--quiet', '--pixel-values', direct, '--out', again])).code).toBe(0);
   const merged = contents(again).tensors;
   const before = contents(direct).tensors;
   expect(Object.keys(merged)).toEqual(Object.keys(before).filter((k) => k.endsWith('.merged')));
@@ -103,15 +96,15 @@ test('the file\'s own aspect is used and a mismatch with the model is said; imag
   const model = ['--model', path.join(gc.dir, 'llava'), '--vision-tower', path.join(gc.dir, 'clip_tower')];
   const image = path.join(gc.dir, gc.json.images[0].file);
   const pv = path.join(tempDir(), 'pad.pv.safetensors');
-  expect((await run(['preprocess', ...model, '--aspect', 'pad', image, '--out', pv])).code).toBe(0);
+  expect((await runCli(['preprocess', ...model, '--aspect', 'pad', image, '--out', pv])).code).toBe(0);
   const out = path.join(tempDir(), 'pad.safetensors');
-  const r = await run(['encode', ...model, '--pixel-values', pv, '--out', out]);
+  const r = await runCli(['encode', ...model, '--pixel-values', pv, '--out', out]);
   expect(r.code).toBe(0);
   expect(r.err).toMatch(/was preprocessed with aspect pad; .* uses anyres/);
   const direct = path.join(tempDir(), 'pad.direct.safetensors');
-  expect((await run(['encode', ...model, '--aspect', 'pad', '--quiet', image, '--out', direct])).code).toBe(0);
+  expect((await runCli(['encode', ...model, '--aspect', 'pad', '--quiet', image, '--out', direct])).code).toBe(0);
   expect(contents(out).tensors).toEqual(contents(direct).tensors);
-  const bad = await run(['encode', ...model, '--pixel-values', pv, '--aspect', 'anyres', '--out', out]);
+  const bad = await runCli(['encode', ...model, '--pixel-values', pv, '--aspect', 'anyres', '--out', out]);
   expect(bad).toMatchObject({ code: 2, err: 'llava-vision: --aspect applies to image files: --pixel-values were preprocessed already (preprocess takes it)\n' });
 });
 
@@ -119,13 +112,13 @@ test('preprocess --preprocessor alone keeps its old default (square, no model); 
   const gc = loadCase('tiny_llava_anyres_spatial_unpad');
   const image = path.join(gc.dir, gc.json.images[0].file);
   const square = path.join(tempDir(), 'square.pv.safetensors');
-  const r = await run(['preprocess', '--preprocessor', path.join(gc.dir, 'clip_tower'), image, '--out', square]);
+  const r = await runCli(['preprocess', '--preprocessor', path.join(gc.dir, 'clip_tower'), image, '--out', square]);
   expect(r).toEqual({ code: 0, out: '', err: '' });
   const meta = contents(square).metadata;
   expect(JSON.parse(meta.options)).toMatchObject({ aspect: 'square' });
   expect(meta.model_dir).toBeUndefined();
   const both = path.join(tempDir(), 'both.pv.safetensors');
-  expect((await run(['preprocess', '--model', path.join(gc.dir, 'llava'), '--vision-tower', path.join(gc.dir, 'clip_tower'),
+  expect((await runCli(['preprocess', '--model', path.join(gc.dir, 'llava'), '--vision-tower', path.join(gc.dir, 'clip_tower'),
     '--preprocessor', path.join(gc.dir, 'clip_tower'), image, '--out', both])).code).toBe(0);
   expect(JSON.parse(contents(both).metadata.options)).toMatchObject({ aspect: 'anyres' });
   expect(fs.existsSync(both)).toBe(true);
@@ -134,6 +127,6 @@ test('preprocess --preprocessor alone keeps its old default (square, no model); 
 test('a per-image file with anyres tiles but no image sizes is refused before the model loads, naming the file', async () => {
   const pv = path.join(tempDir(), 'unsized.safetensors');
   writeSafetensors(pv, { 'images.0.pixel_values': { dtype: 'F32', shape: [3, 3, 28, 28], data: new Float32Array(3 * 3 * 28 * 28) } });
-  const r = await run(['encode', '--model', '/nonexistent-model', '--pixel-values', pv, '--out', path.join(tempDir(), 'u.safetensors')]);
+  const r = await runCli(['encode', '--model', '/nonexistent-model', '--pixel-values', pv, '--out', path.join(tempDir(), 'u.safetensors')]);
   expect(r).toEqual({ code: 1, out: '', err: `llava-vision: ${pv}: images.0.pixel_values are anyres tiles, and __metadata__.image_sizes lacks that image's size\n` });
 });

@@ -6,22 +6,15 @@
 import { ChildProcess, spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { main } from '../src/cli/main';
 import { jobProgress, formatDuration } from '../src/cli/progress';
 import { expandInputs, parseInputList, readInputList, walkImages } from '../src/api/inputs';
 import { openEncodedDataset } from '../src/api/dataset_reader';
 import { folderHashes, makeImages, shardTensors } from './helpers/dataset';
 import { isolatedTempDir } from './helpers/isolation';
+import { runCli } from './helpers/cli';
 
 const BIN = path.join(__dirname, '..', 'bin', 'llava-vision.js');
 const tempDir = isolatedTempDir('llava-cli-dataset-');
-
-async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(args, { out: (s) => (out += s), err: (s) => (err += s) });
-  return { code, out, err };
-}
 
 describe('checked before any model is loaded (a model that does not exist is never reached)', () => {
   const nowhere = ['--model', '/nonexistent-model'];
@@ -44,7 +37,7 @@ describe('checked before any model is loaded (a model that does not exist is nev
     const empty = path.join(tempDir(), 'empty-folder');
     fs.mkdirSync(empty, { recursive: true });
     const resolved = args.map((a) => (a === '@FILE' ? file : a === '@EMPTY' ? empty : a === 'D' ? path.join(tempDir(), 'never-written') : a));
-    const r = await run(['encode', ...nowhere, '--quiet', ...resolved]);
+    const r = await runCli(['encode', ...nowhere, '--quiet', ...resolved]);
     expect(r.code).toBeGreaterThan(0);
     expect(r.err).toMatch(message);
     expect(r.err).not.toMatch(/nonexistent-model/);

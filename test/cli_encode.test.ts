@@ -3,21 +3,14 @@ import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { main } from '../src/cli/main';
 import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors';
 import { expectParity, loadCase } from './helpers/golden';
 import { readJson } from './helpers/json';
+import { runCli } from './helpers/cli';
 
 const ROOT = path.join(__dirname, '..');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-cli-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(args, { out: (s) => (out += s), err: (s) => (err += s) });
-  return { code, out, err };
-}
 
 /** The fixture's pixel_values of all images stacked into one [N,3,H,W] file, as Python would write it. */
 function writePixelValues(gc: ReturnType<typeof loadCase>, file: string): string[] {
@@ -35,7 +28,7 @@ test('encode --pixel-values on a LLaVA checkpoint matches the golden tensors', a
   const pv = path.join(tmp, 'pv.safetensors');
   const outFile = path.join(tmp, 'out.safetensors');
   const ids = writePixelValues(gc, pv);
-  const r = await run(['encode', '--model', path.join(gc.dir, 'llava'), '--vision-tower', path.join(gc.dir, 'clip_tower'),
+  const r = await runCli(['encode', '--model', path.join(gc.dir, 'llava'), '--vision-tower', path.join(gc.dir, 'clip_tower'),
     '--pixel-values', pv, '--save', 'features,projected,hidden_states', '--batch-size', '2', '--quiet', '--out', outFile]);
   expect(r).toMatchObject({ code: 0, err: '' });
   const out = SafetensorsFile.open(outFile);
@@ -57,7 +50,7 @@ test('default --save is projected when a projector exists, features otherwise', 
   const pv = path.join(tmp, 'pv_clip.safetensors');
   writePixelValues(gc, pv);
   const outFile = path.join(tmp, 'clip.safetensors');
-  expect((await run(['encode', '--model', path.join(gc.dir, 'model'), '--pixel-values', pv, '--quiet', '--out', outFile])).code).toBe(0);
+  expect((await runCli(['encode', '--model', path.join(gc.dir, 'model'), '--pixel-values', pv, '--quiet', '--out', outFile])).code).toBe(0);
   const out = SafetensorsFile.open(outFile);
   expect(out.keys()).toEqual(['images.0.features', 'images.1.features', 'images.2.features', 'images.3.features']);
   expect(out.info('images.0.features').shape).toEqual([1, 4, 32]); // layer -2, CLS dropped
@@ -81,7 +74,7 @@ test.each([
   [['encode', '--frobnicate'], /unknown option --frobnicate/],
   [['encode', '--out'], /--out needs a value/],
 ])('usage error %j is one line and exit code 2', async (args, message) => {
-  const r = await run(args);
+  const r = await runCli(args);
   expect(r.code).toBe(2);
   expect(r.err).toMatch(message);
   expect(r.err.trim().split('\n')).toHaveLength(1);
@@ -91,7 +84,7 @@ test.each([
   [['encode', '--model', '/nonexistent', '--out', path.join(tmp, 'o.safetensors'), path.join(ROOT, 'weights', 'demo', 'images', 'chelsea.png')], /\/nonexistent: no such model folder/],
   [['encode', '--model', 'm', '--out', 'o', '--pixel-values', '/nonexistent/pv.safetensors'], /\/nonexistent\/pv.safetensors: no such file/],
 ])('a failure %j is one line and exit code 1', async (args, message) => {
-  const r = await run(args);
+  const r = await runCli(args);
   expect(r.code).toBe(1);
   expect(r.err).toMatch(message);
   expect(r.err.trim().split('\n')).toHaveLength(1);
@@ -101,7 +94,7 @@ test('a pixel-values file without "pixel_values" names what it holds', async () 
   const gc = loadCase('tiny_clip_full_layout_f32');
   const bad = path.join(tmp, 'bad.safetensors');
   writeSafetensors(bad, { pixels: { dtype: 'F32', shape: [1, 3, 28, 28], data: new Float32Array(3 * 28 * 28) } });
-  const r = await run(['encode', '--model', path.join(gc.dir, 'model'), '--pixel-values', bad, '--out', path.join(tmp, 'o.safetensors')]);
+  const r = await runCli(['encode', '--model', path.join(gc.dir, 'model'), '--pixel-values', bad, '--out', path.join(tmp, 'o.safetensors')]);
   expect(r.code).toBe(1);
   expect(r.err).toMatch(/no tensor named "pixel_values" nor "images.<i>.pixel_values" \(found: pixels\)/);
   expect(fs.existsSync(path.join(tmp, 'o.safetensors'))).toBe(false);
@@ -128,7 +121,7 @@ describe('image files', () => {
     const subset = readJson<{ rules: Record<string, { sha256: string }> }>(path.join(gc.dir, 'subset.json')).rules;
     const outFile = path.join(tmp, 'llava16.safetensors');
     const image = path.join(gc.dir, gc.json.images[0].file);
-    const r = await run(['encode', '--model', path.join(gc.dir, 'llava'), '--vision-tower', path.join(gc.dir, 'clip_tower'),
+    const r = await runCli(['encode', '--model', path.join(gc.dir, 'llava'), '--vision-tower', path.join(gc.dir, 'clip_tower'),
       '--save', 'pixel_values,features,projected,merged', '--quiet', image, '--out', outFile]);
     expect(r).toMatchObject({ code: 0, err: '' });
     const out = SafetensorsFile.open(outFile);
@@ -145,7 +138,7 @@ describe('image files', () => {
   test('the README demo: no --model runs the bundled demo checkpoint on its example images', async () => {
     const outFile = path.join(tmp, 'demo.safetensors');
     const demo = path.join(ROOT, 'weights', 'demo', 'images');
-    const r = await run(['encode', path.join(demo, 'chelsea.png'), path.join(demo, 'rocket.jpg'), '--out', outFile]);
+    const r = await runCli(['encode', path.join(demo, 'chelsea.png'), path.join(demo, 'rocket.jpg'), '--out', outFile]);
     expect(r.code).toBe(0);
     expect(r.err).toMatch(/bundled demo checkpoint .* not a trained model/);
     const out = SafetensorsFile.open(outFile);
@@ -161,7 +154,7 @@ describe('image files', () => {
     fs.writeFileSync(bad, Buffer.from('\x89PNG\r\n\x1a\nnot really a png'));
     const good = path.join(gc.dir, gc.json.images[0].file);
     const outFile = path.join(tmp, 'partial.safetensors');
-    const r = await run(['encode', '--model', path.join(gc.dir, 'llava'), '--vision-tower', path.join(gc.dir, 'clip_tower'), '--quiet',
+    const r = await runCli(['encode', '--model', path.join(gc.dir, 'llava'), '--vision-tower', path.join(gc.dir, 'clip_tower'), '--quiet',
       good, bad, good, '--out', outFile]);
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/broken\.png/);
@@ -178,7 +171,7 @@ describe('image files', () => {
     const subset = readJson<{ rules: Record<string, { sha256: string }> }>(path.join(gc.dir, 'subset.json')).rules;
     const outFile = path.join(tmp, 'pv_pad.safetensors');
     const images = gc.json.images.map((i: { file: string }) => path.join(gc.dir, i.file));
-    const r = await run(['preprocess', '--preprocessor', path.join(gc.dir, 'clip_tower'), '--aspect', 'pad', ...images, '--out', outFile]);
+    const r = await runCli(['preprocess', '--preprocessor', path.join(gc.dir, 'clip_tower'), '--aspect', 'pad', ...images, '--out', outFile]);
     expect(r.code).toBe(0);
     gc.json.images.forEach((img: { id: string }, i: number) => {
       expect(hashOf(outFile, `images.${i}.pixel_values`)).toBe(subset[`${img.id}.pixel_values`].sha256);

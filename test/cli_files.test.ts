@@ -3,21 +3,14 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { main } from '../src/cli/main';
 import { OutputError } from '../src/errors';
 import { writeFileAtomic } from '../src/io/atomic';
 import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors';
 import { isolatedTempDir } from './helpers/isolation';
+import { runCli } from './helpers/cli';
 
 const DEMO_IMAGES = path.join(__dirname, '..', 'weights', 'demo', 'images');
 const tempDir = isolatedTempDir('llava-files-');
-
-async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(args, { out: (s) => (out += s), err: (s) => (err += s) });
-  return { code, out, err };
-}
 
 function copyOf(file: string, name: string): string {
   const target = path.join(tempDir(), name);
@@ -39,7 +32,7 @@ describe('a swapped --out never overwrites a user file', () => {
     const cwd = process.cwd();
     process.chdir(dir);
     try {
-      const r = await run(['encode', '--quiet', '--out', 'photo.png', 'tokens2.safetensors']);
+      const r = await runCli(['encode', '--quiet', '--out', 'photo.png', 'tokens2.safetensors']);
       expect(r.code).toBe(1);
       expect(r.err).toMatch(/--out photo\.png exists and is not a safetensors file; refusing to overwrite it/);
     } finally {
@@ -52,7 +45,7 @@ describe('a swapped --out never overwrites a user file', () => {
   test('the same for preprocess', async () => {
     const photo = copyOf(path.join(DEMO_IMAGES, 'rocket.jpg'), 'rocket-pre.jpg');
     const before = fs.readFileSync(photo);
-    const r = await run(['preprocess', '--preprocessor', path.join(__dirname, '..', 'weights', 'demo'), '--out', photo, photo]);
+    const r = await runCli(['preprocess', '--preprocessor', path.join(__dirname, '..', 'weights', 'demo'), '--out', photo, photo]);
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/is also an input of this run|not a safetensors file/);
     expect(Buffer.compare(fs.readFileSync(photo), before)).toBe(0);
@@ -62,7 +55,7 @@ describe('a swapped --out never overwrites a user file', () => {
     const pv = path.join(tempDir(), 'pv-in.safetensors');
     writeSafetensors(pv, { pixel_values: { dtype: 'F32', shape: [1, 3, 336, 336], data: new Float32Array(3 * 336 * 336) } });
     const before = fs.readFileSync(pv);
-    const r = await run(['encode', '--quiet', '--pixel-values', pv, '--out', pv]);
+    const r = await runCli(['encode', '--quiet', '--pixel-values', pv, '--out', pv]);
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/is also an input of this run/);
     expect(Buffer.compare(fs.readFileSync(pv), before)).toBe(0);
@@ -73,7 +66,7 @@ describe('a swapped --out never overwrites a user file', () => {
     fs.cpSync(path.join(__dirname, '..', 'weights', 'demo'), model, { recursive: true });
     const weights = fs.readdirSync(model).find((f) => f.endsWith('.safetensors'))!;
     const before = fs.readFileSync(path.join(model, weights));
-    const r = await run(['encode', '--quiet', '--model', model, path.join(DEMO_IMAGES, 'chelsea.png'), '--out', path.join(model, weights)]);
+    const r = await runCli(['encode', '--quiet', '--model', model, path.join(DEMO_IMAGES, 'chelsea.png'), '--out', path.join(model, weights)]);
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/is also an input of this run/);
     expect(Buffer.compare(fs.readFileSync(path.join(model, weights)), before)).toBe(0);
@@ -83,12 +76,12 @@ describe('a swapped --out never overwrites a user file', () => {
     const target = path.join(tempDir(), 'notes.txt');
     fs.writeFileSync(target, 'my notes');
     const image = path.join(DEMO_IMAGES, 'chelsea.png');
-    expect((await run(['encode', '--quiet', image, '--out', target])).code).toBe(1);
+    expect((await runCli(['encode', '--quiet', image, '--out', target])).code).toBe(1);
     expect(fs.readFileSync(target, 'utf8')).toBe('my notes');
-    expect((await run(['encode', '--quiet', '--force', image, '--out', target])).code).toBe(0);
+    expect((await runCli(['encode', '--quiet', '--force', image, '--out', target])).code).toBe(0);
     expect(SafetensorsFile.open(target).keys()).toEqual(['images.0.merged']);
     // Our own output (a safetensors file) is replaced as before.
-    expect((await run(['encode', '--quiet', image, image, '--out', target])).code).toBe(0);
+    expect((await runCli(['encode', '--quiet', image, image, '--out', target])).code).toBe(0);
     expect(SafetensorsFile.open(target).keys()).toEqual(['images.0.merged', 'images.1.merged']);
   });
 });
@@ -102,7 +95,7 @@ describe('inputs are checked before the model loads', () => {
     fs.mkdirSync(folder);
     const good = path.join(DEMO_IMAGES, 'chelsea.png');
     // A model folder that does not exist: had it been opened, the error would be about it.
-    const r = await run(['encode', '--model', '/nonexistent-model', good, missing, folder, empty, '--out', path.join(tempDir(), 'x.safetensors')]);
+    const r = await runCli(['encode', '--model', '/nonexistent-model', good, missing, folder, empty, '--out', path.join(tempDir(), 'x.safetensors')]);
     expect(r.code).toBe(1);
     expect(r.err.trim().split('\n')).toEqual([
       `llava-vision: ${missing}: no such file`,
@@ -114,9 +107,9 @@ describe('inputs are checked before the model loads', () => {
 
   test('a missing --pixel-values or --projector file is named before the model loads', async () => {
     const out = path.join(tempDir(), 'y.safetensors');
-    const r1 = await run(['encode', '--model', '/nonexistent-model', '--pixel-values', '/nope/pv.safetensors', '--out', out]);
+    const r1 = await runCli(['encode', '--model', '/nonexistent-model', '--pixel-values', '/nope/pv.safetensors', '--out', out]);
     expect(r1.err).toBe('llava-vision: /nope/pv.safetensors: no such file\n');
-    const r2 = await run(['encode', '--model', '/nonexistent-model', '--projector', '/nope/mm_projector.bin', path.join(DEMO_IMAGES, 'chelsea.png'), '--out', out]);
+    const r2 = await runCli(['encode', '--model', '/nonexistent-model', '--projector', '/nope/mm_projector.bin', path.join(DEMO_IMAGES, 'chelsea.png'), '--out', out]);
     expect(r2.err).toBe('llava-vision: /nope/mm_projector.bin: no such file\n');
   });
 });
@@ -124,7 +117,7 @@ describe('inputs are checked before the model loads', () => {
 describe('--out folders', () => {
   test('missing parent folders are created; the output is written there', async () => {
     const out = path.join(tempDir(), 'newdir', 'sub', 'x.safetensors');
-    const r = await run(['encode', '--quiet', path.join(DEMO_IMAGES, 'chelsea.png'), '--out', out]);
+    const r = await runCli(['encode', '--quiet', path.join(DEMO_IMAGES, 'chelsea.png'), '--out', out]);
     expect(r.code).toBe(0);
     expect(SafetensorsFile.open(out).keys()).toEqual(['images.0.merged']);
     expectOnly(path.dirname(out), ['x.safetensors']);
@@ -137,7 +130,7 @@ describe('--out folders', () => {
   ])('--out as %s is refused up front, naming --out, never a temp file', async (_what, outOf, message) => {
     const dir = fs.mkdtempSync(path.join(tempDir(), 'outdir-'));
     fs.writeFileSync(path.join(dir, 'file.txt'), 'x');
-    const r = await run(['encode', '--model', '/nonexistent-model', path.join(DEMO_IMAGES, 'chelsea.png'), '--out', outOf(dir)]);
+    const r = await runCli(['encode', '--model', '/nonexistent-model', path.join(DEMO_IMAGES, 'chelsea.png'), '--out', outOf(dir)]);
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/--out /);
     expect(r.err).toMatch(message);
@@ -161,11 +154,11 @@ test('no image encoded: no output file at all', async () => {
   const bad = path.join(tempDir(), 'broken.png');
   fs.writeFileSync(bad, Buffer.from('\x89PNG\r\n\x1a\nnot really a png'));
   const out = path.join(tempDir(), 'none.safetensors');
-  const r = await run(['encode', '--quiet', bad, bad, '--out', out]);
+  const r = await runCli(['encode', '--quiet', bad, bad, '--out', out]);
   expect(r.code).toBe(1);
   expect(r.err).toMatch(/none of the 2 image\(s\) could be encoded; nothing written/);
   expect(fs.existsSync(out)).toBe(false);
-  const r2 = await run(['preprocess', '--preprocessor', path.join(__dirname, '..', 'weights', 'demo'), bad, '--out', out]);
+  const r2 = await runCli(['preprocess', '--preprocessor', path.join(__dirname, '..', 'weights', 'demo'), bad, '--out', out]);
   expect(r2.code).toBe(1);
   expect(fs.existsSync(out)).toBe(false);
 });

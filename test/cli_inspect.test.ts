@@ -8,13 +8,13 @@ import { InspectReport, inspectCheckpoint, naturalCompare, visionTowerSpecs } fr
 import { LlavaVision, LoadOptions } from '../src/api/llava_vision';
 import { initBackend } from '../src/backend';
 import { readVisionConfig } from '../src/api/vision_tower';
-import { main } from '../src/cli/main';
 import { namedParams } from '../src/model/module';
 import { CLIPVisionModel } from '../src/model/vision_transformer';
 import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../src/io/safetensors';
 import { TorchBinFile } from '../src/io/torch_bin';
 import { CASES, FIXTURES } from './helpers/golden';
 import { isolatedTempDir } from './helpers/isolation';
+import { runCli } from './helpers/cli';
 
 const L16 = path.join(CASES, 's336_llava16_anyres_spatial_unpad');
 const L15 = path.join(CASES, 's336_llava15_pad_mlp2x');
@@ -25,13 +25,6 @@ const CLIP_BIN = path.join(FIXTURES, 'torch_bin', 'tiny_clip_vision_f16', 'pytor
 
 const tmp = isolatedTempDir('cli-inspect-');
 beforeAll(() => initBackend({ log: null }));
-
-async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(args, { out: (s) => (out += s), err: (s) => (err += s) });
-  return { code, out, err };
-}
 
 let n = 0;
 function copyDir(src: string): string {
@@ -212,7 +205,7 @@ test('natural order puts layers.2 before layers.10', () => {
 
 describe('llava-vision inspect (CLI)', () => {
   test('text: layout, tower folder, configs, grouped encoder layers, loaded/ignored summary', async () => {
-    const r = await run(['inspect', '--vision-tower', path.join(L16, 'clip_tower'), path.join(L16, 'llava')]);
+    const r = await runCli(['inspect', '--vision-tower', path.join(L16, 'clip_tower'), path.join(L16, 'llava')]);
     expect(r).toMatchObject({ code: 0, err: '' });
     const out = r.out;
     expect(out).toMatch(/^layout: +llava — original LLaVA/m);
@@ -233,7 +226,7 @@ describe('llava-vision inspect (CLI)', () => {
     expect(out).toMatch(/^would ignore: 5 tensors \([\d.]+ KiB\): language model 5$/m);
     expect(out).toMatch(/^problems: none$/m);
 
-    const all = await run(['inspect', '--all', path.join(L16, 'llava')]);
+    const all = await runCli(['inspect', '--all', path.join(L16, 'llava')]);
     expect(all.code).toBe(0);
     for (let k = 0; k < 4; k++) expect(all.out).toContain(`encoder.layers.${k}.mlp.fc1.weight`);
     expect(all.out).not.toContain('same names, dtypes and shapes');
@@ -249,7 +242,7 @@ describe('llava-vision inspect (CLI)', () => {
     const k = 'vision_model.encoder.layers.2.mlp.fc1.bias';
     tensors[k] = { dtype: 'F16', shape: [256], data: new Uint16Array(256) };
     writeSafetensors(file, tensors);
-    const r = await run(['inspect', dir]);
+    const r = await runCli(['inspect', dir]);
     expect(r.out).toContain('    ... vision_model.encoder.layers.1.*  same names');
     expect(r.out).toContain('    ... vision_model.encoder.layers.3.*  same names');
     expect(r.out).toMatch(/^ {4}vision_model\.encoder\.layers\.2\.mlp\.fc1\.bias +F16 +\[256\]$/m);
@@ -259,19 +252,19 @@ describe('llava-vision inspect (CLI)', () => {
 
   test('mm_projector.bin: a torch .bin file, its projector inferred from the names', async () => {
     const file = path.join(L15, 'llava', 'mm_projector.bin');
-    const r = await run(['inspect', file]);
+    const r = await runCli(['inspect', file]);
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/^layout: +torch \.bin — a single torch\.save file/m);
     expect(r.out).toContain('projector (from the tensor names): mlp2x_gelu 64 -> 128, bias yes (model.mm_projector.*)');
     expect(r.out).toMatch(/^ {4}model\.mm_projector\.2\.weight +F32 +\[128, 128\]$/m);
     expect(r.out).toContain('note: as --projector mm_projector.bin: only the model.mm_projector.* tensors are read');
-    const j = JSON.parse((await run(['inspect', '--json', file])).out) as InspectReport;
+    const j = JSON.parse((await runCli(['inspect', '--json', file])).out) as InspectReport;
     expect(j).toMatchObject({ layout: 'torch .bin', format: 'torch_bin', llava: null, fileProjector: { type: 'mlp2x_gelu', inFeatures: 64, outFeatures: 128, bias: true } });
     expect(j.totals.projector).toEqual({ count: 4, bytes: (128 * 64 + 128 * 128 + 256) * 4, dtypes: { F32: 4 } });
   });
 
   test('a single safetensors file (CLIP tower): vision tensors, no config', async () => {
-    const r = await run(['inspect', '--json', path.join(CLIP_FULL, 'model.safetensors')]);
+    const r = await runCli(['inspect', '--json', path.join(CLIP_FULL, 'model.safetensors')]);
     const j = JSON.parse(r.out) as InspectReport;
     expect(j).toMatchObject({ layout: 'safetensors file', config: null, vision: null, llava: null });
     expect(j.totals.tower.count).toBe(39);
@@ -279,7 +272,7 @@ describe('llava-vision inspect (CLI)', () => {
   });
 
   test('--json holds every tensor (no grouping) and equals inspectCheckpoint', async () => {
-    const r = await run(['inspect', '--json', HF_PREFIXED]);
+    const r = await runCli(['inspect', '--json', HF_PREFIXED]);
     expect(r.code).toBe(0);
     const j = JSON.parse(r.out) as InspectReport;
     expect(j).toEqual(JSON.parse(JSON.stringify(await inspectCheckpoint(HF_PREFIXED))));
@@ -300,7 +293,7 @@ describe('llava-vision inspect (CLI)', () => {
       [['inspect', path.join(L15, 'llava', 'config.json')], /config\.json: .*/, 1],
     ];
     for (const [args, pattern, code] of cases) {
-      const r = await run(args);
+      const r = await runCli(args);
       expect({ args, code: r.code, out: r.out }).toEqual({ args, code, out: '' });
       expect(r.err).toMatch(pattern);
       expect(r.err.trim().split('\n')).toHaveLength(1);
@@ -309,9 +302,9 @@ describe('llava-vision inspect (CLI)', () => {
   });
 
   test('--help, and inspect is listed in the main help', async () => {
-    const h = await run(['inspect', '--help']);
+    const h = await runCli(['inspect', '--help']);
     expect(h.code).toBe(0);
     expect(h.out).toContain('llava-vision inspect [--json] [--all] [--vision-tower DIR] DIR_OR_FILE');
-    expect((await run(['--help'])).out).toMatch(/^ {2}inspect +a checkpoint folder or file/m);
+    expect((await runCli(['--help'])).out).toMatch(/^ {2}inspect +a checkpoint folder or file/m);
   });
 });

@@ -6,22 +6,15 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { UsageError, parseOptions } from '../src/cli/args';
-import { main } from '../src/cli/main';
 import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors';
 import { loadCase } from './helpers/golden';
 import { isolatedTempDir } from './helpers/isolation';
 import { readJson } from './helpers/json';
+import { runCli } from './helpers/cli';
 
 const ROOT = path.join(__dirname, '..');
 const CHELSEA = path.join(ROOT, 'weights', 'demo', 'images', 'chelsea.png');
 const tempDir = isolatedTempDir('llava-usage-');
-
-async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(args, { out: (s) => (out += s), err: (s) => (err += s) });
-  return { code, out, err };
-}
 
 /** tiny_llava_linear_sel-1_patch (config: select layer -1, a linear projector) with its first image's golden pixel values. */
 function tinyLlava(): { model: string[]; pv: string } {
@@ -84,7 +77,7 @@ describe('item 4: negative numbers are option values', () => {
     const outs = [];
     for (const form of [['--select-layer', '-2'], ['--select-layer=-2']]) {
       const out = path.join(tempDir(), `sel${outs.length}.safetensors`);
-      const r = await run(['encode', ...model, '--pixel-values', pv, ...form, '--save', 'hidden_states,features', '--quiet', '--out', out]);
+      const r = await runCli(['encode', ...model, '--pixel-values', pv, ...form, '--save', 'hidden_states,features', '--quiet', '--out', out]);
       expect(r).toEqual({ code: 0, out: '', err: '' });
       outs.push(readAll(out));
     }
@@ -107,7 +100,7 @@ describe('item 4: negative numbers are option values', () => {
     [['encode', '--select-layer', '-2.5', '--out', 'o', 'a.png'], '--select-layer must be an integer, got "-2.5"'],
     [['download', 'org/name', '--timeout', '-5'], '--timeout must be at least 1 second, got -5'],
   ])('every numeric option takes a negative value to its own check: %j', async (args, message) => {
-    const r = await run(args);
+    const r = await runCli(args);
     expect(r).toEqual({ code: 2, out: '', err: `llava-vision: ${message}\n` });
   });
 });
@@ -123,7 +116,7 @@ describe('item 5: --save lists exactly what is written; comma lists and repeats 
     const { model } = tinyLlava();
     const gc = loadCase('tiny_llava_linear_sel-1_patch');
     const out = path.join(tempDir(), 'save.safetensors');
-    const r = await run(['encode', ...model, ...save, '--quiet', path.join(gc.dir, gc.json.images[0].file), '--out', out]);
+    const r = await runCli(['encode', ...model, ...save, '--quiet', path.join(gc.dir, gc.json.images[0].file), '--out', out]);
     expect(r.code).toBe(0);
     const { keys, options } = readAll(out);
     expect(keys).toEqual(names.map((n) => `images.0.${n}`).sort());
@@ -131,7 +124,7 @@ describe('item 5: --save lists exactly what is written; comma lists and repeats 
   });
 
   test('the rule is stated in --help', async () => {
-    const help = (await run(['encode', '--help'])).out;
+    const help = (await runCli(['encode', '--help'])).out;
     expect(help).toMatch(/a comma list, repeatable/);
     expect(help).toMatch(/It replaces the default/);
   });
@@ -140,39 +133,39 @@ describe('item 5: --save lists exactly what is written; comma lists and repeats 
 describe('item 7: warning, --version, exit codes', () => {
   test('--quiet keeps the demo checkpoint warning, and only that', async () => {
     const out = path.join(tempDir(), 'demo.safetensors');
-    const r = await run(['encode', '--quiet', CHELSEA, '--out', out]);
+    const r = await runCli(['encode', '--quiet', CHELSEA, '--out', out]);
     expect(r.code).toBe(0);
     expect(r.err).toMatch(/^llava-vision: no --model given: using the bundled demo checkpoint .* \(generated weights, not a trained model\)\n$/);
-    const p = await run(['preprocess', '--quiet', CHELSEA, '--out', path.join(tempDir(), 'demo-pv.safetensors')]);
+    const p = await runCli(['preprocess', '--quiet', CHELSEA, '--out', path.join(tempDir(), 'demo-pv.safetensors')]);
     expect(p.code).toBe(0);
     expect(p.err).toMatch(/^llava-vision: no --model given: .*not a trained model\)\n$/);
   });
 
   test('--version prints the package version, in-process and from the installed bin', async () => {
     const { version } = readJson<{ version: string }>(path.join(ROOT, 'package.json'));
-    expect(await run(['--version'])).toEqual({ code: 0, out: `llava-vision-tfjs ${version}\n`, err: '' });
+    expect(await runCli(['--version'])).toEqual({ code: 0, out: `llava-vision-tfjs ${version}\n`, err: '' });
     const bin = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'llava-vision.js'), '--version'], { encoding: 'utf8' });
     expect([bin.status, bin.stdout]).toEqual([0, `llava-vision-tfjs ${version}\n`]);
   });
 
   test('exit codes: 2 for usage errors, 1 for failures, 0 for help; the help says so', async () => {
-    expect((await run([])).code).toBe(2);
-    expect((await run(['--help'])).code).toBe(0);
-    expect((await run(['encode', '--help'])).code).toBe(0);
-    expect((await run(['unknown-command'])).code).toBe(2);
-    expect((await run(['encode', '--no-such-option'])).code).toBe(2);
-    expect((await run(['encode', CHELSEA])).code).toBe(2); // no --out
-    expect((await run(['preprocess', '--out', path.join(tempDir(), 'p.safetensors')])).code).toBe(2); // no images
-    expect((await run(['download'])).code).toBe(2);
-    expect((await run(['download', '../evil'])).code).toBe(2);
-    expect((await run(['inspect'])).code).toBe(2);
+    expect((await runCli([])).code).toBe(2);
+    expect((await runCli(['--help'])).code).toBe(0);
+    expect((await runCli(['encode', '--help'])).code).toBe(0);
+    expect((await runCli(['unknown-command'])).code).toBe(2);
+    expect((await runCli(['encode', '--no-such-option'])).code).toBe(2);
+    expect((await runCli(['encode', CHELSEA])).code).toBe(2); // no --out
+    expect((await runCli(['preprocess', '--out', path.join(tempDir(), 'p.safetensors')])).code).toBe(2); // no images
+    expect((await runCli(['download'])).code).toBe(2);
+    expect((await runCli(['download', '../evil'])).code).toBe(2);
+    expect((await runCli(['inspect'])).code).toBe(2);
     // Failures of the work: a file that cannot be read, an image that cannot be decoded.
-    expect((await run(['encode', '--quiet', path.join(tempDir(), 'missing.png'), '--out', path.join(tempDir(), 'm.safetensors')])).code).toBe(1);
+    expect((await runCli(['encode', '--quiet', path.join(tempDir(), 'missing.png'), '--out', path.join(tempDir(), 'm.safetensors')])).code).toBe(1);
     const broken = path.join(tempDir(), 'broken.png');
     fs.writeFileSync(broken, 'not a png');
-    expect((await run(['encode', '--quiet', broken, '--out', path.join(tempDir(), 'b.safetensors')])).code).toBe(1);
-    expect((await run(['inspect', path.join(tempDir(), 'nope')])).code).toBe(1);
-    expect((await run(['--help'])).out).toMatch(/Exit codes: 0 done; 1 the work failed .*\n.*; 2 usage error/);
+    expect((await runCli(['encode', '--quiet', broken, '--out', path.join(tempDir(), 'b.safetensors')])).code).toBe(1);
+    expect((await runCli(['inspect', path.join(tempDir(), 'nope')])).code).toBe(1);
+    expect((await runCli(['--help'])).out).toMatch(/Exit codes: 0 done; 1 the work failed .*\n.*; 2 usage error/);
     const bin = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'llava-vision.js'), 'encode', '--select-layer'], { encoding: 'utf8' });
     expect([bin.status, bin.stderr]).toEqual([2, 'llava-vision: --select-layer needs a value (see --help)\n']);
   });

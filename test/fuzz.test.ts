@@ -11,7 +11,6 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import * as zlib from 'zlib';
 import sharp from 'sharp';
 import { clipVisionConfigFromJson } from '../src/config/clip';
 import { llavaSettingsFromJson } from '../src/config/llava';
@@ -28,6 +27,7 @@ import { DTYPE_SIZE } from '../src/io/dtype';
 import { crc32 } from '../src/io/zip';
 import { checkProjectorAgainstWeights, checkVisionConfigAgainstWeights } from '../src/model/config_checks';
 import { CASES } from './helpers/golden';
+import { pngHeader } from './helpers/images';
 import { isolatedTempDir } from './helpers/isolation';
 import { Ops, P, buildZip, call, ints } from './helpers/torch_zip';
 import { JsonObject, readJson } from './helpers/json';
@@ -449,18 +449,3 @@ function stringifyDeep(v: unknown): string {
   return JSON.stringify(v) ?? 'null';
 }
 
-/** A PNG whose header claims `width` x `height` and whose pixel data is a few bytes. */
-function pngHeader(width: number, height: number, bitDepth: number, colorType: number): Buffer {
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(width, 0);
-  ihdr.writeUInt32BE(height, 4);
-  ihdr.set([bitDepth, colorType, 0, 0, 0], 8);
-  const chunk = (type: string, body: Buffer) => {
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(body.length);
-    const crc = Buffer.alloc(4);
-    crc.writeUInt32BE(crc32(Buffer.concat([Buffer.from(type, 'latin1'), body])));
-    return Buffer.concat([len, Buffer.from(type, 'latin1'), body, crc]);
-  };
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', zlib.deflateSync(Buffer.alloc(16))), chunk('IEND', Buffer.alloc(0))]);
-}

@@ -24,6 +24,7 @@ import { SafetensorsFile, TensorToWrite, serializeSafetensors } from '../src/io/
 import { TorchBinFile } from '../src/io/torch_bin';
 import { crc32 } from '../src/io/zip';
 import { CASES } from './helpers/golden';
+import { pngHeader } from './helpers/images';
 import { isolatedTempDir } from './helpers/isolation';
 import { P, buildZip, f32bytes, ints, stateDict, tensor, torchZip } from './helpers/torch_zip';
 import { editJson } from './helpers/json';
@@ -347,21 +348,6 @@ describe('5. config numbers are bounded and checked against the checkpoint befor
   });
 });
 
-/** A PNG of the given size whose pixel data is a few bytes: enough to be measured, not decoded. */
-function pngHeader(width: number, height: number, bitDepth = 8, colorType = 2): Buffer {
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(width, 0);
-  ihdr.writeUInt32BE(height, 4);
-  ihdr.set([bitDepth, colorType, 0, 0, 0], 8); // default 8-bit RGB; colour type 6 = RGBA
-  const chunk = (type: string, body: Buffer) => {
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(body.length);
-    const crc = Buffer.alloc(4);
-    crc.writeUInt32BE(crc32(Buffer.concat([Buffer.from(type, 'latin1'), body])));
-    return Buffer.concat([len, Buffer.from(type, 'latin1'), body, crc]);
-  };
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', zlib.deflateSync(Buffer.alloc(16))), chunk('IEND', Buffer.alloc(0))]);
-}
 
 async function png(width: number, height: number): Promise<string> {
   const p = file(`${width}x${height}.png`);

@@ -9,12 +9,12 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { LlavaVision } from '../src/api/llava_vision';
-import { main } from '../src/cli/main';
 import { ConfigError } from '../src/errors';
 import { cachedSnapshot } from '../src/io/hub';
 import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors';
 import { COMMIT, FakeHub, guardNetwork, httpModule } from './helpers/fake_hub';
 import { CASES } from './helpers/golden';
+import { runCli } from './helpers/cli';
 
 const CLIP_DIR = path.join(CASES, 'tiny_clip_full_layout_f32', 'model');
 const REPO = 'openai/clip-tiny';
@@ -71,13 +71,6 @@ async function startHub(): Promise<FakeHub> {
   return hub;
 }
 
-async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(args, { out: (s) => (out += s), err: (s) => (err += s) });
-  return { code, out, err };
-}
-
 function pixelValues(): string {
   const pv = fresh('pv') + '.safetensors';
   writeSafetensors(pv, { pixel_values: { dtype: 'F32', shape: [1, 3, 28, 28], data: new Float32Array(3 * 28 * 28).fill(0.5) } });
@@ -111,14 +104,14 @@ describe('from the cache, no request', () => {
     process.env.HF_HUB_CACHE = cache;
     const before = requests();
     const out = fresh('out') + '.safetensors';
-    const r = await run(['encode', '--model', REPO, '--pixel-values', pixelValues(), '--quiet', '--out', out]);
+    const r = await runCli(['encode', '--model', REPO, '--pixel-values', pixelValues(), '--quiet', '--out', out]);
     expect(r).toEqual({ code: 0, out: '', err: '' });
     const st = SafetensorsFile.open(out);
     expect(st.metadata.model_dir).toBe(snapshot);
     expect(st.keys()).toEqual(['images.0.features']);
     st.close();
     const pv = fresh('pre') + '.safetensors';
-    expect(await run(['preprocess', '--model', REPO, '--quiet', path.join(CASES, '..', 'images', 'tiny_rgb_37x23.png'), '--out', pv])).toEqual({ code: 0, out: '', err: '' });
+    expect(await runCli(['preprocess', '--model', REPO, '--quiet', path.join(CASES, '..', 'images', 'tiny_rgb_37x23.png'), '--out', pv])).toEqual({ code: 0, out: '', err: '' });
     const pre = SafetensorsFile.open(pv);
     expect(pre.metadata.preprocessor).toBe(path.join(snapshot, 'preprocessor_config.json'));
     expect(pre.info('images.0.pixel_values').shape).toEqual([1, 3, 28, 28]);
@@ -130,10 +123,10 @@ describe('from the cache, no request', () => {
     const cache = fresh('cache');
     const snapshot = cacheRepo(cache, REPO);
     process.env.HF_HUB_CACHE = cache;
-    const r = await run(['inspect', '--json', REPO]);
+    const r = await runCli(['inspect', '--json', REPO]);
     expect(r.code).toBe(0);
     expect(JSON.parse(r.out)).toMatchObject({ path: snapshot, layout: 'clip' });
-    const missing = await run(['inspect', 'openai/not-cached']);
+    const missing = await runCli(['inspect', 'openai/not-cached']);
     expect(missing).toEqual({ code: 1, out: '', err: `llava-vision: openai/not-cached: no such file or folder, nor in the HuggingFace cache (${cache}); get it with "llava-vision download openai/not-cached"\n` });
   });
 
@@ -159,7 +152,7 @@ describe('not in the cache', () => {
   test('without --download: one line saying how to get it; no request', async () => {
     const before = requests();
     const cache = process.env.HF_HUB_CACHE!;
-    const r = await run(['encode', '--model', 'openai/not-cached', '--pixel-values', pixelValues(), '--out', fresh('o') + '.safetensors']);
+    const r = await runCli(['encode', '--model', 'openai/not-cached', '--pixel-values', pixelValues(), '--out', fresh('o') + '.safetensors']);
     expect(r.code).toBe(1);
     expect(r.err).toBe(`llava-vision: openai/not-cached: no such folder, and not in the HuggingFace cache (${cache}); ` +
       'get it with "llava-vision download openai/not-cached", or pass --download (download option, or LLAVA_VISION_DOWNLOAD=1)\n');
@@ -181,7 +174,7 @@ describe('not in the cache', () => {
     const hub = await startHub();
     process.env.HF_ENDPOINT = hub.endpoint;
     const out = fresh('o') + '.safetensors';
-    const r = await run(['encode', '--model', REPO, '--download', '--pixel-values', pixelValues(), '--quiet', '--out', out]);
+    const r = await runCli(['encode', '--model', REPO, '--download', '--pixel-values', pixelValues(), '--quiet', '--out', out]);
     expect(r).toEqual({ code: 0, out: '', err: '' });
     const snapshot = path.join(process.env.HF_HUB_CACHE!, 'models--openai--clip-tiny', 'snapshots', COMMIT);
     expect(fs.readFileSync(path.join(snapshot, 'model.safetensors')).equals(fs.readFileSync(path.join(CLIP_DIR, 'model.safetensors')))).toBe(true);
@@ -197,11 +190,11 @@ describe('not in the cache', () => {
     const hub = await startHub();
     process.env.HF_ENDPOINT = hub.endpoint;
     process.env.HF_HUB_OFFLINE = '1';
-    const r = await run(['encode', '--model', REPO, '--download', '--pixel-values', pixelValues(), '--out', fresh('o') + '.safetensors']);
+    const r = await runCli(['encode', '--model', REPO, '--download', '--pixel-values', pixelValues(), '--out', fresh('o') + '.safetensors']);
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/^llava-vision: openai\/clip-tiny: no such folder, and not in the HuggingFace cache .*; HF_HUB_OFFLINE=1 forbids downloading it/);
     expect(r.err.trim().split('\n')).toHaveLength(1);
-    const d = await run(['download', REPO]);
+    const d = await runCli(['download', REPO]);
     expect(d.code).toBe(1);
     expect(d.err).toMatch(/openai\/clip-tiny at revision main: it is not in the HF cache .*HF_HUB_OFFLINE=1 forbids downloading/);
     expect(hub.hits).toHaveLength(0);
@@ -215,14 +208,14 @@ describe('download of a cached repo', () => {
     process.env.HF_HUB_CACHE = cache;
     const hub = await startHub();
     process.env.HF_ENDPOINT = hub.endpoint;
-    expect(await run(['download', REPO])).toEqual({ code: 0, out: snapshot + '\n', err: '' });
+    expect(await runCli(['download', REPO])).toEqual({ code: 0, out: snapshot + '\n', err: '' });
     expect(hub.hits).toHaveLength(0);
     process.env.HF_HUB_OFFLINE = '1';
-    expect(await run(['download', REPO])).toEqual({ code: 0, out: snapshot + '\n', err: '' });
+    expect(await runCli(['download', REPO])).toEqual({ code: 0, out: snapshot + '\n', err: '' });
     delete process.env.HF_HUB_OFFLINE;
     process.env.HF_ENDPOINT = 'http://127.0.0.1:9'; // nothing listens there
     const before = requests();
-    expect(await run(['download', REPO])).toEqual({ code: 0, out: snapshot + '\n', err: '' });
+    expect(await runCli(['download', REPO])).toEqual({ code: 0, out: snapshot + '\n', err: '' });
     expect(requests()).toBe(before);
     expect(cachedSnapshot(REPO)).toBe(snapshot);
   });
@@ -233,12 +226,12 @@ describe('download of a cached repo', () => {
     process.env.HF_HUB_CACHE = cache;
     const hub = await startHub();
     process.env.HF_ENDPOINT = hub.endpoint;
-    expect(await run(['download', REPO, '--refresh'])).toEqual({ code: 0, out: snapshot + '\n', err: '' });
+    expect(await runCli(['download', REPO, '--refresh'])).toEqual({ code: 0, out: snapshot + '\n', err: '' });
     expect(hub.hits.filter((h) => h.method === 'HEAD').length).toBeGreaterThan(0);
     expect(hub.hits.filter((h) => h.method === 'GET')).toHaveLength(0); // blobs already there
 
     process.env.HF_ENDPOINT = 'http://127.0.0.1:9';
-    const r = await run(['download', REPO, '--refresh']);
+    const r = await runCli(['download', REPO, '--refresh']);
     expect(r.code).toBe(0);
     expect(r.out).toBe(snapshot + '\n');
     expect(r.err).toMatch(/^llava-vision: openai\/clip-tiny: the hub could not be reached \(.*ECONNREFUSED.*\); using the cached snapshot /);
@@ -250,7 +243,7 @@ describe('download of a cached repo', () => {
     process.env.HF_HUB_CACHE = cache;
     const hub = await startHub();
     process.env.HF_ENDPOINT = hub.endpoint;
-    expect(await run(['download', REPO, '--quiet'])).toEqual({ code: 0, out: snapshot + '\n', err: '' });
+    expect(await runCli(['download', REPO, '--quiet'])).toEqual({ code: 0, out: snapshot + '\n', err: '' });
     expect(hub.hits.filter((h) => h.server === 'cdn' && h.method === 'GET')).toHaveLength(1); // only the weights
     expect(fs.existsSync(path.join(snapshot, 'model.safetensors'))).toBe(true);
   });

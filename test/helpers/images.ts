@@ -1,8 +1,10 @@
-/** Shared helpers for the image tests: expected tensors (full or trimmed), hashing. Fixture paths live in golden.ts. */
+/** Shared helpers for the image tests: expected tensors (full or trimmed), hashing, PNG headers. Fixture paths live in golden.ts. */
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
+import * as zlib from 'zlib';
 import { SafetensorsFile } from '../../src/io/safetensors';
+import { crc32 } from '../../src/io/zip';
 import { CASES, FIXTURES } from './golden';
 import { readJson } from './json';
 
@@ -110,4 +112,20 @@ export function firstDiff(a: Uint8Array, b: Uint8Array): string | null {
 /** Float32 view of little-endian bytes (copies to get alignment). */
 export function f32(data: Uint8Array): Float32Array {
   return new Float32Array(new Uint8Array(data).buffer);
+}
+
+/** A PNG of the given size whose pixel data is a few bytes: enough to be measured, not decoded. */
+export function pngHeader(width: number, height: number, bitDepth = 8, colorType = 2): Buffer {
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr.set([bitDepth, colorType, 0, 0, 0], 8); // default 8-bit RGB; colour type 6 = RGBA
+  const chunk = (type: string, body: Buffer) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(body.length);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(Buffer.concat([Buffer.from(type, 'latin1'), body])));
+    return Buffer.concat([len, Buffer.from(type, 'latin1'), body, crc]);
+  };
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', zlib.deflateSync(Buffer.alloc(16))), chunk('IEND', Buffer.alloc(0))]);
 }
