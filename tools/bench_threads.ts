@@ -19,6 +19,7 @@ import { spawnSync } from 'child_process';
 import { createHash } from 'crypto';
 import * as tf from '../src/tf';
 import { LlavaVision } from '../src/api/llava_vision';
+import { hiddenStateIndex } from '../src/config/clip';
 import { BackendChoice } from '../src/backend';
 import { CoordinatorStats } from '../src/model/parallel/coordinator';
 import { ThreadStats } from '../src/api/sharded/team';
@@ -152,7 +153,7 @@ export async function benchThreads(o: ThreadsBenchOptions): Promise<void> {
   for (const n of o.threads) models.push(await LlavaVision.load(o.llavaDir, { visionTower: o.towerDir, backend: o.backend, log: null, threads: n }));
   const s = models[0].tower.config.imageSize;
   const px = tf.tensor4d(o.image, [1, 3, s, s]);
-  const layersRun = models[0].tower.selectLayers.map((l) => (l < 0 ? models[0].tower.config.numHiddenLayers + 1 + l : l)).reduce((a, b) => Math.max(a, b), 0);
+  const layersRun = Math.max(...models[0].tower.selectLayers.map((l) => hiddenStateIndex(l, models[0].tower.config.numHiddenLayers)));
   const digests = new Map<LlavaVision, Set<string>>();
   const forward = async (m: LlavaVision) => {
     const out = m.encode(px, { outputs: ['projected'] });

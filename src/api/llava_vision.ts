@@ -104,11 +104,9 @@ export class LlavaVision {
   takeShardStats(): (CoordinatorStats & { copyInMs: number }) | null {
     const tower = this.tower.shardedModel;
     if (!this.runtime || !tower) return null;
-    const parts = [tower.resetStats(), ...(this.shardedProjector ? [this.shardedProjector.resetStats()] : [])];
-    const sum = parts.reduce((a, b) => ({
-      steps: a.steps + b.steps, layerNormMs: a.layerNormMs + b.layerNormMs, computeMs: a.computeMs + b.computeMs,
-      waitMs: a.waitMs + b.waitMs, reduceMs: a.reduceMs + b.reduceMs, embedMs: a.embedMs + b.embedMs,
-    }));
+    const sum = tower.resetStats();
+    const projector = this.shardedProjector?.resetStats();
+    if (projector) for (const k of Object.keys(sum) as (keyof CoordinatorStats)[]) sum[k] += projector[k];
     const copyInMs = this.runtime.rank0.copyInMs;
     this.runtime.rank0.copyInMs = 0;
     return { ...sum, copyInMs };

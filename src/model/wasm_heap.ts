@@ -8,9 +8,8 @@ import * as tf from '../tf';
 
 /** What the wasm backend exposes of its heap (public members of MathBackendWasm). */
 interface WasmHeapBackend {
-  wasm: { HEAPF32: Float32Array };
   write(values: null, shape: number[], dtype: tf.DataType): object;
-  getMemoryOffset(dataId: object): number;
+  typedArrayFromHeap(t: { shape: number[]; dtype: tf.DataType; dataId: object }): Float32Array | Int32Array | Uint8Array;
 }
 
 /** Data of tensors from `allocateUninitialized` that nothing has written or read yet. */
@@ -33,10 +32,7 @@ export function allocateUninitialized(shape: number[], dtype: tf.DataType): tf.T
  * next tfjs allocation (a heap growth replaces the heap's views); call `markWritten` once filled.
  */
 export function unwrittenHeapView(t: tf.Tensor): Float32Array | null {
-  if (t.dtype !== 'float32' || tf.getBackend() !== 'wasm' || !unwritten.has(t.dataId)) return null;
-  const backend = tf.backend() as unknown as WasmHeapBackend;
-  const start = backend.getMemoryOffset(t.dataId) / 4;
-  return backend.wasm.HEAPF32.subarray(start, start + t.size);
+  return unwritten.has(t.dataId) ? wasmHeapView(t) : null;
 }
 
 /**
@@ -46,9 +42,7 @@ export function unwrittenHeapView(t: tf.Tensor): Float32Array | null {
  */
 export function wasmHeapView(t: tf.Tensor): Float32Array | null {
   if (t.dtype !== 'float32' || tf.getBackend() !== 'wasm') return null;
-  const backend = tf.backend() as unknown as WasmHeapBackend;
-  const start = backend.getMemoryOffset(t.dataId) / 4;
-  return backend.wasm.HEAPF32.subarray(start, start + t.size);
+  return (tf.backend() as unknown as WasmHeapBackend).typedArrayFromHeap(t) as Float32Array;
 }
 
 /** The tensor's memory now holds its data: from here on it changes only through tfjs. */

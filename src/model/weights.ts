@@ -43,20 +43,24 @@ const bytesOf = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.by
  * variables' memory in the wasm heap (an F32 tensor stored as is straight from the file), so the
  * weights are never held twice. Anywhere else each variable gets a new tensor.
  */
+/**
+ * Checks that `source` holds `key` with `expected` shape and a float dtype (a CheckpointError naming
+ * the file and tensor otherwise) and gives its dtype.
+ */
+export function checkTensor(source: TensorSource, key: string, expected: number[]): DType {
+  if (!source.has(key)) throw new CheckpointError(`${source.source}: missing tensor "${key}" (expected shape ${fmt(expected)})`);
+  const { shape, dtype } = source.info(key);
+  if (!sameShape(shape, expected)) throw new CheckpointError(`${source.source}: tensor "${key}" has shape ${fmt(shape)} but the config expects ${fmt(expected)}`);
+  if (!isDType(dtype) || !isFloatDType(dtype)) throw new CheckpointError(`${source.source}: tensor "${key}": dtype ${dtype} cannot be read as float32`);
+  return dtype;
+}
+
 export function loadWeights(module: Module, source: TensorSource, keyFor: KeyMap = (p) => p): string[] {
   // Check everything before writing anything: a bad checkpoint leaves the model untouched.
   const tensors = [...namedParams(module)].map(([path, param]) => {
     const key = keyFor(path);
-    if (!source.has(key)) {
-      throw new CheckpointError(`${source.source}: missing tensor "${key}" (expected shape ${fmt(param.checkpointShape)})`);
-    }
-    const { shape, dtype } = source.info(key);
-    if (!sameShape(shape, param.checkpointShape)) {
-      throw new CheckpointError(
-        `${source.source}: tensor "${key}" has shape ${fmt(shape)} but the config expects ${fmt(param.checkpointShape)}`,
-      );
-    }
-    if (!isDType(dtype) || !isFloatDType(dtype)) throw new CheckpointError(`${source.source}: tensor "${key}": dtype ${dtype} cannot be read as float32`);
+    const dtype = checkTensor(source, key, param.checkpointShape);
+    const shape = param.checkpointShape;
     // A parameter holding only part of its tensor (a shard) reads just the rows and columns its blocks cover.
     const region = source.readRegion ? coveredRegion(param) : null;
     const elements = region ? region.nr * region.nc : numel(shape);

@@ -7,7 +7,7 @@
  */
 import * as tf from '../../tf';
 import { wasmHeapView } from '../wasm_heap';
-import { CLIPVisionConfig } from '../../config/clip';
+import { CLIPVisionConfig, hiddenStateIndex } from '../../config/clip';
 import { ConfigError } from '../../errors';
 import { CLIPVisionEmbeddings, checkPixelValues } from '../embeddings';
 import { layerNormRows } from '../kernels/layer_norm';
@@ -109,11 +109,7 @@ export class ShardedVisionModel {
 
   /** `hidden_states[index]` alone; layers after it are not run (see CLIPVisionTransformer.hiddenState). */
   hiddenState(pixels: tf.Tensor4D, index: number, options: VisionForwardOptions = {}): tf.Tensor3D {
-    const n = this.config.numHiddenLayers + 1;
-    const k = index < 0 ? n + index : index;
-    if (!Number.isInteger(index) || k < 0 || k >= n) {
-      throw new ConfigError(`hidden state index ${index} is out of range for ${n} hidden states (-${n}..${n - 1})`);
-    }
+    const k = hiddenStateIndex(index, this.config.numHiddenLayers);
     return this.run(pixels, k, [k], options).tensors[0];
   }
 
