@@ -14,7 +14,7 @@ import { inspectCheckpoint } from '../src/api/inspect';
 import { describeOnBackend } from './helpers/backend_gate';
 import { GoldenCase, expectParity, loadCase } from './helpers/golden';
 import { isolatedTempDir } from './helpers/isolation';
-import { main } from '../src/cli/main';
+import { runCli } from './helpers/cli';
 import { SafetensorsFile } from '../src/io/safetensors';
 
 const pad2 = (k: number) => String(k).padStart(2, '0');
@@ -170,14 +170,19 @@ describeSharded('sharded model', () => {
     expect(r.stdout.trim()).toBe('threads 2');
   });
 
-  test('a failed load leaves no thread behind', async () => {
+  test('a failed load ends the threads it started', async () => {
     const gc = loadCase('tiny_llava_anyres_spatial_unpad');
-    // A projector file of the wrong width: the tower loads sharded, then the projector check fails.
-    await expect(LlavaVision.load(path.join(gc.dir, 'llava'), { visionTower: path.join(gc.dir, 'clip_tower'), log: null, threads: 2, projector: path.join(DEMO, 'model.safetensors') })).rejects.toThrow();
-    const script = `require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'src'))}).LlavaVision.load(${JSON.stringify(path.join(gc.dir, 'llava'))}, { visionTower: ${JSON.stringify(path.join(gc.dir, 'clip_tower'))}, threads: 2, log: null, projector: ${JSON.stringify(path.join(DEMO, 'model.safetensors'))} }).catch((e) => { console.log('failed'); setTimeout(() => { console.log('threads', require('fs').readdirSync('/proc/self/task').length); }, 500); })`;
+    // A projector file of the wrong width: the tower loads sharded first, then the projector check fails.
+    const args = `${JSON.stringify(path.join(gc.dir, 'llava'))}, { visionTower: ${JSON.stringify(path.join(gc.dir, 'clip_tower'))}, threads: 2, log: null, projector: ${JSON.stringify(path.join(DEMO, 'model.safetensors'))} }`;
+    await expect(LlavaVision.load(path.join(gc.dir, 'llava'), { visionTower: path.join(gc.dir, 'clip_tower'), log: null, threads: 2, projector: path.join(DEMO, 'model.safetensors') })).rejects.toThrow(/mm_projector\.0\.weight" has shape/);
+    // In a fresh process, counting the worker threads made and ended.
+    const script = `const wt = require('worker_threads'); let made = 0, ended = 0;
+      wt.Worker = class extends wt.Worker { constructor(...a) { super(...a); made++; this.on('exit', () => ended++); } };
+      require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'src'))}).LlavaVision.load(${args})
+        .then(() => console.log('loaded'), () => console.log('failed', made, ended));`;
     const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60000 });
     expect(r.status).toBe(0);
-    expect(r.stdout).toContain('failed');
+    expect(r.stdout.trim()).toBe('failed 1 1');
   });
 });
 
@@ -214,11 +219,6 @@ describe('threads option', () => {
 describe('llava-vision encode --threads', () => {
   const tempDir = isolatedTempDir('llava-threads-');
   const CHELSEA = path.join(DEMO, 'images', 'chelsea.png');
-  async function run(args: string[]): Promise<{ code: number; err: string }> {
-    let err = '';
-    const code = await main(args, { out: () => undefined, err: (s) => (err += s) });
-    return { code, err };
-  }
   const merged = (file: string) => {
     const st = SafetensorsFile.open(file);
     try {
@@ -230,7 +230,7 @@ describe('llava-vision encode --threads', () => {
 
   (onWasm ? test : test.skip)('1, 2 and 3 threads write the same tokens within float32 rounding; --threads 2 is identical run to run', async () => {
     const out = (n: string) => path.join(tempDir(), `t${n}.safetensors`);
-    for (const n of ['1', '2', '3', '2b']) expect((await run(['encode', CHELSEA, '--threads', n.replace('b', ''), '--quiet', '--out', out(n)])).code).toBe(0);
+    for (const n of ['1', '2', '3', '2b']) expect((await runCli(['encode', CHELSEA, '--threads', n.replace('b', ''), '--quiet', '--out', out(n)])).code).toBe(0);
     const one = merged(out('1'));
     for (const n of ['2', '3']) {
       const other = merged(out(n));
@@ -243,7 +243,7 @@ describe('llava-vision encode --threads', () => {
 
   test('--threads 0 and --threads two are usage errors (exit 2) naming the option', async () => {
     for (const bad of ['0', 'two']) {
-      const r = await run(['encode', CHELSEA, '--threads', bad, '--out', path.join(tempDir(), 'x.safetensors')]);
+      const r = await runCli(['encode', CHELSEA, '--threads', bad, '--out', path.join(tempDir(), 'x.safetensors')]);
       expect(r.code).toBe(2);
       expect(r.err).toMatch(/--threads/);
     }

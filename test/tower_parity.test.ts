@@ -23,7 +23,11 @@ describeOnBackend.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16'
   test('every hidden state and pooler_output, each image as a batch of 1', async () => {
     const gc = loadCase(name);
     const model = await LlavaVision.load(path.join(gc.dir, 'model'), { log: null });
-    if (model.threads === 1) expect(model.tower.visionModel.visionModel.trainableWeights).toHaveLength(0);
+    // Frozen, on one thread or sharded (every thread builds its shard as rank 0 does).
+    const rank0 = model.shardRuntime?.rank0.tower;
+    const frozen = rank0 ? [...rank0.attention, ...rank0.mlp] : [model.tower.visionModel.visionModel];
+    expect(frozen.flatMap((layer) => layer.trainableWeights)).toHaveLength(0);
+    expect(frozen.flatMap((layer) => layer.weights).length).toBeGreaterThan(0);
     for (const img of gc.json.images) {
       const x = pixelValues(gc, img.id);
       const out = model.encode(x, { outputs: ['hidden_states', 'pooler_output'], interpolatePosEncoding: gc.json.run.interpolate_pos_encoding });
