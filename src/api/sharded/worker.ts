@@ -70,15 +70,18 @@ async function onLoadMessage(m: LoadRequest): Promise<void> {
 }
 
 /** The step loop: sleeps until the coordinator bumps GEN, runs the step, bumps DONE. Returns on exit. */
-function serve(requests: MessagePort, generation: number): void {
+function serve(requests: MessagePort, servedFrom: number): void {
   const ctl = new Int32Array(init.control);
   const stats = new Float64Array(init.stats, init.rank * STATS_SLOTS * 8, STATS_SLOTS);
   let input: Float32Array = new Float32Array(0);
   let output: Float32Array = new Float32Array(0);
-  let seen = generation;
+  let seen = servedFrom;
   for (;;) {
-    Atomics.wait(ctl, CTL.GEN, seen);
-    seen = Atomics.load(ctl, CTL.GEN);
+    // A wait can return with the generation unchanged (a wake-up not for a new step): running the
+    // last step again would count it done twice and let rank 0 read a partial not yet written.
+    let generation: number;
+    while ((generation = Atomics.load(ctl, CTL.GEN)) === seen) Atomics.wait(ctl, CTL.GEN, seen);
+    seen = generation;
     const op = Atomics.load(ctl, CTL.OP);
     if (op === OP_CODES.exit) {
       compute.dispose();
