@@ -3,6 +3,7 @@
  * test/readme.test.ts runs them against this checkout (offline); tools/package_test.ts runs them in
  * fresh apps that install the packed tarball. Shell blocks run line by line with bash; TypeScript
  * blocks are type-checked (strict, skipLibCheck, as the README tells TypeScript users) and run.
+ * docs/ marks its runnable blocks `<!-- docs-test: NAME -->` (tools/slurm_test.ts runs docs/datasets.md's).
  */
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
@@ -13,30 +14,37 @@ export interface Snippet {
   name: string;
   lang: string;
   code: string;
-  /** 1-based line of the opening fence in README.md. */
+  /** 1-based line of the opening fence in the document. */
   line: number;
 }
 
-const MARKER = /^<!-- readme-test: ([\w-]+) -->$/;
+/** The document and the marker of its runnable blocks. */
+export interface SnippetSource {
+  file: string;
+  marker: string;
+}
 
-export function readmeSnippets(markdown: string): Snippet[] {
+export const README: SnippetSource = { file: 'README.md', marker: 'readme-test' };
+
+export function readmeSnippets(markdown: string, source: SnippetSource = README): Snippet[] {
+  const marker = new RegExp(`^<!-- ${source.marker}: ([\\w-]+) -->$`);
   const lines = markdown.split('\n');
   const snippets: Snippet[] = [];
   for (let i = 0; i < lines.length; i++) {
-    const m = MARKER.exec(lines[i].trim());
+    const m = marker.exec(lines[i].trim());
     if (!m) continue;
     const fence = /^```(\w+)$/.exec(lines[i + 1] ?? '');
-    if (!fence) throw new Error(`README.md:${i + 1}: "${lines[i]}" must be followed by a fenced code block`);
+    if (!fence) throw new Error(`${source.file}:${i + 1}: "${lines[i]}" must be followed by a fenced code block`);
     const end = lines.indexOf('```', i + 2);
-    if (end < 0) throw new Error(`README.md:${i + 2}: unterminated code block`);
+    if (end < 0) throw new Error(`${source.file}:${i + 2}: unterminated code block`);
     snippets.push({ name: m[1], lang: fence[1], code: lines.slice(i + 2, end).join('\n') + '\n', line: i + 2 });
   }
   return snippets;
 }
 
-export function snippetNamed(snippets: Snippet[], name: string): Snippet {
+export function snippetNamed(snippets: Snippet[], name: string, source: SnippetSource = README): Snippet {
   const s = snippets.find((x) => x.name === name);
-  if (!s) throw new Error(`README.md has no "<!-- readme-test: ${name} -->" block`);
+  if (!s) throw new Error(`${source.file} has no "<!-- ${source.marker}: ${name} -->" block`);
   return s;
 }
 
