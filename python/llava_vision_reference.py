@@ -165,7 +165,7 @@ def write_reference(path, vision_tower, pixel_values=None, *, projector=None, im
         "images": names,
         "tiles_per_image": tiles,
         "interpolate_pos_encoding": bool(interpolate_pos_encoding),
-        "pixel_values_dtype": str(pixel_values.dtype).replace("torch.", "") if torch.is_tensor(pixel_values) else None,
+        "pixel_values_dtype": _dtype_name(pixels.dtype),
         "module_dtype": _dtype_name(_param_dtype(vision_tower)),
         "device": str(device),
         "float64_softmax_upcasts": upcasts,

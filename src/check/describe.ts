@@ -33,11 +33,15 @@ export function ratioText(x: number): string {
   return x < 100 ? x.toFixed(2) : x.toFixed(0);
 }
 
-/** Cosine similarity; within 5e-10 of 1, as 1 − d (9 decimals would show 1.000000000 for any good result). */
+/**
+ * Cosine similarity; within 5e-10 of 1 as 1 − d, since 9 decimals would show 1.000000000 for any good
+ * result. Below 1e-15, d is the rounding of the sums themselves: shown as 1.
+ */
 export function cosineText(x: number): string {
   if (!Number.isFinite(x)) return 'NaN';
-  if (x === 1) return '1';
-  return 1 - x < 5e-10 ? `1 - ${(1 - x).toExponential(1)}` : x.toFixed(9);
+  const d = 1 - x;
+  if (d < 1e-15) return '1';
+  return d < 5e-10 ? `1 - ${d.toExponential(1)}` : x.toFixed(9);
 }
 
 export function indexText(index: readonly number[]): string {
