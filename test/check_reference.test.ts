@@ -172,6 +172,7 @@ describe('check against references made from the model\'s own outputs', () => {
     expect(await runCli(['check', '--model', DEMO])).toMatchObject({ code: 2, err: 'llava-vision: check needs --reference FILE.safetensors (written by python/llava_vision_reference.py)\n' });
     expect((await runCli(['check', '--reference', path.join(dir, 'missing.safetensors')])).err).toMatch(/missing\.safetensors: (does not exist|no such file)/);
     expect((await runCli(['check', '--reference', noPixels, '--bound', '-1'])).code).toBe(2);
+    expect(await runCli(['check', '--reference', noPixels, '--out', 'x.safetensors'])).toMatchObject({ code: 2, err: 'llava-vision: --out is an option of encode, not of check (see check --help)\n' });
   });
 });
 

@@ -9,13 +9,13 @@ their call contracts (transformers cannot be installed here):
 - build_projector: LLaVA's builder.py (linear, mlp{N}x_gelu, identity): keys `<idx>.weight|bias`.
 - clip_pixel_values: HF's slow CLIPImageProcessor and LLaVA's expand2square on PIL images.
 
-Weights are read from the safetensors checkpoints this repository writes (no safetensors package).
+Weights are read from the safetensors checkpoints this repository writes (F32, F16), with bench_torch.py's reader.
 Dev and test only: the library never needs Python.
 """
 import json
 import math
 import os
-import struct
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -23,25 +23,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-
-def read_safetensors(path):
-    """{name: float32 torch tensor} of a safetensors file (F32, F16, BF16)."""
-    out = {}
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-        data = f.read()
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = info["data_offsets"]
-        raw = data[begin:end]
-        if info["dtype"] == "BF16":
-            arr = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
-        else:
-            arr = np.frombuffer(raw, dtype={"F32": "<f4", "F16": "<f2"}[info["dtype"]]).astype(np.float32)
-        out[name] = torch.from_numpy(arr.reshape(info["shape"]).copy())
-    return out
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_torch import read_safetensors  # noqa: E402  (F32 and F16 safetensors, parsed without the safetensors package)
 
 
 def read_folder_weights(folder):

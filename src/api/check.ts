@@ -14,7 +14,7 @@ import { Comparison, ComparisonResult, Tolerance } from '../check/compare';
 import { ReferenceFile, ReferenceMeta, ReferenceRun } from '../check/reference';
 import { AspectMode, Pinpoints } from '../config/llava';
 import { CheckpointError, ConfigError, quote, shapeText } from '../errors';
-import { DEFAULT_PARITY_K } from '../parity';
+import { DEFAULT_PARITY_K, parityBound } from '../parity';
 import { throwOnWebGpuError } from '../webgpu';
 import { ImageInput, imageSettings, prepareImage } from './encode_job';
 import { LlavaVision, OutputName } from './llava_vision';
@@ -30,6 +30,8 @@ export interface CheckOptions {
   /** How the images are preprocessed: default the model's (image_aspect_ratio, image_grid_pinpoints). */
   aspect?: AspectMode;
   gridPinpoints?: Pinpoints;
+  /** Apply the images' EXIF orientation (Pillow's Image.open, and so LLaVA, does not). */
+  autoOrient?: boolean;
   /** Tiles per forward (default 1; the results do not depend on it). */
   batchSize?: number;
   /** Default: the reference's `run.interpolate_pos_encoding`. */
@@ -196,7 +198,7 @@ function referenceCheck(ref: ReferenceFile, name: string, k: number): TensorChec
   if (check.exact) check.limit = 0;
   else if (check.torchErr === null) {
     check.problem = `no __metadata__.expected[${quote(name)}].torch_fp32_max_abs_err in the reference, so no bound (write it with python/llava_vision_reference.py)`;
-  } else check.limit = k * check.torchErr + (check.storageErr ?? 0);
+  } else check.limit = parityBound(meta, k);
   return check;
 }
 
@@ -222,7 +224,8 @@ async function checkPreprocessing(model: LlavaVision, ref: ReferenceFile, pvName
   const { shape } = ref.info(pvName);
   const names = ref.run.images;
   const settings = imageSettings(model, {
-    aspect: options.aspect, gridPinpoints: options.gridPinpoints, interpolatePosEncoding: options.interpolatePosEncoding ?? ref.run.interpolate_pos_encoding,
+    aspect: options.aspect, gridPinpoints: options.gridPinpoints, autoOrient: options.autoOrient,
+    interpolatePosEncoding: options.interpolatePosEncoding ?? ref.run.interpolate_pos_encoding,
   });
   const tilesPerImage = ref.run.tiles_per_image ?? (images.length === shape[0] ? images.map(() => 1) : null);
   const label = (i: number) => `pixel_values[${names?.[i] ?? (typeof images[i] === 'string' ? images[i].split(/[\\/]/).pop() : `image ${i}`)}]`;

@@ -1,12 +1,9 @@
-import { BACKEND_CHOICES, BackendChoice } from '../backend';
 import { CheckReport, TensorCheck, checkAgainstReference } from '../api/check';
 import { LlavaVision } from '../api/llava_vision';
 import { cosineText, errorText, indexText, nonFiniteText, percentText, ratioText, valueText } from '../check/describe';
-import { AspectMode, SelectFeature } from '../config/llava';
 import { shapeText } from '../errors';
-import { UsageError, choiceOption, gridPinpointsOption, intOption, parseOptions } from './args';
-import { downloadProgress } from './download';
-import { atLeastOne } from './encode_options';
+import { UsageError, parseOptions } from './args';
+import { DATASET_SPEC, ENCODE_SPEC, encodeSettings, loadOptions } from './encode_options';
 import { checkInputFiles } from './files';
 
 export const CHECK_HELP = `check: your checkpoint in TensorFlow.js against a PyTorch reference of your own modules
@@ -22,7 +19,8 @@ export const CHECK_HELP = `check: your checkpoint in TensorFlow.js against a PyT
                                (default 4, the bound of this project's own parity tests)
   --json                       the report as one JSON object
   --vision-tower, --download, --projector, --projector-type, --select-layer, --select-feature, --aspect,
-  --grid-pinpoints, --interpolate-pos-encoding, --batch-size, --threads, --backend, --quiet: as for encode
+  --grid-pinpoints, --auto-orient, --interpolate-pos-encoding, --batch-size, --threads, --backend, --quiet:
+                               as for encode
 
 The reference's pixel_values go through the model; a table gives per tensor the max abs error, PyTorch
 fp32's own error, their ratio, the cosine similarity and pass/fail. Exit code 0: every tensor within
@@ -32,26 +30,9 @@ Examples:
   llava-vision check --reference ref.safetensors --model llava-v1.5-7b --vision-tower clip-vit-large-patch14-336 a.jpg b.png
   llava-vision check --reference ref.safetensors --model clip-vit-large-patch14-336 --json > check.json`;
 
-const SPEC = {
-  reference: { type: 'string' },
-  model: { type: 'string' },
-  'vision-tower': { type: 'string' },
-  download: { type: 'boolean' },
-  projector: { type: 'string' },
-  'projector-type': { type: 'string' },
-  'select-layer': { type: 'string' },
-  'select-feature': { type: 'string' },
-  aspect: { type: 'string' },
-  'grid-pinpoints': { type: 'string' },
-  'interpolate-pos-encoding': { type: 'boolean' },
-  bound: { type: 'string' },
-  'batch-size': { type: 'string' },
-  threads: { type: 'string' },
-  backend: { type: 'string' },
-  json: { type: 'boolean' },
-  quiet: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
-} as const;
+/** encode's options (the model, its settings, how it runs) and check's own; the options only encode has are refused. */
+const SPEC = { ...ENCODE_SPEC, reference: { type: 'string' }, bound: { type: 'string' }, json: { type: 'boolean' } } as const;
+const ENCODE_ONLY = ['out', 'out-dir', 'pixel-values', 'save', 'merge', 'workers', 'force', ...Object.keys(DATASET_SPEC)] as const;
 
 export async function runCheck(argv: string[], io: { out: (s: string) => void; err: (s: string) => void; demoModel: string }): Promise<number> {
   const { values: o, positionals: images } = parseOptions(argv, SPEC);
@@ -59,34 +40,25 @@ export async function runCheck(argv: string[], io: { out: (s: string) => void; e
     io.out(CHECK_HELP + '\n');
     return 0;
   }
+  const encodeOnly = ENCODE_ONLY.find((name) => o[name as keyof typeof o] !== undefined);
+  if (encodeOnly) throw new UsageError(`--${encodeOnly} is an option of encode, not of check (see check --help)`);
   if (!o.reference) throw new UsageError('check needs --reference FILE.safetensors (written by python/llava_vision_reference.py)');
-  const bound = o.bound === undefined ? undefined : Number(o.bound);
-  if (bound !== undefined && (!/^\d+(\.\d+)?$/.test(o.bound!) || !Number.isFinite(bound))) throw new UsageError(`--bound must be a number >= 0, got "${o.bound}"`);
-  const selectLayer = intOption(o['select-layer'], 'select-layer');
-  const selectFeature = choiceOption<SelectFeature>(o['select-feature'], 'select-feature', ['patch', 'cls_patch']);
-  const backend = choiceOption<BackendChoice>(o.backend, 'backend', BACKEND_CHOICES);
-  const aspect = choiceOption<AspectMode>(o.aspect, 'aspect', ['square', 'pad', 'anyres']);
-  const gridPinpoints = gridPinpointsOption(o['grid-pinpoints']);
-  const batchSize = atLeastOne(o['batch-size'], 'batch-size', 1);
-  const threads = o.threads === undefined ? undefined : atLeastOne(o.threads, 'threads', 1);
+  if (o.bound !== undefined && !/^\d+(\.\d+)?$/.test(o.bound)) throw new UsageError(`--bound must be a number >= 0, got "${o.bound}"`);
+  const settings = encodeSettings(o);
   checkInputFiles([o.reference, ...images, ...(o.projector ? [o.projector] : [])]);
   const modelDir = o.model ?? io.demoModel;
   if (!o.model) io.err(`llava-vision: no --model given: using the bundled demo checkpoint ${modelDir} (generated weights, not a trained model)\n`);
 
-  const model = await LlavaVision.load(modelDir, {
-    visionTower: o['vision-tower'],
-    download: o.download ? { onProgress: o.quiet ? undefined : downloadProgress() } : undefined,
-    projector: o.projector,
-    projectorType: o['projector-type'],
-    selectLayer,
-    selectFeature,
-    backend,
-    threads,
-    log: o.quiet ? null : (line) => io.err(line + '\n'),
-  });
+  const model = await LlavaVision.load(modelDir, loadOptions(o, settings, io.err));
   try {
     const report = await checkAgainstReference(model, o.reference, {
-      bound, images: images.length ? images : undefined, aspect, gridPinpoints, batchSize, interpolatePosEncoding: o['interpolate-pos-encoding'],
+      bound: o.bound === undefined ? undefined : Number(o.bound),
+      images: images.length ? images : undefined,
+      aspect: settings.aspect,
+      gridPinpoints: settings.gridPinpoints,
+      autoOrient: o['auto-orient'],
+      batchSize: settings.batchSize,
+      interpolatePosEncoding: o['interpolate-pos-encoding'],
     });
     io.out(o.json ? JSON.stringify(report, jsonNumbers, 1) + '\n' : formatCheck(report));
     return report.ok ? 0 : 1;

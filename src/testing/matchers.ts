@@ -11,7 +11,7 @@
  * worst element (multi-index, both values), the max absolute and relative error, the cosine
  * similarity, NaN/±Inf counts, and for references the ratio to PyTorch's own error.
  */
-import { DEFAULT_PARITY_K } from '../parity';
+import { DEFAULT_PARITY_K, parityBound } from '../parity';
 import { ComparisonResult, Tolerance, compareArrays, elementCount, sameShape } from '../check/compare';
 import { comparisonLines, errorText, ratioText } from '../check/describe';
 import { ReferenceMeta } from '../check/reference';
@@ -109,7 +109,7 @@ export function referenceTolerance(meta: ReferenceMeta, k: number): { tolerance:
   const torchErr = meta.torch_fp32_max_abs_err;
   if (torchErr === undefined) return { missing: 'torch_fp32_max_abs_err' };
   const storage = meta.f32_storage_max_abs_err ?? 0;
-  const limit = k * torchErr + storage;
+  const limit = parityBound(meta, k);
   return {
     tolerance: { kind: 'bound', limit },
     text: `bound ${k} × ${errorText(torchErr)} (PyTorch fp32's own error) + ${errorText(storage)} (float32 storage) = ${errorText(limit)}`,
