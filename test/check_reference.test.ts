@@ -266,7 +266,7 @@ describeWithTorch('round trip: the Python writer on PyTorch modules, then check'
     }
   });
 
-  test('write_reference on small modules: float64 softmax, input forms, errors, the module left as it was', () => {
+  test('write_reference on small modules: float64 softmax, input forms, images with a processor, errors, the module left as it was', async () => {
     const out = path.join(dir, 'cases');
     fs.mkdirSync(out);
     const r = JSON.parse(runPython(python, [path.join(ROOT, 'test', 'python', 'writer_cases.py'), out])) as {
@@ -278,6 +278,8 @@ describeWithTorch('round trip: the Python writer on PyTorch modules, then check'
       nan: string;
       no_pixels: string;
       bad_feature: string;
+      images: Record<'callable' | 'hf', string>;
+      images_without_processor: string;
     };
     // A softmax asked for in float32 is computed in float64 in the float64 run: the truth is the float64 softmax.
     const softmax = ReferenceFile.open(r.softmax.file);
@@ -301,5 +303,17 @@ describeWithTorch('round trip: the Python writer on PyTorch modules, then check'
     expect(r.nan).toBe('ValueError: hidden_states.1: the float64 run gave 96 NaN or Inf values: no reference can be made from it');
     expect(r.no_pixels).toBe('ValueError: give pixel_values, or images with a processor');
     expect(r.bad_feature).toBe('ValueError: select_feature must be \'patch\' or \'cls_patch\', got \'cls\'');
+    // Image files with a processor (a callable like LLaVA's process_images, or an HF image processor): opened as
+    // LLaVA does, named in run.images, and (pad, here) the pixel values our preprocessing gives bit for bit.
+    for (const file of [r.images.callable, r.images.hf]) {
+      const ref = ReferenceFile.open(file);
+      expect(ref.run.images).toEqual(['chelsea.png']);
+      ref.close();
+    }
+    expect(readReference(r.images.hf).pixel_values.data).toEqual(readReference(r.images.callable).pixel_values.data);
+    const checked = await runCli(['check', '--quiet', '--reference', r.images.hf, '--model', DEMO, CHELSEA]);
+    expect(checked.out).toContain('llava-vision check: all 8 tensors within the bound'); // pixel values, 5 hidden states, pooled, features
+    expect(checked.code).toBe(0);
+    expect(r.images_without_processor).toBe('ValueError: images need a processor (an HF image processor, or a callable such as LLaVA\'s process_images)');
   });
 });

@@ -87,6 +87,27 @@ results["module_untouched"] = half.vision_model.post_layernorm.weight.dtype == t
 results["leftovers"] = sorted(f for f in os.listdir(out_dir) if ".tmp-" in f)
 
 
+# Images with a processor: a callable (LLaVA's process_images) or an HF image processor (.preprocess).
+demo = os.path.join(HERE, "..", "..", "weights", "demo")
+chelsea = os.path.join(demo, "images", "chelsea.png")
+processor_config = json.load(open(os.path.join(demo, "clip_tower", "preprocessor_config.json")))
+demo_tower = torch_clip.CLIPVisionModel.from_folder(os.path.join(demo, "clip_tower"))
+
+
+class HFLikeProcessor:
+    def preprocess(self, images, return_tensors=None):
+        assert return_tensors == "pt"
+        return {"pixel_values": torch_clip.clip_pixel_values(images, processor_config, "pad")}
+
+
+results["images"] = {}
+for name, processor in (("callable", lambda imgs: torch_clip.clip_pixel_values(imgs, processor_config, "pad")), ("hf", HFLikeProcessor())):
+    f = os.path.join(out_dir, f"images_{name}.safetensors")
+    write_reference(f, demo_tower, images=[chelsea], processor=processor)
+    results["images"][name] = f
+results["images_without_processor"] = error_of(lambda: write_reference(os.path.join(out_dir, "w.safetensors"), demo_tower, images=[chelsea]))
+
+
 class NanTower(torch.nn.Module):
     def __init__(self):
         super().__init__()
