@@ -169,6 +169,9 @@ describe('check against references made from the model\'s own outputs', () => {
     const badMeta = path.join(dir, 'bad-meta.safetensors');
     writeSafetensors(badMeta, { pixel_values: own.tensors.pixel_values }, { expected: '{"pixel_values": {"exact": "yes"}}' });
     expect((await runCli(['check', '--quiet', '--reference', badMeta, '--model', DEMO])).err).toBe(`llava-vision: ${badMeta}: __metadata__.expected["pixel_values"].exact must be true or false, got "yes"\n`);
+    const small = path.join(dir, 'small.safetensors');
+    writeSafetensors(small, { pixel_values: { dtype: 'F32', shape: [1, 3, 224, 224], data: new Float32Array(3 * 224 * 224) } });
+    expect((await runCli(['check', '--quiet', '--reference', small, '--model', DEMO])).err).toBe(`llava-vision: ${small}: pixel_values are 224x224, the model's image_size is 336 (${DEMO}); a reference of another model, or pass interpolate_pos_encoding (--interpolate-pos-encoding)\n`);
     expect(await runCli(['check', '--model', DEMO])).toMatchObject({ code: 2, err: 'llava-vision: check needs --reference FILE.safetensors (written by python/llava_vision_reference.py)\n' });
     expect((await runCli(['check', '--reference', path.join(dir, 'missing.safetensors')])).err).toMatch(/missing\.safetensors: (does not exist|no such file)/);
     expect((await runCli(['check', '--reference', noPixels, '--bound', '-1'])).code).toBe(2);

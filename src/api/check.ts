@@ -121,6 +121,10 @@ export async function checkAgainstReference(model: LlavaVision, referenceFile: s
 
     const outputs = [...new Set(compared.filter((x) => !x.check.problem).map((x) => x.output))];
     const interpolatePosEncoding = options.interpolatePosEncoding ?? ref.run.interpolate_pos_encoding ?? false;
+    const side = model.tower.config.imageSize;
+    if (!interpolatePosEncoding && (h !== side || w !== side)) {
+      throw new ConfigError(`${ref.path}: pixel_values are ${h}x${w}, the model's image_size is ${side} (${model.modelDir}); a reference of another model, or pass interpolate_pos_encoding (--interpolate-pos-encoding)`);
+    }
     for (let start = 0; start < tiles && outputs.length > 0; start += batchSize) {
       const n = Math.min(batchSize, tiles - start);
       const pixels = tf.tensor4d(ref.readRows(pv.name, start, n), [n, c, h, w]);
