@@ -62,8 +62,14 @@ export type { KeyMap, TensorSource } from './model/weights';
 export { namedParams } from './model/module';
 export type { Module, Param, WeightInit } from './model/module';
 export type { Block } from './io/blocks';
-export { checkParity, maxAbsDiff, DEFAULT_PARITY_K } from './parity';
+export { checkParity, maxAbsDiff, parityBound, DEFAULT_PARITY_K } from './parity';
 export type { ParityMeta, ParityResult } from './parity';
+// Your own checkpoint against a PyTorch reference (python/llava_vision_reference.py); the matchers: llava-vision-tfjs/testing.
+export { checkAgainstReference } from './api/check';
+export type { CheckOptions, CheckReport, TensorCheck } from './api/check';
+export { REFERENCE_FORMAT, ReferenceFile, readReference } from './check/reference';
+export type { Reference, ReferenceMeta, ReferenceRun, ReferenceTensor } from './check/reference';
+export type { ComparisonResult, NonFiniteCounts, Tolerance, WorstElement } from './check/compare';
 export * as train from './train';
 export * as tf from './tf';
 

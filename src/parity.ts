@@ -28,9 +28,14 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
+/** The rule's bound for one tensor: k · torch_fp32_max_abs_err + f32_storage_max_abs_err (a missing field counts 0). */
+export function parityBound(meta: ParityMeta, k = DEFAULT_PARITY_K): number {
+  return k * (meta.torch_fp32_max_abs_err ?? 0) + (meta.f32_storage_max_abs_err ?? 0);
+}
+
 export function checkParity(ours: ArrayLike<number>, truth: ArrayLike<number>, meta: ParityMeta, k = DEFAULT_PARITY_K): ParityResult {
   const maxAbsErr = maxAbsDiff(ours, truth);
   const torchErr = meta.torch_fp32_max_abs_err ?? 0;
-  const bound = k * torchErr + (meta.f32_storage_max_abs_err ?? 0);
+  const bound = parityBound(meta, k);
   return { maxAbsErr, bound, ratio: torchErr > 0 ? maxAbsErr / torchErr : maxAbsErr === 0 ? 0 : Infinity, ok: maxAbsErr <= bound };
 }

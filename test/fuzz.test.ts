@@ -25,6 +25,7 @@ import { readIndex } from '../src/io/shards';
 import { TorchBinFile } from '../src/io/torch_bin';
 import { DTYPE_SIZE } from '../src/io/dtype';
 import { crc32 } from '../src/io/zip';
+import { ReferenceFile } from '../src/check/reference';
 import { checkProjectorAgainstWeights, checkVisionConfigAgainstWeights } from '../src/model/config_checks';
 import { CASES } from './helpers/golden';
 import { pngHeader } from './helpers/images';
@@ -238,6 +239,63 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
       await fuzzCase('index', i, text.slice(0, 80), () => {
         const { weightMap } = readIndex(p);
         for (const f of weightMap.values()) invariant(typeof f === 'string' && !f.includes('/') && f !== '..', `shard name ${f}`);
+      });
+    }
+  });
+
+  // ----------------------------------------------------------------------------- reference files
+
+  test('reference files (llava-vision check): hostile __metadata__ expected / run values, deep nesting, duplicate keys', async () => {
+    const r = rng(SEED + 7);
+    const tensors = {
+      pixel_values: { dtype: 'F32' as const, shape: [2, 3, 2, 2], data: new Float32Array(24).fill(0.5) },
+      features: { dtype: 'F16' as const, shape: [2, 4], data: new Uint16Array(8).fill(0x3c00) },
+    };
+    const expected: Record<string, Record<string, unknown>> = {
+      pixel_values: { exact: true, shape: [2, 3, 2, 2] },
+      features: { torch_fp32_max_abs_err: 1e-6, f32_storage_max_abs_err: 1e-7, what: 'w' },
+    };
+    const run: Record<string, unknown> = { select_layer: -2, select_feature: 'patch', images: ['a.png', 'b.png'], tiles_per_image: [1, 1] };
+    for (let i = 0; i < N; i++) {
+      const e = JSON.parse(JSON.stringify(expected)) as typeof expected;
+      const u = JSON.parse(JSON.stringify(run)) as typeof run;
+      let expectedText: string;
+      let runText: string;
+      const kind = r.int(4);
+      if (kind === 0) {
+        const name = r.pick(['pixel_values', 'features', 'missing']);
+        e[name] ??= {};
+        e[name][r.pick(['exact', 'torch_fp32_max_abs_err', 'f32_storage_max_abs_err', 'ref_max_abs', 'what', 'shape'])] = hostile(r);
+        expectedText = stringifyDeep(e);
+        runText = JSON.stringify(u);
+      } else if (kind === 1) {
+        u[r.pick(['select_layer', 'select_feature', 'images', 'tiles_per_image', 'interpolate_pos_encoding', 'other'])] = hostile(r);
+        expectedText = JSON.stringify(e);
+        runText = stringifyDeep(u);
+      } else if (kind === 2) {
+        expectedText = JSON.stringify(e).replace('"features":', `"features":{},"features":`);
+        runText = deepJson(deepValue(r.pick([2, 3, 4, 20_000])));
+      } else {
+        const t = JSON.stringify(e).split('');
+        t[r.int(t.length)] = String.fromCharCode(r.int(128));
+        expectedText = t.join('');
+        runText = JSON.stringify(u);
+      }
+      const p = path.join(tmp(), `reference-${i}.safetensors`);
+      fs.writeFileSync(p, serializeSafetensors(tensors, { format: 'llava-vision-reference/1', expected: expectedText, run: runText }));
+      await fuzzCase('reference', i, `${expectedText.slice(0, 60)} | ${runText.slice(0, 40)}`, () => {
+        const ref = ReferenceFile.open(p);
+        try {
+          for (const name of ref.keys()) {
+            const meta = ref.meta(name);
+            for (const v of [meta.torch_fp32_max_abs_err, meta.f32_storage_max_abs_err]) invariant(v === undefined || (Number.isFinite(v) && v >= 0), `${name}: bound field ${v}`);
+            invariant(ref.read(name).data.length === ref.readRows(name, 0, ref.info(name).shape[0]).length, `${name}: rows`);
+          }
+          const layer = ref.run.select_layer;
+          invariant(layer === undefined || Number.isSafeInteger(layer), `select_layer ${String(layer)}`);
+        } finally {
+          ref.close();
+        }
       });
     }
   });

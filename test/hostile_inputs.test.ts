@@ -23,6 +23,7 @@ import { Checkpoint } from '../src/io/checkpoint';
 import { SafetensorsFile, TensorToWrite, serializeSafetensors } from '../src/io/safetensors';
 import { TorchBinFile } from '../src/io/torch_bin';
 import { crc32 } from '../src/io/zip';
+import { ReferenceFile } from '../src/check/reference';
 import { CASES } from './helpers/golden';
 import { pngHeader } from './helpers/images';
 import { isolatedTempDir } from './helpers/isolation';
@@ -454,5 +455,30 @@ describe('7. minor: floats in .bin sizes, duplicate keys in JSON headers and ind
     // The same key in different objects is fine.
     const ok = file('ok.index.json', '{"metadata":{"w":1},"weight_map":{"w":"a.safetensors"}}');
     expect(readIndex(ok).weightMap.get('w')).toBe('a.safetensors');
+  });
+});
+
+describe('8. reference files (llava-vision check): their metadata is as untrusted as a checkpoint header', () => {
+  const pixels = { pixel_values: { dtype: 'F32' as const, shape: [1, 3, 2, 2], data: new Float32Array(12) } };
+  const reference = (name: string, metadata: Record<string, string>) => file(name, serializeSafetensors(pixels, metadata));
+
+  test('expected nested 20,000 deep, a bound of 1e400 (Infinity), a negative error: one line naming the field', async () => {
+    const deep = `{"pixel_values":${'['.repeat(20_000)}${']'.repeat(20_000)}}`;
+    expect(await refused(CheckpointError, () => ReferenceFile.open(reference('deep.safetensors', { expected: deep })))).toMatch(/: __metadata__\.expected nests objects\/arrays more than 3 levels deep \(the format needs at most 3\)$/);
+    const huge = reference('huge.safetensors', { expected: '{"pixel_values":{"torch_fp32_max_abs_err":1e400}}' });
+    expect(await refused(CheckpointError, () => ReferenceFile.open(huge))).toBe(`${huge}: __metadata__.expected["pixel_values"].torch_fp32_max_abs_err must be a finite number >= 0, got null`);
+    const negative = reference('negative.safetensors', { expected: '{"pixel_values":{"f32_storage_max_abs_err":-0.5}}' });
+    expect(await refused(CheckpointError, () => ReferenceFile.open(negative))).toContain('f32_storage_max_abs_err must be a finite number >= 0, got -0.5');
+  });
+
+  test('run.tiles_per_image that does not add up, a hostile select_layer: one line, through the CLI too', async () => {
+    const tiles = reference('tiles.safetensors', { run: '{"tiles_per_image":[3]}' });
+    const image = path.join(CASES, '..', 'images', 'tiny_rgb_37x23.png');
+    let err = '';
+    const code = await main(['check', '--quiet', '--reference', tiles, '--model', LLAVA, '--vision-tower', TOWER, image], { out: () => undefined, err: (s) => (err += s) });
+    expect(code).toBe(1);
+    expect(err).toBe(`llava-vision: ${tiles}: run.tiles_per_image adds up to 3 tiles, pixel_values hold 1\n`);
+    const layer = reference('layer.safetensors', { run: '{"select_layer":1e300}' });
+    expect(await refused(CheckpointError, () => ReferenceFile.open(layer))).toBe(`${layer}: __metadata__.run.select_layer must be an integer, got 1e+300`);
   });
 });

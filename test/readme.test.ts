@@ -5,6 +5,7 @@
  * snippet's `npm install llava-vision-tfjs` needs the registry: tools/package_test.ts (run by .ci/run)
  * runs every line, in fresh apps installing the packed tarball.
  */
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -32,8 +33,10 @@ const env = () => {
   return e;
 };
 
-test('the marked snippets are there: quick start, API, example', () => {
-  expect(snippets.map((s) => `${s.name}:${s.lang}`)).toEqual(expect.arrayContaining(['quick-start:sh', 'api:ts', 'example:sh']));
+test('the marked snippets are there: quick start, API, example, checking your own checkpoint', () => {
+  expect(snippets.map((s) => `${s.name}:${s.lang}`)).toEqual(expect.arrayContaining([
+    'quick-start:sh', 'api:ts', 'example:sh', 'reference-python:python', 'check:sh', 'parity-suite:ts',
+  ]));
 });
 
 test('quick start: the CLI line writes the demo tokens (the npm install line is the package test\'s)', () => {
@@ -67,4 +70,49 @@ test('the training example runs from the installed package (here the link resolv
   expect(r.status).toBe(0);
   expect(r.stdout).toMatch(/encoded \d+ images once/);
   expect(r.stdout).toMatch(/saved .*mm_projector\.safetensors: model\.mm_projector\.0\.bias/);
+});
+
+describe('check your own checkpoint', () => {
+  test('step 1, Python: the snippet parses and calls write_reference with parameters it has', () => {
+    const script = [
+      'import ast, sys',
+      'snippet = ast.parse(sys.stdin.read())',
+      'writer = ast.parse(open(sys.argv[1]).read())',
+      'fn = next(n for n in writer.body if isinstance(n, ast.FunctionDef) and n.name == "write_reference")',
+      'params = {a.arg for a in fn.args.args + fn.args.kwonlyargs}',
+      'calls = [n for n in ast.walk(snippet) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "write_reference"]',
+      'print(len(calls), sorted({k.arg for c in calls for k in c.keywords} - params))',
+    ].join('\n');
+    const r = spawnSync('python3', ['-c', script, path.join(ROOT, 'python', 'llava_vision_reference.py')], { input: snippetNamed(snippets, 'reference-python').code, encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('2 []');
+  });
+
+  test('step 2: the check of the bundled demo against its PyTorch reference runs as printed and passes', () => {
+    const r = runShell(snippetNamed(snippets, 'check').code, app, env());
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/\npixel_values\[chelsea\.png\]\s+\[1, 3, 336, 336\]\s+0\s+exact\s+-\s+1\s+ok \(bit-identical\)\n/);
+    expect(r.stdout.trim().split('\n').pop()).toBe('llava-vision check: all 9 tensors within the bound');
+  });
+
+  test('step 3: the parity suite type-checks (strict) and passes under Jest, and under Vitest with its import', () => {
+    const suite = snippetNamed(snippets, 'parity-suite').code;
+    const jestDir = fs.mkdtempSync(path.join(app, 'jest-'));
+    const jestFiles = writeTsSnippet(suite, jestDir, 'parity.test');
+    expect(typeErrors(jestFiles.ts, 'commonjs', [path.join(ROOT, 'node_modules', '@types')], ['node', 'jest'])).toEqual([]);
+    fs.rmSync(jestFiles.ts); // the suite as Jest runs it without a TypeScript transform
+    const config = JSON.stringify({ rootDir: jestDir, testEnvironment: 'node', transform: {} });
+    const jest = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'jest', 'bin', 'jest.js'), '--ci', '--config', config], { cwd: jestDir, env: env(), encoding: 'utf8' });
+    expect(jest.stderr).toMatch(/Tests:\s+1 passed, 1 total/);
+    expect(jest.status).toBe(0);
+
+    fs.symlinkSync(path.join(ROOT, 'node_modules', 'vitest'), path.join(app, 'node_modules', 'vitest'), 'dir');
+    const vitestDir = fs.mkdtempSync(path.join(app, 'vitest-'));
+    const vitestFiles = writeTsSnippet(`import { expect, test } from 'vitest';\n${suite}`, vitestDir, 'parity.test', 'esm');
+    expect(typeErrors(vitestFiles.ts, 'esm', [path.join(ROOT, 'node_modules', '@types')])).toEqual([]);
+    fs.rmSync(vitestFiles.js);
+    const vitest = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--root', vitestDir], { cwd: vitestDir, env: { ...env(), NO_COLOR: '1' }, encoding: 'utf8' });
+    expect(vitest.stdout).toMatch(/Tests\s+1 passed \(1\)/);
+    expect(vitest.status).toBe(0);
+  });
 });

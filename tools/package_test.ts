@@ -7,6 +7,9 @@
  * - a CommonJS app: the quick start, the API snippet (type-checked with --strict + skipLibCheck),
  *   the training example; one tfjs-core; no "already registered" / "Platform" lines;
  * - an ESM app: the API snippet as an ES module; `npx llava-vision-tfjs` outside any project;
+ * - checking your own checkpoint (README): the check of the demo's reference as printed; the
+ *   `llava-vision-tfjs/testing` subpath from CommonJS (the README's suite under Jest, type-checked
+ *   with @types/jest), from an ES module and under Vitest (type-checked too);
  * - an app pinning `@tensorflow/tfjs@4.20.0`: the plain install is refused (no second tfjs-core),
  *   the README's pinned install gives one tfjs-core 4.20.0, the snippet and the training example
  *   (gradients from that tfjs-layers) run next to the app's own tfjs bundle without warnings.
@@ -25,6 +28,11 @@ const ROOT = packageRoot();
 const PINNED = '4.20.0';
 const NPM_QUIET = '--no-audit --no-fund --loglevel=error';
 const TFJS_NOISE = /already registered|Platform .* has already been set/;
+/** The test frameworks the apps install, at this repository's versions. */
+const DEV_VERSION = (name: string) => (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { devDependencies: Record<string, string> }).devDependencies[name];
+const JEST = DEV_VERSION('jest');
+const TYPES_JEST = DEV_VERSION('@types/jest');
+const VITEST = DEV_VERSION('vitest');
 
 let passed = 0;
 let failed = 0;
@@ -70,6 +78,8 @@ function main(): void {
   const api = snippetNamed(readme, 'api').code;
   const example = snippetNamed(readme, 'example').code;
   const pinnedInstall = snippetNamed(readme, 'pinned-install').code;
+  const checkSnippet = snippetNamed(readme, 'check').code;
+  const paritySuite = snippetNamed(readme, 'parity-suite').code;
   try {
     // --- the tarball
     const pack = sh(`npm pack --silent --pack-destination ${JSON.stringify(base)}`, ROOT);
@@ -77,7 +87,8 @@ function main(): void {
     if (pack.status !== 0 || !fs.existsSync(tarball)) throw new Error(`npm pack failed: ${pack.err}`);
     const install = (line: string) => line.replace(/^npm install llava-vision-tfjs\b/, `npm install ${NPM_QUIET} ${JSON.stringify(tarball)}`);
     const files = new Set(sh(`tar -tzf ${JSON.stringify(tarball)}`, base).out.split('\n').filter(Boolean).map((f) => f.replace(/^package\//, '')));
-    const missing = ['LICENSE', 'README.md', 'src/index.ts', 'examples/train_projector.ts', 'dist/examples/train_projector.js', 'dist/src/index.d.ts', 'weights/demo/model.safetensors']
+    const missing = ['LICENSE', 'README.md', 'src/index.ts', 'examples/train_projector.ts', 'dist/examples/train_projector.js', 'dist/src/index.d.ts', 'weights/demo/model.safetensors',
+      'dist/src/testing/index.js', 'dist/src/testing/index.d.ts', 'python/llava_vision_reference.py', 'weights/demo/reference.safetensors']
       .filter((f) => !files.has(f));
     check('tarball holds LICENSE, the sources, the examples and the demo', missing.length === 0, `missing: ${missing.join(', ')}`);
     check('tarball holds no tests or tools', ![...files].some((f) => f.startsWith('test/') || f.startsWith('dist/tools/') || f.startsWith('tools/')));
@@ -112,6 +123,7 @@ function main(): void {
     check('API snippet runs (CommonJS)', cjsRun.status === 0 && cjsRun.out.startsWith('[ 576, 128 ]') && !TFJS_NOISE.test(cjsRun.err), cjsRun.err + cjsRun.out);
     const ex = sh(example, cjs);
     check('training example runs from the package on the demo', ex.status === 0 && /encoded 2 images once/.test(ex.out), ex.err + ex.out);
+    checkYourOwn(cjs, checkSnippet, paritySuite);
 
     // --- an ESM app, and npx outside any project
     const esm = newApp(base, 'esm-app', { type: 'module' });
@@ -121,6 +133,7 @@ function main(): void {
     check('API snippet type-checks as an ES module', esmInstall.status === 0 && esmErrors.length === 0, esmInstall.err + esmErrors.join('\n'));
     const esmRun = sh(`node ${JSON.stringify(esmSnippet.js)}`, esm);
     check('API snippet runs as an ES module', esmRun.status === 0 && esmRun.out.startsWith('[ 576, 128 ]'), esmRun.err + esmRun.out);
+    testingFromEsm(esm, paritySuite);
     const nowhere = fs.mkdtempSync(path.join(base, 'no-project-'));
     const npx = sh(`npx --yes ${JSON.stringify(`file:${tarball}`)} --help`, nowhere); // = npx llava-vision-tfjs --help
     check('npx llava-vision-tfjs outside a project runs the CLI', npx.status === 0 && /encode/.test(npx.out + npx.err), npx.err);
@@ -146,6 +159,35 @@ function main(): void {
   }
   console.log(`package-test: ${passed} passed, ${failed} failed`);
   process.exitCode = failed ? 1 : 0;
+}
+
+/** The README's "Check your own checkpoint" in a CommonJS app: the check as printed, the suite under Jest. */
+function checkYourOwn(app: string, checkSnippet: string, suite: string): void {
+  const checked = sh(checkSnippet, app);
+  check('README check of the demo\'s PyTorch reference runs as printed and passes', checked.status === 0 && /all 9 tensors within the bound\n$/.test(checked.out), checked.err + checked.out);
+  const required = sh(`node -e "const t = require('llava-vision-tfjs/testing'); console.log(typeof t.matchers.toMatchReference, typeof t.readReference)"`, app);
+  check('llava-vision-tfjs/testing from CommonJS (require)', required.status === 0 && required.out.trim() === 'function function', required.err);
+  const jest = sh(`npm install ${NPM_QUIET} --no-save jest@${JEST} @types/jest@${TYPES_JEST}`, app);
+  const files = writeTsSnippet(suite, app, 'parity.test');
+  const errors = typeErrors(files.ts, 'commonjs', [path.join(app, 'node_modules', '@types'), path.join(ROOT, 'node_modules', '@types')], ['node', 'jest']);
+  check('README parity suite type-checks with @types/jest (strict, skipLibCheck)', jest.status === 0 && errors.length === 0, jest.err + errors.join('\n'));
+  fs.rmSync(files.ts);
+  const run = sh(`npx jest --ci --config '${JSON.stringify({ testEnvironment: 'node', transform: {} })}' parity.test.js`, app);
+  check('README parity suite passes under Jest (the matchers from the subpath export)', run.status === 0 && /Tests:\s+1 passed, 1 total/.test(run.err), run.err + run.out);
+}
+
+/** The subpath export from an ES module, and the README's suite under Vitest. */
+function testingFromEsm(app: string, suite: string): void {
+  fs.writeFileSync(path.join(app, 'testing.mjs'), "import { matchers, readReference } from 'llava-vision-tfjs/testing';\nconsole.log(typeof matchers.toBeAllClose, typeof readReference);\n");
+  const imported = sh('node testing.mjs', app);
+  check('llava-vision-tfjs/testing from an ES module (import)', imported.status === 0 && imported.out.trim() === 'function function', imported.err);
+  const vitest = sh(`npm install ${NPM_QUIET} --no-save vitest@${VITEST}`, app);
+  const files = writeTsSnippet(`import { expect, test } from 'vitest';\n${suite}`, app, 'parity.test', 'esm');
+  const errors = typeErrors(files.ts, 'esm', [path.join(ROOT, 'node_modules', '@types')]);
+  check('README parity suite with Vitest\'s import type-checks as an ES module (strict, skipLibCheck)', vitest.status === 0 && errors.length === 0, vitest.err + errors.join('\n'));
+  fs.rmSync(files.js);
+  const run = sh('NO_COLOR=1 npx vitest run parity.test.mts', app);
+  check('README parity suite passes under Vitest', run.status === 0 && /Tests\s+1 passed \(1\)/.test(run.out), run.err + run.out);
 }
 
 main();

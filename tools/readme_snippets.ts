@@ -62,9 +62,10 @@ export function runShell(code: string, cwd: string, env: NodeJS.ProcessEnv = pro
 
 /**
  * Type errors of a TypeScript snippet file (imports resolved from its folder) with the README's settings;
- * `typeRoots`: where @types/node is (default: the file's node_modules/@types).
+ * `typeRoots`: where @types/node is (default: the file's node_modules/@types); `types`: the global
+ * declarations (default node; a Jest suite adds jest).
  */
-export function typeErrors(file: string, module: 'commonjs' | 'esm' = 'commonjs', typeRoots?: string[]): string[] {
+export function typeErrors(file: string, module: 'commonjs' | 'esm' = 'commonjs', typeRoots?: string[], types = ['node']): string[] {
   const options: ts.CompilerOptions = {
     noEmit: true,
     strict: true,
@@ -73,7 +74,7 @@ export function typeErrors(file: string, module: 'commonjs' | 'esm' = 'commonjs'
     target: ts.ScriptTarget.ES2022,
     module: module === 'esm' ? ts.ModuleKind.Node16 : ts.ModuleKind.CommonJS,
     moduleResolution: module === 'esm' ? ts.ModuleResolutionKind.Node16 : ts.ModuleResolutionKind.Node10,
-    types: ['node'],
+    types,
     typeRoots: typeRoots ?? [path.join(path.dirname(file), 'node_modules', '@types')],
   };
   const program = ts.createProgram([file], options);

@@ -1,5 +1,6 @@
 import * as path from 'path';
 import { packageRoot, packageVersion } from '../version';
+import { runCheck, CHECK_HELP } from './check';
 import { runDownload, DOWNLOAD_HELP } from './download';
 import { runEncode, ENCODE_HELP } from './encode';
 import { runInspect, INSPECT_HELP } from './inspect';
@@ -15,6 +16,7 @@ Usage:
   llava-vision preprocess [--model DIR|REPO_ID] [options] IMAGE... --out FILE.safetensors
   llava-vision download REPO_ID [--revision R] [--include-projector] [--cache-dir DIR]
   llava-vision inspect [--json] [--all] [--vision-tower DIR] DIR_OR_FILE
+  llava-vision check --reference REF.safetensors [--model DIR|REPO_ID] [options] [IMAGE...]
   llava-vision --help | <command> --help | --version
 
 Commands:
@@ -22,6 +24,7 @@ Commands:
   encode      images (or pixel values) through the vision tower, projector and LLaVA merge, to safetensors
   download    a model from the HuggingFace hub into the local HF cache (prints the folder for --model)
   inspect     a checkpoint folder or file: layout, configs, tensors, and what encode would load or ignore
+  check       the model against a PyTorch reference of your own modules (python/llava_vision_reference.py)
 
 Exit codes: 0 done; 1 the work failed (a file cannot be read, a model cannot be loaded, an image failed:
 the others are still written); 2 usage error (unknown or malformed option, missing argument), nothing done.
@@ -35,7 +38,9 @@ ${PREPROCESS_HELP}
 
 ${DOWNLOAD_HELP}
 
-${INSPECT_HELP}`;
+${INSPECT_HELP}
+
+${CHECK_HELP}`;
 
 /** Entry point; returns the exit code. Errors on bad input are one line on stderr. */
 export async function main(argv: string[], io: { out?: (s: string) => void; err?: (s: string) => void } = {}): Promise<number> {
@@ -55,6 +60,7 @@ export async function main(argv: string[], io: { out?: (s: string) => void; err?
     if (command === 'encode') return await runEncode(rest, { out, err, demoModel: demoModelDir() });
     if (command === 'download') return await runDownload(rest, { out, err });
     if (command === 'inspect') return await runInspect(rest, { out, err });
+    if (command === 'check') return await runCheck(rest, { out, err, demoModel: demoModelDir() });
     err(`llava-vision: unknown command "${command}" (try --help)\n`);
     return 2;
   } catch (e) {
