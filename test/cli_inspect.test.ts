@@ -308,3 +308,44 @@ describe('llava-vision inspect (CLI)', () => {
     expect((await runCli(['--help'])).out).toMatch(/^ {2}inspect +a checkpoint folder or file/m);
   });
 });
+
+describe('scale: 200k tensors (a spread of that many arguments overflows the stack)', () => {
+  const COUNT = 200_000;
+  /** `COUNT` one-element tensors named `<prefix>.layers.<k>.weight`, each layer alike (inspect groups them). */
+  function manyTensors(prefix: string): Record<string, TensorToWrite> {
+    const one = new Float32Array([1]);
+    const out: Record<string, TensorToWrite> = {};
+    for (let k = 0; k < COUNT; k++) out[`${prefix}.layers.${k}.weight`] = { dtype: 'F32', shape: [1], data: one };
+    return out;
+  }
+
+  test('inspect of a file with 200k tensors: text, grouped and --all', async () => {
+    const file = path.join(tmp(), 'many.safetensors');
+    writeSafetensors(file, manyTensors('x'));
+    const text = await runCli(['inspect', file]);
+    expect(text.err).toBe('');
+    expect(text.code).toBe(0);
+    expect(text.out).toMatch(/tensors \(200000 tensors, /);
+    expect(text.out).toMatch(/\.\.\. x\.layers\.1\.\.199999\.\* +same names, dtypes and shapes as layer 0/);
+    const all = await runCli(['inspect', '--all', file]);
+    expect(all.code).toBe(0);
+    expect(all.out).toContain('x.layers.199999.weight');
+  });
+
+  test('a LLaVA folder whose checkpoint holds 200k language-model tensors', async () => {
+    const base = path.join(CASES, 'tiny_llava_linear_sel-1_patch');
+    const dir = path.join(tmp(), 'llava-many');
+    fs.mkdirSync(dir);
+    fs.copyFileSync(path.join(base, 'llava', 'config.json'), path.join(dir, 'config.json'));
+    const own = SafetensorsFile.open(path.join(base, 'llava', 'model.safetensors'));
+    const tensors = manyTensors('model');
+    for (const k of own.keys()) tensors[k] = { dtype: 'F32', shape: own.info(k).shape, data: own.readFloat32(k) };
+    own.close();
+    writeSafetensors(path.join(dir, 'model.safetensors'), tensors);
+    const r = await runCli(['inspect', '--vision-tower', path.join(base, 'clip_tower'), dir]);
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/ignored: language model \(200005 tensors/); // and the fixture's own 5
+    expect(r.out).toMatch(/projector — loaded/);
+  });
+});

@@ -131,8 +131,11 @@ export function snapshotMissing(snapshot: string, request: Pick<DownloadOptions,
   const missing = has('config.json') ? [] : ['config.json'];
   const weights = WEIGHT_CANDIDATES.find(has);
   if (request.includeProjector && !has(PROJECTOR)) missing.push(PROJECTOR);
-  if (weights) missing.push(...withShards(weights).filter((f) => !has(f)));
-  else if (!has(PROJECTOR)) missing.push('weights');
+  if (weights) {
+    for (const f of withShards(weights)) if (!has(f)) missing.push(f);
+  } else if (!has(PROJECTOR)) {
+    missing.push('weights');
+  }
   return missing;
 }
 
