@@ -1,5 +1,5 @@
-import { DownloadProgress, downloadModel, isRepoId } from '../io/hub';
-import { UsageError, intOption, parseOptions } from './args';
+import { DownloadProgress, checkFileName, checkRevision, downloadModel, isRepoId } from '../io/hub';
+import { UsageError, intOption, parseOptions, usageCheck } from './args';
 
 export const DOWNLOAD_HELP = `download: a model from the HuggingFace hub into the local HF cache; prints its snapshot folder
   llava-vision download REPO_ID [--revision R] [--include-projector] [--cache-dir DIR] [--files LIST] [--refresh]
@@ -44,10 +44,20 @@ export async function runDownload(argv: string[], io: { out: (s: string) => void
   if (!isRepoId(positionals[0])) throw new UsageError(`${JSON.stringify(positionals[0])} is not a HuggingFace repo id (org/name: letters, digits, _ . -)`);
   const timeout = intOption(o.timeout, 'timeout');
   if (timeout !== undefined && timeout < 1) throw new UsageError(`--timeout must be at least 1 second, got ${timeout}`);
+  const files = o.files?.split(',').map((f: string) => f.trim()).filter(Boolean);
+  if (files?.length === 0) throw new UsageError('--files needs at least one file name');
+  for (const f of files ?? []) {
+    try {
+      checkFileName(f, '--files');
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  }
+  if (o.revision !== undefined) usageCheck(() => checkRevision(o.revision!, '--revision'));
   const snapshot = await downloadModel(positionals[0], {
     revision: o.revision,
     includeProjector: o['include-projector'],
-    files: o.files?.split(',').map((f: string) => f.trim()).filter(Boolean),
+    files,
     cacheDir: o['cache-dir'],
     timeoutMs: timeout === undefined ? undefined : timeout * 1000,
     refresh: o.refresh,

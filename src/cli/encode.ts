@@ -8,9 +8,9 @@ import { ConfigError } from '../errors';
 import { cachedSnapshot } from '../io/hub';
 import { writeSafetensors } from '../io/safetensors';
 import { packageVersion } from '../version';
-import { UsageError, parseOptions } from './args';
-import { DATASET_HELP, rejectDatasetOptions, runEncodeDataset } from './encode_dataset';
-import { ENCODE_SPEC, encodeSettings, loadOptions } from './encode_options';
+import { UsageError, parseOptions, usageCheck } from './args';
+import { DATASET_HELP, parsePart, rejectDatasetOptions, runEncodeDataset } from './encode_dataset';
+import { ENCODE_SPEC, EncodeArgs, encodeSettings, loadOptions } from './encode_options';
 import { checkInputFiles, filesIn, prepareOutputFile } from './files';
 import { progressBar } from './progress';
 
@@ -78,8 +78,11 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
     io.out(ENCODE_HELP + '\n');
     return 0;
   }
-  if (o['out-dir'] !== undefined) return runEncodeDataset(o['out-dir'], o, images, io);
-  rejectDatasetOptions(o);
+  if (o['out-dir'] !== undefined) {
+    checkDatasetUsage(o, images);
+    return runEncodeDataset(o['out-dir'], o, images, io);
+  }
+  usageCheck(() => rejectDatasetOptions(o));
   // Every option is checked before any file is touched.
   if (!o.out) throw new UsageError('encode needs --out FILE.safetensors');
   if (o['pixel-values'] && images.length > 0) throw new UsageError('give either image files or --pixel-values, not both');
@@ -176,6 +179,18 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
   } finally {
     model.dispose();
   }
+}
+
+/**
+ * What of `encode --out-dir` the command line alone decides, checked as usage (exit 2, nothing done):
+ * which options go together, and --part. The folder and the inputs are checked by runEncodeDataset.
+ */
+function checkDatasetUsage(o: EncodeArgs, images: string[]): void {
+  if (o.out !== undefined) throw new UsageError('give either --out FILE or --out-dir DIR, not both');
+  if (o['pixel-values'] !== undefined) throw new UsageError('--out-dir encodes images; --pixel-values works with --out FILE');
+  if (o.force) throw new UsageError('--force has no use with --out-dir: a dataset folder is added to, never overwritten');
+  if (images.length === 0 && o.inputs === undefined) throw new UsageError('encode --out-dir needs images: files, folders, or --inputs FILE');
+  if (o.part !== undefined) usageCheck(() => parsePart(o.part!));
 }
 
 /**

@@ -24,7 +24,8 @@ Commands:
   inspect     a checkpoint folder or file: layout, configs, tensors, and what encode would load or ignore
 
 Exit codes: 0 done; 1 the work failed (a file cannot be read, a model cannot be loaded, an image failed:
-the others are still written); 2 usage error (unknown or malformed option, missing argument), nothing done.
+the others are still written); 2 usage error (an unknown, malformed or out-of-range option, options that
+do not go together, a missing argument), nothing done.
 A negative number after an option is its value: --select-layer -2 (or --select-layer=-2).
 Models by hub id (org/name) come from the HuggingFace cache (HF_HUB_CACHE, else HF_HOME/hub, else
 ~/.cache/huggingface/hub); \`download\` or --download fetches them; HF_HUB_OFFLINE=1 forbids any request.

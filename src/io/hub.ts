@@ -158,7 +158,7 @@ function weightMap(index: unknown): Record<string, unknown> | null {
   return typeof map === 'object' && map !== null && !Array.isArray(map) ? (map as Record<string, unknown>) : null;
 }
 
-function checkFileName(name: unknown, where: string): string {
+export function checkFileName(name: unknown, where: string): string {
   if (typeof name !== 'string' || name === '' || name === '.' || name === '..' || /[/\\\0]/.test(name) || path.isAbsolute(name)) {
     throw new CheckpointError(`${where}: file ${quote(name)} must be a plain file name (no folders, no "..")`);
   }
@@ -166,9 +166,9 @@ function checkFileName(name: unknown, where: string): string {
 }
 
 /** Revisions can hold slashes (refs/pr/1) and become refs/<revision>: plain segments only. */
-function checkRevision(revision: string): void {
+export function checkRevision(revision: string, what = 'revision'): void {
   if (!revision.split('/').every((s) => /^[\w-][\w.-]*$/.test(s)) || revision.includes('..')) {
-    throw new ConfigError(`revision ${JSON.stringify(revision)} is not a branch, tag or commit name`);
+    throw new ConfigError(`${what} ${JSON.stringify(revision)} is not a branch, tag or commit name`);
   }
 }
 
