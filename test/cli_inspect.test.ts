@@ -85,7 +85,8 @@ describe('inspectCheckpoint agrees with what LlavaVision.load reads', () => {
     expect(names(r, 'ignored')).toEqual(['lm_head.weight', 'model.embed_tokens.weight', 'model.layers.0.input_layernorm.weight', 'model.layers.0.self_attn.q_proj.weight', 'model.norm.weight']);
     expect(Object.keys(r.totals.ignoredBy)).toEqual(['language model']);
     expect(r.totals.ignored.bytes).toBe((64 * 128 * 2 + 128 + 128 * 128 + 128) * 4);
-    expect(r.problems).toEqual([]);
+    // The tower's config comes from its folder: without it the load fails, and inspect says so.
+    expect(r.problems).toEqual([expect.stringMatching(/^mm_vision_tower "fixtures\/clip-s336-patch14" is not a local CLIP folder/)]);
 
     const withTower = await inspectCheckpoint(dir, { visionTower: path.join(L16, 'clip_tower') });
     expect(withTower.vision).toMatchObject({ hiddenSize: 64, numHiddenLayers: 4, numAttentionHeads: 4, imageSize: 336, patchSize: 14, numPatches: 576, hiddenAct: 'quick_gelu', layerNormEps: 1e-5 });
@@ -298,6 +299,27 @@ describe('llava-vision inspect (CLI)', () => {
       expect(r.err).toMatch(pattern);
       expect(r.err.trim().split('\n')).toHaveLength(1);
       expect(r.err.startsWith('llava-vision: ')).toBe(true);
+    }
+  });
+
+  test('a LLaVA folder whose tower cannot be found: a problem (not "problems: none"), the one encode fails on', async () => {
+    const dir = copyDir(path.join(L15, 'llava'));
+    const cache = path.join(tmp(), 'empty-hf-cache');
+    const saved = { ...process.env };
+    Object.assign(process.env, { HF_HUB_CACHE: cache, HF_HUB_OFFLINE: '1' });
+    try {
+      const r = await runCli(['inspect', dir]);
+      expect(r.code).toBe(0);
+      expect(r.out).not.toContain('problems: none');
+      const problem = /^problems \(LlavaVision\.load would fail or differ\):\n {2}- (mm_vision_tower "[^"]+" is not a local CLIP folder .*)$/m.exec(r.out);
+      expect(problem).not.toBeNull();
+      const json = JSON.parse((await runCli(['inspect', '--json', dir])).out) as InspectReport;
+      expect(json.problems).toEqual([problem![1]]);
+      const encode = await runCli(['encode', '--model', dir, '--quiet', path.join(FIXTURES, 'images', 'tiny_rgb_37x23.png'), '--out', path.join(tmp(), 'never.safetensors')]);
+      expect(encode.code).toBe(1);
+      expect(encode.err).toBe(`llava-vision: ${problem![1]}\n`);
+    } finally {
+      process.env = saved;
     }
   });
 
