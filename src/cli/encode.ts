@@ -122,8 +122,13 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
       layout: model.layout,
       backend: model.backend,
     };
+    // The tower used, however it was found (--vision-tower, mm_vision_tower as a folder or from the HF cache);
+    // null when it is the model folder itself (CLIP, llava-hf).
+    const towerDir = path.resolve(model.tower.visionTowerName);
+    const ownTower = towerDir !== path.resolve(model.modelDir);
     const options: Record<string, unknown> = {
-      vision_tower: o['vision-tower'] ?? null,
+      vision_tower: ownTower ? towerDir : null,
+      vision_tower_name: ownTower ? (o['vision-tower'] ?? model.settings.visionTower) : null,
       projector: o.projector ?? null,
       projector_type: model.projectorConfig?.type ?? null,
       select_layer: model.settings.selectLayer,
