@@ -1,17 +1,15 @@
-import * as fs from 'fs';
 import * as path from 'path';
 import { BACKEND_CHOICES } from '../backend';
 import { ImageFailure, SAVE_NAMES, encodeImages, encodePixelValuesAsync, encodePreprocessed } from '../api/encode_job';
 import { LlavaVision } from '../api/llava_vision';
 import { PixelValuesFile, readPixelValuesFile } from '../api/pixel_values_file';
 import { ConfigError } from '../errors';
-import { cachedSnapshot } from '../io/hub';
 import { writeSafetensors } from '../io/safetensors';
 import { packageVersion } from '../version';
 import { UsageError, parseOptions, usageCheck } from './args';
 import { DATASET_HELP, parsePart, rejectDatasetOptions, runEncodeDataset } from './encode_dataset';
 import { ENCODE_SPEC, EncodeArgs, encodeSettings, loadOptions } from './encode_options';
-import { checkInputFiles, filesIn, prepareOutputFile } from './files';
+import { checkInputFiles, modelInputFiles, prepareOutputFile } from './files';
 import { progressBar } from './progress';
 
 export const ENCODE_HELP = `encode: images (or precomputed pixel values) -> vision features, written as safetensors
@@ -53,7 +51,8 @@ export const ENCODE_HELP = `encode: images (or precomputed pixel values) -> visi
   --interpolate-pos-encoding   pixel values at a resolution other than the model's image_size (HF semantics)
   --auto-orient                apply EXIF orientation (Pillow's Image.open, and so LLaVA, does not; images only)
   --backend B                  ${BACKEND_CHOICES.join(' | ')} (default: $LLAVA_VISION_BACKEND, else auto)
-  --force                      overwrite --out even when it exists and is not a safetensors file, or is an input
+  --force                      overwrite --out even when it is not an output of llava-vision (another file, or a
+                               safetensors file with no llava-vision producer); an input of the run never is
   --quiet                      no backend/progress messages (the demo checkpoint's warning still prints)
 ${DATASET_HELP}
 
@@ -97,7 +96,8 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
   // Files next: nothing is loaded or computed before the inputs exist and --out is safe to write.
   // --out first: when it names an existing file of another kind, the arguments are likely swapped.
   const inputFiles = [...(o['pixel-values'] ? [o['pixel-values']] : images), ...(o.projector ? [o.projector] : [])];
-  prepareOutputFile(o.out, { inputs: [...inputFiles, ...modelFiles(modelDir), ...modelFiles(o['vision-tower'])], force: o.force });
+  const modelInputs = await modelInputFiles(modelDir, { visionTower: o['vision-tower'], projector: o.projector, projectorType: settings.projectorType });
+  prepareOutputFile(o.out, { inputs: [...inputFiles, ...modelInputs], force: o.force });
   checkInputFiles(inputFiles);
   // Not a progress message: --quiet keeps it, so that nobody mistakes the demo's output for a real model's.
   if (!o.model) io.err(`llava-vision: no --model given: using the bundled demo checkpoint ${modelDir} (generated weights, not a trained model)\n`);
@@ -196,13 +196,4 @@ function checkDatasetUsage(o: EncodeArgs, images: string[]): void {
   if (o.force) throw new UsageError('--force has no use with --out-dir: a dataset folder is added to, never overwritten');
   if (images.length === 0 && o.inputs === undefined) throw new UsageError('encode --out-dir needs images: files, folders, or --inputs FILE');
   if (o.part !== undefined) usageCheck(() => parsePart(o.part!));
-}
-
-/**
- * The files of a model given by folder, or by hub id when the HF cache holds it: --out must not replace
- * any of them (resolving here never downloads; the download, if any, happens at load, after the checks).
- */
-function modelFiles(model: string | undefined): string[] {
-  if (model === undefined) return [];
-  return fs.existsSync(model) ? filesIn(model) : filesIn(cachedSnapshot(model) ?? undefined);
 }
