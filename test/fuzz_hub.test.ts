@@ -17,6 +17,7 @@ import * as path from 'path';
 import { LlavaVisionError } from '../src/errors';
 import { downloadModel } from '../src/io/hub';
 import { guardNetwork } from './helpers/fake_hub';
+import { Rng, rng } from './helpers/rng';
 
 const N = process.env.FUZZ_CASES ? Math.max(1, Math.round(Number(process.env.FUZZ_CASES) / 4)) : 30;
 const SEED = Number(process.env.FUZZ_SEED ?? 20);
@@ -31,20 +32,6 @@ const REPO = 'org/hostile';
 jest.setTimeout(Math.max(120_000, N * 4 * CASE_MS));
 guardNetwork();
 
-/** mulberry32, as in fuzz.test.ts. */
-function rng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  return { next, int, pick: <T>(xs: readonly T[]): T => xs[int(xs.length)], chance: (p: number) => next() < p };
-}
-type Rng = ReturnType<typeof rng>;
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const gitBlobId = (b: Buffer) => createHash('sha1').update(`blob ${b.length}\0`).update(b).digest('hex');

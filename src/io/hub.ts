@@ -432,14 +432,15 @@ class Digests {
     if (expected.sha256 !== null && sha256 !== expected.sha256) return { sha256, mismatch: `has sha256 ${sha256}, the hub's etag says ${expected.sha256}` };
     if (expected.gitSha1 !== null) {
       // Known size: hashed on the way; else (no size announced) read back now that it is known.
-      const sha1 = this.sha1 ? this.sha1.digest('hex') : hashFile(file, createHash('sha1').update(`blob ${bytes}\0`));
+      const sha1 = (this.sha1 ?? hashFile(file, createHash('sha1').update(`blob ${bytes}\0`))).digest('hex');
       if (sha1 !== expected.gitSha1) return { sha256, mismatch: `has git blob id ${sha1}, the hub's etag says ${expected.gitSha1}` };
     }
     return { sha256, mismatch: null };
   }
 }
 
-function hashFile(file: string, hash: Hash): string {
+/** A file's bytes, a megabyte at a time, into `hash` (a Hash, or the Digests of a download). */
+function hashFile<T extends { update(chunk: Uint8Array): unknown }>(file: string, hash: T): T {
   const fd = fs.openSync(file, 'r');
   try {
     const buffer = Buffer.alloc(1 << 20);
@@ -447,7 +448,7 @@ function hashFile(file: string, hash: Hash): string {
   } finally {
     fs.closeSync(fd);
   }
-  return hash.digest('hex');
+  return hash;
 }
 
 /** Free bytes for this process on the file system of `dir`; null where Node cannot tell (statfs: Node >= 18.15). */
@@ -537,7 +538,7 @@ async function downloadBlob(
     bytes = fs.fstatSync(fd).size;
     if (expected.size !== null && bytes > expected.size) restart();
     else {
-      digests = rehash(tmp, expected);
+      digests = hashFile(tmp, new Digests(expected)); // as if its bytes had just been downloaded
       resumed = bytes > 0;
     }
   }
@@ -643,19 +644,6 @@ async function downloadBlob(
       throw new TransientError(`${url}: ${what.file} ended after ${bytes - start} of ${end - start} bytes (connection closed early)`);
     }
   }
-}
-
-/** The Digests of a leftover's bytes, as if they had just been downloaded. */
-function rehash(file: string, expected: Expected): Digests {
-  const digests = new Digests(expected);
-  const fd = fs.openSync(file, 'r');
-  try {
-    const buffer = Buffer.alloc(1 << 20);
-    for (let n; (n = fs.readSync(fd, buffer, 0, buffer.length, null)) > 0; ) digests.update(buffer.subarray(0, n));
-  } finally {
-    fs.closeSync(fd);
-  }
-  return digests;
 }
 
 /** The blob under its final name. A temp file removed meanwhile (our lock judged stale by someone) is only fine when that someone finished the blob. */
