@@ -24,6 +24,17 @@ module.exports = tseslint.config(
       '@typescript-eslint/no-require-imports': ['error', { allowAsImport: true }],
     },
   },
+  // A spread into a call (`Math.max(...xs)`, `out.push(...xs)`) passes every element as an argument, and
+  // past ~100k elements V8 throws "Maximum call stack size exceeded": the readers of untrusted files and
+  // what renders their contents (a valid file can hold 200k tensors) loop instead.
+  {
+    files: ['src/io/**/*.ts', 'src/api/inspect.ts', 'src/api/load_plan.ts', 'src/api/sources.ts', 'src/cli/inspect.ts', 'src/model/weights.ts'],
+    rules: {
+      'no-restricted-syntax': ['error',
+        { selector: 'CallExpression > SpreadElement, NewExpression > SpreadElement', message: 'no spread into a call here: its length is bounded by the stack (loop instead)' },
+        { selector: "CallExpression[callee.property.name='apply']", message: 'no .apply here: its arguments are bounded by the stack (loop instead)' }],
+    },
+  },
   // Optional peers (a tfjs backend registers itself as it loads) and native binaries are loaded when
   // needed, through this one function.
   { files: ['src/load_module.ts'], rules: { '@typescript-eslint/no-require-imports': 'off' } },

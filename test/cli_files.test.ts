@@ -162,3 +162,88 @@ test('no image encoded: no output file at all', async () => {
   expect(r2.code).toBe(1);
   expect(fs.existsSync(out)).toBe(false);
 });
+
+describe('--out never replaces an input however it was found, nor weights it did not write (issue 20)', () => {
+  const CASE = path.join(__dirname, 'fixtures', 'cases', 'tiny_llava_linear_sel-1_patch');
+  const IMAGE = path.join(__dirname, 'fixtures', 'images', 'tiny_rgb_37x23.png');
+  const COMMIT = 'c'.repeat(40);
+  /** A LLaVA folder whose mm_vision_tower names `tower` (a path relative to the folder, or a hub id). */
+  function llavaNaming(tower: string): string {
+    const dir = fs.mkdtempSync(path.join(tempDir(), 'llava-'));
+    fs.cpSync(path.join(CASE, 'llava'), dir, { recursive: true });
+    const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...config, mm_vision_tower: tower }));
+    return dir;
+  }
+  /** The tower in an HF cache laid out as huggingface_hub does (snapshot entries link to blobs). */
+  function cacheWithTower(repo: string): { cache: string; snapshot: string; blobs: string } {
+    const cache = fs.mkdtempSync(path.join(tempDir(), 'hf-cache-'));
+    const repoDir = path.join(cache, `models--${repo.replace('/', '--')}`);
+    const snapshot = path.join(repoDir, 'snapshots', COMMIT);
+    const blobs = path.join(repoDir, 'blobs');
+    fs.mkdirSync(snapshot, { recursive: true });
+    fs.mkdirSync(blobs);
+    fs.mkdirSync(path.join(repoDir, 'refs'));
+    fs.writeFileSync(path.join(repoDir, 'refs', 'main'), COMMIT);
+    for (const f of fs.readdirSync(path.join(CASE, 'clip_tower'))) {
+      fs.copyFileSync(path.join(CASE, 'clip_tower', f), path.join(blobs, `blob-${f}`));
+      fs.symlinkSync(path.join('..', '..', 'blobs', `blob-${f}`), path.join(snapshot, f));
+    }
+    return { cache, snapshot, blobs };
+  }
+  async function refusedOut(args: string[], out: string, message: RegExp): Promise<void> {
+    const before = fs.readFileSync(out);
+    for (const force of [[], ['--force']]) {
+      const r = await runCli([...args, ...force, '--out', out]);
+      expect({ force, code: r.code }).toEqual({ force, code: 1 });
+      expect(r.err).toMatch(message);
+      expect(Buffer.compare(fs.readFileSync(out), before)).toBe(0);
+    }
+  }
+
+  test('the tower found through mm_vision_tower, as a folder beside the model: its files are inputs, --force or not', async () => {
+    const llava = llavaNaming('tower');
+    fs.cpSync(path.join(CASE, 'clip_tower'), path.join(llava, 'tower'), { recursive: true });
+    const args = ['encode', '--quiet', '--model', llava, IMAGE];
+    for (const f of ['model.safetensors', 'config.json', 'preprocessor_config.json']) {
+      await refusedOut(args, path.join(llava, 'tower', f), /is also an input of this run .*refusing to overwrite it/);
+    }
+    await refusedOut(['preprocess', '--quiet', '--model', llava, IMAGE], path.join(llava, 'tower', 'model.safetensors'), /is also an input of this run/);
+  });
+
+  test('the tower found through mm_vision_tower in the HF cache: the snapshot entries and the blobs they link to', async () => {
+    const { cache, snapshot, blobs } = cacheWithTower('org/tiny-tower');
+    const llava = llavaNaming('org/tiny-tower');
+    const saved = { ...process.env };
+    Object.assign(process.env, { HF_HUB_CACHE: cache, HF_HUB_OFFLINE: '1' });
+    try {
+      const args = ['encode', '--quiet', '--model', llava, IMAGE];
+      await refusedOut(args, path.join(snapshot, 'model.safetensors'), /is also an input of this run/);
+      await refusedOut(args, path.join(blobs, 'blob-model.safetensors'), /is also an input of this run/);
+      // --vision-tower as a hub id, found in the cache, the same
+      await refusedOut([...args, '--vision-tower', 'org/tiny-tower'], path.join(blobs, 'blob-model.safetensors'), /is also an input of this run/);
+      // and the run itself works, writing elsewhere
+      expect((await runCli([...args, '--out', path.join(tempDir(), 'from-cache.safetensors')])).code).toBe(0);
+    } finally {
+      process.env = saved;
+    }
+  });
+
+  test('a safetensors file llava-vision did not write is replaced only with --force; its own outputs as before', async () => {
+    const weights = path.join(tempDir(), 'someone-elses.safetensors');
+    fs.copyFileSync(path.join(CASE, 'clip_tower', 'model.safetensors'), weights);
+    const before = fs.readFileSync(weights);
+    const args = ['encode', '--quiet', '--model', path.join(CASE, 'llava'), '--vision-tower', path.join(CASE, 'clip_tower'), IMAGE];
+    const r = await runCli([...args, '--out', weights]);
+    expect(r.code).toBe(1);
+    expect(r.err).toBe(`llava-vision: --out ${weights} is a safetensors file llava-vision did not write (no producer recorded: weights?); refusing to overwrite it (check the argument order, or add --force)\n`);
+    expect(Buffer.compare(fs.readFileSync(weights), before)).toBe(0);
+    const other = path.join(tempDir(), 'other-producer.safetensors');
+    writeSafetensors(other, { x: { dtype: 'F32', shape: [1], data: new Float32Array(1) } }, { producer: 'my trainer 1.0' });
+    expect((await runCli([...args, '--out', other])).err).toMatch(/llava-vision did not write \(producer "my trainer 1\.0": weights\?\)/);
+    expect((await runCli([...args, '--force', '--out', weights])).code).toBe(0);
+    // Now ours: replaced without --force.
+    expect((await runCli([...args, IMAGE, '--out', weights])).code).toBe(0);
+    expect(SafetensorsFile.open(weights).keys()).toEqual(['images.0.merged', 'images.1.merged']);
+  });
+});

@@ -85,7 +85,8 @@ describe('inspectCheckpoint agrees with what LlavaVision.load reads', () => {
     expect(names(r, 'ignored')).toEqual(['lm_head.weight', 'model.embed_tokens.weight', 'model.layers.0.input_layernorm.weight', 'model.layers.0.self_attn.q_proj.weight', 'model.norm.weight']);
     expect(Object.keys(r.totals.ignoredBy)).toEqual(['language model']);
     expect(r.totals.ignored.bytes).toBe((64 * 128 * 2 + 128 + 128 * 128 + 128) * 4);
-    expect(r.problems).toEqual([]);
+    // The tower's config comes from its folder: without it the load fails, and inspect says so.
+    expect(r.problems).toEqual([expect.stringMatching(/^mm_vision_tower "fixtures\/clip-s336-patch14" is not a local CLIP folder/)]);
 
     const withTower = await inspectCheckpoint(dir, { visionTower: path.join(L16, 'clip_tower') });
     expect(withTower.vision).toMatchObject({ hiddenSize: 64, numHiddenLayers: 4, numAttentionHeads: 4, imageSize: 336, patchSize: 14, numPatches: 576, hiddenAct: 'quick_gelu', layerNormEps: 1e-5 });
@@ -301,10 +302,72 @@ describe('llava-vision inspect (CLI)', () => {
     }
   });
 
+  test('a LLaVA folder whose tower cannot be found: a problem (not "problems: none"), the one encode fails on', async () => {
+    const dir = copyDir(path.join(L15, 'llava'));
+    const cache = path.join(tmp(), 'empty-hf-cache');
+    const saved = { ...process.env };
+    Object.assign(process.env, { HF_HUB_CACHE: cache, HF_HUB_OFFLINE: '1' });
+    try {
+      const r = await runCli(['inspect', dir]);
+      expect(r.code).toBe(0);
+      expect(r.out).not.toContain('problems: none');
+      const problem = /^problems \(LlavaVision\.load would fail or differ\):\n {2}- (mm_vision_tower "[^"]+" is not a local CLIP folder .*)$/m.exec(r.out);
+      expect(problem).not.toBeNull();
+      const json = JSON.parse((await runCli(['inspect', '--json', dir])).out) as InspectReport;
+      expect(json.problems).toEqual([problem![1]]);
+      const encode = await runCli(['encode', '--model', dir, '--quiet', path.join(FIXTURES, 'images', 'tiny_rgb_37x23.png'), '--out', path.join(tmp(), 'never.safetensors')]);
+      expect(encode.code).toBe(1);
+      expect(encode.err).toBe(`llava-vision: ${problem![1]}\n`);
+    } finally {
+      process.env = saved;
+    }
+  });
+
   test('--help, and inspect is listed in the main help', async () => {
     const h = await runCli(['inspect', '--help']);
     expect(h.code).toBe(0);
     expect(h.out).toContain('llava-vision inspect [--json] [--all] [--vision-tower DIR] DIR_OR_FILE');
     expect((await runCli(['--help'])).out).toMatch(/^ {2}inspect +a checkpoint folder or file/m);
+  });
+});
+
+describe('scale: 200k tensors (a spread of that many arguments overflows the stack)', () => {
+  const COUNT = 200_000;
+  /** `COUNT` one-element tensors named `<prefix>.layers.<k>.weight`, each layer alike (inspect groups them). */
+  function manyTensors(prefix: string): Record<string, TensorToWrite> {
+    const one = new Float32Array([1]);
+    const out: Record<string, TensorToWrite> = {};
+    for (let k = 0; k < COUNT; k++) out[`${prefix}.layers.${k}.weight`] = { dtype: 'F32', shape: [1], data: one };
+    return out;
+  }
+
+  test('inspect of a file with 200k tensors: text, grouped and --all', async () => {
+    const file = path.join(tmp(), 'many.safetensors');
+    writeSafetensors(file, manyTensors('x'));
+    const text = await runCli(['inspect', file]);
+    expect(text.err).toBe('');
+    expect(text.code).toBe(0);
+    expect(text.out).toMatch(/tensors \(200000 tensors, /);
+    expect(text.out).toMatch(/\.\.\. x\.layers\.1\.\.199999\.\* +same names, dtypes and shapes as layer 0/);
+    const all = await runCli(['inspect', '--all', file]);
+    expect(all.code).toBe(0);
+    expect(all.out).toContain('x.layers.199999.weight');
+  });
+
+  test('a LLaVA folder whose checkpoint holds 200k language-model tensors', async () => {
+    const base = path.join(CASES, 'tiny_llava_linear_sel-1_patch');
+    const dir = path.join(tmp(), 'llava-many');
+    fs.mkdirSync(dir);
+    fs.copyFileSync(path.join(base, 'llava', 'config.json'), path.join(dir, 'config.json'));
+    const own = SafetensorsFile.open(path.join(base, 'llava', 'model.safetensors'));
+    const tensors = manyTensors('model');
+    for (const k of own.keys()) tensors[k] = { dtype: 'F32', shape: own.info(k).shape, data: own.readFloat32(k) };
+    own.close();
+    writeSafetensors(path.join(dir, 'model.safetensors'), tensors);
+    const r = await runCli(['inspect', '--vision-tower', path.join(base, 'clip_tower'), dir]);
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/ignored: language model \(200005 tensors/); // and the fixture's own 5
+    expect(r.out).toMatch(/projector — loaded/);
   });
 });

@@ -170,3 +170,45 @@ describe('item 7: warning, --version, exit codes', () => {
     expect([bin.status, bin.stderr]).toEqual([2, 'llava-vision: --select-layer needs a value (see --help)\n']);
   });
 });
+
+describe('every usage error exits 2 and does nothing (issue 20)', () => {
+  const dir = () => path.join(tempDir(), 'usage-dataset');
+  const out = () => path.join(tempDir(), 'usage-out.safetensors');
+  const gc = loadCase('tiny_llava_linear_sel-1_patch');
+  const model = ['--model', path.join(gc.dir, 'llava'), '--vision-tower', path.join(gc.dir, 'clip_tower')];
+  const saved = { ...process.env };
+  // Nothing may reach a hub, nor the user's cache, should a check be missing.
+  beforeAll(() => Object.assign(process.env, { HF_HUB_OFFLINE: '1', HF_HUB_CACHE: path.join(tempDir(), 'hf-cache') }));
+  afterAll(() => (process.env = saved));
+  test.each<[string[], RegExp]>([
+    // --out-dir: options that do not go together, --part out of range or malformed
+    [['encode', '<img>', '--out-dir', '<dir>', '--part', '2/2'], /--part 2\/2: K must be 0\.\.1/],
+    [['encode', '<img>', '--out-dir', '<dir>', '--part', 'x'], /--part must be K\/N/],
+    [['encode', '<img>', '--out-dir', '<dir>', '--part', '0/0'], /--part 0\/0: N must be at least 1/],
+    [['encode', '<img>', '--out-dir', '<dir>', '--out', '<out>'], /give either --out FILE or --out-dir DIR, not both/],
+    [['encode', '--out-dir', '<dir>', '--pixel-values', '<out>'], /--pixel-values works with --out FILE/],
+    [['encode', '<img>', '--out-dir', '<dir>', '--force'], /--force has no use with --out-dir/],
+    [['encode', '--out-dir', '<dir>'], /encode --out-dir needs images/],
+    // --out: the dataset options
+    [['encode', '<img>', '--out', '<out>', '--dtype', 'F16'], /--dtype works with --out-dir DIR/],
+    [['encode', '<img>', '--out', '<out>', '--inputs', 'list.txt'], /--inputs works with --out-dir DIR/],
+    [['encode', '<img>', '--out', '<out>', '--shard-size', '3'], /--shard-size works with --out-dir DIR/],
+    [['encode', '<img>', '--out', '<out>', '--part', '0/2'], /--part works with --out-dir DIR/],
+    // a projector type LLaVA has no builder for, whatever the checkpoint
+    [['encode', '<img>', '--out', '<out>', '<model>', '--projector-type', 'mlp0x_relu'], /--projector-type: Unknown projector type: mlp0x_relu/],
+    [['encode', '<img>', '--out-dir', '<dir>', '<model>', '--projector-type', 'mlp99x_gelu'], /--projector-type: projector type "mlp99x_gelu" has 99 linear layers/],
+    // download: the file list and revision
+    [['download', 'org/name', '--files', ','], /--files needs at least one file name/],
+    [['download', 'org/name', '--files', '../config.json'], /--files: file "\.\.\/config\.json" must be a plain file name/],
+    [['download', 'org/name', '--files', 'config.json,sub/x.json'], /--files: file "sub\/x\.json" must be a plain file name/],
+    [['download', 'org/name', '--revision', 'a..b'], /--revision "a\.\.b" is not a branch, tag or commit name/],
+    [['download', 'org/name', '--revision', ''], /--revision "" is not a branch, tag or commit name/],
+  ])('%j', async (template, message) => {
+    const args = template.flatMap((a) => (a === '<dir>' ? dir() : a === '<out>' ? out() : a === '<img>' ? CHELSEA : a === '<model>' ? model : a));
+    const r = await runCli(args);
+    expect({ code: r.code, out: r.out }).toEqual({ code: 2, out: '' });
+    expect(r.err).toMatch(message);
+    expect(r.err.trim().split('\n')).toHaveLength(1);
+    expect([fs.existsSync(dir()), fs.existsSync(out())]).toEqual([false, false]); // nothing done
+  });
+});

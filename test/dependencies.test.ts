@@ -74,3 +74,40 @@ test('a missing peer is one line naming it and the install command, not a requir
     fs.rmSync(app, { recursive: true, force: true });
   }
 });
+
+test('the CLI without the tfjs peers: --help, --version and download work; the other commands say in one line what to install', () => {
+  // An app with the package (package.json, bin, built dist/src) and its own dependencies, but no TensorFlow.js,
+  // as `npm install --legacy-peer-deps` (or yarn 1, pnpm) leaves it.
+  const app = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-peers-cli-'));
+  try {
+    const installed = path.join(app, 'node_modules', 'llava-vision-tfjs');
+    fs.cpSync(path.join(ROOT, 'dist', 'src'), path.join(installed, 'dist', 'src'), { recursive: true });
+    fs.cpSync(path.join(ROOT, 'bin'), path.join(installed, 'bin'), { recursive: true });
+    fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(installed, 'package.json'));
+    for (const dep of fs.readdirSync(path.join(ROOT, 'node_modules'))) {
+      if (dep !== '@tensorflow' && !dep.startsWith('.')) fs.symlinkSync(path.join(ROOT, 'node_modules', dep), path.join(app, 'node_modules', dep));
+    }
+    const cli = (...args: string[]) => {
+      const r = spawnSync(process.execPath, [path.join(installed, 'bin', 'llava-vision.js'), ...args], { cwd: app, encoding: 'utf8', env: { ...process.env, HF_HUB_OFFLINE: '1', HF_HUB_CACHE: path.join(app, 'cache') } });
+      return { code: r.status, out: r.stdout, err: r.stderr };
+    };
+    const install = 'npm install @tensorflow/tfjs-core@4.22.0 @tensorflow/tfjs-layers@4.22.0 @tensorflow/tfjs-backend-wasm@4.22.0';
+    const needs = `llava-vision-tfjs needs @tensorflow/tfjs-core, @tensorflow/tfjs-layers (peer dependencies): ${install}`;
+
+    const help = cli('--help');
+    expect({ code: help.code, err: help.err }).toEqual({ code: 0, err: '' });
+    expect(help.out).toMatch(/^Usage:\n {2}llava-vision encode /m);
+    expect(help.out).toContain(`\nencode, preprocess, inspect: cannot run here (their options are listed once they can): ${needs}\n`);
+    expect(help.out).toContain('\ndownload: a model from the HuggingFace hub');
+    const { version } = readJson<{ version: string }>(path.join(ROOT, 'package.json'));
+    expect(cli('--version')).toEqual({ code: 0, out: `llava-vision-tfjs ${version}\n`, err: '' });
+    expect(cli('download', '--help')).toMatchObject({ code: 0, err: '' });
+    // download needs no TensorFlow.js: it runs (here into its offline error)
+    expect(cli('download', 'org/name')).toMatchObject({ code: 1, err: expect.stringMatching(/^llava-vision: org\/name at revision main: it is not in the HF cache .*HF_HUB_OFFLINE=1 forbids downloading/) as unknown });
+    for (const args of [['encode', 'a.png', '--out', 'o.safetensors'], ['preprocess', 'a.png', '--out', 'o.safetensors'], ['inspect', 'x'], ['encode', '--help']]) {
+      expect({ args, ...cli(...args) }).toEqual({ args, code: 1, out: '', err: `llava-vision: ${needs}\n` });
+    }
+  } finally {
+    fs.rmSync(app, { recursive: true, force: true });
+  }
+});

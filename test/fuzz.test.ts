@@ -32,6 +32,7 @@ import { pngHeader } from './helpers/images';
 import { isolatedTempDir } from './helpers/isolation';
 import { Ops, P, buildZip, call, ints } from './helpers/torch_zip';
 import { JsonObject, readJson } from './helpers/json';
+import { Rng, rng } from './helpers/rng';
 
 const N = Number(process.env.FUZZ_CASES ?? 250);
 const SEED = Number(process.env.FUZZ_SEED ?? 13);
@@ -50,20 +51,6 @@ const LLAVA = path.join(CASE, 'llava');
 jest.setTimeout(Math.max(120_000, N * 1000));
 const tmp = isolatedTempDir('fuzz-');
 
-/** mulberry32: small, seeded, reproducible. */
-function rng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  return { next, int, pick: <T>(xs: readonly T[]): T => xs[int(xs.length)], chance: (p: number) => next() < p };
-}
-type Rng = ReturnType<typeof rng>;
 
 /** Values a hostile file puts where a number, string or list belongs. */
 const HOSTILE: unknown[] = [

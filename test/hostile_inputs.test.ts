@@ -29,6 +29,7 @@ import { pngHeader } from './helpers/images';
 import { isolatedTempDir } from './helpers/isolation';
 import { P, buildZip, f32bytes, ints, stateDict, tensor, torchZip } from './helpers/torch_zip';
 import { editJson } from './helpers/json';
+import { readPixelValuesFile } from '../src/api/pixel_values_file';
 
 const CASE = path.join(CASES, 'tiny_llava_linear_sel-1_patch'); // tower hidden 64, 3 layers, image 56; LLM hidden 48
 const TOWER = path.join(CASE, 'clip_tower');
@@ -480,5 +481,53 @@ describe('8. reference files (llava-vision check): their metadata is as untruste
     expect(err).toBe(`llava-vision: ${tiles}: run.tiles_per_image adds up to 3 tiles, pixel_values hold 1\n`);
     const layer = reference('layer.safetensors', { run: '{"select_layer":1e300}' });
     expect(await refused(CheckpointError, () => ReferenceFile.open(layer))).toBe(`${layer}: __metadata__.run.select_layer must be an integer, got 1e+300`);
+  });
+});
+
+describe('9. pixel-values files: every image named once, no empty tensors, only known aspect modes', () => {
+  const tile = (tiles: number, side = 56): TensorToWrite => ({ dtype: 'F32', shape: [tiles, 3, side, side], data: new Float32Array(tiles * 3 * side * side).fill(0.25) });
+  const pixelFile = (tensors: Record<string, TensorToWrite>, metadata: Record<string, string> = {}) => {
+    const p = file('pv.safetensors');
+    fs.writeFileSync(p, serializeSafetensors(tensors, metadata));
+    return p;
+  };
+  /** `encode --pixel-values` of the file: exit 1 and one line, no output written. */
+  async function encodeRefused(pv: string): Promise<string> {
+    const out = file('out.safetensors');
+    const lines: string[] = [];
+    const code = await main(['encode', '--model', LLAVA, '--vision-tower', TOWER, '--pixel-values', pv, '--quiet', '--out', out], { out: () => {}, err: (s) => lines.push(s) });
+    expect({ code, written: fs.existsSync(out) }).toEqual({ code: 1, written: false });
+    expect(lines.join('').trim().split('\n')).toHaveLength(1);
+    return lines.join('');
+  }
+
+  test('images.1 and images.01 (one image twice): refused naming the tensor, not one of them dropped', async () => {
+    const pv = pixelFile({ 'images.0.pixel_values': tile(1), 'images.1.pixel_values': tile(1), 'images.01.pixel_values': tile(1) });
+    expect(await refused(ConfigError, () => readPixelValuesFile(pv))).toBe(`${pv}: tensor "images.01.pixel_values": the image index must be a plain non-negative integer (images.0.pixel_values, images.1.pixel_values, ...)`);
+    expect(await encodeRefused(pv)).toContain('"images.01.pixel_values": the image index must be a plain non-negative integer');
+    for (const index of ['-1', '1e2', '+3', ' 2', '99999999999999999999', 'x']) {
+      expect(await refused(ConfigError, () => readPixelValuesFile(pixelFile({ [`images.${index}.pixel_values`]: tile(1) })))).toContain('the image index must be');
+    }
+    // Gaps (images that failed when the file was written) stay fine.
+    expect((readPixelValuesFile(pixelFile({ 'images.0.pixel_values': tile(1), 'images.7.pixel_values': tile(1) })) as { images: { index: number }[] }).images.map((i) => i.index)).toEqual([0, 7]);
+  });
+
+  test('zero tiles, zero images, an empty image plane: one line, not a backend error', async () => {
+    const noTiles = pixelFile({ 'images.0.pixel_values': tile(1), 'images.1.pixel_values': tile(0) });
+    expect(await encodeRefused(noTiles)).toBe(`llava-vision: ${noTiles}: "images.1.pixel_values" has no tiles (shape [0, 3, 56, 56])\n`);
+    const noImages = pixelFile({ pixel_values: tile(0) });
+    expect(await encodeRefused(noImages)).toBe(`llava-vision: ${noImages}: "pixel_values" has no images (shape [0, 3, 56, 56])\n`);
+    const flat = pixelFile({ 'images.0.pixel_values': { dtype: 'F32', shape: [1, 3, 0, 56], data: new Float32Array(0) } });
+    expect(await encodeRefused(flat)).toContain('"images.0.pixel_values" has an empty image plane');
+  });
+
+  test('an aspect mode the file records but nobody knows is refused, not taken as square', async () => {
+    const pv = pixelFile({ 'images.0.pixel_values': tile(1) }, { options: JSON.stringify({ aspect: 'squash' }) });
+    expect(await encodeRefused(pv)).toBe(`llava-vision: ${pv}: __metadata__.options.aspect "squash" is not one of square, pad, anyres\n`);
+    const numeric = pixelFile({ 'images.0.pixel_values': tile(1) }, { options: JSON.stringify({ aspect: 2 }) });
+    expect(await encodeRefused(numeric)).toContain('__metadata__.options.aspect 2 is not one of square, pad, anyres');
+    // Known modes, and none recorded, still read.
+    expect((readPixelValuesFile(pixelFile({ 'images.0.pixel_values': tile(1) }, { options: JSON.stringify({ aspect: 'pad' }) })) as { aspect: string }).aspect).toBe('pad');
+    expect((readPixelValuesFile(pixelFile({ 'images.0.pixel_values': tile(1) })) as { aspect: null }).aspect).toBeNull();
   });
 });

@@ -243,6 +243,49 @@ test('LLaVA mm_vision_tower from the hub: resolveVisionTower / LlavaVision.load 
   expect(hub.hits.length).toBe(before);
 });
 
+test('encode records the tower it used in the output metadata, also when mm_vision_tower came from the HF cache', async () => {
+  const hub = await startHub();
+  hub.addRepo('openai/clip-tower-tiny', path.join(LLAVA_CASE, 'clip_tower'));
+  const cacheDir = newCache();
+  const snapshot = await downloadModel('openai/clip-tower-tiny', quick(hub, { cacheDir }));
+  const llavaDir = path.join(tmp, 'llava-metadata');
+  fs.cpSync(path.join(LLAVA_CASE, 'llava'), llavaDir, { recursive: true });
+  const config = readJson<JsonObject>(path.join(llavaDir, 'config.json'));
+  fs.writeFileSync(path.join(llavaDir, 'config.json'), JSON.stringify({ ...config, mm_vision_tower: 'openai/clip-tower-tiny' }));
+  const pv = path.join(tmp, 'pv-metadata.safetensors');
+  writeSafetensors(pv, { pixel_values: { dtype: 'F32', shape: [1, 3, 56, 56], data: new Float32Array(3 * 56 * 56).fill(0.25) } });
+  const options = async (...extra: string[]) => {
+    const outFile = path.join(tmp, 'metadata-out.safetensors');
+    let err = '';
+    const code = await main(['encode', '--model', llavaDir, '--pixel-values', pv, '--save', 'features', '--quiet', '--out', outFile, ...extra], { out: () => {}, err: (s) => (err += s) });
+    expect({ code, err }).toEqual({ code: 0, err: '' });
+    const st = SafetensorsFile.open(outFile);
+    try {
+      return JSON.parse(st.metadata.options) as Record<string, unknown>;
+    } finally {
+      st.close();
+    }
+  };
+  process.env.HF_HUB_CACHE = cacheDir;
+  try {
+    // From the cache: the snapshot folder (its commit in the path), and the name it was found by.
+    expect(await options()).toMatchObject({ vision_tower: snapshot, vision_tower_name: 'openai/clip-tower-tiny' });
+    // Given as a folder: that folder, absolute.
+    const tower = path.relative(process.cwd(), path.join(LLAVA_CASE, 'clip_tower'));
+    expect(await options('--vision-tower', tower)).toMatchObject({ vision_tower: path.resolve(tower), vision_tower_name: tower });
+  } finally {
+    process.env.HF_HUB_CACHE = path.join(tmp, 'env-cache');
+  }
+  // A CLIP folder is its own tower.
+  const clipPv = path.join(tmp, 'pv-clip.safetensors');
+  writeSafetensors(clipPv, { pixel_values: { dtype: 'F32', shape: [1, 3, 28, 28], data: new Float32Array(3 * 28 * 28).fill(0.25) } });
+  const clipOut = path.join(tmp, 'clip-metadata.safetensors');
+  expect(await main(['encode', '--model', CLIP_DIR, '--pixel-values', clipPv, '--quiet', '--out', clipOut], { out: () => {}, err: () => {} })).toBe(0);
+  const st = SafetensorsFile.open(clipOut);
+  expect(JSON.parse(st.metadata.options)).toMatchObject({ vision_tower: null, vision_tower_name: null });
+  st.close();
+});
+
 test('CLI: download prints the snapshot folder; encode --download fetches the tower', async () => {
   const hub = await startHub();
   hub.addRepo('openai/clip-tower-tiny', path.join(LLAVA_CASE, 'clip_tower'));

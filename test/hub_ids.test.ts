@@ -12,7 +12,7 @@ import { LlavaVision } from '../src/api/llava_vision';
 import { ConfigError } from '../src/errors';
 import { cachedSnapshot } from '../src/io/hub';
 import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors';
-import { COMMIT, FakeHub, guardNetwork, httpModule } from './helpers/fake_hub';
+import { COMMIT, FakeHub, gitBlobId, guardNetwork, httpModule, sha256 } from './helpers/fake_hub';
 import { CASES } from './helpers/golden';
 import { runCli } from './helpers/cli';
 
@@ -52,8 +52,8 @@ function cacheRepo(cacheDir: string, repo: string, files: string[] = fs.readdirS
   fs.mkdirSync(snapshot, { recursive: true });
   for (const f of files) {
     const body = fs.readFileSync(path.join(CLIP_DIR, f));
-    // As the hub names them (and so the fake one): LFS files by sha256, others by their git hash (here sha1).
-    const blob = createHash(/\.(safetensors|bin)$/.test(f) ? 'sha256' : 'sha1').update(body).digest('hex');
+    // As the hub names them (and so the fake one): LFS files by sha256, others by their git blob id.
+    const blob = /\.(safetensors|bin)$/.test(f) ? sha256(body) : gitBlobId(body);
     fs.writeFileSync(path.join(repoDir, 'blobs', blob), body);
     fs.symlinkSync(path.join('..', '..', 'blobs', blob), path.join(snapshot, f));
   }

@@ -200,7 +200,7 @@ describe('a problem inspect records is what a load throws', () => {
     expect(plan.tower).toMatchObject({ dir: null, config: null, weightsFrom: 'unknown', weights: null, featureWidth: null });
     expect(plan.tower.unresolved).toMatch(/mm_vision_tower "fixtures\/clip-tower" is not a local CLIP folder/);
     expect(plan.projector).toMatchObject({ type: 'linear', inFeatures: 64, outFeatures: 48, weights: { from: LLAVA, prefix: 'model.mm_projector.' } });
-    expect(plan.problems).toEqual([]);
+    expect(plan.problems).toEqual([plan.tower.unresolved]); // what the load fails on
     await expect(LlavaVision.load(LLAVA, { log: null })).rejects.toThrow(plan.tower.unresolved);
   });
 });

@@ -52,8 +52,10 @@ describe.each(MODELS)('%s', (label, dir, options) => {
 
   test('load creates exactly one tensor per stored variable (+ image_newline)', () => {
     // A parameter kept in a derived layout (per attention head, per MLP block) is several variables.
-    // On several threads this thread holds the embeddings and its own shards (tensors of the others are theirs).
-    const variables = model.threads > 1 ? model.tower.shardedModel!.weights().length : countVariables(model.tower.visionModel) + (model.projector ? countVariables(model.projector) : 0);
+    // On several threads this thread holds the embeddings and its own shards (tensors of the others are
+    // theirs), and the whole projector, the one that trains (LlavaVision.projector).
+    const tower = model.threads > 1 ? model.tower.shardedModel!.weights().length : countVariables(model.tower.visionModel);
+    const variables = tower + (model.projector ? countVariables(model.projector) : 0);
     expect(tf.memory().numTensors - baseline).toBe(variables + (model.imageNewline ? 1 : 0));
     expect(model.imageNewline !== null).toBe(label.includes('image_newline'));
     expect(model.projectorConfig !== null).toBe(!label.startsWith('clip'));

@@ -7,7 +7,7 @@ import { findUnexportedReferences } from '../tools/check_public_types';
 import { initBackend } from '../src/backend';
 import { LlavaVision } from '../src/api/llava_vision';
 import { EncodedTensor, encodeImages, encodePixelValues } from '../src/api/encode_job';
-import { ConfigError } from '../src/errors';
+import { ConfigError, ImageError } from '../src/errors';
 import { decodeImage } from '../src/image';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -64,6 +64,29 @@ describe('encode jobs: defaults and inputs', () => {
     expect((await encodeImages(model, bytes)).tensors['images.0.merged'].data).toEqual(listed);
     const rgb = await decodeImage(bytes);
     expect((await encodeImages(model, rgb)).tensors['images.0.merged'].data).toEqual(listed);
+  });
+
+  test('a failing image: one given alone throws its ImageError; in a list it is in failures, the others encoded', async () => {
+    const bad = path.join(os.tmpdir(), `llava-bad-${process.pid}.png`);
+    fs.writeFileSync(bad, 'not a png');
+    try {
+      // Alone: thrown, one line naming the file (no empty result to trip over later).
+      const alone: unknown = await encodeImages(model, bad).catch((e: unknown) => e);
+      expect(alone).toBeInstanceOf(ImageError);
+      expect((alone as Error).message).toBe(`cannot decode image ${bad}: unsupported image format (llava-vision-tfjs decodes PNG, JPEG, GIF, WebP, TIFF and BMP)`);
+      expect((alone as Error).message).not.toContain('\n');
+      await expect(encodeImages(model, path.join(DEMO, 'images', 'no-such.png'))).rejects.toThrow(ImageError);
+      await expect(encodeImages(model, new Uint8Array([1, 2, 3]))).rejects.toThrow(/image input 0: /);
+      // In a list, even of one: returned.
+      const one = await encodeImages(model, [bad]);
+      expect(one).toEqual({ tensors: {}, failures: [{ index: 0, source: bad, message: (alone as Error).message }], sizes: [null] });
+      const mixed = await encodeImages(model, [bad, IMAGE]);
+      expect(Object.keys(mixed.tensors)).toEqual(['images.1.merged']);
+      expect(mixed.failures.map((f) => f.index)).toEqual([0]);
+      expect(mixed.sizes).toEqual([null, [451, 300]]);
+    } finally {
+      fs.rmSync(bad, { force: true });
+    }
   });
 
   test('anything else is a ConfigError naming the input, not a TypeError from inside', async () => {

@@ -62,7 +62,7 @@ test('API snippet: type-checks with --strict + skipLibCheck and runs, printing w
   const r = runShell(`node ${JSON.stringify(files.js)}`, app, env());
   expect(r.stderr).toMatch(/^llava-vision: tfjs backend "wasm"/);
   expect(r.status).toBe(0);
-  expect(r.stdout.trim().split('\n')).toEqual(['[ 576, 128 ] 73728', '5', '[ 1, 576, 64 ]']);
+  expect(r.stdout.trim().split('\n')).toEqual(['[ 576, 128 ] 73728', '[ 0 ]', '5', '[ 1, 576, 64 ]']);
 });
 
 test('the training example runs from the installed package (here the link resolves to the checkout, which uses its fixtures)', () => {

@@ -80,11 +80,12 @@ describeSharded.each([1, 2, 3, 4])('%i thread(s)', (threads) => {
 });
 
 describeSharded('sharded model', () => {
-  test('each weight is held once: the threads\' shards add up to the single-thread model', async () => {
+  test('each weight is held once in the shards (they add up to the single-thread model), plus the trainable projector on this thread', async () => {
     const gc = loadCase('tiny_llava_anyres_spatial_unpad');
     const load = (threads: number) => LlavaVision.load(path.join(gc.dir, 'llava'), { visionTower: path.join(gc.dir, 'clip_tower'), log: null, threads });
     const one = await load(1);
     const whole = [...one.tower.visionModel.visionModel.weights, ...one.projector!.weights].reduce((s, w) => s + w.read().size, 0);
+    const projectorSize = one.projector!.weights.reduce((s, w) => s + w.read().size, 0);
     one.dispose();
     const three = await load(3);
     try {
@@ -95,6 +96,9 @@ describeSharded('sharded model', () => {
       const others = threadMemory(three).reduce((s, m) => s + m.weightBytes / 4, 0);
       expect(own + others + hostVectors + projectorBias).toBe(whole);
       expect(runtime.threads).toBe(3);
+      // The projector that tfjs trains (its variables must exist before a first optimizer step) is whole on this thread.
+      const projector = three.projector!;
+      expect(projector.trainableWeights.reduce((n, w) => n + w.read().size, 0)).toBe(projectorSize);
     } finally {
       three.dispose();
     }
@@ -130,7 +134,7 @@ describeSharded('sharded model', () => {
     x.dispose();
   });
 
-  test('the projector gathered for training is the sharded one, on this thread', async () => {
+  test('the trainable projector on this thread is the one the shards were cut from', async () => {
     const gc = loadCase('tiny_llava_anyres_spatial_unpad');
     const load = (threads: number) => LlavaVision.load(path.join(gc.dir, 'llava'), { visionTower: path.join(gc.dir, 'clip_tower'), log: null, threads });
     const [one, two] = [await load(1), await load(2)];

@@ -225,8 +225,10 @@ describe('save -> load', () => {
     const [a, b] = [exportWeights(p), exportWeights(q)];
     for (const k of Object.keys(a)) expect(Buffer.from(b[k].data.buffer).equals(Buffer.from(a[k].data.buffer))).toBe(true);
 
-    // Through the public loader: tower features -> our trained projector == model.encode's projected.
-    const model = await LlavaVision.load(modelDir, { projector: file, log: null });
+    // Through the public loader: tower features -> our trained projector == model.encode's projected. On one
+    // thread: the same GEMMs as p.call, so the same bits (sharded, the partials are summed in another order:
+    // test/threads.test.ts bounds that).
+    const model = await LlavaVision.load(modelDir, { projector: file, log: null, threads: 1 });
     expect(model.projector!.type).toBe('mlp2x_gelu');
     const pixels = tf.randomUniform<tf.Rank.R4>([2, 3, 56, 56], -1.5, 1.5, 'float32', 7);
     const out = model.encode(pixels, { outputs: ['features', 'projected'] });

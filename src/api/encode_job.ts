@@ -62,16 +62,22 @@ export interface EncodeUnit {
   gridShape?: [number, number];
 }
 
+/** An input of a list that could not be encoded (read, decoded or preprocessed). */
 export interface ImageFailure {
+  /** Its place in the list: it has no `images.<index>.*` tensors. */
   index: number;
+  /** The path, or `input <index>` for bytes and decoded images. */
   source: string;
+  /** One line naming the source and the cause. */
   message: string;
 }
 
 export interface ImageJobResult {
-  /** `images.<i>.<output>` for input i, e.g. `images.0.merged`. */
+  /** `images.<i>.<output>` for input i, e.g. `images.0.merged`; none for a failed input. */
   tensors: Record<string, EncodedTensor>;
+  /** The inputs of a list that failed, in order (a single input given alone throws instead). */
   failures: ImageFailure[];
+  /** Each input's (width, height), null for a failed one. */
   sizes: ([number, number] | null)[];
 }
 
@@ -307,9 +313,11 @@ export async function prepareImage(model: LlavaVision, input: ImageInput, index:
 /**
  * Image files (or decoded images) to LLM-ready tokens: decode like Pillow's convert('RGB'), LLaVA's
  * process_images (square / pad / anyres), tower, projector, and the merge LLaVA inserts into the LLM.
- * An image that fails to decode is reported in `failures`; the others are still encoded. One image
- * may be given alone (`encodeImages(model, 'photo.jpg')`); results are named `images.<i>.<output>`.
- * Everything is held in memory: for datasets, `writeEncodedDataset` streams into shards instead.
+ * Of a list, an image that fails to decode or preprocess is reported in `failures` (and has no tensors);
+ * the others are still encoded. One image may be given alone (`encodeImages(model, 'photo.jpg')`): its
+ * failure is then thrown (an ImageError), since an empty result would only fail later, far from the
+ * cause. Results are named `images.<i>.<output>`. Everything is held in memory: for datasets,
+ * `writeEncodedDataset` streams into shards instead.
  */
 export async function encodeImages(model: LlavaVision, inputs: ImageInput | ImageInput[], options: ImageJobOptions = {}): Promise<ImageJobResult> {
   const list = imageInputList(inputs);
@@ -322,6 +330,7 @@ export async function encodeImages(model: LlavaVision, inputs: ImageInput | Imag
   for (const [index, input] of list.entries()) {
     const prepared = await prepareImage(model, input, index, settings);
     if ('failure' in prepared) {
+      if (!Array.isArray(inputs)) throw new ImageError(prepared.failure.message);
       failures.push(prepared.failure);
       sizes.push(null);
     } else {

@@ -211,7 +211,7 @@ async function inspectFolder(dir: string, options: InspectOptions): Promise<Insp
       markRole(inCheckpoint, projectorWeights, 'projector');
     } else if (projectorWeights) {
       const own = listTensors(open(projectorWeights.from));
-      tensors.push(...own);
+      for (const t of own) tensors.push(t);
       markRole(byName(own), projectorWeights, 'projector');
     }
     if (plan.imageNewline) inCheckpoint.get(plan.imageNewline.key)!.role = 'image_newline';

@@ -9,7 +9,7 @@ import { TowerLayout } from '../model/layout';
 import { ParamSpec, sameParams } from '../model/param_specs';
 import { Projector, ProjectorConfig, projectedWidth } from '../model/projector';
 import { CoordinatorStats, ShardedProjector } from '../model/parallel/coordinator';
-import { THREADS_ENV_VAR, ShardedRuntime, effectiveThreads, gatherProjector, loadShardedProjector, loadShardedTower, requestedThreads, shardsProjector } from './sharded/load';
+import { THREADS_ENV_VAR, ShardedRuntime, effectiveThreads, loadShardedProjector, loadShardedTower, requestedThreads, shardsProjector } from './sharded/load';
 import { CLIPImageProcessor } from '../image/processor';
 import { VisionForwardOptions } from '../model/vision_transformer';
 import { loadWeights, prefaultWeights } from '../model/weights';
@@ -67,15 +67,17 @@ export type EncodeResult = {
 export class LlavaVision {
   private processor: CLIPImageProcessor | null = null;
   private disposed = false;
-  private projectorLayer: Projector | null;
+  private readonly projectorLayer: Projector | null;
   private shardedProjector: ShardedProjector | null;
+  /** The projector's weights (their tfjs data ids) the shards hold slices of: any change retires the shards. */
+  private readonly shardedFrom: readonly object[];
 
   private constructor(
     readonly modelDir: string,
     readonly layout: Layout,
     readonly settings: LlavaVisionSettings,
     readonly tower: CLIPVisionTower,
-    projector: Projector | ShardedProjector | null,
+    projector: LoadedProjector | null,
     readonly imageNewline: tf.Tensor1D | null,
     readonly backend: string,
     /** The options it was loaded with (worker threads load the same model from them). */
@@ -83,8 +85,9 @@ export class LlavaVision {
     private readonly processorFile: string,
     private readonly runtime: ShardedRuntime | null = null,
   ) {
-    this.projectorLayer = projector instanceof Projector ? projector : null;
-    this.shardedProjector = projector instanceof ShardedProjector ? projector : null;
+    this.projectorLayer = projector?.layer ?? null;
+    this.shardedProjector = projector?.sharded ?? null;
+    this.shardedFrom = this.shardedProjector ? weightIds(this.projectorLayer!) : [];
   }
 
   /** Threads the model runs on (see LoadOptions.threads). */
@@ -112,9 +115,9 @@ export class LlavaVision {
     return { ...sum, copyInMs };
   }
 
-  /** The projector's type and widths (null without a projector), without gathering a sharded projector. */
+  /** The projector's type and widths (null without a projector). */
   get projectorConfig(): ProjectorConfig | null {
-    const config = this.projectorLayer?.projectorConfig ?? this.shardedProjector?.config;
+    const config = this.projectorLayer?.projectorConfig;
     return config ? { ...config } : null;
   }
 
@@ -125,15 +128,14 @@ export class LlavaVision {
   }
 
   /**
-   * The projector as a tfjs layer on this thread (trainable: see `train`). A projector sharded across
-   * threads (`threads` > 1) is gathered here on first access (its weights assembled from the threads,
-   * which free theirs) and runs on this thread from then on, so training updates are what `encode` uses.
+   * The projector as a tfjs layer on this thread, trainable (see `train`): its variables are what
+   * `optimizer.minimize` and `tf.variableGrads` find, with or without a var list, at every thread count.
+   * With `threads` > 1 an `mlp2x_gelu` projector is also sharded across the threads, and the shards
+   * project in `encode` as long as these weights are the ones loaded; under a gradient tape (training)
+   * `encode` runs this layer instead, and the first change to its weights (an optimizer step, a write)
+   * retires the shards: from then on it runs on this thread, so `encode` uses what was trained.
    */
   get projector(): Projector | null {
-    if (!this.projectorLayer && this.shardedProjector && !this.disposed) {
-      this.projectorLayer = gatherProjector(this.runtime!, this.shardedProjector);
-      this.shardedProjector = null;
-    }
     return this.projectorLayer;
   }
 
@@ -149,7 +151,7 @@ export class LlavaVision {
     const sources = new Map<string, OpenedSource>();
     const open = (from: string) => sources.get(from) ?? sources.set(from, openTensorSource(from)).get(from)!;
     let tower: CLIPVisionTower | null = null;
-    let projector: Projector | ShardedProjector | null = null;
+    let projector: LoadedProjector | null = null;
     let runtime: ShardedRuntime | null = null;
     try {
       const { settings, tower: t } = plan;
@@ -176,8 +178,7 @@ export class LlavaVision {
       return new LlavaVision(plan.modelDir, plan.layout, settings, tower, projector, imageNewline, backend, { ...options }, known(plan.processorFile, 'processor file'), runtime);
     } catch (e) {
       tower?.dispose();
-      if (projector instanceof Projector) for (const w of projector.weights) w.dispose();
-      else projector?.dispose();
+      if (projector) disposeProjector(projector);
       await runtime?.abort();
       throw e;
     } finally {
@@ -222,10 +223,19 @@ export class LlavaVision {
     });
   }
 
-  /** The projector on `features` [B, N, D]: on this thread, or sharded across the threads. */
+  /**
+   * The projector on `features` [B, N, D]: sharded across the threads while its weights are the ones the
+   * shards were cut from and no gradient is being recorded; else on this thread, where gradients flow.
+   */
   private project(features: tf.Tensor3D): tf.Tensor3D {
-    if (this.projectorLayer) return this.projectorLayer.call(features) as tf.Tensor3D;
-    return this.shardedProjector!.project(features);
+    if (this.shardedProjector && weightIds(this.projectorLayer!).some((id, i) => id !== this.shardedFrom[i])) {
+      // Trained (or written) since the shards were cut: they would project with the old weights.
+      this.shardedProjector.dispose();
+      this.runtime!.team.request(() => ({ kind: 'dropProjector' }));
+      this.shardedProjector = null;
+    }
+    if (this.shardedProjector && !recordingGradients()) return this.shardedProjector.project(features);
+    return this.projectorLayer!.call(features) as tf.Tensor3D;
   }
 
   /** Frees the weights and ends the model's threads; the model cannot be used afterwards (load it again). */
@@ -233,8 +243,7 @@ export class LlavaVision {
     if (this.disposed) return;
     this.disposed = true;
     this.tower.dispose();
-    if (this.projectorLayer) for (const w of this.projectorLayer.weights) w.dispose();
-    this.shardedProjector?.dispose();
+    if (this.projectorLayer) disposeProjector({ layer: this.projectorLayer, sharded: this.shardedProjector });
     this.runtime?.close();
     this.imageNewline?.dispose();
   }
@@ -256,27 +265,60 @@ function readImageNewline(source: OpenedSource, key: string, width: number): tf.
   return tf.tensor1d(source.readFloat32(key));
 }
 
-/** The planned projector, its sizes checked against the weights before it is built from them. */
-async function loadProjector(plan: ProjectorPlan, open: (from: string) => OpenedSource, runtime: ShardedRuntime | null): Promise<Projector | ShardedProjector> {
+/**
+ * A loaded projector: the trainable layer on this thread and, at `threads` > 1 for `mlp2x_gelu`, its
+ * shards on the threads (inference only: see `LlavaVision.projector`).
+ */
+interface LoadedProjector {
+  layer: Projector;
+  sharded: ShardedProjector | null;
+}
+
+function disposeProjector({ layer, sharded }: { layer: Projector | null; sharded: ShardedProjector | null }): void {
+  if (layer) for (const w of layer.weights) w.dispose();
+  sharded?.dispose();
+}
+
+/** The tfjs data of each of a layer's weights: a training step or a write replaces it (Variable.assign). */
+function weightIds(layer: Projector): object[] {
+  return layer.weights.map((w) => w.read().dataId);
+}
+
+/**
+ * Whether tfjs is recording operations for gradients (inside `tf.variableGrads`, `optimizer.minimize`,
+ * `tf.grad`, ...): the projector then runs as the trainable layer on this thread.
+ */
+function recordingGradients(): boolean {
+  return tf.engine().state.gradientDepth > 0;
+}
+
+/**
+ * The planned projector, its sizes checked against the weights before it is built from them. The layer on
+ * this thread is loaded at every thread count: `optimizer.minimize(f)` and `tf.variableGrads(f)` list the
+ * trainable variables before `f` runs, so variables made during the first step (a projector gathered from
+ * the threads then) would be missed by it.
+ */
+async function loadProjector(plan: ProjectorPlan, open: (from: string) => OpenedSource, runtime: ShardedRuntime | null): Promise<LoadedProjector> {
   const { type, weights } = plan;
   const inFeatures = known(plan.inFeatures, 'projector input width');
   const outFeatures = plan.outFeatures ?? inFeatures;
   const config: ProjectorConfig = { type, inFeatures, outFeatures, hiddenAct: plan.act, bias: plan.bias };
-  if (!weights) return new Projector(config); // identity
+  if (!weights) return { layer: new Projector(config), sharded: null }; // identity
   const source = open(weights.from);
   // Checked before the build: each linear is allocated from these sizes.
   checkProjectorAgainstWeights({ type, inFeatures, outFeatures }, source, weights.keyFor, plan.origin);
-  if (runtime && shardsProjector(config, runtime.threads)) return loadShardedProjector(runtime, config, source, weights.keyFor);
-  const projector = new Projector(config, { init: 'uninitialised' });
+  const layer = new Projector(config, { init: 'uninitialised' });
+  let sharded: ShardedProjector | null = null;
   try {
-    checkDeclared(projector, weights.tensors);
-    await prefaultWeights(projector);
-    loadWeights(projector, source, weights.keyFor);
+    checkDeclared(layer, weights.tensors);
+    await prefaultWeights(layer);
+    loadWeights(layer, source, weights.keyFor);
+    if (runtime && shardsProjector(config, runtime.threads)) sharded = await loadShardedProjector(runtime, config, source, weights.keyFor);
   } catch (e) {
-    for (const w of projector.weights) w.dispose();
+    disposeProjector({ layer, sharded });
     throw e;
   }
-  return projector;
+  return { layer, sharded };
 }
 
 /** A plan for a load has no unknowns: they were thrown as problems while planning. */

@@ -259,12 +259,13 @@ class Planner {
       if (inCheckpoint) {
         this.notes.push(`tower weights: this checkpoint's fine-tuned copy (${prefix}*) overrides the vision tower folder's; that folder gives the config and preprocessor only`);
       }
-      const dir = await this.attemptAsync(() => towerDir(folder, this.options), (message) => (plan.unresolved = message));
+      // A tower that cannot be found (or read) is a problem as well as the summary's: a load fails on it.
+      const dir = await this.attemptAsync(() => towerDir(folder, this.options), (message) => this.problems.push((plan.unresolved = message)));
       if (dir !== null) {
         plan.dir = dir;
         plan.configFile = path.join(dir, 'config.json');
         if (!inCheckpoint) plan.weightsFrom = 'vision tower folder';
-        plan.config = this.attempt(() => readVisionConfig(dir), (message) => (plan.configError = message));
+        plan.config = this.attempt(() => readVisionConfig(dir), (message) => this.problems.push((plan.configError = message)));
       }
     }
     if (plan.config) {

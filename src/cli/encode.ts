@@ -1,17 +1,15 @@
-import * as fs from 'fs';
 import * as path from 'path';
 import { BACKEND_CHOICES } from '../backend';
 import { ImageFailure, SAVE_NAMES, encodeImages, encodePixelValuesAsync, encodePreprocessed } from '../api/encode_job';
 import { LlavaVision } from '../api/llava_vision';
 import { PixelValuesFile, readPixelValuesFile } from '../api/pixel_values_file';
 import { ConfigError } from '../errors';
-import { cachedSnapshot } from '../io/hub';
 import { writeSafetensors } from '../io/safetensors';
 import { packageVersion } from '../version';
-import { UsageError, parseOptions } from './args';
-import { DATASET_HELP, rejectDatasetOptions, runEncodeDataset } from './encode_dataset';
-import { ENCODE_SPEC, encodeSettings, loadOptions } from './encode_options';
-import { checkInputFiles, filesIn, prepareOutputFile } from './files';
+import { UsageError, parseOptions, usageCheck } from './args';
+import { DATASET_HELP, parsePart, rejectDatasetOptions, runEncodeDataset } from './encode_dataset';
+import { ENCODE_SPEC, EncodeArgs, encodeSettings, loadOptions } from './encode_options';
+import { checkInputFiles, modelInputFiles, prepareOutputFile } from './files';
 import { progressBar } from './progress';
 
 export const ENCODE_HELP = `encode: images (or precomputed pixel values) -> vision features, written as safetensors
@@ -53,7 +51,8 @@ export const ENCODE_HELP = `encode: images (or precomputed pixel values) -> visi
   --interpolate-pos-encoding   pixel values at a resolution other than the model's image_size (HF semantics)
   --auto-orient                apply EXIF orientation (Pillow's Image.open, and so LLaVA, does not; images only)
   --backend B                  ${BACKEND_CHOICES.join(' | ')} (default: $LLAVA_VISION_BACKEND, else auto)
-  --force                      overwrite --out even when it exists and is not a safetensors file, or is an input
+  --force                      overwrite --out even when it is not an output of llava-vision (another file, or a
+                               safetensors file with no llava-vision producer); an input of the run never is
   --quiet                      no backend/progress messages (the demo checkpoint's warning still prints)
 ${DATASET_HELP}
 
@@ -78,8 +77,11 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
     io.out(ENCODE_HELP + '\n');
     return 0;
   }
-  if (o['out-dir'] !== undefined) return runEncodeDataset(o['out-dir'], o, images, io);
-  rejectDatasetOptions(o);
+  if (o['out-dir'] !== undefined) {
+    checkDatasetUsage(o, images);
+    return runEncodeDataset(o['out-dir'], o, images, io);
+  }
+  usageCheck(() => rejectDatasetOptions(o));
   // Every option is checked before any file is touched.
   if (!o.out) throw new UsageError('encode needs --out FILE.safetensors');
   if (o['pixel-values'] && images.length > 0) throw new UsageError('give either image files or --pixel-values, not both');
@@ -94,7 +96,8 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
   // Files next: nothing is loaded or computed before the inputs exist and --out is safe to write.
   // --out first: when it names an existing file of another kind, the arguments are likely swapped.
   const inputFiles = [...(o['pixel-values'] ? [o['pixel-values']] : images), ...(o.projector ? [o.projector] : [])];
-  prepareOutputFile(o.out, { inputs: [...inputFiles, ...modelFiles(modelDir), ...modelFiles(o['vision-tower'])], force: o.force });
+  const modelInputs = await modelInputFiles(modelDir, { visionTower: o['vision-tower'], projector: o.projector, projectorType: settings.projectorType });
+  prepareOutputFile(o.out, { inputs: [...inputFiles, ...modelInputs], force: o.force });
   checkInputFiles(inputFiles);
   // Not a progress message: --quiet keeps it, so that nobody mistakes the demo's output for a real model's.
   if (!o.model) io.err(`llava-vision: no --model given: using the bundled demo checkpoint ${modelDir} (generated weights, not a trained model)\n`);
@@ -119,8 +122,13 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
       layout: model.layout,
       backend: model.backend,
     };
+    // The tower used, however it was found (--vision-tower, mm_vision_tower as a folder or from the HF cache);
+    // null when it is the model folder itself (CLIP, llava-hf).
+    const towerDir = path.resolve(model.tower.visionTowerName);
+    const ownTower = towerDir !== path.resolve(model.modelDir);
     const options: Record<string, unknown> = {
-      vision_tower: o['vision-tower'] ?? null,
+      vision_tower: ownTower ? towerDir : null,
+      vision_tower_name: ownTower ? (o['vision-tower'] ?? model.settings.visionTower) : null,
       projector: o.projector ?? null,
       projector_type: model.projectorConfig?.type ?? null,
       select_layer: model.settings.selectLayer,
@@ -179,10 +187,13 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
 }
 
 /**
- * The files of a model given by folder, or by hub id when the HF cache holds it: --out must not replace
- * any of them (resolving here never downloads; the download, if any, happens at load, after the checks).
+ * What of `encode --out-dir` the command line alone decides, checked as usage (exit 2, nothing done):
+ * which options go together, and --part. The folder and the inputs are checked by runEncodeDataset.
  */
-function modelFiles(model: string | undefined): string[] {
-  if (model === undefined) return [];
-  return fs.existsSync(model) ? filesIn(model) : filesIn(cachedSnapshot(model) ?? undefined);
+function checkDatasetUsage(o: EncodeArgs, images: string[]): void {
+  if (o.out !== undefined) throw new UsageError('give either --out FILE or --out-dir DIR, not both');
+  if (o['pixel-values'] !== undefined) throw new UsageError('--out-dir encodes images; --pixel-values works with --out FILE');
+  if (o.force) throw new UsageError('--force has no use with --out-dir: a dataset folder is added to, never overwritten');
+  if (images.length === 0 && o.inputs === undefined) throw new UsageError('encode --out-dir needs images: files, folders, or --inputs FILE');
+  if (o.part !== undefined) usageCheck(() => parsePart(o.part!));
 }

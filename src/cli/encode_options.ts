@@ -5,8 +5,8 @@
 import { BACKEND_CHOICES, BackendChoice } from '../backend';
 import { SAVE_NAMES, SaveName } from '../api/encode_job';
 import { LoadOptions } from '../api/llava_vision';
-import { AspectMode, MergeType, Pinpoints, SelectFeature } from '../config/llava';
-import { OptionValues, UsageError, choiceOption, gridPinpointsOption, intOption, listOption } from './args';
+import { AspectMode, MergeType, Pinpoints, SelectFeature, projectorDepth } from '../config/llava';
+import { OptionValues, UsageError, choiceOption, gridPinpointsOption, intOption, listOption, usageCheck } from './args';
 import { downloadProgress } from './download';
 
 /** The options only `--out-dir` takes. */
@@ -59,6 +59,8 @@ export interface EncodeSettings {
   workers: number;
   /** --threads; undefined: LLAVA_VISION_THREADS, else the cores (with --workers: 1 per copy). */
   threads?: number;
+  /** --projector-type, a type name LLaVA knows (the checkpoint decides whether it fits). */
+  projectorType?: string;
 }
 
 export function encodeSettings(o: EncodeArgs): EncodeSettings {
@@ -73,6 +75,7 @@ export function encodeSettings(o: EncodeArgs): EncodeSettings {
     batchSize: atLeastOne(o['batch-size'], 'batch-size', 1),
     workers: atLeastOne(o.workers, 'workers', 1),
     threads: o.threads === undefined ? undefined : atLeastOne(o.threads, 'threads', 1),
+    projectorType: o['projector-type'] === undefined ? undefined : usageCheck(() => (projectorDepth(o['projector-type'], '--projector-type'), o['projector-type'])),
   };
 }
 
@@ -89,7 +92,7 @@ export function loadOptions(o: EncodeArgs, settings: EncodeSettings, err: (s: st
     visionTower: o['vision-tower'],
     download: o.download ? { onProgress: o.quiet ? undefined : downloadProgress() } : undefined,
     projector: o.projector,
-    projectorType: o['projector-type'],
+    projectorType: settings.projectorType,
     selectLayer: settings.selectLayer,
     selectFeature: settings.selectFeature,
     backend: settings.backend,

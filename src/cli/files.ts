@@ -5,8 +5,13 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { inputFileProblem } from '../api/inputs';
-import { ConfigError } from '../errors';
+import { PlanOptions, planLoad } from '../api/load_plan';
+import { resolveModelDir } from '../api/sources';
+import { ConfigError, quote } from '../errors';
 import { SafetensorsFile } from '../io/safetensors';
+
+/** What `producer` in the `__metadata__` of the files this library writes starts with. */
+const OUR_PRODUCER = 'llava-vision-tfjs ';
 
 /** Every input file exists, is a file and is not empty; all problems are reported at once, one line each. */
 export function checkInputFiles(files: string[]): void {
@@ -18,9 +23,11 @@ export function checkInputFiles(files: string[]): void {
 }
 
 /**
- * Make `--out FILE` safe to write at the end of the job: it is not a folder, not one of this run's
- * inputs, and not an existing file of another kind (anything but a safetensors file), unless `force`;
- * its parent folders are created now, so a missing folder is never discovered after the work is done.
+ * Make `--out FILE` safe to write at the end of the job: it is not a folder, never one of this run's
+ * inputs (`inputs`: every file the run reads, however it was found), and, unless `force`, not an
+ * existing file this library did not write (anything but a safetensors file whose `__metadata__.producer`
+ * is ours: a checkpoint, a trained projector, someone else's tensors); its parent folders are created
+ * now, so a missing folder is never discovered after the work is done.
  */
 export function prepareOutputFile(out: string, options: { inputs: string[]; force?: boolean; option?: string }): void {
   const opt = options.option ?? '--out';
@@ -32,13 +39,21 @@ export function prepareOutputFile(out: string, options: { inputs: string[]; forc
     throw new ConfigError(`${opt} ${out} is a folder: give a file name, e.g. ${path.join(out, 'tokens.safetensors')}`);
   }
   if (existing && !existing.isFile()) throw new ConfigError(`${opt} ${out} exists and is not a regular file; refusing to replace it`);
-  if (existing && !options.force) {
+  if (existing) {
+    // Not even with --force: the run reads it (and replacing a model's weights loses them).
     const input = options.inputs.find((file) => sameFile(existing, file));
     if (input !== undefined) {
-      throw new ConfigError(`${opt} ${out} is also an input of this run (${input}); refusing to overwrite it (check the argument order, or add --force)`);
+      throw new ConfigError(`${opt} ${out} is also an input of this run (${input}); refusing to overwrite it (check the argument order, or choose another name)`);
     }
-    if (!isSafetensorsFile(out)) {
+  }
+  if (existing && !options.force) {
+    const producer = safetensorsProducer(out);
+    if (producer === null) {
       throw new ConfigError(`${opt} ${out} exists and is not a safetensors file; refusing to overwrite it (check the argument order, or add --force)`);
+    }
+    if (!producer.startsWith(OUR_PRODUCER)) {
+      const by = producer === '' ? 'no producer recorded' : `producer ${quote(producer)}`;
+      throw new ConfigError(`${opt} ${out} is a safetensors file llava-vision did not write (${by}: weights?); refusing to overwrite it (check the argument order, or add --force)`);
     }
   }
   const dir = path.dirname(path.resolve(out));
@@ -54,6 +69,32 @@ export function prepareOutputFile(out: string, options: { inputs: string[]; forc
   } catch {
     throw new ConfigError(`${opt} ${out}: its folder ${dir} is not writable`);
   }
+}
+
+/**
+ * Every existing file a load of `model` (a folder, or a hub id the HF cache holds) with these options
+ * reads, or sits beside what it reads: the model folder's files, the tower folder's however it is found
+ * (the option, `mm_vision_tower` as a folder or from the HF cache), the weights' files and the projector's.
+ * Nothing is downloaded: what is not local yet adds nothing (a download comes after --out is checked).
+ */
+export async function modelInputFiles(model: string, options: Omit<PlanOptions, 'mode' | 'download'> = {}): Promise<string[]> {
+  let modelDir: string;
+  try {
+    modelDir = await resolveModelDir(model, { download: false });
+  } catch {
+    return [];
+  }
+  let files = filesIn(modelDir);
+  try {
+    const plan = await planLoad(modelDir, { ...options, mode: 'inspect' });
+    for (const from of [plan.tower.dir, plan.tower.weights?.from, plan.projector?.weights?.from]) {
+      if (from) files = files.concat(statOrNull(from)?.isDirectory() ? filesIn(from) : [from]);
+    }
+    files = files.concat(plan.checkpoint?.files ?? [], plan.processorFile ?? []);
+  } catch {
+    // A folder the planner cannot read: its load fails, after this check; its own files are protected above.
+  }
+  return files;
 }
 
 /** The files directly inside a folder (a model folder whose files must not be overwritten); [] otherwise. */
@@ -80,11 +121,16 @@ function sameFile(stat: fs.Stats, other: string): boolean {
   return o !== null && o.dev === stat.dev && o.ino === stat.ino;
 }
 
-function isSafetensorsFile(file: string): boolean {
+/** A safetensors file's `__metadata__.producer` ('' when it records none); null for anything else. */
+function safetensorsProducer(file: string): string | null {
   try {
-    SafetensorsFile.open(file).close();
-    return true;
+    const st = SafetensorsFile.open(file);
+    try {
+      return st.metadata.producer ?? '';
+    } finally {
+      st.close();
+    }
   } catch {
-    return false;
+    return null;
   }
 }

@@ -72,7 +72,7 @@ const LAYER = /^(.*?\.layers\.)(\d+)\.(.+)$/;
  * one line per run of layers whose names, dtypes and shapes are those of the first layer.
  */
 export function tensorLines(tensors: InspectedTensor[], all: boolean): string[] {
-  const width = Math.min(90, Math.max(0, ...tensors.map((t) => t.name.length)));
+  const width = Math.min(90, tensors.reduce((w, t) => Math.max(w, t.name.length), 0));
   const line = (t: InspectedTensor) => `    ${t.name.padEnd(width)}  ${t.dtype.padEnd(4)}  [${t.shape.join(', ')}]`;
   if (all) return tensors.map(line);
   // Signature of each layer of each prefix.
@@ -86,9 +86,16 @@ export function tensorLines(tensors: InspectedTensor[], all: boolean): string[] 
     layers.set(Number(m[2]), parts);
     sig.set(m[1], layers);
   }
+  // The lowest layer index of each prefix (a loop: a spread of 200k indices overflows the stack).
+  const firstLayer = new Map<string, number>();
+  for (const [prefix, layers] of sig) {
+    let first = Infinity;
+    for (const k of layers.keys()) first = Math.min(first, k);
+    firstLayer.set(prefix, first);
+  }
   const sameAsFirst = (prefix: string, k: number): boolean => {
     const layers = sig.get(prefix)!;
-    const first = Math.min(...layers.keys());
+    const first = firstLayer.get(prefix)!;
     return k !== first && [...layers.get(k)!].sort().join(';') === [...layers.get(first)!].sort().join(';');
   };
   const out: string[] = [];
@@ -108,7 +115,7 @@ export function tensorLines(tensors: InspectedTensor[], all: boolean): string[] 
       } else {
         flush();
         const layers = sig.get(m[1])!;
-        run = { prefix: m[1], from: k, to: k, first: Math.min(...layers.keys()), count: layers.get(k)!.length };
+        run = { prefix: m[1], from: k, to: k, first: firstLayer.get(m[1])!, count: layers.get(k)!.length };
       }
       continue;
     }
@@ -186,12 +193,12 @@ export function formatReport(r: InspectReport, options: { all: boolean }): strin
     if (!ts.length) continue;
     if (role !== 'ignored') {
       lines.push(`  ${ROLE_TITLES[role]} (${summary(r.totals[role])})`);
-      lines.push(...tensorLines(ts, options.all));
+      for (const l of tensorLines(ts, options.all)) lines.push(l);
       continue;
     }
     for (const [reason, t] of Object.entries(r.totals.ignoredBy)) {
       lines.push(`  ignored: ${reason} (${summary(t)})`);
-      lines.push(...tensorLines(ts.filter((x) => (x.reason ?? '') === reason), options.all));
+      for (const l of tensorLines(ts.filter((x) => (x.reason ?? '') === reason), options.all)) lines.push(l);
     }
   }
 

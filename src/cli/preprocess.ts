@@ -8,7 +8,7 @@ import { TensorToWrite, writeSafetensors } from '../io/safetensors';
 import { packageVersion } from '../version';
 import { UsageError, choiceOption, gridPinpointsOption, parseOptions } from './args';
 import { downloadProgress } from './download';
-import { checkInputFiles, filesIn, prepareOutputFile } from './files';
+import { checkInputFiles, filesIn, modelInputFiles, prepareOutputFile } from './files';
 
 export const PREPROCESS_HELP = `preprocess: images -> pixel_values only (no forward), written as safetensors for encode --pixel-values
   llava-vision preprocess [--model DIR|REPO_ID] [options] IMAGE... --out FILE
@@ -26,7 +26,8 @@ export const PREPROCESS_HELP = `preprocess: images -> pixel_values only (no forw
   --grid-pinpoints J anyres resolutions as [[w,h],...] (default: the model's image_grid_pinpoints)
   --auto-orient      apply EXIF orientation (Pillow, and so LLaVA, does not)
   --out FILE         images.<i>.pixel_values [tiles,3,H,W] float32; __metadata__: options, sources, image_sizes
-  --force            overwrite --out even when it exists and is not a safetensors file, or is an input
+  --force            overwrite --out even when it is not an output of llava-vision (another file, or a
+                     safetensors file with no llava-vision producer); an input of the run never is
   --quiet            no progress messages (the demo checkpoint's warning still prints)
 
 Examples:
@@ -62,8 +63,9 @@ export async function runPreprocess(argv: string[], io: { out: (s: string) => vo
   const modelName: string = o.model ?? io.demoModel;
   if (!useModel && (o['vision-tower'] || o.download)) throw new UsageError(`--${o.download ? 'download' : 'vision-tower'} needs --model`);
   if (!useModel && aspectOption === 'anyres' && !gridOption) throw new UsageError('--aspect anyres needs --grid-pinpoints');
+  const modelInputs = useModel ? await modelInputFiles(modelName, { visionTower: o['vision-tower'] }) : [];
   prepareOutputFile(o.out, {
-    inputs: [...images, ...(o.preprocessor ? [o.preprocessor, ...filesIn(o.preprocessor)] : []), ...(useModel ? filesIn(modelName) : [])],
+    inputs: [...images, ...(o.preprocessor ? [o.preprocessor, ...filesIn(o.preprocessor)] : []), ...modelInputs],
     force: o.force,
   });
   checkInputFiles(images);

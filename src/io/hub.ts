@@ -7,13 +7,19 @@
  *                                                               (a copy where symlinks fail, or symlinks: false)
  *                                   /refs/<revision>            the commit hash the revision resolved to
  *
+ *   <cacheDir>/.locks/models--{org}--{name}/<etag>.lock     who is downloading that blob (io/cache_lock.ts)
+ *
  * Per file: a HEAD on `${endpoint}/${repo}/resolve/${revision}/${file}` gives the etag, size and commit
- * (the hub answers LFS files with a redirect to its CDN carrying `X-Linked-Etag` = sha256 of the content);
- * a blob already in the cache is not downloaded again. Otherwise a GET (following redirects) streams into
- * `blobs/<etag>.incomplete-<pid>-<rand>`, checked against Content-Length / X-Linked-Size and, for a
- * 64-hex etag, its sha256, then renamed to `blobs/<etag>`: an interrupted download never leaves a
- * partial file under a final name. Within one call a broken transfer is resumed with a Range request;
- * a temp file left by a killed process is deleted (not resumed) by the next download into that folder.
+ * (the hub answers LFS files with a redirect to its CDN carrying `X-Linked-Etag` = sha256 of the content;
+ * other files' ETag is their git blob id); a blob already in the cache is not downloaded again. Otherwise,
+ * holding the blob's lock (another process or host downloading it is waited for, and its blob used), a GET
+ * (following redirects) streams into `blobs/<etag>.incomplete-<pid>-<rand>`, bounded by the declared size,
+ * the free space, a minimum rate and an optional deadline; checked against the size and the content hash
+ * the etag is (sha256, git blob id); then renamed to `blobs/<etag>`: an interrupted download never leaves
+ * a partial file under a final name. A broken transfer is resumed (Range) only when the continuation is
+ * provably the same file (If-Range, or the content check), else it starts over; a part left by an
+ * earlier holder of the lock is resumed the same way. Only the lock's holder removes such leftovers:
+ * another host's in-flight file is never touched.
  */
 import * as fs from 'fs';
 import * as http from 'http';
@@ -23,8 +29,9 @@ import * as path from 'path';
 import { Hash, createHash, randomBytes } from 'crypto';
 import { Writable } from 'stream';
 import { pipeline } from 'stream/promises';
-import { CheckpointError, ConfigError, quote } from '../errors';
+import { CheckpointError, ConfigError, LlavaVisionError, quote } from '../errors';
 import { writeFileAtomic } from './atomic';
+import { DEFAULT_LOCK_STALE_MS, acquireLock } from './cache_lock';
 import { parseJsonWithLimits } from './json';
 import { INDEX_MAX_DEPTH } from './shards';
 
@@ -50,8 +57,21 @@ export interface DownloadOptions {
   allowPatterns?: string[];
   /** Also `mm_projector.bin` (LLaVA pretrain checkpoints); an error when the repo has none. */
   includeProjector?: boolean;
-  /** A request that sends nothing for this long fails (default 30 s). */
+  /** A request that sends nothing for this long fails (default 30 s); also the window of `minBytesPerSecond`. */
   timeoutMs?: number;
+  /**
+   * A download slower than this, on average over any `timeoutMs`, fails (and is retried, resuming); default
+   * 1024 bytes/s. A server trickling bytes would otherwise keep a download alive forever.
+   */
+  minBytesPerSecond?: number;
+  /** The whole call fails when not done within this many ms (requests, retries, waiting for a lock); default none. */
+  deadlineMs?: number;
+  /**
+   * A lock on a blob in the cache's `.locks/` (another process or host downloading it) is stale when its owner
+   * is a process of this host that is gone, or, for another host or container, when it was not refreshed for this
+   * long (default 10 minutes; the owner refreshes it every 10 s).
+   */
+  lockStaleMs?: number;
   /** Retries per request on 5xx / 429 / connection resets / timeouts (default 3), with doubling backoff. */
   maxRetries?: number;
   /** First backoff (default 1000 ms). */
@@ -66,7 +86,7 @@ export interface DownloadOptions {
    */
   refresh?: boolean;
   onProgress?: (p: DownloadProgress) => void;
-  /** Notes (a fallback to the cache); default stderr, null: none. */
+  /** Notes (a fallback to the cache, waiting for another process's download); default stderr, null: none. */
   log?: ((line: string) => void) | null;
 }
 
@@ -131,8 +151,11 @@ export function snapshotMissing(snapshot: string, request: Pick<DownloadOptions,
   const missing = has('config.json') ? [] : ['config.json'];
   const weights = WEIGHT_CANDIDATES.find(has);
   if (request.includeProjector && !has(PROJECTOR)) missing.push(PROJECTOR);
-  if (weights) missing.push(...withShards(weights).filter((f) => !has(f)));
-  else if (!has(PROJECTOR)) missing.push('weights');
+  if (weights) {
+    for (const f of withShards(weights)) if (!has(f)) missing.push(f);
+  } else if (!has(PROJECTOR)) {
+    missing.push('weights');
+  }
   return missing;
 }
 
@@ -155,7 +178,7 @@ function weightMap(index: unknown): Record<string, unknown> | null {
   return typeof map === 'object' && map !== null && !Array.isArray(map) ? (map as Record<string, unknown>) : null;
 }
 
-function checkFileName(name: unknown, where: string): string {
+export function checkFileName(name: unknown, where: string): string {
   if (typeof name !== 'string' || name === '' || name === '.' || name === '..' || /[/\\\0]/.test(name) || path.isAbsolute(name)) {
     throw new CheckpointError(`${where}: file ${quote(name)} must be a plain file name (no folders, no "..")`);
   }
@@ -163,9 +186,9 @@ function checkFileName(name: unknown, where: string): string {
 }
 
 /** Revisions can hold slashes (refs/pr/1) and become refs/<revision>: plain segments only. */
-function checkRevision(revision: string): void {
+export function checkRevision(revision: string, what = 'revision'): void {
   if (!revision.split('/').every((s) => /^[\w-][\w.-]*$/.test(s)) || revision.includes('..')) {
-    throw new ConfigError(`revision ${JSON.stringify(revision)} is not a branch, tag or commit name`);
+    throw new ConfigError(`${what} ${JSON.stringify(revision)} is not a branch, tag or commit name`);
   }
 }
 
@@ -182,10 +205,15 @@ interface Context {
   repoDir: string;
   token: string | null;
   timeoutMs: number;
+  minBytesPerSecond: number;
+  /** The whole call's deadline (ms since the epoch), or null. */
+  deadline: number | null;
   maxRetries: number;
   retryDelayMs: number;
   maxRedirects: number;
   symlinks: boolean;
+  lockStaleMs: number;
+  log: ((line: string) => void) | null;
   onProgress?: (p: DownloadProgress) => void;
 }
 
@@ -217,17 +245,31 @@ export async function downloadModel(repoId: string, options: DownloadOptions = {
     const inCache = cached ? `the HF cache holds only part of it (missing ${missing!.join(', ')})` : `it is not in the HF cache (${cacheDir})`;
     throw new CheckpointError(`${repoId} at revision ${revision}: ${inCache}, and HF_HUB_OFFLINE=1 forbids downloading; unset HF_HUB_OFFLINE to fetch it`);
   }
+  const positive = (v: number | undefined, name: string) => {
+    if (v !== undefined && !(v > 0 && Number.isFinite(v))) throw new ConfigError(`${name} must be a positive number, got ${v}`);
+    return v;
+  };
+  const nonNegative = (v: number | undefined, name: string) => {
+    if (v !== undefined && !(v >= 0 && Number.isFinite(v))) throw new ConfigError(`${name} must be a number >= 0, got ${v}`);
+    return v;
+  };
+  const log = options.log === undefined ? (line: string) => process.stderr.write(`llava-vision: ${line}\n`) : options.log;
+  const deadlineMs = positive(options.deadlineMs, 'deadlineMs');
   const ctx: Context = {
     repoId,
     revision,
     endpoint,
     repoDir: path.join(cacheDir, repoFolderName(repoId)),
     token: options.token === undefined ? process.env.HF_TOKEN || null : options.token,
-    timeoutMs: options.timeoutMs ?? 30_000,
+    timeoutMs: positive(options.timeoutMs, 'timeoutMs') ?? 30_000,
+    minBytesPerSecond: nonNegative(options.minBytesPerSecond, 'minBytesPerSecond') ?? 1024,
+    deadline: deadlineMs === undefined ? null : Date.now() + deadlineMs,
     maxRetries: options.maxRetries ?? 3,
     retryDelayMs: options.retryDelayMs ?? 1000,
     maxRedirects: options.maxRedirects ?? 10,
     symlinks: options.symlinks ?? true,
+    lockStaleMs: positive(options.lockStaleMs, 'lockStaleMs') ?? DEFAULT_LOCK_STALE_MS,
+    log,
     onProgress: options.onProgress,
   };
   try {
@@ -235,7 +277,6 @@ export async function downloadModel(repoId: string, options: DownloadOptions = {
   } catch (e) {
     // refresh: a hub that cannot be reached leaves the cached revision usable, as huggingface_hub does.
     if (!(e instanceof UnreachableError) || !cached || missing!.length > 0) throw e;
-    const log = options.log === undefined ? (line: string) => process.stderr.write(`llava-vision: ${line}\n`) : options.log;
     log?.(`${repoId}: the hub could not be reached (${e.message}); using the cached snapshot ${cached}`);
     return cached;
   }
@@ -308,105 +349,336 @@ async function fetchFile(ctx: Context, file: string, revision: string, optional:
   const commitHeader = header(meta, 'x-repo-commit');
   const commit = commitHeader && /^[0-9a-f]{40}$/.test(commitHeader) ? commitHeader : null;
   const etag = etagOf(meta);
-  const sizeText = header(meta, 'x-linked-size') ?? (meta.statusCode === 200 ? header(meta, 'content-length') : undefined);
-  const size = sizeText !== undefined && /^\d+$/.test(sizeText) ? Number(sizeText) : null;
+  const size = byteCount(header(meta, 'x-linked-size') ?? (meta.statusCode === 200 ? header(meta, 'content-length') : undefined));
   const blobsDir = path.join(ctx.repoDir, 'blobs');
-  const blobName = etag !== null && /^[\w.-]+$/.test(etag) && !etag.startsWith('.') ? etag : null;
-  if (blobName) {
+  // The blob is named by its etag when that names one content: a hash (checked at the end) or a strong ETag
+  // (which the download must answer with); a weak one does not, and the blob is named by its sha256 then.
+  const weak = /^W\//.test((header(meta, 'x-linked-etag') ?? header(meta, 'etag') ?? '').trim());
+  const blobName = etag !== null && !weak && /^[\w.-]+$/.test(etag) && !etag.startsWith('.') && etag.length <= 200 ? etag : null;
+  const cached = () => {
+    if (!blobName) return null;
     const existing = path.join(blobsDir, blobName);
     const st = fs.statSync(existing, { throwIfNoEntry: false });
-    if (st?.isFile() && (size === null || st.size === size)) return { commit, blob: existing };
-  }
+    return st?.isFile() && (size === null || st.size === size) ? existing : null;
+  };
+  const existing = cached();
+  if (existing) return { commit, blob: existing };
   fs.mkdirSync(blobsDir, { recursive: true });
-  const sha256 = etag !== null && /^[0-9a-f]{64}$/.test(etag) ? etag : null;
-  return { commit, blob: await downloadBlob(ctx, what, blobsDir, blobName, size, sha256) };
+  // One download of a blob at a time in a shared cache (huggingface_hub's .locks layout); a blob
+  // without a usable etag is locked by its URL.
+  const lockName = blobName ?? `url-${createHash('sha256').update(url).digest('hex').slice(0, 32)}`;
+  const lock = await acquireLock(path.join(path.dirname(ctx.repoDir), '.locks', path.basename(ctx.repoDir), `${lockName}.lock`), {
+    purpose: `downloading ${file} of ${ctx.repoId}`,
+    staleMs: ctx.lockStaleMs,
+    deadline: ctx.deadline,
+    doneMeanwhile: () => cached() !== null,
+    log: ctx.log,
+  });
+  if (!lock) return { commit, blob: cached()! }; // another process downloaded it meanwhile
+  try {
+    const done = cached();
+    if (done) return { commit, blob: done };
+    const expected: Expected = {
+      size,
+      sha256: etag !== null && /^[0-9a-f]{64}$/.test(etag) ? etag : null,
+      gitSha1: etag !== null && /^[0-9a-f]{40}$/.test(etag) ? etag : null,
+      // The HEAD's own ETag (not an LFS file's X-Linked-Etag): a GET of the same URL must answer with it.
+      etag: header(meta, 'x-linked-etag') === undefined ? strongEtag(meta) : null,
+    };
+    return { commit, blob: await downloadBlob(ctx, what, blobsDir, lockName, blobName, expected) };
+  } finally {
+    lock.release();
+  }
+}
+
+/** What the hub's HEAD announced of a file: its size, and its content hash when the etag is one. */
+interface Expected {
+  size: number | null;
+  /** An LFS file's etag: the sha256 of its content. */
+  sha256: string | null;
+  /** A git file's etag: its git blob id, sha1 of `blob <size>\0` + content. */
+  gitSha1: string | null;
+  /** The HEAD's strong ETag as sent, when the file is served from that URL (not an LFS redirect). */
+  etag: string | null;
+}
+
+/** A header's byte count, or null when absent or not a plain non-negative integer. */
+function byteCount(text: string | undefined): number | null {
+  return text !== undefined && /^\d{1,16}$/.test(text) && Number.isSafeInteger(Number(text)) ? Number(text) : null;
+}
+
+/** The hashes of a download, advanced with the file, chunk by chunk. */
+class Digests {
+  private sha256 = createHash('sha256');
+  private sha1: Hash | null;
+
+  constructor(private readonly expected: Expected) {
+    this.sha1 = this.gitHeader() ? createHash('sha1').update(this.gitHeader()!) : null;
+  }
+
+  private gitHeader(): string | null {
+    return this.expected.gitSha1 !== null && this.expected.size !== null ? `blob ${this.expected.size}\0` : null;
+  }
+
+  update(chunk: Uint8Array): void {
+    this.sha256.update(chunk);
+    this.sha1?.update(chunk);
+  }
+
+  /** The content's sha256; and what is wrong with it against the announced hash (null when it matches or none is known). */
+  finish(file: string, bytes: number): { sha256: string; mismatch: string | null } {
+    const sha256 = this.sha256.digest('hex');
+    const { expected } = this;
+    if (expected.sha256 !== null && sha256 !== expected.sha256) return { sha256, mismatch: `has sha256 ${sha256}, the hub's etag says ${expected.sha256}` };
+    if (expected.gitSha1 !== null) {
+      // Known size: hashed on the way; else (no size announced) read back now that it is known.
+      const sha1 = (this.sha1 ?? hashFile(file, createHash('sha1').update(`blob ${bytes}\0`))).digest('hex');
+      if (sha1 !== expected.gitSha1) return { sha256, mismatch: `has git blob id ${sha1}, the hub's etag says ${expected.gitSha1}` };
+    }
+    return { sha256, mismatch: null };
+  }
+}
+
+/** A file's bytes, a megabyte at a time, into `hash` (a Hash, or the Digests of a download). */
+function hashFile<T extends { update(chunk: Uint8Array): unknown }>(file: string, hash: T): T {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const buffer = Buffer.alloc(1 << 20);
+    for (let n; (n = fs.readSync(fd, buffer, 0, buffer.length, null)) > 0; ) hash.update(buffer.subarray(0, n));
+  } finally {
+    fs.closeSync(fd);
+  }
+  return hash;
+}
+
+/** Free bytes for this process on the file system of `dir`; null where Node cannot tell (statfs: Node >= 18.15). */
+function freeBytes(dir: string): number | null {
+  const statfs = (fs as { statfsSync?: (p: string) => { bavail: number; bsize: number } }).statfsSync;
+  if (!statfs) return null;
+  try {
+    const st = statfs(dir);
+    return st.bavail * st.bsize;
+  } catch {
+    return null;
+  }
+}
+
+const MB = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+/** An undeclared size is checked against the free space every this many bytes, and stops this far from full. */
+const SPACE_CHECK_BYTES = 16 << 20;
+
+/** The download would not fit: said before anything is written (or as soon as an undeclared size runs out of room). */
+function checkSpace(dir: string, file: string, needed: number): void {
+  const free = freeBytes(dir);
+  if (free !== null && needed > free) throw new CheckpointError(`${dir}: ${file} needs ${MB(needed)} more, and the disk has ${MB(free)} free`);
 }
 
 /**
- * GET into a temp file; on a retryable failure the next attempt asks for the rest (Range) and keeps
- * hashing where it stopped (a 200 instead of 206 starts over). Returns the blob's final path.
+ * The previous holders' leftovers of this blob (`<lockName>.incomplete-*`; with the lock held, nobody
+ * is writing them): the largest is returned to be resumed when the file's content can be checked at
+ * the end, the others are deleted. Nothing else in the folder is touched (another blob's temp file
+ * belongs to whoever holds that blob's lock, on this host or another).
+ */
+function takeLeftovers(blobsDir: string, lockName: string, resumable: boolean): string | null {
+  const prefix = `${lockName}.incomplete-`;
+  const found = fs.readdirSync(blobsDir).filter((n) => n.startsWith(prefix)).map((n) => path.join(blobsDir, n));
+  let best: string | null = null;
+  let bestSize = -1;
+  for (const f of resumable ? found : []) {
+    const size = fs.statSync(f, { throwIfNoEntry: false })?.size ?? -1;
+    if (size > bestSize) [best, bestSize] = [f, size];
+  }
+  for (const f of found) if (f !== best) fs.rmSync(f, { force: true });
+  return best;
+}
+
+/**
+ * GET into a temp file; on a retryable failure the next attempt asks for the rest — a Range request
+ * that must prove it continues the same file: `If-Range` with the strong ETag of the response it
+ * continues (the server sends the whole file instead when it changed), or, where the etag is the
+ * content's hash (sha256, git blob id), the check of the whole file at the end (a mismatch after a
+ * resume starts over once). Without either, it starts over. A leftover of an earlier process is
+ * resumed the same way. Returns the blob's final path.
  */
 async function downloadBlob(
   ctx: Context,
   what: { url: string; file: string; revision: string },
   blobsDir: string,
+  lockName: string,
   blobName: string | null,
-  size: number | null,
-  sha256: string | null,
+  expected: Expected,
 ): Promise<string> {
-  removeStaleTemps(blobsDir);
-  const tmp = path.join(blobsDir, `${blobName ?? 'download'}.incomplete-${process.pid}-${randomBytes(6).toString('hex')}`);
-  const fd = fs.openSync(tmp, 'wx');
-  let hash: Hash = createHash('sha256');
+  const checkable = expected.sha256 !== null || expected.gitSha1 !== null;
+  const leftover = takeLeftovers(blobsDir, lockName, checkable);
+  const tmp = path.join(blobsDir, `${lockName}.incomplete-${process.pid}-${randomBytes(6).toString('hex')}`);
+  let fd: number;
+  if (leftover) {
+    fs.renameSync(leftover, tmp);
+    fd = fs.openSync(tmp, 'r+');
+  } else {
+    fd = fs.openSync(tmp, 'wx');
+  }
+  let digests = new Digests(expected);
   let bytes = 0;
+  /** The strong ETag of the response the bytes on disk came from; null when unknown. */
+  let validator: string | null = null;
+  /** Whether the bytes on disk came from more than one response (a resume). */
+  let resumed = false;
+  let restarts = 0;
   let closed = false;
+  const restart = () => {
+    fs.ftruncateSync(fd, 0);
+    digests = new Digests(expected);
+    bytes = 0;
+    validator = null;
+    resumed = false;
+  };
+  if (leftover) {
+    // An earlier process's part: resumed like a broken transfer of our own, proved by the content check.
+    bytes = fs.fstatSync(fd).size;
+    if (expected.size !== null && bytes > expected.size) restart();
+    else {
+      digests = hashFile(tmp, new Digests(expected)); // as if its bytes had just been downloaded
+      resumed = bytes > 0;
+    }
+  }
   try {
-    await withRetries(ctx, async () => {
-      const { res, url } = await open(ctx, what.url, 'GET', bytes > 0 ? { range: `bytes=${bytes}-` } : {});
-      const status = res.statusCode ?? 0;
-      if (status === 206 && bytes > 0 && (header(res, 'content-range') ?? '').startsWith(`bytes ${bytes}-`)) {
-        // resuming: keep what we have
-      } else if (status === 200) {
-        hash = createHash('sha256');
-        bytes = 0;
-        fs.ftruncateSync(fd, 0);
-      } else {
-        res.resume();
-        throw status >= 300 ? statusError(res, ctx, what) : new CheckpointError(`${url}: unexpected HTTP ${status} for ${what.file}`);
+    if (expected.size !== null) checkSpace(blobsDir, what.file, expected.size - bytes);
+    for (;;) {
+      // (A leftover may hold the whole file already: then only the check remains.)
+      if (expected.size === null || bytes < expected.size) await withRetries(ctx, () => transfer());
+      if (expected.size !== null && bytes !== expected.size) throw new CheckpointError(`${what.url}: ${what.file} is ${bytes} bytes, the hub announced ${expected.size}`);
+      const { sha256, mismatch } = digests.finish(tmp, bytes);
+      if (mismatch === null) {
+        fs.fsyncSync(fd);
+        fs.closeSync(fd);
+        closed = true;
+        return place(tmp, path.join(blobsDir, blobName ?? sha256), what);
       }
-      const lengthText = header(res, 'content-length');
-      const expected = lengthText !== undefined && /^\d+$/.test(lengthText) ? bytes + Number(lengthText) : size;
-      const start = bytes;
-      // Hash and file advance together, chunk by chunk, so a resume offset is always what is on disk.
-      const sink = new Writable({
-        write(chunk: Buffer, _enc, done) {
-          try {
-            for (let off = 0; off < chunk.length; ) off += fs.writeSync(fd, chunk, off, chunk.length - off, bytes + off);
-            hash.update(chunk);
-            bytes += chunk.length;
-            ctx.onProgress?.({ file: what.file, bytes, total: expected });
-            done();
-          } catch (e) {
-            done(new CheckpointError(`${tmp}: cannot write the download (${(e as Error).message})`)); // disk errors are not retried
-          }
-        },
-      });
-      try {
-        await pipeline(res, sink);
-      } catch (e) {
-        if (e instanceof TransientError || e instanceof CheckpointError) throw e;
-        throw new TransientError(`${url}: transfer of ${what.file} broke off after ${bytes} bytes (${(e as Error).message})`);
-      }
-      if (expected !== null && bytes !== expected) {
-        throw new TransientError(`${url}: ${what.file} ended after ${bytes - start} of ${expected - start} bytes (connection closed early)`);
-      }
-    });
-    if (size !== null && bytes !== size) throw new CheckpointError(`${what.url}: ${what.file} is ${bytes} bytes, the hub announced ${size}`);
-    const digest = hash.digest('hex');
-    if (sha256 !== null && digest !== sha256) throw new CheckpointError(`${what.url}: ${what.file} has sha256 ${digest}, the hub's etag says ${sha256}`);
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    closed = true;
-    const blob = path.join(blobsDir, blobName ?? digest);
-    fs.renameSync(tmp, blob);
-    return blob;
+      // Parts of two versions (a resume across a change): once more from the start, then it is the file itself.
+      if (!resumed || restarts > 0) throw new CheckpointError(`${what.url}: ${what.file} ${mismatch}`);
+      restarts++;
+      restart();
+    }
   } catch (e) {
     if (!closed) fs.closeSync(fd);
     fs.rmSync(tmp, { force: true });
     throw e;
   }
+
+  /** One request: the rest of the file when it can be proved to continue it, else all of it. */
+  async function transfer(): Promise<void> {
+    if (bytes > 0 && validator === null && !checkable) restart();
+    const range: Record<string, string> = bytes > 0 ? { range: `bytes=${bytes}-`, ...(validator ? { 'if-range': validator } : {}) } : {};
+    const { res, url: finalUrl } = await open(ctx, what.url, 'GET', range);
+    const url = capped(finalUrl, 300); // a redirect's, for messages
+    const status = res.statusCode ?? 0;
+    const answered = strongEtag(res);
+    if (status >= 200 && status < 300 && finalUrl === what.url && expected.etag !== null && answered !== null && answered !== expected.etag) {
+      // The version the HEAD announced is gone: whatever this is, it is not the file to cache under that etag.
+      res.destroy();
+      throw new CheckpointError(`${url}: ${what.file} changed on the server during the download (ETag ${capped(answered)}, announced ${capped(expected.etag)}); run again`);
+    }
+    if (status === 206 && bytes > 0) {
+      const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header(res, 'content-range') ?? '');
+      const sameFile = m !== null && Number(m[1]) === bytes &&
+        (m[3] === '*' || expected.size === null || Number(m[3]) === expected.size) &&
+        (validator === null ? checkable : answered === null || answered === validator);
+      if (!sameFile) {
+        // Not provably the rest of the same file: start over, asking for all of it.
+        res.destroy();
+        restart();
+        return transfer();
+      }
+      resumed = true;
+    } else if (status === 200) {
+      if (bytes > 0) restart(); // the server sent the whole file (it changed, or it ignores Range)
+      validator = answered;
+    } else {
+      res.resume();
+      if (status >= 300) throw statusError(res, ctx, what);
+      throw new CheckpointError(`${url}: unexpected HTTP ${status} for ${what.file}${status === 206 ? ' (a part, to a request for the whole file)' : ''}`);
+    }
+    const length = byteCount(header(res, 'content-length'));
+    if (status === 200 && length !== null && expected.size !== null && length !== expected.size) {
+      res.destroy();
+      throw new CheckpointError(`${url}: ${what.file} is ${length} bytes, the hub announced ${expected.size} (the download's Content-Length disagrees with the hub's size)`);
+    }
+    const end = length !== null ? bytes + length : expected.size;
+    if (end !== null && expected.size !== null && end > expected.size) {
+      res.destroy();
+      throw new CheckpointError(`${url}: ${what.file}: the server sends ${end - bytes} bytes from offset ${bytes} of a file of ${expected.size}`);
+    }
+    const start = bytes;
+    const rate = new RateCheck(ctx, what);
+    let checkedSpaceAt = bytes;
+    // Hash and file advance together, chunk by chunk, so a resume offset is always what is on disk.
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        try {
+          if (end !== null && bytes + chunk.length > end) throw new CheckpointError(`${url}: ${what.file}: the server sent more than the ${end} bytes announced`);
+          if (ctx.deadline !== null && Date.now() > ctx.deadline) throw new CheckpointError(`${url}: ${what.file} not downloaded within the deadline (${bytes} bytes so far; deadlineMs option)`);
+          rate.check(chunk.length);
+          if (end === null && bytes + chunk.length - checkedSpaceAt >= SPACE_CHECK_BYTES) {
+            checkSpace(blobsDir, what.file, SPACE_CHECK_BYTES);
+            checkedSpaceAt = bytes;
+          }
+          for (let off = 0; off < chunk.length; ) off += fs.writeSync(fd, chunk, off, chunk.length - off, bytes + off);
+          digests.update(chunk);
+          bytes += chunk.length;
+          ctx.onProgress?.({ file: what.file, bytes, total: expected.size ?? end });
+          done();
+        } catch (e) {
+          // Disk errors and a server's broken promises are not retried; a slow transfer is.
+          done(e instanceof LlavaVisionError || e instanceof TransientError ? e : new CheckpointError(`${tmp}: cannot write the download (${(e as Error).message})`));
+        }
+      },
+    });
+    try {
+      await pipeline(res, sink);
+    } catch (e) {
+      if (e instanceof TransientError || e instanceof LlavaVisionError) throw e;
+      throw new TransientError(`${url}: transfer of ${what.file} broke off after ${bytes} bytes (${(e as Error).message})`);
+    }
+    if (end !== null && bytes !== end) {
+      throw new TransientError(`${url}: ${what.file} ended after ${bytes - start} of ${end - start} bytes (connection closed early)`);
+    }
+  }
 }
 
-/** `*.incomplete-<pid>-*` of processes that no longer run: nobody will finish or remove them. */
-function removeStaleTemps(blobsDir: string): void {
-  for (const name of fs.readdirSync(blobsDir)) {
-    const m = /\.incomplete-(\d+)-[0-9a-f]+$/.exec(name);
-    if (!m || Number(m[1]) === process.pid) continue;
-    try {
-      process.kill(Number(m[1]), 0);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ESRCH') fs.rmSync(path.join(blobsDir, name), { force: true });
+/** The blob under its final name. A temp file removed meanwhile (our lock judged stale by someone) is only fine when that someone finished the blob. */
+function place(tmp: string, blob: string, what: { url: string; file: string }): string {
+  try {
+    fs.renameSync(tmp, blob);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new CheckpointError(`${blob}: cannot place the download of ${what.file} (${(e as Error).message})`);
+    if (fs.statSync(blob, { throwIfNoEntry: false })?.isFile()) return blob;
+    throw new CheckpointError(`${tmp}: the download of ${what.file} was removed by another process meanwhile (it took this process's lock for stale); run again`);
+  }
+  return blob;
+}
+
+/**
+ * The minimum transfer rate: over each `timeoutMs` window, at least `minBytesPerSecond` on average
+ * (a server sending a byte a second keeps a connection alive forever otherwise). Retried as a
+ * transient failure; the retry resumes.
+ */
+class RateCheck {
+  private windowStart = Date.now();
+  private windowBytes = 0;
+
+  constructor(private readonly ctx: Context, private readonly what: { url: string; file: string }) {}
+
+  check(n: number): void {
+    this.windowBytes += n;
+    const elapsed = Date.now() - this.windowStart;
+    if (elapsed < this.ctx.timeoutMs) return;
+    const rate = (this.windowBytes * 1000) / elapsed;
+    if (rate < this.ctx.minBytesPerSecond) {
+      throw new TransientError(`${this.what.url}: ${this.what.file} arrives at ${rate.toFixed(1)} bytes/s, under the minimum ${this.ctx.minBytesPerSecond} (minBytesPerSecond option)`);
     }
+    this.windowStart = Date.now();
+    this.windowBytes = 0;
   }
 }
 
@@ -451,7 +723,9 @@ async function withRetries<T>(ctx: Context, attempt: () => Promise<T>): Promise<
     } catch (e) {
       if (!(e instanceof TransientError)) throw e;
       if (n >= ctx.maxRetries) throw new UnreachableError(e.message + (n > 0 ? ` (gave up after ${n} retries)` : ''));
-      await new Promise((r) => setTimeout(r, ctx.retryDelayMs * 2 ** n));
+      const wait = ctx.retryDelayMs * 2 ** n;
+      if (ctx.deadline !== null && Date.now() + wait >= ctx.deadline) throw new CheckpointError(`${e.message} (no time left for a retry before the deadline; deadlineMs option)`);
+      await new Promise((r) => setTimeout(r, wait));
     }
   }
 }
@@ -470,35 +744,56 @@ async function open(
   let current = new URL(url);
   for (let hops = 0; ; hops++) {
     const auth: Record<string, string> = ctx.token && current.origin === ctx.endpoint.origin ? { authorization: `Bearer ${ctx.token}` } : {};
-    const res = await send(current, method, { ...headers, ...auth }, ctx.timeoutMs);
+    const res = await send(current, method, { ...headers, ...auth }, ctx);
     const location = header(res, 'location');
     if (![301, 302, 303, 307, 308].includes(res.statusCode ?? 0) || !location || stop(res)) return { res, url: current.href };
     res.resume();
-    if (hops >= ctx.maxRedirects) throw new CheckpointError(`${url}: more than ${ctx.maxRedirects} redirects (last to ${location})`);
-    const next = new URL(location, current);
-    if (!/^https?:$/.test(next.protocol)) throw new CheckpointError(`${url}: redirected to unsupported ${next.href}`);
+    if (hops >= ctx.maxRedirects) throw new CheckpointError(`${url}: more than ${ctx.maxRedirects} redirects (last to ${capped(location)})`);
+    let next: URL;
+    try {
+      next = new URL(location, current);
+    } catch {
+      throw new CheckpointError(`${url}: redirected to an invalid location ${capped(location)}`);
+    }
+    if (!/^https?:$/.test(next.protocol)) throw new CheckpointError(`${url}: redirected to unsupported ${capped(next.href)}`);
     current = next;
   }
 }
 
-/** One request; resolves at the response headers. The timeout covers waiting for them and any pause in the body. */
-function send(url: URL, method: string, headers: Record<string, string>, timeoutMs: number): Promise<http.IncomingMessage> {
+/**
+ * One request; resolves at the response headers. The timeout covers any pause (before the headers and in
+ * the body), and the headers must be complete within it too (a server may send them a byte at a time);
+ * a deadline shortens it.
+ */
+function send(url: URL, method: string, headers: Record<string, string>, ctx: Context): Promise<http.IncomingMessage> {
+  const left = ctx.deadline === null ? Infinity : ctx.deadline - Date.now();
+  const where = capped(url.href, 300);
+  if (left <= 0) return Promise.reject(new CheckpointError(`${where}: not done within the deadline (deadlineMs option)`));
+  const timeoutMs = Math.max(1, Math.min(ctx.timeoutMs, left));
+  const timedOut = () => (timeoutMs < ctx.timeoutMs
+    ? new CheckpointError(`${where}: not done within the deadline (deadlineMs option)`)
+    : new TransientError(`${where}: timed out (nothing received for ${timeoutMs} ms; timeoutMs option)`));
   return new Promise((resolve, reject) => {
     let response: http.IncomingMessage | undefined;
     const request = url.protocol === 'https:' ? https.request : http.request;
+    // Twice the idle timeout: silence trips the idle one first, with its own message.
+    const headersMs = Math.min(2 * ctx.timeoutMs, left);
+    const headersDue = setTimeout(() => req.destroy(headersMs < 2 * ctx.timeoutMs ? timedOut() : new TransientError(`${where}: no complete answer within ${headersMs} ms (a server sending its headers a little at a time; timeoutMs option)`)), headersMs);
     const req = request(url, { method, headers: { 'user-agent': 'llava-vision-tfjs', 'accept-encoding': 'identity', ...headers } }, (res) => {
+      clearTimeout(headersDue);
       response = res;
       res.on('error', () => {}); // reported by whoever reads the body (pipeline)
       resolve(res);
     });
+    req.on('close', () => clearTimeout(headersDue));
     req.setTimeout(timeoutMs, () => {
-      const err = new TransientError(`${url.href}: timed out (nothing received for ${timeoutMs} ms; timeoutMs option)`);
+      const err = timedOut();
       if (response) response.destroy(err);
       else req.destroy(err);
     });
     req.on('error', (e: NodeJS.ErrnoException) => {
-      if (e instanceof TransientError) return reject(e);
-      const message = `${url.href}: network error ${e.code ?? ''} ${e.message}`.replace(/\s+/g, ' ');
+      if (e instanceof TransientError || e instanceof LlavaVisionError) return reject(e);
+      const message = `${where}: network error ${e.code ?? ''} ${capped(e.message, 300)}`.replace(/\s+/g, ' ');
       const transient = ['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNABORTED', 'EAI_AGAIN'].includes(e.code ?? '');
       reject(transient ? new TransientError(message) : new UnreachableError(`${message} (check the endpoint / HF_ENDPOINT and the network)`));
     });
@@ -529,6 +824,17 @@ function statusError(res: http.IncomingMessage, ctx: Context, what: { url: strin
 function header(res: http.IncomingMessage, name: string): string | undefined {
   const v = res.headers[name];
   return Array.isArray(v) ? v[0] : v;
+}
+
+/** A server's string in a message: at most `max` characters. */
+function capped(text: string, max = 120): string {
+  return text.length > max ? `${text.slice(0, max)}… (${text.length} chars)` : text;
+}
+
+/** The response's ETag as sent, when strong (what If-Range takes); null when absent or weak. */
+function strongEtag(res: http.IncomingMessage): string | null {
+  const raw = header(res, 'etag');
+  return raw && /^"[^"]*"$/.test(raw.trim()) ? raw.trim() : null;
 }
 
 /** X-Linked-Etag (LFS: sha256) else ETag, without quotes and weak prefix. */

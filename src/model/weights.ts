@@ -71,7 +71,7 @@ export function loadWeights(module: Module, source: TensorSource, keyFor: KeyMap
     ? (key: string, into: Uint8Array | undefined, region: Region | null) => (region ? readRegion!(key, region, into) : source.readBytes!(key, into))
     : undefined;
   const direct = (t: (typeof tensors)[number]) => !!readBytes && t.dtype === 'F32' && storedAsIs(t.param);
-  const largest = Math.max(0, ...tensors.filter((t) => !direct(t)).map((t) => t.bytes));
+  const largest = tensors.reduce((m, t) => (direct(t) ? m : Math.max(m, t.bytes)), 0);
   const decoder = readBytes && largest > 0 ? WasmBlockDecoder.create(largest) : null;
   const buffer = readBytes && !decoder ? new Uint8Array(largest) : null;
   try {

@@ -1,6 +1,7 @@
 /**
  * A fake HuggingFace hub on 127.0.0.1: a "hub" server answering /{repo}/resolve/{revision}/{file} like
- * huggingface.co (LFS files redirect to a "CDN" server on another port, with X-Linked-Etag = sha256), and
+ * huggingface.co (LFS files redirect to a "CDN" server on another port, with X-Linked-Etag = sha256; other
+ * files answer with their git blob id as ETag), and
  * the CDN serving /cdn/<sha256> with Range support. `guardNetwork()` makes any request to another host
  * (and any https request) fail the test.
  */
@@ -19,6 +20,8 @@ export const httpsModule = https;
 /** The commit every fake repo is at. */
 export const COMMIT = createHash('sha1').update('fake commit').digest('hex');
 export const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+/** A git file's id, the hub's ETag for files not in LFS (huggingface_hub's `git_hash`). */
+export const gitBlobId = (b: Buffer) => createHash('sha1').update(`blob ${b.length}\0`).update(b).digest('hex');
 const isLfs = (f: string) => /\.(safetensors|bin)$/.test(f);
 
 export interface Hit { server: 'hub' | 'cdn'; method: string; path: string; headers: IncomingMessage['headers'] }
@@ -88,7 +91,7 @@ export class FakeHub {
       });
       return void res.end();
     }
-    res.writeHead(200, { etag: `"${createHash('sha1').update(body).digest('hex')}"`, 'x-repo-commit': COMMIT, 'content-length': body.length });
+    res.writeHead(200, { etag: `"${gitBlobId(body)}"`, 'x-repo-commit': COMMIT, 'content-length': body.length });
     res.end(req.method === 'HEAD' ? undefined : body);
   }
 

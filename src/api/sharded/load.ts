@@ -2,13 +2,13 @@
  * Loading a model sharded across threads (LoadOptions.threads > 1): every thread builds only its shard
  * of each layer and reads only its slices of the checkpoint (rows of q/k/v and fc1, columns of out_proj
  * and fc2), all threads at once; this thread also holds the embeddings, the LayerNorms and the biases
- * added after the reductions. No thread ever holds a whole weight it does not run.
+ * added after the reductions. No thread holds a whole tower weight it does not run; the projector is
+ * also held whole on this thread, as the layer that trains (LlavaVision.projector).
  */
 import * as os from 'os';
 import { CLIPVisionConfig } from '../../config/clip';
 import type { TowerLayout } from '../../model/layout';
 import { ConfigError } from '../../errors';
-import { encodeBlock } from '../../io/blocks';
 import { checkVisionConfigAgainstWeights } from '../../model/config_checks';
 import { CLIPVisionEmbeddings } from '../../model/embeddings';
 import { Module, ModuleGroup, namedParams } from '../../model/module';
@@ -17,10 +17,9 @@ import { readHostTowerWeights, readVector } from '../../model/parallel/host_weig
 import { maxRanks, planRanks, splitRange } from '../../model/parallel/partition';
 import { RankCompute, TowerShard, projectorShard } from '../../model/parallel/shards';
 import { Projector, ProjectorConfig, projectorDepth } from '../../model/projector';
-import { KeyMap, disposeWeights, loadWeights, prefaultWeights, writeParam } from '../../model/weights';
+import { KeyMap, disposeWeights, loadWeights, prefaultWeights } from '../../model/weights';
 import { OpenedSource, openTensorSource } from '../sources';
 import type { CLIPVisionTower } from '../vision_tower';
-import { ExportedParam } from './protocol';
 import { ShardTeam } from './team';
 
 export const THREADS_ENV_VAR = 'LLAVA_VISION_THREADS';
@@ -186,30 +185,4 @@ export async function loadShardedProjector(runtime: ShardedRuntime, config: Proj
     if (shard) disposeWeights(shard);
     throw e;
   }
-}
-
-/**
- * The sharded projector gathered onto this thread as one trainable Projector (its weights assembled
- * from every thread's blocks), the shards freed: what `LlavaVision.projector` gives for training.
- */
-export function gatherProjector(runtime: ShardedRuntime, sharded: ShardedProjector): Projector {
-  const { team, rank0 } = runtime;
-  const local = (p: Projector | null): ExportedParam[] =>
-    p ? [...namedParams(p)].map(([path, q]) => ({ path, checkpointShape: q.checkpointShape, cols: q.cols, blocks: q.blocks, data: q.variables.map((v) => v.read().dataSync() as Float32Array) })) : [];
-  const parts = [local(rank0.projector), ...team.request<ExportedParam[]>(() => ({ kind: 'exportProjector' }))].flat();
-  const projector = new Projector(sharded.config, { init: 'uninitialised' });
-  try {
-    for (const [path, param] of namedParams(projector)) {
-      const full = new Float32Array(param.checkpointShape.reduce((a, b) => a * b, 1));
-      if (path === '2.bias' && sharded.lastBias) full.set(sharded.lastBias);
-      for (const part of parts.filter((x) => x.path === path)) part.data.forEach((d, j) => encodeBlock(d, full, part.cols, part.blocks[j]));
-      writeParam(param, full);
-    }
-  } catch (e) {
-    disposeWeights(projector);
-    throw e;
-  }
-  team.request(() => ({ kind: 'dropProjector' }));
-  sharded.dispose();
-  return projector;
 }

@@ -45,7 +45,6 @@ export type LoadReply =
 export type SyncRequest =
   | { kind: 'buffers'; input: SharedArrayBuffer; output: SharedArrayBuffer }
   | { kind: 'memory' }
-  | { kind: 'exportProjector' }
   | { kind: 'dropProjector' }
   | { kind: 'hook'; module: string; name: string; args: unknown };
 
@@ -58,15 +57,6 @@ export interface ThreadMemory {
   wasmHeapBytes: number;
   /** Bytes of the weights the thread holds. */
   weightBytes: number;
-}
-
-/** A parameter's blocks as a thread holds them (for gathering a sharded projector). */
-export interface ExportedParam {
-  path: string;
-  checkpointShape: number[];
-  cols: number;
-  blocks: { r0: number; nr: number; c0: number; nc: number; transposed: boolean }[];
-  data: Float32Array[];
 }
 
 // worker_threads' MessagePort, without importing its types into this file's users.

@@ -8,12 +8,11 @@ import { MessagePort, parentPort, receiveMessageOnPort, workerData } from 'worke
 import * as tf from '../../tf';
 import { initBackend } from '../../backend';
 import { wasmHeapView } from '../../model/wasm_heap';
-import { namedParams } from '../../model/module';
 import { RankCompute, TowerShard, projectorShard } from '../../model/parallel/shards';
 import { disposeWeights, loadWeights, prefaultWeights } from '../../model/weights';
 import { Module } from '../../model/module';
 import { openTensorSource } from '../sources';
-import { CTL, ExportedParam, LoadReply, LoadRequest, OP_CODES, STATS, STATS_SLOTS, STEP_BY_CODE, SyncReply, SyncRequest, ThreadMemory, WorkerInit } from './protocol';
+import { CTL, LoadReply, LoadRequest, OP_CODES, STATS, STATS_SLOTS, STEP_BY_CODE, SyncReply, SyncRequest, ThreadMemory, WorkerInit } from './protocol';
 
 const init = workerData as WorkerInit;
 const port = parentPort!;
@@ -140,8 +139,6 @@ function handle(request: SyncRequest): unknown {
       return null;
     case 'memory':
       return memory();
-    case 'exportProjector':
-      return exportProjector();
     case 'dropProjector':
       if (compute.projector) disposeWeights(compute.projector);
       compute.projector = null;
@@ -163,14 +160,6 @@ function handle(request: SyncRequest): unknown {
 function memory(): ThreadMemory {
   const heap = (tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } }).wasm?.HEAPU8;
   return { numTensors: tf.memory().numTensors, wasmHeapBytes: heap?.length ?? 0, weightBytes: compute.weights().reduce((s, w) => s + w.size * 4, 0) };
-}
-
-function exportProjector(): ExportedParam[] {
-  if (!compute.projector) return [];
-  return [...namedParams(compute.projector)].map(([path, p]) => ({
-    path, checkpointShape: p.checkpointShape, cols: p.cols, blocks: p.blocks,
-    data: p.variables.map((v) => v.read().dataSync() as Float32Array),
-  }));
 }
 
 async function main(): Promise<void> {
