@@ -97,14 +97,14 @@ test('the CLI without the tfjs peers: --help, --version and download work; the o
     const help = cli('--help');
     expect({ code: help.code, err: help.err }).toEqual({ code: 0, err: '' });
     expect(help.out).toMatch(/^Usage:\n {2}llava-vision encode /m);
-    expect(help.out).toContain(`\nencode, preprocess, inspect: cannot run here (their options are listed once they can): ${needs}\n`);
+    expect(help.out).toContain(`\nencode, preprocess, inspect, check: cannot run here (their options are listed once they can): ${needs}\n`);
     expect(help.out).toContain('\ndownload: a model from the HuggingFace hub');
     const { version } = readJson<{ version: string }>(path.join(ROOT, 'package.json'));
     expect(cli('--version')).toEqual({ code: 0, out: `llava-vision-tfjs ${version}\n`, err: '' });
     expect(cli('download', '--help')).toMatchObject({ code: 0, err: '' });
     // download needs no TensorFlow.js: it runs (here into its offline error)
     expect(cli('download', 'org/name')).toMatchObject({ code: 1, err: expect.stringMatching(/^llava-vision: org\/name at revision main: it is not in the HF cache .*HF_HUB_OFFLINE=1 forbids downloading/) as unknown });
-    for (const args of [['encode', 'a.png', '--out', 'o.safetensors'], ['preprocess', 'a.png', '--out', 'o.safetensors'], ['inspect', 'x'], ['encode', '--help']]) {
+    for (const args of [['encode', 'a.png', '--out', 'o.safetensors'], ['preprocess', 'a.png', '--out', 'o.safetensors'], ['inspect', 'x'], ['check', '--reference', 'r.safetensors'], ['encode', '--help']]) {
       expect({ args, ...cli(...args) }).toEqual({ args, code: 1, out: '', err: `llava-vision: ${needs}\n` });
     }
   } finally {
