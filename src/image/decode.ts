@@ -28,7 +28,9 @@ import * as os from 'os';
 import { ImageError, oneLine } from '../errors';
 import { decodeBmp } from './bmp';
 import { decodeGif } from './gif';
-import { ImageFormat, SNIFF_BYTES, pngColourType, readImageFile, readImageHead, sniffImageFormat } from './format';
+import { decodePng, pngExif, pngForLibvips } from './png';
+import { exifOrientation, orientImage } from './orientation';
+import { ImageFormat, SNIFF_BYTES, readImageFile, readImageHead, sniffImageFormat } from './format';
 import { RgbImage } from './types';
 import { checkDecodedBytes, checkImagePixels, maxImagePixels } from './limits';
 
@@ -54,21 +56,57 @@ export interface DecodedImage extends RgbImage {
 
 export async function decodeImage(input: string | Uint8Array, opts: DecodeOptions = {}): Promise<DecodedImage> {
   const name = typeof input === 'string' ? input : (opts.name ?? '<image buffer>');
-  const src = typeof input === 'string' ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
   const head = typeof input === 'string' ? await readImageHead(input, name) : input.subarray(0, SNIFF_BYTES);
   if (head.length === 0) throw new ImageError(`cannot decode image ${name}: empty file`);
   const sniffed = sniffImageFormat(head);
   if ('refused' in sniffed) throw new ImageError(`cannot decode image ${name}: ${sniffed.refused}`);
-  if (sniffed.format === 'bmp' || sniffed.format === 'gif') {
-    // Our own decoders: sharp has no BMP loader, and composites GIFs unlike Pillow.
-    const bytes = typeof input === 'string' ? await readImageFile(input, name) : input;
-    const limit = maxImagePixels(opts.maxImagePixels);
-    return sniffed.format === 'bmp' ? decodeBmp(bytes, name, limit) : decodeGif(bytes, name, limit);
-  }
-  // 'error' rejects truncated or corrupt pixel data (Pillow raises on those too) but, unlike
-  // sharp's default 'warning', accepts files with harmless warnings that Pillow also accepts.
   const limit = maxImagePixels(opts.maxImagePixels);
-  const sharpOpts = { ignoreIcc: true, failOn: 'error' as const, autoOrient: !!opts.autoOrient, limitInputPixels: Number.isFinite(limit) ? Math.max(1, Math.floor(limit)) : false };
+  const { format } = sniffed;
+  if (format === 'bmp' || format === 'gif' || format === 'png') {
+    // Our own decoders: sharp has no BMP loader, composites GIFs unlike Pillow, and libpng
+    // accepts and refuses other PNGs than Pillow (and gives black for indices past PLTE).
+    const bytes = typeof input === 'string' ? await readImageFile(input, name) : input;
+    if (format === 'bmp') return decodeBmp(bytes, name, limit);
+    if (format === 'gif') return decodeGif(bytes, name, limit);
+    return orientPng(bytes, await decodePngFile(bytes, name, limit, opts), opts);
+  }
+  const src = typeof input === 'string' ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
+  return decodeWithLibvips(src, name, format, limit, opts, 'error');
+}
+
+/**
+ * A PNG: plain ones (pngForLibvips) through libvips, which decodes them faster (and then gives
+ * Pillow's pixels), unless libpng has a warning; every other one through our own decoder.
+ */
+async function decodePngFile(bytes: Uint8Array, name: string, limit: number, opts: DecodeOptions): Promise<DecodedImage> {
+  const pngOpts = { maxPixels: limit, grey16: opts.grey16 ?? 'pillow' } as const;
+  const mode = pngForLibvips(bytes, name, pngOpts);
+  if (mode) {
+    try {
+      const src = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      const img = await decodeWithLibvips(src, name, 'png', limit, { ...opts, autoOrient: false }, 'warning');
+      return { ...img, sourceMode: mode };
+    } catch {
+      // A libpng warning: decodePng gives Pillow's verdict.
+    }
+  }
+  return decodePng(bytes, name, pngOpts);
+}
+
+/** autoOrient for PNG: the eXIf chunk's orientation (libvips' rule; Pillow's Image.open ignores it). */
+function orientPng(bytes: Uint8Array, img: DecodedImage, opts: DecodeOptions): DecodedImage {
+  const exif = opts.autoOrient ? pngExif(bytes) : undefined;
+  return exif ? orientImage(img, exifOrientation(exif)) : img;
+}
+
+/**
+ * sharp/libvips' decoding with the stored samples untouched, and our conversion to RGB (see the top).
+ * `failOn` 'error' rejects truncated or corrupt pixel data (Pillow raises on those too) but, unlike
+ * sharp's default 'warning', accepts files with harmless warnings that Pillow also accepts.
+ */
+async function decodeWithLibvips(src: string | Buffer, name: string, format: ImageFormat, limit: number, opts: DecodeOptions,
+  failOn: 'error' | 'warning'): Promise<DecodedImage> {
+  const sharpOpts = { ignoreIcc: true, failOn, autoOrient: !!opts.autoOrient, limitInputPixels: Number.isFinite(limit) ? Math.max(1, Math.floor(limit)) : false };
   let meta: Metadata;
   let raw: { data: Buffer; info: OutputInfo };
   let sixteen = false;
@@ -81,7 +119,7 @@ export async function decodeImage(input: string | Uint8Array, opts: DecodeOption
     const space = meta.space as string;
     sixteen = space === 'rgb16' || space === 'grey16';
     if (sixteen) checkDecodedBytes(meta.width ?? 0, meta.height ?? 0, meta.channels ?? 4, 2, `image ${name}`, limit);
-    clipGrey16 = space === 'grey16' && (opts.grey16 ?? 'pillow') === 'pillow' && pillowClipsGrey16(sniffed.format, head, meta, name);
+    clipGrey16 = space === 'grey16' && (opts.grey16 ?? 'pillow') === 'pillow' && pillowClipsGrey16(format, meta, name);
     if (space === 'cmyk') {
       // Keep the C, M, Y, K samples: without a CMYK pipeline sharp would run an ICC transform.
       pipe = pipe.pipelineColourspace('cmyk').toColourspace('cmyk');
@@ -117,17 +155,15 @@ export async function decodeImage(input: string | Uint8Array, opts: DecodeOption
       out[i * 3 + 2] = samples[s + 2];
     }
   }
-  const mode = clipGrey16 ? (sniffed.format === 'png' ? 'I' : 'I;16') : sourceMode(meta);
+  const mode = clipGrey16 ? 'I;16' : sourceMode(meta);
   return { width, height, data: out, sourceMode: mode };
 }
 
 /**
- * Whether Pillow opens this 16-bit grey image as mode I / I;16 (convert('RGB') clips at 255):
- * grey PNGs with or without tRNS (sharp shows tRNS as alpha) and single-channel TIFFs. Grey+alpha
- * PNGs open as RGBA (high byte); grey+alpha TIFFs do not open at all.
+ * Whether Pillow opens this 16-bit grey image as mode I;16 (convert('RGB') clips at 255):
+ * single-channel TIFFs. Grey+alpha TIFFs do not open at all.
  */
-function pillowClipsGrey16(format: ImageFormat, head: Uint8Array, meta: Metadata, name: string): boolean {
-  if (format === 'png') return pngColourType(head) !== 4;
+function pillowClipsGrey16(format: ImageFormat, meta: Metadata, name: string): boolean {
   if (format === 'tiff' && meta.hasAlpha) {
     throw new ImageError(`cannot decode image ${name}: 16-bit grey+alpha TIFF, which Pillow 9.4 cannot open (LLaVA cannot read it either)`);
   }
