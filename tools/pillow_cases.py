@@ -18,11 +18,13 @@ def fresh_dir(out):
 
 
 def pillow_rgb(src, out):
-    """What LLaVA's loader gets: mode, size and the sha256 of the RGB bytes, or Pillow's error."""
+    """What LLaVA's loader gets: mode, size and the sha256 of the RGB bytes, or Pillow's error. The
+    size is the converted image's: loading may turn it (a TIFF's Orientation)."""
     try:
         with Image.open(src) as im:
-            mode, size = im.mode, list(im.size)
+            mode = im.mode
             rgb = np.asarray(im.convert('RGB'))
+        size = [rgb.shape[1], rgb.shape[0]]
         return {'mode': mode, 'size_wh': size, 'rgb_u8_sha256': hashlib.sha256(rgb.tobytes()).hexdigest()}
     except Exception as e:  # noqa: BLE001 - what Pillow raises is the expectation
         msg = re.sub(r'<_io.BytesIO object at 0x[0-9a-f]+>', '<bytes>', f'{type(e).__name__}: {e}')

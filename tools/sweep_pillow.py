@@ -424,6 +424,318 @@ def _mutate_apng(rng, chunks, names):
     return f'png:apng:{how}', png_join(new)
 
 
+
+# ---------------------------------------------------------------------------------------------
+# TIFF
+
+TIFF_TYPES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8}
+
+
+def tiff_ifd(data):
+    """(endian, bigtiff, [entries], next offset) of the first IFD; entries are [tag, type, count, raw value bytes]."""
+    e = '<' if data[:2] == b'II' else '>'
+    big = data[2:4] in (b'\x2b\x00', b'\x00\x2b')
+    off = struct.unpack(e + ('Q' if big else 'I'), data[8:16] if big else data[4:8])[0]
+    n = struct.unpack(e + ('Q' if big else 'H'), data[off:off + (8 if big else 2)])[0]
+    pos = off + (8 if big else 2)
+    entries = []
+    for _ in range(n):
+        if big:
+            tag, typ, count = struct.unpack(e + 'HHQ', data[pos:pos + 12])
+            inline, width = data[pos + 12:pos + 20], 8
+            pos += 20
+        else:
+            tag, typ, count = struct.unpack(e + 'HHI', data[pos:pos + 8])
+            inline, width = data[pos + 8:pos + 12], 4
+            pos += 12
+        size = TIFF_TYPES.get(typ, 1) * count
+        if size > width:
+            at = struct.unpack(e + ('Q' if big else 'I'), inline)[0]
+            value = data[at:at + size]
+        else:
+            value = inline[:size]
+        entries.append([tag, typ, count, value])
+    nxt = struct.unpack(e + ('Q' if big else 'I'), data[pos:pos + (8 if big else 4)])[0]
+    return e, big, entries, nxt
+
+
+def tiff_with_ifd(data, e, big, entries, nxt=None):
+    """The file with a new first IFD (and its out-of-line values) appended and the header pointing at it."""
+    out = bytearray(data)
+    if len(out) % 2:
+        out += b'\0'
+    width = 8 if big else 4
+    blobs = bytearray()
+    base = len(out)
+    ifd_size = (8 if big else 2) + len(entries) * (20 if big else 12) + width
+    body = bytearray(struct.pack(e + ('Q' if big else 'H'), len(entries)))
+    for tag, typ, count, value in entries:
+        body += struct.pack(e + ('HHQ' if big else 'HHI'), tag, typ, count)
+        if len(value) > width:
+            at = base + ifd_size + len(blobs)
+            blobs += value + (b'\0' if len(value) % 2 else b'')
+            body += struct.pack(e + ('Q' if big else 'I'), at)
+        else:
+            body += value.ljust(width, b'\0')
+    if nxt is None:
+        nxt = tiff_ifd(data)[3]
+    body += struct.pack(e + ('Q' if big else 'I'), nxt)
+    out += body + blobs
+    if big:
+        out[8:16] = struct.pack(e + 'Q', base)
+    else:
+        out[4:8] = struct.pack(e + 'I', base)
+    return bytes(out)
+
+
+def tiff_value(e, typ, values):
+    fmt = {1: 'B', 3: 'H', 4: 'I', 6: 'b', 8: 'h', 9: 'i', 11: 'f', 12: 'd', 16: 'Q', 13: 'I'}[typ]
+    if typ not in (11, 12):  # wrap into the type's range
+        bits = 8 * struct.calcsize(fmt)
+        values = [int(v) % (1 << bits) for v in values]
+        if fmt in 'bhi':
+            values = [v - (1 << bits) if v >= 1 << (bits - 1) else v for v in values]
+    return struct.pack(e + fmt * len(values), *values)
+
+
+def tiff_num(e, entry):
+    tag, typ, count, value = entry
+    fmt = {1: 'B', 3: 'H', 4: 'I', 6: 'b', 8: 'h', 9: 'i', 11: 'f', 12: 'd', 16: 'Q', 13: 'I'}.get(typ)
+    if not fmt or not count:
+        return []
+    return list(struct.unpack(e + fmt * count, value[:struct.calcsize(fmt) * count]))
+
+
+def tiffcp(data, *args):
+    """libtiff's tiffcp over the file (tiles, planes, predictors Pillow cannot write); None without libtiff-tools."""
+    import shutil
+    import subprocess
+    if not shutil.which('tiffcp'):
+        return None
+    with tempfile.TemporaryDirectory() as d:
+        src, dst = os.path.join(d, 'in.tif'), os.path.join(d, 'out.tif')
+        open(src, 'wb').write(data)
+        subprocess.run(['tiffcp', *args, src, dst], check=True, capture_output=True)
+        return open(dst, 'rb').read()
+
+
+def raw_tiff(a, photometric, bps, e='<', rows_per_strip=None, extra=(), planar=1, fill_order=None, orientation=None,
+             sample_format=None, colormap=None, compression=1, bigtiff=False):
+    """An uncompressed TIFF written here (any sample layout): a is H x W x spp of ints packed at bps bits."""
+    h, w = a.shape[:2]
+    spp = 1 if a.ndim == 2 else a.shape[2]
+    planes = [a] if planar == 1 or spp == 1 else [a[:, :, k] for k in range(spp)]
+    rps = rows_per_strip or h
+    strips = []
+    for plane in planes:
+        p_spp = 1 if plane.ndim == 2 else plane.shape[2]
+        for y0 in range(0, h, rps):
+            rows = plane[y0:y0 + rps]
+            b = bytearray()
+            for row in rows:
+                flat = row.reshape(-1)
+                if bps >= 8:
+                    b += flat.astype(e + {8: 'u1', 16: 'u2', 32: 'u4'}[bps] if sample_format != 3 else e + 'f4').tobytes()
+                else:
+                    bits, acc, nb = 0, 0, 0
+                    for v in flat:
+                        acc = (acc << bps) | int(v)
+                        nb += bps
+                        if nb == 8:
+                            b.append(acc)
+                            acc = nb = 0
+                    if nb:
+                        b.append(acc << (8 - nb))
+            strips.append(bytes(b))
+    header = (b'II' if e == '<' else b'MM') + (struct.pack(e + 'HHHQ', 43, 8, 0, 0) if bigtiff else struct.pack(e + 'HI', 42, 0))
+    data = bytearray(header)
+    offsets = []
+    for s_ in strips:
+        offsets.append(len(data))
+        data += s_
+    entries = [[256, 4, 1, struct.pack(e + 'I', w)], [257, 4, 1, struct.pack(e + 'I', h)],
+               [258, 3, spp, tiff_value(e, 3, [bps] * spp)], [259, 3, 1, struct.pack(e + 'H', compression)],
+               [262, 3, 1, struct.pack(e + 'H', photometric)],
+               [273, 4, len(offsets), tiff_value(e, 4, offsets)], [277, 3, 1, struct.pack(e + 'H', spp)],
+               [278, 4, 1, struct.pack(e + 'I', rps)], [279, 4, len(strips), tiff_value(e, 4, [len(s_) for s_ in strips])],
+               [284, 3, 1, struct.pack(e + 'H', planar)]]
+    if fill_order:
+        entries.append([266, 3, 1, struct.pack(e + 'H', fill_order)])
+    if orientation:
+        entries.append([274, 3, 1, struct.pack(e + 'H', orientation)])
+    if extra:
+        entries.append([338, 3, len(extra), tiff_value(e, 3, list(extra))])
+    if sample_format:
+        entries.append([339, 3, spp, tiff_value(e, 3, [sample_format] * spp)])
+    if colormap is not None:
+        entries.append([320, 3, len(colormap), tiff_value(e, 3, list(colormap))])
+    entries.sort(key=lambda x: x[0])
+    return tiff_with_ifd(bytes(data), e, bigtiff, entries, nxt=0)
+
+
+def tiff_seeds():
+    im = base()
+    a = np.asarray(im)
+    w, h = im.size
+    big = base(19, 13, (180, 90))
+    ab = np.asarray(big)
+    grey = np.asarray(im.convert('L'))
+    pal = im.convert('P', palette=Image.ADAPTIVE, colors=16)
+    alpha = (np.arange(w * h).reshape(h, w) * 37 % 256).astype(np.uint8)
+    seeds = {
+        'pil_rgb': pil_bytes(im, 'TIFF'),
+        'pil_rgb_lzw': pil_bytes(im, 'TIFF', compression='tiff_lzw'),
+        'pil_rgb_deflate': pil_bytes(im, 'TIFF', compression='tiff_adobe_deflate'),
+        'pil_rgb_packbits': pil_bytes(im, 'TIFF', compression='packbits'),
+        'pil_rgb_jpeg': pil_bytes(big, 'TIFF', compression='jpeg'),
+        'pil_l': pil_bytes(im.convert('L'), 'TIFF'),
+        'pil_l_lzw': pil_bytes(im.convert('L'), 'TIFF', compression='tiff_lzw'),
+        'pil_1': pil_bytes(im.convert('1'), 'TIFF'),
+        'pil_1_g4': pil_bytes(big.convert('1'), 'TIFF', compression='group4'),
+        'pil_p': pil_bytes(pal, 'TIFF'),
+        'pil_p_lzw': pil_bytes(pal, 'TIFF', compression='tiff_lzw'),
+        'pil_la': pil_bytes(im.convert('LA'), 'TIFF'),
+        'pil_rgba': pil_bytes(Image.fromarray(np.dstack([a, alpha]), 'RGBA'), 'TIFF'),
+        'pil_rgba_deflate': pil_bytes(Image.fromarray(np.dstack([a, alpha]), 'RGBA'), 'TIFF', compression='tiff_adobe_deflate'),
+        'pil_cmyk': pil_bytes(im.convert('CMYK'), 'TIFF'),
+        'pil_cmyk_lzw': pil_bytes(im.convert('CMYK'), 'TIFF', compression='tiff_lzw'),
+        'pil_i16': pil_bytes(Image.frombytes('I;16', (w, h), (grey.astype('<u2') * 3).tobytes()), 'TIFF'),
+        'pil_i32': pil_bytes(Image.fromarray(grey.astype(np.int32) * 5 - 300, 'I'), 'TIFF'),
+        'pil_f': pil_bytes(Image.fromarray(grey.astype(np.float32) * 1.7 - 20, 'F'), 'TIFF'),
+        'pil_lab': pil_bytes(im.convert('LAB'), 'TIFF'),
+        'pil_lab_lzw': pil_bytes(im.convert('LAB'), 'TIFF', compression='tiff_lzw'),
+        'pil_ycbcr': pil_bytes(im.convert('YCbCr'), 'TIFF'),
+        'pil_two_pages': pil_bytes(im, 'TIFF', save_all=True, append_images=[im.transpose(Image.FLIP_LEFT_RIGHT)]),
+        'raw_rgb_strips_be': raw_tiff(a, 2, 8, e='>', rows_per_strip=2),
+        'raw_rgb_planar': raw_tiff(a, 2, 8, planar=2, rows_per_strip=3),
+        'raw_grey4_fill2': raw_tiff(grey >> 4, 1, 4, fill_order=2),
+        'raw_grey2_white': raw_tiff(grey >> 6, 0, 2),
+        'raw_rgb16_be': raw_tiff(a.astype(np.uint16) * 257, 2, 16, e='>'),
+        'raw_rgba_assoc': raw_tiff(np.dstack([a * (alpha[:, :, None] / 255.0), alpha]).astype(np.uint8), 2, 8, extra=(1,)),
+        'raw_rgbx': raw_tiff(np.dstack([a, alpha]), 2, 8, extra=(0,)),
+        'raw_p4': raw_tiff(np.asarray(pal) % 16, 3, 4, colormap=[(i * 4111) % 65536 for i in range(48)]),
+        'raw_orient6': raw_tiff(a, 2, 8, orientation=6, rows_per_strip=4),
+        'raw_orient5_l': raw_tiff(grey, 1, 8, orientation=5),
+        'raw_bigtiff': raw_tiff(a, 2, 8, bigtiff=True),
+        'raw_lab': raw_tiff(np.asarray(im.convert('LAB')).astype(np.uint8) ^ np.array([0, 128, 128], np.uint8), 8, 8),
+        'raw_ycbcr': raw_tiff(np.asarray(im.convert('YCbCr')), 6, 8),
+    }
+    for name, args in [('lzw_pred_tiles', ('-c', 'lzw:2', '-t', '-w', '16', '-l', '16')), ('deflate_planar', ('-c', 'zip', '-p', 'separate')),
+                       ('jpeg_tiles', ('-c', 'jpeg', '-t', '-w', '16', '-l', '16')), ('raw_tiles', ('-c', 'none', '-t', '-w', '16', '-l', '16')),
+                       ('packbits_strips', ('-c', 'packbits', '-r', '3')), ('lzw_orient', ('-c', 'lzw'))]:
+        out = tiffcp(pil_bytes(big, 'TIFF'), *args)
+        if out is not None:
+            seeds['tiffcp_' + name] = out
+    if 'tiffcp_lzw_orient' in seeds:
+        e, bt, entries, nxt = tiff_ifd(seeds['tiffcp_lzw_orient'])
+        entries = [x for x in entries if x[0] != 274] + [[274, 3, 1, struct.pack(e + 'H', 7)]]
+        seeds['tiffcp_lzw_orient'] = tiff_with_ifd(seeds['tiffcp_lzw_orient'], e, bt, sorted(entries, key=lambda x: x[0]))
+    return seeds
+
+
+TIFF_TAG_CHOICES = {
+    256: [0, 1, 5, 11, 12, 19, 70000], 257: [0, 1, 3, 7, 8, 13, 70000], 258: [1, 2, 4, 8, 12, 16, 32, 3],
+    259: [1, 2, 3, 4, 5, 7, 8, 32773, 32946, 6, 9, 34712], 262: [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 32844],
+    266: [1, 2, 3], 274: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], 277: [1, 2, 3, 4, 5, 6, 7], 278: [0, 1, 2, 3, 100, 0xFFFFFFFF],
+    284: [1, 2, 3], 317: [1, 2, 3], 338: [0, 1, 2], 339: [1, 2, 3, 4],
+}
+
+
+def mutate_tiff(rng, data):
+    try:
+        e, big, entries, nxt = tiff_ifd(data)
+    except Exception:  # noqa: BLE001
+        return random_bytes(rng, data)
+    if not entries or rng.random() < 0.06:
+        return random_bytes(rng, data)
+    kind = rng.choice(['orientation', 'orientation', 'orientation', 'dup', 'dup', 'dup', 'drop', 'value', 'value', 'value', 'type',
+                       'count', 'truncate', 'truncate_data', 'strip_offset', 'photometric', 'order', 'next_ifd', 'random'])
+    tags = [t for t, _, _, _ in entries]
+    i = rng.randrange(len(entries))
+    if kind == 'orientation':
+        v = rng.choice([1, 2, 3, 4, 5, 6, 7, 8, 8, 6, 0, 9, 65535])
+        entries = [x for x in entries if x[0] != 274] + [[274, rng.choice([3, 3, 3, 4, 1]), 1, tiff_value(e, 3, [v]) if True else b'']]
+        if entries[-1][1] != 3:
+            entries[-1][3] = tiff_value(e, entries[-1][1], [v % 256 if entries[-1][1] == 1 else v])
+        if rng.random() < 0.8:
+            entries.sort(key=lambda x: x[0])
+        return f'tiff:orientation:{v}', tiff_with_ifd(data, e, big, entries, nxt)
+    if kind == 'dup':
+        t, typ, count, value = entries[i]
+        nums = tiff_num(e, entries[i])
+        choices = TIFF_TAG_CHOICES.get(t)
+        if t in (273, 324):  # strip/tile offsets: point elsewhere in the file
+            new = [max(0, min(len(data) - 1, v + rng.choice([-64, -3, 1, 7, 64, 200]))) for v in nums]
+        elif choices:
+            new = [rng.choice(choices)] * max(1, count)
+        else:
+            new = [v ^ rng.randrange(1, 8) for v in nums] if nums else None
+        dup = [t, typ, count, tiff_value(e, typ, new) if new is not None and typ in (1, 3, 4, 6, 8, 9, 16) else value]
+        where = rng.choice(['after', 'end', 'before'])
+        entries.insert(i + 1 if where == 'after' else len(entries) if where == 'end' else i, dup)
+        return f'tiff:dup:{t}', tiff_with_ifd(data, e, big, entries, nxt)
+    if kind == 'drop':
+        t = entries.pop(i)[0]
+        return f'tiff:drop:{t}', tiff_with_ifd(data, e, big, entries, nxt)
+    if kind in ('value', 'photometric'):
+        if kind == 'photometric':
+            i = tags.index(262) if 262 in tags else i
+        t, typ, count, value = entries[i]
+        choices = TIFF_TAG_CHOICES.get(t)
+        if not choices or typ not in (1, 3, 4, 6, 8, 9, 16):
+            return random_bytes(rng, data)
+        v = rng.choice(choices)
+        entries[i] = [t, typ, count, tiff_value(e, typ, [v % (256 if typ == 1 else 65536 if typ == 3 else 1 << 32)] * count)]
+        return f'tiff:value:{t}', tiff_with_ifd(data, e, big, entries, nxt)
+    if kind == 'type':
+        t, typ, count, value = entries[i]
+        nums = tiff_num(e, entries[i])
+        new_typ = rng.choice([1, 2, 3, 4, 5, 7, 8, 9, 11, 12, 16, 14, 0])
+        if new_typ in (1, 3, 4, 8, 9, 16) and nums:
+            val = tiff_value(e, new_typ, [int(v) % (1 << (8 * TIFF_TYPES[new_typ] - (1 if new_typ in (8, 9) else 0))) for v in nums])
+        elif new_typ in (11, 12) and nums:
+            val = struct.pack(e + ('f' if new_typ == 11 else 'd') * len(nums), *[float(v) for v in nums])
+        elif new_typ == 5 and nums:
+            val = struct.pack(e + 'II' * len(nums), *[x for v in nums for x in (int(v), 1)])
+        else:
+            val = value
+        entries[i] = [t, new_typ, count, val]
+        return f'tiff:type:{t}', tiff_with_ifd(data, e, big, entries, nxt)
+    if kind == 'count':
+        t, typ, count, value = entries[i]
+        nc = rng.choice([0, 1, 2, 3, count + 1, max(0, count - 1)])
+        unit = TIFF_TYPES.get(typ, 1)
+        entries[i] = [t, typ, nc, (value * (nc // max(1, count) + 1))[:unit * nc]]
+        return f'tiff:count:{t}', tiff_with_ifd(data, e, big, entries, nxt)
+    if kind == 'truncate':
+        return 'tiff:truncate', data[:rng.randrange(8, len(data))]
+    if kind == 'truncate_data':
+        offs = [tiff_num(e, x) for x in entries if x[0] in (273, 324)]
+        if not offs or not offs[0]:
+            return random_bytes(rng, data)
+        o = rng.choice(offs[0])
+        b = bytearray(data)
+        for k in range(rng.randrange(1, 6)):
+            if o + k < len(b):
+                b[o + k] = rng.randrange(256)
+        return 'tiff:strip_bytes', bytes(b)
+    if kind == 'strip_offset':
+        j = next((k for k, x in enumerate(entries) if x[0] in (273, 279, 324, 325)), None)
+        if j is None:
+            return random_bytes(rng, data)
+        t, typ, count, value = entries[j]
+        nums = tiff_num(e, entries[j])
+        nums = [max(0, v + rng.choice([-5, -1, 1, 10, 1000, -v])) for v in nums]
+        entries[j] = [t, typ, count, tiff_value(e, typ, nums) if typ in (3, 4, 16) else value]
+        return f'tiff:strips:{t}', tiff_with_ifd(data, e, big, entries, nxt)
+    if kind == 'order':
+        rng.shuffle(entries)
+        return 'tiff:unsorted', tiff_with_ifd(data, e, big, entries, nxt)
+    if kind == 'next_ifd':
+        return 'tiff:next_ifd', tiff_with_ifd(data, e, big, entries, rng.choice([0, 1, 8, len(data) + 100, 4]))
+    return random_bytes(rng, data)
+
+
 # ---------------------------------------------------------------------------------------------
 # Shared
 
@@ -438,6 +750,7 @@ def random_bytes(rng, data):
 
 FORMATS = {
     'png': (png_seeds, mutate_png),
+    'tiff': (tiff_seeds, mutate_tiff),
 }
 
 

@@ -30,6 +30,7 @@ import { decodeBmp } from './bmp';
 import { decodeGif } from './gif';
 import { decodePng, pngExif, pngForLibvips } from './png';
 import { exifOrientation, orientImage } from './orientation';
+import { decodeTiff, fromLibvips, libvipsRefusal } from './tiff';
 import { ImageFormat, SNIFF_BYTES, readImageFile, readImageHead, sniffImageFormat } from './format';
 import { RgbImage } from './types';
 import { checkDecodedBytes, checkImagePixels, maxImagePixels } from './limits';
@@ -62,12 +63,14 @@ export async function decodeImage(input: string | Uint8Array, opts: DecodeOption
   if ('refused' in sniffed) throw new ImageError(`cannot decode image ${name}: ${sniffed.refused}`);
   const limit = maxImagePixels(opts.maxImagePixels);
   const { format } = sniffed;
-  if (format === 'bmp' || format === 'gif' || format === 'png') {
+  if (format === 'bmp' || format === 'gif' || format === 'png' || format === 'tiff') {
     // Our own decoders: sharp has no BMP loader, composites GIFs unlike Pillow, and libpng
-    // accepts and refuses other PNGs than Pillow (and gives black for indices past PLTE).
+    // accepts and refuses other PNGs than Pillow (and gives black for indices past PLTE). TIFF:
+    // Pillow's own reading of the tags and of uncompressed data; libvips decompresses the rest.
     const bytes = typeof input === 'string' ? await readImageFile(input, name) : input;
     if (format === 'bmp') return decodeBmp(bytes, name, limit);
     if (format === 'gif') return decodeGif(bytes, name, limit);
+    if (format === 'tiff') return decodeTiffFile(bytes, name, limit, opts);
     return orientPng(bytes, await decodePngFile(bytes, name, limit, opts), opts);
   }
   const src = typeof input === 'string' ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
@@ -91,6 +94,50 @@ async function decodePngFile(bytes: Uint8Array, name: string, limit: number, opt
     }
   }
   return decodePng(bytes, name, pngOpts);
+}
+
+/**
+ * A TIFF: uncompressed ones decoded by tiff.ts; compressed ones decompressed by libvips (libtiff),
+ * whose samples tiff.ts turns into Pillow's RGB. Pillow already applies the Orientation tag, so
+ * autoOrient changes nothing for TIFF.
+ */
+async function decodeTiffFile(bytes: Uint8Array, name: string, limit: number, opts: DecodeOptions): Promise<DecodedImage> {
+  const grey16 = opts.grey16 ?? 'pillow';
+  const planned = decodeTiff(bytes, name, limit, grey16);
+  if ('data' in planned) return planned;
+  const { plan, input } = planned;
+  const refusal = libvipsRefusal(plan);
+  if (refusal) throw new ImageError(`cannot decode image ${name}: TIFF ${refusal}`);
+  const wide = ['I;16', 'I;16B', 'I', 'F'].includes(plan.mode);
+  const sixteen = /;16/.test(plan.rawmode);
+  try {
+    const src = Buffer.from(input.buffer, input.byteOffset, input.byteLength);
+    const sharpOpts = { ignoreIcc: true, failOn: 'error' as const, limitInputPixels: false as const };
+    const meta = await sharp(src, sharpOpts).metadata();
+    if (meta.width !== plan.width || meta.height !== plan.height) {
+      // TiffDecode.c: libtiff's size (its first ImageWidth/ImageLength) must be Pillow's.
+      throw new ImageError(`cannot decode image ${name}: TIFF size ${plan.width}x${plan.height} (Pillow, last tags) differs from libtiff's ${meta.width}x${meta.height}; Pillow 9.4 refuses it too`);
+    }
+    let pipe = sharp(src, sharpOpts);
+    const space = meta.space as string;
+    if (space === 'cmyk') pipe = pipe.pipelineColourspace('cmyk').toColourspace('cmyk');
+    else if (['srgb', 'rgb', 'b-w', 'rgb16', 'grey16', 'multiband'].includes(space)) pipe = pipe.toColourspace(space === 'multiband' ? 'b-w' : space);
+    else throw new ImageError(`cannot decode image ${name}: TIFF colour space ${space} has no Pillow-exact decoding`);
+    const depth = wide ? 'double' : sixteen ? 'ushort' : 'uchar';
+    const raw = await pipe.raw({ depth }).toBuffer({ resolveWithObject: true });
+    const { channels } = raw.info;
+    if (wide) {
+      const values = new Float64Array(raw.data.buffer.slice(raw.data.byteOffset, raw.data.byteOffset + raw.data.byteLength));
+      const grey = new Float64Array(plan.width * plan.height);
+      for (let i = 0; i < grey.length; i++) grey[i] = values[i * channels];
+      return fromLibvips(plan, name, new Uint8Array(0), 1, grey16, grey);
+    }
+    const samples = sixteen ? highBytes(raw.data) : new Uint8Array(raw.data.buffer, raw.data.byteOffset, raw.data.byteLength);
+    return fromLibvips(plan, name, samples, channels, grey16);
+  } catch (e) {
+    if (e instanceof ImageError) throw e;
+    throw new ImageError(`cannot decode image ${name}: ${oneLine((e as Error).message)}`);
+  }
 }
 
 /** autoOrient for PNG: the eXIf chunk's orientation (libvips' rule; Pillow's Image.open ignores it). */
