@@ -391,7 +391,10 @@ function libtiffConflicts(ifd: Ifd, photometric: number): number[] {
   for (const tag of [258, 262, 277, 338, 339, ...(photometric === 6 ? [259, 284] : [])]) {
     const a = firstOf.get(tag);
     const b = ifd.tags.get(tag);
-    if (a && b && (a.type !== b.type || a.count !== b.count || !equalBytes(a.data, b.data))) out.push(tag);
+    if (!a || !b || (a.type === b.type && a.count === b.count && equalBytes(a.data, b.data))) continue;
+    // Photometric is only a mix where YCbCr is involved: libvips is given Pillow's (libvipsInput).
+    if (tag === 262 && !(a.type === 3 && a.count === 1 && new DataView(a.data.buffer, a.data.byteOffset).getUint16(0, ifd.le) === 6) && photometric !== 6) continue;
+    out.push(tag);
   }
   return out;
 }
@@ -553,11 +556,16 @@ function findUnpacker(mode: string, rawmode: string): { bits: number; unpack: Un
     default:
       break;
   }
-  // Planes (planar configuration 2): one band per raw mode letter.
-  const letters: Record<string, string> = { RGB: 'RGB', RGBA: 'RGBA', RGBX: 'RGBX', CMYK: 'CMYK', LAB: 'LAB', LA: 'L', PA: 'P' };
-  const band = letters[mode]?.indexOf(rawmode) ?? -1;
-  if (rawmode.length === 1 && band >= 0) return oneBand(mode === 'LA' || mode === 'PA' ? 0 : band, 1, 0);
-  if (rawmode === 'A' && (mode === 'LA' || mode === 'PA')) return oneBand(1, 1, 0);
+  // Planes (planar configuration 2) take one letter of the raw mode: Unpack.c has these.
+  const letters: Record<string, string> = { RGB: 'RGB', RGBA: 'RGBA', RGBX: 'RGBX', CMYK: 'CMYK', LAB: 'LAB', YCbCr: '' };
+  if (rawmode.length === 1) {
+    if (mode === rawmode && (mode === 'L' || mode === 'P')) return bands(8, [0]);
+    if (mode === '1' && rawmode === '1') return packed(1, false, (v) => (v ? 255 : 0));
+    if (mode === 'I' && rawmode === 'I') return numeric(32, (v, o) => v.getInt32(o, true));
+    if (mode === 'F' && rawmode === 'F') return numeric(32, (v, o) => v.getFloat32(o, true));
+    const band = (letters[mode] ?? '').indexOf(rawmode);
+    if (band >= 0) return oneBand(band, 1, 0);
+  }
   return null;
 }
 
@@ -731,36 +739,108 @@ function checkExif(plan: TiffPlan, file: Uint8Array): void {
   }
 }
 
-/** The bytes libvips reads: Orientation entries set to 1 (Pillow's rule is applied here), no next IFD, Lab as RGB. */
+/** The first entry of a tag in the directory (libtiff ignores the repeats), as Pillow decodes values. */
+function firstValue(ifd: Ifd, tag: number): PyValue | undefined {
+  const e = ifd.entries.find((x) => x.tag === tag);
+  return e ? shape(tag, e.type, decodeValues(e, ifd.le)) : undefined;
+}
+
+/**
+ * The file libvips reads: the original bytes and, after them, a new first directory holding the
+ * first entry of each tag of the original one (what libtiff reads), with Orientation 1 (applied
+ * here, by Pillow's rule), no next directory, and the Photometric that makes libtiff return the
+ * samples Pillow unpacks: Pillow's own (libtiff's decompression does not depend on it, except for
+ * YCbCr), MinIsBlack for palette images (the indices, not libvips' palette expansion), RGB for Lab
+ * (the stored values, not libvips' conversion); a single-sample image as contiguous.
+ */
 function libvipsInput(plan: TiffPlan, file: Uint8Array): Uint8Array {
   const { ifd } = plan;
-  const out = new Uint8Array(file);
+  const head = String.fromCharCode(...file.subarray(0, 4));
+  if (!['MM\0*', 'II*\0', 'II+\0'].includes(head)) refuse(`compressed, with a header libtiff does not open (${JSON.stringify(head)})`);
   const r = new Reader(file, ifd.le);
-  const entrySize = ifd.bigtiff ? 20 : 12;
+  const size = ifd.bigtiff ? 20 : 12;
   const count = ifd.bigtiff ? r.u64(ifd.offset) : r.u16(ifd.offset);
   const start = ifd.offset + (ifd.bigtiff ? 8 : 2);
-  const put16 = (o: number, v: number) => {
-    out[o] = ifd.le ? v & 255 : v >> 8;
-    out[o + 1] = ifd.le ? v >> 8 : v & 255;
-  };
+  const fields = new Map<number, Uint8Array>();
   for (let i = 0; i < count; i++) {
-    const e = start + i * entrySize;
-    if (e + entrySize > file.length) break;
+    const e = start + i * size;
+    if (e + size > file.length) break;
     const tag = r.u16(e);
-    const photometric = plan.mode === 'LAB' ? 2 : plan.mode === 'P' || plan.mode === 'PA' ? 1 : 0;
-    if (tag === 274 || (tag === 262 && photometric)) {
-      // SHORT, count 1, value inline: Orientation 1; Photometric RGB or MinIsBlack to get the stored
-      // samples of Lab and palette images (libvips would convert Lab and expand palettes its way).
-      put16(e + 2, 3);
-      out.fill(0, e + 4, e + entrySize);
-      if (ifd.bigtiff) out[e + (ifd.le ? 4 : 11)] = 1;
-      else out[e + (ifd.le ? 4 : 7)] = 1;
-      put16(e + (ifd.bigtiff ? 12 : 8), tag === 274 ? 1 : photometric);
+    if (!fields.has(tag)) fields.set(tag, file.slice(e, e + size));
+  }
+  const short = (tag: number, v: number) => {
+    const f = new Uint8Array(size);
+    const view = new DataView(f.buffer);
+    view.setUint16(0, tag, ifd.le);
+    view.setUint16(2, 3, ifd.le);
+    if (ifd.bigtiff) view.setBigUint64(4, 1n, ifd.le);
+    else view.setUint32(4, 1, ifd.le);
+    view.setUint16(ifd.bigtiff ? 12 : 8, v, ifd.le);
+    return f;
+  };
+  if (fields.has(274)) fields.set(274, short(274, 1));
+  const photometric = plan.mode === 'LAB' ? 2 : plan.mode === 'P' || plan.mode === 'PA' ? 1 : plan.photometric;
+  if (photometric !== 6 && Number.isInteger(photometric) && photometric >= 0 && photometric < 65536) fields.set(262, short(262, photometric));
+  // One sample in planes is one plane (libvips reads such 1-bit files as black); other values stay, errors included.
+  const spp = firstValue(ifd, 277);
+  const planar = firstValue(ifd, 284);
+  if ((!isNum(spp) || spp.num <= 1) && isNum(planar) && planar.num === 2 && ifd.entries.find((e) => e.tag === 284)?.count === 1) fields.set(284, short(284, 1));
+  const tags = [...fields.keys()].sort((x, y) => x - y);
+  const at = file.length + (file.length % 2);
+  const ifdBytes = (ifd.bigtiff ? 8 : 2) + tags.length * size + (ifd.bigtiff ? 8 : 4);
+  const out = new Uint8Array(at + ifdBytes);
+  out.set(file);
+  const view = new DataView(out.buffer);
+  if (ifd.bigtiff) view.setBigUint64(at, BigInt(tags.length), ifd.le);
+  else view.setUint16(at, tags.length, ifd.le);
+  tags.forEach((tag, i) => out.set(fields.get(tag)!, at + (ifd.bigtiff ? 8 : 2) + i * size));
+  if (ifd.bigtiff) view.setBigUint64(8, BigInt(at), ifd.le);
+  else view.setUint32(4, at, ifd.le);
+  return out;
+}
+
+/**
+ * YCbCr other than JPEG-compressed contiguous is read by TiffDecode.c through libtiff's
+ * TIFFRGBAImage, asking for top-left rows: libtiff then flips each block of rows (a strip, or a
+ * row of tiles) by its own reading of the Orientation (the first entry; invalid values read as 1)
+ * before Pillow turns the image by its own reading (the last entry).
+ */
+function rgbaPathFlips(plan: TiffPlan, img: ModeImage): void {
+  const { ifd } = plan;
+  const comp = firstValue(ifd, 259);
+  const planar = firstValue(ifd, 284);
+  const jpegContig = isNum(comp) && comp.num === 7 && (!isNum(planar) || planar.num === 1);
+  if (plan.photometric !== 6 || jpegContig) return;
+  const o = firstValue(ifd, 274);
+  const orientation = isNum(o) && o.int && o.num >= 1 && o.num <= 8 ? o.num : 1;
+  const flipV = [3, 4, 7, 8].includes(orientation);
+  const flipH = [2, 3, 6, 7].includes(orientation);
+  if (!flipV && !flipH) return;
+  const tiled = ifd.tags.has(322) || ifd.tags.has(323) || ifd.tags.has(324);
+  const blockValue = firstValue(ifd, tiled ? 323 : 278);
+  let block = isNum(blockValue) && blockValue.int ? blockValue.num : plan.height;
+  if (block === 0xffffffff || block <= 0) block = plan.height;
+  const { width: w, height: h } = plan;
+  const b = img.bytes!;
+  const row = (y: number) => b.subarray(y * w * 4, (y + 1) * w * 4);
+  for (let y0 = 0; y0 < h; y0 += block) {
+    const rows = Math.min(block, h - y0);
+    if (flipV) {
+      for (let i = 0; i < rows >> 1; i++) {
+        const top = row(y0 + i).slice();
+        row(y0 + i).set(row(y0 + rows - 1 - i));
+        row(y0 + rows - 1 - i).set(top);
+      }
+    }
+    if (flipH) {
+      for (let y = y0; y < y0 + rows; y++) {
+        const r = row(y);
+        for (let l = 0, rt = w - 1; l < rt; l++, rt--) {
+          for (let k = 0; k < 4; k++) [r[4 * l + k], r[4 * rt + k]] = [r[4 * rt + k], r[4 * l + k]];
+        }
+      }
     }
   }
-  const nextAt = start + count * entrySize;
-  if (nextAt + (ifd.bigtiff ? 8 : 4) <= out.length) out.fill(0, nextAt, nextAt + (ifd.bigtiff ? 8 : 4));
-  return out;
 }
 
 /**
@@ -791,6 +871,7 @@ export function fromLibvips(plan: TiffPlan, name: string, samples: Uint8Array, c
       }
     }
     if (plan.rawmode.startsWith('RGBa')) unpremultiply(b, n);
+    rgbaPathFlips(plan, img);
   }
   const data = toRgb(img, plan.palette, grey16);
   return orientImage({ width, height, data, sourceMode: mode }, orientationOf(plan.orientation));
