@@ -736,6 +736,268 @@ def mutate_tiff(rng, data):
     return random_bytes(rng, data)
 
 
+
+# ---------------------------------------------------------------------------------------------
+# GIF
+
+def gif_seeds():
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from gen_pillow_gif_cases import gif
+    im = base()
+    w, h = im.size
+    pal = [(10 * i % 256, 37 * i % 256, 91 * i % 256) for i in range(16)]
+    idx = (np.arange(w * h).reshape(h, w) * 3 % 16).astype(np.uint8)
+    frame = {'rect': (0, 0, w, h), 'idx': idx}
+    full = (np.arange(w * h).reshape(h, w) % 7).astype(np.uint8)
+    return {
+        'pil_p': pil_bytes(im.convert('P', palette=Image.ADAPTIVE, colors=16), 'GIF'),
+        'pil_l': pil_bytes(im.convert('L'), 'GIF'),
+        'pil_anim': pil_bytes(im.convert('P', palette=Image.ADAPTIVE, colors=16), 'GIF', save_all=True,
+                              append_images=[im.transpose(Image.FLIP_LEFT_RIGHT)], duration=100, loop=0),
+        'plain': gif((w, h), [frame], pal),
+        'trans_sub': gif((w + 4, h + 2), [dict(frame, rect=(2, 1, w, h), trans=3)], pal, bg=5),
+        'interlaced_local': gif((w, h), [dict(frame, interlace=True, lpal=pal[::-1])]),
+        'zero_width_frame': gif((w, h), [{'rect': (0, 0, 0, 0), 'idx': np.zeros((0, 0), np.uint8), 'data': _gif_data(full.ravel(), 8)}], pal),
+        'zero_width_frame_y': gif((w, h), [{'rect': (0, 3, 0, 2), 'idx': np.zeros((0, 0), np.uint8), 'data': _gif_data(full.ravel(), 8)}], pal),
+    }
+
+
+def _gif_data(indices, min_code):
+    from gen_pillow_gif_cases import lzw
+    return lzw(indices, min_code)
+
+
+def gif_descriptor(data):
+    """Offset of the first image descriptor (0x2c) of a GIF, or None."""
+    pos = 13
+    if len(data) < 13:
+        return None
+    if data[10] & 0x80:
+        pos += 3 << ((data[10] & 7) + 1)
+    while pos < len(data):
+        t = data[pos]
+        if t == 0x2c:
+            return pos
+        if t == 0x21 and pos + 2 < len(data):
+            pos += 2
+            while pos < len(data) and data[pos]:
+                pos += data[pos] + 1
+            pos += 1
+        else:
+            return None
+    return None
+
+
+def mutate_gif(rng, data):
+    d = gif_descriptor(data)
+    kind = rng.choice(['rect', 'rect', 'rect', 'flags', 'codesize', 'truncate', 'screen', 'random', 'random'])
+    b = bytearray(data)
+    if d is None or kind == 'random':
+        return random_bytes(rng, data)
+    if kind == 'rect':
+        field = rng.randrange(4)
+        v = rng.choice([0, 0, 1, 3, 7, 11, 20, 65535])
+        b[d + 1 + 2 * field:d + 3 + 2 * field] = struct.pack('<H', v)
+        return f'gif:rect:{"xywh"[field]}={v}', bytes(b)
+    if kind == 'flags':
+        b[d + 9] ^= rng.choice([0x80, 0x40, 0x07, 0x01])
+        return 'gif:frame_flags', bytes(b)
+    if kind == 'codesize':
+        at = d + 10 + ((3 << ((b[d + 9] & 7) + 1)) if b[d + 9] & 0x80 else 0)
+        if at < len(b):
+            b[at] = rng.choice([0, 1, 2, 7, 9, 12, 13])
+        return 'gif:lzw_code_size', bytes(b)
+    if kind == 'screen':
+        b[6 + 2 * rng.randrange(2):8 + 2 * rng.randrange(1)] = struct.pack('<H', rng.choice([0, 1, 5, 30]))
+        return 'gif:screen', bytes(b)
+    return 'gif:truncate', data[:rng.randrange(6, len(data))]
+
+
+
+# ---------------------------------------------------------------------------------------------
+# JPEG
+
+def jpeg_seeds():
+    im = base(23, 17)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return {
+        'baseline': pil_bytes(im, 'JPEG', quality=90),
+        'progressive': pil_bytes(im, 'JPEG', quality=85, progressive=True),
+        'grey': pil_bytes(im.convert('L'), 'JPEG', quality=90),
+        'cmyk': pil_bytes(im.convert('CMYK'), 'JPEG', quality=90),
+        'ss444': pil_bytes(im, 'JPEG', quality=95, subsampling=0),
+        'restart': pil_bytes(base(40, 24), 'JPEG', quality=80, restart_marker_blocks=1),
+        'exif_icc': pil_bytes(im, 'JPEG', quality=80, exif=exif.tobytes(), icc_profile=b'\0' * 200),
+        'optimized': pil_bytes(im, 'JPEG', quality=75, optimize=True),
+    }
+
+
+def jpeg_segments(data):
+    """[(marker, segment bytes)] up to and including SOS's header, then ('scan', rest)."""
+    out, pos = [], 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        m = data[pos + 1]
+        n = struct.unpack('>H', data[pos + 2:pos + 4])[0]
+        out.append((m, data[pos:pos + 2 + n]))
+        pos += 2 + n
+        if m == 0xDA:
+            out.append(('scan', data[pos:]))
+            return out
+    return None
+
+
+def mutate_jpeg(rng, data):
+    segs = jpeg_segments(data)
+    kind = rng.choice(['junk', 'junk', 'marker', 'marker', 'no_eoi', 'truncate', 'truncate_scan', 'sof', 'sof', 'dup_sof',
+                       'segment_length', 'scan_bytes', 'eoi_early', 'random'])
+    if segs is None or kind == 'random':
+        return random_bytes(rng, data)
+    heads = segs[:-1]
+    scan = segs[-1][1]
+    join = lambda hs, sc: b'\xff\xd8' + b''.join(x for _, x in hs) + sc
+    i = rng.randrange(len(heads))
+    if kind == 'junk':
+        junk = rng.choice([b'\x00', b'\x00\x00\x00', b'\xff', b'\xff\xff\xff', b'\x12\x34', b'\xff\x00', b'\xff\x00\xff\x00', b'abc'])
+        heads.insert(i, (0, junk))
+        return f'jpeg:junk:{junk.hex()}', join(heads, scan)
+    if kind == 'marker':
+        m = rng.choice([0x01, 0x02, 0x4f, 0xbf, 0xc8, 0xf0, 0xf7, 0xfd, 0xdc, 0xdf, 0xde, 0xd0, 0xcc, 0xe9, 0xfe])
+        body = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 6)))
+        seg = b'\xff' + bytes([m]) + (struct.pack('>H', len(body) + 2) + body if m not in (0x01, 0xd0) else b'')
+        heads.insert(i, (m, seg))
+        return f'jpeg:marker:{m:02x}', join(heads, scan)
+    if kind == 'no_eoi':
+        return 'jpeg:no_eoi', join(heads, scan[:-2] if scan.endswith(b'\xff\xd9') else scan)
+    if kind == 'truncate':
+        return 'jpeg:truncate', data[:rng.randrange(2, len(data))]
+    if kind == 'truncate_scan':
+        cut = rng.choice([1, 2, 3, 4, 8, 20, len(scan) // 2])
+        return f'jpeg:truncate_scan:{cut}', join(heads, scan[:max(0, len(scan) - cut)])
+    if kind in ('sof', 'dup_sof'):
+        j = next((k for k, (m, _) in enumerate(heads) if m in (0xC0, 0xC1, 0xC2)), None)
+        if j is None:
+            return random_bytes(rng, data)
+        seg = bytearray(heads[j][1])
+        if kind == 'dup_sof':
+            other = bytearray(seg)
+            other[7:9] = struct.pack('>H', rng.choice([1, 5, 40]))
+            heads.insert(j + rng.choice([0, 1]), (0xC0, bytes(other)))
+            return 'jpeg:dup_sof', join(heads, scan)
+        field = rng.choice(['bits', 'height', 'width', 'components', 'marker', 'sampling'])
+        if field == 'bits':
+            seg[4] = rng.choice([0, 8, 12, 16])
+        elif field == 'height':
+            seg[5:7] = struct.pack('>H', rng.choice([0, 1, 16, 17, 18, 100]))
+        elif field == 'width':
+            seg[7:9] = struct.pack('>H', rng.choice([0, 1, 22, 24, 100]))
+        elif field == 'components':
+            seg[9] = rng.choice([0, 1, 2, 3, 4, 5])
+        elif field == 'marker':
+            seg[1] = rng.choice([0xC1, 0xC2, 0xC3, 0xC5, 0xC9, 0xCA, 0xCF])
+        else:
+            if len(seg) > 11:
+                seg[11] = rng.choice([0x11, 0x21, 0x22, 0x44, 0x00, 0x13])
+        heads[j] = (heads[j][0], bytes(seg))
+        return f'jpeg:sof:{field}', join(heads, scan)
+    if kind == 'segment_length':
+        seg = bytearray(heads[i][1])
+        if len(seg) >= 4:
+            n = struct.unpack('>H', seg[2:4])[0]
+            seg[2:4] = struct.pack('>H', max(0, min(65535, n + rng.choice([-3, -1, 1, 2, 200, -n]))))
+        heads[i] = (heads[i][0], bytes(seg))
+        return 'jpeg:segment_length', join(heads, scan)
+    if kind == 'scan_bytes':
+        sc = bytearray(scan)
+        for _ in range(rng.randrange(1, 4)):
+            k = rng.randrange(max(1, len(sc) - 2))
+            sc[k] = rng.choice([0xFF, 0x00, rng.randrange(256)])
+        return 'jpeg:scan_bytes', join(heads, bytes(sc))
+    if kind == 'eoi_early':
+        k = rng.randrange(len(scan))
+        return 'jpeg:eoi_early', join(heads, scan[:k] + b'\xff\xd9')
+    return random_bytes(rng, data)
+
+
+
+# ---------------------------------------------------------------------------------------------
+# WebP
+
+def webp_seeds():
+    im = base(23, 17)
+    a = np.asarray(im)
+    alpha = (np.arange(23 * 17).reshape(17, 23) * 37 % 256).astype(np.uint8)
+    rgba = Image.fromarray(np.dstack([a, alpha]), 'RGBA')
+    return {
+        'lossy': pil_bytes(im, 'WEBP', quality=80),
+        'lossless': pil_bytes(im, 'WEBP', lossless=True),
+        'alpha_lossy': pil_bytes(rgba, 'WEBP', quality=80),
+        'alpha_lossless_exact': pil_bytes(rgba, 'WEBP', lossless=True, exact=True),
+        'animated': pil_bytes(im, 'WEBP', save_all=True, append_images=[im.transpose(Image.FLIP_LEFT_RIGHT)], duration=100),
+        'icc_exif': pil_bytes(im, 'WEBP', quality=80, icc_profile=b'\0' * 64, exif=b'Exif\0\0II*\0\x08\0\0\0\0\0'),
+    }
+
+
+def webp_chunks(data):
+    out, pos = [], 12
+    while pos + 8 <= len(data):
+        n = struct.unpack('<I', data[pos + 4:pos + 8])[0]
+        out.append([data[pos:pos + 4], data[pos + 8:pos + 8 + n]])
+        pos += 8 + n + (n & 1)
+    return out
+
+
+def webp_join(chunks, riff_size=None):
+    body = b'WEBP' + b''.join(c + struct.pack('<I', len(d)) + d + (b'\0' if len(d) & 1 else b'') for c, d in chunks)
+    return b'RIFF' + struct.pack('<I', len(body) if riff_size is None else riff_size) + body
+
+
+def mutate_webp(rng, data):
+    chunks = webp_chunks(data)
+    kind = rng.choice(['riff_size', 'chunk_size', 'truncate', 'drop', 'dup', 'vp8x_flags', 'body', 'body', 'order', 'random'])
+    if not chunks or kind == 'random':
+        return random_bytes(rng, data)
+    i = rng.randrange(len(chunks))
+    if kind == 'riff_size':
+        return 'webp:riff_size', webp_join(chunks, rng.choice([0, 4, len(data) - 8 - 1, len(data) + 100, 0xFFFFFFFF]))
+    if kind == 'chunk_size':
+        b = bytearray(webp_join(chunks))
+        pos = 12
+        for _ in range(i):
+            n = struct.unpack('<I', b[pos + 4:pos + 8])[0]
+            pos += 8 + n + (n & 1)
+        n = struct.unpack('<I', b[pos + 4:pos + 8])[0]
+        b[pos + 4:pos + 8] = struct.pack('<I', max(0, n + rng.choice([-1, 1, -10, 100, -n])))
+        return f'webp:chunk_size:{chunks[i][0].decode("latin-1")}', bytes(b)
+    if kind == 'truncate':
+        return 'webp:truncate', data[:rng.randrange(12, len(data))]
+    if kind == 'drop' and len(chunks) > 1:
+        c = chunks.pop(i)
+        return f'webp:drop:{c[0].decode("latin-1")}', webp_join(chunks)
+    if kind == 'dup':
+        chunks.insert(i, list(chunks[i]))
+        return f'webp:dup:{chunks[i][0].decode("latin-1")}', webp_join(chunks)
+    if kind == 'vp8x_flags':
+        j = next((k for k, c in enumerate(chunks) if c[0] == b'VP8X'), None)
+        if j is None:
+            return random_bytes(rng, data)
+        d = bytearray(chunks[j][1])
+        d[0] ^= rng.choice([0x02, 0x04, 0x08, 0x10, 0x20])
+        chunks[j][1] = bytes(d)
+        return 'webp:vp8x_flags', webp_join(chunks)
+    if kind == 'body':
+        d = bytearray(chunks[i][1])
+        if d:
+            for _ in range(rng.randrange(1, 4)):
+                d[rng.randrange(len(d))] = rng.randrange(256)
+        chunks[i][1] = bytes(d)
+        return f'webp:body:{chunks[i][0].decode("latin-1")}', webp_join(chunks)
+    if kind == 'order' and len(chunks) > 1:
+        rng.shuffle(chunks)
+        return 'webp:order', webp_join(chunks)
+    return random_bytes(rng, data)
+
+
 # ---------------------------------------------------------------------------------------------
 # Shared
 
@@ -751,6 +1013,9 @@ def random_bytes(rng, data):
 FORMATS = {
     'png': (png_seeds, mutate_png),
     'tiff': (tiff_seeds, mutate_tiff),
+    'gif': (gif_seeds, mutate_gif),
+    'jpeg': (jpeg_seeds, mutate_jpeg),
+    'webp': (webp_seeds, mutate_webp),
 }
 
 

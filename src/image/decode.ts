@@ -31,6 +31,7 @@ import { decodeGif } from './gif';
 import { decodePng, pngExif, pngForLibvips } from './png';
 import { exifOrientation, orientImage } from './orientation';
 import { decodeTiff, fromLibvips, libvipsRefusal } from './tiff';
+import { jpegRefusal } from './jpeg';
 import { ImageFormat, SNIFF_BYTES, readImageFile, readImageHead, sniffImageFormat } from './format';
 import { RgbImage } from './types';
 import { checkDecodedBytes, checkImagePixels, maxImagePixels } from './limits';
@@ -72,6 +73,13 @@ export async function decodeImage(input: string | Uint8Array, opts: DecodeOption
     if (format === 'gif') return decodeGif(bytes, name, limit);
     if (format === 'tiff') return decodeTiffFile(bytes, name, limit, opts);
     return orientPng(bytes, await decodePngFile(bytes, name, limit, opts), opts);
+  }
+  if (format === 'jpeg') {
+    // libvips decodes; Pillow's own marker rules, and libjpeg's reading to EOI, decide what is refused.
+    const bytes = typeof input === 'string' ? await readImageFile(input, name) : input;
+    const refusal = jpegRefusal(bytes);
+    if (refusal) throw new ImageError(`cannot decode image ${name}: JPEG ${refusal}`);
+    return decodeWithLibvips(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), name, format, limit, opts, 'error');
   }
   const src = typeof input === 'string' ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
   return decodeWithLibvips(src, name, format, limit, opts, 'error');
