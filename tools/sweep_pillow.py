@@ -40,7 +40,9 @@ warnings.simplefilter('ignore')
 
 
 def base(w=11, h=7, at=(200, 100)):
-    return Image.open(SRC).convert('RGB').crop((at[0], at[1], at[0] + w, at[1] + h))
+    im = Image.open(SRC).convert('RGB').crop((at[0], at[1], at[0] + w, at[1] + h))
+    im.info = {}  # no ICC profile: small files
+    return im
 
 
 def pil_bytes(im, fmt, **kw):
@@ -626,6 +628,9 @@ def tiff_seeds():
         out = tiffcp(pil_bytes(big, 'TIFF'), *args)
         if out is not None:
             seeds['tiffcp_' + name] = out
+    assoc = tiffcp(seeds['raw_rgba_assoc'], '-c', 'lzw')
+    if assoc is not None:
+        seeds['tiffcp_lzw_rgba_assoc'] = assoc
     if 'tiffcp_lzw_orient' in seeds:
         e, bt, entries, nxt = tiff_ifd(seeds['tiffcp_lzw_orient'])
         entries = [x for x in entries if x[0] != 274] + [[274, 3, 1, struct.pack(e + 'H', 7)]]

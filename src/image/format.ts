@@ -24,8 +24,9 @@ export function sniffImageFormat(head: Uint8Array): { format: ImageFormat } | { 
   if (ascii(0, 4) === 'RIFF' && ascii(8, 12) === 'WEBP' && ['VP8 ', 'VP8L', 'VP8X'].includes(ascii(12, 16))) {
     return { format: 'webp' };
   }
-  // Classic TIFF and BigTIFF, both byte orders (Pillow 9.4 reads both).
-  if (['II*\0', 'MM\0*', 'II+\0', 'MM\0+'].includes(ascii(0, 4))) return { format: 'tiff' };
+  // Classic TIFF and BigTIFF, both byte orders, and the two invalid headers Pillow 9.4 also
+  // accepts (TiffImagePlugin.PREFIXES).
+  if (['II*\0', 'MM\0*', 'II+\0', 'MM\0+', 'MM*\0', 'II\0*'].includes(ascii(0, 4))) return { format: 'tiff' };
   if (ascii(0, 2) === 'BM') return { format: 'bmp' };
   return { refused: refusal(head) };
 }

@@ -785,62 +785,47 @@ function libvipsInput(plan: TiffPlan, file: Uint8Array): Uint8Array {
   const spp = firstValue(ifd, 277);
   const planar = firstValue(ifd, 284);
   if ((!isNum(spp) || spp.num <= 1) && isNum(planar) && planar.num === 2 && ifd.entries.find((e) => e.tag === 284)?.count === 1) fields.set(284, short(284, 1));
+  // Associated alpha as unassociated: libvips would undo the premultiplication its own way; Pillow's
+  // integer rule is applied here (fromLibvips).
+  const extra = ifd.entries.find((e) => e.tag === 338);
+  const extraValues = extra && extra.type === 3 ? numbers(firstValue(ifd, 338)) : null;
+  const blobs: Array<{ tag: number; bytes: Uint8Array }> = [];
+  if (extraValues && extraValues.values[0] === 1) {
+    const bytes = new Uint8Array(2 * extraValues.values.length);
+    extraValues.values.forEach((v, i) => new DataView(bytes.buffer).setUint16(2 * i, i === 0 ? 2 : v, ifd.le));
+    fields.set(338, short(338, 2));
+    blobs.push({ tag: 338, bytes });
+  }
   const tags = [...fields.keys()].sort((x, y) => x - y);
   const at = file.length + (file.length % 2);
   const ifdBytes = (ifd.bigtiff ? 8 : 2) + tags.length * size + (ifd.bigtiff ? 8 : 4);
-  const out = new Uint8Array(at + ifdBytes);
+  const out = new Uint8Array(at + ifdBytes + blobs.reduce((n, b) => n + b.bytes.length, 0));
   out.set(file);
   const view = new DataView(out.buffer);
   if (ifd.bigtiff) view.setBigUint64(at, BigInt(tags.length), ifd.le);
   else view.setUint16(at, tags.length, ifd.le);
   tags.forEach((tag, i) => out.set(fields.get(tag)!, at + (ifd.bigtiff ? 8 : 2) + i * size));
+  // Values too long to sit in their entry go after the directory.
+  let blobAt = at + ifdBytes;
+  for (const { tag, bytes } of blobs) {
+    const entry = at + (ifd.bigtiff ? 8 : 2) + tags.indexOf(tag) * size;
+    const n = bytes.length / 2;
+    if (ifd.bigtiff) view.setBigUint64(entry + 4, BigInt(n), ifd.le);
+    else view.setUint32(entry + 4, n, ifd.le);
+    const inline = ifd.bigtiff ? 8 : 4;
+    if (bytes.length <= inline) {
+      out.fill(0, entry + (ifd.bigtiff ? 12 : 8), entry + size);
+      out.set(bytes, entry + (ifd.bigtiff ? 12 : 8));
+    } else {
+      out.set(bytes, blobAt);
+      if (ifd.bigtiff) view.setBigUint64(entry + 12, BigInt(blobAt), ifd.le);
+      else view.setUint32(entry + 8, blobAt, ifd.le);
+      blobAt += bytes.length;
+    }
+  }
   if (ifd.bigtiff) view.setBigUint64(8, BigInt(at), ifd.le);
   else view.setUint32(4, at, ifd.le);
   return out;
-}
-
-/**
- * YCbCr other than JPEG-compressed contiguous is read by TiffDecode.c through libtiff's
- * TIFFRGBAImage, asking for top-left rows: libtiff then flips each block of rows (a strip, or a
- * row of tiles) by its own reading of the Orientation (the first entry; invalid values read as 1)
- * before Pillow turns the image by its own reading (the last entry).
- */
-function rgbaPathFlips(plan: TiffPlan, img: ModeImage): void {
-  const { ifd } = plan;
-  const comp = firstValue(ifd, 259);
-  const planar = firstValue(ifd, 284);
-  const jpegContig = isNum(comp) && comp.num === 7 && (!isNum(planar) || planar.num === 1);
-  if (plan.photometric !== 6 || jpegContig) return;
-  const o = firstValue(ifd, 274);
-  const orientation = isNum(o) && o.int && o.num >= 1 && o.num <= 8 ? o.num : 1;
-  const flipV = [3, 4, 7, 8].includes(orientation);
-  const flipH = [2, 3, 6, 7].includes(orientation);
-  if (!flipV && !flipH) return;
-  const tiled = ifd.tags.has(322) || ifd.tags.has(323) || ifd.tags.has(324);
-  const blockValue = firstValue(ifd, tiled ? 323 : 278);
-  let block = isNum(blockValue) && blockValue.int ? blockValue.num : plan.height;
-  if (block === 0xffffffff || block <= 0) block = plan.height;
-  const { width: w, height: h } = plan;
-  const b = img.bytes!;
-  const row = (y: number) => b.subarray(y * w * 4, (y + 1) * w * 4);
-  for (let y0 = 0; y0 < h; y0 += block) {
-    const rows = Math.min(block, h - y0);
-    if (flipV) {
-      for (let i = 0; i < rows >> 1; i++) {
-        const top = row(y0 + i).slice();
-        row(y0 + i).set(row(y0 + rows - 1 - i));
-        row(y0 + rows - 1 - i).set(top);
-      }
-    }
-    if (flipH) {
-      for (let y = y0; y < y0 + rows; y++) {
-        const r = row(y);
-        for (let l = 0, rt = w - 1; l < rt; l++, rt--) {
-          for (let k = 0; k < 4; k++) [r[4 * l + k], r[4 * rt + k]] = [r[4 * rt + k], r[4 * l + k]];
-        }
-      }
-    }
-  }
 }
 
 /**
@@ -871,7 +856,6 @@ export function fromLibvips(plan: TiffPlan, name: string, samples: Uint8Array, c
       }
     }
     if (plan.rawmode.startsWith('RGBa')) unpremultiply(b, n);
-    rgbaPathFlips(plan, img);
   }
   const data = toRgb(img, plan.palette, grey16);
   return orientImage({ width, height, data, sourceMode: mode }, orientationOf(plan.orientation));
@@ -890,6 +874,12 @@ function unpremultiply(b: Uint8Array, n: number): void {
 
 /** Whether libvips' decoding of this compressed TIFF can stand for libtiff's in Pillow. */
 export function libvipsRefusal(plan: TiffPlan): string | null {
+  const comp = firstValue(plan.ifd, 259);
+  const planar = firstValue(plan.ifd, 284);
+  const jpegContig = isNum(comp) && comp.num === 7 && (!isNum(planar) || planar.num === 1);
+  if (plan.photometric === 6 && !jpegContig) {
+    return 'YCbCr compressed other than as contiguous JPEG: Pillow converts it with libtiff\'s TIFFRGBAImage (and its orientation flips), which libvips does not reproduce';
+  }
   if (plan.conflicts.length) {
     return `tags ${plan.conflicts.join(', ')} are given twice with different values: Pillow takes the last for its mode and libtiff the first to decode, a mix not reproduced here`;
   }
