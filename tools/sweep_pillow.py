@@ -10,9 +10,12 @@ pixels, or refuses where Pillow raises.
 
   /usr/bin/python3 tools/sweep_pillow.py --out /tmp/sweep.json [--seed 1] [--rounds 40] [--formats png,tiff]
 
-`npm run sweep:pillow` runs it with many rounds and then the checker. The seeded subset that
-`npm test` checks (test/fixtures/pillow_sweep/cases.json) is this generator with --seed 21
---rounds 4 (see tools/sweep_pillow.ts). Run with Debian bookworm's python3-pil (Pillow 9.4.0).
+`npm run sweep:pillow` runs it (seed 1, 60 mutants per seed file; SWEEP_SEED, SWEEP_ROUNDS,
+SWEEP_OUT change that) and then the checker. The seeded subset that `npm test` checks
+(test/fixtures/pillow_sweep/cases.json, test/image_sweep.test.ts) is:
+  /usr/bin/python3 tools/sweep_pillow.py --out test/fixtures/pillow_sweep/cases.json --seed 21 --rounds 3
+Run with Debian bookworm's python3-pil (Pillow 9.4.0); libtiff-tools' tiffcp adds tiled and planar
+TIFF seeds when installed.
 """
 import argparse
 import base64

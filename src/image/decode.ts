@@ -32,7 +32,7 @@ import { decodePng, pngExif, pngForLibvips } from './png';
 import { exifOrientation, orientImage } from './orientation';
 import { decodeTiff, fromLibvips, libvipsRefusal } from './tiff';
 import { jpegRefusal } from './jpeg';
-import { ImageFormat, SNIFF_BYTES, readImageFile, readImageHead, sniffImageFormat } from './format';
+import { ImageFormat, SNIFF_BYTES, readImageBytes, sniffImageFormat } from './format';
 import { RgbImage } from './types';
 import { checkDecodedBytes, checkImagePixels, maxImagePixels } from './limits';
 
@@ -58,31 +58,26 @@ export interface DecodedImage extends RgbImage {
 
 export async function decodeImage(input: string | Uint8Array, opts: DecodeOptions = {}): Promise<DecodedImage> {
   const name = typeof input === 'string' ? input : (opts.name ?? '<image buffer>');
-  const head = typeof input === 'string' ? await readImageHead(input, name) : input.subarray(0, SNIFF_BYTES);
-  if (head.length === 0) throw new ImageError(`cannot decode image ${name}: empty file`);
-  const sniffed = sniffImageFormat(head);
+  // The whole file at once: every format's checks read it, and one read costs less than several.
+  const bytes = typeof input === 'string' ? readImageBytes(input, name) : input;
+  if (bytes.length === 0) throw new ImageError(`cannot decode image ${name}: empty file`);
+  const sniffed = sniffImageFormat(bytes.subarray(0, SNIFF_BYTES));
   if ('refused' in sniffed) throw new ImageError(`cannot decode image ${name}: ${sniffed.refused}`);
   const limit = maxImagePixels(opts.maxImagePixels);
   const { format } = sniffed;
-  if (format === 'bmp' || format === 'gif' || format === 'png' || format === 'tiff') {
-    // Our own decoders: sharp has no BMP loader, composites GIFs unlike Pillow, and libpng
-    // accepts and refuses other PNGs than Pillow (and gives black for indices past PLTE). TIFF:
-    // Pillow's own reading of the tags and of uncompressed data; libvips decompresses the rest.
-    const bytes = typeof input === 'string' ? await readImageFile(input, name) : input;
-    if (format === 'bmp') return decodeBmp(bytes, name, limit);
-    if (format === 'gif') return decodeGif(bytes, name, limit);
-    if (format === 'tiff') return decodeTiffFile(bytes, name, limit, opts);
-    return orientPng(bytes, await decodePngFile(bytes, name, limit, opts), opts);
-  }
+  // Our own decoders: sharp has no BMP loader, composites GIFs unlike Pillow, and libpng accepts
+  // and refuses other PNGs than Pillow (and gives black for indices past PLTE). TIFF: Pillow's own
+  // reading of the tags and of uncompressed data; libvips decompresses the rest.
+  if (format === 'bmp') return decodeBmp(bytes, name, limit);
+  if (format === 'gif') return decodeGif(bytes, name, limit);
+  if (format === 'tiff') return decodeTiffFile(bytes, name, limit, opts);
+  if (format === 'png') return orientPng(bytes, await decodePngFile(bytes, name, limit, opts), opts);
   if (format === 'jpeg') {
     // libvips decodes; Pillow's own marker rules, and libjpeg's reading to EOI, decide what is refused.
-    const bytes = typeof input === 'string' ? await readImageFile(input, name) : input;
     const refusal = jpegRefusal(bytes);
     if (refusal) throw new ImageError(`cannot decode image ${name}: JPEG ${refusal}`);
-    return decodeWithLibvips(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), name, format, limit, opts, 'error');
   }
-  const src = typeof input === 'string' ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
-  return decodeWithLibvips(src, name, format, limit, opts, 'error');
+  return decodeWithLibvips(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), name, format, limit, opts, 'error');
 }
 
 /**
@@ -156,10 +151,12 @@ function orientPng(bytes: Uint8Array, img: DecodedImage, opts: DecodeOptions): D
 
 /**
  * sharp/libvips' decoding with the stored samples untouched, and our conversion to RGB (see the top).
+ * Exported for tools/bench_decode.ts, which times it against decodeImage (it was the whole path
+ * for PNG and JPEG before their Pillow checks); not part of the public API.
  * `failOn` 'error' rejects truncated or corrupt pixel data (Pillow raises on those too) but, unlike
  * sharp's default 'warning', accepts files with harmless warnings that Pillow also accepts.
  */
-async function decodeWithLibvips(src: string | Buffer, name: string, format: ImageFormat, limit: number, opts: DecodeOptions,
+export async function decodeWithLibvips(src: string | Buffer, name: string, format: ImageFormat, limit: number, opts: DecodeOptions,
   failOn: 'error' | 'warning'): Promise<DecodedImage> {
   const sharpOpts = { ignoreIcc: true, failOn, autoOrient: !!opts.autoOrient, limitInputPixels: Number.isFinite(limit) ? Math.max(1, Math.floor(limit)) : false };
   let meta: Metadata;
