@@ -1,14 +1,22 @@
 /**
- * Image decoding equivalent to LLaVA's / HF's `PIL.Image.open(f).convert('RGB')` (Pillow 9.4).
+ * Image decoding equivalent to LLaVA's / HF's `PIL.Image.open(f).convert('RGB')` (Pillow 9.4): the
+ * same pixels where Pillow decodes a file, an ImageError where Pillow raises. docs/formats.md has
+ * the table of cases, with the tests that pin each.
  *
- * sharp/libvips decodes; we ask it for the stored samples untouched and do the mode conversion
- * ourselves, because sharp's defaults differ from Pillow in ways that change pixels:
+ * Who decodes: PNG, GIF, BMP and uncompressed TIFF are decoded here (png.ts, gif.ts, bmp.ts,
+ * tiff.ts), by Pillow's rules; plain 8-bit PNGs go through libvips when png.ts finds its result
+ * will be Pillow's. JPEG, WebP and compressed TIFF are decoded by sharp/libvips, after Pillow's own
+ * checks (jpeg.ts: its marker parser and libjpeg's reading to EOI; tiff.ts: its tag reading).
+ * libvips is asked for the stored samples untouched and the mode conversion is done here, because
+ * sharp's defaults differ from Pillow in ways that change pixels:
  * - No colour management (`ignoreIcc`): Pillow never applies embedded ICC profiles, sharp does by
  *   default (a JPEG with a non-sRGB profile then differs in most bytes).
  * - Alpha is DROPPED, not composited: the colour under transparent pixels is kept.
- * - Grey (L) is replicated to 3 channels; palette images are expanded by libvips (palette
- *   transparency becomes an alpha band, which is dropped like above).
- * - No EXIF rotation unless `autoOrient: true` (Pillow's `open` ignores the Orientation tag).
+ * - Grey (L) is replicated to 3 channels; palettes are Pillow's (indices past a short palette are
+ *   the grey ramp (i, i, i), not black).
+ * - Orientation: Pillow's `open` ignores the EXIF Orientation of JPEG, PNG and WebP (`autoOrient:
+ *   true` applies it), but TiffImagePlugin applies a TIFF's Orientation tag when it loads, for
+ *   every value and compression: so TIFFs come out turned, with or without autoOrient.
  * - 16-bit samples: Pillow 9.4 keeps the high byte (v >> 8) of 16-bit RGB(A) and grey+alpha PNGs
  *   and of 16-bit RGB(A) TIFFs, but opens 16-bit GREY PNGs (with or without tRNS) as mode "I" and
  *   TIFFs as "I;16", whose `convert('RGB')` CLIPS at 255 (v > 255 -> 255: mostly white). We do
@@ -16,12 +24,11 @@
  *   grey+alpha TIFF is refused: Pillow cannot open it.
  * - CMYK (JPEG/TIFF) uses Pillow's naive formula (no ICC): nk = 255 - K,
  *   R = nk - MULDIV255(C, nk), ... . libvips inverts Adobe-inverted CMYK JPEGs on load like Pillow.
- * - Other colour spaces (Lab TIFF, ...) are refused: libvips would convert them, Pillow does not.
+ * - CIELab TIFF is converted to sRGB as Pillow's ImageCms/LittleCMS does (lab.ts), not by libvips.
  * JPEG: libvips' libjpeg-turbo-derived decoder (islow IDCT, fancy upsampling) matches Pillow 9.4 /
- * libjpeg-turbo 2.1.5 bit for bit on the fixtures. Multi-frame files (TIFF, WebP, GIF): first frame, like Pillow.
- * The format is sniffed from the first bytes (format.ts): formats Pillow cannot open are refused
- * although sharp decodes them. BMP (which sharp cannot read) and GIF (which libvips composites
- * unlike Pillow) have their own decoders, bmp.ts and gif.ts.
+ * libjpeg-turbo 2.1.5 bit for bit on the fixtures. Multi-frame files (TIFF, WebP, GIF, APNG): first
+ * frame, like Pillow. The format is sniffed from the first bytes (format.ts): formats Pillow cannot
+ * open are refused although sharp decodes them.
  */
 import sharp, { Metadata, OutputInfo } from 'sharp';
 import * as os from 'os';
@@ -37,7 +44,10 @@ import { RgbImage } from './types';
 import { checkDecodedBytes, checkImagePixels, maxImagePixels } from './limits';
 
 export interface DecodeOptions {
-  /** Apply the EXIF Orientation tag (default false, like `Image.open`). */
+  /**
+   * Apply the EXIF Orientation of JPEG, PNG and WebP files (default false, like `Image.open`).
+   * TIFFs are turned by their Orientation tag either way, as `Image.open` turns them.
+   */
   autoOrient?: boolean;
   /** Name used in error messages when decoding a buffer. */
   name?: string;

@@ -203,6 +203,9 @@ function libjpegAfterFirstScan(file: Uint8Array): string | null {
       continue;
     }
     if (SOF_UNSUPPORTED.has(m)) return scans ? `unsupported SOF 0x${m.toString(16)} after the image data (libjpeg)` : null;
+    // read_markers dispatches on the marker before reading its length: an unknown one fails at once.
+    const withLength = m === 0xda || m === 0xc4 || m === 0xdb || m === 0xdd || m === 0xcc || m === 0xfe || m === 0xdc || (m >= 0xe0 && m <= 0xef);
+    if (!withLength) return scans ? `marker 0x${m.toString(16)} where libjpeg accepts none (libjpeg: JERR_UNKNOWN_MARKER)` : null;
     if (length < 0) return cut();
     // libjpeg reads a segment byte by byte, failing at the first bad value, waiting at the end of the data.
     let p = pos + 2;
