@@ -41,7 +41,7 @@ function clut(): Uint16Array {
 
 /** _cmsToFixedDomain: a 16-bit value times the grid's domain, in 15.16 fixed point. */
 function toFixedDomain(a: number): number {
-  return a + Math.trunc((a + 0x7fff) / 0xffff);
+  return a + (((a + 0x7fff) / 0xffff) | 0); // a >= 0
 }
 
 /**
@@ -68,19 +68,27 @@ export function labToRgb(lab: Uint8Array, n: number): Uint8Array {
     const X1 = i0 === 0xffff ? 0 : optaX;
     const Y1 = i1 === 0xffff ? 0 : optaY;
     const Z1 = i2 === 0xffff ? 0 : optaZ;
-    // The tetrahedron holding the point, by the order of the fractional parts (as in TetrahedralInterp16).
-    let a: number, b: number, c: number; // offsets of the 2nd, 3rd, 4th corner
-    let order: number; // which differences go with rx, ry, rz
+    // The tetrahedron holding the point, by the order of the fractional parts (as in
+    // TetrahedralInterp16): the offsets of its 2nd, 3rd and 4th corners, and which differences
+    // go with rx, ry, rz.
+    let a: number;
+    let b: number;
+    let c: number;
+    let order: number;
     if (rx >= ry) {
-      if (ry >= rz) [a, b, c, order] = [X1, X1 + Y1, X1 + Y1 + Z1, 0];
-      else if (rz >= rx) [a, b, c, order] = [Z1 + X1, Z1 + X1 + Y1, Z1, 1];
-      else [a, b, c, order] = [X1, X1 + Z1 + Y1, X1 + Z1, 2];
+      if (ry >= rz) {
+        a = X1; b = X1 + Y1; c = X1 + Y1 + Z1; order = 0;
+      } else if (rz >= rx) {
+        a = Z1 + X1; b = Z1 + X1 + Y1; c = Z1; order = 1;
+      } else {
+        a = X1; b = X1 + Z1 + Y1; c = X1 + Z1; order = 2;
+      }
     } else if (rx >= rz) {
-      [a, b, c, order] = [Y1 + X1, Y1, Y1 + X1 + Z1, 3];
+      a = Y1 + X1; b = Y1; c = Y1 + X1 + Z1; order = 3;
     } else if (ry >= rz) {
-      [a, b, c, order] = [Y1 + Z1 + X1, Y1, Y1 + Z1, 4];
+      a = Y1 + Z1 + X1; b = Y1; c = Y1 + Z1; order = 4;
     } else {
-      [a, b, c, order] = [Z1 + Y1 + X1, Z1 + Y1, Z1, 5];
+      a = Z1 + Y1 + X1; b = Z1 + Y1; c = Z1; order = 5;
     }
     for (let ch = 0; ch < 3; ch++) {
       const L = base + ch;
@@ -88,17 +96,23 @@ export function labToRgb(lab: Uint8Array, n: number): Uint8Array {
       let c1 = table[L + a];
       let c2 = table[L + b];
       let c3 = table[L + c];
-      switch (order) {
-        case 0: c3 -= c2; c2 -= c1; c1 -= c0; break;
-        case 1: c2 -= c1; c1 -= c3; c3 -= c0; break;
-        case 2: c2 -= c3; c3 -= c1; c1 -= c0; break;
-        case 3: c3 -= c1; c1 -= c2; c2 -= c0; break;
-        case 4: c1 -= c3; c3 -= c2; c2 -= c0; break;
-        default: c1 -= c2; c2 -= c3; c3 -= c0; break;
+      if (order === 0) {
+        c3 -= c2; c2 -= c1; c1 -= c0;
+      } else if (order === 1) {
+        c2 -= c1; c1 -= c3; c3 -= c0;
+      } else if (order === 2) {
+        c2 -= c3; c3 -= c1; c1 -= c0;
+      } else if (order === 3) {
+        c3 -= c1; c1 -= c2; c2 -= c0;
+      } else if (order === 4) {
+        c1 -= c3; c3 -= c2; c2 -= c0;
+      } else {
+        c1 -= c2; c2 -= c3; c3 -= c0;
       }
-      const rest = (Math.imul(c1, rx) + Math.imul(c2, ry) + Math.imul(c3, rz) + 0x8001) | 0;
+      // In C these are int products and sums that wrap at 32 bits; the exact sum taken mod 2^32 is the same.
+      const rest = (c1 * rx + c2 * ry + c3 * rz + 0x8001) | 0;
       const v = (c0 + ((rest + (rest >> 16)) >> 16)) & 0xffff;
-      out[3 * p + ch] = Math.floor((v * 65281 + 8388608) / 16777216) & 255; // FROM_16_TO_8
+      out[3 * p + ch] = (v * 65281 + 8388608) >>> 24; // FROM_16_TO_8 (v * 65281 + 2^23 < 2^32)
     }
   }
   return out;
