@@ -6,9 +6,8 @@
  * reader hands it. Whether a damaged stream fails depends on where those calls stop (an error
  * after the last row is only seen if it lies in the input of the call that completes that row),
  * so reproducing Pillow's verdict needs calls with the same windows. node:zlib's public API
- * inflates whole buffers; its handle (`_handle.writeSync`, stable since Node 12) runs exactly one
- * inflate() per call. Where that handle is missing, `available` is false and callers refuse the
- * damaged files that need it.
+ * inflates whole buffers; its handle (`_handle.writeSync`, there since Node 12) runs exactly one
+ * inflate() per call. A Node without it fails loudly here rather than decode differently.
  */
 import * as zlib from 'zlib';
 
@@ -37,26 +36,13 @@ export class SteppedInflate {
     const internals = this.stream as unknown as { _handle?: ZlibHandle; _writeState?: Uint32Array };
     // No instanceof: under jest the typed array comes from another realm.
     if (!internals._handle || typeof internals._handle.writeSync !== 'function' || !ArrayBuffer.isView(internals._writeState)) {
-      throw new Error('node:zlib has no synchronous handle');
+      throw new Error(`node:zlib of Node ${process.version} has no synchronous handle (_handle.writeSync), which the PNG reader needs`);
     }
     this.handle = internals._handle;
     this.state = internals._writeState;
     this.handle.onerror = (message: string) => {
       this.error = message;
     };
-  }
-
-  /** Whether this Node's zlib can be stepped (checked once). */
-  static get available(): boolean {
-    if (steppable === undefined) {
-      try {
-        new SteppedInflate().close();
-        steppable = true;
-      } catch {
-        steppable = false;
-      }
-    }
-    return steppable;
   }
 
   /**
@@ -94,4 +80,3 @@ export class SteppedInflate {
 
 const idle: SteppedInflate[] = [];
 
-let steppable: boolean | undefined;
