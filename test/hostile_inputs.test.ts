@@ -24,7 +24,7 @@ import { SafetensorsFile, TensorToWrite, serializeSafetensors } from '../src/io/
 import { TorchBinFile } from '../src/io/torch_bin';
 import { crc32 } from '../src/io/zip';
 import { CASES } from './helpers/golden';
-import { FIXTURES, pngHeader } from './helpers/images';
+import { FIXTURES, pngChunk, pngHeader } from './helpers/images';
 import { isolatedTempDir } from './helpers/isolation';
 import { P, buildZip, f32bytes, ints, stateDict, tensor, torchZip } from './helpers/torch_zip';
 import { editJson } from './helpers/json';
@@ -458,13 +458,7 @@ describe('7. minor: floats in .bin sizes, duplicate keys in JSON headers and ind
 });
 
 describe("8. image readers that follow Pillow's rules: bounded time and memory on hostile files", () => {
-  const crc = (type: string, data: Buffer) => {
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(data.length);
-    const sum = Buffer.alloc(4);
-    sum.writeUInt32BE(crc32(Buffer.concat([Buffer.from(type, 'latin1'), data])));
-    return Buffer.concat([len, Buffer.from(type, 'latin1'), data, sum]);
-  };
+  const crc = pngChunk;
 
   test('PNG: 65 zTXt chunks each inflating to 1 MiB (a 65 MiB text bomb in 70 KB): refused by the text limit, quickly', async () => {
     const valid = fs.readFileSync(IMAGE);

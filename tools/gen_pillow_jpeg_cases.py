@@ -13,7 +13,7 @@ Run with Debian bookworm's python3-pil (Pillow 9.4.0, libjpeg-turbo 2.1.5):
 import os
 import struct
 
-from pillow_cases import fresh_dir, write_manifest
+from pillow_cases import case_writer, fresh_dir, write_manifest
 from sweep_pillow import base, jpeg_segments, pil_bytes
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
@@ -24,10 +24,7 @@ def main():
     fresh_dir(OUT)
     cases = {}
 
-    def add(name, data, note):
-        with open(os.path.join(OUT, name), 'wb') as f:
-            f.write(data)
-        cases[name] = note
+    add = case_writer(OUT, cases)
 
     im = base(23, 17)
     baseline = pil_bytes(im, 'JPEG', quality=90)

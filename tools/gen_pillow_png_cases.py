@@ -17,7 +17,7 @@ import zlib
 
 import numpy as np
 
-from pillow_cases import fresh_dir, write_manifest
+from pillow_cases import case_writer, fresh_dir, write_manifest
 from sweep_pillow import base, filter_rows, make_png, png_chunk, png_rows
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
@@ -33,10 +33,7 @@ def main():
     fresh_dir(OUT)
     cases = {}
 
-    def add(name, data, note):
-        with open(os.path.join(OUT, name), 'wb') as f:
-            f.write(data)
-        cases[name] = note
+    add = case_writer(OUT, cases)
 
     im = base(17, 9)
     a = np.asarray(im)

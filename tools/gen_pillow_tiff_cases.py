@@ -18,7 +18,7 @@ import struct
 import numpy as np
 from PIL import Image
 
-from pillow_cases import fresh_dir, write_manifest
+from pillow_cases import case_writer, fresh_dir, write_manifest
 from sweep_pillow import base, pil_bytes, raw_tiff, tiff_ifd, tiff_value, tiff_with_ifd, tiffcp
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
@@ -43,12 +43,7 @@ def main():
     fresh_dir(OUT)
     cases = {}
 
-    def add(name, data, note):
-        if data is None:
-            return
-        with open(os.path.join(OUT, name), 'wb') as f:
-            f.write(data)
-        cases[name] = note
+    add = case_writer(OUT, cases)
 
     im = base(13, 7, (190, 95))  # not square: a turn changes the size
     a = np.asarray(im)

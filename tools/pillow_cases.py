@@ -17,6 +17,17 @@ def fresh_dir(out):
         os.remove(os.path.join(out, f))
 
 
+def case_writer(out, cases):
+    """add(name, data, note): writes out/name (nothing when data is None) and records its note in `cases`."""
+    def add(name, data, note):
+        if data is None:
+            return
+        with open(os.path.join(out, name), 'wb') as f:
+            f.write(data)
+        cases[name] = note
+    return add
+
+
 def pillow_rgb(src, out):
     """What LLaVA's loader gets: mode, size and the sha256 of the RGB bytes, or Pillow's error. The
     size is the converted image's: loading may turn it (a TIFF's Orientation)."""
