@@ -25,7 +25,7 @@ import { TorchBinFile } from '../src/io/torch_bin';
 import { crc32 } from '../src/io/zip';
 import { ReferenceFile } from '../src/check/reference';
 import { CASES } from './helpers/golden';
-import { pngHeader } from './helpers/images';
+import { FIXTURES, pngChunk, pngHeader } from './helpers/images';
 import { isolatedTempDir } from './helpers/isolation';
 import { P, buildZip, f32bytes, ints, stateDict, tensor, torchZip } from './helpers/torch_zip';
 import { editJson } from './helpers/json';
@@ -529,5 +529,67 @@ describe('9. pixel-values files: every image named once, no empty tensors, only 
     // Known modes, and none recorded, still read.
     expect((readPixelValuesFile(pixelFile({ 'images.0.pixel_values': tile(1) }, { options: JSON.stringify({ aspect: 'pad' }) })) as { aspect: string }).aspect).toBe('pad');
     expect((readPixelValuesFile(pixelFile({ 'images.0.pixel_values': tile(1) })) as { aspect: null }).aspect).toBeNull();
+  });
+});
+
+describe("10. image readers that follow Pillow's rules: bounded time and memory on hostile files", () => {
+  const crc = pngChunk;
+
+  test('PNG: 65 zTXt chunks each inflating to 1 MiB (a 65 MiB text bomb in 70 KB): refused by the text limit, quickly', async () => {
+    const valid = fs.readFileSync(IMAGE);
+    const one = zlib.deflateSync(Buffer.alloc(1 << 20, 97), { level: 9 });
+    const bombs = Array.from({ length: 65 }, (_, i) => crc('zTXt', Buffer.concat([Buffer.from(`k${i}\0\0`, 'latin1'), one])));
+    const bytes = Buffer.concat([valid.subarray(0, 33), ...bombs, valid.subarray(33)]);
+    expect(bytes.length).toBeLessThan(200_000);
+    expect(await refused(ImageError, () => decodeImage(file('text_bomb.png', bytes)))).toMatch(/Too much memory used in text chunks.*Pillow 9\.4 refuses it too/);
+  });
+
+  test('PNG: image data inflating far past its rows (a deflate bomb in IDAT) is read no further than the rows', async () => {
+    const ihdr = Buffer.alloc(13);
+    ihdr.writeUInt32BE(64, 0);
+    ihdr.writeUInt32BE(64, 4);
+    ihdr.set([8, 0, 0, 0, 0], 8);
+    const rows = Buffer.alloc(64 * 65 + (1 << 26)); // the rows, then 64 MiB more (from 65 KB of data)
+    const bytes = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), crc('IHDR', ihdr), crc('IDAT', zlib.deflateSync(rows, { level: 9 })), crc('IEND', Buffer.alloc(0))]);
+    const t0 = Date.now();
+    const img = await decodeImage(bytes, { name: 'idat_bomb.png' });
+    expect([img.width, img.height]).toEqual([64, 64]);
+    expect(Date.now() - t0).toBeLessThan(5000);
+  });
+
+  test('TIFF: 200,000 strip offsets all pointing past the end are refused in bounded time', async () => {
+    const n = 200_000;
+    const out = Buffer.alloc(8 + 2 + 12 * 6 + 4 + 4 * n);
+    out.write('II*\0', 0, 'latin1');
+    out.writeUInt32LE(8, 4);
+    out.writeUInt16LE(6, 8);
+    const entry = (i: number, tag: number, type: number, count: number, value: number) => {
+      const at = 10 + 12 * i;
+      out.writeUInt16LE(tag, at);
+      out.writeUInt16LE(type, at + 2);
+      out.writeUInt32LE(count, at + 4);
+      out.writeUInt32LE(value, at + 8);
+    };
+    entry(0, 256, 4, 1, 1);
+    entry(1, 257, 4, 1, n);
+    entry(2, 258, 3, 1, 8);
+    entry(3, 262, 3, 1, 1);
+    entry(4, 273, 4, n, 10 + 12 * 6 + 4);
+    entry(5, 278, 4, 1, 1);
+    // every strip offset points past the end of the file
+    for (let i = 0; i < n; i++) out.writeUInt32LE(0xfffffff0, 10 + 12 * 6 + 4 + 4 * i);
+    expect(await refused(ImageError, () => decodeImage(file('strips.tif', out)), 10)).toMatch(/image file is truncated; Pillow 9\.4 refuses it too$/);
+  });
+
+  test('JPEG: megabytes of FF fill and FF00 pairs after the scan are walked in bounded time', async () => {
+    const valid = fs.readFileSync(path.join(FIXTURES, 'images', 'rocket.jpg'));
+    const fill = Buffer.alloc(4 << 20, 0xff);
+    for (let i = 1; i < fill.length; i += 2) fill[i] = i % 4 === 1 ? 0x00 : 0xff;
+    const bytes = Buffer.concat([valid.subarray(0, valid.length - 2), fill, Buffer.from([0xff, 0xd9])]);
+    const t0 = Date.now();
+    await decodeImage(bytes, { name: 'fill.jpg' }).catch((e: unknown) => {
+      if (!(e instanceof ImageError)) throw e;
+    });
+    expect(Date.now() - t0).toBeLessThan(5000);
   });
 });

@@ -59,8 +59,11 @@ describe('decodeImage on modes the golden fixtures lack (tools/gen_pillow_decode
     expect(values.has(255) && [...values].some((v) => v > 4 && v < 255)).toBe(true);
   });
 
-  test('colour spaces other than sRGB, grey and CMYK are refused, not converted by libvips', async () => {
-    await expect(decodeImage(path.join(dir, 'lab16.tif'))).rejects.toThrow(/lab16\.tif: colour space labs has no Pillow-exact decoding$/);
+  test('CIELab TIFF: 8-bit converted as Pillow (LittleCMS), 16-bit refused as Pillow refuses it', async () => {
+    const lab = await decodeImage(path.join(dir, 'lab.tif'));
+    expect(sha256(lab.data)).toBe(cases['lab.tif'].rgb_u8_sha256);
+    expect(lab.sourceMode).toBe('LAB');
+    await expect(decodeImage(path.join(dir, 'lab16.tif'))).rejects.toThrow(/lab16\.tif: TIFF unknown pixel mode .*Pillow 9\.4 refuses it too$/);
   });
 
   test("grey16: 'high-byte' keeps v >> 8 instead (the image as a viewer shows it)", async () => {

@@ -170,6 +170,14 @@ def main():
         'comment, NETSCAPE, plain text extensions, stray bytes, GCE without transparency flag')
     add('gif87a.gif', gif((w, h), [frame], pal, version=b'GIF87a'), 'GIF87a')
 
+    # A frame 0 pixels wide at x 0: decoder.setimage reads the box (0, y, 0, y + h) as the whole
+    # image, so Pillow decodes a screen-sized frame from the data (when there is enough of it).
+    screen = (np.arange(w * h).reshape(h, w) * 5 % 16).astype(np.uint8)
+    add('zero_width_frame.gif', gif((w, h), [{'rect': (0, 0, 0, 0), 'idx': np.zeros((0, 0)), 'data': lzw(screen.ravel(), 8)}], pal),
+        'first frame 0x0 at (0, 0) with a screen of data: decoded as the whole screen')
+    add('zero_width_frame_lower.gif', gif((w, h), [{'rect': (0, 3, 0, 2), 'idx': np.zeros((0, 0)), 'data': lzw(screen.ravel(), 8)}], pal),
+        'first frame 0 wide at (0, 3): also the whole screen, from the top')
+
     # Refused by Pillow
     add('end_code_early.gif', gif((w, h), [dict(frame, data=lzw(idx.ravel()[:20], 8))], pal),
         'end code before the last pixel (Pillow: truncated)')
@@ -180,6 +188,10 @@ def main():
     add('bad_first_code.gif', gif((w, h), [dict(frame, data=b'\x02\x02\x0e\x00\x00')], pal[:4]),
         'first code after clear is a table code (Pillow: broken data stream)')
     add('zero_height_frame.gif', gif((w, h), [dict(frame, rect=(0, 0, w, 0), idx=np.zeros((0, w)))], pal), 'frame 0 rows high')
+    add('zero_width_frame_at_x2.gif', gif((w, h), [{'rect': (2, 0, 0, h), 'idx': np.zeros((h, 0)), 'data': lzw(screen.ravel(), 8)}], pal),
+        'frame 0 wide at x 2 (Pillow: tile cannot extend outside image)')
+    add('zero_width_frame_no_data.gif', gif((w, h), [{'rect': (0, 0, 0, 0), 'idx': np.zeros((0, 0))}], pal),
+        'frame 0x0 at (0, 0) without data for the screen (Pillow: image file is truncated)')
     add('bomb.gif', gif((40000, 40000), [frame], pal), '40000 x 40000 screen (Pillow: DecompressionBombError)')
     add('header_only.gif', b'GIF89a\x07\x00', 'file ends inside the header')
 

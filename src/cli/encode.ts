@@ -49,7 +49,7 @@ export const ENCODE_HELP = `encode: images (or precomputed pixel values) -> visi
                                all the weights (N x the memory; default 1), each on --threads threads (default 1
                                with --workers): for throughput on many cores with RAM to spare
   --interpolate-pos-encoding   pixel values at a resolution other than the model's image_size (HF semantics)
-  --auto-orient                apply EXIF orientation (Pillow's Image.open, and so LLaVA, does not; images only)
+  --auto-orient                apply EXIF orientation (Pillow's Image.open, and so LLaVA, does not, but turns TIFFs itself; images only)
   --backend B                  ${BACKEND_CHOICES.join(' | ')} (default: $LLAVA_VISION_BACKEND, else auto)
   --force                      overwrite --out even when it is not an output of llava-vision (another file, or a
                                safetensors file with no llava-vision producer); an input of the run never is

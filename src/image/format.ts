@@ -24,8 +24,9 @@ export function sniffImageFormat(head: Uint8Array): { format: ImageFormat } | { 
   if (ascii(0, 4) === 'RIFF' && ascii(8, 12) === 'WEBP' && ['VP8 ', 'VP8L', 'VP8X'].includes(ascii(12, 16))) {
     return { format: 'webp' };
   }
-  // Classic TIFF and BigTIFF, both byte orders (Pillow 9.4 reads both).
-  if (['II*\0', 'MM\0*', 'II+\0', 'MM\0+'].includes(ascii(0, 4))) return { format: 'tiff' };
+  // Classic TIFF and BigTIFF, both byte orders, and the two invalid headers Pillow 9.4 also
+  // accepts (TiffImagePlugin.PREFIXES).
+  if (['II*\0', 'MM\0*', 'II+\0', 'MM\0+', 'MM*\0', 'II\0*'].includes(ascii(0, 4))) return { format: 'tiff' };
   if (ascii(0, 2) === 'BM') return { format: 'bmp' };
   return { refused: refusal(head) };
 }
@@ -44,31 +45,13 @@ function refusal(head: Uint8Array): string {
   return 'unsupported image format (llava-vision-tfjs decodes PNG, JPEG, GIF, WebP, TIFF and BMP)';
 }
 
-/** PNG colour type from the IHDR chunk (0 grey, 2 RGB, 3 palette, 4 grey+alpha, 6 RGBA). */
-export function pngColourType(head: Uint8Array): number | undefined {
-  const isIhdr = head[12] === 0x49 && head[13] === 0x48 && head[14] === 0x44 && head[15] === 0x52;
-  return isIhdr && head.length > 25 ? head[25] : undefined;
-}
-
-/** The first SNIFF_BYTES bytes of a file (fewer if it is shorter). */
-export async function readImageHead(file: string, name: string): Promise<Uint8Array> {
+/**
+ * The whole file. Read synchronously: the decoders that follow are synchronous too, and for image
+ * files one read costs far less than the round trips of fs.promises (open, stat, read, close).
+ */
+export function readImageBytes(file: string, name: string): Uint8Array {
   try {
-    const fd = await fs.promises.open(file, 'r');
-    try {
-      const buf = Buffer.alloc(SNIFF_BYTES);
-      const { bytesRead } = await fd.read(buf, 0, SNIFF_BYTES, 0);
-      return buf.subarray(0, bytesRead);
-    } finally {
-      await fd.close();
-    }
-  } catch (e) {
-    throw new ImageError(`cannot decode image ${name}: ${readError(e)}`);
-  }
-}
-
-export async function readImageFile(file: string, name: string): Promise<Uint8Array> {
-  try {
-    return await fs.promises.readFile(file);
+    return fs.readFileSync(file);
   } catch (e) {
     throw new ImageError(`cannot decode image ${name}: ${readError(e)}`);
   }

@@ -108,6 +108,11 @@ export function decodeGif(file: Uint8Array, name: string, maxPixels = maxImagePi
   if (width * height > maxPixels) {
     throw fail(`GIF image is ${width}x${height} = ${width * height} pixels, over the limit of ${maxPixels} (Pillow's decompression-bomb limit; LLAVA_VISION_MAX_IMAGE_PIXELS raises it)`);
   }
+  if (frame.x0 === 0 && frame.width === 0) {
+    // decoder.setimage reads a box of x0 == x1 == 0 as the whole image: Pillow decodes a 0-wide
+    // frame at x 0 as a frame covering the screen (from its own data, so often "truncated").
+    frame = { ...frame, y0: 0, width, height };
+  }
   if (frame.width <= 0 || frame.height <= 0) throw fail('GIF frame has no pixels (Pillow: tile cannot extend outside image)');
 
   const indices = new Uint8Array(width * height).fill(transparency ?? 0);
