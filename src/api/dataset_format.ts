@@ -282,15 +282,19 @@ export interface ShardRecord {
 }
 
 /**
- * A shard's own record, checked: its entries name it, and each stored image's tensors are in it with
+ * A shard's own record, checked: made with `belongsTo`'s settings when given (else a CheckpointError
+ * from its `describe`), its entries name it, and each stored image's tensors are in it with
  * the shapes its entry gives (a shard is self-consistent, or refused).
  */
-export function readShardRecord(file: string): ShardRecord {
+export function readShardRecord(file: string, belongsTo?: { info: DatasetInfo; describe: (mismatch: string) => string }): ShardRecord {
   const st = SafetensorsFile.open(file);
   try {
     const { format, entries, settings_digest: digest, settings } = st.metadata;
     if (format !== SHARD_FORMAT || entries === undefined) throw new CheckpointError(`${file}: not a ${SHARD_FORMAT} (no entries in its __metadata__)`);
     if (digest === undefined || settings === undefined) throw new CheckpointError(`${file}: its __metadata__ records no settings_digest (made by another version, or not by llava-vision-tfjs)`);
+    // Settings first: a shard of another dataset is named as such, whatever else is wrong with it here.
+    const mismatch = belongsTo && shardMismatch({ settingsDigest: digest, settings }, belongsTo.info);
+    if (mismatch) throw new CheckpointError(belongsTo.describe(mismatch));
     const parsed = parseJsonWithLimits(entries, { maxDepth: 5, rejectDuplicateKeys: true }, (problem) => new CheckpointError(`${file}: __metadata__.entries ${problem}`));
     if (!Array.isArray(parsed)) throw new CheckpointError(`${file}: __metadata__.entries is not a list`);
     const name = path.basename(file);

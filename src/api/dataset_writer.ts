@@ -19,7 +19,7 @@ import { packageVersion } from '../version';
 import {
   DATASET_JSON, DatasetInfo, FORMAT, IDENTITY_FIELDS, FORMAT_VERSION, MANIFEST, MAX_INPUTS, MAX_PARTS, ManifestEntry, SHARD_FORMAT, STORED_DTYPES, StoredDType,
   canonicalJson, identityDifferences, identityOf, isOwnTempName, isTransientName, listParts, listShards, partDirName, readDatasetInfo, readManifest,
-  readShardRecord, settingsDigest, shardMismatch, shardName, shardNumber,
+  readShardRecord, settingsDigest, shardName, shardNumber,
 } from './dataset_format';
 import { EncodeUnit, ImageFailure, ImageJobOptions, ImageSettings, PreparedImage, SaveName, defaultImageOutput, encodeUnits, imageSettings, prepareImage } from './encode_job';
 import { inputFileProblem } from './inputs';
@@ -501,11 +501,10 @@ export function planRun(dir: string, inputs: string[], info: DatasetInfo, part?:
 function forEachShardEntry(dir: string, shards: string[], info: DatasetInfo, onEntry: (e: ManifestEntry) => void): void {
   for (const shard of shards) {
     const file = path.join(dir, shard);
-    const record = readShardRecord(file);
-    const mismatch = shardMismatch(record, info);
-    if (mismatch) {
-      throw new CheckpointError(`${file} was made with other settings than ${path.join(dir, DATASET_JSON)}: ${mismatch}; a dataset is never mixed (move that shard out of the folder; or, if ${DATASET_JSON} was edited by hand, restore it)`);
-    }
+    const record = readShardRecord(file, {
+      info,
+      describe: (mismatch) => `${file} was made with other settings than ${path.join(dir, DATASET_JSON)}: ${mismatch}; a dataset is never mixed (move that shard out of the folder; or, if ${DATASET_JSON} was edited by hand, restore it)`,
+    });
     for (const e of record.entries) onEntry(e);
   }
 }
