@@ -9,7 +9,7 @@
 import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import { ConfigError, CheckpointError } from '../errors';
+import { ConfigError, CheckpointError, quote } from '../errors';
 import { appendFileDurable, parseTempName, writeAllSync, writeFileAtomic } from '../io/atomic';
 import { toHalfBits } from '../io/dtype';
 import { FolderLock, FolderLockedError, LOCK_LEASE_MS, heldMessage, lockState } from '../io/folder_lock';
@@ -17,7 +17,7 @@ import { hostTag, processAlive } from '../io/host';
 import { TensorToWrite, writeSafetensors } from '../io/safetensors';
 import { packageVersion } from '../version';
 import {
-  DATASET_JSON, DatasetInfo, FORMAT, IDENTITY_FIELDS, FORMAT_VERSION, MANIFEST, MAX_INPUTS, MAX_PARTS, ManifestEntry, SHARD_FORMAT, STORED_DTYPES, StoredDType,
+  DATASET_JSON, DatasetInfo, FORMAT, IDENTITY_FIELDS, FORMAT_VERSION, MANIFEST, MAX_INPUTS, MAX_PARTS, MAX_SOURCE_BYTES, ManifestEntry, SHARD_FORMAT, STORED_DTYPES, StoredDType,
   canonicalJson, identityDifferences, identityOf, isOwnTempName, isTransientName, listParts, listShards, partDirName, readDatasetInfo, readManifest,
   readShardRecord, settingsDigest, shardName, shardNumber,
 } from './dataset_format';
@@ -84,6 +84,8 @@ export interface DatasetWriteSummary {
   encoded: number;
   /** Failed in this run: the first FAILURES_KEPT of them (all are in the manifest). */
   failures: ImageFailure[];
+  /** How many failed in this run. */
+  failed: number;
   /** Failed images of this part, earlier runs included. */
   failedTotal: number;
   /** Shards written by this run. */
@@ -179,6 +181,7 @@ export async function writeEncodedDataset(model: LlavaVision, inputs: string[], 
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new ConfigError(`batch size must be a positive integer, got ${batchSize}`);
   if (inputs.length === 0) throw new ConfigError('no images to encode');
   if (inputs.length > MAX_INPUTS) throw new ConfigError(`${inputs.length} inputs: a dataset holds at most ${MAX_INPUTS}`);
+  checkSources(inputs);
   const partDir = checkDatasetDir(dir, options.part);
   const settings = imageSettings(model, options);
   const outputs = options.outputs ?? [defaultImageOutput(model)];
@@ -203,7 +206,7 @@ async function writeLocked(
   const { shardSize, dtype, workers, batchSize, settings, jobOptions } = options;
   openDatasetFolder(partDir, info);
   const { images, todo, failedBefore, nextShard } = planRun(partDir, inputs, info, options.part);
-  const summary: DatasetWriteSummary = { dir: partDir, images, skipped: images - todo.length, encoded: 0, failures: [], failedTotal: failedBefore, shards: 0 };
+  const summary: DatasetWriteSummary = { dir: partDir, images, skipped: images - todo.length, encoded: 0, failures: [], failed: 0, failedTotal: failedBefore, shards: 0 };
 
   // Results wait here until their shard is complete; shards are written in order. Shard p holds
   // todo[p * shardSize ...], and `remaining[p]` counts its images not done yet (no rescan per image).
@@ -212,7 +215,6 @@ async function writeLocked(
   if (planCount) remaining[planCount - 1] = todo.length - (planCount - 1) * shardSize;
   const results = new Map<number, ImageResult>();
   let written = 0;
-  let failedThisRun = 0;
   let shardNumber = nextShard;
   const metadata = { format: SHARD_FORMAT, format_version: String(FORMAT_VERSION), producer: info.producer, settings_digest: info.settings_digest, settings: canonicalJson(identityOf(info)) };
   const resolve = (index: number, result: ImageResult) => {
@@ -221,7 +223,7 @@ async function writeLocked(
     remaining[Math.floor(k / shardSize)]--;
     if ('error' in result) summary.failedTotal++;
     else summary.encoded++;
-    options.onProgress?.({ skipped: summary.skipped, done: summary.encoded + failedThisRun, todo: todo.length, failed: summary.failedTotal });
+    options.onProgress?.({ skipped: summary.skipped, done: summary.encoded + summary.failed, todo: todo.length, failed: summary.failedTotal });
     while (written < planCount && remaining[written] === 0) {
       const indices = todo.slice(written * shardSize, Math.min(todo.length, (written + 1) * shardSize));
       lock.check(); // a run taken over (suspended past the lease) stops here, before writing beside the new holder
@@ -231,7 +233,7 @@ async function writeLocked(
     }
   };
   const fail = (failure: ImageFailure) => {
-    failedThisRun++;
+    summary.failed++;
     if (summary.failures.length < FAILURES_KEPT) summary.failures.push(failure);
     options.onFailure?.(failure);
     resolve(failure.index, { error: failure.message });
@@ -249,6 +251,20 @@ async function writeLocked(
   await encodeStream(model, prepared, { workers: Math.min(workers, Math.max(todo.length, 1)), batchSize, jobOptions }, deliver, fail);
   if (written !== planCount) throw new Error(`internal: ${planCount - written} shard(s) of ${partDir} were not written`);
   return summary;
+}
+
+/**
+ * Every input a path string no longer than a path can be (MAX_SOURCE_BYTES of UTF-8): a longer one is
+ * no image, and its manifest entry (source and error message) could outgrow what a shard header holds.
+ */
+function checkSources(inputs: string[]): void {
+  for (let i = 0; i < inputs.length; i++) {
+    const s = inputs[i];
+    if (typeof s !== 'string') throw new ConfigError(`input ${i} is ${s === null ? 'null' : typeof s}, not a path`);
+    if (s.length > MAX_SOURCE_BYTES / 3 && Buffer.byteLength(s) > MAX_SOURCE_BYTES) {
+      throw new ConfigError(`input ${i} is ${Buffer.byteLength(s)} bytes long, longer than any path (${MAX_SOURCE_BYTES}): ${quote(s, 60)}`);
+    }
+  }
 }
 
 /** Position of `index` in the ascending list `todo` (binary search). */

@@ -93,7 +93,7 @@ export async function runEncodeDataset(outDir: string, o: EncodeArgs, images: st
       io.err(`llava-vision: ${summary.dir}: encoded ${summary.encoded} image(s) into ${summary.shards} new shard(s) (${dtype})${rate}${already}; ${summary.images} image(s) in all\n`);
     }
     if (summary.failedTotal) {
-      const earlier = summary.failedTotal - summary.failures.length;
+      const earlier = summary.failedTotal - summary.failed;
       const unnamed = failedNow > FAILURES_SHOWN ? `; the first ${FAILURES_SHOWN} of this run are named above` : '';
       io.err(`llava-vision: ${summary.failedTotal} of ${summary.images} image(s) failed${earlier ? ` (${earlier} in earlier runs)` : ''}, recorded in ${manifest}${unnamed}; the others were written\n`);
       return 1;
