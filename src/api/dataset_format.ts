@@ -151,7 +151,8 @@ export function identityDifferences(stored: unknown, current: unknown, fields: r
     for (const k of [...keys].sort()) walk((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], `${where}.${k}`);
   };
   for (const f of fields) walk((stored as Record<string, unknown> | null)?.[f], (current as Record<string, unknown> | null)?.[f], f);
-  return out;
+  // A hand-made file can differ everywhere: the message names the first few.
+  return out.length > 6 ? [...out.slice(0, 6), `… (${out.length - 6} more)`] : out;
 }
 
 const isObject = (x: unknown): x is Record<string, unknown> => x !== null && typeof x === 'object' && !Array.isArray(x);
@@ -324,7 +325,7 @@ export function shardMismatch(record: Pick<ShardRecord, 'settingsDigest' | 'sett
     // named by the digest alone below
   }
   const diff = identityDifferences(theirs, identityOf(info), IDENTITY_FIELDS, ['shard', DATASET_JSON]);
-  return diff.length ? diff.join('; ') : `settings_digest ${record.settingsDigest} (shard) vs ${info.settings_digest} (${DATASET_JSON})`;
+  return diff.length ? diff.join('; ') : `settings_digest ${quote(record.settingsDigest, 80)} (shard) vs ${info.settings_digest} (${DATASET_JSON})`;
 }
 
 /** The shard files of a folder, by number. A shard name that is not a regular file (a link, a folder) is refused. */

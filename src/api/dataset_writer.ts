@@ -204,8 +204,7 @@ async function writeLocked(
   options: DatasetWriteOptions & { outputs: SaveName[]; batchSize: number; workers: number; shardSize: number; dtype: StoredDType; settings: ImageSettings; jobOptions: Parameters<typeof encodeUnits>[2] },
 ): Promise<DatasetWriteSummary> {
   const { shardSize, dtype, workers, batchSize, settings, jobOptions } = options;
-  openDatasetFolder(partDir, info);
-  const { images, todo, failedBefore, nextShard } = planRun(partDir, inputs, info, options.part);
+  const { images, todo, failedBefore, nextShard } = resumeDatasetFolder(partDir, info, inputs, options.part);
   const summary: DatasetWriteSummary = { dir: partDir, images, skipped: images - todo.length, encoded: 0, failures: [], failed: 0, failedTotal: failedBefore, shards: 0 };
 
   // Results wait here until their shard is complete; shards are written in order. Shard p holds
@@ -465,6 +464,15 @@ function openDatasetFolder(dir: string, info: DatasetInfo): void {
 }
 
 /**
+ * The model-free part of a resume, in a folder whose lock this run holds: dataset.json made or
+ * checked against `info`, then planRun. (The fuzz suite runs it on hostile folders.)
+ */
+export function resumeDatasetFolder(dir: string, info: DatasetInfo, inputs: string[], part?: DatasetPart): ReturnType<typeof planRun> {
+  openDatasetFolder(dir, info);
+  return planRun(dir, inputs, info, part);
+}
+
+/**
  * What this run has to do: this part's indices not yet in the folder, after the folder is made
  * consistent. The shards are the truth: every shard's own record is read and checked (made with this
  * dataset's settings, its images this run's inputs at the same indices), the manifest is rebuilt from
@@ -473,7 +481,7 @@ function openDatasetFolder(dir: string, info: DatasetInfo): void {
  * before the lock) keeps its first copy, by shard order; the other is left unused in its shard. Only
  * a bitmap of the inputs is kept, never the entries: memory stays flat with the dataset's size.
  */
-export function planRun(dir: string, inputs: string[], info: DatasetInfo, part?: DatasetPart): { images: number; todo: number[]; failedBefore: number; nextShard: number } {
+function planRun(dir: string, inputs: string[], info: DatasetInfo, part?: DatasetPart): { images: number; todo: number[]; failedBefore: number; nextShard: number } {
   removeStaleTemps(dir);
   const shards = listShards(dir);
   const done = new Uint8Array(inputs.length);
