@@ -82,34 +82,50 @@ export function walkImages(dir: string): string[] {
     const real = fs.realpathSync(folder);
     if (seen.has(real)) continue;
     seen.add(real);
-    let entries: fs.Dirent<Buffer>[];
+    // Entries one at a time (opendir), not a folder's 600k Dirents at once.
+    let handle: fs.Dir;
     try {
-      entries = fs.readdirSync(folder, { withFileTypes: true, encoding: 'buffer' });
+      handle = fs.opendirSync(folder, { encoding: 'buffer' as BufferEncoding });
     } catch (e) {
       throw new ConfigError(`cannot read folder ${folder} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); its images would be missing from the index order`);
     }
-    for (const entry of entries) {
-      if (entry.name[0] === 0x2e) continue; // '.'
-      const name = decodeName(entry.name);
-      const full = name === null ? Buffer.concat([Buffer.from(folder + path.sep), entry.name]) : path.join(folder, name);
-      let kind: { isDirectory(): boolean; isFile(): boolean } = entry;
-      if (entry.isSymbolicLink()) {
-        try {
-          kind = fs.statSync(full);
-        } catch {
-          continue; // a dangling link
-        }
-      }
-      const isImage = kind.isFile() && (IMAGE_EXTENSIONS.has(path.extname(entry.name.toString('latin1')).toLowerCase()) || sniff(full));
-      if (!kind.isDirectory() && !isImage) continue;
-      if (name === null) {
-        throw new ConfigError(`${path.join(folder, shownName(entry.name))}: the name of this ${kind.isDirectory() ? 'folder' : 'image'} is not valid UTF-8, so a dataset cannot record it; rename it (e.g. convmv -f latin1 -t utf8) or list the images with --inputs`);
-      }
-      if (kind.isDirectory()) folders.push(full as string);
-      else found.push(full as string);
+    try {
+      for (let entry = readEntry(handle, folder); entry; entry = readEntry(handle, folder)) visit(folder, entry);
+    } finally {
+      handle.closeSync();
     }
   }
   return found.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+
+  function visit(folder: string, entry: fs.Dirent<Buffer>): void {
+    if (entry.name[0] === 0x2e) return; // '.'
+    const name = decodeName(entry.name);
+    const full = name === null ? Buffer.concat([Buffer.from(folder + path.sep), entry.name]) : path.join(folder, name);
+    let kind: { isDirectory(): boolean; isFile(): boolean } = entry;
+    if (entry.isSymbolicLink()) {
+      try {
+        kind = fs.statSync(full);
+      } catch {
+        return; // a dangling link
+      }
+    }
+    const isImage = kind.isFile() && (IMAGE_EXTENSIONS.has(path.extname(entry.name.toString('latin1')).toLowerCase()) || sniff(full));
+    if (!kind.isDirectory() && !isImage) return;
+    if (name === null) {
+      throw new ConfigError(`${path.join(folder, shownName(entry.name))}: the name of this ${kind.isDirectory() ? 'folder' : 'image'} is not valid UTF-8, so a dataset cannot record it; rename it (e.g. convmv -f latin1 -t utf8) or list the images with --inputs`);
+    }
+    if (kind.isDirectory()) folders.push(full as string);
+    else found.push(full as string);
+  }
+}
+
+/** The next entry of an open folder (its name as bytes), or null at the end. */
+function readEntry(handle: fs.Dir, folder: string): fs.Dirent<Buffer> | null {
+  try {
+    return handle.readSync() as unknown as fs.Dirent<Buffer> | null;
+  } catch (e) {
+    throw new ConfigError(`cannot read folder ${folder} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); its images would be missing from the index order`);
+  }
 }
 
 /**
@@ -184,9 +200,13 @@ export function expandInputs(args: string[], listed: string[] = []): string[] {
       // missing: recorded as a failure when its turn comes
     }
     if (isDir) {
-      const images = walkImages(arg);
+      // Walked from its absolute path: the paths found are absolute and normalised already.
+      const images = walkImages(path.resolve(arg));
       if (images.length === 0) throw new ConfigError(`${arg}: no images in this folder (looked for ${[...IMAGE_EXTENSIONS].join(' ')} and image content)`);
-      for (const f of images) add(f, f);
+      for (const f of images) {
+        if (Buffer.byteLength(f) > MAX_SOURCE_BYTES) throw new ConfigError(`${f}: longer than any path (${MAX_SOURCE_BYTES} bytes)`);
+        out.push(f);
+      }
     } else {
       add(arg, `argument ${k + 1}`);
     }
