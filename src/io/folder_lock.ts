@@ -207,6 +207,13 @@ export class FolderLock {
       } finally {
         fs.closeSync(fd);
       }
+      // A listing that missed a higher generation (a shared filesystem's directory cache) made us create
+      // one below it: not ours to hold. Look again.
+      const top = listLocks(dir).pop();
+      if (top && top.generation > generation) {
+        fs.unlinkSync(file);
+        continue;
+      }
       const lock = new FolderLock(dir, file, generation, token);
       // Superseded generations are stale by now; their holders find them gone or outranked and stop.
       for (const old of listLocks(dir)) {
@@ -224,14 +231,18 @@ export class FolderLock {
     throw new FolderLockedError(`${dir}: could not take the writer lock (other runs keep taking it); run again`);
   }
 
-  /** Throws unless this run still holds the lock (call before each commit). */
+  /**
+   * Throws unless this run still holds the lock (call before each commit): its file is there with its
+   * token, and no generation above it exists. Two lookups by name, no listing of the folder (which
+   * holds thousands of shards): a take-over of generation g always creates g+1.
+   */
   check(): void {
     if (this.released) throw new OutputError(`internal: the lock of ${this.dir} was released`);
     const mine = readLock(this.file, this.generation);
-    const next = lockState(this.dir);
-    if (mine?.record?.token === this.token && (next === null || next.generation <= this.generation)) return;
-    const other = next && next.generation !== this.generation ? next : null;
-    const by = other?.record ? ` by pid ${other.record.pid} on host ${other.record.host}` : '';
+    const next = readLock(path.join(this.dir, lockName(this.generation + 1)), this.generation + 1);
+    if (mine?.record?.token === this.token && next === null) return;
+    const other = next ?? lockState(this.dir);
+    const by = other?.record && other.generation !== this.generation ? ` by pid ${other.record.pid} on host ${other.record.host}` : '';
     throw new FolderLockedError(`${this.dir}: this run lost its writer lock (taken over${by} after its heartbeat stopped for longer than the ${LOCK_LEASE_MS / 1000} s lease: was this process suspended?); stopping without writing more`);
   }
 
