@@ -22,7 +22,7 @@ describe('checked before any model is loaded (a model that does not exist is nev
     [['--inputs', '/nonexistent/list.txt', '--out-dir', 'D'], /--inputs \/nonexistent\/list\.txt: no such file/],
     [['a.png', '--out-dir', '@FILE'], /--out-dir .*a-file is a file, not a folder/],
     [['a.png', '--out-dir', 'D', '--part', '3/3'], /--part 3\/3: K must be 0\.\.2 \(counted from 0/],
-    [['a.png', '--out-dir', 'D', '--part', '/4'], /--part must be K\/N .*got "\/4"/],
+    [['a.png', '--out-dir', 'D', '--part', '/4'], /--part must be K\/N, two whole numbers .*got "\/4"/],
     [['a.png', '--out-dir', 'D', '--part', '1/0'], /--part 1\/0: N must be at least 1/],
     [['a.png', '--out-dir', 'D', '--out', 'o.safetensors'], /either --out FILE or --out-dir DIR, not both/],
     [['a.png', '--out-dir', 'D', '--dtype', 'F8'], /--dtype must be one of F32, F16, BF16/],

@@ -16,6 +16,7 @@ import { DatasetInfo, ManifestEntry } from '../src/api/dataset_format';
 import { readJson } from './helpers/json';
 import { folderHashes, makeImages, shardTensors } from './helpers/dataset';
 import { isolatedTempDir } from './helpers/isolation';
+import { hostTag } from '../src/io/host';
 
 const DEMO = path.join(__dirname, '..', 'weights', 'demo');
 const tempDir = isolatedTempDir('llava-dataset-');
@@ -140,23 +141,31 @@ describe('resuming', () => {
     expect(folderHashes(dir)).toEqual(before);
   });
 
-  test('kill during a manifest append: the torn last line is dropped, the lost shard redone; dead writers\' temp files removed', async () => {
+  test('kill during a manifest append: the torn last line is dropped, the lost shard redone; dead writers\' temp files removed, nothing else', async () => {
     const dir = copy(refDir, 'resume-torn');
     // The shard in progress is lost (shard 3: only its temp file is left) and the append before it was cut mid-line.
     fs.rmSync(path.join(dir, 'shard-00003.safetensors'));
     const kept = lines(dir).filter((e) => e.shard !== 'shard-00003.safetensors').map((e) => JSON.stringify(e) + '\n').join('');
     fs.writeFileSync(path.join(dir, 'manifest.jsonl'), kept + '{"index":9,"source":"/x');
     const deadPid = 2 ** 22 + 12345; // above Linux's largest pid_max: no such process
-    fs.writeFileSync(path.join(dir, `shard-00003.safetensors.tmp-${deadPid}-00aa11`), 'partial');
-    const liveTemp = `shard-00003.safetensors.tmp-${process.pid}-00bb22`;
-    fs.writeFileSync(path.join(dir, liveTemp), 'a live writer');
+    const temp = (pid: number, host = hostTag(), target = 'shard-00003.safetensors') => `${target}.llava-vision-tmp-${host}-${pid}-00aa11bb22cc`;
+    fs.writeFileSync(path.join(dir, temp(deadPid)), 'partial');
+    fs.writeFileSync(path.join(dir, temp(deadPid, hostTag(), 'manifest.jsonl')), 'partial');
+    // Kept: a live writer's file (another process on this host), a fresh one from another host (its pid
+    // means nothing here), and files that merely look like temp files.
+    const keep = [temp(process.ppid), temp(deadPid, '0badc0de'), 'notes.tmp-2024-12', `shard-00003.safetensors.tmp-${deadPid}-00aa11`, temp(deadPid, hostTag(), 'notes.txt')];
+    for (const name of keep) fs.writeFileSync(path.join(dir, name), 'not to be deleted');
+    const oldOther = temp(deadPid, 'feedf00d');
+    fs.writeFileSync(path.join(dir, oldOther), 'abandoned on another host');
+    const longAgo = new Date(Date.now() - 3_600_000);
+    fs.utimesSync(path.join(dir, oldOther), longAgo, longAgo);
 
     const progress: number[] = [];
     const summary = await writeEncodedDataset(model, inputs, dir, { outputs: [...OUTPUTS], shardSize: 3, onProgress: (p) => progress.push(p.done) });
     expect(summary).toMatchObject({ skipped: 9, encoded: 2, shards: 1, failedTotal: 4 });
     expect(progress).toEqual([1, 2]);
-    expect(fs.readFileSync(path.join(dir, liveTemp), 'utf8')).toBe('a live writer'); // another live process's temp file is not ours to delete
-    fs.rmSync(path.join(dir, liveTemp));
+    for (const name of keep) expect(fs.readFileSync(path.join(dir, name), 'utf8')).toBe('not to be deleted');
+    for (const name of keep) fs.rmSync(path.join(dir, name));
     expect(folderHashes(dir)).toEqual(folderHashes(refDir));
   });
 
@@ -191,7 +200,7 @@ describe('resuming', () => {
     await expect(writeEncodedDataset(model, inputs, dir, { outputs: [...OUTPUTS], aspect: 'square' })).rejects.toThrow(/options\.aspect: "pad" \(dataset\) vs "square"/);
     const clip = await LlavaVision.load(path.join(DEMO, 'clip_tower'), { log: null });
     try {
-      await expect(writeEncodedDataset(clip, inputs, dir, { outputs: ['features'] })).rejects.toThrow(/model\.dir: .* \(dataset\) vs .*clip_tower" \(this run\)/);
+      await expect(writeEncodedDataset(clip, inputs, dir, { outputs: ['features'] })).rejects.toThrow(/model: another model by content \(sha256:[0-9a-f]{12}… made from .*weights\/demo \(dataset\) vs sha256:[0-9a-f]{12}… from .*clip_tower \(this run\)\)/);
     } finally {
       clip.dispose();
     }

@@ -6,20 +6,25 @@
  * appended only after it is in place: a killed run loses at most the shard in progress, and running
  * the same job again does only what is missing.
  */
+import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import { ConfigError, CheckpointError } from '../errors';
-import { appendFileDurable, writeFileAtomic } from '../io/atomic';
+import { ConfigError, CheckpointError, quote } from '../errors';
+import { appendFileDurable, parseTempName, writeAllSync, writeFileAtomic } from '../io/atomic';
 import { toHalfBits } from '../io/dtype';
+import { FolderLock, FolderLockedError, LOCK_LEASE_MS, heldMessage, lockState } from '../io/folder_lock';
+import { hostTag, processAlive } from '../io/host';
 import { TensorToWrite, writeSafetensors } from '../io/safetensors';
 import { packageVersion } from '../version';
 import {
-  DATASET_JSON, DatasetInfo, FORMAT, FORMAT_VERSION, MANIFEST, ManifestEntry, SHARD_FORMAT, STORED_DTYPES, StoredDType, TEMP_NAME,
-  canonicalJson, identityDifferences, listParts, listShards, partDirName, readDatasetInfo, readManifest, shardEntries, shardName, shardNumber,
+  DATASET_JSON, DatasetInfo, FORMAT, IDENTITY_FIELDS, FORMAT_VERSION, MANIFEST, MAX_INPUTS, MAX_PARTS, MAX_SOURCE_BYTES, ManifestEntry, SHARD_FORMAT, STORED_DTYPES, StoredDType,
+  canonicalJson, identityDifferences, identityOf, isOwnTempName, isTransientName, listParts, listShards, partDirName, readDatasetInfo, readManifest,
+  readShardRecord, settingsDigest, shardName, shardNumber,
 } from './dataset_format';
 import { EncodeUnit, ImageFailure, ImageJobOptions, ImageSettings, PreparedImage, SaveName, defaultImageOutput, encodeUnits, imageSettings, prepareImage } from './encode_job';
 import { inputFileProblem } from './inputs';
 import { LlavaVision } from './llava_vision';
+import { modelDigest, planLoad } from './load_plan';
 import { EncoderPool, workerSpec } from './worker_pool';
 
 /**
@@ -30,6 +35,14 @@ import { EncoderPool, workerSpec } from './worker_pool';
  * (`hidden_states` of ViT-L are ~59 MB per image in F32).
  */
 export const DEFAULT_SHARD_SIZE = 64;
+
+/** The first failures of a run kept in its summary: a run over a million missing files must not hold a million messages (the manifest has them all). */
+export const FAILURES_KEPT = 1000;
+/**
+ * Most characters of manifest entries in one shard's __metadata__: a shard that would carry more is
+ * split, well inside the 100 MB header the safetensors reader accepts.
+ */
+const MAX_SHARD_ENTRIES_CHARS = 32 * 1024 * 1024;
 
 export interface DatasetPart {
   /** K in 0..count-1: this run encodes the inputs whose index ≡ K (mod count). */
@@ -69,8 +82,10 @@ export interface DatasetWriteSummary {
   skipped: number;
   /** Encoded by this run. */
   encoded: number;
-  /** Failed in this run. */
+  /** Failed in this run: the first FAILURES_KEPT of them (all are in the manifest). */
   failures: ImageFailure[];
+  /** How many failed in this run. */
+  failed: number;
   /** Failed images of this part, earlier runs included. */
   failedTotal: number;
   /** Shards written by this run. */
@@ -79,10 +94,14 @@ export interface DatasetWriteSummary {
 
 type ImageResult = { tensors: Record<string, TensorToWrite>; imageSize: [number, number] } | { error: string };
 
+/** What names this writer in lock files (and in the message of a run it refuses). */
+const LOCK_PURPOSE = 'an encode into this dataset folder';
+
 /**
  * Checks, without writing anything, that `dir` can hold this dataset (or part): not a file, not a
- * folder of something else, not split into a different number of parts. Returns the folder the run
- * writes. `label` names the folder in messages (e.g. `--out-dir`).
+ * folder of something else, not split into a different number of parts, no links where the writer
+ * writes, and no live run writing it. Returns the folder the run writes. `label` names the folder in
+ * messages (e.g. `--out-dir`).
  */
 export function checkDatasetDir(dir: string, part?: DatasetPart, label = 'dataset folder'): string {
   if (part) checkPart(part);
@@ -95,7 +114,7 @@ export function checkDatasetDir(dir: string, part?: DatasetPart, label = 'datase
   if (stat && !stat.isDirectory()) throw new ConfigError(`${label} ${dir} is a file, not a folder`);
   const partDir = part ? path.join(dir, partDirName(part.index, part.count)) : dir;
   if (!stat) return partDir;
-  const parts = listParts(dir);
+  const parts = listParts(dir, 'refuse');
   if (part) {
     if (fs.existsSync(path.join(dir, DATASET_JSON))) {
       throw new ConfigError(`${label} ${dir} holds a dataset that is not split into parts; part ${part.index} of ${part.count} would mix with it (use another folder)`);
@@ -112,17 +131,35 @@ export function checkDatasetDir(dir: string, part?: DatasetPart, label = 'datase
   return partDir;
 }
 
-/** An existing folder must be empty or hold a dataset (dataset.json): we never write shards among someone's files. */
-function checkOwnFolder(dir: string, label: string): void {
-  const names = fs.readdirSync(dir).filter((f) => !TEMP_NAME.test(f));
+/**
+ * An existing folder must be empty or hold a dataset (dataset.json): we never write shards among
+ * someone's files (our own temp and lock files aside, nothing counts as empty). Its files are its own:
+ * a link in the name of one the writer writes is refused, never written through. A live run writing
+ * it is refused at once, naming it.
+ */
+function checkOwnFolder(dir: string, label: string, locked = false): void {
+  const held = locked ? null : lockState(dir);
+  if (held && !held.stale) throw new FolderLockedError(heldMessage(dir, held, 'this run'));
+  const names = fs.readdirSync(dir).filter((f) => !isTransientName(f));
   if (names.length && !names.includes(DATASET_JSON)) {
     throw new ConfigError(`${label} ${dir} is not empty and holds no ${DATASET_JSON} (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', ...' : ''}): give a new or empty folder`);
+  }
+  for (const name of [DATASET_JSON, MANIFEST]) {
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(path.join(dir, name));
+    } catch {
+      continue;
+    }
+    if (!st.isFile()) {
+      throw new ConfigError(`${path.join(dir, name)} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a regular file'}: a dataset folder's files are its own, never written through a link (replace it with the file itself)`);
+    }
   }
 }
 
 function checkPart(part: DatasetPart): void {
-  if (!Number.isInteger(part.count) || part.count < 1) throw new ConfigError(`part count must be a positive integer, got ${part.count}`);
-  if (!Number.isInteger(part.index) || part.index < 0 || part.index >= part.count) {
+  if (!Number.isSafeInteger(part.count) || part.count < 1 || part.count > MAX_PARTS) throw new ConfigError(`part count must be an integer 1..${MAX_PARTS}, got ${part.count}`);
+  if (!Number.isSafeInteger(part.index) || part.index < 0 || part.index >= part.count) {
     throw new ConfigError(`part ${part.index} of ${part.count} is out of range: K must be 0..${part.count - 1} (counted from 0, like SLURM_ARRAY_TASK_ID with --array=0-${part.count - 1} and JOB_COMPLETION_INDEX)`);
   }
 }
@@ -130,11 +167,12 @@ function checkPart(part: DatasetPart): void {
 /**
  * Encodes `inputs` (image paths; their order is the global index) into the dataset folder `dir`,
  * resuming what an earlier run of the same job left. A bad input (missing, a folder, empty,
- * undecodable) is recorded as that image's failure; the others are still written.
+ * undecodable) is recorded as that image's failure; the others are still written. One run writes a
+ * folder at a time (a lock file, io/folder_lock.ts): a second is refused at once, naming the first.
  */
 export async function writeEncodedDataset(model: LlavaVision, inputs: string[], dir: string, options: DatasetWriteOptions): Promise<DatasetWriteSummary> {
   const shardSize = options.shardSize ?? DEFAULT_SHARD_SIZE;
-  if (!Number.isInteger(shardSize) || shardSize < 1) throw new ConfigError(`shard size must be a positive integer, got ${shardSize}`);
+  if (!Number.isSafeInteger(shardSize) || shardSize < 1) throw new ConfigError(`shard size must be a positive integer, got ${shardSize}`);
   const dtype = options.dtype ?? 'F32';
   if (!STORED_DTYPES.includes(dtype)) throw new ConfigError(`dtype must be one of ${STORED_DTYPES.join(', ')}, got ${String(dtype)}`);
   const workers = options.workers ?? 1;
@@ -142,36 +180,60 @@ export async function writeEncodedDataset(model: LlavaVision, inputs: string[], 
   const batchSize = options.batchSize ?? 1;
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new ConfigError(`batch size must be a positive integer, got ${batchSize}`);
   if (inputs.length === 0) throw new ConfigError('no images to encode');
+  if (inputs.length > MAX_INPUTS) throw new ConfigError(`${inputs.length} inputs: a dataset holds at most ${MAX_INPUTS}`);
+  checkSources(inputs);
   const partDir = checkDatasetDir(dir, options.part);
   const settings = imageSettings(model, options);
   const outputs = options.outputs ?? [defaultImageOutput(model)];
   const jobOptions = { outputs, batchSize, interpolatePosEncoding: options.interpolatePosEncoding, mergeType: settings.mergeType };
   encodeUnits(model, [], jobOptions); // checks the outputs against the model before anything is written
+  const info = await datasetInfoFor(model, inputs.length, { ...options, outputs, dtype, shardSize });
 
-  const info = datasetInfo(model, settings, { ...options, outputs }, dtype, inputs.length, shardSize);
-  openDatasetFolder(partDir, info);
-  const { images, todo, failedBefore, nextShard } = planRun(partDir, inputs, options.part);
-  const plans: number[][] = [];
-  for (let k = 0; k < todo.length; k += shardSize) plans.push(todo.slice(k, k + shardSize));
-  const summary: DatasetWriteSummary = { dir: partDir, images, skipped: images - todo.length, encoded: 0, failures: [], failedTotal: failedBefore, shards: 0 };
+  makeFolder(partDir);
+  const lock = FolderLock.acquire(partDir, LOCK_PURPOSE);
+  try {
+    return await writeLocked(model, inputs, partDir, info, lock, { ...options, outputs, batchSize, workers, shardSize, dtype, settings, jobOptions });
+  } finally {
+    lock.release();
+  }
+}
 
-  // Results wait here until their shard is complete; shards are written in order.
+/** The part of writeEncodedDataset that runs holding the folder's lock. */
+async function writeLocked(
+  model: LlavaVision, inputs: string[], partDir: string, info: DatasetInfo, lock: FolderLock,
+  options: DatasetWriteOptions & { outputs: SaveName[]; batchSize: number; workers: number; shardSize: number; dtype: StoredDType; settings: ImageSettings; jobOptions: Parameters<typeof encodeUnits>[2] },
+): Promise<DatasetWriteSummary> {
+  const { shardSize, dtype, workers, batchSize, settings, jobOptions } = options;
+  const { images, todo, failedBefore, nextShard } = resumeDatasetFolder(partDir, info, inputs, options.part);
+  const summary: DatasetWriteSummary = { dir: partDir, images, skipped: images - todo.length, encoded: 0, failures: [], failed: 0, failedTotal: failedBefore, shards: 0 };
+
+  // Results wait here until their shard is complete; shards are written in order. Shard p holds
+  // todo[p * shardSize ...], and `remaining[p]` counts its images not done yet (no rescan per image).
+  const planCount = Math.ceil(todo.length / shardSize);
+  const remaining = new Int32Array(planCount).fill(shardSize);
+  if (planCount) remaining[planCount - 1] = todo.length - (planCount - 1) * shardSize;
   const results = new Map<number, ImageResult>();
   let written = 0;
-  const metadata = { format: SHARD_FORMAT, format_version: String(FORMAT_VERSION), producer: info.producer, dataset: canonicalJson({ model: info.model, options: info.options, part: info.part }) };
+  let shardNumber = nextShard;
+  const metadata = { format: SHARD_FORMAT, format_version: String(FORMAT_VERSION), producer: info.producer, settings_digest: info.settings_digest, settings: canonicalJson(identityOf(info)) };
   const resolve = (index: number, result: ImageResult) => {
+    const k = positionOf(todo, index);
     results.set(index, result);
+    remaining[Math.floor(k / shardSize)]--;
     if ('error' in result) summary.failedTotal++;
     else summary.encoded++;
-    options.onProgress?.({ skipped: summary.skipped, done: summary.encoded + summary.failures.length, todo: todo.length, failed: summary.failedTotal });
-    while (written < plans.length && plans[written].every((i) => results.has(i))) {
-      writeShard(partDir, shardName(nextShard + written), plans[written], results, inputs, metadata);
+    options.onProgress?.({ skipped: summary.skipped, done: summary.encoded + summary.failed, todo: todo.length, failed: summary.failedTotal });
+    while (written < planCount && remaining[written] === 0) {
+      const indices = todo.slice(written * shardSize, Math.min(todo.length, (written + 1) * shardSize));
+      lock.check(); // a run taken over (suspended past the lease) stops here, before writing beside the new holder
+      shardNumber = writeShard(partDir, shardNumber, indices, results, inputs, metadata);
       written++;
-      summary.shards++;
+      summary.shards = shardNumber - nextShard;
     }
   };
   const fail = (failure: ImageFailure) => {
-    summary.failures.push(failure);
+    summary.failed++;
+    if (summary.failures.length < FAILURES_KEPT) summary.failures.push(failure);
     options.onFailure?.(failure);
     resolve(failure.index, { error: failure.message });
   };
@@ -186,8 +248,43 @@ export async function writeEncodedDataset(model: LlavaVision, inputs: string[], 
 
   const prepared = prefetch(todo.length, 2 * workers + 2, (k) => prepareInput(model, inputs[todo[k]], todo[k], settings));
   await encodeStream(model, prepared, { workers: Math.min(workers, Math.max(todo.length, 1)), batchSize, jobOptions }, deliver, fail);
-  if (written !== plans.length) throw new Error(`internal: ${plans.length - written} shard(s) of ${partDir} were not written`);
+  if (written !== planCount) throw new Error(`internal: ${planCount - written} shard(s) of ${partDir} were not written`);
   return summary;
+}
+
+/**
+ * Every input a path string no longer than a path can be (MAX_SOURCE_BYTES of UTF-8): a longer one is
+ * no image, and its manifest entry (source and error message) could outgrow what a shard header holds.
+ */
+function checkSources(inputs: string[]): void {
+  for (let i = 0; i < inputs.length; i++) {
+    const s = inputs[i];
+    if (typeof s !== 'string') throw new ConfigError(`input ${i} is ${s === null ? 'null' : typeof s}, not a path`);
+    if (s.length > MAX_SOURCE_BYTES / 3 && Buffer.byteLength(s) > MAX_SOURCE_BYTES) {
+      throw new ConfigError(`input ${i} is ${Buffer.byteLength(s)} bytes long, longer than any path (${MAX_SOURCE_BYTES}): ${quote(s, 60)}`);
+    }
+  }
+}
+
+/** Position of `index` in the ascending list `todo` (binary search). */
+function positionOf(todo: number[], index: number): number {
+  let [lo, hi] = [0, todo.length - 1];
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    if (todo[mid] === index) return mid;
+    if (todo[mid] < index) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  throw new Error(`internal: image ${index} is not planned in this run`);
+}
+
+/** Creates the folder (and its parents); a part folder is never a link (checkDatasetDir refused one). */
+function makeFolder(dir: string): void {
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+  } catch (e) {
+    throw new ConfigError(`cannot create the dataset folder ${dir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
 }
 
 /**
@@ -239,19 +336,6 @@ async function encodeStream(
   flush();
 }
 
-/**
- * What this run has to do: this part's indices not yet in the folder (after the folder is made
- * consistent). Its own function so the manifest's entries are garbage once planned, not held for the run.
- */
-function planRun(dir: string, inputs: string[], part?: DatasetPart): { images: number; todo: number[]; failedBefore: number; nextShard: number } {
-  const { done, nextShard } = recover(dir);
-  checkSources(dir, done, inputs, part);
-  const mine = inputs.map((_, i) => i).filter((i) => !part || i % part.count === part.index);
-  let failedBefore = 0;
-  for (const e of done.values()) if (e.error !== undefined) failedBefore++;
-  return { images: mine.length, todo: mine.filter((i) => !done.has(i)), failedBefore, nextShard };
-}
-
 /** The input checked as a file first (so a folder, a pipe or an empty file is a clear failure, never a hang in the decoder). */
 async function prepareInput(model: LlavaVision, source: string, index: number, settings: ImageSettings): Promise<PreparedImage> {
   const problem = inputFileProblem(source);
@@ -288,11 +372,17 @@ function stored(t: TensorToWrite, dtype: StoredDType): TensorToWrite {
   return { dtype, shape: t.shape, data: toHalfBits(t.data as Float32Array, dtype) };
 }
 
-function writeShard(dir: string, name: string, indices: number[], results: Map<number, ImageResult>, inputs: string[], metadata: Record<string, string>): void {
+/**
+ * Writes the results of `indices` as shard `number` (and its manifest lines), removing them from
+ * `results`; returns the next shard number. A shard whose manifest entries would be too big for a
+ * safetensors header (very long paths, a huge --shard-size) is split in two, so the writer never
+ * makes a shard its reader refuses.
+ */
+function writeShard(dir: string, number: number, indices: number[], results: Map<number, ImageResult>, inputs: string[], metadata: Record<string, string>): number {
+  const name = shardName(number);
   const tensors: Record<string, TensorToWrite> = {};
   const entries: ManifestEntry[] = indices.map((index) => {
     const r = results.get(index)!;
-    results.delete(index);
     const source = inputs[index];
     if ('error' in r) return { index, source, shard: name, error: r.error };
     const shapes: Record<string, number[]> = {};
@@ -302,27 +392,38 @@ function writeShard(dir: string, name: string, indices: number[], results: Map<n
     }
     return { index, source, shard: name, image_size: r.imageSize, tensors: shapes };
   });
-  writeSafetensors(path.join(dir, name), tensors, { ...metadata, entries: JSON.stringify(entries) });
+  const entriesJson = JSON.stringify(entries);
+  if (entriesJson.length > MAX_SHARD_ENTRIES_CHARS && indices.length > 1) {
+    const half = Math.ceil(indices.length / 2);
+    return writeShard(dir, writeShard(dir, number, indices.slice(0, half), results, inputs, metadata), indices.slice(half), results, inputs, metadata);
+  }
+  writeSafetensors(path.join(dir, name), tensors, { ...metadata, entries: entriesJson });
+  for (const index of indices) results.delete(index);
   // Only now that the shard is in place: a manifest line never points at a shard that does not exist.
   appendFileDurable(path.join(dir, MANIFEST), Buffer.from(entries.map((e) => JSON.stringify(e) + '\n').join(''), 'utf8'));
+  return number + 1;
 }
 
-function datasetInfo(model: LlavaVision, settings: ImageSettings, options: DatasetWriteOptions & { outputs: SaveName[] }, dtype: StoredDType, count: number, shardSize: number): DatasetInfo {
-  return {
+/**
+ * dataset.json for `model` and these options. The model is named by its content (modelDigest of its
+ * load plan: configs, tensor headers, sampled weights), so byte-identical copies of a model at other
+ * paths make datasets and parts that join; the paths are kept in `made_from`, for people.
+ */
+export async function datasetInfoFor(
+  model: LlavaVision, inputCount: number,
+  options: DatasetWriteOptions & { outputs?: SaveName[]; dtype?: StoredDType; shardSize?: number },
+): Promise<DatasetInfo> {
+  const settings = imageSettings(model, options);
+  const { visionTower, download, projector, projectorType, selectLayer, selectFeature } = model.loadOptions;
+  const plan = await planLoad(model.modelDir, { visionTower, download, projector, projectorType, selectLayer, selectFeature });
+  const identity: Pick<DatasetInfo, (typeof IDENTITY_FIELDS)[number]> = {
     format: FORMAT,
     format_version: FORMAT_VERSION,
     producer: `llava-vision-tfjs ${packageVersion()}`,
-    model: {
-      dir: path.resolve(model.modelDir),
-      layout: model.layout,
-      vision_tower: model.layout === 'llava' ? path.resolve(model.tower.visionTowerName) : null,
-      projector: model.loadOptions.projector ? path.resolve(model.loadOptions.projector) : null,
-      projector_type: model.projectorConfig?.type ?? null,
-      backend: model.backend,
-    },
+    model: { digest: modelDigest(plan), layout: model.layout, projector_type: model.projectorConfig?.type ?? null, backend: model.backend },
     options: {
-      save: [...options.outputs],
-      dtype,
+      save: [...(options.outputs ?? [defaultImageOutput(model)])],
+      dtype: options.dtype ?? 'F32',
       aspect: settings.aspect,
       grid_pinpoints: settings.aspect === 'anyres' ? settings.gridPinpoints ?? null : null,
       merge: settings.mergeType,
@@ -332,109 +433,145 @@ function datasetInfo(model: LlavaVision, settings: ImageSettings, options: Datas
       auto_orient: !!options.autoOrient,
     },
     part: options.part ? { index: options.part.index, count: options.part.count } : null,
-    inputs: { count },
-    shard_size: shardSize,
+  };
+  return {
+    ...identity,
+    settings_digest: settingsDigest(identity),
+    inputs: { count: inputCount },
+    shard_size: options.shardSize ?? DEFAULT_SHARD_SIZE,
+    made_from: {
+      model_dir: path.resolve(model.modelDir),
+      vision_tower: plan.tower.dir !== null && plan.tower.dir !== plan.modelDir ? path.resolve(plan.tower.dir) : null,
+      projector: model.loadOptions.projector ? path.resolve(model.loadOptions.projector) : null,
+    },
   };
 }
 
 /** A new folder gets dataset.json; an existing dataset must have been made the same way (never a mixed dataset). */
 function openDatasetFolder(dir: string, info: DatasetInfo): void {
+  checkOwnFolder(dir, 'dataset folder', true); // again, now under the lock
   const existing = readDatasetInfo(dir);
   if (existing) {
-    const diff = identityDifferences(existing, info);
+    const diff = identityDifferences(existing, info).map((d) => (d.startsWith('model.digest:')
+      ? `model: another model by content (${existing.model.digest.slice(0, 19)}… made from ${existing.made_from.model_dir} (dataset) vs ${info.model.digest.slice(0, 19)}… from ${info.made_from.model_dir} (this run))`
+      : d));
     if (diff.length) {
       throw new ConfigError(`${dir} holds a dataset made with other settings, and datasets are never mixed: ${diff.join('; ')} (same options to resume it, or another folder)`);
     }
-    if (existing.inputs?.count === info.inputs.count && existing.shard_size === info.shard_size) return;
-  }
-  try {
-    fs.mkdirSync(dir, { recursive: true });
-  } catch (e) {
-    throw new ConfigError(`cannot create the dataset folder ${dir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    if (existing.inputs.count === info.inputs.count && existing.shard_size === info.shard_size) return;
   }
   writeFileAtomic(path.join(dir, DATASET_JSON), Buffer.from(JSON.stringify(info, null, 2) + '\n', 'utf8'));
 }
 
 /**
- * What the folder already holds, with the manifest made to agree with the shards: a torn last line
- * (kill mid-append) or a shard renamed in place whose lines never made it (kill between the two) are
- * rebuilt from the shards' own metadata; lines of a shard that was deleted are dropped (its images are
- * done again). Temp files of dead writers are removed.
+ * The model-free part of a resume, in a folder whose lock this run holds: dataset.json made or
+ * checked against `info`, then planRun. (The fuzz suite runs it on hostile folders.)
  */
-function recover(dir: string): { done: Map<number, ManifestEntry>; nextShard: number } {
+export function resumeDatasetFolder(dir: string, info: DatasetInfo, inputs: string[], part?: DatasetPart): ReturnType<typeof planRun> {
+  openDatasetFolder(dir, info);
+  return planRun(dir, inputs, info, part);
+}
+
+/**
+ * What this run has to do: this part's indices not yet in the folder, after the folder is made
+ * consistent. The shards are the truth: every shard's own record is read and checked (made with this
+ * dataset's settings, its images this run's inputs at the same indices), the manifest is rebuilt from
+ * them when it disagrees (a torn last line, lines a kill cut off, lines of a deleted shard), and temp
+ * files of dead writers are removed. An image stored twice (two runs that wrote the folder at once,
+ * before the lock) keeps its first copy, by shard order; the other is left unused in its shard. Only
+ * a bitmap of the inputs is kept, never the entries: memory stays flat with the dataset's size.
+ */
+function planRun(dir: string, inputs: string[], info: DatasetInfo, part?: DatasetPart): { images: number; todo: number[]; failedBefore: number; nextShard: number } {
   removeStaleTemps(dir);
   const shards = listShards(dir);
-  const onDisk = new Set(shards);
-  const { entries, intact } = readManifest(dir);
-  let rewrite = !intact;
-  const byShard = new Map<string, ManifestEntry[]>();
-  for (const e of entries) {
-    if (!onDisk.has(e.shard)) {
-      rewrite = true;
-      continue;
-    }
-    if (!byShard.has(e.shard)) byShard.set(e.shard, []);
-    byShard.get(e.shard)!.push(e);
-  }
-  // Appends are sequential, so only the last shard listed can be listed in part.
-  const lastListed = [...byShard.keys()].pop();
-  for (const shard of shards) {
-    if (byShard.has(shard) && shard !== lastListed) continue;
-    const own = shardEntries(path.join(dir, shard));
-    if (byShard.get(shard)?.length !== own.length) {
-      byShard.set(shard, own);
-      rewrite = true;
-    }
-  }
-  const done = new Map<number, ManifestEntry>();
-  const ordered = shards.filter((s) => byShard.has(s));
-  for (const shard of ordered) {
-    for (const e of byShard.get(shard)!) {
-      const other = done.get(e.index);
-      if (other) throw new CheckpointError(`${dir}: image ${e.index} is in both ${other.shard} and ${shard}; delete one of the two shards and run again`);
-      done.set(e.index, e);
-    }
-  }
-  if (rewrite) {
-    const lines = ordered.flatMap((s) => byShard.get(s)!).map((e) => JSON.stringify(e) + '\n').join('');
-    writeFileAtomic(path.join(dir, MANIFEST), Buffer.from(lines, 'utf8'));
-  }
-  const nextShard = shards.length ? shardNumber(shards[shards.length - 1])! + 1 : 0;
-  return { done, nextShard };
-}
-
-/** Temp files whose writer is gone (killed mid-write): safe to delete. A live writer's are left alone. */
-function removeStaleTemps(dir: string): void {
-  for (const name of fs.readdirSync(dir)) {
-    const m = TEMP_NAME.exec(name);
-    if (!m || isAlive(Number(m[1]))) continue;
-    try {
-      fs.unlinkSync(path.join(dir, name));
-    } catch {
-      // gone already, or not ours to delete: harmless
-    }
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** An image already stored must be the same input at the same index now: otherwise the indices have shifted. */
-function checkSources(dir: string, done: Map<number, ManifestEntry>, inputs: string[], part?: DatasetPart): void {
-  for (const e of done.values()) {
-    const now = inputs[e.index];
+  const done = new Uint8Array(inputs.length);
+  let failedBefore = 0;
+  let duplicates = 0;
+  const truth = createHash('sha256');
+  forEachShardEntry(dir, shards, info, (e) => {
     if (part && e.index % part.count !== part.index) {
-      throw new CheckpointError(`${dir}: holds image ${e.index}, which is not in part ${part.index} of ${part.count}`);
+      throw new CheckpointError(`${path.join(dir, e.shard)} holds image ${e.index}, which is not in part ${part.index} of ${part.count}`);
     }
+    const now = inputs[e.index];
     if (now !== e.source) {
       const what = now === undefined ? `and this run has only ${inputs.length} inputs` : `and is ${now} now`;
       throw new ConfigError(`${dir}: image ${e.index} was ${e.source} when this dataset was written, ${what}: the inputs changed (same inputs in the same order to resume, or another folder)`);
+    }
+    if (done[e.index]) {
+      duplicates++;
+      return;
+    }
+    done[e.index] = 1;
+    if (e.error !== undefined) failedBefore++;
+    truth.update(JSON.stringify(e) + '\n');
+  });
+  // The manifest is rewritten unless it lists exactly the shards' entries, in order.
+  const listed = createHash('sha256');
+  let bad = false;
+  const manifest = readManifest(dir, (e) => listed.update(JSON.stringify(e) + '\n'), () => (bad = true));
+  if (bad || manifest.torn || duplicates > 0 || listed.digest('hex') !== truth.digest('hex')) rewriteManifest(dir, shards, info);
+
+  const todo: number[] = [];
+  let images = 0;
+  for (let i = part ? part.index : 0; i < inputs.length; i += part ? part.count : 1) {
+    images++;
+    if (!done[i]) todo.push(i);
+  }
+  const nextShard = shards.length ? shardNumber(shards[shards.length - 1])! + 1 : 0;
+  return { images, todo, failedBefore, nextShard };
+}
+
+/** Each entry of each shard, in order, first copies only once `seen` is given; a shard of other settings is refused. */
+function forEachShardEntry(dir: string, shards: string[], info: DatasetInfo, onEntry: (e: ManifestEntry) => void): void {
+  for (const shard of shards) {
+    const file = path.join(dir, shard);
+    const record = readShardRecord(file, {
+      info,
+      describe: (mismatch) => `${file} was made with other settings than ${path.join(dir, DATASET_JSON)}: ${mismatch}; a dataset is never mixed (move that shard out of the folder; or, if ${DATASET_JSON} was edited by hand, restore it)`,
+    });
+    for (const e of record.entries) onEntry(e);
+  }
+}
+
+/** manifest.jsonl made again from the shards' own entries (first copy of an image only), written atomically shard by shard. */
+function rewriteManifest(dir: string, shards: string[], info: DatasetInfo): void {
+  const seen = new Set<number>();
+  writeFileAtomic(path.join(dir, MANIFEST), (fd) => {
+    forEachShardEntry(dir, shards, info, (e) => {
+      if (seen.has(e.index)) return;
+      seen.add(e.index);
+      writeAllSync(fd, Buffer.from(JSON.stringify(e) + '\n', 'utf8'));
+    });
+  });
+}
+
+/**
+ * Our temp files whose writer is gone (killed mid-write): a writer on this host whose process has
+ * ended, or one on another host (or container) whose file has not changed for a lock lease — an
+ * in-flight write changes it constantly. Only names of our own pattern for our own files
+ * (`shard-00003.safetensors.llava-vision-tmp-…`) are ever considered: nothing else is deleted.
+ */
+function removeStaleTemps(dir: string): void {
+  const here = hostTag();
+  for (const name of fs.readdirSync(dir)) {
+    if (!isOwnTempName(name)) continue;
+    const t = parseTempName(name)!;
+    const file = path.join(dir, name);
+    let stale: boolean;
+    if (t.host === here) {
+      stale = t.pid === process.pid || !processAlive(t.pid, null);
+    } else {
+      try {
+        stale = Date.now() - fs.lstatSync(file).mtimeMs > LOCK_LEASE_MS;
+      } catch {
+        stale = false;
+      }
+    }
+    if (!stale) continue;
+    try {
+      fs.unlinkSync(file);
+    } catch {
+      // gone already: harmless
     }
   }
 }

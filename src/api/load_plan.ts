@@ -5,12 +5,15 @@
  * and widths (incl. the `mm_projector.bin` fallback), `image_newline`, and the problems found.
  * `LlavaVision.load` executes a plan; `inspect` renders one: what inspect says is what load does.
  */
+import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { CLIPVisionConfig, clipVisionConfigFromJson, hiddenStateIndex } from '../config/clip';
 import { LLAVA_DEFAULTS, LlavaVisionSettings } from '../config/llava';
 import { CheckpointError, ConfigError, LlavaVisionError, quote, shapeText } from '../errors';
 import { isDType, isFloatDType } from '../io/dtype';
+import { hashFileSampled } from '../io/file_digest';
+import { canonicalJson } from '../io/json';
 import { LAYOUTS, Layout, LayoutRow, PROJECTOR_PREFIXES, detectLayout, findProjectorKeys, inferProjectorType } from '../io/layouts';
 import { ParamSpec, projectorSpecs, visionTowerSpecs } from '../model/param_specs';
 import type { KeyMap } from '../model/weights';
@@ -374,4 +377,44 @@ export function imageNewlineProblem(source: OpenedSource, key: string, width: nu
   const { shape } = source.info(key);
   if (shape.length === 1 && shape[0] === width) return null;
   return `${source.source}: tensor ${quote(key)} has shape ${shapeText(shape)} but the projected features are ${width} wide`;
+}
+
+/**
+ * The model's identity by content, not by path: `sha256:` of its configs (parsed, so formatting does
+ * not count), the preprocessor config, and every weights file the plan reads from (the model folder's
+ * own, a separate tower folder, a projector file), each by name, size, tensor header and sampled data
+ * (io/file_digest.ts). Copies and symlinks of a model share it; another model, or a fine-tune of the
+ * same architecture, does not. Reads a few MiB per file, never the weights whole.
+ */
+export function modelDigest(plan: LoadPlan): string {
+  const h = createHash('sha256');
+  h.update('llava-vision-tfjs model identity 1\n');
+  const config = (role: string, file: string | null) => {
+    if (file === null) return;
+    h.update(`${role} ${path.basename(file)}\n`);
+    h.update(fs.existsSync(file) ? canonicalJson(readJsonFile(file, role)) + '\n' : 'absent\n');
+  };
+  config('config', plan.configFile);
+  if (plan.tower.configFile !== plan.configFile) config('tower config', plan.tower.configFile);
+  config('preprocessor config', plan.processorFile);
+  const hashed = new Set<string>();
+  const weights = (role: string, files: string[]) => {
+    for (const file of [...files].sort((a, b) => (path.basename(a) < path.basename(b) ? -1 : path.basename(a) > path.basename(b) ? 1 : 0))) {
+      if (hashed.has(file)) continue;
+      hashed.add(file);
+      h.update(`${role} ${path.basename(file)}\n`);
+      hashFileSampled(h, file);
+    }
+  };
+  weights('checkpoint', plan.checkpoint?.files ?? []);
+  for (const [role, w] of [['tower', plan.tower.weights], ['projector', plan.projector?.weights]] as const) {
+    if (!w || w.from === plan.modelDir) continue;
+    const source = openTensorSource(w.from);
+    try {
+      weights(role, source.files());
+    } finally {
+      source.close();
+    }
+  }
+  return `sha256:${h.digest('hex')}`;
 }

@@ -4,12 +4,12 @@
  * --part — so a mistake costs no model load; bad images are then per-image failures, not errors.
  */
 import * as path from 'path';
-import { STORED_DTYPES, StoredDType } from '../api/dataset_format';
+import { MAX_PARTS, STORED_DTYPES, StoredDType } from '../api/dataset_format';
 import { DEFAULT_SHARD_SIZE, DatasetPart, checkDatasetDir, writeEncodedDataset } from '../api/dataset_writer';
 import { expandInputs, readInputList } from '../api/inputs';
 import { LlavaVision } from '../api/llava_vision';
-import { ConfigError } from '../errors';
-import { choiceOption } from './args';
+import { ConfigError, quote } from '../errors';
+import { UsageError, choiceOption } from './args';
 import { DATASET_SPEC, EncodeArgs, atLeastOne, encodeSettings, loadOptions } from './encode_options';
 import { jobProgress } from './progress';
 
@@ -36,15 +36,22 @@ export function rejectDatasetOptions(o: Record<string, unknown>): void {
   if (given.length) throw new ConfigError(`--${given[0]} works with --out-dir DIR (a dataset folder), not with --out FILE`);
 }
 
-/** `--part K/N`, e.g. `--part $SLURM_ARRAY_TASK_ID/16`. */
+/**
+ * `--part K/N`, e.g. `--part $SLURM_ARRAY_TASK_ID/16`: whole decimal numbers only (`1e21`, `0x10`,
+ * `2.0` are refused, not read as some other number), N at most MAX_PARTS.
+ */
 export function parsePart(value: string): DatasetPart {
-  const m = /^(-?\d+)\/(-?\d+)$/.exec(value.trim());
-  if (!m) throw new ConfigError(`--part must be K/N (e.g. 0/4; K counts from 0), got "${value}"`);
+  const m = /^(\d{1,7})\/(\d{1,7})$/.exec(value.trim());
+  if (!m) throw new UsageError(`--part must be K/N, two whole numbers with K from 0 (e.g. 0/4; N at most ${MAX_PARTS}), got ${quote(value, 40)}`);
   const [index, count] = [Number(m[1]), Number(m[2])];
-  if (count < 1) throw new ConfigError(`--part ${value}: N must be at least 1`);
-  if (index < 0 || index >= count) throw new ConfigError(`--part ${value}: K must be 0..${count - 1} (counted from 0, like SLURM_ARRAY_TASK_ID with --array=0-${count - 1} and JOB_COMPLETION_INDEX)`);
+  if (count < 1) throw new UsageError(`--part ${value}: N must be at least 1`);
+  if (count > MAX_PARTS) throw new UsageError(`--part ${value}: N must be at most ${MAX_PARTS}`);
+  if (index >= count) throw new UsageError(`--part ${value}: K must be 0..${count - 1} (counted from 0, like SLURM_ARRAY_TASK_ID with --array=0-${count - 1} and JOB_COMPLETION_INDEX)`);
   return { index, count };
 }
+
+/** Failures named one by one on stderr; after these, only counted (all are in the manifest). */
+export const FAILURES_SHOWN = 20;
 
 export async function runEncodeDataset(outDir: string, o: EncodeArgs, images: string[], io: DatasetCliIo): Promise<number> {
   if (o.out !== undefined) throw new ConfigError('give either --out FILE or --out-dir DIR, not both');
@@ -68,11 +75,14 @@ export async function runEncodeDataset(outDir: string, o: EncodeArgs, images: st
     const progress = jobProgress({ label: 'encoding', write: io.err, isTTY: io.isTTY ?? !!process.stderr.isTTY });
     const outputs = save ?? [model.projectorConfig ? 'merged' : 'features'];
     const start = performance.now();
+    let failedNow = 0;
     const summary = await writeEncodedDataset(model, inputs, outDir, {
       outputs, aspect, gridPinpoints, mergeType, autoOrient: o['auto-orient'], interpolatePosEncoding: o['interpolate-pos-encoding'],
       batchSize, workers, shardSize, dtype, part,
       onProgress: o.quiet ? undefined : (p) => progress.update({ done: p.skipped + p.done, total: p.skipped + p.todo, failed: p.failed, skipped: p.skipped }),
-      onFailure: (f) => io.err(`llava-vision: image ${f.index}: ${f.message}\n`),
+      onFailure: (f) => {
+        if (++failedNow <= FAILURES_SHOWN) io.err(`llava-vision: image ${f.index}: ${f.message}\n`);
+      },
     });
     progress.end();
     const manifest = path.join(summary.dir, 'manifest.jsonl');
@@ -83,8 +93,9 @@ export async function runEncodeDataset(outDir: string, o: EncodeArgs, images: st
       io.err(`llava-vision: ${summary.dir}: encoded ${summary.encoded} image(s) into ${summary.shards} new shard(s) (${dtype})${rate}${already}; ${summary.images} image(s) in all\n`);
     }
     if (summary.failedTotal) {
-      const earlier = summary.failedTotal - summary.failures.length;
-      io.err(`llava-vision: ${summary.failedTotal} of ${summary.images} image(s) failed${earlier ? ` (${earlier} in earlier runs)` : ''}, recorded in ${manifest}; the others were written\n`);
+      const earlier = summary.failedTotal - summary.failed;
+      const unnamed = failedNow > FAILURES_SHOWN ? `; the first ${FAILURES_SHOWN} of this run are named above` : '';
+      io.err(`llava-vision: ${summary.failedTotal} of ${summary.images} image(s) failed${earlier ? ` (${earlier} in earlier runs)` : ''}, recorded in ${manifest}${unnamed}; the others were written\n`);
       return 1;
     }
     return 0;

@@ -68,3 +68,13 @@ function decodeKey(quoted: string): string | null {
     return null;
   }
 }
+
+/** JSON with object keys sorted: equal values give equal strings (a value already checked for depth). */
+export function canonicalJson(x: unknown): string {
+  if (Array.isArray(x)) return `[${x.map(canonicalJson).join(',')}]`;
+  if (x !== null && typeof x === 'object') {
+    const obj = x as Record<string, unknown>;
+    return `{${Object.keys(obj).sort().filter((k) => obj[k] !== undefined).map((k) => `${JSON.stringify(k)}:${canonicalJson(obj[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(x) ?? 'null';
+}

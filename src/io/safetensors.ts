@@ -138,12 +138,15 @@ export class SafetensorsFile {
   static open(path: string): SafetensorsFile {
     let fd: number;
     try {
-      fd = fs.openSync(path, 'r');
+      // Non-blocking: a FIFO in a checkpoint's or dataset's name must not hang the reader (refused below).
+      fd = fs.openSync(path, fs.constants.O_RDONLY | (fs.constants.O_NONBLOCK ?? 0));
     } catch (err) {
       throw new CheckpointError(`${path}: cannot open: ${(err as Error).message}`);
     }
     try {
-      const size = fs.fstatSync(fd).size;
+      const stat = fs.fstatSync(fd);
+      if (!stat.isFile()) throw new CheckpointError(`${path}: not a regular file (a ${stat.isDirectory() ? 'folder' : stat.isFIFO() ? 'FIFO' : 'device or special file'})`);
+      const size = stat.size;
       if (size < 8) throw new CheckpointError(`${path}: file is ${size} bytes, too short for a safetensors header`);
       const lenBytes = readAt(fd, 0, 8, path);
       const headerLen = Buffer.from(lenBytes.buffer, lenBytes.byteOffset, 8).readBigUInt64LE(0);
