@@ -51,7 +51,7 @@ async function deadPid(): Promise<number> {
 function writeLock(cacheDir: string, blob: string, owner: Record<string, unknown>, ageMs = 0): string {
   const file = path.join(cacheDir, '.locks', REPO_DIR, `${blob}.lock`);
   fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, JSON.stringify({ since: new Date().toISOString(), purpose: `downloading model.safetensors of ${REPO}`, ...owner }));
+  fs.writeFileSync(file, JSON.stringify({ start_time: null, token: 'theirs', since: new Date().toISOString(), purpose: `downloading model.safetensors of ${REPO}`, ...owner }));
   if (ageMs) {
     const then = new Date(Date.now() - ageMs);
     fs.utimesSync(file, then, then);
@@ -60,10 +60,10 @@ function writeLock(cacheDir: string, blob: string, owner: Record<string, unknown
 }
 const thisHost = () => ({
   host: os.hostname(),
-  pidNamespace: fs.readlinkSync('/proc/self/ns/pid'),
-  bootId: fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(),
+  pid_ns: fs.readlinkSync('/proc/self/ns/pid'),
+  boot_id: fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(),
 });
-const otherHost = { host: 'node-17.cluster', pid: 4242, pidNamespace: 'pid:[4026531836]', bootId: '00000000-0000-0000-0000-000000000000' };
+const otherHost = { host: 'node-17.cluster', pid: 4242, pid_ns: 'pid:[4026531836]', boot_id: '00000000-0000-0000-0000-000000000000' };
 
 guardNetwork();
 afterAll(async () => {
@@ -253,7 +253,7 @@ describe('one cache shared by processes and hosts (huggingface_hub\'s .locks lay
     const snapshot = await download;
     expect(fs.readFileSync(path.join(snapshot, 'model.safetensors')).equals(WEIGHTS)).toBe(true);
     expect(hub.count('cdn')).toBe(0); // its blob was used, not downloaded again
-    expect(lines.join('\n')).toMatch(/waiting for downloading model\.safetensors of openai\/clip-tiny by pid 4242 on node-17\.cluster \(another host or container; last sign of life \d+ s ago\)/);
+    expect(lines.join('\n')).toMatch(/waiting for downloading model\.safetensors of openai\/clip-tiny \(pid 4242 on host node-17\.cluster, since [-\d:.TZ]+; heartbeat \d+ s ago\)/);
     expect(leftovers(cacheDir)).toEqual([]);
   });
 
@@ -273,7 +273,7 @@ describe('one cache shared by processes and hosts (huggingface_hub\'s .locks lay
     expect(Date.now() - t0).toBeLessThan(3000);
     expect(fs.readFileSync(path.join(snapshot, 'model.safetensors')).equals(WEIGHTS)).toBe(true);
     expect(hub.hits.filter((h) => h.server === 'cdn').map((h) => h.headers.range)).toEqual(['bytes=60000-']);
-    expect(lines.join('\n')).toMatch(new RegExp(`taking over a stale lock \\(downloading model\\.safetensors of openai/clip-tiny by pid ${pid} on `));
+    expect(lines.join('\n')).toMatch(new RegExp(`taking over a stale lock \\(downloading model\\.safetensors of openai/clip-tiny \\(pid ${pid} on host [^,]+, since [-\\d:.TZ]+; its process ${pid} on this host is gone\\)\\)`));
     expect(leftovers(cacheDir)).toEqual([]);
   });
 
@@ -287,7 +287,7 @@ describe('one cache shared by processes and hosts (huggingface_hub\'s .locks lay
     const fresh = quick(hub, { lockStaleMs: 60_000, deadlineMs: 700 });
     const file = writeLock(fresh.cacheDir!, blob, otherHost);
     fs.writeFileSync(file, '');
-    await expect(downloadModel(REPO, fresh)).rejects.toThrow(new RegExp(`${blob}\\.lock: still held by an unknown process \\(a lock file not of llava-vision, e\\.g\\. huggingface_hub's; touched \\d+ s ago\\) at the deadline`));
+    await expect(downloadModel(REPO, fresh)).rejects.toThrow(new RegExp(`${blob}\\.lock: still held by an unknown process \\(a lock file llava-vision cannot read \\(another program's, or damaged\\), touched \\d+ s ago\\) at the deadline`));
     expect(fs.existsSync(file)).toBe(true);
   });
 
@@ -319,7 +319,7 @@ describe('one cache shared by processes and hosts (huggingface_hub\'s .locks lay
     expect([a.code, b.code]).toEqual([0, 0]);
     expect(a.out).toBe(b.out);
     expect(hub.hits.filter((h) => h.server === 'cdn' && h.method === 'GET')).toHaveLength(1);
-    expect(`${a.err}${b.err}`).toMatch(/waiting for downloading model\.safetensors of openai\/clip-tiny by pid \d+ on /);
+    expect(`${a.err}${b.err}`).toMatch(/waiting for downloading model\.safetensors of openai\/clip-tiny \(pid \d+ on host /);
     expect(fs.readFileSync(path.join(a.out.trim(), 'model.safetensors')).equals(WEIGHTS)).toBe(true);
     expect(leftovers(cacheDir)).toEqual([]);
   });

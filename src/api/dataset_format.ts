@@ -68,8 +68,8 @@ export const parsePartDirName = (name: string): { index: number; count: number }
   return index < count && count <= MAX_PARTS ? { index, count } : null;
 };
 
-/** A file the writer makes in a dataset folder (its temp files are named after these). */
-const isDatasetFile = (name: string) => name === DATASET_JSON || name === MANIFEST || shardNumber(name) !== null;
+/** A file the writer makes in a dataset folder (its temp files are named after these; a lock file is made from one too). */
+const isDatasetFile = (name: string) => name === DATASET_JSON || name === MANIFEST || shardNumber(name) !== null || isLockName(name);
 /** One of our temp files of a dataset file (`shard-00003.safetensors.llava-vision-tmp-…`). Nothing else is ever deleted. */
 export function isOwnTempName(name: string): boolean {
   const t = parseTempName(name);

@@ -23,6 +23,22 @@ export function tempPathFor(target: string): string {
   return `${target}${TEMP_MARKER}${hostTag()}-${process.pid}-${randomBytes(6).toString('hex')}`;
 }
 
+/**
+ * Runs `use(tmp)` with a fresh temp path for `target` (not created), and removes whatever is left at
+ * that path afterwards — after an error, and on Ctrl-C / SIGTERM or exit during `use` too
+ * (`registerCleanup`) — unless `use` renamed or linked it into place.
+ */
+export function withTempPath<T>(target: string, use: (tmp: string) => T): T {
+  const tmp = tempPathFor(target);
+  const unregister = registerCleanup(() => unlinkQuietly(tmp));
+  try {
+    return use(tmp);
+  } finally {
+    unlinkQuietly(tmp);
+    unregister();
+  }
+}
+
 /** The parts of one of our temp names (a base name), or null for any other name. */
 export function parseTempName(name: string): { target: string; host: string; pid: number } | null {
   const m = TEMP_NAME.exec(name);
