@@ -325,6 +325,41 @@ describe('one cache shared by processes and hosts (huggingface_hub\'s .locks lay
   });
 });
 
+describe('Ctrl-C / SIGTERM during a download', () => {
+  const blob = sha256(WEIGHTS);
+
+  test.each(['SIGINT', 'SIGTERM'] as const)('%s: the process ends by it, its lock and temp files are gone, its part is kept and the next run resumes it', async (signal) => {
+    const hub = await startHub();
+    hub.cdnHook = (req, res, sha) => {
+      if (sha !== blob || req.headers.range) return false; // the resume: served as usual
+      res.writeHead(200, { 'content-length': WEIGHTS.length });
+      let off = 0;
+      const next = () => (off >= WEIGHTS.length ? res.end() : setTimeout(() => res.write(WEIGHTS.subarray(off, (off += 20_000)), next), 40));
+      next();
+      return true;
+    };
+    const cacheDir = newCache();
+    const blobs = path.join(cacheDir, REPO_DIR, 'blobs');
+    const script = `require(${JSON.stringify(path.join(ROOT, 'dist', 'src', 'io', 'hub.js'))}).downloadModel(${JSON.stringify(REPO)}, ` +
+      `{ endpoint: ${JSON.stringify(hub.endpoint)}, cacheDir: ${JSON.stringify(cacheDir)}, token: null, log: null })`;
+    const child = spawn(process.execPath, ['-e', script], { env: { ...process.env, HF_HUB_OFFLINE: '' }, stdio: 'ignore' });
+    const ended = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.on('exit', (code, sig) => resolve({ code, signal: sig })));
+    const part = () => listTree(blobs).find((f) => f.includes('.incomplete-'));
+    while (!(part() && fs.statSync(path.join(blobs, part()!)).size >= 40_000)) await new Promise((r) => setTimeout(r, 5));
+    child.kill(signal);
+    expect(await ended).toEqual({ code: null, signal });
+    const kept = part()!;
+    const size = fs.statSync(path.join(blobs, kept)).size;
+    expect(listTree(path.join(cacheDir, '.locks'))).toEqual([]);
+    expect(listTree(cacheDir).filter((f) => f.includes('.llava-vision-tmp-'))).toEqual([]);
+
+    const snapshot = await downloadModel(REPO, quick(hub, { cacheDir }));
+    expect(fs.readFileSync(path.join(snapshot, 'model.safetensors')).equals(WEIGHTS)).toBe(true);
+    expect(hub.hits.filter((h) => h.server === 'cdn' && h.headers.range).map((h) => h.headers.range)).toEqual([`bytes=${size}-`]);
+    expect(leftovers(cacheDir)).toEqual([]);
+  });
+});
+
 describe('cache locks', () => {
   test('the holder refreshes its lock (a heartbeat); release removes it; a second holder waits for the first', async () => {
     const file = path.join(tmp, 'locks', 'a.lock');

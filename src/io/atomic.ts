@@ -7,6 +7,8 @@
  * Temp names are `<target>.llava-vision-tmp-<host>-<pid>-<random>`: a marker no user file carries,
  * the writer's host tag (boot + pid namespace, io/host.ts) and pid, so a later run can tell a dead
  * writer's leftover from a live writer's file, even one on another host of a shared filesystem.
+ * Every temp file of the package gets its name here (`withTempPath`): a file written whole, a lock
+ * file being made (lock_file.ts), an HF cache snapshot entry being placed (hub.ts).
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -62,26 +64,23 @@ export const O_NONBLOCK = fs.constants.O_NONBLOCK ?? 0;
 
 /** data: the bytes, or a callback that writes them to the (already open) temp file descriptor. */
 export function writeFileAtomic(target: string, data: Uint8Array | ((fd: number) => void)): void {
-  const tmp = tempPathFor(target);
-  const unregister = registerCleanup(() => unlinkQuietly(tmp));
-  let fd: number | undefined;
   try {
-    // O_EXCL: never clobber another file; O_NOFOLLOW: never write where a link points.
-    fd = fs.openSync(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o666);
-    if (typeof data === 'function') data(fd);
-    else writeAllSync(fd, data);
-    fs.fsyncSync(fd); // data on disk before the rename makes it visible
-    fs.closeSync(fd);
-    fd = undefined;
-    fs.renameSync(tmp, target);
+    withTempPath(target, (tmp) => {
+      // O_EXCL: never clobber another file; O_NOFOLLOW: never write where a link points.
+      const fd = fs.openSync(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o666);
+      try {
+        if (typeof data === 'function') data(fd);
+        else writeAllSync(fd, data);
+        fs.fsyncSync(fd); // data on disk before the rename makes it visible
+      } catch (err) {
+        try { fs.closeSync(fd); } catch { /* already failing; keep the original error */ }
+        throw err;
+      }
+      fs.closeSync(fd);
+      fs.renameSync(tmp, target);
+    });
   } catch (err) {
-    if (fd !== undefined) {
-      try { fs.closeSync(fd); } catch { /* already failing; keep the original error */ }
-    }
-    unlinkQuietly(tmp);
     throw asOutputError(err, target);
-  } finally {
-    unregister();
   }
   syncDir(path.dirname(target));
 }
