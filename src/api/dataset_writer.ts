@@ -19,7 +19,7 @@ import { TensorToWrite, writeSafetensors } from '../io/safetensors';
 import { packageVersion } from '../version';
 import {
   DATASET_JSON, DatasetInfo, FORMAT, IDENTITY_FIELDS, FORMAT_VERSION, MANIFEST, MAX_INPUTS, MAX_PARTS, MAX_SOURCE_BYTES, ManifestEntry, SHARD_FORMAT, STORED_DTYPES, StoredDType,
-  canonicalJson, identityDifferences, identityOf, isOwnTempName, isTransientName, listParts, listShards, partDirName, readDatasetInfo, readManifest,
+  canonicalJson, identityDifferences, identityOf, isOwnTempName, isTransientName, listParts, listShards, numericsOf, partDirName, readDatasetInfo, readManifest,
   readShardRecord, settingsDigest, shardName, shardNumber,
 } from './dataset_format';
 import { EncodeUnit, ImageFailure, ImageJobOptions, ImageSettings, PreparedImage, SaveName, defaultImageOutput, encodeUnits, imageSettings, prepareImage } from './encode_job';
@@ -421,7 +421,8 @@ export async function datasetInfoFor(
     format: FORMAT,
     format_version: FORMAT_VERSION,
     producer: `llava-vision-tfjs ${packageVersion()}`,
-    model: { digest: modelDigest(plan), layout: model.layout, projector_type: model.projectorConfig?.type ?? null, backend: model.backend },
+    model: { digest: modelDigest(plan), layout: model.layout, projector_type: model.projectorConfig?.type ?? null },
+    numerics: numericsOf(model),
     options: {
       save: [...(options.outputs ?? [defaultImageOutput(model)])],
       dtype: options.dtype ?? 'F32',
@@ -453,7 +454,7 @@ function openDatasetFolder(dir: string, info: DatasetInfo): void {
   checkOwnFolder(dir, 'dataset folder', true); // again, now under the lock
   const existing = readDatasetInfo(dir);
   if (existing) {
-    const diff = identityDifferences(existing, info).map((d) => (d.startsWith('model.digest:')
+    const diff = identityDifferences(existing, info, IDENTITY_FIELDS, ['dataset', 'this run'], true).map((d) => (d.startsWith('model.digest:')
       ? `model: another model by content (${existing.model.digest.slice(0, 19)}… made from ${existing.made_from.model_dir} (dataset) vs ${info.model.digest.slice(0, 19)}… from ${info.made_from.model_dir} (this run))`
       : d));
     if (diff.length) {
