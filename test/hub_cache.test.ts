@@ -58,6 +58,25 @@ function writeLock(cacheDir: string, blob: string, owner: Record<string, unknown
   }
   return file;
 }
+/** The CDN sends the weights (asked whole) 20,000 bytes every `ms`. */
+function slowWeights(hub: FakeHub, ms: number): void {
+  const blob = sha256(WEIGHTS);
+  hub.cdnHook = (req, res, sha) => {
+    if (sha !== blob || req.headers.range) return false;
+    res.writeHead(200, { 'content-length': WEIGHTS.length });
+    let off = 0;
+    const next = () => (off >= WEIGHTS.length ? res.end() : setTimeout(() => res.write(WEIGHTS.subarray(off, (off += 20_000)), next), ms));
+    next();
+    return true;
+  };
+}
+/** downloadModel in a process of its own (the compiled library): the snapshot on stdout, notes and errors on stderr. */
+function downloadInChild(hub: FakeHub, cacheDir: string) {
+  const script = `require(${JSON.stringify(path.join(ROOT, 'dist', 'src', 'io', 'hub.js'))}).downloadModel(${JSON.stringify(REPO)}, ` +
+    `{ endpoint: ${JSON.stringify(hub.endpoint)}, cacheDir: ${JSON.stringify(cacheDir)}, token: null, log: (l) => console.error(l) })` +
+    '.then((s) => console.log(s), (e) => { console.error(e.message); process.exitCode = 1; })';
+  return spawn(process.execPath, ['-e', script], { env: { ...process.env, HF_HUB_OFFLINE: '' } });
+}
 const thisHost = () => ({
   host: os.hostname(),
   pid_ns: fs.readlinkSync('/proc/self/ns/pid'),
@@ -293,22 +312,10 @@ describe('one cache shared by processes and hosts (huggingface_hub\'s .locks lay
 
   test('two processes downloading into one cache: each blob is fetched once, both get the snapshot', async () => {
     const hub = await startHub();
-    hub.cdnHook = (req, res, sha) => {
-      // A slow CDN, so that the two overlap.
-      const body = sha === blob ? WEIGHTS : null;
-      if (!body) return false;
-      res.writeHead(200, { 'content-length': body.length });
-      let off = 0;
-      const next = () => (off >= body.length ? res.end() : setTimeout(() => res.write(body.subarray(off, (off += 20_000)), next), 60));
-      next();
-      return true;
-    };
+    slowWeights(hub, 60); // so that the two overlap
     const cacheDir = newCache();
-    const script = `require(${JSON.stringify(path.join(ROOT, 'dist', 'src', 'io', 'hub.js'))}).downloadModel(${JSON.stringify(REPO)}, ` +
-      `{ endpoint: ${JSON.stringify(hub.endpoint)}, cacheDir: ${JSON.stringify(cacheDir)}, token: null, log: (l) => console.error(l) })` +
-      '.then((s) => console.log(s), (e) => { console.error(e.message); process.exitCode = 1; })';
     const run = () => new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-      const child = spawn(process.execPath, ['-e', script], { env: { ...process.env, HF_HUB_OFFLINE: '' } });
+      const child = downloadInChild(hub, cacheDir);
       let out = '';
       let err = '';
       child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -326,23 +333,12 @@ describe('one cache shared by processes and hosts (huggingface_hub\'s .locks lay
 });
 
 describe('Ctrl-C / SIGTERM during a download', () => {
-  const blob = sha256(WEIGHTS);
-
   test.each(['SIGINT', 'SIGTERM'] as const)('%s: the process ends by it, its lock and temp files are gone, its part is kept and the next run resumes it', async (signal) => {
     const hub = await startHub();
-    hub.cdnHook = (req, res, sha) => {
-      if (sha !== blob || req.headers.range) return false; // the resume: served as usual
-      res.writeHead(200, { 'content-length': WEIGHTS.length });
-      let off = 0;
-      const next = () => (off >= WEIGHTS.length ? res.end() : setTimeout(() => res.write(WEIGHTS.subarray(off, (off += 20_000)), next), 40));
-      next();
-      return true;
-    };
+    slowWeights(hub, 40); // a resume (a Range request) is served as usual
     const cacheDir = newCache();
     const blobs = path.join(cacheDir, REPO_DIR, 'blobs');
-    const script = `require(${JSON.stringify(path.join(ROOT, 'dist', 'src', 'io', 'hub.js'))}).downloadModel(${JSON.stringify(REPO)}, ` +
-      `{ endpoint: ${JSON.stringify(hub.endpoint)}, cacheDir: ${JSON.stringify(cacheDir)}, token: null, log: null })`;
-    const child = spawn(process.execPath, ['-e', script], { env: { ...process.env, HF_HUB_OFFLINE: '' }, stdio: 'ignore' });
+    const child = downloadInChild(hub, cacheDir);
     const ended = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.on('exit', (code, sig) => resolve({ code, signal: sig })));
     const part = () => listTree(blobs).find((f) => f.includes('.incomplete-'));
     while (!(part() && fs.statSync(path.join(blobs, part()!)).size >= 40_000)) await new Promise((r) => setTimeout(r, 5));
