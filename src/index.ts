@@ -13,7 +13,7 @@ export { openEncodedDataset, EncodedDataset } from './api/dataset_reader';
 export type { Batch, BatchOptions, DatasetFailure, EncodedImage, StoredTensor } from './api/dataset_reader';
 export { DEFAULT_SHARD_SIZE, checkDatasetDir, writeEncodedDataset } from './api/dataset_writer';
 export type { DatasetPart, DatasetProgress, DatasetWriteOptions, DatasetWriteSummary } from './api/dataset_writer';
-export type { DatasetInfo, DatasetModel, ManifestEntry, StoredDType } from './api/dataset_format';
+export type { DatasetInfo, DatasetModel, DatasetNumerics, ManifestEntry, StoredDType } from './api/dataset_format';
 export { expandInputs, readInputList, walkImages } from './api/inputs';
 export { inspectCheckpoint } from './api/inspect';
 export type {

@@ -15,6 +15,7 @@ import { DatasetInfo } from '../src/api/dataset_format';
 import { folderHashes, makeImages } from './helpers/dataset';
 import { isolatedTempDir } from './helpers/isolation';
 import { readJson } from './helpers/json';
+import { runCli } from './helpers/cli';
 
 const ROOT = path.join(__dirname, '..');
 const DEMO = path.join(ROOT, 'weights', 'demo');
@@ -188,6 +189,74 @@ describe('the model is known by its content, not its path', () => {
     } finally {
       other.dispose();
     }
+  });
+});
+
+describe('the numerics that change the bits are part of the identity: threads', () => {
+  // Tensor-parallel sums at 1 and 2 threads round differently: the stored bytes differ (checked below).
+  let one: LlavaVision;
+  let two: LlavaVision;
+  beforeAll(async () => {
+    one = await LlavaVision.load(DEMO, { log: null, threads: 1 });
+    two = await LlavaVision.load(DEMO, { log: null, threads: 2 });
+  }, 60_000);
+  afterAll(() => {
+    one.dispose();
+    two.dispose();
+  });
+  const THREADS_DIFFER = /numerics\.threads: 1 \((first part|dataset)\) vs 2 \((this part|this run)\) — run with --threads 1 \(threads: 1\) to match/;
+
+  test('parts encoded at 1 and 2 threads are refused when joined, naming the thread counts and how to match', async () => {
+    const dir = path.join(tempDir(), 'parts-threads');
+    await write(dir, { part: { index: 0, count: 2 } }, one);
+    await write(dir, { part: { index: 1, count: 2 } }, two);
+    let message = '';
+    try {
+      openEncodedDataset(dir);
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message.split('\n')).toHaveLength(1);
+    expect(message).toMatch(/part-1-of-2 was made with other settings than .*part-0-of-2: /);
+    expect(message).toMatch(THREADS_DIFFER);
+    // Why: the same image's bytes differ between the two thread counts.
+    const ref1 = path.join(tempDir(), 'threads-ref-1');
+    const ref2 = path.join(tempDir(), 'threads-ref-2');
+    await write(ref1, { shardSize: 6 }, one, images.slice(0, 1));
+    await write(ref2, { shardSize: 6 }, two, images.slice(0, 1));
+    const [a, b] = [openEncodedDataset(ref1), openEncodedDataset(ref2)];
+    expect(Buffer.from(a.read(0).tensors.features.data.buffer).equals(Buffer.from(b.read(0).tensors.features.data.buffer))).toBe(false);
+    a.close();
+    b.close();
+  });
+
+  test('a resume at another thread count is refused, nothing written; at the same count it goes on, and parts join', async () => {
+    const dir = path.join(tempDir(), 'resume-threads');
+    await write(dir, {}, one);
+    fs.rmSync(path.join(dir, 'shard-00002.safetensors'));
+    const before = folderHashes(dir);
+    const message = await oneLine(write(dir, {}, two));
+    expect(message).toMatch(/holds a dataset made with other settings, and datasets are never mixed: /);
+    expect(message).toMatch(THREADS_DIFFER);
+    expect(folderHashes(dir)).toEqual(before);
+    await expect(write(dir, {}, one)).resolves.toMatchObject({ skipped: 4, encoded: 2 });
+
+    const parts = path.join(tempDir(), 'parts-same-threads');
+    await write(parts, { part: { index: 0, count: 2 } }, two);
+    await write(parts, { part: { index: 1, count: 2 } }, two);
+    const ds = openEncodedDataset(parts);
+    expect([ds.length, ds.encodedCount, ds.info.numerics.threads]).toEqual([6, 6, 2]);
+    ds.close();
+  });
+
+  test('the CLI: a resume with another --threads is one line saying which --threads matches', async () => {
+    const dir = path.join(tempDir(), 'cli-threads');
+    const args = ['encode', ...images.slice(0, 2), '--save', 'features', '--quiet', '--out-dir', dir];
+    expect((await runCli([...args, '--threads', '1'])).code).toBe(0);
+    const r = await runCli([...args, '--threads', '2']);
+    expect(r.code).toBe(1);
+    expect(r.err.trim().split('\n')).toHaveLength(1);
+    expect(r.err).toMatch(THREADS_DIFFER);
   });
 });
 

@@ -33,7 +33,7 @@ beforeAll(async () => {
 }, 60_000);
 afterAll(() => model.dispose());
 
-const lockFiles = (dir: string) => fs.readdirSync(dir).filter((f) => f.startsWith('.llava-vision-lock-'));
+const lockFiles = (dir: string) => fs.readdirSync(dir).filter((f) => /^\.llava-vision-lock-\d+$/.test(f));
 const tempFiles = (dir: string) => fs.readdirSync(dir).filter((f) => f.includes('.llava-vision-tmp-') || /\.tmp-\d+-/.test(f));
 const ago = (file: string, ms: number) => {
   const t = new Date(Date.now() - ms);
@@ -222,7 +222,8 @@ describe('interrupts leave no temp file (nor lock) behind', () => {
     const closed = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.on('close', (code, sig) => resolve({ code, signal: sig })));
     let sawTemp = false;
     const hit = (name: string | null) => {
-      if (sawTemp || !name || !/\.llava-vision-tmp-|\.tmp-\d/.test(name)) return; // this version's temp names, or earlier ones
+      // This version's temp names, or earlier ones; not the lock's (made from a temp file too), which comes first.
+      if (sawTemp || !name || !/\.llava-vision-tmp-|\.tmp-\d/.test(name) || /(^|\/)\.llava-vision-lock-/.test(name)) return;
       sawTemp = true;
       child.kill(signal);
     };

@@ -11,6 +11,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { LlavaVision } from '../src/api/llava_vision';
 import { openEncodedDataset } from '../src/api/dataset_reader';
+import { identityOf } from '../src/api/dataset_format';
 import { DatasetWriteSummary, writeEncodedDataset } from '../src/api/dataset_writer';
 import { expandInputs, parseInputList } from '../src/api/inputs';
 import { writeSyntheticDataset } from '../tools/synthetic_dataset';
@@ -69,7 +70,7 @@ describe('scale', () => {
     const { datasetInfoFor } = await import('../src/api/dataset_writer');
     const info = await datasetInfoFor(model, N, { outputs: ['features'], shardSize: 1000 });
     const dir = path.join(tempDir(), 'resume-big');
-    writeSyntheticDataset(dir, { images: N, shardSize: 1000, identity: { format: info.format, format_version: info.format_version, producer: info.producer, model: info.model, options: info.options, part: info.part } });
+    writeSyntheticDataset(dir, { images: N, shardSize: 1000, identity: identityOf(info) });
     const summary = await writeEncodedDataset(model, inputs, dir, { outputs: ['features'], shardSize: 1000 });
     expect(summary).toMatchObject({ images: N + 2, skipped: N, encoded: 0, failedTotal: 2, shards: 1 });
     const ds = openEncodedDataset(dir);

@@ -200,7 +200,7 @@ function mutateFolder(r: Rng, dir: string): string {
   }
   if (kind === 2) {
     const info = JSON.parse(fs.readFileSync(datasetJson, 'utf8')) as Record<string, unknown>;
-    const field = r.pick(['format', 'format_version', 'producer', 'model', 'model.digest', 'model.layout', 'options', 'options.save', 'options.dtype', 'options.aspect', 'part', 'part.index', 'inputs.count', 'shard_size', 'made_from', 'settings_digest']);
+    const field = r.pick(['format', 'format_version', 'producer', 'model', 'model.digest', 'model.layout', 'numerics', 'numerics.threads', 'numerics.backend', 'options', 'options.save', 'options.dtype', 'options.aspect', 'part', 'part.index', 'inputs.count', 'shard_size', 'made_from', 'settings_digest']);
     const value = hostile(r);
     setAt(info, field, value);
     const redigest = r.chance(0.5);

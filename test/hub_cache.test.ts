@@ -51,19 +51,38 @@ async function deadPid(): Promise<number> {
 function writeLock(cacheDir: string, blob: string, owner: Record<string, unknown>, ageMs = 0): string {
   const file = path.join(cacheDir, '.locks', REPO_DIR, `${blob}.lock`);
   fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, JSON.stringify({ since: new Date().toISOString(), purpose: `downloading model.safetensors of ${REPO}`, ...owner }));
+  fs.writeFileSync(file, JSON.stringify({ start_time: null, token: 'theirs', since: new Date().toISOString(), purpose: `downloading model.safetensors of ${REPO}`, ...owner }));
   if (ageMs) {
     const then = new Date(Date.now() - ageMs);
     fs.utimesSync(file, then, then);
   }
   return file;
 }
+/** The CDN sends the weights (asked whole) 20,000 bytes every `ms`. */
+function slowWeights(hub: FakeHub, ms: number): void {
+  const blob = sha256(WEIGHTS);
+  hub.cdnHook = (req, res, sha) => {
+    if (sha !== blob || req.headers.range) return false;
+    res.writeHead(200, { 'content-length': WEIGHTS.length });
+    let off = 0;
+    const next = () => (off >= WEIGHTS.length ? res.end() : setTimeout(() => res.write(WEIGHTS.subarray(off, (off += 20_000)), next), ms));
+    next();
+    return true;
+  };
+}
+/** downloadModel in a process of its own (the compiled library): the snapshot on stdout, notes and errors on stderr. */
+function downloadInChild(hub: FakeHub, cacheDir: string) {
+  const script = `require(${JSON.stringify(path.join(ROOT, 'dist', 'src', 'io', 'hub.js'))}).downloadModel(${JSON.stringify(REPO)}, ` +
+    `{ endpoint: ${JSON.stringify(hub.endpoint)}, cacheDir: ${JSON.stringify(cacheDir)}, token: null, log: (l) => console.error(l) })` +
+    '.then((s) => console.log(s), (e) => { console.error(e.message); process.exitCode = 1; })';
+  return spawn(process.execPath, ['-e', script], { env: { ...process.env, HF_HUB_OFFLINE: '' } });
+}
 const thisHost = () => ({
   host: os.hostname(),
-  pidNamespace: fs.readlinkSync('/proc/self/ns/pid'),
-  bootId: fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(),
+  pid_ns: fs.readlinkSync('/proc/self/ns/pid'),
+  boot_id: fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(),
 });
-const otherHost = { host: 'node-17.cluster', pid: 4242, pidNamespace: 'pid:[4026531836]', bootId: '00000000-0000-0000-0000-000000000000' };
+const otherHost = { host: 'node-17.cluster', pid: 4242, pid_ns: 'pid:[4026531836]', boot_id: '00000000-0000-0000-0000-000000000000' };
 
 guardNetwork();
 afterAll(async () => {
@@ -253,7 +272,7 @@ describe('one cache shared by processes and hosts (huggingface_hub\'s .locks lay
     const snapshot = await download;
     expect(fs.readFileSync(path.join(snapshot, 'model.safetensors')).equals(WEIGHTS)).toBe(true);
     expect(hub.count('cdn')).toBe(0); // its blob was used, not downloaded again
-    expect(lines.join('\n')).toMatch(/waiting for downloading model\.safetensors of openai\/clip-tiny by pid 4242 on node-17\.cluster \(another host or container; last sign of life \d+ s ago\)/);
+    expect(lines.join('\n')).toMatch(/waiting for downloading model\.safetensors of openai\/clip-tiny \(pid 4242 on host node-17\.cluster, since [-\d:.TZ]+; heartbeat \d+ s ago\)/);
     expect(leftovers(cacheDir)).toEqual([]);
   });
 
@@ -273,7 +292,7 @@ describe('one cache shared by processes and hosts (huggingface_hub\'s .locks lay
     expect(Date.now() - t0).toBeLessThan(3000);
     expect(fs.readFileSync(path.join(snapshot, 'model.safetensors')).equals(WEIGHTS)).toBe(true);
     expect(hub.hits.filter((h) => h.server === 'cdn').map((h) => h.headers.range)).toEqual(['bytes=60000-']);
-    expect(lines.join('\n')).toMatch(new RegExp(`taking over a stale lock \\(downloading model\\.safetensors of openai/clip-tiny by pid ${pid} on `));
+    expect(lines.join('\n')).toMatch(new RegExp(`taking over a stale lock \\(downloading model\\.safetensors of openai/clip-tiny \\(pid ${pid} on host [^,]+, since [-\\d:.TZ]+; its process ${pid} on this host is gone\\)\\)`));
     expect(leftovers(cacheDir)).toEqual([]);
   });
 
@@ -287,28 +306,16 @@ describe('one cache shared by processes and hosts (huggingface_hub\'s .locks lay
     const fresh = quick(hub, { lockStaleMs: 60_000, deadlineMs: 700 });
     const file = writeLock(fresh.cacheDir!, blob, otherHost);
     fs.writeFileSync(file, '');
-    await expect(downloadModel(REPO, fresh)).rejects.toThrow(new RegExp(`${blob}\\.lock: still held by an unknown process \\(a lock file not of llava-vision, e\\.g\\. huggingface_hub's; touched \\d+ s ago\\) at the deadline`));
+    await expect(downloadModel(REPO, fresh)).rejects.toThrow(new RegExp(`${blob}\\.lock: still held by an unknown process \\(a lock file llava-vision cannot read \\(another program's, or damaged\\), touched \\d+ s ago\\) at the deadline`));
     expect(fs.existsSync(file)).toBe(true);
   });
 
   test('two processes downloading into one cache: each blob is fetched once, both get the snapshot', async () => {
     const hub = await startHub();
-    hub.cdnHook = (req, res, sha) => {
-      // A slow CDN, so that the two overlap.
-      const body = sha === blob ? WEIGHTS : null;
-      if (!body) return false;
-      res.writeHead(200, { 'content-length': body.length });
-      let off = 0;
-      const next = () => (off >= body.length ? res.end() : setTimeout(() => res.write(body.subarray(off, (off += 20_000)), next), 60));
-      next();
-      return true;
-    };
+    slowWeights(hub, 60); // so that the two overlap
     const cacheDir = newCache();
-    const script = `require(${JSON.stringify(path.join(ROOT, 'dist', 'src', 'io', 'hub.js'))}).downloadModel(${JSON.stringify(REPO)}, ` +
-      `{ endpoint: ${JSON.stringify(hub.endpoint)}, cacheDir: ${JSON.stringify(cacheDir)}, token: null, log: (l) => console.error(l) })` +
-      '.then((s) => console.log(s), (e) => { console.error(e.message); process.exitCode = 1; })';
     const run = () => new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-      const child = spawn(process.execPath, ['-e', script], { env: { ...process.env, HF_HUB_OFFLINE: '' } });
+      const child = downloadInChild(hub, cacheDir);
       let out = '';
       let err = '';
       child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -319,8 +326,32 @@ describe('one cache shared by processes and hosts (huggingface_hub\'s .locks lay
     expect([a.code, b.code]).toEqual([0, 0]);
     expect(a.out).toBe(b.out);
     expect(hub.hits.filter((h) => h.server === 'cdn' && h.method === 'GET')).toHaveLength(1);
-    expect(`${a.err}${b.err}`).toMatch(/waiting for downloading model\.safetensors of openai\/clip-tiny by pid \d+ on /);
+    expect(`${a.err}${b.err}`).toMatch(/waiting for downloading model\.safetensors of openai\/clip-tiny \(pid \d+ on host /);
     expect(fs.readFileSync(path.join(a.out.trim(), 'model.safetensors')).equals(WEIGHTS)).toBe(true);
+    expect(leftovers(cacheDir)).toEqual([]);
+  });
+});
+
+describe('Ctrl-C / SIGTERM during a download', () => {
+  test.each(['SIGINT', 'SIGTERM'] as const)('%s: the process ends by it, its lock and temp files are gone, its part is kept and the next run resumes it', async (signal) => {
+    const hub = await startHub();
+    slowWeights(hub, 40); // a resume (a Range request) is served as usual
+    const cacheDir = newCache();
+    const blobs = path.join(cacheDir, REPO_DIR, 'blobs');
+    const child = downloadInChild(hub, cacheDir);
+    const ended = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.on('exit', (code, sig) => resolve({ code, signal: sig })));
+    const part = () => listTree(blobs).find((f) => f.includes('.incomplete-'));
+    while (!(part() && fs.statSync(path.join(blobs, part()!)).size >= 40_000)) await new Promise((r) => setTimeout(r, 5));
+    child.kill(signal);
+    expect(await ended).toEqual({ code: null, signal });
+    const kept = part()!;
+    const size = fs.statSync(path.join(blobs, kept)).size;
+    expect(listTree(path.join(cacheDir, '.locks'))).toEqual([]);
+    expect(listTree(cacheDir).filter((f) => f.includes('.llava-vision-tmp-'))).toEqual([]);
+
+    const snapshot = await downloadModel(REPO, quick(hub, { cacheDir }));
+    expect(fs.readFileSync(path.join(snapshot, 'model.safetensors')).equals(WEIGHTS)).toBe(true);
+    expect(hub.hits.filter((h) => h.server === 'cdn' && h.headers.range).map((h) => h.headers.range)).toEqual([`bytes=${size}-`]);
     expect(leftovers(cacheDir)).toEqual([]);
   });
 });

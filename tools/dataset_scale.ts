@@ -15,6 +15,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { datasetInfoFor } from '../src/api/dataset_writer';
+import { identityOf } from '../src/api/dataset_format';
 import { LlavaVision } from '../src/api/llava_vision';
 import { packageRoot } from '../src/version';
 import { writeSyntheticDataset } from './synthetic_dataset';
@@ -69,7 +70,7 @@ async function main(argv: string[]): Promise<void> {
   const model = await LlavaVision.load(path.join(root, 'weights', 'demo'), { log: null });
   const info = await datasetInfoFor(model, images, { outputs: ['features'], shardSize: 64 });
   model.dispose();
-  const identity = { format: info.format, format_version: info.format_version, producer: info.producer, model: info.model, options: info.options, part: info.part };
+  const identity = identityOf(info);
   const datasets: Record<string, string> = {};
   for (const n of [images / 10, images]) {
     const dir = path.join(work, `ds-${n}`);

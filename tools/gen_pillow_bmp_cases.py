@@ -18,7 +18,7 @@ import struct
 import numpy as np
 from PIL import Image
 
-from pillow_cases import fresh_dir, write_manifest
+from pillow_cases import fresh_dir, pack_bits, write_manifest
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
 SRC = os.path.join(ROOT, 'test', 'fixtures', 'images', 'chelsea.png')
@@ -43,19 +43,7 @@ def pack_rows(rows, bits, top_down=False):
     """Pixel rows (lists of ints: indices, or 16/24/32-bit words) to BMP rows, 4-byte aligned."""
     out = b''
     for row in (rows if top_down else rows[::-1]):
-        if bits < 8:
-            per = 8 // bits
-            b = bytearray()
-            for i in range(0, len(row), per):
-                v = 0
-                for j in range(per):
-                    v <<= bits
-                    if i + j < len(row):
-                        v |= row[i + j]
-                b.append(v)
-        else:
-            b = b''.join(int(v).to_bytes(bits // 8, 'little') for v in row)
-        b = bytes(b)
+        b = pack_bits(row, bits) if bits < 8 else b''.join(int(v).to_bytes(bits // 8, 'little') for v in row)
         out += b + b'\0' * (-len(b) % 4)
     return out
 

@@ -23,6 +23,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { packageRoot } from '../src/version';
 import { readmeSnippets, snippetNamed, typeErrors, writeTsSnippet } from './readme_snippets';
+import { Checks } from './checks';
 
 const ROOT = packageRoot();
 const PINNED = '4.20.0';
@@ -34,16 +35,8 @@ const JEST = DEV_VERSION('jest');
 const TYPES_JEST = DEV_VERSION('@types/jest');
 const VITEST = DEV_VERSION('vitest');
 
-let passed = 0;
-let failed = 0;
-let last = Date.now();
-function check(name: string, ok: boolean, detail = ''): void {
-  if (ok) passed++;
-  else failed++;
-  const seconds = ((Date.now() - last) / 1000).toFixed(1);
-  last = Date.now();
-  console.log(`${ok ? 'PASS' : 'FAIL'} ${name} (${seconds} s)${ok || !detail ? '' : `\n     ${detail.trim().split('\n').slice(-12).join('\n     ')}`}`);
-}
+const checks = new Checks(12);
+const { check } = checks;
 
 function sh(command: string, cwd: string): { status: number | null; out: string; err: string } {
   const env = { ...process.env };
@@ -157,8 +150,8 @@ function main(): void {
     if (keep) console.log(`kept ${base}`);
     else fs.rmSync(base, { recursive: true, force: true });
   }
-  console.log(`package-test: ${passed} passed, ${failed} failed`);
-  process.exitCode = failed ? 1 : 0;
+  console.log(`package-test: ${checks.passed} passed, ${checks.failed} failed`);
+  process.exitCode = checks.failed ? 1 : 0;
 }
 
 /** The README's "Check your own checkpoint" in a CommonJS app: the check as printed, the suite under Jest. */

@@ -1,5 +1,6 @@
-"""DEV-ONLY: what the Pillow decode-case generators (gen_pillow_bmp_cases.py, gen_pillow_gif_cases.py)
-share: an emptied output folder, what Pillow makes of each file, and the manifest the tests read."""
+"""DEV-ONLY: what the Pillow decode-case generators (gen_pillow_*_cases.py) and the sweep
+(sweep_pillow.py) share: an emptied output folder, what Pillow makes of each file, the manifest the
+tests read, and pixel rows below 8 bits."""
 import hashlib
 import io
 import json
@@ -26,6 +27,22 @@ def case_writer(out, cases):
             f.write(data)
         cases[name] = note
     return add
+
+
+def pack_bits(values, bits):
+    """Ints below 2**bits (1, 2 or 4 bits) packed most significant first, as PNG, BMP and TIFF rows
+    store them; the last byte padded with zero bits."""
+    out = bytearray()
+    acc = filled = 0
+    for v in values:
+        acc = (acc << bits) | int(v)
+        filled += bits
+        if filled == 8:
+            out.append(acc)
+            acc = filled = 0
+    if filled:
+        out.append(acc << (8 - filled))
+    return bytes(out)
 
 
 def pillow_rgb(src, out):

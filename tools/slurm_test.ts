@@ -33,6 +33,7 @@ import { openEncodedDataset } from '../src/api/dataset_reader';
 import { SafetensorsFile } from '../src/io/safetensors';
 import { packageRoot } from '../src/version';
 import { SnippetSource, readmeSnippets, snippetNamed } from './readme_snippets';
+import { Checks } from './checks';
 
 const ROOT = packageRoot();
 const DOCS: SnippetSource = { file: 'docs/datasets.md', marker: 'docs-test' };
@@ -43,17 +44,8 @@ const BAD_INDEX = 7;
 const NODE_CPUS = 2;
 const COMMANDS = ['munged', 'mungekey', 'slurmctld', 'slurmd', 'sbatch', 'scontrol', 'sinfo', 'squeue', 'scancel'];
 
-let passed = 0;
-let failed = 0;
-let last = Date.now();
-function check(name: string, ok: boolean, detail = ''): boolean {
-  if (ok) passed++;
-  else failed++;
-  const seconds = ((Date.now() - last) / 1000).toFixed(1);
-  last = Date.now();
-  console.log(`${ok ? 'PASS' : 'FAIL'} ${name} (${seconds} s)${ok || !detail ? '' : `\n     ${detail.trim().split('\n').slice(-20).join('\n     ')}`}`);
-  return ok;
-}
+const checks = new Checks(20);
+const { check } = checks;
 
 interface Result { status: number | null; out: string; err: string }
 
@@ -551,18 +543,18 @@ async function main(): Promise<number | string> {
     if (keep) console.log(`kept ${base}`);
     else fs.rmSync(base, { recursive: true, force: true });
   }
-  return failed ? 1 : 0;
+  return checks.failed ? 1 : 0;
 }
 
 const t0 = Date.now();
 main().then(
   (code) => {
     if (typeof code === 'string') return console.log(`slurm: skipped: ${code}`);
-    console.log(`slurm: ${passed} passed, ${failed} failed (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
-    process.exitCode = code || (failed ? 1 : 0);
+    console.log(`slurm: ${checks.passed} passed, ${checks.failed} failed (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+    process.exitCode = code || (checks.failed ? 1 : 0);
   },
   (e: Error) => {
-    console.log(`slurm: ${passed} passed, ${failed + 1} failed: ${e.stack ?? e.message}`);
+    console.log(`slurm: ${checks.passed} passed, ${checks.failed + 1} failed: ${e.stack ?? e.message}`);
     process.exitCode = 1;
   },
 );

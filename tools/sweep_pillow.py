@@ -34,7 +34,7 @@ import numpy as np
 import PIL
 from PIL import Image, TiffImagePlugin
 
-from pillow_cases import pillow_rgb
+from pillow_cases import pack_bits, pillow_rgb
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
 SRC = os.path.join(ROOT, 'test', 'fixtures', 'images', 'chelsea.png')
@@ -82,6 +82,19 @@ def png_join(chunks):
     return PNG_MAGIC + b''.join(png_chunk(c, d) for c, d in chunks)
 
 
+def idat_stream(chunks, names):
+    """The positions of a PNG's IDAT chunks and the zlib stream they hold together."""
+    js = [j for j, n in enumerate(names) if n == b'IDAT']
+    return js, b''.join(chunks[j][1] for j in js)
+
+
+def with_idat(chunks, js, new):
+    """`chunks` with the IDAT chunks at positions `js` replaced by `new`, where the first one was."""
+    out = [c for j, c in enumerate(chunks) if j not in js]
+    out[js[0]:js[0]] = new
+    return out
+
+
 def png_rows(a, bits, colour):
     """Rows (bytes, no filter byte) of array a for a bit depth and colour type."""
     h = a.shape[0]
@@ -89,17 +102,7 @@ def png_rows(a, bits, colour):
     for y in range(h):
         r = a[y]
         if bits < 8:
-            per = 8 // bits
-            flat = r.ravel()
-            b = bytearray()
-            for i in range(0, len(flat), per):
-                v = 0
-                for j in range(per):
-                    v <<= bits
-                    if i + j < len(flat):
-                        v |= int(flat[i + j])
-                b.append(v)
-            rows.append(bytes(b))
+            rows.append(pack_bits(r.ravel(), bits))
         elif bits == 16:
             rows.append(r.astype('>u2').tobytes())
         else:
@@ -345,10 +348,9 @@ def mutate_png(rng, data):
         chunks[k:k] = extra
         return f'png:text:{which}', png_join(chunks)
     elif kind == 'idat_stream':
-        js = [j for j, n in enumerate(names) if n == b'IDAT']
+        js, z = idat_stream(chunks, names)
         if not js:
             return random_bytes(rng, data)
-        z = b''.join(chunks[j][1] for j in js)
         try:
             raw = zlib.decompress(z)
         except zlib.error:
@@ -384,20 +386,14 @@ def mutate_png(rng, data):
             chunks.insert(js[0], [b'IDAT', b''])
             return 'png:idat:empty_idat', png_join(chunks)
         split = 7 if how == 'fewer_rows_split' else 0
-        first = js[0]
-        chunks = [c for j, c in enumerate(chunks) if j not in js]
         parts = [z2[i:i + split] for i in range(0, len(z2), split)] if split else [z2]
-        chunks[first:first] = [[b'IDAT', p] for p in parts]
-        return f'png:idat:{how}', png_join(chunks)
+        return f'png:idat:{how}', png_join(with_idat(chunks, js, [[b'IDAT', p] for p in parts]))
     elif kind == 'idat_split':
-        js = [j for j, n in enumerate(names) if n == b'IDAT']
+        js, z = idat_stream(chunks, names)
         if not js:
             return random_bytes(rng, data)
-        z = b''.join(chunks[j][1] for j in js)
         n = rng.choice([1, 2, 5, 16, 100])
-        first = js[0]
-        chunks = [c for j, c in enumerate(chunks) if j not in js]
-        chunks[first:first] = [[rng.choice([b'IDAT', b'IDAT', b'IDAT', b'DDAT', b'fdAT']) if i else b'IDAT', z[i:i + n]] for i in range(0, len(z), n)]
+        chunks = with_idat(chunks, js, [[rng.choice([b'IDAT', b'IDAT', b'IDAT', b'DDAT', b'fdAT']) if i else b'IDAT', z[i:i + n]] for i in range(0, len(z), n)])
         return 'png:idat_split', png_join(chunks)
     elif kind == 'apng':
         return _mutate_apng(rng, chunks, names)
@@ -542,15 +538,7 @@ def raw_tiff(a, photometric, bps, e='<', rows_per_strip=None, extra=(), planar=1
                 if bps >= 8:
                     b += flat.astype(e + {8: 'u1', 16: 'u2', 32: 'u4'}[bps] if sample_format != 3 else e + 'f4').tobytes()
                 else:
-                    bits, acc, nb = 0, 0, 0
-                    for v in flat:
-                        acc = (acc << bps) | int(v)
-                        nb += bps
-                        if nb == 8:
-                            b.append(acc)
-                            acc = nb = 0
-                    if nb:
-                        b.append(acc << (8 - nb))
+                    b += pack_bits(flat, bps)
             strips.append(bytes(b))
     header = (b'II' if e == '<' else b'MM') + (struct.pack(e + 'HHHQ', 43, 8, 0, 0) if bigtiff else struct.pack(e + 'HI', 42, 0))
     data = bytearray(header)

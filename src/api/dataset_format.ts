@@ -1,8 +1,9 @@
 /**
  * The on-disk format of an encoded dataset folder, shared by its writer and reader.
  *
- *   DIR/dataset.json              what made it: model (by content digest), options, stored dtype, package
- *                                 version, part, and settings_digest (a digest of all of these)
+ *   DIR/dataset.json              what made it: model (by content digest), options, stored dtype, the
+ *                                 numerics (backend, threads, ...), package version, part, and
+ *                                 settings_digest (a digest of all of these)
  *   DIR/shard-00000.safetensors   plain safetensors: `images.<global index>.<name>` tensors; __metadata__
  *                                 holds the shard's manifest entries and the settings_digest it was made
  *                                 with (so a shard describes itself, and one from another dataset is found)
@@ -26,13 +27,18 @@ import { isLockName } from '../io/folder_lock';
 import { canonicalJson, parseJsonWithLimits } from '../io/json';
 import { forEachLine, openRegularFile, readRegularFile } from '../io/safe_read';
 import { SafetensorsFile } from '../io/safetensors';
+import { TOWER_LAYOUTS, layoutForBackend } from '../model/layout';
 import { SAVE_NAMES } from './encode_job';
+import type { LlavaVision } from './llava_vision';
 
 export const DATASET_JSON = 'dataset.json';
 export const MANIFEST = 'manifest.jsonl';
 export const FORMAT = 'llava-vision-dataset';
-/** 2: the model is identified by content (model.digest) and every shard records settings_digest. */
-export const FORMAT_VERSION = 2;
+/**
+ * 2: the model is identified by content (model.digest) and every shard records settings_digest.
+ * 3: `numerics` (backend, tower layout, threads) is part of the identity.
+ */
+export const FORMAT_VERSION = 3;
 export const SHARD_FORMAT = 'llava-vision-dataset shard';
 
 export type StoredDType = 'F32' | 'F16' | 'BF16';
@@ -68,8 +74,8 @@ export const parsePartDirName = (name: string): { index: number; count: number }
   return index < count && count <= MAX_PARTS ? { index, count } : null;
 };
 
-/** A file the writer makes in a dataset folder (its temp files are named after these). */
-const isDatasetFile = (name: string) => name === DATASET_JSON || name === MANIFEST || shardNumber(name) !== null;
+/** A file the writer makes in a dataset folder (its temp files are named after these; a lock file is made from one too). */
+const isDatasetFile = (name: string) => name === DATASET_JSON || name === MANIFEST || shardNumber(name) !== null || isLockName(name);
 /** One of our temp files of a dataset file (`shard-00003.safetensors.llava-vision-tmp-…`). Nothing else is ever deleted. */
 export function isOwnTempName(name: string): boolean {
   const t = parseTempName(name);
@@ -96,7 +102,51 @@ export interface DatasetModel {
   digest: string;
   layout: string;
   projector_type: string | null;
+}
+
+/**
+ * How the forward ran, where it changes the stored bits: float32 sums in another order round
+ * differently, so an image encoded on 1 thread and on 2 differs in its last bits, and a dataset of
+ * both is no single run's output. Resumes and parts must match every field exactly. A new setting
+ * that changes the bits (the GEMM kernel) is a field here and its row in NUMERICS, nothing else.
+ */
+export interface DatasetNumerics {
   backend: string;
+  /** model/layout.ts: how the tower groups its GEMMs. */
+  tower_layout: string;
+  /** Tensor-parallel threads (LlavaVision.threads): which partial sums are added in which order. */
+  threads: number;
+}
+
+type Model = Pick<LlavaVision, 'backend' | 'threads' | 'loadOptions'>;
+/** How a setting is read from the model, checked in dataset.json, and matched by a run (in messages). */
+interface NumericsRow<T> {
+  of: (model: Model) => T;
+  valid: (value: unknown) => boolean;
+  match: (value: T) => string;
+}
+
+export const NUMERICS: { readonly [K in keyof DatasetNumerics]: NumericsRow<DatasetNumerics[K]> } = {
+  backend: {
+    of: (m) => m.backend,
+    valid: (v) => typeof v === 'string' && /^[a-z][a-z0-9_-]{0,31}$/.test(v),
+    match: (v) => `--backend ${v} (backend: '${v}')`,
+  },
+  tower_layout: {
+    of: (m) => m.loadOptions.layout ?? layoutForBackend(m.backend),
+    valid: (v) => (TOWER_LAYOUTS as readonly unknown[]).includes(v),
+    match: (v) => `layout: '${v}'`,
+  },
+  threads: {
+    of: (m) => m.threads,
+    valid: (v) => Number.isSafeInteger(v) && (v as number) >= 1 && (v as number) <= 4096,
+    match: (v) => `--threads ${v} (threads: ${v})`,
+  },
+};
+
+/** The numerics `model` runs with. */
+export function numericsOf(model: Model): DatasetNumerics {
+  return Object.fromEntries(Object.entries(NUMERICS).map(([k, row]) => [k, row.of(model)])) as unknown as DatasetNumerics;
 }
 
 /** dataset.json. Everything but `inputs`, `shard_size` and `made_from` must match for a run to add to the folder. */
@@ -105,6 +155,8 @@ export interface DatasetInfo {
   format_version: number;
   producer: string;
   model: DatasetModel;
+  /** What changes the stored bits besides model and options (NUMERICS). */
+  numerics: DatasetNumerics;
   options: Record<string, unknown> & { save: string[]; dtype: StoredDType };
   part: { index: number; count: number } | null;
   /** sha256 of the identity fields below; every shard records the one it was made with. */
@@ -117,13 +169,13 @@ export interface DatasetInfo {
 }
 
 /** The parts of dataset.json that define what the dataset holds. */
-export const IDENTITY_FIELDS = ['format', 'format_version', 'producer', 'model', 'options', 'part'] as const;
+export const IDENTITY_FIELDS = ['format', 'format_version', 'producer', 'model', 'numerics', 'options', 'part'] as const;
 
 export { canonicalJson };
 
 /** The identity fields of `info`, as one object. */
-export function identityOf(info: Pick<DatasetInfo, (typeof IDENTITY_FIELDS)[number]>): Record<string, unknown> {
-  return Object.fromEntries(IDENTITY_FIELDS.map((f) => [f, info[f]]));
+export function identityOf(info: Pick<DatasetInfo, (typeof IDENTITY_FIELDS)[number]>): Pick<DatasetInfo, (typeof IDENTITY_FIELDS)[number]> {
+  return Object.fromEntries(IDENTITY_FIELDS.map((f) => [f, info[f]])) as Pick<DatasetInfo, (typeof IDENTITY_FIELDS)[number]>;
 }
 
 /** `sha256:<hex>` of the identity fields (canonical JSON). */
@@ -137,14 +189,21 @@ function shown(v: unknown): string {
   return s.length > 200 ? `${s.slice(0, 200)}…` : s;
 }
 
-/** Identity fields (and their sub-fields) that differ, as `options.dtype: F16 (dataset) vs F32 (this run)`. */
-export function identityDifferences(stored: unknown, current: unknown, fields: readonly string[] = IDENTITY_FIELDS, names: [string, string] = ['dataset', 'this run']): string[] {
+/**
+ * Identity fields (and their sub-fields) that differ, as `options.dtype: F16 (dataset) vs F32 (this run)`.
+ * With `hints`, a numerics field says how a run matches the first side: `… — run with --threads 2 to match`.
+ */
+export function identityDifferences(
+  stored: unknown, current: unknown, fields: readonly string[] = IDENTITY_FIELDS, names: [string, string] = ['dataset', 'this run'], hints = false,
+): string[] {
   const out: string[] = [];
   const walk = (a: unknown, b: unknown, where: string) => {
     if (canonicalJson(a) === canonicalJson(b)) return;
     const objects = a && b && typeof a === 'object' && typeof b === 'object' && !Array.isArray(a) && !Array.isArray(b);
     if (!objects) {
-      out.push(`${where}: ${shown(a)} (${names[0]}) vs ${shown(b)} (${names[1]})`);
+      const setting = where.startsWith('numerics.') ? (NUMERICS as Record<string, NumericsRow<unknown>>)[where.slice('numerics.'.length)] : undefined;
+      const hint = hints && setting?.valid(a) ? ` — run with ${setting.match(a)} to match` : '';
+      out.push(`${where}: ${shown(a)} (${names[0]}) vs ${shown(b)} (${names[1]})${hint}`);
       return;
     }
     const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
@@ -177,7 +236,10 @@ export function readDatasetInfo(dir: string): DatasetInfo | null {
   const model = info.model;
   if (!isObject(model)) throw bad('model', 'an object');
   if (typeof model.digest !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(model.digest)) throw bad('model.digest', 'a sha256 digest');
-  if (typeof model.layout !== 'string' || typeof model.backend !== 'string' || !isStringOrNull(model.projector_type)) throw bad('model', 'a model description (layout, backend, projector_type)');
+  if (typeof model.layout !== 'string' || !isStringOrNull(model.projector_type)) throw bad('model', 'a model description (layout, projector_type)');
+  const numerics = info.numerics;
+  if (!isObject(numerics)) throw bad('numerics', 'an object');
+  for (const [field, row] of Object.entries(NUMERICS)) if (!row.valid(numerics[field])) throw bad(`numerics.${field}`, `a ${field} setting`);
   const options = info.options;
   if (!isObject(options)) throw bad('options', 'an object');
   if (!Array.isArray(options.save) || options.save.length === 0 || !options.save.every((s) => (SAVE_NAMES as readonly unknown[]).includes(s))) throw bad('options.save', `a list of ${SAVE_NAMES.join(', ')}`);

@@ -12,7 +12,7 @@ import { CheckpointError, ConfigError, shapeText } from '../errors';
 import { DType } from '../io/dtype';
 import { SafetensorsFile } from '../io/safetensors';
 import { seededRandom, shuffleInPlace } from '../random';
-import { DATASET_JSON, DatasetInfo, MANIFEST, identityDifferences, listParts, readDatasetInfo, readManifest, shardMismatch } from './dataset_format';
+import { DATASET_JSON, DatasetInfo, IDENTITY_FIELDS, MANIFEST, identityDifferences, listParts, readDatasetInfo, readManifest, shardMismatch } from './dataset_format';
 
 export interface StoredTensor {
   /** The dtype stored in the shard; `data` is float32 whatever it is (F16 / BF16 widen exactly). */
@@ -157,8 +157,8 @@ export class EncodedDataset {
       });
       if (parts.length === 0) throw new CheckpointError(`${dir}: its part folders hold no ${DATASET_JSON} yet`);
       for (const p of parts.slice(1)) {
-        const diff = identityDifferences(parts[0].info, p.info, ['format', 'format_version', 'producer', 'model', 'options'], ['first part', 'this part']);
-        if (diff.length) throw new CheckpointError(`${p.dir} was made with other settings than ${parts[0].dir}: ${diff.join('; ')}`);
+        const diff = identityDifferences(parts[0].info, p.info, IDENTITY_FIELDS.filter((f) => f !== 'part'), ['first part', 'this part'], true);
+        if (diff.length) throw new CheckpointError(`${p.dir} was made with other settings than ${parts[0].dir}: ${diff.join('; ')} (the parts of a dataset are made alike: encode this one again, into an empty folder, as the first)`);
       }
     } else {
       const info = readDatasetInfo(dir);

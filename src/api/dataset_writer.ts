@@ -13,12 +13,13 @@ import { ConfigError, CheckpointError, quote } from '../errors';
 import { appendFileDurable, parseTempName, writeAllSync, writeFileAtomic } from '../io/atomic';
 import { toHalfBits } from '../io/dtype';
 import { FolderLock, FolderLockedError, LOCK_LEASE_MS, heldMessage, lockState } from '../io/folder_lock';
-import { hostTag, processAlive } from '../io/host';
+import { hostTag } from '../io/host';
+import { staleness } from '../io/lock_file';
 import { TensorToWrite, writeSafetensors } from '../io/safetensors';
 import { packageVersion } from '../version';
 import {
   DATASET_JSON, DatasetInfo, FORMAT, IDENTITY_FIELDS, FORMAT_VERSION, MANIFEST, MAX_INPUTS, MAX_PARTS, MAX_SOURCE_BYTES, ManifestEntry, SHARD_FORMAT, STORED_DTYPES, StoredDType,
-  canonicalJson, identityDifferences, identityOf, isOwnTempName, isTransientName, listParts, listShards, partDirName, readDatasetInfo, readManifest,
+  canonicalJson, identityDifferences, identityOf, isOwnTempName, isTransientName, listParts, listShards, numericsOf, partDirName, readDatasetInfo, readManifest,
   readShardRecord, settingsDigest, shardName, shardNumber,
 } from './dataset_format';
 import { EncodeUnit, ImageFailure, ImageJobOptions, ImageSettings, PreparedImage, SaveName, defaultImageOutput, encodeUnits, imageSettings, prepareImage } from './encode_job';
@@ -420,7 +421,8 @@ export async function datasetInfoFor(
     format: FORMAT,
     format_version: FORMAT_VERSION,
     producer: `llava-vision-tfjs ${packageVersion()}`,
-    model: { digest: modelDigest(plan), layout: model.layout, projector_type: model.projectorConfig?.type ?? null, backend: model.backend },
+    model: { digest: modelDigest(plan), layout: model.layout, projector_type: model.projectorConfig?.type ?? null },
+    numerics: numericsOf(model),
     options: {
       save: [...(options.outputs ?? [defaultImageOutput(model)])],
       dtype: options.dtype ?? 'F32',
@@ -452,7 +454,7 @@ function openDatasetFolder(dir: string, info: DatasetInfo): void {
   checkOwnFolder(dir, 'dataset folder', true); // again, now under the lock
   const existing = readDatasetInfo(dir);
   if (existing) {
-    const diff = identityDifferences(existing, info).map((d) => (d.startsWith('model.digest:')
+    const diff = identityDifferences(existing, info, IDENTITY_FIELDS, ['dataset', 'this run'], true).map((d) => (d.startsWith('model.digest:')
       ? `model: another model by content (${existing.model.digest.slice(0, 19)}… made from ${existing.made_from.model_dir} (dataset) vs ${info.model.digest.slice(0, 19)}… from ${info.made_from.model_dir} (this run))`
       : d));
     if (diff.length) {
@@ -546,9 +548,9 @@ function rewriteManifest(dir: string, shards: string[], info: DatasetInfo): void
 }
 
 /**
- * Our temp files whose writer is gone (killed mid-write): a writer on this host whose process has
- * ended, or one on another host (or container) whose file has not changed for a lock lease — an
- * in-flight write changes it constantly. Only names of our own pattern for our own files
+ * Our temp files whose writer is gone (killed mid-write), by the lock's stale rule (io/lock_file.ts):
+ * a writer on this host whose process has ended, or one on another host (or container) whose file
+ * has not changed for a lock lease. Only names of our own pattern for our own files
  * (`shard-00003.safetensors.llava-vision-tmp-…`) are ever considered: nothing else is deleted.
  */
 function removeStaleTemps(dir: string): void {
@@ -557,17 +559,14 @@ function removeStaleTemps(dir: string): void {
     if (!isOwnTempName(name)) continue;
     const t = parseTempName(name)!;
     const file = path.join(dir, name);
-    let stale: boolean;
-    if (t.host === here) {
-      stale = t.pid === process.pid || !processAlive(t.pid, null);
-    } else {
-      try {
-        stale = Date.now() - fs.lstatSync(file).mtimeMs > LOCK_LEASE_MS;
-      } catch {
-        stale = false;
-      }
+    let ageMs: number;
+    try {
+      ageMs = Date.now() - fs.lstatSync(file).mtimeMs;
+    } catch {
+      continue; // gone already
     }
-    if (!stale) continue;
+    // The lock's stale rule, with the temp file's mtime for a heartbeat: an in-flight write changes it constantly.
+    if (t.pid !== process.pid && !staleness({ pid: t.pid, startTime: null, local: t.host === here }, ageMs, LOCK_LEASE_MS).stale) continue;
     try {
       fs.unlinkSync(file);
     } catch {

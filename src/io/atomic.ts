@@ -7,6 +7,8 @@
  * Temp names are `<target>.llava-vision-tmp-<host>-<pid>-<random>`: a marker no user file carries,
  * the writer's host tag (boot + pid namespace, io/host.ts) and pid, so a later run can tell a dead
  * writer's leftover from a live writer's file, even one on another host of a shared filesystem.
+ * Every temp file of the package gets its name here (`withTempPath`): a file written whole, a lock
+ * file being made (lock_file.ts), an HF cache snapshot entry being placed (hub.ts).
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -21,6 +23,22 @@ const TEMP_NAME = /^(.+)\.llava-vision-tmp-([0-9a-f]{8})-(\d{1,10})-([0-9a-f]{12
 /** A fresh temp path for `target` (not created). */
 export function tempPathFor(target: string): string {
   return `${target}${TEMP_MARKER}${hostTag()}-${process.pid}-${randomBytes(6).toString('hex')}`;
+}
+
+/**
+ * Runs `use(tmp)` with a fresh temp path for `target` (not created), and removes whatever is left at
+ * that path afterwards — after an error, and on Ctrl-C / SIGTERM or exit during `use` too
+ * (`registerCleanup`) — unless `use` renamed or linked it into place.
+ */
+export function withTempPath<T>(target: string, use: (tmp: string) => T): T {
+  const tmp = tempPathFor(target);
+  const unregister = registerCleanup(() => unlinkQuietly(tmp));
+  try {
+    return use(tmp);
+  } finally {
+    unlinkQuietly(tmp);
+    unregister();
+  }
 }
 
 /** The parts of one of our temp names (a base name), or null for any other name. */
@@ -46,26 +64,23 @@ export const O_NONBLOCK = fs.constants.O_NONBLOCK ?? 0;
 
 /** data: the bytes, or a callback that writes them to the (already open) temp file descriptor. */
 export function writeFileAtomic(target: string, data: Uint8Array | ((fd: number) => void)): void {
-  const tmp = tempPathFor(target);
-  const unregister = registerCleanup(() => unlinkQuietly(tmp));
-  let fd: number | undefined;
   try {
-    // O_EXCL: never clobber another file; O_NOFOLLOW: never write where a link points.
-    fd = fs.openSync(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o666);
-    if (typeof data === 'function') data(fd);
-    else writeAllSync(fd, data);
-    fs.fsyncSync(fd); // data on disk before the rename makes it visible
-    fs.closeSync(fd);
-    fd = undefined;
-    fs.renameSync(tmp, target);
+    withTempPath(target, (tmp) => {
+      // O_EXCL: never clobber another file; O_NOFOLLOW: never write where a link points.
+      const fd = fs.openSync(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o666);
+      try {
+        if (typeof data === 'function') data(fd);
+        else writeAllSync(fd, data);
+        fs.fsyncSync(fd); // data on disk before the rename makes it visible
+      } catch (err) {
+        try { fs.closeSync(fd); } catch { /* already failing; keep the original error */ }
+        throw err;
+      }
+      fs.closeSync(fd);
+      fs.renameSync(tmp, target);
+    });
   } catch (err) {
-    if (fd !== undefined) {
-      try { fs.closeSync(fd); } catch { /* already failing; keep the original error */ }
-    }
-    unlinkQuietly(tmp);
     throw asOutputError(err, target);
-  } finally {
-    unregister();
   }
   syncDir(path.dirname(target));
 }

@@ -20,6 +20,12 @@
  * provably the same file (If-Range, or the content check), else it starts over; a part left by an
  * earlier holder of the lock is resumed the same way. Only the lock's holder removes such leftovers:
  * another host's in-flight file is never touched.
+ *
+ * So a `.incomplete-*` part is resumable state, not a temp file: Ctrl-C or SIGTERM (a preempted job)
+ * keeps it, and releases the lock, so the next run resumes where this one stopped (a download that
+ * ends in an error removes its part, which may hold what a misbehaving server sent). Temp files are atomic.ts's
+ * (`<file>.llava-vision-tmp-…`: a snapshot entry being placed, a lock file being made): removed on
+ * errors, Ctrl-C and SIGTERM alike.
  */
 import * as fs from 'fs';
 import * as http from 'http';
@@ -30,7 +36,7 @@ import { Hash, createHash, randomBytes } from 'crypto';
 import { Writable } from 'stream';
 import { pipeline } from 'stream/promises';
 import { CheckpointError, ConfigError, LlavaVisionError, quote } from '../errors';
-import { writeFileAtomic } from './atomic';
+import { withTempPath, writeFileAtomic } from './atomic';
 import { DEFAULT_LOCK_STALE_MS, acquireLock } from './cache_lock';
 import { parseJsonWithLimits } from './json';
 import { INDEX_MAX_DEPTH } from './shards';
@@ -510,13 +516,13 @@ async function downloadBlob(
 ): Promise<string> {
   const checkable = expected.sha256 !== null || expected.gitSha1 !== null;
   const leftover = takeLeftovers(blobsDir, lockName, checkable);
-  const tmp = path.join(blobsDir, `${lockName}.incomplete-${process.pid}-${randomBytes(6).toString('hex')}`);
+  const part = path.join(blobsDir, `${lockName}.incomplete-${process.pid}-${randomBytes(6).toString('hex')}`);
   let fd: number;
   if (leftover) {
-    fs.renameSync(leftover, tmp);
-    fd = fs.openSync(tmp, 'r+');
+    fs.renameSync(leftover, part);
+    fd = fs.openSync(part, 'r+');
   } else {
-    fd = fs.openSync(tmp, 'wx');
+    fd = fs.openSync(part, 'wx');
   }
   let digests = new Digests(expected);
   let bytes = 0;
@@ -538,7 +544,7 @@ async function downloadBlob(
     bytes = fs.fstatSync(fd).size;
     if (expected.size !== null && bytes > expected.size) restart();
     else {
-      digests = hashFile(tmp, new Digests(expected)); // as if its bytes had just been downloaded
+      digests = hashFile(part, new Digests(expected)); // as if its bytes had just been downloaded
       resumed = bytes > 0;
     }
   }
@@ -548,12 +554,12 @@ async function downloadBlob(
       // (A leftover may hold the whole file already: then only the check remains.)
       if (expected.size === null || bytes < expected.size) await withRetries(ctx, () => transfer());
       if (expected.size !== null && bytes !== expected.size) throw new CheckpointError(`${what.url}: ${what.file} is ${bytes} bytes, the hub announced ${expected.size}`);
-      const { sha256, mismatch } = digests.finish(tmp, bytes);
+      const { sha256, mismatch } = digests.finish(part, bytes);
       if (mismatch === null) {
         fs.fsyncSync(fd);
         fs.closeSync(fd);
         closed = true;
-        return place(tmp, path.join(blobsDir, blobName ?? sha256), what);
+        return place(part, path.join(blobsDir, blobName ?? sha256), what);
       }
       // Parts of two versions (a resume across a change): once more from the start, then it is the file itself.
       if (!resumed || restarts > 0) throw new CheckpointError(`${what.url}: ${what.file} ${mismatch}`);
@@ -562,7 +568,7 @@ async function downloadBlob(
     }
   } catch (e) {
     if (!closed) fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
+    fs.rmSync(part, { force: true });
     throw e;
   }
 
@@ -630,7 +636,7 @@ async function downloadBlob(
           done();
         } catch (e) {
           // Disk errors and a server's broken promises are not retried; a slow transfer is.
-          done(e instanceof LlavaVisionError || e instanceof TransientError ? e : new CheckpointError(`${tmp}: cannot write the download (${(e as Error).message})`));
+          done(e instanceof LlavaVisionError || e instanceof TransientError ? e : new CheckpointError(`${part}: cannot write the download (${(e as Error).message})`));
         }
       },
     });
@@ -647,13 +653,13 @@ async function downloadBlob(
 }
 
 /** The blob under its final name. A temp file removed meanwhile (our lock judged stale by someone) is only fine when that someone finished the blob. */
-function place(tmp: string, blob: string, what: { url: string; file: string }): string {
+function place(part: string, blob: string, what: { url: string; file: string }): string {
   try {
-    fs.renameSync(tmp, blob);
+    fs.renameSync(part, blob);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new CheckpointError(`${blob}: cannot place the download of ${what.file} (${(e as Error).message})`);
     if (fs.statSync(blob, { throwIfNoEntry: false })?.isFile()) return blob;
-    throw new CheckpointError(`${tmp}: the download of ${what.file} was removed by another process meanwhile (it took this process's lock for stale); run again`);
+    throw new CheckpointError(`${part}: the download of ${what.file} was removed by another process meanwhile (it took this process's lock for stale); run again`);
   }
   return blob;
 }
@@ -691,8 +697,7 @@ function placeInSnapshot(blob: string, target: string, symlinks: boolean): void 
   } catch {
     // absent, or a copy: (re)place it
   }
-  const tmp = `${target}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
-  try {
+  withTempPath(target, (tmp) => {
     try {
       if (!symlinks) throw new Error('copies asked for');
       fs.symlinkSync(rel, tmp);
@@ -700,10 +705,7 @@ function placeInSnapshot(blob: string, target: string, symlinks: boolean): void 
       fs.copyFileSync(blob, tmp); // Windows without developer mode, some network/FAT file systems
     }
     fs.renameSync(tmp, target);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
+  });
 }
 
 /** The shard names of a downloaded index, validated: the index comes from the network. */
