@@ -160,10 +160,12 @@ export class Linear extends tf.layers.Layer implements Module {
       if (this.ownGemm) {
         // Input parts' products are summed inside one GEMM (in order of the parts); the bias is added
         // once, after the whole sum (see below).
+        // The input is packed once and reused by every part (and by the next Linear on the same input).
         const layout = this.outIn ? 'out-in' : 'in-out';
         const withBias = (y: tf.Tensor2D, b: tf.Tensor | undefined) => (b ? tf.add(y, b) : y);
-        if (this.splitAlong === 'out') return this.kernels.map((k, j) => withBias(gemm([xs[0]], [k.read() as tf.Tensor2D], layout), bias(j)));
-        return [withBias(gemm(xs, this.kernels.map((k) => k.read() as tf.Tensor2D), layout), bias(0))];
+        const run = (x: tf.Tensor2D[], k: tf.LayerVariable[]) => gemm(x, k.map((v) => v.read() as tf.Tensor2D), layout, { pack: 'x' });
+        if (this.splitAlong === 'out') return this.kernels.map((k, j) => withBias(run([xs[0]], [k]), bias(j)));
+        return [withBias(run(xs, this.kernels), bias(0))];
       }
       if (this.weightLeft) {
         // W [out_j, in] · xᵀ: the weight is the left operand (see LinearArgs.weightLeft), the result transposed back.

@@ -27,8 +27,29 @@ export type WeightLayout = 'out-in' | 'in-out';
 
 export const GEMM_KERNEL = 'LlavaVisionGemm';
 
-/** Cache blocking (see gemm.wat): KC rows of the panel operand by NC of its columns per block. */
-const KC = 256;
+/** The kernel's attributes: the weights' layout, which build of the kernel runs it, which operand is packed. */
+export interface GemmAttrs {
+  layout: WeightLayout;
+  gemm: Exclude<GemmName, 'xnnpack'>;
+  /** `out-in` only: pack the inputs x (true) or the weights (false) into panels; null: the smaller. */
+  packInputs: boolean | null;
+}
+
+export interface GemmOptions {
+  /**
+   * `out-in` only: which operand the kernel packs into panels (the other is read in place). Pack `x`
+   * when it is multiplied by several weights in a row (a Linear's parts, q/k/v): the packed copy is
+   * reused while the same tensor comes again. Default: the smaller.
+   */
+  pack?: 'x' | 'w';
+}
+
+/**
+ * Cache blocking (see gemm.wat): KC rows of the panel operand by NC of its columns per block. KC is
+ * also the length of each block's multiply-add chain (the summation order: see `gemm`).
+ */
+export const GEMM_BLOCK_K = 256;
+const KC = GEMM_BLOCK_K;
 const NC = 256;
 /** A row-major [K, N] operand is read in place (not packed) when N is a multiple of 8 up to this. */
 const DIRECT_MAX_N = 64;
@@ -119,7 +140,7 @@ class GemmInstance {
   private packed: PackedKey | null = null;
 
   constructor(
-    readonly name: 'fma' | 'mul-add',
+    readonly name: Exclude<GemmName, 'xnnpack'>,
     private readonly heap: WasmBackend['wasm'],
     private readonly kernel: GemmExports,
     private readonly scratch: number,
@@ -187,8 +208,15 @@ class GemmInstance {
 }
 
 let choice: GemmChoice | null = null;
-/** Per wasm backend object (one per thread): its kernel instance, or null where it runs XNNPACK. */
-const instances = new WeakMap<object, GemmInstance | null>();
+type OwnGemmName = Exclude<GemmName, 'xnnpack'>;
+/** Per wasm backend object (one per thread): its kernel instances (null: that build cannot run there). */
+const instances = new WeakMap<object, Map<OwnGemmName, GemmInstance | null>>();
+
+function checkedChoice(wanted: GemmChoice): GemmChoice {
+  const relaxed = wanted === 'fma' || wanted === 'auto' ? enableRelaxedSimd() : false;
+  if (wanted === 'fma' && !relaxed) throw new ConfigError(`${GEMM_ENV_VAR}=fma: this JavaScript engine does not run WebAssembly relaxed SIMD (use mul-add or xnnpack)`);
+  return wanted;
+}
 
 /**
  * Reads `LLAVA_VISION_GEMM` (once per thread) and, unless it says `xnnpack`, enables relaxed SIMD:
@@ -196,38 +224,37 @@ const instances = new WeakMap<object, GemmInstance | null>();
  * `fma` that this engine cannot run is a ConfigError.
  */
 export function chooseGemm(): GemmChoice {
-  if (choice === null) {
-    const wanted = parseChoice(process.env[GEMM_ENV_VAR]);
-    const relaxed = wanted === 'fma' || wanted === 'auto' ? enableRelaxedSimd() : false;
-    if (wanted === 'fma' && !relaxed) {
-      throw new ConfigError(`${GEMM_ENV_VAR}=fma: this JavaScript engine does not run WebAssembly relaxed SIMD (use mul-add or xnnpack)`);
-    }
-    choice = wanted;
-  }
+  choice ??= checkedChoice(parseChoice(process.env[GEMM_ENV_VAR]));
   return choice;
 }
 
-/** The kernel instance of the active backend, if it runs ours (null: another backend, or XNNPACK). */
-function instanceFor(backend: object): GemmInstance | null {
-  if (!instances.has(backend)) {
-    const wanted = chooseGemm();
-    const order: ('fma' | 'mul-add')[] = wanted === 'auto' ? ['fma', 'mul-add'] : wanted === 'xnnpack' ? [] : [wanted];
-    let instance: GemmInstance | null = null;
-    for (const name of order) {
-      instance = GemmInstance.create(name, backend as WasmBackend);
-      if (instance) break;
-    }
-    if (!instance && wanted !== 'auto' && wanted !== 'xnnpack') {
-      throw new ConfigError(`${GEMM_ENV_VAR}=${wanted}: the kernel cannot run on this wasm backend (no wasm SIMD, or a memory it cannot import); use xnnpack`);
-    }
-    instances.set(backend, instance);
-  }
-  return instances.get(backend)!;
+/**
+ * Switches this thread's GEMM (tools and tests: e.g. both GEMMs in one benchmark process). Layers
+ * store their weights for the GEMM of when they were built, so run each model under its own.
+ */
+export function setGemmChoice(wanted: GemmChoice): void {
+  choice = checkedChoice(wanted);
+}
+
+function instanceOf(backend: object, name: OwnGemmName): GemmInstance | null {
+  let byName = instances.get(backend);
+  if (!byName) instances.set(backend, (byName = new Map<OwnGemmName, GemmInstance | null>()));
+  if (!byName.has(name)) byName.set(name, GemmInstance.create(name, backend as WasmBackend));
+  return byName.get(name)!;
 }
 
 /** Our kernel on the active backend, or null (not wasm, or XNNPACK chosen). */
 function activeInstance(): GemmInstance | null {
-  return tf.engine().backendName === 'wasm' ? instanceFor(tf.backend()) : null;
+  if (tf.engine().backendName !== 'wasm') return null;
+  const wanted = chooseGemm();
+  if (wanted === 'xnnpack') return null;
+  const backend = tf.backend();
+  for (const name of wanted === 'auto' ? (['fma', 'mul-add'] as const) : [wanted]) {
+    const instance = instanceOf(backend, name);
+    if (instance) return instance;
+  }
+  if (wanted === 'auto') return null;
+  throw new ConfigError(`${GEMM_ENV_VAR}=${wanted}: the kernel cannot run on this wasm backend (no wasm SIMD, or a memory it cannot import); use xnnpack`);
 }
 
 /** The GEMM the active backend runs: `fma`, `mul-add` or `xnnpack` on wasm; null on other backends. */
@@ -253,7 +280,7 @@ export function describeGemm(name: GemmName): string {
  * chosen this is one kernel call; elsewhere tfjs's matMul (XNNPACK on wasm: non-transposed operands
  * only, so an `out-in` weight is transposed first) and addN. Differentiable.
  */
-export function gemm(xs: tf.Tensor2D[], ws: tf.Tensor2D[], layout: WeightLayout): tf.Tensor2D {
+export function gemm(xs: tf.Tensor2D[], ws: tf.Tensor2D[], layout: WeightLayout, options: GemmOptions = {}): tf.Tensor2D {
   if (xs.length === 0 || xs.length !== ws.length) throw new Error(`gemm: ${xs.length} inputs for ${ws.length} weights`);
   const n = layout === 'out-in' ? ws[0].shape[0] : ws[0].shape[1];
   xs.forEach((x, j) => {
@@ -263,10 +290,12 @@ export function gemm(xs: tf.Tensor2D[], ws: tf.Tensor2D[], layout: WeightLayout)
       throw new Error(`gemm: cannot multiply [${x.shape.join(', ')}] by a ${layout} weight [${w.shape.join(', ')}]`);
     }
   });
-  if (activeInstance()) {
+  const instance = activeInstance();
+  if (instance) {
     // Inputs as an array (x0, w0, x1, w1, ...): the gradient saves them all (saveAllInputs), as AddN's does.
     const inputs = xs.flatMap((x, j) => [x, ws[j]]) as unknown as tf.NamedTensorMap;
-    return tf.engine().runKernel<tf.Tensor2D>(GEMM_KERNEL, inputs, { layout });
+    const attrs: GemmAttrs = { layout, gemm: instance.name, packInputs: options.pack === undefined ? null : options.pack === 'x' };
+    return tf.engine().runKernel<tf.Tensor2D>(GEMM_KERNEL, inputs, attrs as unknown as tf.NamedAttrMap);
   }
   return tf.tidy(() => {
     const terms = xs.map((x, j) => tf.matMul<tf.Tensor2D>(x, layout === 'out-in' ? tf.transpose(ws[j]) : ws[j]));
@@ -275,8 +304,9 @@ export function gemm(xs: tf.Tensor2D[], ws: tf.Tensor2D[], layout: WeightLayout)
 }
 
 /** The wasm kernel: one output, every part's product accumulated into it in place. */
-function gemmOnWasm(inputs: tf.TensorInfo[], backend: WasmBackend, layout: WeightLayout): tf.TensorInfo {
-  const instance = instanceFor(backend)!;
+function gemmOnWasm(inputs: tf.TensorInfo[], backend: WasmBackend, { layout, gemm, packInputs }: GemmAttrs): tf.TensorInfo {
+  const instance = instanceOf(backend, gemm);
+  if (!instance) throw new Error(`${GEMM_KERNEL}: the ${gemm} kernel does not run on this backend`);
   const parts = inputs.length / 2;
   const m = inputs[0].shape[0];
   const n = layout === 'out-in' ? inputs[1].shape[0] : inputs[1].shape[1];
@@ -291,9 +321,9 @@ function gemmOnWasm(inputs: tf.TensorInfo[], backend: WasmBackend, layout: Weigh
     const k = x.shape[1];
     if (k === 0) continue;
     if (layout === 'out-in') {
-      // C = X·Wᵀ. Pack the smaller operand into panels and read the other in place: for a Linear the
-      // activation (C written transposed, as Cᵀ = W·Xᵀ), for square products the weight.
-      if (m < n) {
+      // C = X·Wᵀ: one operand packed into panels, the other read in place. X packed: C is written
+      // transposed, as Cᵀ = W·Xᵀ.
+      if (packInputs ?? m < n) {
         const b = instance.pack(x.dataId, at(x), 't', m, k);
         instance.run(at(w), k * 4, b, k * 32, 32, c, n * 4, true, n, m, k, added);
       } else {
@@ -322,14 +352,13 @@ export function registerGemmKernel(): void {
   tf.registerKernel({
     kernelName: GEMM_KERNEL,
     backendName: 'wasm',
-    kernelFunc: ({ inputs, backend, attrs }) =>
-      gemmOnWasm(inputs as unknown as tf.TensorInfo[], backend as unknown as WasmBackend, (attrs as unknown as { layout: WeightLayout }).layout),
+    kernelFunc: ({ inputs, backend, attrs }) => gemmOnWasm(inputs as unknown as tf.TensorInfo[], backend as unknown as WasmBackend, attrs as unknown as GemmAttrs),
   });
   tf.registerGradient({
     kernelName: GEMM_KERNEL,
     saveAllInputs: true,
     gradFunc: (dy, saved, attrs) => {
-      const layout = (attrs as unknown as { layout: WeightLayout }).layout;
+      const { layout } = attrs as unknown as GemmAttrs;
       const g = dy as tf.Tensor2D;
       const grads: Record<string, () => tf.Tensor> = {};
       for (let j = 0; j < saved.length / 2; j++) {
