@@ -263,6 +263,16 @@ export function activeGemm(): GemmName | null {
   return activeInstance()?.name ?? 'xnnpack';
 }
 
+/**
+ * The GEMM a wasm backend started now would run, without starting one (inspect): forced by
+ * LLAVA_VISION_GEMM, else the first this engine can run.
+ */
+export function plannedGemm(): { name: GemmName; forced: boolean } {
+  const wanted = chooseGemm();
+  if (wanted !== 'auto') return { name: wanted, forced: true };
+  return { name: kernelModule('fma') ? 'fma' : kernelModule('mul-add') ? 'mul-add' : 'xnnpack', forced: false };
+}
+
 /** Whether layers built now should store their weights for our kernel (see Linear). */
 export function usesOwnGemm(): boolean {
   return activeInstance() !== null;
