@@ -428,7 +428,7 @@ async function main(): Promise<void> {
     return { seconds: (performance.now() - t0) / 1000, gemm };
   };
 
-  log(o, `bench: warm-up (first forward packs the weights) ...`);
+  log(o, `bench: warm-up (first forward) ...`);
   resetPeakRss();
   let t0 = performance.now();
   const { calls } = await meter.record(() => runLlava(px1));
@@ -581,7 +581,8 @@ function printTable(r: BenchReport): void {
   row('GEMM / non-GEMM share of the forward', r.llava.nonGemmShare === null ? `${notOnGpu} (${r.llava.gemmCalls} GEMM calls)` : `${f(100 * (1 - r.llava.nonGemmShare), 1)}% / ${f(100 * r.llava.nonGemmShare, 1)}% (${r.llava.gemmCalls} GEMM calls)`);
   row(`full tower, batch 1 (${total} layers, all ${total + 1} hidden states, pooler)`, `${f(r.full.perImageS)} s/image, ${f(r.full.gflops, 1)} GFLOP/s${r.full.nonGemmShare === null ? '' : `; non-GEMM ${f(100 * r.full.nonGemmShare, 1)}%`}`);
   row(`LLaVA path, batch ${r.batch.size}`, `${f(r.batch.perImageS)} s/image (${f(r.batch.imagesPerS * 60, 1)} images/min)`);
-  row(r.backend === 'webgpu' ? 'first forward (compiles shaders)' : 'first forward (packs weights)', `LLaVA ${f(r.firstForwardS.llava)} s, full ${f(r.firstForwardS.full)} s`);
+  const firstNote = r.backend === 'webgpu' ? ' (compiles shaders)' : r.gemm && !r.gemm.startsWith('xnnpack') ? '' : ' (XNNPACK packs weights)';
+  row(`first forward${firstNote}`, `LLaVA ${f(r.firstForwardS.llava)} s, full ${f(r.firstForwardS.full)} s`);
   row('reference GEMM rates (cached weight)', Object.entries(r.referenceGemmGflops).map(([k, v]) => `${k}: ${f(v, 1)}`).join(', ') + ' GFLOP/s');
   const peak = r.clockGHz ? fmaPeakGflops(r.clockGHz) : null;
   const ofPeak = (g: number) => (peak ? ` (${f((100 * g) / peak, 0)}%)` : '');
