@@ -39,7 +39,7 @@ import { GemmMeter, GemmTotals, gemmRate, gemmRates, replayGemms } from './gemm_
 import { fmaPeakGflops, measureClockGHz } from './cpu_clock';
 import { GenDType, writeFullSizeCase } from './make_checkpoint';
 import { packageRoot } from '../src/version';
-import { benchThreads, childThreadsLoad, parseGemmList, parseThreadList } from './bench_threads';
+import { benchThreads, childThreadsLoad, childThreadsServe, parseGemmList, parseThreadList } from './bench_threads';
 import { GemmChoice, GemmName, activeGemm, describeGemm } from '../src/model/kernels/gemm';
 
 const CASE = 'vitl14_336_generated_sel-2_patch';
@@ -55,7 +55,7 @@ interface Options {
   backend?: BackendChoice;
   /** Encoder layers of ViT-L to run (default all 24). */
   layers?: number;
-  child?: 'load' | 'workers' | 'touch' | 'threads-load';
+  child?: 'load' | 'workers' | 'touch' | 'threads-load' | 'threads-serve';
   /** --threads: the thread counts of the tensor-parallel bench. */
   threads?: number[];
   /** --gemm: the GEMMs the tensor-parallel bench compares (kernels/gemm.ts). */
@@ -374,10 +374,12 @@ async function main(): Promise<void> {
     const gen = weightsFor(root, o.dtype, o.layers);
     const common = { llavaDir: gen.llavaDir, towerDir: gen.towerDir, backend: o.backend, image: fixtureImage(root), peakRssMB, resetPeakRss };
     if (o.child === 'threads-load') return childThreadsLoad(common, o.threads[0]);
+    if (o.child === 'threads-serve') return childThreadsServe(common, o.threads);
     const childArgs = (n: number) => [__filename, '--child', 'threads-load', '--threads', String(n), '--dtype', o.dtype, ...(o.backend ? ['--backend', o.backend] : []), ...(o.layers ? ['--layers', String(o.layers)] : [])];
     const torch = o.vsTorch && torchAvailable() ? (n: number) => runTorch(o, root, gen.towerDir, gen.llavaDir, n) : null;
     const warmCache = () => void readSeconds([gen.tower.file, gen.projector.file]);
-    return benchThreads({ ...common, threads: o.threads, gemms: o.gemms ?? [], reps: o.reps, vsTorch: o.vsTorch, json: o.json, childArgs, torch, warmCache });
+    const serveArgs = (ns: number[]) => [__filename, '--child', 'threads-serve', '--threads', ns.join(','), '--dtype', o.dtype, ...(o.backend ? ['--backend', o.backend] : []), ...(o.layers ? ['--layers', String(o.layers)] : [])];
+    return benchThreads({ ...common, threads: o.threads, gemms: o.gemms ?? [], reps: o.reps, vsTorch: o.vsTorch, json: o.json, childArgs, serveArgs, torch, warmCache });
   }
 
   log(o, `bench: weights (generated on first use) ...`);

@@ -19,7 +19,7 @@
  */
 import * as os from 'os';
 import * as path from 'path';
-import { spawnSync } from 'child_process';
+import { ChildProcess, fork, spawnSync } from 'child_process';
 import { createHash } from 'crypto';
 import * as tf from '../src/tf';
 import { LlavaVision } from '../src/api/llava_vision';
@@ -29,7 +29,7 @@ import { CoordinatorStats } from '../src/model/parallel/coordinator';
 import { ThreadStats } from '../src/api/sharded/team';
 import { GemmMeter, GemmCall, GemmTotals, replayGemms } from './gemm_ceiling';
 import type { RecordedGemms } from './shard_hooks';
-import { GemmChoice, GemmName, activeGemm, setGemmChoice } from '../src/model/kernels/gemm';
+import { GemmChoice, GemmName, activeGemm } from '../src/model/kernels/gemm';
 import { fmaPeakGflops, measureClockGHz } from './cpu_clock';
 
 const MB = 2 ** 20;
@@ -49,6 +49,8 @@ export interface ThreadsBenchOptions {
   image: Float32Array;
   /** `bench.js --child threads-load --threads N`: the load measurement of one thread count in a fresh process. */
   childArgs: (threads: number) => string[];
+  /** `bench.js --child threads-serve --threads 1,2`: a process serving one GEMM's models (childThreadsServe). */
+  serveArgs: (threads: number[]) => string[];
   torch: ((threads: number) => { threads: number; gemm: string; llava: { median_s: number } }) | null;
   peakRssMB: () => number;
   resetPeakRss: () => void;
@@ -148,79 +150,169 @@ function breakdownOf(model: LlavaVision, forwards: number): Breakdown | null {
   };
 }
 
+/** What a serving child (one GEMM, every thread count) says once its models are loaded and warm. */
+interface ServeReady { op: 'ready'; layersRun: number; models: { threads: number; gemm: GemmName | null; gemmFlops: number; tensorsBefore: number }[] }
+type ServeRequest = { op: 'forward'; i: number } | { op: 'ceiling'; i: number } | { op: 'summary' };
+type ServeReply =
+  | { op: 'forward'; seconds: number; byShape: GemmTotals['byShape'] }
+  | { op: 'ceiling'; ms: number }
+  | { op: 'summary'; models: { breakdown: Breakdown | null; identical: boolean; digest: string; tensorsAfter: number; threadTensors: number[] | null }[] }
+  | { op: 'error'; message: string };
+
+/**
+ * Child process (`bench.js --child threads-serve`): the models of one GEMM (LLAVA_VISION_GEMM of its
+ * environment) at every thread count, loaded and warmed up, then forwards, GEMM replays and a summary
+ * as the parent asks over IPC. One process per GEMM: a wasm heap holds at most 4 GiB, less than every
+ * model of both GEMMs, and the parent interleaves the processes' forwards (one runs at a time).
+ */
+export async function childThreadsServe(o: Pick<ThreadsBenchOptions, 'llavaDir' | 'towerDir' | 'backend' | 'image'>, threadCounts: number[]): Promise<void> {
+  const { initBackend } = await import('../src/backend');
+  await initBackend({ backend: o.backend, log: null });
+  const models: LlavaVision[] = [];
+  for (const n of threadCounts) models.push(await LlavaVision.load(o.llavaDir, { visionTower: o.towerDir, backend: o.backend, log: null, threads: n }));
+  const s = models[0].tower.config.imageSize;
+  const px = tf.tensor4d(o.image, [1, 3, s, s]);
+  const digests = models.map(() => new Set<string>());
+  const forward = async (i: number) => {
+    const out = models[i].encode(px, { outputs: ['projected'] });
+    const data = await out.projected!.data();
+    out.projected!.dispose();
+    digests[i].add(createHash('sha256').update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)).digest('hex'));
+  };
+  const localCalls: GemmCall[][] = [];
+  const layersRun = Math.max(...models[0].tower.selectLayers.map((l) => hiddenStateIndex(l, models[0].tower.config.numHiddenLayers)));
+  const ready: ServeReady = { op: 'ready', layersRun, models: [] };
+  const forwards = models.map(() => 0);
+  for (const [i, m] of models.entries()) {
+    await forward(i); // warm-up
+    const tensorsBefore = tf.memory().numTensors;
+    const { local, flops } = await recordGemms(m, () => forward(i));
+    if (m.shardRuntime) breakdownOf(m, 1); // reset the statistics
+    localCalls.push(local);
+    ready.models.push({ threads: m.threads, gemm: activeGemm(), gemmFlops: flops, tensorsBefore });
+  }
+  const send = (m: ServeReady | ServeReply) => process.send!(m);
+  send(ready);
+  process.on('message', (req: ServeRequest) => {
+    void (async () => {
+      try {
+        if (req.op === 'forward') {
+          // The coordinating thread's GEMM calls, per shape (the meter's cost is ~µs per call).
+          const m = models[req.i];
+          const meter = new GemmMeter(m.tower.shardedModel ? m.tower.shardedModel.weights() : []);
+          try {
+            const t0 = performance.now();
+            const { gemm } = await meter.measure(() => forward(req.i));
+            forwards[req.i]++;
+            send({ op: 'forward', seconds: (performance.now() - t0) / 1000, byShape: gemm.byShape });
+          } finally {
+            meter.dispose();
+          }
+        } else if (req.op === 'ceiling') {
+          send({ op: 'ceiling', ms: replayCeiling(models[req.i], localCalls[req.i]) });
+        } else {
+          const summary = models.map((m, i) => ({
+            breakdown: breakdownOf(m, forwards[i]),
+            identical: digests[i].size === 1,
+            digest: [...digests[i]][0],
+            tensorsAfter: tf.memory().numTensors,
+            threadTensors: m.shardRuntime ? m.shardRuntime.team.request<{ numTensors: number }>(() => ({ kind: 'memory' })).map((x) => x.numTensors) : null,
+          }));
+          px.dispose();
+          for (const m of models) m.dispose();
+          send({ op: 'summary', models: summary });
+          process.disconnect();
+        }
+      } catch (e) {
+        send({ op: 'error', message: (e as Error).stack ?? String(e) });
+      }
+    })();
+  });
+}
+
+/** A serving child and a way to ask it one thing at a time. */
+class ServingChild {
+  private readonly child: ChildProcess;
+  private waiting: ((m: ServeReady | ServeReply) => void) | null = null;
+  private readonly exited: Promise<void>;
+  stderr = '';
+
+  constructor(args: string[], env: NodeJS.ProcessEnv) {
+    this.child = fork(args[0], args.slice(1), { env, stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+    this.child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
+    this.child.on('message', (m: ServeReady | ServeReply) => {
+      const w = this.waiting;
+      this.waiting = null;
+      w?.(m);
+    });
+    this.exited = new Promise((resolve) => this.child.on('exit', () => resolve()));
+  }
+
+  /** The next message (after sending `req`, if given); an error reply or an exit is thrown. */
+  async next<T extends ServeReady | ServeReply>(req?: ServeRequest): Promise<T> {
+    const reply = new Promise<ServeReady | ServeReply>((resolve, reject) => {
+      this.waiting = resolve;
+      void this.exited.then(() => reject(new Error(`a bench child exited:\n${this.stderr}`)));
+    });
+    if (req) this.child.send(req);
+    const m = await reply;
+    if (m.op === 'error') throw new Error(`a bench child failed: ${m.message}`);
+    return m as T;
+  }
+
+  async close(): Promise<void> {
+    await this.exited;
+  }
+}
+
 export async function benchThreads(o: ThreadsBenchOptions): Promise<void> {
   const log = (line: string) => (o.json ? process.stderr : process.stdout).write(line + '\n');
   // Every (GEMM, threads) pair; a GEMM of null is the one chosen as usual (LLAVA_VISION_GEMM, else the engine's).
-  const configs = (o.gemms.length ? o.gemms : [null]).flatMap((gemm) => o.threads.map((threads) => ({ gemm, threads })));
+  const gemmList: (GemmChoice | null)[] = o.gemms.length ? o.gemms : [null];
+  const configs = gemmList.flatMap((gemm) => o.threads.map((threads) => ({ gemm, threads })));
   const label = (c: { gemm: GemmChoice | null; threads: number }) => `${c.gemm ? `${c.gemm} ` : ''}${c.threads}t`;
-  const use = (gemm: GemmChoice | null) => gemm && setGemmChoice(gemm);
+  const envOf = (gemm: GemmChoice | null) => (gemm ? { ...process.env, LLAVA_VISION_GEMM: gemm } : process.env);
   const loads: ThreadsLoadResult[] = configs.map((c) => {
     log(`bench: load with ${label(c)} and one forward, fresh process ...`);
     o.warmCache();
-    const env = c.gemm ? { ...process.env, LLAVA_VISION_GEMM: c.gemm } : process.env;
-    const r = spawnSync(process.execPath, o.childArgs(c.threads), { encoding: 'utf8', maxBuffer: 16 * MB, env });
+    const r = spawnSync(process.execPath, o.childArgs(c.threads), { encoding: 'utf8', maxBuffer: 16 * MB, env: envOf(c.gemm) });
     const line = r.stdout.trim().split('\n').pop() ?? '';
     if (r.status !== 0 || !line.startsWith('{')) throw new Error(`load measurement (${label(c)}) failed:\n${r.stderr}`);
     return JSON.parse(line) as ThreadsLoadResult;
   });
 
-  log(`bench: loading ${configs.map(label).join(', ')} in this process ...`);
-  const models: LlavaVision[] = [];
-  for (const c of configs) {
-    use(c.gemm); // the shard threads run the coordinating thread's choice
-    models.push(await LlavaVision.load(o.llavaDir, { visionTower: o.towerDir, backend: o.backend, log: null, threads: c.threads }));
-  }
-  const s = models[0].tower.config.imageSize;
-  const px = tf.tensor4d(o.image, [1, 3, s, s]);
-  const layersRun = Math.max(...models[0].tower.selectLayers.map((l) => hiddenStateIndex(l, models[0].tower.config.numHiddenLayers)));
-  const digests = new Map<LlavaVision, Set<string>>();
-  const forward = async (i: number) => {
-    const m = models[i];
-    use(configs[i].gemm);
-    const out = m.encode(px, { outputs: ['projected'] });
-    const data = await out.projected!.data();
-    out.projected!.dispose();
-    const set = digests.get(m) ?? digests.set(m, new Set()).get(m)!;
-    set.add(createHash('sha256').update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)).digest('hex'));
-  };
-
+  // One serving process per GEMM, loaded one after the other; models are (child, index) in `configs` order.
+  const children: ServingChild[] = [];
   const results: PerThreadCount[] = [];
-  // Each model's coordinating-thread GEMM calls, replayed for its ceiling (the other threads keep theirs).
-  const localCalls: GemmCall[][] = [];
-  for (const [i, m] of models.entries()) {
-    log(`bench: ${label(configs[i])}: warm-up, GEMM recording ...`);
-    await forward(i);
-    const before = tf.memory().numTensors;
-    const { local, flops } = await recordGemms(m, () => forward(i));
-    if (m.shardRuntime) breakdownOf(m, 1); // reset the statistics
-    use(configs[i].gemm);
-    results.push({ threads: m.threads, gemm: activeGemm(), gemmByShape: {}, runsS: [], identical: true, ceilingMs: [], gemmFlops: flops, breakdown: null, tensors: { before, after: 0, threads: null } });
-    localCalls.push(local);
+  const where: { child: ServingChild; i: number }[] = [];
+  let layersRun = 0;
+  for (const gemm of gemmList) {
+    log(`bench: loading ${o.threads.map((n) => label({ gemm, threads: n })).join(', ')} in a serving process, warm-up, GEMM recording ...`);
+    const child = new ServingChild(o.serveArgs(o.threads), envOf(gemm));
+    children.push(child);
+    const ready = await child.next<ServeReady>();
+    layersRun = ready.layersRun;
+    for (const [i, m] of ready.models.entries()) {
+      where.push({ child, i });
+      results.push({ threads: m.threads, gemm: m.gemm, gemmByShape: {}, runsS: [], identical: true, ceilingMs: [], gemmFlops: m.gemmFlops, breakdown: null, tensors: { before: m.tensorsBefore, after: 0, threads: null } });
+    }
   }
   const rounds = async (what: string) => {
     for (let r = 0; r < o.reps; r++) {
       log(`bench: ${what} round ${r + 1}/${o.reps}: ${configs.map(label).join(', ')} interleaved, then their GEMM ceilings ...`);
-      for (const [i, m] of models.entries()) {
-        // The coordinating thread's GEMM calls, per shape (the meter's cost is ~µs per call).
-        const meter = new GemmMeter(m.tower.shardedModel ? m.tower.shardedModel.weights() : []);
-        try {
-          const t0 = performance.now();
-          const { gemm } = await meter.measure(() => forward(i));
-          results[i].runsS.push((performance.now() - t0) / 1000);
-          for (const [key, v] of Object.entries(gemm.byShape)) {
-            const acc = (results[i].gemmByShape[key] ??= { calls: 0, ms: 0, flops: 0 });
-            acc.calls += v.calls;
-            acc.ms += v.ms;
-            acc.flops += v.flops;
-          }
-        } finally {
-          meter.dispose();
+      for (const [k, { child, i }] of where.entries()) {
+        const f = await child.next<Extract<ServeReply, { op: 'forward' }>>({ op: 'forward', i });
+        results[k].runsS.push(f.seconds);
+        for (const [key, v] of Object.entries(f.byShape)) {
+          const acc = (results[k].gemmByShape[key] ??= { calls: 0, ms: 0, flops: 0 });
+          acc.calls += v.calls;
+          acc.ms += v.ms;
+          acc.flops += v.flops;
         }
       }
-      for (const [i, m] of models.entries()) results[i].ceilingMs.push(replayCeiling(m, localCalls[i]));
+      for (const [k, { child, i }] of where.entries()) results[k].ceilingMs.push((await child.next<Extract<ServeReply, { op: 'ceiling' }>>({ op: 'ceiling', i })).ms);
     }
   };
-  // The breakdown covers the timed forwards (the replays run no step).
   await rounds('ours');
   const torch: { threads: number; gemm: string; llavaS: number }[] = [];
   if (o.vsTorch && o.torch) {
@@ -231,23 +323,26 @@ export async function benchThreads(o: ThreadsBenchOptions): Promise<void> {
     }
     await rounds('ours again (after torch)');
   } else if (o.vsTorch) log('bench: /usr/bin/python3 has no torch: --vs-torch skipped');
-  for (const [i, m] of models.entries()) {
-    results[i].breakdown = breakdownOf(m, results[i].runsS.length);
-    results[i].identical = (digests.get(m)?.size ?? 0) === 1;
-    results[i].tensors.after = tf.memory().numTensors;
-    if (m.shardRuntime) results[i].tensors.threads = m.shardRuntime.team.request<{ numTensors: number }>(() => ({ kind: 'memory' })).map((x) => x.numTensors);
+  const digests: string[] = [];
+  for (const child of children) {
+    const summary = await child.next<Extract<ServeReply, { op: 'summary' }>>({ op: 'summary' });
+    await child.close();
+    for (const m of summary.models) {
+      const k = digests.length;
+      Object.assign(results[k], { breakdown: m.breakdown, identical: m.identical });
+      results[k].tensors.after = m.tensorsAfter;
+      results[k].tensors.threads = m.threadTensors;
+      digests.push(m.digest);
+    }
   }
-  px.dispose();
   // Per GEMM: do its thread counts give the same bits?
-  const crossIdentical = [...new Set(configs.map((c) => c.gemm))].every((g) =>
-    new Set(models.filter((_, j) => configs[j].gemm === g).map((x) => [...(digests.get(x) ?? [])][0])).size === 1);
-  for (const m of models) m.dispose();
+  const crossIdentical = gemmList.every((g) => new Set(digests.filter((_, k) => configs[k].gemm === g)).size === 1);
   const clockGHz = await measureClockGHz();
 
   const report = {
     date: new Date().toISOString(),
     machine: { cpu: os.cpus()[0]?.model, cores: os.cpus().length, availableParallelism: (os as { availableParallelism?: () => number }).availableParallelism?.() ?? os.cpus().length, node: process.version, clockGHz },
-    backend: models[0].backend, tfjs: tf.version_core, reps: o.reps, layersRun,
+    backend: o.backend ?? 'wasm', tfjs: tf.version_core, reps: o.reps, layersRun,
     loads, results, torch, crossIdentical,
   };
   if (o.json) {
