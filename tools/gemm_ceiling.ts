@@ -114,9 +114,10 @@ export class GemmMeter {
    * the kernel calls: on a GPU backend they only enqueue work, so only the count and FLOPs mean anything.)
    */
   async measure<T>(fn: () => T | Promise<T>): Promise<{ result: T; gemm: GemmTotals }> {
-    this.totals = emptyTotals();
+    const totals = (this.totals = emptyTotals());
     const result = await fn();
-    return { result, gemm: this.totals };
+    // A snapshot: the meter goes on counting into its totals until the next measure.
+    return { result, gemm: { ...totals, byShape: Object.fromEntries(Object.entries(totals.byShape).map(([k, v]) => [k, { ...v }])) } };
   }
 
   /** Like `measure`, also recording every GEMM call for `replayGemms`. */
