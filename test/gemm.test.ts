@@ -14,6 +14,7 @@ import { GEMM_BLOCK_K, activeGemm, enableRelaxedSimd, gemm, setGemmChoice } from
 import { WASM_BASE64 as FMA_WASM } from '../src/model/kernels/gemm_wasm';
 import { WASM_BASE64 as MUL_ADD_WASM } from '../src/model/kernels/gemm_muladd_wasm';
 import { Linear } from '../src/model/linear';
+import { withoutRelaxedSimd } from '../tools/build_kernels';
 import { disposeWeights } from '../src/model/weights';
 
 beforeAll(() => initBackend({ backend: 'wasm', log: null }));
@@ -379,4 +380,12 @@ describe('LLAVA_VISION_GEMM', () => {
   test('an unknown value is a ConfigError naming the variable and the choices', () => {
     expect(probe('blas')[0]).toBe('ERROR ConfigError: LLAVA_VISION_GEMM="blas" is not a GEMM (choose from auto, fma, mul-add, xnnpack)');
   });
+});
+
+test('the mul-add build rewrites every relaxed multiply-add of the .wat, and refuses a form it cannot rewrite', () => {
+  expect(withoutRelaxedSimd('(local.set $c (f32x4.relaxed_madd (local.get $a) (local.get $b) (local.get $c)))')).toBe(
+    '(local.set $c (f32x4.add (f32x4.mul (local.get $a) (local.get $b)) (local.get $c)))');
+  expect(() => withoutRelaxedSimd('(f32x4.relaxed_madd (v128.load (local.get $p)) (local.get $b) (local.get $c))')).toThrow(/cannot rewrite/);
+  // A mention in a comment is not an instruction.
+  expect(withoutRelaxedSimd(';; f32x4.relaxed_madd is rewritten\n(nop)')).toBe(';; f32x4.relaxed_madd is rewritten\n(nop)');
 });
