@@ -3,6 +3,7 @@ import * as tf from './tf';
 import { ConfigError } from './errors';
 import { describeAdapter, registerWebGpu, webGpuAdapter, webGpuInstalled } from './webgpu';
 import { loadModule } from './load_module';
+import { activeGemm, chooseGemm, describeGemm } from './model/kernels/gemm';
 
 export type BackendChoice = 'auto' | 'wasm' | 'cpu' | 'tensorflow' | 'webgpu';
 export const BACKEND_CHOICES: readonly BackendChoice[] = ['auto', 'wasm', 'cpu', 'tensorflow', 'webgpu'];
@@ -25,13 +26,19 @@ export async function initBackend(options: BackendOptions = {}): Promise<string>
   const choice = options.backend ?? parseChoice(process.env[BACKEND_ENV_VAR]);
   const auto = choice === 'auto';
   const order: Exclude<BackendChoice, 'auto'>[] = auto ? ['tensorflow', 'webgpu', 'wasm', 'cpu'] : [choice];
+  // Before tfjs-backend-wasm compiles its module: the GEMM choice may enable relaxed SIMD (and a bad
+  // LLAVA_VISION_GEMM is an error of its own, not a reason to pass wasm over).
+  if (order.includes('wasm')) chooseGemm();
   const failures: string[] = [];
   // Why an installed webgpu was passed over by auto (e.g. only a CPU adapter), for the log line.
   const notes: string[] = [];
   for (const name of order) {
     const error = await trySetBackend(name, auto);
     if (name === 'webgpu' && error !== null && auto && webGpuInstalled()) notes.push(`webgpu not used: ${error}`);
-    if (error === null) return announce(name, logOf(options), notes);
+    if (error === null) {
+      if (name === 'wasm') activeGemm(); // the GEMM kernel instantiated on the backend's memory now (a forced one that cannot run throws)
+      return announce(name, logOf(options), notes);
+    }
     failures.push(`${name}: ${error}`);
   }
   throw new ConfigError(`no usable tfjs backend for "${choice}" (${failures.join('; ')})`);
@@ -173,7 +180,8 @@ function backendDetails(name: string): string[] {
   try {
     const simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT');
     const threads = tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT');
-    return [`SIMD ${simd ? 'on' : 'off'}, ${threads ? 'multi-threaded' : 'single-threaded'} build`];
+    const gemm = activeGemm();
+    return [`SIMD ${simd ? 'on' : 'off'}, ${threads ? 'multi-threaded' : 'single-threaded'} build`, ...(gemm ? [`GEMM ${describeGemm(gemm)}`] : [])];
   } catch {
     return []; // flags not evaluated yet
   }

@@ -28,6 +28,7 @@ export type { DType } from './io/dtype';
 export { demoModelDir } from './demo';
 export { initBackend, ensureBackend, BACKEND_ENV_VAR } from './backend';
 export type { BackendChoice, BackendOptions } from './backend';
+export type { GemmChoice, GemmName } from './model/kernels/gemm';
 export { CLIP_VISION_DEFAULTS, clipVisionConfigFromJson } from './config/clip';
 export type { CLIPVisionConfig, HiddenAct } from './config/clip';
 export type { LlavaVisionSettings, MergeType, SelectFeature } from './config/llava';

@@ -14,7 +14,8 @@ test('auto picks wasm here (no tfjs-node, no GPU: webgpu is installed but finds 
   expect(await initBackend({ log: (l) => lines.push(l) })).toBe('wasm');
   expect(tf.getBackend()).toBe('wasm');
   // auto looks at the platform's native API only (Vulkan here), never at the OpenGL ES route to llvmpipe.
-  expect(lines).toEqual([expect.stringMatching(/^llava-vision: tfjs backend "wasm" \(SIMD on, single-threaded build; webgpu not used: (no WebGPU adapter|only a CPU adapter) \(tried vulkan: /)]);
+  // It names the GEMM too (model/kernels/gemm.ts; LLAVA_VISION_GEMM may force one).
+  expect(lines).toEqual([expect.stringMatching(/^llava-vision: tfjs backend "wasm" \(SIMD on, single-threaded build; GEMM (fma|mul-add|xnnpack) \([^)]+\); webgpu not used: (no WebGPU adapter|only a CPU adapter) \(tried vulkan: /)]);
   expect(await initBackend({ log: (l) => lines.push(l) })).toBe('wasm');
   expect(lines).toHaveLength(1);
 });

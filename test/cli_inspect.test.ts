@@ -226,6 +226,8 @@ describe('llava-vision inspect (CLI)', () => {
     expect(out).toMatch(/^would load: +tower 71 tensors \([\d.]+ MiB\), projector 4 tensors \([\d.]+ KiB\), image_newline 1 tensor \(512 B\)$/m);
     expect(out).toMatch(/^would ignore: 5 tensors \([\d.]+ KiB\): language model 5$/m);
     expect(out).toMatch(/^problems: none$/m);
+    // The GEMM a load would run (the one the backend log line names; LLAVA_VISION_GEMM forces one).
+    expect(out).toMatch(/^GEMM \(wasm\): (fma \(own kernel, relaxed-SIMD FMA\)|mul-add \(own kernel, SIMD mul \+ add\)|xnnpack \(tfjs's XNNPACK\))$/m);
 
     const all = await runCli(['inspect', '--all', path.join(L16, 'llava')]);
     expect(all.code).toBe(0);

@@ -17,7 +17,7 @@ beforeAll(() => initBackend({ backend: 'wasm', log: null }));
 test('the embedded kernel module is the assembled .wat (run `npm run build:kernels` after editing it)', async () => {
   const files = kernelFiles();
   expect(files.length).toBeGreaterThan(0);
-  for (const { wat, ts } of files) expect(fs.readFileSync(ts, 'utf8')).toBe(moduleSource(wat, await assemble(wat)));
+  for (const { wat, ts, variant } of files) expect(fs.readFileSync(ts, 'utf8')).toBe(moduleSource(wat, await assemble(wat, variant), variant));
 });
 
 /** A [rows, cols] matrix of `dtype` whose elements cycle through every 16-bit pattern (or random float32 bits). */

@@ -4,7 +4,7 @@
  * trained model, same shapes and cost).
  *
  *   npm run bench [-- --json] [--batch N] [--dtype F32|F16] [--reps N] [--vs-torch] [--workers N] [--backend wasm|cpu|tensorflow|webgpu] [--layers N]
- *   npm run bench -- --threads 1,2 [--vs-torch] [--reps N] [--json]   (the tensor-parallel forward: tools/bench_threads.ts)
+ *   npm run bench -- --threads 1,2 [--gemm xnnpack,fma] [--vs-torch] [--reps N] [--json]   (the tensor-parallel forward: tools/bench_threads.ts)
  *   npm run bench -- --from-json REPORT.json     (the table of a saved --json report)
  *
  * Reports: checkpoint load time, read time and RSS (F32 and F16 files, each in a fresh process);
@@ -35,10 +35,12 @@ import { BackendChoice, prefaultMemory } from '../src/backend';
 import { describeAdapter } from '../src/gpu_adapters';
 import { webGpuAdapter } from '../src/webgpu';
 import { SafetensorsFile } from '../src/io/safetensors';
-import { GemmMeter, GemmTotals, gemmRate, replayGemms } from './gemm_ceiling';
+import { GemmMeter, GemmTotals, gemmRate, gemmRates, replayGemms } from './gemm_ceiling';
+import { fmaPeakGflops, measureClockGHz } from './cpu_clock';
 import { GenDType, writeFullSizeCase } from './make_checkpoint';
 import { packageRoot } from '../src/version';
-import { benchThreads, childThreadsLoad, parseThreadList } from './bench_threads';
+import { benchThreads, childThreadsLoad, childThreadsServe, parseGemmList, parseThreadList } from './bench_threads';
+import { GemmChoice, GemmName, activeGemm, describeGemm } from '../src/model/kernels/gemm';
 
 const CASE = 'vitl14_336_generated_sel-2_patch';
 const IMAGE = 'astronaut.png';
@@ -53,9 +55,11 @@ interface Options {
   backend?: BackendChoice;
   /** Encoder layers of ViT-L to run (default all 24). */
   layers?: number;
-  child?: 'load' | 'workers' | 'touch' | 'threads-load';
+  child?: 'load' | 'workers' | 'touch' | 'threads-load' | 'threads-serve';
   /** --threads: the thread counts of the tensor-parallel bench. */
   threads?: number[];
+  /** --gemm: the GEMMs the tensor-parallel bench compares (kernels/gemm.ts). */
+  gemms?: GemmChoice[];
   fromJson?: string;
   touchBytes?: number;
   touchMethod?: 'pool' | 'fill';
@@ -78,12 +82,13 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--workers') o.workers = Number(value());
     else if (a === '--layers') o.layers = Number(value());
     else if (a === '--threads') o.threads = parseThreadList(value());
+    else if (a === '--gemm') o.gemms = parseGemmList(value());
     else if (a === '--from-json') o.fromJson = value();
     else if (a === '--child') o.child = value() as Options['child'];
     else if (a === '--touch-bytes') o.touchBytes = Number(value());
     else if (a === '--touch-method') o.touchMethod = value() as 'pool' | 'fill';
     else if (a === '--help' || a === '-h') {
-      console.log('usage: npm run bench -- [--json] [--batch N] [--dtype F32|F16] [--reps N] [--vs-torch] [--workers N] [--backend wasm|cpu|tensorflow|webgpu] [--layers N] [--threads 1,2]');
+      console.log('usage: npm run bench -- [--json] [--batch N] [--dtype F32|F16] [--reps N] [--vs-torch] [--workers N] [--backend wasm|cpu|tensorflow|webgpu] [--layers N] [--threads 1,2 [--gemm xnnpack,fma]]');
       process.exit(0);
     } else throw new Error(`unknown argument ${a} (see --help)`);
   }
@@ -324,6 +329,9 @@ interface BenchReport {
   layers: number;
   threads: string | number;
   simd: boolean | null;
+  /** The GEMM the forward ran (wasm: kernels/gemm.ts), and the core's clock measured by tools/cpu_clock.ts. */
+  gemm?: string | null;
+  clockGHz?: number;
   tfjs: string;
   dtype: GenDType;
   reps: number;
@@ -338,6 +346,10 @@ interface BenchReport {
   full: { perImageS: number; runsS: number[]; gflops: number; gemmS: number | null; nonGemmShare: number | null };
   batch: { size: number; perImageS: number; imagesPerS: number; runsS: number[]; gflops: number };
   referenceGemmGflops: Record<string, number>;
+  /** On wasm: the same shapes under each GEMM, interleaved (shape -> GEMM -> GFLOP/s). */
+  referenceGemmByGemm?: Record<string, Record<string, number>>;
+  /** The LLaVA forwards' GEMM calls per product shape: GFLOP/s. */
+  forwardGemmByShape?: Record<string, number>;
   peakRssMB: Record<string, number>;
   wasmHeapMB: { afterWarmup: number | null; end: number | null };
   numTensors: { before: number; after: number };
@@ -362,10 +374,12 @@ async function main(): Promise<void> {
     const gen = weightsFor(root, o.dtype, o.layers);
     const common = { llavaDir: gen.llavaDir, towerDir: gen.towerDir, backend: o.backend, image: fixtureImage(root), peakRssMB, resetPeakRss };
     if (o.child === 'threads-load') return childThreadsLoad(common, o.threads[0]);
+    if (o.child === 'threads-serve') return childThreadsServe(common, o.threads);
     const childArgs = (n: number) => [__filename, '--child', 'threads-load', '--threads', String(n), '--dtype', o.dtype, ...(o.backend ? ['--backend', o.backend] : []), ...(o.layers ? ['--layers', String(o.layers)] : [])];
     const torch = o.vsTorch && torchAvailable() ? (n: number) => runTorch(o, root, gen.towerDir, gen.llavaDir, n) : null;
     const warmCache = () => void readSeconds([gen.tower.file, gen.projector.file]);
-    return benchThreads({ ...common, threads: o.threads, reps: o.reps, vsTorch: o.vsTorch, json: o.json, childArgs, torch, warmCache });
+    const serveArgs = (ns: number[]) => [__filename, '--child', 'threads-serve', '--threads', ns.join(','), '--dtype', o.dtype, ...(o.backend ? ['--backend', o.backend] : []), ...(o.layers ? ['--layers', String(o.layers)] : [])];
+    return benchThreads({ ...common, threads: o.threads, gemms: o.gemms ?? [], reps: o.reps, vsTorch: o.vsTorch, json: o.json, childArgs, serveArgs, torch, warmCache });
   }
 
   log(o, `bench: weights (generated on first use) ...`);
@@ -416,7 +430,7 @@ async function main(): Promise<void> {
     return { seconds: (performance.now() - t0) / 1000, gemm };
   };
 
-  log(o, `bench: warm-up (first forward packs the weights) ...`);
+  log(o, `bench: warm-up (first forward) ...`);
   resetPeakRss();
   let t0 = performance.now();
   const { calls } = await meter.record(() => runLlava(px1));
@@ -487,6 +501,16 @@ async function main(): Promise<void> {
   const batchS = median(batched.map((x) => x.seconds)) / o.batch;
   const wasm = backend === 'wasm';
   const referenceGemmGflops = { '577x1024x1024': await gemmRate(577, 1024, 1024), '577x1024x4096': await gemmRate(577, 1024, 4096), '577x4096x1024': await gemmRate(577, 4096, 1024) };
+  const gemmName = activeGemm();
+  const gemmsCompared: GemmName[] = wasm && gemmName ? [...new Set<GemmName>(['xnnpack', gemmName])] : [];
+  const refShapes: [number, number, number][] = [[577, 1024, 1024], [577, 1024, 4096], [577, 4096, 1024], [2885, 1024, 1024]];
+  const byGemm = gemmsCompared.length > 1 ? await gemmRates(refShapes, gemmsCompared, Math.max(5, o.reps)) : null;
+  const forwardByShape: Record<string, { ms: number; flops: number }> = {};
+  for (const x of llava) for (const [k, v] of Object.entries(x.gemm.byShape)) {
+    const acc = (forwardByShape[k] ??= { ms: 0, flops: 0 });
+    acc.ms += v.ms;
+    acc.flops += v.flops;
+  }
   const report: BenchReport = {
     date: new Date().toISOString(),
     machine: { cpu: os.cpus()[0]?.model, cores: os.cpus().length, memGB: +(os.totalmem() / 2 ** 30).toFixed(1), node: process.version, platform: `${os.platform()} ${os.release()}` },
@@ -495,6 +519,8 @@ async function main(): Promise<void> {
     layers: model.tower.config.numHiddenLayers,
     threads: wasm ? (tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT') ? 'multi' : 1) : backend === 'tensorflow' ? `TF default (${os.cpus().length} cores)` : backend === 'webgpu' ? 'GPU' : 1,
     simd: wasm ? tf.env().getBool('WASM_HAS_SIMD_SUPPORT') : null,
+    gemm: gemmName && describeGemm(gemmName),
+    clockGHz: await measureClockGHz(),
     tfjs: tf.version_core,
     dtype: o.dtype,
     reps: o.reps,
@@ -510,6 +536,8 @@ async function main(): Promise<void> {
     full: { perImageS: fullS, runsS: full.map((x) => x.seconds), gflops: flops.full / fullS / 1e9, gemmS: fullGemmS, nonGemmShare: fullGemmS === null ? null : 1 - fullGemmS / fullS },
     batch: { size: o.batch, perImageS: batchS, imagesPerS: 1 / batchS, runsS: batched.map((x) => x.seconds), gflops: flops.llava / batchS / 1e9 },
     referenceGemmGflops,
+    ...(byGemm ? { referenceGemmByGemm: Object.fromEntries(refShapes.map((sh, i) => [sh.join('x'), Object.fromEntries(gemmsCompared.map((g, j) => [g, byGemm[i][j]]))])) } : {}),
+    forwardGemmByShape: Object.fromEntries(Object.entries(forwardByShape).sort((a, b) => b[1].flops - a[1].flops).map(([k, v]) => [k, v.flops / v.ms / 1e6])),
     peakRssMB: { llavaBatch1: peakLlavaMB, fullBatch1: peakFullMB, [`llavaBatch${o.batch}`]: peakBatchMB },
     wasmHeapMB: { afterWarmup: heapAfterWarmup, end: heapEnd },
     numTensors: { before: tensorsBefore, after: tensorsAfter },
@@ -534,7 +562,7 @@ function printTable(r: BenchReport): void {
   const row = (k: string, v: string) => lines.push(`| ${k} | ${v} |`);
   lines.push(`npm run bench — ${r.date.slice(0, 10)}, ${r.machine.cpu} (${r.machine.cores} cores, ${r.machine.memGB} GB), Node ${r.machine.node}, tfjs ${r.tfjs}`);
   const layers = r.layers === undefined || r.layers === 24 ? '' : ` (first ${r.layers} of 24 encoder layers)`;
-  lines.push(`backend ${r.backend}${r.simd === null ? '' : r.simd ? ' (SIMD)' : ' (no SIMD)'}, threads ${r.threads}; ViT-L/14-336${layers} + mlp2x_gelu, generated ${r.dtype} weights; medians of ${r.reps} after a warm-up`);
+  lines.push(`backend ${r.backend}${r.simd === null ? '' : r.simd ? ' (SIMD)' : ' (no SIMD)'}${r.gemm ? `, GEMM ${r.gemm}` : ''}, threads ${r.threads}; ViT-L/14-336${layers} + mlp2x_gelu, generated ${r.dtype} weights; medians of ${r.reps} after a warm-up`);
   if (r.adapter) lines.push(`adapter ${r.adapter}`);
   lines.push('');
   lines.push('| measure | value |');
@@ -555,8 +583,18 @@ function printTable(r: BenchReport): void {
   row('GEMM / non-GEMM share of the forward', r.llava.nonGemmShare === null ? `${notOnGpu} (${r.llava.gemmCalls} GEMM calls)` : `${f(100 * (1 - r.llava.nonGemmShare), 1)}% / ${f(100 * r.llava.nonGemmShare, 1)}% (${r.llava.gemmCalls} GEMM calls)`);
   row(`full tower, batch 1 (${total} layers, all ${total + 1} hidden states, pooler)`, `${f(r.full.perImageS)} s/image, ${f(r.full.gflops, 1)} GFLOP/s${r.full.nonGemmShare === null ? '' : `; non-GEMM ${f(100 * r.full.nonGemmShare, 1)}%`}`);
   row(`LLaVA path, batch ${r.batch.size}`, `${f(r.batch.perImageS)} s/image (${f(r.batch.imagesPerS * 60, 1)} images/min)`);
-  row(r.backend === 'webgpu' ? 'first forward (compiles shaders)' : 'first forward (packs weights)', `LLaVA ${f(r.firstForwardS.llava)} s, full ${f(r.firstForwardS.full)} s`);
+  const firstNote = r.backend === 'webgpu' ? ' (compiles shaders)' : r.gemm && !r.gemm.startsWith('xnnpack') ? '' : ' (XNNPACK packs weights)';
+  row(`first forward${firstNote}`, `LLaVA ${f(r.firstForwardS.llava)} s, full ${f(r.firstForwardS.full)} s`);
   row('reference GEMM rates (cached weight)', Object.entries(r.referenceGemmGflops).map(([k, v]) => `${k}: ${f(v, 1)}`).join(', ') + ' GFLOP/s');
+  const peak = r.clockGHz ? fmaPeakGflops(r.clockGHz) : null;
+  const ofPeak = (g: number) => (peak ? ` (${f((100 * g) / peak, 0)}%)` : '');
+  if (r.referenceGemmByGemm) {
+    row(`the same, each GEMM interleaved${peak ? `; % of the 128-bit FMA peak ${f(peak, 1)} GFLOP/s at ${f(r.clockGHz!)} GHz` : ''}`, Object.entries(r.referenceGemmByGemm).map(([k, byG]) => {
+      const [[ga, a], [gb, b]] = Object.entries(byG);
+      return `${k}: ${ga} ${f(a, 1)}${ofPeak(a)}, ${gb} ${f(b, 1)}${ofPeak(b)}, ×${f(b / a)}`;
+    }).join('; '));
+  }
+  if (r.forwardGemmByShape) row('GEMM rates in the LLaVA forward, by product (MxKxN, M ≥ N)', Object.entries(r.forwardGemmByShape).slice(0, 8).map(([k, v]) => `${k}: ${f(v, 1)}${ofPeak(v)}`).join(', ') + ' GFLOP/s');
   row('RSS after load (this process)', `${f(r.rssAfterLoadMB, 0)} MB`);
   row('peak RSS during forward', Object.entries(r.peakRssMB).map(([k, v]) => `${k} ${f(v, 0)} MB`).join(', ') + (r.wasmHeapMB.end ? `; wasm heap ${f(r.wasmHeapMB.end, 0)} MB` : ''));
   row('tf.memory().numTensors before / after', `${r.numTensors.before} / ${r.numTensors.after}`);

@@ -14,6 +14,7 @@ import { LAYOUTS, Layout, PROJECTOR_PREFIXES, TOWER_PREFIXES, findProjectorKeys,
 import { cachedSnapshot, hubCacheDir, isRepoId } from '../io/hub';
 import { LoadPlan, PlannedWeights, ProjectorPlan, planLoad } from './load_plan';
 import { ThreadsSummary, threadsSummary } from './sharded/load';
+import { GemmName, describeGemm, plannedGemm } from '../model/kernels/gemm';
 import type { ProjectorConfig } from '../model/projector';
 import { OpenedSource, SourceFormat, isDir, openTensorSource } from './sources';
 
@@ -101,6 +102,8 @@ export interface InspectReport {
   totals: Record<TensorRole, RoleTotals> & { all: RoleTotals; ignoredBy: Record<string, RoleTotals> };
   /** How `LlavaVision.load` would shard the model across threads (LoadOptions.threads; wasm backend). */
   threads?: ThreadsSummary;
+  /** The GEMM the wasm backend would run (kernels/gemm.ts): its name, and whether LLAVA_VISION_GEMM forces it. */
+  gemm: { name: GemmName; description: string; forced: boolean };
   /** Things that would make `LlavaVision.load` fail or surprise (missing keys, shape mismatches, ...). */
   problems: string[];
   notes: string[];
@@ -326,14 +329,16 @@ function inspectFile(file: string): InspectReport {
   }
 }
 
-function finish(r: Omit<InspectReport, 'totals'>): InspectReport {
+function finish(r: Omit<InspectReport, 'totals' | 'gemm'>): InspectReport {
   r.tensors.sort((a, b) => naturalCompare(a.name, b.name));
   const ignored = r.tensors.filter((t) => t.role === 'ignored');
   const ignoredBy: Record<string, RoleTotals> = {};
   for (const reason of [...new Set(ignored.map((t) => t.reason ?? ''))].sort()) ignoredBy[reason] = totals(ignored.filter((t) => (t.reason ?? '') === reason));
   const by = (role: TensorRole) => totals(r.tensors.filter((t) => t.role === role));
+  const gemm = plannedGemm();
   return {
     ...r,
+    gemm: { ...gemm, description: describeGemm(gemm.name) },
     totals: { tower: by('tower'), projector: by('projector'), image_newline: by('image_newline'), ignored: by('ignored'), all: totals(r.tensors), ignoredBy },
   };
 }

@@ -187,6 +187,7 @@ export function formatReport(r: InspectReport, options: { all: boolean }): strin
       lines.push(`  split: attention heads ${per(t.heads)}, MLP features ${per(t.features)}` + (t.projectorHidden ? `, projector hidden ${per(t.projectorHidden)}` : ', projector on the calling thread'));
     }
   }
+  lines.push('', `GEMM (wasm): ${r.gemm.description}${r.gemm.forced ? ', forced by LLAVA_VISION_GEMM' : ''}`);
   lines.push('', `tensors (${summary(r.totals.all)})`);
   for (const role of ['tower', 'projector', 'image_newline', 'ignored'] as TensorRole[]) {
     const ts = r.tensors.filter((t) => t.role === role);

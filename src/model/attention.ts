@@ -2,6 +2,7 @@ import * as tf from '../tf';
 import { CLIPVisionConfig } from '../config/clip';
 import { TowerLayout, defaultTowerLayout } from './layout';
 import { Linear } from './linear';
+import { gemm } from './kernels/gemm';
 import { CompositeLayer } from './composite';
 import { Module, WeightInit } from './module';
 import { FeatureRange } from './parallel/partition';
@@ -65,9 +66,10 @@ export class CLIPAttention extends CompositeLayer {
     const scale = this.headDim ** -0.5;
     return tf.tidy(() => {
       const [qs, ks, vs] = [this.qProj, this.kProj, this.vProj].map((p) => p.forwardParts([x]));
-      // Each head in its own scope: its [T, T] scores are freed before the next head's exist.
+      // Each head in its own scope: its [T, T] scores are freed before the next head's exist. The
+      // GEMMs: the project's kernel where it runs, else XNNPACK on kᵀ transposed first (see gemm).
       const heads = qs.map((q, h) =>
-        tf.tidy(() => tf.matMul<tf.Tensor2D>(tf.softmax(tf.matMul(tf.mul(q, scale), tf.transpose(ks[h]))), vs[h])),
+        tf.tidy(() => gemm([tf.softmax(gemm([tf.mul(q, scale)], [ks[h]], 'out-in'))], [vs[h]], 'in-out')),
       );
       const context = heads.length === 1 ? heads[0] : tf.concat2d(heads, 1);
       return this.outProj.forwardParts([context])[0];

@@ -4,6 +4,7 @@ import { ConfigError } from '../errors';
 import { Module, Param, WeightInit, initialWeights, wholeParam } from './module';
 import { bicubicResizeMatrix } from './interpolate';
 import { applyTrainableFlag, singleInput, singleShape } from './tfjs_layer';
+import { gemm } from './kernels/gemm';
 
 /**
  * HF `CLIPVisionEmbeddings`: patch conv (no bias) + class token + position embeddings.
@@ -50,13 +51,14 @@ export class CLIPVisionEmbeddings extends tf.layers.Layer implements Module {
     return tf.tidy(() => {
       // A stride-P conv ignores the remainder rows/columns, so crop them away before unfolding.
       const cropped = h === gh * p && w === gw * p ? pixels : tf.slice(pixels, [0, 0, 0, 0], [b, c, gh * p, gw * p]);
-      // One GEMM per input channel ([tokens, P·P] × [P·P, D]), their products summed: wasm's GEMM
-      // accumulates each output sequentially over K without FMA, and K = C·P·P = 588 in one chain
-      // was ~2.5x less accurate than three chains of 196.
+      // One GEMM per input channel ([tokens, P·P] × [P·P, D]), their products summed in order: wasm's
+      // XNNPACK GEMM accumulates each output sequentially over K without FMA, and K = C·P·P = 588 in
+      // one chain was ~2.5x less accurate than three chains of 196 (kernels/gemm.ts sums the same way).
       const perChannel = tf.reshape(tf.transpose(tf.reshape(cropped, [b, c, gh, p, gw, p]), [1, 0, 2, 4, 3, 5]), [c, b * gh * gw, p * p]);
       const kernel = this.patchKernel.read() as tf.Tensor2D;
-      const products = tf.unstack(perChannel).map((patches, ch) => tf.matMul(patches as tf.Tensor2D, tf.slice(kernel, [ch * p * p, 0], [p * p, d])));
-      const patchEmbeds = tf.reshape(products.length === 1 ? products[0] : tf.addN(products), [b, gh * gw, d]);
+      const patches = tf.unstack(perChannel) as tf.Tensor2D[];
+      const products = gemm(patches, patches.map((_, ch) => tf.slice(kernel, [ch * p * p, 0], [p * p, d])), 'in-out');
+      const patchEmbeds = tf.reshape(products, [b, gh * gw, d]);
       const cls = tf.tile(tf.reshape(this.classEmbedding.read(), [1, 1, d]), [b, 1, 1]);
       const tokens = tf.concat([cls, patchEmbeds], 1);
       return tf.add(tokens, tf.expandDims(this.positionsFor(gh, gw, h, w), 0));

@@ -2,6 +2,7 @@ import * as tf from '../tf';
 import { Block } from '../io/blocks';
 import { Module, Param, WeightInit, blocksParam, initialWeights } from './module';
 import { FeatureRange, splitRange } from './parallel/partition';
+import { gemm, usesOwnGemm } from './kernels/gemm';
 import { applyTrainableFlag, singleInput, singleShape } from './tfjs_layer';
 
 export interface LinearArgs {
@@ -37,8 +38,11 @@ export interface LinearArgs {
 /**
  * `torch.nn.Linear`. By default the kernel is stored as [in, out] (the checkpoint's weight transposed
  * once at load time): tfjs-backend-wasm only takes its XNNPACK fast path for non-transposed 2-D
- * operands. `call` works on any [..., in] input; the `forward*` methods are the 2-D hot paths that keep
- * a split weight's parts apart.
+ * operands, and a trainable layer keeps that layout whatever the backend. A frozen layer run by the
+ * project's own GEMM (kernels/gemm.ts: on wasm, where the engine has wasm SIMD) is stored in the
+ * checkpoint's [out, in] layout, which that GEMM reads in place with no packed copy. Both decided
+ * when the layer is built. `call` works on any [..., in] input; the `forward*` methods are the 2-D
+ * hot paths that keep a split weight's parts apart.
  */
 export class Linear extends tf.layers.Layer implements Module {
   static readonly className = 'LlavaVisionLinear';
@@ -48,6 +52,10 @@ export class Linear extends tf.layers.Layer implements Module {
   readonly splitAlong: 'out' | 'in';
   readonly parts: number;
   readonly weightLeft: boolean;
+  /** Run by the project's GEMM (kernels/gemm.ts) where the backend has it; decided at build time. */
+  readonly ownGemm: boolean;
+  /** Every kernel stored in the checkpoint's [out, in] layout (weightLeft, or a frozen layer on our GEMM). */
+  readonly outIn: boolean;
   readonly shard: FeatureRange | null;
   private readonly init: WeightInit;
   kernels: tf.LayerVariable[] = [];
@@ -61,6 +69,8 @@ export class Linear extends tf.layers.Layer implements Module {
     this.splitAlong = args.split?.along ?? 'out';
     this.parts = args.split?.parts ?? 1;
     this.weightLeft = args.weightLeft ?? false;
+    this.ownGemm = usesOwnGemm();
+    this.outIn = this.weightLeft || (this.ownGemm && !this.trainable);
     this.init = args.init ?? 'zeros';
     this.shard = args.shard ? { ...args.shard } : null;
     const size = this.splitAlong === 'out' ? this.outFeatures : this.inFeatures;
@@ -72,11 +82,11 @@ export class Linear extends tf.layers.Layer implements Module {
     } else if (!Number.isInteger(this.parts) || this.parts < 1 || size % this.parts !== 0) {
       throw new Error(`${this.name}: cannot split ${size} ${this.splitAlong}put features into ${this.parts} equal parts`);
     }
-    if (this.weightLeft && this.splitAlong === 'in' && this.parts > 1) throw new Error(`${this.name}: weightLeft supports splits along the outputs only`);
+    if (this.weightLeft && !this.ownGemm && this.splitAlong === 'in' && this.parts > 1) throw new Error(`${this.name}: weightLeft supports splits along the outputs only`);
     this.build([null, this.inFeatures]);
   }
 
-  /** The kernel of an unsplit Linear ([in, out], or [out, in] with weightLeft). */
+  /** The kernel of an unsplit Linear ([in, out], or [out, in]: see `outIn`). */
   get kernel(): tf.LayerVariable {
     if (this.kernels.length !== 1) throw new Error(`${this.name}: the kernel is stored in ${this.kernels.length} parts`);
     return this.kernels[0];
@@ -97,19 +107,19 @@ export class Linear extends tf.layers.Layer implements Module {
     );
     const biasSizes = this.biasRanges().map((r) => r.count);
     this.biases = biasSizes.map((size, j) =>
-      this.addWeight(`bias${biasSizes.length === 1 ? '' : `.part${j}`}`, this.weightLeft ? [size, 1] : [size], 'float32', zeros, undefined, true),
+      this.addWeight(`bias${biasSizes.length === 1 ? '' : `.part${j}`}`, this.weightLeft && !this.ownGemm ? [size, 1] : [size], 'float32', zeros, undefined, true),
     );
     applyTrainableFlag(this);
     this.built = true;
   }
 
   /**
-   * Part j of the weight as a block of the checkpoint's [out, in] matrix: as is for a weight-left
+   * Part j of the weight as a block of the checkpoint's [out, in] matrix: as is for an `outIn`
    * kernel (rows of [out, in]), else transposed ([in, out] for the non-transposed GEMM).
    */
   private weightBlocks(): Block[] {
     const { inFeatures: i, outFeatures: o } = this;
-    const transposed = !this.weightLeft;
+    const transposed = !this.outIn;
     return this.partRanges().map(({ start, count }) =>
       this.splitAlong === 'out' ? { r0: start, nr: count, c0: 0, nc: i, transposed } : { r0: 0, nr: o, c0: start, nc: count, transposed },
     );
@@ -147,6 +157,16 @@ export class Linear extends tf.layers.Layer implements Module {
   forwardParts(xs: tf.Tensor2D[]): tf.Tensor2D[] {
     return tf.tidy(() => {
       const bias = (j: number) => this.biases[j]?.read();
+      if (this.ownGemm) {
+        // Input parts' products are summed inside one GEMM (in order of the parts); the bias is added
+        // once, after the whole sum (see below).
+        // The input is packed once and reused by every part (and by the next Linear on the same input).
+        const layout = this.outIn ? 'out-in' : 'in-out';
+        const withBias = (y: tf.Tensor2D, b: tf.Tensor | undefined) => (b ? tf.add(y, b) : y);
+        const run = (x: tf.Tensor2D[], k: tf.LayerVariable[]) => gemm(x, k.map((v) => v.read() as tf.Tensor2D), layout, { pack: 'x' });
+        if (this.splitAlong === 'out') return this.kernels.map((k, j) => withBias(run([xs[0]], [k]), bias(j)));
+        return [withBias(run(xs, this.kernels), bias(0))];
+      }
       if (this.weightLeft) {
         // W [out_j, in] · xᵀ: the weight is the left operand (see LinearArgs.weightLeft), the result transposed back.
         const xT = tf.transpose(xs[0]);

@@ -3,6 +3,7 @@ import * as path from 'path';
 import * as tf from '../../src/tf';
 import { SafetensorsFile } from '../../src/io/safetensors';
 import { DEFAULT_PARITY_K, checkParity } from '../../src/parity';
+import { GEMM_ENV_VAR, activeGemm } from '../../src/model/kernels/gemm';
 import { CaseJson, readJson } from './json';
 
 export { maxAbsDiff } from '../../src/parity';
@@ -60,11 +61,17 @@ export function expectParity(gc: GoldenCase, key: string, ours: ArrayLike<number
   return ratio;
 }
 
-/** Writes the collected ratios to test/.parity/<suite>.<backend>.json (read by tools/parity_table.ts). */
+/**
+ * Writes the collected ratios to test/.parity/<suite>.<backend>.json (read by tools/parity_table.ts);
+ * on wasm with the GEMM forced by LLAVA_VISION_GEMM, <backend> names it too (e.g. `wasm-xnnpack`).
+ */
 export function writeParityReport(suite: string): void {
   if (report.size === 0) return;
   const dir = path.join(__dirname, '..', '.parity');
   fs.mkdirSync(dir, { recursive: true });
   const rows = Object.fromEntries([...report.entries()].sort());
-  fs.writeFileSync(path.join(dir, `${suite}.${tf.engine().backendName ?? 'none'}.json`), JSON.stringify(rows, null, 1) + '\n');
+  const gemm = activeGemm();
+  const forced = gemm !== null && (process.env[GEMM_ENV_VAR] ?? 'auto') !== 'auto';
+  const backend = `${tf.engine().backendName ?? 'none'}${forced ? `-${gemm}` : ''}`;
+  fs.writeFileSync(path.join(dir, `${suite}.${backend}.json`), JSON.stringify(rows, null, 1) + '\n');
 }

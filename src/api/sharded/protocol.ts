@@ -9,6 +9,7 @@ import type { CLIPVisionConfig } from '../../config/clip';
 import type { FeatureRange, RankPlan } from '../../model/parallel/partition';
 import type { ProjectorConfig } from '../../model/projector';
 import type { StepOp } from '../../model/parallel/shards';
+import type { GemmChoice } from '../../model/kernels/gemm';
 
 /** Slots of the control Int32Array. */
 export const CTL = { GEN: 0, DONE: 1, OP: 2, LAYER: 3, ROWS: 4, COLS: 5, FAILED: 6 } as const;
@@ -27,6 +28,8 @@ export interface WorkerInit {
   ranks: number;
   control: SharedArrayBuffer;
   stats: SharedArrayBuffer;
+  /** The coordinating thread's GEMM choice (kernels/gemm.ts): every thread runs the same. */
+  gemm: GemmChoice;
 }
 
 /** Load-phase messages to a shard thread; `serve` switches it to the synchronous step loop. */

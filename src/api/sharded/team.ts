@@ -11,6 +11,7 @@ import { MessageChannel, MessagePort, Worker, receiveMessageOnPort } from 'worke
 import { BackendError, CheckpointError, ConfigError, LlavaVisionError } from '../../errors';
 import { StepTeam } from '../../model/parallel/coordinator';
 import { StepOp } from '../../model/parallel/shards';
+import { chooseGemm } from '../../model/kernels/gemm';
 import { CTL, CTL_INTS, LoadReply, LoadRequest, OP_CODES, STATS, STATS_SLOTS, SyncReply, SyncRequest, WorkerInit } from './protocol';
 
 /** How often a waiting coordinator checks that every thread is alive. */
@@ -90,7 +91,7 @@ export class ShardTeam implements StepTeam {
   }
 
   private spawn(script: string, rank: number): Promise<void> {
-    const init: WorkerInit = { rank, ranks: this.ranks, control: this.control, stats: this.statsBuffer };
+    const init: WorkerInit = { rank, ranks: this.ranks, control: this.control, stats: this.statsBuffer, gemm: chooseGemm() };
     const worker = new Worker(script, { workerData: init });
     const member: Member = { worker, tid: null, exit: null, requests: null, output: new Float32Array(0), pending: new Map() };
     this.members.push(member);

@@ -7,6 +7,7 @@ import * as fs from 'fs';
 import { MessagePort, parentPort, receiveMessageOnPort, workerData } from 'worker_threads';
 import * as tf from '../../tf';
 import { initBackend } from '../../backend';
+import { setGemmChoice } from '../../model/kernels/gemm';
 import { wasmHeapView } from '../../model/wasm_heap';
 import { RankCompute, TowerShard, projectorShard } from '../../model/parallel/shards';
 import { disposeWeights, loadWeights, prefaultWeights } from '../../model/weights';
@@ -164,6 +165,7 @@ function memory(): ThreadMemory {
 
 async function main(): Promise<void> {
   try {
+    setGemmChoice(init.gemm); // before the backend starts (it may enable relaxed SIMD)
     await initBackend({ backend: 'wasm', log: null });
   } catch (e) {
     reply({ type: 'error', ...failure(e) });
