@@ -12,6 +12,7 @@ import { LlavaVision } from '../src/api/llava_vision';
 import { openEncodedDataset } from '../src/api/dataset_reader';
 import { writeEncodedDataset } from '../src/api/dataset_writer';
 import { DatasetInfo } from '../src/api/dataset_format';
+import { setGemmChoice } from '../src/model/kernels/gemm';
 import { folderHashes, makeImages } from './helpers/dataset';
 import { isolatedTempDir } from './helpers/isolation';
 import { readJson } from './helpers/json';
@@ -192,7 +193,7 @@ describe('the model is known by its content, not its path', () => {
   });
 });
 
-describe('the numerics that change the bits are part of the identity: threads', () => {
+describe('the numerics that change the bits are part of the identity: threads, GEMM', () => {
   // Tensor-parallel sums at 1 and 2 threads round differently: the stored bytes differ (checked below).
   let one: LlavaVision;
   let two: LlavaVision;
@@ -257,6 +258,28 @@ describe('the numerics that change the bits are part of the identity: threads', 
     expect(r.code).toBe(1);
     expect(r.err.trim().split('\n')).toHaveLength(1);
     expect(r.err).toMatch(THREADS_DIFFER);
+  });
+
+  test('the GEMM too: parts made with XNNPACK and with our kernel are refused when joined, naming LLAVA_VISION_GEMM', async () => {
+    setGemmChoice('xnnpack');
+    const xnnpack = await LlavaVision.load(DEMO, { log: null, threads: 1 });
+    setGemmChoice('auto');
+    try {
+      expect([xnnpack.gemm, one.gemm === 'xnnpack']).toEqual(['xnnpack', false]);
+      const dir = path.join(tempDir(), 'parts-gemm');
+      await write(dir, { part: { index: 0, count: 2 } }, one);
+      await write(dir, { part: { index: 1, count: 2 } }, xnnpack);
+      let message = '';
+      try {
+        openEncodedDataset(dir);
+      } catch (e) {
+        message = (e as Error).message;
+      }
+      expect(message.split('\n')).toHaveLength(1);
+      expect(message).toContain(`numerics.gemm: "${one.gemm}" (first part) vs "xnnpack" (this part) — run with LLAVA_VISION_GEMM=${one.gemm} to match`);
+    } finally {
+      xnnpack.dispose();
+    }
   });
 });
 

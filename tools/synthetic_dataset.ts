@@ -38,7 +38,7 @@ export function syntheticInfo(options: SyntheticOptions): DatasetInfo {
     format_version: FORMAT_VERSION,
     producer: `llava-vision-tfjs ${packageVersion()}`,
     model: { digest: `sha256:${'0'.repeat(64)}`, layout: 'clip_vision', projector_type: null },
-    numerics: { backend: 'wasm', tower_layout: 'wasm', threads: 1 },
+    numerics: { backend: 'wasm', tower_layout: 'wasm', threads: 1, gemm: 'fma' },
     options: { save: ['features'], dtype: 'F32', aspect: 'square', grid_pinpoints: null, merge: 'flat', select_layer: -2, select_feature: 'patch', interpolate_pos_encoding: false, auto_orient: false },
     part: options.part ?? null,
     ...options.identity,

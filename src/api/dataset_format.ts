@@ -27,6 +27,7 @@ import { isLockName } from '../io/folder_lock';
 import { canonicalJson, parseJsonWithLimits } from '../io/json';
 import { forEachLine, openRegularFile, readRegularFile } from '../io/safe_read';
 import { SafetensorsFile } from '../io/safetensors';
+import { GEMM_ENV_VAR, GEMM_NAMES } from '../model/kernels/gemm';
 import { TOWER_LAYOUTS, layoutForBackend } from '../model/layout';
 import { SAVE_NAMES } from './encode_job';
 import type { LlavaVision } from './llava_vision';
@@ -108,7 +109,7 @@ export interface DatasetModel {
  * How the forward ran, where it changes the stored bits: float32 sums in another order round
  * differently, so an image encoded on 1 thread and on 2 differs in its last bits, and a dataset of
  * both is no single run's output. Resumes and parts must match every field exactly. A new setting
- * that changes the bits (the GEMM kernel) is a field here and its row in NUMERICS, nothing else.
+ * that changes the bits is a field here and its row in NUMERICS, nothing else.
  */
 export interface DatasetNumerics {
   backend: string;
@@ -116,9 +117,11 @@ export interface DatasetNumerics {
   tower_layout: string;
   /** Tensor-parallel threads (LlavaVision.threads): which partial sums are added in which order. */
   threads: number;
+  /** The wasm backend's GEMM (LlavaVision.gemm; `none` on other backends): FMA rounds once per multiply-add. */
+  gemm: string;
 }
 
-type Model = Pick<LlavaVision, 'backend' | 'threads' | 'loadOptions'>;
+type Model = Pick<LlavaVision, 'backend' | 'threads' | 'loadOptions' | 'gemm'>;
 /** How a setting is read from the model, checked in dataset.json, and matched by a run (in messages). */
 interface NumericsRow<T> {
   of: (model: Model) => T;
@@ -141,6 +144,11 @@ export const NUMERICS: { readonly [K in keyof DatasetNumerics]: NumericsRow<Data
     of: (m) => m.threads,
     valid: (v) => Number.isSafeInteger(v) && (v as number) >= 1 && (v as number) <= 4096,
     match: (v) => `--threads ${v} (threads: ${v})`,
+  },
+  gemm: {
+    of: (m) => m.gemm ?? 'none',
+    valid: (v) => (['none', ...GEMM_NAMES] as unknown[]).includes(v),
+    match: (v) => (v === 'none' ? `a backend other than wasm` : `${GEMM_ENV_VAR}=${v}`),
   },
 };
 

@@ -9,6 +9,7 @@ import { TowerLayout } from '../model/layout';
 import { ParamSpec, sameParams } from '../model/param_specs';
 import { Projector, ProjectorConfig, projectedWidth } from '../model/projector';
 import { CoordinatorStats, ShardedProjector } from '../model/parallel/coordinator';
+import { GemmName, activeGemm } from '../model/kernels/gemm';
 import { THREADS_ENV_VAR, ShardedRuntime, effectiveThreads, loadShardedProjector, loadShardedTower, requestedThreads, shardsProjector } from './sharded/load';
 import { CLIPImageProcessor } from '../image/processor';
 import { VisionForwardOptions } from '../model/vision_transformer';
@@ -67,6 +68,11 @@ export type EncodeResult = {
 export class LlavaVision {
   private processor: CLIPImageProcessor | null = null;
   private disposed = false;
+  /**
+   * The GEMM the wasm backend runs this model's products with (`fma`, `mul-add`, `xnnpack`; null on
+   * other backends): its layers were built for it, and each rounds differently.
+   */
+  readonly gemm: GemmName | null = activeGemm();
   private readonly projectorLayer: Projector | null;
   private shardedProjector: ShardedProjector | null;
   /** The projector's weights (their tfjs data ids) the shards hold slices of: any change retires the shards. */

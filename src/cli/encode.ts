@@ -121,6 +121,9 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
       model_dir: path.resolve(model.modelDir),
       layout: model.layout,
       backend: model.backend,
+      // What else changes the bits (docs/datasets.md, "numerics"): float32 sums in another order.
+      threads: String(model.threads),
+      gemm: model.gemm ?? 'none',
     };
     // The tower used, however it was found (--vision-tower, mm_vision_tower as a folder or from the HF cache);
     // null when it is the model folder itself (CLIP, llava-hf).

@@ -18,6 +18,7 @@ import { WASM_BASE64 as FMA_WASM } from './gemm_wasm';
 import { WASM_BASE64 as MUL_ADD_WASM } from './gemm_muladd_wasm';
 
 export type GemmName = 'fma' | 'mul-add' | 'xnnpack';
+export const GEMM_NAMES: readonly GemmName[] = ['fma', 'mul-add', 'xnnpack'];
 export type GemmChoice = 'auto' | GemmName;
 export const GEMM_CHOICES: readonly GemmChoice[] = ['auto', 'fma', 'mul-add', 'xnnpack'];
 export const GEMM_ENV_VAR = 'LLAVA_VISION_GEMM';
