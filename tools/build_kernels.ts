@@ -7,6 +7,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import wabt from 'wabt';
+import { writeFileAtomic } from '../src/io/atomic';
 import { packageRoot } from '../src/version';
 
 const KERNELS = path.join(packageRoot(), 'src', 'model', 'kernels');
@@ -77,9 +78,7 @@ export const kernelFiles = (): { wat: string; ts: string; variant: KernelVariant
 async function main(): Promise<void> {
   for (const { wat, ts, variant } of kernelFiles()) {
     const bytes = await assemble(wat, variant);
-    const tmp = `${ts}.tmp-${process.pid}`;
-    fs.writeFileSync(tmp, moduleSource(wat, bytes, variant));
-    fs.renameSync(tmp, ts);
+    writeFileAtomic(ts, Buffer.from(moduleSource(wat, bytes, variant)));
     console.log(`${path.relative(process.cwd(), ts)}: ${bytes.length} bytes of wasm`);
   }
 }
