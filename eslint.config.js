@@ -14,7 +14,10 @@ module.exports = tseslint.config(
     rules: {
       // A leading underscore marks a parameter an override must take but does not use (tfjs's
       // `build(_inputShape)`), and `{ log: _log, ...rest }` drops a field on purpose.
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', ignoreRestSiblings: true }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_', ignoreRestSiblings: true },
+      ],
       // An async function without an await is how a promise-returning contract is met with work that is
       // synchronous today (the dataset reader's async iterators, a worker pool's task source); the
       // mistakes around promises are the floating / misused promise and await-thenable rules' to catch.
@@ -28,11 +31,26 @@ module.exports = tseslint.config(
   // past ~100k elements V8 throws "Maximum call stack size exceeded": the readers of untrusted files and
   // what renders their contents (a valid file can hold 200k tensors) loop instead.
   {
-    files: ['src/io/**/*.ts', 'src/api/inspect.ts', 'src/api/load_plan.ts', 'src/api/sources.ts', 'src/cli/inspect.ts', 'src/model/weights.ts'],
+    files: [
+      'src/io/**/*.ts',
+      'src/api/inspect.ts',
+      'src/api/load_plan.ts',
+      'src/api/sources.ts',
+      'src/cli/inspect.ts',
+      'src/model/weights.ts',
+    ],
     rules: {
-      'no-restricted-syntax': ['error',
-        { selector: 'CallExpression > SpreadElement, NewExpression > SpreadElement', message: 'no spread into a call here: its length is bounded by the stack (loop instead)' },
-        { selector: "CallExpression[callee.property.name='apply']", message: 'no .apply here: its arguments are bounded by the stack (loop instead)' }],
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: 'CallExpression > SpreadElement, NewExpression > SpreadElement',
+          message: 'no spread into a call here: its length is bounded by the stack (loop instead)',
+        },
+        {
+          selector: "CallExpression[callee.property.name='apply']",
+          message: 'no .apply here: its arguments are bounded by the stack (loop instead)',
+        },
+      ],
     },
   },
   // Optional peers (a tfjs backend registers itself as it loads) and native binaries are loaded when
@@ -42,12 +60,25 @@ module.exports = tseslint.config(
   // the type parameters <R, T> (T unused), and no members of their own (they come from the interface extended).
   {
     files: ['src/testing/index.ts'],
-    rules: { '@typescript-eslint/no-namespace': 'off', '@typescript-eslint/no-empty-object-type': 'off', '@typescript-eslint/no-unused-vars': 'off' },
+    rules: {
+      '@typescript-eslint/no-namespace': 'off',
+      '@typescript-eslint/no-empty-object-type': 'off',
+      '@typescript-eslint/no-unused-vars': 'off',
+    },
   },
   { files: ['**/*.js'], ...tseslint.configs.disableTypeChecked },
   {
     files: ['**/*.js'],
-    languageOptions: { sourceType: 'commonjs', globals: { require: 'readonly', module: 'writable', process: 'readonly', __dirname: 'readonly', console: 'readonly' } },
+    languageOptions: {
+      sourceType: 'commonjs',
+      globals: {
+        require: 'readonly',
+        module: 'writable',
+        process: 'readonly',
+        __dirname: 'readonly',
+        console: 'readonly',
+      },
+    },
     rules: { '@typescript-eslint/no-require-imports': 'off' },
   },
 );

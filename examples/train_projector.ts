@@ -23,7 +23,16 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { parseArgs } from 'util';
-import { EncodedDataset, LlavaVision, Projector, demoModelDir, openEncodedDataset, tf, train, writeEncodedDataset } from 'llava-vision-tfjs';
+import {
+  EncodedDataset,
+  LlavaVision,
+  Projector,
+  demoModelDir,
+  openEncodedDataset,
+  tf,
+  train,
+  writeEncodedDataset,
+} from 'llava-vision-tfjs';
 
 export interface ExampleResult {
   /** [step, loss on the whole cache before that step]; the last entry is the loss after the final step. */
@@ -48,14 +57,18 @@ const FIXTURE_IMAGES = path.join('test', 'fixtures', 'images');
  */
 function defaultInputs(): { modelDir: string; imageDir: string } {
   for (let dir = __dirname; path.dirname(dir) !== dir; dir = path.dirname(dir)) {
-    if (fs.existsSync(path.join(dir, FIXTURE_MODEL))) return { modelDir: path.join(dir, FIXTURE_MODEL), imageDir: path.join(dir, FIXTURE_IMAGES) };
+    if (fs.existsSync(path.join(dir, FIXTURE_MODEL)))
+      return { modelDir: path.join(dir, FIXTURE_MODEL), imageDir: path.join(dir, FIXTURE_IMAGES) };
   }
   return { modelDir: demoModelDir(), imageDir: path.join(demoModelDir(), 'images') };
 }
 
 export const USAGE = `usage: node dist/examples/train_projector.js [--model DIR] [--images DIR] [--cache DIR] [--out FILE] [--steps N] [--batch-size N] [--lr X] [--hidden N] [--quiet]`;
 
-export async function main(argv: string[], log: (line: string) => void = (l) => console.log(l)): Promise<ExampleResult> {
+export async function main(
+  argv: string[],
+  log: (line: string) => void = (l) => console.log(l),
+): Promise<ExampleResult> {
   const { values } = parseArgs({
     args: argv,
     strict: true,
@@ -81,14 +94,28 @@ export async function main(argv: string[], log: (line: string) => void = (l) => 
   const batchSize = Number(values['batch-size'] ?? 4);
   if (!Number.isInteger(steps) || steps < 1) throw new Error(`--steps must be a positive integer, got ${values.steps}`);
   if (!(lr > 0)) throw new Error(`--lr must be positive, got ${values.lr}`);
-  if (!Number.isInteger(hidden) || hidden < 1) throw new Error(`--hidden must be a positive integer, got ${values.hidden}`);
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`--batch-size must be a positive integer, got ${values['batch-size']}`);
+  if (!Number.isInteger(hidden) || hidden < 1)
+    throw new Error(`--hidden must be a positive integer, got ${values.hidden}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1)
+    throw new Error(`--batch-size must be a positive integer, got ${values['batch-size']}`);
   // What --cache and --out do not name goes to a temp folder, removed however the run ends.
   const workDir = values.cache && values.out ? null : fs.mkdtempSync(path.join(os.tmpdir(), 'llava-train-example-'));
   try {
     const cacheDir = values.cache ?? path.join(workDir!, 'features');
     const projectorFile = values.out ?? path.join(workDir!, 'mm_projector.safetensors');
-    return await run({ say, quiet: values.quiet ?? false, modelDir, imageDir, cacheDir, projectorFile, steps, lr, hidden, batchSize, temporary: workDir });
+    return await run({
+      say,
+      quiet: values.quiet ?? false,
+      modelDir,
+      imageDir,
+      cacheDir,
+      projectorFile,
+      steps,
+      lr,
+      hidden,
+      batchSize,
+      temporary: workDir,
+    });
   } finally {
     if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
   }
@@ -113,13 +140,16 @@ async function run(o: RunOptions): Promise<ExampleResult> {
   const { say, cacheDir, projectorFile, steps, lr, hidden, batchSize } = o;
   say('======================================================================');
   say(' TOY EXAMPLE: the regression target is a fixed random "teacher" map of');
-  say(' the features, NOT LLaVA\'s pretraining objective (next-token loss via');
+  say(" the features, NOT LLaVA's pretraining objective (next-token loss via");
   say(' the LLM). It demonstrates the mechanics only: cache -> train -> save.');
   say('======================================================================');
 
   // 1. Encode once: tower forward only, features streamed into the cache folder's shards. An image that
   //    fails is recorded in the cache's manifest, not fatal: a dataset of real images has a few.
-  const images = fs.readdirSync(o.imageDir).filter((f) => /\.(png|jpe?g)$/i.test(f)).sort();
+  const images = fs
+    .readdirSync(o.imageDir)
+    .filter((f) => /\.(png|jpe?g)$/i.test(f))
+    .sort();
   if (images.length === 0) throw new Error(`${o.imageDir}: no .png/.jpg images`);
   {
     const model = await LlavaVision.load(o.modelDir, { log: o.quiet ? null : say });
@@ -147,7 +177,9 @@ async function run(o: RunOptions): Promise<ExampleResult> {
   const projector = new Projector({ type: 'mlp2x_gelu', inFeatures, outFeatures: hidden });
   train.initProjector(projector, 42);
   const optimizer = new train.TorchAdam({ learningRate: lr });
-  say(`training a fresh mlp2x_gelu projector ${inFeatures} -> ${hidden} -> ${hidden} on ${cache.encodedCount} images: TorchAdam(lr=${lr}), ${steps} steps on shuffled mini-batches of ${batchSize}, MSE to the toy target`);
+  say(
+    `training a fresh mlp2x_gelu projector ${inFeatures} -> ${hidden} -> ${hidden} on ${cache.encodedCount} images: TorchAdam(lr=${lr}), ${steps} steps on shuffled mini-batches of ${batchSize}, MSE to the toy target`,
+  );
   const losses: [number, number][] = [];
   const every = Math.max(1, Math.round(steps / 10));
   const t1 = Date.now();
@@ -171,12 +203,18 @@ async function run(o: RunOptions): Promise<ExampleResult> {
   say(`  step ${String(steps).padStart(4)}  loss ${finalLoss.toFixed(6)}  (${Date.now() - t1} ms)`);
 
   // 3. Save in LLaVA names, then prove the file reloads to the same loss.
-  const keys = train.saveProjector(projector, projectorFile, { names: 'llava', metadata: { note: 'toy regression example, not a LLaVA pretraining result' } });
+  const keys = train.saveProjector(projector, projectorFile, {
+    names: 'llava',
+    metadata: { note: 'toy regression example, not a LLaVA pretraining result' },
+  });
   const reloaded = new Projector({ type: 'mlp2x_gelu', inFeatures, outFeatures: hidden });
   train.loadProjectorWeights(reloaded, projectorFile);
   const reloadedLoss = await cacheLoss(reloaded, cache, teacher);
-  if (reloadedLoss !== finalLoss) throw new Error(`reloaded projector gives loss ${reloadedLoss}, expected ${finalLoss}`);
-  say(`saved ${projectorFile}: ${keys.join(', ')}${o.temporary ? ` (in a temp folder, removed now: --out FILE keeps it, --cache DIR the features)` : ''}`);
+  if (reloadedLoss !== finalLoss)
+    throw new Error(`reloaded projector gives loss ${reloadedLoss}, expected ${finalLoss}`);
+  say(
+    `saved ${projectorFile}: ${keys.join(', ')}${o.temporary ? ` (in a temp folder, removed now: --out FILE keeps it, --cache DIR the features)` : ''}`,
+  );
   say('PyTorch LLaVA: w = safetensors.torch.load_file(FILE); model.get_model().mm_projector.load_state_dict(');
   say("  {k.split('mm_projector.')[1]: v for k, v in w.items()})   # (only meaningful for a real, non-toy target)");
   say(`loss ${losses[0][1].toFixed(6)} -> ${finalLoss.toFixed(6)} on the TOY target.`);
@@ -189,17 +227,30 @@ async function run(o: RunOptions): Promise<ExampleResult> {
 }
 
 /** The toy target map: features -> tanh(features · W), W uniform ±sqrt(3/D) from a fixed seed. */
-function toyTeacher(d: number, width: number, seed: number): ((features: tf.Tensor) => tf.Tensor) & { dispose(): void } {
+function toyTeacher(
+  d: number,
+  width: number,
+  seed: number,
+): ((features: tf.Tensor) => tf.Tensor) & { dispose(): void } {
   const rand = train.seededRandom(seed);
   const bound = Math.sqrt(3 / d);
-  const w = tf.tensor2d(Float32Array.from({ length: d * width }, () => (2 * rand() - 1) * bound), [d, width]);
+  const w = tf.tensor2d(
+    Float32Array.from({ length: d * width }, () => (2 * rand() - 1) * bound),
+    [d, width],
+  );
   const teacher = (features: tf.Tensor) =>
-    tf.tidy(() => tf.reshape(tf.tanh(tf.matMul(tf.reshape(features, [-1, d]), w)), [...features.shape.slice(0, -1), width]));
+    tf.tidy(() =>
+      tf.reshape(tf.tanh(tf.matMul(tf.reshape(features, [-1, d]), w)), [...features.shape.slice(0, -1), width]),
+    );
   return Object.assign(teacher, { dispose: () => w.dispose() });
 }
 
 /** MSE over the whole cache, streamed in index order (a sum over batches, so no batch size enters it). */
-async function cacheLoss(projector: Projector, cache: EncodedDataset, teacher: (f: tf.Tensor) => tf.Tensor): Promise<number> {
+async function cacheLoss(
+  projector: Projector,
+  cache: EncodedDataset,
+  teacher: (f: tf.Tensor) => tf.Tensor,
+): Promise<number> {
   let sum = 0;
   let count = 0;
   for await (const batch of cache.batches({ name: 'features', batchSize: 64, shuffle: false })) {
@@ -214,8 +265,9 @@ async function cacheLoss(projector: Projector, cache: EncodedDataset, teacher: (
 if (require.main === module) {
   const argv = process.argv.slice(2);
   if (argv.includes('--help') || argv.includes('-h')) console.log(USAGE);
-  else main(argv).catch((err: Error) => {
-    console.error(`train_projector: ${err.message}`);
-    process.exitCode = 1;
-  });
+  else
+    main(argv).catch((err: Error) => {
+      console.error(`train_projector: ${err.message}`);
+      process.exitCode = 1;
+    });
 }

@@ -73,14 +73,22 @@ export function ensureBackendSync(options: BackendOptions = {}): string {
       }
     }
     if (tf.findBackendFactory('tensorflow') && setBackendNow('tensorflow')) return announce('tensorflow', log);
-    if (choice === 'tensorflow') throw new ConfigError(`no usable tfjs backend for "tensorflow" (tfjs-node could not start synchronously; await initBackend() first)`);
+    if (choice === 'tensorflow')
+      throw new ConfigError(
+        `no usable tfjs backend for "tensorflow" (tfjs-node could not start synchronously; await initBackend() first)`,
+      );
   }
-  if (!setBackendNow('cpu')) throw new ConfigError(`no usable tfjs backend: the cpu backend is not installed (npm install @tensorflow/tfjs-backend-cpu@${tf.version_core})`);
+  if (!setBackendNow('cpu'))
+    throw new ConfigError(
+      `no usable tfjs backend: the cpu backend is not installed (npm install @tensorflow/tfjs-backend-cpu@${tf.version_core})`,
+    );
   (tf.backend() as unknown as { firstUse?: boolean }).firstUse = false;
   if (choice === 'cpu') return announce('cpu', log);
   if (log && announced !== 'cpu') {
-    log('llava-vision: tfjs backend "cpu" (pure JS, slow): the faster wasm backend starts asynchronously, so await initBackend() ' +
-      'before loading synchronously, or load with `await CLIPVisionTower.load(dir)` / delayLoad + `await loadModelAsync()`');
+    log(
+      'llava-vision: tfjs backend "cpu" (pure JS, slow): the faster wasm backend starts asynchronously, so await initBackend() ' +
+        'before loading synchronously, or load with `await CLIPVisionTower.load(dir)` / delayLoad + `await loadModelAsync()`',
+    );
   }
   announced = 'cpu';
   return 'cpu';
@@ -134,7 +142,8 @@ async function trySetBackend(name: Exclude<BackendChoice, 'auto'>, auto: boolean
         }
       }
       // A tfjs-node whose tfjs-core is another copy registers on that copy, not ours.
-      if (!tf.findBackendFactory('tensorflow')) return `installed tfjs-node uses another @tensorflow/tfjs-core copy (versions must match ${tf.version_core})`;
+      if (!tf.findBackendFactory('tensorflow'))
+        return `installed tfjs-node uses another @tensorflow/tfjs-core copy (versions must match ${tf.version_core})`;
     } else if (name === 'wasm') {
       loadModule('@tensorflow/tfjs-backend-wasm');
     } else if (name === 'webgpu') {
@@ -171,7 +180,8 @@ function describe(name: string, notes: string[]): string {
 }
 
 function backendDetails(name: string): string[] {
-  if (name === 'cpu') return [`pure JS, slow: the default wasm backend or @tensorflow/tfjs-node@${tf.version_core} are much faster`];
+  if (name === 'cpu')
+    return [`pure JS, slow: the default wasm backend or @tensorflow/tfjs-node@${tf.version_core} are much faster`];
   if (name === 'webgpu') {
     const adapter = webGpuAdapter()!;
     return [`${describeAdapter(adapter)}${adapter.cpu ? ': slow, for testing only' : ''}`];
@@ -181,7 +191,10 @@ function backendDetails(name: string): string[] {
     const simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT');
     const threads = tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT');
     const gemm = activeGemm();
-    return [`SIMD ${simd ? 'on' : 'off'}, ${threads ? 'multi-threaded' : 'single-threaded'} build`, ...(gemm ? [`GEMM ${describeGemm(gemm)}`] : [])];
+    return [
+      `SIMD ${simd ? 'on' : 'off'}, ${threads ? 'multi-threaded' : 'single-threaded'} build`,
+      ...(gemm ? [`GEMM ${describeGemm(gemm)}`] : []),
+    ];
   } catch {
     return []; // flags not evaluated yet
   }

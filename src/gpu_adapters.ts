@@ -68,8 +68,17 @@ const SOFTWARE_RENDERERS = /llvmpipe|lavapipe|softpipe|swiftshader|basic render 
  * Dawn's adapter type (CPU / integrated / discrete) is not exposed by its Node binding, so a CPU
  * adapter is told by its renderer's name, or by the WebGPU fallback-adapter flag.
  */
-export function isCpuAdapter(info: { vendor?: string; architecture?: string; device?: string; description?: string; isFallbackAdapter?: boolean }): boolean {
-  return !!info.isFallbackAdapter || SOFTWARE_RENDERERS.test([info.vendor, info.architecture, info.device, info.description].join(' '));
+export function isCpuAdapter(info: {
+  vendor?: string;
+  architecture?: string;
+  device?: string;
+  description?: string;
+  isFallbackAdapter?: boolean;
+}): boolean {
+  return (
+    !!info.isFallbackAdapter ||
+    SOFTWARE_RENDERERS.test([info.vendor, info.architecture, info.device, info.description].join(' '))
+  );
 }
 
 /** `vulkan: NVIDIA GeForce RTX 4090 (nvidia, lovelace, NVIDIA: 550.54)`, `…, a CPU emulation` for a CPU adapter. */
@@ -88,7 +97,8 @@ export async function findAdapter(options: { gpuOnly: boolean }): Promise<FoundA
     dawn = loadDawn();
     require.resolve('@tensorflow/tfjs-backend-webgpu');
   } catch (e) {
-    if ((e as { code?: string }).code === 'MODULE_NOT_FOUND') return `the packages webgpu and @tensorflow/tfjs-backend-webgpu are not installed (${WEBGPU_INSTALL})`;
+    if ((e as { code?: string }).code === 'MODULE_NOT_FOUND')
+      return `the packages webgpu and @tensorflow/tfjs-backend-webgpu are not installed (${WEBGPU_INSTALL})`;
     return (e as Error).message.split('\n')[0];
   }
   const routes = (ROUTES[process.platform] ?? [{ api: 'vulkan' }]).filter((r) => !(options.gpuOnly && r.compatibility));
@@ -120,7 +130,8 @@ function loadDawn(): Dawn {
   try {
     return loadModule(binary) as Dawn;
   } catch (e) {
-    if ((e as { code?: string }).code === 'MODULE_NOT_FOUND') throw new Error(`the webgpu package has no Dawn binary for ${platform} (${binary})`);
+    if ((e as { code?: string }).code === 'MODULE_NOT_FOUND')
+      throw new Error(`the webgpu package has no Dawn binary for ${platform} (${binary})`);
     throw e;
   }
 }
@@ -139,22 +150,38 @@ export interface FoundAdapter {
 function vulkanLoaderPresent(): boolean {
   const dirs = [
     ...(process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean),
-    `/usr/lib/${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu`, '/usr/lib64', '/usr/lib', '/usr/local/lib', '/lib64', '/lib',
+    `/usr/lib/${process.arch === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu`,
+    '/usr/lib64',
+    '/usr/lib',
+    '/usr/local/lib',
+    '/lib64',
+    '/lib',
   ];
   return dirs.some((dir) => fs.existsSync(path.join(dir, 'libvulkan.so.1')));
 }
 
 /** The route's adapter, or why there is none. */
 async function requestAdapter(dawn: Dawn, route: Route): Promise<FoundAdapter | string> {
-  if (route.api === 'vulkan' && process.platform === 'linux' && !vulkanLoaderPresent()) return 'no Vulkan loader (libvulkan.so.1) installed';
+  if (route.api === 'vulkan' && process.platform === 'linux' && !vulkanLoaderPresent())
+    return 'no Vulkan loader (libvulkan.so.1) installed';
   // Mesa's EGL needs no display for compute when told so; without it a headless machine has no GL.
   if (route.api === 'opengles' && process.platform === 'linux') process.env.EGL_PLATFORM ??= 'surfaceless';
   try {
     const gpu = dawn.create([`backend=${route.api}`]);
-    const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance', ...(route.compatibility ? { featureLevel: 'compatibility' } : {}) });
+    const adapter = await gpu.requestAdapter({
+      powerPreference: 'high-performance',
+      ...(route.compatibility ? { featureLevel: 'compatibility' } : {}),
+    });
     if (!adapter) return 'none';
     const i = adapter.info;
-    const summary = { api: route.api, vendor: i.vendor, architecture: i.architecture, device: i.device, description: i.description, cpu: isCpuAdapter(i) };
+    const summary = {
+      api: route.api,
+      vendor: i.vendor,
+      architecture: i.architecture,
+      device: i.device,
+      description: i.description,
+      cpu: isCpuAdapter(i),
+    };
     return { gpu, globals: dawn.globals, adapter, summary };
   } catch (e) {
     return String((e as Error).message ?? e).split('\n')[0];

@@ -8,7 +8,15 @@ export type { EncodeOptions, EncodeResult, LoadOptions, OutputName } from './api
 export { CLIPVisionTower } from './api/vision_tower';
 export type { VisionTowerOptions } from './api/vision_tower';
 export { encodeImages, encodePixelValues, encodePixelValuesAsync, SAVE_NAMES } from './api/encode_job';
-export type { EncodedTensor, EncodeJobOptions, ImageFailure, ImageInput, ImageJobOptions, ImageJobResult, SaveName } from './api/encode_job';
+export type {
+  EncodedTensor,
+  EncodeJobOptions,
+  ImageFailure,
+  ImageInput,
+  ImageJobOptions,
+  ImageJobResult,
+  SaveName,
+} from './api/encode_job';
 export { openEncodedDataset, EncodedDataset } from './api/dataset_reader';
 export type { Batch, BatchOptions, DatasetFailure, EncodedImage, StoredTensor } from './api/dataset_reader';
 export { DEFAULT_SHARD_SIZE, checkDatasetDir, writeEncodedDataset } from './api/dataset_writer';
@@ -17,7 +25,15 @@ export type { DatasetInfo, DatasetModel, DatasetNumerics, ManifestEntry, StoredD
 export { expandInputs, readInputList, walkImages } from './api/inputs';
 export { inspectCheckpoint } from './api/inspect';
 export type {
-  InspectedTensor, InspectLayout, InspectOptions, InspectReport, LlavaSummary, RoleTotals, TensorRole, VisionSummary, VisionTowerSummary,
+  InspectedTensor,
+  InspectLayout,
+  InspectOptions,
+  InspectReport,
+  LlavaSummary,
+  RoleTotals,
+  TensorRole,
+  VisionSummary,
+  VisionTowerSummary,
 } from './api/inspect';
 export { openTensorSource, resolveVisionTower } from './api/sources';
 export type { OpenedSource, ResolveTowerOptions, SourceFormat } from './api/sources';

@@ -33,9 +33,19 @@ export function parityBound(meta: ParityMeta, k = DEFAULT_PARITY_K): number {
   return k * (meta.torch_fp32_max_abs_err ?? 0) + (meta.f32_storage_max_abs_err ?? 0);
 }
 
-export function checkParity(ours: ArrayLike<number>, truth: ArrayLike<number>, meta: ParityMeta, k = DEFAULT_PARITY_K): ParityResult {
+export function checkParity(
+  ours: ArrayLike<number>,
+  truth: ArrayLike<number>,
+  meta: ParityMeta,
+  k = DEFAULT_PARITY_K,
+): ParityResult {
   const maxAbsErr = maxAbsDiff(ours, truth);
   const torchErr = meta.torch_fp32_max_abs_err ?? 0;
   const bound = parityBound(meta, k);
-  return { maxAbsErr, bound, ratio: torchErr > 0 ? maxAbsErr / torchErr : maxAbsErr === 0 ? 0 : Infinity, ok: maxAbsErr <= bound };
+  return {
+    maxAbsErr,
+    bound,
+    ratio: torchErr > 0 ? maxAbsErr / torchErr : maxAbsErr === 0 ? 0 : Infinity,
+    ok: maxAbsErr <= bound,
+  };
 }

@@ -9,7 +9,11 @@ export function packageRoot(): string {
   let dir = __dirname;
   for (;;) {
     const file = path.join(dir, 'package.json');
-    if (fs.existsSync(file) && (JSON.parse(fs.readFileSync(file, 'utf8')) as { name?: unknown }).name === 'llava-vision-tfjs') return (root = dir);
+    if (
+      fs.existsSync(file) &&
+      (JSON.parse(fs.readFileSync(file, 'utf8')) as { name?: unknown }).name === 'llava-vision-tfjs'
+    )
+      return (root = dir);
     if (path.dirname(dir) === dir) throw new Error(`package.json of llava-vision-tfjs not found above ${__dirname}`);
     dir = path.dirname(dir);
   }
@@ -17,5 +21,7 @@ export function packageRoot(): string {
 
 /** This package's version. */
 export function packageVersion(): string {
-  return String((JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version?: unknown }).version);
+  return String(
+    (JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version?: unknown }).version,
+  );
 }

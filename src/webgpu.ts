@@ -4,7 +4,15 @@
  */
 import * as tf from './tf';
 import { BackendError } from './errors';
-import { FoundAdapter, GpuAdapterInfo, GpuAdapterSummary, GpuDevice, Gpu, describeAdapter, findAdapter } from './gpu_adapters';
+import {
+  FoundAdapter,
+  GpuAdapterInfo,
+  GpuAdapterSummary,
+  GpuDevice,
+  Gpu,
+  describeAdapter,
+  findAdapter,
+} from './gpu_adapters';
 import { loadModule } from './load_module';
 
 export { describeAdapter, webGpuInstalled } from './gpu_adapters';
@@ -25,7 +33,10 @@ export function webGpuAdapter(): GpuAdapterSummary | null {
  * install, or the adapters tried).
  */
 export async function registerWebGpu(options: { gpuOnly: boolean }): Promise<GpuAdapterSummary | string> {
-  if (active) return options.gpuOnly && active.adapter.cpu ? `only a CPU adapter (${describeAdapter(active.adapter)})` : active.adapter;
+  if (active)
+    return options.gpuOnly && active.adapter.cpu
+      ? `only a CPU adapter (${describeAdapter(active.adapter)})`
+      : active.adapter;
   // Searched once per process and mode: each search starts Dawn instances (and a GL context), ~0.3 s.
   let search = searches.get(options.gpuOnly);
   if (!search) searches.set(options.gpuOnly, (search = findAdapter(options)));
@@ -70,7 +81,11 @@ export async function registerWebGpu(options: { gpuOnly: boolean }): Promise<Gpu
     () => {
       const g = globalThis as { navigator?: unknown };
       const saved = Object.getOwnPropertyDescriptor(g, 'navigator');
-      Object.defineProperty(g, 'navigator', { value: { ...(g.navigator as object), gpu: active!.gpu }, configurable: true, writable: true });
+      Object.defineProperty(g, 'navigator', {
+        value: { ...(g.navigator as object), gpu: active!.gpu },
+        configurable: true,
+        writable: true,
+      });
       try {
         return refuseSyncReads(new WebGPUBackend(device, info));
       } finally {
@@ -99,7 +114,9 @@ function refuseSyncReads(backend: tf.KernelBackend): tf.KernelBackend {
   internals.readSync = (dataId) => {
     const data = internals.tensorMap.get(dataId);
     if (data.values != null || data.dtype === 'string') return readSync(dataId);
-    throw new BackendError('the webgpu backend cannot read tensors synchronously in Node (dataSync, arraySync, exporting or training weights): use await tensor.data(), or the wasm or cpu backend');
+    throw new BackendError(
+      'the webgpu backend cannot read tensors synchronously in Node (dataSync, arraySync, exporting or training weights): use await tensor.data(), or the wasm or cpu backend',
+    );
   };
   return backend;
 }
@@ -113,6 +130,7 @@ export function throwOnWebGpuError(): void {
   if (firstGpuError === null) return;
   const message = firstGpuError;
   firstGpuError = null;
-  throw new BackendError(`webgpu: ${message} (the results are not valid; a smaller batch size may fit the adapter's limits)`);
+  throw new BackendError(
+    `webgpu: ${message} (the results are not valid; a smaller batch size may fit the adapter's limits)`,
+  );
 }
-

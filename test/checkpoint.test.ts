@@ -8,8 +8,12 @@ import { writeSafetensors } from '../src/io/safetensors';
 const CASES = path.join(__dirname, 'fixtures', 'cases');
 const SHARDED = path.join(CASES, 'tiny_llava_anyres_spatial_unpad', 'llava');
 let tmp: string;
-beforeAll(() => { tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ckpt-test-')); });
-afterAll(() => { fs.rmSync(tmp, { recursive: true, force: true }); });
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ckpt-test-'));
+});
+afterAll(() => {
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
 
 let dirCount = 0;
 /** A fresh folder holding the given safetensors files ({file: {tensor: values}}) and optional index. */
@@ -17,8 +21,12 @@ function makeDir(files: Record<string, Record<string, number[]>>, index?: unknow
   const dir = path.join(tmp, `d${dirCount++}`);
   fs.mkdirSync(dir);
   for (const [file, tensors] of Object.entries(files)) {
-    const t = Object.fromEntries(Object.entries(tensors).map(([k, v]) =>
-      [k, { dtype: 'F32' as const, shape: [v.length], data: new Float32Array(v) }]));
+    const t = Object.fromEntries(
+      Object.entries(tensors).map(([k, v]) => [
+        k,
+        { dtype: 'F32' as const, shape: [v.length], data: new Float32Array(v) },
+      ]),
+    );
     writeSafetensors(path.join(dir, file), t, { format: 'pt', file });
   }
   if (index !== undefined) fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify(index));
@@ -70,7 +78,8 @@ describe('golden fixtures', () => {
       ck.close();
     }
     expect(findCheckpointFiles(SHARDED)).toEqual([
-      path.join(SHARDED, 'model-00001-of-00002.safetensors'), path.join(SHARDED, 'model-00002-of-00002.safetensors'),
+      path.join(SHARDED, 'model-00001-of-00002.safetensors'),
+      path.join(SHARDED, 'model-00002-of-00002.safetensors'),
     ]);
     // The index file itself is accepted as a source too.
     expect(keysOf(path.join(SHARDED, 'model.safetensors.index.json'))).toEqual(keysOf(SHARDED));
@@ -81,12 +90,16 @@ describe('golden fixtures', () => {
     const ck = Checkpoint.open(dir);
     expect(ck.keys().length).toBe(39);
     expect(ck.info('vision_model.post_layernorm.weight').file).toBe(path.join(dir, 'model.safetensors'));
-    expect(Array.from(ck.readFloat32('vision_model.post_layernorm.weight').subarray(0, 2))).toEqual([1.0869140625, 0.97900390625]);
+    expect(Array.from(ck.readFloat32('vision_model.post_layernorm.weight').subarray(0, 2))).toEqual([
+      1.0869140625, 0.97900390625,
+    ]);
     expect(ck.metadata()).toEqual({ format: 'pt' });
     ck.close();
     expect(findCheckpointFiles(dir)).toEqual([path.join(dir, 'model.safetensors')]);
 
-    const bf16 = Checkpoint.open(path.join(CASES, 'tiny_llavahf_model_prefixed_default_bf16', 'model', 'model.safetensors'));
+    const bf16 = Checkpoint.open(
+      path.join(CASES, 'tiny_llavahf_model_prefixed_default_bf16', 'model', 'model.safetensors'),
+    );
     expect(bf16.info('model.multi_modal_projector.linear_1.weight').dtype).toBe('BF16');
     expect(bf16.readFloat32('model.multi_modal_projector.linear_1.weight')[0]).toBe(-0.07373046875);
     bf16.close();
@@ -111,8 +124,10 @@ describe('folder layouts', () => {
   test('model.safetensors wins over other files; the index wins over model.safetensors', () => {
     const dir = makeDir({ 'model.safetensors': { a: [1] }, 'other.safetensors': { b: [2] } });
     expect(keysOf(dir)).toEqual(['a']);
-    const dir2 = makeDir({ 'model.safetensors': { a: [1] }, 's1.safetensors': { b: [2] } },
-      { weight_map: { b: 's1.safetensors' } });
+    const dir2 = makeDir(
+      { 'model.safetensors': { a: [1] }, 's1.safetensors': { b: [2] } },
+      { weight_map: { b: 's1.safetensors' } },
+    );
     expect(keysOf(dir2)).toEqual(['b']);
   });
 
@@ -130,8 +145,10 @@ describe('folder layouts', () => {
   });
 
   test('metadata: first shard overlaid by the index metadata', () => {
-    const dir = makeDir({ 's1.safetensors': { a: [1] }, 's2.safetensors': { b: [2] } },
-      { metadata: { total_size: 8, note: 'x' }, weight_map: { a: 's1.safetensors', b: 's2.safetensors' } });
+    const dir = makeDir(
+      { 's1.safetensors': { a: [1] }, 's2.safetensors': { b: [2] } },
+      { metadata: { total_size: 8, note: 'x' }, weight_map: { a: 's1.safetensors', b: 's2.safetensors' } },
+    );
     const ck = Checkpoint.open(dir);
     expect(ck.metadata()).toEqual({ format: 'pt', file: 's1.safetensors', total_size: '8', note: 'x' });
     expect(Array.from(ck.readFloat32('b'))).toEqual([2]);
@@ -140,10 +157,12 @@ describe('folder layouts', () => {
 });
 
 describe('bad sharded indexes', () => {
-  const shardDir = (entry: string) => makeDir({ 's1.safetensors': { a: [1] } }, { weight_map: { a: 's1.safetensors', evil: entry } });
+  const shardDir = (entry: string) =>
+    makeDir({ 's1.safetensors': { a: [1] } }, { weight_map: { a: 's1.safetensors', evil: entry } });
 
   test.each(['../x.safetensors', '/etc/passwd', 'sub/x.safetensors', '..\\x.safetensors', 'x\0.safetensors', '..', ''])(
-    'shard name %j pointing outside the folder is refused', (entry) => {
+    'shard name %j pointing outside the folder is refused',
+    (entry) => {
       const dir = shardDir(entry);
       const msg = errorOf(() => Checkpoint.open(dir));
       expect(msg).toContain(path.join(dir, 'model.safetensors.index.json'));
@@ -151,11 +170,14 @@ describe('bad sharded indexes', () => {
       expect(msg).toContain(JSON.stringify(entry));
       expect(msg).toContain('plain file name');
       expect(() => findCheckpointFiles(dir)).toThrow(CheckpointError);
-    });
+    },
+  );
 
   test('index naming a missing shard', () => {
-    const dir = makeDir({ 's1.safetensors': { a: [1] } },
-      { weight_map: { a: 's1.safetensors', b: 'model-00002-of-00002.safetensors' } });
+    const dir = makeDir(
+      { 's1.safetensors': { a: [1] } },
+      { weight_map: { a: 's1.safetensors', b: 'model-00002-of-00002.safetensors' } },
+    );
     const msg = errorOf(() => Checkpoint.open(dir));
     expect(msg).toContain('model.safetensors.index.json');
     expect(msg).toContain('"model-00002-of-00002.safetensors"');
@@ -163,12 +185,15 @@ describe('bad sharded indexes', () => {
   });
 
   test('tensor listed in the index but missing from its shard', () => {
-    const dir = makeDir({ 's1.safetensors': { a: [1] }, 's2.safetensors': { b: [2] } },
-      { weight_map: { a: 's1.safetensors', b: 's2.safetensors', ghost: 's2.safetensors' } });
+    const dir = makeDir(
+      { 's1.safetensors': { a: [1] }, 's2.safetensors': { b: [2] } },
+      { weight_map: { a: 's1.safetensors', b: 's2.safetensors', ghost: 's2.safetensors' } },
+    );
     const ck = Checkpoint.open(dir);
     expect(ck.has('ghost')).toBe(true);
     expect(Array.from(ck.readFloat32('a'))).toEqual([1]); // other shards still work
-    for (const name of ['ghost', 'b']) { // any tensor of the bad shard reports the problem
+    for (const name of ['ghost', 'b']) {
+      // any tensor of the bad shard reports the problem
       const msg = errorOf(() => ck.readFloat32(name));
       expect(msg).toContain('"ghost"');
       expect(msg).toContain(path.join(dir, 's2.safetensors'));

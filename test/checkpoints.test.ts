@@ -58,7 +58,11 @@ function rewrite(file: string, edit: (t: Record<string, TensorToWrite>) => void)
   edit(tensors);
   writeSafetensors(file, tensors, metadata);
 }
-const safetensorsIn = (dir: string) => fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors')).map((f) => path.join(dir, f));
+const safetensorsIn = (dir: string) =>
+  fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.safetensors'))
+    .map((f) => path.join(dir, f));
 
 /** Deterministic pseudo-random floats in [lo, hi). */
 function randomFloats(n: number, seed: number, lo = -1, hi = 1): Float32Array {
@@ -75,10 +79,17 @@ function randomPixels(model: LlavaVision, batch: number, seed: number): tf.Tenso
   return tf.tensor4d(randomFloats(batch * 3 * s * s, seed, -1.8, 2.1), [batch, 3, s, s]);
 }
 
-interface Outputs { [name: string]: Float32Array }
+interface Outputs {
+  [name: string]: Float32Array;
+}
 /** Every output the model has, as plain arrays (hidden states by index). */
 function encodeAll(model: LlavaVision, pixels: tf.Tensor4D): Outputs {
-  const outputs: OutputName[] = ['hidden_states', 'features', 'pooler_output', ...(model.projector ? (['projected'] as const) : [])];
+  const outputs: OutputName[] = [
+    'hidden_states',
+    'features',
+    'pooler_output',
+    ...(model.projector ? (['projected'] as const) : []),
+  ];
   const r: EncodeResult = model.encode(pixels, { outputs });
   const out: Outputs = {};
   r.hiddenStates!.forEach((h, k) => (out[`hidden_states.${k}`] = h.dataSync() as Float32Array));
@@ -122,7 +133,10 @@ async function withModel<T>(dir: string, options: LoadOptions, fn: (m: LlavaVisi
 function fixturePixels(gc: GoldenCase, id: string): tf.Tensor4D {
   const key = `${id}.pixel_values`;
   const shape = gc.json.expected[key].shape;
-  return tf.tensor4d(gc.expected.readFloat32(key), (shape.length === 3 ? [1, ...shape] : shape) as [number, number, number, number]);
+  return tf.tensor4d(
+    gc.expected.readFloat32(key),
+    (shape.length === 3 ? [1, ...shape] : shape) as [number, number, number, number],
+  );
 }
 
 // ---------------------------------------------------------------------- a minimal torch.save writer
@@ -131,14 +145,23 @@ function fixturePixels(gc: GoldenCase, id: string): tf.Tensor4D {
  * Writes `{name: tensor}` as torch.save does (zip, protocol-2 pickle of an OrderedDict of
  * `_rebuild_tensor_v2` calls, one storage entry per tensor): enough to make sharded `pytorch_model-*.bin`.
  */
-function writeTorchBin(file: string, tensors: Record<string, { dtype: 'F32' | 'F16' | 'BF16'; shape: number[]; data: Uint8Array }>): void {
+function writeTorchBin(
+  file: string,
+  tensors: Record<string, { dtype: 'F32' | 'F16' | 'BF16'; shape: number[]; data: Uint8Array }>,
+): void {
   const STORAGE = { F32: 'FloatStorage', F16: 'HalfStorage', BF16: 'BFloat16Storage' };
   const op: number[] = [];
-  const str = (s: string) => { const b = Buffer.from(s, 'utf8'); op.push(0x58, ...u32(b.length), ...b); };
+  const str = (s: string) => {
+    const b = Buffer.from(s, 'utf8');
+    op.push(0x58, ...u32(b.length), ...b);
+  };
   const int = (n: number) => op.push(0x4a, ...u32(n));
   const u32 = (n: number) => [n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, (n >>> 24) & 0xff];
   const global = (m: string, n: string) => op.push(0x63, ...Buffer.from(`${m}\n${n}\n`));
-  const orderedDict = () => { global('collections', 'OrderedDict'); op.push(0x28, 0x74, 0x52); };
+  const orderedDict = () => {
+    global('collections', 'OrderedDict');
+    op.push(0x28, 0x74, 0x52);
+  };
   op.push(0x80, 2);
   orderedDict();
   op.push(0x28); // MARK for SETITEMS
@@ -151,10 +174,20 @@ function writeTorchBin(file: string, tensors: Record<string, { dtype: 'F32' | 'F
     str(name);
     global('torch._utils', '_rebuild_tensor_v2');
     op.push(0x28); // args tuple
-    op.push(0x28); str('storage'); global('torch', STORAGE[t.dtype]); str(key); str('cpu'); int(numel); op.push(0x74, 0x51);
+    op.push(0x28);
+    str('storage');
+    global('torch', STORAGE[t.dtype]);
+    str(key);
+    str('cpu');
+    int(numel);
+    op.push(0x74, 0x51);
     int(0);
-    op.push(0x28); t.shape.forEach(int); op.push(0x74);
-    op.push(0x28); strides.forEach(int); op.push(0x74);
+    op.push(0x28);
+    t.shape.forEach(int);
+    op.push(0x74);
+    op.push(0x28);
+    strides.forEach(int);
+    op.push(0x74);
     op.push(0x89);
     orderedDict();
     op.push(0x74, 0x52);
@@ -173,19 +206,32 @@ function writeTorchBin(file: string, tensors: Record<string, { dtype: 'F32' | 'F
     const n = Buffer.from(name);
     const crc = crc32(data);
     const lh = Buffer.alloc(30);
-    lh.writeUInt32LE(0x04034b50, 0); lh.writeUInt16LE(20, 4); lh.writeUInt32LE(crc, 14);
-    lh.writeUInt32LE(data.length, 18); lh.writeUInt32LE(data.length, 22); lh.writeUInt16LE(n.length, 26);
+    lh.writeUInt32LE(0x04034b50, 0);
+    lh.writeUInt16LE(20, 4);
+    lh.writeUInt32LE(crc, 14);
+    lh.writeUInt32LE(data.length, 18);
+    lh.writeUInt32LE(data.length, 22);
+    lh.writeUInt16LE(n.length, 26);
     const ch = Buffer.alloc(46);
-    ch.writeUInt32LE(0x02014b50, 0); ch.writeUInt16LE(20, 4); ch.writeUInt16LE(20, 6); ch.writeUInt32LE(crc, 16);
-    ch.writeUInt32LE(data.length, 20); ch.writeUInt32LE(data.length, 24); ch.writeUInt16LE(n.length, 28); ch.writeUInt32LE(offset, 42);
+    ch.writeUInt32LE(0x02014b50, 0);
+    ch.writeUInt16LE(20, 4);
+    ch.writeUInt16LE(20, 6);
+    ch.writeUInt32LE(crc, 16);
+    ch.writeUInt32LE(data.length, 20);
+    ch.writeUInt32LE(data.length, 24);
+    ch.writeUInt16LE(n.length, 28);
+    ch.writeUInt32LE(offset, 42);
     parts.push(lh, n, Buffer.from(data));
     central.push(ch, n);
     offset += 30 + n.length + data.length;
   }
   const dir = Buffer.concat(central);
   const eocd = Buffer.alloc(22);
-  eocd.writeUInt32LE(0x06054b50, 0); eocd.writeUInt16LE(entries.length, 8); eocd.writeUInt16LE(entries.length, 10);
-  eocd.writeUInt32LE(dir.length, 12); eocd.writeUInt32LE(offset, 16);
+  eocd.writeUInt32LE(0x06054b50, 0);
+  eocd.writeUInt16LE(entries.length, 8);
+  eocd.writeUInt16LE(entries.length, 10);
+  eocd.writeUInt32LE(dir.length, 12);
+  eocd.writeUInt32LE(offset, 16);
   fs.writeFileSync(file, Buffer.concat([...parts, dir, eocd]));
 }
 
@@ -198,7 +244,8 @@ describe('CLIP tower as pytorch_model.bin', () => {
   /** A model folder: the safetensors fixture's config/preprocessor, weights as given. */
   function binFolder(name: string): string {
     const dir = freshDir(name);
-    for (const f of ['config.json', 'preprocessor_config.json']) fs.copyFileSync(path.join(CLIP_F16, f), path.join(dir, f));
+    for (const f of ['config.json', 'preprocessor_config.json'])
+      fs.copyFileSync(path.join(CLIP_F16, f), path.join(dir, f));
     return dir;
   }
 
@@ -238,20 +285,30 @@ describe('CLIP tower as pytorch_model.bin', () => {
     const weightMap: Record<string, string> = {};
     const shards: Record<string, Record<string, { dtype: 'F16'; shape: number[]; data: Uint8Array }>> = {};
     try {
-      bin.keys().filter((k) => bin.info(k).dtype === 'F16').forEach((k, i) => {
-        const shard = `pytorch_model-0000${(i % 2) + 1}-of-00002.bin`;
-        weightMap[k] = shard;
-        (shards[shard] ??= {})[k] = { dtype: 'F16', shape: bin.info(k).shape, data: bin.readBytes(k) };
-      });
+      bin
+        .keys()
+        .filter((k) => bin.info(k).dtype === 'F16')
+        .forEach((k, i) => {
+          const shard = `pytorch_model-0000${(i % 2) + 1}-of-00002.bin`;
+          weightMap[k] = shard;
+          (shards[shard] ??= {})[k] = { dtype: 'F16', shape: bin.info(k).shape, data: bin.readBytes(k) };
+        });
     } finally {
       bin.close();
     }
     for (const [shard, tensors] of Object.entries(shards)) writeTorchBin(path.join(dir, shard), tensors);
-    fs.writeFileSync(path.join(dir, 'pytorch_model.bin.index.json'), JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }));
+    fs.writeFileSync(
+      path.join(dir, 'pytorch_model.bin.index.json'),
+      JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }),
+    );
     const src = openTensorSource(dir);
     try {
       expect(src.format).toBe('torch_bin');
-      expect(src.files()).toEqual(Object.keys(shards).sort().map((f) => path.join(dir, f)));
+      expect(src.files()).toEqual(
+        Object.keys(shards)
+          .sort()
+          .map((f) => path.join(dir, f)),
+      );
     } finally {
       src.close();
     }
@@ -266,7 +323,10 @@ describe('CLIP tower as pytorch_model.bin', () => {
 
   test('a sharded .bin index naming a missing shard, and a folder with no weights: CheckpointErrors', () => {
     const dir = binFolder('clip-bin-missing');
-    fs.writeFileSync(path.join(dir, 'pytorch_model.bin.index.json'), JSON.stringify({ weight_map: { a: 'pytorch_model-00001-of-00001.bin' } }));
+    fs.writeFileSync(
+      path.join(dir, 'pytorch_model.bin.index.json'),
+      JSON.stringify({ weight_map: { a: 'pytorch_model-00001-of-00001.bin' } }),
+    );
     expect(() => openTensorSource(dir)).toThrow(CheckpointError);
     expect(() => openTensorSource(dir)).toThrow(/pytorch_model-00001-of-00001\.bin.*not found/);
     const empty = binFolder('clip-no-weights');
@@ -310,7 +370,11 @@ describe.each(['s336_llava15_pad_mlp2x', 's336_llava_square_mlp2x'])('%s: mm_pro
     const run = (dir: string, options: LoadOptions = {}) =>
       withModel(dir, { visionTower, ...options }, async (m) => {
         expect(m.projector?.type).toBe('mlp2x_gelu');
-        const { tensors, failures } = await encodeImages(m, images.map((i) => path.join(gc.dir, i.file)), { outputs: ['features', 'projected', 'merged'], batchSize: 4 });
+        const { tensors, failures } = await encodeImages(
+          m,
+          images.map((i) => path.join(gc.dir, i.file)),
+          { outputs: ['features', 'projected', 'merged'], batchSize: 4 },
+        );
         expect(failures).toEqual([]);
         return Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, t.data]));
       });
@@ -340,7 +404,9 @@ describe.each(['s336_llava15_pad_mlp2x', 's336_llava_square_mlp2x'])('%s: mm_pro
 
     // negative control: with neither the shards nor mm_projector.bin there is nothing to load
     fs.rmSync(path.join(noShards, 'mm_projector.bin'));
-    await expect(load(noShards, { visionTower })).rejects.toThrow(/mm_projector_type "mlp2x_gelu" but no projector tensors/);
+    await expect(load(noShards, { visionTower })).rejects.toThrow(
+      /mm_projector_type "mlp2x_gelu" but no projector tensors/,
+    );
   });
 });
 
@@ -355,8 +421,14 @@ describe('s336_llava16_anyres_spatial_unpad: the fine-tuned tower in the checkpo
     const model = await load(llava, { visionTower: clipTower });
     let pixels: tf.Tensor4D;
     try {
-      const { tensors } = await encodeImages(model, [path.join(gc.dir, img.file)], { outputs: ['pixel_values', 'features', 'projected', 'merged'] });
-      for (const [k, out] of [['image_features', 'features'], ['projected', 'projected'], ['merged', 'merged']]) {
+      const { tensors } = await encodeImages(model, [path.join(gc.dir, img.file)], {
+        outputs: ['pixel_values', 'features', 'projected', 'merged'],
+      });
+      for (const [k, out] of [
+        ['image_features', 'features'],
+        ['projected', 'projected'],
+        ['merged', 'merged'],
+      ]) {
         expectParity(gc, `${img.id}.${k}`, tensors[`images.0.${out}`].data, tensors[`images.0.${out}`].shape);
       }
       const pv = tensors['images.0.pixel_values'];
@@ -395,12 +467,18 @@ describe('LLM weights are never read', () => {
     const realRead = nodeFs.readSync;
     const fdPath = new Map<number, string>();
     const reads: { file: string; pos: number; len: number }[] = [];
-    const openSpy = jest.spyOn(nodeFs, 'openSync').mockImplementation(((...args: Parameters<typeof fs.openSync>) => {
+    const openSpy = jest.spyOn(nodeFs, 'openSync').mockImplementation((...args: Parameters<typeof fs.openSync>) => {
       const fd = realOpen(...args);
       fdPath.set(fd, path.resolve(String(args[0])));
       return fd;
-    }));
-    const readSpy = jest.spyOn(nodeFs, 'readSync').mockImplementation(((fd: number, buf: NodeJS.ArrayBufferView, off: number, len: number, pos: number) => {
+    });
+    const readSpy = jest.spyOn(nodeFs, 'readSync').mockImplementation(((
+      fd: number,
+      buf: NodeJS.ArrayBufferView,
+      off: number,
+      len: number,
+      pos: number,
+    ) => {
       reads.push({ file: fdPath.get(fd) ?? `fd ${fd}`, pos, len });
       return realRead(fd, buf, off, len, pos);
     }) as typeof fs.readSync);
@@ -418,7 +496,9 @@ describe('LLM weights are never read', () => {
 
     // By name: exactly the tower override, the projector and image_newline.
     expect(named.filter((n) => LLM_KEY.test(n))).toEqual([]);
-    expect(named.every((n) => /^model\.(vision_tower\.vision_tower\.vision_model\.|mm_projector\.|image_newline$)/.test(n))).toBe(true);
+    expect(
+      named.every((n) => /^model\.(vision_tower\.vision_tower\.vision_model\.|mm_projector\.|image_newline$)/.test(n)),
+    ).toBe(true);
     expect(named).toContain('model.image_newline');
     expect(named).toContain('model.mm_projector.2.weight');
 
@@ -427,16 +507,20 @@ describe('LLM weights are never read', () => {
     let shardReads = 0;
     for (const shard of safetensorsIn(llava).map((f) => path.resolve(f))) {
       const st = SafetensorsFile.open(shard);
-      const ranges = st.keys().filter((k) => LLM_KEY.test(k)).map((k) => {
-        const i = st.info(k);
-        return [st.dataStart + i.begin, st.dataStart + i.end];
-      });
+      const ranges = st
+        .keys()
+        .filter((k) => LLM_KEY.test(k))
+        .map((k) => {
+          const i = st.info(k);
+          return [st.dataStart + i.begin, st.dataStart + i.end];
+        });
       st.close();
       llmTensors += ranges.length;
       for (const r of reads.filter((x) => x.file === shard)) {
         shardReads++;
         for (const [b, e] of ranges) {
-          if (r.pos < e && r.pos + r.len > b) throw new Error(`read ${r.pos}+${r.len} of ${shard} overlaps an LLM tensor [${b}, ${e})`);
+          if (r.pos < e && r.pos + r.len > b)
+            throw new Error(`read ${r.pos}+${r.len} of ${shard} overlaps an LLM tensor [${b}, ${e})`);
         }
       }
     }
@@ -465,7 +549,14 @@ function features(model: LlavaVision, x: tf.Tensor4D): { data: Float32Array; sha
 }
 
 /** float64 reference of llava-hf's projector: linear_2(act(linear_1(x))), biases optional. */
-function referenceProjector(x: Float32Array, rows: number, w: Record<string, Float32Array>, act: (v: number) => number, inW: number, outW: number): Float64Array {
+function referenceProjector(
+  x: Float32Array,
+  rows: number,
+  w: Record<string, Float32Array>,
+  act: (v: number) => number,
+  inW: number,
+  outW: number,
+): Float64Array {
   const out = new Float64Array(rows * outW);
   const h = new Float64Array(outW);
   for (let r = 0; r < rows; r++) {
@@ -490,8 +581,14 @@ function projectorWeights(file: string, prefix = 'multi_modal_projector.'): Reco
   const st = SafetensorsFile.open(file);
   try {
     const get = (k: string) => (st.has(prefix + k) ? st.readFloat32(prefix + k) : undefined);
-    return Object.fromEntries(Object.entries({ w1: get('linear_1.weight'), b1: get('linear_1.bias'), w2: get('linear_2.weight'), b2: get('linear_2.bias') })
-      .filter(([, v]) => v !== undefined)) as Record<string, Float32Array>;
+    return Object.fromEntries(
+      Object.entries({
+        w1: get('linear_1.weight'),
+        b1: get('linear_1.bias'),
+        w2: get('linear_2.weight'),
+        b2: get('linear_2.bias'),
+      }).filter(([, v]) => v !== undefined),
+    ) as Record<string, Float32Array>;
   } finally {
     st.close();
   }
@@ -503,44 +600,61 @@ function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 describe('llava-hf options', () => {
-  test.each(['default', 'full'])('vision_feature_layer [-2, -1] (%s): features = the two single-layer features concatenated, projector input 2·D', async (strategy) => {
-    const gc = loadCase('tiny_llavahf_legacy_keys_full_f32');
-    const D = gc.json.vision_config!.hidden_size;
-    const single = copyDir(HF_LEGACY, `hf-${strategy}`);
-    editConfig(single, (c) => (c.vision_feature_select_strategy = strategy));
-    const list = copyDir(single, `hf-list-${strategy}`);
-    editConfig(list, (c) => (c.vision_feature_layer = [-2, -1]));
-    const weights = path.join(list, 'model.safetensors');
-    rewrite(weights, (t) => {
-      const [out] = t['multi_modal_projector.linear_1.weight'].shape;
-      t['multi_modal_projector.linear_1.weight'] = { dtype: 'F32', shape: [out, 2 * D], data: randomFloats(out * 2 * D, 11, -0.15, 0.15) };
-    });
-
-    const x = allPixels(gc);
-    try {
-      const [a, b] = [await withModel(single, { selectLayer: -2 }, (m) => features(m, x)), await withModel(single, { selectLayer: -1 }, (m) => features(m, x))];
-      const [B, N] = a.shape;
-      expect(N).toBe(strategy === 'default' ? 16 : 17);
-      const concat = new Float32Array(B * N * 2 * D);
-      for (let r = 0; r < B * N; r++) {
-        concat.set(a.data.subarray(r * D, (r + 1) * D), r * 2 * D);
-        concat.set(b.data.subarray(r * D, (r + 1) * D), r * 2 * D + D);
-      }
-      await withModel(list, {}, (m) => {
-        expect(m.settings.selectLayer).toEqual([-2, -1]);
-        expect(m.tower.featureSize).toBe(2 * D);
-        expect(m.projector!.projectorConfig.inFeatures).toBe(2 * D);
-        const out = m.encode(x, { outputs: ['features', 'projected'] });
-        expect(out.features!.shape).toEqual([B, N, 2 * D]);
-        expectSameBits(out.features!.dataSync() as Float32Array, concat, 'list features');
-        const ref = referenceProjector(concat, B * N, projectorWeights(weights), ACTS.gelu, 2 * D, out.projected!.shape[2]);
-        expect(maxAbs(out.projected!.dataSync(), ref)).toBeLessThan(2e-5);
-        tf.dispose([out.features!, out.projected!]);
+  test.each(['default', 'full'])(
+    'vision_feature_layer [-2, -1] (%s): features = the two single-layer features concatenated, projector input 2·D',
+    async (strategy) => {
+      const gc = loadCase('tiny_llavahf_legacy_keys_full_f32');
+      const D = gc.json.vision_config!.hidden_size;
+      const single = copyDir(HF_LEGACY, `hf-${strategy}`);
+      editConfig(single, (c) => (c.vision_feature_select_strategy = strategy));
+      const list = copyDir(single, `hf-list-${strategy}`);
+      editConfig(list, (c) => (c.vision_feature_layer = [-2, -1]));
+      const weights = path.join(list, 'model.safetensors');
+      rewrite(weights, (t) => {
+        const [out] = t['multi_modal_projector.linear_1.weight'].shape;
+        t['multi_modal_projector.linear_1.weight'] = {
+          dtype: 'F32',
+          shape: [out, 2 * D],
+          data: randomFloats(out * 2 * D, 11, -0.15, 0.15),
+        };
       });
-    } finally {
-      x.dispose();
-    }
-  });
+
+      const x = allPixels(gc);
+      try {
+        const [a, b] = [
+          await withModel(single, { selectLayer: -2 }, (m) => features(m, x)),
+          await withModel(single, { selectLayer: -1 }, (m) => features(m, x)),
+        ];
+        const [B, N] = a.shape;
+        expect(N).toBe(strategy === 'default' ? 16 : 17);
+        const concat = new Float32Array(B * N * 2 * D);
+        for (let r = 0; r < B * N; r++) {
+          concat.set(a.data.subarray(r * D, (r + 1) * D), r * 2 * D);
+          concat.set(b.data.subarray(r * D, (r + 1) * D), r * 2 * D + D);
+        }
+        await withModel(list, {}, (m) => {
+          expect(m.settings.selectLayer).toEqual([-2, -1]);
+          expect(m.tower.featureSize).toBe(2 * D);
+          expect(m.projector!.projectorConfig.inFeatures).toBe(2 * D);
+          const out = m.encode(x, { outputs: ['features', 'projected'] });
+          expect(out.features!.shape).toEqual([B, N, 2 * D]);
+          expectSameBits(out.features!.dataSync() as Float32Array, concat, 'list features');
+          const ref = referenceProjector(
+            concat,
+            B * N,
+            projectorWeights(weights),
+            ACTS.gelu,
+            2 * D,
+            out.projected!.shape[2],
+          );
+          expect(maxAbs(out.projected!.dataSync(), ref)).toBeLessThan(2e-5);
+          tf.dispose([out.features!, out.projected!]);
+        });
+      } finally {
+        x.dispose();
+      }
+    },
+  );
 
   test("vision_feature_select_strategy 'default' drops CLS from 'full' exactly", async () => {
     const gc = loadCase('tiny_llavahf_legacy_keys_full_f32');
@@ -548,7 +662,11 @@ describe('llava-hf options', () => {
     editConfig(dflt, (c) => (c.vision_feature_select_strategy = 'default'));
     const x = allPixels(gc);
     try {
-      const full = await withModel(HF_LEGACY, {}, (m) => (expect(m.settings.selectFeature).toBe('cls_patch'), features(m, x)));
+      const full = await withModel(
+        HF_LEGACY,
+        {},
+        (m) => (expect(m.settings.selectFeature).toBe('cls_patch'), features(m, x)),
+      );
       const patch = await withModel(dflt, {}, (m) => (expect(m.settings.selectFeature).toBe('patch'), features(m, x)));
       const [B, T, D] = full.shape;
       expect(patch.shape).toEqual([B, T - 1, D]);
@@ -598,20 +716,28 @@ describe('llava-hf options', () => {
     });
     const x = allPixels(gc);
     try {
-      const run = (dir: string) => withModel(dir, {}, (m) => {
-        expect(m.settings.projectorBias).toBe(false);
-        expect(m.projector!.weights.map((v) => v.shape.length)).toEqual([2, 2]);
-        const out = m.encode(x, { outputs: ['features', 'projected'] });
-        const [B, N, D] = out.features!.shape;
-        const w = projectorWeights(path.join(dir, 'model.safetensors'));
-        delete w.b1;
-        delete w.b2;
-        const ref = referenceProjector(out.features!.dataSync() as Float32Array, B * N, w, ACTS.gelu, D, out.projected!.shape[2]);
-        expect(maxAbs(out.projected!.dataSync(), ref)).toBeLessThan(2e-5);
-        const p = out.projected!.dataSync() as Float32Array;
-        tf.dispose([out.features!, out.projected!]);
-        return p;
-      });
+      const run = (dir: string) =>
+        withModel(dir, {}, (m) => {
+          expect(m.settings.projectorBias).toBe(false);
+          expect(m.projector!.weights.map((v) => v.shape.length)).toEqual([2, 2]);
+          const out = m.encode(x, { outputs: ['features', 'projected'] });
+          const [B, N, D] = out.features!.shape;
+          const w = projectorWeights(path.join(dir, 'model.safetensors'));
+          delete w.b1;
+          delete w.b2;
+          const ref = referenceProjector(
+            out.features!.dataSync() as Float32Array,
+            B * N,
+            w,
+            ACTS.gelu,
+            D,
+            out.projected!.shape[2],
+          );
+          expect(maxAbs(out.projected!.dataSync(), ref)).toBeLessThan(2e-5);
+          const p = out.projected!.dataSync() as Float32Array;
+          tf.dispose([out.features!, out.projected!]);
+          return p;
+        });
       expectSameBits(await run(noBias), await run(extra), 'bias keys present but disabled');
     } finally {
       x.dispose();
@@ -629,25 +755,58 @@ describe('llava-next (HF model_type llava_next): config mapping only', () => {
   const base = { model_type: 'llava_next', vision_config: { hidden_size: 64 }, text_config: { hidden_size: 48 } };
 
   test('image_grid_pinpoints [h, w] become LLaVA (w, h); aspect anyres; merge spatial_unpad', () => {
-    const s = llavaHfSettingsFromJson({ ...base, image_grid_pinpoints: [[336, 672], [1008, 336]] }, 'config.json');
-    expect(s.gridPinpoints).toEqual([[672, 336], [336, 1008]]);
-    expect(s).toMatchObject({ aspect: 'anyres', mergeType: 'spatial_unpad', selectLayer: -2, selectFeature: 'patch', projectorType: 'mlp2x_gelu' });
+    const s = llavaHfSettingsFromJson(
+      {
+        ...base,
+        image_grid_pinpoints: [
+          [336, 672],
+          [1008, 336],
+        ],
+      },
+      'config.json',
+    );
+    expect(s.gridPinpoints).toEqual([
+      [672, 336],
+      [336, 1008],
+    ]);
+    expect(s).toMatchObject({
+      aspect: 'anyres',
+      mergeType: 'spatial_unpad',
+      selectLayer: -2,
+      selectFeature: 'patch',
+      projectorType: 'mlp2x_gelu',
+    });
     // plain llava-hf (model_type llava) keeps processor-only square images and the flat merge
-    expect(llavaHfSettingsFromJson({ ...base, model_type: 'llava' }, 'config.json')).toMatchObject({ aspect: 'square', mergeType: 'flat', gridPinpoints: null });
+    expect(llavaHfSettingsFromJson({ ...base, model_type: 'llava' }, 'config.json')).toMatchObject({
+      aspect: 'square',
+      mergeType: 'flat',
+      gridPinpoints: null,
+    });
   });
 
   test("no image_grid_pinpoints: HF LlavaNextConfig's default list, as (w, h)", () => {
     const s = llavaHfSettingsFromJson(base, 'config.json');
-    expect(s.gridPinpoints).toEqual([[672, 336], [336, 672], [672, 672], [336, 1008], [1008, 336]]);
+    expect(s.gridPinpoints).toEqual([
+      [672, 336],
+      [336, 672],
+      [672, 672],
+      [336, 1008],
+      [1008, 336],
+    ]);
   });
 
   test.each([
     ['llava_hf', 'image_newline', HF_LEGACY],
-    ['llava_hf_model_prefixed', 'model.image_newline', path.join(CASES, 'tiny_llavahf_model_prefixed_default_bf16', 'model')],
+    [
+      'llava_hf_model_prefixed',
+      'model.image_newline',
+      path.join(CASES, 'tiny_llavahf_model_prefixed_default_bf16', 'model'),
+    ],
   ])('%s folder: image_newline is read from "%s"', async (layout, key, src) => {
     const dir = copyDir(src, `next-${layout}`);
     editConfig(dir, (c) => (c.model_type = 'llava_next'));
-    const text = readJson<{ text_config: { hidden_size: number } }>(path.join(dir, 'config.json')).text_config.hidden_size;
+    const text = readJson<{ text_config: { hidden_size: number } }>(path.join(dir, 'config.json')).text_config
+      .hidden_size;
     const newline = randomFloats(text, 5);
     rewrite(path.join(dir, 'model.safetensors'), (t) => (t[key] = { dtype: 'F32', shape: [text], data: newline }));
     await withModel(dir, {}, (m) => {
@@ -702,32 +861,43 @@ function halfAndReference(src: string, dtype: Half): { half: string; f32: string
 const DTYPE_LAYOUTS: [string, string, string, LoadOptions][] = [
   ['clip', 'tiny_clip_full_layout_f32', 'model', {}],
   ['clip_vision', 'tiny_clip_vision_only_f16', 'model', {}],
-  ['llava', 's336_llava16_anyres_spatial_unpad', 'llava', { visionTower: path.join(CASES, 's336_llava16_anyres_spatial_unpad', 'clip_tower') }],
+  [
+    'llava',
+    's336_llava16_anyres_spatial_unpad',
+    'llava',
+    { visionTower: path.join(CASES, 's336_llava16_anyres_spatial_unpad', 'clip_tower') },
+  ],
   ['llava_hf', 'tiny_llavahf_legacy_keys_full_f32', 'model', {}],
   ['llava_hf_model_prefixed', 'tiny_llavahf_model_prefixed_default_bf16', 'model', {}],
 ];
 
 describe.each(DTYPE_LAYOUTS)('dtypes in the %s layout', (layout, caseName, sub, options) => {
-  test.each(['F16', 'BF16'] as Half[])('%s checkpoint = F32 checkpoint of the same rounded values, bit for bit', async (dtype) => {
-    const src = path.join(CASES, caseName, sub);
-    const { half, f32, changed } = halfAndReference(src, dtype);
-    const storedAs = new Set(safetensorsIn(half).flatMap((f) => Object.values(readAll(f).tensors).map((t) => t.dtype)));
-    expect([...storedAs].filter((d) => isFloatDType(d))).toEqual([dtype]);
-    const a = await load(half, options);
-    const b = await load(f32, options);
-    try {
-      expect([a.layout, b.layout]).toEqual([layout, layout]);
-      if (layout === 'llava') expect(a.imageNewline).not.toBeNull();
-      const x = randomPixels(a, 2, 3);
-      expectSameOutputs(encodeAll(a, x), encodeAll(b, x), `${layout} ${dtype}`);
-      x.dispose();
-    } finally {
-      a.dispose();
-      b.dispose();
-    }
-    // the rounding changed values (except for a fixture already stored in this dtype), so the check has teeth
-    const alreadyThere = (caseName.endsWith('_f16') && dtype === 'F16') || (caseName.endsWith('_bf16') && dtype === 'BF16');
-    if (alreadyThere) expect(changed).toBe(0);
-    else expect(changed).toBeGreaterThan(0);
-  });
+  test.each(['F16', 'BF16'] as Half[])(
+    '%s checkpoint = F32 checkpoint of the same rounded values, bit for bit',
+    async (dtype) => {
+      const src = path.join(CASES, caseName, sub);
+      const { half, f32, changed } = halfAndReference(src, dtype);
+      const storedAs = new Set(
+        safetensorsIn(half).flatMap((f) => Object.values(readAll(f).tensors).map((t) => t.dtype)),
+      );
+      expect([...storedAs].filter((d) => isFloatDType(d))).toEqual([dtype]);
+      const a = await load(half, options);
+      const b = await load(f32, options);
+      try {
+        expect([a.layout, b.layout]).toEqual([layout, layout]);
+        if (layout === 'llava') expect(a.imageNewline).not.toBeNull();
+        const x = randomPixels(a, 2, 3);
+        expectSameOutputs(encodeAll(a, x), encodeAll(b, x), `${layout} ${dtype}`);
+        x.dispose();
+      } finally {
+        a.dispose();
+        b.dispose();
+      }
+      // the rounding changed values (except for a fixture already stored in this dtype), so the check has teeth
+      const alreadyThere =
+        (caseName.endsWith('_f16') && dtype === 'F16') || (caseName.endsWith('_bf16') && dtype === 'BF16');
+      if (alreadyThere) expect(changed).toBe(0);
+      else expect(changed).toBeGreaterThan(0);
+    },
+  );
 });

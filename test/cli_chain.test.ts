@@ -13,13 +13,18 @@ const ROOT = path.join(__dirname, '..');
 const DEMO_IMAGES = path.join(ROOT, 'weights', 'demo', 'images');
 const tempDir = isolatedTempDir('llava-chain-');
 
-function contents(file: string): { tensors: Record<string, { shape: number[]; bytes: Buffer }>; metadata: Record<string, string> } {
+function contents(file: string): {
+  tensors: Record<string, { shape: number[]; bytes: Buffer }>;
+  metadata: Record<string, string>;
+} {
   const st = SafetensorsFile.open(file);
   try {
-    const tensors = Object.fromEntries(st.keys().map((k) => {
-      const t = st.read(k);
-      return [k, { shape: t.shape, bytes: Buffer.from(t.data) }];
-    }));
+    const tensors = Object.fromEntries(
+      st.keys().map((k) => {
+        const t = st.read(k);
+        return [k, { shape: t.shape, bytes: Buffer.from(t.data) }];
+      }),
+    );
     return { tensors, metadata: st.metadata };
   } finally {
     st.close();
@@ -41,7 +46,10 @@ async function bothWays(model: string[], images: string[], encodeArgs: string[],
 }
 
 test('the demo model (pad, default --save): preprocess | encode --pixel-values is bit-identical to encode IMAGE', async () => {
-  const images = [path.join(DEMO_IMAGES, 'chelsea.png'), path.join(ROOT, 'test', 'fixtures', 'images', 'tiny_rgb_37x23.png')];
+  const images = [
+    path.join(DEMO_IMAGES, 'chelsea.png'),
+    path.join(ROOT, 'test', 'fixtures', 'images', 'tiny_rgb_37x23.png'),
+  ];
   const { pv, viaPixels, direct, stderr } = await bothWays([], images, [], 'demo');
   // The model's defaults, not preprocess's old `square`: the demo config says pad.
   expect(JSON.parse(pv.metadata.options)).toMatchObject({ aspect: 'pad', grid_pinpoints: null });
@@ -50,7 +58,8 @@ test('the demo model (pad, default --save): preprocess | encode --pixel-values i
   expect(viaPixels.tensors).toEqual(direct.tensors);
   expect(viaPixels.metadata.image_sizes).toBe(direct.metadata.image_sizes);
   expect(viaPixels.metadata.sources).toBe(direct.metadata.sources);
-  for (const file of [viaPixels, direct]) expect(JSON.parse(file.metadata.options)).toMatchObject({ aspect: 'pad', merge: 'flat', save: ['merged'] });
+  for (const file of [viaPixels, direct])
+    expect(JSON.parse(file.metadata.options)).toMatchObject({ aspect: 'pad', merge: 'flat', save: ['merged'] });
   for (const err of stderr) expect(err).toMatch(/^llava-vision: no --model given: using the bundled demo checkpoint/);
 });
 
@@ -91,7 +100,7 @@ test('an encode output with --save pixel_values feeds encode --pixel-values too 
   for (const k of Object.keys(merged)) expect(merged[k]).toEqual(before[k]);
 });
 
-test('the file\'s own aspect is used and a mismatch with the model is said; image-only options are refused with --pixel-values', async () => {
+test("the file's own aspect is used and a mismatch with the model is said; image-only options are refused with --pixel-values", async () => {
   const gc = loadCase('tiny_llava_anyres_spatial_unpad');
   const model = ['--model', path.join(gc.dir, 'llava'), '--vision-tower', path.join(gc.dir, 'clip_tower')];
   const image = path.join(gc.dir, gc.json.images[0].file);
@@ -105,10 +114,13 @@ test('the file\'s own aspect is used and a mismatch with the model is said; imag
   expect((await runCli(['encode', ...model, '--aspect', 'pad', '--quiet', image, '--out', direct])).code).toBe(0);
   expect(contents(out).tensors).toEqual(contents(direct).tensors);
   const bad = await runCli(['encode', ...model, '--pixel-values', pv, '--aspect', 'anyres', '--out', out]);
-  expect(bad).toMatchObject({ code: 2, err: 'llava-vision: --aspect applies to image files: --pixel-values were preprocessed already (preprocess takes it)\n' });
+  expect(bad).toMatchObject({
+    code: 2,
+    err: 'llava-vision: --aspect applies to image files: --pixel-values were preprocessed already (preprocess takes it)\n',
+  });
 });
 
-test('preprocess --preprocessor alone keeps its old default (square, no model); --model and --preprocessor together take the model\'s aspect', async () => {
+test("preprocess --preprocessor alone keeps its old default (square, no model); --model and --preprocessor together take the model's aspect", async () => {
   const gc = loadCase('tiny_llava_anyres_spatial_unpad');
   const image = path.join(gc.dir, gc.json.images[0].file);
   const square = path.join(tempDir(), 'square.pv.safetensors');
@@ -118,15 +130,43 @@ test('preprocess --preprocessor alone keeps its old default (square, no model); 
   expect(JSON.parse(meta.options)).toMatchObject({ aspect: 'square' });
   expect(meta.model_dir).toBeUndefined();
   const both = path.join(tempDir(), 'both.pv.safetensors');
-  expect((await runCli(['preprocess', '--model', path.join(gc.dir, 'llava'), '--vision-tower', path.join(gc.dir, 'clip_tower'),
-    '--preprocessor', path.join(gc.dir, 'clip_tower'), image, '--out', both])).code).toBe(0);
+  expect(
+    (
+      await runCli([
+        'preprocess',
+        '--model',
+        path.join(gc.dir, 'llava'),
+        '--vision-tower',
+        path.join(gc.dir, 'clip_tower'),
+        '--preprocessor',
+        path.join(gc.dir, 'clip_tower'),
+        image,
+        '--out',
+        both,
+      ])
+    ).code,
+  ).toBe(0);
   expect(JSON.parse(contents(both).metadata.options)).toMatchObject({ aspect: 'anyres' });
   expect(fs.existsSync(both)).toBe(true);
 });
 
 test('a per-image file with anyres tiles but no image sizes is refused before the model loads, naming the file', async () => {
   const pv = path.join(tempDir(), 'unsized.safetensors');
-  writeSafetensors(pv, { 'images.0.pixel_values': { dtype: 'F32', shape: [3, 3, 28, 28], data: new Float32Array(3 * 3 * 28 * 28) } });
-  const r = await runCli(['encode', '--model', '/nonexistent-model', '--pixel-values', pv, '--out', path.join(tempDir(), 'u.safetensors')]);
-  expect(r).toEqual({ code: 1, out: '', err: `llava-vision: ${pv}: images.0.pixel_values are anyres tiles, and __metadata__.image_sizes lacks that image's size\n` });
+  writeSafetensors(pv, {
+    'images.0.pixel_values': { dtype: 'F32', shape: [3, 3, 28, 28], data: new Float32Array(3 * 3 * 28 * 28) },
+  });
+  const r = await runCli([
+    'encode',
+    '--model',
+    '/nonexistent-model',
+    '--pixel-values',
+    pv,
+    '--out',
+    path.join(tempDir(), 'u.safetensors'),
+  ]);
+  expect(r).toEqual({
+    code: 1,
+    out: '',
+    err: `llava-vision: ${pv}: images.0.pixel_values are anyres tiles, and __metadata__.image_sizes lacks that image's size\n`,
+  });
 });

@@ -36,7 +36,9 @@ describe('checked before any model is loaded (a model that does not exist is nev
     fs.writeFileSync(file, 'x');
     const empty = path.join(tempDir(), 'empty-folder');
     fs.mkdirSync(empty, { recursive: true });
-    const resolved = args.map((a) => (a === '@FILE' ? file : a === '@EMPTY' ? empty : a === 'D' ? path.join(tempDir(), 'never-written') : a));
+    const resolved = args.map((a) =>
+      a === '@FILE' ? file : a === '@EMPTY' ? empty : a === 'D' ? path.join(tempDir(), 'never-written') : a,
+    );
     const r = await runCli(['encode', ...nowhere, '--quiet', ...resolved]);
     expect(r.code).toBeGreaterThan(0);
     expect(r.err).toMatch(message);
@@ -54,11 +56,12 @@ describe('the compiled CLI', () => {
     await makeImages(path.join(images, 'b'), 12, 'second');
   });
 
-  const waitFor = (child: ChildProcess) => new Promise<{ code: number | null; signal: string | null; err: string }>((resolve) => {
-    let err = '';
-    child.stderr!.on('data', (d) => (err += d));
-    child.on('close', (code, signal) => resolve({ code, signal, err }));
-  });
+  const waitFor = (child: ChildProcess) =>
+    new Promise<{ code: number | null; signal: string | null; err: string }>((resolve) => {
+      let err = '';
+      child.stderr!.on('data', (d) => (err += d));
+      child.on('close', (code, signal) => resolve({ code, signal, err }));
+    });
 
   test('killed with SIGKILL mid-run, then resumed: every image exactly once, equal to the uninterrupted run', async () => {
     const args = ['encode', images, '--shard-size', '3', '--save', 'merged,features', '--quiet'];
@@ -79,15 +82,22 @@ describe('the compiled CLI', () => {
     expect(survived).toBeGreaterThanOrEqual(2);
     expect(survived).toBeLessThan(8);
 
-    const resumed = spawnSync(process.execPath, [BIN, ...args.filter((a) => a !== '--quiet'), '--out-dir', dir], { encoding: 'utf8' });
+    const resumed = spawnSync(process.execPath, [BIN, ...args.filter((a) => a !== '--quiet'), '--out-dir', dir], {
+      encoding: 'utf8',
+    });
     expect(resumed.status).toBe(0);
-    expect(resumed.stderr).toMatch(new RegExp(`encoded ${24 - 3 * survived} image\\(s\\) into ${8 - survived} new shard\\(s\\) \\(F32\\) in [\\d.]+ s \\([\\d.]+ images/min\\); ${3 * survived} were already there; 24 image\\(s\\) in all`));
+    expect(resumed.stderr).toMatch(
+      new RegExp(
+        `encoded ${24 - 3 * survived} image\\(s\\) into ${8 - survived} new shard\\(s\\) \\(F32\\) in [\\d.]+ s \\([\\d.]+ images/min\\); ${3 * survived} were already there; 24 image\\(s\\) in all`,
+      ),
+    );
 
     // Each image's tensors are in exactly one shard (shardTensors throws on a duplicate) and equal the uninterrupted run's.
     const [a, b] = [shardTensors(dir), shardTensors(ref)];
     expect([...a.keys()].sort()).toEqual([...b.keys()].sort());
     expect(a.size).toBe(48);
-    for (const [key, t] of b) if (!a.get(key)!.bytes.equals(t.bytes)) throw new Error(`${key} differs from the uninterrupted run`);
+    for (const [key, t] of b)
+      if (!a.get(key)!.bytes.equals(t.bytes)) throw new Error(`${key} differs from the uninterrupted run`);
     const ds = openEncodedDataset(dir);
     expect([ds.length, ds.encodedCount, ds.missing.length, ds.failures.length]).toEqual([24, 24, 0, 0]);
     ds.close();
@@ -102,9 +112,21 @@ describe('the compiled CLI', () => {
     fs.writeFileSync(path.join(bad, 'broken.jpg'), 'not a jpeg');
     spawnSync('mkfifo', [path.join(bad, 'pipe.png')]);
     const good = walkImages(images).slice(0, 2);
-    const list = [good[0], path.join(bad, 'missing.png'), path.join(bad, 'folder'), path.join(bad, 'empty.png'), path.join(bad, 'broken.jpg'), path.join(bad, 'pipe.png'), good[1]];
+    const list = [
+      good[0],
+      path.join(bad, 'missing.png'),
+      path.join(bad, 'folder'),
+      path.join(bad, 'empty.png'),
+      path.join(bad, 'broken.jpg'),
+      path.join(bad, 'pipe.png'),
+      good[1],
+    ];
     const dir = path.join(tempDir(), 'from-stdin');
-    const r = spawnSync(process.execPath, [BIN, 'encode', '--inputs', '-', '--out-dir', dir, '--quiet'], { input: list.join('\r\n') + '\n\n', encoding: 'utf8', timeout: 60_000 });
+    const r = spawnSync(process.execPath, [BIN, 'encode', '--inputs', '-', '--out-dir', dir, '--quiet'], {
+      input: list.join('\r\n') + '\n\n',
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
     expect(r.status).toBe(1);
     const errLines = r.stderr.trim().split('\n');
     expect(errLines.slice(0, 5)).toEqual([
@@ -120,7 +142,10 @@ describe('the compiled CLI', () => {
     expect([ds.has(0), ds.has(6)]).toEqual([true, true]);
     ds.close();
     // Run again: nothing to do, and the exit code still says the dataset has failures.
-    const again = spawnSync(process.execPath, [BIN, 'encode', '--inputs', '-', '--out-dir', dir], { input: list.join('\n'), encoding: 'utf8' });
+    const again = spawnSync(process.execPath, [BIN, 'encode', '--inputs', '-', '--out-dir', dir], {
+      input: list.join('\n'),
+      encoding: 'utf8',
+    });
     expect(again.status).toBe(1);
     expect(again.stderr).toMatch(/encoded 0 image\(s\) into 0 new shard\(s\) \(F32\); 7 were already there/);
     expect(again.stderr).toMatch(/5 of 7 image\(s\) failed \(5 in earlier runs\)/);
@@ -130,18 +155,30 @@ describe('the compiled CLI', () => {
     const dir = path.join(tempDir(), 'split');
     const someImages = path.join(images, 'a');
     for (const k of [0, 1]) {
-      const r = spawnSync(process.execPath, [BIN, 'encode', someImages, '--part', `${k}/2`, '--dtype', 'BF16', '--out-dir', dir], { encoding: 'utf8' });
+      const r = spawnSync(
+        process.execPath,
+        [BIN, 'encode', someImages, '--part', `${k}/2`, '--dtype', 'BF16', '--out-dir', dir],
+        { encoding: 'utf8' },
+      );
       expect(r.status).toBe(0);
-      expect(r.stderr).toMatch(new RegExp(`part-${k}-of-2: encoded 6 image\\(s\\) into 1 new shard\\(s\\) \\(BF16\\) in`));
+      expect(r.stderr).toMatch(
+        new RegExp(`part-${k}-of-2: encoded 6 image\\(s\\) into 1 new shard\\(s\\) \\(BF16\\) in`),
+      );
     }
     expect(fs.readdirSync(dir).sort()).toEqual(['part-0-of-2', 'part-1-of-2']);
     const ds = openEncodedDataset(dir);
     expect([ds.length, ds.encodedCount]).toEqual([12, 12]);
     expect(ds.read(11).tensors.merged.dtype).toBe('BF16');
     ds.close();
-    const wrong = spawnSync(process.execPath, [BIN, 'encode', someImages, '--part', '0/3', '--out-dir', dir, '--model', '/nonexistent-model'], { encoding: 'utf8' });
+    const wrong = spawnSync(
+      process.execPath,
+      [BIN, 'encode', someImages, '--part', '0/3', '--out-dir', dir, '--model', '/nonexistent-model'],
+      { encoding: 'utf8' },
+    );
     expect(wrong.status).toBeGreaterThan(0);
-    expect(wrong.stderr.trim()).toMatch(/^llava-vision: --out-dir .*split is split into 2 parts \(part-0-of-2\), this run is part 0 of 3$/);
+    expect(wrong.stderr.trim()).toMatch(
+      /^llava-vision: --out-dir .*split is split into 2 parts \(part-0-of-2\), this run is part 0 of 3$/,
+    );
   }, 60_000);
 });
 
@@ -163,9 +200,18 @@ describe('inputs', () => {
     fs.writeFileSync(path.join(root, 'a', 'data.bin'), Buffer.from([0, 1, 2, 3]));
     fs.symlinkSync(root, path.join(root, 'sub', 'loop'));
     fs.rmSync(path.join(root, 'tmp'), { recursive: true });
-    expect(walkImages(root).map((f) => path.relative(root, f))).toEqual(['a/no-extension', 'a/z.JPG', 'b.png', 'sub/deeper/c.webp']);
+    expect(walkImages(root).map((f) => path.relative(root, f))).toEqual([
+      'a/no-extension',
+      'a/z.JPG',
+      'b.png',
+      'sub/deeper/c.webp',
+    ]);
     expect(expandInputs([path.join(root, 'a'), 'rel/missing.png', path.join(root, 'b.png')], ['listed.png'])).toEqual([
-      path.join(root, 'a', 'no-extension'), path.join(root, 'a', 'z.JPG'), path.resolve('rel/missing.png'), path.join(root, 'b.png'), path.resolve('listed.png'),
+      path.join(root, 'a', 'no-extension'),
+      path.join(root, 'a', 'z.JPG'),
+      path.resolve('rel/missing.png'),
+      path.join(root, 'b.png'),
+      path.resolve('listed.png'),
     ]);
   });
 
@@ -180,7 +226,13 @@ describe('progress', () => {
   test('off a terminal: one line per interval with done/total, rate, ETA and failures; on a terminal: the bar', () => {
     let t = 0;
     const out: string[] = [];
-    const p = jobProgress({ label: 'encoding', write: (s) => out.push(s), isTTY: false, intervalMs: 5000, now: () => t });
+    const p = jobProgress({
+      label: 'encoding',
+      write: (s) => out.push(s),
+      isTTY: false,
+      intervalMs: 5000,
+      now: () => t,
+    });
     for (let done = 101; done <= 200; done++) {
       t += 100; // 10 images/s
       p.update({ done, total: 1100, failed: done >= 150 ? 2 : 0, skipped: 100 });

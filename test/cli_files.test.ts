@@ -45,7 +45,14 @@ describe('a swapped --out never overwrites a user file', () => {
   test('the same for preprocess', async () => {
     const photo = copyOf(path.join(DEMO_IMAGES, 'rocket.jpg'), 'rocket-pre.jpg');
     const before = fs.readFileSync(photo);
-    const r = await runCli(['preprocess', '--preprocessor', path.join(__dirname, '..', 'weights', 'demo'), '--out', photo, photo]);
+    const r = await runCli([
+      'preprocess',
+      '--preprocessor',
+      path.join(__dirname, '..', 'weights', 'demo'),
+      '--out',
+      photo,
+      photo,
+    ]);
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/is also an input of this run|not a safetensors file/);
     expect(Buffer.compare(fs.readFileSync(photo), before)).toBe(0);
@@ -53,7 +60,9 @@ describe('a swapped --out never overwrites a user file', () => {
 
   test('--out naming an input of the run is refused even when it is a safetensors file', async () => {
     const pv = path.join(tempDir(), 'pv-in.safetensors');
-    writeSafetensors(pv, { pixel_values: { dtype: 'F32', shape: [1, 3, 336, 336], data: new Float32Array(3 * 336 * 336) } });
+    writeSafetensors(pv, {
+      pixel_values: { dtype: 'F32', shape: [1, 3, 336, 336], data: new Float32Array(3 * 336 * 336) },
+    });
     const before = fs.readFileSync(pv);
     const r = await runCli(['encode', '--quiet', '--pixel-values', pv, '--out', pv]);
     expect(r.code).toBe(1);
@@ -66,7 +75,15 @@ describe('a swapped --out never overwrites a user file', () => {
     fs.cpSync(path.join(__dirname, '..', 'weights', 'demo'), model, { recursive: true });
     const weights = fs.readdirSync(model).find((f) => f.endsWith('.safetensors'))!;
     const before = fs.readFileSync(path.join(model, weights));
-    const r = await runCli(['encode', '--quiet', '--model', model, path.join(DEMO_IMAGES, 'chelsea.png'), '--out', path.join(model, weights)]);
+    const r = await runCli([
+      'encode',
+      '--quiet',
+      '--model',
+      model,
+      path.join(DEMO_IMAGES, 'chelsea.png'),
+      '--out',
+      path.join(model, weights),
+    ]);
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/is also an input of this run/);
     expect(Buffer.compare(fs.readFileSync(path.join(model, weights)), before)).toBe(0);
@@ -95,7 +112,17 @@ describe('inputs are checked before the model loads', () => {
     fs.mkdirSync(folder);
     const good = path.join(DEMO_IMAGES, 'chelsea.png');
     // A model folder that does not exist: had it been opened, the error would be about it.
-    const r = await runCli(['encode', '--model', '/nonexistent-model', good, missing, folder, empty, '--out', path.join(tempDir(), 'x.safetensors')]);
+    const r = await runCli([
+      'encode',
+      '--model',
+      '/nonexistent-model',
+      good,
+      missing,
+      folder,
+      empty,
+      '--out',
+      path.join(tempDir(), 'x.safetensors'),
+    ]);
     expect(r.code).toBe(1);
     expect(r.err.trim().split('\n')).toEqual([
       `llava-vision: ${missing}: no such file`,
@@ -107,9 +134,26 @@ describe('inputs are checked before the model loads', () => {
 
   test('a missing --pixel-values or --projector file is named before the model loads', async () => {
     const out = path.join(tempDir(), 'y.safetensors');
-    const r1 = await runCli(['encode', '--model', '/nonexistent-model', '--pixel-values', '/nope/pv.safetensors', '--out', out]);
+    const r1 = await runCli([
+      'encode',
+      '--model',
+      '/nonexistent-model',
+      '--pixel-values',
+      '/nope/pv.safetensors',
+      '--out',
+      out,
+    ]);
     expect(r1.err).toBe('llava-vision: /nope/pv.safetensors: no such file\n');
-    const r2 = await runCli(['encode', '--model', '/nonexistent-model', '--projector', '/nope/mm_projector.bin', path.join(DEMO_IMAGES, 'chelsea.png'), '--out', out]);
+    const r2 = await runCli([
+      'encode',
+      '--model',
+      '/nonexistent-model',
+      '--projector',
+      '/nope/mm_projector.bin',
+      path.join(DEMO_IMAGES, 'chelsea.png'),
+      '--out',
+      out,
+    ]);
     expect(r2.err).toBe('llava-vision: /nope/mm_projector.bin: no such file\n');
   });
 });
@@ -126,11 +170,22 @@ describe('--out folders', () => {
   test.each([
     ['an existing folder', (d: string) => d, /is a folder: give a file name, e.g. .*tokens\.safetensors/],
     ['a path ending in /', (d: string) => path.join(d, 'not-yet') + '/', /names a folder: give a file name/],
-    ['a path under a file', (d: string) => path.join(d, 'file.txt', 'x.safetensors'), /cannot create its folder .*a part of its path is a file/],
+    [
+      'a path under a file',
+      (d: string) => path.join(d, 'file.txt', 'x.safetensors'),
+      /cannot create its folder .*a part of its path is a file/,
+    ],
   ])('--out as %s is refused up front, naming --out, never a temp file', async (_what, outOf, message) => {
     const dir = fs.mkdtempSync(path.join(tempDir(), 'outdir-'));
     fs.writeFileSync(path.join(dir, 'file.txt'), 'x');
-    const r = await runCli(['encode', '--model', '/nonexistent-model', path.join(DEMO_IMAGES, 'chelsea.png'), '--out', outOf(dir)]);
+    const r = await runCli([
+      'encode',
+      '--model',
+      '/nonexistent-model',
+      path.join(DEMO_IMAGES, 'chelsea.png'),
+      '--out',
+      outOf(dir),
+    ]);
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/--out /);
     expect(r.err).toMatch(message);
@@ -143,9 +198,13 @@ describe('--out folders', () => {
     const dir = fs.mkdtempSync(path.join(tempDir(), 'atomic-'));
     const target = path.join(dir, 'gone', 'x.safetensors');
     expect(() => writeFileAtomic(target, new Uint8Array(4))).toThrow(OutputError);
-    expect(() => writeFileAtomic(target, new Uint8Array(4))).toThrow(`cannot write ${target}: its folder does not exist`);
+    expect(() => writeFileAtomic(target, new Uint8Array(4))).toThrow(
+      `cannot write ${target}: its folder does not exist`,
+    );
     fs.mkdirSync(path.join(dir, 'folder'));
-    expect(() => writeFileAtomic(path.join(dir, 'folder'), new Uint8Array(4))).toThrow(/cannot write .*folder: it is a folder$/);
+    expect(() => writeFileAtomic(path.join(dir, 'folder'), new Uint8Array(4))).toThrow(
+      /cannot write .*folder: it is a folder$/,
+    );
     expectOnly(dir, ['folder']);
   });
 });
@@ -158,7 +217,14 @@ test('no image encoded: no output file at all', async () => {
   expect(r.code).toBe(1);
   expect(r.err).toMatch(/none of the 2 image\(s\) could be encoded; nothing written/);
   expect(fs.existsSync(out)).toBe(false);
-  const r2 = await runCli(['preprocess', '--preprocessor', path.join(__dirname, '..', 'weights', 'demo'), bad, '--out', out]);
+  const r2 = await runCli([
+    'preprocess',
+    '--preprocessor',
+    path.join(__dirname, '..', 'weights', 'demo'),
+    bad,
+    '--out',
+    out,
+  ]);
   expect(r2.code).toBe(1);
   expect(fs.existsSync(out)).toBe(false);
 });
@@ -208,7 +274,11 @@ describe('--out never replaces an input however it was found, nor weights it did
     for (const f of ['model.safetensors', 'config.json', 'preprocessor_config.json']) {
       await refusedOut(args, path.join(llava, 'tower', f), /is also an input of this run .*refusing to overwrite it/);
     }
-    await refusedOut(['preprocess', '--quiet', '--model', llava, IMAGE], path.join(llava, 'tower', 'model.safetensors'), /is also an input of this run/);
+    await refusedOut(
+      ['preprocess', '--quiet', '--model', llava, IMAGE],
+      path.join(llava, 'tower', 'model.safetensors'),
+      /is also an input of this run/,
+    );
   });
 
   test('the tower found through mm_vision_tower in the HF cache: the snapshot entries and the blobs they link to', async () => {
@@ -221,7 +291,11 @@ describe('--out never replaces an input however it was found, nor weights it did
       await refusedOut(args, path.join(snapshot, 'model.safetensors'), /is also an input of this run/);
       await refusedOut(args, path.join(blobs, 'blob-model.safetensors'), /is also an input of this run/);
       // --vision-tower as a hub id, found in the cache, the same
-      await refusedOut([...args, '--vision-tower', 'org/tiny-tower'], path.join(blobs, 'blob-model.safetensors'), /is also an input of this run/);
+      await refusedOut(
+        [...args, '--vision-tower', 'org/tiny-tower'],
+        path.join(blobs, 'blob-model.safetensors'),
+        /is also an input of this run/,
+      );
       // and the run itself works, writing elsewhere
       expect((await runCli([...args, '--out', path.join(tempDir(), 'from-cache.safetensors')])).code).toBe(0);
     } finally {
@@ -233,14 +307,30 @@ describe('--out never replaces an input however it was found, nor weights it did
     const weights = path.join(tempDir(), 'someone-elses.safetensors');
     fs.copyFileSync(path.join(CASE, 'clip_tower', 'model.safetensors'), weights);
     const before = fs.readFileSync(weights);
-    const args = ['encode', '--quiet', '--model', path.join(CASE, 'llava'), '--vision-tower', path.join(CASE, 'clip_tower'), IMAGE];
+    const args = [
+      'encode',
+      '--quiet',
+      '--model',
+      path.join(CASE, 'llava'),
+      '--vision-tower',
+      path.join(CASE, 'clip_tower'),
+      IMAGE,
+    ];
     const r = await runCli([...args, '--out', weights]);
     expect(r.code).toBe(1);
-    expect(r.err).toBe(`llava-vision: --out ${weights} is a safetensors file llava-vision did not write (no producer recorded: weights?); refusing to overwrite it (check the argument order, or add --force)\n`);
+    expect(r.err).toBe(
+      `llava-vision: --out ${weights} is a safetensors file llava-vision did not write (no producer recorded: weights?); refusing to overwrite it (check the argument order, or add --force)\n`,
+    );
     expect(Buffer.compare(fs.readFileSync(weights), before)).toBe(0);
     const other = path.join(tempDir(), 'other-producer.safetensors');
-    writeSafetensors(other, { x: { dtype: 'F32', shape: [1], data: new Float32Array(1) } }, { producer: 'my trainer 1.0' });
-    expect((await runCli([...args, '--out', other])).err).toMatch(/llava-vision did not write \(producer "my trainer 1\.0": weights\?\)/);
+    writeSafetensors(
+      other,
+      { x: { dtype: 'F32', shape: [1], data: new Float32Array(1) } },
+      { producer: 'my trainer 1.0' },
+    );
+    expect((await runCli([...args, '--out', other])).err).toMatch(
+      /llava-vision did not write \(producer "my trainer 1\.0": weights\?\)/,
+    );
     expect((await runCli([...args, '--force', '--out', weights])).code).toBe(0);
     // Now ours: replaced without --force.
     expect((await runCli([...args, IMAGE, '--out', weights])).code).toBe(0);

@@ -33,12 +33,17 @@ function copyDir(src: string): string {
   return dst;
 }
 
-const names = (r: InspectReport, role: string) => r.tensors.filter((t) => t.role === role).map((t) => t.name).sort();
+const names = (r: InspectReport, role: string) =>
+  r.tensors
+    .filter((t) => t.role === role)
+    .map((t) => t.name)
+    .sort();
 
 /** The tensor names `LlavaVision.load` reads (safetensors and torch .bin), per file. */
 async function namesReadByLoad(dir: string, options: LoadOptions = {}): Promise<Map<string, string[]>> {
   const read = new Map<string, string[]>();
-  const note = (file: string, name: string) => read.set(path.resolve(file), [...(read.get(path.resolve(file)) ?? []), name]);
+  const note = (file: string, name: string) =>
+    read.set(path.resolve(file), [...(read.get(path.resolve(file)) ?? []), name]);
   // spies keep calling the originals; the file comes from each call's `this`
   const s1 = jest.spyOn(SafetensorsFile.prototype, 'readBytes');
   const s2 = jest.spyOn(TorchBinFile.prototype, 'readBytes');
@@ -70,35 +75,80 @@ describe('inspectCheckpoint agrees with what LlavaVision.load reads', () => {
     const r = await inspectCheckpoint(dir);
     expect(r.layout).toBe('llava');
     expect(r.format).toBe('safetensors');
-    expect(r.files.map((f) => path.basename(f.file))).toEqual(['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors']);
-    expect(r.visionTower).toMatchObject({ name: 'fixtures/clip-s336-patch14', resolved: null, weightsFrom: 'checkpoint' });
+    expect(r.files.map((f) => path.basename(f.file))).toEqual([
+      'model-00001-of-00002.safetensors',
+      'model-00002-of-00002.safetensors',
+    ]);
+    expect(r.visionTower).toMatchObject({
+      name: 'fixtures/clip-s336-patch14',
+      resolved: null,
+      weightsFrom: 'checkpoint',
+    });
     expect(r.visionTower!.unresolved).toMatch(/not a local CLIP folder.*--vision-tower DIR$/);
     expect(r.vision).toBeNull();
     expect(r.llava).toMatchObject({
-      selectLayer: -2, selectFeature: 'patch', aspect: 'anyres', mergeType: 'spatial_unpad', unfreezeVisionTower: true,
-      gridPinpoints: [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]],
+      selectLayer: -2,
+      selectFeature: 'patch',
+      aspect: 'anyres',
+      mergeType: 'spatial_unpad',
+      unfreezeVisionTower: true,
+      gridPinpoints: [
+        [336, 672],
+        [672, 336],
+        [672, 672],
+        [1008, 336],
+        [336, 1008],
+      ],
       projector: { type: 'mlp2x_gelu', inFeatures: 64, outFeatures: 128, act: 'gelu', bias: true },
     });
     expect(r.totals.tower.count).toBe(71);
-    expect(names(r, 'projector')).toEqual(['model.mm_projector.0.bias', 'model.mm_projector.0.weight', 'model.mm_projector.2.bias', 'model.mm_projector.2.weight']);
+    expect(names(r, 'projector')).toEqual([
+      'model.mm_projector.0.bias',
+      'model.mm_projector.0.weight',
+      'model.mm_projector.2.bias',
+      'model.mm_projector.2.weight',
+    ]);
     expect(names(r, 'image_newline')).toEqual(['model.image_newline']);
-    expect(names(r, 'ignored')).toEqual(['lm_head.weight', 'model.embed_tokens.weight', 'model.layers.0.input_layernorm.weight', 'model.layers.0.self_attn.q_proj.weight', 'model.norm.weight']);
+    expect(names(r, 'ignored')).toEqual([
+      'lm_head.weight',
+      'model.embed_tokens.weight',
+      'model.layers.0.input_layernorm.weight',
+      'model.layers.0.self_attn.q_proj.weight',
+      'model.norm.weight',
+    ]);
     expect(Object.keys(r.totals.ignoredBy)).toEqual(['language model']);
     expect(r.totals.ignored.bytes).toBe((64 * 128 * 2 + 128 + 128 * 128 + 128) * 4);
     // The tower's config comes from its folder: without it the load fails, and inspect says so.
-    expect(r.problems).toEqual([expect.stringMatching(/^mm_vision_tower "fixtures\/clip-s336-patch14" is not a local CLIP folder/)]);
+    expect(r.problems).toEqual([
+      expect.stringMatching(/^mm_vision_tower "fixtures\/clip-s336-patch14" is not a local CLIP folder/),
+    ]);
 
     const withTower = await inspectCheckpoint(dir, { visionTower: path.join(L16, 'clip_tower') });
-    expect(withTower.vision).toMatchObject({ hiddenSize: 64, numHiddenLayers: 4, numAttentionHeads: 4, imageSize: 336, patchSize: 14, numPatches: 576, hiddenAct: 'quick_gelu', layerNormEps: 1e-5 });
+    expect(withTower.vision).toMatchObject({
+      hiddenSize: 64,
+      numHiddenLayers: 4,
+      numAttentionHeads: 4,
+      imageSize: 336,
+      patchSize: 14,
+      numPatches: 576,
+      hiddenAct: 'quick_gelu',
+      layerNormEps: 1e-5,
+    });
     expect(withTower.problems).toEqual([]);
-    expect(loadedByInspect(withTower)).toEqual(await namesReadByLoad(dir, { visionTower: path.join(L16, 'clip_tower') }));
+    expect(loadedByInspect(withTower)).toEqual(
+      await namesReadByLoad(dir, { visionTower: path.join(L16, 'clip_tower') }),
+    );
   });
 
   test('LLaVA-1.5 folder: tower from the vision tower folder, projector from the shards', async () => {
     const dir = path.join(L15, 'llava');
     const tower = path.join(L15, 'clip_tower');
     const r = await inspectCheckpoint(dir, { visionTower: tower });
-    expect(r.visionTower).toMatchObject({ resolved: tower, weightsFrom: 'vision tower folder', folderTensors: { count: 71, dtypes: { F32: 71 } } });
+    expect(r.visionTower).toMatchObject({
+      resolved: tower,
+      weightsFrom: 'vision tower folder',
+      folderTensors: { count: 71, dtypes: { F32: 71 } },
+    });
     expect(r.totals.tower.count).toBe(0);
     expect(r.notes.join('\n')).toMatch(/mm_projector\.bin is not used/);
     const read = await namesReadByLoad(dir, { visionTower: tower });
@@ -114,7 +164,13 @@ describe('inspectCheckpoint agrees with what LlavaVision.load reads', () => {
     for (const f of ['config.json', 'mm_projector.bin']) fs.copyFileSync(path.join(L15, 'llava', f), path.join(dir, f));
     const r = await inspectCheckpoint(dir, { visionTower: path.join(L15, 'clip_tower') });
     expect(r.format).toBeNull();
-    expect(r.files).toEqual([{ file: path.join(dir, 'mm_projector.bin'), bytes: fs.statSync(path.join(dir, 'mm_projector.bin')).size, format: 'torch_bin' }]);
+    expect(r.files).toEqual([
+      {
+        file: path.join(dir, 'mm_projector.bin'),
+        bytes: fs.statSync(path.join(dir, 'mm_projector.bin')).size,
+        format: 'torch_bin',
+      },
+    ]);
     expect(r.llava!.projector.weightsFrom).toEqual([path.join(dir, 'mm_projector.bin')]);
     expect(names(r, 'projector')).toHaveLength(4);
     const read = await namesReadByLoad(dir, { visionTower: path.join(L15, 'clip_tower') });
@@ -123,8 +179,18 @@ describe('inspectCheckpoint agrees with what LlavaVision.load reads', () => {
   });
 
   test.each([
-    ['llava_hf_model_prefixed', HF_PREFIXED, 'BF16', ['lm_head.weight', 'model.language_model.embed_tokens.weight', 'model.language_model.norm.weight']],
-    ['llava_hf', HF_LEGACY, 'F32', ['language_model.lm_head.weight', 'language_model.model.embed_tokens.weight', 'language_model.model.norm.weight']],
+    [
+      'llava_hf_model_prefixed',
+      HF_PREFIXED,
+      'BF16',
+      ['lm_head.weight', 'model.language_model.embed_tokens.weight', 'model.language_model.norm.weight'],
+    ],
+    [
+      'llava_hf',
+      HF_LEGACY,
+      'F32',
+      ['language_model.lm_head.weight', 'language_model.model.embed_tokens.weight', 'language_model.model.norm.weight'],
+    ],
   ])('%s', async (layout, dir, dtype, llm) => {
     const r = await inspectCheckpoint(dir);
     expect(r.layout).toBe(layout);
@@ -141,7 +207,12 @@ describe('inspectCheckpoint agrees with what LlavaVision.load reads', () => {
   test('full CLIP: vision_model.* loaded, the text model ignored; LLaVA defaults reported', async () => {
     const r = await inspectCheckpoint(CLIP_FULL);
     expect(r.layout).toBe('clip');
-    expect(r.llava).toMatchObject({ source: 'defaults', selectLayer: -2, selectFeature: 'patch', projector: { type: null } });
+    expect(r.llava).toMatchObject({
+      source: 'defaults',
+      selectLayer: -2,
+      selectFeature: 'patch',
+      projector: { type: null },
+    });
     expect(Object.keys(r.totals.ignoredBy)).toEqual(['CLIP text model']);
     expect(names(r, 'ignored')).toContain('logit_scale');
     expect(loadedByInspect(r)).toEqual(await namesReadByLoad(CLIP_FULL));
@@ -150,7 +221,10 @@ describe('inspectCheckpoint agrees with what LlavaVision.load reads', () => {
   test('a pytorch_model.bin folder: torch_bin format, position_ids ignored as a buffer', async () => {
     const dir = path.join(tmp(), 'clip-bin');
     fs.mkdirSync(dir);
-    fs.copyFileSync(path.join(CASES, 'tiny_clip_vision_only_f16', 'model', 'config.json'), path.join(dir, 'config.json'));
+    fs.copyFileSync(
+      path.join(CASES, 'tiny_clip_vision_only_f16', 'model', 'config.json'),
+      path.join(dir, 'config.json'),
+    );
     fs.copyFileSync(CLIP_BIN, path.join(dir, 'pytorch_model.bin'));
     const r = await inspectCheckpoint(dir);
     expect([r.layout, r.format]).toEqual(['clip_vision', 'torch_bin']);
@@ -167,7 +241,11 @@ describe('problems inspect reports are the ones the loader fails on', () => {
     const st = SafetensorsFile.open(file);
     const tensors: Record<string, TensorToWrite> = Object.fromEntries(st.keys().map((k) => [k, st.read(k)]));
     st.close();
-    tensors['vision_tower.vision_model.encoder.layers.1.mlp.fc1.weight'] = { dtype: 'F32', shape: [64, 128], data: new Float32Array(64 * 128) };
+    tensors['vision_tower.vision_model.encoder.layers.1.mlp.fc1.weight'] = {
+      dtype: 'F32',
+      shape: [64, 128],
+      data: new Float32Array(64 * 128),
+    };
     delete tensors['multi_modal_projector.linear_2.bias'];
     writeSafetensors(file, tensors);
     const r = await inspectCheckpoint(dir);
@@ -175,13 +253,18 @@ describe('problems inspect reports are the ones the loader fails on', () => {
       `${dir}: vision_tower.vision_model.encoder.layers.1.mlp.fc1.weight has shape [64, 128] but the config expects [128, 64]`,
       `${file}: missing projector tensor multi_modal_projector.linear_2.bias [48]`,
     ]);
-    await expect(LlavaVision.load(dir, { log: null })).rejects.toThrow(/layers\.1\.mlp\.fc1\.weight" has shape \[64, 128\] but the config expects \[128, 64\]/);
+    await expect(LlavaVision.load(dir, { log: null })).rejects.toThrow(
+      /layers\.1\.mlp\.fc1\.weight" has shape \[64, 128\] but the config expects \[128, 64\]/,
+    );
   });
 
   test('a select layer past the tower depth, and spatial_unpad without image_newline', async () => {
     const dir = copyDir(HF_LEGACY);
     const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
-    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...cfg, model_type: 'llava_next', vision_feature_layer: -7 }));
+    fs.writeFileSync(
+      path.join(dir, 'config.json'),
+      JSON.stringify({ ...cfg, model_type: 'llava_next', vision_feature_layer: -7 }),
+    );
     const r = await inspectCheckpoint(dir);
     expect(r.problems).toEqual([
       'select layer -7 is out of range: the tower has 4 hidden states (-4..3)',
@@ -196,12 +279,21 @@ test('visionTowerSpecs lists exactly the CLIPVisionModel parameters and PyTorch 
     const model = new CLIPVisionModel(cfg);
     const params = [...namedParams(model)].map(([k, p]) => [k, p.checkpointShape.join('x')]).sort();
     for (const [, p] of namedParams(model)) p.variables.forEach((v) => v.dispose());
-    expect(visionTowerSpecs(cfg).map((s) => [s.name, s.shape.join('x')]).sort()).toEqual(params);
+    expect(
+      visionTowerSpecs(cfg)
+        .map((s) => [s.name, s.shape.join('x')])
+        .sort(),
+    ).toEqual(params);
   }
 });
 
 test('natural order puts layers.2 before layers.10', () => {
-  expect(['a.layers.10.w', 'a.layers.2.w', 'a.layers.1.w', 'a.b'].sort(naturalCompare)).toEqual(['a.b', 'a.layers.1.w', 'a.layers.2.w', 'a.layers.10.w']);
+  expect(['a.layers.10.w', 'a.layers.2.w', 'a.layers.1.w', 'a.b'].sort(naturalCompare)).toEqual([
+    'a.b',
+    'a.layers.1.w',
+    'a.layers.2.w',
+    'a.layers.10.w',
+  ]);
 });
 
 describe('llava-vision inspect (CLI)', () => {
@@ -210,24 +302,36 @@ describe('llava-vision inspect (CLI)', () => {
     expect(r).toMatchObject({ code: 0, err: '' });
     const out = r.out;
     expect(out).toMatch(/^layout: +llava — original LLaVA/m);
-    expect(out).toMatch(/^weights: +2 files \([\d.]+ [KM]iB\): model-00001-of-00002\.safetensors, model-00002-of-00002\.safetensors$/m);
+    expect(out).toMatch(
+      /^weights: +2 files \([\d.]+ [KM]iB\): model-00001-of-00002\.safetensors, model-00002-of-00002\.safetensors$/m,
+    );
     expect(out).toContain(`resolved:        ${path.join(L16, 'clip_tower')}`);
     expect(out).toContain("tower weights:   this checkpoint's fine-tuned copy");
     expect(out).toContain('hidden 64, layers 4, heads 4, intermediate 256');
     expect(out).toContain('image 336, patch 14 (576 patches), act quick_gelu, eps 1e-5');
     expect(out).toContain('select:    layer -2, feature patch');
     expect(out).toContain('projector: mlp2x_gelu 64 -> 128, act gelu, bias yes');
-    expect(out).toContain('images:    aspect anyres, pinpoints (w×h) 336×672 672×336 672×672 1008×336 336×1008, merge spatial_unpad');
+    expect(out).toContain(
+      'images:    aspect anyres, pinpoints (w×h) 336×672 672×336 672×672 1008×336 336×1008, merge spatial_unpad',
+    );
     expect(out).toContain('unfreeze vision tower: yes');
-    expect(out).toMatch(/^ {4}model\.vision_tower\.vision_tower\.vision_model\.encoder\.layers\.0\.mlp\.fc1\.weight +F32 +\[256, 64\]$/m);
-    expect(out).toContain('    ... model.vision_tower.vision_tower.vision_model.encoder.layers.1..3.*  same names, dtypes and shapes as layer 0 (16 tensors each; --all lists them)');
+    expect(out).toMatch(
+      /^ {4}model\.vision_tower\.vision_tower\.vision_model\.encoder\.layers\.0\.mlp\.fc1\.weight +F32 +\[256, 64\]$/m,
+    );
+    expect(out).toContain(
+      '    ... model.vision_tower.vision_tower.vision_model.encoder.layers.1..3.*  same names, dtypes and shapes as layer 0 (16 tensors each; --all lists them)',
+    );
     expect(out).not.toContain('encoder.layers.2.mlp');
     expect(out).toMatch(/^ {2}ignored: language model \(5 tensors, [\d.]+ KiB, F32\)$/m);
-    expect(out).toMatch(/^would load: +tower 71 tensors \([\d.]+ MiB\), projector 4 tensors \([\d.]+ KiB\), image_newline 1 tensor \(512 B\)$/m);
+    expect(out).toMatch(
+      /^would load: +tower 71 tensors \([\d.]+ MiB\), projector 4 tensors \([\d.]+ KiB\), image_newline 1 tensor \(512 B\)$/m,
+    );
     expect(out).toMatch(/^would ignore: 5 tensors \([\d.]+ KiB\): language model 5$/m);
     expect(out).toMatch(/^problems: none$/m);
     // The GEMM a load would run (the one the backend log line names; LLAVA_VISION_GEMM forces one).
-    expect(out).toMatch(/^GEMM \(wasm\): (fma \(own kernel, relaxed-SIMD FMA\)|mul-add \(own kernel, SIMD mul \+ add\)|xnnpack \(tfjs's XNNPACK\))$/m);
+    expect(out).toMatch(
+      /^GEMM \(wasm\): (fma \(own kernel, relaxed-SIMD FMA\)|mul-add \(own kernel, SIMD mul \+ add\)|xnnpack \(tfjs's XNNPACK\))$/m,
+    );
 
     const all = await runCli(['inspect', '--all', path.join(L16, 'llava')]);
     expect(all.code).toBe(0);
@@ -262,7 +366,12 @@ describe('llava-vision inspect (CLI)', () => {
     expect(r.out).toMatch(/^ {4}model\.mm_projector\.2\.weight +F32 +\[128, 128\]$/m);
     expect(r.out).toContain('note: as --projector mm_projector.bin: only the model.mm_projector.* tensors are read');
     const j = JSON.parse((await runCli(['inspect', '--json', file])).out) as InspectReport;
-    expect(j).toMatchObject({ layout: 'torch .bin', format: 'torch_bin', llava: null, fileProjector: { type: 'mlp2x_gelu', inFeatures: 64, outFeatures: 128, bias: true } });
+    expect(j).toMatchObject({
+      layout: 'torch .bin',
+      format: 'torch_bin',
+      llava: null,
+      fileProjector: { type: 'mlp2x_gelu', inFeatures: 64, outFeatures: 128, bias: true },
+    });
     expect(j.totals.projector).toEqual({ count: 4, bytes: (128 * 64 + 128 * 128 + 256) * 4, dtypes: { F32: 4 } });
   });
 
@@ -281,7 +390,13 @@ describe('llava-vision inspect (CLI)', () => {
     expect(j).toEqual(JSON.parse(JSON.stringify(await inspectCheckpoint(HF_PREFIXED))));
     expect(j.tensors).toHaveLength(46);
     expect(j.tensors.map((t) => t.name)).toContain('model.vision_tower.vision_model.encoder.layers.1.mlp.fc2.weight');
-    expect(j.tensors.find((t) => t.name === 'lm_head.weight')).toMatchObject({ dtype: 'BF16', shape: [64, 48], bytes: 64 * 48 * 2, role: 'ignored', reason: 'language model' });
+    expect(j.tensors.find((t) => t.name === 'lm_head.weight')).toMatchObject({
+      dtype: 'BF16',
+      shape: [64, 48],
+      bytes: 64 * 48 * 2,
+      role: 'ignored',
+      reason: 'language model',
+    });
   });
 
   test('errors are one line on stderr, exit 1 (failures) or 2 (usage)', async () => {
@@ -313,11 +428,22 @@ describe('llava-vision inspect (CLI)', () => {
       const r = await runCli(['inspect', dir]);
       expect(r.code).toBe(0);
       expect(r.out).not.toContain('problems: none');
-      const problem = /^problems \(LlavaVision\.load would fail or differ\):\n {2}- (mm_vision_tower "[^"]+" is not a local CLIP folder .*)$/m.exec(r.out);
+      const problem =
+        /^problems \(LlavaVision\.load would fail or differ\):\n {2}- (mm_vision_tower "[^"]+" is not a local CLIP folder .*)$/m.exec(
+          r.out,
+        );
       expect(problem).not.toBeNull();
       const json = JSON.parse((await runCli(['inspect', '--json', dir])).out) as InspectReport;
       expect(json.problems).toEqual([problem![1]]);
-      const encode = await runCli(['encode', '--model', dir, '--quiet', path.join(FIXTURES, 'images', 'tiny_rgb_37x23.png'), '--out', path.join(tmp(), 'never.safetensors')]);
+      const encode = await runCli([
+        'encode',
+        '--model',
+        dir,
+        '--quiet',
+        path.join(FIXTURES, 'images', 'tiny_rgb_37x23.png'),
+        '--out',
+        path.join(tmp(), 'never.safetensors'),
+      ]);
       expect(encode.code).toBe(1);
       expect(encode.err).toBe(`llava-vision: ${problem![1]}\n`);
     } finally {

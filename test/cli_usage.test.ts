@@ -22,7 +22,13 @@ function tinyLlava(): { model: string[]; pv: string } {
   const id = gc.json.images[0].id;
   const pv = path.join(tempDir(), 'pv1.safetensors');
   if (!fs.existsSync(pv)) {
-    writeSafetensors(pv, { pixel_values: { dtype: 'F32', shape: [1, ...gc.json.expected[`${id}.pixel_values`].shape], data: gc.expected.readFloat32(`${id}.pixel_values`) } });
+    writeSafetensors(pv, {
+      pixel_values: {
+        dtype: 'F32',
+        shape: [1, ...gc.json.expected[`${id}.pixel_values`].shape],
+        data: gc.expected.readFloat32(`${id}.pixel_values`),
+      },
+    });
   }
   return { model: ['--model', path.join(gc.dir, 'llava'), '--vision-tower', path.join(gc.dir, 'clip_tower')], pv };
 }
@@ -48,7 +54,10 @@ describe('item 4: negative numbers are option values', () => {
     [['--select-layer', '-0.5'], '-0.5'],
     [['--select-layer', '-2,-5'], '-2,-5'],
   ])('%j', (argv, value) => {
-    expect(parseOptions(['a.png', ...argv, '--quiet'], spec)).toEqual({ values: { 'select-layer': value, quiet: true }, positionals: ['a.png'] });
+    expect(parseOptions(['a.png', ...argv, '--quiet'], spec)).toEqual({
+      values: { 'select-layer': value, quiet: true },
+      positionals: ['a.png'],
+    });
   });
 
   test('after --, an argument starting with - is a positional, even a negative number', () => {
@@ -65,9 +74,13 @@ describe('item 4: negative numbers are option values', () => {
       }
       throw new Error('no error');
     };
-    expect(message(['--out', '--quiet'])).toBe('--out needs a value, and the next argument is an option; for a value starting with "-", write --out=-VALUE');
+    expect(message(['--out', '--quiet'])).toBe(
+      '--out needs a value, and the next argument is an option; for a value starting with "-", write --out=-VALUE',
+    );
     expect(message(['--out'])).toBe('--out needs a value (see --help)');
-    expect(message(['-x'])).toBe('unknown option -x (see --help; a file name starting with "-" goes after --, e.g. -- -x)');
+    expect(message(['-x'])).toBe(
+      'unknown option -x (see --help; a file name starting with "-" goes after --, e.g. -- -x)',
+    );
     expect(message(['--bogus'])).toBe('unknown option --bogus (see --help)');
     expect(message(['--quiet=yes'])).toBe('--quiet takes no value');
   });
@@ -77,7 +90,18 @@ describe('item 4: negative numbers are option values', () => {
     const outs = [];
     for (const form of [['--select-layer', '-2'], ['--select-layer=-2']]) {
       const out = path.join(tempDir(), `sel${outs.length}.safetensors`);
-      const r = await runCli(['encode', ...model, '--pixel-values', pv, ...form, '--save', 'hidden_states,features', '--quiet', '--out', out]);
+      const r = await runCli([
+        'encode',
+        ...model,
+        '--pixel-values',
+        pv,
+        ...form,
+        '--save',
+        'hidden_states,features',
+        '--quiet',
+        '--out',
+        out,
+      ]);
       expect(r).toEqual({ code: 0, out: '', err: '' });
       outs.push(readAll(out));
     }
@@ -107,16 +131,33 @@ describe('item 4: negative numbers are option values', () => {
 
 describe('item 5: --save lists exactly what is written; comma lists and repeats accumulate', () => {
   test.each([
-    [['--save', 'projected', '--save', 'features'], ['features', 'projected']],
-    [['--save', 'projected,features'], ['features', 'projected']],
-    [['--save', 'features', '--save', 'merged,features'], ['features', 'merged']],
+    [
+      ['--save', 'projected', '--save', 'features'],
+      ['features', 'projected'],
+    ],
+    [
+      ['--save', 'projected,features'],
+      ['features', 'projected'],
+    ],
+    [
+      ['--save', 'features', '--save', 'merged,features'],
+      ['features', 'merged'],
+    ],
     [['--save', 'merged'], ['merged']],
     [[], ['merged']],
   ])('encode IMAGE %j writes %j', async (save, names) => {
     const { model } = tinyLlava();
     const gc = loadCase('tiny_llava_linear_sel-1_patch');
     const out = path.join(tempDir(), 'save.safetensors');
-    const r = await runCli(['encode', ...model, ...save, '--quiet', path.join(gc.dir, gc.json.images[0].file), '--out', out]);
+    const r = await runCli([
+      'encode',
+      ...model,
+      ...save,
+      '--quiet',
+      path.join(gc.dir, gc.json.images[0].file),
+      '--out',
+      out,
+    ]);
     expect(r.code).toBe(0);
     const { keys, options } = readAll(out);
     expect(keys).toEqual(names.map((n) => `images.0.${n}`).sort());
@@ -135,7 +176,9 @@ describe('item 7: warning, --version, exit codes', () => {
     const out = path.join(tempDir(), 'demo.safetensors');
     const r = await runCli(['encode', '--quiet', CHELSEA, '--out', out]);
     expect(r.code).toBe(0);
-    expect(r.err).toMatch(/^llava-vision: no --model given: using the bundled demo checkpoint .* \(generated weights, not a trained model\)\n$/);
+    expect(r.err).toMatch(
+      /^llava-vision: no --model given: using the bundled demo checkpoint .* \(generated weights, not a trained model\)\n$/,
+    );
     const p = await runCli(['preprocess', '--quiet', CHELSEA, '--out', path.join(tempDir(), 'demo-pv.safetensors')]);
     expect(p.code).toBe(0);
     expect(p.err).toMatch(/^llava-vision: no --model given: .*not a trained model\)\n$/);
@@ -144,7 +187,9 @@ describe('item 7: warning, --version, exit codes', () => {
   test('--version prints the package version, in-process and from the installed bin', async () => {
     const { version } = readJson<{ version: string }>(path.join(ROOT, 'package.json'));
     expect(await runCli(['--version'])).toEqual({ code: 0, out: `llava-vision-tfjs ${version}\n`, err: '' });
-    const bin = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'llava-vision.js'), '--version'], { encoding: 'utf8' });
+    const bin = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'llava-vision.js'), '--version'], {
+      encoding: 'utf8',
+    });
     expect([bin.status, bin.stdout]).toEqual([0, `llava-vision-tfjs ${version}\n`]);
   });
 
@@ -160,13 +205,25 @@ describe('item 7: warning, --version, exit codes', () => {
     expect((await runCli(['download', '../evil'])).code).toBe(2);
     expect((await runCli(['inspect'])).code).toBe(2);
     // Failures of the work: a file that cannot be read, an image that cannot be decoded.
-    expect((await runCli(['encode', '--quiet', path.join(tempDir(), 'missing.png'), '--out', path.join(tempDir(), 'm.safetensors')])).code).toBe(1);
+    expect(
+      (
+        await runCli([
+          'encode',
+          '--quiet',
+          path.join(tempDir(), 'missing.png'),
+          '--out',
+          path.join(tempDir(), 'm.safetensors'),
+        ])
+      ).code,
+    ).toBe(1);
     const broken = path.join(tempDir(), 'broken.png');
     fs.writeFileSync(broken, 'not a png');
     expect((await runCli(['encode', '--quiet', broken, '--out', path.join(tempDir(), 'b.safetensors')])).code).toBe(1);
     expect((await runCli(['inspect', path.join(tempDir(), 'nope')])).code).toBe(1);
     expect((await runCli(['--help'])).out).toMatch(/Exit codes: 0 done; 1 the work failed .*\n.*; 2 usage error/);
-    const bin = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'llava-vision.js'), 'encode', '--select-layer'], { encoding: 'utf8' });
+    const bin = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'llava-vision.js'), 'encode', '--select-layer'], {
+      encoding: 'utf8',
+    });
     expect([bin.status, bin.stderr]).toEqual([2, 'llava-vision: --select-layer needs a value (see --help)\n']);
   });
 });
@@ -195,16 +252,30 @@ describe('every usage error exits 2 and does nothing (issue 20)', () => {
     [['encode', '<img>', '--out', '<out>', '--shard-size', '3'], /--shard-size works with --out-dir DIR/],
     [['encode', '<img>', '--out', '<out>', '--part', '0/2'], /--part works with --out-dir DIR/],
     // a projector type LLaVA has no builder for, whatever the checkpoint
-    [['encode', '<img>', '--out', '<out>', '<model>', '--projector-type', 'mlp0x_relu'], /--projector-type: Unknown projector type: mlp0x_relu/],
-    [['encode', '<img>', '--out-dir', '<dir>', '<model>', '--projector-type', 'mlp99x_gelu'], /--projector-type: projector type "mlp99x_gelu" has 99 linear layers/],
+    [
+      ['encode', '<img>', '--out', '<out>', '<model>', '--projector-type', 'mlp0x_relu'],
+      /--projector-type: Unknown projector type: mlp0x_relu/,
+    ],
+    [
+      ['encode', '<img>', '--out-dir', '<dir>', '<model>', '--projector-type', 'mlp99x_gelu'],
+      /--projector-type: projector type "mlp99x_gelu" has 99 linear layers/,
+    ],
     // download: the file list and revision
     [['download', 'org/name', '--files', ','], /--files needs at least one file name/],
-    [['download', 'org/name', '--files', '../config.json'], /--files: file "\.\.\/config\.json" must be a plain file name/],
-    [['download', 'org/name', '--files', 'config.json,sub/x.json'], /--files: file "sub\/x\.json" must be a plain file name/],
+    [
+      ['download', 'org/name', '--files', '../config.json'],
+      /--files: file "\.\.\/config\.json" must be a plain file name/,
+    ],
+    [
+      ['download', 'org/name', '--files', 'config.json,sub/x.json'],
+      /--files: file "sub\/x\.json" must be a plain file name/,
+    ],
     [['download', 'org/name', '--revision', 'a..b'], /--revision "a\.\.b" is not a branch, tag or commit name/],
     [['download', 'org/name', '--revision', ''], /--revision "" is not a branch, tag or commit name/],
   ])('%j', async (template, message) => {
-    const args = template.flatMap((a) => (a === '<dir>' ? dir() : a === '<out>' ? out() : a === '<img>' ? CHELSEA : a === '<model>' ? model : a));
+    const args = template.flatMap((a) =>
+      a === '<dir>' ? dir() : a === '<out>' ? out() : a === '<img>' ? CHELSEA : a === '<model>' ? model : a,
+    );
     const r = await runCli(args);
     expect({ code: r.code, out: r.out }).toEqual({ code: 2, out: '' });
     expect(r.err).toMatch(message);

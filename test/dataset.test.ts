@@ -36,13 +36,30 @@ beforeAll(async () => {
   fs.writeFileSync(path.join(bad, 'empty.png'), '');
   fs.writeFileSync(path.join(bad, 'broken.png'), Buffer.from('\x89PNG\r\n\x1a\nnot really a png'));
   // index:  0        1 (missing)                    2        3 (folder)                   4        5 (empty)                     6        7 (undecodable)               8        9        10
-  inputs = [good[0], path.join(bad, 'missing.png'), good[1], path.join(bad, 'a-folder'), good[2], path.join(bad, 'empty.png'), good[3], path.join(bad, 'broken.png'), good[4], good[5], good[6]];
+  inputs = [
+    good[0],
+    path.join(bad, 'missing.png'),
+    good[1],
+    path.join(bad, 'a-folder'),
+    good[2],
+    path.join(bad, 'empty.png'),
+    good[3],
+    path.join(bad, 'broken.png'),
+    good[4],
+    good[5],
+    good[6],
+  ];
   refDir = path.join(tempDir(), 'ref');
   await writeEncodedDataset(model, inputs, refDir, { outputs: [...OUTPUTS], shardSize: 3 });
 }, 120_000);
 afterAll(() => model.dispose());
 
-const lines = (dir: string) => fs.readFileSync(path.join(dir, 'manifest.jsonl'), 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as ManifestEntry);
+const lines = (dir: string) =>
+  fs
+    .readFileSync(path.join(dir, 'manifest.jsonl'), 'utf8')
+    .trimEnd()
+    .split('\n')
+    .map((l) => JSON.parse(l) as ManifestEntry);
 const copy = (from: string, name: string) => {
   const to = path.join(tempDir(), name);
   fs.cpSync(from, to, { recursive: true });
@@ -51,10 +68,19 @@ const copy = (from: string, name: string) => {
 
 describe('writing', () => {
   test('shards of N images, a manifest line per image, dataset.json; bad inputs are recorded failures', () => {
-    expect(Object.keys(folderHashes(refDir))).toEqual(['dataset.json', 'manifest.jsonl', 'shard-00000.safetensors', 'shard-00001.safetensors', 'shard-00002.safetensors', 'shard-00003.safetensors']);
+    expect(Object.keys(folderHashes(refDir))).toEqual([
+      'dataset.json',
+      'manifest.jsonl',
+      'shard-00000.safetensors',
+      'shard-00001.safetensors',
+      'shard-00002.safetensors',
+      'shard-00003.safetensors',
+    ]);
     const manifest = lines(refDir);
     expect(manifest.map((e) => e.index)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-    expect(manifest.map((e) => e.shard)).toEqual([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3].map((n) => `shard-0000${n}.safetensors`));
+    expect(manifest.map((e) => e.shard)).toEqual(
+      [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3].map((n) => `shard-0000${n}.safetensors`),
+    );
     expect(manifest.map((e) => e.source)).toEqual(inputs);
     const errors = Object.fromEntries(manifest.filter((e) => e.error).map((e) => [e.index, e.error]));
     expect(Object.keys(errors).map(Number)).toEqual([1, 3, 5, 7]);
@@ -62,11 +88,17 @@ describe('writing', () => {
     expect(errors[3]).toMatch(/a-folder: is a directory/);
     expect(errors[5]).toMatch(/empty\.png: empty file/);
     expect(errors[7]).toMatch(/cannot decode image .*broken\.png/);
-    expect(manifest[0]).toMatchObject({ image_size: [24, 20], tensors: { merged: [576, 128], features: [1, 576, 64] } });
+    expect(manifest[0]).toMatchObject({
+      image_size: [24, 20],
+      tensors: { merged: [576, 128], features: [1, 576, 64] },
+    });
 
     const tensors = shardTensors(refDir);
-    expect([...tensors.keys()].sort()).toEqual([0, 2, 4, 6, 8, 9, 10].flatMap((i) => [`images.${i}.features`, `images.${i}.merged`]).sort());
-    for (const e of manifest.filter((x) => !x.error)) expect(tensors.get(`images.${e.index}.merged`)!.shard).toBe(e.shard);
+    expect([...tensors.keys()].sort()).toEqual(
+      [0, 2, 4, 6, 8, 9, 10].flatMap((i) => [`images.${i}.features`, `images.${i}.merged`]).sort(),
+    );
+    for (const e of manifest.filter((x) => !x.error))
+      expect(tensors.get(`images.${e.index}.merged`)!.shard).toBe(e.shard);
 
     // A shard describes itself: its __metadata__ carries its manifest lines.
     const st = SafetensorsFile.open(path.join(refDir, 'shard-00001.safetensors'));
@@ -74,7 +106,13 @@ describe('writing', () => {
     expect(st.metadata.format).toBe('llava-vision-dataset shard');
     st.close();
     const info = readJson<DatasetInfo>(path.join(refDir, 'dataset.json'));
-    expect(info).toMatchObject({ format: 'llava-vision-dataset', part: null, inputs: { count: 11 }, shard_size: 3, options: { save: ['merged', 'features'], dtype: 'F32', aspect: 'pad' } });
+    expect(info).toMatchObject({
+      format: 'llava-vision-dataset',
+      part: null,
+      inputs: { count: 11 },
+      shard_size: 3,
+      options: { save: ['merged', 'features'], dtype: 'F32', aspect: 'pad' },
+    });
     expect(info.producer).toMatch(/^llava-vision-tfjs \d+\.\d+\.\d+/);
   });
 
@@ -87,14 +125,18 @@ describe('writing', () => {
         const t = alone.tensors[`images.0.${name}`];
         const stored = tensors.get(`images.${i}.${name}`)!;
         expect(stored.shape).toEqual(t.shape);
-        if (!stored.bytes.equals(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength))) throw new Error(`images.${i}.${name} differs from image ${file} encoded alone`);
+        if (!stored.bytes.equals(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)))
+          throw new Error(`images.${i}.${name} differs from image ${file} encoded alone`);
       }
     }
   });
 
   test('nothing leaks: no tensor left behind by a dataset encode', async () => {
     const before = tf.memory().numTensors;
-    await writeEncodedDataset(model, good.slice(0, 2), path.join(tempDir(), 'leak'), { outputs: ['merged'], shardSize: 1 });
+    await writeEncodedDataset(model, good.slice(0, 2), path.join(tempDir(), 'leak'), {
+      outputs: ['merged'],
+      shardSize: 1,
+    });
     expect(tf.memory().numTensors).toBe(before);
   });
 
@@ -110,7 +152,10 @@ describe('writing', () => {
       const b = ref.get(key)!.bytes;
       return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
     };
-    for (const [dtype, toBits] of [['F16', f32ToF16Bits], ['BF16', f32ToBf16Bits]] as const) {
+    for (const [dtype, toBits] of [
+      ['F16', f32ToF16Bits],
+      ['BF16', f32ToBf16Bits],
+    ] as const) {
       const dir = path.join(tempDir(), `dtype-${dtype}`);
       await writeEncodedDataset(model, inputs.slice(0, 3), dir, { outputs: [...OUTPUTS], dtype, shardSize: 2 });
       const stored = shardTensors(dir);
@@ -118,13 +163,20 @@ describe('writing', () => {
         const t = stored.get(key)!;
         expect(t.dtype).toBe(dtype);
         const bits = new Uint16Array(t.bytes.buffer, t.bytes.byteOffset, t.bytes.byteLength / 2);
-        expect(Buffer.from(bits.buffer, bits.byteOffset, bits.byteLength).equals(Buffer.from(Uint16Array.from(f32(key), toBits).buffer))).toBe(true);
+        expect(
+          Buffer.from(bits.buffer, bits.byteOffset, bits.byteLength).equals(
+            Buffer.from(Uint16Array.from(f32(key), toBits).buffer),
+          ),
+        ).toBe(true);
       }
       const ds = openEncodedDataset(dir);
       const merged = ds.read(0).tensors.merged;
       expect(merged.dtype).toBe(dtype);
       const bits = Uint16Array.from(f32('images.0.merged'), toBits);
-      const widened = dtype === 'F16' ? Float32Array.from(bits, f16BitsToF32) : new Float32Array(Uint32Array.from(bits, (b) => b << 16).buffer);
+      const widened =
+        dtype === 'F16'
+          ? Float32Array.from(bits, f16BitsToF32)
+          : new Float32Array(Uint32Array.from(bits, (b) => b << 16).buffer);
       expect(Buffer.from(merged.data.buffer).equals(Buffer.from(widened.buffer))).toBe(true);
       ds.close();
     }
@@ -141,19 +193,29 @@ describe('resuming', () => {
     expect(folderHashes(dir)).toEqual(before);
   });
 
-  test('kill during a manifest append: the torn last line is dropped, the lost shard redone; dead writers\' temp files removed, nothing else', async () => {
+  test("kill during a manifest append: the torn last line is dropped, the lost shard redone; dead writers' temp files removed, nothing else", async () => {
     const dir = copy(refDir, 'resume-torn');
     // The shard in progress is lost (shard 3: only its temp file is left) and the append before it was cut mid-line.
     fs.rmSync(path.join(dir, 'shard-00003.safetensors'));
-    const kept = lines(dir).filter((e) => e.shard !== 'shard-00003.safetensors').map((e) => JSON.stringify(e) + '\n').join('');
+    const kept = lines(dir)
+      .filter((e) => e.shard !== 'shard-00003.safetensors')
+      .map((e) => JSON.stringify(e) + '\n')
+      .join('');
     fs.writeFileSync(path.join(dir, 'manifest.jsonl'), kept + '{"index":9,"source":"/x');
     const deadPid = 2 ** 22 + 12345; // above Linux's largest pid_max: no such process
-    const temp = (pid: number, host = hostTag(), target = 'shard-00003.safetensors') => `${target}.llava-vision-tmp-${host}-${pid}-00aa11bb22cc`;
+    const temp = (pid: number, host = hostTag(), target = 'shard-00003.safetensors') =>
+      `${target}.llava-vision-tmp-${host}-${pid}-00aa11bb22cc`;
     fs.writeFileSync(path.join(dir, temp(deadPid)), 'partial');
     fs.writeFileSync(path.join(dir, temp(deadPid, hostTag(), 'manifest.jsonl')), 'partial');
     // Kept: a live writer's file (another process on this host), a fresh one from another host (its pid
     // means nothing here), and files that merely look like temp files.
-    const keep = [temp(process.ppid), temp(deadPid, '0badc0de'), 'notes.tmp-2024-12', `shard-00003.safetensors.tmp-${deadPid}-00aa11`, temp(deadPid, hostTag(), 'notes.txt')];
+    const keep = [
+      temp(process.ppid),
+      temp(deadPid, '0badc0de'),
+      'notes.tmp-2024-12',
+      `shard-00003.safetensors.tmp-${deadPid}-00aa11`,
+      temp(deadPid, hostTag(), 'notes.txt'),
+    ];
     for (const name of keep) fs.writeFileSync(path.join(dir, name), 'not to be deleted');
     const oldOther = temp(deadPid, 'feedf00d');
     fs.writeFileSync(path.join(dir, oldOther), 'abandoned on another host');
@@ -161,7 +223,11 @@ describe('resuming', () => {
     fs.utimesSync(path.join(dir, oldOther), longAgo, longAgo);
 
     const progress: number[] = [];
-    const summary = await writeEncodedDataset(model, inputs, dir, { outputs: [...OUTPUTS], shardSize: 3, onProgress: (p) => progress.push(p.done) });
+    const summary = await writeEncodedDataset(model, inputs, dir, {
+      outputs: [...OUTPUTS],
+      shardSize: 3,
+      onProgress: (p) => progress.push(p.done),
+    });
     expect(summary).toMatchObject({ skipped: 9, encoded: 2, shards: 1, failedTotal: 4 });
     expect(progress).toEqual([1, 2]);
     for (const name of keep) expect(fs.readFileSync(path.join(dir, name), 'utf8')).toBe('not to be deleted');
@@ -169,12 +235,17 @@ describe('resuming', () => {
     expect(folderHashes(dir)).toEqual(folderHashes(refDir));
   });
 
-  test('kill between a shard\'s rename and its manifest append: the lines are rebuilt from the shard, nothing redone', async () => {
+  test("kill between a shard's rename and its manifest append: the lines are rebuilt from the shard, nothing redone", async () => {
     const dir = copy(refDir, 'resume-unlisted');
     for (const cut of ['shard-00003.safetensors', 'shard-00002.safetensors']) {
       // Shards 2 and 3 in place, the manifest listing neither (and, second time, only part of shard 2's lines).
-      const kept = lines(dir).filter((e) => e.shard < cut).map((e) => JSON.stringify(e) + '\n');
-      fs.writeFileSync(path.join(dir, 'manifest.jsonl'), kept.slice(0, cut.endsWith('3.safetensors') ? kept.length : kept.length - 2).join(''));
+      const kept = lines(dir)
+        .filter((e) => e.shard < cut)
+        .map((e) => JSON.stringify(e) + '\n');
+      fs.writeFileSync(
+        path.join(dir, 'manifest.jsonl'),
+        kept.slice(0, cut.endsWith('3.safetensors') ? kept.length : kept.length - 2).join(''),
+      );
       const summary = await writeEncodedDataset(model, inputs, dir, { outputs: [...OUTPUTS], shardSize: 3 });
       expect(summary).toMatchObject({ skipped: 11, encoded: 0, shards: 0 });
       expect(folderHashes(dir)).toEqual(folderHashes(refDir));
@@ -186,7 +257,15 @@ describe('resuming', () => {
     fs.rmSync(path.join(dir, 'shard-00001.safetensors'));
     const summary = await writeEncodedDataset(model, inputs, dir, { outputs: [...OUTPUTS], shardSize: 3 });
     expect(summary).toMatchObject({ skipped: 8, encoded: 1, shards: 1, failedTotal: 4 });
-    expect(lines(dir).slice(-3).map((e) => [e.index, e.shard])).toEqual([[3, 'shard-00004.safetensors'], [4, 'shard-00004.safetensors'], [5, 'shard-00004.safetensors']]);
+    expect(
+      lines(dir)
+        .slice(-3)
+        .map((e) => [e.index, e.shard]),
+    ).toEqual([
+      [3, 'shard-00004.safetensors'],
+      [4, 'shard-00004.safetensors'],
+      [5, 'shard-00004.safetensors'],
+    ]);
     const [a, b] = [shardTensors(dir), shardTensors(refDir)];
     expect(a.get('images.4.merged')!.shard).toBe('shard-00004.safetensors');
     for (const [key, t] of b) expect(a.get(key)!.bytes.equals(t.bytes)).toBe(true);
@@ -195,17 +274,27 @@ describe('resuming', () => {
   test('other options, another model or changed inputs: a clear error, the folder untouched', async () => {
     const dir = copy(refDir, 'resume-mismatch');
     const before = folderHashes(dir);
-    await expect(writeEncodedDataset(model, inputs, dir, { outputs: [...OUTPUTS], dtype: 'F16' })).rejects.toThrow(/never mixed: options\.dtype: "F32" \(dataset\) vs "F16" \(this run\)/);
-    await expect(writeEncodedDataset(model, inputs, dir, { outputs: ['merged'] })).rejects.toThrow(/options\.save: \["merged","features"\] \(dataset\) vs \["merged"\] \(this run\)/);
-    await expect(writeEncodedDataset(model, inputs, dir, { outputs: [...OUTPUTS], aspect: 'square' })).rejects.toThrow(/options\.aspect: "pad" \(dataset\) vs "square"/);
+    await expect(writeEncodedDataset(model, inputs, dir, { outputs: [...OUTPUTS], dtype: 'F16' })).rejects.toThrow(
+      /never mixed: options\.dtype: "F32" \(dataset\) vs "F16" \(this run\)/,
+    );
+    await expect(writeEncodedDataset(model, inputs, dir, { outputs: ['merged'] })).rejects.toThrow(
+      /options\.save: \["merged","features"\] \(dataset\) vs \["merged"\] \(this run\)/,
+    );
+    await expect(writeEncodedDataset(model, inputs, dir, { outputs: [...OUTPUTS], aspect: 'square' })).rejects.toThrow(
+      /options\.aspect: "pad" \(dataset\) vs "square"/,
+    );
     const clip = await LlavaVision.load(path.join(DEMO, 'clip_tower'), { log: null });
     try {
-      await expect(writeEncodedDataset(clip, inputs, dir, { outputs: ['features'] })).rejects.toThrow(/model: another model by content \(sha256:[0-9a-f]{12}… made from .*weights\/demo \(dataset\) vs sha256:[0-9a-f]{12}… from .*clip_tower \(this run\)\)/);
+      await expect(writeEncodedDataset(clip, inputs, dir, { outputs: ['features'] })).rejects.toThrow(
+        /model: another model by content \(sha256:[0-9a-f]{12}… made from .*weights\/demo \(dataset\) vs sha256:[0-9a-f]{12}… from .*clip_tower \(this run\)\)/,
+      );
     } finally {
       clip.dispose();
     }
     const swapped = [inputs[2], ...inputs.slice(1, 2), inputs[0], ...inputs.slice(3)];
-    await expect(writeEncodedDataset(model, swapped, dir, { outputs: [...OUTPUTS], shardSize: 3 })).rejects.toThrow(/image 0 was .*img-000\.png when this dataset was written, and is .*img-001\.png now: the inputs changed/);
+    await expect(writeEncodedDataset(model, swapped, dir, { outputs: [...OUTPUTS], shardSize: 3 })).rejects.toThrow(
+      /image 0 was .*img-000\.png when this dataset was written, and is .*img-001\.png now: the inputs changed/,
+    );
     expect(folderHashes(dir)).toEqual(before);
   });
 
@@ -224,7 +313,11 @@ describe('parts', () => {
   test('part-K-of-N folders hold the indices ≡ K (mod N) and read back as the unsplit dataset', async () => {
     const dir = path.join(tempDir(), 'parts');
     for (const index of [0, 2]) {
-      const summary = await writeEncodedDataset(model, inputs, dir, { outputs: [...OUTPUTS], shardSize: 2, part: { index, count: 3 } });
+      const summary = await writeEncodedDataset(model, inputs, dir, {
+        outputs: [...OUTPUTS],
+        shardSize: 2,
+        part: { index, count: 3 },
+      });
       expect(summary.dir).toBe(path.join(dir, `part-${index}-of-3`));
       expect(summary.images).toBe(index === 0 ? 4 : 3);
     }
@@ -236,7 +329,11 @@ describe('parts', () => {
     ds.close();
     expect(lines(path.join(dir, 'part-0-of-3')).map((e) => e.index)).toEqual([0, 3, 6, 9]);
 
-    await writeEncodedDataset(model, inputs, dir, { outputs: [...OUTPUTS], shardSize: 2, part: { index: 1, count: 3 } });
+    await writeEncodedDataset(model, inputs, dir, {
+      outputs: [...OUTPUTS],
+      shardSize: 2,
+      part: { index: 1, count: 3 },
+    });
     ds = openEncodedDataset(dir);
     const ref = openEncodedDataset(refDir);
     expect(ds.missing).toEqual([]);
@@ -246,7 +343,8 @@ describe('parts', () => {
       if (!ref.has(i)) continue;
       const [a, b] = [ds.read(i), ref.read(i)];
       expect(a.source).toBe(b.source);
-      for (const name of OUTPUTS) expect(Buffer.from(a.tensors[name].data.buffer).equals(Buffer.from(b.tensors[name].data.buffer))).toBe(true);
+      for (const name of OUTPUTS)
+        expect(Buffer.from(a.tensors[name].data.buffer).equals(Buffer.from(b.tensors[name].data.buffer))).toBe(true);
     }
     ds.close();
     ref.close();
@@ -259,14 +357,22 @@ describe('parts', () => {
     const foreign = path.join(tempDir(), 'foreign');
     fs.mkdirSync(foreign);
     fs.writeFileSync(path.join(foreign, 'notes.txt'), 'mine');
-    expect(() => checkDatasetDir(parts)).toThrow(/split into 3 parts \(part-0-of-3, part-1-of-3, part-2-of-3\): add to one with --part K\/3/);
-    expect(() => checkDatasetDir(parts, { index: 0, count: 2 })).toThrow(/split into 3 parts .* this run is part 0 of 2/);
+    expect(() => checkDatasetDir(parts)).toThrow(
+      /split into 3 parts \(part-0-of-3, part-1-of-3, part-2-of-3\): add to one with --part K\/3/,
+    );
+    expect(() => checkDatasetDir(parts, { index: 0, count: 2 })).toThrow(
+      /split into 3 parts .* this run is part 0 of 2/,
+    );
     expect(() => checkDatasetDir(refDir, { index: 0, count: 2 })).toThrow(/not split into parts/);
     expect(() => checkDatasetDir(file)).toThrow(/a-file is a file, not a folder/);
     expect(() => checkDatasetDir(path.join(file, 'sub'))).toThrow(/a part of its path is a file/);
     expect(() => checkDatasetDir(foreign)).toThrow(/foreign is not empty and holds no dataset\.json \(notes\.txt\)/);
-    expect(() => checkDatasetDir(foreign, { index: 3, count: 3 })).toThrow(/part 3 of 3 is out of range: K must be 0\.\.2/);
-    expect(checkDatasetDir(path.join(tempDir(), 'new'), { index: 1, count: 2 })).toBe(path.join(tempDir(), 'new', 'part-1-of-2'));
+    expect(() => checkDatasetDir(foreign, { index: 3, count: 3 })).toThrow(
+      /part 3 of 3 is out of range: K must be 0\.\.2/,
+    );
+    expect(checkDatasetDir(path.join(tempDir(), 'new'), { index: 1, count: 2 })).toBe(
+      path.join(tempDir(), 'new', 'part-1-of-2'),
+    );
   });
 });
 
@@ -328,7 +434,11 @@ describe('reading', () => {
     for await (const b of ds.batches({ name: 'merged', batchSize: 3, seed: 5 })) {
       const rows = b.indices.map((i) => ds.read(i, ['merged']).tensors.merged.data);
       const data = b.tensor.dataSync();
-      rows.forEach((r, k) => expect(Buffer.from(data.buffer, data.byteOffset + k * r.byteLength, r.byteLength).equals(Buffer.from(r.buffer))).toBe(true));
+      rows.forEach((r, k) =>
+        expect(
+          Buffer.from(data.buffer, data.byteOffset + k * r.byteLength, r.byteLength).equals(Buffer.from(r.buffer)),
+        ).toBe(true),
+      );
       b.tensor.dispose();
       break; // leaving an epoch early is fine
     }

@@ -56,9 +56,15 @@ describe('nothing that is not ours is deleted', () => {
   test('a folder holding only look-alikes of temp files is not empty: refused, every file kept', async () => {
     const dir = path.join(tempDir(), 'look-alikes');
     fs.mkdirSync(dir);
-    const names = ['notes.tmp-2024-12', 'shard-00000.safetensors.tmp-99999999-abcdef', 'draft.llava-vision-tmp-0badc0de-1-00aa11bb22cc'];
+    const names = [
+      'notes.tmp-2024-12',
+      'shard-00000.safetensors.tmp-99999999-abcdef',
+      'draft.llava-vision-tmp-0badc0de-1-00aa11bb22cc',
+    ];
     for (const n of names) fs.writeFileSync(path.join(dir, n), 'mine');
-    expect(await oneLine(write(dir))).toMatch(/look-alikes is not empty and holds no dataset\.json \(.*notes\.tmp-2024-12.*\): give a new or empty folder/);
+    expect(await oneLine(write(dir))).toMatch(
+      /look-alikes is not empty and holds no dataset\.json \(.*notes\.tmp-2024-12.*\): give a new or empty folder/,
+    );
     expect(fs.readdirSync(dir).sort()).toEqual([...names].sort());
   });
 });
@@ -71,7 +77,9 @@ describe('nothing outside the folder is written: links are refused, never writte
     fs.symlinkSync(outside, path.join(dir, 'manifest.jsonl'));
     const before = fs.readFileSync(outside);
     fs.rmSync(path.join(dir, 'shard-00002.safetensors')); // a resume that would append lines
-    expect(await oneLine(write(dir))).toMatch(/manifest\.jsonl is a symbolic link: a dataset folder's files are its own, never written through a link/);
+    expect(await oneLine(write(dir))).toMatch(
+      /manifest\.jsonl is a symbolic link: a dataset folder's files are its own, never written through a link/,
+    );
     expect(fs.readFileSync(outside).equals(before)).toBe(true);
   });
 
@@ -85,7 +93,9 @@ describe('nothing outside the folder is written: links are refused, never writte
     const target = path.join(tempDir(), 'outside.safetensors');
     fs.renameSync(path.join(shardLink, 'shard-00001.safetensors'), target);
     fs.symlinkSync(target, path.join(shardLink, 'shard-00001.safetensors'));
-    expect(await oneLine(write(shardLink))).toMatch(/shard-00001\.safetensors is a symbolic link: a dataset folder's shards must be its own files/);
+    expect(await oneLine(write(shardLink))).toMatch(
+      /shard-00001\.safetensors is a symbolic link: a dataset folder's shards must be its own files/,
+    );
   });
 
   test('part-K-of-N a link to a folder outside: refused, nothing written there', async () => {
@@ -94,7 +104,9 @@ describe('nothing outside the folder is written: links are refused, never writte
     fs.mkdirSync(dir);
     fs.mkdirSync(outside);
     fs.symlinkSync(outside, path.join(dir, 'part-0-of-2'));
-    expect(await oneLine(write(dir, { part: { index: 0, count: 2 } }))).toMatch(/part-0-of-2 is a symbolic link: a part is written in its own folder, never where a link points/);
+    expect(await oneLine(write(dir, { part: { index: 0, count: 2 } }))).toMatch(
+      /part-0-of-2 is a symbolic link: a part is written in its own folder, never where a link points/,
+    );
     expect(await oneLine(write(dir, { part: { index: 1, count: 2 } }))).toMatch(/part-0-of-2 is a symbolic link/);
     expect(fs.readdirSync(outside)).toEqual([]);
   });
@@ -108,19 +120,28 @@ describe('a dataset is never mixed', () => {
   });
 
   test('a shard copied in from a dataset made with other settings: refused by resume and by the reader, naming what differs', async () => {
-    for (const [name, target] of [['shard-replaced', 'shard-00001.safetensors'], ['shard-added', 'shard-00003.safetensors']] as const) {
+    for (const [name, target] of [
+      ['shard-replaced', 'shard-00001.safetensors'],
+      ['shard-added', 'shard-00003.safetensors'],
+    ] as const) {
       const dir = copy(refDir, name);
       fs.copyFileSync(path.join(f16Dir, 'shard-00001.safetensors'), path.join(dir, target));
       if (target === 'shard-00003.safetensors') fs.rmSync(path.join(dir, 'shard-00001.safetensors'));
       const before = folderHashes(dir);
-      expect(await oneLine(write(dir))).toMatch(new RegExp(`${target.replace('.', '\\.')} was made with other settings than .*dataset\\.json: options\\.dtype: "F16" \\(shard\\) vs "F32" \\(dataset\\.json\\); a dataset is never mixed`));
+      expect(await oneLine(write(dir))).toMatch(
+        new RegExp(
+          `${target.replace('.', '\\.')} was made with other settings than .*dataset\\.json: options\\.dtype: "F16" \\(shard\\) vs "F32" \\(dataset\\.json\\); a dataset is never mixed`,
+        ),
+      );
       expect(folderHashes(dir)).toEqual(before);
     }
     // The reader, on the shard it reads (a replaced shard keeps its manifest lines).
     const dir = path.join(tempDir(), 'shard-replaced');
     const ds = openEncodedDataset(dir);
     expect(ds.read(0).tensors.features.dtype).toBe('F32');
-    expect(() => ds.read(2)).toThrow(/shard-00001\.safetensors was made with other settings than .*dataset\.json: options\.dtype: "F16" \(shard\) vs "F32" \(dataset\.json\)/);
+    expect(() => ds.read(2)).toThrow(
+      /shard-00001\.safetensors was made with other settings than .*dataset\.json: options\.dtype: "F16" \(shard\) vs "F32" \(dataset\.json\)/,
+    );
     ds.close();
   });
 
@@ -128,7 +149,9 @@ describe('a dataset is never mixed', () => {
     const edited = copy(refDir, 'edited-json');
     const file = path.join(edited, 'dataset.json');
     fs.writeFileSync(file, fs.readFileSync(file, 'utf8').replace('"dtype": "F32"', '"dtype": "F16"'));
-    expect(() => openEncodedDataset(edited)).toThrow(/dataset\.json: its settings do not match its settings_digest: the file was edited by hand/);
+    expect(() => openEncodedDataset(edited)).toThrow(
+      /dataset\.json: its settings do not match its settings_digest: the file was edited by hand/,
+    );
     expect(await oneLine(write(edited, { dtype: 'F16' }))).toMatch(/edited by hand/);
 
     // Edited with care (digest recomputed): every shard now disagrees with it.
@@ -138,8 +161,12 @@ describe('a dataset is never mixed', () => {
     const { settingsDigest } = await import('../src/api/dataset_format');
     info.settings_digest = settingsDigest(info);
     fs.writeFileSync(path.join(careful, 'dataset.json'), JSON.stringify(info));
-    expect(() => openEncodedDataset(careful)).toThrow(/shard-00000\.safetensors was made with other settings than .*dataset\.json: options\.dtype: "F32" \(shard\) vs "F16" \(dataset\.json\)/);
-    expect(await oneLine(write(careful, { dtype: 'F16' }))).toMatch(/shard-00000\.safetensors was made with other settings/);
+    expect(() => openEncodedDataset(careful)).toThrow(
+      /shard-00000\.safetensors was made with other settings than .*dataset\.json: options\.dtype: "F32" \(shard\) vs "F16" \(dataset\.json\)/,
+    );
+    expect(await oneLine(write(careful, { dtype: 'F16' }))).toMatch(
+      /shard-00000\.safetensors was made with other settings/,
+    );
   });
 });
 
@@ -182,11 +209,15 @@ describe('the model is known by its content, not its path', () => {
     const other = await LlavaVision.load(tweaked, { log: null });
     try {
       const dir = copy(refDir, 'resume-tweaked');
-      expect(await oneLine(write(dir, {}, other))).toMatch(/never mixed: model: another model by content \(sha256:[0-9a-f]{12}… made from .*weights\/demo \(dataset\) vs sha256:[0-9a-f]{12}… from .*model-tweaked \(this run\)\)/);
+      expect(await oneLine(write(dir, {}, other))).toMatch(
+        /never mixed: model: another model by content \(sha256:[0-9a-f]{12}… made from .*weights\/demo \(dataset\) vs sha256:[0-9a-f]{12}… from .*model-tweaked \(this run\)\)/,
+      );
       const parts = path.join(tempDir(), 'parts-tweaked');
       await write(parts, { part: { index: 0, count: 2 } });
       await write(parts, { part: { index: 1, count: 2 } }, other);
-      expect(() => openEncodedDataset(parts)).toThrow(/part-1-of-2 was made with other settings than .*part-0-of-2: model\.digest: "sha256:[0-9a-f]+" \(first part\) vs "sha256:[0-9a-f]+" \(this part\)/);
+      expect(() => openEncodedDataset(parts)).toThrow(
+        /part-1-of-2 was made with other settings than .*part-0-of-2: model\.digest: "sha256:[0-9a-f]+" \(first part\) vs "sha256:[0-9a-f]+" \(this part\)/,
+      );
     } finally {
       other.dispose();
     }
@@ -205,7 +236,8 @@ describe('the numerics that change the bits are part of the identity: threads, G
     one.dispose();
     two.dispose();
   });
-  const THREADS_DIFFER = /numerics\.threads: 1 \((first part|dataset)\) vs 2 \((this part|this run)\) — run with --threads 1 \(threads: 1\) to match/;
+  const THREADS_DIFFER =
+    /numerics\.threads: 1 \((first part|dataset)\) vs 2 \((this part|this run)\) — run with --threads 1 \(threads: 1\) to match/;
 
   test('parts encoded at 1 and 2 threads are refused when joined, naming the thread counts and how to match', async () => {
     const dir = path.join(tempDir(), 'parts-threads');
@@ -226,7 +258,9 @@ describe('the numerics that change the bits are part of the identity: threads, G
     await write(ref1, { shardSize: 6 }, one, images.slice(0, 1));
     await write(ref2, { shardSize: 6 }, two, images.slice(0, 1));
     const [a, b] = [openEncodedDataset(ref1), openEncodedDataset(ref2)];
-    expect(Buffer.from(a.read(0).tensors.features.data.buffer).equals(Buffer.from(b.read(0).tensors.features.data.buffer))).toBe(false);
+    expect(
+      Buffer.from(a.read(0).tensors.features.data.buffer).equals(Buffer.from(b.read(0).tensors.features.data.buffer)),
+    ).toBe(false);
     a.close();
     b.close();
   });
@@ -276,7 +310,9 @@ describe('the numerics that change the bits are part of the identity: threads, G
         message = (e as Error).message;
       }
       expect(message.split('\n')).toHaveLength(1);
-      expect(message).toContain(`numerics.gemm: "${one.gemm}" (first part) vs "xnnpack" (this part) — run with LLAVA_VISION_GEMM=${one.gemm} to match`);
+      expect(message).toContain(
+        `numerics.gemm: "${one.gemm}" (first part) vs "xnnpack" (this part) — run with LLAVA_VISION_GEMM=${one.gemm} to match`,
+      );
     } finally {
       xnnpack.dispose();
     }
@@ -291,7 +327,10 @@ describe('a tampered folder in the reader: a one-line error, fast, in bounded me
       try { const ds = require(${JSON.stringify(index)}).openEncodedDataset(${JSON.stringify(dir)}); ds.read(0); console.log('opened', ds.length); }
       catch (e) { console.log(e.constructor.name + ': ' + e.message); }`;
     const t0 = Date.now();
-    const r = spawnSync('bash', ['-c', `ulimit -v 4000000; exec "${process.execPath}" -e "$0"`, script], { encoding: 'utf8', timeout: 30_000 });
+    const r = spawnSync('bash', ['-c', `ulimit -v 4000000; exec "${process.execPath}" -e "$0"`, script], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     return { out: (r.stdout + r.stderr).trim(), status: r.status, ms: Date.now() - t0 };
   }
 
@@ -303,7 +342,9 @@ describe('a tampered folder in the reader: a one-line error, fast, in bounded me
       lines[1] = lines[1].replace(/"index":1,/, `"index":${index},`);
       fs.writeFileSync(file, lines.join('\n'));
       const r = openInChild(dir);
-      expect(r.out).toMatch(/^CheckpointError: .*manifest\.jsonl line 2: (not a manifest entry \(index \d+ is not an image index|image \d+ is beyond the dataset's 6 inputs)/);
+      expect(r.out).toMatch(
+        /^CheckpointError: .*manifest\.jsonl line 2: (not a manifest entry \(index \d+ is not an image index|image \d+ is beyond the dataset's 6 inputs)/,
+      );
     }
   });
 
@@ -318,25 +359,43 @@ describe('a tampered folder in the reader: a one-line error, fast, in bounded me
     const shard = copy(refDir, 'fifo-shard');
     fs.rmSync(path.join(shard, 'shard-00000.safetensors'));
     expect(spawnSync('mkfifo', [path.join(shard, 'shard-00000.safetensors')]).status).toBe(0);
-    expect(openInChild(shard).out).toMatch(/^CheckpointError: .*shard-00000\.safetensors: not a regular file \(a FIFO\)$/);
+    expect(openInChild(shard).out).toMatch(
+      /^CheckpointError: .*shard-00000\.safetensors: not a regular file \(a FIFO\)$/,
+    );
   });
 
   test('dataset.json a link to /dev/zero, or a huge file: refused by type and size, not read forever', () => {
     const dir = copy(refDir, 'dev-zero');
     fs.rmSync(path.join(dir, 'dataset.json'));
     fs.symlinkSync('/dev/zero', path.join(dir, 'dataset.json'));
-    expect(openInChild(dir).out).toMatch(/^CheckpointError: .*dataset\.json: the dataset description is not a regular file \(a character device\)$/);
+    expect(openInChild(dir).out).toMatch(
+      /^CheckpointError: .*dataset\.json: the dataset description is not a regular file \(a character device\)$/,
+    );
     const big = copy(refDir, 'big-json');
     fs.appendFileSync(path.join(big, 'dataset.json'), Buffer.alloc(3 << 20, 0x20));
-    expect(openInChild(big).out).toMatch(/^CheckpointError: .*dataset\.json: the dataset description is \d+ bytes, more than the 1048576 such a file can be$/);
+    expect(openInChild(big).out).toMatch(
+      /^CheckpointError: .*dataset\.json: the dataset description is \d+ bytes, more than the 1048576 such a file can be$/,
+    );
   });
 
   test('loose types are refused: image_size "99", a string index, a tensor shape of strings, a part folder whose dataset.json names another part', async () => {
     const cases: [string, (line: string) => string, RegExp][] = [
-      ['size-string', (l) => l.replace(/"image_size":\[\d+,\d+\]/, '"image_size":"99"'), /image_size "99" is not \[width, height\]/],
-      ['size-three', (l) => l.replace(/"image_size":\[(\d+),(\d+)\]/, '"image_size":[$1,$2,3]'), /is not \[width, height\]/],
+      [
+        'size-string',
+        (l) => l.replace(/"image_size":\[\d+,\d+\]/, '"image_size":"99"'),
+        /image_size "99" is not \[width, height\]/,
+      ],
+      [
+        'size-three',
+        (l) => l.replace(/"image_size":\[(\d+),(\d+)\]/, '"image_size":[$1,$2,3]'),
+        /is not \[width, height\]/,
+      ],
       ['index-string', (l) => l.replace(/"index":1,/, '"index":"1",'), /index "1" is not an image index/],
-      ['shape-strings', (l) => l.replace(/"features":\[1,(\d+),(\d+)\]/, '"features":["1","$1","$2"]'), /shape of features is not a list of sizes/],
+      [
+        'shape-strings',
+        (l) => l.replace(/"features":\[1,(\d+),(\d+)\]/, '"features":["1","$1","$2"]'),
+        /shape of features is not a list of sizes/,
+      ],
       ['no-tensors', (l) => l.replace(/,"tensors":\{.*\}\}$/, '}'), /neither tensors nor error/],
     ];
     for (const [name, edit, message] of cases) {
@@ -350,12 +409,14 @@ describe('a tampered folder in the reader: a one-line error, fast, in bounded me
     const parts = path.join(tempDir(), 'parts-renamed');
     await write(parts, { part: { index: 0, count: 2 } });
     fs.renameSync(path.join(parts, 'part-0-of-2'), path.join(parts, 'part-1-of-2'));
-    expect(() => openEncodedDataset(parts)).toThrow(/part-1-of-2\/dataset\.json describes part 0 of 2, not the folder's part 1 of 2/);
+    expect(() => openEncodedDataset(parts)).toThrow(
+      /part-1-of-2\/dataset\.json describes part 0 of 2, not the folder's part 1 of 2/,
+    );
   });
 });
 
-describe('the reader\'s backend', () => {
-  test('batches in a script that loaded no model run on the default backend (wasm), not on tfjs\'s pure-JS fallback', () => {
+describe("the reader's backend", () => {
+  test("batches in a script that loaded no model run on the default backend (wasm), not on tfjs's pure-JS fallback", () => {
     const index = path.join(ROOT, 'dist', 'src', 'index.js');
     const tfCore = require.resolve('@tensorflow/tfjs-core');
     const script = `
@@ -365,7 +426,11 @@ describe('the reader\'s backend', () => {
         for await (const b of ds.batches({ name: 'features', batchSize: 2 })) { b.tensor.dispose(); }
         console.log('backend', require(${JSON.stringify(tfCore)}).getBackend());
       })();`;
-    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, LLAVA_VISION_BACKEND: '' } });
+    const r = spawnSync(process.execPath, ['-e', script], {
+      encoding: 'utf8',
+      timeout: 60_000,
+      env: { ...process.env, LLAVA_VISION_BACKEND: '' },
+    });
     expect(r.stdout.trim()).toBe('backend wasm');
     expect(r.stderr).toMatch(/llava-vision: tfjs backend "wasm"/);
   });

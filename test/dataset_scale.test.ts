@@ -78,11 +78,14 @@ describe('scale', () => {
     ds.close();
   }, 180_000);
 
-  test('the writer\'s cost per image does not grow with the shard size (no rescan of the shard per image)', async () => {
+  test("the writer's cost per image does not grow with the shard size (no rescan of the shard per image)", async () => {
     const missing = Array.from({ length: 30_000 }, (_, i) => path.join(tempDir(), 'nowhere', `${i}.png`));
     const time = async (shardSize: number) => {
       const t0 = performance.now();
-      const summary = await writeEncodedDataset(model, missing, path.join(tempDir(), `cost-${shardSize}`), { outputs: ['features'], shardSize });
+      const summary = await writeEncodedDataset(model, missing, path.join(tempDir(), `cost-${shardSize}`), {
+        outputs: ['features'],
+        shardSize,
+      });
       expect(summary.failedTotal).toBe(missing.length);
       return performance.now() - t0;
     };
@@ -102,11 +105,18 @@ describe('scale', () => {
     const lines = r.err.trim().split('\n');
     expect(lines.length).toBeLessThanOrEqual(22);
     expect(lines.filter((l) => /^llava-vision: image \d+: .*: no such file$/.test(l))).toHaveLength(20);
-    expect(lines[lines.length - 1]).toMatch(/5000 of 5000 image\(s\) failed, recorded in .*manifest\.jsonl; the first 20 of this run are named above; the others were written/);
+    expect(lines[lines.length - 1]).toMatch(
+      /5000 of 5000 image\(s\) failed, recorded in .*manifest\.jsonl; the first 20 of this run are named above; the others were written/,
+    );
     const ds = openEncodedDataset(dir);
     expect(ds.failures.length).toBe(5000);
     ds.close();
-    const summary: DatasetWriteSummary = await writeEncodedDataset(model, missing, path.join(tempDir(), 'many-missing-api'), { outputs: ['features'], shardSize: 1000 });
+    const summary: DatasetWriteSummary = await writeEncodedDataset(
+      model,
+      missing,
+      path.join(tempDir(), 'many-missing-api'),
+      { outputs: ['features'], shardSize: 1000 },
+    );
     expect([summary.failures.length, summary.failed, summary.failedTotal]).toEqual([1000, 5000, 5000]);
   }, 120_000);
 });
@@ -117,11 +127,19 @@ describe('inputs', () => {
     const list = path.join(tempDir(), 'long.txt');
     fs.writeFileSync(list, `${good}\n/data/${'x'.repeat(60 << 20)}.png\n`);
     const dir = path.join(tempDir(), 'long-out');
-    const r = spawnSync(process.execPath, [BIN, 'encode', '--model', '/nonexistent-model', '--inputs', list, '--out-dir', dir], { encoding: 'utf8' });
+    const r = spawnSync(
+      process.execPath,
+      [BIN, 'encode', '--model', '/nonexistent-model', '--inputs', list, '--out-dir', dir],
+      { encoding: 'utf8' },
+    );
     expect(r.status).toBe(1);
-    expect(r.stderr.trim()).toMatch(/^llava-vision: --inputs .*long\.txt line 2: 62914570 bytes long, longer than any path \(4096\): not an image path$/);
+    expect(r.stderr.trim()).toMatch(
+      /^llava-vision: --inputs .*long\.txt line 2: 62914570 bytes long, longer than any path \(4096\): not an image path$/,
+    );
     expect(fs.existsSync(dir)).toBe(false);
-    await expect(writeEncodedDataset(model, [good, `/data/${'y'.repeat(5000)}.png`], dir, { outputs: ['features'] })).rejects.toThrow(/input 1 is 5010 bytes long, longer than any path \(4096\)/);
+    await expect(
+      writeEncodedDataset(model, [good, `/data/${'y'.repeat(5000)}.png`], dir, { outputs: ['features'] }),
+    ).rejects.toThrow(/input 1 is 5010 bytes long, longer than any path \(4096\)/);
   }, 60_000);
 
   test('names that are not UTF-8: a folder walk and a list refuse them, naming the entry, instead of making two files one path', async () => {
@@ -129,15 +147,32 @@ describe('inputs', () => {
     const [png] = await makeImages(path.join(tempDir(), 'latin1-src'), 1);
     fs.mkdirSync(dir);
     // 'caf\xe9.png' and 'caf\xe8.png' (Latin-1) both decode to 'caf\ufffd.png'.
-    for (const byte of [0xe9, 0xe8]) fs.copyFileSync(png, Buffer.concat([Buffer.from(dir + '/caf'), Buffer.from([byte]), Buffer.from('.png')]));
+    for (const byte of [0xe9, 0xe8])
+      fs.copyFileSync(png, Buffer.concat([Buffer.from(dir + '/caf'), Buffer.from([byte]), Buffer.from('.png')]));
     fs.copyFileSync(png, path.join(dir, 'plain.png'));
-    fs.writeFileSync(Buffer.concat([Buffer.from(dir + '/notes-'), Buffer.from([0xff]), Buffer.from('.txt')]), 'not an image: skipped like any other');
-    const r = await runCli(['encode', '--model', '/nonexistent-model', dir, '--out-dir', path.join(tempDir(), 'latin1-out')]);
+    fs.writeFileSync(
+      Buffer.concat([Buffer.from(dir + '/notes-'), Buffer.from([0xff]), Buffer.from('.txt')]),
+      'not an image: skipped like any other',
+    );
+    const r = await runCli([
+      'encode',
+      '--model',
+      '/nonexistent-model',
+      dir,
+      '--out-dir',
+      path.join(tempDir(), 'latin1-out'),
+    ]);
     expect(r.code).toBe(1);
-    expect(r.err.trim()).toMatch(/^llava-vision: .*latin1\/caf\\x(e9|e8)\.png: the name of this image is not valid UTF-8, so a dataset cannot record it; rename it/);
+    expect(r.err.trim()).toMatch(
+      /^llava-vision: .*latin1\/caf\\x(e9|e8)\.png: the name of this image is not valid UTF-8, so a dataset cannot record it; rename it/,
+    );
     expect(fs.existsSync(path.join(tempDir(), 'latin1-out'))).toBe(false);
-    expect(() => parseInputList(Buffer.concat([Buffer.from('a.png\n/data/caf'), Buffer.from([0xe9]), Buffer.from('.png\n')]), '--inputs list.txt'))
-      .toThrow(/^--inputs list\.txt line 2: "\/data\/caf\\xe9\.png" is not valid UTF-8, so a dataset cannot record it/);
+    expect(() =>
+      parseInputList(
+        Buffer.concat([Buffer.from('a.png\n/data/caf'), Buffer.from([0xe9]), Buffer.from('.png\n')]),
+        '--inputs list.txt',
+      ),
+    ).toThrow(/^--inputs list\.txt line 2: "\/data\/caf\\xe9\.png" is not valid UTF-8, so a dataset cannot record it/);
   });
 
   test.each([

@@ -51,11 +51,41 @@ const LLAVA = path.join(CASE, 'llava');
 jest.setTimeout(Math.max(120_000, N * 1000));
 const tmp = isolatedTempDir('fuzz-');
 
-
 /** Values a hostile file puts where a number, string or list belongs. */
 const HOSTILE: unknown[] = [
-  0, -1, 1, 2, 3, 7, 255, 256, 65536, 4097, 30000, 1e6, 1e9, 2 ** 31, 2 ** 32, 2 ** 53, 2 ** 53 + 2, 1e308, -1e308,
-  1.5, 0.1, -0, '7', '', 'x'.repeat(10_000), null, true, [], [1], [2, 3], [30000, 30000], {}, { a: 1 },
+  0,
+  -1,
+  1,
+  2,
+  3,
+  7,
+  255,
+  256,
+  65536,
+  4097,
+  30000,
+  1e6,
+  1e9,
+  2 ** 31,
+  2 ** 32,
+  2 ** 53,
+  2 ** 53 + 2,
+  1e308,
+  -1e308,
+  1.5,
+  0.1,
+  -0,
+  '7',
+  '',
+  'x'.repeat(10_000),
+  null,
+  true,
+  [],
+  [1],
+  [2, 3],
+  [30000, 30000],
+  {},
+  { a: 1 },
 ];
 const deepValue = (depth: number): unknown => {
   let v: unknown = 1;
@@ -74,7 +104,12 @@ const deepJson = (v: unknown): string => {
 };
 const hostile = (r: Rng): unknown => (r.chance(0.08) ? deepValue(r.pick([2, 5, 40, 3000, 30000])) : r.pick(HOSTILE));
 
-interface Failure { reader: string; index: number; what: string; problem: string }
+interface Failure {
+  reader: string;
+  index: number;
+  what: string;
+  problem: string;
+}
 const failures: Failure[] = [];
 /** Per reader: cases accepted and refused (a fuzzer whose cases all end the same way tests little). */
 const outcomes: Record<string, { accepted: number; refused: number }> = {};
@@ -95,14 +130,20 @@ async function fuzzCase(reader: string, index: number, what: string, fn: () => u
   } catch (e) {
     tally.refused++;
     refusal = e instanceof Error ? e.message : String(e);
-    if (!(e instanceof LlavaVisionError)) problem = `raw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`.slice(0, 500);
-    else if (e.message.includes('\n') || e.message.length > 2000) problem = `message of ${e.message.length} chars / lines: ${e.message.slice(0, 200)}`;
+    if (!(e instanceof LlavaVisionError))
+      problem = `raw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`.slice(0, 500);
+    else if (e.message.includes('\n') || e.message.length > 2000)
+      problem = `message of ${e.message.length} chars / lines: ${e.message.slice(0, 200)}`;
   }
   const ms = Date.now() - t0;
-  if (process.env.FUZZ_TRACE) process.stderr.write(`${reader} #${index} ${ms} ms ${problem ? 'FAIL' : 'ok'}: ${what.slice(0, 100)}${refusal ? ` -> ${refusal.slice(0, 160)}` : ''}\n`);
+  if (process.env.FUZZ_TRACE)
+    process.stderr.write(
+      `${reader} #${index} ${ms} ms ${problem ? 'FAIL' : 'ok'}: ${what.slice(0, 100)}${refusal ? ` -> ${refusal.slice(0, 160)}` : ''}\n`,
+    );
   if (!problem && ms > CASE_MS) problem = `took ${ms} ms`;
   maxRss = Math.max(maxRss, process.memoryUsage().rss);
-  if (!problem && process.memoryUsage().rss > RSS_LIMIT) problem = `RSS ${Math.round(process.memoryUsage().rss / 2 ** 20)} MB`;
+  if (!problem && process.memoryUsage().rss > RSS_LIMIT)
+    problem = `RSS ${Math.round(process.memoryUsage().rss / 2 ** 20)} MB`;
   if (problem) failures.push({ reader, index, what, problem });
 }
 
@@ -116,12 +157,15 @@ function invariant(ok: boolean, message: string): void {
 describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
   test('safetensors: byte flips, header length, inserted/removed bytes, hostile header values', async () => {
     const r = rng(SEED);
-    const base = serializeSafetensors({
-      a: { dtype: 'F32', shape: [2, 3], data: new Float32Array(6).fill(1.5) },
-      b: { dtype: 'F16', shape: [4], data: new Uint16Array(4).fill(0x3c00) },
-      c: { dtype: 'BF16', shape: [], data: new Uint16Array([0x3f80]) },
-      d: { dtype: 'I64', shape: [2], data: new BigInt64Array([1n, 2n]) },
-    }, { k: 'v' });
+    const base = serializeSafetensors(
+      {
+        a: { dtype: 'F32', shape: [2, 3], data: new Float32Array(6).fill(1.5) },
+        b: { dtype: 'F16', shape: [4], data: new Uint16Array(4).fill(0x3c00) },
+        c: { dtype: 'BF16', shape: [], data: new Uint16Array([0x3f80]) },
+        d: { dtype: 'I64', shape: [2], data: new BigInt64Array([1n, 2n]) },
+      },
+      { k: 'v' },
+    );
     const headerLen = Number(base.readBigUInt64LE(0));
     type Header = Record<string, Record<string, unknown>>;
     const header = JSON.parse(base.subarray(8, 8 + headerLen).toString('utf8')) as Header;
@@ -148,7 +192,10 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
       } else if (kind === 2 || kind === 3) {
         const at = 8 + r.int(bytes.length - 8);
         const n = 1 + r.int(8);
-        bytes = kind === 2 ? Buffer.concat([bytes.subarray(0, at), Buffer.alloc(n, 0x20), bytes.subarray(at)]) : Buffer.concat([bytes.subarray(0, at), bytes.subarray(at + n)]);
+        bytes =
+          kind === 2
+            ? Buffer.concat([bytes.subarray(0, at), Buffer.alloc(n, 0x20), bytes.subarray(at)])
+            : Buffer.concat([bytes.subarray(0, at), bytes.subarray(at + n)]);
         what = `${kind === 2 ? 'insert' : 'remove'} ${n} at ${at}`;
       } else if (kind === 4) {
         const h = copy();
@@ -188,7 +235,10 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
           let total = 0;
           for (const k of st.keys()) total += st.readBytes(k).byteLength;
           // Accepted: the tensors tile the data region exactly (no shifted weights).
-          invariant(total === fs.statSync(p).size - st.dataStart, `tensors hold ${total} bytes of a ${fs.statSync(p).size - st.dataStart}-byte data region`);
+          invariant(
+            total === fs.statSync(p).size - st.dataStart,
+            `tensors hold ${total} bytes of a ${fs.statSync(p).size - st.dataStart}-byte data region`,
+          );
         } finally {
           st.close();
         }
@@ -200,7 +250,10 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
 
   test('index JSON: hostile weight_map and metadata values, duplicate keys, deep nesting, byte flips', async () => {
     const r = rng(SEED + 1);
-    const base = { metadata: { total_size: 64 }, weight_map: { a: 'model-00001-of-00002.safetensors', b: 'model-00002-of-00002.safetensors' } };
+    const base = {
+      metadata: { total_size: 64 },
+      weight_map: { a: 'model-00001-of-00002.safetensors', b: 'model-00002-of-00002.safetensors' },
+    };
     for (let i = 0; i < N; i++) {
       const j = JSON.parse(JSON.stringify(base)) as Record<string, Record<string, unknown>>;
       let text: string;
@@ -215,7 +268,10 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
       } else if (kind === 1) {
         text = JSON.stringify(j).replace('"a":', `"b":"x.safetensors","a":`);
       } else if (kind === 2) {
-        text = JSON.stringify(j).replace('"model-00001-of-00002.safetensors"', deepJson(deepValue(r.pick([3, 50, 20_000]))));
+        text = JSON.stringify(j).replace(
+          '"model-00001-of-00002.safetensors"',
+          deepJson(deepValue(r.pick([3, 50, 20_000]))),
+        );
       } else {
         const t = JSON.stringify(j).split('');
         t[r.int(t.length)] = String.fromCharCode(r.int(128));
@@ -225,7 +281,8 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
       fs.writeFileSync(p, text);
       await fuzzCase('index', i, text.slice(0, 80), () => {
         const { weightMap } = readIndex(p);
-        for (const f of weightMap.values()) invariant(typeof f === 'string' && !f.includes('/') && f !== '..', `shard name ${f}`);
+        for (const f of weightMap.values())
+          invariant(typeof f === 'string' && !f.includes('/') && f !== '..', `shard name ${f}`);
       });
     }
   });
@@ -242,7 +299,12 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
       pixel_values: { exact: true, shape: [2, 3, 2, 2] },
       features: { torch_fp32_max_abs_err: 1e-6, f32_storage_max_abs_err: 1e-7, what: 'w' },
     };
-    const run: Record<string, unknown> = { select_layer: -2, select_feature: 'patch', images: ['a.png', 'b.png'], tiles_per_image: [1, 1] };
+    const run: Record<string, unknown> = {
+      select_layer: -2,
+      select_feature: 'patch',
+      images: ['a.png', 'b.png'],
+      tiles_per_image: [1, 1],
+    };
     for (let i = 0; i < N; i++) {
       const e = JSON.parse(JSON.stringify(expected)) as typeof expected;
       const u = JSON.parse(JSON.stringify(run)) as typeof run;
@@ -252,11 +314,15 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
       if (kind === 0) {
         const name = r.pick(['pixel_values', 'features', 'missing']);
         e[name] ??= {};
-        e[name][r.pick(['exact', 'torch_fp32_max_abs_err', 'f32_storage_max_abs_err', 'ref_max_abs', 'what', 'shape'])] = hostile(r);
+        e[name][
+          r.pick(['exact', 'torch_fp32_max_abs_err', 'f32_storage_max_abs_err', 'ref_max_abs', 'what', 'shape'])
+        ] = hostile(r);
         expectedText = stringifyDeep(e);
         runText = JSON.stringify(u);
       } else if (kind === 1) {
-        u[r.pick(['select_layer', 'select_feature', 'images', 'tiles_per_image', 'interpolate_pos_encoding', 'other'])] = hostile(r);
+        u[
+          r.pick(['select_layer', 'select_feature', 'images', 'tiles_per_image', 'interpolate_pos_encoding', 'other'])
+        ] = hostile(r);
         expectedText = JSON.stringify(e);
         runText = stringifyDeep(u);
       } else if (kind === 2) {
@@ -269,14 +335,21 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
         runText = JSON.stringify(u);
       }
       const p = path.join(tmp(), `reference-${i}.safetensors`);
-      fs.writeFileSync(p, serializeSafetensors(tensors, { format: 'llava-vision-reference/1', expected: expectedText, run: runText }));
+      fs.writeFileSync(
+        p,
+        serializeSafetensors(tensors, { format: 'llava-vision-reference/1', expected: expectedText, run: runText }),
+      );
       await fuzzCase('reference', i, `${expectedText.slice(0, 60)} | ${runText.slice(0, 40)}`, () => {
         const ref = ReferenceFile.open(p);
         try {
           for (const name of ref.keys()) {
             const meta = ref.meta(name);
-            for (const v of [meta.torch_fp32_max_abs_err, meta.f32_storage_max_abs_err]) invariant(v === undefined || (Number.isFinite(v) && v >= 0), `${name}: bound field ${v}`);
-            invariant(ref.read(name).data.length === ref.readRows(name, 0, ref.info(name).shape[0]).length, `${name}: rows`);
+            for (const v of [meta.torch_fp32_max_abs_err, meta.f32_storage_max_abs_err])
+              invariant(v === undefined || (Number.isFinite(v) && v >= 0), `${name}: bound field ${v}`);
+            invariant(
+              ref.read(name).data.length === ref.readRows(name, 0, ref.info(name).shape[0]).length,
+              `${name}: rows`,
+            );
           }
           const layer = ref.run.select_layer;
           invariant(layer === undefined || Number.isSafeInteger(layer), `select_layer ${String(layer)}`);
@@ -293,7 +366,11 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
     const r = rng(SEED + 2);
     const int = (): Ops => {
       const v = r.pick([0, 1, 2, 3, 4, 6, 255, 256, 65536, 300_000, 1_000_000, 2 ** 31 - 1, -1]);
-      return r.chance(0.1) ? P.long(r.pick([2n ** 40n, 2n ** 62n, -(2n ** 40n), 1_000_000_000n])) : r.chance(0.05) ? P.float(v) : P.int(v);
+      return r.chance(0.1)
+        ? P.long(r.pick([2n ** 40n, 2n ** 62n, -(2n ** 40n), 1_000_000_000n]))
+        : r.chance(0.05)
+          ? P.float(v)
+          : P.int(v);
     };
     const BOMB = 4 * 2 ** 20; // elements: 16 MiB of F32 zeros deflate to ~16 KiB
     for (let i = 0; i < N; i++) {
@@ -306,13 +383,40 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
       const valid = bomb || broadcast || shared;
       const numel = bomb ? BOMB : shared ? 16384 : r.pick([0, 1, 4, 6, 8, 1024]);
       const dims = bomb || shared ? 2 : broadcast ? 1 + r.int(2) : r.int(4);
-      const size = bomb ? ints(2048, 2048) : shared ? ints(128, 128) : broadcast ? Array.from({ length: dims }, () => P.int(r.pick([3, 2048, 65536, 300_000, 1_000_000]))) : Array.from({ length: dims }, int);
-      const stride = bomb ? ints(2048, 1) : shared ? ints(128, 1) : Array.from({ length: broadcast || r.chance(0.9) ? dims : dims + 1 }, () => (zeroStrides ? P.int(0) : int()));
-      const cls = valid ? 'FloatStorage' : r.pick(['FloatStorage', 'HalfStorage', 'BFloat16Storage', 'LongStorage', 'BoolStorage', 'Evil']);
+      const size = bomb
+        ? ints(2048, 2048)
+        : shared
+          ? ints(128, 128)
+          : broadcast
+            ? Array.from({ length: dims }, () => P.int(r.pick([3, 2048, 65536, 300_000, 1_000_000])))
+            : Array.from({ length: dims }, int);
+      const stride = bomb
+        ? ints(2048, 1)
+        : shared
+          ? ints(128, 1)
+          : Array.from({ length: broadcast || r.chance(0.9) ? dims : dims + 1 }, () =>
+              zeroStrides ? P.int(0) : int(),
+            );
+      const cls = valid
+        ? 'FloatStorage'
+        : r.pick(['FloatStorage', 'HalfStorage', 'BFloat16Storage', 'LongStorage', 'BoolStorage', 'Evil']);
       const t = call(
         P.global('torch._utils', r.chance(0.95) ? '_rebuild_tensor_v2' : 'eval'),
-        [...P.tuple(P.str('storage'), P.global('torch', cls), P.str(r.chance(0.95) ? '0' : '../0'), P.str('cpu'), P.int(numel)), ...P.binpersid],
-        valid || r.chance(0.7) ? P.int(0) : int(), P.tuple(...size), P.tuple(...stride), P.false, call(P.global('collections', 'OrderedDict')),
+        [
+          ...P.tuple(
+            P.str('storage'),
+            P.global('torch', cls),
+            P.str(r.chance(0.95) ? '0' : '../0'),
+            P.str('cpu'),
+            P.int(numel),
+          ),
+          ...P.binpersid,
+        ],
+        valid || r.chance(0.7) ? P.int(0) : int(),
+        P.tuple(...size),
+        P.tuple(...stride),
+        P.false,
+        call(P.global('collections', 'OrderedDict')),
       );
       const copies = shared ? 1 + r.int(1000) : 1;
       const items = Array.from({ length: copies }, (_, c) => [...P.str(`model.layers.${c}.weight`), ...t]).flat();
@@ -328,25 +432,39 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
       ]);
       const p = path.join(tmp(), `bin-${i}.bin`);
       fs.writeFileSync(p, bytes);
-      await fuzzCase('torch_bin', i, `${copies > 1 ? `${copies} names, ` : ''}${bomb ? 'deflate bomb ' : ''}${cls}(${numel}) size ${dims} dims${zeroStrides ? ' stride 0' : ''}, method ${method}`, () => {
-        const f = TorchBinFile.open(p);
-        let total = 0;
-        try {
-          for (const k of f.keys()) {
-            const info = f.info(k);
-            const n = info.shape.reduce((a, b) => a * b, 1);
-            const out = f.read(k).data;
-            // Accepted: the work is bounded by the file's real size (a repeated view by 1 MiB at most).
-            invariant(out.byteLength <= Math.max(bytes.length, 2 ** 20), `read ${out.byteLength} bytes from a ${bytes.length}-byte file`);
-            invariant(out.byteLength === n * DTYPE_SIZE[info.dtype], `${out.byteLength} bytes for ${n} ${info.dtype}`);
-            total += out.byteLength;
+      await fuzzCase(
+        'torch_bin',
+        i,
+        `${copies > 1 ? `${copies} names, ` : ''}${bomb ? 'deflate bomb ' : ''}${cls}(${numel}) size ${dims} dims${zeroStrides ? ' stride 0' : ''}, method ${method}`,
+        () => {
+          const f = TorchBinFile.open(p);
+          let total = 0;
+          try {
+            for (const k of f.keys()) {
+              const info = f.info(k);
+              const n = info.shape.reduce((a, b) => a * b, 1);
+              const out = f.read(k).data;
+              // Accepted: the work is bounded by the file's real size (a repeated view by 1 MiB at most).
+              invariant(
+                out.byteLength <= Math.max(bytes.length, 2 ** 20),
+                `read ${out.byteLength} bytes from a ${bytes.length}-byte file`,
+              );
+              invariant(
+                out.byteLength === n * DTYPE_SIZE[info.dtype],
+                `${out.byteLength} bytes for ${n} ${info.dtype}`,
+              );
+              total += out.byteLength;
+            }
+            // And all tensors together: shared storages (tied weights) at most 4 times.
+            invariant(
+              total <= 4 * bytes.length + 2 ** 20,
+              `read ${total} bytes in all from a ${bytes.length}-byte file`,
+            );
+          } finally {
+            f.close();
           }
-          // And all tensors together: shared storages (tied weights) at most 4 times.
-          invariant(total <= 4 * bytes.length + 2 ** 20, `read ${total} bytes in all from a ${bytes.length}-byte file`);
-        } finally {
-          f.close();
-        }
-      });
+        },
+      );
     }
   });
 
@@ -354,7 +472,24 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
 
   test('JSON scanner: token soup and hostile values; what it accepts is within the depth limit', async () => {
     const r = rng(SEED + 3);
-    const pieces = ['{', '}', '[', ']', ',', ':', '"a"', '"b"', '"\\u0061"', '"\\"', '"\\\\"', '1', 'null', ' ', '"x"', '"'];
+    const pieces = [
+      '{',
+      '}',
+      '[',
+      ']',
+      ',',
+      ':',
+      '"a"',
+      '"b"',
+      '"\\u0061"',
+      '"\\"',
+      '"\\\\"',
+      '1',
+      'null',
+      ' ',
+      '"x"',
+      '"',
+    ];
     for (let i = 0; i < N * 4; i++) {
       const text = r.chance(0.5)
         ? Array.from({ length: 1 + r.int(20) }, () => r.pick(pieces)).join('')
@@ -372,45 +507,106 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
     const r = rng(SEED + 4);
     const tower = Checkpoint.open(TOWER);
     const llava = Checkpoint.open(LLAVA);
-    const source = (ck: Checkpoint) => ({ source: ck.source, has: (k: string) => ck.has(k), info: (k: string) => ck.info(k), readFloat32: (k: string) => ck.readFloat32(k) });
+    const source = (ck: Checkpoint) => ({
+      source: ck.source,
+      has: (k: string) => ck.has(k),
+      info: (k: string) => ck.info(k),
+      readFloat32: (k: string) => ck.readFloat32(k),
+    });
     const visionBase = readJson<JsonObject>(path.join(TOWER, 'config.json'));
     const llavaBase = readJson<JsonObject>(path.join(LLAVA, 'config.json'));
     const preBase = readJson<JsonObject>(path.join(TOWER, 'preprocessor_config.json'));
     const image = { width: 37, height: 23, data: new Uint8Array(37 * 23 * 3).fill(90) };
     const mutate = (base: JsonObject, keys: string[]) => {
       const j = JSON.parse(JSON.stringify(base)) as Record<string, unknown>;
-      for (let k = 1 + r.int(3); k > 0; k--) j[r.pick(keys)] = r.chance(0.2) ? r.pick(['mlp1000000x_gelu', 'mlp33x_gelu', 'mlp2x_gelu', 'identity', 'pad', 'anyres']) : hostile(r);
+      for (let k = 1 + r.int(3); k > 0; k--)
+        j[r.pick(keys)] = r.chance(0.2)
+          ? r.pick(['mlp1000000x_gelu', 'mlp33x_gelu', 'mlp2x_gelu', 'identity', 'pad', 'anyres'])
+          : hostile(r);
       return j;
     };
     try {
       for (let i = 0; i < N; i++) {
-        const v = mutate(visionBase, ['hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'num_channels', 'image_size', 'patch_size', 'layer_norm_eps', 'hidden_act', 'projection_dim']);
+        const v = mutate(visionBase, [
+          'hidden_size',
+          'intermediate_size',
+          'num_hidden_layers',
+          'num_attention_heads',
+          'num_channels',
+          'image_size',
+          'patch_size',
+          'layer_norm_eps',
+          'hidden_act',
+          'projection_dim',
+        ]);
         await fuzzCase('vision config', i, stringifyDeep(v).slice(0, 120), () => {
           const cfg = clipVisionConfigFromJson(v, 'config.json');
           checkVisionConfigAgainstWeights(cfg, source(tower), (p) => p, 'config.json');
           // Passed: every size the build allocates is the checkpoint's (fewer layers than stored is allowed, as in HF).
-          invariant(cfg.hiddenSize === 64 && cfg.intermediateSize === 128 && cfg.numChannels === 3 && cfg.patchSize === 14 &&
-            Math.floor(cfg.imageSize / 14) === 4 && cfg.numHiddenLayers <= 3, `passed with ${JSON.stringify(cfg)}`);
+          invariant(
+            cfg.hiddenSize === 64 &&
+              cfg.intermediateSize === 128 &&
+              cfg.numChannels === 3 &&
+              cfg.patchSize === 14 &&
+              Math.floor(cfg.imageSize / 14) === 4 &&
+              cfg.numHiddenLayers <= 3,
+            `passed with ${JSON.stringify(cfg)}`,
+          );
         });
-        const l = mutate(llavaBase, ['hidden_size', 'mm_hidden_size', 'mm_projector_type', 'mm_vision_select_layer', 'image_grid_pinpoints', 'mm_vision_tower', 'image_aspect_ratio']);
+        const l = mutate(llavaBase, [
+          'hidden_size',
+          'mm_hidden_size',
+          'mm_projector_type',
+          'mm_vision_select_layer',
+          'image_grid_pinpoints',
+          'mm_vision_tower',
+          'image_aspect_ratio',
+        ]);
         await fuzzCase('llava config', i, stringifyDeep(l).slice(0, 120), () => {
           const s = llavaSettingsFromJson(l, 'config.json');
           const type = s.projectorType ?? 'linear';
           const out = s.projectorOut ?? 48;
           if (type !== 'identity') {
-            checkProjectorAgainstWeights({ type, inFeatures: s.projectorIn ?? 64, outFeatures: out }, source(llava), (p) => `model.mm_projector.${p}`, 'config');
-            invariant(type === 'linear' && out === 48 && (s.projectorIn ?? 64) === 64, `passed with ${type} ${s.projectorIn} -> ${out}`);
+            checkProjectorAgainstWeights(
+              { type, inFeatures: s.projectorIn ?? 64, outFeatures: out },
+              source(llava),
+              (p) => `model.mm_projector.${p}`,
+              'config',
+            );
+            invariant(
+              type === 'linear' && out === 48 && (s.projectorIn ?? 64) === 64,
+              `passed with ${type} ${s.projectorIn} -> ${out}`,
+            );
           }
         });
-        const pj = mutate(preBase, ['size', 'crop_size', 'resample', 'image_mean', 'image_std', 'rescale_factor', 'do_center_crop', 'do_resize']);
+        const pj = mutate(preBase, [
+          'size',
+          'crop_size',
+          'resample',
+          'image_mean',
+          'image_std',
+          'rescale_factor',
+          'do_center_crop',
+          'do_resize',
+        ]);
         const aspect = r.pick(['square', 'pad', 'anyres'] as const);
         await fuzzCase('preprocessor config', i, `${aspect} ${stringifyDeep(pj).slice(0, 120)}`, () => {
           const processor = new CLIPImageProcessor(parsePreprocessorConfig(pj, 'preprocessor_config.json'));
           const { size, cropSize } = processor.config;
-          const side = Math.max(cropSize.height, cropSize.width, 'shortestEdge' in size ? size.shortestEdge : Math.max(size.height, size.width));
+          const side = Math.max(
+            cropSize.height,
+            cropSize.width,
+            'shortestEdge' in size ? size.shortestEdge : Math.max(size.height, size.width),
+          );
           // Within the bounds but slow to compute in a unit test: the long run (npm run fuzz) does these too.
           if (side > 1024 && !LONG) return;
-          processImages([image], processor, { aspect, gridPinpoints: [[56, 112], [112, 56]] });
+          processImages([image], processor, {
+            aspect,
+            gridPinpoints: [
+              [56, 112],
+              [112, 56],
+            ],
+          });
         });
       }
     } finally {
@@ -433,14 +629,24 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
       // Real PNGs of up to 4 M pixels in the long run; the suite's run keeps to small ones (seconds in total).
       if (w * h <= (LONG ? 4_000_000 : 200_000) && r.chance(0.7)) {
         const grey = r.chance(0.2);
-        const made = sharp({ create: { width: w, height: h, channels: r.pick([3, 4] as const), background: { r: 9, g: 99, b: 199 } } });
+        const made = sharp({
+          create: { width: w, height: h, channels: r.pick([3, 4] as const), background: { r: 9, g: 99, b: 199 } },
+        });
         const deep16 = r.chance(0.15);
         const shaped = grey ? made.greyscale() : made;
         bytes = await (deep16 ? shaped.toColourspace(grey ? 'grey16' : 'rgb16') : shaped).png().toBuffer();
         what = `png ${w}x${h}${grey ? ' grey' : ''}${deep16 ? ' 16-bit' : ''}`;
       } else {
         [w, h] = [Math.min(w, 2 ** 31 - 1), Math.min(h, 2 ** 31 - 1)];
-        const [depth, colour] = r.pick([[8, 2], [8, 6], [16, 2], [16, 6], [8, 0], [16, 0], [16, 4]]);
+        const [depth, colour] = r.pick([
+          [8, 2],
+          [8, 6],
+          [16, 2],
+          [16, 6],
+          [8, 0],
+          [16, 0],
+          [16, 4],
+        ]);
         bytes = pngHeader(w, h, depth, colour);
         what = `header-only png ${w}x${h}, ${depth}-bit colour type ${colour}`;
       }
@@ -453,7 +659,14 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
       const aspect = r.pick(['square', 'pad', 'anyres'] as const);
       await fuzzCase('image', i, `${what}, ${aspect}`, async () => {
         const img = await decodeImage(bytes, { name: what });
-        const [out] = processImages([img], processor, { aspect, gridPinpoints: [[56, 112], [112, 56], [112, 112]] });
+        const [out] = processImages([img], processor, {
+          aspect,
+          gridPinpoints: [
+            [56, 112],
+            [112, 56],
+            [112, 112],
+          ],
+        });
         invariant(out.shape[2] === 56 && out.shape[3] === 56, `pixel values ${shapeText(out.shape)}`);
       });
     }
@@ -461,7 +674,8 @@ describe(`fuzz (seed ${SEED}, ${N} cases per reader)`, () => {
 
   // Last in the file, so it sees every reader's cases (jest runs a file's tests in order).
   test('every case ended in success or a clean package error, within time and memory bounds', () => {
-    if (LONG || process.env.FUZZ_TRACE) process.stderr.write(`fuzz outcomes: ${JSON.stringify(outcomes)}; peak RSS ${Math.round(maxRss / 2 ** 20)} MB\n`);
+    if (LONG || process.env.FUZZ_TRACE)
+      process.stderr.write(`fuzz outcomes: ${JSON.stringify(outcomes)}; peak RSS ${Math.round(maxRss / 2 ** 20)} MB\n`);
     // All readers' failures in one report, each reproducible from its reader, index and the seed.
     expect(failures.slice(0, 20)).toEqual([]);
     for (const [reader, { accepted, refused }] of Object.entries(outcomes)) {
@@ -488,9 +702,10 @@ function depthOf(v: unknown): number {
 function stringifyDeep(v: unknown): string {
   if (Array.isArray(v) && v.length === 1 && Array.isArray(v[0])) return deepJson(v);
   if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
-    return `{${Object.entries(v).map(([k, x]) => `${JSON.stringify(k)}:${stringifyDeep(x)}`).join(',')}}`;
+    return `{${Object.entries(v)
+      .map(([k, x]) => `${JSON.stringify(k)}:${stringifyDeep(x)}`)
+      .join(',')}}`;
   }
   if (Array.isArray(v)) return `[${v.map(stringifyDeep).join(',')}]`;
   return JSON.stringify(v) ?? 'null';
 }
-

@@ -45,10 +45,45 @@ const deep = (depth: number): unknown => {
 };
 /** What a hostile folder puts where an index, a size, a name or a shape belongs. */
 const HOSTILE: unknown[] = [
-  0, -1, 1, 1.5, 23, 24, 25, 2 ** 31 - 1, 2 ** 31, 2 ** 53, 1e15, 1e308, '7', '99', '', 'x'.repeat(20_000), null, true, [], [1], [9, 9],
-  [9, 9, 9], ['1', '2'], [-1, 4], [1e9, 1e9], {}, { a: 1 }, { features: [1, 4] }, { features: 'x' }, { features: [1, 4], extra: [2 ** 31] },
-  { __proto__: [1] }, 'shard-00000.safetensors', 'shard-99999.safetensors', 'shard-123456789.safetensors', '../../etc/passwd', 'part-0-of-2',
-  'sha256:' + '0'.repeat(64), deep(40), deep(3000),
+  0,
+  -1,
+  1,
+  1.5,
+  23,
+  24,
+  25,
+  2 ** 31 - 1,
+  2 ** 31,
+  2 ** 53,
+  1e15,
+  1e308,
+  '7',
+  '99',
+  '',
+  'x'.repeat(20_000),
+  null,
+  true,
+  [],
+  [1],
+  [9, 9],
+  [9, 9, 9],
+  ['1', '2'],
+  [-1, 4],
+  [1e9, 1e9],
+  {},
+  { a: 1 },
+  { features: [1, 4] },
+  { features: 'x' },
+  { features: [1, 4], extra: [2 ** 31] },
+  { __proto__: [1] },
+  'shard-00000.safetensors',
+  'shard-99999.safetensors',
+  'shard-123456789.safetensors',
+  '../../etc/passwd',
+  'part-0-of-2',
+  'sha256:' + '0'.repeat(64),
+  deep(40),
+  deep(3000),
 ];
 const hostile = (r: Rng) => r.pick(HOSTILE);
 /** JSON that survives a 3000-deep value. */
@@ -60,7 +95,12 @@ const json = (v: unknown) => {
   }
 };
 
-interface Failure { target: string; index: number; what: string; problem: string }
+interface Failure {
+  target: string;
+  index: number;
+  what: string;
+  problem: string;
+}
 const failures: Failure[] = [];
 const outcomes: Record<string, { accepted: number; refused: number }> = {};
 let maxRss = 0;
@@ -74,14 +114,18 @@ async function fuzzCase(target: string, index: number, what: string, fn: () => u
     tally.accepted++;
   } catch (e) {
     tally.refused++;
-    if (!(e instanceof LlavaVisionError)) problem = `raw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`.slice(0, 500);
-    else if (e.message.includes('\n') || e.message.length > 2000) problem = `message of ${e.message.length} chars: ${e.message.slice(0, 200)}`;
-    if (process.env.FUZZ_TRACE) process.stderr.write(`${target} #${index}: ${what.slice(0, 100)} -> ${(e as Error).message.slice(0, 160)}\n`);
+    if (!(e instanceof LlavaVisionError))
+      problem = `raw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`.slice(0, 500);
+    else if (e.message.includes('\n') || e.message.length > 2000)
+      problem = `message of ${e.message.length} chars: ${e.message.slice(0, 200)}`;
+    if (process.env.FUZZ_TRACE)
+      process.stderr.write(`${target} #${index}: ${what.slice(0, 100)} -> ${(e as Error).message.slice(0, 160)}\n`);
   }
   const ms = Date.now() - t0;
   if (!problem && ms > CASE_MS) problem = `took ${ms} ms`;
   maxRss = Math.max(maxRss, process.memoryUsage().rss);
-  if (!problem && process.memoryUsage().rss > RSS_LIMIT) problem = `RSS ${Math.round(process.memoryUsage().rss / 2 ** 20)} MB`;
+  if (!problem && process.memoryUsage().rss > RSS_LIMIT)
+    problem = `RSS ${Math.round(process.memoryUsage().rss / 2 ** 20)} MB`;
   if (problem) failures.push({ target, index, what, problem });
 }
 
@@ -94,7 +138,8 @@ async function readAll(dir: string): Promise<void> {
       const img = ds.read(i);
       const spec = ds.shapes(i);
       for (const [name, t] of Object.entries(img.tensors)) {
-        if (json(t.shape) !== json(spec[name])) throw new Error(`invariant: image ${i} ${name} is ${json(t.shape)}, manifest says ${json(spec[name])}`);
+        if (json(t.shape) !== json(spec[name]))
+          throw new Error(`invariant: image ${i} ${name} is ${json(t.shape)}, manifest says ${json(spec[name])}`);
       }
     }
     let n = 0;
@@ -139,7 +184,11 @@ const fresh = (from: string, i: number, tag: string) => {
   fs.cpSync(from, dir, { recursive: true });
   return dir;
 };
-const shardFiles = (dir: string) => fs.readdirSync(dir).filter((f) => f.startsWith('shard-')).sort();
+const shardFiles = (dir: string) =>
+  fs
+    .readdirSync(dir)
+    .filter((f) => f.startsWith('shard-'))
+    .sort();
 const setAt = (obj: Record<string, unknown>, dotted: string, value: unknown) => {
   const keys = dotted.split('.');
   let o = obj;
@@ -162,7 +211,15 @@ function mutateBytes(r: Rng, bytes: Buffer): { bytes: Buffer; what: string } {
   }
   const at = r.int(bytes.length);
   const n = 1 + r.int(16);
-  if (kind === 2) return { bytes: Buffer.concat([bytes.subarray(0, at), Buffer.alloc(n, r.pick([0x20, 0x0a, 0x7b, 0x22, 0x00])), bytes.subarray(at)]), what: `insert ${n} at ${at}` };
+  if (kind === 2)
+    return {
+      bytes: Buffer.concat([
+        bytes.subarray(0, at),
+        Buffer.alloc(n, r.pick([0x20, 0x0a, 0x7b, 0x22, 0x00])),
+        bytes.subarray(at),
+      ]),
+      what: `insert ${n} at ${at}`,
+    };
   return { bytes: Buffer.concat([bytes.subarray(0, at), bytes.subarray(at + n)]), what: `remove ${n} at ${at}` };
 }
 
@@ -200,7 +257,27 @@ function mutateFolder(r: Rng, dir: string): string {
   }
   if (kind === 2) {
     const info = JSON.parse(fs.readFileSync(datasetJson, 'utf8')) as Record<string, unknown>;
-    const field = r.pick(['format', 'format_version', 'producer', 'model', 'model.digest', 'model.layout', 'numerics', 'numerics.threads', 'numerics.backend', 'options', 'options.save', 'options.dtype', 'options.aspect', 'part', 'part.index', 'inputs.count', 'shard_size', 'made_from', 'settings_digest']);
+    const field = r.pick([
+      'format',
+      'format_version',
+      'producer',
+      'model',
+      'model.digest',
+      'model.layout',
+      'numerics',
+      'numerics.threads',
+      'numerics.backend',
+      'options',
+      'options.save',
+      'options.dtype',
+      'options.aspect',
+      'part',
+      'part.index',
+      'inputs.count',
+      'shard_size',
+      'made_from',
+      'settings_digest',
+    ]);
     const value = hostile(r);
     setAt(info, field, value);
     const redigest = r.chance(0.5);
@@ -224,7 +301,9 @@ function mutateFolder(r: Rng, dir: string): string {
   if (kind === 4) {
     const st = SafetensorsFile.open(shard);
     const metadata: Record<string, string> = { ...st.metadata };
-    const tensors: Record<string, TensorToWrite> = Object.fromEntries(st.keys().map((k) => [k, { ...st.info(k), data: st.readBytes(k) }]));
+    const tensors: Record<string, TensorToWrite> = Object.fromEntries(
+      st.keys().map((k) => [k, { ...st.info(k), data: st.readBytes(k) }]),
+    );
     st.close();
     const op = r.int(5);
     let what: string;
@@ -277,8 +356,12 @@ function mutateFolder(r: Rng, dir: string): string {
   if (kind === 7) {
     // Look-alikes of our temp and lock files, and a few of our own dead temp files: only the latter may go.
     const names = [
-      'notes.tmp-2024-12', `shard-00000.safetensors.tmp-${r.int(99999)}-abcdef`, `shard-00001.safetensors.llava-vision-tmp-00000000-${2 ** 22 + 1}-00aa11bb22cc`,
-      `.llava-vision-lock-${r.pick([1, 2, 99, 1e20])}`, 'dataset.json.llava-vision-tmp-zz-1-00aa11bb22cc', 'shard-7.safetensors',
+      'notes.tmp-2024-12',
+      `shard-00000.safetensors.tmp-${r.int(99999)}-abcdef`,
+      `shard-00001.safetensors.llava-vision-tmp-00000000-${2 ** 22 + 1}-00aa11bb22cc`,
+      `.llava-vision-lock-${r.pick([1, 2, 99, 1e20])}`,
+      'dataset.json.llava-vision-tmp-zz-1-00aa11bb22cc',
+      'shard-7.safetensors',
     ];
     const name = r.pick(names);
     const content = r.pick(['', '{}', json(hostile(r)), 'x'.repeat(100_000)]);
@@ -288,8 +371,16 @@ function mutateFolder(r: Rng, dir: string): string {
   // Shards gone or renamed.
   const op = r.int(3);
   if (op === 0) fs.rmSync(shard);
-  else if (op === 1) fs.renameSync(shard, path.join(dir, r.pick(['shard-00009.safetensors', 'shard-99999999.safetensors', 'shard-1.safetensors'])));
-  else fs.renameSync(shard, path.join(dir, r.pick(shards.filter((s) => path.join(dir, s) !== shard).concat(['shard-00000.safetensors']))));
+  else if (op === 1)
+    fs.renameSync(
+      shard,
+      path.join(dir, r.pick(['shard-00009.safetensors', 'shard-99999999.safetensors', 'shard-1.safetensors'])),
+    );
+  else
+    fs.renameSync(
+      shard,
+      path.join(dir, r.pick(shards.filter((s) => path.join(dir, s) !== shard).concat(['shard-00000.safetensors']))),
+    );
   return `${path.basename(shard)} ${['deleted', 'renamed', 'renamed over another'][op]}`;
 }
 
@@ -298,7 +389,13 @@ function mutateParts(r: Rng, dir: string): string {
   const part = path.join(dir, `part-${r.int(2)}-of-2`);
   const kind = r.int(5);
   if (kind === 0) {
-    fs.renameSync(part, path.join(dir, r.pick(['part-2-of-2', 'part-0-of-3', 'part-01-of-2', 'part-1-of-2x', `part-${2 ** 40}-of-${2 ** 41}`])));
+    fs.renameSync(
+      part,
+      path.join(
+        dir,
+        r.pick(['part-2-of-2', 'part-0-of-3', 'part-01-of-2', 'part-1-of-2x', `part-${2 ** 40}-of-${2 ** 41}`]),
+      ),
+    );
     return `${path.basename(part)} renamed`;
   }
   if (kind === 1) {
@@ -320,7 +417,10 @@ function mutateParts(r: Rng, dir: string): string {
 
 describe(`fuzz: hostile dataset folders (seed ${SEED}, ${N} cases per target)`, () => {
   afterAll(() => {
-    if (process.env.FUZZ_TRACE || N >= 1000) process.stderr.write(`fuzz_dataset outcomes: ${JSON.stringify(outcomes)}; peak RSS ${Math.round(maxRss / 2 ** 20)} MB\n`);
+    if (process.env.FUZZ_TRACE || N >= 1000)
+      process.stderr.write(
+        `fuzz_dataset outcomes: ${JSON.stringify(outcomes)}; peak RSS ${Math.round(maxRss / 2 ** 20)} MB\n`,
+      );
   });
 
   test('reader: mutated manifests, dataset.json, shards, special files, temp and lock look-alikes', async () => {

@@ -32,7 +32,6 @@ const REPO = 'org/hostile';
 jest.setTimeout(Math.max(120_000, N * 4 * CASE_MS));
 guardNetwork();
 
-
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const gitBlobId = (b: Buffer) => createHash('sha1').update(`blob ${b.length}\0`).update(b).digest('hex');
 const isLfs = (f: string) => f.endsWith('.safetensors');
@@ -43,19 +42,43 @@ function makeRepo(r: Rng): Map<string, { v1: Buffer; v2: Buffer }> {
   const weights = bytes(20_000 + r.int(60_000));
   const other = Buffer.from(weights);
   other[r.int(other.length)] ^= 0xff;
-  const config = Buffer.from(JSON.stringify({ model_type: 'clip_vision_model', hidden_size: 64, note: 'x'.repeat(r.int(500)) }));
+  const config = Buffer.from(
+    JSON.stringify({ model_type: 'clip_vision_model', hidden_size: 64, note: 'x'.repeat(r.int(500)) }),
+  );
   return new Map([
     ['config.json', { v1: config, v2: Buffer.from(config.toString().replace('64', '65')) }],
     ['preprocessor_config.json', { v1: Buffer.from('{"crop_size": 56}'), v2: Buffer.from('{"crop_size": 57}') }],
-    ['model.safetensors', { v1: weights, v2: r.chance(0.5) ? other : weights.subarray(0, weights.length - 1 - r.int(100)) }],
+    [
+      'model.safetensors',
+      { v1: weights, v2: r.chance(0.5) ? other : weights.subarray(0, weights.length - 1 - r.int(100)) },
+    ],
   ]);
 }
 
 /** How one case's server lies: per request, an honest answer or one of these. */
 const HEAD_FAULTS = ['status', 'size', 'etag', 'redirect', 'close', 'garbage', 'slowHeaders', 'commit'] as const;
-const GET_FAULTS = ['status', 'cut', 'longer', 'shorter', 'noLength', 'extra', 'corrupt', 'v2', 'range', 'trickle', 'partialUnasked', 'slowHeaders', 'close', 'garbage'] as const;
+const GET_FAULTS = [
+  'status',
+  'cut',
+  'longer',
+  'shorter',
+  'noLength',
+  'extra',
+  'corrupt',
+  'v2',
+  'range',
+  'trickle',
+  'partialUnasked',
+  'slowHeaders',
+  'close',
+  'garbage',
+] as const;
 
-interface Request { method: string; path: string; headers: Record<string, string> }
+interface Request {
+  method: string;
+  path: string;
+  headers: Record<string, string>;
+}
 
 class HostileHub {
   private server = net.createServer((socket) => this.connection(socket));
@@ -73,7 +96,10 @@ class HostileHub {
    */
   unannounced = new Set<string>();
 
-  constructor(private r: Rng, private repo: Map<string, { v1: Buffer; v2: Buffer }>) {}
+  constructor(
+    private r: Rng,
+    private repo: Map<string, { v1: Buffer; v2: Buffer }>,
+  ) {}
 
   async start(): Promise<this> {
     await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
@@ -107,7 +133,9 @@ class HostileHub {
       const [line, ...rest] = buffered.subarray(0, end).toString('latin1').split('\r\n');
       buffered = Buffer.alloc(0);
       const [method, target] = line.split(' ');
-      const headers = Object.fromEntries(rest.map((h) => [h.slice(0, h.indexOf(':')).toLowerCase(), h.slice(h.indexOf(':') + 1).trim()]));
+      const headers = Object.fromEntries(
+        rest.map((h) => [h.slice(0, h.indexOf(':')).toLowerCase(), h.slice(h.indexOf(':') + 1).trim()]),
+      );
       this.answer(socket, { method, path: target, headers });
     });
   }
@@ -117,8 +145,19 @@ class HostileHub {
     return `"${isLfs(file) ? sha256(body) : gitBlobId(body)}"`;
   }
 
-  private send(socket: net.Socket, status: number, headers: Record<string, string | number>, body: Buffer | null, fault: string | null): void {
-    const head = Buffer.from(`HTTP/1.1 ${status} X\r\n${Object.entries({ connection: 'close', ...headers }).map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n`, 'latin1');
+  private send(
+    socket: net.Socket,
+    status: number,
+    headers: Record<string, string | number>,
+    body: Buffer | null,
+    fault: string | null,
+  ): void {
+    const head = Buffer.from(
+      `HTTP/1.1 ${status} X\r\n${Object.entries({ connection: 'close', ...headers })
+        .map(([k, v]) => `${k}: ${v}`)
+        .join('\r\n')}\r\n\r\n`,
+      'latin1',
+    );
     if (fault === 'slowHeaders') {
       let i = 0;
       const drip = () => {
@@ -151,41 +190,105 @@ class HostileHub {
     const entry = this.repo.get(file);
     // With opaque etags, a byte flipped in place, or another version sent whole from another host (an LFS
     // redirect: its ETag is that host's), is undetectable by anyone (no hash to check): not faults then.
-    const undetectable = (f: string) => (f === 'corrupt' && (this.opaque || this.unannounced.has(file))) ||
+    const undetectable = (f: string) =>
+      (f === 'corrupt' && (this.opaque || this.unannounced.has(file))) ||
       (this.opaque && f === 'v2' && cdn !== null && !req.headers.range);
     const faults = req.method === 'HEAD' ? HEAD_FAULTS : GET_FAULTS.filter((f) => !undetectable(f));
     const fault = this.honest || !r.chance(this.faultRate) ? null : r.pick(faults);
-    if (TRACE) this.log.push(`${req.method} ${req.path} ${req.headers.range ?? ''} ${req.headers['if-range'] ?? ''} -> ${fault ?? 'ok'}`);
+    if (TRACE)
+      this.log.push(
+        `${req.method} ${req.path} ${req.headers.range ?? ''} ${req.headers['if-range'] ?? ''} -> ${fault ?? 'ok'}`,
+      );
     if (fault === 'close') return void socket.destroy();
-    if (fault === 'garbage') return void socket.end(r.pick(['HTTP/1.1 abc\r\n\r\n', 'HTTP/9 200\r\nx\r\n\r\n', '\0\0\0\0', 'HTTP/1.1 200 OK\r\ncontent-length: -5\r\n\r\n']));
+    if (fault === 'garbage')
+      return void socket.end(
+        r.pick([
+          'HTTP/1.1 abc\r\n\r\n',
+          'HTTP/9 200\r\nx\r\n\r\n',
+          '\0\0\0\0',
+          'HTTP/1.1 200 OK\r\ncontent-length: -5\r\n\r\n',
+        ]),
+      );
     if (fault === 'status') {
       const status = r.pick([400, 401, 403, 404, 416, 429, 500, 502, 503]);
-      return this.send(socket, status, { 'content-length': 0, ...(r.chance(0.3) ? { 'x-error-code': r.pick(['RepoNotFound', 'EntryNotFound', 'GatedRepo']) } : {}) }, null, null);
+      return this.send(
+        socket,
+        status,
+        {
+          'content-length': 0,
+          ...(r.chance(0.3) ? { 'x-error-code': r.pick(['RepoNotFound', 'EntryNotFound', 'GatedRepo']) } : {}),
+        },
+        null,
+        null,
+      );
     }
-    if (!entry || (!m && !cdn)) return this.send(socket, 404, { 'content-length': 0, 'x-error-code': 'EntryNotFound' }, null, null);
+    if (!entry || (!m && !cdn))
+      return this.send(socket, 404, { 'content-length': 0, 'x-error-code': 'EntryNotFound' }, null, null);
 
     // 'range': a partial answer (to a Range request) continuing another version, ignoring If-Range.
     const version = fault === 'v2' || (fault === 'range' && req.headers.range) ? 'v2' : 'v1';
     const body = entry[version];
     const etag = this.etagOf(file, entry.v1, 'v1');
-    const headers: Record<string, string | number> = { 'x-repo-commit': fault === 'commit' ? r.pick(['../x', 'zz', '']) : COMMIT };
+    const headers: Record<string, string | number> = {
+      'x-repo-commit': fault === 'commit' ? r.pick(['../x', 'zz', '']) : COMMIT,
+    };
     if (req.method === 'HEAD') {
       if (fault === 'etag') this.unannounced.add(file);
-      if (fault === 'redirect') return this.send(socket, 302, { location: r.pick([req.path, 'ftp://127.0.0.1/x', `http://127.0.0.1:${this.port}/cdn/nowhere/v1`]), 'content-length': 0 }, null, null);
+      if (fault === 'redirect')
+        return this.send(
+          socket,
+          302,
+          {
+            location: r.pick([req.path, 'ftp://127.0.0.1/x', `http://127.0.0.1:${this.port}/cdn/nowhere/v1`]),
+            'content-length': 0,
+          },
+          null,
+          null,
+        );
       let size: string | number = entry.v1.length;
       let tag: string | null = etag;
       if (fault === 'size') size = r.pick([0, size - 1, size + 1, 2 ** 52, '12abc', -5, '']);
-      if (fault === 'etag') tag = r.pick([null, `W/${etag}`, `"${'0'.repeat(64)}"`, '"../../x"', `"${'a'.repeat(10_000)}"`, '""', `"${gitBlobId(Buffer.from('other'))}"`]);
+      if (fault === 'etag')
+        tag = r.pick([
+          null,
+          `W/${etag}`,
+          `"${'0'.repeat(64)}"`,
+          '"../../x"',
+          `"${'a'.repeat(10_000)}"`,
+          '""',
+          `"${gitBlobId(Buffer.from('other'))}"`,
+        ]);
       if (isLfs(file)) {
-        return this.send(socket, 302, {
-          ...headers, location: `http://127.0.0.1:${this.port}/cdn/${file}/v1`, 'content-length': 0,
-          ...(tag === null ? {} : { 'x-linked-etag': tag, etag: tag }), 'x-linked-size': size,
-        }, null, fault);
+        return this.send(
+          socket,
+          302,
+          {
+            ...headers,
+            location: `http://127.0.0.1:${this.port}/cdn/${file}/v1`,
+            'content-length': 0,
+            ...(tag === null ? {} : { 'x-linked-etag': tag, etag: tag }),
+            'x-linked-size': size,
+          },
+          null,
+          fault,
+        );
       }
-      return this.send(socket, 200, { ...headers, ...(tag === null ? {} : { etag: tag }), 'content-length': size }, null, fault);
+      return this.send(
+        socket,
+        200,
+        { ...headers, ...(tag === null ? {} : { etag: tag }), 'content-length': size },
+        null,
+        fault,
+      );
     }
     if (m && isLfs(file)) {
-      return this.send(socket, 302, { ...headers, location: `http://127.0.0.1:${this.port}/cdn/${file}/v1`, 'content-length': 0 }, null, null);
+      return this.send(
+        socket,
+        302,
+        { ...headers, location: `http://127.0.0.1:${this.port}/cdn/${file}/v1`, 'content-length': 0 },
+        null,
+        null,
+      );
     }
     // GET of a file: a git file from the hub, an LFS file from the "CDN". A CDN's ETag is its own (opaque).
     const served = cdn ? `"cdn-${version}-${sha256(body).slice(0, 8)}"` : this.etagOf(file, body, version);
@@ -197,7 +300,8 @@ class HostileHub {
     let payload = body.subarray(Math.min(from, body.length));
     const h: Record<string, string | number> = { ...headers, etag: served };
     if (status === 206) h['content-range'] = `bytes ${from}-${body.length - 1}/${body.length}`;
-    if (fault === 'range' && r.chance(0.5)) h['content-range'] = r.pick([`bytes ${from + 7}-${body.length - 1}/${body.length}`, 'bytes */5', 'nonsense']);
+    if (fault === 'range' && r.chance(0.5))
+      h['content-range'] = r.pick([`bytes ${from + 7}-${body.length - 1}/${body.length}`, 'bytes */5', 'nonsense']);
     if (fault === 'partialUnasked') {
       status = 206;
       payload = body.subarray(10);
@@ -209,11 +313,24 @@ class HostileHub {
     }
     if (fault === 'extra') payload = Buffer.concat([payload, Buffer.alloc(1000 + r.int(100_000), 7)]);
     if (fault === 'cut') {
-      const head = `HTTP/1.1 ${status} X\r\nconnection: close\r\n${Object.entries({ ...h, 'content-length': payload.length }).map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n`;
-      return void socket.write(Buffer.concat([Buffer.from(head, 'latin1'), payload.subarray(0, r.int(payload.length + 1))]), () => socket.destroy());
+      const head = `HTTP/1.1 ${status} X\r\nconnection: close\r\n${Object.entries({
+        ...h,
+        'content-length': payload.length,
+      })
+        .map(([k, v]) => `${k}: ${v}`)
+        .join('\r\n')}\r\n\r\n`;
+      return void socket.write(
+        Buffer.concat([Buffer.from(head, 'latin1'), payload.subarray(0, r.int(payload.length + 1))]),
+        () => socket.destroy(),
+      );
     }
     if (fault !== 'noLength' && fault !== 'extra') {
-      h['content-length'] = fault === 'longer' ? payload.length + 1 + r.int(1000) : fault === 'shorter' ? Math.max(0, payload.length - 1 - r.int(10)) : payload.length;
+      h['content-length'] =
+        fault === 'longer'
+          ? payload.length + 1 + r.int(1000)
+          : fault === 'shorter'
+            ? Math.max(0, payload.length - 1 - r.int(10))
+            : payload.length;
     }
     if (fault === 'shorter') payload = payload.subarray(0, Number(h['content-length']));
     this.send(socket, status, h, payload, fault);
@@ -223,7 +340,9 @@ class HostileHub {
 /** Every file under a folder, relative, sorted. */
 function listTree(dir: string): string[] {
   if (!fs.existsSync(dir)) return [];
-  return (fs.readdirSync(dir, { recursive: true }) as string[]).filter((f) => !fs.lstatSync(path.join(dir, f)).isDirectory()).sort();
+  return (fs.readdirSync(dir, { recursive: true }) as string[])
+    .filter((f) => !fs.lstatSync(path.join(dir, f)).isDirectory())
+    .sort();
 }
 
 /** What must hold after any case: no temp file, no lock, and every blob named by a hash holds that content. */
@@ -242,7 +361,11 @@ function checkCache(cacheDir: string): void {
  * A snapshot the call returned: every file is the true (first) version, or, where nothing checkable was
  * announced for it, one version whole — never a mix of two, never a corrupted one.
  */
-function checkSnapshot(snapshot: string, repo: Map<string, { v1: Buffer; v2: Buffer }>, unannounced: Set<string> = new Set()): void {
+function checkSnapshot(
+  snapshot: string,
+  repo: Map<string, { v1: Buffer; v2: Buffer }>,
+  unannounced: Set<string> = new Set(),
+): void {
   for (const f of fs.readdirSync(snapshot)) {
     const data = fs.readFileSync(path.join(snapshot, f));
     const ok = data.equals(repo.get(f)!.v1) || (unannounced.has(f) && data.equals(repo.get(f)!.v2));
@@ -262,7 +385,17 @@ test(`hostile hub servers: ${N} seeded cases (seed ${SEED}) end in the true snap
     hub.opaque = r.chance(0.3);
     hub.faultRate = r.pick([0.15, 0.3, 0.5]);
     const cacheDir = path.join(tmp, `case-${c}`);
-    const options = { endpoint: `http://127.0.0.1:${hub.port}`, cacheDir, token: null, log: null, retryDelayMs: 1, maxRetries: 2, timeoutMs: 150, minBytesPerSecond: 2000, maxRedirects: 3 };
+    const options = {
+      endpoint: `http://127.0.0.1:${hub.port}`,
+      cacheDir,
+      token: null,
+      log: null,
+      retryDelayMs: 1,
+      maxRetries: 2,
+      timeoutMs: 150,
+      minBytesPerSecond: 2000,
+      maxRedirects: 3,
+    };
     const where = `case ${c} (seed ${SEED}, opaque ${hub.opaque}, fault rate ${hub.faultRate})`;
     try {
       const t0 = Date.now();
@@ -272,11 +405,15 @@ test(`hostile hub servers: ${N} seeded cases (seed ${SEED}) end in the true snap
         snapshot = await downloadModel(REPO, options);
         outcome = 'snapshot';
       } catch (e) {
-        if (!(e instanceof LlavaVisionError)) throw new Error(`${where}: not one of ours: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`);
+        if (!(e instanceof LlavaVisionError))
+          throw new Error(`${where}: not one of ours: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`);
         expect(e.message).not.toContain('\n');
         expect(e.message.length).toBeLessThan(2000);
         if (TRACE) console.log(`${where}: ${e.message}`);
-        outcome = (/(timed out|minimum|deadline|no complete answer|network error|HTTP \d+|sha256|git blob id|changed on the server|announced|more than|redirect|JSON|plain file name|not found|weights|partial|unexpected|ended after|broke off)/.exec(e.message) ?? ['other'])[0];
+        outcome =
+          (/(timed out|minimum|deadline|no complete answer|network error|HTTP \d+|sha256|git blob id|changed on the server|announced|more than|redirect|JSON|plain file name|not found|weights|partial|unexpected|ended after|broke off)/.exec(
+            e.message,
+          ) ?? ['other'])[0];
       }
       if (hub.opaque) for (const f of repo.keys()) hub.unannounced.add(f);
       if (snapshot) checkSnapshot(snapshot, repo, hub.unannounced);
@@ -289,7 +426,8 @@ test(`hostile hub servers: ${N} seeded cases (seed ${SEED}) end in the true snap
       checkSnapshot(await downloadModel(REPO, options), repo, hub.unannounced);
       checkCache(cacheDir);
     } catch (e) {
-      if (TRACE || !(e instanceof Error) || !e.message.startsWith(where)) console.error(`${where}\n  ${hub.log.join('\n  ')}`);
+      if (TRACE || !(e instanceof Error) || !e.message.startsWith(where))
+        console.error(`${where}\n  ${hub.log.join('\n  ')}`);
       throw e;
     } finally {
       await hub.close();

@@ -29,17 +29,29 @@ async function startHub(): Promise<FakeHub> {
   hubs.push(hub);
   return hub;
 }
-const quick = (hub: FakeHub, extra: DownloadOptions = {}): DownloadOptions =>
-  ({ endpoint: hub.endpoint, cacheDir: newCache(), token: null, retryDelayMs: 5, timeoutMs: 5000, log: null, ...extra });
+const quick = (hub: FakeHub, extra: DownloadOptions = {}): DownloadOptions => ({
+  endpoint: hub.endpoint,
+  cacheDir: newCache(),
+  token: null,
+  retryDelayMs: 5,
+  timeoutMs: 5000,
+  log: null,
+  ...extra,
+});
 
 /** Every file under a folder, relative, sorted. */
 function listTree(dir: string): string[] {
   if (!fs.existsSync(dir)) return [];
-  return (fs.readdirSync(dir, { recursive: true }) as string[]).filter((f) => !fs.statSync(path.join(dir, f)).isDirectory()).sort();
+  return (fs.readdirSync(dir, { recursive: true }) as string[])
+    .filter((f) => !fs.statSync(path.join(dir, f)).isDirectory())
+    .sort();
 }
 /** What a download leaves besides blobs and snapshots: temp files of ours, lock files. */
 function leftovers(cacheDir: string): string[] {
-  return [...listTree(path.join(cacheDir, REPO_DIR, 'blobs')).filter((f) => f.includes('.incomplete')), ...listTree(path.join(cacheDir, '.locks'))];
+  return [
+    ...listTree(path.join(cacheDir, REPO_DIR, 'blobs')).filter((f) => f.includes('.incomplete')),
+    ...listTree(path.join(cacheDir, '.locks')),
+  ];
 }
 /** A pid that is not running (a process that just ended). */
 async function deadPid(): Promise<number> {
@@ -51,7 +63,16 @@ async function deadPid(): Promise<number> {
 function writeLock(cacheDir: string, blob: string, owner: Record<string, unknown>, ageMs = 0): string {
   const file = path.join(cacheDir, '.locks', REPO_DIR, `${blob}.lock`);
   fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, JSON.stringify({ start_time: null, token: 'theirs', since: new Date().toISOString(), purpose: `downloading model.safetensors of ${REPO}`, ...owner }));
+  fs.writeFileSync(
+    file,
+    JSON.stringify({
+      start_time: null,
+      token: 'theirs',
+      since: new Date().toISOString(),
+      purpose: `downloading model.safetensors of ${REPO}`,
+      ...owner,
+    }),
+  );
   if (ageMs) {
     const then = new Date(Date.now() - ageMs);
     fs.utimesSync(file, then, then);
@@ -65,14 +86,16 @@ function slowWeights(hub: FakeHub, ms: number): void {
     if (sha !== blob || req.headers.range) return false;
     res.writeHead(200, { 'content-length': WEIGHTS.length });
     let off = 0;
-    const next = () => (off >= WEIGHTS.length ? res.end() : setTimeout(() => res.write(WEIGHTS.subarray(off, (off += 20_000)), next), ms));
+    const next = () =>
+      off >= WEIGHTS.length ? res.end() : setTimeout(() => res.write(WEIGHTS.subarray(off, (off += 20_000)), next), ms);
     next();
     return true;
   };
 }
 /** downloadModel in a process of its own (the compiled library): the snapshot on stdout, notes and errors on stderr. */
 function downloadInChild(hub: FakeHub, cacheDir: string) {
-  const script = `require(${JSON.stringify(path.join(ROOT, 'dist', 'src', 'io', 'hub.js'))}).downloadModel(${JSON.stringify(REPO)}, ` +
+  const script =
+    `require(${JSON.stringify(path.join(ROOT, 'dist', 'src', 'io', 'hub.js'))}).downloadModel(${JSON.stringify(REPO)}, ` +
     `{ endpoint: ${JSON.stringify(hub.endpoint)}, cacheDir: ${JSON.stringify(cacheDir)}, token: null, log: (l) => console.error(l) })` +
     '.then((s) => console.log(s), (e) => { console.error(e.message); process.exitCode = 1; })';
   return spawn(process.execPath, ['-e', script], { env: { ...process.env, HF_HUB_OFFLINE: '' } });
@@ -82,7 +105,12 @@ const thisHost = () => ({
   pid_ns: fs.readlinkSync('/proc/self/ns/pid'),
   boot_id: fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(),
 });
-const otherHost = { host: 'node-17.cluster', pid: 4242, pid_ns: 'pid:[4026531836]', boot_id: '00000000-0000-0000-0000-000000000000' };
+const otherHost = {
+  host: 'node-17.cluster',
+  pid: 4242,
+  pid_ns: 'pid:[4026531836]',
+  boot_id: '00000000-0000-0000-0000-000000000000',
+};
 
 guardNetwork();
 afterAll(async () => {
@@ -97,39 +125,48 @@ describe('a resumed download proves it continues the same file, or starts over',
   test.each([
     ['honours If-Range', true],
     ['ignores If-Range', false],
-  ])('a git file that changed between the cut and the retry (server %s): never cached half old, half new', async (_name, honoursIfRange) => {
-    const hub = await startHub();
-    let gets = 0;
-    const asked: (string | undefined)[] = [];
-    hub.hubHook = (req, res, file) => {
-      if (file !== 'config.json' || req.method !== 'GET') return false;
-      asked.push(req.headers['if-range'] as string | undefined);
-      const body = gets++ === 0 ? CONFIG : changed; // the repo changes right after the first GET
-      const etag = `"${gitBlobId(body)}"`;
-      if (gets === 1) {
-        res.writeHead(200, { etag, 'content-length': body.length, 'x-repo-commit': COMMIT });
-        res.write(body.subarray(0, 100), () => res.destroy());
+  ])(
+    'a git file that changed between the cut and the retry (server %s): never cached half old, half new',
+    async (_name, honoursIfRange) => {
+      const hub = await startHub();
+      let gets = 0;
+      const asked: (string | undefined)[] = [];
+      hub.hubHook = (req, res, file) => {
+        if (file !== 'config.json' || req.method !== 'GET') return false;
+        asked.push(req.headers['if-range'] as string | undefined);
+        const body = gets++ === 0 ? CONFIG : changed; // the repo changes right after the first GET
+        const etag = `"${gitBlobId(body)}"`;
+        if (gets === 1) {
+          res.writeHead(200, { etag, 'content-length': body.length, 'x-repo-commit': COMMIT });
+          res.write(body.subarray(0, 100), () => res.destroy());
+          return true;
+        }
+        const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+        if (range && (!honoursIfRange || req.headers['if-range'] === etag)) {
+          const from = Number(range[1]);
+          res.writeHead(206, {
+            etag,
+            'content-range': `bytes ${from}-${body.length - 1}/${body.length}`,
+            'content-length': body.length - from,
+          });
+          res.end(body.subarray(from));
+        } else {
+          res.writeHead(200, { etag, 'content-length': body.length });
+          res.end(body);
+        }
         return true;
-      }
-      const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
-      if (range && (!honoursIfRange || req.headers['if-range'] === etag)) {
-        const from = Number(range[1]);
-        res.writeHead(206, { etag, 'content-range': `bytes ${from}-${body.length - 1}/${body.length}`, 'content-length': body.length - from });
-        res.end(body.subarray(from));
-      } else {
-        res.writeHead(200, { etag, 'content-length': body.length });
-        res.end(body);
-      }
-      return true;
-    };
-    const options = quick(hub, { files: ['config.json'] });
-    const err: unknown = await downloadModel(REPO, options).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(CheckpointError);
-    expect((err as Error).message).toMatch(/config\.json (changed on the server during the download|has git blob id [0-9a-f]{40}, the hub's etag says)/);
-    expect(asked[1]).toBe(`"${gitBlobId(CONFIG)}"`); // the retry asked for the rest of that version only
-    expect(listTree(path.join(options.cacheDir!, REPO_DIR, 'blobs'))).toEqual([]); // nothing cached, no temp file
-    expect(leftovers(options.cacheDir!)).toEqual([]);
-  });
+      };
+      const options = quick(hub, { files: ['config.json'] });
+      const err: unknown = await downloadModel(REPO, options).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(CheckpointError);
+      expect((err as Error).message).toMatch(
+        /config\.json (changed on the server during the download|has git blob id [0-9a-f]{40}, the hub's etag says)/,
+      );
+      expect(asked[1]).toBe(`"${gitBlobId(CONFIG)}"`); // the retry asked for the rest of that version only
+      expect(listTree(path.join(options.cacheDir!, REPO_DIR, 'blobs'))).toEqual([]); // nothing cached, no temp file
+      expect(leftovers(options.cacheDir!)).toEqual([]);
+    },
+  );
 
   test('an unchanged file is resumed with Range and If-Range, and checked whole (git blob id)', async () => {
     const hub = await startHub();
@@ -145,7 +182,11 @@ describe('a resumed download proves it continues the same file, or starts over',
         return true;
       }
       const from = Number(/^bytes=(\d+)-$/.exec(req.headers.range!)![1]);
-      res.writeHead(206, { etag, 'content-range': `bytes ${from}-${CONFIG.length - 1}/${CONFIG.length}`, 'content-length': CONFIG.length - from });
+      res.writeHead(206, {
+        etag,
+        'content-range': `bytes ${from}-${CONFIG.length - 1}/${CONFIG.length}`,
+        'content-length': CONFIG.length - from,
+      });
       res.end(CONFIG.subarray(from));
       return true;
     };
@@ -154,14 +195,15 @@ describe('a resumed download proves it continues the same file, or starts over',
     expect(ranges).toEqual([undefined, expect.stringMatching(/^bytes=\d+-$/)]);
   });
 
-  test('a server whose ETags are no hash (a mirror): a changed file is refused, not cached under the old one\'s name', async () => {
+  test("a server whose ETags are no hash (a mirror): a changed file is refused, not cached under the old one's name", async () => {
     const hub = await startHub();
     let gets = 0;
     hub.hubHook = (req, res, file) => {
       if (file !== 'config.json') return false;
       const etag = req.method === 'HEAD' || gets === 0 ? '"rev-1"' : '"rev-2"';
       const body = etag === '"rev-1"' ? CONFIG : changed;
-      if (req.method === 'HEAD') return void res.writeHead(200, { etag, 'content-length': body.length, 'x-repo-commit': COMMIT }).end(), true;
+      if (req.method === 'HEAD')
+        return (void res.writeHead(200, { etag, 'content-length': body.length, 'x-repo-commit': COMMIT }).end(), true);
       if (gets++ === 0) {
         res.writeHead(200, { etag, 'content-length': body.length });
         res.write(body.subarray(0, 100), () => res.destroy());
@@ -169,12 +211,18 @@ describe('a resumed download proves it continues the same file, or starts over',
       }
       const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
       const from = range && req.headers['if-range'] === etag ? Number(range[1]) : 0;
-      res.writeHead(from ? 206 : 200, { etag, 'content-length': body.length - from, ...(from ? { 'content-range': `bytes ${from}-${body.length - 1}/${body.length}` } : {}) });
+      res.writeHead(from ? 206 : 200, {
+        etag,
+        'content-length': body.length - from,
+        ...(from ? { 'content-range': `bytes ${from}-${body.length - 1}/${body.length}` } : {}),
+      });
       res.end(body.subarray(from));
       return true;
     };
     const options = quick(hub, { files: ['config.json'] });
-    await expect(downloadModel(REPO, options)).rejects.toThrow(/config\.json changed on the server during the download \(ETag "rev-2", announced "rev-1"\)/);
+    await expect(downloadModel(REPO, options)).rejects.toThrow(
+      /config\.json changed on the server during the download \(ETag "rev-2", announced "rev-1"\)/,
+    );
     expect(listTree(path.join(options.cacheDir!, REPO_DIR, 'blobs'))).toEqual([]);
   });
 });
@@ -182,7 +230,10 @@ describe('a resumed download proves it continues the same file, or starts over',
 describe('a download is bounded: minimum rate, deadline, declared size, free space', () => {
   /** The promise, or a rejection naming what should have stopped it, after `ms`. */
   const within = <T>(p: Promise<T>, ms: number, what: string) =>
-    Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what} did not stop it within ${ms} ms`)), ms))]);
+    Promise.race([
+      p,
+      new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what} did not stop it within ${ms} ms`)), ms)),
+    ]);
 
   test('a server sending 1 byte per 50 ms trips the minimum rate, retried a bounded number of times', async () => {
     const hub = await startHub();
@@ -196,8 +247,15 @@ describe('a download is bounded: minimum rate, deadline, declared size, free spa
     };
     const t0 = Date.now();
     try {
-      await expect(within(downloadModel(REPO, quick(hub, { timeoutMs: 400, minBytesPerSecond: 1000, maxRetries: 1 })), 8000, 'the minimum rate'))
-        .rejects.toThrow(/model\.safetensors arrives at [\d.]+ bytes\/s, under the minimum 1000 \(minBytesPerSecond option\) \(gave up after 1 retries\)/);
+      await expect(
+        within(
+          downloadModel(REPO, quick(hub, { timeoutMs: 400, minBytesPerSecond: 1000, maxRetries: 1 })),
+          8000,
+          'the minimum rate',
+        ),
+      ).rejects.toThrow(
+        /model\.safetensors arrives at [\d.]+ bytes\/s, under the minimum 1000 \(minBytesPerSecond option\) \(gave up after 1 retries\)/,
+      );
     } finally {
       timers.forEach(clearInterval);
     }
@@ -209,8 +267,13 @@ describe('a download is bounded: minimum rate, deadline, declared size, free spa
     const hub = await startHub();
     hub.cdnHook = (_req, res) => (res.writeHead(503, { 'content-length': 0 }).end(), true);
     const t0 = Date.now();
-    await expect(within(downloadModel(REPO, quick(hub, { deadlineMs: 600, retryDelayMs: 200, maxRetries: 10 })), 5000, 'the deadline'))
-      .rejects.toThrow(/deadline/);
+    await expect(
+      within(
+        downloadModel(REPO, quick(hub, { deadlineMs: 600, retryDelayMs: 200, maxRetries: 10 })),
+        5000,
+        'the deadline',
+      ),
+    ).rejects.toThrow(/deadline/);
     expect(Date.now() - t0).toBeLessThan(1500);
   });
 
@@ -218,12 +281,20 @@ describe('a download is bounded: minimum rate, deadline, declared size, free spa
     const hub = await startHub();
     hub.hubHook = (req, res, file) => {
       if (file !== 'model.safetensors') return false;
-      res.writeHead(302, { location: `${hub.endpoint.replace(/:\d+$/, '')}:1/never`, 'x-linked-etag': `"${sha256(WEIGHTS)}"`, 'x-linked-size': 2 ** 52, 'x-repo-commit': COMMIT, 'content-length': 0 });
+      res.writeHead(302, {
+        location: `${hub.endpoint.replace(/:\d+$/, '')}:1/never`,
+        'x-linked-etag': `"${sha256(WEIGHTS)}"`,
+        'x-linked-size': 2 ** 52,
+        'x-repo-commit': COMMIT,
+        'content-length': 0,
+      });
       res.end();
       return true;
     };
     const options = quick(hub);
-    await expect(downloadModel(REPO, options)).rejects.toThrow(/model\.safetensors needs 4503599627\.\d MB more, and the disk has [\d.]+ MB free/);
+    await expect(downloadModel(REPO, options)).rejects.toThrow(
+      /model\.safetensors needs 4503599627\.\d MB more, and the disk has [\d.]+ MB free/,
+    );
     expect(hub.count('cdn')).toBe(0);
     expect(leftovers(options.cacheDir!)).toEqual([]);
   });
@@ -242,16 +313,18 @@ describe('a download is bounded: minimum rate, deadline, declared size, free spa
       return true;
     };
     const options = quick(hub);
-    await expect(downloadModel(REPO, options)).rejects.toThrow(new RegExp(`model\\.safetensors: the server sent more than the ${WEIGHTS.length} bytes announced`));
+    await expect(downloadModel(REPO, options)).rejects.toThrow(
+      new RegExp(`model\\.safetensors: the server sent more than the ${WEIGHTS.length} bytes announced`),
+    );
     expect(written).toBeLessThan(64 * WEIGHTS.length);
     expect(leftovers(options.cacheDir!)).toEqual([]);
   });
 });
 
-describe('one cache shared by processes and hosts (huggingface_hub\'s .locks layout)', () => {
+describe("one cache shared by processes and hosts (huggingface_hub's .locks layout)", () => {
   const blob = sha256(WEIGHTS);
 
-  test('another host\'s in-flight download is never deleted: this one waits for its lock, then takes its blob', async () => {
+  test("another host's in-flight download is never deleted: this one waits for its lock, then takes its blob", async () => {
     const hub = await startHub();
     const options = quick(hub);
     const cacheDir = options.cacheDir!;
@@ -272,7 +345,9 @@ describe('one cache shared by processes and hosts (huggingface_hub\'s .locks lay
     const snapshot = await download;
     expect(fs.readFileSync(path.join(snapshot, 'model.safetensors')).equals(WEIGHTS)).toBe(true);
     expect(hub.count('cdn')).toBe(0); // its blob was used, not downloaded again
-    expect(lines.join('\n')).toMatch(/waiting for downloading model\.safetensors of openai\/clip-tiny \(pid 4242 on host node-17\.cluster, since [-\d:.TZ]+; heartbeat \d+ s ago\)/);
+    expect(lines.join('\n')).toMatch(
+      /waiting for downloading model\.safetensors of openai\/clip-tiny \(pid 4242 on host node-17\.cluster, since [-\d:.TZ]+; heartbeat \d+ s ago\)/,
+    );
     expect(leftovers(cacheDir)).toEqual([]);
   });
 
@@ -292,11 +367,15 @@ describe('one cache shared by processes and hosts (huggingface_hub\'s .locks lay
     expect(Date.now() - t0).toBeLessThan(3000);
     expect(fs.readFileSync(path.join(snapshot, 'model.safetensors')).equals(WEIGHTS)).toBe(true);
     expect(hub.hits.filter((h) => h.server === 'cdn').map((h) => h.headers.range)).toEqual(['bytes=60000-']);
-    expect(lines.join('\n')).toMatch(new RegExp(`taking over a stale lock \\(downloading model\\.safetensors of openai/clip-tiny \\(pid ${pid} on host [^,]+, since [-\\d:.TZ]+; its process ${pid} on this host is gone\\)\\)`));
+    expect(lines.join('\n')).toMatch(
+      new RegExp(
+        `taking over a stale lock \\(downloading model\\.safetensors of openai/clip-tiny \\(pid ${pid} on host [^,]+, since [-\\d:.TZ]+; its process ${pid} on this host is gone\\)\\)`,
+      ),
+    );
     expect(leftovers(cacheDir)).toEqual([]);
   });
 
-  test('another host\'s lock that was not refreshed for lockStaleMs is taken over; a fresh one is waited for until the deadline', async () => {
+  test("another host's lock that was not refreshed for lockStaleMs is taken over; a fresh one is waited for until the deadline", async () => {
     const hub = await startHub();
     const stale = quick(hub, { lockStaleMs: 60_000 });
     writeLock(stale.cacheDir!, blob, otherHost, 120_000);
@@ -306,7 +385,11 @@ describe('one cache shared by processes and hosts (huggingface_hub\'s .locks lay
     const fresh = quick(hub, { lockStaleMs: 60_000, deadlineMs: 700 });
     const file = writeLock(fresh.cacheDir!, blob, otherHost);
     fs.writeFileSync(file, '');
-    await expect(downloadModel(REPO, fresh)).rejects.toThrow(new RegExp(`${blob}\\.lock: still held by an unknown process \\(a lock file llava-vision cannot read \\(another program's, or damaged\\), touched \\d+ s ago\\) at the deadline`));
+    await expect(downloadModel(REPO, fresh)).rejects.toThrow(
+      new RegExp(
+        `${blob}\\.lock: still held by an unknown process \\(a lock file llava-vision cannot read \\(another program's, or damaged\\), touched \\d+ s ago\\) at the deadline`,
+      ),
+    );
     expect(fs.existsSync(file)).toBe(true);
   });
 
@@ -314,46 +397,57 @@ describe('one cache shared by processes and hosts (huggingface_hub\'s .locks lay
     const hub = await startHub();
     slowWeights(hub, 60); // so that the two overlap
     const cacheDir = newCache();
-    const run = () => new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-      const child = downloadInChild(hub, cacheDir);
-      let out = '';
-      let err = '';
-      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      child.on('exit', (code) => resolve({ code, out, err }));
-    });
+    const run = () =>
+      new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+        const child = downloadInChild(hub, cacheDir);
+        let out = '';
+        let err = '';
+        child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+        child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+        child.on('exit', (code) => resolve({ code, out, err }));
+      });
     const [a, b] = await Promise.all([run(), run()]);
     expect([a.code, b.code]).toEqual([0, 0]);
     expect(a.out).toBe(b.out);
     expect(hub.hits.filter((h) => h.server === 'cdn' && h.method === 'GET')).toHaveLength(1);
-    expect(`${a.err}${b.err}`).toMatch(/waiting for downloading model\.safetensors of openai\/clip-tiny \(pid \d+ on host /);
+    expect(`${a.err}${b.err}`).toMatch(
+      /waiting for downloading model\.safetensors of openai\/clip-tiny \(pid \d+ on host /,
+    );
     expect(fs.readFileSync(path.join(a.out.trim(), 'model.safetensors')).equals(WEIGHTS)).toBe(true);
     expect(leftovers(cacheDir)).toEqual([]);
   });
 });
 
 describe('Ctrl-C / SIGTERM during a download', () => {
-  test.each(['SIGINT', 'SIGTERM'] as const)('%s: the process ends by it, its lock and temp files are gone, its part is kept and the next run resumes it', async (signal) => {
-    const hub = await startHub();
-    slowWeights(hub, 40); // a resume (a Range request) is served as usual
-    const cacheDir = newCache();
-    const blobs = path.join(cacheDir, REPO_DIR, 'blobs');
-    const child = downloadInChild(hub, cacheDir);
-    const ended = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.on('exit', (code, sig) => resolve({ code, signal: sig })));
-    const part = () => listTree(blobs).find((f) => f.includes('.incomplete-'));
-    while (!(part() && fs.statSync(path.join(blobs, part()!)).size >= 40_000)) await new Promise((r) => setTimeout(r, 5));
-    child.kill(signal);
-    expect(await ended).toEqual({ code: null, signal });
-    const kept = part()!;
-    const size = fs.statSync(path.join(blobs, kept)).size;
-    expect(listTree(path.join(cacheDir, '.locks'))).toEqual([]);
-    expect(listTree(cacheDir).filter((f) => f.includes('.llava-vision-tmp-'))).toEqual([]);
+  test.each(['SIGINT', 'SIGTERM'] as const)(
+    '%s: the process ends by it, its lock and temp files are gone, its part is kept and the next run resumes it',
+    async (signal) => {
+      const hub = await startHub();
+      slowWeights(hub, 40); // a resume (a Range request) is served as usual
+      const cacheDir = newCache();
+      const blobs = path.join(cacheDir, REPO_DIR, 'blobs');
+      const child = downloadInChild(hub, cacheDir);
+      const ended = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
+        child.on('exit', (code, sig) => resolve({ code, signal: sig })),
+      );
+      const part = () => listTree(blobs).find((f) => f.includes('.incomplete-'));
+      while (!(part() && fs.statSync(path.join(blobs, part()!)).size >= 40_000))
+        await new Promise((r) => setTimeout(r, 5));
+      child.kill(signal);
+      expect(await ended).toEqual({ code: null, signal });
+      const kept = part()!;
+      const size = fs.statSync(path.join(blobs, kept)).size;
+      expect(listTree(path.join(cacheDir, '.locks'))).toEqual([]);
+      expect(listTree(cacheDir).filter((f) => f.includes('.llava-vision-tmp-'))).toEqual([]);
 
-    const snapshot = await downloadModel(REPO, quick(hub, { cacheDir }));
-    expect(fs.readFileSync(path.join(snapshot, 'model.safetensors')).equals(WEIGHTS)).toBe(true);
-    expect(hub.hits.filter((h) => h.server === 'cdn' && h.headers.range).map((h) => h.headers.range)).toEqual([`bytes=${size}-`]);
-    expect(leftovers(cacheDir)).toEqual([]);
-  });
+      const snapshot = await downloadModel(REPO, quick(hub, { cacheDir }));
+      expect(fs.readFileSync(path.join(snapshot, 'model.safetensors')).equals(WEIGHTS)).toBe(true);
+      expect(hub.hits.filter((h) => h.server === 'cdn' && h.headers.range).map((h) => h.headers.range)).toEqual([
+        `bytes=${size}-`,
+      ]);
+      expect(leftovers(cacheDir)).toEqual([]);
+    },
+  );
 });
 
 describe('cache locks', () => {

@@ -28,7 +28,8 @@ guardNetwork();
 const savedEnv = { ...process.env };
 const hubs: FakeHub[] = [];
 beforeEach(() => {
-  for (const k of ['HF_TOKEN', 'HF_ENDPOINT', 'HF_HOME', 'HF_HUB_CACHE', 'HF_HUB_OFFLINE', 'LLAVA_VISION_DOWNLOAD']) delete process.env[k];
+  for (const k of ['HF_TOKEN', 'HF_ENDPOINT', 'HF_HOME', 'HF_HUB_CACHE', 'HF_HUB_OFFLINE', 'LLAVA_VISION_DOWNLOAD'])
+    delete process.env[k];
   process.env.HF_HUB_CACHE = fresh('empty-cache'); // never the user's real cache
 });
 afterAll(async () => {
@@ -73,12 +74,14 @@ async function startHub(): Promise<FakeHub> {
 
 function pixelValues(): string {
   const pv = fresh('pv') + '.safetensors';
-  writeSafetensors(pv, { pixel_values: { dtype: 'F32', shape: [1, 3, 28, 28], data: new Float32Array(3 * 28 * 28).fill(0.5) } });
+  writeSafetensors(pv, {
+    pixel_values: { dtype: 'F32', shape: [1, 3, 28, 28], data: new Float32Array(3 * 28 * 28).fill(0.5) },
+  });
   return pv;
 }
 
 describe('from the cache, no request', () => {
-  test('LlavaVision.load(repoId) finds refs/main\'s snapshot under HF_HUB_CACHE, and under HF_HOME/hub', async () => {
+  test("LlavaVision.load(repoId) finds refs/main's snapshot under HF_HUB_CACHE, and under HF_HOME/hub", async () => {
     const cache = fresh('cache');
     const snapshot = cacheRepo(cache, REPO);
     process.env.HF_HUB_CACHE = cache;
@@ -111,7 +114,17 @@ describe('from the cache, no request', () => {
     expect(st.keys()).toEqual(['images.0.features']);
     st.close();
     const pv = fresh('pre') + '.safetensors';
-    expect(await runCli(['preprocess', '--model', REPO, '--quiet', path.join(CASES, '..', 'images', 'tiny_rgb_37x23.png'), '--out', pv])).toEqual({ code: 0, out: '', err: '' });
+    expect(
+      await runCli([
+        'preprocess',
+        '--model',
+        REPO,
+        '--quiet',
+        path.join(CASES, '..', 'images', 'tiny_rgb_37x23.png'),
+        '--out',
+        pv,
+      ]),
+    ).toEqual({ code: 0, out: '', err: '' });
     const pre = SafetensorsFile.open(pv);
     expect(pre.metadata.preprocessor).toBe(path.join(snapshot, 'preprocessor_config.json'));
     expect(pre.info('images.0.pixel_values').shape).toEqual([1, 3, 28, 28]);
@@ -127,7 +140,11 @@ describe('from the cache, no request', () => {
     expect(r.code).toBe(0);
     expect(JSON.parse(r.out)).toMatchObject({ path: snapshot, layout: 'clip' });
     const missing = await runCli(['inspect', 'openai/not-cached']);
-    expect(missing).toEqual({ code: 1, out: '', err: `llava-vision: openai/not-cached: no such file or folder, nor in the HuggingFace cache (${cache}); get it with "llava-vision download openai/not-cached"\n` });
+    expect(missing).toEqual({
+      code: 1,
+      out: '',
+      err: `llava-vision: openai/not-cached: no such file or folder, nor in the HuggingFace cache (${cache}); get it with "llava-vision download openai/not-cached"\n`,
+    });
   });
 
   test('a local folder of the same name wins over the cache (as from_pretrained)', async () => {
@@ -152,10 +169,20 @@ describe('not in the cache', () => {
   test('without --download: one line saying how to get it; no request', async () => {
     const before = requests();
     const cache = process.env.HF_HUB_CACHE!;
-    const r = await runCli(['encode', '--model', 'openai/not-cached', '--pixel-values', pixelValues(), '--out', fresh('o') + '.safetensors']);
+    const r = await runCli([
+      'encode',
+      '--model',
+      'openai/not-cached',
+      '--pixel-values',
+      pixelValues(),
+      '--out',
+      fresh('o') + '.safetensors',
+    ]);
     expect(r.code).toBe(1);
-    expect(r.err).toBe(`llava-vision: openai/not-cached: no such folder, and not in the HuggingFace cache (${cache}); ` +
-      'get it with "llava-vision download openai/not-cached", or pass --download (download option, or LLAVA_VISION_DOWNLOAD=1)\n');
+    expect(r.err).toBe(
+      `llava-vision: openai/not-cached: no such folder, and not in the HuggingFace cache (${cache}); ` +
+        'get it with "llava-vision download openai/not-cached", or pass --download (download option, or LLAVA_VISION_DOWNLOAD=1)\n',
+    );
     const e: unknown = await LlavaVision.load('openai/not-cached', { log: null }).catch((x: unknown) => x);
     expect(e).toBeInstanceOf(ConfigError);
     expect((e as Error).message).toMatch(/llava-vision download openai\/not-cached/);
@@ -167,17 +194,33 @@ describe('not in the cache', () => {
     cacheRepo(cache, REPO, ['config.json']);
     process.env.HF_HUB_CACHE = cache;
     const e: unknown = await LlavaVision.load(REPO, { log: null }).catch((x: unknown) => x);
-    expect((e as Error).message).toMatch(/only partly in the HuggingFace cache \(.*snapshots\/[0-9a-f]{40} lacks weights\)/);
+    expect((e as Error).message).toMatch(
+      /only partly in the HuggingFace cache \(.*snapshots\/[0-9a-f]{40} lacks weights\)/,
+    );
   });
 
   test('--download / download: true fetches it into the cache; the next load makes no request', async () => {
     const hub = await startHub();
     process.env.HF_ENDPOINT = hub.endpoint;
     const out = fresh('o') + '.safetensors';
-    const r = await runCli(['encode', '--model', REPO, '--download', '--pixel-values', pixelValues(), '--quiet', '--out', out]);
+    const r = await runCli([
+      'encode',
+      '--model',
+      REPO,
+      '--download',
+      '--pixel-values',
+      pixelValues(),
+      '--quiet',
+      '--out',
+      out,
+    ]);
     expect(r).toEqual({ code: 0, out: '', err: '' });
     const snapshot = path.join(process.env.HF_HUB_CACHE!, 'models--openai--clip-tiny', 'snapshots', COMMIT);
-    expect(fs.readFileSync(path.join(snapshot, 'model.safetensors')).equals(fs.readFileSync(path.join(CLIP_DIR, 'model.safetensors')))).toBe(true);
+    expect(
+      fs
+        .readFileSync(path.join(snapshot, 'model.safetensors'))
+        .equals(fs.readFileSync(path.join(CLIP_DIR, 'model.safetensors'))),
+    ).toBe(true);
     const hits = hub.hits.length;
     expect(hits).toBeGreaterThan(0);
     const model = await LlavaVision.load(REPO, { log: null, download: true });
@@ -190,13 +233,26 @@ describe('not in the cache', () => {
     const hub = await startHub();
     process.env.HF_ENDPOINT = hub.endpoint;
     process.env.HF_HUB_OFFLINE = '1';
-    const r = await runCli(['encode', '--model', REPO, '--download', '--pixel-values', pixelValues(), '--out', fresh('o') + '.safetensors']);
+    const r = await runCli([
+      'encode',
+      '--model',
+      REPO,
+      '--download',
+      '--pixel-values',
+      pixelValues(),
+      '--out',
+      fresh('o') + '.safetensors',
+    ]);
     expect(r.code).toBe(1);
-    expect(r.err).toMatch(/^llava-vision: openai\/clip-tiny: no such folder, and not in the HuggingFace cache .*; HF_HUB_OFFLINE=1 forbids downloading it/);
+    expect(r.err).toMatch(
+      /^llava-vision: openai\/clip-tiny: no such folder, and not in the HuggingFace cache .*; HF_HUB_OFFLINE=1 forbids downloading it/,
+    );
     expect(r.err.trim().split('\n')).toHaveLength(1);
     const d = await runCli(['download', REPO]);
     expect(d.code).toBe(1);
-    expect(d.err).toMatch(/openai\/clip-tiny at revision main: it is not in the HF cache .*HF_HUB_OFFLINE=1 forbids downloading/);
+    expect(d.err).toMatch(
+      /openai\/clip-tiny at revision main: it is not in the HF cache .*HF_HUB_OFFLINE=1 forbids downloading/,
+    );
     expect(hub.hits).toHaveLength(0);
   });
 });
@@ -234,7 +290,9 @@ describe('download of a cached repo', () => {
     const r = await runCli(['download', REPO, '--refresh']);
     expect(r.code).toBe(0);
     expect(r.out).toBe(snapshot + '\n');
-    expect(r.err).toMatch(/^llava-vision: openai\/clip-tiny: the hub could not be reached \(.*ECONNREFUSED.*\); using the cached snapshot /);
+    expect(r.err).toMatch(
+      /^llava-vision: openai\/clip-tiny: the hub could not be reached \(.*ECONNREFUSED.*\); using the cached snapshot /,
+    );
   });
 
   test('a partly cached repo is completed from the hub', async () => {

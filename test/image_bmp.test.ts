@@ -50,7 +50,11 @@ describe('BMP = PIL Image.open(f).convert("RGB") (tools/gen_pillow_bmp_cases.py,
   test('mutated files decode or throw ImageError, never anything else, never hang', () => {
     const seeds = ['rle8_delta_wrap.bmp', 'rle4.bmp', 'p4.bmp', 'rgb16_565_v4.bmp', 'os2_p8.bmp', 'rgb32_bgra_v4.bmp'];
     const t0 = Date.now();
-    const { decoded, refused } = fuzz(seeds.map((f) => fs.readFileSync(path.join(DIR, f))), 150, (b) => decodeBmp(b, 'fuzz'));
+    const { decoded, refused } = fuzz(
+      seeds.map((f) => fs.readFileSync(path.join(DIR, f))),
+      150,
+      (b) => decodeBmp(b, 'fuzz'),
+    );
     expect(decoded).toBeGreaterThan(50);
     expect(refused).toBeGreaterThan(50);
     expect(Date.now() - t0).toBeLessThan(20000);
@@ -63,12 +67,20 @@ test('the CLI preprocesses a BMP (it used to say "unsupported image format") lik
     const bmp = path.join(DIR, 'rgb24_top_down.bmp');
     const img = await decodeImage(bmp);
     const png = path.join(tmp, 'same.png');
-    await sharp(Buffer.from(img.data), { raw: { width: img.width, height: img.height, channels: 3 } }).png().toFile(png);
+    await sharp(Buffer.from(img.data), { raw: { width: img.width, height: img.height, channels: 3 } })
+      .png()
+      .toFile(png);
     const demo = path.join(__dirname, '..', 'weights', 'demo', 'clip_tower');
     const tensors: Record<string, Uint8Array>[] = [];
-    for (const [input, out] of [[bmp, 'bmp.safetensors'], [png, 'png.safetensors']]) {
+    for (const [input, out] of [
+      [bmp, 'bmp.safetensors'],
+      [png, 'png.safetensors'],
+    ]) {
       let err = '';
-      const code = await main(['preprocess', '--preprocessor', demo, input, '--out', path.join(tmp, out)], { out: () => {}, err: (e) => (err += e) });
+      const code = await main(['preprocess', '--preprocessor', demo, input, '--out', path.join(tmp, out)], {
+        out: () => {},
+        err: (e) => (err += e),
+      });
       expect({ code, err }).toEqual({ code: 0, err: '' });
       const f = SafetensorsFile.open(path.join(tmp, out));
       tensors.push(Object.fromEntries(f.keys().map((k) => [k, f.read(k).data])));

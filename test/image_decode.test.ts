@@ -31,7 +31,14 @@ describe('decodeImage = PIL Image.open(f).convert("RGB") (Pillow 9.4)', () => {
 
 describe('decodeImage on modes the golden fixtures lack (tools/gen_pillow_decode_cases.py, Pillow 9.4)', () => {
   const dir = path.join(FIXTURES, 'pillow_decode_cases');
-  interface DecodeCase { note: string; pillow_error?: string; refused_here?: boolean; size_wh: [number, number]; rgb_u8_sha256: string; high_byte_rgb_u8_sha256?: string }
+  interface DecodeCase {
+    note: string;
+    pillow_error?: string;
+    refused_here?: boolean;
+    size_wh: [number, number];
+    rgb_u8_sha256: string;
+    high_byte_rgb_u8_sha256?: string;
+  }
   const cases = readJson<Record<string, DecodeCase>>(path.join(dir, 'manifest.json'));
   for (const [file, m] of Object.entries(cases)) {
     if (file.startsWith('_')) continue;
@@ -63,7 +70,9 @@ describe('decodeImage on modes the golden fixtures lack (tools/gen_pillow_decode
     const lab = await decodeImage(path.join(dir, 'lab.tif'));
     expect(sha256(lab.data)).toBe(cases['lab.tif'].rgb_u8_sha256);
     expect(lab.sourceMode).toBe('LAB');
-    await expect(decodeImage(path.join(dir, 'lab16.tif'))).rejects.toThrow(/lab16\.tif: TIFF unknown pixel mode .*Pillow 9\.4 refuses it too$/);
+    await expect(decodeImage(path.join(dir, 'lab16.tif'))).rejects.toThrow(
+      /lab16\.tif: TIFF unknown pixel mode .*Pillow 9\.4 refuses it too$/,
+    );
   });
 
   test("grey16: 'high-byte' keeps v >> 8 instead (the image as a viewer shows it)", async () => {
@@ -122,7 +131,7 @@ describe('decodeImage errors name the file', () => {
   test('random bytes', async () => {
     const file = path.join(dir, 'noise.jpg');
     let x = 12345;
-    const bytes = new Uint8Array(4096).map(() => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 24));
+    const bytes = new Uint8Array(4096).map(() => (x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 24);
     fs.writeFileSync(file, bytes);
     await expect(decodeImage(file)).rejects.toThrow(ImageError);
     await expect(decodeImage(file)).rejects.toThrow(/noise\.jpg/);
@@ -150,11 +159,26 @@ describe('formats Pillow 9.4 cannot open are refused, although sharp decodes the
   const red = () => sharp({ create: { width: 8, height: 6, channels: 3, background: { r: 200, g: 10, b: 10 } } });
 
   const made: Array<[string, () => Promise<Buffer>, RegExp]> = [
-    ['drawing.svg', async () => Buffer.from('<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="8" height="6"><rect width="8" height="6" fill="red"/></svg>'), /SVG is a vector format Pillow 9\.4 does not open/],
+    [
+      'drawing.svg',
+      async () =>
+        Buffer.from(
+          '<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="8" height="6"><rect width="8" height="6" fill="red"/></svg>',
+        ),
+      /SVG is a vector format Pillow 9\.4 does not open/,
+    ],
     ['photo.avif', () => red().avif().toBuffer(), /AVIF needs a plugin Pillow 9\.4 does not ship/],
     ['photo.heic', () => red().heif({ compression: 'av1' }).toBuffer(), /(AVIF|HEIF\/HEIC) needs a plugin/],
-    ['image.v', async () => (await red().toFile(path.join(dir, 'made.v')), fs.readFileSync(path.join(dir, 'made.v'))), /unsupported image format \(llava-vision-tfjs decodes PNG, JPEG, GIF, WebP, TIFF and BMP\)/],
-    ['drawing.svgz', async () => zlib.gzipSync('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="6"/>'), /gzip-compressed/],
+    [
+      'image.v',
+      async () => (await red().toFile(path.join(dir, 'made.v')), fs.readFileSync(path.join(dir, 'made.v'))),
+      /unsupported image format \(llava-vision-tfjs decodes PNG, JPEG, GIF, WebP, TIFF and BMP\)/,
+    ],
+    [
+      'drawing.svgz',
+      async () => zlib.gzipSync('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="6"/>'),
+      /gzip-compressed/,
+    ],
   ];
   for (const [file, make, why] of made) {
     test(`${file}`, async () => {
@@ -162,7 +186,8 @@ describe('formats Pillow 9.4 cannot open are refused, although sharp decodes the
       const p = path.join(dir, file);
       fs.writeFileSync(p, bytes);
       // sharp itself decodes it: without the check these pixels would go to the model.
-      if (!file.endsWith('.svgz')) expect((await sharp(p).raw().toBuffer({ resolveWithObject: true })).info.width).toBe(8);
+      if (!file.endsWith('.svgz'))
+        expect((await sharp(p).raw().toBuffer({ resolveWithObject: true })).info.width).toBe(8);
       await expect(decodeImage(p)).rejects.toThrow(ImageError);
       await expect(decodeImage(p)).rejects.toThrow(new RegExp(`^cannot decode image .*${file.replace('.', '\\.')}: `));
       await expect(decodeImage(p)).rejects.toThrow(why);

@@ -35,14 +35,20 @@ describe('GIF = PIL Image.open(f).convert("RGB"), first frame (tools/gen_pillow_
 
   test('a huge screen is refused before allocating', () => {
     const t0 = Date.now();
-    expect(() => decodeGif(fs.readFileSync(path.join(DIR, 'bomb.gif')), 'bomb.gif')).toThrow(/over the limit of 178956970/);
+    expect(() => decodeGif(fs.readFileSync(path.join(DIR, 'bomb.gif')), 'bomb.gif')).toThrow(
+      /over the limit of 178956970/,
+    );
     expect(Date.now() - t0).toBeLessThan(500);
   });
 
   test('mutated files decode or throw ImageError, never anything else, never hang', () => {
     const seeds = ['pillow_interlaced_256.gif', 'extensions_and_junk.gif', 'local_palette.gif', 'deferred_clear.gif'];
     const t0 = Date.now();
-    const { decoded, refused } = fuzz(seeds.map((f) => fs.readFileSync(path.join(DIR, f))), 150, (b) => decodeGif(b, 'fuzz'));
+    const { decoded, refused } = fuzz(
+      seeds.map((f) => fs.readFileSync(path.join(DIR, f))),
+      150,
+      (b) => decodeGif(b, 'fuzz'),
+    );
     expect(decoded).toBeGreaterThan(50);
     expect(refused).toBeGreaterThan(50);
     expect(Date.now() - t0).toBeLessThan(20000);

@@ -3,7 +3,7 @@ import { labToRgb } from '../src/image/lab';
 import { LAB_TABLE_SHA256 } from '../src/image/lab_clut';
 
 describe("CIELab -> RGB as Pillow 9.4's convert('RGB') (ImageCms, LittleCMS 2.14)", () => {
-  test('all 2^24 Lab values give the RGB of Pillow\'s table (sha256 from tools/gen_lab_clut.py)', () => {
+  test("all 2^24 Lab values give the RGB of Pillow's table (sha256 from tools/gen_lab_clut.py)", () => {
     const n = 1 << 24;
     const lab = new Uint8Array(4 * n);
     for (let v = 0; v < n; v++) {

@@ -69,7 +69,11 @@ describe('LLaVA process_images vs the golden llava cases, bit for bit', () => {
 });
 
 describe('LLaVA helpers', () => {
-  const solid = (w: number, h: number, v: number): RgbImage => ({ width: w, height: h, data: new Uint8Array(w * h * 3).fill(v) });
+  const solid = (w: number, h: number, v: number): RgbImage => ({
+    width: w,
+    height: h,
+    data: new Uint8Array(w * h * 3).fill(v),
+  });
 
   test('mean background truncates: (122, 116, 104) for the OpenAI CLIP mean', () => {
     expect(meanBackground([0.48145466, 0.4578275, 0.40821073])).toEqual([122, 116, 104]);
@@ -85,11 +89,26 @@ describe('LLaVA helpers', () => {
   });
 
   test('selectBestResolution: (width, height) pinpoints, ties to least waste then first', () => {
-    const pins: [number, number][] = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]];
+    const pins: [number, number][] = [
+      [336, 672],
+      [672, 336],
+      [672, 672],
+      [1008, 336],
+      [336, 1008],
+    ];
     expect(selectBestResolution([451, 300], pins)).toEqual([672, 336]);
     expect(selectBestResolution([300, 451], pins)).toEqual([336, 672]);
     expect(selectBestResolution([1000, 1000], pins)).toEqual([672, 672]);
-    expect(selectBestResolution([10, 10], [[20, 20], [40, 20], [20, 20]])).toEqual([20, 20]);
+    expect(
+      selectBestResolution(
+        [10, 10],
+        [
+          [20, 20],
+          [40, 20],
+          [20, 20],
+        ],
+      ),
+    ).toEqual([20, 20]);
   });
 
   test('divideToPatches: row-major, zero-padded edges', () => {
@@ -100,9 +119,24 @@ describe('LLaVA helpers', () => {
   });
 
   test('parseGridPinpoints: lists and Python-literal strings', () => {
-    expect(parseGridPinpoints([[336, 672], [672, 336]])).toEqual([[336, 672], [672, 336]]);
-    expect(parseGridPinpoints('[(336, 672), (672, 336), (672, 672)]')).toEqual([[336, 672], [672, 336], [672, 672]]);
-    expect(parseGridPinpoints('[[56,112],[112,56],]')).toEqual([[56, 112], [112, 56]]);
+    expect(
+      parseGridPinpoints([
+        [336, 672],
+        [672, 336],
+      ]),
+    ).toEqual([
+      [336, 672],
+      [672, 336],
+    ]);
+    expect(parseGridPinpoints('[(336, 672), (672, 336), (672, 672)]')).toEqual([
+      [336, 672],
+      [672, 336],
+      [672, 672],
+    ]);
+    expect(parseGridPinpoints('[[56,112],[112,56],]')).toEqual([
+      [56, 112],
+      [112, 56],
+    ]);
     for (const bad of ['[(336, 672), oops]', '(336, 672)', [], [[1, 2, 3]], [[0, 5]], 42]) {
       expect(() => parseGridPinpoints(bad, 'llava/config.json')).toThrow(ConfigError);
       expect(() => parseGridPinpoints(bad, 'llava/config.json')).toThrow(/llava\/config\.json: image_grid_pinpoints/);

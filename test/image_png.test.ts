@@ -35,14 +35,27 @@ describe('PNG/APNG = PIL Image.open(f).convert("RGB") (tools/gen_pillow_png_case
   });
 
   test('what libpng refuses and Pillow opens is decoded (bad IDAT CRC, short data, no PLTE, odd PLTE, two IHDR, unknown critical chunk)', async () => {
-    for (const file of ['bad_idat_crc.png', 'short_data_row_boundary.png', 'no_plte.png', 'plte_49_bytes.png', 'two_ihdr.png', 'unknown_critical_chunk.png']) {
+    for (const file of [
+      'bad_idat_crc.png',
+      'short_data_row_boundary.png',
+      'no_plte.png',
+      'plte_49_bytes.png',
+      'two_ihdr.png',
+      'unknown_critical_chunk.png',
+    ]) {
       expect(cases[file].rgb_u8_sha256).toBeDefined();
       await expect(sharp(path.join(DIR, file)).raw().toBuffer()).rejects.toThrow();
     }
   });
 
   test('what libpng opens and Pillow refuses is refused (text and ICC limits, bad tEXt CRC, bad zlib checksum)', async () => {
-    for (const file of ['ztxt_over_1mib.png', 'iccp_over_1mib.png', 'text_over_64mib.png', 'bad_text_crc.png', 'bad_adler.png']) {
+    for (const file of [
+      'ztxt_over_1mib.png',
+      'iccp_over_1mib.png',
+      'text_over_64mib.png',
+      'bad_text_crc.png',
+      'bad_adler.png',
+    ]) {
       expect(cases[file].pillow_error).toBeDefined();
       await expect(decodeImage(path.join(DIR, file))).rejects.toThrow(/Pillow 9\.4 refuses it too/);
     }
@@ -53,7 +66,9 @@ describe('PNG/APNG = PIL Image.open(f).convert("RGB") (tools/gen_pillow_png_case
     // Rows 4..8 are zero: black.
     expect(ok.data.subarray(4 * 17 * 3).every((v) => v === 0)).toBe(true);
     expect(ok.data.subarray(0, 4 * 17 * 3).some((v) => v !== 0)).toBe(true);
-    await expect(decodeImage(path.join(DIR, 'short_data_end_in_next_chunk.png'))).rejects.toThrow(/image file is truncated/);
+    await expect(decodeImage(path.join(DIR, 'short_data_end_in_next_chunk.png'))).rejects.toThrow(
+      /image file is truncated/,
+    );
   });
 
   test('a Uint8Array input decodes like the file', async () => {
@@ -65,8 +80,11 @@ describe('PNG/APNG = PIL Image.open(f).convert("RGB") (tools/gen_pillow_png_case
   test('mutated files decode or throw ImageError, never anything else, never hang', () => {
     const seeds = ['indices_past_plte_interlaced.png', 'ztxt_1mib.png', 'apng_first_frame_smaller.png', 'two_ihdr.png'];
     const t0 = Date.now();
-    const { decoded, refused } = fuzz(seeds.map((f) => fs.readFileSync(path.join(DIR, f))), 150,
-      (b) => decodePng(b, 'fuzz', { maxPixels: 1e8, grey16: 'pillow' }));
+    const { decoded, refused } = fuzz(
+      seeds.map((f) => fs.readFileSync(path.join(DIR, f))),
+      150,
+      (b) => decodePng(b, 'fuzz', { maxPixels: 1e8, grey16: 'pillow' }),
+    );
     expect(decoded).toBeGreaterThan(5); // most mutants break a CRC Pillow checks
     expect(refused).toBeGreaterThan(100);
     expect(Date.now() - t0).toBeLessThan(30000);

@@ -1,5 +1,9 @@
 import * as path from 'path';
-import { CLIPImageProcessorConfig, defaultPreprocessorConfig, parsePreprocessorConfig } from '../src/config/preprocessor';
+import {
+  CLIPImageProcessorConfig,
+  defaultPreprocessorConfig,
+  parsePreprocessorConfig,
+} from '../src/config/preprocessor';
 import { ConfigError } from '../src/errors';
 import { decodeImage } from '../src/image/decode';
 import { CLIPImageProcessor } from '../src/image/processor';
@@ -101,7 +105,10 @@ describe('parsePreprocessorConfig', () => {
   });
 
   test('old CLIPFeatureExtractor format: int size = shortest edge, int crop = square', () => {
-    const c = parsePreprocessorConfig({ size: 336, crop_size: 336, resample: 3, feature_extractor_type: 'CLIPFeatureExtractor' }, src);
+    const c = parsePreprocessorConfig(
+      { size: 336, crop_size: 336, resample: 3, feature_extractor_type: 'CLIPFeatureExtractor' },
+      src,
+    );
     expect(c.size).toEqual({ shortestEdge: 336 });
     expect(c.cropSize).toEqual({ height: 336, width: 336 });
     expect(c.doRescale).toBe(true);
@@ -111,8 +118,13 @@ describe('parsePreprocessorConfig', () => {
   test('dict and list sizes; null means default', () => {
     expect(parsePreprocessorConfig({ size: { height: 28, width: 40 } }, src).size).toEqual({ height: 28, width: 40 });
     expect(parsePreprocessorConfig({ size: [28, 40] }, src).size).toEqual({ height: 28, width: 40 });
-    expect(parsePreprocessorConfig({ size: { shortest_edge: 30, longest_edge: 99 } }, src).size).toEqual({ shortestEdge: 30 });
-    expect(parsePreprocessorConfig({ crop_size: { height: 26, width: 20 } }, src).cropSize).toEqual({ height: 26, width: 20 });
+    expect(parsePreprocessorConfig({ size: { shortest_edge: 30, longest_edge: 99 } }, src).size).toEqual({
+      shortestEdge: 30,
+    });
+    expect(parsePreprocessorConfig({ crop_size: { height: 26, width: 20 } }, src).cropSize).toEqual({
+      height: 26,
+      width: 20,
+    });
     expect(parsePreprocessorConfig({ size: null }, src).size).toEqual({ shortestEdge: 224 });
     expect(parsePreprocessorConfig({ image_mean: 0.5 }, src).imageMean).toEqual([0.5, 0.5, 0.5]);
   });
@@ -137,7 +149,9 @@ describe('parsePreprocessorConfig', () => {
   test('not an object / unreadable file', () => {
     expect(() => parsePreprocessorConfig([1], src)).toThrow(/preprocessor_config\.json: expected a JSON object/);
     expect(() => CLIPImageProcessor.fromFile('/nonexistent/dir')).toThrow(ConfigError);
-    expect(() => CLIPImageProcessor.fromFile(path.join(CASES, 'processor_variants'))).toThrow(/preprocessor_config\.json/);
+    expect(() => CLIPImageProcessor.fromFile(path.join(CASES, 'processor_variants'))).toThrow(
+      /preprocessor_config\.json/,
+    );
   });
 });
 

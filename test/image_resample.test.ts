@@ -7,7 +7,13 @@ import { CASES, Expected, FIXTURES, IMAGES, casesWithExpected, firstDiff, readJs
 import { CaseJson } from './helpers/json';
 
 /** Every `*.resized_u8` tensor with the image file and the resample filter that produced it. */
-function goldenResizes(): { label: string; image: string; resample: number; tensor: () => Uint8Array; shape: number[] }[] {
+function goldenResizes(): {
+  label: string;
+  image: string;
+  resample: number;
+  tensor: () => Uint8Array;
+  shape: number[];
+}[] {
   const out = [];
   for (const c of casesWithExpected()) {
     const dir = path.join(CASES, c);
@@ -15,7 +21,9 @@ function goldenResizes(): { label: string; image: string; resample: number; tens
     const exp = Expected.forCase(dir)!;
     for (const name of exp.names().filter((n) => n.endsWith('.resized_u8'))) {
       let id = name.slice(0, -'.resized_u8'.length);
-      let cfgFile = ['model', 'clip_tower'].map((d) => path.join(dir, d, 'preprocessor_config.json')).find(fs.existsSync);
+      let cfgFile = ['model', 'clip_tower']
+        .map((d) => path.join(dir, d, 'preprocessor_config.json'))
+        .find(fs.existsSync);
       if (meta.variants) {
         const v = meta.variants.find((v) => id.startsWith(v.name + '.'))!;
         id = id.slice(v.name.length + 1);
@@ -77,7 +85,14 @@ function makePixels(w: number, h: number, seed: number, kind: number): RgbImage 
 
 describe('resizeImage vs Pillow 9.4 on random images (test/fixtures/pillow_resize_cases.json)', () => {
   const { cases } = readJson<{
-    cases: { in: [number, number]; seed: number; kind: number; out: [number, number]; filter: number; sha256: string }[];
+    cases: {
+      in: [number, number];
+      seed: number;
+      kind: number;
+      out: [number, number];
+      filter: number;
+      sha256: string;
+    }[];
   }>(path.join(FIXTURES, 'pillow_resize_cases.json'));
 
   test(`all ${cases.length} cases bit-exact`, () => {
@@ -86,7 +101,8 @@ describe('resizeImage vs Pillow 9.4 on random images (test/fixtures/pillow_resiz
     for (const c of cases) {
       const img = makePixels(c.in[0], c.in[1], c.seed, c.kind);
       const out = resizeImage(img, c.out[0], c.out[1], c.filter);
-      if (sha256(out.data) !== c.sha256) bad.push(`${c.in.join('x')} -> ${c.out.join('x')} filter ${c.filter} seed ${c.seed}`);
+      if (sha256(out.data) !== c.sha256)
+        bad.push(`${c.in.join('x')} -> ${c.out.join('x')} filter ${c.filter} seed ${c.seed}`);
       perFilter.set(c.filter, (perFilter.get(c.filter) ?? 0) + 1);
     }
     expect(bad).toEqual([]);
@@ -110,5 +126,4 @@ describe('resizeImage behaviour', () => {
     expect(() => resizeImage(img, 2.5, 5)).toThrow(/size/);
     expect(() => resizeImage(img, 5, 5, 7)).toThrow(/filter 7/);
   });
-
 });

@@ -11,8 +11,10 @@ import { FIXTURES } from './helpers/images';
 const KNOWN: Record<string, string> = {
   'tiff/pil_1_g4/1': 'corrupt CCITT G4 data: libvips (libtiff 4.7.2) refuses what Pillow (libtiff 4.5.0) decodes',
   'tiff/tiffcp_lzw_pred_tiles/1': 'moved tile offsets: libtiff 4.5.0 (Pillow) fails where libvips decodes',
-  'tiff/tiffcp_jpeg_tiles/1': "JPEG tiles marked RGB instead of YCbCr: libtiff 4.5.0 (Pillow) fails, libvips' libtiff 4.7.2 decodes",
-  'jpeg/progressive/1': 'progressive JPEG with coefficients left unknown: refused (block smoothing differs between libjpeg versions)',
+  'tiff/tiffcp_jpeg_tiles/1':
+    "JPEG tiles marked RGB instead of YCbCr: libtiff 4.5.0 (Pillow) fails, libvips' libtiff 4.7.2 decodes",
+  'jpeg/progressive/1':
+    'progressive JPEG with coefficients left unknown: refused (block smoothing differs between libjpeg versions)',
 };
 
 describe('the Pillow sweep, seeded subset (test/fixtures/pillow_sweep/cases.json)', () => {
@@ -32,8 +34,10 @@ describe('the Pillow sweep, seeded subset (test/fixtures/pillow_sweep/cases.json
       const disagree: string[] = [];
       for (const c of list) {
         const r = await checkSweepCase(c);
-        if (!AGREE.includes(r.outcome) && !(c.name in KNOWN)) disagree.push(`${c.name} (${c.mutation}): ${r.outcome}: ${r.detail}`);
-        if (c.name in KNOWN && AGREE.includes(r.outcome)) disagree.push(`${c.name} now agrees: take it off the KNOWN list`);
+        if (!AGREE.includes(r.outcome) && !(c.name in KNOWN))
+          disagree.push(`${c.name} (${c.mutation}): ${r.outcome}: ${r.detail}`);
+        if (c.name in KNOWN && AGREE.includes(r.outcome))
+          disagree.push(`${c.name} now agrees: take it off the KNOWN list`);
       }
       expect(disagree).toEqual([]);
     });

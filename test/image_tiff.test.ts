@@ -15,7 +15,9 @@ describe('TIFF = PIL Image.open(f).convert("RGB") (tools/gen_pillow_tiff_cases.p
 
   test('the fixtures cover every class (the list above is not silently empty)', () => {
     const names = Object.keys(cases);
-    expect(names.filter((f) => f.startsWith('orientation') && cases[f].rgb_u8_sha256).length).toBeGreaterThanOrEqual(40);
+    expect(names.filter((f) => f.startsWith('orientation') && cases[f].rgb_u8_sha256).length).toBeGreaterThanOrEqual(
+      40,
+    );
     expect(names.filter((f) => cases[f].pillow_error).length).toBeGreaterThanOrEqual(3);
   });
 
@@ -33,7 +35,11 @@ describe('TIFF = PIL Image.open(f).convert("RGB") (tools/gen_pillow_tiff_cases.p
       for (let x = 0; x < H; x++) {
         const a = (y * H + x) * 3;
         const b = ((H - 1 - x) * W + y) * 3;
-        expect([turned.data[a], turned.data[a + 1], turned.data[a + 2]]).toEqual([upright.data[b], upright.data[b + 1], upright.data[b + 2]]);
+        expect([turned.data[a], turned.data[a + 1], turned.data[a + 2]]).toEqual([
+          upright.data[b],
+          upright.data[b + 1],
+          upright.data[b + 2],
+        ]);
       }
     }
     // libvips leaves it as stored (the old behaviour): what Pillow shows is not that.
@@ -61,7 +67,9 @@ describe('TIFF = PIL Image.open(f).convert("RGB") (tools/gen_pillow_tiff_cases.p
       expect(img.sourceMode).toBe('LAB');
       expect(sha256(img.data)).toBe(cases[file].rgb_u8_sha256);
     }
-    await expect(decodeImage(path.join(DIR, 'ycbcr_pillow.tif'))).rejects.toThrow(/image file is truncated; Pillow 9\.4 refuses it too$/);
+    await expect(decodeImage(path.join(DIR, 'ycbcr_pillow.tif'))).rejects.toThrow(
+      /image file is truncated; Pillow 9\.4 refuses it too$/,
+    );
   });
 
   test('a Uint8Array input decodes like the file', async () => {
@@ -73,18 +81,23 @@ describe('TIFF = PIL Image.open(f).convert("RGB") (tools/gen_pillow_tiff_cases.p
   test('mutated uncompressed files decode or throw ImageError, never anything else, never hang', () => {
     const seeds = ['orientation6_raw_strips.tif', 'two_strip_offsets.tif', 'lab.tif', 'orientation5_raw.tif'];
     const t0 = Date.now();
-    const { decoded, refused } = fuzz(seeds.map((f) => fs.readFileSync(path.join(DIR, f))), 150, (b) => {
-      let r;
-      try {
-        r = decodeTiff(b, 'fuzz', 1e8, 'pillow');
-      } catch (e) {
-        // The size limit names the image its own way ('image fuzz is WxH = ...').
-        if (e instanceof ImageError && e.message.startsWith('image fuzz is ')) throw new ImageError(`cannot decode image fuzz: ${e.message}`);
-        throw e;
-      }
-      if (!('data' in r)) throw new ImageError('cannot decode image fuzz: compressed (decoded by libvips)');
-      return r;
-    });
+    const { decoded, refused } = fuzz(
+      seeds.map((f) => fs.readFileSync(path.join(DIR, f))),
+      150,
+      (b) => {
+        let r;
+        try {
+          r = decodeTiff(b, 'fuzz', 1e8, 'pillow');
+        } catch (e) {
+          // The size limit names the image its own way ('image fuzz is WxH = ...').
+          if (e instanceof ImageError && e.message.startsWith('image fuzz is '))
+            throw new ImageError(`cannot decode image fuzz: ${e.message}`);
+          throw e;
+        }
+        if (!('data' in r)) throw new ImageError('cannot decode image fuzz: compressed (decoded by libvips)');
+        return r;
+      },
+    );
     expect(decoded).toBeGreaterThan(100);
     expect(refused).toBeGreaterThan(30);
     expect(Date.now() - t0).toBeLessThan(30000);

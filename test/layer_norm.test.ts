@@ -10,7 +10,7 @@ import { LayerNorm, layerNormComposed } from '../src/model/layer_norm';
 /** Rows like a trained CLIP's residual stream: N(0,1) plus two outlier channels. */
 function massiveRows(rows: number, size: number, seed: number): Float32Array {
   let s = seed;
-  const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  const rand = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
   const x = new Float32Array(rows * size);
   for (let r = 0; r < rows; r++) {
     for (let c = 0; c < size; c++) {
@@ -43,9 +43,15 @@ function maxUlps(ours: ArrayLike<number>, ref: Float64Array): number {
   return worst;
 }
 
-function layerWith(size: number, eps: number, seed: number): { ln: LayerNorm; gamma: Float32Array; beta: Float32Array } {
+function layerWith(
+  size: number,
+  eps: number,
+  seed: number,
+): { ln: LayerNorm; gamma: Float32Array; beta: Float32Array } {
   const ln = new LayerNorm({ size, eps });
-  const gamma = Float32Array.from({ length: size }, (_, i) => (i === 11 ? 0.03 : i === 40 ? 0.05 : 1 + 0.1 * Math.sin(i + seed)));
+  const gamma = Float32Array.from({ length: size }, (_, i) =>
+    i === 11 ? 0.03 : i === 40 ? 0.05 : 1 + 0.1 * Math.sin(i + seed),
+  );
   const beta = Float32Array.from({ length: size }, (_, i) => 0.02 * Math.cos(3 * i + seed));
   ln.gamma.write(tf.tensor1d(gamma));
   ln.beta.write(tf.tensor1d(beta));
@@ -69,17 +75,25 @@ describe.each(['wasm', 'cpu'] as const)('LayerNorm on %s', (backend) => {
     tf.dispose([input, ours, composed]);
   });
 
-  test('any leading shape; gradients equal the composed ops\' autodiff', () => {
+  test("any leading shape; gradients equal the composed ops' autodiff", () => {
     const size = 48;
     const { ln } = layerWith(size, 1e-6, 3);
     const x = tf.tensor3d(massiveRows(6, size, 7), [2, 3, size]);
-    const dy = tf.tensor3d(massiveRows(6, size, 9).map((v) => v / 100), [2, 3, size]);
+    const dy = tf.tensor3d(
+      massiveRows(6, size, 9).map((v) => v / 100),
+      [2, 3, size],
+    );
     const gammaT = ln.gamma.read();
     const betaT = ln.beta.read();
     const viaKernel = tf.grads((a: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => {
-      return tf.mul(tf.engine().runKernel<tf.Tensor>('LlavaVisionLayerNorm', { x: a, gamma: g, beta: b }, { epsilon: 1e-6 }), dy);
+      return tf.mul(
+        tf.engine().runKernel<tf.Tensor>('LlavaVisionLayerNorm', { x: a, gamma: g, beta: b }, { epsilon: 1e-6 }),
+        dy,
+      );
     })([x, gammaT, betaT]);
-    const viaOps = tf.grads((a: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.mul(layerNormComposed(a, g, b, 1e-6), dy))([x, gammaT, betaT]);
+    const viaOps = tf.grads((a: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => tf.mul(layerNormComposed(a, g, b, 1e-6), dy))(
+      [x, gammaT, betaT],
+    );
     viaKernel.forEach((g, i) => {
       const want = viaOps[i].dataSync();
       const got = g.dataSync();

@@ -44,7 +44,10 @@ function fixtureFolders(): { dir: string; visionTower?: string }[] {
 }
 
 /** The tensors a load reads, per file (safetensors and torch .bin reads, spied on). */
-async function loadAndRecord(dir: string, visionTower?: string): Promise<{ model: LlavaVision; read: Map<string, string[]> }> {
+async function loadAndRecord(
+  dir: string,
+  visionTower?: string,
+): Promise<{ model: LlavaVision; read: Map<string, string[]> }> {
   const s1 = jest.spyOn(SafetensorsFile.prototype, 'readBytes');
   const s2 = jest.spyOn(TorchBinFile.prototype, 'readBytes');
   try {
@@ -65,9 +68,14 @@ async function loadAndRecord(dir: string, visionTower?: string): Promise<{ model
  * The tensors inspect says a load reads, per file: named for the checkpoint (and a projector file), only
  * counted for a tower folder; `read` (the load's) is brought to the same form.
  */
-function sameForm(r: InspectReport, read: Map<string, string[]>): { inspect: Map<string, string[] | number>; load: Map<string, string[] | number> } {
+function sameForm(
+  r: InspectReport,
+  read: Map<string, string[]>,
+): { inspect: Map<string, string[] | number>; load: Map<string, string[] | number> } {
   const inspect = new Map<string, string[] | number>();
-  for (const t of r.tensors) if (t.role !== 'ignored') inspect.set(t.file, [...((inspect.get(t.file) as string[] | undefined) ?? []), t.name].sort());
+  for (const t of r.tensors)
+    if (t.role !== 'ignored')
+      inspect.set(t.file, [...((inspect.get(t.file) as string[] | undefined) ?? []), t.name].sort());
   const load = new Map<string, string[] | number>(read);
   const folder = r.visionTower?.folderTensors;
   if (folder) {
@@ -79,8 +87,14 @@ function sameForm(r: InspectReport, read: Map<string, string[]>): { inspect: Map
 }
 
 const visionFields = (c: CLIPVisionConfig) => ({
-  hiddenSize: c.hiddenSize, intermediateSize: c.intermediateSize, numHiddenLayers: c.numHiddenLayers, numAttentionHeads: c.numAttentionHeads,
-  imageSize: c.imageSize, patchSize: c.patchSize, hiddenAct: c.hiddenAct, layerNormEps: c.layerNormEps,
+  hiddenSize: c.hiddenSize,
+  intermediateSize: c.intermediateSize,
+  numHiddenLayers: c.numHiddenLayers,
+  numAttentionHeads: c.numAttentionHeads,
+  imageSize: c.imageSize,
+  patchSize: c.patchSize,
+  hiddenAct: c.hiddenAct,
+  layerNormEps: c.layerNormEps,
 });
 
 test('for every fixture folder, of every layout, inspect reports what LlavaVision.load does', async () => {
@@ -97,7 +111,15 @@ test('for every fixture folder, of every layout, inspect reports what LlavaVisio
         layout: model.layout,
         vision: { ...visionFields(model.tower.config), source: model.tower.configFile },
         select: { layer: model.settings.selectLayer, feature: model.tower.selectFeature },
-        projector: p ? { type: p.type, inFeatures: p.inFeatures, outFeatures: model.projector.outFeatures, act: p.hiddenAct, bias: p.bias } : null,
+        projector: p
+          ? {
+              type: p.type,
+              inFeatures: p.inFeatures,
+              outFeatures: model.projector.outFeatures,
+              act: p.hiddenAct,
+              bias: p.bias,
+            }
+          : null,
         imageNewline: model.imageNewline?.shape ?? null,
         merge: model.settings.mergeType,
         aspect: model.settings.aspect,
@@ -110,7 +132,9 @@ test('for every fixture folder, of every layout, inspect reports what LlavaVisio
         layout: r.layout,
         vision: { ...visionFields(r.vision as unknown as CLIPVisionConfig), source: r.vision!.source },
         select: { layer: r.llava!.selectLayer, feature: r.llava!.selectFeature },
-        projector: rp.type ? { type: rp.type, inFeatures: rp.inFeatures, outFeatures: rp.outFeatures, act: rp.act, bias: rp.bias } : null,
+        projector: rp.type
+          ? { type: rp.type, inFeatures: rp.inFeatures, outFeatures: rp.outFeatures, act: rp.act, bias: rp.bias }
+          : null,
         imageNewline: newline?.shape ?? null,
         merge: r.llava!.mergeType,
         aspect: r.llava!.aspect,
@@ -146,7 +170,12 @@ describe('the plan expects the parameters the modules declare', () => {
   });
 
   test.each([
-    ['linear', true], ['linear', false], ['mlp2x_gelu', true], ['mlp2x_gelu', false], ['mlp3x_gelu', true], ['identity', true],
+    ['linear', true],
+    ['linear', false],
+    ['mlp2x_gelu', true],
+    ['mlp2x_gelu', false],
+    ['mlp3x_gelu', true],
+    ['identity', true],
   ] as const)('the projector: %s, bias %s', (type, bias) => {
     const cfg = { type, inFeatures: 8, outFeatures: 16, bias };
     const projector = new Projector(cfg);
@@ -173,17 +202,42 @@ describe('a problem inspect records is what a load throws', () => {
   };
 
   test.each([
-    ['mm_hidden_size against the tower width', ConfigError, (c: Record<string, unknown>) => (c.mm_hidden_size = 32), /^mm_hidden_size 32 disagrees with the vision tower's feature width 64$/],
-    ['a select layer past the tower depth', ConfigError, (c: Record<string, unknown>) => (c.mm_vision_select_layer = 9), /^select layer 9 is out of range: the tower has \d+ hidden states/],
-    ['an unknown projector type', ConfigError, (c: Record<string, unknown>) => (c.mm_projector_type = 'mlp2x_relu'), /Unknown projector type: mlp2x_relu/],
-    ['a projector type without projector tensors', CheckpointError, (c: Record<string, unknown>, dir: string) => {
-      c.mm_projector_type = 'linear';
-      const file = path.join(dir, 'model.safetensors');
-      const st = SafetensorsFile.open(file);
-      const kept = Object.fromEntries(st.keys().filter((k) => !k.startsWith('model.mm_projector.')).map((k) => [k, st.read(k)]));
-      st.close();
-      writeSafetensors(file, kept);
-    }, /mm_projector_type "linear" but no projector tensors \(model\.mm_projector\.\*\) found; pass --projector FILE$/],
+    [
+      'mm_hidden_size against the tower width',
+      ConfigError,
+      (c: Record<string, unknown>) => (c.mm_hidden_size = 32),
+      /^mm_hidden_size 32 disagrees with the vision tower's feature width 64$/,
+    ],
+    [
+      'a select layer past the tower depth',
+      ConfigError,
+      (c: Record<string, unknown>) => (c.mm_vision_select_layer = 9),
+      /^select layer 9 is out of range: the tower has \d+ hidden states/,
+    ],
+    [
+      'an unknown projector type',
+      ConfigError,
+      (c: Record<string, unknown>) => (c.mm_projector_type = 'mlp2x_relu'),
+      /Unknown projector type: mlp2x_relu/,
+    ],
+    [
+      'a projector type without projector tensors',
+      CheckpointError,
+      (c: Record<string, unknown>, dir: string) => {
+        c.mm_projector_type = 'linear';
+        const file = path.join(dir, 'model.safetensors');
+        const st = SafetensorsFile.open(file);
+        const kept = Object.fromEntries(
+          st
+            .keys()
+            .filter((k) => !k.startsWith('model.mm_projector.'))
+            .map((k) => [k, st.read(k)]),
+        );
+        st.close();
+        writeSafetensors(file, kept);
+      },
+      /mm_projector_type "linear" but no projector tensors \(model\.mm_projector\.\*\) found; pass --projector FILE$/,
+    ],
   ] as const)('%s', async (_, errorClass, edit, message) => {
     const dir = copy(edit);
     const plan = await planLoad(dir, { visionTower: TOWER, mode: 'inspect' });
@@ -195,11 +249,22 @@ describe('a problem inspect records is what a load throws', () => {
     expect(tf.memory().numTensors).toBe(before);
   });
 
-  test('an unresolved mm_vision_tower: the load throws it; inspect plans on, with the checkpoint\'s tensors', async () => {
+  test("an unresolved mm_vision_tower: the load throws it; inspect plans on, with the checkpoint's tensors", async () => {
     const plan = await planLoad(LLAVA, { mode: 'inspect' });
-    expect(plan.tower).toMatchObject({ dir: null, config: null, weightsFrom: 'unknown', weights: null, featureWidth: null });
+    expect(plan.tower).toMatchObject({
+      dir: null,
+      config: null,
+      weightsFrom: 'unknown',
+      weights: null,
+      featureWidth: null,
+    });
     expect(plan.tower.unresolved).toMatch(/mm_vision_tower "fixtures\/clip-tower" is not a local CLIP folder/);
-    expect(plan.projector).toMatchObject({ type: 'linear', inFeatures: 64, outFeatures: 48, weights: { from: LLAVA, prefix: 'model.mm_projector.' } });
+    expect(plan.projector).toMatchObject({
+      type: 'linear',
+      inFeatures: 64,
+      outFeatures: 48,
+      weights: { from: LLAVA, prefix: 'model.mm_projector.' },
+    });
     expect(plan.problems).toEqual([plan.tower.unresolved]); // what the load fails on
     await expect(LlavaVision.load(LLAVA, { log: null })).rejects.toThrow(plan.tower.unresolved);
   });

@@ -51,7 +51,9 @@ function keysOf(file: string): string[] {
 }
 
 const f32 = (shape: number[], fill = 0.5): TensorToWrite => ({
-  dtype: 'F32', shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(fill),
+  dtype: 'F32',
+  shape,
+  data: new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(fill),
 });
 
 function editConfig(dir: string, edit: (c: JsonObject) => void): void {
@@ -202,14 +204,17 @@ describe('config files', () => {
 });
 
 describe('LLaVA folders', () => {
-  test.each(['mlp2x_relu', 'foo', 'mlp0x_gelu'])('unknown mm_projector_type %p: ConfigError listing the supported types', async (type) => {
-    const dir = copyDir(LLAVA);
-    editConfig(dir, (c) => (c.mm_projector_type = type));
-    const e = await failedLoad(dir, { visionTower: TOWER });
-    expect(e).toBeInstanceOf(ConfigError);
-    expect(e.message).toContain(`Unknown projector type: ${type}`);
-    expect(e.message).toContain('supported: linear, mlp{N}x_gelu, identity');
-  });
+  test.each(['mlp2x_relu', 'foo', 'mlp0x_gelu'])(
+    'unknown mm_projector_type %p: ConfigError listing the supported types',
+    async (type) => {
+      const dir = copyDir(LLAVA);
+      editConfig(dir, (c) => (c.mm_projector_type = type));
+      const e = await failedLoad(dir, { visionTower: TOWER });
+      expect(e).toBeInstanceOf(ConfigError);
+      expect(e.message).toContain(`Unknown projector type: ${type}`);
+      expect(e.message).toContain('supported: linear, mlp{N}x_gelu, identity');
+    },
+  );
 
   test('mm_vision_tower that does not resolve, no visionTower option: tells to pass --vision-tower', async () => {
     const dir = copyDir(LLAVA); // its mm_vision_tower "fixtures/clip-tower" exists nowhere near the copy
@@ -304,7 +309,9 @@ describe('LLaVA folders', () => {
     rewrite(path.join(dir, 'model.safetensors'), (t) => (t['multi_modal_projector.linear_2.weight'] = f32([48, 40])));
     const e = await failedLoad(dir);
     expect(e).toBeInstanceOf(CheckpointError);
-    expect(e.message).toContain('"multi_modal_projector.linear_2.weight" has shape [48, 40] but the config expects [48, 48]');
+    expect(e.message).toContain(
+      '"multi_modal_projector.linear_2.weight" has shape [48, 40] but the config expects [48, 48]',
+    );
   });
 
   test('a bad selectLayer option is a ConfigError before anything is loaded', async () => {

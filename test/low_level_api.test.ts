@@ -45,11 +45,14 @@ describe('backend choice of the low-level classes', () => {
     expect(result).toEqual({ backend: 'cpu', shape: [1, 576, 64] });
     const lines = stderr.trim().split('\n');
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^llava-vision: tfjs backend "cpu" \(pure JS, slow\): .*await initBackend\(\).*CLIPVisionTower\.load/);
+    expect(lines[0]).toMatch(
+      /^llava-vision: tfjs backend "cpu" \(pure JS, slow\): .*await initBackend\(\).*CLIPVisionTower\.load/,
+    );
   });
 
   test('after await initBackend(), a synchronous load keeps its backend (wasm) and says nothing more', () => {
-    const { result, stderr } = fresh(`await lib.initBackend(); const tower = new lib.CLIPVisionTower(${JSON.stringify(TOWER)}); ${FORWARD}
+    const { result, stderr } =
+      fresh(`await lib.initBackend(); const tower = new lib.CLIPVisionTower(${JSON.stringify(TOWER)}); ${FORWARD}
       return { backend: tf.getBackend() };`);
     expect(result).toEqual({ backend: 'wasm' });
     expect(stderr.trim().split('\n')).toEqual([expect.stringMatching(/^llava-vision: tfjs backend "wasm"/)]);
@@ -65,9 +68,14 @@ describe('backend choice of the low-level classes', () => {
   });
 
   test('LLAVA_VISION_BACKEND=cpu is obeyed by a synchronous load, with the usual line and no hint', () => {
-    const { result, stderr } = fresh(`const p = new lib.Projector({ type: 'linear', inFeatures: 4, outFeatures: 2 }); return { backend: tf.getBackend() };`, { LLAVA_VISION_BACKEND: 'cpu' });
+    const { result, stderr } = fresh(
+      `const p = new lib.Projector({ type: 'linear', inFeatures: 4, outFeatures: 2 }); return { backend: tf.getBackend() };`,
+      { LLAVA_VISION_BACKEND: 'cpu' },
+    );
     expect(result).toEqual({ backend: 'cpu' });
-    expect(stderr.trim().split('\n')).toEqual([expect.stringMatching(/^llava-vision: tfjs backend "cpu" \(pure JS, slow: the default wasm backend/)]);
+    expect(stderr.trim().split('\n')).toEqual([
+      expect.stringMatching(/^llava-vision: tfjs backend "cpu" \(pure JS, slow: the default wasm backend/),
+    ]);
   });
 });
 
@@ -81,11 +89,19 @@ describe('misuse says what happened', () => {
 
   test('NHWC pixels: "expected NCHW [N, 3, H, W]", and that it looks like NHWC', () => {
     const nhwc = tf.zeros<tf.Rank.R4>([1, 336, 336, 3]);
-    expect(() => model.encode(nhwc)).toThrow(new ConfigError('pixel_values must be NCHW [N, 3, H, W] (num_channels 3); got [1, 336, 336, 3], which looks like NHWC (channels last): transpose it with tf.transpose(x, [0, 3, 1, 2])'));
+    expect(() => model.encode(nhwc)).toThrow(
+      new ConfigError(
+        'pixel_values must be NCHW [N, 3, H, W] (num_channels 3); got [1, 336, 336, 3], which looks like NHWC (channels last): transpose it with tf.transpose(x, [0, 3, 1, 2])',
+      ),
+    );
     const odd = tf.zeros<tf.Rank.R4>([1, 4, 336, 336]);
-    expect(() => model.encode(odd)).toThrow(new ConfigError('pixel_values must be NCHW [N, 3, H, W] (num_channels 3); got [1, 4, 336, 336]'));
+    expect(() => model.encode(odd)).toThrow(
+      new ConfigError('pixel_values must be NCHW [N, 3, H, W] (num_channels 3); got [1, 4, 336, 336]'),
+    );
     const chw = tf.zeros([3, 336, 336]) as unknown as tf.Tensor4D;
-    expect(() => model.tower.forward(chw)).toThrow(new ConfigError('pixel_values must be 4-D, NCHW [N, 3, H, W]; got shape [3, 336, 336]'));
+    expect(() => model.tower.forward(chw)).toThrow(
+      new ConfigError('pixel_values must be 4-D, NCHW [N, 3, H, W]; got shape [3, 336, 336]'),
+    );
     tf.dispose([nhwc, odd, chw]);
   });
 
@@ -93,12 +109,17 @@ describe('misuse says what happened', () => {
     const encode = jest.spyOn(model, 'encode');
     const missing = path.join(ROOT, 'no-such-image.png'); // decoding it would be reported as a failure, not thrown
     await expect(encodeImages(model, [missing, IMAGE], { mergeType: 'spatial_unpad' })).rejects.toThrow(
-      new ConfigError(`merge "spatial_unpad" needs model.image_newline, which ${DEMO} lacks (use merge "spatial" or "flat")`),
+      new ConfigError(
+        `merge "spatial_unpad" needs model.image_newline, which ${DEMO} lacks (use merge "spatial" or "flat")`,
+      ),
     );
     expect(encode).not.toHaveBeenCalled();
     encode.mockRestore();
     let err = '';
-    const code = await main(['encode', '--merge', 'spatial_unpad', '--quiet', IMAGE, '--out', path.join(ROOT, 'never-written.safetensors')], { out: () => {}, err: (s) => (err += s) });
+    const code = await main(
+      ['encode', '--merge', 'spatial_unpad', '--quiet', IMAGE, '--out', path.join(ROOT, 'never-written.safetensors')],
+      { out: () => {}, err: (s) => (err += s) },
+    );
     expect(code).toBe(1);
     expect(err).toMatch(/merge "spatial_unpad" needs model\.image_newline/);
     expect(err).not.toMatch(/encoding/);
@@ -110,10 +131,14 @@ describe('misuse says what happened', () => {
     own.dispose();
     expect(own.isDisposed).toBe(true);
     const pixels = tf.zeros<tf.Rank.R4>([1, 3, 336, 336]);
-    expect(() => own.encode(pixels)).toThrow(new ConfigError(`this LlavaVision (${DEMO}) was disposed: LlavaVision.load it again to use it`));
+    expect(() => own.encode(pixels)).toThrow(
+      new ConfigError(`this LlavaVision (${DEMO}) was disposed: LlavaVision.load it again to use it`),
+    );
     await expect(encodeImages(own, IMAGE)).rejects.toThrow(/was disposed/);
     expect(() => encodePixelValues(own, new Float32Array(3 * 336 * 336), [1, 3, 336, 336])).toThrow(/was disposed/);
-    expect(() => own.tower.forward(pixels)).toThrow(new ConfigError(`vision tower ${TOWER} was disposed: load it again (loadModel()) to use it`));
+    expect(() => own.tower.forward(pixels)).toThrow(
+      new ConfigError(`vision tower ${TOWER} was disposed: load it again (loadModel()) to use it`),
+    );
     const delayed = new CLIPVisionTower(TOWER, { delayLoad: true });
     expect(() => delayed.forward(pixels)).toThrow(/is not loaded yet \(delayLoad\): call loadModel\(\) first/);
     pixels.dispose();

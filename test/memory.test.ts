@@ -11,7 +11,8 @@ import { CASES } from './helpers/golden';
 
 const REPEATS = 20;
 
-const llava = (name: string) => [path.join(CASES, name, 'llava'), { visionTower: path.join(CASES, name, 'clip_tower') }] as const;
+const llava = (name: string) =>
+  [path.join(CASES, name, 'llava'), { visionTower: path.join(CASES, name, 'clip_tower') }] as const;
 const MODELS: [string, string, LoadOptions][] = [
   ['llava linear', ...llava('tiny_llava_linear_sel-1_patch')],
   ['llava mlp3x sharded', ...llava('tiny_llava_mlp3x_sel0_clspatch_pad')],
@@ -22,7 +23,11 @@ const MODELS: [string, string, LoadOptions][] = [
   ['llava-hf bf16', path.join(CASES, 'tiny_llavahf_model_prefixed_default_bf16', 'model'), {}],
   ['llava-hf legacy', path.join(CASES, 'tiny_llavahf_legacy_keys_full_f32', 'model'), {}],
   // The tower and mlp2x projector sharded across 3 threads (LoadOptions.threads).
-  ['llava anyres (image_newline) on 3 threads', path.join(CASES, 'tiny_llava_anyres_spatial_unpad', 'llava'), { visionTower: path.join(CASES, 'tiny_llava_anyres_spatial_unpad', 'clip_tower'), threads: 3 }],
+  [
+    'llava anyres (image_newline) on 3 threads',
+    path.join(CASES, 'tiny_llava_anyres_spatial_unpad', 'llava'),
+    { visionTower: path.join(CASES, 'tiny_llava_anyres_spatial_unpad', 'clip_tower'), threads: 3 },
+  ],
 ];
 
 beforeAll(async () => {
@@ -54,41 +59,53 @@ describe.each(MODELS)('%s', (label, dir, options) => {
     // A parameter kept in a derived layout (per attention head, per MLP block) is several variables.
     // On several threads this thread holds the embeddings and its own shards (tensors of the others are
     // theirs), and the whole projector, the one that trains (LlavaVision.projector).
-    const tower = model.threads > 1 ? model.tower.shardedModel!.weights().length : countVariables(model.tower.visionModel);
+    const tower =
+      model.threads > 1 ? model.tower.shardedModel!.weights().length : countVariables(model.tower.visionModel);
     const variables = tower + (model.projector ? countVariables(model.projector) : 0);
     expect(tf.memory().numTensors - baseline).toBe(variables + (model.imageNewline ? 1 : 0));
     expect(model.imageNewline !== null).toBe(label.includes('image_newline'));
     expect(model.projectorConfig !== null).toBe(!label.startsWith('clip'));
   });
 
-  const outputSets: OutputName[][] = [['projected'], ['features'], ['hidden_states', 'pooler_output'], ['hidden_states', 'features', 'projected', 'pooler_output']];
-  test.each(outputSets.map((o) => [o.join('+'), o] as const))(`%s: ${REPEATS} encodes with outputs disposed leak nothing`, (_name, wanted) => {
-    const x = pixels(model, 2, 5);
-    const before = tf.memory().numTensors;
-    if (!model.projectorConfig && wanted.includes('projected')) {
-      // no projector (CLIP): asking for 'projected' is an error, and an error leaks nothing
-      for (let i = 0; i < REPEATS; i++) expect(() => model.encode(x, { outputs: wanted })).toThrow(/needs a projector/);
-      expect(tf.memory().numTensors).toBe(before);
+  const outputSets: OutputName[][] = [
+    ['projected'],
+    ['features'],
+    ['hidden_states', 'pooler_output'],
+    ['hidden_states', 'features', 'projected', 'pooler_output'],
+  ];
+  test.each(outputSets.map((o) => [o.join('+'), o] as const))(
+    `%s: ${REPEATS} encodes with outputs disposed leak nothing`,
+    (_name, wanted) => {
+      const x = pixels(model, 2, 5);
+      const before = tf.memory().numTensors;
+      if (!model.projectorConfig && wanted.includes('projected')) {
+        // no projector (CLIP): asking for 'projected' is an error, and an error leaks nothing
+        for (let i = 0; i < REPEATS; i++)
+          expect(() => model.encode(x, { outputs: wanted })).toThrow(/needs a projector/);
+        expect(tf.memory().numTensors).toBe(before);
+        x.dispose();
+        return;
+      }
+      let expectedCount = -1;
+      for (let i = 0; i < REPEATS; i++) {
+        const out = model.encode(x, { outputs: wanted });
+        const tensors = all(out);
+        // what was asked for, and nothing else
+        if (expectedCount < 0) expectedCount = tensors.length;
+        expect(tensors.length).toBe(expectedCount);
+        expect(tf.memory().numTensors).toBe(before + expectedCount);
+        tf.dispose(tensors);
+        expect(tf.memory().numTensors).toBe(before);
+      }
+      const L = model.tower.config.numHiddenLayers;
+      const want =
+        (wanted.includes('hidden_states') ? L + 1 : 0) +
+        (['features', 'projected', 'pooler_output'] as const).filter((o) => wanted.includes(o)).length;
+      expect(expectedCount).toBe(want);
       x.dispose();
-      return;
-    }
-    let expectedCount = -1;
-    for (let i = 0; i < REPEATS; i++) {
-      const out = model.encode(x, { outputs: wanted });
-      const tensors = all(out);
-      // what was asked for, and nothing else
-      if (expectedCount < 0) expectedCount = tensors.length;
-      expect(tensors.length).toBe(expectedCount);
-      expect(tf.memory().numTensors).toBe(before + expectedCount);
-      tf.dispose(tensors);
-      expect(tf.memory().numTensors).toBe(before);
-    }
-    const L = model.tower.config.numHiddenLayers;
-    const want = (wanted.includes('hidden_states') ? L + 1 : 0) + (['features', 'projected', 'pooler_output'] as const).filter((o) => wanted.includes(o)).length;
-    expect(expectedCount).toBe(want);
-    x.dispose();
-    expect(tf.memory().numTensors).toBe(before - 1);
-  });
+      expect(tf.memory().numTensors).toBe(before - 1);
+    },
+  );
 
   test(`tower.forward on a batch (no tidy around it): ${REPEATS} calls with outputs disposed leak nothing`, () => {
     const x = pixels(model, 2, 9);
@@ -138,7 +155,18 @@ describe('dispose', () => {
     const model = await LlavaVision.load(dir, { log: null, ...options });
     expect(tf.memory().numTensors).toBeGreaterThan(before);
     const x = pixels(model, 1, 3);
-    tf.dispose(all(model.encode(x, { outputs: ['hidden_states', 'features', 'pooler_output', ...(model.projectorConfig ? (['projected'] as const) : [])] })));
+    tf.dispose(
+      all(
+        model.encode(x, {
+          outputs: [
+            'hidden_states',
+            'features',
+            'pooler_output',
+            ...(model.projectorConfig ? (['projected'] as const) : []),
+          ],
+        }),
+      ),
+    );
     x.dispose();
     model.dispose();
     expect(tf.memory().numTensors).toBe(before);

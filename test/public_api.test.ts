@@ -25,8 +25,14 @@ test('every type the public declarations refer to is exported (dist/src/index.d.
 test('the check finds an unexported type (here: a fixture declaring one)', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-types-'));
   try {
-    fs.writeFileSync(path.join(dir, 'hidden.d.ts'), 'export interface Hidden { x: number }\nexport type Shown = { h: Hidden };\n');
-    fs.writeFileSync(path.join(dir, 'index.d.ts'), "import { Hidden } from './hidden';\nexport declare function f(h: Hidden): import('./hidden').Shown;\n");
+    fs.writeFileSync(
+      path.join(dir, 'hidden.d.ts'),
+      'export interface Hidden { x: number }\nexport type Shown = { h: Hidden };\n',
+    );
+    fs.writeFileSync(
+      path.join(dir, 'index.d.ts'),
+      "import { Hidden } from './hidden';\nexport declare function f(h: Hidden): import('./hidden').Shown;\n",
+    );
     expect(findUnexportedReferences(path.join(dir, 'index.d.ts'))).toEqual([
       { name: 'Hidden', declaredIn: 'hidden.d.ts', referencedBy: ['f'] },
       { name: 'Shown', declaredIn: 'hidden.d.ts', referencedBy: ['f'] },
@@ -73,13 +79,19 @@ describe('encode jobs: defaults and inputs', () => {
       // Alone: thrown, one line naming the file (no empty result to trip over later).
       const alone: unknown = await encodeImages(model, bad).catch((e: unknown) => e);
       expect(alone).toBeInstanceOf(ImageError);
-      expect((alone as Error).message).toBe(`cannot decode image ${bad}: unsupported image format (llava-vision-tfjs decodes PNG, JPEG, GIF, WebP, TIFF and BMP)`);
+      expect((alone as Error).message).toBe(
+        `cannot decode image ${bad}: unsupported image format (llava-vision-tfjs decodes PNG, JPEG, GIF, WebP, TIFF and BMP)`,
+      );
       expect((alone as Error).message).not.toContain('\n');
       await expect(encodeImages(model, path.join(DEMO, 'images', 'no-such.png'))).rejects.toThrow(ImageError);
       await expect(encodeImages(model, new Uint8Array([1, 2, 3]))).rejects.toThrow(/image input 0: /);
       // In a list, even of one: returned.
       const one = await encodeImages(model, [bad]);
-      expect(one).toEqual({ tensors: {}, failures: [{ index: 0, source: bad, message: (alone as Error).message }], sizes: [null] });
+      expect(one).toEqual({
+        tensors: {},
+        failures: [{ index: 0, source: bad, message: (alone as Error).message }],
+        sizes: [null],
+      });
       const mixed = await encodeImages(model, [bad, IMAGE]);
       expect(Object.keys(mixed.tensors)).toEqual(['images.1.merged']);
       expect(mixed.failures.map((f) => f.index)).toEqual([0]);
@@ -91,11 +103,19 @@ describe('encode jobs: defaults and inputs', () => {
 
   test('anything else is a ConfigError naming the input, not a TypeError from inside', async () => {
     await expect(encodeImages(model, 42 as never)).rejects.toThrow(
-      new ConfigError("images[0] is number: expected a file path, the file's bytes (Uint8Array) or an RgbImage { width, height, data }"),
+      new ConfigError(
+        "images[0] is number: expected a file path, the file's bytes (Uint8Array) or an RgbImage { width, height, data }",
+      ),
     );
-    await expect(encodeImages(model, [IMAGE, null] as never)).rejects.toThrow(/^images\[1\] is null: expected a file path/);
-    await expect(encodeImages(model, [IMAGE], { outputs: 'merged' as never })).rejects.toThrow(/outputs must be an array of output names/);
-    await expect(encodeImages(model, [IMAGE], { mergeType: 'spatial_pad' as never })).rejects.toThrow(/unknown merge type "spatial_pad"/);
+    await expect(encodeImages(model, [IMAGE, null] as never)).rejects.toThrow(
+      /^images\[1\] is null: expected a file path/,
+    );
+    await expect(encodeImages(model, [IMAGE], { outputs: 'merged' as never })).rejects.toThrow(
+      /outputs must be an array of output names/,
+    );
+    await expect(encodeImages(model, [IMAGE], { mergeType: 'spatial_pad' as never })).rejects.toThrow(
+      /unknown merge type "spatial_pad"/,
+    );
   });
 
   test('encodePixelValues with no options: projected features, Float32Array', () => {

@@ -19,11 +19,15 @@ let app: string;
 
 beforeAll(() => {
   app = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-readme-'));
-  fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'readme-app', version: '1.0.0', private: true }));
+  fs.writeFileSync(
+    path.join(app, 'package.json'),
+    JSON.stringify({ name: 'readme-app', version: '1.0.0', private: true }),
+  );
   fs.mkdirSync(path.join(app, 'node_modules', '.bin'), { recursive: true });
   fs.symlinkSync(ROOT, path.join(app, 'node_modules', 'llava-vision-tfjs'), 'dir');
   const pkg = readJson<{ bin: Record<string, string> }>(path.join(ROOT, 'package.json'));
-  for (const [name, file] of Object.entries<string>(pkg.bin)) fs.symlinkSync(path.join(ROOT, file), path.join(app, 'node_modules', '.bin', name));
+  for (const [name, file] of Object.entries<string>(pkg.bin))
+    fs.symlinkSync(path.join(ROOT, file), path.join(app, 'node_modules', '.bin', name));
 });
 afterAll(() => fs.rmSync(app, { recursive: true, force: true }));
 
@@ -34,12 +38,19 @@ const env = () => {
 };
 
 test('the marked snippets are there: quick start, API, example, checking your own checkpoint', () => {
-  expect(snippets.map((s) => `${s.name}:${s.lang}`)).toEqual(expect.arrayContaining([
-    'quick-start:sh', 'api:ts', 'example:sh', 'reference-python:python', 'check:sh', 'parity-suite:ts',
-  ]));
+  expect(snippets.map((s) => `${s.name}:${s.lang}`)).toEqual(
+    expect.arrayContaining([
+      'quick-start:sh',
+      'api:ts',
+      'example:sh',
+      'reference-python:python',
+      'check:sh',
+      'parity-suite:ts',
+    ]),
+  );
 });
 
-test('quick start: the CLI line writes the demo tokens (the npm install line is the package test\'s)', () => {
+test("quick start: the CLI line writes the demo tokens (the npm install line is the package test's)", () => {
   const { code } = snippetNamed(snippets, 'quick-start');
   expect(code).toMatch(/^npm install llava-vision-tfjs\n/);
   const r = runShell(code.replace(/^npm install llava-vision-tfjs\n/, ''), app, env());
@@ -83,7 +94,10 @@ describe('check your own checkpoint', () => {
       'calls = [n for n in ast.walk(snippet) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "write_reference"]',
       'print(len(calls), sorted({k.arg for c in calls for k in c.keywords} - params))',
     ].join('\n');
-    const r = spawnSync('python3', ['-c', script, path.join(ROOT, 'python', 'llava_vision_reference.py')], { input: snippetNamed(snippets, 'reference-python').code, encoding: 'utf8' });
+    const r = spawnSync('python3', ['-c', script, path.join(ROOT, 'python', 'llava_vision_reference.py')], {
+      input: snippetNamed(snippets, 'reference-python').code,
+      encoding: 'utf8',
+    });
     expect(r.stderr).toBe('');
     expect(r.stdout.trim()).toBe('2 []');
   });
@@ -91,7 +105,9 @@ describe('check your own checkpoint', () => {
   test('step 2: the check of the bundled demo against its PyTorch reference runs as printed and passes', () => {
     const r = runShell(snippetNamed(snippets, 'check').code, app, env());
     expect(r.status).toBe(0);
-    expect(r.stdout).toMatch(/\npixel_values\[chelsea\.png\]\s+\[1, 3, 336, 336\]\s+0\s+exact\s+-\s+1\s+ok \(bit-identical\)\n/);
+    expect(r.stdout).toMatch(
+      /\npixel_values\[chelsea\.png\]\s+\[1, 3, 336, 336\]\s+0\s+exact\s+-\s+1\s+ok \(bit-identical\)\n/,
+    );
     expect(r.stdout.trim().split('\n').pop()).toBe('llava-vision check: all 9 tensors within the bound');
   });
 
@@ -99,19 +115,34 @@ describe('check your own checkpoint', () => {
     const suite = snippetNamed(snippets, 'parity-suite').code;
     const jestDir = fs.mkdtempSync(path.join(app, 'jest-'));
     const jestFiles = writeTsSnippet(suite, jestDir, 'parity.test');
-    expect(typeErrors(jestFiles.ts, 'commonjs', [path.join(ROOT, 'node_modules', '@types')], ['node', 'jest'])).toEqual([]);
+    expect(typeErrors(jestFiles.ts, 'commonjs', [path.join(ROOT, 'node_modules', '@types')], ['node', 'jest'])).toEqual(
+      [],
+    );
     fs.rmSync(jestFiles.ts); // the suite as Jest runs it without a TypeScript transform
     const config = JSON.stringify({ rootDir: jestDir, testEnvironment: 'node', transform: {} });
-    const jest = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'jest', 'bin', 'jest.js'), '--ci', '--config', config], { cwd: jestDir, env: env(), encoding: 'utf8' });
+    const jest = spawnSync(
+      process.execPath,
+      [path.join(ROOT, 'node_modules', 'jest', 'bin', 'jest.js'), '--ci', '--config', config],
+      { cwd: jestDir, env: env(), encoding: 'utf8' },
+    );
     expect(jest.stderr).toMatch(/Tests:\s+1 passed, 1 total/);
     expect(jest.status).toBe(0);
 
     fs.symlinkSync(path.join(ROOT, 'node_modules', 'vitest'), path.join(app, 'node_modules', 'vitest'), 'dir');
     const vitestDir = fs.mkdtempSync(path.join(app, 'vitest-'));
-    const vitestFiles = writeTsSnippet(`import { expect, test } from 'vitest';\n${suite}`, vitestDir, 'parity.test', 'esm');
+    const vitestFiles = writeTsSnippet(
+      `import { expect, test } from 'vitest';\n${suite}`,
+      vitestDir,
+      'parity.test',
+      'esm',
+    );
     expect(typeErrors(vitestFiles.ts, 'esm', [path.join(ROOT, 'node_modules', '@types')])).toEqual([]);
     fs.rmSync(vitestFiles.js);
-    const vitest = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--root', vitestDir], { cwd: vitestDir, env: { ...env(), NO_COLOR: '1' }, encoding: 'utf8' });
+    const vitest = spawnSync(
+      process.execPath,
+      [path.join(ROOT, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--root', vitestDir],
+      { cwd: vitestDir, env: { ...env(), NO_COLOR: '1' }, encoding: 'utf8' },
+    );
     expect(vitest.stdout).toMatch(/Tests\s+1 passed \(1\)/);
     expect(vitest.status).toBe(0);
   });

@@ -3,9 +3,21 @@ import * as os from 'os';
 import * as path from 'path';
 import { CheckpointError } from '../src/errors';
 import {
-  DTYPE_SIZE, DType, bf16BitsToF32, decodeToFloat32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits,
+  DTYPE_SIZE,
+  DType,
+  bf16BitsToF32,
+  decodeToFloat32,
+  f16BitsToF32,
+  f32ToBf16Bits,
+  f32ToF16Bits,
 } from '../src/io/dtype';
-import { SafetensorsFile, TensorToWrite, serializeSafetensors, writeSafetensors, writeSafetensorsStreaming } from '../src/io/safetensors';
+import {
+  SafetensorsFile,
+  TensorToWrite,
+  serializeSafetensors,
+  writeSafetensors,
+  writeSafetensorsStreaming,
+} from '../src/io/safetensors';
 import { writeFileAtomic } from '../src/io/atomic';
 // The raw module object (not an import-star copy), so a spy on it is seen by src/io/safetensors.ts.
 import fsRaw = require('fs');
@@ -13,8 +25,12 @@ import { readJson } from './helpers/json';
 
 const FIX = path.join(__dirname, 'fixtures');
 let tmp: string;
-beforeAll(() => { tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'st-test-')); });
-afterAll(() => { fs.rmSync(tmp, { recursive: true, force: true }); });
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'st-test-'));
+});
+afterAll(() => {
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
 
 /** float32 value with the given bits. */
 function f32(bits: number): number {
@@ -73,18 +89,34 @@ describe('float16 / bfloat16 conversions', () => {
 
   test('f16 encode: known values, RNE ties, subnormals, overflow', () => {
     const cases: [number, number][] = [
-      [0, 0x0000], [-0, 0x8000], [1, 0x3c00], [-2, 0xc000], [0.1, 0x2e66], [65504, 0x7bff], [-65504, 0xfbff],
+      [0, 0x0000],
+      [-0, 0x8000],
+      [1, 0x3c00],
+      [-2, 0xc000],
+      [0.1, 0x2e66],
+      [65504, 0x7bff],
+      [-65504, 0xfbff],
       [1 + 2 ** -11, 0x3c00], // tie between 0x3c00 and 0x3c01 -> even
       [1 + 3 * 2 ** -11, 0x3c02], // tie between 0x3c01 and 0x3c02 -> even
       [1 + 2 ** -11 + 2 ** -20, 0x3c01], // just above the tie
       [2049, 0x6800], // 2048 and 2050 representable; tie -> even (2048)
-      [65519, 0x7bff], [65520, 0x7c00], // 65520 is the tie with the next (inf) step: overflows
-      [1e5, 0x7c00], [-1e5, 0xfc00], [Infinity, 0x7c00], [-Infinity, 0xfc00],
-      [1e-7, 0x0002], [2 ** -24, 0x0001], [2 ** -25, 0x0000], [-(2 ** -25), 0x8000], // tie to 0 (even)
+      [65519, 0x7bff],
+      [65520, 0x7c00], // 65520 is the tie with the next (inf) step: overflows
+      [1e5, 0x7c00],
+      [-1e5, 0xfc00],
+      [Infinity, 0x7c00],
+      [-Infinity, 0xfc00],
+      [1e-7, 0x0002],
+      [2 ** -24, 0x0001],
+      [2 ** -25, 0x0000],
+      [-(2 ** -25), 0x8000], // tie to 0 (even)
       [f32(f32Bits(2 ** -25) + 1), 0x0001], // just above half the smallest subnormal
       [3 * 2 ** -25, 0x0002], // 1.5 subnormal units -> 2
-      [1023 * 2 ** -24, 0x03ff], [1023.5 * 2 ** -24, 0x0400], // carry out of the subnormal range
-      [2 ** -14, 0x0400], [1e-10, 0x0000], [f32(1), 0x0000], // f32 subnormal -> 0
+      [1023 * 2 ** -24, 0x03ff],
+      [1023.5 * 2 ** -24, 0x0400], // carry out of the subnormal range
+      [2 ** -14, 0x0400],
+      [1e-10, 0x0000],
+      [f32(1), 0x0000], // f32 subnormal -> 0
     ];
     for (const [x, bits] of cases) expect([x, hex(f32ToF16Bits(x))]).toEqual([x, hex(bits)]);
     const nan = f32ToF16Bits(NaN);
@@ -110,13 +142,19 @@ describe('float16 / bfloat16 conversions', () => {
     expect(bf16BitsToF32(0xff80)).toBe(-Infinity);
     expect(bf16BitsToF32(0x7fc0)).toBeNaN();
     const cases: [number, number][] = [
-      [0, 0x0000], [-0, 0x8000], [1, 0x3f80], [0.1, 0x3dcd], [-2, 0xc000],
+      [0, 0x0000],
+      [-0, 0x8000],
+      [1, 0x3f80],
+      [0.1, 0x3dcd],
+      [-2, 0xc000],
       [f32(0x3f808000), 0x3f80], // tie -> even
       [f32(0x3f818000), 0x3f82], // tie -> even (up)
       [f32(0x3f808001), 0x3f81], // above tie
       [f32(0x7f7f0000), 0x7f7f], // largest bf16
       [f32(0x7f7fffff), 0x7f80], // float32 max rounds up to inf
-      [Infinity, 0x7f80], [-Infinity, 0xff80], [1e-40, 0x0001],
+      [Infinity, 0x7f80],
+      [-Infinity, 0xff80],
+      [1e-40, 0x0001],
     ];
     for (const [x, bits] of cases) expect([x, hex(f32ToBf16Bits(x))]).toEqual([x, hex(bits)]);
     const nan = f32ToBf16Bits(NaN);
@@ -133,8 +171,14 @@ describe('float16 / bfloat16 conversions', () => {
   });
 
   test('matches the PyTorch bit patterns in generator_test_vectors.json', () => {
-    const { vectors } = readJson<{ vectors: { first_values: number[]; first_values_f32_hex: string[]; first_values_f16_hex: string[]; first_values_bf16_hex: string[] }[] }>(
-      path.join(FIX, 'generator_test_vectors.json'));
+    const { vectors } = readJson<{
+      vectors: {
+        first_values: number[];
+        first_values_f32_hex: string[];
+        first_values_f16_hex: string[];
+        first_values_bf16_hex: string[];
+      }[];
+    }>(path.join(FIX, 'generator_test_vectors.json'));
     expect(vectors.length).toBeGreaterThan(0);
     for (const v of vectors) {
       v.first_values_f32_hex.forEach((h, i) => {
@@ -152,7 +196,11 @@ describe('float16 / bfloat16 conversions', () => {
     new DataView(buf.buffer).setUint16(3, 0xc000, true);
     expect(Array.from(decodeToFloat32('F16', buf.subarray(1), 'x'))).toEqual([1, -2]);
     const f64 = new Float64Array([0.1, 1e300, -1e-50]);
-    expect(Array.from(decodeToFloat32('F64', new Uint8Array(f64.buffer), 'x'))).toEqual([Math.fround(0.1), Infinity, -0]);
+    expect(Array.from(decodeToFloat32('F64', new Uint8Array(f64.buffer), 'x'))).toEqual([
+      Math.fround(0.1),
+      Infinity,
+      -0,
+    ]);
     const f32src = new Float32Array([1.5, -3]);
     const out = decodeToFloat32('F32', new Uint8Array(f32src.buffer), 'x');
     f32src[0] = 7; // the result must be a copy
@@ -294,7 +342,10 @@ describe('golden fixtures load', () => {
       expect(f.metadata).toEqual({ format: 'pt' });
       expect(f.dataStart % 8).toBe(0);
       const w = f.readFloat32('vision_model.embeddings.patch_embedding.weight');
-      expect(f.info('vision_model.embeddings.patch_embedding.weight')).toMatchObject({ dtype: 'F16', shape: [48, 3, 14, 14] });
+      expect(f.info('vision_model.embeddings.patch_embedding.weight')).toMatchObject({
+        dtype: 'F16',
+        shape: [48, 3, 14, 14],
+      });
       expect(w.length).toBe(48 * 3 * 14 * 14);
       expect(Array.from(w.subarray(0, 3))).toEqual([0.058929443359375, 0.0287017822265625, -0.0037631988525390625]);
       expect(sum(w)).toBeCloseTo(4.228094518184662, 9);
@@ -307,7 +358,9 @@ describe('golden fixtures load', () => {
   });
 
   test('BF16 llava-hf checkpoint', () => {
-    const f = SafetensorsFile.open(path.join(FIX, 'cases/tiny_llavahf_model_prefixed_default_bf16/model/model.safetensors'));
+    const f = SafetensorsFile.open(
+      path.join(FIX, 'cases/tiny_llavahf_model_prefixed_default_bf16/model/model.safetensors'),
+    );
     try {
       expect(f.keys().length).toBe(46);
       const w = f.readFloat32('model.multi_modal_projector.linear_1.weight');
@@ -339,10 +392,11 @@ describe('golden fixtures load', () => {
 });
 
 describe('malformed files are rejected with a precise message', () => {
-  const good = () => serializeSafetensors({
-    'a.weight': { dtype: 'F32', shape: [5, 4], data: new Float32Array(20) },
-    'b.bias': { dtype: 'F32', shape: [4], data: new Float32Array(4) },
-  });
+  const good = () =>
+    serializeSafetensors({
+      'a.weight': { dtype: 'F32', shape: [5, 4], data: new Float32Array(20) },
+      'b.bias': { dtype: 'F32', shape: [4], data: new Float32Array(4) },
+    });
 
   test('truncated in the data region', () => {
     const b = good();
@@ -382,41 +436,88 @@ describe('malformed files are rejected with a precise message', () => {
   });
 
   test('offsets past the data region', () => {
-    expectOpenError(rawFile('past.safetensors', { x: { dtype: 'F32', shape: [4], data_offsets: [8, 24] } }, 16),
-      '"x"', '[8, 24]', 'past the end of the data region (16 bytes)');
+    expectOpenError(
+      rawFile('past.safetensors', { x: { dtype: 'F32', shape: [4], data_offsets: [8, 24] } }, 16),
+      '"x"',
+      '[8, 24]',
+      'past the end of the data region (16 bytes)',
+    );
   });
 
   test('overlapping tensors', () => {
-    expectOpenError(rawFile('overlap.safetensors', {
-      x: { dtype: 'F32', shape: [4], data_offsets: [0, 16] },
-      y: { dtype: 'F32', shape: [2], data_offsets: [12, 20] },
-    }, 20), '"x" [0, 16]', '"y" [12, 20]', 'overlap');
+    expectOpenError(
+      rawFile(
+        'overlap.safetensors',
+        {
+          x: { dtype: 'F32', shape: [4], data_offsets: [0, 16] },
+          y: { dtype: 'F32', shape: [2], data_offsets: [12, 20] },
+        },
+        20,
+      ),
+      '"x" [0, 16]',
+      '"y" [12, 20]',
+      'overlap',
+    );
   });
 
   test('byte length != elements x dtype size', () => {
-    expectOpenError(rawFile('size.safetensors', { 'a.weight': { dtype: 'F16', shape: [5, 4], data_offsets: [0, 80] } }, 80),
-      'tensor "a.weight": data_offsets [0, 80] give 80 bytes but F16 [5, 4] needs 40');
-    expectOpenError(rawFile('scalar.safetensors', { s: { dtype: 'F64', shape: [], data_offsets: [0, 4] } }, 8),
-      '"s"', 'give 4 bytes but F64 [] needs 8');
+    expectOpenError(
+      rawFile('size.safetensors', { 'a.weight': { dtype: 'F16', shape: [5, 4], data_offsets: [0, 80] } }, 80),
+      'tensor "a.weight": data_offsets [0, 80] give 80 bytes but F16 [5, 4] needs 40',
+    );
+    expectOpenError(
+      rawFile('scalar.safetensors', { s: { dtype: 'F64', shape: [], data_offsets: [0, 4] } }, 8),
+      '"s"',
+      'give 4 bytes but F64 [] needs 8',
+    );
   });
 
   test('unknown dtype, bad shape, bad offsets, extra fields, bad metadata', () => {
     const one = (entry: unknown, name: string) => rawFile(name, { t: entry }, 64);
-    expectOpenError(one({ dtype: 'F8_E4M3', shape: [1], data_offsets: [0, 1] }, 'dt.safetensors'), '"t"', 'unknown dtype "F8_E4M3"');
+    expectOpenError(
+      one({ dtype: 'F8_E4M3', shape: [1], data_offsets: [0, 1] }, 'dt.safetensors'),
+      '"t"',
+      'unknown dtype "F8_E4M3"',
+    );
     expectOpenError(one({ shape: [1], data_offsets: [0, 1] }, 'nodt.safetensors'), '"t"', 'unknown dtype');
-    expectOpenError(one({ dtype: 'F32', shape: [-1, 4], data_offsets: [0, 16] }, 'neg.safetensors'), '"t"', 'shape [-1,4]', 'non-negative integers');
-    expectOpenError(one({ dtype: 'F32', shape: [2.5], data_offsets: [0, 10] }, 'frac.safetensors'), '"t"', 'shape [2.5]');
+    expectOpenError(
+      one({ dtype: 'F32', shape: [-1, 4], data_offsets: [0, 16] }, 'neg.safetensors'),
+      '"t"',
+      'shape [-1,4]',
+      'non-negative integers',
+    );
+    expectOpenError(
+      one({ dtype: 'F32', shape: [2.5], data_offsets: [0, 10] }, 'frac.safetensors'),
+      '"t"',
+      'shape [2.5]',
+    );
     expectOpenError(one({ dtype: 'F32', shape: '4', data_offsets: [0, 16] }, 'str.safetensors'), '"t"', 'shape "4"');
     expectOpenError(one({ dtype: 'F32', shape: [1], data_offsets: [4, 0] }, 'rev.safetensors'), '"t"', 'begin > end');
-    expectOpenError(one({ dtype: 'F32', shape: [1], data_offsets: [0] }, 'off1.safetensors'), '"t"', 'data_offsets [0]');
-    expectOpenError(one({ dtype: 'F32', shape: [1], data_offsets: [0, 4], extra: 1 }, 'extra.safetensors'), '"t"', 'unknown field(s) "extra"');
+    expectOpenError(
+      one({ dtype: 'F32', shape: [1], data_offsets: [0] }, 'off1.safetensors'),
+      '"t"',
+      'data_offsets [0]',
+    );
+    expectOpenError(
+      one({ dtype: 'F32', shape: [1], data_offsets: [0, 4], extra: 1 }, 'extra.safetensors'),
+      '"t"',
+      'unknown field(s) "extra"',
+    );
     expectOpenError(one([1], 'arr.safetensors'), '"t"', 'not an object');
-    expectOpenError(rawFile('meta.safetensors', { __metadata__: { total_size: 5 } }), '__metadata__', '"total_size"', 'not a string');
+    expectOpenError(
+      rawFile('meta.safetensors', { __metadata__: { total_size: 5 } }),
+      '__metadata__',
+      '"total_size"',
+      'not a string',
+    );
     expectOpenError(rawFile('meta2.safetensors', { __metadata__: 'pt' }), '__metadata__', 'object');
   });
 
   test('empty header and zero-size tensors are fine', () => {
-    const p = rawFile('empty.safetensors', { __metadata__: { a: 'b' }, z: { dtype: 'F32', shape: [0], data_offsets: [0, 0] } });
+    const p = rawFile('empty.safetensors', {
+      __metadata__: { a: 'b' },
+      z: { dtype: 'F32', shape: [0], data_offsets: [0, 0] },
+    });
     const f = SafetensorsFile.open(p);
     expect(f.keys()).toEqual(['z']);
     expect(f.readFloat32('z').length).toBe(0);
@@ -435,7 +536,9 @@ describe('malformed files are rejected with a precise message', () => {
     } finally {
       f.close();
     }
-    expect(() => SafetensorsFile.open(path.join(tmp, 'missing.safetensors'))).toThrow(/missing\.safetensors.*cannot open/);
+    expect(() => SafetensorsFile.open(path.join(tmp, 'missing.safetensors'))).toThrow(
+      /missing\.safetensors.*cannot open/,
+    );
   });
 });
 
@@ -445,10 +548,12 @@ describe('atomic writes', () => {
     fs.mkdirSync(path.dirname(p));
     writeSafetensors(p, { x: { dtype: 'F32', shape: [2], data: new Float32Array([1, 2]) } });
     const before = fs.readFileSync(p);
-    expect(() => writeSafetensors(p, {
-      a: { dtype: 'F32', shape: [2], data: new Float32Array([3, 4]) },
-      x: { dtype: 'F32', shape: [3, 3], data: new Float32Array(4) },
-    })).toThrow(/"x"/);
+    expect(() =>
+      writeSafetensors(p, {
+        a: { dtype: 'F32', shape: [2], data: new Float32Array([3, 4]) },
+        x: { dtype: 'F32', shape: [3, 3], data: new Float32Array(4) },
+      }),
+    ).toThrow(/"x"/);
     expect(Buffer.compare(fs.readFileSync(p), before)).toBe(0);
     expect(fs.readdirSync(path.dirname(p))).toEqual(['model.safetensors']);
   });
@@ -465,7 +570,9 @@ describe('atomic writes', () => {
     writeSafetensors(a, record, { note: 'x' });
     const calls: string[] = [];
     const streamed = Object.entries(record).map(([name, t]) => ({
-      name, dtype: t.dtype, shape: t.shape,
+      name,
+      dtype: t.dtype,
+      shape: t.shape,
       bytes: () => (calls.push(name), new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)),
     }));
     writeSafetensorsStreaming(b, streamed, { note: 'x' });
@@ -473,7 +580,9 @@ describe('atomic writes', () => {
     expect(calls).toEqual(['2', 'layers.10.w', 'layers.9.w']);
     const before = fs.readFileSync(b);
     const short = streamed.map((t) => (t.name === 'layers.9.w' ? { ...t, bytes: () => new Uint8Array(4) } : t));
-    expect(() => writeSafetensorsStreaming(b, short)).toThrow(/"layers\.9\.w": 4 bytes produced but F32 \[1, 2\] needs 8/);
+    expect(() => writeSafetensorsStreaming(b, short)).toThrow(
+      /"layers\.9\.w": 4 bytes produced but F32 \[1, 2\] needs 8/,
+    );
     expect(() => writeSafetensorsStreaming(b, [...streamed, streamed[0]])).toThrow(/duplicate name/);
     expect(() => writeSafetensorsStreaming(b, [{ ...streamed[0], dtype: 'F8' as never }])).toThrow(/unknown dtype/);
     expect(Buffer.compare(fs.readFileSync(b), before)).toBe(0);
@@ -485,10 +594,12 @@ describe('atomic writes', () => {
     fs.mkdirSync(dir);
     const p = path.join(dir, 'out.bin');
     fs.writeFileSync(p, 'old');
-    expect(() => writeFileAtomic(p, (fd) => {
-      fs.writeSync(fd, 'partial new content');
-      throw new Error('disk on fire');
-    })).toThrow('disk on fire');
+    expect(() =>
+      writeFileAtomic(p, (fd) => {
+        fs.writeSync(fd, 'partial new content');
+        throw new Error('disk on fire');
+      }),
+    ).toThrow('disk on fire');
     expect(fs.readFileSync(p, 'utf8')).toBe('old');
     expect(fs.readdirSync(dir)).toEqual(['out.bin']);
     writeFileAtomic(p, new Uint8Array([110, 101, 119]));

@@ -18,11 +18,15 @@ let app: string;
 
 beforeAll(() => {
   app = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-frameworks-'));
-  fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'frameworks-app', version: '1.0.0', private: true }));
+  fs.writeFileSync(
+    path.join(app, 'package.json'),
+    JSON.stringify({ name: 'frameworks-app', version: '1.0.0', private: true }),
+  );
   const modules = path.join(app, 'node_modules');
   fs.mkdirSync(path.join(modules, '@types'), { recursive: true });
   fs.symlinkSync(ROOT, path.join(modules, 'llava-vision-tfjs'), 'dir');
-  for (const dep of ['vitest', '@jest', 'expect', '@types/jest', '@types/node']) fs.symlinkSync(path.join(ROOT, 'node_modules', dep), path.join(modules, dep), 'dir');
+  for (const dep of ['vitest', '@jest', 'expect', '@types/jest', '@types/node'])
+    fs.symlinkSync(path.join(ROOT, 'node_modules', dep), path.join(modules, dep), 'dir');
 });
 afterAll(() => fs.rmSync(app, { recursive: true, force: true }));
 
@@ -62,28 +66,61 @@ test('typed', () => {
 // Our declarations are checked with the libraries' (no skipLibCheck) once per framework; the other
 // module systems for resolution and the augmentation only.
 const SUITES: { name: string; imports: string; types: string[]; esm: boolean; skipLibCheck: boolean }[] = [
-  { name: 'Jest, global expect (@types/jest), CommonJS', imports: '', types: ['node', 'jest'], esm: false, skipLibCheck: false },
-  { name: 'Jest, global expect (@types/jest), ES module', imports: '', types: ['node', 'jest'], esm: true, skipLibCheck: true },
-  { name: 'Jest, @jest/globals', imports: "import { expect, test } from '@jest/globals';\n", types: ['node'], esm: false, skipLibCheck: true },
-  { name: 'Vitest', imports: "import { expect, test } from 'vitest';\n", types: ['node'], esm: true, skipLibCheck: false },
+  {
+    name: 'Jest, global expect (@types/jest), CommonJS',
+    imports: '',
+    types: ['node', 'jest'],
+    esm: false,
+    skipLibCheck: false,
+  },
+  {
+    name: 'Jest, global expect (@types/jest), ES module',
+    imports: '',
+    types: ['node', 'jest'],
+    esm: true,
+    skipLibCheck: true,
+  },
+  {
+    name: 'Jest, @jest/globals',
+    imports: "import { expect, test } from '@jest/globals';\n",
+    types: ['node'],
+    esm: false,
+    skipLibCheck: true,
+  },
+  {
+    name: 'Vitest',
+    imports: "import { expect, test } from 'vitest';\n",
+    types: ['node'],
+    esm: true,
+    skipLibCheck: false,
+  },
 ];
-const file = (stem: string, esm: boolean) => path.join(app, `${stem}-${Math.random().toString(36).slice(2)}.${esm ? 'mts' : 'ts'}`);
+const file = (stem: string, esm: boolean) =>
+  path.join(app, `${stem}-${Math.random().toString(36).slice(2)}.${esm ? 'mts' : 'ts'}`);
 
-test.each(SUITES)('typings: $name, strict (skipLibCheck $skipLibCheck): the matchers are on expect(...), their options typed', ({ imports, types, esm, skipLibCheck }) => {
-  const typed = file('typed', esm);
-  fs.writeFileSync(typed, `${imports}import { matchers, readReference } from 'llava-vision-tfjs/testing';\n${BODY}`);
-  expect(compile(typed, types, esm, skipLibCheck)).toEqual([]);
-});
+test.each(SUITES)(
+  'typings: $name, strict (skipLibCheck $skipLibCheck): the matchers are on expect(...), their options typed',
+  ({ imports, types, esm, skipLibCheck }) => {
+    const typed = file('typed', esm);
+    fs.writeFileSync(typed, `${imports}import { matchers, readReference } from 'llava-vision-tfjs/testing';\n${BODY}`);
+    expect(compile(typed, types, esm, skipLibCheck)).toEqual([]);
+  },
+);
 
-test.each([SUITES[0], SUITES[3]])('typings: $name: without the import, the same call is a type error (the augmentation is the module\'s)', ({ imports, types, esm }) => {
-  const untyped = file('untyped', esm);
-  fs.writeFileSync(untyped, `${imports}export {};\ntest('untyped', () => { expect([1]).toBeAllClose([1]); });\n`);
-  expect(compile(untyped, types, esm, true).join('\n')).toMatch(/Property 'toBeAllClose' does not exist/);
-});
+test.each([SUITES[0], SUITES[3]])(
+  "typings: $name: without the import, the same call is a type error (the augmentation is the module's)",
+  ({ imports, types, esm }) => {
+    const untyped = file('untyped', esm);
+    fs.writeFileSync(untyped, `${imports}export {};\ntest('untyped', () => { expect([1]).toBeAllClose([1]); });\n`);
+    expect(compile(untyped, types, esm, true).join('\n')).toMatch(/Property 'toBeAllClose' does not exist/);
+  },
+);
 
 test('under real Vitest: passes at the boundary, fails one ulp past it with the message, .not', () => {
   const dir = fs.mkdtempSync(path.join(app, 'vitest-'));
-  fs.writeFileSync(path.join(dir, 'matchers.test.ts'), `
+  fs.writeFileSync(
+    path.join(dir, 'matchers.test.ts'),
+    `
 import { expect, test } from 'vitest';
 import { matchers } from 'llava-vision-tfjs/testing';
 
@@ -108,8 +145,13 @@ test('toHaveShape', () => {
   expect([[1], [2]]).toHaveShape([2, 1]);
   expect(() => expect([[1], [2]]).toHaveShape([1, 2])).toThrow('shape: received [2, 1], expected [1, 2]');
 });
-`);
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--root', dir], { cwd: dir, encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+`,
+  );
+  const r = spawnSync(
+    process.execPath,
+    [path.join(ROOT, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--root', dir],
+    { cwd: dir, encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } },
+  );
   expect(r.stdout).toMatch(/Tests\s+3 passed \(3\)/);
   expect(r.status).toBe(0);
 });

@@ -46,15 +46,19 @@ describe('toBeAllClose (numpy.allclose)', () => {
   });
 
   test('fails one float64 ulp past it, naming the element, both values and the counts', () => {
-    const message = failure(() => expect(new Float64Array([1.75, 0.75, -nextUp64(6.25)])).toBeAllClose(expected, options));
+    const message = failure(() =>
+      expect(new Float64Array([1.75, 0.75, -nextUp64(6.25)])).toBeAllClose(expected, options),
+    );
     expect(message).toContain('expect(received).toBeAllClose(expected)');
-    expect(message).toContain('shape [3]; |received − expected| ≤ atol + rtol·|expected| with atol 0.25, rtol 0.5 (numpy.allclose)');
+    expect(message).toContain(
+      'shape [3]; |received − expected| ≤ atol + rtol·|expected| with atol 0.25, rtol 0.5 (numpy.allclose)',
+    );
     expect(message).toContain('out of tolerance: 1 of 3 elements (33.3%)');
     expect(message).toContain(`worst at [2]: received ${-nextUp64(6.25)}, expected -4 (|difference| 2.25e+0)`);
     expect(message).toMatch(/max abs error 2\.25e\+0, max rel error 7\.50e-1, cosine similarity 0\.943535933/);
   });
 
-  test('the default tolerances are numpy\'s (rtol 1e-5, atol 1e-8)', () => {
+  test("the default tolerances are numpy's (rtol 1e-5, atol 1e-8)", () => {
     expect([1e5 + 1]).toBeAllClose([1e5]); // 1 ≤ 1e-8 + 1e-5·1e5
     expect(failure(() => expect([1e5 + 1.01]).toBeAllClose([1e5]))).toContain('atol 1e-8, rtol 0.00001');
     expect([1e-8]).toBeAllClose([0]);
@@ -62,7 +66,18 @@ describe('toBeAllClose (numpy.allclose)', () => {
   });
 
   test('the worst element is the one furthest past its tolerance, as a multi-index', () => {
-    const message = failure(() => expect([[1, 2, 3], [4, 5, 6]]).toBeAllClose([[1, 2, 3], [4, 5.2, 6.6]], { atol: 0.1, rtol: 0 }));
+    const message = failure(() =>
+      expect([
+        [1, 2, 3],
+        [4, 5, 6],
+      ]).toBeAllClose(
+        [
+          [1, 2, 3],
+          [4, 5.2, 6.6],
+        ],
+        { atol: 0.1, rtol: 0 },
+      ),
+    );
     expect(message).toContain('shape [2, 3]');
     expect(message).toContain('out of tolerance: 2 of 6 elements (33.3%)');
     expect(message).toContain('worst at [1, 2]: received 6, expected 6.6');
@@ -71,7 +86,9 @@ describe('toBeAllClose (numpy.allclose)', () => {
   test('the shape is checked first', () => {
     const message = failure(() => expect([[1, 2]]).toBeAllClose([1, 2]));
     expect(message).toBe('expect(received).toBeAllClose(expected)\n\nshape: received [1, 2], expected [2]');
-    expect(() => expect(new Float32Array(3)).toBeAllClose([[0, 0]])).toThrow(/shape: received 3 values \(flat\), expected \[1, 2\]/);
+    expect(() => expect(new Float32Array(3)).toBeAllClose([[0, 0]])).toThrow(
+      /shape: received 3 values \(flat\), expected \[1, 2\]/,
+    );
   });
 
   test('NaN fails unless equalNaN, ±Inf only equals the same infinity; both are counted in the message', () => {
@@ -95,23 +112,45 @@ describe('toBeAllClose (numpy.allclose)', () => {
   });
 
   test('takes tf.Tensors, typed arrays, nested arrays, EncodedTensors and numbers', () => {
-    const t = tf.tensor2d([[1, 2], [3, 4]]);
-    expect(t).toBeAllClose([[1, 2], [3, 4]]);
+    const t = tf.tensor2d([
+      [1, 2],
+      [3, 4],
+    ]);
+    expect(t).toBeAllClose([
+      [1, 2],
+      [3, 4],
+    ]);
     expect(t).toBeAllClose(new Float32Array([1, 2, 3, 4])); // a bare typed array takes the other side's shape
     expect(t).toBeAllClose({ dtype: 'F32', shape: [2, 2], data: new Float32Array([1, 2, 3, 4]) });
     expect(tf.scalar(3)).toBeAllClose(3);
     expect(new BigInt64Array([3n])).toBeAllClose([3]);
     expect(() => expect(t).toBeAllClose([1, 2, 3, 4])).toThrow(/shape: received \[2, 2\], expected \[4\]/);
     t.dispose();
-    expect(() => expect(t).toBeAllClose([[1, 2], [3, 4]])).toThrow('toBeAllClose: received is a disposed tf.Tensor');
+    expect(() =>
+      expect(t).toBeAllClose([
+        [1, 2],
+        [3, 4],
+      ]),
+    ).toThrow('toBeAllClose: received is a disposed tf.Tensor');
   });
 
   test('bad input is one line naming the argument', () => {
-    expect(() => expect('x').toBeAllClose([1])).toThrow('toBeAllClose: received must be a tf.Tensor, a typed array, nested arrays of numbers, { shape, data } (an EncodedTensor or a reference entry) or a number; got string');
-    expect(() => expect([[1, 2], [3]]).toBeAllClose([[1, 2], [3, 4]])).toThrow('toBeAllClose: received[1] is ragged: 1 entries where the first row has 2');
+    expect(() => expect('x').toBeAllClose([1])).toThrow(
+      'toBeAllClose: received must be a tf.Tensor, a typed array, nested arrays of numbers, { shape, data } (an EncodedTensor or a reference entry) or a number; got string',
+    );
+    expect(() =>
+      expect([[1, 2], [3]]).toBeAllClose([
+        [1, 2],
+        [3, 4],
+      ]),
+    ).toThrow('toBeAllClose: received[1] is ragged: 1 entries where the first row has 2');
     expect(() => expect([1, '2']).toBeAllClose([1, 2])).toThrow('toBeAllClose: received[1] is string, not a number');
-    expect(() => expect({ shape: [2], data: [1] }).toBeAllClose([1, 2])).toThrow('toBeAllClose: received has 1 values but its shape [2] holds 2');
-    expect(() => expect([1]).toBeAllClose([1], { rtol: -1 })).toThrow('toBeAllClose: option rtol must be a finite number >= 0, got -1');
+    expect(() => expect({ shape: [2], data: [1] }).toBeAllClose([1, 2])).toThrow(
+      'toBeAllClose: received has 1 values but its shape [2] holds 2',
+    );
+    expect(() => expect([1]).toBeAllClose([1], { rtol: -1 })).toThrow(
+      'toBeAllClose: option rtol must be a finite number >= 0, got -1',
+    );
   });
 
   test('works without a test framework (no jest, no vitest at run time)', () => {
@@ -123,29 +162,41 @@ describe('toBeAllClose (numpy.allclose)', () => {
 
 describe('toMatchReference (the parity rule)', () => {
   // limit = 4 · 0.25 + 0.125 = 1.125, exact in float32 and float64.
-  const truth = { name: 'features', shape: [2], data: new Float32Array([2, -3]), meta: { torch_fp32_max_abs_err: 0.25, f32_storage_max_abs_err: 0.125 }, file: 'ref.safetensors' };
+  const truth = {
+    name: 'features',
+    shape: [2],
+    data: new Float32Array([2, -3]),
+    meta: { torch_fp32_max_abs_err: 0.25, f32_storage_max_abs_err: 0.125 },
+    file: 'ref.safetensors',
+  };
 
-  test('passes exactly at bound × PyTorch\'s error + storage, fails one float32 ulp past it', () => {
+  test("passes exactly at bound × PyTorch's error + storage, fails one float32 ulp past it", () => {
     expect(new Float32Array([3.125, -3])).toMatchReference(truth);
     expect(new Float32Array([2, -4.125])).toMatchReference(truth);
     const message = failure(() => expect(new Float32Array([nextUp32(3.125), -3])).toMatchReference(truth));
-    expect(message).toBe([
-      'expect(received).toMatchReference(reference)',
-      '',
-      'reference "features" (ref.safetensors), shape [2]',
-      'bound 4 × 2.50e-1 (PyTorch fp32\'s own error) + 1.25e-1 (float32 storage) = 1.13e+0',
-      'max abs error / PyTorch fp32\'s error: 4.50 (bound 4)',
-      'out of tolerance: 1 of 2 elements (50.0%)',
-      'worst at [0]: received 3.1250002, reference 2 (|difference| 1.13e+0)',
-      'max abs error 1.13e+0, max rel error 5.63e-1, cosine similarity 0.976374992',
-    ].join('\n'));
+    expect(message).toBe(
+      [
+        'expect(received).toMatchReference(reference)',
+        '',
+        'reference "features" (ref.safetensors), shape [2]',
+        "bound 4 × 2.50e-1 (PyTorch fp32's own error) + 1.25e-1 (float32 storage) = 1.13e+0",
+        "max abs error / PyTorch fp32's error: 4.50 (bound 4)",
+        'out of tolerance: 1 of 2 elements (50.0%)',
+        'worst at [0]: received 3.1250002, reference 2 (|difference| 1.13e+0)',
+        'max abs error 1.13e+0, max rel error 5.63e-1, cosine similarity 0.976374992',
+      ].join('\n'),
+    );
   });
 
-  test('the bound option scales PyTorch\'s error', () => {
+  test("the bound option scales PyTorch's error", () => {
     const at8 = new Float32Array([2 + 8 * 0.25 + 0.125, -3]);
     expect(at8).toMatchReference(truth, { bound: 8 });
-    expect(() => expect(at8).toMatchReference(truth)).toThrow(/max abs error \/ PyTorch fp32's error: 8\.50 \(bound 4\)/);
-    expect(() => expect(new Float32Array([nextUp32(4.125), -3])).toMatchReference(truth, { bound: 8 })).toThrow(/out of tolerance: 1 of 2/);
+    expect(() => expect(at8).toMatchReference(truth)).toThrow(
+      /max abs error \/ PyTorch fp32's error: 8\.50 \(bound 4\)/,
+    );
+    expect(() => expect(new Float32Array([nextUp32(4.125), -3])).toMatchReference(truth, { bound: 8 })).toThrow(
+      /out of tolerance: 1 of 2/,
+    );
   });
 
   test('an exact entry (pixel values) must be identical', () => {
@@ -160,21 +211,31 @@ describe('toMatchReference (the parity rule)', () => {
     const message = failure(() => expect(new Float32Array([NaN, -3])).toMatchReference(truth));
     expect(message).toContain('out of tolerance: 1 of 2 elements (50.0%)');
     expect(message).toContain('NaN: received 1, reference 0; ±Inf: received 0, reference 0');
-    expect(() => expect([Infinity, -3]).toMatchReference({ ...truth, data: new Float32Array([Infinity, -3]) })).toThrow(/±Inf: received 1, reference 1/);
+    expect(() => expect([Infinity, -3]).toMatchReference({ ...truth, data: new Float32Array([Infinity, -3]) })).toThrow(
+      /±Inf: received 1, reference 1/,
+    );
   });
 
   test('.not, and the shape first', () => {
     expect(new Float32Array([4, -3])).not.toMatchReference(truth);
-    expect(failure(() => expect(new Float32Array([2, -3])).not.toMatchReference(truth))).toContain('all 2 elements are within the tolerance');
-    expect(failure(() => expect([[2, -3]]).toMatchReference(truth))).toBe('expect(received).toMatchReference(reference)\n\nshape: received [1, 2], reference [2]');
+    expect(failure(() => expect(new Float32Array([2, -3])).not.toMatchReference(truth))).toContain(
+      'all 2 elements are within the tolerance',
+    );
+    expect(failure(() => expect([[2, -3]]).toMatchReference(truth))).toBe(
+      'expect(received).toMatchReference(reference)\n\nshape: received [1, 2], reference [2]',
+    );
   });
 
   test('a reference without error metadata: the missing field is named (toBeAllClose still works)', () => {
     const bare = { ...truth, meta: {} };
-    expect(() => expect([2, -3]).toMatchReference(bare)).toThrow('toMatchReference: reference "features" (ref.safetensors) has no torch_fp32_max_abs_err in its metadata, so there is no bound to check against (write the reference with python/llava_vision_reference.py, or compare with toBeAllClose)');
+    expect(() => expect([2, -3]).toMatchReference(bare)).toThrow(
+      'toMatchReference: reference "features" (ref.safetensors) has no torch_fp32_max_abs_err in its metadata, so there is no bound to check against (write the reference with python/llava_vision_reference.py, or compare with toBeAllClose)',
+    );
     expect(() => expect([2, -3]).not.toMatchReference(bare)).toThrow(/has no torch_fp32_max_abs_err/); // never a silent pass
     expect([2, -3]).toBeAllClose(bare);
-    expect(() => expect([2, -3]).toMatchReference({ shape: [2], data: [2, -3] } as never)).toThrow(/has no metadata \(meta\)/);
+    expect(() => expect([2, -3]).toMatchReference({ shape: [2], data: [2, -3] } as never)).toThrow(
+      /has no metadata \(meta\)/,
+    );
   });
 });
 
@@ -182,12 +243,18 @@ describe('toHaveShape', () => {
   test('the exact shape passes, any other fails with both', () => {
     const t = tf.zeros([2, 3]);
     expect(t).toHaveShape([2, 3]);
-    expect(failure(() => expect(t).toHaveShape([2, 3, 1]))).toBe('expect(received).toHaveShape(shape)\n\nshape: received [2, 3], expected [2, 3, 1]');
+    expect(failure(() => expect(t).toHaveShape([2, 3, 1]))).toBe(
+      'expect(received).toHaveShape(shape)\n\nshape: received [2, 3], expected [2, 3, 1]',
+    );
     expect(t).not.toHaveShape([3, 2]);
-    expect(failure(() => expect(t).not.toHaveShape([2, 3]))).toBe('expect(received).not.toHaveShape(shape)\n\nshape: received [2, 3], expected not [2, 3]');
+    expect(failure(() => expect(t).not.toHaveShape([2, 3]))).toBe(
+      'expect(received).not.toHaveShape(shape)\n\nshape: received [2, 3], expected not [2, 3]',
+    );
     expect([[1], [2]]).toHaveShape([2, 1]);
     expect(new Float32Array(4)).toHaveShape([4]);
-    expect(failure(() => expect(new Float32Array(4)).toHaveShape([2, 2]))).toContain('received [4] (a flat typed array)');
+    expect(failure(() => expect(new Float32Array(4)).toHaveShape([2, 2]))).toContain(
+      'received [4] (a flat typed array)',
+    );
     t.dispose();
   });
 });
@@ -199,32 +266,54 @@ describe('reference files (readReference)', () => {
 
   test('entries carry their metadata to toMatchReference; a file without it still serves toBeAllClose', () => {
     const file = path.join(dir, 'ref.safetensors');
-    const expected = { features: { torch_fp32_max_abs_err: 0.25, f32_storage_max_abs_err: 0.125 }, pixel_values: { exact: true } };
-    writeSafetensors(file, {
-      features: { dtype: 'F32', shape: [1, 2], data: new Float32Array([2, -3]) },
-      pixel_values: { dtype: 'F32', shape: [1, 1], data: new Float32Array([0.5]) },
-    }, { format: 'llava-vision-reference/1', expected: JSON.stringify(expected) });
+    const expected = {
+      features: { torch_fp32_max_abs_err: 0.25, f32_storage_max_abs_err: 0.125 },
+      pixel_values: { exact: true },
+    };
+    writeSafetensors(
+      file,
+      {
+        features: { dtype: 'F32', shape: [1, 2], data: new Float32Array([2, -3]) },
+        pixel_values: { dtype: 'F32', shape: [1, 1], data: new Float32Array([0.5]) },
+      },
+      { format: 'llava-vision-reference/1', expected: JSON.stringify(expected) },
+    );
     const ref = readReference(file);
     expect(Object.keys(ref).sort()).toEqual(['features', 'pixel_values']);
     expect([[3.125, -3]]).toMatchReference(ref.features);
-    expect(failure(() => expect([[nextUp32(3.125), -3]]).toMatchReference(ref.features))).toContain(`reference "features" (${file}), shape [1, 2]`);
+    expect(failure(() => expect([[nextUp32(3.125), -3]]).toMatchReference(ref.features))).toContain(
+      `reference "features" (${file}), shape [1, 2]`,
+    );
     expect([[0.5]]).toMatchReference(ref.pixel_values);
 
     const bare = path.join(dir, 'bare.safetensors');
     writeSafetensors(bare, { features: { dtype: 'F32', shape: [2], data: new Float32Array([2, -3]) } });
     const plain = readReference(bare);
     expect([2, -3]).toBeAllClose(plain.features);
-    expect(() => expect([2, -3]).toMatchReference(plain.features)).toThrow(`reference "features" (${bare}) has no torch_fp32_max_abs_err`);
+    expect(() => expect([2, -3]).toMatchReference(plain.features)).toThrow(
+      `reference "features" (${bare}) has no torch_fp32_max_abs_err`,
+    );
   });
 
   test('bad metadata is one line naming the file, tensor and field', () => {
     const file = path.join(dir, 'bad.safetensors');
-    const write = (expected: unknown) => writeSafetensors(file, { features: { dtype: 'F32', shape: [1], data: new Float32Array(1) } }, { expected: JSON.stringify(expected) });
+    const write = (expected: unknown) =>
+      writeSafetensors(
+        file,
+        { features: { dtype: 'F32', shape: [1], data: new Float32Array(1) } },
+        { expected: JSON.stringify(expected) },
+      );
     write({ features: { torch_fp32_max_abs_err: -1 } });
-    expect(() => readReference(file)).toThrow(`${file}: __metadata__.expected["features"].torch_fp32_max_abs_err must be a finite number >= 0, got -1`);
+    expect(() => readReference(file)).toThrow(
+      `${file}: __metadata__.expected["features"].torch_fp32_max_abs_err must be a finite number >= 0, got -1`,
+    );
     write({ projected: {} });
-    expect(() => readReference(file)).toThrow(`${file}: __metadata__.expected describes tensor "projected", which the file does not hold`);
+    expect(() => readReference(file)).toThrow(
+      `${file}: __metadata__.expected describes tensor "projected", which the file does not hold`,
+    );
     write([1]);
-    expect(() => readReference(file)).toThrow(`${file}: __metadata__.expected must be a JSON object of tensor name -> fields`);
+    expect(() => readReference(file)).toThrow(
+      `${file}: __metadata__.expected must be a JSON object of tensor name -> fields`,
+    );
   });
 });

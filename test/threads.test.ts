@@ -41,7 +41,11 @@ const describeSharded = onWasm ? describeOnBackend : describe.skip;
 describeSharded.each([1, 2, 3, 4])('%i thread(s)', (threads) => {
   test('LLaVA-1.6 (anyres, mlp2x_gelu projector sharded too): features and projection within the parity bound, identical on a second run', async () => {
     const gc = loadCase('tiny_llava_anyres_spatial_unpad');
-    const model = await LlavaVision.load(path.join(gc.dir, 'llava'), { visionTower: path.join(gc.dir, 'clip_tower'), log: null, threads });
+    const model = await LlavaVision.load(path.join(gc.dir, 'llava'), {
+      visionTower: path.join(gc.dir, 'clip_tower'),
+      log: null,
+      threads,
+    });
     try {
       expect(model.threads).toBe(threads);
       for (const img of gc.json.images) {
@@ -59,7 +63,7 @@ describeSharded.each([1, 2, 3, 4])('%i thread(s)', (threads) => {
     }
   });
 
-  test('CLIP with massive activations: every hidden state and pooler_output within 3x PyTorch fp32\'s error', async () => {
+  test("CLIP with massive activations: every hidden state and pooler_output within 3x PyTorch fp32's error", async () => {
     const gc = loadCase('tiny_clip_massive_activations');
     const model = await LlavaVision.load(path.join(gc.dir, 'model'), { log: null, threads });
     try {
@@ -68,9 +72,13 @@ describeSharded.each([1, 2, 3, 4])('%i thread(s)', (threads) => {
         const x = pixelValues(gc, img.id);
         const out = model.encode(x, { outputs: ['hidden_states', 'pooler_output'] });
         for (const [k, h] of out.hiddenStates!.entries()) {
-          expect(expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, await h.data(), h.shape.slice(1))).toBeLessThanOrEqual(3);
+          expect(
+            expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, await h.data(), h.shape.slice(1)),
+          ).toBeLessThanOrEqual(3);
         }
-        expect(expectParity(gc, `${img.id}.pooler_output`, await out.poolerOutput!.data(), out.poolerOutput!.shape.slice(1))).toBeLessThanOrEqual(3);
+        expect(
+          expectParity(gc, `${img.id}.pooler_output`, await out.poolerOutput!.data(), out.poolerOutput!.shape.slice(1)),
+        ).toBeLessThanOrEqual(3);
         tf.dispose([x, ...out.hiddenStates!, out.poolerOutput!]);
       }
     } finally {
@@ -82,15 +90,24 @@ describeSharded.each([1, 2, 3, 4])('%i thread(s)', (threads) => {
 describeSharded('sharded model', () => {
   test('each weight is held once in the shards (they add up to the single-thread model), plus the trainable projector on this thread', async () => {
     const gc = loadCase('tiny_llava_anyres_spatial_unpad');
-    const load = (threads: number) => LlavaVision.load(path.join(gc.dir, 'llava'), { visionTower: path.join(gc.dir, 'clip_tower'), log: null, threads });
+    const load = (threads: number) =>
+      LlavaVision.load(path.join(gc.dir, 'llava'), {
+        visionTower: path.join(gc.dir, 'clip_tower'),
+        log: null,
+        threads,
+      });
     const one = await load(1);
-    const whole = [...one.tower.visionModel.visionModel.weights, ...one.projector!.weights].reduce((s, w) => s + w.read().size, 0);
+    const whole = [...one.tower.visionModel.visionModel.weights, ...one.projector!.weights].reduce(
+      (s, w) => s + w.read().size,
+      0,
+    );
     const projectorSize = one.projector!.weights.reduce((s, w) => s + w.read().size, 0);
     one.dispose();
     const three = await load(3);
     try {
       const runtime = three.shardRuntime!;
-      const hostVectors = three.tower.config.numHiddenLayers * 6 * three.tower.config.hiddenSize + 4 * three.tower.config.hiddenSize; // LayerNorms, out_proj and fc2 biases
+      const hostVectors =
+        three.tower.config.numHiddenLayers * 6 * three.tower.config.hiddenSize + 4 * three.tower.config.hiddenSize; // LayerNorms, out_proj and fc2 biases
       const projectorBias = three.projectedWidth!;
       const own = three.tower.shardedModel!.weights().reduce((s, w) => s + w.size, 0);
       const others = threadMemory(three).reduce((s, m) => s + m.weightBytes / 4, 0);
@@ -136,7 +153,12 @@ describeSharded('sharded model', () => {
 
   test('the trainable projector on this thread is the one the shards were cut from', async () => {
     const gc = loadCase('tiny_llava_anyres_spatial_unpad');
-    const load = (threads: number) => LlavaVision.load(path.join(gc.dir, 'llava'), { visionTower: path.join(gc.dir, 'clip_tower'), log: null, threads });
+    const load = (threads: number) =>
+      LlavaVision.load(path.join(gc.dir, 'llava'), {
+        visionTower: path.join(gc.dir, 'clip_tower'),
+        log: null,
+        threads,
+      });
     const [one, two] = [await load(1), await load(2)];
     try {
       const values = (m: LlavaVision) => m.projector!.weights.map((w) => Array.from(w.read().dataSync()));
@@ -155,7 +177,12 @@ describeSharded('sharded model', () => {
   test('a thread that dies fails the call with a BackendError naming it, and the model stays failed', async () => {
     const model = await LlavaVision.load(DEMO, { log: null, threads: 2 });
     try {
-      model.shardRuntime!.team.request(() => ({ kind: 'hook', module: path.join(__dirname, 'helpers', 'shard_die.js'), name: 'dieOnNextStep', args: null }));
+      model.shardRuntime!.team.request(() => ({
+        kind: 'hook',
+        module: path.join(__dirname, 'helpers', 'shard_die.js'),
+        name: 'dieOnNextStep',
+        args: null,
+      }));
       const s = model.tower.config.imageSize;
       const x = tf.zeros<tf.Rank.R4>([1, 3, s, s]);
       expect(() => model.encode(x)).toThrow(/thread 1 of 2 .*(ended|failed)/);
@@ -178,7 +205,14 @@ describeSharded('sharded model', () => {
     const gc = loadCase('tiny_llava_anyres_spatial_unpad');
     // A projector file of the wrong width: the tower loads sharded first, then the projector check fails.
     const args = `${JSON.stringify(path.join(gc.dir, 'llava'))}, { visionTower: ${JSON.stringify(path.join(gc.dir, 'clip_tower'))}, threads: 2, log: null, projector: ${JSON.stringify(path.join(DEMO, 'model.safetensors'))} }`;
-    await expect(LlavaVision.load(path.join(gc.dir, 'llava'), { visionTower: path.join(gc.dir, 'clip_tower'), log: null, threads: 2, projector: path.join(DEMO, 'model.safetensors') })).rejects.toThrow(/mm_projector\.0\.weight" has shape/);
+    await expect(
+      LlavaVision.load(path.join(gc.dir, 'llava'), {
+        visionTower: path.join(gc.dir, 'clip_tower'),
+        log: null,
+        threads: 2,
+        projector: path.join(DEMO, 'model.safetensors'),
+      }),
+    ).rejects.toThrow(/mm_projector\.0\.weight" has shape/);
     // In a fresh process, counting the worker threads made and ended.
     const script = `const wt = require('worker_threads'); let made = 0, ended = 0;
       wt.Worker = class extends wt.Worker { constructor(...a) { super(...a); made++; this.on('exit', () => ended++); } };
@@ -232,18 +266,24 @@ describe('llava-vision encode --threads', () => {
     }
   };
 
-  (onWasm ? test : test.skip)('1, 2 and 3 threads write the same tokens within float32 rounding; --threads 2 is identical run to run', async () => {
-    const out = (n: string) => path.join(tempDir(), `t${n}.safetensors`);
-    for (const n of ['1', '2', '3', '2b']) expect((await runCli(['encode', CHELSEA, '--threads', n.replace('b', ''), '--quiet', '--out', out(n)])).code).toBe(0);
-    const one = merged(out('1'));
-    for (const n of ['2', '3']) {
-      const other = merged(out(n));
-      let worst = 0;
-      for (let i = 0; i < one.length; i++) worst = Math.max(worst, Math.abs(other[i] - one[i]));
-      expect(worst).toBeLessThan(1e-4);
-    }
-    expect(bits(merged(out('2b'))).equals(bits(merged(out('2'))))).toBe(true);
-  });
+  (onWasm ? test : test.skip)(
+    '1, 2 and 3 threads write the same tokens within float32 rounding; --threads 2 is identical run to run',
+    async () => {
+      const out = (n: string) => path.join(tempDir(), `t${n}.safetensors`);
+      for (const n of ['1', '2', '3', '2b'])
+        expect(
+          (await runCli(['encode', CHELSEA, '--threads', n.replace('b', ''), '--quiet', '--out', out(n)])).code,
+        ).toBe(0);
+      const one = merged(out('1'));
+      for (const n of ['2', '3']) {
+        const other = merged(out(n));
+        let worst = 0;
+        for (let i = 0; i < one.length; i++) worst = Math.max(worst, Math.abs(other[i] - one[i]));
+        expect(worst).toBeLessThan(1e-4);
+      }
+      expect(bits(merged(out('2b'))).equals(bits(merged(out('2'))))).toBe(true);
+    },
+  );
 
   test('--threads 0 and --threads two are usage errors (exit 2) naming the option', async () => {
     for (const bad of ['0', 'two']) {
@@ -259,7 +299,14 @@ test('inspect reports how a load would split the model across threads', async ()
   process.env[THREADS_ENV_VAR] = '3';
   try {
     const report = await inspectCheckpoint(DEMO);
-    expect(report.threads).toEqual({ requested: 3, from: THREADS_ENV_VAR, threads: 3, heads: [2, 1, 1], features: [86, 85, 85], projectorHidden: [43, 43, 42] });
+    expect(report.threads).toEqual({
+      requested: 3,
+      from: THREADS_ENV_VAR,
+      threads: 3,
+      heads: [2, 1, 1],
+      features: [86, 85, 85],
+      projectorHidden: [43, 43, 42],
+    });
     process.env[THREADS_ENV_VAR] = '1';
     expect((await inspectCheckpoint(DEMO)).threads).toMatchObject({ threads: 1, heads: [4], projectorHidden: null });
   } finally {

@@ -18,18 +18,24 @@ import { readJson } from './helpers/json';
 const FIX = path.join(__dirname, 'fixtures');
 const TB = path.join(FIX, 'torch_bin');
 let tmp: string;
-beforeAll(() => { tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'torchbin-test-')); });
-afterAll(() => { fs.rmSync(tmp, { recursive: true, force: true }); });
-
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'torchbin-test-'));
+});
+afterAll(() => {
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
 
 // ---------------------------------------------------------------------------------------------
 // Rejection harness: the file must be refused with a CheckpointError naming it, and nothing written.
 
 function listing(dir: string): string[] {
-  return fs.readdirSync(dir, { recursive: true, withFileTypes: false }).map((n) => {
-    const st = fs.statSync(path.join(dir, String(n)));
-    return `${String(n)} ${st.size} ${st.mtimeMs}`;
-  }).sort();
+  return fs
+    .readdirSync(dir, { recursive: true, withFileTypes: false })
+    .map((n) => {
+      const st = fs.statSync(path.join(dir, String(n)));
+      return `${String(n)} ${st.size} ${st.mtimeMs}`;
+    })
+    .sort();
 }
 
 function write(name: string, bytes: Uint8Array): string {
@@ -72,7 +78,9 @@ describe('real torch.save fixtures', () => {
   test.each(cases)('%s mm_projector.bin equals the model.mm_projector.* shard tensors bit for bit', (c) => {
     const dir = path.join(FIX, 'cases', c, 'llava');
     const index = readJson<{ weight_map: Record<string, string> }>(path.join(dir, 'model.safetensors.index.json'));
-    const expectedKeys = Object.keys(index.weight_map).filter((k) => k.startsWith('model.mm_projector.')).sort();
+    const expectedKeys = Object.keys(index.weight_map)
+      .filter((k) => k.startsWith('model.mm_projector.'))
+      .sort();
     const f = TorchBinFile.open(path.join(dir, 'mm_projector.bin'));
     try {
       expect(f.keys()).toEqual(expectedKeys);
@@ -87,8 +95,12 @@ describe('real torch.save fixtures', () => {
           expect(typeof info.storageKey).toBe('string');
           const got = f.readFloat32(k);
           expect(got.length).toBe(want.length);
-          expect(Buffer.compare(Buffer.from(bits(got).buffer, got.byteOffset, got.byteLength),
-            Buffer.from(bits(want).buffer, want.byteOffset, want.byteLength))).toBe(0);
+          expect(
+            Buffer.compare(
+              Buffer.from(bits(got).buffer, got.byteOffset, got.byteLength),
+              Buffer.from(bits(want).buffer, want.byteOffset, want.byteLength),
+            ),
+          ).toBe(0);
           const raw = f.read(k);
           expect(raw.dtype).toBe('F32');
           expect(raw.shape).toEqual(st.info(k).shape);
@@ -105,14 +117,20 @@ describe('real torch.save fixtures', () => {
 
   /** The expected raw bytes were written by tools/dev/gen_torch_bin_fixtures.py next to each file. */
   test.each(['state_dict_f16.bin', 'views_bf16.bin'])('%s: every tensor matches torch byte for byte', (file) => {
-    const expected = readJson<Record<string, { dtype: string; shape: number[]; hex: string }>>(path.join(TB, file + '.expected.json'));
+    const expected = readJson<Record<string, { dtype: string; shape: number[]; hex: string }>>(
+      path.join(TB, file + '.expected.json'),
+    );
     const f = TorchBinFile.open(path.join(TB, file));
     try {
       expect(f.keys()).toEqual(Object.keys(expected).sort());
       for (const [k, e] of Object.entries(expected)) {
         const r = f.read(k);
-        expect({ k, dtype: r.dtype, shape: r.shape, hex: Buffer.from(r.data).toString('hex') })
-          .toEqual({ k, dtype: e.dtype, shape: e.shape, hex: e.hex });
+        expect({ k, dtype: r.dtype, shape: r.shape, hex: Buffer.from(r.data).toString('hex') }).toEqual({
+          k,
+          dtype: e.dtype,
+          shape: e.shape,
+          hex: e.hex,
+        });
       }
     } finally {
       f.close();
@@ -154,7 +172,15 @@ describe('real torch.save fixtures', () => {
       expect(f.info('f32.param')).toMatchObject({ dtype: 'F32', shape: [5] });
       expect(f.info('i64.position_ids')).toMatchObject({ dtype: 'I64', shape: [1, 7] });
       expect(() => f.readFloat32('i64.position_ids')).toThrow(/dtype I64 cannot be read as float32/);
-      expect([...new BigInt64Array(f.read('i64.position_ids').data.slice().buffer)]).toEqual([0n, 1n, 2n, 3n, 4n, 5n, 6n]);
+      expect([...new BigInt64Array(f.read('i64.position_ids').data.slice().buffer)]).toEqual([
+        0n,
+        1n,
+        2n,
+        3n,
+        4n,
+        5n,
+        6n,
+      ]);
       expect([...f.read('bool.mask').data]).toEqual([1, 0, 1]);
     } finally {
       f.close();
@@ -183,7 +209,9 @@ describe('real torch.save fixtures', () => {
   test('a deflated data.pkl and a zip64 end-of-central-directory read the same; deflated storages are refused', () => {
     const src = path.join(FIX, 'cases', 's336_llava15_pad_mlp2x', 'llava', 'mm_projector.bin');
     const zip = ZipReader.open(src);
-    const entries = zip.entries().map((e) => ({ name: e.name, data: zip.read(e.name), method: e.name.endsWith('data.pkl') ? 8 : 0 }));
+    const entries = zip
+      .entries()
+      .map((e) => ({ name: e.name, data: zip.read(e.name), method: e.name.endsWith('data.pkl') ? 8 : 0 }));
     zip.close();
     const p = write('deflated.bin', buildZip(entries, { zip64Eocd: true }));
     const a = TorchBinFile.open(src);
@@ -196,8 +224,12 @@ describe('real torch.save fixtures', () => {
       b.close();
     }
     // torch.save never compresses tensor data; a deflated storage is refused when the file is opened.
-    expectRejected('deflated_storages.bin', buildZip(entries.map((e) => ({ ...e, method: 8 }))),
-      'storage "0" is compressed (zip method 8)', 're-save it with torch.save');
+    expectRejected(
+      'deflated_storages.bin',
+      buildZip(entries.map((e) => ({ ...e, method: 8 }))),
+      'storage "0" is compressed (zip method 8)',
+      're-save it with torch.save',
+    );
   });
 
   test('the hand-assembled archive builder makes files the reader accepts', () => {
@@ -205,9 +237,10 @@ describe('real torch.save fixtures', () => {
       ['w', tensor({ numel: 6, size: ints(2, 3), stride: ints(3, 1) })],
       ['row1', tensor({ numel: 6, offset: 3, size: ints(3), stride: ints(1) })],
     ]);
-    const p = write('ok.bin', torchZip(pkl, { 0: f32bytes(1, 2, 3, 4, 5, 6) }, [
-      { name: 'archive/byteorder', data: Buffer.from('little') },
-    ]));
+    const p = write(
+      'ok.bin',
+      torchZip(pkl, { 0: f32bytes(1, 2, 3, 4, 5, 6) }, [{ name: 'archive/byteorder', data: Buffer.from('little') }]),
+    );
     const f = TorchBinFile.open(p);
     try {
       expect([...f.readFloat32('w')]).toEqual([1, 2, 3, 4, 5, 6]);
@@ -225,8 +258,13 @@ describe('hostile pickles are refused without executing anything', () => {
 
   test('os.system via GLOBAL + REDUCE', () => {
     const ops = [...P.proto(), ...call(P.global('os', 'system'), P.str(`touch ${pwned()}`)), ...P.stop];
-    expectRejected('os_system.bin', zipOf(ops), 'pickle references global "os.system", which is not allowed',
-      allowedList, /pickle offset 2\)/);
+    expectRejected(
+      'os_system.bin',
+      zipOf(ops),
+      'pickle references global "os.system", which is not allowed',
+      allowedList,
+      /pickle offset 2\)/,
+    );
     expect(fs.existsSync(pwned())).toBe(false);
   });
 
@@ -243,8 +281,11 @@ describe('hostile pickles are refused without executing anything', () => {
 
   test('torch.storage._load_from_bytes (a nested full pickle) inside a state dict', () => {
     const pkl = stateDict([['w', call(P.global('torch.storage', '_load_from_bytes'), [0x43, 1, 0x80])]]);
-    expectRejected('load_from_bytes.bin', torchZip(pkl, {}),
-      'global "torch.storage._load_from_bytes", which is not allowed (it would unpickle nested bytes');
+    expectRejected(
+      'load_from_bytes.bin',
+      torchZip(pkl, {}),
+      'global "torch.storage._load_from_bytes", which is not allowed (it would unpickle nested bytes',
+    );
   });
 
   test('a hostile class smuggled in as the storage type of a persistent id', () => {
@@ -259,15 +300,30 @@ describe('hostile pickles are refused without executing anything', () => {
 
   test('unknown and unsupported opcodes are named with their offset', () => {
     expectRejected('op_ff.bin', zipOf([...P.proto(), 0xff]), 'unknown pickle opcode 0xff (pickle offset 2)');
-    expectRejected('op_inst.bin', zipOf([...P.proto(), 0x69, ...enc('os\nsystem\n')]),
-      'pickle opcode INST (0x69) is not supported (pickle offset 2)');
-    expectRejected('op_newobj.bin', zipOf([...P.proto(), ...P.global('collections', 'OrderedDict'), ...P.emptyTuple, 0x81]),
-      'NEWOBJ');
+    expectRejected(
+      'op_inst.bin',
+      zipOf([...P.proto(), 0x69, ...enc('os\nsystem\n')]),
+      'pickle opcode INST (0x69) is not supported (pickle offset 2)',
+    );
+    expectRejected(
+      'op_newobj.bin',
+      zipOf([...P.proto(), ...P.global('collections', 'OrderedDict'), ...P.emptyTuple, 0x81]),
+      'NEWOBJ',
+    );
   });
 
   test('BUILD on anything but a dict is refused', () => {
-    const ops = [...P.proto(), ...P.emptyDict, ...P.mark, ...P.str('w'),
-      ...tensor({ numel: 1, size: ints(1), stride: ints(1) }), ...P.emptyDict, 0x62, ...P.setitems, ...P.stop];
+    const ops = [
+      ...P.proto(),
+      ...P.emptyDict,
+      ...P.mark,
+      ...P.str('w'),
+      ...tensor({ numel: 1, size: ints(1), stride: ints(1) }),
+      ...P.emptyDict,
+      0x62,
+      ...P.setitems,
+      ...P.stop,
+    ];
     expectRejected('build.bin', torchZip(Uint8Array.from(ops), { 0: f32bytes(1) }), 'BUILD on tensor');
   });
 
@@ -280,8 +336,11 @@ describe('hostile pickles are refused without executing anything', () => {
 
   test('stack and memo limits stop resource blow-ups', () => {
     // Default limit through the file reader: a million and one NONEs.
-    expectRejected('stack.bin', zipOf([...P.proto(), ...new Array<number>(1_000_001).fill(0x4e), ...P.stop]),
-      'pickle stack exceeds 1000000 items');
+    expectRejected(
+      'stack.bin',
+      zipOf([...P.proto(), ...new Array<number>(1_000_001).fill(0x4e), ...P.stop]),
+      'pickle stack exceeds 1000000 items',
+    );
     const opts = { file: 'x.pkl', globals: new Map() };
     const nones = Uint8Array.from([...P.proto(), ...new Array<number>(20).fill(0x4e), ...P.stop]);
     expect(() => unpickle(nones, { ...opts, maxStack: 8 })).toThrow(/x\.pkl: pickle stack exceeds 8 items/);
@@ -296,27 +355,45 @@ describe('hostile pickles are refused without executing anything', () => {
 describe('tensors that reach outside their storage are refused', () => {
   test('storage offset past the storage data', () => {
     const pkl = stateDict([['proj.w', tensor({ numel: 4, offset: 100, size: ints(1), stride: ints(1) })]]);
-    expectRejected('offset.bin', torchZip(pkl, { 0: f32bytes(1, 2, 3, 4) }),
-      'tensor "proj.w": offset 100, shape [1], stride [1] reach element 100 but storage "0" has 4 elements');
+    expectRejected(
+      'offset.bin',
+      torchZip(pkl, { 0: f32bytes(1, 2, 3, 4) }),
+      'tensor "proj.w": offset 100, shape [1], stride [1] reach element 100 but storage "0" has 4 elements',
+    );
   });
 
   test('size x stride beyond the storage', () => {
     const pkl = stateDict([['proj.w', tensor({ numel: 8, size: ints(4, 4), stride: ints(4, 1) })]]);
-    expectRejected('extent.bin', torchZip(pkl, { 0: f32bytes(...new Array<number>(8).fill(0)) }),
-      'tensor "proj.w"', 'reach element 15 but storage "0" has 8 elements');
+    expectRejected(
+      'extent.bin',
+      torchZip(pkl, { 0: f32bytes(...new Array<number>(8).fill(0)) }),
+      'tensor "proj.w"',
+      'reach element 15 but storage "0" has 8 elements',
+    );
   });
 
   test('huge strides (past 2^53) and negative sizes', () => {
     const big = stateDict([['w', tensor({ numel: 2, size: ints(2), stride: [P.long(2n ** 62n)] })]]);
-    expectRejected('bigstride.bin', torchZip(big, { 0: f32bytes(1, 2) }), 'stride must be a tuple of non-negative integers');
+    expectRejected(
+      'bigstride.bin',
+      torchZip(big, { 0: f32bytes(1, 2) }),
+      'stride must be a tuple of non-negative integers',
+    );
     const neg = stateDict([['w', tensor({ numel: 2, size: ints(-1), stride: ints(1) })]]);
-    expectRejected('negsize.bin', torchZip(neg, { 0: f32bytes(1, 2) }), 'size must be a tuple of non-negative integers');
+    expectRejected(
+      'negsize.bin',
+      torchZip(neg, { 0: f32bytes(1, 2) }),
+      'size must be a tuple of non-negative integers',
+    );
   });
 
   test('storage numel disagreeing with its entry, missing entries, odd keys', () => {
     const pkl = stateDict([['w', tensor({ numel: 8, size: ints(2), stride: ints(1) })]]);
-    expectRejected('numel.bin', torchZip(pkl, { 0: f32bytes(1, 2) }),
-      'tensor "w": storage "0" should hold 8 F32 elements (32 bytes) but its entry has 8 bytes');
+    expectRejected(
+      'numel.bin',
+      torchZip(pkl, { 0: f32bytes(1, 2) }),
+      'tensor "w": storage "0" should hold 8 F32 elements (32 bytes) but its entry has 8 bytes',
+    );
     expectRejected('missing.bin', torchZip(pkl, {}), 'tensor "w": storage "0" has no zip entry');
     const evil = stateDict([['w', tensor({ key: '../x', numel: 1, size: ints(1), stride: ints(1) })]]);
     expectRejected('key.bin', torchZip(evil, {}), 'storage key "../x" is not a plain name');
@@ -334,20 +411,30 @@ describe('hostile or unsupported archives are refused', () => {
     ['archive\\data\\0', 'contains a backslash'],
     ['archive/\0x', 'contains NUL'],
   ])('entry name %j', (name, why) => {
-    expectRejected('name.bin', torchZip(okPkl, { 0: f32bytes(1, 2) }, [{ name, data: Buffer.from('x') }]),
-      `zip entry name ${JSON.stringify(name)} ${why}`);
+    expectRejected(
+      'name.bin',
+      torchZip(okPkl, { 0: f32bytes(1, 2) }, [{ name, data: Buffer.from('x') }]),
+      `zip entry name ${JSON.stringify(name)} ${why}`,
+    );
   });
 
   test('stored entry declaring more bytes than the file holds', () => {
     const z = torchZip(okPkl, {}, [{ name: 'archive/data/0', data: f32bytes(1, 2), size: 0x7fffffff }]);
-    expectRejected('stored_huge.bin', z, 'entry "archive/data/0" (2147483647 bytes at offset', 'extends past the end of the file');
+    expectRejected(
+      'stored_huge.bin',
+      z,
+      'entry "archive/data/0" (2147483647 bytes at offset',
+      'extends past the end of the file',
+    );
   });
 
   // Deflate is still read for data.pkl (small by rule): its inflation is bounded by the declared size.
   test('deflate bomb: data.pkl inflating far past its declared size', () => {
     const zeros = new Uint8Array(1 << 24); // 16 MiB of zeros deflates to ~16 KiB
-    const z = buildZip([{ name: 'archive/data.pkl', data: zeros, method: 8, size: okPkl.length, crc: crc32(okPkl) },
-      { name: 'archive/data/0', data: f32bytes(1, 2) }]);
+    const z = buildZip([
+      { name: 'archive/data.pkl', data: zeros, method: 8, size: okPkl.length, crc: crc32(okPkl) },
+      { name: 'archive/data/0', data: f32bytes(1, 2) },
+    ]);
     expectRejected('bomb.bin', z, 'entry "archive/data.pkl" inflates past its declared size of');
   });
 
@@ -357,8 +444,10 @@ describe('hostile or unsupported archives are refused', () => {
   });
 
   test('deflate entry shorter than declared', () => {
-    const z = buildZip([{ name: 'archive/data.pkl', data: okPkl, method: 8, size: okPkl.length + 4 },
-      { name: 'archive/data/0', data: f32bytes(1, 2) }]);
+    const z = buildZip([
+      { name: 'archive/data.pkl', data: okPkl, method: 8, size: okPkl.length + 4 },
+      { name: 'archive/data/0', data: f32bytes(1, 2) },
+    ]);
     expectRejected('short.bin', z, `inflates to ${okPkl.length} bytes, declared ${okPkl.length + 4}`);
   });
 
@@ -373,20 +462,36 @@ describe('hostile or unsupported archives are refused', () => {
   });
 
   test('byteorder other than little, duplicate and missing data.pkl', () => {
-    expectRejected('big.bin', torchZip(okPkl, { 0: f32bytes(1, 2) }, [{ name: 'archive/byteorder', data: Buffer.from('big') }]),
-      'byteorder is "big", only "little" is supported');
-    expectRejected('dup.bin', torchZip(okPkl, { 0: f32bytes(1, 2) }, [{ name: 'archive/data.pkl', data: okPkl }]),
-      'duplicate entry "archive/data.pkl"');
-    expectRejected('two.bin', torchZip(okPkl, { 0: f32bytes(1, 2) }, [{ name: 'other/data.pkl', data: okPkl }]),
-      'expected one "<archive>/data.pkl" entry in a torch.save zip, found 2');
+    expectRejected(
+      'big.bin',
+      torchZip(okPkl, { 0: f32bytes(1, 2) }, [{ name: 'archive/byteorder', data: Buffer.from('big') }]),
+      'byteorder is "big", only "little" is supported',
+    );
+    expectRejected(
+      'dup.bin',
+      torchZip(okPkl, { 0: f32bytes(1, 2) }, [{ name: 'archive/data.pkl', data: okPkl }]),
+      'duplicate entry "archive/data.pkl"',
+    );
+    expectRejected(
+      'two.bin',
+      torchZip(okPkl, { 0: f32bytes(1, 2) }, [{ name: 'other/data.pkl', data: okPkl }]),
+      'expected one "<archive>/data.pkl" entry in a torch.save zip, found 2',
+    );
     expectRejected('none.bin', buildZip([{ name: 'a/b', data: okPkl }]), 'found 0');
   });
 
   test('legacy (pre-1.6) and non-zip files get a clear message', () => {
-    expectRejected('legacy.bin', Uint8Array.from([0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46]),
-      'legacy (pre-1.6, non-zip) torch.save format is not supported');
+    expectRejected(
+      'legacy.bin',
+      Uint8Array.from([0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46]),
+      'legacy (pre-1.6, non-zip) torch.save format is not supported',
+    );
     expectRejected('text.bin', Buffer.from('hello world'), 'not a torch.save zip archive');
-    expectRejected('truncated.bin', torchZip(okPkl, { 0: f32bytes(1, 2) }).subarray(0, 60), 'no end-of-central-directory');
+    expectRejected(
+      'truncated.bin',
+      torchZip(okPkl, { 0: f32bytes(1, 2) }).subarray(0, 60),
+      'no end-of-central-directory',
+    );
     expect(() => TorchBinFile.open(path.join(tmp, 'does-not-exist.bin'))).toThrow(/cannot open/);
   });
 });

@@ -15,36 +15,52 @@ beforeAll(() => initBackend({ backend: 'wasm', log: null }));
 
 const pad2 = (k: number) => String(k).padStart(2, '0');
 
-describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_clip_interpolate_pos_encoding'])('%s', (name) => {
-  test('layout batched: every hidden state and pooler_output within the parity rule; whole weights, same export', async () => {
-    const gc = loadCase(name);
-    const dir = path.join(gc.dir, 'model');
-    const model = await LlavaVision.load(dir, { backend: 'wasm', log: null, layout: 'batched' });
-    const vision = model.tower.visionModel;
-    expect(vision.visionModel.layout).toBe('batched');
-    expect(countVariables(vision)).toBe([...namedParams(vision)].length); // no per-head or per-block parts
-    const file = Checkpoint.open(dir);
-    try {
-      for (const [key, t] of Object.entries(exportWeights(vision))) expect(`${key}: ${Buffer.from(t.data.buffer).equals(Buffer.from(file.readFloat32(key).buffer))}`).toBe(`${key}: true`);
-    } finally {
-      file.close();
-    }
-    for (const img of gc.json.images) {
-      const key = `${img.id}.pixel_values`;
-      const shape = gc.json.expected[key].shape;
-      const x = tf.tensor4d(gc.expected.readFloat32(key), (shape.length === 3 ? [1, ...shape] : shape) as [number, number, number, number]);
-      const out = model.encode(x, { outputs: ['hidden_states', 'pooler_output'], interpolatePosEncoding: gc.json.run.interpolate_pos_encoding });
-      for (const [k, h] of out.hiddenStates!.entries()) expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, await h.data(), h.shape.slice(1));
-      expectParity(gc, `${img.id}.pooler_output`, await out.poolerOutput!.data(), out.poolerOutput!.shape.slice(1));
-      tf.dispose([x, out.hiddenStates!, out.poolerOutput!]);
-    }
-    model.dispose();
-  });
-});
+describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_clip_interpolate_pos_encoding'])(
+  '%s',
+  (name) => {
+    test('layout batched: every hidden state and pooler_output within the parity rule; whole weights, same export', async () => {
+      const gc = loadCase(name);
+      const dir = path.join(gc.dir, 'model');
+      const model = await LlavaVision.load(dir, { backend: 'wasm', log: null, layout: 'batched' });
+      const vision = model.tower.visionModel;
+      expect(vision.visionModel.layout).toBe('batched');
+      expect(countVariables(vision)).toBe([...namedParams(vision)].length); // no per-head or per-block parts
+      const file = Checkpoint.open(dir);
+      try {
+        for (const [key, t] of Object.entries(exportWeights(vision)))
+          expect(`${key}: ${Buffer.from(t.data.buffer).equals(Buffer.from(file.readFloat32(key).buffer))}`).toBe(
+            `${key}: true`,
+          );
+      } finally {
+        file.close();
+      }
+      for (const img of gc.json.images) {
+        const key = `${img.id}.pixel_values`;
+        const shape = gc.json.expected[key].shape;
+        const x = tf.tensor4d(
+          gc.expected.readFloat32(key),
+          (shape.length === 3 ? [1, ...shape] : shape) as [number, number, number, number],
+        );
+        const out = model.encode(x, {
+          outputs: ['hidden_states', 'pooler_output'],
+          interpolatePosEncoding: gc.json.run.interpolate_pos_encoding,
+        });
+        for (const [k, h] of out.hiddenStates!.entries())
+          expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, await h.data(), h.shape.slice(1));
+        expectParity(gc, `${img.id}.pooler_output`, await out.poolerOutput!.data(), out.poolerOutput!.shape.slice(1));
+        tf.dispose([x, out.hiddenStates!, out.poolerOutput!]);
+      }
+      model.dispose();
+    });
+  },
+);
 
 test('the default layout follows the backend (wasm on wasm); an explicit layout wins', async () => {
   const dir = path.join(CASES, 'tiny_clip_full_layout_f32', 'model');
-  const [auto, batched] = [await LlavaVision.load(dir, { backend: 'wasm', log: null, threads: 1 }), await LlavaVision.load(dir, { backend: 'wasm', log: null, layout: 'batched' })];
+  const [auto, batched] = [
+    await LlavaVision.load(dir, { backend: 'wasm', log: null, threads: 1 }),
+    await LlavaVision.load(dir, { backend: 'wasm', log: null, layout: 'batched' }),
+  ];
   expect(auto.backend).toBe('wasm');
   expect(auto.tower.visionModel.visionModel.layout).toBe('wasm');
   expect(countVariables(auto.tower.visionModel)).toBeGreaterThan([...namedParams(auto.tower.visionModel)].length);

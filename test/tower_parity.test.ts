@@ -19,7 +19,12 @@ function pixelValues(gc: ReturnType<typeof loadCase>, id: string): tf.Tensor4D {
 
 afterAll(() => writeParityReport('tower'));
 
-describeOnBackend.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_clip_interpolate_pos_encoding', 'tiny_clip_massive_activations'])('CLIP %s', (name) => {
+describeOnBackend.each([
+  'tiny_clip_full_layout_f32',
+  'tiny_clip_vision_only_f16',
+  'tiny_clip_interpolate_pos_encoding',
+  'tiny_clip_massive_activations',
+])('CLIP %s', (name) => {
   test('every hidden state and pooler_output, each image as a batch of 1', async () => {
     const gc = loadCase(name);
     const model = await LlavaVision.load(path.join(gc.dir, 'model'), { log: null });
@@ -30,9 +35,13 @@ describeOnBackend.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16'
     expect(frozen.flatMap((layer) => layer.weights).length).toBeGreaterThan(0);
     for (const img of gc.json.images) {
       const x = pixelValues(gc, img.id);
-      const out = model.encode(x, { outputs: ['hidden_states', 'pooler_output'], interpolatePosEncoding: gc.json.run.interpolate_pos_encoding });
+      const out = model.encode(x, {
+        outputs: ['hidden_states', 'pooler_output'],
+        interpolatePosEncoding: gc.json.run.interpolate_pos_encoding,
+      });
       expect(out.hiddenStates).toHaveLength(gc.json.vision_config!.num_hidden_layers + 1);
-      for (const [k, h] of out.hiddenStates!.entries()) expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, await h.data(), h.shape.slice(1));
+      for (const [k, h] of out.hiddenStates!.entries())
+        expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, await h.data(), h.shape.slice(1));
       expectParity(gc, `${img.id}.pooler_output`, await out.poolerOutput!.data(), out.poolerOutput!.shape.slice(1));
       tf.dispose([x, out.hiddenStates!, out.poolerOutput!]);
     }
@@ -42,22 +51,35 @@ describeOnBackend.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16'
 
 // Trained towers' massive activations (issue 16): beyond the common bound, every tensor of this case
 // stays within 3x PyTorch fp32's own error on every backend.
-describeOnBackend('massive activations', () => test('every hidden state and pooler_output within 3x PyTorch fp32\'s error', async () => {
-  const gc = loadCase('tiny_clip_massive_activations');
-  const model = await LlavaVision.load(path.join(gc.dir, 'model'), { log: null });
-  const ratios: Record<string, number> = {};
-  for (const img of gc.json.images) {
-    const x = pixelValues(gc, img.id);
-    const out = model.encode(x, { outputs: ['hidden_states', 'pooler_output'] });
-    for (const [k, h] of out.hiddenStates!.entries()) ratios[`${img.id}.hidden_states.${pad2(k)}`] = expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, await h.data(), h.shape.slice(1));
-    ratios[`${img.id}.pooler_output`] = expectParity(gc, `${img.id}.pooler_output`, await out.poolerOutput!.data(), out.poolerOutput!.shape.slice(1));
-    tf.dispose([x, ...out.hiddenStates!, out.poolerOutput!]);
-  }
-  expect(Object.keys(ratios)).toHaveLength(12);
-  const [worstKey, worst] = Object.entries(ratios).sort((a, b) => b[1] - a[1])[0];
-  if (worst > 3) throw new Error(`${worstKey}: ${worst.toFixed(2)}x PyTorch fp32's error (at most 3 for this case)`);
-  model.dispose();
-}));
+describeOnBackend('massive activations', () =>
+  test("every hidden state and pooler_output within 3x PyTorch fp32's error", async () => {
+    const gc = loadCase('tiny_clip_massive_activations');
+    const model = await LlavaVision.load(path.join(gc.dir, 'model'), { log: null });
+    const ratios: Record<string, number> = {};
+    for (const img of gc.json.images) {
+      const x = pixelValues(gc, img.id);
+      const out = model.encode(x, { outputs: ['hidden_states', 'pooler_output'] });
+      for (const [k, h] of out.hiddenStates!.entries())
+        ratios[`${img.id}.hidden_states.${pad2(k)}`] = expectParity(
+          gc,
+          `${img.id}.hidden_states.${pad2(k)}`,
+          await h.data(),
+          h.shape.slice(1),
+        );
+      ratios[`${img.id}.pooler_output`] = expectParity(
+        gc,
+        `${img.id}.pooler_output`,
+        await out.poolerOutput!.data(),
+        out.poolerOutput!.shape.slice(1),
+      );
+      tf.dispose([x, ...out.hiddenStates!, out.poolerOutput!]);
+    }
+    expect(Object.keys(ratios)).toHaveLength(12);
+    const [worstKey, worst] = Object.entries(ratios).sort((a, b) => b[1] - a[1])[0];
+    if (worst > 3) throw new Error(`${worstKey}: ${worst.toFixed(2)}x PyTorch fp32's error (at most 3 for this case)`);
+    model.dispose();
+  }),
+);
 
 const LLAVA_CASES = [
   'tiny_llava_identity_sel-2',
@@ -71,37 +93,47 @@ const LLAVA_CASES = [
 describeOnBackend.each(LLAVA_CASES)('LLaVA %s', (name) => {
   test('image_features, projected and hidden states from the fixture pixel_values', async () => {
     const gc = loadCase(name);
-    const model = await LlavaVision.load(path.join(gc.dir, 'llava'), { visionTower: path.join(gc.dir, 'clip_tower'), log: null });
+    const model = await LlavaVision.load(path.join(gc.dir, 'llava'), {
+      visionTower: path.join(gc.dir, 'clip_tower'),
+      log: null,
+    });
     expect(model.layout).toBe('llava');
     for (const img of gc.json.images) {
       const x = pixelValues(gc, img.id);
       const wantHidden = `${img.id}.hidden_states.00` in gc.json.expected;
-      const out = model.encode(x, { outputs: ['features', 'projected', ...(wantHidden ? (['hidden_states'] as const) : [])] });
+      const out = model.encode(x, {
+        outputs: ['features', 'projected', ...(wantHidden ? (['hidden_states'] as const) : [])],
+      });
       expectParity(gc, `${img.id}.image_features`, await out.features!.data(), out.features!.shape);
       expectParity(gc, `${img.id}.projected`, await out.projected!.data(), out.projected!.shape);
-      if (wantHidden) for (const [k, h] of out.hiddenStates!.entries()) expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, await h.data(), h.shape);
+      if (wantHidden)
+        for (const [k, h] of out.hiddenStates!.entries())
+          expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, await h.data(), h.shape);
       tf.dispose([x, out.features!, out.projected!, ...(out.hiddenStates ?? [])]);
     }
     model.dispose();
   });
 });
 
-describeOnBackend.each(['tiny_llavahf_model_prefixed_default_bf16', 'tiny_llavahf_legacy_keys_full_f32'])('llava-hf %s', (name) => {
-  test('selected and projected features, all images in one batch', async () => {
-    const gc = loadCase(name);
-    const model = await LlavaVision.load(path.join(gc.dir, 'model'), { log: null });
-    const ids: string[] = gc.json.images.map((i: { id: string }) => i.id);
-    const x = tf.concat(ids.map((id) => pixelValues(gc, id)));
-    const out = model.encode(x, { outputs: ['features', 'projected'] });
-    for (const [i, id] of ids.entries()) {
-      const [, n, d] = out.features!.shape;
-      const f = tf.slice(out.features!, [i, 0, 0], [1, n, d]);
-      const p = tf.slice(out.projected!, [i, 0, 0], [1, n, out.projected!.shape[2]]);
-      expectParity(gc, `${id}.image_features`, await f.data(), f.shape.slice(1));
-      expectParity(gc, `${id}.image_features_projected`, await p.data(), p.shape.slice(1));
-      tf.dispose([f, p]);
-    }
-    tf.dispose([x, out.features!, out.projected!]);
-    model.dispose();
-  });
-});
+describeOnBackend.each(['tiny_llavahf_model_prefixed_default_bf16', 'tiny_llavahf_legacy_keys_full_f32'])(
+  'llava-hf %s',
+  (name) => {
+    test('selected and projected features, all images in one batch', async () => {
+      const gc = loadCase(name);
+      const model = await LlavaVision.load(path.join(gc.dir, 'model'), { log: null });
+      const ids: string[] = gc.json.images.map((i: { id: string }) => i.id);
+      const x = tf.concat(ids.map((id) => pixelValues(gc, id)));
+      const out = model.encode(x, { outputs: ['features', 'projected'] });
+      for (const [i, id] of ids.entries()) {
+        const [, n, d] = out.features!.shape;
+        const f = tf.slice(out.features!, [i, 0, 0], [1, n, d]);
+        const p = tf.slice(out.projected!, [i, 0, 0], [1, n, out.projected!.shape[2]]);
+        expectParity(gc, `${id}.image_features`, await f.data(), f.shape.slice(1));
+        expectParity(gc, `${id}.image_features_projected`, await p.data(), p.shape.slice(1));
+        tf.dispose([f, p]);
+      }
+      tf.dispose([x, out.features!, out.projected!]);
+      model.dispose();
+    });
+  },
+);

@@ -103,7 +103,11 @@ describe('select_layer (Python indexing into the L+1 hidden states)', () => {
   });
 
   test('patch features are the selected hidden state without its CLS row', () => {
-    for (const [select, index] of [[-1, 3], [-2, 2], [0, 0]]) {
+    for (const [select, index] of [
+      [-1, 3],
+      [-2, 2],
+      [0, 0],
+    ]) {
       const t = tower({ selectLayer: select, selectFeature: 'patch' });
       const got = t.forward(x);
       expect(got.shape).toEqual([2, N, D]);
@@ -158,17 +162,22 @@ describe('select_feature', () => {
     for (const selectFeature of ['patch', 'cls_patch'] as const) {
       const t = tower({ selectLayer: -2, selectFeature, delayLoad: true });
       const fromList = t.featureSelect(full);
-      expect(take(fromList)).toEqual(selectFeature === 'patch' ? sliceTokens(full[2], 1) : Float32Array.from(full[2].dataSync()));
+      expect(take(fromList)).toEqual(
+        selectFeature === 'patch' ? sliceTokens(full[2], 1) : Float32Array.from(full[2].dataSync()),
+      );
     }
     expect(full.every((h) => !h.isDisposed)).toBe(true); // featureSelect must not free its input
   });
 
-  test.each(['cls', 'full', 'default', '', 'PATCH'])('selectFeature %p is an "Unexpected select feature" error', (bad) => {
-    const e = errorOf(() => tower({ selectFeature: bad as never, delayLoad: true }));
-    expect(e).toBeInstanceOf(ConfigError);
-    expect(e.message).toContain('Unexpected select feature');
-    expect(e.message).toContain(bad);
-  });
+  test.each(['cls', 'full', 'default', '', 'PATCH'])(
+    'selectFeature %p is an "Unexpected select feature" error',
+    (bad) => {
+      const e = errorOf(() => tower({ selectFeature: bad as never, delayLoad: true }));
+      expect(e).toBeInstanceOf(ConfigError);
+      expect(e.message).toContain('Unexpected select feature');
+      expect(e.message).toContain(bad);
+    },
+  );
 });
 
 describe('forward on a list of images', () => {
@@ -309,7 +318,8 @@ describe('the tower is frozen, the projector trains', () => {
 });
 
 describe('projector types (build_vision_projector)', () => {
-  const make = (type: string, extra: Partial<ProjectorConfig> = {}) => new Projector({ type, inFeatures: 64, outFeatures: 48, ...extra });
+  const make = (type: string, extra: Partial<ProjectorConfig> = {}) =>
+    new Projector({ type, inFeatures: 64, outFeatures: 48, ...extra });
   const shapes = (p: Projector) => Object.fromEntries([...namedParams(p)].map(([k, v]) => [k, v.checkpointShape]));
   const free = (p: Projector) => p.weights.forEach((w) => w.dispose());
 
@@ -323,7 +333,12 @@ describe('projector types (build_vision_projector)', () => {
   test('mlp3x_gelu: Linear at 0, 2, 4', () => {
     const p = make('mlp3x_gelu');
     expect(shapes(p)).toEqual({
-      '0.weight': [48, 64], '0.bias': [48], '2.weight': [48, 48], '2.bias': [48], '4.weight': [48, 48], '4.bias': [48],
+      '0.weight': [48, 64],
+      '0.bias': [48],
+      '2.weight': [48, 48],
+      '2.bias': [48],
+      '4.weight': [48, 48],
+      '4.bias': [48],
     });
     free(p);
   });
@@ -347,16 +362,19 @@ describe('projector types (build_vision_projector)', () => {
     expect(take(out)).toEqual(take(input));
   });
 
-  test.each(['mlp2x_relu', 'foo', 'mlp0x_gelu', 'mlp_gelu', 'Linear', ''])('unknown type %p is a ConfigError listing the supported ones', (type) => {
-    const before = tf.memory().numTensors;
-    const e = errorOf(() => make(type));
-    expect(e).toBeInstanceOf(ConfigError);
-    expect(e.message).toContain(`Unknown projector type: ${type}`);
-    expect(e.message).toContain('linear');
-    expect(e.message).toContain('mlp{N}x_gelu');
-    expect(e.message).toContain('identity');
-    expect(tf.memory().numTensors).toBe(before);
-  });
+  test.each(['mlp2x_relu', 'foo', 'mlp0x_gelu', 'mlp_gelu', 'Linear', ''])(
+    'unknown type %p is a ConfigError listing the supported ones',
+    (type) => {
+      const before = tf.memory().numTensors;
+      const e = errorOf(() => make(type));
+      expect(e).toBeInstanceOf(ConfigError);
+      expect(e.message).toContain(`Unknown projector type: ${type}`);
+      expect(e.message).toContain('linear');
+      expect(e.message).toContain('mlp{N}x_gelu');
+      expect(e.message).toContain('identity');
+      expect(tf.memory().numTensors).toBe(before);
+    },
+  );
 
   test('input of the wrong width is a ConfigError naming both widths', () => {
     const p = make('linear');
@@ -426,7 +444,7 @@ describe('projector types (build_vision_projector)', () => {
   });
 });
 
-describe("HF CLIPVisionConfig defaults and config shapes", () => {
+describe('HF CLIPVisionConfig defaults and config shapes', () => {
   const HF_DEFAULTS = {
     hiddenSize: 768,
     intermediateSize: 3072,
@@ -449,9 +467,24 @@ describe("HF CLIPVisionConfig defaults and config shapes", () => {
       model_type: 'clip',
       projection_dim: 768,
       text_config: { hidden_size: 768, hidden_act: 'gelu_but_text' },
-      vision_config: { hidden_size: 1024, intermediate_size: 4096, num_hidden_layers: 24, num_attention_heads: 16, image_size: 336, patch_size: 14 },
+      vision_config: {
+        hidden_size: 1024,
+        intermediate_size: 4096,
+        num_hidden_layers: 24,
+        num_attention_heads: 16,
+        image_size: 336,
+        patch_size: 14,
+      },
     });
-    expect(cfg).toEqual({ ...HF_DEFAULTS, hiddenSize: 1024, intermediateSize: 4096, numHiddenLayers: 24, numAttentionHeads: 16, imageSize: 336, patchSize: 14 });
+    expect(cfg).toEqual({
+      ...HF_DEFAULTS,
+      hiddenSize: 1024,
+      intermediateSize: 4096,
+      numHiddenLayers: 24,
+      numAttentionHeads: 16,
+      imageSize: 336,
+      patchSize: 14,
+    });
   });
 
   test('llava-hf: vision_config of a llava config', () => {
@@ -459,14 +492,43 @@ describe("HF CLIPVisionConfig defaults and config shapes", () => {
       model_type: 'llava',
       vision_feature_layer: -2,
       text_config: { model_type: 'llama', hidden_size: 4096 },
-      vision_config: { model_type: 'clip_vision_model', hidden_size: 1024, image_size: 336, patch_size: 14, num_hidden_layers: 24, num_attention_heads: 16, intermediate_size: 4096, projection_dim: 768, hidden_act: 'quick_gelu', layer_norm_eps: 1e-5 },
+      vision_config: {
+        model_type: 'clip_vision_model',
+        hidden_size: 1024,
+        image_size: 336,
+        patch_size: 14,
+        num_hidden_layers: 24,
+        num_attention_heads: 16,
+        intermediate_size: 4096,
+        projection_dim: 768,
+        hidden_act: 'quick_gelu',
+        layer_norm_eps: 1e-5,
+      },
     });
-    expect(cfg).toEqual({ ...HF_DEFAULTS, hiddenSize: 1024, imageSize: 336, patchSize: 14, numHiddenLayers: 24, numAttentionHeads: 16, intermediateSize: 4096, projectionDim: 768 });
+    expect(cfg).toEqual({
+      ...HF_DEFAULTS,
+      hiddenSize: 1024,
+      imageSize: 336,
+      patchSize: 14,
+      numHiddenLayers: 24,
+      numAttentionHeads: 16,
+      intermediateSize: 4096,
+      projectionDim: 768,
+    });
   });
 
   test('the fixture configs parse to their values', () => {
     const t = new CLIPVisionTower(path.join(CASES, 'tiny_clip_full_layout_f32', 'model'), { delayLoad: true });
-    expect(t.config).toEqual({ ...HF_DEFAULTS, hiddenSize: 32, intermediateSize: 64, projectionDim: 16, numHiddenLayers: 2, numAttentionHeads: 4, imageSize: 28, patchSize: 14 });
+    expect(t.config).toEqual({
+      ...HF_DEFAULTS,
+      hiddenSize: 32,
+      intermediateSize: 64,
+      projectionDim: 16,
+      numHiddenLayers: 2,
+      numAttentionHeads: 4,
+      imageSize: 28,
+      patchSize: 14,
+    });
   });
 
   test.each([

@@ -18,7 +18,10 @@ test('examples/train_projector: encodes once into a dataset folder, trains on st
   const lines: string[] = [];
   try {
     const before = tf.memory().numTensors;
-    const result = await main(['--cache', path.join(dir, 'cache'), '--out', path.join(dir, 'mm_projector.safetensors'), '--steps', '60'], (l) => lines.push(l));
+    const result = await main(
+      ['--cache', path.join(dir, 'cache'), '--out', path.join(dir, 'mm_projector.safetensors'), '--steps', '60'],
+      (l) => lines.push(l),
+    );
     const out = lines.join('\n');
     expect(out).toMatch(/TOY EXAMPLE/);
     expect(out).toMatch(/NOT LLaVA's pretraining objective/);
@@ -31,11 +34,18 @@ test('examples/train_projector: encodes once into a dataset folder, trains on st
     const cache = openEncodedDataset(result.cacheDir);
     expect(cache.encodedCount).toBe(result.images.length);
     expect(cache.read(0).tensors.features.shape).toEqual([1, 16, 64]);
-    expect(fs.readdirSync(result.cacheDir).filter((f) => f.startsWith('shard-')).length).toBe(Math.ceil(result.images.length / 4));
+    expect(fs.readdirSync(result.cacheDir).filter((f) => f.startsWith('shard-')).length).toBe(
+      Math.ceil(result.images.length / 4),
+    );
     cache.close();
 
     const st = SafetensorsFile.open(result.projectorFile);
-    expect(st.keys()).toEqual(['model.mm_projector.0.bias', 'model.mm_projector.0.weight', 'model.mm_projector.2.bias', 'model.mm_projector.2.weight']);
+    expect(st.keys()).toEqual([
+      'model.mm_projector.0.bias',
+      'model.mm_projector.0.weight',
+      'model.mm_projector.2.bias',
+      'model.mm_projector.2.weight',
+    ]);
     expect(st.info('model.mm_projector.0.weight').shape).toEqual([32, 64]);
     st.close();
     expect(tf.memory().numTensors).toBe(before);
@@ -48,7 +58,11 @@ test('an unreadable image is skipped and recorded, the others trained on; nothin
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'train-example-tmp-'));
   const images = path.join(tmp, 'images');
   fs.mkdirSync(images);
-  const good = fs.readdirSync(IMAGES).filter((f) => /\.png$/.test(f)).sort().slice(0, 5);
+  const good = fs
+    .readdirSync(IMAGES)
+    .filter((f) => /\.png$/.test(f))
+    .sort()
+    .slice(0, 5);
   for (const f of good) fs.copyFileSync(path.join(IMAGES, f), path.join(images, f));
   fs.writeFileSync(path.join(images, 'aaa-broken.png'), 'not a png'); // sorts first
   fs.writeFileSync(path.join(images, 'truncated.jpg'), fs.readFileSync(path.join(IMAGES, good[0])).subarray(0, 40));
@@ -71,7 +85,9 @@ test('an unreadable image is skipped and recorded, the others trained on; nothin
     const empty = path.join(tmp, 'no-good-images');
     fs.mkdirSync(empty);
     fs.writeFileSync(path.join(empty, 'x.png'), 'nope');
-    await expect(main(['--images', empty, '--steps', '2', '--quiet'])).rejects.toThrow(/none of the 1 images .* could be encoded/);
+    await expect(main(['--images', empty, '--steps', '2', '--quiet'])).rejects.toThrow(
+      /none of the 1 images .* could be encoded/,
+    );
     expect(fs.readdirSync(process.env.TMPDIR)).toEqual([]);
   } finally {
     if (saved === undefined) delete process.env.TMPDIR;

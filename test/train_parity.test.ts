@@ -12,7 +12,15 @@ import { Projector } from '../src/model/projector';
 import { exportWeights } from '../src/model/weights';
 import { SafetensorsFile } from '../src/io/safetensors';
 import {
-  TorchAdam, loadFeatureCache, loadProjectorWeights, projectorGradients, projectorKeyMap, saveFeatureCache, saveProjector, trainStep, trainableVariables,
+  TorchAdam,
+  loadFeatureCache,
+  loadProjectorWeights,
+  projectorGradients,
+  projectorKeyMap,
+  saveFeatureCache,
+  saveProjector,
+  trainStep,
+  trainableVariables,
 } from '../src/train';
 import { PARITY_K, expectParity, loadCase, maxAbsDiff, writeParityReport } from './helpers/golden';
 
@@ -39,7 +47,10 @@ const disposeProjector = (p: Projector) => p.weights.forEach((w) => w.dispose())
 /** The parity bound of an expected tensor and our max error against it (without asserting). */
 function errAndBound(key: string, ours: Float32Array): { err: number; bound: number } {
   const meta = gc.json.expected[key];
-  return { err: maxAbsDiff(ours, gc.expected.readFloat32(key)), bound: PARITY_K * meta.torch_fp32_max_abs_err! + meta.f32_storage_max_abs_err! };
+  return {
+    err: maxAbsDiff(ours, gc.expected.readFloat32(key)),
+    bound: PARITY_K * meta.torch_fp32_max_abs_err! + meta.f32_storage_max_abs_err!,
+  };
 }
 
 let features: tf.Tensor;
@@ -55,14 +66,25 @@ afterAll(() => {
   tf.dispose([features, target]);
   writeParityReport('train');
   fs.rmSync(tmp, { recursive: true, force: true });
-  process.stdout.write(`train parity ratios (err / torch_fp32_max_abs_err):\n${Object.entries(ratios).map(([k, r]) => `  ${k}: ${r.toFixed(3)}`).join('\n')}\n`);
+  process.stdout.write(
+    `train parity ratios (err / torch_fp32_max_abs_err):\n${Object.entries(ratios)
+      .map(([k, r]) => `  ${k}: ${r.toFixed(3)}`)
+      .join('\n')}\n`,
+  );
 });
 
 test('case.json describes the run we reproduce', () => {
   const run = gc.json.run;
   expect(run.loss).toMatch(/mse_loss.*mean/);
   expect(run.sgd).toEqual({ lr: 0.1, momentum: 0, weight_decay: 0 });
-  expect(run.adam).toMatchObject({ lr: 0.001, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0, amsgrad: false, step: 1 });
+  expect(run.adam).toMatchObject({
+    lr: 0.001,
+    betas: [0.9, 0.999],
+    eps: 1e-8,
+    weight_decay: 0,
+    amsgrad: false,
+    step: 1,
+  });
 });
 
 test('projector output, loss and every gradient (through exact-erf GELU)', () => {
@@ -73,7 +95,8 @@ test('projector output, loss and every gradient (through exact-erf GELU)', () =>
   const { loss, grads } = projectorGradients(p, features, target, { keyFor: LLAVA });
   ratios['loss'] = expectParity(gc, 'train.loss', [loss]);
   expect(Object.keys(grads).sort()).toEqual([...PARAM_KEYS].sort());
-  for (const key of PARAM_KEYS) ratios[`grad ${key}`] = expectParity(gc, `train.grad.${key}`, grads[key].data, grads[key].shape);
+  for (const key of PARAM_KEYS)
+    ratios[`grad ${key}`] = expectParity(gc, `train.grad.${key}`, grads[key].data, grads[key].shape);
   disposeProjector(p);
 });
 
@@ -83,7 +106,8 @@ test('one SGD step (lr 0.1): tf.train.sgd is torch.optim.SGD without momentum (p
   const loss = trainStep(p, features, target, opt);
   expectParity(gc, 'train.loss', [loss]);
   const after = exportWeights(p, LLAVA);
-  for (const key of PARAM_KEYS) ratios[`after_sgd ${key}`] = expectParity(gc, `train.after_sgd.${key}`, after[key].data, after[key].shape);
+  for (const key of PARAM_KEYS)
+    ratios[`after_sgd ${key}`] = expectParity(gc, `train.after_sgd.${key}`, after[key].data, after[key].shape);
   opt.dispose();
   disposeProjector(p);
 });
@@ -94,7 +118,8 @@ test('one TorchAdam step (lr 1e-3, betas 0.9/0.999, eps 1e-8) matches torch.opti
   const opt = new TorchAdam({ learningRate: lr, beta1: betas[0], beta2: betas[1], epsilon: eps });
   trainStep(p, features, target, opt);
   const after = exportWeights(p, LLAVA);
-  for (const key of PARAM_KEYS) ratios[`after_adam ${key}`] = expectParity(gc, `train.after_adam.${key}`, after[key].data, after[key].shape);
+  for (const key of PARAM_KEYS)
+    ratios[`after_adam ${key}`] = expectParity(gc, `train.after_adam.${key}`, after[key].data, after[key].shape);
   for (const v of trainableVariables(p)) expect(opt.stepOf(v.name)).toBe(1);
   opt.dispose();
   disposeProjector(p);
@@ -125,7 +150,12 @@ test('tf.train.adam with its default epsilon (1e-7) does NOT match torch; with e
 });
 
 /** torch.optim.Adam's single-tensor update in float64, as the multi-step reference. */
-function torchAdamF64(p: Float64Array, g: Float64Array, st: { m: Float64Array; v: Float64Array; vmax: Float64Array; t: number }, c: { lr: number; b1: number; b2: number; eps: number; wd: number; amsgrad: boolean }) {
+function torchAdamF64(
+  p: Float64Array,
+  g: Float64Array,
+  st: { m: Float64Array; v: Float64Array; vmax: Float64Array; t: number },
+  c: { lr: number; b1: number; b2: number; eps: number; wd: number; amsgrad: boolean },
+) {
   st.t += 1;
   const bc1 = 1 - c.b1 ** st.t;
   const bc2s = Math.sqrt(1 - c.b2 ** st.t);
@@ -153,7 +183,14 @@ test.each([
   const cfg = { lr: 0.05, b1: 0.9, b2: 0.99, eps: 1e-8, wd, amsgrad };
   const x = tf.variable(tf.tensor1d(Float32Array.from(ref)));
   const [ta, tc] = [tf.tensor1d(Float32Array.from(a)), tf.tensor1d(Float32Array.from(c))];
-  const opt = new TorchAdam({ learningRate: cfg.lr, beta1: cfg.b1, beta2: cfg.b2, epsilon: cfg.eps, weightDecay: wd, amsgrad });
+  const opt = new TorchAdam({
+    learningRate: cfg.lr,
+    beta1: cfg.b1,
+    beta2: cfg.b2,
+    epsilon: cfg.eps,
+    weightDecay: wd,
+    amsgrad,
+  });
   let worst = 0;
   for (let step = 0; step < 25; step++) {
     const g = Float64Array.from(ref, (p, i) => a[i] * (p - c[i]));
@@ -182,7 +219,14 @@ test('TorchAdam: getWeights/setWeights resumes exactly; registered for serializa
       const [cls, fromConfig] = entry;
       const restored = fromConfig(cls, opt.getConfig()) as TorchAdam;
       expect(restored).toBeInstanceOf(TorchAdam);
-      expect(restored.getConfig()).toEqual({ learningRate: 1e-2, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 1e-3, amsgrad: false });
+      expect(restored.getConfig()).toEqual({
+        learningRate: 1e-2,
+        beta1: 0.9,
+        beta2: 0.999,
+        epsilon: 1e-8,
+        weightDecay: 1e-3,
+        amsgrad: false,
+      });
       opt.dispose();
       await restored.setWeights(copies);
       tf.dispose(copies.map((c) => c.tensor));
@@ -197,48 +241,68 @@ test('TorchAdam: getWeights/setWeights resumes exactly; registered for serializa
   };
   const straight = await run(false);
   const resumed = await run(true);
-  for (const key of PARAM_KEYS) expect(Buffer.from(resumed[key].data.buffer).equals(Buffer.from(straight[key].data.buffer))).toBe(true);
+  for (const key of PARAM_KEYS)
+    expect(Buffer.from(resumed[key].data.buffer).equals(Buffer.from(straight[key].data.buffer))).toBe(true);
 });
 
 describe('save -> load', () => {
   const modelDir = path.join(gc.dir, 'model');
 
-  test.each(['llava', 'llava_hf'] as const)('%s names: bit-identical round trip, and LlavaVision.load({projector}) projects the same', async (names) => {
-    const p = freshProjector();
-    const opt = new TorchAdam({ learningRate: 1e-2 });
-    for (let i = 0; i < 3; i++) trainStep(p, features, target, opt);
-    opt.dispose();
-    const file = path.join(tmp, `projector_${names}.safetensors`);
-    const keys = saveProjector(p, file, { names });
-    const expectedKeys = names === 'llava'
-      ? ['model.mm_projector.0.bias', 'model.mm_projector.0.weight', 'model.mm_projector.2.bias', 'model.mm_projector.2.weight']
-      : ['multi_modal_projector.linear_1.bias', 'multi_modal_projector.linear_1.weight', 'multi_modal_projector.linear_2.bias', 'multi_modal_projector.linear_2.weight'];
-    expect(keys).toEqual(expectedKeys);
-    const st = SafetensorsFile.open(file);
-    expect(st.keys()).toEqual(expectedKeys);
-    expect(st.info(expectedKeys[1]).shape).toEqual([48, 64]); // PyTorch [out, in]
-    expect(st.metadata).toMatchObject({ format: 'pt', mm_projector_type: 'mlp2x_gelu' });
-    st.close();
+  test.each(['llava', 'llava_hf'] as const)(
+    '%s names: bit-identical round trip, and LlavaVision.load({projector}) projects the same',
+    async (names) => {
+      const p = freshProjector();
+      const opt = new TorchAdam({ learningRate: 1e-2 });
+      for (let i = 0; i < 3; i++) trainStep(p, features, target, opt);
+      opt.dispose();
+      const file = path.join(tmp, `projector_${names}.safetensors`);
+      const keys = saveProjector(p, file, { names });
+      const expectedKeys =
+        names === 'llava'
+          ? [
+              'model.mm_projector.0.bias',
+              'model.mm_projector.0.weight',
+              'model.mm_projector.2.bias',
+              'model.mm_projector.2.weight',
+            ]
+          : [
+              'multi_modal_projector.linear_1.bias',
+              'multi_modal_projector.linear_1.weight',
+              'multi_modal_projector.linear_2.bias',
+              'multi_modal_projector.linear_2.weight',
+            ];
+      expect(keys).toEqual(expectedKeys);
+      const st = SafetensorsFile.open(file);
+      expect(st.keys()).toEqual(expectedKeys);
+      expect(st.info(expectedKeys[1]).shape).toEqual([48, 64]); // PyTorch [out, in]
+      expect(st.metadata).toMatchObject({ format: 'pt', mm_projector_type: 'mlp2x_gelu' });
+      st.close();
 
-    const q = new Projector({ type: 'mlp2x_gelu', inFeatures: 64, outFeatures: 48 });
-    loadProjectorWeights(q, file);
-    const [a, b] = [exportWeights(p), exportWeights(q)];
-    for (const k of Object.keys(a)) expect(Buffer.from(b[k].data.buffer).equals(Buffer.from(a[k].data.buffer))).toBe(true);
+      const q = new Projector({ type: 'mlp2x_gelu', inFeatures: 64, outFeatures: 48 });
+      loadProjectorWeights(q, file);
+      const [a, b] = [exportWeights(p), exportWeights(q)];
+      for (const k of Object.keys(a))
+        expect(Buffer.from(b[k].data.buffer).equals(Buffer.from(a[k].data.buffer))).toBe(true);
 
-    // Through the public loader: tower features -> our trained projector == model.encode's projected. On one
-    // thread: the same GEMMs as p.call, so the same bits (sharded, the partials are summed in another order:
-    // test/threads.test.ts bounds that).
-    const model = await LlavaVision.load(modelDir, { projector: file, log: null, threads: 1 });
-    expect(model.projector!.type).toBe('mlp2x_gelu');
-    const pixels = tf.randomUniform<tf.Rank.R4>([2, 3, 56, 56], -1.5, 1.5, 'float32', 7);
-    const out = model.encode(pixels, { outputs: ['features', 'projected'] });
-    const ours = p.call(out.features!);
-    expect(Buffer.from((ours.dataSync() as Float32Array).buffer).equals(Buffer.from((out.projected!.dataSync() as Float32Array).buffer))).toBe(true);
-    tf.dispose([pixels, out.features!, out.projected!, ours]);
-    model.dispose();
-    disposeProjector(p);
-    disposeProjector(q);
-  });
+      // Through the public loader: tower features -> our trained projector == model.encode's projected. On one
+      // thread: the same GEMMs as p.call, so the same bits (sharded, the partials are summed in another order:
+      // test/threads.test.ts bounds that).
+      const model = await LlavaVision.load(modelDir, { projector: file, log: null, threads: 1 });
+      expect(model.projector!.type).toBe('mlp2x_gelu');
+      const pixels = tf.randomUniform<tf.Rank.R4>([2, 3, 56, 56], -1.5, 1.5, 'float32', 7);
+      const out = model.encode(pixels, { outputs: ['features', 'projected'] });
+      const ours = p.call(out.features!);
+      expect(
+        Buffer.from((ours.dataSync() as Float32Array).buffer).equals(
+          Buffer.from((out.projected!.dataSync() as Float32Array).buffer),
+        ),
+      ).toBe(true);
+      tf.dispose([pixels, out.features!, out.projected!, ours]);
+      model.dispose();
+      disposeProjector(p);
+      disposeProjector(q);
+    },
+  );
 
   test('a linear projector saves as model.mm_projector.{weight,bias}; llava-hf names refuse it; type mismatch is an error', () => {
     const lin = new Projector({ type: 'linear', inFeatures: 64, outFeatures: 48 });

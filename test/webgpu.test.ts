@@ -21,20 +21,30 @@ describeOnBackend('webgpu backend', () => {
   let beforeLoad: number;
   beforeAll(async () => {
     beforeLoad = tf.memory().numTensors;
-    model = await LlavaVision.load(path.join(CASE, 'llava'), { visionTower: path.join(CASE, 'clip_tower'), backend: 'webgpu', log: (l) => lines.push(l) });
+    model = await LlavaVision.load(path.join(CASE, 'llava'), {
+      visionTower: path.join(CASE, 'clip_tower'),
+      backend: 'webgpu',
+      log: (l) => lines.push(l),
+    });
   });
 
   test('runs on webgpu with the batched layout and logs the adapter', () => {
     expect(model.backend).toBe('webgpu');
     expect(tf.getBackend()).toBe('webgpu');
     expect(model.tower.visionModel.visionModel.layout).toBe('batched');
-    expect(lines).toEqual([expect.stringMatching(/^llava-vision: tfjs backend "webgpu" \((vulkan|metal|d3d12|opengles): \S+/)]);
+    expect(lines).toEqual([
+      expect.stringMatching(/^llava-vision: tfjs backend "webgpu" \((vulkan|metal|d3d12|opengles): \S+/),
+    ]);
   });
 
   test('repeated encodes give the same output and grow neither tensors nor GPU buffers', async () => {
     const memory = () => {
       const m = tf.memory() as unknown as { numTensors: number; numBytesInGPU: number; numBytesAllocatedInGPU: number };
-      return { numTensors: m.numTensors, numBytesInGPU: m.numBytesInGPU, numBytesAllocatedInGPU: m.numBytesAllocatedInGPU };
+      return {
+        numTensors: m.numTensors,
+        numBytesInGPU: m.numBytesInGPU,
+        numBytesAllocatedInGPU: m.numBytesAllocatedInGPU,
+      };
     };
     const encode = () => encodeImages(model, IMAGES, { outputs: ['merged', 'hidden_states'], batchSize: 4 });
     const first = await encode();
@@ -49,12 +59,17 @@ describeOnBackend('webgpu backend', () => {
     for (let i = 0; i < 3; i++) {
       const again = await encode();
       expect(memory()).toEqual(after);
-      for (const [name, t] of Object.entries(first.tensors)) expect(`${name}: ${Buffer.from(again.tensors[name].data.buffer).equals(Buffer.from(t.data.buffer))}`).toBe(`${name}: true`);
+      for (const [name, t] of Object.entries(first.tensors))
+        expect(`${name}: ${Buffer.from(again.tensors[name].data.buffer).equals(Buffer.from(t.data.buffer))}`).toBe(
+          `${name}: true`,
+        );
     }
   });
 
   test('a WebGPU error during a job is a BackendError, not a silent result', async () => {
-    const device = (tf.backend() as unknown as { device: { createBuffer(d: { size: number; usage: number }): { destroy(): void } } }).device;
+    const device = (
+      tf.backend() as unknown as { device: { createBuffer(d: { size: number; usage: number }): { destroy(): void } } }
+    ).device;
     device.createBuffer({ size: 4, usage: 0 }); // invalid: WebGPU reports it asynchronously, as it does a binding over the adapter's limits
     await expect(encodeImages(model, IMAGES.slice(0, 1), { outputs: ['merged'] })).rejects.toThrow(BackendError);
     // Reported once: the next job runs.
@@ -65,12 +80,20 @@ describeOnBackend('webgpu backend', () => {
   test('paths that need synchronous reads or several model instances say so', async () => {
     const s = model.tower.config.imageSize;
     const pixels = new Float32Array(2 * 3 * s * s);
-    expect(() => encodePixelValues(model, pixels, [2, 3, s, s], { outputs: ['projected'] })).toThrow(/webgpu backend reads results asynchronously: use encodePixelValuesAsync/);
-    await expect(encodePixelValuesAsync(model, pixels, [2, 3, s, s], { outputs: ['projected'], workers: 2 })).rejects.toThrow(/workers 2: the webgpu backend runs one model instance/);
-    const { 'images.1.projected': p } = await encodePixelValuesAsync(model, pixels, [2, 3, s, s], { outputs: ['projected'] });
+    expect(() => encodePixelValues(model, pixels, [2, 3, s, s], { outputs: ['projected'] })).toThrow(
+      /webgpu backend reads results asynchronously: use encodePixelValuesAsync/,
+    );
+    await expect(
+      encodePixelValuesAsync(model, pixels, [2, 3, s, s], { outputs: ['projected'], workers: 2 }),
+    ).rejects.toThrow(/workers 2: the webgpu backend runs one model instance/);
+    const { 'images.1.projected': p } = await encodePixelValuesAsync(model, pixels, [2, 3, s, s], {
+      outputs: ['projected'],
+    });
     expect(p.shape).toEqual([1, model.tower.numPatches, model.projector!.outFeatures]);
     const t = tf.tidy(() => tf.add(tf.ones([1000]), 1)); // large enough to run on the GPU (tfjs does tiny ops on the CPU)
-    expect(() => t.dataSync()).toThrow(/webgpu backend cannot read tensors synchronously in Node .*use await tensor.data\(\)/);
+    expect(() => t.dataSync()).toThrow(
+      /webgpu backend cannot read tensors synchronously in Node .*use await tensor.data\(\)/,
+    );
     expect(() => exportWeights(model.projector!)).toThrow(BackendError);
     expect(await t.data()).toEqual(new Float32Array(1000).fill(2));
     expect(t.dataSync()).toEqual(new Float32Array(1000).fill(2)); // once on the CPU, a sync read is fine

@@ -8,22 +8,41 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { createHash } from 'crypto';
-import { fnv1a32, generateCheckpoint, generateTensor, numel, Rule, ruleFor, TensorSpec, uniform01 } from '../tools/weightgen';
 import {
-  clipVisionTensorSpecs, GenDType, writeFullSizeCase, writeGeneratedCheckpoint,
-} from '../tools/make_checkpoint';
+  fnv1a32,
+  generateCheckpoint,
+  generateTensor,
+  numel,
+  Rule,
+  ruleFor,
+  TensorSpec,
+  uniform01,
+} from '../tools/weightgen';
+import { clipVisionTensorSpecs, GenDType, writeFullSizeCase, writeGeneratedCheckpoint } from '../tools/make_checkpoint';
 import { f32ToBf16Bits, f32ToF16Bits } from '../src/io/dtype';
 import { serializeSafetensors } from '../src/io/safetensors';
 import { JsonObject, objectAt, readJson } from './helpers/json';
 
 /** An entry of generator_test_vectors.json. */
 interface TestVector {
-  name: string; shape: number[]; fnv1a32: string; rule: Rule; center: number; halfwidth: number;
-  first_values: number[]; first_values_f32_hex: string[]; first_values_f16_hex: string[]; first_values_bf16_hex: string[];
+  name: string;
+  shape: number[];
+  fnv1a32: string;
+  rule: Rule;
+  center: number;
+  halfwidth: number;
+  first_values: number[];
+  first_values_f32_hex: string[];
+  first_values_f16_hex: string[];
+  first_values_bf16_hex: string[];
 }
 
 /** A safetensors header entry. */
-interface HeaderEntry { dtype: string; shape: number[]; data_offsets: [number, number] }
+interface HeaderEntry {
+  dtype: string;
+  shape: number[];
+  data_offsets: [number, number];
+}
 
 const FIX = path.join(__dirname, 'fixtures');
 const FULL_MODEL = path.join(FIX, 'cases/vitl14_336_generated_sel-2_patch/model');
@@ -41,9 +60,14 @@ function encode(data: Float32Array, dtype: string): Buffer {
 function readSafetensors(file: string) {
   const buf = fs.readFileSync(file);
   const n = Number(buf.readBigUInt64LE(0));
-  const { __metadata__: metadata, ...entries } = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<string, HeaderEntry> & { __metadata__?: Record<string, string> };
+  const { __metadata__: metadata, ...entries } = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<
+    string,
+    HeaderEntry
+  > & { __metadata__?: Record<string, string> };
   const tensors = Object.entries(entries).map(([name, t]) => ({
-    name, dtype: t.dtype, shape: t.shape,
+    name,
+    dtype: t.dtype,
+    shape: t.shape,
     bytes: buf.subarray(8 + n + t.data_offsets[0], 8 + n + t.data_offsets[1]),
   }));
   return { headerLen: n, metadata, tensors };
@@ -73,8 +97,13 @@ describe('weightgen v1: README test vectors', () => {
     // value = float32(center + halfwidth * (2u - 1)), u exact multiples of 2^-24 in [0, 1)
     const u = uniform01(v.name, Math.min(4096, data.length));
     for (let i = 0; i < u.length; i++) {
-      if (Math.fround(v.center + v.halfwidth * (2 * u[i] - 1)) !== data[i] || u[i] < 0 || u[i] >= 1
-        || !Number.isInteger(u[i] * 2 ** 24)) throw new Error(`${v.name}[${i}]: u = ${u[i]}, value ${data[i]}`);
+      if (
+        Math.fround(v.center + v.halfwidth * (2 * u[i] - 1)) !== data[i] ||
+        u[i] < 0 ||
+        u[i] >= 1 ||
+        !Number.isInteger(u[i] * 2 ** 24)
+      )
+        throw new Error(`${v.name}[${i}]: u = ${u[i]}, value ${data[i]}`);
     }
   });
 
@@ -93,21 +122,31 @@ describe('weightgen v1: README test vectors', () => {
 });
 
 describe('weightgen v1: full-size ViT-L/14-336 manifest', () => {
-  const manifest = readJson<{ tensors: (TensorSpec & { rule: Rule; center: number; halfwidth: number; f32_sha256: string })[] }>(path.join(FULL_MODEL, 'weights_manifest.json'));
+  const manifest = readJson<{
+    tensors: (TensorSpec & { rule: Rule; center: number; halfwidth: number; f32_sha256: string })[];
+  }>(path.join(FULL_MODEL, 'weights_manifest.json'));
   const entries = manifest.tensors;
 
   it('lists the HF vision tower of its config plus a 1024->4096->4096 mlp2x projector', () => {
     const byName = (a: TensorSpec, b: TensorSpec) => (a.name < b.name ? -1 : 1);
     const tower = entries.filter((e) => e.name.startsWith('vision_model.')).map(({ name, shape }) => ({ name, shape }));
-    expect(tower.sort(byName)).toEqual(clipVisionTensorSpecs(readJson<JsonObject>(path.join(FULL_MODEL, 'config.json'))).sort(byName));
+    expect(tower.sort(byName)).toEqual(
+      clipVisionTensorSpecs(readJson<JsonObject>(path.join(FULL_MODEL, 'config.json'))).sort(byName),
+    );
     expect(entries.filter((e) => !e.name.startsWith('vision_model.')).map((e) => [e.name, e.shape])).toEqual([
-      ['model.mm_projector.0.weight', [4096, 1024]], ['model.mm_projector.0.bias', [4096]],
-      ['model.mm_projector.2.weight', [4096, 4096]], ['model.mm_projector.2.bias', [4096]],
+      ['model.mm_projector.0.weight', [4096, 1024]],
+      ['model.mm_projector.0.bias', [4096]],
+      ['model.mm_projector.2.weight', [4096, 4096]],
+      ['model.mm_projector.2.bias', [4096]],
     ]);
   });
 
   it('rule, center and halfwidth of every tensor', () => {
-    for (const e of entries) expect([e.name, ruleFor(e.name, e.shape)]).toEqual([e.name, { rule: e.rule, center: e.center, halfwidth: e.halfwidth }]);
+    for (const e of entries)
+      expect([e.name, ruleFor(e.name, e.shape)]).toEqual([
+        e.name,
+        { rule: e.rule, center: e.center, halfwidth: e.halfwidth },
+      ]);
   });
 
   it('sha256 of every tensor (324M values, float32 little-endian)', () => {
@@ -120,7 +159,9 @@ describe('weightgen v1: full-size ViT-L/14-336 manifest', () => {
     }
     expect(n).toBe(395);
     expect(bad).toEqual([]);
-    console.log(`weightgen: generated + hashed ${entries.length} tensors in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    console.log(
+      `weightgen: generated + hashed ${entries.length} tensors in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+    );
   });
 });
 
@@ -147,7 +188,10 @@ function expectedWeights(file: string, name: string, shape: number[]): Float32Ar
 
 describe('weightgen v1: stored fixture checkpoints', () => {
   // checkpoints only: expected*.safetensors hold model outputs, not weights
-  const files = findFiles(path.join(FIX, 'cases'), (f) => f.endsWith('.safetensors') && !path.basename(f).startsWith('expected'));
+  const files = findFiles(
+    path.join(FIX, 'cases'),
+    (f) => f.endsWith('.safetensors') && !path.basename(f).startsWith('expected'),
+  );
 
   it('every tensor of every fixture checkpoint equals the generator bit for bit (plus documented edits)', () => {
     expect(files.length).toBeGreaterThanOrEqual(30);
@@ -170,7 +214,9 @@ describe('weightgen v1: stored fixture checkpoints', () => {
 
 describe('make_checkpoint: generated checkpoint folders', () => {
   let tmp: string;
-  beforeAll(() => { tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'weightgen-')); });
+  beforeAll(() => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'weightgen-'));
+  });
   afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
   const f16Case = path.join(FIX, 'cases/tiny_clip_vision_only_f16/model');
@@ -182,7 +228,8 @@ describe('make_checkpoint: generated checkpoint folders', () => {
     expect(r.cached).toBe(false);
     const mine = readSafetensors(path.join(out, 'model.safetensors'));
     const ref = readSafetensors(path.join(f16Case, 'model.safetensors'));
-    const strip = (ts: typeof mine.tensors) => ts.map((t) => [t.name, t.dtype, t.shape, t.bytes.toString('hex')]).sort();
+    const strip = (ts: typeof mine.tensors) =>
+      ts.map((t) => [t.name, t.dtype, t.shape, t.bytes.toString('hex')]).sort();
     expect(strip(mine.tensors)).toEqual(strip(ref.tensors));
     expect(readJson(path.join(out, 'config.json'))).toEqual(config);
   });
@@ -196,7 +243,8 @@ describe('make_checkpoint: generated checkpoint folders', () => {
     expect(headerLen % 8).toBe(0);
     expect(metadata).toMatchObject({ format: 'pt', generator: 'weightgen v1', dtype });
     const record: Parameters<typeof serializeSafetensors>[0] = {};
-    for (const t of generateCheckpoint(clipVisionTensorSpecs(config))) record[t.name] = { dtype, shape: t.shape, data: t.data };
+    for (const t of generateCheckpoint(clipVisionTensorSpecs(config)))
+      record[t.name] = { dtype, shape: t.shape, data: t.data };
     expect(file.equals(serializeSafetensors(record, metadata))).toBe(true);
   });
 
@@ -223,13 +271,20 @@ describe('make_checkpoint: generated checkpoint folders', () => {
     const modelDir = path.join(caseDir, 'model');
     fs.mkdirSync(modelDir, { recursive: true });
     const config = readJson<JsonObject>(path.join(FULL_MODEL, 'config.json'));
-    Object.assign(objectAt(config, 'vision_config'), { hidden_size: 16, intermediate_size: 32, num_hidden_layers: 2, image_size: 28 });
+    Object.assign(objectAt(config, 'vision_config'), {
+      hidden_size: 16,
+      intermediate_size: 32,
+      num_hidden_layers: 2,
+      image_size: 28,
+    });
     fs.writeFileSync(path.join(modelDir, 'config.json'), JSON.stringify(config, null, 2));
     fs.copyFileSync(path.join(FULL_MODEL, 'preprocessor_config.json'), path.join(modelDir, 'preprocessor_config.json'));
     fs.copyFileSync(path.join(FULL_MODEL, '../case.json'), path.join(caseDir, 'case.json'));
     const proj = [
-      { name: 'model.mm_projector.0.weight', shape: [24, 16] }, { name: 'model.mm_projector.0.bias', shape: [24] },
-      { name: 'model.mm_projector.2.weight', shape: [24, 24] }, { name: 'model.mm_projector.2.bias', shape: [24] },
+      { name: 'model.mm_projector.0.weight', shape: [24, 16] },
+      { name: 'model.mm_projector.0.bias', shape: [24] },
+      { name: 'model.mm_projector.2.weight', shape: [24, 24] },
+      { name: 'model.mm_projector.2.bias', shape: [24] },
     ];
     const tensors = [...clipVisionTensorSpecs(config), ...proj];
     fs.writeFileSync(path.join(modelDir, 'weights_manifest.json'), JSON.stringify({ dtype: 'F32', tensors }));
@@ -241,14 +296,24 @@ describe('make_checkpoint: generated checkpoint folders', () => {
       expect(fs.readFileSync(path.join(r.towerDir, f))).toEqual(fs.readFileSync(path.join(modelDir, f)));
     }
     const tower = readSafetensors(path.join(r.towerDir, 'model.safetensors')).tensors;
-    expect(tower.map((t) => t.name).sort()).toEqual(tensors.slice(0, -4).map((t) => t.name).sort());
+    expect(tower.map((t) => t.name).sort()).toEqual(
+      tensors
+        .slice(0, -4)
+        .map((t) => t.name)
+        .sort(),
+    );
     const llava = readSafetensors(path.join(r.llavaDir, 'model.safetensors')).tensors;
     expect(llava.map((t) => [t.name, t.shape])).toEqual(
-      [...proj].sort((a, b) => (a.name < b.name ? -1 : 1)).map((t) => [t.name, t.shape]));
+      [...proj].sort((a, b) => (a.name < b.name ? -1 : 1)).map((t) => [t.name, t.shape]),
+    );
     for (const t of llava) expect(t.bytes.equals(bytesOf(generateTensor(t.name, t.shape)))).toBe(true);
     expect(readJson(path.join(r.llavaDir, 'config.json'))).toMatchObject({
-      model_type: 'llava', mm_projector_type: 'mlp2x_gelu', mm_hidden_size: 16, hidden_size: 24,
-      mm_vision_select_layer: -2, mm_vision_select_feature: 'patch',
+      model_type: 'llava',
+      mm_projector_type: 'mlp2x_gelu',
+      mm_hidden_size: 16,
+      hidden_size: 24,
+      mm_vision_select_layer: -2,
+      mm_vision_select_feature: 'patch',
     });
     expect(writeFullSizeCase(modelDir, out, 'F32').tower.cached).toBe(true);
   });

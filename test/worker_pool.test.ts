@@ -34,7 +34,13 @@ test('images: workers 1, 2, 3 give byte-identical tensors, sizes and failures; n
   const progress: number[] = [];
   const runs = [];
   for (const workers of [1, 2, 3]) {
-    runs.push(await encodeImages(model, inputs, { outputs: ['merged', 'features', 'pixel_values'], workers, onProgress: (d) => workers === 3 && progress.push(d) }));
+    runs.push(
+      await encodeImages(model, inputs, {
+        outputs: ['merged', 'features', 'pixel_values'],
+        workers,
+        onProgress: (d) => workers === 3 && progress.push(d),
+      }),
+    );
   }
   expect(tf.memory().numTensors).toBe(before);
   expect(runs[0].failures.map((f) => f.index)).toEqual([2]);
@@ -52,7 +58,14 @@ test('pixel values: the async variant with workers equals encodePixelValues', as
   const pixels = Float32Array.from({ length: 3 * 3 * s * s }, (_, i) => Math.sin(i) * 1.5);
   const shape: [number, number, number, number] = [3, 3, s, s];
   const here = encodePixelValues(model, pixels, shape, { outputs: ['projected', 'hidden_states'] });
-  expectIdentical(here, await encodePixelValuesAsync(model, pixels, shape, { outputs: ['projected', 'hidden_states'], workers: 2 }));
-  expect(() => encodePixelValues(model, pixels, shape, { outputs: ['projected'], workers: 2 })).toThrow(/encodePixelValuesAsync/);
-  await expect(encodePixelValuesAsync(model, pixels, shape, { outputs: ['projected'], workers: 0 })).rejects.toThrow(/workers must be a positive integer/);
+  expectIdentical(
+    here,
+    await encodePixelValuesAsync(model, pixels, shape, { outputs: ['projected', 'hidden_states'], workers: 2 }),
+  );
+  expect(() => encodePixelValues(model, pixels, shape, { outputs: ['projected'], workers: 2 })).toThrow(
+    /encodePixelValuesAsync/,
+  );
+  await expect(encodePixelValuesAsync(model, pixels, shape, { outputs: ['projected'], workers: 0 })).rejects.toThrow(
+    /workers must be a positive integer/,
+  );
 }, 60_000);

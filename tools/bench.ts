@@ -88,13 +88,16 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--touch-bytes') o.touchBytes = Number(value());
     else if (a === '--touch-method') o.touchMethod = value() as 'pool' | 'fill';
     else if (a === '--help' || a === '-h') {
-      console.log('usage: npm run bench -- [--json] [--batch N] [--dtype F32|F16] [--reps N] [--vs-torch] [--workers N] [--backend wasm|cpu|tensorflow|webgpu] [--layers N] [--threads 1,2 [--gemm xnnpack,fma]]');
+      console.log(
+        'usage: npm run bench -- [--json] [--batch N] [--dtype F32|F16] [--reps N] [--vs-torch] [--workers N] [--backend wasm|cpu|tensorflow|webgpu] [--layers N] [--threads 1,2 [--gemm xnnpack,fma]]',
+      );
       process.exit(0);
     } else throw new Error(`unknown argument ${a} (see --help)`);
   }
   if (!Number.isInteger(o.batch) || o.batch < 1) throw new Error(`--batch must be a positive integer`);
   if (!Number.isInteger(o.reps) || o.reps < 1) throw new Error(`--reps must be a positive integer`);
-  if (o.layers !== undefined && (!Number.isInteger(o.layers) || o.layers < 2 || o.layers > 24)) throw new Error(`--layers must be an integer in 2..24`);
+  if (o.layers !== undefined && (!Number.isInteger(o.layers) || o.layers < 2 || o.layers > 24))
+    throw new Error(`--layers must be an integer in 2..24`);
   if (!Number.isInteger(o.workers) || o.workers < 1) throw new Error(`--workers must be a positive integer`);
   if (o.dtype !== 'F32' && o.dtype !== 'F16') throw new Error(`--dtype must be F32 or F16`);
   return o;
@@ -132,7 +135,12 @@ function wasmHeapMB(): number | null {
 
 function weightsFor(root: string, dtype: GenDType, layers?: number) {
   const caseModel = path.join(root, 'test', 'fixtures', 'cases', CASE, 'model');
-  const out = path.join(root, 'weights', 'generated', dtype === 'F32' ? 'vitl14_336' : `vitl14_336_${dtype.toLowerCase()}`);
+  const out = path.join(
+    root,
+    'weights',
+    'generated',
+    dtype === 'F32' ? 'vitl14_336' : `vitl14_336_${dtype.toLowerCase()}`,
+  );
   const gen = writeFullSizeCase(caseModel, out, dtype);
   return layers === undefined || layers === 24 ? gen : { ...gen, towerDir: firstLayers(gen.towerDir, layers) };
 }
@@ -141,7 +149,9 @@ function weightsFor(root: string, dtype: GenDType, layers?: number) {
 function firstLayers(towerDir: string, layers: number): string {
   const dir = `${towerDir}_${layers}_layers`;
   fs.mkdirSync(dir, { recursive: true });
-  const config = JSON.parse(fs.readFileSync(path.join(towerDir, 'config.json'), 'utf8')) as { vision_config?: Record<string, unknown> } & Record<string, unknown>;
+  const config = JSON.parse(fs.readFileSync(path.join(towerDir, 'config.json'), 'utf8')) as {
+    vision_config?: Record<string, unknown>;
+  } & Record<string, unknown>;
   (config.vision_config ?? config).num_hidden_layers = layers;
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
   for (const f of fs.readdirSync(towerDir).filter((f) => f !== 'config.json')) {
@@ -164,7 +174,9 @@ function readSeconds(files: string[]): number {
   for (const f of files) {
     const fd = fs.openSync(f, 'r');
     try {
-      while (fs.readSync(fd, buf, 0, buf.length, null) > 0) { /* read on */ }
+      while (fs.readSync(fd, buf, 0, buf.length, null) > 0) {
+        /* read on */
+      }
     } finally {
       fs.closeSync(fd);
     }
@@ -174,7 +186,14 @@ function readSeconds(files: string[]): number {
 
 // ---------------------------------------------------------------------------------- FLOPs per image
 
-interface Flops { patch: number; layer: number; attention: number; projector: number; llava: number; full: number }
+interface Flops {
+  patch: number;
+  layer: number;
+  attention: number;
+  projector: number;
+  llava: number;
+  full: number;
+}
 
 /** Analytic FLOPs (2 per multiply-add) of ViT-L/14-336 + mlp2x_gelu, per image. */
 function countFlops(model: LlavaVision): Flops {
@@ -192,15 +211,31 @@ function countFlops(model: LlavaVision): Flops {
     width = linear.outFeatures;
   }
   const selected = model.tower.visionModel.visionModel.resolveHiddenStateIndex(model.tower.selectLayers[0]);
-  return { patch, layer, attention, projector, llava: patch + selected * layer + projector, full: patch + c.numHiddenLayers * layer };
+  return {
+    patch,
+    layer,
+    attention,
+    projector,
+    llava: patch + selected * layer + projector,
+    full: patch + c.numHiddenLayers * layer,
+  };
 }
 
 // ------------------------------------------------------------------------------------- load (child)
 
 interface LoadResult {
-  dtype: GenDType; fileMB: number; readS: number; loadS: number; rssAfterLoadMB: number; peakRssLoadMB: number; wasmHeapMB: number | null; tensors: number;
+  dtype: GenDType;
+  fileMB: number;
+  readS: number;
+  loadS: number;
+  rssAfterLoadMB: number;
+  peakRssLoadMB: number;
+  wasmHeapMB: number | null;
+  tensors: number;
   /** Bringing in fresh memory of the float32 weights' size, each in a fresh process (set by the parent): as the loader does, and by a first write from JS. */
-  touchS?: number; touchFillS?: number; weightsMB?: number;
+  touchS?: number;
+  touchFillS?: number;
+  weightsMB?: number;
 }
 
 async function childLoad(o: Options): Promise<void> {
@@ -213,10 +248,22 @@ async function childLoad(o: Options): Promise<void> {
   await initBackend({ backend: o.backend, log: null });
   resetPeakRss();
   const t0 = performance.now();
-  const model = await LlavaVision.load(gen.llavaDir, { visionTower: gen.towerDir, backend: o.backend, log: null, threads: 1 });
+  const model = await LlavaVision.load(gen.llavaDir, {
+    visionTower: gen.towerDir,
+    backend: o.backend,
+    log: null,
+    threads: 1,
+  });
   const loadS = (performance.now() - t0) / 1000;
   const r: LoadResult = {
-    dtype: o.dtype, fileMB, readS, loadS, rssAfterLoadMB: rssMB(), peakRssLoadMB: peakRssMB(), wasmHeapMB: wasmHeapMB(), tensors: tf.memory().numTensors,
+    dtype: o.dtype,
+    fileMB,
+    readS,
+    loadS,
+    rssAfterLoadMB: rssMB(),
+    peakRssLoadMB: peakRssMB(),
+    wasmHeapMB: wasmHeapMB(),
+    tensors: tf.memory().numTensors,
   };
   model.dispose();
   process.stdout.write(JSON.stringify(r) + '\n');
@@ -232,7 +279,9 @@ async function childTouch(o: Options): Promise<void> {
   const bytes = o.touchBytes ?? 0;
   // (The project's TS lib has no WebAssembly types; Node has the global.)
   type WasmMemory = { grow(pages: number): number; buffer: ArrayBuffer };
-  const { WebAssembly: wasm } = globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number; maximum: number }) => WasmMemory } };
+  const { WebAssembly: wasm } = globalThis as unknown as {
+    WebAssembly: { Memory: new (d: { initial: number; maximum: number }) => WasmMemory };
+  };
   const memory = new wasm.Memory({ initial: 1, maximum: 65536 });
   memory.grow(Math.ceil(bytes / 65536));
   const view = new Uint8Array(memory.buffer, 0, bytes);
@@ -243,14 +292,26 @@ async function childTouch(o: Options): Promise<void> {
 }
 
 function touchInChild(bytes: number, method: 'pool' | 'fill'): number {
-  const r = spawnSync(process.execPath, [__filename, '--child', 'touch', '--touch-bytes', String(bytes), '--touch-method', method], { encoding: 'utf8' });
+  const r = spawnSync(
+    process.execPath,
+    [__filename, '--child', 'touch', '--touch-bytes', String(bytes), '--touch-method', method],
+    { encoding: 'utf8' },
+  );
   const line = r.stdout.trim().split('\n').pop() ?? '';
   if (r.status !== 0 || !line.startsWith('{')) throw new Error(`memory touch measurement failed:\n${r.stderr}`);
   return (JSON.parse(line) as { touchS: number }).touchS;
 }
 
 function loadInChild(o: Options, dtype: GenDType): LoadResult {
-  const args = [__filename, '--child', 'load', '--dtype', dtype, ...(o.backend ? ['--backend', o.backend] : []), ...(o.layers ? ['--layers', String(o.layers)] : [])];
+  const args = [
+    __filename,
+    '--child',
+    'load',
+    '--dtype',
+    dtype,
+    ...(o.backend ? ['--backend', o.backend] : []),
+    ...(o.layers ? ['--layers', String(o.layers)] : []),
+  ];
   const r = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 16 * MB });
   const line = r.stdout.trim().split('\n').pop() ?? '';
   if (r.status !== 0 || !line.startsWith('{')) throw new Error(`load measurement (${dtype}) failed:\n${r.stderr}`);
@@ -259,30 +320,64 @@ function loadInChild(o: Options, dtype: GenDType): LoadResult {
 
 // ---------------------------------------------------------------------------------- workers (child)
 
-interface WorkersResult { workers: number; images: number; jobS: number; imagesPerMin: number; peakRssMB: number; identicalTo?: boolean }
+interface WorkersResult {
+  workers: number;
+  images: number;
+  jobS: number;
+  imagesPerMin: number;
+  peakRssMB: number;
+  identicalTo?: boolean;
+}
 
 /** An encode job of `batch` copies of the fixture image on `workers` instances; prints timing, peak RSS, an output digest. */
 async function childWorkers(o: Options): Promise<void> {
   const root = packageRoot();
   const gen = weightsFor(root, o.dtype, o.layers);
-  const model = await LlavaVision.load(gen.llavaDir, { visionTower: gen.towerDir, backend: o.backend, log: null, threads: 1 });
+  const model = await LlavaVision.load(gen.llavaDir, {
+    visionTower: gen.towerDir,
+    backend: o.backend,
+    log: null,
+    threads: 1,
+  });
   const image = fixtureImage(root);
   const pixels = new Float32Array(o.batch * image.length);
   for (let i = 0; i < o.batch; i++) pixels.set(image, i * image.length);
   const s = model.tower.config.imageSize;
   resetPeakRss();
   const t0 = performance.now();
-  const out = await encodePixelValuesAsync(model, pixels, [o.batch, 3, s, s], { outputs: ['projected'], workers: o.workers });
+  const out = await encodePixelValuesAsync(model, pixels, [o.batch, 3, s, s], {
+    outputs: ['projected'],
+    workers: o.workers,
+  });
   const jobS = (performance.now() - t0) / 1000;
   const digest = createHash('sha256');
   for (const k of Object.keys(out).sort()) digest.update(out[k].data.subarray(0));
-  const r: WorkersResult & { digest: string } = { workers: o.workers, images: o.batch, jobS, imagesPerMin: (60 * o.batch) / jobS, peakRssMB: peakRssMB(), digest: digest.digest('hex') };
+  const r: WorkersResult & { digest: string } = {
+    workers: o.workers,
+    images: o.batch,
+    jobS,
+    imagesPerMin: (60 * o.batch) / jobS,
+    peakRssMB: peakRssMB(),
+    digest: digest.digest('hex'),
+  };
   model.dispose();
   process.stdout.write(JSON.stringify(r) + '\n');
 }
 
 function workersInChild(o: Options, workers: number, images: number): WorkersResult & { digest: string } {
-  const args = [__filename, '--child', 'workers', '--workers', String(workers), '--batch', String(images), '--dtype', o.dtype, ...(o.backend ? ['--backend', o.backend] : []), ...(o.layers ? ['--layers', String(o.layers)] : [])];
+  const args = [
+    __filename,
+    '--child',
+    'workers',
+    '--workers',
+    String(workers),
+    '--batch',
+    String(images),
+    '--dtype',
+    o.dtype,
+    ...(o.backend ? ['--backend', o.backend] : []),
+    ...(o.layers ? ['--layers', String(o.layers)] : []),
+  ];
   const r = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 16 * MB });
   const line = r.stdout.trim().split('\n').pop() ?? '';
   if (r.status !== 0 || !line.startsWith('{')) throw new Error(`workers measurement (${workers}) failed:\n${r.stderr}`);
@@ -290,7 +385,9 @@ function workersInChild(o: Options, workers: number, images: number): WorkersRes
 }
 
 function fixtureImage(root: string): Float32Array {
-  const expected = SafetensorsFile.open(path.join(root, 'test', 'fixtures', 'cases', CASE, 'expected.subset.safetensors'));
+  const expected = SafetensorsFile.open(
+    path.join(root, 'test', 'fixtures', 'cases', CASE, 'expected.subset.safetensors'),
+  );
   try {
     return expected.readFloat32(`${IMAGE}.pixel_values`);
   } finally {
@@ -300,7 +397,12 @@ function fixtureImage(root: string): Float32Array {
 
 // ------------------------------------------------------------------------------------------- torch
 
-interface TorchResult { threads: number; gemm: string; llava: { median_s: number; per_image_s: number[] }; full?: { median_s: number } }
+interface TorchResult {
+  threads: number;
+  gemm: string;
+  llava: { median_s: number; per_image_s: number[] };
+  full?: { median_s: number };
+}
 
 function torchAvailable(): boolean {
   const r = spawnSync('/usr/bin/python3', ['-c', 'import torch, numpy'], { encoding: 'utf8' });
@@ -309,8 +411,24 @@ function torchAvailable(): boolean {
 
 function runTorch(o: Options, root: string, towerDir: string, llavaDir: string, threads: number): TorchResult {
   const script = path.join(root, 'tools', 'bench_torch.py');
-  const args = [script, '--tower', towerDir, '--llava', llavaDir, '--reps', String(o.reps), '--threads', String(threads), '--modes', 'llava,full'];
-  const r = spawnSync('/usr/bin/python3', args, { encoding: 'utf8', maxBuffer: 16 * MB, env: { ...process.env, OMP_NUM_THREADS: String(threads) } });
+  const args = [
+    script,
+    '--tower',
+    towerDir,
+    '--llava',
+    llavaDir,
+    '--reps',
+    String(o.reps),
+    '--threads',
+    String(threads),
+    '--modes',
+    'llava,full',
+  ];
+  const r = spawnSync('/usr/bin/python3', args, {
+    encoding: 'utf8',
+    maxBuffer: 16 * MB,
+    env: { ...process.env, OMP_NUM_THREADS: String(threads) },
+  });
   const line = r.stdout.trim().split('\n').pop() ?? '';
   if (r.status !== 0 || !line.startsWith('{')) throw new Error(`tools/bench_torch.py failed:\n${r.stderr}`);
   return JSON.parse(line) as TorchResult;
@@ -318,7 +436,10 @@ function runTorch(o: Options, root: string, towerDir: string, llavaDir: string, 
 
 // -------------------------------------------------------------------------------------------- main
 
-interface Timed { seconds: number; gemm: GemmTotals }
+interface Timed {
+  seconds: number;
+  gemm: GemmTotals;
+}
 
 /** The --json report (and what --from-json reads back). */
 interface BenchReport {
@@ -340,8 +461,16 @@ interface BenchReport {
   gflopPerImage: Record<'llava' | 'full' | 'recordedLlavaGemm' | 'patch' | 'perLayer' | 'projector', number>;
   firstForwardS: { llava: number; full: number };
   llava: {
-    perImageS: number; runsS: number[]; gflops: number; gemmCalls: number; gemmS: number | null; nonGemmShare: number | null;
-    ceilingS: number | null; ceilingRunsS: number[]; ceilingGflops: number | null; fractionOfCeiling: number | null;
+    perImageS: number;
+    runsS: number[];
+    gflops: number;
+    gemmCalls: number;
+    gemmS: number | null;
+    nonGemmShare: number | null;
+    ceilingS: number | null;
+    ceilingRunsS: number[];
+    ceilingGflops: number | null;
+    fractionOfCeiling: number | null;
   };
   full: { perImageS: number; runsS: number[]; gflops: number; gemmS: number | null; nonGemmShare: number | null };
   batch: { size: number; perImageS: number; imagesPerS: number; runsS: number[]; gflops: number };
@@ -362,7 +491,6 @@ interface BenchReport {
   workers: (WorkersResult & { digest?: string })[] | null;
 }
 
-
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   if (o.fromJson) return printTable(JSON.parse(fs.readFileSync(o.fromJson, 'utf8')) as BenchReport); // re-render a saved --json report
@@ -372,14 +500,53 @@ async function main(): Promise<void> {
   const root = packageRoot();
   if (o.threads) {
     const gen = weightsFor(root, o.dtype, o.layers);
-    const common = { llavaDir: gen.llavaDir, towerDir: gen.towerDir, backend: o.backend, image: fixtureImage(root), peakRssMB, resetPeakRss };
+    const common = {
+      llavaDir: gen.llavaDir,
+      towerDir: gen.towerDir,
+      backend: o.backend,
+      image: fixtureImage(root),
+      peakRssMB,
+      resetPeakRss,
+    };
     if (o.child === 'threads-load') return childThreadsLoad(common, o.threads[0]);
     if (o.child === 'threads-serve') return childThreadsServe(common, o.threads);
-    const childArgs = (n: number) => [__filename, '--child', 'threads-load', '--threads', String(n), '--dtype', o.dtype, ...(o.backend ? ['--backend', o.backend] : []), ...(o.layers ? ['--layers', String(o.layers)] : [])];
-    const torch = o.vsTorch && torchAvailable() ? (n: number) => runTorch(o, root, gen.towerDir, gen.llavaDir, n) : null;
+    const childArgs = (n: number) => [
+      __filename,
+      '--child',
+      'threads-load',
+      '--threads',
+      String(n),
+      '--dtype',
+      o.dtype,
+      ...(o.backend ? ['--backend', o.backend] : []),
+      ...(o.layers ? ['--layers', String(o.layers)] : []),
+    ];
+    const torch =
+      o.vsTorch && torchAvailable() ? (n: number) => runTorch(o, root, gen.towerDir, gen.llavaDir, n) : null;
     const warmCache = () => void readSeconds([gen.tower.file, gen.projector.file]);
-    const serveArgs = (ns: number[]) => [__filename, '--child', 'threads-serve', '--threads', ns.join(','), '--dtype', o.dtype, ...(o.backend ? ['--backend', o.backend] : []), ...(o.layers ? ['--layers', String(o.layers)] : [])];
-    return benchThreads({ ...common, threads: o.threads, gemms: o.gemms ?? [], reps: o.reps, vsTorch: o.vsTorch, json: o.json, childArgs, serveArgs, torch, warmCache });
+    const serveArgs = (ns: number[]) => [
+      __filename,
+      '--child',
+      'threads-serve',
+      '--threads',
+      ns.join(','),
+      '--dtype',
+      o.dtype,
+      ...(o.backend ? ['--backend', o.backend] : []),
+      ...(o.layers ? ['--layers', String(o.layers)] : []),
+    ];
+    return benchThreads({
+      ...common,
+      threads: o.threads,
+      gemms: o.gemms ?? [],
+      reps: o.reps,
+      vsTorch: o.vsTorch,
+      json: o.json,
+      childArgs,
+      serveArgs,
+      torch,
+      warmCache,
+    });
   }
 
   log(o, `bench: weights (generated on first use) ...`);
@@ -392,7 +559,13 @@ async function main(): Promise<void> {
   const wholeFile = o.layers === undefined || o.layers === 24;
   const loads = (['F32', 'F16'] as GenDType[]).map((dt) => ({
     ...loadInChild(o, dt),
-    ...(wholeFile ? { touchS: touchInChild(weightsBytes, 'pool'), touchFillS: touchInChild(weightsBytes, 'fill'), weightsMB: weightsBytes / MB } : {}),
+    ...(wholeFile
+      ? {
+          touchS: touchInChild(weightsBytes, 'pool'),
+          touchFillS: touchInChild(weightsBytes, 'fill'),
+          weightsMB: weightsBytes / MB,
+        }
+      : {}),
   }));
 
   const model = await LlavaVision.load(gen.llavaDir, { visionTower: gen.towerDir, backend: o.backend, threads: 1 });
@@ -402,7 +575,9 @@ async function main(): Promise<void> {
   const rssAfterLoad = rssMB();
   const tensorsBefore = tf.memory().numTensors;
   const flops = countFlops(model);
-  const weights = [...model.tower.visionModel.visionModel.weights, ...(model.projector?.weights ?? [])].map((w) => w.read());
+  const weights = [...model.tower.visionModel.visionModel.weights, ...(model.projector?.weights ?? [])].map((w) =>
+    w.read(),
+  );
   const meter = new GemmMeter(weights);
 
   const image = fixtureImage(root);
@@ -500,24 +675,48 @@ async function main(): Promise<void> {
   const fullGemmS = asyncKernels ? null : median(full.map((x) => x.gemm.ms / 1000));
   const batchS = median(batched.map((x) => x.seconds)) / o.batch;
   const wasm = backend === 'wasm';
-  const referenceGemmGflops = { '577x1024x1024': await gemmRate(577, 1024, 1024), '577x1024x4096': await gemmRate(577, 1024, 4096), '577x4096x1024': await gemmRate(577, 4096, 1024) };
+  const referenceGemmGflops = {
+    '577x1024x1024': await gemmRate(577, 1024, 1024),
+    '577x1024x4096': await gemmRate(577, 1024, 4096),
+    '577x4096x1024': await gemmRate(577, 4096, 1024),
+  };
   const gemmName = activeGemm();
   const gemmsCompared: GemmName[] = wasm && gemmName ? [...new Set<GemmName>(['xnnpack', gemmName])] : [];
-  const refShapes: [number, number, number][] = [[577, 1024, 1024], [577, 1024, 4096], [577, 4096, 1024], [2885, 1024, 1024]];
+  const refShapes: [number, number, number][] = [
+    [577, 1024, 1024],
+    [577, 1024, 4096],
+    [577, 4096, 1024],
+    [2885, 1024, 1024],
+  ];
   const byGemm = gemmsCompared.length > 1 ? await gemmRates(refShapes, gemmsCompared, Math.max(5, o.reps)) : null;
   const forwardByShape: Record<string, { ms: number; flops: number }> = {};
-  for (const x of llava) for (const [k, v] of Object.entries(x.gemm.byShape)) {
-    const acc = (forwardByShape[k] ??= { ms: 0, flops: 0 });
-    acc.ms += v.ms;
-    acc.flops += v.flops;
-  }
+  for (const x of llava)
+    for (const [k, v] of Object.entries(x.gemm.byShape)) {
+      const acc = (forwardByShape[k] ??= { ms: 0, flops: 0 });
+      acc.ms += v.ms;
+      acc.flops += v.flops;
+    }
   const report: BenchReport = {
     date: new Date().toISOString(),
-    machine: { cpu: os.cpus()[0]?.model, cores: os.cpus().length, memGB: +(os.totalmem() / 2 ** 30).toFixed(1), node: process.version, platform: `${os.platform()} ${os.release()}` },
+    machine: {
+      cpu: os.cpus()[0]?.model,
+      cores: os.cpus().length,
+      memGB: +(os.totalmem() / 2 ** 30).toFixed(1),
+      node: process.version,
+      platform: `${os.platform()} ${os.release()}`,
+    },
     backend,
     adapter: adapterName(backend),
     layers: model.tower.config.numHiddenLayers,
-    threads: wasm ? (tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT') ? 'multi' : 1) : backend === 'tensorflow' ? `TF default (${os.cpus().length} cores)` : backend === 'webgpu' ? 'GPU' : 1,
+    threads: wasm
+      ? tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT')
+        ? 'multi'
+        : 1
+      : backend === 'tensorflow'
+        ? `TF default (${os.cpus().length} cores)`
+        : backend === 'webgpu'
+          ? 'GPU'
+          : 1,
     simd: wasm ? tf.env().getBool('WASM_HAS_SIMD_SUPPORT') : null,
     gemm: gemmName && describeGemm(gemmName),
     clockGHz: await measureClockGHz(),
@@ -526,24 +725,68 @@ async function main(): Promise<void> {
     reps: o.reps,
     load: loads,
     rssAfterLoadMB: rssAfterLoad,
-    gflopPerImage: { llava: flops.llava / 1e9, full: flops.full / 1e9, recordedLlavaGemm: recordedFlops / 1e9, patch: flops.patch / 1e9, perLayer: flops.layer / 1e9, projector: flops.projector / 1e9 },
+    gflopPerImage: {
+      llava: flops.llava / 1e9,
+      full: flops.full / 1e9,
+      recordedLlavaGemm: recordedFlops / 1e9,
+      patch: flops.patch / 1e9,
+      perLayer: flops.layer / 1e9,
+      projector: flops.projector / 1e9,
+    },
     firstForwardS: { llava: firstLlavaS, full: firstFullS },
     llava: {
-      perImageS: llavaS, runsS: llava.map((x) => x.seconds), gflops: flops.llava / llavaS / 1e9,
-      gemmCalls: llava[0].gemm.calls, gemmS: llavaGemmS, nonGemmShare: llavaGemmS === null ? null : 1 - llavaGemmS / llavaS,
-      ceilingS, ceilingRunsS: ceiling, ceilingGflops: ceilingS === null ? null : recordedFlops / ceilingS / 1e9, fractionOfCeiling: ceilingS === null ? null : ceilingS / llavaS,
+      perImageS: llavaS,
+      runsS: llava.map((x) => x.seconds),
+      gflops: flops.llava / llavaS / 1e9,
+      gemmCalls: llava[0].gemm.calls,
+      gemmS: llavaGemmS,
+      nonGemmShare: llavaGemmS === null ? null : 1 - llavaGemmS / llavaS,
+      ceilingS,
+      ceilingRunsS: ceiling,
+      ceilingGflops: ceilingS === null ? null : recordedFlops / ceilingS / 1e9,
+      fractionOfCeiling: ceilingS === null ? null : ceilingS / llavaS,
     },
-    full: { perImageS: fullS, runsS: full.map((x) => x.seconds), gflops: flops.full / fullS / 1e9, gemmS: fullGemmS, nonGemmShare: fullGemmS === null ? null : 1 - fullGemmS / fullS },
-    batch: { size: o.batch, perImageS: batchS, imagesPerS: 1 / batchS, runsS: batched.map((x) => x.seconds), gflops: flops.llava / batchS / 1e9 },
+    full: {
+      perImageS: fullS,
+      runsS: full.map((x) => x.seconds),
+      gflops: flops.full / fullS / 1e9,
+      gemmS: fullGemmS,
+      nonGemmShare: fullGemmS === null ? null : 1 - fullGemmS / fullS,
+    },
+    batch: {
+      size: o.batch,
+      perImageS: batchS,
+      imagesPerS: 1 / batchS,
+      runsS: batched.map((x) => x.seconds),
+      gflops: flops.llava / batchS / 1e9,
+    },
     referenceGemmGflops,
-    ...(byGemm ? { referenceGemmByGemm: Object.fromEntries(refShapes.map((sh, i) => [sh.join('x'), Object.fromEntries(gemmsCompared.map((g, j) => [g, byGemm[i][j]]))])) } : {}),
-    forwardGemmByShape: Object.fromEntries(Object.entries(forwardByShape).sort((a, b) => b[1].flops - a[1].flops).map(([k, v]) => [k, v.flops / v.ms / 1e6])),
+    ...(byGemm
+      ? {
+          referenceGemmByGemm: Object.fromEntries(
+            refShapes.map((sh, i) => [
+              sh.join('x'),
+              Object.fromEntries(gemmsCompared.map((g, j) => [g, byGemm[i][j]])),
+            ]),
+          ),
+        }
+      : {}),
+    forwardGemmByShape: Object.fromEntries(
+      Object.entries(forwardByShape)
+        .sort((a, b) => b[1].flops - a[1].flops)
+        .map(([k, v]) => [k, v.flops / v.ms / 1e6]),
+    ),
     peakRssMB: { llavaBatch1: peakLlavaMB, fullBatch1: peakFullMB, [`llavaBatch${o.batch}`]: peakBatchMB },
     wasmHeapMB: { afterWarmup: heapAfterWarmup, end: heapEnd },
     numTensors: { before: tensorsBefore, after: tensorsAfter },
     torch: torch && {
       available: torch.available,
-      runs: torch.results.map((t) => ({ threads: t.threads, gemm: t.gemm, llavaS: t.llava.median_s, fullS: t.full?.median_s })),
+      runs: torch.results.map((t) => ({
+        threads: t.threads,
+        gemm: t.gemm,
+        llavaS: t.llava.median_s,
+        fullS: t.full?.median_s,
+      })),
       oursLlavaAfterS: torch.llavaAfter.length ? median(torch.llavaAfter.map((x) => x.seconds)) : null,
       oursLlavaAfterRunsS: torch.llavaAfter.map((x) => x.seconds),
     },
@@ -560,62 +803,130 @@ function printTable(r: BenchReport): void {
   const f = (x: number, d = 2) => x.toFixed(d);
   const lines: string[] = [];
   const row = (k: string, v: string) => lines.push(`| ${k} | ${v} |`);
-  lines.push(`npm run bench — ${r.date.slice(0, 10)}, ${r.machine.cpu} (${r.machine.cores} cores, ${r.machine.memGB} GB), Node ${r.machine.node}, tfjs ${r.tfjs}`);
+  lines.push(
+    `npm run bench — ${r.date.slice(0, 10)}, ${r.machine.cpu} (${r.machine.cores} cores, ${r.machine.memGB} GB), Node ${r.machine.node}, tfjs ${r.tfjs}`,
+  );
   const layers = r.layers === undefined || r.layers === 24 ? '' : ` (first ${r.layers} of 24 encoder layers)`;
-  lines.push(`backend ${r.backend}${r.simd === null ? '' : r.simd ? ' (SIMD)' : ' (no SIMD)'}${r.gemm ? `, GEMM ${r.gemm}` : ''}, threads ${r.threads}; ViT-L/14-336${layers} + mlp2x_gelu, generated ${r.dtype} weights; medians of ${r.reps} after a warm-up`);
+  lines.push(
+    `backend ${r.backend}${r.simd === null ? '' : r.simd ? ' (SIMD)' : ' (no SIMD)'}${r.gemm ? `, GEMM ${r.gemm}` : ''}, threads ${r.threads}; ViT-L/14-336${layers} + mlp2x_gelu, generated ${r.dtype} weights; medians of ${r.reps} after a warm-up`,
+  );
   if (r.adapter) lines.push(`adapter ${r.adapter}`);
   lines.push('');
   lines.push('| measure | value |');
   lines.push('|---|---|');
   for (const l of r.load) {
     if (r.layers !== undefined && r.layers < 24) {
-      row(`load ${l.dtype} checkpoint (the tensors of ${r.layers} layers and the projector)`, `${f(l.loadS)} s; RSS after load ${f(l.rssAfterLoadMB, 0)} MB, peak during load ${f(l.peakRssLoadMB, 0)} MB`);
+      row(
+        `load ${l.dtype} checkpoint (the tensors of ${r.layers} layers and the projector)`,
+        `${f(l.loadS)} s; RSS after load ${f(l.rssAfterLoadMB, 0)} MB, peak during load ${f(l.peakRssLoadMB, 0)} MB`,
+      );
       continue;
     }
     const fill = l.touchFillS === undefined ? '' : `; a first write from JS: ${f(l.touchFillS)} s`;
-    const floor = l.touchS === undefined ? '' : `; floor = read + bringing in ${f(l.weightsMB ?? 0, 0)} MB of fresh memory (as the loader does: ${f(l.touchS)} s${fill}) = ${f(l.readS + l.touchS)} s, ×${f(l.loadS / (l.readS + l.touchS), 2)}`;
-    row(`load ${l.dtype} checkpoint (${f(l.fileMB, 0)} MB)`, `${f(l.loadS)} s (file read ${f(l.readS)} s, ×${f(l.loadS / l.readS, 1)}${floor}); RSS after load ${f(l.rssAfterLoadMB, 0)} MB, peak during load ${f(l.peakRssLoadMB, 0)} MB`);
+    const floor =
+      l.touchS === undefined
+        ? ''
+        : `; floor = read + bringing in ${f(l.weightsMB ?? 0, 0)} MB of fresh memory (as the loader does: ${f(l.touchS)} s${fill}) = ${f(l.readS + l.touchS)} s, ×${f(l.loadS / (l.readS + l.touchS), 2)}`;
+    row(
+      `load ${l.dtype} checkpoint (${f(l.fileMB, 0)} MB)`,
+      `${f(l.loadS)} s (file read ${f(l.readS)} s, ×${f(l.loadS / l.readS, 1)}${floor}); RSS after load ${f(l.rssAfterLoadMB, 0)} MB, peak during load ${f(l.peakRssLoadMB, 0)} MB`,
+    );
   }
   const total = r.layers ?? 24;
   const notOnGpu = 'not measured (GPU kernel calls only enqueue work)';
-  row(`LLaVA path, batch 1 (${total === 2 ? 'layer 1' : `layers 1–${total - 1}`}, patch, projector)`, `**${f(r.llava.perImageS)} s/image**, ${f(r.llava.gflops, 1)} GFLOP/s (${f(r.gflopPerImage.llava, 1)} GFLOP)`);
-  row('GEMM ceiling (the same GEMM calls alone)', r.llava.ceilingS === null ? notOnGpu : `${f(r.llava.ceilingS)} s, ${f(r.llava.ceilingGflops ?? NaN, 1)} GFLOP/s → forward at **${f(100 * (r.llava.fractionOfCeiling ?? NaN), 1)}%** of it`);
-  row('GEMM / non-GEMM share of the forward', r.llava.nonGemmShare === null ? `${notOnGpu} (${r.llava.gemmCalls} GEMM calls)` : `${f(100 * (1 - r.llava.nonGemmShare), 1)}% / ${f(100 * r.llava.nonGemmShare, 1)}% (${r.llava.gemmCalls} GEMM calls)`);
-  row(`full tower, batch 1 (${total} layers, all ${total + 1} hidden states, pooler)`, `${f(r.full.perImageS)} s/image, ${f(r.full.gflops, 1)} GFLOP/s${r.full.nonGemmShare === null ? '' : `; non-GEMM ${f(100 * r.full.nonGemmShare, 1)}%`}`);
-  row(`LLaVA path, batch ${r.batch.size}`, `${f(r.batch.perImageS)} s/image (${f(r.batch.imagesPerS * 60, 1)} images/min)`);
-  const firstNote = r.backend === 'webgpu' ? ' (compiles shaders)' : r.gemm && !r.gemm.startsWith('xnnpack') ? '' : ' (XNNPACK packs weights)';
+  row(
+    `LLaVA path, batch 1 (${total === 2 ? 'layer 1' : `layers 1–${total - 1}`}, patch, projector)`,
+    `**${f(r.llava.perImageS)} s/image**, ${f(r.llava.gflops, 1)} GFLOP/s (${f(r.gflopPerImage.llava, 1)} GFLOP)`,
+  );
+  row(
+    'GEMM ceiling (the same GEMM calls alone)',
+    r.llava.ceilingS === null
+      ? notOnGpu
+      : `${f(r.llava.ceilingS)} s, ${f(r.llava.ceilingGflops ?? NaN, 1)} GFLOP/s → forward at **${f(100 * (r.llava.fractionOfCeiling ?? NaN), 1)}%** of it`,
+  );
+  row(
+    'GEMM / non-GEMM share of the forward',
+    r.llava.nonGemmShare === null
+      ? `${notOnGpu} (${r.llava.gemmCalls} GEMM calls)`
+      : `${f(100 * (1 - r.llava.nonGemmShare), 1)}% / ${f(100 * r.llava.nonGemmShare, 1)}% (${r.llava.gemmCalls} GEMM calls)`,
+  );
+  row(
+    `full tower, batch 1 (${total} layers, all ${total + 1} hidden states, pooler)`,
+    `${f(r.full.perImageS)} s/image, ${f(r.full.gflops, 1)} GFLOP/s${r.full.nonGemmShare === null ? '' : `; non-GEMM ${f(100 * r.full.nonGemmShare, 1)}%`}`,
+  );
+  row(
+    `LLaVA path, batch ${r.batch.size}`,
+    `${f(r.batch.perImageS)} s/image (${f(r.batch.imagesPerS * 60, 1)} images/min)`,
+  );
+  const firstNote =
+    r.backend === 'webgpu'
+      ? ' (compiles shaders)'
+      : r.gemm && !r.gemm.startsWith('xnnpack')
+        ? ''
+        : ' (XNNPACK packs weights)';
   row(`first forward${firstNote}`, `LLaVA ${f(r.firstForwardS.llava)} s, full ${f(r.firstForwardS.full)} s`);
-  row('reference GEMM rates (cached weight)', Object.entries(r.referenceGemmGflops).map(([k, v]) => `${k}: ${f(v, 1)}`).join(', ') + ' GFLOP/s');
+  row(
+    'reference GEMM rates (cached weight)',
+    Object.entries(r.referenceGemmGflops)
+      .map(([k, v]) => `${k}: ${f(v, 1)}`)
+      .join(', ') + ' GFLOP/s',
+  );
   const peak = r.clockGHz ? fmaPeakGflops(r.clockGHz) : null;
   const ofPeak = (g: number) => (peak ? ` (${f((100 * g) / peak, 0)}%)` : '');
   if (r.referenceGemmByGemm) {
-    row(`the same, each GEMM interleaved${peak ? `; % of the 128-bit FMA peak ${f(peak, 1)} GFLOP/s at ${f(r.clockGHz!)} GHz` : ''}`, Object.entries(r.referenceGemmByGemm).map(([k, byG]) => {
-      const [[ga, a], [gb, b]] = Object.entries(byG);
-      return `${k}: ${ga} ${f(a, 1)}${ofPeak(a)}, ${gb} ${f(b, 1)}${ofPeak(b)}, ×${f(b / a)}`;
-    }).join('; '));
+    row(
+      `the same, each GEMM interleaved${peak ? `; % of the 128-bit FMA peak ${f(peak, 1)} GFLOP/s at ${f(r.clockGHz!)} GHz` : ''}`,
+      Object.entries(r.referenceGemmByGemm)
+        .map(([k, byG]) => {
+          const [[ga, a], [gb, b]] = Object.entries(byG);
+          return `${k}: ${ga} ${f(a, 1)}${ofPeak(a)}, ${gb} ${f(b, 1)}${ofPeak(b)}, ×${f(b / a)}`;
+        })
+        .join('; '),
+    );
   }
-  if (r.forwardGemmByShape) row('GEMM rates in the LLaVA forward, by product (MxKxN, M ≥ N)', Object.entries(r.forwardGemmByShape).slice(0, 8).map(([k, v]) => `${k}: ${f(v, 1)}${ofPeak(v)}`).join(', ') + ' GFLOP/s');
+  if (r.forwardGemmByShape)
+    row(
+      'GEMM rates in the LLaVA forward, by product (MxKxN, M ≥ N)',
+      Object.entries(r.forwardGemmByShape)
+        .slice(0, 8)
+        .map(([k, v]) => `${k}: ${f(v, 1)}${ofPeak(v)}`)
+        .join(', ') + ' GFLOP/s',
+    );
   row('RSS after load (this process)', `${f(r.rssAfterLoadMB, 0)} MB`);
-  row('peak RSS during forward', Object.entries(r.peakRssMB).map(([k, v]) => `${k} ${f(v, 0)} MB`).join(', ') + (r.wasmHeapMB.end ? `; wasm heap ${f(r.wasmHeapMB.end, 0)} MB` : ''));
+  row(
+    'peak RSS during forward',
+    Object.entries(r.peakRssMB)
+      .map(([k, v]) => `${k} ${f(v, 0)} MB`)
+      .join(', ') + (r.wasmHeapMB.end ? `; wasm heap ${f(r.wasmHeapMB.end, 0)} MB` : ''),
+  );
   row('tf.memory().numTensors before / after', `${r.numTensors.before} / ${r.numTensors.after}`);
   if (r.torch) {
     if (!r.torch.available) row('PyTorch', 'not available (/usr/bin/python3 has no torch)');
     for (const t of r.torch.runs) {
-      row(`PyTorch ${t.gemm}, ${t.threads} thread(s), same run`, `LLaVA ${f(t.llavaS)} s/image (ours ÷ torch = ×${f(oursLlava(r) / t.llavaS, 2)}), full ${f(t.fullS ?? NaN)} s`);
+      row(
+        `PyTorch ${t.gemm}, ${t.threads} thread(s), same run`,
+        `LLaVA ${f(t.llavaS)} s/image (ours ÷ torch = ×${f(oursLlava(r) / t.llavaS, 2)}), full ${f(t.fullS ?? NaN)} s`,
+      );
     }
-    if (r.torch.oursLlavaAfterS) row('ours, LLaVA path after the torch runs', `${f(r.torch.oursLlavaAfterS)} s/image (drift check)`);
+    if (r.torch.oursLlavaAfterS)
+      row('ours, LLaVA path after the torch runs', `${f(r.torch.oursLlavaAfterS)} s/image (drift check)`);
   }
   const workers = r.workers ?? [];
   for (const w of workers) {
     const speedup = workers[0].jobS / w.jobS;
-    row(`encode job, ${w.images} images, ${w.workers} instance(s)`, `${f(w.jobS, 1)} s (${f(w.imagesPerMin, 2)} images/min, ×${f(speedup)}), peak RSS ${f(w.peakRssMB, 0)} MB${w.identicalTo ? ', output identical' : w.workers > 1 ? ', OUTPUT DIFFERS' : ''}`);
+    row(
+      `encode job, ${w.images} images, ${w.workers} instance(s)`,
+      `${f(w.jobS, 1)} s (${f(w.imagesPerMin, 2)} images/min, ×${f(speedup)}), peak RSS ${f(w.peakRssMB, 0)} MB${w.identicalTo ? ', output identical' : w.workers > 1 ? ', OUTPUT DIFFERS' : ''}`,
+    );
   }
   console.log(lines.join('\n'));
 }
 
 /** Our LLaVA-path figure for the torch ratio: the median of the runs before and after torch's. */
 function oursLlava(r: BenchReport): number {
-  return r.torch?.oursLlavaAfterRunsS?.length ? median([...r.llava.runsS, ...r.torch.oursLlavaAfterRunsS]) : r.llava.perImageS;
+  return r.torch?.oursLlavaAfterRunsS?.length
+    ? median([...r.llava.runsS, ...r.torch.oursLlavaAfterRunsS])
+    : r.llava.perImageS;
 }
 
 main().catch((e) => {

@@ -22,7 +22,10 @@ import { maxImagePixels } from '../src/image/limits';
 import { sniffImageFormat } from '../src/image/format';
 import { packageRoot } from '../src/version';
 
-interface Timing { wall: number; cpu: number }
+interface Timing {
+  wall: number;
+  cpu: number;
+}
 
 async function time(fn: () => Promise<unknown>): Promise<Timing> {
   const c0 = process.cpuUsage();
@@ -57,7 +60,9 @@ async function main(): Promise<void> {
     ];
   }
   console.log("decode time, median of alternating runs (ms; CPU = the process's user + system time)");
-  console.log('| image | size | runs | libvips wall | decodeImage wall | ratio | libvips CPU | decodeImage CPU | ratio |');
+  console.log(
+    '| image | size | runs | libvips wall | decodeImage wall | ratio | libvips CPU | decodeImage CPU | ratio |',
+  );
   console.log('|---|---|---|---|---|---|---|---|---|');
   for (const file of files) {
     const head = fs.readFileSync(file).subarray(0, 512);
@@ -79,8 +84,15 @@ async function main(): Promise<void> {
         a.push(await time(after));
       }
     }
-    const [bw, aw, bc, ac] = [median(b.map((t) => t.wall)), median(a.map((t) => t.wall)), median(b.map((t) => t.cpu)), median(a.map((t) => t.cpu))];
-    console.log(`| ${path.basename(file)} | ${img.width}x${img.height} | ${reps} | ${bw.toFixed(2)} | ${aw.toFixed(2)} | ×${(aw / bw).toFixed(3)} | ${bc.toFixed(2)} | ${ac.toFixed(2)} | ×${(ac / bc).toFixed(3)} |`);
+    const [bw, aw, bc, ac] = [
+      median(b.map((t) => t.wall)),
+      median(a.map((t) => t.wall)),
+      median(b.map((t) => t.cpu)),
+      median(a.map((t) => t.cpu)),
+    ];
+    console.log(
+      `| ${path.basename(file)} | ${img.width}x${img.height} | ${reps} | ${bw.toFixed(2)} | ${aw.toFixed(2)} | ×${(aw / bw).toFixed(3)} | ${bc.toFixed(2)} | ${ac.toFixed(2)} | ×${(ac / bc).toFixed(3)} |`,
+    );
   }
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 }

@@ -58,8 +58,16 @@ export function findUnexportedReferences(entry: string): UnexportedReference[] {
   const report = (target: ts.Symbol, from: string) => {
     const decl = target.declarations?.[0];
     if (!decl || !isOurs(decl) || exported.has(target)) return;
-    if (target.flags & (ts.SymbolFlags.TypeParameter | ts.SymbolFlags.EnumMember | ts.SymbolFlags.Property | ts.SymbolFlags.Method)) return;
-    const entry = problems.get(target) ?? { name: target.name, declaredIn: path.relative(root, decl.getSourceFile().fileName), referencedBy: [] };
+    if (
+      target.flags &
+      (ts.SymbolFlags.TypeParameter | ts.SymbolFlags.EnumMember | ts.SymbolFlags.Property | ts.SymbolFlags.Method)
+    )
+      return;
+    const entry = problems.get(target) ?? {
+      name: target.name,
+      declaredIn: path.relative(root, decl.getSourceFile().fileName),
+      referencedBy: [],
+    };
     if (!entry.referencedBy.includes(from)) entry.referencedBy.push(from);
     problems.set(target, entry);
   };
@@ -69,7 +77,8 @@ export function findUnexportedReferences(entry: string): UnexportedReference[] {
   };
   const visit = (node: ts.Node, from: string) => {
     // Private members are not part of the API (their declarations carry no type anyway).
-    if (ts.canHaveModifiers(node) && ts.getModifiers(node)?.some((m) => m.kind === ts.SyntaxKind.PrivateKeyword)) return;
+    if (ts.canHaveModifiers(node) && ts.getModifiers(node)?.some((m) => m.kind === ts.SyntaxKind.PrivateKeyword))
+      return;
     let target: ts.Symbol | undefined;
     if (ts.isTypeReferenceNode(node)) target = symbolAt(node.typeName);
     else if (ts.isExpressionWithTypeArguments(node)) target = symbolAt(node.expression);
@@ -92,7 +101,12 @@ export function findUnexportedReferences(entry: string): UnexportedReference[] {
 if (require.main === module) {
   const entry = process.argv[2] ?? path.join(__dirname, '..', 'src', 'index.d.ts');
   const problems = findUnexportedReferences(entry);
-  for (const p of problems) console.log(`${p.name} (${p.declaredIn}) is not exported but appears in ${p.referencedBy.join(', ')}`);
-  console.log(problems.length ? `${problems.length} unexported type(s) in the public API` : 'every type the public API refers to is exported');
+  for (const p of problems)
+    console.log(`${p.name} (${p.declaredIn}) is not exported but appears in ${p.referencedBy.join(', ')}`);
+  console.log(
+    problems.length
+      ? `${problems.length} unexported type(s) in the public API`
+      : 'every type the public API refers to is exported',
+  );
   process.exitCode = problems.length ? 1 : 0;
 }

@@ -15,7 +15,12 @@ import * as path from 'path';
 import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../src/io/safetensors';
 import { packageRoot } from '../src/version';
 
-const TRIMMED_CASES = ['s336_llava15_pad_mlp2x', 's336_llava16_anyres_spatial_unpad', 's336_llava_square_mlp2x', 'vitl14_336_generated_sel-2_patch'];
+const TRIMMED_CASES = [
+  's336_llava15_pad_mlp2x',
+  's336_llava16_anyres_spatial_unpad',
+  's336_llava_square_mlp2x',
+  'vitl14_336_generated_sel-2_patch',
+];
 const ROW_STEP = 9;
 
 export interface SubsetRule {
@@ -25,7 +30,6 @@ export interface SubsetRule {
   sha256?: string;
   shape?: number[];
 }
-
 
 export function trimCase(goldenCase: string, outCase: string): Record<string, SubsetRule> {
   const src = SafetensorsFile.open(path.join(goldenCase, 'expected.safetensors'));
@@ -49,8 +53,14 @@ export function trimCase(goldenCase: string, outCase: string): Record<string, Su
     }
     tensors[key] = { dtype: raw.dtype, shape: raw.shape, data: raw.data };
   }
-  writeSafetensors(path.join(outCase, 'expected.subset.safetensors'), tensors, { ...src.metadata, subset_of: 'expected.safetensors' });
-  fs.writeFileSync(path.join(outCase, 'subset.json'), JSON.stringify({ note: 'see tools/copy_fixtures.ts', rules }, null, 1) + '\n');
+  writeSafetensors(path.join(outCase, 'expected.subset.safetensors'), tensors, {
+    ...src.metadata,
+    subset_of: 'expected.safetensors',
+  });
+  fs.writeFileSync(
+    path.join(outCase, 'subset.json'),
+    JSON.stringify({ note: 'see tools/copy_fixtures.ts', rules }, null, 1) + '\n',
+  );
   src.close();
   return rules;
 }

@@ -12,12 +12,19 @@ const CHAIN = 32;
 export async function measureClockGHz(): Promise<number> {
   const tools = await wabt();
   const body = Array.from({ length: CHAIN }, () => '(local.set $x (i32.add (local.get $x) (local.get $y)))').join('\n');
-  const module = tools.parseWat('clock.wat', `(module (func (export "run") (param $n i32) (param $y i32) (result i32) (local $x i32)
-    (loop $l ${body} (local.set $n (i32.sub (local.get $n) (i32.const 1))) (br_if $l (local.get $n))) (local.get $x)))`, {});
+  const module = tools.parseWat(
+    'clock.wat',
+    `(module (func (export "run") (param $n i32) (param $y i32) (result i32) (local $x i32)
+    (loop $l ${body} (local.set $n (i32.sub (local.get $n) (i32.const 1))) (br_if $l (local.get $n))) (local.get $x)))`,
+    {},
+  );
   const bytes = Uint8Array.from(module.toBinary({}).buffer);
   module.destroy();
   // (The project's TS lib has no WebAssembly types; Node has the global.)
-  type Api = { Module: new (b: Uint8Array) => object; Instance: new (m: object) => { exports: { run: (n: number, y: number) => number } } };
+  type Api = {
+    Module: new (b: Uint8Array) => object;
+    Instance: new (m: object) => { exports: { run: (n: number, y: number) => number } };
+  };
   const api = (globalThis as unknown as { WebAssembly: Api }).WebAssembly;
   const run = new api.Instance(new api.Module(bytes)).exports.run;
   run(1e6, 3); // compiled by TurboFan

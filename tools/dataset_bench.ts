@@ -22,7 +22,12 @@ import { packageRoot } from '../src/version';
 
 const MB = 1024 * 1024;
 
-interface Run { images: number; peakMB: number; seconds: number; summary: string }
+interface Run {
+  images: number;
+  peakMB: number;
+  seconds: number;
+  summary: string;
+}
 
 async function makeImages(dir: string, count: number): Promise<string[]> {
   fs.mkdirSync(dir, { recursive: true });
@@ -33,7 +38,9 @@ async function makeImages(dir: string, count: number): Promise<string[]> {
       const [w, h] = [24 + ((i * 7) % 23), 20 + ((i * 5) % 17)];
       const pixels = Buffer.alloc(w * h * 3);
       for (let j = 0; j < pixels.length; j++) pixels[j] = (j * (31 + (i % 97)) + i * 57) & 255;
-      await sharp(pixels, { raw: { width: w, height: h, channels: 3 } }).png().toFile(file);
+      await sharp(pixels, { raw: { width: w, height: h, channels: 3 } })
+        .png()
+        .toFile(file);
     }
     files.push(file);
   }
@@ -46,12 +53,21 @@ function encode(files: string[], outDir: string, extra: string[]): Run {
   const list = `${outDir}.list`;
   fs.writeFileSync(list, files.join('\n') + '\n');
   const bin = path.join(packageRoot(), 'bin', 'llava-vision.js');
-  const r = spawnSync('/usr/bin/time', ['-f', 'TIME %M %e', process.execPath, bin, 'encode', '--inputs', list, '--out-dir', outDir, ...extra], { encoding: 'utf8', maxBuffer: 64 * MB });
+  const r = spawnSync(
+    '/usr/bin/time',
+    ['-f', 'TIME %M %e', process.execPath, bin, 'encode', '--inputs', list, '--out-dir', outDir, ...extra],
+    { encoding: 'utf8', maxBuffer: 64 * MB },
+  );
   if (r.error) throw new Error(`/usr/bin/time: ${r.error.message} (install GNU time)`);
   const m = /TIME (\d+) ([\d.]+)/.exec(r.stderr);
   if (r.status !== 0 || !m) throw new Error(`encode failed (exit ${r.status}):\n${r.stderr}`);
   const summary = r.stderr.split('\n').find((l) => l.includes(': encoded ')) ?? '';
-  return { images: files.length, peakMB: Number(m[1]) / 1024, seconds: Number(m[2]), summary: summary.replace(/^llava-vision: /, '') };
+  return {
+    images: files.length,
+    peakMB: Number(m[1]) / 1024,
+    seconds: Number(m[2]),
+    summary: summary.replace(/^llava-vision: /, ''),
+  };
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -59,37 +75,65 @@ async function main(argv: string[]): Promise<void> {
     const i = argv.indexOf(`--${name}`);
     return i >= 0 ? argv[i + 1] : undefined;
   };
-  const counts = (arg('counts') ?? '200,2000').split(',').map(Number).filter((n) => n > 0); // --counts 0: no demo runs
+  const counts = (arg('counts') ?? '200,2000')
+    .split(',')
+    .map(Number)
+    .filter((n) => n > 0); // --counts 0: no demo runs
   const vitl = Number(arg('vitl') ?? 0);
   const dtype = arg('dtype') ?? 'F32';
   const work = path.join(os.tmpdir(), 'llava-dataset-bench');
   const log = (s: string) => process.stderr.write(s + '\n');
-  log(`dataset_bench: ${new Date().toISOString().slice(0, 10)}, ${os.cpus()[0]?.model ?? 'cpu'} (${os.cpus().length} cores), Node ${process.version}; work folder ${work}`);
+  log(
+    `dataset_bench: ${new Date().toISOString().slice(0, 10)}, ${os.cpus()[0]?.model ?? 'cpu'} (${os.cpus().length} cores), Node ${process.version}; work folder ${work}`,
+  );
 
   const images = await makeImages(path.join(work, 'images'), Math.max(0, ...counts));
   const runs: Run[] = [];
   for (const n of counts) {
     const run = encode(images.slice(0, n), path.join(work, `demo-${n}`), ['--quiet', '--dtype', dtype]);
     runs.push(run);
-    log(`demo model, ${n} images (${dtype}, default shard size): peak RSS ${run.peakMB.toFixed(0)} MB, ${run.seconds.toFixed(1)} s wall (${((60 * n) / run.seconds).toFixed(0)} images/min with the load)`);
+    log(
+      `demo model, ${n} images (${dtype}, default shard size): peak RSS ${run.peakMB.toFixed(0)} MB, ${run.seconds.toFixed(1)} s wall (${((60 * n) / run.seconds).toFixed(0)} images/min with the load)`,
+    );
   }
   if (runs.length >= 2) {
     const [a, b] = [runs[0], runs[runs.length - 1]];
     const steady = (60 * (b.images - a.images)) / (b.seconds - a.seconds);
-    log(`demo model steady throughput: ${steady.toFixed(0)} images/min ((${b.images} − ${a.images}) / (${b.seconds.toFixed(1)} − ${a.seconds.toFixed(1)}) s)`);
+    log(
+      `demo model steady throughput: ${steady.toFixed(0)} images/min ((${b.images} − ${a.images}) / (${b.seconds.toFixed(1)} − ${a.seconds.toFixed(1)}) s)`,
+    );
     const growth = b.peakMB - a.peakMB;
-    log(`peak RSS ${b.images} vs ${a.images} images: +${growth.toFixed(1)} MB (rule: ≤ 100 MB) ${growth <= 100 ? 'PASS' : 'FAIL'}`);
+    log(
+      `peak RSS ${b.images} vs ${a.images} images: +${growth.toFixed(1)} MB (rule: ≤ 100 MB) ${growth <= 100 ? 'PASS' : 'FAIL'}`,
+    );
     if (growth > 100) process.exitCode = 1;
   }
 
   if (vitl > 0) {
     const root = packageRoot();
-    const weights = writeFullSizeCase(path.join(root, 'test', 'fixtures', 'cases', 'vitl14_336_generated_sel-2_patch', 'model'), path.join(root, 'weights', 'generated', 'vitl14_336'), 'F32');
+    const weights = writeFullSizeCase(
+      path.join(root, 'test', 'fixtures', 'cases', 'vitl14_336_generated_sel-2_patch', 'model'),
+      path.join(root, 'weights', 'generated', 'vitl14_336'),
+      'F32',
+    );
     const fixtures = path.join(root, 'test', 'fixtures', 'images');
     const pool = ['astronaut.png', 'chelsea.png', 'rocket.jpg', 'camera.png'].map((f) => path.join(fixtures, f));
     const files = Array.from({ length: vitl }, (_, i) => pool[i % pool.length]);
-    const run = encode(files, path.join(work, 'vitl'), ['--model', weights.llavaDir, '--vision-tower', weights.towerDir, '--aspect', 'pad', '--dtype', 'F16', '--shard-size', '2']);
-    log(`ViT-L/14-336 + mlp2x_gelu (generated F32 weights), ${vitl} images, merged stored F16: peak RSS ${run.peakMB.toFixed(0)} MB, ${run.seconds.toFixed(1)} s wall with the load`);
+    const run = encode(files, path.join(work, 'vitl'), [
+      '--model',
+      weights.llavaDir,
+      '--vision-tower',
+      weights.towerDir,
+      '--aspect',
+      'pad',
+      '--dtype',
+      'F16',
+      '--shard-size',
+      '2',
+    ]);
+    log(
+      `ViT-L/14-336 + mlp2x_gelu (generated F32 weights), ${vitl} images, merged stored F16: peak RSS ${run.peakMB.toFixed(0)} MB, ${run.seconds.toFixed(1)} s wall with the load`,
+    );
     log(`  ${run.summary}`);
   }
 }

@@ -12,11 +12,20 @@
  * activations of the same shapes, timing only the kernel calls.
  */
 import * as tf from '../src/tf';
-import { GEMM_KERNEL, GemmAttrs, GemmName, activeGemm, gemm, setGemmChoice, usesOwnGemm } from '../src/model/kernels/gemm';
+import {
+  GEMM_KERNEL,
+  GemmAttrs,
+  GemmName,
+  activeGemm,
+  gemm,
+  setGemmChoice,
+  usesOwnGemm,
+} from '../src/model/kernels/gemm';
 
 const GEMM_KERNELS = new Set(['BatchMatMul', '_FusedMatMul', GEMM_KERNEL]);
 
-type Operand = { kind: 'weight'; tensor: tf.Tensor; shape: number[] } | { kind: 'activation'; group: number; shape: number[] };
+type Operand =
+  { kind: 'weight'; tensor: tf.Tensor; shape: number[] } | { kind: 'activation'; group: number; shape: number[] };
 
 export interface GemmCall {
   kernel: string;
@@ -48,24 +57,37 @@ export function gemmFlops(a: number[], b: number[], attrs: Record<string, unknow
   return 2 * batch * m * k * n;
 }
 
-function matMulDims(a: number[], b: number[], attrs: Record<string, unknown>): { m: number; k: number; n: number; batch: number } {
+function matMulDims(
+  a: number[],
+  b: number[],
+  attrs: Record<string, unknown>,
+): { m: number; k: number; n: number; batch: number } {
   const m = attrs.transposeA ? a[a.length - 1] : a[a.length - 2];
   const k = attrs.transposeA ? a[a.length - 2] : a[a.length - 1];
   const n = attrs.transposeB ? b[b.length - 2] : b[b.length - 1];
-  const batch = Math.max(a.slice(0, -2).reduce((x, y) => x * y, 1), b.slice(0, -2).reduce((x, y) => x * y, 1));
+  const batch = Math.max(
+    a.slice(0, -2).reduce((x, y) => x * y, 1),
+    b.slice(0, -2).reduce((x, y) => x * y, 1),
+  );
   return { m, k, n, batch };
 }
 
 /** A GEMM kernel call's products (one per part): shape keys (see GemmTotals.byShape) and FLOPs (2 per multiply-add). */
-export function gemmShape(kernel: string, inputs: KernelInputs, attrs: Record<string, unknown>): { key: string; flops: number }[] {
-  const key = (m: number, k: number, n: number, batch = 1) => `${batch > 1 ? `${batch}x` : ''}${Math.max(m, n)}x${k}x${Math.min(m, n)}`;
+export function gemmShape(
+  kernel: string,
+  inputs: KernelInputs,
+  attrs: Record<string, unknown>,
+): { key: string; flops: number }[] {
+  const key = (m: number, k: number, n: number, batch = 1) =>
+    `${batch > 1 ? `${batch}x` : ''}${Math.max(m, n)}x${k}x${Math.min(m, n)}`;
   if (kernel === GEMM_KERNEL) {
     const ts = inputs as tf.Tensor2D[];
     const { layout } = attrs as unknown as GemmAttrs;
     const m = ts[0].shape[0];
     const n = layout === 'out-in' ? ts[1].shape[0] : ts[1].shape[1];
     const parts: { key: string; flops: number }[] = [];
-    for (let j = 0; j < ts.length; j += 2) parts.push({ key: key(m, ts[j].shape[1], n), flops: 2 * m * ts[j].shape[1] * n });
+    for (let j = 0; j < ts.length; j += 2)
+      parts.push({ key: key(m, ts[j].shape[1], n), flops: 2 * m * ts[j].shape[1] * n });
     return parts;
   }
   const { a, b } = inputs as Record<string, tf.Tensor>;
@@ -117,7 +139,10 @@ export class GemmMeter {
     const totals = (this.totals = emptyTotals());
     const result = await fn();
     // A snapshot: the meter goes on counting into its totals until the next measure.
-    return { result, gemm: { ...totals, byShape: Object.fromEntries(Object.entries(totals.byShape).map(([k, v]) => [k, { ...v }])) } };
+    return {
+      result,
+      gemm: { ...totals, byShape: Object.fromEntries(Object.entries(totals.byShape).map(([k, v]) => [k, { ...v }])) },
+    };
   }
 
   /** Like `measure`, also recording every GEMM call for `replayGemms`. */
@@ -155,7 +180,13 @@ export class GemmMeter {
         operands[key] = { kind: 'activation', group: rec.groups.get(t.dataId)!, shape: t.shape };
       }
     }
-    rec.calls.push({ kernel, inputs: operands, arrayInputs: Array.isArray(inputs), attrs: { ...attrs }, flops: gemmShape(kernel, inputs, attrs).reduce((sum, p) => sum + p.flops, 0) });
+    rec.calls.push({
+      kernel,
+      inputs: operands,
+      arrayInputs: Array.isArray(inputs),
+      attrs: { ...attrs },
+      flops: gemmShape(kernel, inputs, attrs).reduce((sum, p) => sum + p.flops, 0),
+    });
   }
 
   dispose(): void {
@@ -171,7 +202,9 @@ export class GemmMeter {
 export function replayGemms(calls: GemmCall[]): number {
   const engine = tf.engine() as unknown as { runKernel: RunKernel };
   const lastUse = new Map<number, number>();
-  calls.forEach((c, i) => Object.values(c.inputs).forEach((op) => op.kind === 'activation' && lastUse.set(op.group, i)));
+  calls.forEach((c, i) =>
+    Object.values(c.inputs).forEach((op) => op.kind === 'activation' && lastUse.set(op.group, i)),
+  );
   const templates = new Map<string, tf.Tensor>();
   const views = new Map<string, tf.Tensor>();
   const live = new Map<number, tf.Tensor>();
@@ -187,14 +220,19 @@ export function replayGemms(calls: GemmCall[]): number {
           inputs[name] = views.get(k)!;
         } else {
           if (!live.has(op.group)) {
-            if (!templates.has(key(op.shape))) templates.set(key(op.shape), tf.randomNormal(op.shape, 0, 1, 'float32', 7));
+            if (!templates.has(key(op.shape)))
+              templates.set(key(op.shape), tf.randomNormal(op.shape, 0, 1, 'float32', 7));
             live.set(op.group, tf.clone(templates.get(key(op.shape))!)); // a new tensor: packed afresh, like the forward's
           }
           inputs[name] = live.get(op.group)!;
         }
       }
       const t0 = performance.now();
-      const out = engine.runKernel(call.kernel, call.arrayInputs ? Object.keys(inputs).map((k) => inputs[k]) : inputs, call.attrs);
+      const out = engine.runKernel(
+        call.kernel,
+        call.arrayInputs ? Object.keys(inputs).map((k) => inputs[k]) : inputs,
+        call.attrs,
+      );
       ms += performance.now() - t0;
       tf.dispose(out);
       for (const op of Object.values(call.inputs)) {
@@ -225,7 +263,11 @@ export async function gemmRate(m: number, k: number, n: number, reps = 5): Promi
  * `gemmRate` of each shape under each GEMM (`null`: the active one; else switched to with
  * setGemmChoice, wasm only), their calls interleaved so that drift hits them alike: rates[shape][gemm].
  */
-export async function gemmRates(shapes: [number, number, number][], gemms: (GemmName | null)[], reps = 5): Promise<number[][]> {
+export async function gemmRates(
+  shapes: [number, number, number][],
+  gemms: (GemmName | null)[],
+  reps = 5,
+): Promise<number[][]> {
   const before = activeGemm();
   const times = shapes.map(() => gemms.map(() => [] as number[]));
   const run = async (a: tf.Tensor2D, w: { kn: tf.Tensor2D; nk: tf.Tensor2D }, bias: tf.Tensor1D) => {

@@ -91,10 +91,17 @@ const sameRecord = (a: Record<string, string> | undefined, b: Record<string, str
  * memory at a time). F16/BF16 hold the round-to-nearest-even of the float32 value (the spec).
  */
 export function writeGeneratedSafetensors(
-  file: string, specs: TensorSpec[], dtype: GenDType, force = false,
+  file: string,
+  specs: TensorSpec[],
+  dtype: GenDType,
+  force = false,
 ): WriteResult {
   const metadata = generatedMetadata(specs, dtype);
-  const result = { file, tensors: specs.length, bytes: specs.reduce((sum, s) => sum + numel(s.shape) * (dtype === 'F32' ? 4 : 2), 0) };
+  const result = {
+    file,
+    tensors: specs.length,
+    bytes: specs.reduce((sum, s) => sum + numel(s.shape) * (dtype === 'F32' ? 4 : 2), 0),
+  };
   if (!force && sameRecord(existingMetadata(file), metadata)) return { ...result, cached: true };
 
   fs.mkdirSync(path.dirname(file), { recursive: true });
@@ -109,7 +116,11 @@ export function writeGeneratedSafetensors(
     for (let i = 0; i < n; i++) half[i] = toBits(data[i]);
     return new Uint8Array(half.buffer, 0, 2 * n);
   };
-  writeSafetensorsStreaming(file, specs.map(({ name, shape }) => ({ name, dtype, shape, bytes: bytes(name, shape) })), metadata);
+  writeSafetensorsStreaming(
+    file,
+    specs.map(({ name, shape }) => ({ name, dtype, shape, bytes: bytes(name, shape) })),
+    metadata,
+  );
   return { ...result, cached: false };
 }
 
@@ -134,7 +145,10 @@ export interface FullSizeCaseResult {
  * weights_manifest.json; case.json one level up gives select layer/feature). See the file comment for the layout.
  */
 export function writeFullSizeCase(
-  caseModelDir: string, outDir: string, dtype: GenDType = 'F32', force = false,
+  caseModelDir: string,
+  outDir: string,
+  dtype: GenDType = 'F32',
+  force = false,
 ): FullSizeCaseResult {
   const manifest = path.join(caseModelDir, 'weights_manifest.json');
   const specs = readManifest(manifest);
@@ -143,7 +157,11 @@ export function writeFullSizeCase(
   const llavaDir = path.join(outDir, 'llava');
 
   const tower = writeGeneratedCheckpoint(towerDir, {
-    manifest, config, dtype, force, keys: (n) => n.startsWith('vision_model.'),
+    manifest,
+    config,
+    dtype,
+    force,
+    keys: (n) => n.startsWith('vision_model.'),
   });
   // The case's own files byte for byte (JSON.stringify would turn 1e-05 into 0.00001, 1.0 into 1).
   for (const f of ['config.json', 'preprocessor_config.json']) {
@@ -153,7 +171,10 @@ export function writeFullSizeCase(
 
   const proj = specs.filter((s) => s.name.startsWith('model.mm_projector.'));
   const projector = writeGeneratedCheckpoint(llavaDir, {
-    manifest, config: llavaConfig(proj, caseModelDir, dtype), dtype, force,
+    manifest,
+    config: llavaConfig(proj, caseModelDir, dtype),
+    dtype,
+    force,
     keys: (n) => n.startsWith('model.mm_projector.'),
   });
   return { towerDir, llavaDir, tower, projector };
@@ -161,12 +182,11 @@ export function writeFullSizeCase(
 
 /** A LLaVA (llava_original) config.json for the projector tensors, like the fixtures' llava/config.json. */
 function llavaConfig(proj: TensorSpec[], caseModelDir: string, dtype: GenDType): object {
-  const weights = proj.filter((s) => s.name.endsWith('.weight'))
-    .sort((a, b) => projIndex(a.name) - projIndex(b.name));
+  const weights = proj.filter((s) => s.name.endsWith('.weight')).sort((a, b) => projIndex(a.name) - projIndex(b.name));
   if (weights.length === 0) throw new ConfigError(`${caseModelDir}: no model.mm_projector.* weights in the manifest`);
   const caseFile = path.join(caseModelDir, '..', 'case.json');
   const run = fs.existsSync(caseFile)
-    ? (JSON.parse(fs.readFileSync(caseFile, 'utf8')) as { run?: Record<string, unknown> }).run ?? {}
+    ? ((JSON.parse(fs.readFileSync(caseFile, 'utf8')) as { run?: Record<string, unknown> }).run ?? {})
     : {};
   return {
     architectures: ['LlavaLlamaForCausalLM'],
@@ -176,8 +196,8 @@ function llavaConfig(proj: TensorSpec[], caseModelDir: string, dtype: GenDType):
     // LLaVA-1.5's tower; the weights are in ../clip_tower (same shapes, generated values).
     mm_vision_tower: 'openai/clip-vit-large-patch14-336',
     mm_hidden_size: weights[0].shape[1],
-    mm_projector_type: (run.projector as string | undefined)
-      ?? (weights.length === 1 ? 'linear' : `mlp${weights.length}x_gelu`),
+    mm_projector_type:
+      (run.projector as string | undefined) ?? (weights.length === 1 ? 'linear' : `mlp${weights.length}x_gelu`),
     mm_vision_select_layer: (run.select_layer as number | undefined) ?? -2,
     mm_vision_select_feature: (run.select_feature as string | undefined) ?? 'patch',
     mm_patch_merge_type: 'flat',
@@ -208,7 +228,8 @@ function main(argv: string[]): void {
     return;
   }
   const dtype = (args.dtype ?? 'F32') as string;
-  if (dtype !== 'F32' && dtype !== 'F16' && dtype !== 'BF16') throw new Error(`--dtype must be F32, F16 or BF16, got ${dtype}`);
+  if (dtype !== 'F32' && dtype !== 'F16' && dtype !== 'BF16')
+    throw new Error(`--dtype must be F32, F16 or BF16, got ${dtype}`);
   const caseDir = (args.case as string | undefined) ?? 'test/fixtures/cases/vitl14_336_generated_sel-2_patch/model';
   const out = (args.out as string | undefined) ?? 'weights/generated/vitl14_336';
   const t0 = Date.now();

@@ -65,7 +65,12 @@ export function runShell(code: string, cwd: string, env: NodeJS.ProcessEnv = pro
  * `typeRoots`: where @types/node is (default: the file's node_modules/@types); `types`: the global
  * declarations (default node; a Jest suite adds jest).
  */
-export function typeErrors(file: string, module: 'commonjs' | 'esm' = 'commonjs', typeRoots?: string[], types = ['node']): string[] {
+export function typeErrors(
+  file: string,
+  module: 'commonjs' | 'esm' = 'commonjs',
+  typeRoots?: string[],
+  types = ['node'],
+): string[] {
   const options: ts.CompilerOptions = {
     noEmit: true,
     strict: true,
@@ -87,12 +92,21 @@ export function typeErrors(file: string, module: 'commonjs' | 'esm' = 'commonjs'
 }
 
 /** Writes a TypeScript snippet as `<base>.ts` and its JavaScript (CommonJS `.js` or ESM `.mjs`) in `dir`; returns both paths. */
-export function writeTsSnippet(code: string, dir: string, base: string, module: 'commonjs' | 'esm' = 'commonjs'): { ts: string; js: string } {
+export function writeTsSnippet(
+  code: string,
+  dir: string,
+  base: string,
+  module: 'commonjs' | 'esm' = 'commonjs',
+): { ts: string; js: string } {
   const tsFile = path.join(dir, module === 'esm' ? `${base}.mts` : `${base}.ts`);
   const jsFile = path.join(dir, module === 'esm' ? `${base}.mjs` : `${base}.js`);
   fs.writeFileSync(tsFile, code);
   const out = ts.transpileModule(code, {
-    compilerOptions: { target: ts.ScriptTarget.ES2022, module: module === 'esm' ? ts.ModuleKind.ES2022 : ts.ModuleKind.CommonJS, esModuleInterop: true },
+    compilerOptions: {
+      target: ts.ScriptTarget.ES2022,
+      module: module === 'esm' ? ts.ModuleKind.ES2022 : ts.ModuleKind.CommonJS,
+      esModuleInterop: true,
+    },
   });
   fs.writeFileSync(jsFile, out.outputText);
   return { ts: tsFile, js: jsFile };

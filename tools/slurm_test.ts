@@ -47,12 +47,24 @@ const COMMANDS = ['munged', 'mungekey', 'slurmctld', 'slurmd', 'sbatch', 'scontr
 const checks = new Checks(20);
 const { check } = checks;
 
-interface Result { status: number | null; out: string; err: string }
+interface Result {
+  status: number | null;
+  out: string;
+  err: string;
+}
 
 /** Runs a command to its end (asynchronously: a SIGTERM to this process still tears the cluster down). */
-function run(command: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Result> {
+function run(
+  command: string,
+  args: string[],
+  options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<Result> {
   return new Promise((resolve) => {
-    const child = spawn(command, args, { cwd: options.cwd, env: options.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, {
+      cwd: options.cwd,
+      env: options.env ?? process.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -72,8 +84,10 @@ function run(command: string, args: string[], options: { cwd?: string; env?: Nod
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function onPath(name: string): boolean {
-  return (process.env.PATH ?? '').split(':').some((d) => d && fs.existsSync(path.join(d, name)))
-    || ['/usr/sbin', '/sbin'].some((d) => fs.existsSync(path.join(d, name)));
+  return (
+    (process.env.PATH ?? '').split(':').some((d) => d && fs.existsSync(path.join(d, name))) ||
+    ['/usr/sbin', '/sbin'].some((d) => fs.existsSync(path.join(d, name)))
+  );
 }
 
 function freePort(): Promise<number> {
@@ -112,8 +126,12 @@ function readPid(file: string): number | undefined {
  */
 function userEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!/^npm_/i.test(k) && k !== 'INIT_CWD' && k !== 'LLAVA_VISION_BACKEND') env[k] = v;
-  env.PATH = (process.env.PATH ?? '').split(':').filter((d) => d && !d.includes('node_modules')).join(':');
+  for (const [k, v] of Object.entries(process.env))
+    if (!/^npm_/i.test(k) && k !== 'INIT_CWD' && k !== 'LLAVA_VISION_BACKEND') env[k] = v;
+  env.PATH = (process.env.PATH ?? '')
+    .split(':')
+    .filter((d) => d && !d.includes('node_modules'))
+    .join(':');
   return { ...env, npm_config_offline: 'true', npm_config_update_notifier: 'false', ...extra };
 }
 
@@ -121,10 +139,16 @@ function userEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
  * A recipe mapped onto this machine: its `/models/` and `/shared/` paths under `base`, its part count
  * (`parts`, as printed) replaced by PARTS; `problems`: what does not hold in the recipe as printed.
  */
-interface Recipe { script: string; parts: number; problems: string[]; threads: number }
+interface Recipe {
+  script: string;
+  parts: number;
+  problems: string[];
+  threads: number;
+}
 
 function rootPaths(text: string, base: string, problems: string[]): string {
-  for (const dir of ['/models/', '/shared/']) if (!text.includes(dir)) problems.push(`it no longer mentions ${dir}: update tools/slurm_test.ts`);
+  for (const dir of ['/models/', '/shared/'])
+    if (!text.includes(dir)) problems.push(`it no longer mentions ${dir}: update tools/slurm_test.ts`);
   return text.replace(/(?<=[\s"'=])\/(models|shared)\//g, `${base}/$1/`);
 }
 
@@ -136,13 +160,18 @@ function slurmRecipe(code: string, base: string): Recipe {
   if (!array) problems.push('no "#SBATCH --array=0-M" line: the first task must be 0, the first part');
   if (!part) problems.push('no --part "$SLURM_ARRAY_TASK_ID/N"');
   const parts = part ? Number(part[1]) : 0;
-  if (array && part && Number(array[1]) + 1 !== parts) problems.push(`--array=0-${array[1]} runs ${Number(array[1]) + 1} tasks for ${parts} parts`);
+  if (array && part && Number(array[1]) + 1 !== parts)
+    problems.push(`--array=0-${array[1]} runs ${Number(array[1]) + 1} tasks for ${parts} parts`);
   if (!cpus) problems.push('no "#SBATCH --cpus-per-task=C"');
-  if (cpus && Number(cpus[1]) > NODE_CPUS) problems.push(`--cpus-per-task=${cpus[1]} does not fit the test node (CPUs=${NODE_CPUS})`);
-  if (!code.includes('--threads "$SLURM_CPUS_PER_TASK"')) problems.push('no --threads "$SLURM_CPUS_PER_TASK": the outputs\' rounding would depend on the node\'s cores');
+  if (cpus && Number(cpus[1]) > NODE_CPUS)
+    problems.push(`--cpus-per-task=${cpus[1]} does not fit the test node (CPUs=${NODE_CPUS})`);
+  if (!code.includes('--threads "$SLURM_CPUS_PER_TASK"'))
+    problems.push('no --threads "$SLURM_CPUS_PER_TASK": the outputs\' rounding would depend on the node\'s cores');
   let script = rootPaths(code, base, problems);
   if (array && part) {
-    script = script.replace(`--array=0-${array[1]}`, `--array=0-${PARTS - 1}`).replace(`$SLURM_ARRAY_TASK_ID/${parts}"`, `$SLURM_ARRAY_TASK_ID/${PARTS}"`);
+    script = script
+      .replace(`--array=0-${array[1]}`, `--array=0-${PARTS - 1}`)
+      .replace(`$SLURM_ARRAY_TASK_ID/${parts}"`, `$SLURM_ARRAY_TASK_ID/${PARTS}"`);
   }
   return { script, parts, problems, threads: cpus ? Number(cpus[1]) : 0 };
 }
@@ -165,12 +194,16 @@ function k8sRecipe(yaml: string, base: string): Omit<Recipe, 'script'> & { comma
   if (!completions) problems.push('no "completions: N"');
   if (!part) problems.push('no --part $JOB_COMPLETION_INDEX/N in its command');
   const parts = part ? Number(part[1]) : 0;
-  if (completions && part && Number(completions[1]) !== parts) problems.push(`completions: ${completions[1]} for ${parts} parts`);
+  if (completions && part && Number(completions[1]) !== parts)
+    problems.push(`completions: ${completions[1]} for ${parts} parts`);
   const threads = /--threads (\d+)/.exec(text);
-  if (!threads) problems.push('no --threads N in its command: the outputs\' rounding would depend on the node\'s cores');
+  if (!threads) problems.push("no --threads N in its command: the outputs' rounding would depend on the node's cores");
   if (threads && cpu && threads[1] !== cpu[1]) problems.push(`--threads ${threads[1]} for a request of ${cpu[1]} CPUs`);
-  const mapped = command.map((arg) => rootPaths(arg, base, []).replace(/(--part \$\{?JOB_COMPLETION_INDEX\}?)\/\d+/, `$1/${PARTS}`));
-  if (!text.includes('/models/') || !text.includes('/shared/')) problems.push('its command no longer mentions /models/ and /shared/: update tools/slurm_test.ts');
+  const mapped = command.map((arg) =>
+    rootPaths(arg, base, []).replace(/(--part \$\{?JOB_COMPLETION_INDEX\}?)\/\d+/, `$1/${PARTS}`),
+  );
+  if (!text.includes('/models/') || !text.includes('/shared/'))
+    problems.push('its command no longer mentions /models/ and /shared/: update tools/slurm_test.ts');
   return { command: mapped, parts, problems, threads: threads ? Number(threads[1]) : 0 };
 }
 
@@ -210,7 +243,10 @@ function storedTensors(dir: string): Map<string, string> {
             if (!key.startsWith('images.')) continue;
             if (out.has(key)) throw new Error(`${key} is stored twice under ${dir}`);
             const { dtype, shape } = file.info(key);
-            out.set(key, `${dtype} [${shape.join(',')}] ${createHash('sha256').update(file.readBytes(key)).digest('hex')}`);
+            out.set(
+              key,
+              `${dtype} [${shape.join(',')}] ${createHash('sha256').update(file.readBytes(key)).digest('hex')}`,
+            );
           }
         } finally {
           file.close();
@@ -231,18 +267,28 @@ function datasetDifferences(expected: string, actual: string): string[] {
     if (a.length !== b.length) diffs.push(`length ${b.length}, expected ${a.length}`);
     if (b.missing.length) diffs.push(`missing images ${b.missing.slice(0, 10).join(', ')}`);
     if (a.encodedCount !== b.encodedCount) diffs.push(`encodedCount ${b.encodedCount}, expected ${a.encodedCount}`);
-    if (JSON.stringify(a.failures) !== JSON.stringify(b.failures)) diffs.push(`failures ${JSON.stringify(b.failures)}, expected ${JSON.stringify(a.failures)}`);
+    if (JSON.stringify(a.failures) !== JSON.stringify(b.failures))
+      diffs.push(`failures ${JSON.stringify(b.failures)}, expected ${JSON.stringify(a.failures)}`);
     for (let i = 0; i < Math.min(a.length, b.length) && diffs.length < 10; i++) {
       if (a.has(i) !== b.has(i)) diffs.push(`image ${i}: stored ${b.has(i)}, expected ${a.has(i)}`);
       if (!a.has(i) || !b.has(i)) continue;
       const x = a.read(i);
       const y = b.read(i);
-      if (x.source !== y.source || x.imageSize.join() !== y.imageSize.join()) diffs.push(`image ${i}: ${y.source} ${y.imageSize.join('x')}, expected ${x.source} ${x.imageSize.join('x')}`);
+      if (x.source !== y.source || x.imageSize.join() !== y.imageSize.join())
+        diffs.push(`image ${i}: ${y.source} ${y.imageSize.join('x')}, expected ${x.source} ${x.imageSize.join('x')}`);
       for (const name of new Set([...Object.keys(x.tensors), ...Object.keys(y.tensors)])) {
         const [s, t] = [x.tensors[name], y.tensors[name]];
         if (!s || !t) diffs.push(`image ${i}: tensor ${name} only in ${s ? 'the plain run' : 'the parts'}`);
-        else if (s.dtype !== t.dtype || s.shape.join() !== t.shape.join()) diffs.push(`image ${i}.${name}: ${t.dtype} [${t.shape.join(',')}], expected ${s.dtype} [${s.shape.join(',')}]`);
-        else if (!Buffer.from(s.data.buffer, s.data.byteOffset, s.data.byteLength).equals(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength))) diffs.push(`image ${i}.${name}: values differ`);
+        else if (s.dtype !== t.dtype || s.shape.join() !== t.shape.join())
+          diffs.push(
+            `image ${i}.${name}: ${t.dtype} [${t.shape.join(',')}], expected ${s.dtype} [${s.shape.join(',')}]`,
+          );
+        else if (
+          !Buffer.from(s.data.buffer, s.data.byteOffset, s.data.byteLength).equals(
+            Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength),
+          )
+        )
+          diffs.push(`image ${i}.${name}: values differ`);
       }
     }
   } finally {
@@ -280,7 +326,11 @@ class Cluster {
   private started = false;
 
   /** `dir`: the cluster's files; `scope`: the folder (above `dir`) its jobs run in, searched for leftovers at the end. */
-  constructor(readonly dir: string, readonly node: string, private readonly scope: string) {
+  constructor(
+    readonly dir: string,
+    readonly node: string,
+    private readonly scope: string,
+  ) {
     this.conf = path.join(dir, 'slurm.conf');
     this.socket = path.join(dir, 'munge', 'munge.socket');
     this.env = userEnv({ SLURM_CONF: this.conf });
@@ -295,45 +345,53 @@ class Cluster {
     this.started = true;
     const key = await run('mungekey', ['--create', '--keyfile', path.join(munge, 'munge.key')]);
     if (key.status !== 0) return `mungekey: ${key.err}`;
-    const munged = await run('munged', [`--socket=${this.socket}`, `--key-file=${path.join(munge, 'munge.key')}`, `--pid-file=${path.join(munge, 'munged.pid')}`,
-      `--log-file=${path.join(munge, 'munged.log')}`, `--seed-file=${path.join(munge, 'munged.seed')}`]);
+    const munged = await run('munged', [
+      `--socket=${this.socket}`,
+      `--key-file=${path.join(munge, 'munge.key')}`,
+      `--pid-file=${path.join(munge, 'munged.pid')}`,
+      `--log-file=${path.join(munge, 'munged.log')}`,
+      `--seed-file=${path.join(munge, 'munged.seed')}`,
+    ]);
     if (munged.status !== 0) return `munged: ${munged.err}${this.log(path.join(munge, 'munged.log'))}`;
     const ctldPort = await freePort();
     let slurmdPort = await freePort();
     while (slurmdPort === ctldPort) slurmdPort = await freePort();
     const d = this.dir;
-    fs.writeFileSync(this.conf, [
-      'ClusterName=llava-test',
-      `SlurmctldHost=${this.node}(127.0.0.1)`,
-      `SlurmctldPort=${ctldPort}`,
-      `SlurmdPort=${slurmdPort}`,
-      'AuthType=auth/munge',
-      'CredType=cred/munge',
-      `AuthInfo=socket=${this.socket}`,
-      'SlurmUser=root',
-      'SlurmdUser=root',
-      `StateSaveLocation=${d}/state`,
-      `SlurmdSpoolDir=${d}/spool`,
-      `SlurmctldPidFile=${d}/slurmctld.pid`,
-      `SlurmdPidFile=${d}/slurmd.pid`,
-      `SlurmctldLogFile=${d}/log/slurmctld.log`,
-      `SlurmdLogFile=${d}/log/slurmd.log`,
-      // No cgroups: processes tracked through /proc, no CPU binding, no accounting daemon.
-      'ProctrackType=proctrack/linuxproc',
-      'TaskPlugin=task/none',
-      'JobAcctGatherType=jobacct_gather/none',
-      'AccountingStorageType=accounting_storage/none',
-      'SchedulerType=sched/backfill',
-      'SelectType=select/cons_tres',
-      'SelectTypeParameters=CR_Core_Memory',
-      // The node is what this file says (CPUs, memory), whatever the machine has: the same test everywhere.
-      'SlurmdParameters=config_overrides',
-      'ReturnToService=2',
-      'MpiDefault=none',
-      `NodeName=${this.node} NodeAddr=127.0.0.1 CPUs=${NODE_CPUS} RealMemory=${memoryMB} State=UNKNOWN`,
-      `PartitionName=test Nodes=${this.node} Default=YES MaxTime=INFINITE State=UP`,
-      '',
-    ].join('\n'));
+    fs.writeFileSync(
+      this.conf,
+      [
+        'ClusterName=llava-test',
+        `SlurmctldHost=${this.node}(127.0.0.1)`,
+        `SlurmctldPort=${ctldPort}`,
+        `SlurmdPort=${slurmdPort}`,
+        'AuthType=auth/munge',
+        'CredType=cred/munge',
+        `AuthInfo=socket=${this.socket}`,
+        'SlurmUser=root',
+        'SlurmdUser=root',
+        `StateSaveLocation=${d}/state`,
+        `SlurmdSpoolDir=${d}/spool`,
+        `SlurmctldPidFile=${d}/slurmctld.pid`,
+        `SlurmdPidFile=${d}/slurmd.pid`,
+        `SlurmctldLogFile=${d}/log/slurmctld.log`,
+        `SlurmdLogFile=${d}/log/slurmd.log`,
+        // No cgroups: processes tracked through /proc, no CPU binding, no accounting daemon.
+        'ProctrackType=proctrack/linuxproc',
+        'TaskPlugin=task/none',
+        'JobAcctGatherType=jobacct_gather/none',
+        'AccountingStorageType=accounting_storage/none',
+        'SchedulerType=sched/backfill',
+        'SelectType=select/cons_tres',
+        'SelectTypeParameters=CR_Core_Memory',
+        // The node is what this file says (CPUs, memory), whatever the machine has: the same test everywhere.
+        'SlurmdParameters=config_overrides',
+        'ReturnToService=2',
+        'MpiDefault=none',
+        `NodeName=${this.node} NodeAddr=127.0.0.1 CPUs=${NODE_CPUS} RealMemory=${memoryMB} State=UNKNOWN`,
+        `PartitionName=test Nodes=${this.node} Default=YES MaxTime=INFINITE State=UP`,
+        '',
+      ].join('\n'),
+    );
     const ctld = await run('slurmctld', ['-f', this.conf], { env: this.env });
     if (ctld.status !== 0) return `slurmctld: ${ctld.err}${this.log(path.join(d, 'log', 'slurmctld.log'))}`;
     const slurmd = await run('slurmd', ['-f', this.conf, '-N', this.node], { env: this.env });
@@ -362,7 +420,8 @@ class Cluster {
   async stop(): Promise<string[] | undefined> {
     if (!this.started) return undefined;
     this.started = false;
-    const pids = (files: string[]) => files.map((f) => readPid(path.join(this.dir, f))).filter((p): p is number => p !== undefined);
+    const pids = (files: string[]) =>
+      files.map((f) => readPid(path.join(this.dir, f))).filter((p): p is number => p !== undefined);
     const slurm = pids(['slurmctld.pid', 'slurmd.pid']);
     if (slurm.length) {
       // Jobs first, while slurmd is there to end their steps.
@@ -403,28 +462,52 @@ function processesIn(dir: string): number[] {
   return pids;
 }
 
-interface TaskState { task: number; state: string; exit: string }
+interface TaskState {
+  task: number;
+  state: string;
+  exit: string;
+}
 
 /** The array's tasks, from `scontrol show job` (completed jobs stay there for MinJobAge, 300 s); a pending range is one line. */
 async function taskStates(cluster: Cluster, jobId: string): Promise<TaskState[]> {
   const r = await run('scontrol', ['show', 'job', '-o', jobId], { env: cluster.env });
-  return r.out.trim().split('\n').filter(Boolean).map((line) => ({
-    task: Number(/\bArrayTaskId=(\S+)/.exec(line)?.[1] ?? NaN),
-    state: /\bJobState=(\S+)/.exec(line)?.[1] ?? '?',
-    exit: /\bExitCode=(\S+)/.exec(line)?.[1] ?? '?',
-  })).sort((a, b) => a.task - b.task);
+  return r.out
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => ({
+      task: Number(/\bArrayTaskId=(\S+)/.exec(line)?.[1] ?? NaN),
+      state: /\bJobState=(\S+)/.exec(line)?.[1] ?? '?',
+      exit: /\bExitCode=(\S+)/.exec(line)?.[1] ?? '?',
+    }))
+    .sort((a, b) => a.task - b.task);
 }
 
-const ENDED = new Set(['COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL', 'OUT_OF_MEMORY', 'BOOT_FAIL', 'DEADLINE', 'PREEMPTED']);
+const ENDED = new Set([
+  'COMPLETED',
+  'FAILED',
+  'CANCELLED',
+  'TIMEOUT',
+  'NODE_FAIL',
+  'OUT_OF_MEMORY',
+  'BOOT_FAIL',
+  'DEADLINE',
+  'PREEMPTED',
+]);
 
 /** What each part's task must end as: the part holding the undecodable image fails with exit 1 (docs: failures are final). */
-const expectedTask = (k: number): TaskState => (k === BAD_INDEX % PARTS ? { task: k, state: 'FAILED', exit: '1:0' } : { task: k, state: 'COMPLETED', exit: '0:0' });
+const expectedTask = (k: number): TaskState =>
+  k === BAD_INDEX % PARTS ? { task: k, state: 'FAILED', exit: '1:0' } : { task: k, state: 'COMPLETED', exit: '0:0' };
 
 /**
  * `sbatch encode.sh` in `app`, then waits for every array task to end (polling scontrol: `sbatch
  * --wait` polls with growing sleeps, up to half a minute late).
  */
-async function submit(cluster: Cluster, app: string, script: string): Promise<{ jobId: string; tasks: TaskState[]; detail: string }> {
+async function submit(
+  cluster: Cluster,
+  app: string,
+  script: string,
+): Promise<{ jobId: string; tasks: TaskState[]; detail: string }> {
   const r = await run('sbatch', [script], { cwd: app, env: cluster.env, timeoutMs: 60_000 });
   const jobId = /^Submitted batch job (\d+)$/m.exec(r.out)?.[1];
   if (!jobId) return { jobId: '', tasks: [], detail: `sbatch: exit ${r.status} ${r.out}${r.err}${cluster.logs()}` };
@@ -433,8 +516,12 @@ async function submit(cluster: Cluster, app: string, script: string): Promise<{ 
     tasks = await taskStates(cluster, jobId);
     if (tasks.length === PARTS && tasks.every((t) => Number.isInteger(t.task) && ENDED.has(t.state))) break;
   }
-  const outputs = fs.readdirSync(app).filter((f) => f.startsWith(`slurm-${jobId}_`)).sort()
-    .map((f) => `--- ${f}\n${fs.readFileSync(path.join(app, f), 'utf8').trim()}`).join('\n');
+  const outputs = fs
+    .readdirSync(app)
+    .filter((f) => f.startsWith(`slurm-${jobId}_`))
+    .sort()
+    .map((f) => `--- ${f}\n${fs.readFileSync(path.join(app, f), 'utf8').trim()}`)
+    .join('\n');
   return { jobId, tasks, detail: `tasks ${JSON.stringify(tasks)}\n${outputs}` };
 }
 
@@ -463,27 +550,51 @@ async function main(): Promise<number | string> {
   try {
     // --- the recipes, as printed, mapped onto this machine
     const slurm = slurmRecipe(snippetNamed(snippets, 'slurm-array', DOCS).code, base);
-    check(`recipe: the Slurm script's tasks 0..${slurm.parts - 1} are the parts 0..${slurm.parts - 1} of --part K/${slurm.parts}`, slurm.problems.length === 0, slurm.problems.join('\n'));
+    check(
+      `recipe: the Slurm script's tasks 0..${slurm.parts - 1} are the parts 0..${slurm.parts - 1} of --part K/${slurm.parts}`,
+      slurm.problems.length === 0,
+      slurm.problems.join('\n'),
+    );
     const k8s = k8sRecipe(snippetNamed(snippets, 'k8s-indexed-job', DOCS).code, base);
-    check(`recipe: the Indexed Job's indices 0..${k8s.parts - 1} are the parts 0..${k8s.parts - 1} of --part K/${k8s.parts}; --threads is its CPU request`, k8s.problems.length === 0, k8s.problems.join('\n'));
+    check(
+      `recipe: the Indexed Job's indices 0..${k8s.parts - 1} are the parts 0..${k8s.parts - 1} of --part K/${k8s.parts}; --threads is its CPU request`,
+      k8s.problems.length === 0,
+      k8s.problems.join('\n'),
+    );
     if (slurm.problems.length || k8s.problems.length) return 1;
     // The thread count sets the order of the sums, so the outputs' rounding: one count for every run compared.
-    if (!check(`recipe: both run on the same thread count (${slurm.threads}), as the plain run will`, slurm.threads === k8s.threads, `Slurm ${slurm.threads}, Kubernetes ${k8s.threads}`)) return 1;
+    if (
+      !check(
+        `recipe: both run on the same thread count (${slurm.threads}), as the plain run will`,
+        slurm.threads === k8s.threads,
+        `Slurm ${slurm.threads}, Kubernetes ${k8s.threads}`,
+      )
+    )
+      return 1;
 
     // --- the models at the recipes' paths, the images and their list, an app with the package installed
     const demo = path.join(ROOT, 'weights', 'demo');
     const models = path.join(base, 'models');
-    fs.cpSync(demo, path.join(models, 'llava-v1.5-7b'), { recursive: true, filter: (src) => !src.startsWith(path.join(demo, 'images')) });
+    fs.cpSync(demo, path.join(models, 'llava-v1.5-7b'), {
+      recursive: true,
+      filter: (src) => !src.startsWith(path.join(demo, 'images')),
+    });
     fs.cpSync(path.join(demo, 'clip_tower'), path.join(models, 'clip-vit-large-patch14-336'), { recursive: true });
     const shared = path.join(base, 'shared');
     const images = await makeImages(path.join(shared, 'coco', 'images'));
     fs.writeFileSync(path.join(shared, 'coco', 'images.txt'), images.join('\n') + '\n');
     const app = path.join(base, 'app');
     fs.mkdirSync(path.join(app, 'node_modules', '.bin'), { recursive: true });
-    fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'cluster-app', version: '1.0.0', private: true }));
+    fs.writeFileSync(
+      path.join(app, 'package.json'),
+      JSON.stringify({ name: 'cluster-app', version: '1.0.0', private: true }),
+    );
     fs.symlinkSync(ROOT, path.join(app, 'node_modules', 'llava-vision-tfjs'), 'dir');
-    const bins = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin;
-    for (const [name, file] of Object.entries(bins)) fs.symlinkSync(path.join(ROOT, file), path.join(app, 'node_modules', '.bin', name));
+    const bins = (
+      JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string> }
+    ).bin;
+    for (const [name, file] of Object.entries(bins))
+      fs.symlinkSync(path.join(ROOT, file), path.join(app, 'node_modules', '.bin', name));
     const script = path.join(app, 'encode.sh');
     fs.writeFileSync(script, slurm.script, { mode: 0o755 });
     const tokens = path.join(shared, 'coco.tokens');
@@ -491,36 +602,82 @@ async function main(): Promise<number | string> {
     // --- the reference: one plain run of the same command, no --part
     const cli = path.join(app, 'node_modules', '.bin', 'llava-vision');
     const plain = path.join(base, 'plain.tokens');
-    const reference = await run(cli, ['encode', '--model', path.join(models, 'llava-v1.5-7b'), '--vision-tower', path.join(models, 'clip-vit-large-patch14-336'),
-      '--inputs', path.join(shared, 'coco', 'images.txt'), '--dtype', 'F16', '--threads', String(slurm.threads), '--out-dir', plain], { cwd: app, env: userEnv({}) });
+    const reference = await run(
+      cli,
+      [
+        'encode',
+        '--model',
+        path.join(models, 'llava-v1.5-7b'),
+        '--vision-tower',
+        path.join(models, 'clip-vit-large-patch14-336'),
+        '--inputs',
+        path.join(shared, 'coco', 'images.txt'),
+        '--dtype',
+        'F16',
+        '--threads',
+        String(slurm.threads),
+        '--out-dir',
+        plain,
+      ],
+      { cwd: app, env: userEnv({}) },
+    );
     const plainOk = reference.status === 1 && reference.err.includes(`1 of ${IMAGES} image(s) failed`);
-    check(`plain run: ${IMAGES - 1} images encoded, the undecodable one recorded (exit 1)`, plainOk, `exit ${reference.status}\n${reference.err}`);
+    check(
+      `plain run: ${IMAGES - 1} images encoded, the undecodable one recorded (exit 1)`,
+      plainOk,
+      `exit ${reference.status}\n${reference.err}`,
+    );
     if (!plainOk) return 1;
 
     // --- the cluster
     const memory = /--mem=(\d+)G\b/.exec(slurm.script);
     const problem = await cluster.start(Math.max(16384, memory ? Number(memory[1]) * 1024 : 0));
-    if (!check(`cluster: munged, slurmctld and slurmd up on localhost, node ${cluster.node} idle (CPUs=${NODE_CPUS})`, problem === '', problem)) return 1;
+    if (
+      !check(
+        `cluster: munged, slurmctld and slurmd up on localhost, node ${cluster.node} idle (CPUs=${NODE_CPUS})`,
+        problem === '',
+        problem,
+      )
+    )
+      return 1;
 
     // --- sbatch encode.sh, as the docs say, from the app folder
     const first = await submit(cluster, app, 'encode.sh');
     const want = Array.from({ length: PARTS }, (_, k) => expectedTask(k));
-    check(`sbatch encode.sh: ${PARTS} array tasks, part ${BAD_INDEX % PARTS} FAILED (exit 1: its undecodable image), the others COMPLETED`,
-      JSON.stringify(first.tasks) === JSON.stringify(want), first.detail);
+    check(
+      `sbatch encode.sh: ${PARTS} array tasks, part ${BAD_INDEX % PARTS} FAILED (exit 1: its undecodable image), the others COMPLETED`,
+      JSON.stringify(first.tasks) === JSON.stringify(want),
+      first.detail,
+    );
     const parts = fs.existsSync(tokens) ? fs.readdirSync(tokens).sort() : [];
     const wantParts = Array.from({ length: PARTS }, (_, k) => `part-${k}-of-${PARTS}`);
-    check(`sbatch encode.sh: ${wantParts.join(', ')} in the out dir`, JSON.stringify(parts) === JSON.stringify(wantParts), `found ${parts.join(', ')}`);
+    check(
+      `sbatch encode.sh: ${wantParts.join(', ')} in the out dir`,
+      JSON.stringify(parts) === JSON.stringify(wantParts),
+      `found ${parts.join(', ')}`,
+    );
     let diffs = parts.length ? datasetDifferences(plain, tokens) : ['no parts'];
-    check(`sbatch encode.sh: the joined dataset equals the plain run (openEncodedDataset, and every stored tensor byte for byte)`, diffs.length === 0, diffs.join('\n'));
+    check(
+      `sbatch encode.sh: the joined dataset equals the plain run (openEncodedDataset, and every stored tensor byte for byte)`,
+      diffs.length === 0,
+      diffs.join('\n'),
+    );
 
     // --- a retry of every part resumes: nothing encoded again, no file changed
     const before = fileHashes(tokens);
     const again = await submit(cluster, app, 'encode.sh');
-    const resumed = again.tasks.length === PARTS && fs.readdirSync(app).filter((f) => f.startsWith(`slurm-${again.jobId}_`))
-      .every((f) => /encoded 0 image\(s\)/.test(fs.readFileSync(path.join(app, f), 'utf8')));
+    const resumed =
+      again.tasks.length === PARTS &&
+      fs
+        .readdirSync(app)
+        .filter((f) => f.startsWith(`slurm-${again.jobId}_`))
+        .every((f) => /encoded 0 image\(s\)/.test(fs.readFileSync(path.join(app, f), 'utf8')));
     const unchanged = JSON.stringify(fileHashes(tokens)) === JSON.stringify(before);
-    check(`sbatch encode.sh again: every part resumes, encodes nothing, changes no file, and ends as before`,
-      resumed && unchanged && JSON.stringify(again.tasks) === JSON.stringify(want), `${unchanged ? '' : 'files changed\n'}${again.detail}`);
+    check(
+      `sbatch encode.sh again: every part resumes, encodes nothing, changes no file, and ends as before`,
+      resumed && unchanged && JSON.stringify(again.tasks) === JSON.stringify(want),
+      `${unchanged ? '' : 'files changed\n'}${again.detail}`,
+    );
 
     // --- the Indexed Job's command, as the kubelet runs it: once per index, llava-vision on PATH
     const k8sOut = path.join(base, 'k8s');
@@ -528,18 +685,34 @@ async function main(): Promise<number | string> {
     const exits: string[] = [];
     let k8sLog = '';
     for (let index = 0; index < PARTS; index++) {
-      const env = userEnv({ JOB_COMPLETION_INDEX: String(index), PATH: `${path.join(app, 'node_modules', '.bin')}:${userEnv({}).PATH ?? ''}` });
+      const env = userEnv({
+        JOB_COMPLETION_INDEX: String(index),
+        PATH: `${path.join(app, 'node_modules', '.bin')}:${userEnv({}).PATH ?? ''}`,
+      });
       const r = await run(k8s.command[0], k8s.command.slice(1).map(volumes), { cwd: base, env });
       exits.push(`${index}:${r.status}`);
       k8sLog += `--- index ${index}: exit ${r.status}\n${r.err.trim()}\n`;
     }
     const wantExits = Array.from({ length: PARTS }, (_, k) => `${k}:${k === BAD_INDEX % PARTS ? 1 : 0}`);
-    check(`Indexed Job command for JOB_COMPLETION_INDEX 0..${PARTS - 1}: exits ${wantExits.join(' ')}`, exits.join(' ') === wantExits.join(' '), `exits ${exits.join(' ')}\n${k8sLog}`);
+    check(
+      `Indexed Job command for JOB_COMPLETION_INDEX 0..${PARTS - 1}: exits ${wantExits.join(' ')}`,
+      exits.join(' ') === wantExits.join(' '),
+      `exits ${exits.join(' ')}\n${k8sLog}`,
+    );
     diffs = fs.existsSync(k8sOut) ? datasetDifferences(plain, k8sOut) : ['no output folder'];
-    check(`Indexed Job command: the joined dataset equals the plain run, byte for byte`, diffs.length === 0, diffs.join('\n'));
+    check(
+      `Indexed Job command: the joined dataset equals the plain run, byte for byte`,
+      diffs.length === 0,
+      diffs.join('\n'),
+    );
   } finally {
     const left = await cluster.stop();
-    if (left) check('cluster stopped: slurmctld, slurmd and munged gone', left.length === 0, `still running (killed): ${left.join(', ')}`);
+    if (left)
+      check(
+        'cluster stopped: slurmctld, slurmd and munged gone',
+        left.length === 0,
+        `still running (killed): ${left.join(', ')}`,
+      );
     if (keep) console.log(`kept ${base}`);
     else fs.rmSync(base, { recursive: true, force: true });
   }

@@ -45,7 +45,11 @@ export interface SweepResult {
   detail: string;
 }
 
-export const AGREE: readonly SweepOutcome[] = ['same pixels', 'refused where Pillow raises', 'refused where Pillow decodes differently from a path'];
+export const AGREE: readonly SweepOutcome[] = [
+  'same pixels',
+  'refused where Pillow raises',
+  'refused where Pillow decodes differently from a path',
+];
 
 export async function checkSweepCase(c: SweepCase): Promise<SweepResult> {
   const bytes = Buffer.from(c.bytes_b64, 'base64');
@@ -57,8 +61,13 @@ export async function checkSweepCase(c: SweepCase): Promise<SweepResult> {
     const hash = crypto.createHash('sha256').update(img.data).digest('hex');
     const detail = `${img.width}x${img.height} ${hash.slice(0, 12)}`;
     if (pillowRaises) return { outcome: 'decoded where Pillow raises', detail: `${detail} (Pillow: ${c.error})` };
-    if (pathDiffers) return { outcome: 'decoded where Pillow raises', detail: `${detail} (Pillow from a path: ${JSON.stringify(c.from_path)})` };
-    if (img.width !== c.size_wh![0] || img.height !== c.size_wh![1]) return { outcome: 'different size', detail: `${detail} vs ${c.size_wh!.join('x')}` };
+    if (pathDiffers)
+      return {
+        outcome: 'decoded where Pillow raises',
+        detail: `${detail} (Pillow from a path: ${JSON.stringify(c.from_path)})`,
+      };
+    if (img.width !== c.size_wh![0] || img.height !== c.size_wh![1])
+      return { outcome: 'different size', detail: `${detail} vs ${c.size_wh!.join('x')}` };
     if (hash !== c.rgb_u8_sha256) return { outcome: 'different pixels', detail };
     return { outcome: 'same pixels', detail };
   } catch (e) {
@@ -70,7 +79,10 @@ export async function checkSweepCase(c: SweepCase): Promise<SweepResult> {
     }
     if (pillowRaises) return { outcome: 'refused where Pillow raises', detail: message };
     if (pathDiffers) return { outcome: 'refused where Pillow decodes differently from a path', detail: message };
-    return { outcome: 'refused where Pillow decodes', detail: `${message} (Pillow: ${c.mode} ${c.size_wh?.join('x')})` };
+    return {
+      outcome: 'refused where Pillow decodes',
+      detail: `${message} (Pillow: ${c.mode} ${c.size_wh?.join('x')})`,
+    };
   }
 }
 
@@ -105,13 +117,17 @@ async function main(): Promise<void> {
     }
   }
   const agreed = AGREE.reduce((n, o) => n + (byOutcome.get(o) ?? 0), 0);
-  console.log(`files tried: ${cases.length}; agreed with Pillow: ${agreed} (${(100 * agreed / cases.length).toFixed(2)}%); ` +
-    `refused where Pillow raises: ${byOutcome.get('refused where Pillow raises') ?? 0}; disagreements: ${cases.length - agreed}`);
-  for (const [fmt, f] of [...formats].sort()) console.log(`  ${fmt}: ${f.tried} tried, ${f.agreed} agreed, ${f.refused} refused where Pillow raises`);
+  console.log(
+    `files tried: ${cases.length}; agreed with Pillow: ${agreed} (${((100 * agreed) / cases.length).toFixed(2)}%); ` +
+      `refused where Pillow raises: ${byOutcome.get('refused where Pillow raises') ?? 0}; disagreements: ${cases.length - agreed}`,
+  );
+  for (const [fmt, f] of [...formats].sort())
+    console.log(`  ${fmt}: ${f.tried} tried, ${f.agreed} agreed, ${f.refused} refused where Pillow raises`);
   for (const [o, n] of [...byOutcome].sort((a, b) => b[1] - a[1])) console.log(`  ${o}: ${n}`);
   if (classes.size) {
     console.log('disagreements by class:');
-    for (const [key, k] of [...classes].sort((a, b) => b[1].count - a[1].count)) console.log(`  ${k.count} x ${key}\n      e.g. ${k.example}`);
+    for (const [key, k] of [...classes].sort((a, b) => b[1].count - a[1].count))
+      console.log(`  ${k.count} x ${key}\n      e.g. ${k.example}`);
   }
   process.exit(classes.size ? 1 : 0);
 }

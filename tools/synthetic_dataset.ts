@@ -11,8 +11,19 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  DATASET_JSON, DatasetInfo, FORMAT, FORMAT_VERSION, IDENTITY_FIELDS, MANIFEST, ManifestEntry, SHARD_FORMAT,
-  canonicalJson, identityOf, partDirName, settingsDigest, shardName,
+  DATASET_JSON,
+  DatasetInfo,
+  FORMAT,
+  FORMAT_VERSION,
+  IDENTITY_FIELDS,
+  MANIFEST,
+  ManifestEntry,
+  SHARD_FORMAT,
+  canonicalJson,
+  identityOf,
+  partDirName,
+  settingsDigest,
+  shardName,
 } from '../src/api/dataset_format';
 import { writeAllSync } from '../src/io/atomic';
 import { TensorToWrite, serializeSafetensors } from '../src/io/safetensors';
@@ -39,7 +50,17 @@ export function syntheticInfo(options: SyntheticOptions): DatasetInfo {
     producer: `llava-vision-tfjs ${packageVersion()}`,
     model: { digest: `sha256:${'0'.repeat(64)}`, layout: 'clip_vision', projector_type: null },
     numerics: { backend: 'wasm', tower_layout: 'wasm', threads: 1, gemm: 'fma' },
-    options: { save: ['features'], dtype: 'F32', aspect: 'square', grid_pinpoints: null, merge: 'flat', select_layer: -2, select_feature: 'patch', interpolate_pos_encoding: false, auto_orient: false },
+    options: {
+      save: ['features'],
+      dtype: 'F32',
+      aspect: 'square',
+      grid_pinpoints: null,
+      merge: 'flat',
+      select_layer: -2,
+      select_feature: 'patch',
+      interpolate_pos_encoding: false,
+      auto_orient: false,
+    },
     part: options.part ?? null,
     ...options.identity,
   };
@@ -60,8 +81,14 @@ export function writeSyntheticDataset(dir: string, options: SyntheticOptions): s
   fs.writeFileSync(path.join(out, DATASET_JSON), JSON.stringify(info, null, 2) + '\n');
   const shardSize = options.shardSize ?? 64;
   const source = options.source ?? ((i: number) => `/data/images/img-${String(i).padStart(7, '0')}.jpg`);
-  const metadata = { format: SHARD_FORMAT, format_version: String(FORMAT_VERSION), producer: info.producer, settings_digest: info.settings_digest, settings: canonicalJson(identityOf(info)) };
-  const dtype = (info.options.dtype ?? 'F32');
+  const metadata = {
+    format: SHARD_FORMAT,
+    format_version: String(FORMAT_VERSION),
+    producer: info.producer,
+    settings_digest: info.settings_digest,
+    settings: canonicalJson(identityOf(info)),
+  };
+  const dtype = info.options.dtype ?? 'F32';
   const manifest = fs.openSync(path.join(out, MANIFEST), 'w');
   try {
     const step = options.part ? options.part.count : 1;
@@ -77,10 +104,22 @@ export function writeSyntheticDataset(dir: string, options: SyntheticOptions): s
           continue;
         }
         const values = Float32Array.from([i, i + 1, i + 2, i + 3]);
-        tensors[`images.${i}.features`] = dtype === 'F32' ? { dtype: 'F32', shape: [1, 4], data: values } : { dtype, shape: [1, 4], data: new Uint16Array(4) };
-        entries.push({ index: i, source: source(i), shard: name, image_size: [640, 480], tensors: { features: [1, 4] } });
+        tensors[`images.${i}.features`] =
+          dtype === 'F32'
+            ? { dtype: 'F32', shape: [1, 4], data: values }
+            : { dtype, shape: [1, 4], data: new Uint16Array(4) };
+        entries.push({
+          index: i,
+          source: source(i),
+          shard: name,
+          image_size: [640, 480],
+          tensors: { features: [1, 4] },
+        });
       }
-      fs.writeFileSync(path.join(out, name), serializeSafetensors(tensors, { ...metadata, entries: JSON.stringify(entries) }));
+      fs.writeFileSync(
+        path.join(out, name),
+        serializeSafetensors(tensors, { ...metadata, entries: JSON.stringify(entries) }),
+      );
       for (const e of entries) pending.push(JSON.stringify(e) + '\n');
       if (pending.length >= 8192) {
         writeAllSync(manifest, Buffer.from(pending.join('')));
@@ -100,9 +139,14 @@ function main(argv: string[]): void {
     const i = argv.indexOf(`--${name}`);
     return i >= 0 ? Number(argv[i + 1]) : fallback;
   };
-  if (!dir || dir.startsWith('--')) throw new Error('usage: synthetic_dataset DIR [--images N] [--shard-size N] [--fail-every K]');
+  if (!dir || dir.startsWith('--'))
+    throw new Error('usage: synthetic_dataset DIR [--images N] [--shard-size N] [--fail-every K]');
   const t0 = performance.now();
-  writeSyntheticDataset(dir, { images: arg('images', 600_000), shardSize: arg('shard-size', 64), failEvery: arg('fail-every', 0) });
+  writeSyntheticDataset(dir, {
+    images: arg('images', 600_000),
+    shardSize: arg('shard-size', 64),
+    failEvery: arg('fail-every', 0),
+  });
   console.log(`wrote ${dir} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }
 

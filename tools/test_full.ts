@@ -21,7 +21,6 @@ import { packageRoot } from '../src/version';
 const CASE = 'vitl14_336_generated_sel-2_patch';
 const ID = 'astronaut.png';
 
-
 const rssMB = () => Math.round(process.memoryUsage().rss / 2 ** 20);
 const peakRssMB = () => Math.round(process.resourceUsage().maxRSS / 1024);
 const seconds = (t0: number) => ((performance.now() - t0) / 1000).toFixed(1);
@@ -31,12 +30,24 @@ async function main(): Promise<number> {
   const backendArg = process.argv.indexOf('--backend');
   const backend = (backendArg > 0 ? process.argv[backendArg + 1] : undefined) as BackendChoice | undefined;
   const caseDir = path.join(root, 'test', 'fixtures', 'cases', CASE);
-  const meta = (JSON.parse(fs.readFileSync(path.join(caseDir, 'case.json'), 'utf8')) as { expected: Record<string, ParityMeta & { shape: number[] }> }).expected;
-  const subset = (JSON.parse(fs.readFileSync(path.join(caseDir, 'subset.json'), 'utf8')) as { rules: Record<string, { rows?: { start: number; step: number; count: number } }> }).rules;
+  const meta = (
+    JSON.parse(fs.readFileSync(path.join(caseDir, 'case.json'), 'utf8')) as {
+      expected: Record<string, ParityMeta & { shape: number[] }>;
+    }
+  ).expected;
+  const subset = (
+    JSON.parse(fs.readFileSync(path.join(caseDir, 'subset.json'), 'utf8')) as {
+      rules: Record<string, { rows?: { start: number; step: number; count: number } }>;
+    }
+  ).rules;
   const expected = SafetensorsFile.open(path.join(caseDir, 'expected.subset.safetensors'));
 
   let t0 = performance.now();
-  const gen = writeFullSizeCase(path.join(caseDir, 'model'), path.join(root, 'weights', 'generated', 'vitl14_336'), 'F32');
+  const gen = writeFullSizeCase(
+    path.join(caseDir, 'model'),
+    path.join(root, 'weights', 'generated', 'vitl14_336'),
+    'F32',
+  );
   console.log(`weights: ${gen.towerDir} + ${gen.llavaDir} (${seconds(t0)} s${gen.tower.cached ? ', cached' : ''})`);
 
   t0 = performance.now();
@@ -44,7 +55,12 @@ async function main(): Promise<number> {
   console.log(`load: ${seconds(t0)} s, RSS ${rssMB()} MB, backend ${model.backend}`);
 
   const pvShape = meta[`${ID}.pixel_values`].shape;
-  const pixels = tf.tensor4d(expected.readFloat32(`${ID}.pixel_values`), [1, ...pvShape] as [number, number, number, number]);
+  const pixels = tf.tensor4d(expected.readFloat32(`${ID}.pixel_values`), [1, ...pvShape] as [
+    number,
+    number,
+    number,
+    number,
+  ]);
   const rows: string[] = [];
   let failed = 0;
   const check = (key: string, ours: Float32Array) => {
@@ -52,7 +68,9 @@ async function main(): Promise<number> {
     const picked = rule ? pickRows(ours, meta[key].shape, rule) : ours;
     const r = checkParity(picked, expected.readFloat32(key), meta[key]);
     if (!r.ok) failed++;
-    rows.push(`${r.ok ? 'ok  ' : 'FAIL'} ${key.padEnd(36)} max|err| ${r.maxAbsErr.toExponential(2)}  bound ${r.bound.toExponential(2)}  ratio ${r.ratio.toFixed(2)}${rule ? `  (rows ${rule.start}::${rule.step})` : ''}`);
+    rows.push(
+      `${r.ok ? 'ok  ' : 'FAIL'} ${key.padEnd(36)} max|err| ${r.maxAbsErr.toExponential(2)}  bound ${r.bound.toExponential(2)}  ratio ${r.ratio.toFixed(2)}${rule ? `  (rows ${rule.start}::${rule.step})` : ''}`,
+    );
   };
 
   t0 = performance.now();
@@ -65,15 +83,23 @@ async function main(): Promise<number> {
   const fullSeconds = seconds(t0);
   const [, t, d] = full.hiddenStates![23].shape;
   check(`${ID}.hidden_states.23`, tf.reshape(full.hiddenStates![23], [t, d]).dataSync() as Float32Array);
-  check(`${ID}.hidden_states.24.cls`, tf.reshape(tf.slice(full.hiddenStates![24], [0, 0, 0], [1, 1, d]), [d]).dataSync() as Float32Array);
+  check(
+    `${ID}.hidden_states.24.cls`,
+    tf.reshape(tf.slice(full.hiddenStates![24], [0, 0, 0], [1, 1, d]), [d]).dataSync() as Float32Array,
+  );
   check(`${ID}.pooler_output`, tf.reshape(full.poolerOutput!, [d]).dataSync() as Float32Array);
-  const identical = Buffer.compare(Buffer.from(llava.features!.dataSync().buffer), Buffer.from(full.features!.dataSync().buffer)) === 0;
+  const identical =
+    Buffer.compare(Buffer.from(llava.features!.dataSync().buffer), Buffer.from(full.features!.dataSync().buffer)) === 0;
   if (!identical) failed++;
 
   console.log(rows.join('\n'));
   console.log(`skipping layer 24 for the LLaVA path gives bit-identical features: ${identical ? 'yes' : 'NO'}`);
-  console.log(`LLaVA path (23 layers + projector): ${llavaSeconds} s; full forward (24 layers, all hidden states): ${fullSeconds} s`);
-  console.log(`peak RSS ${peakRssMB()} MB; parity rule: max|err| <= ${DEFAULT_PARITY_K} x torch_fp32_max_abs_err + f32_storage_max_abs_err`);
+  console.log(
+    `LLaVA path (23 layers + projector): ${llavaSeconds} s; full forward (24 layers, all hidden states): ${fullSeconds} s`,
+  );
+  console.log(
+    `peak RSS ${peakRssMB()} MB; parity rule: max|err| <= ${DEFAULT_PARITY_K} x torch_fp32_max_abs_err + f32_storage_max_abs_err`,
+  );
   tf.dispose([pixels, llava.features!, llava.projected!, ...full.hiddenStates!, full.poolerOutput!, full.features!]);
   model.dispose();
   expected.close();
@@ -82,7 +108,11 @@ async function main(): Promise<number> {
   return failed === 0 ? 0 : 1;
 }
 
-function pickRows(data: Float32Array, shape: number[], rule: { start: number; step: number; count: number }): Float32Array {
+function pickRows(
+  data: Float32Array,
+  shape: number[],
+  rule: { start: number; step: number; count: number },
+): Float32Array {
   const cols = shape.slice(1).reduce((a, b) => a * b, 1);
   const out = new Float32Array(rule.count * cols);
   for (let r = 0; r < rule.count; r++) {

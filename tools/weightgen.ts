@@ -80,7 +80,8 @@ export function uniform01(name: string, n: number): Float64Array {
  */
 export function generateTensor(name: string, shape: number[], out?: Float32Array): Float32Array {
   const n = numel(shape);
-  if (out && out.length !== n) throw new RangeError(`generateTensor(${name}): out has ${out.length} elements, shape needs ${n}`);
+  if (out && out.length !== n)
+    throw new RangeError(`generateTensor(${name}): out has ${out.length} elements, shape needs ${n}`);
   const data = out ?? new Float32Array(n);
   const { center, halfwidth } = ruleFor(name, shape);
   const seed = fnv1a32(name);

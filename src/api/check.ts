@@ -83,12 +83,18 @@ const ORDER = (name: string): [number, number] => {
   return [name.startsWith('pixel_values') ? 0 : name === 'pooler_output' ? 2 : name === 'features' ? 3 : 4, 0];
 };
 
-export async function checkAgainstReference(model: LlavaVision, referenceFile: string, options: CheckOptions = {}): Promise<CheckReport> {
+export async function checkAgainstReference(
+  model: LlavaVision,
+  referenceFile: string,
+  options: CheckOptions = {},
+): Promise<CheckReport> {
   model.checkNotDisposed();
   const k = options.bound ?? DEFAULT_PARITY_K;
-  if (typeof k !== 'number' || !Number.isFinite(k) || k < 0) throw new ConfigError(`bound must be a finite number >= 0, got ${quote(k)}`);
+  if (typeof k !== 'number' || !Number.isFinite(k) || k < 0)
+    throw new ConfigError(`bound must be a finite number >= 0, got ${quote(k)}`);
   const batchSize = options.batchSize ?? 1;
-  if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new ConfigError(`batch size must be a positive integer, got ${quote(batchSize)}`);
+  if (!Number.isSafeInteger(batchSize) || batchSize < 1)
+    throw new ConfigError(`batch size must be a positive integer, got ${quote(batchSize)}`);
   const ref = ReferenceFile.open(referenceFile);
   try {
     const pv = pixelValuesInfo(ref);
@@ -101,20 +107,30 @@ export async function checkAgainstReference(model: LlavaVision, referenceFile: s
 
     // What the reference holds, and what of it the model can give.
     const layers = model.tower.config.numHiddenLayers;
-    const compared: { name: string; output: OutputName; index: number; check: TensorCheck; acc: Comparison | null }[] = [];
+    const compared: { name: string; output: OutputName; index: number; check: TensorCheck; acc: Comparison | null }[] =
+      [];
     for (const name of ref.keys()) {
       if (name === pv.name) continue;
       const hidden = HIDDEN.exec(name);
-      const output: OutputName | null = hidden ? 'hidden_states' : name === 'features' || name === 'projected' || name === 'pooler_output' ? name : null;
+      const output: OutputName | null = hidden
+        ? 'hidden_states'
+        : name === 'features' || name === 'projected' || name === 'pooler_output'
+          ? name
+          : null;
       if (!output) {
-        notes.push(`${name}: not checked (check compares pixel_values, hidden_states.<k>, pooler_output, features, projected)`);
+        notes.push(
+          `${name}: not checked (check compares pixel_values, hidden_states.<k>, pooler_output, features, projected)`,
+        );
         continue;
       }
       const check = referenceCheck(ref, name, k);
       const index = hidden ? Number(hidden[1]) : 0;
-      if (hidden && index > layers) check.problem = `the reference has hidden state ${index}, the model ${layers + 1} (0..${layers})`;
-      else if (output === 'projected' && !model.projectorConfig) check.problem = `the model (${model.modelDir}) has no projector; pass one (--projector) to check it`;
-      else if (check.shape[0] !== tiles) check.problem = `${shapeText(check.shape)} in the reference holds ${check.shape[0]} tiles, pixel_values ${tiles}`;
+      if (hidden && index > layers)
+        check.problem = `the reference has hidden state ${index}, the model ${layers + 1} (0..${layers})`;
+      else if (output === 'projected' && !model.projectorConfig)
+        check.problem = `the model (${model.modelDir}) has no projector; pass one (--projector) to check it`;
+      else if (check.shape[0] !== tiles)
+        check.problem = `${shapeText(check.shape)} in the reference holds ${check.shape[0]} tiles, pixel_values ${tiles}`;
       compared.push({ name, output, index, check, acc: null });
     }
     notes.push(...settingNotes(model, ref.run));
@@ -123,7 +139,9 @@ export async function checkAgainstReference(model: LlavaVision, referenceFile: s
     const interpolatePosEncoding = options.interpolatePosEncoding ?? ref.run.interpolate_pos_encoding ?? false;
     const side = model.tower.config.imageSize;
     if (!interpolatePosEncoding && (h !== side || w !== side)) {
-      throw new ConfigError(`${ref.path}: pixel_values are ${h}x${w}, the model's image_size is ${side} (${model.modelDir}); a reference of another model, or pass interpolate_pos_encoding (--interpolate-pos-encoding)`);
+      throw new ConfigError(
+        `${ref.path}: pixel_values are ${h}x${w}, the model's image_size is ${side} (${model.modelDir}); a reference of another model, or pass interpolate_pos_encoding (--interpolate-pos-encoding)`,
+      );
     }
     for (let start = 0; start < tiles && outputs.length > 0; start += batchSize) {
       const n = Math.min(batchSize, tiles - start);
@@ -137,8 +155,14 @@ export async function checkAgainstReference(model: LlavaVision, referenceFile: s
       try {
         for (const x of compared) {
           if (x.check.problem) continue;
-          const ours = x.output === 'hidden_states' ? result.hiddenStates![x.index]
-            : x.output === 'features' ? result.features! : x.output === 'projected' ? result.projected! : result.poolerOutput!;
+          const ours =
+            x.output === 'hidden_states'
+              ? result.hiddenStates![x.index]
+              : x.output === 'features'
+                ? result.features!
+                : x.output === 'projected'
+                  ? result.projected!
+                  : result.poolerOutput!;
           const want = x.check.shape.slice(1);
           const got = ours.shape.slice(1);
           if (want.length !== got.length || want.some((d, i) => d !== got[i])) {
@@ -148,21 +172,25 @@ export async function checkAgainstReference(model: LlavaVision, referenceFile: s
           x.acc ??= new Comparison(x.check.shape, toleranceOf(x.check));
           const data = (await ours.data()) as Float32Array;
           throwOnWebGpuError();
-          x.acc.add(data, ref.readRows(x.name, start, n), start * data.length / n);
+          x.acc.add(data, ref.readRows(x.name, start, n), (start * data.length) / n);
         }
       } finally {
-        const all: (tf.Tensor | undefined)[] = [...(result.hiddenStates ?? []), result.features, result.projected, result.poolerOutput];
+        const all: (tf.Tensor | undefined)[] = [
+          ...(result.hiddenStates ?? []),
+          result.features,
+          result.projected,
+          result.poolerOutput,
+        ];
         tf.dispose(all.filter((t): t is tf.Tensor => t !== undefined));
       }
       options.onProgress?.(start + n, tiles);
     }
     for (const x of compared) finish(x.check, x.acc);
-    const tensors = [...checks, ...compared.map((x) => x.check)]
-      .sort((a, b) => {
-        const [ra, ia] = ORDER(a.name);
-        const [rb, ib] = ORDER(b.name);
-        return ra - rb || ia - ib;
-      });
+    const tensors = [...checks, ...compared.map((x) => x.check)].sort((a, b) => {
+      const [ra, ia] = ORDER(a.name);
+      const [rb, ib] = ORDER(b.name);
+      return ra - rb || ia - ib;
+    });
     const failed = tensors.find((t) => !t.ok);
     return {
       reference: referenceFile,
@@ -183,14 +211,29 @@ export async function checkAgainstReference(model: LlavaVision, referenceFile: s
 }
 
 function pixelValuesInfo(ref: ReferenceFile): { name: string; shape: [number, number, number, number] } {
-  if (!ref.has('pixel_values')) throw new CheckpointError(`${ref.path}: no tensor "pixel_values" (a reference holds the pixel values the PyTorch modules got)`);
+  if (!ref.has('pixel_values'))
+    throw new CheckpointError(
+      `${ref.path}: no tensor "pixel_values" (a reference holds the pixel values the PyTorch modules got)`,
+    );
   const { shape } = ref.info('pixel_values');
-  if (shape.length !== 4 || shape[1] !== 3 || shape[0] === 0) throw new CheckpointError(`${ref.path}: pixel_values must be [N, 3, H, W] with N >= 1, got ${shapeText(shape)}`);
+  if (shape.length !== 4 || shape[1] !== 3 || shape[0] === 0)
+    throw new CheckpointError(`${ref.path}: pixel_values must be [N, 3, H, W] with N >= 1, got ${shapeText(shape)}`);
   return { name: 'pixel_values', shape: shape as [number, number, number, number] };
 }
 
 function blankCheck(name: string, shape: number[], exact: boolean): TensorCheck {
-  return { name, shape, ok: false, problem: null, exact, torchErr: null, storageErr: null, limit: exact ? 0 : null, ratio: null, comparison: null };
+  return {
+    name,
+    shape,
+    ok: false,
+    problem: null,
+    exact,
+    torchErr: null,
+    storageErr: null,
+    limit: exact ? 0 : null,
+    ratio: null,
+    comparison: null,
+  };
 }
 
 /** A row for a reference tensor, with its bound from the metadata (or the problem that there is none). */
@@ -218,27 +261,47 @@ function finish(check: TensorCheck, acc: Comparison | null): void {
   }
   const r = acc.result();
   check.comparison = r;
-  check.ratio = check.torchErr === null ? null : check.torchErr > 0 ? r.maxAbsErr / check.torchErr : r.maxAbsErr === 0 ? 0 : Infinity;
+  check.ratio =
+    check.torchErr === null
+      ? null
+      : check.torchErr > 0
+        ? r.maxAbsErr / check.torchErr
+        : r.maxAbsErr === 0
+          ? 0
+          : Infinity;
   check.ok = r.pass;
 }
 
 /** Our preprocessing of the images against the reference's pixel values, one row per image. */
-async function checkPreprocessing(model: LlavaVision, ref: ReferenceFile, pvName: string, options: CheckOptions): Promise<TensorCheck[]> {
+async function checkPreprocessing(
+  model: LlavaVision,
+  ref: ReferenceFile,
+  pvName: string,
+  options: CheckOptions,
+): Promise<TensorCheck[]> {
   const images = options.images!;
   const { shape } = ref.info(pvName);
   const names = ref.run.images;
   const settings = imageSettings(model, {
-    aspect: options.aspect, gridPinpoints: options.gridPinpoints, autoOrient: options.autoOrient,
+    aspect: options.aspect,
+    gridPinpoints: options.gridPinpoints,
+    autoOrient: options.autoOrient,
     interpolatePosEncoding: options.interpolatePosEncoding ?? ref.run.interpolate_pos_encoding,
   });
   const tilesPerImage = ref.run.tiles_per_image ?? (images.length === shape[0] ? images.map(() => 1) : null);
-  const label = (i: number) => `pixel_values[${names?.[i] ?? (typeof images[i] === 'string' ? images[i].split(/[\\/]/).pop() : `image ${i}`)}]`;
+  const label = (i: number) =>
+    `pixel_values[${names?.[i] ?? (typeof images[i] === 'string' ? images[i].split(/[\\/]/).pop() : `image ${i}`)}]`;
   if (!tilesPerImage) {
-    throw new ConfigError(`${images.length} image(s) given, and the reference's pixel_values ${shapeText(shape)} hold ${shape[0]} tiles with no tiles_per_image recorded`);
+    throw new ConfigError(
+      `${images.length} image(s) given, and the reference's pixel_values ${shapeText(shape)} hold ${shape[0]} tiles with no tiles_per_image recorded`,
+    );
   }
-  if (tilesPerImage.length !== images.length) throw new ConfigError(`${images.length} image(s) given, the reference was made from ${tilesPerImage.length}`);
+  if (tilesPerImage.length !== images.length)
+    throw new ConfigError(`${images.length} image(s) given, the reference was made from ${tilesPerImage.length}`);
   if (tilesPerImage.reduce((a, b) => a + b, 0) !== shape[0]) {
-    throw new CheckpointError(`${ref.path}: run.tiles_per_image adds up to ${tilesPerImage.reduce((a, b) => a + b, 0)} tiles, pixel_values hold ${shape[0]}`);
+    throw new CheckpointError(
+      `${ref.path}: run.tiles_per_image adds up to ${tilesPerImage.reduce((a, b) => a + b, 0)} tiles, pixel_values hold ${shape[0]}`,
+    );
   }
   const rows: TensorCheck[] = [];
   let start = 0;
@@ -269,10 +332,15 @@ function settingNotes(model: LlavaVision, run: ReferenceRun): string[] {
   if (run.select_layer !== undefined) {
     const theirs = run.select_layer < 0 ? run.select_layer + layers + 1 : run.select_layer;
     const mine = ours.map((l) => (l < 0 ? l + layers + 1 : l));
-    if (mine.length !== 1 || mine[0] !== theirs) notes.push(`the reference was written with select_layer ${run.select_layer}, the model uses ${ours.join(', ')}: features and projected compare different layers`);
+    if (mine.length !== 1 || mine[0] !== theirs)
+      notes.push(
+        `the reference was written with select_layer ${run.select_layer}, the model uses ${ours.join(', ')}: features and projected compare different layers`,
+      );
   }
   if (run.select_feature !== undefined && run.select_feature !== model.tower.selectFeature) {
-    notes.push(`the reference was written with select_feature ${run.select_feature}, the model uses ${model.tower.selectFeature}`);
+    notes.push(
+      `the reference was written with select_feature ${run.select_feature}, the model uses ${model.tower.selectFeature}`,
+    );
   }
   return notes;
 }

@@ -76,7 +76,8 @@ export const parsePartDirName = (name: string): { index: number; count: number }
 };
 
 /** A file the writer makes in a dataset folder (its temp files are named after these; a lock file is made from one too). */
-const isDatasetFile = (name: string) => name === DATASET_JSON || name === MANIFEST || shardNumber(name) !== null || isLockName(name);
+const isDatasetFile = (name: string) =>
+  name === DATASET_JSON || name === MANIFEST || shardNumber(name) !== null || isLockName(name);
 /** One of our temp files of a dataset file (`shard-00003.safetensors.llava-vision-tmp-…`). Nothing else is ever deleted. */
 export function isOwnTempName(name: string): boolean {
   const t = parseTempName(name);
@@ -154,7 +155,9 @@ export const NUMERICS: { readonly [K in keyof DatasetNumerics]: NumericsRow<Data
 
 /** The numerics `model` runs with. */
 export function numericsOf(model: Model): DatasetNumerics {
-  return Object.fromEntries(Object.entries(NUMERICS).map(([k, row]) => [k, row.of(model)])) as unknown as DatasetNumerics;
+  return Object.fromEntries(
+    Object.entries(NUMERICS).map(([k, row]) => [k, row.of(model)]),
+  ) as unknown as DatasetNumerics;
 }
 
 /** dataset.json. Everything but `inputs`, `shard_size` and `made_from` must match for a run to add to the folder. */
@@ -177,18 +180,33 @@ export interface DatasetInfo {
 }
 
 /** The parts of dataset.json that define what the dataset holds. */
-export const IDENTITY_FIELDS = ['format', 'format_version', 'producer', 'model', 'numerics', 'options', 'part'] as const;
+export const IDENTITY_FIELDS = [
+  'format',
+  'format_version',
+  'producer',
+  'model',
+  'numerics',
+  'options',
+  'part',
+] as const;
 
 export { canonicalJson };
 
 /** The identity fields of `info`, as one object. */
-export function identityOf(info: Pick<DatasetInfo, (typeof IDENTITY_FIELDS)[number]>): Pick<DatasetInfo, (typeof IDENTITY_FIELDS)[number]> {
-  return Object.fromEntries(IDENTITY_FIELDS.map((f) => [f, info[f]])) as Pick<DatasetInfo, (typeof IDENTITY_FIELDS)[number]>;
+export function identityOf(
+  info: Pick<DatasetInfo, (typeof IDENTITY_FIELDS)[number]>,
+): Pick<DatasetInfo, (typeof IDENTITY_FIELDS)[number]> {
+  return Object.fromEntries(IDENTITY_FIELDS.map((f) => [f, info[f]])) as Pick<
+    DatasetInfo,
+    (typeof IDENTITY_FIELDS)[number]
+  >;
 }
 
 /** `sha256:<hex>` of the identity fields (canonical JSON). */
 export function settingsDigest(info: Pick<DatasetInfo, (typeof IDENTITY_FIELDS)[number]>): string {
-  return `sha256:${createHash('sha256').update(canonicalJson(identityOf(info))).digest('hex')}`;
+  return `sha256:${createHash('sha256')
+    .update(canonicalJson(identityOf(info)))
+    .digest('hex')}`;
 }
 
 /** A value in a message: canonical JSON (one line), cut at 200 characters. */
@@ -202,28 +220,37 @@ function shown(v: unknown): string {
  * With `hints`, a numerics field says how a run matches the first side: `… — run with --threads 2 to match`.
  */
 export function identityDifferences(
-  stored: unknown, current: unknown, fields: readonly string[] = IDENTITY_FIELDS, names: [string, string] = ['dataset', 'this run'], hints = false,
+  stored: unknown,
+  current: unknown,
+  fields: readonly string[] = IDENTITY_FIELDS,
+  names: [string, string] = ['dataset', 'this run'],
+  hints = false,
 ): string[] {
   const out: string[] = [];
   const walk = (a: unknown, b: unknown, where: string) => {
     if (canonicalJson(a) === canonicalJson(b)) return;
     const objects = a && b && typeof a === 'object' && typeof b === 'object' && !Array.isArray(a) && !Array.isArray(b);
     if (!objects) {
-      const setting = where.startsWith('numerics.') ? (NUMERICS as Record<string, NumericsRow<unknown>>)[where.slice('numerics.'.length)] : undefined;
+      const setting = where.startsWith('numerics.')
+        ? (NUMERICS as Record<string, NumericsRow<unknown>>)[where.slice('numerics.'.length)]
+        : undefined;
       const hint = hints && setting?.valid(a) ? ` — run with ${setting.match(a)} to match` : '';
       out.push(`${where}: ${shown(a)} (${names[0]}) vs ${shown(b)} (${names[1]})${hint}`);
       return;
     }
     const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
-    for (const k of [...keys].sort()) walk((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], `${where}.${k}`);
+    for (const k of [...keys].sort())
+      walk((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], `${where}.${k}`);
   };
-  for (const f of fields) walk((stored as Record<string, unknown> | null)?.[f], (current as Record<string, unknown> | null)?.[f], f);
+  for (const f of fields)
+    walk((stored as Record<string, unknown> | null)?.[f], (current as Record<string, unknown> | null)?.[f], f);
   // A hand-made file can differ everywhere: the message names the first few.
   return out.length > 6 ? [...out.slice(0, 6), `… (${out.length - 6} more)`] : out;
 }
 
 const isObject = (x: unknown): x is Record<string, unknown> => x !== null && typeof x === 'object' && !Array.isArray(x);
-const isCount = (x: unknown, max: number): x is number => Number.isSafeInteger(x) && (x as number) >= 0 && (x as number) <= max;
+const isCount = (x: unknown, max: number): x is number =>
+  Number.isSafeInteger(x) && (x as number) >= 0 && (x as number) <= max;
 const isStringOrNull = (x: unknown) => x === null || typeof x === 'string';
 
 /** dataset.json, checked field by field (a hand-edited one is refused, never half-trusted). Null when there is none. */
@@ -237,33 +264,71 @@ export function readDatasetInfo(dir: string): DatasetInfo | null {
   } catch {
     throw new CheckpointError(`${file}: not UTF-8 text`);
   }
-  const info = parseJsonWithLimits(text, { maxDepth: 8, rejectDuplicateKeys: true }, (problem) => new CheckpointError(`${file}: ${problem}`));
-  if (!isObject(info) || info.format !== FORMAT) throw new CheckpointError(`${file}: not a ${FORMAT} description (format ${quote(isObject(info) ? info.format : info)})`);
-  if (info.format_version !== FORMAT_VERSION) throw new CheckpointError(`${file}: format_version ${quote(info.format_version)}; this llava-vision-tfjs reads version ${FORMAT_VERSION} (encode it again into a new folder)`);
-  const bad = (field: string, want: string) => new CheckpointError(`${file}: ${field} is ${quote(fieldAt(info, field), 80)}, not ${want}`);
+  const info = parseJsonWithLimits(
+    text,
+    { maxDepth: 8, rejectDuplicateKeys: true },
+    (problem) => new CheckpointError(`${file}: ${problem}`),
+  );
+  if (!isObject(info) || info.format !== FORMAT)
+    throw new CheckpointError(
+      `${file}: not a ${FORMAT} description (format ${quote(isObject(info) ? info.format : info)})`,
+    );
+  if (info.format_version !== FORMAT_VERSION)
+    throw new CheckpointError(
+      `${file}: format_version ${quote(info.format_version)}; this llava-vision-tfjs reads version ${FORMAT_VERSION} (encode it again into a new folder)`,
+    );
+  const bad = (field: string, want: string) =>
+    new CheckpointError(`${file}: ${field} is ${quote(fieldAt(info, field), 80)}, not ${want}`);
   const model = info.model;
   if (!isObject(model)) throw bad('model', 'an object');
-  if (typeof model.digest !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(model.digest)) throw bad('model.digest', 'a sha256 digest');
-  if (typeof model.layout !== 'string' || !isStringOrNull(model.projector_type)) throw bad('model', 'a model description (layout, projector_type)');
+  if (typeof model.digest !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(model.digest))
+    throw bad('model.digest', 'a sha256 digest');
+  if (typeof model.layout !== 'string' || !isStringOrNull(model.projector_type))
+    throw bad('model', 'a model description (layout, projector_type)');
   const numerics = info.numerics;
   if (!isObject(numerics)) throw bad('numerics', 'an object');
-  for (const [field, row] of Object.entries(NUMERICS)) if (!row.valid(numerics[field])) throw bad(`numerics.${field}`, `a ${field} setting`);
+  for (const [field, row] of Object.entries(NUMERICS))
+    if (!row.valid(numerics[field])) throw bad(`numerics.${field}`, `a ${field} setting`);
   const options = info.options;
   if (!isObject(options)) throw bad('options', 'an object');
-  if (!Array.isArray(options.save) || options.save.length === 0 || !options.save.every((s) => (SAVE_NAMES as readonly unknown[]).includes(s))) throw bad('options.save', `a list of ${SAVE_NAMES.join(', ')}`);
-  if (!(STORED_DTYPES as readonly unknown[]).includes(options.dtype)) throw bad('options.dtype', STORED_DTYPES.join(' | '));
+  if (
+    !Array.isArray(options.save) ||
+    options.save.length === 0 ||
+    !options.save.every((s) => (SAVE_NAMES as readonly unknown[]).includes(s))
+  )
+    throw bad('options.save', `a list of ${SAVE_NAMES.join(', ')}`);
+  if (!(STORED_DTYPES as readonly unknown[]).includes(options.dtype))
+    throw bad('options.dtype', STORED_DTYPES.join(' | '));
   const part = info.part;
-  if (part !== null && !(isObject(part) && isCount(part.count, MAX_PARTS) && part.count >= 1 && isCount(part.index, MAX_PARTS) && part.index < part.count)) {
+  if (
+    part !== null &&
+    !(
+      isObject(part) &&
+      isCount(part.count, MAX_PARTS) &&
+      part.count >= 1 &&
+      isCount(part.index, MAX_PARTS) &&
+      part.index < part.count
+    )
+  ) {
     throw bad('part', 'null or {index, count} with 0 <= index < count');
   }
-  if (!isObject(info.inputs) || !isCount(info.inputs.count, MAX_INPUTS)) throw bad('inputs.count', `a count of inputs (0..${MAX_INPUTS})`);
+  if (!isObject(info.inputs) || !isCount(info.inputs.count, MAX_INPUTS))
+    throw bad('inputs.count', `a count of inputs (0..${MAX_INPUTS})`);
   if (!isCount(info.shard_size, MAX_INPUTS) || info.shard_size < 1) throw bad('shard_size', 'a positive integer');
   if (typeof info.producer !== 'string') throw bad('producer', 'a string');
   const madeFrom = info.made_from;
-  if (!isObject(madeFrom) || typeof madeFrom.model_dir !== 'string' || !isStringOrNull(madeFrom.vision_tower) || !isStringOrNull(madeFrom.projector)) throw bad('made_from', 'the model\'s paths');
+  if (
+    !isObject(madeFrom) ||
+    typeof madeFrom.model_dir !== 'string' ||
+    !isStringOrNull(madeFrom.vision_tower) ||
+    !isStringOrNull(madeFrom.projector)
+  )
+    throw bad('made_from', "the model's paths");
   const checked = info as unknown as DatasetInfo;
   if (checked.settings_digest !== settingsDigest(checked)) {
-    throw new CheckpointError(`${file}: its settings do not match its settings_digest: the file was edited by hand (a dataset's settings cannot change; restore the file, or encode into a new folder)`);
+    throw new CheckpointError(
+      `${file}: its settings do not match its settings_digest: the file was edited by hand (a dataset's settings cannot change; restore the file, or encode into a new folder)`,
+    );
   }
   return checked;
 }
@@ -276,18 +341,22 @@ function fieldAt(x: Record<string, unknown>, dotted: string): unknown {
 
 /** A manifest entry checked field by field (types, ranges, sizes); a clean copy, without unknown fields. */
 export function checkEntry(x: unknown, where: string | (() => string)): ManifestEntry {
-  const fail = (why: string) => new CheckpointError(`${typeof where === 'string' ? where : where()}: not a manifest entry (${why})`);
+  const fail = (why: string) =>
+    new CheckpointError(`${typeof where === 'string' ? where : where()}: not a manifest entry (${why})`);
   if (!isObject(x)) throw fail('not an object');
   const { index, source, shard, error, image_size: size, tensors } = x;
-  if (!isCount(index, MAX_INPUTS - 1)) throw fail(`index ${quote(index, 40)} is not an image index 0..${MAX_INPUTS - 1}`);
+  if (!isCount(index, MAX_INPUTS - 1))
+    throw fail(`index ${quote(index, 40)} is not an image index 0..${MAX_INPUTS - 1}`);
   if (typeof source !== 'string' || source.length > 4 * MAX_SOURCE_BYTES) throw fail('source is not a path');
-  if (typeof shard !== 'string' || shardNumber(shard) === null) throw fail(`shard ${quote(shard, 60)} is not a shard file name`);
+  if (typeof shard !== 'string' || shardNumber(shard) === null)
+    throw fail(`shard ${quote(shard, 60)} is not a shard file name`);
   if (error !== undefined) {
     if (typeof error !== 'string' || error.length > MAX_ERROR_CHARS) throw fail('error is not a message');
     if (tensors !== undefined || size !== undefined) throw fail('a failed image with tensors');
     return { index, source, shard, error };
   }
-  if (!Array.isArray(size) || size.length !== 2 || !size.every((s) => isCount(s, MAX_IMAGE_SIDE) && s > 0)) throw fail(`image_size ${quote(size, 40)} is not [width, height]`);
+  if (!Array.isArray(size) || size.length !== 2 || !size.every((s) => isCount(s, MAX_IMAGE_SIDE) && s > 0))
+    throw fail(`image_size ${quote(size, 40)} is not [width, height]`);
   if (!isObject(tensors)) throw fail('neither tensors nor error');
   const names = Object.keys(tensors);
   if (names.length === 0 || names.length > MAX_TENSORS_PER_IMAGE) throw fail(`${names.length} tensors`);
@@ -295,7 +364,8 @@ export function checkEntry(x: unknown, where: string | (() => string)): Manifest
   for (const name of names) {
     const shape = tensors[name];
     if (!TENSOR_NAME.test(name)) throw fail(`tensor name ${quote(name, 60)}`);
-    if (!Array.isArray(shape) || shape.length > 8 || !shape.every((d) => isCount(d, MAX_INPUTS))) throw fail(`shape of ${name} is not a list of sizes`);
+    if (!Array.isArray(shape) || shape.length > 8 || !shape.every((d) => isCount(d, MAX_INPUTS)))
+      throw fail(`shape of ${name} is not a list of sizes`);
     shapes[name] = shape;
   }
   return { index, source, shard, image_size: [size[0] as number, size[1] as number], tensors: shapes };
@@ -321,7 +391,8 @@ export function readManifest(
       const where = () => `${file} line ${n}`;
       let entry: ManifestEntry;
       try {
-        if (text === null) throw new CheckpointError(`${where()}: longer than ${MAX_MANIFEST_LINE} bytes, not a manifest entry`);
+        if (text === null)
+          throw new CheckpointError(`${where()}: longer than ${MAX_MANIFEST_LINE} bytes, not a manifest entry`);
         // JSON.parse alone (no depth scan): a line is at most MAX_MANIFEST_LINE bytes, V8's parser is not
         // recursive, and checkEntry takes only flat, typed fields from what it gives.
         let parsed: unknown;
@@ -357,25 +428,38 @@ export interface ShardRecord {
  * from its `describe`), its entries name it, and each stored image's tensors are in it with
  * the shapes its entry gives (a shard is self-consistent, or refused).
  */
-export function readShardRecord(file: string, belongsTo?: { info: DatasetInfo; describe: (mismatch: string) => string }): ShardRecord {
+export function readShardRecord(
+  file: string,
+  belongsTo?: { info: DatasetInfo; describe: (mismatch: string) => string },
+): ShardRecord {
   const st = SafetensorsFile.open(file);
   try {
     const { format, entries, settings_digest: digest, settings } = st.metadata;
-    if (format !== SHARD_FORMAT || entries === undefined) throw new CheckpointError(`${file}: not a ${SHARD_FORMAT} (no entries in its __metadata__)`);
-    if (digest === undefined || settings === undefined) throw new CheckpointError(`${file}: its __metadata__ records no settings_digest (made by another version, or not by llava-vision-tfjs)`);
+    if (format !== SHARD_FORMAT || entries === undefined)
+      throw new CheckpointError(`${file}: not a ${SHARD_FORMAT} (no entries in its __metadata__)`);
+    if (digest === undefined || settings === undefined)
+      throw new CheckpointError(
+        `${file}: its __metadata__ records no settings_digest (made by another version, or not by llava-vision-tfjs)`,
+      );
     // Settings first: a shard of another dataset is named as such, whatever else is wrong with it here.
     const mismatch = belongsTo && shardMismatch({ settingsDigest: digest, settings }, belongsTo.info);
     if (mismatch) throw new CheckpointError(belongsTo.describe(mismatch));
-    const parsed = parseJsonWithLimits(entries, { maxDepth: 5, rejectDuplicateKeys: true }, (problem) => new CheckpointError(`${file}: __metadata__.entries ${problem}`));
+    const parsed = parseJsonWithLimits(
+      entries,
+      { maxDepth: 5, rejectDuplicateKeys: true },
+      (problem) => new CheckpointError(`${file}: __metadata__.entries ${problem}`),
+    );
     if (!Array.isArray(parsed)) throw new CheckpointError(`${file}: __metadata__.entries is not a list`);
     const name = path.basename(file);
     const checked: ManifestEntry[] = [];
     for (let i = 0; i < parsed.length; i++) {
       const e = checkEntry(parsed[i], `${file}: entry ${i}`);
-      if (e.shard !== name) throw new CheckpointError(`${file}: entry ${i} names ${quote(e.shard)}, not this file (a renamed shard?)`);
+      if (e.shard !== name)
+        throw new CheckpointError(`${file}: entry ${i} names ${quote(e.shard)}, not this file (a renamed shard?)`);
       for (const [tensor, shape] of Object.entries(e.tensors ?? {})) {
         const key = `images.${e.index}.${tensor}`;
-        if (!st.has(key) || canonicalJson(st.info(key).shape) !== canonicalJson(shape)) throw new CheckpointError(`${file}: entry ${i} lists ${key} ${quote(shape)}, which the shard does not hold`);
+        if (!st.has(key) || canonicalJson(st.info(key).shape) !== canonicalJson(shape))
+          throw new CheckpointError(`${file}: entry ${i} lists ${key} ${quote(shape)}, which the shard does not hold`);
       }
       checked.push(e);
     }
@@ -386,7 +470,10 @@ export function readShardRecord(file: string, belongsTo?: { info: DatasetInfo; d
 }
 
 /** Why a shard made with `record`'s settings does not belong to the dataset `info` describes, or null. */
-export function shardMismatch(record: Pick<ShardRecord, 'settingsDigest' | 'settings'>, info: DatasetInfo): string | null {
+export function shardMismatch(
+  record: Pick<ShardRecord, 'settingsDigest' | 'settings'>,
+  info: DatasetInfo,
+): string | null {
   if (record.settingsDigest === info.settings_digest) return null;
   let theirs: unknown = null;
   try {
@@ -395,7 +482,9 @@ export function shardMismatch(record: Pick<ShardRecord, 'settingsDigest' | 'sett
     // named by the digest alone below
   }
   const diff = identityDifferences(theirs, identityOf(info), IDENTITY_FIELDS, ['shard', DATASET_JSON]);
-  return diff.length ? diff.join('; ') : `settings_digest ${quote(record.settingsDigest, 80)} (shard) vs ${info.settings_digest} (${DATASET_JSON})`;
+  return diff.length
+    ? diff.join('; ')
+    : `settings_digest ${quote(record.settingsDigest, 80)} (shard) vs ${info.settings_digest} (${DATASET_JSON})`;
 }
 
 /** The shard files of a folder, by number. A shard name that is not a regular file (a link, a folder) is refused. */
@@ -403,7 +492,10 @@ export function listShards(dir: string): string[] {
   const out: string[] = [];
   for (const d of fs.readdirSync(dir, { withFileTypes: true })) {
     if (shardNumber(d.name) === null) continue;
-    if (!d.isFile()) throw new CheckpointError(`${path.join(dir, d.name)} is ${d.isSymbolicLink() ? 'a symbolic link' : 'not a regular file'}: a dataset folder's shards must be its own files`);
+    if (!d.isFile())
+      throw new CheckpointError(
+        `${path.join(dir, d.name)} is ${d.isSymbolicLink() ? 'a symbolic link' : 'not a regular file'}: a dataset folder's shards must be its own files`,
+      );
     out.push(d.name);
   }
   return out.sort((a, b) => shardNumber(a)! - shardNumber(b)!);
@@ -413,27 +505,35 @@ export function listShards(dir: string): string[] {
  * The part-K-of-N folders of a dataset folder (empty for an unsplit one). A part that is a symbolic
  * link is read through (parts gathered from several disks) but never written: `links: 'refuse'`.
  */
-export function listParts(dir: string, links: 'follow' | 'refuse' = 'follow'): { name: string; index: number; count: number }[] {
+export function listParts(
+  dir: string,
+  links: 'follow' | 'refuse' = 'follow',
+): { name: string; index: number; count: number }[] {
   let names: fs.Dirent[];
   try {
     names = fs.readdirSync(dir, { withFileTypes: true });
   } catch {
     return [];
   }
-  return names.flatMap((d) => {
-    const p = parsePartDirName(d.name);
-    if (!p) return [];
-    const full = path.join(dir, d.name);
-    if (d.isSymbolicLink()) {
-      if (links === 'refuse') throw new CheckpointError(`${full} is a symbolic link: a part is written in its own folder, never where a link points (replace the link with the folder)`);
-      try {
-        if (!fs.statSync(full).isDirectory()) return [];
-      } catch {
+  return names
+    .flatMap((d) => {
+      const p = parsePartDirName(d.name);
+      if (!p) return [];
+      const full = path.join(dir, d.name);
+      if (d.isSymbolicLink()) {
+        if (links === 'refuse')
+          throw new CheckpointError(
+            `${full} is a symbolic link: a part is written in its own folder, never where a link points (replace the link with the folder)`,
+          );
+        try {
+          if (!fs.statSync(full).isDirectory()) return [];
+        } catch {
+          return [];
+        }
+      } else if (!d.isDirectory()) {
         return [];
       }
-    } else if (!d.isDirectory()) {
-      return [];
-    }
-    return [{ name: d.name, ...p }];
-  }).sort((a, b) => a.index - b.index);
+      return [{ name: d.name, ...p }];
+    })
+    .sort((a, b) => a.index - b.index);
 }

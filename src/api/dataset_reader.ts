@@ -12,7 +12,17 @@ import { CheckpointError, ConfigError, shapeText } from '../errors';
 import { DType } from '../io/dtype';
 import { SafetensorsFile } from '../io/safetensors';
 import { seededRandom, shuffleInPlace } from '../random';
-import { DATASET_JSON, DatasetInfo, IDENTITY_FIELDS, MANIFEST, identityDifferences, listParts, readDatasetInfo, readManifest, shardMismatch } from './dataset_format';
+import {
+  DATASET_JSON,
+  DatasetInfo,
+  IDENTITY_FIELDS,
+  MANIFEST,
+  identityDifferences,
+  listParts,
+  readDatasetInfo,
+  readManifest,
+  shardMismatch,
+} from './dataset_format';
 
 export interface StoredTensor {
   /** The dtype stored in the shard; `data` is float32 whatever it is (F16 / BF16 widen exactly). */
@@ -124,7 +134,9 @@ export class EncodedDataset {
       const q = order[p];
       const index = idx[q];
       if (p > 0 && this.indices[p - 1] === index) {
-        throw new CheckpointError(`${listed.partDirs[listed.part.data[q]]}: image ${index} is listed twice in ${MANIFEST} (run the encode command that made it again: it rebuilds the manifest from the shards)`);
+        throw new CheckpointError(
+          `${listed.partDirs[listed.part.data[q]]}: image ${index} is listed twice in ${MANIFEST} (run the encode command that made it again: it rebuilds the manifest from the shards)`,
+        );
       }
       this.indices[p] = index;
       this.shardOf[p] = listed.shard.data[q];
@@ -146,24 +158,40 @@ export class EncodedDataset {
     let parts: Part[];
     if (found.length) {
       const counts = new Set(found.map((p) => p.count));
-      if (counts.size > 1) throw new CheckpointError(`${dir}: parts of different splits (${found.map((p) => p.name).join(', ')})`);
+      if (counts.size > 1)
+        throw new CheckpointError(`${dir}: parts of different splits (${found.map((p) => p.name).join(', ')})`);
       parts = found.flatMap((p) => {
         const partDir = path.join(dir, p.name);
         const info = readDatasetInfo(partDir);
         if (info && (info.part?.index !== p.index || info.part.count !== p.count)) {
-          throw new CheckpointError(`${partDir}/${DATASET_JSON} describes ${info.part ? `part ${info.part.index} of ${info.part.count}` : 'an unsplit dataset'}, not the folder's part ${p.index} of ${p.count}`);
+          throw new CheckpointError(
+            `${partDir}/${DATASET_JSON} describes ${info.part ? `part ${info.part.index} of ${info.part.count}` : 'an unsplit dataset'}, not the folder's part ${p.index} of ${p.count}`,
+          );
         }
         return info ? [{ dir: partDir, info }] : [];
       });
       if (parts.length === 0) throw new CheckpointError(`${dir}: its part folders hold no ${DATASET_JSON} yet`);
       for (const p of parts.slice(1)) {
-        const diff = identityDifferences(parts[0].info, p.info, IDENTITY_FIELDS.filter((f) => f !== 'part'), ['first part', 'this part'], true);
-        if (diff.length) throw new CheckpointError(`${p.dir} was made with other settings than ${parts[0].dir}: ${diff.join('; ')} (the parts of a dataset are made alike: encode this one again, into an empty folder, as the first)`);
+        const diff = identityDifferences(
+          parts[0].info,
+          p.info,
+          IDENTITY_FIELDS.filter((f) => f !== 'part'),
+          ['first part', 'this part'],
+          true,
+        );
+        if (diff.length)
+          throw new CheckpointError(
+            `${p.dir} was made with other settings than ${parts[0].dir}: ${diff.join('; ')} (the parts of a dataset are made alike: encode this one again, into an empty folder, as the first)`,
+          );
       }
     } else {
       const info = readDatasetInfo(dir);
-      if (!info) throw new CheckpointError(`${dir}: not an encoded dataset (no ${DATASET_JSON} and no part-K-of-N folders)`);
-      if (info.part) throw new CheckpointError(`${dir}/${DATASET_JSON} describes part ${info.part.index} of ${info.part.count}: open the folder that holds the part-K-of-N folders`);
+      if (!info)
+        throw new CheckpointError(`${dir}: not an encoded dataset (no ${DATASET_JSON} and no part-K-of-N folders)`);
+      if (info.part)
+        throw new CheckpointError(
+          `${dir}/${DATASET_JSON} describes part ${info.part.index} of ${info.part.count}: open the folder that holds the part-K-of-N folders`,
+        );
       parts = [{ dir, info }];
     }
     const listed = readManifests(parts);
@@ -190,7 +218,9 @@ export class EncodedDataset {
 
   /** Images that could not be encoded, as the manifest records them. */
   get failures(): DatasetFailure[] {
-    return [...this.errors.entries()].sort((a, b) => a[0] - b[0]).map(([index, error]) => ({ index, source: this.sources[this.position(index)], error }));
+    return [...this.errors.entries()]
+      .sort((a, b) => a[0] - b[0])
+      .map(([index, error]) => ({ index, source: this.sources[this.position(index)], error }));
   }
 
   /** Indices neither stored nor failed: a run not finished yet, or a part not run. */
@@ -238,11 +268,14 @@ export class EncodedDataset {
     const file = this.shard(this.shardOf[p]);
     const tensors: Record<string, StoredTensor> = {};
     for (const name of wanted) {
-      if (!Object.hasOwn(spec, name)) throw new ConfigError(`image ${index} has no tensor "${name}" (it has ${Object.keys(spec).join(', ')})`);
+      if (!Object.hasOwn(spec, name))
+        throw new ConfigError(`image ${index} has no tensor "${name}" (it has ${Object.keys(spec).join(', ')})`);
       const key = `images.${index}.${name}`;
       const { dtype, shape } = file.info(key);
       if (!tf.util.arraysEqual(shape, spec[name])) {
-        throw new CheckpointError(`${file.path}: ${key} is ${shapeText(shape)} but ${MANIFEST} lists ${shapeText(spec[name])} (a damaged or edited manifest)`);
+        throw new CheckpointError(
+          `${file.path}: ${key} is ${shapeText(shape)} but ${MANIFEST} lists ${shapeText(spec[name])} (a damaged or edited manifest)`,
+        );
       }
       tensors[name] = { dtype, shape, data: file.readFloat32(key) };
     }
@@ -272,13 +305,18 @@ export class EncodedDataset {
   async *batches(options: BatchOptions): AsyncGenerator<Batch> {
     const { name, batchSize } = options;
     const shardsInMemory = options.shardsInMemory ?? 4;
-    if (!Number.isInteger(batchSize) || batchSize < 1) throw new ConfigError(`batches: batchSize must be a positive integer, got ${batchSize}`);
-    if (!Number.isInteger(shardsInMemory) || shardsInMemory < 1) throw new ConfigError(`batches: shardsInMemory must be a positive integer, got ${shardsInMemory}`);
+    if (!Number.isInteger(batchSize) || batchSize < 1)
+      throw new ConfigError(`batches: batchSize must be a positive integer, got ${batchSize}`);
+    if (!Number.isInteger(shardsInMemory) || shardsInMemory < 1)
+      throw new ConfigError(`batches: shardsInMemory must be a positive integer, got ${shardsInMemory}`);
     const stored: number[] = [];
     for (let p = 0; p < this.indices.length; p++) {
       if (this.shardOf[p] < 0) continue;
       const i = this.indices[p];
-      if (!Object.hasOwn(this.specs[this.specOf[p]], name)) throw new ConfigError(`batches: image ${i} has no tensor "${name}" (it has ${Object.keys(this.specs[this.specOf[p]]).join(', ')})`);
+      if (!Object.hasOwn(this.specs[this.specOf[p]], name))
+        throw new ConfigError(
+          `batches: image ${i} has no tensor "${name}" (it has ${Object.keys(this.specs[this.specOf[p]]).join(', ')})`,
+        );
       stored.push(p);
     }
     // Tensors are made here: on the backend LlavaVision.load would choose (wasm), not tfjs's pure-JS fallback.
@@ -287,7 +325,10 @@ export class EncodedDataset {
       for (let k = 0; k < stored.length; k += batchSize) {
         const chunk = stored.slice(k, k + batchSize);
         if (chunk.length < batchSize && options.dropLast) return;
-        yield this.stack(chunk.map((i) => this.one(i, name)), name);
+        yield this.stack(
+          chunk.map((i) => this.one(i, name)),
+          name,
+        );
       }
       return;
     }
@@ -298,7 +339,10 @@ export class EncodedDataset {
       byShard.set(this.shardOf[p], list);
       list.push(p);
     }
-    const order = shuffleInPlace([...byShard.keys()].sort((a, b) => a - b), rand);
+    const order = shuffleInPlace(
+      [...byShard.keys()].sort((a, b) => a - b),
+      rand,
+    );
     let pending: { index: number; data: Float32Array; shape: number[] }[] = [];
     for (let k = 0; k < order.length; k += shardsInMemory) {
       const window = order.slice(k, k + shardsInMemory).flatMap((s) => byShard.get(s)!);
@@ -326,7 +370,9 @@ export class EncodedDataset {
     const row = rowShape(items[0].shape);
     for (const it of items) {
       if (!tf.util.arraysEqual(rowShape(it.shape), row)) {
-        throw new ConfigError(`batches: "${name}" of image ${it.index} is ${shapeText(it.shape)} and of image ${items[0].index} ${shapeText(items[0].shape)}: they cannot be stacked (anyres tile counts or merged lengths differ); use batchSize 1 or read images one by one`);
+        throw new ConfigError(
+          `batches: "${name}" of image ${it.index} is ${shapeText(it.shape)} and of image ${items[0].index} ${shapeText(items[0].shape)}: they cannot be stacked (anyres tile counts or merged lengths differ); use batchSize 1 or read images one by one`,
+        );
       }
     }
     const per = items[0].data.length;
@@ -337,10 +383,15 @@ export class EncodedDataset {
 
   /** The position of a stored image `index`; a clear error for any other index. */
   private check(index: number): number {
-    if (!Number.isInteger(index) || index < 0 || index >= this.length) throw new ConfigError(`image index ${index} is out of range (the dataset has ${this.length} inputs)`);
+    if (!Number.isInteger(index) || index < 0 || index >= this.length)
+      throw new ConfigError(`image index ${index} is out of range (the dataset has ${this.length} inputs)`);
     const p = this.position(index);
-    if (p < 0) throw new ConfigError(`image ${index} is not in ${this.dir} (not encoded yet${this.parts.length > 1 || this.parts[0].info.part ? ', or its part has not run' : ''})`);
-    if (this.shardOf[p] === FAILED) throw new ConfigError(`image ${index} (${this.sources[p]}) failed to encode: ${this.errors.get(index)}`);
+    if (p < 0)
+      throw new ConfigError(
+        `image ${index} is not in ${this.dir} (not encoded yet${this.parts.length > 1 || this.parts[0].info.part ? ', or its part has not run' : ''})`,
+      );
+    if (this.shardOf[p] === FAILED)
+      throw new ConfigError(`image ${index} (${this.sources[p]}) failed to encode: ${this.errors.get(index)}`);
     return p;
   }
 
@@ -359,10 +410,15 @@ export class EncodedDataset {
       if (!shard.checked) {
         const { info, dir } = this.parts[shard.part];
         const { settings_digest: digest, settings } = f.metadata;
-        const mismatch = digest === undefined || settings === undefined ? 'it records no settings_digest' : shardMismatch({ settingsDigest: digest, settings }, info);
+        const mismatch =
+          digest === undefined || settings === undefined
+            ? 'it records no settings_digest'
+            : shardMismatch({ settingsDigest: digest, settings }, info);
         if (mismatch) {
           f.close();
-          throw new CheckpointError(`${shard.file} was made with other settings than ${path.join(dir, DATASET_JSON)}: ${mismatch}; a dataset is never mixed (a shard copied in from another dataset, or a ${DATASET_JSON} edited by hand)`);
+          throw new CheckpointError(
+            `${shard.file} was made with other settings than ${path.join(dir, DATASET_JSON)}: ${mismatch}; a dataset is never mixed (a shard copied in from another dataset, or a ${DATASET_JSON} edited by hand)`,
+          );
         }
         shard.checked = true;
       }
@@ -393,8 +449,16 @@ interface Listed {
  */
 function readManifests(parts: Part[]): Listed {
   const listed: Listed = {
-    index: new IntList(), part: new IntList(), shard: new IntList(), spec: new IntList(), size: new IntList(),
-    sources: [], errors: new Map(), specs: [], shardFiles: [], partDirs: parts.map((p) => p.dir),
+    index: new IntList(),
+    part: new IntList(),
+    shard: new IntList(),
+    spec: new IntList(),
+    size: new IntList(),
+    sources: [],
+    errors: new Map(),
+    specs: [],
+    shardFiles: [],
+    partDirs: parts.map((p) => p.dir),
   };
   const specIds = new Map<string, number>();
   let lastSpec = -1;
@@ -403,10 +467,14 @@ function readManifests(parts: Part[]): Listed {
     const file = path.join(dir, MANIFEST);
     readManifest(dir, (e, line) => {
       if (e.index >= info.inputs.count) {
-        throw new CheckpointError(`${file} line ${line}: image ${e.index} is beyond the dataset's ${info.inputs.count} inputs (${DATASET_JSON} inputs.count): a damaged or edited manifest`);
+        throw new CheckpointError(
+          `${file} line ${line}: image ${e.index} is beyond the dataset's ${info.inputs.count} inputs (${DATASET_JSON} inputs.count): a damaged or edited manifest`,
+        );
       }
       if (info.part && e.index % info.part.count !== info.part.index) {
-        throw new CheckpointError(`${file} line ${line}: image ${e.index} is not in part ${info.part.index} of ${info.part.count}`);
+        throw new CheckpointError(
+          `${file} line ${line}: image ${e.index} is not in part ${info.part.index} of ${info.part.count}`,
+        );
       }
       listed.index.push(e.index);
       listed.part.push(part);
@@ -420,7 +488,11 @@ function readManifests(parts: Part[]): Listed {
         return;
       }
       let id = shardIds.get(e.shard);
-      if (id === undefined) shardIds.set(e.shard, (id = listed.shardFiles.push({ file: path.join(dir, e.shard), part, checked: false }) - 1));
+      if (id === undefined)
+        shardIds.set(
+          e.shard,
+          (id = listed.shardFiles.push({ file: path.join(dir, e.shard), part, checked: false }) - 1),
+        );
       listed.shard.push(id);
       // Nearly every line has the shapes of the line before: compared first, before a lookup by JSON.
       if (lastSpec < 0 || !sameShapes(listed.specs[lastSpec], e.tensors!)) {

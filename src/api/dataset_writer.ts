@@ -18,11 +18,47 @@ import { staleness } from '../io/lock_file';
 import { TensorToWrite, writeSafetensors } from '../io/safetensors';
 import { packageVersion } from '../version';
 import {
-  DATASET_JSON, DatasetInfo, FORMAT, IDENTITY_FIELDS, FORMAT_VERSION, MANIFEST, MAX_INPUTS, MAX_PARTS, MAX_SOURCE_BYTES, ManifestEntry, SHARD_FORMAT, STORED_DTYPES, StoredDType,
-  canonicalJson, identityDifferences, identityOf, isOwnTempName, isTransientName, listParts, listShards, numericsOf, partDirName, readDatasetInfo, readManifest,
-  readShardRecord, settingsDigest, shardName, shardNumber,
+  DATASET_JSON,
+  DatasetInfo,
+  FORMAT,
+  IDENTITY_FIELDS,
+  FORMAT_VERSION,
+  MANIFEST,
+  MAX_INPUTS,
+  MAX_PARTS,
+  MAX_SOURCE_BYTES,
+  ManifestEntry,
+  SHARD_FORMAT,
+  STORED_DTYPES,
+  StoredDType,
+  canonicalJson,
+  identityDifferences,
+  identityOf,
+  isOwnTempName,
+  isTransientName,
+  listParts,
+  listShards,
+  numericsOf,
+  partDirName,
+  readDatasetInfo,
+  readManifest,
+  readShardRecord,
+  settingsDigest,
+  shardName,
+  shardNumber,
 } from './dataset_format';
-import { EncodeUnit, ImageFailure, ImageJobOptions, ImageSettings, PreparedImage, SaveName, defaultImageOutput, encodeUnits, imageSettings, prepareImage } from './encode_job';
+import {
+  EncodeUnit,
+  ImageFailure,
+  ImageJobOptions,
+  ImageSettings,
+  PreparedImage,
+  SaveName,
+  defaultImageOutput,
+  encodeUnits,
+  imageSettings,
+  prepareImage,
+} from './encode_job';
 import { inputFileProblem } from './inputs';
 import { LlavaVision } from './llava_vision';
 import { modelDigest, planLoad } from './load_plan';
@@ -110,7 +146,8 @@ export function checkDatasetDir(dir: string, part?: DatasetPart, label = 'datase
   try {
     stat = fs.statSync(dir);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOTDIR') throw new ConfigError(`${label} ${dir}: a part of its path is a file`);
+    if ((e as NodeJS.ErrnoException).code === 'ENOTDIR')
+      throw new ConfigError(`${label} ${dir}: a part of its path is a file`);
   }
   if (stat && !stat.isDirectory()) throw new ConfigError(`${label} ${dir} is a file, not a folder`);
   const partDir = part ? path.join(dir, partDirName(part.index, part.count)) : dir;
@@ -118,15 +155,26 @@ export function checkDatasetDir(dir: string, part?: DatasetPart, label = 'datase
   const parts = listParts(dir, 'refuse');
   if (part) {
     if (fs.existsSync(path.join(dir, DATASET_JSON))) {
-      throw new ConfigError(`${label} ${dir} holds a dataset that is not split into parts; part ${part.index} of ${part.count} would mix with it (use another folder)`);
+      throw new ConfigError(
+        `${label} ${dir} holds a dataset that is not split into parts; part ${part.index} of ${part.count} would mix with it (use another folder)`,
+      );
     }
     const other = parts.find((p) => p.count !== part.count);
-    if (other) throw new ConfigError(`${label} ${dir} is split into ${other.count} parts (${other.name}), this run is part ${part.index} of ${part.count}`);
+    if (other)
+      throw new ConfigError(
+        `${label} ${dir} is split into ${other.count} parts (${other.name}), this run is part ${part.index} of ${part.count}`,
+      );
     const strangers = fs.readdirSync(dir).filter((f) => !parts.some((p) => p.name === f));
-    if (strangers.length) throw new ConfigError(`${label} ${dir} holds other files (${strangers.slice(0, 3).join(', ')}): give a new or empty folder`);
+    if (strangers.length)
+      throw new ConfigError(
+        `${label} ${dir} holds other files (${strangers.slice(0, 3).join(', ')}): give a new or empty folder`,
+      );
     if (fs.existsSync(partDir)) checkOwnFolder(partDir, label);
   } else {
-    if (parts.length) throw new ConfigError(`${label} ${dir} is split into ${parts[0].count} parts (${parts.map((p) => p.name).join(', ')}): add to one with --part K/${parts[0].count}`);
+    if (parts.length)
+      throw new ConfigError(
+        `${label} ${dir} is split into ${parts[0].count} parts (${parts.map((p) => p.name).join(', ')}): add to one with --part K/${parts[0].count}`,
+      );
     checkOwnFolder(dir, label);
   }
   return partDir;
@@ -143,7 +191,9 @@ function checkOwnFolder(dir: string, label: string, locked = false): void {
   if (held && !held.stale) throw new FolderLockedError(heldMessage(dir, held, 'this run'));
   const names = fs.readdirSync(dir).filter((f) => !isTransientName(f));
   if (names.length && !names.includes(DATASET_JSON)) {
-    throw new ConfigError(`${label} ${dir} is not empty and holds no ${DATASET_JSON} (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', ...' : ''}): give a new or empty folder`);
+    throw new ConfigError(
+      `${label} ${dir} is not empty and holds no ${DATASET_JSON} (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', ...' : ''}): give a new or empty folder`,
+    );
   }
   for (const name of [DATASET_JSON, MANIFEST]) {
     let st: fs.Stats;
@@ -153,15 +203,20 @@ function checkOwnFolder(dir: string, label: string, locked = false): void {
       continue;
     }
     if (!st.isFile()) {
-      throw new ConfigError(`${path.join(dir, name)} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a regular file'}: a dataset folder's files are its own, never written through a link (replace it with the file itself)`);
+      throw new ConfigError(
+        `${path.join(dir, name)} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a regular file'}: a dataset folder's files are its own, never written through a link (replace it with the file itself)`,
+      );
     }
   }
 }
 
 function checkPart(part: DatasetPart): void {
-  if (!Number.isSafeInteger(part.count) || part.count < 1 || part.count > MAX_PARTS) throw new ConfigError(`part count must be an integer 1..${MAX_PARTS}, got ${part.count}`);
+  if (!Number.isSafeInteger(part.count) || part.count < 1 || part.count > MAX_PARTS)
+    throw new ConfigError(`part count must be an integer 1..${MAX_PARTS}, got ${part.count}`);
   if (!Number.isSafeInteger(part.index) || part.index < 0 || part.index >= part.count) {
-    throw new ConfigError(`part ${part.index} of ${part.count} is out of range: K must be 0..${part.count - 1} (counted from 0, like SLURM_ARRAY_TASK_ID with --array=0-${part.count - 1} and JOB_COMPLETION_INDEX)`);
+    throw new ConfigError(
+      `part ${part.index} of ${part.count} is out of range: K must be 0..${part.count - 1} (counted from 0, like SLURM_ARRAY_TASK_ID with --array=0-${part.count - 1} and JOB_COMPLETION_INDEX)`,
+    );
   }
 }
 
@@ -171,29 +226,53 @@ function checkPart(part: DatasetPart): void {
  * undecodable) is recorded as that image's failure; the others are still written. One run writes a
  * folder at a time (a lock file, io/folder_lock.ts): a second is refused at once, naming the first.
  */
-export async function writeEncodedDataset(model: LlavaVision, inputs: string[], dir: string, options: DatasetWriteOptions): Promise<DatasetWriteSummary> {
+export async function writeEncodedDataset(
+  model: LlavaVision,
+  inputs: string[],
+  dir: string,
+  options: DatasetWriteOptions,
+): Promise<DatasetWriteSummary> {
   const shardSize = options.shardSize ?? DEFAULT_SHARD_SIZE;
-  if (!Number.isSafeInteger(shardSize) || shardSize < 1) throw new ConfigError(`shard size must be a positive integer, got ${shardSize}`);
+  if (!Number.isSafeInteger(shardSize) || shardSize < 1)
+    throw new ConfigError(`shard size must be a positive integer, got ${shardSize}`);
   const dtype = options.dtype ?? 'F32';
-  if (!STORED_DTYPES.includes(dtype)) throw new ConfigError(`dtype must be one of ${STORED_DTYPES.join(', ')}, got ${String(dtype)}`);
+  if (!STORED_DTYPES.includes(dtype))
+    throw new ConfigError(`dtype must be one of ${STORED_DTYPES.join(', ')}, got ${String(dtype)}`);
   const workers = options.workers ?? 1;
-  if (!Number.isInteger(workers) || workers < 1) throw new ConfigError(`workers must be a positive integer, got ${workers}`);
+  if (!Number.isInteger(workers) || workers < 1)
+    throw new ConfigError(`workers must be a positive integer, got ${workers}`);
   const batchSize = options.batchSize ?? 1;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new ConfigError(`batch size must be a positive integer, got ${batchSize}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1)
+    throw new ConfigError(`batch size must be a positive integer, got ${batchSize}`);
   if (inputs.length === 0) throw new ConfigError('no images to encode');
-  if (inputs.length > MAX_INPUTS) throw new ConfigError(`${inputs.length} inputs: a dataset holds at most ${MAX_INPUTS}`);
+  if (inputs.length > MAX_INPUTS)
+    throw new ConfigError(`${inputs.length} inputs: a dataset holds at most ${MAX_INPUTS}`);
   checkSources(inputs);
   const partDir = checkDatasetDir(dir, options.part);
   const settings = imageSettings(model, options);
   const outputs = options.outputs ?? [defaultImageOutput(model)];
-  const jobOptions = { outputs, batchSize, interpolatePosEncoding: options.interpolatePosEncoding, mergeType: settings.mergeType };
+  const jobOptions = {
+    outputs,
+    batchSize,
+    interpolatePosEncoding: options.interpolatePosEncoding,
+    mergeType: settings.mergeType,
+  };
   encodeUnits(model, [], jobOptions); // checks the outputs against the model before anything is written
   const info = await datasetInfoFor(model, inputs.length, { ...options, outputs, dtype, shardSize });
 
   makeFolder(partDir);
   const lock = FolderLock.acquire(partDir, LOCK_PURPOSE);
   try {
-    return await writeLocked(model, inputs, partDir, info, lock, { ...options, outputs, batchSize, workers, shardSize, dtype, settings, jobOptions });
+    return await writeLocked(model, inputs, partDir, info, lock, {
+      ...options,
+      outputs,
+      batchSize,
+      workers,
+      shardSize,
+      dtype,
+      settings,
+      jobOptions,
+    });
   } finally {
     lock.release();
   }
@@ -201,12 +280,33 @@ export async function writeEncodedDataset(model: LlavaVision, inputs: string[], 
 
 /** The part of writeEncodedDataset that runs holding the folder's lock. */
 async function writeLocked(
-  model: LlavaVision, inputs: string[], partDir: string, info: DatasetInfo, lock: FolderLock,
-  options: DatasetWriteOptions & { outputs: SaveName[]; batchSize: number; workers: number; shardSize: number; dtype: StoredDType; settings: ImageSettings; jobOptions: Parameters<typeof encodeUnits>[2] },
+  model: LlavaVision,
+  inputs: string[],
+  partDir: string,
+  info: DatasetInfo,
+  lock: FolderLock,
+  options: DatasetWriteOptions & {
+    outputs: SaveName[];
+    batchSize: number;
+    workers: number;
+    shardSize: number;
+    dtype: StoredDType;
+    settings: ImageSettings;
+    jobOptions: Parameters<typeof encodeUnits>[2];
+  },
 ): Promise<DatasetWriteSummary> {
   const { shardSize, dtype, workers, batchSize, settings, jobOptions } = options;
   const { images, todo, failedBefore, nextShard } = resumeDatasetFolder(partDir, info, inputs, options.part);
-  const summary: DatasetWriteSummary = { dir: partDir, images, skipped: images - todo.length, encoded: 0, failures: [], failed: 0, failedTotal: failedBefore, shards: 0 };
+  const summary: DatasetWriteSummary = {
+    dir: partDir,
+    images,
+    skipped: images - todo.length,
+    encoded: 0,
+    failures: [],
+    failed: 0,
+    failedTotal: failedBefore,
+    shards: 0,
+  };
 
   // Results wait here until their shard is complete; shards are written in order. Shard p holds
   // todo[p * shardSize ...], and `remaining[p]` counts its images not done yet (no rescan per image).
@@ -216,14 +316,25 @@ async function writeLocked(
   const results = new Map<number, ImageResult>();
   let written = 0;
   let shardNumber = nextShard;
-  const metadata = { format: SHARD_FORMAT, format_version: String(FORMAT_VERSION), producer: info.producer, settings_digest: info.settings_digest, settings: canonicalJson(identityOf(info)) };
+  const metadata = {
+    format: SHARD_FORMAT,
+    format_version: String(FORMAT_VERSION),
+    producer: info.producer,
+    settings_digest: info.settings_digest,
+    settings: canonicalJson(identityOf(info)),
+  };
   const resolve = (index: number, result: ImageResult) => {
     const k = positionOf(todo, index);
     results.set(index, result);
     remaining[Math.floor(k / shardSize)]--;
     if ('error' in result) summary.failedTotal++;
     else summary.encoded++;
-    options.onProgress?.({ skipped: summary.skipped, done: summary.encoded + summary.failed, todo: todo.length, failed: summary.failedTotal });
+    options.onProgress?.({
+      skipped: summary.skipped,
+      done: summary.encoded + summary.failed,
+      todo: todo.length,
+      failed: summary.failedTotal,
+    });
     while (written < planCount && remaining[written] === 0) {
       const indices = todo.slice(written * shardSize, Math.min(todo.length, (written + 1) * shardSize));
       lock.check(); // a run taken over (suspended past the lease) stops here, before writing beside the new holder
@@ -247,9 +358,18 @@ async function writeLocked(
     for (const u of units) resolve(u.index, { tensors: byImage.get(u.index)!, imageSize: u.imageSize! });
   };
 
-  const prepared = prefetch(todo.length, 2 * workers + 2, (k) => prepareInput(model, inputs[todo[k]], todo[k], settings));
-  await encodeStream(model, prepared, { workers: Math.min(workers, Math.max(todo.length, 1)), batchSize, jobOptions }, deliver, fail);
-  if (written !== planCount) throw new Error(`internal: ${planCount - written} shard(s) of ${partDir} were not written`);
+  const prepared = prefetch(todo.length, 2 * workers + 2, (k) =>
+    prepareInput(model, inputs[todo[k]], todo[k], settings),
+  );
+  await encodeStream(
+    model,
+    prepared,
+    { workers: Math.min(workers, Math.max(todo.length, 1)), batchSize, jobOptions },
+    deliver,
+    fail,
+  );
+  if (written !== planCount)
+    throw new Error(`internal: ${planCount - written} shard(s) of ${partDir} were not written`);
   return summary;
 }
 
@@ -262,7 +382,9 @@ function checkSources(inputs: string[]): void {
     const s = inputs[i];
     if (typeof s !== 'string') throw new ConfigError(`input ${i} is ${s === null ? 'null' : typeof s}, not a path`);
     if (s.length > MAX_SOURCE_BYTES / 3 && Buffer.byteLength(s) > MAX_SOURCE_BYTES) {
-      throw new ConfigError(`input ${i} is ${Buffer.byteLength(s)} bytes long, longer than any path (${MAX_SOURCE_BYTES}): ${quote(s, 60)}`);
+      throw new ConfigError(
+        `input ${i} is ${Buffer.byteLength(s)} bytes long, longer than any path (${MAX_SOURCE_BYTES}): ${quote(s, 60)}`,
+      );
     }
   }
 }
@@ -284,7 +406,9 @@ function makeFolder(dir: string): void {
   try {
     fs.mkdirSync(dir, { recursive: true });
   } catch (e) {
-    throw new ConfigError(`cannot create the dataset folder ${dir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new ConfigError(
+      `cannot create the dataset folder ${dir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
   }
 }
 
@@ -302,7 +426,12 @@ async function encodeStream(
 ): Promise<void> {
   const { workers, batchSize, jobOptions } = options;
   if (workers > 1) {
-    const pool = await EncoderPool.start(workers - 1, workerSpec(model), (u) => encodeUnits(model, [u], jobOptions), jobOptions);
+    const pool = await EncoderPool.start(
+      workers - 1,
+      workerSpec(model),
+      (u) => encodeUnits(model, [u], jobOptions),
+      jobOptions,
+    );
     try {
       const nextUnit = async (): Promise<EncodeUnit | null> => {
         for (let p = await next(); p; p = await next()) {
@@ -338,7 +467,12 @@ async function encodeStream(
 }
 
 /** The input checked as a file first (so a folder, a pipe or an empty file is a clear failure, never a hang in the decoder). */
-async function prepareInput(model: LlavaVision, source: string, index: number, settings: ImageSettings): Promise<PreparedImage> {
+async function prepareInput(
+  model: LlavaVision,
+  source: string,
+  index: number,
+  settings: ImageSettings,
+): Promise<PreparedImage> {
   const problem = inputFileProblem(source);
   if (problem) return { index, failure: { index, source, message: `${source}: ${problem}` } };
   return prepareImage(model, source, index, settings);
@@ -379,7 +513,14 @@ function stored(t: TensorToWrite, dtype: StoredDType): TensorToWrite {
  * safetensors header (very long paths, a huge --shard-size) is split in two, so the writer never
  * makes a shard its reader refuses.
  */
-function writeShard(dir: string, number: number, indices: number[], results: Map<number, ImageResult>, inputs: string[], metadata: Record<string, string>): number {
+function writeShard(
+  dir: string,
+  number: number,
+  indices: number[],
+  results: Map<number, ImageResult>,
+  inputs: string[],
+  metadata: Record<string, string>,
+): number {
   const name = shardName(number);
   const tensors: Record<string, TensorToWrite> = {};
   const entries: ManifestEntry[] = indices.map((index) => {
@@ -396,12 +537,22 @@ function writeShard(dir: string, number: number, indices: number[], results: Map
   const entriesJson = JSON.stringify(entries);
   if (entriesJson.length > MAX_SHARD_ENTRIES_CHARS && indices.length > 1) {
     const half = Math.ceil(indices.length / 2);
-    return writeShard(dir, writeShard(dir, number, indices.slice(0, half), results, inputs, metadata), indices.slice(half), results, inputs, metadata);
+    return writeShard(
+      dir,
+      writeShard(dir, number, indices.slice(0, half), results, inputs, metadata),
+      indices.slice(half),
+      results,
+      inputs,
+      metadata,
+    );
   }
   writeSafetensors(path.join(dir, name), tensors, { ...metadata, entries: entriesJson });
   for (const index of indices) results.delete(index);
   // Only now that the shard is in place: a manifest line never points at a shard that does not exist.
-  appendFileDurable(path.join(dir, MANIFEST), Buffer.from(entries.map((e) => JSON.stringify(e) + '\n').join(''), 'utf8'));
+  appendFileDurable(
+    path.join(dir, MANIFEST),
+    Buffer.from(entries.map((e) => JSON.stringify(e) + '\n').join(''), 'utf8'),
+  );
   return number + 1;
 }
 
@@ -411,12 +562,20 @@ function writeShard(dir: string, number: number, indices: number[], results: Map
  * paths make datasets and parts that join; the paths are kept in `made_from`, for people.
  */
 export async function datasetInfoFor(
-  model: LlavaVision, inputCount: number,
+  model: LlavaVision,
+  inputCount: number,
   options: DatasetWriteOptions & { outputs?: SaveName[]; dtype?: StoredDType; shardSize?: number },
 ): Promise<DatasetInfo> {
   const settings = imageSettings(model, options);
   const { visionTower, download, projector, projectorType, selectLayer, selectFeature } = model.loadOptions;
-  const plan = await planLoad(model.modelDir, { visionTower, download, projector, projectorType, selectLayer, selectFeature });
+  const plan = await planLoad(model.modelDir, {
+    visionTower,
+    download,
+    projector,
+    projectorType,
+    selectLayer,
+    selectFeature,
+  });
   const identity: Pick<DatasetInfo, (typeof IDENTITY_FIELDS)[number]> = {
     format: FORMAT,
     format_version: FORMAT_VERSION,
@@ -427,7 +586,7 @@ export async function datasetInfoFor(
       save: [...(options.outputs ?? [defaultImageOutput(model)])],
       dtype: options.dtype ?? 'F32',
       aspect: settings.aspect,
-      grid_pinpoints: settings.aspect === 'anyres' ? settings.gridPinpoints ?? null : null,
+      grid_pinpoints: settings.aspect === 'anyres' ? (settings.gridPinpoints ?? null) : null,
       merge: settings.mergeType,
       select_layer: model.settings.selectLayer,
       select_feature: model.settings.selectFeature,
@@ -454,11 +613,15 @@ function openDatasetFolder(dir: string, info: DatasetInfo): void {
   checkOwnFolder(dir, 'dataset folder', true); // again, now under the lock
   const existing = readDatasetInfo(dir);
   if (existing) {
-    const diff = identityDifferences(existing, info, IDENTITY_FIELDS, ['dataset', 'this run'], true).map((d) => (d.startsWith('model.digest:')
-      ? `model: another model by content (${existing.model.digest.slice(0, 19)}… made from ${existing.made_from.model_dir} (dataset) vs ${info.model.digest.slice(0, 19)}… from ${info.made_from.model_dir} (this run))`
-      : d));
+    const diff = identityDifferences(existing, info, IDENTITY_FIELDS, ['dataset', 'this run'], true).map((d) =>
+      d.startsWith('model.digest:')
+        ? `model: another model by content (${existing.model.digest.slice(0, 19)}… made from ${existing.made_from.model_dir} (dataset) vs ${info.model.digest.slice(0, 19)}… from ${info.made_from.model_dir} (this run))`
+        : d,
+    );
     if (diff.length) {
-      throw new ConfigError(`${dir} holds a dataset made with other settings, and datasets are never mixed: ${diff.join('; ')} (same options to resume it, or another folder)`);
+      throw new ConfigError(
+        `${dir} holds a dataset made with other settings, and datasets are never mixed: ${diff.join('; ')} (same options to resume it, or another folder)`,
+      );
     }
     if (existing.inputs.count === info.inputs.count && existing.shard_size === info.shard_size) return;
   }
@@ -469,7 +632,12 @@ function openDatasetFolder(dir: string, info: DatasetInfo): void {
  * The model-free part of a resume, in a folder whose lock this run holds: dataset.json made or
  * checked against `info`, then planRun. (The fuzz suite runs it on hostile folders.)
  */
-export function resumeDatasetFolder(dir: string, info: DatasetInfo, inputs: string[], part?: DatasetPart): ReturnType<typeof planRun> {
+export function resumeDatasetFolder(
+  dir: string,
+  info: DatasetInfo,
+  inputs: string[],
+  part?: DatasetPart,
+): ReturnType<typeof planRun> {
   openDatasetFolder(dir, info);
   return planRun(dir, inputs, info, part);
 }
@@ -483,7 +651,12 @@ export function resumeDatasetFolder(dir: string, info: DatasetInfo, inputs: stri
  * before the lock) keeps its first copy, by shard order; the other is left unused in its shard. Only
  * a bitmap of the inputs is kept, never the entries: memory stays flat with the dataset's size.
  */
-function planRun(dir: string, inputs: string[], info: DatasetInfo, part?: DatasetPart): { images: number; todo: number[]; failedBefore: number; nextShard: number } {
+function planRun(
+  dir: string,
+  inputs: string[],
+  info: DatasetInfo,
+  part?: DatasetPart,
+): { images: number; todo: number[]; failedBefore: number; nextShard: number } {
   removeStaleTemps(dir);
   const shards = listShards(dir);
   const done = new Uint8Array(inputs.length);
@@ -492,12 +665,16 @@ function planRun(dir: string, inputs: string[], info: DatasetInfo, part?: Datase
   const truth = createHash('sha256');
   forEachShardEntry(dir, shards, info, (e) => {
     if (part && e.index % part.count !== part.index) {
-      throw new CheckpointError(`${path.join(dir, e.shard)} holds image ${e.index}, which is not in part ${part.index} of ${part.count}`);
+      throw new CheckpointError(
+        `${path.join(dir, e.shard)} holds image ${e.index}, which is not in part ${part.index} of ${part.count}`,
+      );
     }
     const now = inputs[e.index];
     if (now !== e.source) {
       const what = now === undefined ? `and this run has only ${inputs.length} inputs` : `and is ${now} now`;
-      throw new ConfigError(`${dir}: image ${e.index} was ${e.source} when this dataset was written, ${what}: the inputs changed (same inputs in the same order to resume, or another folder)`);
+      throw new ConfigError(
+        `${dir}: image ${e.index} was ${e.source} when this dataset was written, ${what}: the inputs changed (same inputs in the same order to resume, or another folder)`,
+      );
     }
     if (done[e.index]) {
       duplicates++;
@@ -510,8 +687,13 @@ function planRun(dir: string, inputs: string[], info: DatasetInfo, part?: Datase
   // The manifest is rewritten unless it lists exactly the shards' entries, in order.
   const listed = createHash('sha256');
   let bad = false;
-  const manifest = readManifest(dir, (e) => listed.update(JSON.stringify(e) + '\n'), () => (bad = true));
-  if (bad || manifest.torn || duplicates > 0 || listed.digest('hex') !== truth.digest('hex')) rewriteManifest(dir, shards, info);
+  const manifest = readManifest(
+    dir,
+    (e) => listed.update(JSON.stringify(e) + '\n'),
+    () => (bad = true),
+  );
+  if (bad || manifest.torn || duplicates > 0 || listed.digest('hex') !== truth.digest('hex'))
+    rewriteManifest(dir, shards, info);
 
   const todo: number[] = [];
   let images = 0;
@@ -524,12 +706,18 @@ function planRun(dir: string, inputs: string[], info: DatasetInfo, part?: Datase
 }
 
 /** Each entry of each shard, in order, first copies only once `seen` is given; a shard of other settings is refused. */
-function forEachShardEntry(dir: string, shards: string[], info: DatasetInfo, onEntry: (e: ManifestEntry) => void): void {
+function forEachShardEntry(
+  dir: string,
+  shards: string[],
+  info: DatasetInfo,
+  onEntry: (e: ManifestEntry) => void,
+): void {
   for (const shard of shards) {
     const file = path.join(dir, shard);
     const record = readShardRecord(file, {
       info,
-      describe: (mismatch) => `${file} was made with other settings than ${path.join(dir, DATASET_JSON)}: ${mismatch}; a dataset is never mixed (move that shard out of the folder; or, if ${DATASET_JSON} was edited by hand, restore it)`,
+      describe: (mismatch) =>
+        `${file} was made with other settings than ${path.join(dir, DATASET_JSON)}: ${mismatch}; a dataset is never mixed (move that shard out of the folder; or, if ${DATASET_JSON} was edited by hand, restore it)`,
     });
     for (const e of record.entries) onEntry(e);
   }
@@ -566,7 +754,11 @@ function removeStaleTemps(dir: string): void {
       continue; // gone already
     }
     // The lock's stale rule, with the temp file's mtime for a heartbeat: an in-flight write changes it constantly.
-    if (t.pid !== process.pid && !staleness({ pid: t.pid, startTime: null, local: t.host === here }, ageMs, LOCK_LEASE_MS).stale) continue;
+    if (
+      t.pid !== process.pid &&
+      !staleness({ pid: t.pid, startTime: null, local: t.host === here }, ageMs, LOCK_LEASE_MS).stale
+    )
+      continue;
     try {
       fs.unlinkSync(file);
     } catch {

@@ -88,8 +88,15 @@ type EncodedItem = { name: string; tensor: tf.Tensor } | { name: string; array: 
  * Runs units through the model in batches, naming outputs `images.<i>.<name>`; results are read with
  * `dataSync`. On the webgpu backend, which can only read asynchronously, use `encodeUnitsAsync`.
  */
-export function encodeUnits(model: LlavaVision, units: EncodeUnit[], options: EncodeJobOptions & { mergeType?: MergeType }): Record<string, EncodedTensor> {
-  if (model.backend === 'webgpu') throw new ConfigError('the webgpu backend reads results asynchronously: use encodePixelValuesAsync or encodeImages');
+export function encodeUnits(
+  model: LlavaVision,
+  units: EncodeUnit[],
+  options: EncodeJobOptions & { mergeType?: MergeType },
+): Record<string, EncodedTensor> {
+  if (model.backend === 'webgpu')
+    throw new ConfigError(
+      'the webgpu backend reads results asynchronously: use encodePixelValuesAsync or encodeImages',
+    );
   const out: Record<string, EncodedTensor> = {};
   let done = 0;
   for (const item of encodeItems(model, units, options)) {
@@ -106,7 +113,11 @@ export function encodeUnits(model: LlavaVision, units: EncodeUnit[], options: En
 }
 
 /** `encodeUnits` reading results asynchronously (any backend; the only way on webgpu). */
-export async function encodeUnitsAsync(model: LlavaVision, units: EncodeUnit[], options: EncodeJobOptions & { mergeType?: MergeType }): Promise<Record<string, EncodedTensor>> {
+export async function encodeUnitsAsync(
+  model: LlavaVision,
+  units: EncodeUnit[],
+  options: EncodeJobOptions & { mergeType?: MergeType },
+): Promise<Record<string, EncodedTensor>> {
   const out: Record<string, EncodedTensor> = {};
   let done = 0;
   for (const item of encodeItems(model, units, options)) {
@@ -129,11 +140,15 @@ export async function encodeUnitsAsync(model: LlavaVision, units: EncodeUnit[], 
  * the batch's results is alive; the batch's results are freed once its outputs are handed over (or
  * when the receiver stops early).
  */
-function* encodeItems(model: LlavaVision, units: EncodeUnit[], options: EncodeJobOptions & { mergeType?: MergeType }): Generator<EncodedItem> {
+function* encodeItems(
+  model: LlavaVision,
+  units: EncodeUnit[],
+  options: EncodeJobOptions & { mergeType?: MergeType },
+): Generator<EncodedItem> {
   const batchSize = options.batchSize ?? 1;
   const wanted = checkJob(model, options, options.mergeType ?? 'flat', pixelDefault(model));
   const modelOutputs = OUTPUT_NAMES.filter((o) => wanted.has(o) || (o === 'projected' && wanted.has('merged')));
-  for (let start = 0; start < units.length; ) {
+  for (let start = 0; start < units.length;) {
     const group: EncodeUnit[] = [];
     let tiles = 0;
     while (start < units.length && (group.length === 0 || tiles + units[start].shape[0] <= batchSize)) {
@@ -141,33 +156,45 @@ function* encodeItems(model: LlavaVision, units: EncodeUnit[], options: EncodeJo
       group.push(units[start++]);
     }
     const [, c, h, w] = group[0].shape;
-    if (group.some((u) => u.shape[2] !== h || u.shape[3] !== w)) throw new ConfigError('images in one batch preprocess to different sizes');
+    if (group.some((u) => u.shape[2] !== h || u.shape[3] !== w))
+      throw new ConfigError('images in one batch preprocess to different sizes');
     const data = new Float32Array(tiles * c * h * w);
     group.reduce((off, u) => (data.set(u.pixels, off), off + u.pixels.length), 0);
     const pixels = tf.tensor4d(data, [tiles, c, h, w]);
     let result: EncodeResult = {};
     try {
-      if (modelOutputs.length) result = model.encode(pixels, { outputs: modelOutputs, interpolatePosEncoding: options.interpolatePosEncoding });
+      if (modelOutputs.length)
+        result = model.encode(pixels, {
+          outputs: modelOutputs,
+          interpolatePosEncoding: options.interpolatePosEncoding,
+        });
       let row = 0;
       for (const u of group) {
         const n = u.shape[0];
-        const rows = (t: tf.Tensor) => tf.tidy(() => tf.slice(t, [row, ...t.shape.slice(1).map(() => 0)], [n, ...t.shape.slice(1)]));
+        const rows = (t: tf.Tensor) =>
+          tf.tidy(() => tf.slice(t, [row, ...t.shape.slice(1).map(() => 0)], [n, ...t.shape.slice(1)]));
         const name = (output: string) => `images.${u.index}.${output}`;
-        if (wanted.has('pixel_values')) yield { name: name('pixel_values'), array: { dtype: 'F32', shape: u.shape, data: u.pixels } };
-        if (wanted.has('hidden_states')) for (const [k, hs] of result.hiddenStates!.entries()) yield { name: name(`hidden_states.${k}`), tensor: rows(hs) };
+        if (wanted.has('pixel_values'))
+          yield { name: name('pixel_values'), array: { dtype: 'F32', shape: u.shape, data: u.pixels } };
+        if (wanted.has('hidden_states'))
+          for (const [k, hs] of result.hiddenStates!.entries())
+            yield { name: name(`hidden_states.${k}`), tensor: rows(hs) };
         if (wanted.has('features')) yield { name: name('features'), tensor: rows(result.features!) };
         if (wanted.has('projected') || wanted.has('merged')) {
           const projected = rows(result.projected!) as tf.Tensor3D;
           let handedOver = false;
           try {
             if (wanted.has('merged')) {
-              yield { name: name('merged'), tensor: mergeImageFeatures(projected, {
-                mergeType: options.mergeType ?? 'flat',
-                patchesPerSide: model.tower.numPatchesPerSide,
-                gridShape: u.gridShape,
-                imageSize: u.imageSize,
-                imageNewline: model.imageNewline,
-              }) };
+              yield {
+                name: name('merged'),
+                tensor: mergeImageFeatures(projected, {
+                  mergeType: options.mergeType ?? 'flat',
+                  patchesPerSide: model.tower.numPatchesPerSide,
+                  gridShape: u.gridShape,
+                  imageSize: u.imageSize,
+                  imageNewline: model.imageNewline,
+                }),
+              };
             }
             if (wanted.has('projected')) {
               handedOver = true;
@@ -181,7 +208,11 @@ function* encodeItems(model: LlavaVision, units: EncodeUnit[], options: EncodeJo
         row += n;
       }
     } finally {
-      tf.dispose([pixels, ...(result.hiddenStates ?? []), result.features, result.projected, result.poolerOutput].filter(Boolean));
+      tf.dispose(
+        [pixels, ...(result.hiddenStates ?? []), result.features, result.projected, result.poolerOutput].filter(
+          Boolean,
+        ),
+      );
     }
     yield { unitsDone: group.length };
   }
@@ -195,19 +226,35 @@ export const defaultImageOutput = (model: LlavaVision): SaveName => (model.proje
  * Checks a job's options against the model before any work (decoding, forward): returns the outputs
  * to save (`defaultOutput` when none are given).
  */
-function checkJob(model: LlavaVision, options: EncodeJobOptions, mergeType: MergeType, defaultOutput: SaveName): Set<SaveName> {
+function checkJob(
+  model: LlavaVision,
+  options: EncodeJobOptions,
+  mergeType: MergeType,
+  defaultOutput: SaveName,
+): Set<SaveName> {
   model.checkNotDisposed();
   const batchSize = options.batchSize ?? 1;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new ConfigError(`batch size must be a positive integer, got ${batchSize}`);
-  if (options.outputs !== undefined && !Array.isArray(options.outputs)) throw new ConfigError(`outputs must be an array of output names (choose from ${SAVE_NAMES.join(', ')})`);
+  if (!Number.isInteger(batchSize) || batchSize < 1)
+    throw new ConfigError(`batch size must be a positive integer, got ${batchSize}`);
+  if (options.outputs !== undefined && !Array.isArray(options.outputs))
+    throw new ConfigError(`outputs must be an array of output names (choose from ${SAVE_NAMES.join(', ')})`);
   const wanted = new Set(options.outputs ?? [defaultOutput]);
-  for (const o of wanted) if (!SAVE_NAMES.includes(o)) throw new ConfigError(`unknown output "${o}" (choose from ${SAVE_NAMES.join(', ')})`);
-  if (wanted.has('merged') && !model.projectorConfig) throw new ConfigError(`output "merged" needs a projector, and ${model.modelDir} has none`);
-  if (!MERGE_TYPES.includes(mergeType)) throw new ConfigError(`unknown merge type "${mergeType}" (choose from ${MERGE_TYPES.join(', ')})`);
+  for (const o of wanted)
+    if (!SAVE_NAMES.includes(o)) throw new ConfigError(`unknown output "${o}" (choose from ${SAVE_NAMES.join(', ')})`);
+  if (wanted.has('merged') && !model.projectorConfig)
+    throw new ConfigError(`output "merged" needs a projector, and ${model.modelDir} has none`);
+  if (!MERGE_TYPES.includes(mergeType))
+    throw new ConfigError(`unknown merge type "${mergeType}" (choose from ${MERGE_TYPES.join(', ')})`);
   if (wanted.has('merged') && mergeType === 'spatial_unpad') {
-    if (!model.imageNewline) throw new ConfigError(`merge "spatial_unpad" needs model.image_newline, which ${model.modelDir} lacks (use merge "spatial" or "flat")`);
+    if (!model.imageNewline)
+      throw new ConfigError(
+        `merge "spatial_unpad" needs model.image_newline, which ${model.modelDir} lacks (use merge "spatial" or "flat")`,
+      );
     const width = model.projectedWidth!;
-    if (model.imageNewline.shape[0] !== width) throw new ConfigError(`${model.modelDir}: image_newline has width ${model.imageNewline.shape[0]}, the projector's output has ${width}`);
+    if (model.imageNewline.shape[0] !== width)
+      throw new ConfigError(
+        `${model.modelDir}: image_newline has width ${model.imageNewline.shape[0]}, the projector's output has ${width}`,
+      );
   }
   return wanted;
 }
@@ -218,31 +265,59 @@ const MERGE_TYPES: readonly MergeType[] = ['flat', 'spatial', 'spatial_unpad'];
  * Runs N images' precomputed pixel values [N, 3, H, W] (e.g. written by Python) through the model,
  * one image per unit. Output names as for image files, with tiles = 1.
  */
-export function encodePixelValues(model: LlavaVision, pixels: Float32Array, shape: [number, number, number, number], options: EncodeJobOptions = {}): Record<string, EncodedTensor> {
-  if ((options.workers ?? 1) > 1) throw new ConfigError('encodePixelValues runs on this thread only: use encodePixelValuesAsync for workers > 1');
+export function encodePixelValues(
+  model: LlavaVision,
+  pixels: Float32Array,
+  shape: [number, number, number, number],
+  options: EncodeJobOptions = {},
+): Record<string, EncodedTensor> {
+  if ((options.workers ?? 1) > 1)
+    throw new ConfigError('encodePixelValues runs on this thread only: use encodePixelValuesAsync for workers > 1');
   return encodeUnits(model, pixelUnits(pixels, shape), options);
 }
 
 /** `encodePixelValues`, also on `options.workers` model instances (see worker_pool.ts). */
-export async function encodePixelValuesAsync(model: LlavaVision, pixels: Float32Array, shape: [number, number, number, number], options: EncodeJobOptions = {}): Promise<Record<string, EncodedTensor>> {
+export async function encodePixelValuesAsync(
+  model: LlavaVision,
+  pixels: Float32Array,
+  shape: [number, number, number, number],
+  options: EncodeJobOptions = {},
+): Promise<Record<string, EncodedTensor>> {
   return encodeAll(model, pixelUnits(pixels, shape), options);
 }
 
 /** One unit per image of a [N, C, H, W] batch (views, no copies). */
 function pixelUnits(pixels: Float32Array, [n, c, h, w]: [number, number, number, number]): EncodeUnit[] {
   const per = c * h * w;
-  return Array.from({ length: n }, (_, i) => ({ index: i, pixels: pixels.subarray(i * per, (i + 1) * per), shape: [1, c, h, w] }));
+  return Array.from({ length: n }, (_, i) => ({
+    index: i,
+    pixels: pixels.subarray(i * per, (i + 1) * per),
+    shape: [1, c, h, w],
+  }));
 }
 
 /** Units on this thread, or on `options.workers` model instances. */
-async function encodeAll(model: LlavaVision, units: EncodeUnit[], options: EncodeJobOptions & { mergeType?: MergeType }): Promise<Record<string, EncodedTensor>> {
+async function encodeAll(
+  model: LlavaVision,
+  units: EncodeUnit[],
+  options: EncodeJobOptions & { mergeType?: MergeType },
+): Promise<Record<string, EncodedTensor>> {
   const workers = options.workers ?? 1;
-  if (!Number.isInteger(workers) || workers < 1) throw new ConfigError(`workers must be a positive integer, got ${workers}`);
+  if (!Number.isInteger(workers) || workers < 1)
+    throw new ConfigError(`workers must be a positive integer, got ${workers}`);
   if (workers === 1 || units.length <= 1) return encodeUnitsAsync(model, units, options);
-  if (model.backend === 'webgpu') throw new ConfigError(`workers ${workers}: the webgpu backend runs one model instance on the GPU (use workers 1)`);
+  if (model.backend === 'webgpu')
+    throw new ConfigError(`workers ${workers}: the webgpu backend runs one model instance on the GPU (use workers 1)`);
   const { onProgress, workers: _w, ...jobOptions } = options;
   encodeUnits(model, [], jobOptions); // checks the options before any thread starts
-  return encodeInWorkers(units, workers, workerSpec(model), (u) => encodeUnits(model, [u], jobOptions), jobOptions, onProgress);
+  return encodeInWorkers(
+    units,
+    workers,
+    workerSpec(model),
+    (u) => encodeUnits(model, [u], jobOptions),
+    jobOptions,
+    onProgress,
+  );
 }
 
 /** The effective image settings of a job: the options, else the checkpoint's (checked once, up front). */
@@ -259,7 +334,10 @@ export interface ImageSettings {
 
 export function imageSettings(
   model: LlavaVision,
-  options: Pick<ImageJobOptions, 'aspect' | 'gridPinpoints' | 'mergeType' | 'autoOrient' | 'maxImagePixels' | 'interpolatePosEncoding'>,
+  options: Pick<
+    ImageJobOptions,
+    'aspect' | 'gridPinpoints' | 'mergeType' | 'autoOrient' | 'maxImagePixels' | 'interpolatePosEncoding'
+  >,
 ): ImageSettings {
   const { aspect, gridPinpoints } = aspectSettings(model, options);
   const processor = model.imageProcessor;
@@ -267,44 +345,82 @@ export function imageSettings(
   const { doCenterCrop, cropSize } = processor.config;
   if (!options.interpolatePosEncoding && doCenterCrop && (cropSize.height !== side || cropSize.width !== side)) {
     // Every image would be cropped to a size the tower refuses: one error now, not N per-image ones after the work.
-    throw new ConfigError(`${processor.source}: crop_size ${cropSize.height}x${cropSize.width} disagrees with the vision ` +
-      `tower's image_size ${side} (${model.tower.configFile}); use interpolate_pos_encoding to run at another size`);
+    throw new ConfigError(
+      `${processor.source}: crop_size ${cropSize.height}x${cropSize.width} disagrees with the vision ` +
+        `tower's image_size ${side} (${model.tower.configFile}); use interpolate_pos_encoding to run at another size`,
+    );
   }
   const { autoOrient, maxImagePixels, interpolatePosEncoding } = options;
-  return { aspect, gridPinpoints, mergeType: options.mergeType ?? model.settings.mergeType, autoOrient, maxImagePixels, interpolatePosEncoding, processor };
+  return {
+    aspect,
+    gridPinpoints,
+    mergeType: options.mergeType ?? model.settings.mergeType,
+    autoOrient,
+    maxImagePixels,
+    interpolatePosEncoding,
+    processor,
+  };
 }
 
 /** Aspect mode and grid pinpoints of a job: the options', else the model's. */
-function aspectSettings(model: LlavaVision, options: { aspect?: AspectMode; gridPinpoints?: Pinpoints }): { aspect: AspectMode; gridPinpoints?: Pinpoints } {
+function aspectSettings(
+  model: LlavaVision,
+  options: { aspect?: AspectMode; gridPinpoints?: Pinpoints },
+): { aspect: AspectMode; gridPinpoints?: Pinpoints } {
   const aspect = options.aspect ?? model.settings.aspect;
   const gridPinpoints = options.gridPinpoints ?? model.settings.gridPinpoints ?? undefined;
-  if (aspect === 'anyres' && !gridPinpoints) throw new ConfigError(`aspect "anyres" needs grid pinpoints (image_grid_pinpoints in config.json, or --grid-pinpoints)`);
+  if (aspect === 'anyres' && !gridPinpoints)
+    throw new ConfigError(
+      `aspect "anyres" needs grid pinpoints (image_grid_pinpoints in config.json, or --grid-pinpoints)`,
+    );
   return { aspect, gridPinpoints };
 }
 
-export type PreparedImage = { index: number; unit: EncodeUnit; imageSize: [number, number] } | { index: number; failure: ImageFailure };
+export type PreparedImage =
+  { index: number; unit: EncodeUnit; imageSize: [number, number] } | { index: number; failure: ImageFailure };
 
 /**
  * One input decoded and preprocessed (LLaVA's process_images) into the unit the model encodes, or the
  * reason it cannot be: any error of this image's is its failure, never the whole job's.
  */
-export async function prepareImage(model: LlavaVision, input: ImageInput, index: number, settings: ImageSettings): Promise<PreparedImage> {
+export async function prepareImage(
+  model: LlavaVision,
+  input: ImageInput,
+  index: number,
+  settings: ImageSettings,
+): Promise<PreparedImage> {
   const source = typeof input === 'string' ? input : `input ${index}`;
   const side = model.tower.config.imageSize;
   let decoded = false;
   try {
-    const img = isRgbImage(input) ? input : await decodeImage(input, { autoOrient: settings.autoOrient, name: source, maxImagePixels: settings.maxImagePixels });
+    const img = isRgbImage(input)
+      ? input
+      : await decodeImage(input, {
+          autoOrient: settings.autoOrient,
+          name: source,
+          maxImagePixels: settings.maxImagePixels,
+        });
     decoded = true;
-    const [processed] = processImages([img], settings.processor, { aspect: settings.aspect, gridPinpoints: settings.gridPinpoints });
+    const [processed] = processImages([img], settings.processor, {
+      aspect: settings.aspect,
+      gridPinpoints: settings.gridPinpoints,
+    });
     const [, , h, w] = processed.shape;
     if (!settings.interpolatePosEncoding && (h !== side || w !== side)) {
       // Caught here, as this image's failure: inside the batch it would stop the whole job.
-      throw new ImageError(`it preprocesses to ${h}x${w} but the model's image_size is ${side} (see crop_size and ` +
-        `do_center_crop in the preprocessor config, or use interpolate_pos_encoding)`);
+      throw new ImageError(
+        `it preprocesses to ${h}x${w} but the model's image_size is ${side} (see crop_size and ` +
+          `do_center_crop in the preprocessor config, or use interpolate_pos_encoding)`,
+      );
     }
     const imageSize: [number, number] = [img.width, img.height];
-    const gridShape = settings.aspect === 'anyres' ? getAnyresImageGridShape(imageSize, settings.gridPinpoints!, side) : undefined;
-    return { index, unit: { index, pixels: processed.pixelValues, shape: processed.shape, imageSize, gridShape }, imageSize };
+    const gridShape =
+      settings.aspect === 'anyres' ? getAnyresImageGridShape(imageSize, settings.gridPinpoints!, side) : undefined;
+    return {
+      index,
+      unit: { index, pixels: processed.pixelValues, shape: processed.shape, imageSize, gridShape },
+      imageSize,
+    };
   } catch (e) {
     return { index, failure: { index, source, message: imageFailureMessage(e, source, decoded) } };
   }
@@ -319,7 +435,11 @@ export async function prepareImage(model: LlavaVision, input: ImageInput, index:
  * cause. Results are named `images.<i>.<output>`. Everything is held in memory: for datasets,
  * `writeEncodedDataset` streams into shards instead.
  */
-export async function encodeImages(model: LlavaVision, inputs: ImageInput | ImageInput[], options: ImageJobOptions = {}): Promise<ImageJobResult> {
+export async function encodeImages(
+  model: LlavaVision,
+  inputs: ImageInput | ImageInput[],
+  options: ImageJobOptions = {},
+): Promise<ImageJobResult> {
   const list = imageInputList(inputs);
   const settings = imageSettings(model, options);
   // The options are checked before any image is decoded.
@@ -348,7 +468,9 @@ function imageInputList(inputs: unknown): ImageInput[] {
   list.forEach((input, i) => {
     if (typeof input === 'string' || input instanceof Uint8Array || isRgbImage(input)) return;
     const what = input === null ? 'null' : Array.isArray(input) ? 'an array' : typeof input;
-    throw new ConfigError(`images[${i}] is ${what}: expected a file path, the file's bytes (Uint8Array) or an RgbImage { width, height, data }`);
+    throw new ConfigError(
+      `images[${i}] is ${what}: expected a file path, the file's bytes (Uint8Array) or an RgbImage { width, height, data }`,
+    );
   });
   return list as ImageInput[];
 }
@@ -376,18 +498,25 @@ export interface PreprocessedJobOptions extends EncodeJobOptions {
  * The second half of `encodeImages`: images already preprocessed (per image, all its tiles) through the
  * tower, projector and merge. Fed the same pixel values, it gives the same tensors as `encodeImages`.
  */
-export async function encodePreprocessed(model: LlavaVision, images: PreprocessedImage[], options: PreprocessedJobOptions = {}): Promise<Record<string, EncodedTensor>> {
+export async function encodePreprocessed(
+  model: LlavaVision,
+  images: PreprocessedImage[],
+  options: PreprocessedJobOptions = {},
+): Promise<Record<string, EncodedTensor>> {
   const mergeType = options.mergeType ?? model.settings.mergeType;
   const outputs = [...checkJob(model, options, mergeType, defaultImageOutput(model))];
   const { aspect, gridPinpoints } = aspectSettings(model, options);
   const units: EncodeUnit[] = images.map((img) => {
     if (aspect !== 'anyres') return { ...img };
-    if (!img.imageSize) throw new ConfigError(`image ${img.index}: anyres needs the original image size (for its tile grid)`);
+    if (!img.imageSize)
+      throw new ConfigError(`image ${img.index}: anyres needs the original image size (for its tile grid)`);
     return { ...img, gridShape: getAnyresImageGridShape(img.imageSize, gridPinpoints!, model.tower.config.imageSize) };
   });
   return encodeAll(model, units, { ...options, outputs, mergeType });
 }
 
 function isRgbImage(x: unknown): x is RgbImage {
-  return typeof x === 'object' && x !== null && !(x instanceof Uint8Array) && 'data' in x && 'width' in x && 'height' in x;
+  return (
+    typeof x === 'object' && x !== null && !(x instanceof Uint8Array) && 'data' in x && 'width' in x && 'height' in x
+  );
 }

@@ -9,7 +9,21 @@ import { ConfigError } from '../errors';
 import { MAX_SOURCE_BYTES } from './dataset_format';
 
 /** Extensions taken as images without looking inside (what sharp decodes, plus .bmp, which it reports as undecodable). */
-const IMAGE_EXTENSIONS = new Set(['.png', '.jpg', '.jpeg', '.jpe', '.jfif', '.webp', '.gif', '.tif', '.tiff', '.avif', '.heic', '.heif', '.bmp']);
+const IMAGE_EXTENSIONS = new Set([
+  '.png',
+  '.jpg',
+  '.jpeg',
+  '.jpe',
+  '.jfif',
+  '.webp',
+  '.gif',
+  '.tif',
+  '.tiff',
+  '.avif',
+  '.heic',
+  '.heif',
+  '.bmp',
+]);
 
 /** Leading bytes of the formats sharp decodes, for files with another (or no) extension. */
 function looksLikeImage(head: Buffer): boolean {
@@ -17,9 +31,11 @@ function looksLikeImage(head: Buffer): boolean {
   return (
     ascii(0, '\x89PNG\r\n\x1a\n') ||
     (head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff) || // JPEG
-    ascii(0, 'GIF87a') || ascii(0, 'GIF89a') ||
+    ascii(0, 'GIF87a') ||
+    ascii(0, 'GIF89a') ||
     (ascii(0, 'RIFF') && ascii(8, 'WEBP')) ||
-    ascii(0, 'II*\x00') || ascii(0, 'MM\x00*') || // TIFF
+    ascii(0, 'II*\x00') ||
+    ascii(0, 'MM\x00*') || // TIFF
     (ascii(4, 'ftyp') && ['avif', 'avis', 'heic', 'heix', 'mif1'].some((brand) => ascii(8, brand)))
   );
 }
@@ -87,7 +103,9 @@ export function walkImages(dir: string): string[] {
     try {
       handle = fs.opendirSync(folder, { encoding: 'buffer' as BufferEncoding });
     } catch (e) {
-      throw new ConfigError(`cannot read folder ${folder} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); its images would be missing from the index order`);
+      throw new ConfigError(
+        `cannot read folder ${folder} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); its images would be missing from the index order`,
+      );
     }
     try {
       for (let entry = readEntry(handle, folder); entry; entry = readEntry(handle, folder)) visit(folder, entry);
@@ -109,10 +127,13 @@ export function walkImages(dir: string): string[] {
         return; // a dangling link
       }
     }
-    const isImage = kind.isFile() && (IMAGE_EXTENSIONS.has(path.extname(entry.name.toString('latin1')).toLowerCase()) || sniff(full));
+    const isImage =
+      kind.isFile() && (IMAGE_EXTENSIONS.has(path.extname(entry.name.toString('latin1')).toLowerCase()) || sniff(full));
     if (!kind.isDirectory() && !isImage) return;
     if (name === null) {
-      throw new ConfigError(`${path.join(folder, shownName(entry.name))}: the name of this ${kind.isDirectory() ? 'folder' : 'image'} is not valid UTF-8, so a dataset cannot record it; rename it (e.g. convmv -f latin1 -t utf8) or list the images with --inputs`);
+      throw new ConfigError(
+        `${path.join(folder, shownName(entry.name))}: the name of this ${kind.isDirectory() ? 'folder' : 'image'} is not valid UTF-8, so a dataset cannot record it; rename it (e.g. convmv -f latin1 -t utf8) or list the images with --inputs`,
+      );
     }
     if (kind.isDirectory()) folders.push(full as string);
     else found.push(full as string);
@@ -124,7 +145,9 @@ function readEntry(handle: fs.Dir, folder: string): fs.Dirent<Buffer> | null {
   try {
     return handle.readSync() as unknown as fs.Dirent<Buffer> | null;
   } catch (e) {
-    throw new ConfigError(`cannot read folder ${folder} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); its images would be missing from the index order`);
+    throw new ConfigError(
+      `cannot read folder ${folder} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); its images would be missing from the index order`,
+    );
   }
 }
 
@@ -144,11 +167,15 @@ export function parseInputList(text: string | Buffer, label = 'input list'): str
     start = end + 1;
     if (raw.length && raw[raw.length - 1] === 13) raw = raw.subarray(0, raw.length - 1);
     if (raw.length > MAX_SOURCE_BYTES) {
-      throw new ConfigError(`${label} line ${line}: ${raw.length} bytes long, longer than any path (${MAX_SOURCE_BYTES}): not an image path`);
+      throw new ConfigError(
+        `${label} line ${line}: ${raw.length} bytes long, longer than any path (${MAX_SOURCE_BYTES}): not an image path`,
+      );
     }
     const decoded = decodeName(raw);
     if (decoded === null) {
-      throw new ConfigError(`${label} line ${line}: "${shownName(raw).slice(0, 200)}" is not valid UTF-8, so a dataset cannot record it (rename the file, e.g. convmv -f latin1 -t utf8)`);
+      throw new ConfigError(
+        `${label} line ${line}: "${shownName(raw).slice(0, 200)}" is not valid UTF-8, so a dataset cannot record it (rename the file, e.g. convmv -f latin1 -t utf8)`,
+      );
     }
     if (decoded.trim() !== '') out.push(decoded);
   }
@@ -168,12 +195,17 @@ export async function readInputList(file: string, stdin: NodeJS.ReadableStream =
   } catch {
     throw new ConfigError(`--inputs ${file}: no such file`);
   }
-  if (stat.isDirectory()) throw new ConfigError(`--inputs ${file} is a folder: give a text file with one image path per line (or pass the folder as an argument to walk it)`);
+  if (stat.isDirectory())
+    throw new ConfigError(
+      `--inputs ${file} is a folder: give a text file with one image path per line (or pass the folder as an argument to walk it)`,
+    );
   let bytes: Buffer;
   try {
     bytes = fs.readFileSync(file);
   } catch (e) {
-    throw new ConfigError(`--inputs ${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new ConfigError(
+      `--inputs ${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
   }
   return parseInputList(bytes, `--inputs ${file}`);
 }
@@ -189,7 +221,10 @@ export function expandInputs(args: string[], listed: string[] = []): string[] {
   const out: string[] = [];
   const add = (p: string, what: string) => {
     const abs = path.resolve(p);
-    if (Buffer.byteLength(abs) > MAX_SOURCE_BYTES) throw new ConfigError(`${what}: ${Buffer.byteLength(abs)} bytes long as an absolute path, longer than any path (${MAX_SOURCE_BYTES})`);
+    if (Buffer.byteLength(abs) > MAX_SOURCE_BYTES)
+      throw new ConfigError(
+        `${what}: ${Buffer.byteLength(abs)} bytes long as an absolute path, longer than any path (${MAX_SOURCE_BYTES})`,
+      );
     out.push(abs);
   };
   for (const [k, arg] of args.entries()) {
@@ -202,9 +237,13 @@ export function expandInputs(args: string[], listed: string[] = []): string[] {
     if (isDir) {
       // Walked from its absolute path: the paths found are absolute and normalised already.
       const images = walkImages(path.resolve(arg));
-      if (images.length === 0) throw new ConfigError(`${arg}: no images in this folder (looked for ${[...IMAGE_EXTENSIONS].join(' ')} and image content)`);
+      if (images.length === 0)
+        throw new ConfigError(
+          `${arg}: no images in this folder (looked for ${[...IMAGE_EXTENSIONS].join(' ')} and image content)`,
+        );
       for (const f of images) {
-        if (Buffer.byteLength(f) > MAX_SOURCE_BYTES) throw new ConfigError(`${f}: longer than any path (${MAX_SOURCE_BYTES} bytes)`);
+        if (Buffer.byteLength(f) > MAX_SOURCE_BYTES)
+          throw new ConfigError(`${f}: longer than any path (${MAX_SOURCE_BYTES} bytes)`);
         out.push(f);
       }
     } else {

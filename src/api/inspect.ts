@@ -10,7 +10,14 @@ import { CLIPVisionConfig, numPatchesPerSide } from '../config/clip';
 import { AspectMode, MergeType, Pinpoints, SelectFeature } from '../config/llava';
 import { CheckpointError } from '../errors';
 import { DTYPE_SIZE, DType, numel } from '../io/dtype';
-import { LAYOUTS, Layout, PROJECTOR_PREFIXES, TOWER_PREFIXES, findProjectorKeys, inferProjectorType } from '../io/layouts';
+import {
+  LAYOUTS,
+  Layout,
+  PROJECTOR_PREFIXES,
+  TOWER_PREFIXES,
+  findProjectorKeys,
+  inferProjectorType,
+} from '../io/layouts';
 import { cachedSnapshot, hubCacheDir, isRepoId } from '../io/hub';
 import { LoadPlan, PlannedWeights, ProjectorPlan, planLoad } from './load_plan';
 import { ThreadsSummary, threadsSummary } from './sharded/load';
@@ -62,7 +69,14 @@ export interface LlavaSummary {
   source: string;
   selectLayer: number | number[];
   selectFeature: SelectFeature;
-  projector: { type: string | null; inFeatures: number | null; outFeatures: number | null; act: string; bias: boolean; weightsFrom: string[] };
+  projector: {
+    type: string | null;
+    inFeatures: number | null;
+    outFeatures: number | null;
+    act: string;
+    bias: boolean;
+    weightsFrom: string[];
+  };
   aspect: AspectMode;
   /** LLaVA (width, height) pairs. */
   gridPinpoints: Pinpoints | null;
@@ -96,7 +110,13 @@ export interface InspectReport {
   visionNote?: string;
   llava: LlavaSummary | null;
   /** A single file's projector, as its tensor names and shapes tell (`--projector FILE`). */
-  fileProjector?: { prefix: string; type: string | null; inFeatures: number | null; outFeatures: number | null; bias: boolean };
+  fileProjector?: {
+    prefix: string;
+    type: string | null;
+    inFeatures: number | null;
+    outFeatures: number | null;
+    bias: boolean;
+  };
   visionTower?: VisionTowerSummary;
   tensors: InspectedTensor[];
   totals: Record<TensorRole, RoleTotals> & { all: RoleTotals; ignoredBy: Record<string, RoleTotals> };
@@ -138,7 +158,11 @@ function listTensors(src: OpenedSource): InspectedTensor[] {
 }
 
 function fileSizes(files: string[]): InspectReport['files'] {
-  return files.map((file) => ({ file, bytes: fs.statSync(file).size, format: /\.(bin|pt|pth)$/.test(file) ? 'torch_bin' : 'safetensors' }));
+  return files.map((file) => ({
+    file,
+    bytes: fs.statSync(file).size,
+    format: /\.(bin|pt|pth)$/.test(file) ? 'torch_bin' : 'safetensors',
+  }));
 }
 
 function totals(tensors: InspectedTensor[]): RoleTotals {
@@ -180,7 +204,9 @@ export async function inspectCheckpoint(target: string, options: InspectOptions 
   // Only headers are read, so any cached snapshot will do; inspect never downloads.
   const cached = fs.existsSync(target) ? null : cachedSnapshot(target);
   if (!fs.existsSync(target) && !cached) {
-    throw new CheckpointError(`${target}: no such file or folder${isRepoId(target) ? `, nor in the HuggingFace cache (${hubCacheDir()}); get it with "llava-vision download ${target}"` : ''}`);
+    throw new CheckpointError(
+      `${target}: no such file or folder${isRepoId(target) ? `, nor in the HuggingFace cache (${hubCacheDir()}); get it with "llava-vision download ${target}"` : ''}`,
+    );
   }
   const abs = path.resolve(cached ?? target);
   return isDir(abs) ? inspectFolder(abs, options) : inspectFile(abs);
@@ -244,12 +270,19 @@ async function inspectFolder(dir: string, options: InspectOptions): Promise<Insp
       layout: plan.layout,
       format: plan.checkpoint?.format ?? null,
       files: fileSizes([...(plan.checkpoint?.files ?? []), ...projectorFile]),
-      config: { file: plan.configFile, modelType: typeof plan.config.model_type === 'string' ? plan.config.model_type : null },
+      config: {
+        file: plan.configFile,
+        modelType: typeof plan.config.model_type === 'string' ? plan.config.model_type : null,
+      },
       vision: tower.config ? visionSummary(tower.config, tower.configFile) : null,
-      ...(tower.config ? {} : { visionNote: tower.configError ?? 'the vision tower folder is not resolved, so its config is unknown' }),
+      ...(tower.config
+        ? {}
+        : { visionNote: tower.configError ?? 'the vision tower folder is not resolved, so its config is unknown' }),
       llava,
       ...(tower.config ? { threads: threadsSummary(tower.config, projectorConfigOf(p)) } : {}),
-      ...(LAYOUTS[plan.layout].towerConfig === 'mm_vision_tower' ? { visionTower: visionTowerSummary(plan, folderTensors) } : {}),
+      ...(LAYOUTS[plan.layout].towerConfig === 'mm_vision_tower'
+        ? { visionTower: visionTowerSummary(plan, folderTensors) }
+        : {}),
       tensors,
       problems: plan.problems,
       notes: plan.notes,
@@ -262,7 +295,13 @@ async function inspectFolder(dir: string, options: InspectOptions): Promise<Insp
 /** The planned projector's config, when its widths are known. */
 function projectorConfigOf(p: ProjectorPlan | null): ProjectorConfig | null {
   if (!p || p.inFeatures === null) return null;
-  return { type: p.type, inFeatures: p.inFeatures, outFeatures: p.outFeatures ?? p.inFeatures, hiddenAct: p.act, bias: p.bias };
+  return {
+    type: p.type,
+    inFeatures: p.inFeatures,
+    outFeatures: p.outFeatures ?? p.inFeatures,
+    hiddenAct: p.act,
+    bias: p.bias,
+  };
 }
 
 /** Marks the planned tensors found (every one under the prefix while the config is unknown); returns them. */
@@ -277,8 +316,13 @@ function markRole(byName: Map<string, InspectedTensor>, weights: PlannedWeights,
 /** Where an original LLaVA checkpoint's tower comes from; inspect never downloads, so the hint is --vision-tower. */
 function visionTowerSummary(plan: LoadPlan, folderTensors: VisionTowerSummary['folderTensors']): VisionTowerSummary {
   const { tower } = plan;
-  const summary: VisionTowerSummary = { name: plan.settings.visionTower, resolved: tower.dir, weightsFrom: tower.weightsFrom };
-  if (tower.unresolved) summary.unresolved = `${tower.unresolved.replace(/;\s*pass --download[\s\S]*$/, '')}; pass --vision-tower DIR`;
+  const summary: VisionTowerSummary = {
+    name: plan.settings.visionTower,
+    resolved: tower.dir,
+    weightsFrom: tower.weightsFrom,
+  };
+  if (tower.unresolved)
+    summary.unresolved = `${tower.unresolved.replace(/;\s*pass --download[\s\S]*$/, '')}; pass --vision-tower DIR`;
   else if (tower.configError) summary.unresolved = tower.configError;
   if (folderTensors) summary.folderTensors = folderTensors;
   return summary;
@@ -296,7 +340,12 @@ function inspectFile(file: string): InspectReport {
     const towerPrefix = TOWER_PREFIXES.find((p) => names.some((n) => n.startsWith(p + 'vision_model.')));
     for (const t of tensors) {
       if (projector && t.name.startsWith(projector.prefix)) t.role = 'projector';
-      else if (towerPrefix !== undefined && t.name.startsWith(towerPrefix + 'vision_model.') && !/position_ids$/.test(t.name)) t.role = 'tower';
+      else if (
+        towerPrefix !== undefined &&
+        t.name.startsWith(towerPrefix + 'vision_model.') &&
+        !/position_ids$/.test(t.name)
+      )
+        t.role = 'tower';
       else if (IMAGE_NEWLINE_KEYS.has(t.name)) t.role = 'image_newline';
       else t.reason = ignoreReason(t.name);
     }
@@ -309,7 +358,10 @@ function inspectFile(file: string): InspectReport {
       fileProjector = { prefix, type, inFeatures: first?.shape[1] ?? null, outFeatures: first?.shape[0] ?? null, bias };
       notes.push(`as --projector ${path.basename(file)}: only the ${prefix}* tensors are read`);
     }
-    if (towerPrefix !== undefined) notes.push(`vision tower tensors under "${towerPrefix}vision_model."; their config comes from the folder's config.json`);
+    if (towerPrefix !== undefined)
+      notes.push(
+        `vision tower tensors under "${towerPrefix}vision_model."; their config comes from the folder's config.json`,
+      );
     return finish({
       path: file,
       layout: src.format === 'torch_bin' ? 'torch .bin' : 'safetensors file',
@@ -333,12 +385,20 @@ function finish(r: Omit<InspectReport, 'totals' | 'gemm'>): InspectReport {
   r.tensors.sort((a, b) => naturalCompare(a.name, b.name));
   const ignored = r.tensors.filter((t) => t.role === 'ignored');
   const ignoredBy: Record<string, RoleTotals> = {};
-  for (const reason of [...new Set(ignored.map((t) => t.reason ?? ''))].sort()) ignoredBy[reason] = totals(ignored.filter((t) => (t.reason ?? '') === reason));
+  for (const reason of [...new Set(ignored.map((t) => t.reason ?? ''))].sort())
+    ignoredBy[reason] = totals(ignored.filter((t) => (t.reason ?? '') === reason));
   const by = (role: TensorRole) => totals(r.tensors.filter((t) => t.role === role));
   const gemm = plannedGemm();
   return {
     ...r,
     gemm: { ...gemm, description: describeGemm(gemm.name) },
-    totals: { tower: by('tower'), projector: by('projector'), image_newline: by('image_newline'), ignored: by('ignored'), all: totals(r.tensors), ignoredBy },
+    totals: {
+      tower: by('tower'),
+      projector: by('projector'),
+      image_newline: by('image_newline'),
+      ignored: by('ignored'),
+      all: totals(r.tensors),
+      ignoredBy,
+    },
   };
 }

@@ -10,7 +10,15 @@ import { ParamSpec, sameParams } from '../model/param_specs';
 import { Projector, ProjectorConfig, projectedWidth } from '../model/projector';
 import { CoordinatorStats, ShardedProjector } from '../model/parallel/coordinator';
 import { GemmName, activeGemm } from '../model/kernels/gemm';
-import { THREADS_ENV_VAR, ShardedRuntime, effectiveThreads, loadShardedProjector, loadShardedTower, requestedThreads, shardsProjector } from './sharded/load';
+import {
+  THREADS_ENV_VAR,
+  ShardedRuntime,
+  effectiveThreads,
+  loadShardedProjector,
+  loadShardedTower,
+  requestedThreads,
+  shardsProjector,
+} from './sharded/load';
 import { CLIPImageProcessor } from '../image/processor';
 import { VisionForwardOptions } from '../model/vision_transformer';
 import { loadWeights, prefaultWeights } from '../model/weights';
@@ -162,8 +170,12 @@ export class LlavaVision {
     try {
       const { settings, tower: t } = plan;
       tower = new CLIPVisionTower(known(t.dir, 'tower folder'), {
-        selectLayer: settings.selectLayer, selectFeature: settings.selectFeature, layout: options.layout, delayLoad: true,
-        visionConfig: known(t.config, 'tower config'), configFile: t.configFile,
+        selectLayer: settings.selectLayer,
+        selectFeature: settings.selectFeature,
+        layout: options.layout,
+        delayLoad: true,
+        visionConfig: known(t.config, 'tower config'),
+        configFile: t.configFile,
       });
       const towerWeights = known(t.weights, 'tower weights');
       const weights = { tensors: open(towerWeights.from), keyFor: towerWeights.keyFor };
@@ -175,13 +187,31 @@ export class LlavaVision {
         // The threads start their backends while this one reads its own shard.
         runtime = ShardedRuntime.start(threads);
         await loadShardedTower(runtime, tower, weights);
-        logOf(options)?.(`llava-vision: the model runs on ${threads} threads (tensor parallel; threads option, ${THREADS_ENV_VAR}, default the available cores)`);
+        logOf(options)?.(
+          `llava-vision: the model runs on ${threads} threads (tensor parallel; threads option, ${THREADS_ENV_VAR}, default the available cores)`,
+        );
       }
       projector = plan.projector && (await loadProjector(plan.projector, open, runtime));
       let imageNewline: tf.Tensor1D | null = null;
-      if (plan.imageNewline) imageNewline = readImageNewline(open(plan.modelDir), plan.imageNewline.key, known(plan.imageNewline.width, 'image_newline width'));
+      if (plan.imageNewline)
+        imageNewline = readImageNewline(
+          open(plan.modelDir),
+          plan.imageNewline.key,
+          known(plan.imageNewline.width, 'image_newline width'),
+        );
       runtime?.team.serve();
-      return new LlavaVision(plan.modelDir, plan.layout, settings, tower, projector, imageNewline, backend, { ...options }, known(plan.processorFile, 'processor file'), runtime);
+      return new LlavaVision(
+        plan.modelDir,
+        plan.layout,
+        settings,
+        tower,
+        projector,
+        imageNewline,
+        backend,
+        { ...options },
+        known(plan.processorFile, 'processor file'),
+        runtime,
+      );
     } catch (e) {
       tower?.dispose();
       if (projector) disposeProjector(projector);
@@ -209,8 +239,13 @@ export class LlavaVision {
     this.checkNotDisposed();
     const hasProjector = this.projectorConfig !== null;
     const outputs = new Set<OutputName>(options.outputs ?? [hasProjector ? 'projected' : 'features']);
-    for (const o of outputs) if (!OUTPUT_NAMES.includes(o)) throw new ConfigError(`unknown output "${o}" (choose from ${OUTPUT_NAMES.join(', ')})`);
-    if (outputs.has('projected') && !hasProjector) throw new ConfigError(`output "projected" needs a projector, and ${this.modelDir} has none (pass --projector FILE)`);
+    for (const o of outputs)
+      if (!OUTPUT_NAMES.includes(o))
+        throw new ConfigError(`unknown output "${o}" (choose from ${OUTPUT_NAMES.join(', ')})`);
+    if (outputs.has('projected') && !hasProjector)
+      throw new ConfigError(
+        `output "projected" needs a projector, and ${this.modelDir} has none (pass --projector FILE)`,
+      );
     const forward = { interpolatePosEncoding: options.interpolatePosEncoding };
     return tf.tidy(() => {
       const result: EncodeResult = {};
@@ -260,7 +295,8 @@ export class LlavaVision {
 
   /** Throws a ConfigError saying the model was disposed (instead of a tfjs error on a freed weight). */
   checkNotDisposed(): void {
-    if (this.disposed) throw new ConfigError(`this LlavaVision (${this.modelDir}) was disposed: LlavaVision.load it again to use it`);
+    if (this.disposed)
+      throw new ConfigError(`this LlavaVision (${this.modelDir}) was disposed: LlavaVision.load it again to use it`);
   }
 }
 
@@ -304,7 +340,11 @@ function recordingGradients(): boolean {
  * trainable variables before `f` runs, so variables made during the first step (a projector gathered from
  * the threads then) would be missed by it.
  */
-async function loadProjector(plan: ProjectorPlan, open: (from: string) => OpenedSource, runtime: ShardedRuntime | null): Promise<LoadedProjector> {
+async function loadProjector(
+  plan: ProjectorPlan,
+  open: (from: string) => OpenedSource,
+  runtime: ShardedRuntime | null,
+): Promise<LoadedProjector> {
   const { type, weights } = plan;
   const inFeatures = known(plan.inFeatures, 'projector input width');
   const outFeatures = plan.outFeatures ?? inFeatures;
@@ -319,7 +359,8 @@ async function loadProjector(plan: ProjectorPlan, open: (from: string) => Opened
     checkDeclared(layer, weights.tensors);
     await prefaultWeights(layer);
     loadWeights(layer, source, weights.keyFor);
-    if (runtime && shardsProjector(config, runtime.threads)) sharded = await loadShardedProjector(runtime, config, source, weights.keyFor);
+    if (runtime && shardsProjector(config, runtime.threads))
+      sharded = await loadShardedProjector(runtime, config, source, weights.keyFor);
   } catch (e) {
     disposeProjector({ layer, sharded });
     throw e;
@@ -335,5 +376,6 @@ function known<T>(value: T | null, what: string): T {
 
 /** The plan's tensors are the module's own declarations (inspect reports them): a drift is a bug, caught here. */
 function checkDeclared(module: Module, planned: ParamSpec[] | null): void {
-  if (!sameParams(module, known(planned, 'tensor list'))) throw new Error('internal: the load plan\'s tensors differ from the parameters the built module declares');
+  if (!sameParams(module, known(planned, 'tensor list')))
+    throw new Error("internal: the load plan's tensors differ from the parameters the built module declares");
 }

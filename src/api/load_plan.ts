@@ -14,11 +14,29 @@ import { CheckpointError, ConfigError, LlavaVisionError, quote, shapeText } from
 import { isDType, isFloatDType } from '../io/dtype';
 import { hashFileSampled } from '../io/file_digest';
 import { canonicalJson } from '../io/json';
-import { LAYOUTS, Layout, LayoutRow, PROJECTOR_PREFIXES, detectLayout, findProjectorKeys, inferProjectorType } from '../io/layouts';
+import {
+  LAYOUTS,
+  Layout,
+  LayoutRow,
+  PROJECTOR_PREFIXES,
+  detectLayout,
+  findProjectorKeys,
+  inferProjectorType,
+} from '../io/layouts';
 import { ParamSpec, projectorSpecs, visionTowerSpecs } from '../model/param_specs';
 import type { KeyMap } from '../model/weights';
 import type { LoadOptions } from './llava_vision';
-import { OpenedSource, SourceFormat, emptySource, findWeights, isDir, openTensorSource, readJsonFile, resolveModelDir, resolveVisionTower } from './sources';
+import {
+  OpenedSource,
+  SourceFormat,
+  emptySource,
+  findWeights,
+  isDir,
+  openTensorSource,
+  readJsonFile,
+  resolveModelDir,
+  resolveVisionTower,
+} from './sources';
 import { readVisionConfig } from './vision_tower';
 
 /** A tensor a load reads: its module path, its checkpoint key and the shape the config gives it. */
@@ -88,7 +106,10 @@ export interface LoadPlan {
   notes: string[];
 }
 
-export type PlanOptions = Pick<LoadOptions, 'visionTower' | 'download' | 'projector' | 'projectorType' | 'selectLayer' | 'selectFeature'> & {
+export type PlanOptions = Pick<
+  LoadOptions,
+  'visionTower' | 'download' | 'projector' | 'projectorType' | 'selectLayer' | 'selectFeature'
+> & {
   /**
    * `load` (default): a problem that stops a load is thrown, as `LlavaVision.load` reports it.
    * `inspect`: every problem is recorded in `problems`, nothing is downloaded, and planning goes on.
@@ -144,7 +165,10 @@ export interface ModelPreprocessing {
  * The image processor file, aspect mode and grid pinpoints `LlavaVision.load(model)` and `encodeImages`
  * would use, without loading weights: what `llava-vision preprocess --model` writes with.
  */
-export async function readModelPreprocessing(model: string, options: Pick<LoadOptions, 'visionTower' | 'download'> = {}): Promise<ModelPreprocessing> {
+export async function readModelPreprocessing(
+  model: string,
+  options: Pick<LoadOptions, 'visionTower' | 'download'> = {},
+): Promise<ModelPreprocessing> {
   const modelDir = await resolveModelDir(model, { download: options.download });
   const folder = readFolder(modelDir, {}, () => {
     const ck = openTensorSource(modelDir);
@@ -155,7 +179,13 @@ export async function readModelPreprocessing(model: string, options: Pick<LoadOp
     }
   });
   const dir = await towerDir(folder, options);
-  return { modelDir, layout: folder.layout, settings: folder.settings, towerDir: dir, processorFile: processorFile(dir) };
+  return {
+    modelDir,
+    layout: folder.layout,
+    settings: folder.settings,
+    towerDir: dir,
+    processorFile: processorFile(dir),
+  };
 }
 
 /** The plan for a model folder (a local folder: resolve hub ids with `resolveModelDir` first). */
@@ -225,8 +255,12 @@ class Planner {
     const newlineKey = row.imageNewline;
     let imageNewline: LoadPlan['imageNewline'] = null;
     if (newlineKey && checkpoint.has(newlineKey)) {
-      imageNewline = { key: newlineKey, width: projector ? (projector.outFeatures ?? projector.inFeatures) : tower.featureWidth };
-      const wrong = imageNewline.width === null ? null : imageNewlineProblem(checkpoint, newlineKey, imageNewline.width);
+      imageNewline = {
+        key: newlineKey,
+        width: projector ? (projector.outFeatures ?? projector.inFeatures) : tower.featureWidth,
+      };
+      const wrong =
+        imageNewline.width === null ? null : imageNewlineProblem(checkpoint, newlineKey, imageNewline.width);
       if (wrong) this.problems.push(wrong);
     }
     if (settings.mergeType === 'spatial_unpad' && !imageNewline) {
@@ -254,21 +288,36 @@ class Planner {
     const prefix = `${row.towerPrefix}vision_model.`;
     // A LLaVA-1.6 checkpoint's fine-tuned copy overrides the tower folder's weights, as in LLaVA.
     const inCheckpoint = row.towerConfig === 'config.json' || checkpoint.keys().some((k) => k.startsWith(prefix));
-    const plan: TowerPlan = { dir: null, config: null, configFile: folder.configFile, weightsFrom: inCheckpoint ? 'checkpoint' : 'unknown', weights: null, featureWidth: null };
+    const plan: TowerPlan = {
+      dir: null,
+      config: null,
+      configFile: folder.configFile,
+      weightsFrom: inCheckpoint ? 'checkpoint' : 'unknown',
+      weights: null,
+      featureWidth: null,
+    };
     if (row.towerConfig === 'config.json') {
       plan.dir = modelDir;
       plan.config = clipVisionConfigFromJson(folder.config, folder.configFile);
     } else {
       if (inCheckpoint) {
-        this.notes.push(`tower weights: this checkpoint's fine-tuned copy (${prefix}*) overrides the vision tower folder's; that folder gives the config and preprocessor only`);
+        this.notes.push(
+          `tower weights: this checkpoint's fine-tuned copy (${prefix}*) overrides the vision tower folder's; that folder gives the config and preprocessor only`,
+        );
       }
       // A tower that cannot be found (or read) is a problem as well as the summary's: a load fails on it.
-      const dir = await this.attemptAsync(() => towerDir(folder, this.options), (message) => this.problems.push((plan.unresolved = message)));
+      const dir = await this.attemptAsync(
+        () => towerDir(folder, this.options),
+        (message) => this.problems.push((plan.unresolved = message)),
+      );
       if (dir !== null) {
         plan.dir = dir;
         plan.configFile = path.join(dir, 'config.json');
         if (!inCheckpoint) plan.weightsFrom = 'vision tower folder';
-        plan.config = this.attempt(() => readVisionConfig(dir), (message) => this.problems.push((plan.configError = message)));
+        plan.config = this.attempt(
+          () => readVisionConfig(dir),
+          (message) => this.problems.push((plan.configError = message)),
+        );
       }
     }
     if (plan.config) {
@@ -300,13 +349,16 @@ class Planner {
         source = this.open(from);
         ({ prefix, keyFor } = found);
       } else {
-        this.problem(new CheckpointError(`${from}: no projector tensors (${PROJECTOR_PREFIXES.map((p) => p + '*').join(', ')})`));
+        this.problem(
+          new CheckpointError(`${from}: no projector tensors (${PROJECTOR_PREFIXES.map((p) => p + '*').join(', ')})`),
+        );
       }
     } else if (prefix && keyFor) {
       const besideIt = row.projectorFile && isDir(modelDir) ? path.join(modelDir, row.projectorFile) : null;
       if (checkpoint.keys().some((k) => k.startsWith(prefix!))) {
         source = checkpoint;
-        if (besideIt && fs.existsSync(besideIt)) this.notes.push(`${row.projectorFile} is not used: the checkpoint holds the projector`);
+        if (besideIt && fs.existsSync(besideIt))
+          this.notes.push(`${row.projectorFile} is not used: the checkpoint holds the projector`);
       } else if (besideIt && fs.existsSync(besideIt)) {
         source = this.open((from = besideIt));
       }
@@ -315,25 +367,45 @@ class Planner {
     const type = options.projectorType ?? (options.projector ? inferred : null) ?? settings.projectorType;
     if (!type) return null;
     if (type !== 'identity' && !source) {
-      this.problem(new CheckpointError(`${modelDir}: mm_projector_type "${type}" but no projector tensors (${prefix ?? 'model.mm_projector.'}*) found; pass --projector FILE`));
+      this.problem(
+        new CheckpointError(
+          `${modelDir}: mm_projector_type "${type}" but no projector tensors (${prefix ?? 'model.mm_projector.'}*) found; pass --projector FILE`,
+        ),
+      );
     }
     const inFeatures = settings.projectorIn ?? featureWidth;
     if (inFeatures !== null && featureWidth !== null && inFeatures !== featureWidth) {
-      this.problem(new ConfigError(`mm_hidden_size ${inFeatures} disagrees with the vision tower's feature width ${featureWidth}`));
+      this.problem(
+        new ConfigError(`mm_hidden_size ${inFeatures} disagrees with the vision tower's feature width ${featureWidth}`),
+      );
     }
     let outFeatures = type === 'identity' ? inFeatures : settings.projectorOut;
     const first = keyFor?.(type === 'linear' ? 'weight' : '0.weight');
     if (outFeatures === null && source && first && source.has(first)) outFeatures = source.info(first).shape[0];
     const plan: ProjectorPlan = {
-      type, inFeatures, outFeatures, act: settings.projectorAct, bias: settings.projectorBias, weights: null,
+      type,
+      inFeatures,
+      outFeatures,
+      act: settings.projectorAct,
+      bias: settings.projectorBias,
+      weights: null,
       origin: projectorOrigin(type, settings, options, layout, configFile),
     };
     if (type === 'identity' || !source || !prefix || !keyFor) return plan;
 
-    const specs = this.attempt(() => projectorSpecs({ type, inFeatures: inFeatures ?? 0, outFeatures: outFeatures ?? inFeatures ?? 0, bias: settings.projectorBias }));
+    const specs = this.attempt(() =>
+      projectorSpecs({
+        type,
+        inFeatures: inFeatures ?? 0,
+        outFeatures: outFeatures ?? inFeatures ?? 0,
+        bias: settings.projectorBias,
+      }),
+    );
     const tensors = specs && specs.map((s) => ({ ...s, key: keyFor(s.name) }));
     if (inferred && inferred !== type) {
-      this.problems.push(`${type === settings.projectorType ? 'the config says' : 'the projector type is'} ${type} but the projector tensors are ${inferred}-shaped`);
+      this.problems.push(
+        `${type === settings.projectorType ? 'the config says' : 'the projector type is'} ${type} but the projector tensors are ${inferred}-shaped`,
+      );
     }
     plan.weights = { from, prefix, keyFor, tensors };
     const where = source === checkpoint && checkpoint.files().length !== 1 ? modelDir : source.files()[0];
@@ -350,8 +422,12 @@ class Planner {
         continue;
       }
       const { shape, dtype } = source.info(t.key);
-      if (shapeText(shape) !== shapeText(t.shape)) this.problems.push(`${where}: ${t.key} has shape ${shapeText(shape)} but the config expects ${shapeText(t.shape)}`);
-      if (!isDType(dtype) || !isFloatDType(dtype)) this.problems.push(`${where}: ${t.key} has dtype ${dtype}, not a float`);
+      if (shapeText(shape) !== shapeText(t.shape))
+        this.problems.push(
+          `${where}: ${t.key} has shape ${shapeText(shape)} but the config expects ${shapeText(t.shape)}`,
+        );
+      if (!isDType(dtype) || !isFloatDType(dtype))
+        this.problems.push(`${where}: ${t.key} has dtype ${dtype}, not a float`);
     }
     if (missing.length) {
       const shown = missing.slice(0, 3).join(', ') + (missing.length > 3 ? `, ... (${missing.length} in all)` : '');
@@ -361,13 +437,25 @@ class Planner {
 }
 
 /** Where a projector's type and output width came from, for the messages that name them. */
-function projectorOrigin(type: string, settings: LlavaVisionSettings, options: PlanOptions, layout: Layout, configFile: string): string {
+function projectorOrigin(
+  type: string,
+  settings: LlavaVisionSettings,
+  options: PlanOptions,
+  layout: Layout,
+  configFile: string,
+): string {
   const fromConfig = [
     ...(options.projectorType || options.projector ? [] : [`mm_projector_type ${quote(type)}`]),
-    ...(settings.projectorOut === null ? [] : [`${LAYOUTS[layout].llmWidthField ?? 'hidden_size'} ${settings.projectorOut}`]),
+    ...(settings.projectorOut === null
+      ? []
+      : [`${LAYOUTS[layout].llmWidthField ?? 'hidden_size'} ${settings.projectorOut}`]),
   ];
   return [
-    ...(options.projectorType ? [`--projector-type ${quote(type)}`] : options.projector ? [`projector type ${quote(type)} (from its tensor names)`] : []),
+    ...(options.projectorType
+      ? [`--projector-type ${quote(type)}`]
+      : options.projector
+        ? [`projector type ${quote(type)} (from its tensor names)`]
+        : []),
     ...(fromConfig.length ? [`${fromConfig.join(', ')} in ${configFile}`] : []),
   ].join('; ');
 }
@@ -399,7 +487,9 @@ export function modelDigest(plan: LoadPlan): string {
   config('preprocessor config', plan.processorFile);
   const hashed = new Set<string>();
   const weights = (role: string, files: string[]) => {
-    for (const file of [...files].sort((a, b) => (path.basename(a) < path.basename(b) ? -1 : path.basename(a) > path.basename(b) ? 1 : 0))) {
+    for (const file of [...files].sort((a, b) =>
+      path.basename(a) < path.basename(b) ? -1 : path.basename(a) > path.basename(b) ? 1 : 0,
+    )) {
       if (hashed.has(file)) continue;
       hashed.add(file);
       h.update(`${role} ${path.basename(file)}\n`);
@@ -407,7 +497,10 @@ export function modelDigest(plan: LoadPlan): string {
     }
   };
   weights('checkpoint', plan.checkpoint?.files ?? []);
-  for (const [role, w] of [['tower', plan.tower.weights], ['projector', plan.projector?.weights]] as const) {
+  for (const [role, w] of [
+    ['tower', plan.tower.weights],
+    ['projector', plan.projector?.weights],
+  ] as const) {
     if (!w || w.from === plan.modelDir) continue;
     const source = openTensorSource(w.from);
     try {

@@ -8,7 +8,15 @@ import { TorchBinFile } from '../io/torch_bin';
 import { TensorSource } from '../model/weights';
 import { CONFIG_MAX_DEPTH } from '../config/limits';
 import { parseJsonWithLimits } from '../io/json';
-import { DownloadOptions, cachedSnapshot, downloadModel, hubCacheDir, hubOffline, isRepoId, snapshotMissing } from '../io/hub';
+import {
+  DownloadOptions,
+  cachedSnapshot,
+  downloadModel,
+  hubCacheDir,
+  hubOffline,
+  isRepoId,
+  snapshotMissing,
+} from '../io/hub';
 
 export type SourceFormat = 'safetensors' | 'torch_bin';
 
@@ -57,13 +65,18 @@ export function openTensorSource(dirOrFile: string): OpenedSource {
   if (!found) {
     let listing: string[] = [];
     try {
-      listing = fs.readdirSync(dirOrFile).filter((f) => f.endsWith('.safetensors')).sort();
+      listing = fs
+        .readdirSync(dirOrFile)
+        .filter((f) => f.endsWith('.safetensors'))
+        .sort();
     } catch {
       // not a readable folder: the message below says what was looked for
     }
-    throw new CheckpointError(`${dirOrFile}: no weights found; looked for model.safetensors.index.json, model.safetensors, ` +
-      `exactly one *.safetensors file (found ${listing.length}${listing.length ? ': ' + listing.join(', ') : ''}), ` +
-      `${TORCH_BIN_INDEX} and ${TORCH_BIN}`);
+    throw new CheckpointError(
+      `${dirOrFile}: no weights found; looked for model.safetensors.index.json, model.safetensors, ` +
+        `exactly one *.safetensors file (found ${listing.length}${listing.length ? ': ' + listing.join(', ') : ''}), ` +
+        `${TORCH_BIN_INDEX} and ${TORCH_BIN}`,
+    );
   }
   if (found.format === 'safetensors') return fromCheckpoint(Checkpoint.open(found.entry));
   if (found.entry.endsWith('.index.json')) return TorchBinShards.open(found.entry);
@@ -75,7 +88,16 @@ export function emptySource(source: string): OpenedSource {
   const none = (name: string): never => {
     throw new CheckpointError(`${source}: no tensor ${JSON.stringify(name)} (the folder holds no weights)`);
   };
-  return { format: 'safetensors', source, keys: () => [], files: () => [], has: () => false, info: none, readFloat32: none, close: () => {} };
+  return {
+    format: 'safetensors',
+    source,
+    keys: () => [],
+    files: () => [],
+    has: () => false,
+    info: none,
+    readFloat32: none,
+    close: () => {},
+  };
 }
 
 function fromCheckpoint(ck: Checkpoint): OpenedSource {
@@ -116,10 +138,16 @@ function fromTorchBin(bin: TorchBinFile): OpenedSource {
 class TorchBinShards implements OpenedSource {
   readonly format = 'torch_bin';
 
-  private constructor(readonly source: string, private readonly shards: ShardedFiles<TorchBinFile>) {}
+  private constructor(
+    readonly source: string,
+    private readonly shards: ShardedFiles<TorchBinFile>,
+  ) {}
 
   static open(indexPath: string): TorchBinShards {
-    return new TorchBinShards(indexPath, ShardedFiles.fromIndex(indexPath, indexPath, (f) => TorchBinFile.open(f)).shards);
+    return new TorchBinShards(
+      indexPath,
+      ShardedFiles.fromIndex(indexPath, indexPath, (f) => TorchBinFile.open(f)).shards,
+    );
   }
 
   keys(): string[] {
@@ -151,9 +179,15 @@ export function readJsonFile(file: string, what: string): Record<string, unknown
   } catch {
     throw new ConfigError(`${file}: ${what} not found`);
   }
-  const json = parseJsonWithLimits(text, { maxDepth: CONFIG_MAX_DEPTH }, (problem) => new ConfigError(`${file}: ${what} ${problem}`));
+  const json = parseJsonWithLimits(
+    text,
+    { maxDepth: CONFIG_MAX_DEPTH },
+    (problem) => new ConfigError(`${file}: ${what} ${problem}`),
+  );
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
-    throw new ConfigError(`${file}: ${what} is not a valid JSON object (it is ${Array.isArray(json) ? 'an array' : typeof json})`);
+    throw new ConfigError(
+      `${file}: ${what} is not a valid JSON object (it is ${Array.isArray(json) ? 'an array' : typeof json})`,
+    );
   }
   return json as Record<string, unknown>;
 }
@@ -178,12 +212,16 @@ function downloadSetting(download: boolean | DownloadOptions | undefined): false
 }
 
 /** A hub id's snapshot in the local HF cache when it holds a whole model, with what is missing otherwise. */
-function lookInCache(repoId: string, hub: Pick<DownloadOptions, 'cacheDir' | 'revision'>): { snapshot: string | null; note: string } {
+function lookInCache(
+  repoId: string,
+  hub: Pick<DownloadOptions, 'cacheDir' | 'revision'>,
+): { snapshot: string | null; note: string } {
   const cacheDir = hub.cacheDir ?? hubCacheDir();
   const snapshot = cachedSnapshot(repoId, { revision: hub.revision, cacheDir });
   if (!snapshot) return { snapshot: null, note: `not in the HuggingFace cache (${cacheDir})` };
   const missing = snapshotMissing(snapshot); // a whole model, whatever subset a download option names
-  if (missing.length) return { snapshot: null, note: `only partly in the HuggingFace cache (${snapshot} lacks ${missing.join(', ')})` };
+  if (missing.length)
+    return { snapshot: null, note: `only partly in the HuggingFace cache (${snapshot} lacks ${missing.join(', ')})` };
   return { snapshot, note: '' };
 }
 
@@ -203,9 +241,14 @@ export async function resolveModelDir(name: string, options: ResolveTowerOptions
   if (snapshot) return snapshot;
   const looked = `${name}: no such folder, and ${note}`;
   if (!download) {
-    throw new ConfigError(`${looked}; get it with "llava-vision download ${name}", or pass --download (download option, or LLAVA_VISION_DOWNLOAD=1)`);
+    throw new ConfigError(
+      `${looked}; get it with "llava-vision download ${name}", or pass --download (download option, or LLAVA_VISION_DOWNLOAD=1)`,
+    );
   }
-  if (hubOffline()) throw new ConfigError(`${looked}; HF_HUB_OFFLINE=1 forbids downloading it (unset it, or run "llava-vision download ${name}" where the hub is reachable)`);
+  if (hubOffline())
+    throw new ConfigError(
+      `${looked}; HF_HUB_OFFLINE=1 forbids downloading it (unset it, or run "llava-vision download ${name}" where the hub is reachable)`,
+    );
   try {
     return await downloadModel(name, hub);
   } catch (e) {
@@ -220,7 +263,11 @@ export async function resolveModelDir(name: string, options: ResolveTowerOptions
  * folder, then in the local HuggingFace hub cache (models--org--name/snapshots/<refs/main>); else, with
  * `download`, downloaded into that cache (never with HF_HUB_OFFLINE=1).
  */
-export async function resolveVisionTower(name: string, modelDir: string, options: ResolveTowerOptions = {}): Promise<string> {
+export async function resolveVisionTower(
+  name: string,
+  modelDir: string,
+  options: ResolveTowerOptions = {},
+): Promise<string> {
   const download = downloadSetting(options.download);
   const hub = download || {};
   const candidates = [name, path.join(modelDir, name)];
@@ -230,15 +277,24 @@ export async function resolveVisionTower(name: string, modelDir: string, options
   if (cache?.snapshot) return cache.snapshot;
   const looked = `is not a local CLIP folder (looked in ${candidates.join(', ')})${cache ? ` and is ${cache.note}` : ''}`;
   if (!download) {
-    throw new ConfigError(`mm_vision_tower "${name}" ${looked}; pass --download (download option, or LLAVA_VISION_DOWNLOAD=1) ` +
-      `to fetch it from the HuggingFace hub, or its folder with --vision-tower DIR (visionTower option)`);
+    throw new ConfigError(
+      `mm_vision_tower "${name}" ${looked}; pass --download (download option, or LLAVA_VISION_DOWNLOAD=1) ` +
+        `to fetch it from the HuggingFace hub, or its folder with --vision-tower DIR (visionTower option)`,
+    );
   }
-  if (!isRepoId(name)) throw new ConfigError(`mm_vision_tower "${name}" ${looked} nor a hub repo id; pass --vision-tower DIR (visionTower option)`);
-  if (hubOffline()) throw new ConfigError(`mm_vision_tower "${name}" ${looked}; HF_HUB_OFFLINE=1 forbids downloading it: pass --vision-tower DIR (visionTower option), or unset it`);
+  if (!isRepoId(name))
+    throw new ConfigError(
+      `mm_vision_tower "${name}" ${looked} nor a hub repo id; pass --vision-tower DIR (visionTower option)`,
+    );
+  if (hubOffline())
+    throw new ConfigError(
+      `mm_vision_tower "${name}" ${looked}; HF_HUB_OFFLINE=1 forbids downloading it: pass --vision-tower DIR (visionTower option), or unset it`,
+    );
   try {
     return await downloadModel(name, hub);
   } catch (e) {
-    if (e instanceof Error) e.message = `mm_vision_tower "${name}" is not local, and downloading it failed: ${e.message}`;
+    if (e instanceof Error)
+      e.message = `mm_vision_tower "${name}" is not local, and downloading it failed: ${e.message}`;
     throw e;
   }
 }

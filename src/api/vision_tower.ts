@@ -54,7 +54,10 @@ export class CLIPVisionTower {
    * tower on the backend `LlavaVision.load` would choose (wasm by default; the constructor's
    * synchronous load cannot start wasm and runs on tfjs-node or the slow cpu backend).
    */
-  static async load(visionTowerPath: string, options: Omit<VisionTowerOptions, 'delayLoad'> & BackendOptions = {}): Promise<CLIPVisionTower> {
+  static async load(
+    visionTowerPath: string,
+    options: Omit<VisionTowerOptions, 'delayLoad'> & BackendOptions = {},
+  ): Promise<CLIPVisionTower> {
     const tower = new CLIPVisionTower(visionTowerPath, { ...options, delayLoad: true });
     await tower.loadModelAsync(undefined, options);
     return tower;
@@ -66,7 +69,8 @@ export class CLIPVisionTower {
     this.selectLayers = Array.isArray(layer) ? [...layer] : [layer];
     this.selectFeature = parseSelectFeature(options.selectFeature ?? 'patch', 'select feature');
     this.warn = options.warn ?? ((m) => process.stderr.write(`llava-vision: ${m}\n`));
-    this.configFile = options.configFile ?? (options.visionConfig ? 'vision config' : visionConfigFile(visionTowerPath));
+    this.configFile =
+      options.configFile ?? (options.visionConfig ? 'vision config' : visionConfigFile(visionTowerPath));
     this.layout = options.layout;
     this.config = options.visionConfig ?? readVisionConfig(visionTowerPath);
     this.selectedStates(); // checks the select layers against the tower's depth
@@ -113,7 +117,10 @@ export class CLIPVisionTower {
    * `loadModel`, on the backend `LlavaVision.load` would choose (unless the app chose one), with the
    * weights' memory faulted in on several threads first (`prefaultWeights`): faster on wasm.
    */
-  async loadModelAsync(source?: { tensors: TensorSource; keyFor: KeyMap }, backend: BackendOptions = {}): Promise<void> {
+  async loadModelAsync(
+    source?: { tensors: TensorSource; keyFor: KeyMap },
+    backend: BackendOptions = {},
+  ): Promise<void> {
     if (this.skipReload()) return;
     await ensureBackend(backend);
     const own = source ? null : openTensorSource(this.visionTowerName);
@@ -158,10 +165,13 @@ export class CLIPVisionTower {
   get visionModel(): CLIPVisionModel {
     if (this.model) return this.model;
     if (this.sharded) {
-      throw new ConfigError(`vision tower ${this.visionTowerName} runs sharded across ${this.sharded.threads} threads (the threads option): ` +
-        `its layers are not on this thread; load with threads: 1 to use visionModel (forward and forwardFull work either way)`);
+      throw new ConfigError(
+        `vision tower ${this.visionTowerName} runs sharded across ${this.sharded.threads} threads (the threads option): ` +
+          `its layers are not on this thread; load with threads: 1 to use visionModel (forward and forwardFull work either way)`,
+      );
     }
-    if (this.disposed) throw new ConfigError(`vision tower ${this.visionTowerName} was disposed: load it again (loadModel()) to use it`);
+    if (this.disposed)
+      throw new ConfigError(`vision tower ${this.visionTowerName} was disposed: load it again (loadModel()) to use it`);
     throw new ConfigError(`vision tower ${this.visionTowerName} is not loaded yet (delayLoad): call loadModel() first`);
   }
 
@@ -212,7 +222,14 @@ export class CLIPVisionTower {
   forward(images: tf.Tensor4D, options?: VisionForwardOptions): tf.Tensor3D;
   forward(images: tf.Tensor3D[], options?: VisionForwardOptions): tf.Tensor3D[];
   forward(images: tf.Tensor4D | tf.Tensor3D[], options: VisionForwardOptions = {}): tf.Tensor3D | tf.Tensor3D[] {
-    if (Array.isArray(images)) return images.map((img) => this.forwardBatch(tf.tidy(() => tf.expandDims<tf.Tensor4D>(img, 0)), options, true));
+    if (Array.isArray(images))
+      return images.map((img) =>
+        this.forwardBatch(
+          tf.tidy(() => tf.expandDims<tf.Tensor4D>(img, 0)),
+          options,
+          true,
+        ),
+      );
     return this.forwardBatch(images, options, false);
   }
 
@@ -266,6 +283,10 @@ export function readVisionConfig(towerPath: string): CLIPVisionConfig {
   } catch {
     throw new ConfigError(`${file}: vision tower config not found (is "${towerPath}" a CLIP model folder?)`);
   }
-  const json = parseJsonWithLimits(text, { maxDepth: CONFIG_MAX_DEPTH }, (problem) => new ConfigError(`${file}: vision tower config ${problem}`));
+  const json = parseJsonWithLimits(
+    text,
+    { maxDepth: CONFIG_MAX_DEPTH },
+    (problem) => new ConfigError(`${file}: vision tower config ${problem}`),
+  );
   return clipVisionConfigFromJson(json, file);
 }

@@ -19,7 +19,8 @@ export interface WorkerModelSpec {
 }
 
 type Encoded = Record<string, EncodedTensor>;
-type Reply = { type: 'ready' } | { type: 'done'; id: number; tensors: Encoded } | { type: 'error'; id?: number; message: string };
+type Reply =
+  { type: 'ready' } | { type: 'done'; id: number; tensors: Encoded } | { type: 'error'; id?: number; message: string };
 
 /** One worker thread holding a model; `encode` may be called again before the previous call resolved. */
 class ModelWorker {
@@ -51,7 +52,9 @@ class ModelWorker {
       };
       worker.on('message', onMessage);
       worker.on('error', reject);
-      worker.once('exit', (code) => reject(new ConfigError(`encode worker exited (code ${code}) before loading the model`)));
+      worker.once('exit', (code) =>
+        reject(new ConfigError(`encode worker exited (code ${code}) before loading the model`)),
+      );
     });
   }
 
@@ -109,7 +112,12 @@ export function workerSpec(model: LlavaVision): WorkerModelSpec {
     modelDir: model.modelDir,
     // The model's own thread count: a tensor-parallel forward's last bits depend on it, and every
     // instance must give the same bits (the CLI's --workers loads the model on one thread).
-    options: { ...options, visionTower: model.layout === 'llava' ? model.tower.visionTowerName : options.visionTower, backend: model.backend as LoadOptions['backend'], threads: model.threads },
+    options: {
+      ...options,
+      visionTower: model.layout === 'llava' ? model.tower.visionTowerName : options.visionTower,
+      backend: model.backend as LoadOptions['backend'],
+      threads: model.threads,
+    },
   };
 }
 
@@ -131,10 +139,13 @@ export async function encodeInWorkers(
   const queue = [...units];
   let done = 0;
   try {
-    await pool.run(async () => queue.shift() ?? null, (_unit, tensors) => {
-      Object.assign(out, tensors);
-      onProgress?.(++done, units.length);
-    });
+    await pool.run(
+      async () => queue.shift() ?? null,
+      (_unit, tensors) => {
+        Object.assign(out, tensors);
+        onProgress?.(++done, units.length);
+      },
+    );
   } finally {
     await pool.close();
   }
@@ -153,8 +164,15 @@ export class EncoderPool {
   ) {}
 
   /** Starts `threads` worker threads (each loads the model) and waits until all are ready. */
-  static async start(threads: number, spec: WorkerModelSpec, encodeHere: (unit: EncodeUnit) => Encoded, options: WorkerJobOptions): Promise<EncoderPool> {
-    const started = await Promise.allSettled(Array.from({ length: Math.max(0, threads) }, () => ModelWorker.start(spec)));
+  static async start(
+    threads: number,
+    spec: WorkerModelSpec,
+    encodeHere: (unit: EncodeUnit) => Encoded,
+    options: WorkerJobOptions,
+  ): Promise<EncoderPool> {
+    const started = await Promise.allSettled(
+      Array.from({ length: Math.max(0, threads) }, () => ModelWorker.start(spec)),
+    );
     const ready = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
     const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failed) {
@@ -170,13 +188,17 @@ export class EncoderPool {
    * queued, so it never waits while this thread is busy in a (synchronous) forward. The first error
    * stops every instance after its current unit and is thrown.
    */
-  async run(next: () => Promise<EncodeUnit | null>, onResult: (unit: EncodeUnit, tensors: Encoded) => void): Promise<void> {
+  async run(
+    next: () => Promise<EncodeUnit | null>,
+    onResult: (unit: EncodeUnit, tensors: Encoded) => void,
+  ): Promise<void> {
     let stopped = false;
     const pull = async () => (stopped ? null : next());
-    const stopOnError = (loop: Promise<void>) => loop.catch((e) => {
-      stopped = true; // the other loops stop after their current unit
-      throw e;
-    });
+    const stopOnError = (loop: Promise<void>) =>
+      loop.catch((e) => {
+        stopped = true; // the other loops stop after their current unit
+        throw e;
+      });
     const threadLoop = async (w: ModelWorker) => {
       for (let unit = await pull(); unit; unit = await pull()) {
         const tensors = await w.encode([ownPixels(unit)], this.options);

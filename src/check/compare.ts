@@ -88,15 +88,21 @@ export class Comparison {
   private worstActual = 0;
   private worstExpected = 0;
 
-  constructor(readonly shape: readonly number[], readonly tolerance: Tolerance) {
+  constructor(
+    readonly shape: readonly number[],
+    readonly tolerance: Tolerance,
+  ) {
     this.count = elementCount(shape);
   }
 
   /** Compares `actual[i]` with `expected[i]` as the elements at `offset + i`. */
   add(actual: ArrayLike<number>, expected: ArrayLike<number>, offset = 0): void {
-    if (actual.length !== expected.length) throw new RangeError(`comparison: ${actual.length} values against ${expected.length}`);
+    if (actual.length !== expected.length)
+      throw new RangeError(`comparison: ${actual.length} values against ${expected.length}`);
     if (offset < 0 || offset + actual.length > this.count) {
-      throw new RangeError(`comparison: elements ${offset}..${offset + actual.length} are outside ${shapeText(this.shape)}`);
+      throw new RangeError(
+        `comparison: elements ${offset}..${offset + actual.length} are outside ${shapeText(this.shape)}`,
+      );
     }
     const tol = this.tolerance;
     const nf = this.nonFinite;
@@ -116,7 +122,8 @@ export class Comparison {
         this.dot += a * e;
         this.sumA2 += a * a;
         this.sumE2 += e * e;
-        const allowed = tol.kind === 'allclose' ? tol.atol + tol.rtol * Math.abs(e) : tol.kind === 'bound' ? tol.limit : 0;
+        const allowed =
+          tol.kind === 'allclose' ? tol.atol + tol.rtol * Math.abs(e) : tol.kind === 'bound' ? tol.limit : 0;
         within = diff <= allowed;
         score = allowed > 0 ? diff / allowed : diff > 0 ? Infinity : 0;
       } else {
@@ -150,12 +157,15 @@ export class Comparison {
     if (this.seen !== this.count) throw new RangeError(`comparison: ${this.seen} of ${this.count} elements compared`);
     const norms = Math.sqrt(this.sumA2) * Math.sqrt(this.sumE2);
     const cosine = norms > 0 ? this.dot / norms : this.sumA2 === 0 && this.sumE2 === 0 ? 1 : 0;
-    const worst = this.worstAt < 0 ? null : {
-      index: multiIndex(this.worstAt, this.shape),
-      actual: this.worstActual,
-      expected: this.worstExpected,
-      absErr: Math.abs(this.worstActual - this.worstExpected),
-    };
+    const worst =
+      this.worstAt < 0
+        ? null
+        : {
+            index: multiIndex(this.worstAt, this.shape),
+            actual: this.worstActual,
+            expected: this.worstExpected,
+            absErr: Math.abs(this.worstActual - this.worstExpected),
+          };
     return {
       shape: [...this.shape],
       count: this.count,
@@ -171,7 +181,12 @@ export class Comparison {
 }
 
 /** One call: the comparison of two whole arrays of `shape`. */
-export function compareArrays(actual: ArrayLike<number>, expected: ArrayLike<number>, shape: readonly number[], tolerance: Tolerance): ComparisonResult {
+export function compareArrays(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  shape: readonly number[],
+  tolerance: Tolerance,
+): ComparisonResult {
   const c = new Comparison(shape, tolerance);
   c.add(actual, expected, 0);
   return c.result();

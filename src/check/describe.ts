@@ -64,12 +64,18 @@ export function nonFiniteText(nf: NonFiniteCounts, actual = 'received', expected
  * the max absolute and relative error, the cosine similarity, NaN/±Inf counts.
  */
 export function comparisonLines(r: ComparisonResult, names: { actual: string; expected: string }): string[] {
-  const lines = [`out of tolerance: ${r.outOfTolerance} of ${r.count} elements (${percentText(r.outOfTolerance, r.count)})`];
+  const lines = [
+    `out of tolerance: ${r.outOfTolerance} of ${r.count} elements (${percentText(r.outOfTolerance, r.count)})`,
+  ];
   if (r.worst) {
     const w = r.worst;
-    lines.push(`${r.outOfTolerance ? 'worst' : 'largest difference'} at ${indexText(w.index)}: ${names.actual} ${valueText(w.actual)}, ${names.expected} ${valueText(w.expected)} (|difference| ${errorText(w.absErr)})`);
+    lines.push(
+      `${r.outOfTolerance ? 'worst' : 'largest difference'} at ${indexText(w.index)}: ${names.actual} ${valueText(w.actual)}, ${names.expected} ${valueText(w.expected)} (|difference| ${errorText(w.absErr)})`,
+    );
   }
-  lines.push(`max abs error ${errorText(r.maxAbsErr)}, max rel error ${errorText(r.maxRelErr)}, cosine similarity ${cosineText(r.cosine)}`);
+  lines.push(
+    `max abs error ${errorText(r.maxAbsErr)}, max rel error ${errorText(r.maxRelErr)}, cosine similarity ${cosineText(r.cosine)}`,
+  );
   const nf = nonFiniteText(r.nonFinite, names.actual, names.expected);
   if (nf) lines.push(nf);
   return lines;

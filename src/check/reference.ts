@@ -39,7 +39,12 @@ export interface ReferenceMeta {
 }
 
 const NUMBER_FIELDS = [
-  'ref_max_abs', 'ref_rms', 'torch_fp32_max_abs_err', 'torch_fp32_rms_err', 'torch_fp32_max_rel_err', 'f32_storage_max_abs_err',
+  'ref_max_abs',
+  'ref_rms',
+  'torch_fp32_max_abs_err',
+  'torch_fp32_rms_err',
+  'torch_fp32_max_rel_err',
+  'f32_storage_max_abs_err',
 ] as const;
 
 /** One tensor of a reference file with its metadata: what the matchers take as `reference`. */
@@ -87,7 +92,10 @@ export class ReferenceFile {
       const md = file.metadata;
       const expected = md.expected === undefined ? {} : parseExpected(path, md.expected);
       for (const name of Object.keys(expected)) {
-        if (!file.has(name)) throw new CheckpointError(`${path}: __metadata__.expected describes tensor ${quote(name)}, which the file does not hold`);
+        if (!file.has(name))
+          throw new CheckpointError(
+            `${path}: __metadata__.expected describes tensor ${quote(name)}, which the file does not hold`,
+          );
       }
       const run = md.run === undefined ? {} : parseRun(path, md.run);
       return new ReferenceFile(path, file, md.format ?? null, md.producer ?? null, run, expected);
@@ -126,7 +134,9 @@ export class ReferenceFile {
     const info = this.checkFloat(name);
     const rows = info.shape[0];
     if (info.shape.length === 0 || start < 0 || count < 0 || start + count > rows) {
-      throw new RangeError(`${this.path}: tensor ${quote(name)} ${shapeText(info.shape)}: rows ${start}..${start + count - 1} do not exist`);
+      throw new RangeError(
+        `${this.path}: tensor ${quote(name)} ${shapeText(info.shape)}: rows ${start}..${start + count - 1} do not exist`,
+      );
     }
     const perRow = info.shape.slice(1).reduce((a, b) => a * b, 1);
     const bytes = this.file.readRegion(name, { cols: perRow, r0: start, nr: count, c0: 0, nc: perRow });
@@ -139,7 +149,10 @@ export class ReferenceFile {
 
   private checkFloat(name: string): TensorInfo {
     const info = this.file.info(name);
-    if (!isFloatDType(info.dtype)) throw new CheckpointError(`${this.path}: tensor ${quote(name)}: dtype ${info.dtype} is not a float dtype (a reference holds F32 values)`);
+    if (!isFloatDType(info.dtype))
+      throw new CheckpointError(
+        `${this.path}: tensor ${quote(name)}: dtype ${info.dtype} is not a float dtype (a reference holds F32 values)`,
+      );
     return info;
   }
 }
@@ -158,8 +171,13 @@ export function readReference(path: string): Reference {
 
 function parseExpected(file: string, text: string): Record<string, ReferenceMeta> {
   // {name: {field: value, shape: [..]}}: three levels.
-  const json = parseJsonWithLimits(text, { maxDepth: 3, rejectDuplicateKeys: true }, (p) => new CheckpointError(`${file}: __metadata__.expected ${p}`));
-  if (!isObject(json)) throw new CheckpointError(`${file}: __metadata__.expected must be a JSON object of tensor name -> fields`);
+  const json = parseJsonWithLimits(
+    text,
+    { maxDepth: 3, rejectDuplicateKeys: true },
+    (p) => new CheckpointError(`${file}: __metadata__.expected ${p}`),
+  );
+  if (!isObject(json))
+    throw new CheckpointError(`${file}: __metadata__.expected must be a JSON object of tensor name -> fields`);
   const out: Record<string, ReferenceMeta> = {};
   for (const [name, entry] of Object.entries(json)) {
     const where = `${file}: __metadata__.expected[${quote(name)}]`;
@@ -168,11 +186,13 @@ function parseExpected(file: string, text: string): Record<string, ReferenceMeta
     for (const field of NUMBER_FIELDS) {
       const v = entry[field];
       if (v === undefined || v === null) continue;
-      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new CheckpointError(`${where}.${field} must be a finite number >= 0, got ${quote(v)}`);
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0)
+        throw new CheckpointError(`${where}.${field} must be a finite number >= 0, got ${quote(v)}`);
       meta[field] = v;
     }
     if (entry.exact !== undefined) {
-      if (typeof entry.exact !== 'boolean') throw new CheckpointError(`${where}.exact must be true or false, got ${quote(entry.exact)}`);
+      if (typeof entry.exact !== 'boolean')
+        throw new CheckpointError(`${where}.exact must be true or false, got ${quote(entry.exact)}`);
       meta.exact = entry.exact;
     }
     if (typeof entry.what === 'string') meta.what = entry.what;
@@ -182,17 +202,34 @@ function parseExpected(file: string, text: string): Record<string, ReferenceMeta
 }
 
 function parseRun(file: string, text: string): ReferenceRun {
-  const json = parseJsonWithLimits(text, { maxDepth: 3, rejectDuplicateKeys: true }, (p) => new CheckpointError(`${file}: __metadata__.run ${p}`));
+  const json = parseJsonWithLimits(
+    text,
+    { maxDepth: 3, rejectDuplicateKeys: true },
+    (p) => new CheckpointError(`${file}: __metadata__.run ${p}`),
+  );
   if (!isObject(json)) throw new CheckpointError(`${file}: __metadata__.run must be a JSON object`);
-  const bad = (field: string, want: string) => new CheckpointError(`${file}: __metadata__.run.${field} must be ${want}, got ${quote(json[field])}`);
+  const bad = (field: string, want: string) =>
+    new CheckpointError(`${file}: __metadata__.run.${field} must be ${want}, got ${quote(json[field])}`);
   const { select_layer, select_feature, tiles_per_image, images, interpolate_pos_encoding } = json;
-  if (select_layer !== undefined && select_layer !== null && !Number.isSafeInteger(select_layer)) throw bad('select_layer', 'an integer');
-  if (select_feature !== undefined && select_feature !== null && typeof select_feature !== 'string') throw bad('select_feature', 'a string');
-  if (tiles_per_image !== undefined && tiles_per_image !== null && !(Array.isArray(tiles_per_image) && tiles_per_image.every((n) => Number.isSafeInteger(n) && (n as number) > 0))) {
+  if (select_layer !== undefined && select_layer !== null && !Number.isSafeInteger(select_layer))
+    throw bad('select_layer', 'an integer');
+  if (select_feature !== undefined && select_feature !== null && typeof select_feature !== 'string')
+    throw bad('select_feature', 'a string');
+  if (
+    tiles_per_image !== undefined &&
+    tiles_per_image !== null &&
+    !(Array.isArray(tiles_per_image) && tiles_per_image.every((n) => Number.isSafeInteger(n) && (n as number) > 0))
+  ) {
     throw bad('tiles_per_image', 'a list of positive integers');
   }
-  if (images !== undefined && images !== null && !(Array.isArray(images) && images.every((s) => typeof s === 'string'))) throw bad('images', 'a list of strings');
-  if (interpolate_pos_encoding !== undefined && interpolate_pos_encoding !== null && typeof interpolate_pos_encoding !== 'boolean') throw bad('interpolate_pos_encoding', 'true or false');
+  if (images !== undefined && images !== null && !(Array.isArray(images) && images.every((s) => typeof s === 'string')))
+    throw bad('images', 'a list of strings');
+  if (
+    interpolate_pos_encoding !== undefined &&
+    interpolate_pos_encoding !== null &&
+    typeof interpolate_pos_encoding !== 'boolean'
+  )
+    throw bad('interpolate_pos_encoding', 'true or false');
   const run: ReferenceRun = { ...json };
   for (const k of Object.keys(run)) if (run[k] === null) delete run[k];
   return run;

@@ -20,9 +20,17 @@ export type OptionValues<S extends OptionSpec> = {
 type OptionValue<O extends OptionSpec[string]> = O['type'] extends 'boolean' ? boolean : string;
 
 /** Strict option parsing: unknown options and missing values are one-line usage errors naming the option. */
-export function parseOptions<S extends OptionSpec>(argv: string[], spec: S): { values: OptionValues<S>; positionals: string[] } {
+export function parseOptions<S extends OptionSpec>(
+  argv: string[],
+  spec: S,
+): { values: OptionValues<S>; positionals: string[] } {
   try {
-    const { values, positionals } = parseArgs({ args: joinNegativeValues(argv, spec), options: spec, allowPositionals: true, strict: true });
+    const { values, positionals } = parseArgs({
+      args: joinNegativeValues(argv, spec),
+      options: spec,
+      allowPositionals: true,
+      strict: true,
+    });
     return { values, positionals };
   } catch (e) {
     throw new UsageError(usageMessage(e as Error & { code?: string }));
@@ -60,7 +68,9 @@ function usageMessage(e: Error & { code?: string }): string {
   const message = e.message;
   const unknown = /^Unknown option '([^']+)'/.exec(message);
   if (unknown) {
-    const hint = unknown[1].startsWith('--') ? '' : `; a file name starting with "-" goes after --, e.g. -- ${unknown[1]}`;
+    const hint = unknown[1].startsWith('--')
+      ? ''
+      : `; a file name starting with "-" goes after --, e.g. -- ${unknown[1]}`;
     return `unknown option ${unknown[1]} (see --help${hint})`;
   }
   const missing = /^Option '(?:-\w, )?(--[\w-]+) <value>' argument missing/.exec(message);
@@ -80,9 +90,14 @@ export function intOption(value: string | undefined, name: string): number | und
   return Number(value);
 }
 
-export function choiceOption<T extends string>(value: string | undefined, name: string, choices: readonly T[]): T | undefined {
+export function choiceOption<T extends string>(
+  value: string | undefined,
+  name: string,
+  choices: readonly T[],
+): T | undefined {
   if (value === undefined) return undefined;
-  if (!(choices as readonly string[]).includes(value)) throw new UsageError(`--${name} must be one of ${choices.join(', ')}, got "${value}"`);
+  if (!(choices as readonly string[]).includes(value))
+    throw new UsageError(`--${name} must be one of ${choices.join(', ')}, got "${value}"`);
   return value as T;
 }
 
@@ -90,9 +105,16 @@ export function choiceOption<T extends string>(value: string | undefined, name: 
  * A list option given as comma lists, repeated or both (`--save a,b --save c`): every item of every
  * occurrence counts, each once, in the order of `choices`.
  */
-export function listOption<T extends string>(value: string | string[] | undefined, name: string, choices: readonly T[]): T[] | undefined {
+export function listOption<T extends string>(
+  value: string | string[] | undefined,
+  name: string,
+  choices: readonly T[],
+): T[] | undefined {
   if (value === undefined) return undefined;
-  const items = (Array.isArray(value) ? value : [value]).flatMap((v) => v.split(',')).map((s) => s.trim()).filter(Boolean);
+  const items = (Array.isArray(value) ? value : [value])
+    .flatMap((v) => v.split(','))
+    .map((s) => s.trim())
+    .filter(Boolean);
   for (const item of items) choiceOption(item, name, choices);
   if (items.length === 0) throw new UsageError(`--${name} needs at least one of ${choices.join(', ')}`);
   return choices.filter((c) => items.includes(c));

@@ -31,10 +31,27 @@ Examples:
   llava-vision check --reference ref.safetensors --model clip-vit-large-patch14-336 --json > check.json`;
 
 /** encode's options (the model, its settings, how it runs) and check's own; the options only encode has are refused. */
-const SPEC = { ...ENCODE_SPEC, reference: { type: 'string' }, bound: { type: 'string' }, json: { type: 'boolean' } } as const;
-const ENCODE_ONLY = ['out', 'out-dir', 'pixel-values', 'save', 'merge', 'workers', 'force', ...Object.keys(DATASET_SPEC)] as const;
+const SPEC = {
+  ...ENCODE_SPEC,
+  reference: { type: 'string' },
+  bound: { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+const ENCODE_ONLY = [
+  'out',
+  'out-dir',
+  'pixel-values',
+  'save',
+  'merge',
+  'workers',
+  'force',
+  ...Object.keys(DATASET_SPEC),
+] as const;
 
-export async function runCheck(argv: string[], io: { out: (s: string) => void; err: (s: string) => void; demoModel: string }): Promise<number> {
+export async function runCheck(
+  argv: string[],
+  io: { out: (s: string) => void; err: (s: string) => void; demoModel: string },
+): Promise<number> {
   const { values: o, positionals: images } = parseOptions(argv, SPEC);
   if (o.help) {
     io.out(CHECK_HELP + '\n');
@@ -42,12 +59,17 @@ export async function runCheck(argv: string[], io: { out: (s: string) => void; e
   }
   const encodeOnly = ENCODE_ONLY.find((name) => o[name as keyof typeof o] !== undefined);
   if (encodeOnly) throw new UsageError(`--${encodeOnly} is an option of encode, not of check (see check --help)`);
-  if (!o.reference) throw new UsageError('check needs --reference FILE.safetensors (written by python/llava_vision_reference.py)');
-  if (o.bound !== undefined && !/^\d+(\.\d+)?$/.test(o.bound)) throw new UsageError(`--bound must be a number >= 0, got "${o.bound}"`);
+  if (!o.reference)
+    throw new UsageError('check needs --reference FILE.safetensors (written by python/llava_vision_reference.py)');
+  if (o.bound !== undefined && !/^\d+(\.\d+)?$/.test(o.bound))
+    throw new UsageError(`--bound must be a number >= 0, got "${o.bound}"`);
   const settings = encodeSettings(o);
   checkInputFiles([o.reference, ...images, ...(o.projector ? [o.projector] : [])]);
   const modelDir = o.model ?? io.demoModel;
-  if (!o.model) io.err(`llava-vision: no --model given: using the bundled demo checkpoint ${modelDir} (generated weights, not a trained model)\n`);
+  if (!o.model)
+    io.err(
+      `llava-vision: no --model given: using the bundled demo checkpoint ${modelDir} (generated weights, not a trained model)\n`,
+    );
 
   const model = await LlavaVision.load(modelDir, loadOptions(o, settings, io.err));
   try {
@@ -91,7 +113,11 @@ export function formatCheck(r: CheckReport): string {
     resultText(t),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]))).join('  ').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i])))
+      .join('  ')
+      .trimEnd();
   lines.push(line(header), ...rows.map(line), '');
   const failed = r.tensors.filter((t) => !t.ok);
   const checked = r.tensors.filter((t) => t.comparison || t.problem);
@@ -99,7 +125,9 @@ export function formatCheck(r: CheckReport): string {
   else {
     const first = failed[0];
     const ratio = first.ratio !== null ? ` (${ratioText(first.ratio)} x PyTorch fp32's error, bound ${r.bound})` : '';
-    lines.push(`llava-vision check: ${failed.length} of ${checked.length} tensors FAILED; the first: ${first.name}${ratio}`);
+    lines.push(
+      `llava-vision check: ${failed.length} of ${checked.length} tensors FAILED; the first: ${first.name}${ratio}`,
+    );
   }
   return lines.join('\n') + '\n';
 }
@@ -111,7 +139,10 @@ function resultText(t: TensorCheck): string {
   if (t.ok) return t.exact ? 'ok (bit-identical)' : 'ok';
   const what = t.exact ? 'differ' : `over ${errorText(t.limit!)}`;
   const parts = [`FAIL: ${c.outOfTolerance} of ${c.count} (${percentText(c.outOfTolerance, c.count)}) ${what}`];
-  if (c.worst) parts.push(`worst at ${indexText(c.worst.index)}: ours ${valueText(c.worst.actual)}, truth ${valueText(c.worst.expected)}`);
+  if (c.worst)
+    parts.push(
+      `worst at ${indexText(c.worst.index)}: ours ${valueText(c.worst.actual)}, truth ${valueText(c.worst.expected)}`,
+    );
   const nf = nonFiniteText(c.nonFinite, 'ours', 'truth');
   if (nf) parts.push(nf);
   return parts.join('; ');

@@ -39,21 +39,33 @@ const SPEC = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-export async function runDownload(argv: string[], io: { out: (s: string) => void; err: (s: string) => void }): Promise<number> {
+export async function runDownload(
+  argv: string[],
+  io: { out: (s: string) => void; err: (s: string) => void },
+): Promise<number> {
   const { values: o, positionals } = parseOptions(argv, SPEC);
   if (o.help) {
     io.out(DOWNLOAD_HELP + '\n');
     return 0;
   }
-  if (positionals.length !== 1) throw new UsageError(`download needs exactly one REPO_ID (got ${positionals.length}; see --help)`);
-  if (!isRepoId(positionals[0])) throw new UsageError(`${JSON.stringify(positionals[0])} is not a HuggingFace repo id (org/name: letters, digits, _ . -)`);
+  if (positionals.length !== 1)
+    throw new UsageError(`download needs exactly one REPO_ID (got ${positionals.length}; see --help)`);
+  if (!isRepoId(positionals[0]))
+    throw new UsageError(
+      `${JSON.stringify(positionals[0])} is not a HuggingFace repo id (org/name: letters, digits, _ . -)`,
+    );
   const timeout = intOption(o.timeout, 'timeout');
   if (timeout !== undefined && timeout < 1) throw new UsageError(`--timeout must be at least 1 second, got ${timeout}`);
   const minSpeed = intOption(o['min-speed'], 'min-speed');
-  if (minSpeed !== undefined && minSpeed < 0) throw new UsageError(`--min-speed must be at least 0 KB/s, got ${minSpeed}`);
+  if (minSpeed !== undefined && minSpeed < 0)
+    throw new UsageError(`--min-speed must be at least 0 KB/s, got ${minSpeed}`);
   const deadline = intOption(o.deadline, 'deadline');
-  if (deadline !== undefined && deadline < 1) throw new UsageError(`--deadline must be at least 1 second, got ${deadline}`);
-  const files = o.files?.split(',').map((f: string) => f.trim()).filter(Boolean);
+  if (deadline !== undefined && deadline < 1)
+    throw new UsageError(`--deadline must be at least 1 second, got ${deadline}`);
+  const files = o.files
+    ?.split(',')
+    .map((f: string) => f.trim())
+    .filter(Boolean);
   if (files?.length === 0) throw new UsageError('--files needs at least one file name');
   for (const f of files ?? []) {
     try {
@@ -80,7 +92,9 @@ export async function runDownload(argv: string[], io: { out: (s: string) => void
 }
 
 /** Per-file byte progress on stderr, only when it is a terminal (a pipe or log gets nothing). */
-export function downloadProgress(stream: NodeJS.WriteStream = process.stderr): ((p: DownloadProgress) => void) | undefined {
+export function downloadProgress(
+  stream: NodeJS.WriteStream = process.stderr,
+): ((p: DownloadProgress) => void) | undefined {
   if (!stream.isTTY) return undefined;
   let last = 0;
   let lastFile = '';
@@ -91,6 +105,8 @@ export function downloadProgress(stream: NodeJS.WriteStream = process.stderr): (
     last = now;
     lastFile = file;
     const mb = (n: number) => (n / 1e6).toFixed(1);
-    stream.write(`\r\x1b[Kdownloading ${file} ${mb(bytes)}${total === null ? '' : ' / ' + mb(total)} MB${done ? '\n' : ''}`);
+    stream.write(
+      `\r\x1b[Kdownloading ${file} ${mb(bytes)}${total === null ? '' : ' / ' + mb(total)} MB${done ? '\n' : ''}`,
+    );
   };
 }

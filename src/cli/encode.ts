@@ -84,11 +84,15 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
   usageCheck(() => rejectDatasetOptions(o));
   // Every option is checked before any file is touched.
   if (!o.out) throw new UsageError('encode needs --out FILE.safetensors');
-  if (o['pixel-values'] && images.length > 0) throw new UsageError('give either image files or --pixel-values, not both');
-  if (!o['pixel-values'] && images.length === 0) throw new UsageError('encode needs image files (or --pixel-values FILE)');
+  if (o['pixel-values'] && images.length > 0)
+    throw new UsageError('give either image files or --pixel-values, not both');
+  if (!o['pixel-values'] && images.length === 0)
+    throw new UsageError('encode needs image files (or --pixel-values FILE)');
   const imageOnly = (['aspect', 'grid-pinpoints', 'auto-orient'] as const).filter((name) => o[name] !== undefined);
   if (o['pixel-values'] && imageOnly.length) {
-    throw new UsageError(`--${imageOnly[0]} applies to image files: --pixel-values were preprocessed already (preprocess takes it)`);
+    throw new UsageError(
+      `--${imageOnly[0]} applies to image files: --pixel-values were preprocessed already (preprocess takes it)`,
+    );
   }
   const settings = encodeSettings(o);
   const { save, aspect, mergeType, gridPinpoints, batchSize, workers } = settings;
@@ -96,24 +100,40 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
   // Files next: nothing is loaded or computed before the inputs exist and --out is safe to write.
   // --out first: when it names an existing file of another kind, the arguments are likely swapped.
   const inputFiles = [...(o['pixel-values'] ? [o['pixel-values']] : images), ...(o.projector ? [o.projector] : [])];
-  const modelInputs = await modelInputFiles(modelDir, { visionTower: o['vision-tower'], projector: o.projector, projectorType: settings.projectorType });
+  const modelInputs = await modelInputFiles(modelDir, {
+    visionTower: o['vision-tower'],
+    projector: o.projector,
+    projectorType: settings.projectorType,
+  });
   prepareOutputFile(o.out, { inputs: [...inputFiles, ...modelInputs], force: o.force });
   checkInputFiles(inputFiles);
   // Not a progress message: --quiet keeps it, so that nobody mistakes the demo's output for a real model's.
-  if (!o.model) io.err(`llava-vision: no --model given: using the bundled demo checkpoint ${modelDir} (generated weights, not a trained model)\n`);
+  if (!o.model)
+    io.err(
+      `llava-vision: no --model given: using the bundled demo checkpoint ${modelDir} (generated weights, not a trained model)\n`,
+    );
 
   const pixelFile: PixelValuesFile | null = o['pixel-values'] ? readPixelValuesFile(o['pixel-values']) : null;
   const pixelInput = pixelFile?.kind === 'batch' ? pixelFile : null;
   const preprocessed = pixelFile?.kind === 'images' ? pixelFile : null;
   // Unrecorded (a file not made by preprocess): several tiles can only be anyres; one tile needs no grid.
-  const fileAspect = preprocessed && (preprocessed.aspect ?? (preprocessed.images.some((img) => img.shape[0] > 1) ? 'anyres' : null));
+  const fileAspect =
+    preprocessed && (preprocessed.aspect ?? (preprocessed.images.some((img) => img.shape[0] > 1) ? 'anyres' : null));
   const unsized = fileAspect === 'anyres' ? preprocessed!.images.find((img) => !img.imageSize) : undefined;
-  if (unsized) throw new ConfigError(`${o['pixel-values']}: images.${unsized.index}.pixel_values are anyres tiles, and __metadata__.image_sizes lacks that image's size`);
+  if (unsized)
+    throw new ConfigError(
+      `${o['pixel-values']}: images.${unsized.index}.pixel_values are anyres tiles, and __metadata__.image_sizes lacks that image's size`,
+    );
 
   const model = await LlavaVision.load(modelDir, loadOptions(o, settings, io.err));
   const bar = progressBar('encoding');
   try {
-    const common = { batchSize, workers, interpolatePosEncoding: o['interpolate-pos-encoding'], onProgress: o.quiet ? undefined : bar };
+    const common = {
+      batchSize,
+      workers,
+      interpolatePosEncoding: o['interpolate-pos-encoding'],
+      onProgress: o.quiet ? undefined : bar,
+    };
     let tensors;
     let failures: ImageFailure[] = [];
     const metadata: Record<string, string> = {
@@ -148,25 +168,53 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
       // Made by preprocess (per image, all its tiles): the same tensors encoding the images would give.
       const outputs = save ?? [model.projectorConfig ? 'merged' : 'features'];
       if (fileAspect !== null && fileAspect !== model.settings.aspect && !o.quiet) {
-        io.err(`llava-vision: ${o['pixel-values']} was preprocessed with aspect ${fileAspect}; ${model.modelDir} uses ${model.settings.aspect} (preprocess --model gives the model's)\n`);
+        io.err(
+          `llava-vision: ${o['pixel-values']} was preprocessed with aspect ${fileAspect}; ${model.modelDir} uses ${model.settings.aspect} (preprocess --model gives the model's)\n`,
+        );
       }
       const gridPinpoints = preprocessed.gridPinpoints ?? model.settings.gridPinpoints ?? undefined;
-      tensors = await encodePreprocessed(model, preprocessed.images, { outputs, aspect: fileAspect ?? 'square', gridPinpoints, mergeType, ...common });
+      tensors = await encodePreprocessed(model, preprocessed.images, {
+        outputs,
+        aspect: fileAspect ?? 'square',
+        gridPinpoints,
+        mergeType,
+        ...common,
+      });
       const effectiveMerge = mergeType ?? model.settings.mergeType;
-      Object.assign(options, { save: outputs, aspect: fileAspect, merge: effectiveMerge, grid_pinpoints: gridPinpoints ?? null });
+      Object.assign(options, {
+        save: outputs,
+        aspect: fileAspect,
+        merge: effectiveMerge,
+        grid_pinpoints: gridPinpoints ?? null,
+      });
       metadata.source = path.resolve(o['pixel-values']!);
-      for (const key of ['sources', 'image_sizes', 'failed']) if (preprocessed.metadata[key] !== undefined) metadata[key] = preprocessed.metadata[key];
+      for (const key of ['sources', 'image_sizes', 'failed'])
+        if (preprocessed.metadata[key] !== undefined) metadata[key] = preprocessed.metadata[key];
     } else {
       const outputs = save ?? [model.projectorConfig ? 'merged' : 'features'];
       const effectiveAspect = aspect ?? model.settings.aspect;
       const effectiveMerge = mergeType ?? model.settings.mergeType;
-      const result = await encodeImages(model, images, { outputs, aspect, gridPinpoints, mergeType, autoOrient: o['auto-orient'], ...common });
+      const result = await encodeImages(model, images, {
+        outputs,
+        aspect,
+        gridPinpoints,
+        mergeType,
+        autoOrient: o['auto-orient'],
+        ...common,
+      });
       tensors = result.tensors;
       failures = result.failures;
-      Object.assign(options, { save: outputs, aspect: effectiveAspect, merge: effectiveMerge, grid_pinpoints: gridPinpoints ?? model.settings.gridPinpoints, auto_orient: o['auto-orient'] ?? false });
+      Object.assign(options, {
+        save: outputs,
+        aspect: effectiveAspect,
+        merge: effectiveMerge,
+        grid_pinpoints: gridPinpoints ?? model.settings.gridPinpoints,
+        auto_orient: o['auto-orient'] ?? false,
+      });
       metadata.sources = JSON.stringify(images.map((f) => path.resolve(f)));
       metadata.image_sizes = JSON.stringify(result.sizes);
-      if (failures.length) metadata.failed = JSON.stringify(failures.map((f) => ({ index: f.index, source: f.source, error: f.message })));
+      if (failures.length)
+        metadata.failed = JSON.stringify(failures.map((f) => ({ index: f.index, source: f.source, error: f.message })));
     }
     bar.end();
     if (!pixelFile && failures.length === images.length) {
@@ -176,11 +224,18 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
     }
     metadata.options = JSON.stringify(options);
     writeSafetensors(o.out, tensors, metadata);
-    const count = pixelInput ? pixelInput.shape[0] : preprocessed ? preprocessed.images.length : images.length - failures.length;
-    if (!o.quiet) io.err(`llava-vision: wrote ${Object.keys(tensors).length} tensors for ${count} image(s) to ${o.out}\n`);
+    const count = pixelInput
+      ? pixelInput.shape[0]
+      : preprocessed
+        ? preprocessed.images.length
+        : images.length - failures.length;
+    if (!o.quiet)
+      io.err(`llava-vision: wrote ${Object.keys(tensors).length} tensors for ${count} image(s) to ${o.out}\n`);
     for (const f of failures) io.err(`llava-vision: ${f.message}\n`);
     if (failures.length) {
-      io.err(`llava-vision: ${failures.length} of ${images.length} image(s) failed (listed in the output's __metadata__.failed); the others were written\n`);
+      io.err(
+        `llava-vision: ${failures.length} of ${images.length} image(s) failed (listed in the output's __metadata__.failed); the others were written\n`,
+      );
       return 1;
     }
     return 0;
@@ -195,8 +250,11 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
  */
 function checkDatasetUsage(o: EncodeArgs, images: string[]): void {
   if (o.out !== undefined) throw new UsageError('give either --out FILE or --out-dir DIR, not both');
-  if (o['pixel-values'] !== undefined) throw new UsageError('--out-dir encodes images; --pixel-values works with --out FILE');
-  if (o.force) throw new UsageError('--force has no use with --out-dir: a dataset folder is added to, never overwritten');
-  if (images.length === 0 && o.inputs === undefined) throw new UsageError('encode --out-dir needs images: files, folders, or --inputs FILE');
+  if (o['pixel-values'] !== undefined)
+    throw new UsageError('--out-dir encodes images; --pixel-values works with --out FILE');
+  if (o.force)
+    throw new UsageError('--force has no use with --out-dir: a dataset folder is added to, never overwritten');
+  if (images.length === 0 && o.inputs === undefined)
+    throw new UsageError('encode --out-dir needs images: files, folders, or --inputs FILE');
   if (o.part !== undefined) usageCheck(() => parsePart(o.part!));
 }

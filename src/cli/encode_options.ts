@@ -75,7 +75,10 @@ export function encodeSettings(o: EncodeArgs): EncodeSettings {
     batchSize: atLeastOne(o['batch-size'], 'batch-size', 1),
     workers: atLeastOne(o.workers, 'workers', 1),
     threads: o.threads === undefined ? undefined : atLeastOne(o.threads, 'threads', 1),
-    projectorType: o['projector-type'] === undefined ? undefined : usageCheck(() => (projectorDepth(o['projector-type'], '--projector-type'), o['projector-type'])),
+    projectorType:
+      o['projector-type'] === undefined
+        ? undefined
+        : usageCheck(() => (projectorDepth(o['projector-type'], '--projector-type'), o['projector-type'])),
   };
 }
 

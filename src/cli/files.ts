@@ -32,28 +32,37 @@ export function checkInputFiles(files: string[]): void {
 export function prepareOutputFile(out: string, options: { inputs: string[]; force?: boolean; option?: string }): void {
   const opt = options.option ?? '--out';
   if (out.endsWith('/') || out.endsWith(path.sep)) {
-    throw new ConfigError(`${opt} ${out} names a folder: give a file name, e.g. ${path.join(out, 'tokens.safetensors')}`);
+    throw new ConfigError(
+      `${opt} ${out} names a folder: give a file name, e.g. ${path.join(out, 'tokens.safetensors')}`,
+    );
   }
   const existing = statOrNull(out);
   if (existing?.isDirectory()) {
     throw new ConfigError(`${opt} ${out} is a folder: give a file name, e.g. ${path.join(out, 'tokens.safetensors')}`);
   }
-  if (existing && !existing.isFile()) throw new ConfigError(`${opt} ${out} exists and is not a regular file; refusing to replace it`);
+  if (existing && !existing.isFile())
+    throw new ConfigError(`${opt} ${out} exists and is not a regular file; refusing to replace it`);
   if (existing) {
     // Not even with --force: the run reads it (and replacing a model's weights loses them).
     const input = options.inputs.find((file) => sameFile(existing, file));
     if (input !== undefined) {
-      throw new ConfigError(`${opt} ${out} is also an input of this run (${input}); refusing to overwrite it (check the argument order, or choose another name)`);
+      throw new ConfigError(
+        `${opt} ${out} is also an input of this run (${input}); refusing to overwrite it (check the argument order, or choose another name)`,
+      );
     }
   }
   if (existing && !options.force) {
     const producer = safetensorsProducer(out);
     if (producer === null) {
-      throw new ConfigError(`${opt} ${out} exists and is not a safetensors file; refusing to overwrite it (check the argument order, or add --force)`);
+      throw new ConfigError(
+        `${opt} ${out} exists and is not a safetensors file; refusing to overwrite it (check the argument order, or add --force)`,
+      );
     }
     if (!producer.startsWith(OUR_PRODUCER)) {
       const by = producer === '' ? 'no producer recorded' : `producer ${quote(producer)}`;
-      throw new ConfigError(`${opt} ${out} is a safetensors file llava-vision did not write (${by}: weights?); refusing to overwrite it (check the argument order, or add --force)`);
+      throw new ConfigError(
+        `${opt} ${out} is a safetensors file llava-vision did not write (${by}: weights?); refusing to overwrite it (check the argument order, or add --force)`,
+      );
     }
   }
   const dir = path.dirname(path.resolve(out));
@@ -61,7 +70,12 @@ export function prepareOutputFile(out: string, options: { inputs: string[]; forc
     fs.mkdirSync(dir, { recursive: true });
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    const why = code === 'EEXIST' || code === 'ENOTDIR' ? 'a part of its path is a file' : code === 'EACCES' ? 'permission denied' : code;
+    const why =
+      code === 'EEXIST' || code === 'ENOTDIR'
+        ? 'a part of its path is a file'
+        : code === 'EACCES'
+          ? 'permission denied'
+          : code;
     throw new ConfigError(`${opt} ${out}: cannot create its folder ${dir} (${why})`);
   }
   try {
@@ -77,7 +91,10 @@ export function prepareOutputFile(out: string, options: { inputs: string[]; forc
  * (the option, `mm_vision_tower` as a folder or from the HF cache), the weights' files and the projector's.
  * Nothing is downloaded: what is not local yet adds nothing (a download comes after --out is checked).
  */
-export async function modelInputFiles(model: string, options: Omit<PlanOptions, 'mode' | 'download'> = {}): Promise<string[]> {
+export async function modelInputFiles(
+  model: string,
+  options: Omit<PlanOptions, 'mode' | 'download'> = {},
+): Promise<string[]> {
   let modelDir: string;
   try {
     modelDir = await resolveModelDir(model, { download: false });

@@ -1,5 +1,12 @@
 import * as path from 'path';
-import { InspectLayout, InspectReport, InspectedTensor, RoleTotals, TensorRole, inspectCheckpoint } from '../api/inspect';
+import {
+  InspectLayout,
+  InspectReport,
+  InspectedTensor,
+  RoleTotals,
+  TensorRole,
+  inspectCheckpoint,
+} from '../api/inspect';
 import { LAYOUTS, Layout } from '../io/layouts';
 import { UsageError, parseOptions } from './args';
 
@@ -29,13 +36,17 @@ const SPEC = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-export async function runInspect(argv: string[], io: { out: (s: string) => void; err: (s: string) => void }): Promise<number> {
+export async function runInspect(
+  argv: string[],
+  io: { out: (s: string) => void; err: (s: string) => void },
+): Promise<number> {
   const { values: o, positionals } = parseOptions(argv, SPEC);
   if (o.help) {
     io.out(INSPECT_HELP + '\n');
     return 0;
   }
-  if (positionals.length !== 1) throw new UsageError(`inspect needs exactly one folder or file, got ${positionals.length} (see --help)`);
+  if (positionals.length !== 1)
+    throw new UsageError(`inspect needs exactly one folder or file, got ${positionals.length} (see --help)`);
   const report = await inspectCheckpoint(positionals[0], { visionTower: o['vision-tower'] });
   io.out(o.json ? JSON.stringify(report, null, 1) + '\n' : formatReport(report, { all: o.all ?? false }));
   return 0;
@@ -46,7 +57,8 @@ const FILE_DESCRIPTIONS: Record<Exclude<InspectLayout, Layout>, string> = {
   'safetensors file': 'a single safetensors file',
   'torch .bin': 'a single torch.save file (read without executing anything)',
 };
-const describe = (l: InspectLayout) => (l === 'safetensors file' || l === 'torch .bin' ? FILE_DESCRIPTIONS[l] : LAYOUTS[l].description);
+const describe = (l: InspectLayout) =>
+  l === 'safetensors file' || l === 'torch .bin' ? FILE_DESCRIPTIONS[l] : LAYOUTS[l].description;
 
 export function formatBytes(n: number): string {
   if (n < 1024) return `${n} B`;
@@ -61,8 +73,12 @@ export function formatBytes(n: number): string {
 }
 
 const plural = (n: number, w: string) => `${n} ${w}${n === 1 ? '' : 's'}`;
-const dtypes = (t: RoleTotals) => Object.entries(t.dtypes).map(([d, n]) => (Object.keys(t.dtypes).length > 1 ? `${d}×${n}` : d)).join(' ');
-const summary = (t: RoleTotals) => `${plural(t.count, 'tensor')}, ${formatBytes(t.bytes)}${t.count ? ', ' + dtypes(t) : ''}`;
+const dtypes = (t: RoleTotals) =>
+  Object.entries(t.dtypes)
+    .map(([d, n]) => (Object.keys(t.dtypes).length > 1 ? `${d}×${n}` : d))
+    .join(' ');
+const summary = (t: RoleTotals) =>
+  `${plural(t.count, 'tensor')}, ${formatBytes(t.bytes)}${t.count ? ', ' + dtypes(t) : ''}`;
 
 /** `a.layers.<k>.rest` -> [a.layers., k, rest] */
 const LAYER = /^(.*?\.layers\.)(\d+)\.(.+)$/;
@@ -72,7 +88,10 @@ const LAYER = /^(.*?\.layers\.)(\d+)\.(.+)$/;
  * one line per run of layers whose names, dtypes and shapes are those of the first layer.
  */
 export function tensorLines(tensors: InspectedTensor[], all: boolean): string[] {
-  const width = Math.min(90, tensors.reduce((w, t) => Math.max(w, t.name.length), 0));
+  const width = Math.min(
+    90,
+    tensors.reduce((w, t) => Math.max(w, t.name.length), 0),
+  );
   const line = (t: InspectedTensor) => `    ${t.name.padEnd(width)}  ${t.dtype.padEnd(4)}  [${t.shape.join(', ')}]`;
   if (all) return tensors.map(line);
   // Signature of each layer of each prefix.
@@ -103,7 +122,9 @@ export function tensorLines(tensors: InspectedTensor[], all: boolean): string[] 
   const flush = () => {
     if (!run) return;
     const range = run.from === run.to ? `${run.from}` : `${run.from}..${run.to}`;
-    out.push(`    ... ${run.prefix}${range}.*  same names, dtypes and shapes as layer ${run.first} (${plural(run.count, 'tensor')} each; --all lists them)`);
+    out.push(
+      `    ... ${run.prefix}${range}.*  same names, dtypes and shapes as layer ${run.first} (${plural(run.count, 'tensor')} each; --all lists them)`,
+    );
     run = null;
   };
   for (const t of tensors) {
@@ -138,9 +159,15 @@ export function formatReport(r: InspectReport, options: { all: boolean }): strin
   const kv = (k: string, v: string) => lines.push(`${(k + ':').padEnd(10)} ${v}`);
   kv('path', r.path);
   kv('layout', `${r.layout} — ${describe(r.layout)}`);
-  const files = r.files.map((f) => `${path.relative(r.path, f.file) || path.basename(f.file)}${f.format === 'torch_bin' ? ' (torch .bin)' : ''}`);
+  const files = r.files.map(
+    (f) =>
+      `${path.relative(r.path, f.file) || path.basename(f.file)}${f.format === 'torch_bin' ? ' (torch .bin)' : ''}`,
+  );
   const total = r.files.reduce((a, f) => a + f.bytes, 0);
-  kv('weights', r.files.length === 0 ? 'none' : `${plural(r.files.length, 'file')} (${formatBytes(total)}): ${files.join(', ')}`);
+  kv(
+    'weights',
+    r.files.length === 0 ? 'none' : `${plural(r.files.length, 'file')} (${formatBytes(total)}): ${files.join(', ')}`,
+  );
   if (r.config) kv('config', `${path.basename(r.config.file)} (model_type ${r.config.modelType ?? 'none'})`);
 
   if (r.visionTower) {
@@ -148,16 +175,24 @@ export function formatReport(r: InspectReport, options: { all: boolean }): strin
     lines.push('', 'vision tower folder');
     lines.push(`  mm_vision_tower: ${vt.name ?? '(none)'}`);
     lines.push(`  resolved:        ${vt.resolved ?? 'no — ' + (vt.unresolved ?? 'unknown')}`);
-    const weights = vt.weightsFrom === 'checkpoint' ? "this checkpoint's fine-tuned copy (overrides the folder's weights)"
-      : vt.weightsFrom === 'vision tower folder' ? `the vision tower folder${vt.folderTensors ? ` (${summary(vt.folderTensors)})` : ''}` : 'unknown until the folder is found (--vision-tower DIR)';
+    const weights =
+      vt.weightsFrom === 'checkpoint'
+        ? "this checkpoint's fine-tuned copy (overrides the folder's weights)"
+        : vt.weightsFrom === 'vision tower folder'
+          ? `the vision tower folder${vt.folderTensors ? ` (${summary(vt.folderTensors)})` : ''}`
+          : 'unknown until the folder is found (--vision-tower DIR)';
     lines.push(`  tower weights:   ${weights}`);
   }
 
   lines.push('', 'vision config' + (r.vision ? ` (${r.vision.source})` : ''));
   if (r.vision) {
     const v = r.vision;
-    lines.push(`  hidden ${v.hiddenSize}, layers ${v.numHiddenLayers}, heads ${v.numAttentionHeads}, intermediate ${v.intermediateSize}`);
-    lines.push(`  image ${v.imageSize}, patch ${v.patchSize} (${v.numPatches} patches), act ${v.hiddenAct}, eps ${v.layerNormEps.toExponential()}`);
+    lines.push(
+      `  hidden ${v.hiddenSize}, layers ${v.numHiddenLayers}, heads ${v.numAttentionHeads}, intermediate ${v.intermediateSize}`,
+    );
+    lines.push(
+      `  image ${v.imageSize}, patch ${v.patchSize} (${v.numPatches} patches), act ${v.hiddenAct}, eps ${v.layerNormEps.toExponential()}`,
+    );
   } else {
     lines.push(`  unknown: ${r.visionNote ?? 'no config'}`);
   }
@@ -167,8 +202,10 @@ export function formatReport(r: InspectReport, options: { all: boolean }): strin
     const p = l.projector;
     lines.push('', `LLaVA settings (${l.source === 'defaults' ? 'plain CLIP: the loader defaults' : l.source})`);
     lines.push(`  select:    layer ${JSON.stringify(l.selectLayer)}, feature ${l.selectFeature}`);
-    lines.push(`  projector: ${p.type ?? 'none'}${p.type ? ` ${p.inFeatures ?? '?'} -> ${p.outFeatures ?? '?'}, act ${p.act}, bias ${p.bias ? 'yes' : 'no'}` : ''}` +
-      `${p.weightsFrom.length ? ` (weights: ${p.weightsFrom.map((f) => path.relative(r.path, f)).join(', ')})` : ''}`);
+    lines.push(
+      `  projector: ${p.type ?? 'none'}${p.type ? ` ${p.inFeatures ?? '?'} -> ${p.outFeatures ?? '?'}, act ${p.act}, bias ${p.bias ? 'yes' : 'no'}` : ''}` +
+        `${p.weightsFrom.length ? ` (weights: ${p.weightsFrom.map((f) => path.relative(r.path, f)).join(', ')})` : ''}`,
+    );
     const pins = l.gridPinpoints ? `, pinpoints (w×h) ${l.gridPinpoints.map(([w, h]) => `${w}×${h}`).join(' ')}` : '';
     lines.push(`  images:    aspect ${l.aspect}${pins}, merge ${l.mergeType}`);
     lines.push(`  unfreeze vision tower: ${l.unfreezeVisionTower ? 'yes' : 'no'}`);
@@ -176,15 +213,24 @@ export function formatReport(r: InspectReport, options: { all: boolean }): strin
 
   if (r.fileProjector) {
     const p = r.fileProjector;
-    lines.push('', `projector (from the tensor names): ${p.type ?? 'unknown type'} ${p.inFeatures ?? '?'} -> ${p.outFeatures ?? '?'}, bias ${p.bias ? 'yes' : 'no'} (${p.prefix}*)`);
+    lines.push(
+      '',
+      `projector (from the tensor names): ${p.type ?? 'unknown type'} ${p.inFeatures ?? '?'} -> ${p.outFeatures ?? '?'}, bias ${p.bias ? 'yes' : 'no'} (${p.prefix}*)`,
+    );
   }
 
   if (r.threads) {
     const t = r.threads;
     const per = (xs: number[]) => (new Set(xs).size === 1 ? `${xs[0]} each` : xs.join(' / '));
-    lines.push('', `threads (wasm): ${t.threads}${t.threads < t.requested ? ` of ${t.requested} asked for (one per attention head at most)` : ''}, from ${t.from === 'available cores' ? 'the available cores' : t.from}`);
+    lines.push(
+      '',
+      `threads (wasm): ${t.threads}${t.threads < t.requested ? ` of ${t.requested} asked for (one per attention head at most)` : ''}, from ${t.from === 'available cores' ? 'the available cores' : t.from}`,
+    );
     if (t.threads > 1) {
-      lines.push(`  split: attention heads ${per(t.heads)}, MLP features ${per(t.features)}` + (t.projectorHidden ? `, projector hidden ${per(t.projectorHidden)}` : ', projector on the calling thread'));
+      lines.push(
+        `  split: attention heads ${per(t.heads)}, MLP features ${per(t.features)}` +
+          (t.projectorHidden ? `, projector hidden ${per(t.projectorHidden)}` : ', projector on the calling thread'),
+      );
     }
   }
   lines.push('', `GEMM (wasm): ${r.gemm.description}${r.gemm.forced ? ', forced by LLAVA_VISION_GEMM' : ''}`);
@@ -199,16 +245,30 @@ export function formatReport(r: InspectReport, options: { all: boolean }): strin
     }
     for (const [reason, t] of Object.entries(r.totals.ignoredBy)) {
       lines.push(`  ignored: ${reason} (${summary(t)})`);
-      for (const l of tensorLines(ts.filter((x) => (x.reason ?? '') === reason), options.all)) lines.push(l);
+      for (const l of tensorLines(
+        ts.filter((x) => (x.reason ?? '') === reason),
+        options.all,
+      ))
+        lines.push(l);
     }
   }
 
   const loaded = (['tower', 'projector', 'image_newline'] as TensorRole[]).filter((k) => r.totals[k].count);
   lines.push('');
-  lines.push(`would load:   ${loaded.length ? loaded.map((k) => `${k} ${plural(r.totals[k].count, 'tensor')} (${formatBytes(r.totals[k].bytes)})`).join(', ') : 'nothing from this file'}` +
-    `${r.visionTower?.folderTensors ? `; tower ${plural(r.visionTower.folderTensors.count, 'tensor')} (${formatBytes(r.visionTower.folderTensors.bytes)}) from the vision tower folder` : ''}`);
+  lines.push(
+    `would load:   ${loaded.length ? loaded.map((k) => `${k} ${plural(r.totals[k].count, 'tensor')} (${formatBytes(r.totals[k].bytes)})`).join(', ') : 'nothing from this file'}` +
+      `${r.visionTower?.folderTensors ? `; tower ${plural(r.visionTower.folderTensors.count, 'tensor')} (${formatBytes(r.visionTower.folderTensors.bytes)}) from the vision tower folder` : ''}`,
+  );
   const ig = r.totals.ignored;
-  lines.push(`would ignore: ${ig.count ? `${plural(ig.count, 'tensor')} (${formatBytes(ig.bytes)}): ${Object.entries(r.totals.ignoredBy).map(([k, t]) => `${k} ${t.count}`).join(', ')}` : 'nothing'}`);
+  lines.push(
+    `would ignore: ${
+      ig.count
+        ? `${plural(ig.count, 'tensor')} (${formatBytes(ig.bytes)}): ${Object.entries(r.totals.ignoredBy)
+            .map(([k, t]) => `${k} ${t.count}`)
+            .join(', ')}`
+        : 'nothing'
+    }`,
+  );
   for (const n of r.notes) lines.push(`note: ${n}`);
   lines.push(r.problems.length ? `problems (LlavaVision.load would fail or differ):` : 'problems: none');
   for (const p of r.problems) lines.push(`  - ${p}`);

@@ -14,11 +14,17 @@ type Io = { out: (s: string) => void; err: (s: string) => void };
 const TFJS_COMMANDS = {
   encode: async () => {
     const m = await import('./encode');
-    return { help: m.ENCODE_HELP, run: (argv: string[], io: Io) => m.runEncode(argv, { ...io, demoModel: demoModelDir() }) };
+    return {
+      help: m.ENCODE_HELP,
+      run: (argv: string[], io: Io) => m.runEncode(argv, { ...io, demoModel: demoModelDir() }),
+    };
   },
   preprocess: async () => {
     const m = await import('./preprocess');
-    return { help: m.PREPROCESS_HELP, run: (argv: string[], io: Io) => m.runPreprocess(argv, { ...io, demoModel: demoModelDir() }) };
+    return {
+      help: m.PREPROCESS_HELP,
+      run: (argv: string[], io: Io) => m.runPreprocess(argv, { ...io, demoModel: demoModelDir() }),
+    };
   },
   inspect: async () => {
     const m = await import('./inspect');
@@ -26,7 +32,10 @@ const TFJS_COMMANDS = {
   },
   check: async () => {
     const m = await import('./check');
-    return { help: m.CHECK_HELP, run: (argv: string[], io: Io) => m.runCheck(argv, { ...io, demoModel: demoModelDir() }) };
+    return {
+      help: m.CHECK_HELP,
+      run: (argv: string[], io: Io) => m.runCheck(argv, { ...io, demoModel: demoModelDir() }),
+    };
   },
 };
 type TfjsCommand = keyof typeof TFJS_COMMANDS;
@@ -50,11 +59,13 @@ async function commandHelps(): Promise<string> {
       why = e.message;
     }
   }
-  if (unavailable.length) texts.unshift(`${unavailable.join(', ')}: cannot run here (their options are listed once they can): ${why}`);
+  if (unavailable.length)
+    texts.unshift(`${unavailable.join(', ')}: cannot run here (their options are listed once they can): ${why}`);
   return texts.join('\n\n');
 }
 
-const helpText = async () => `llava-vision — LLaVA's vision side (CLIP tower + projector + preprocessing) on TensorFlow.js
+const helpText =
+  async () => `llava-vision — LLaVA's vision side (CLIP tower + projector + preprocessing) on TensorFlow.js
 
 Usage:
   llava-vision encode [--model DIR|REPO_ID] [options] IMAGE... --out FILE.safetensors
@@ -82,7 +93,10 @@ Models by hub id (org/name) come from the HuggingFace cache (HF_HUB_CACHE, else 
 ${await commandHelps()}`;
 
 /** Entry point; returns the exit code. Errors on bad input are one line on stderr. */
-export async function main(argv: string[], io: { out?: (s: string) => void; err?: (s: string) => void } = {}): Promise<number> {
+export async function main(
+  argv: string[],
+  io: { out?: (s: string) => void; err?: (s: string) => void } = {},
+): Promise<number> {
   const out = io.out ?? ((s: string) => process.stdout.write(s));
   const err = io.err ?? ((s: string) => process.stderr.write(s));
   const [command, ...rest] = argv;
@@ -102,7 +116,12 @@ export async function main(argv: string[], io: { out?: (s: string) => void; err?
   } catch (e) {
     if (e instanceof LlavaVisionError) {
       // A multi-line message lists several problems (e.g. every missing input): one prefixed line each.
-      err(e.message.split('\n').map((line) => `llava-vision: ${line}\n`).join(''));
+      err(
+        e.message
+          .split('\n')
+          .map((line) => `llava-vision: ${line}\n`)
+          .join(''),
+      );
       return e instanceof UsageError ? 2 : 1;
     }
     throw e;

@@ -49,7 +49,10 @@ const SPEC = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-export async function runPreprocess(argv: string[], io: { out: (s: string) => void; err: (s: string) => void; demoModel: string }): Promise<number> {
+export async function runPreprocess(
+  argv: string[],
+  io: { out: (s: string) => void; err: (s: string) => void; demoModel: string },
+): Promise<number> {
   const { values: o, positionals: images } = parseOptions(argv, SPEC);
   if (o.help) {
     io.out(PREPROCESS_HELP + '\n');
@@ -61,8 +64,10 @@ export async function runPreprocess(argv: string[], io: { out: (s: string) => vo
   const gridOption = gridPinpointsOption(o['grid-pinpoints']);
   const useModel = o.model !== undefined || o.preprocessor === undefined;
   const modelName: string = o.model ?? io.demoModel;
-  if (!useModel && (o['vision-tower'] || o.download)) throw new UsageError(`--${o.download ? 'download' : 'vision-tower'} needs --model`);
-  if (!useModel && aspectOption === 'anyres' && !gridOption) throw new UsageError('--aspect anyres needs --grid-pinpoints');
+  if (!useModel && (o['vision-tower'] || o.download))
+    throw new UsageError(`--${o.download ? 'download' : 'vision-tower'} needs --model`);
+  if (!useModel && aspectOption === 'anyres' && !gridOption)
+    throw new UsageError('--aspect anyres needs --grid-pinpoints');
   const modelInputs = useModel ? await modelInputFiles(modelName, { visionTower: o['vision-tower'] }) : [];
   prepareOutputFile(o.out, {
     inputs: [...images, ...(o.preprocessor ? [o.preprocessor, ...filesIn(o.preprocessor)] : []), ...modelInputs],
@@ -70,7 +75,9 @@ export async function runPreprocess(argv: string[], io: { out: (s: string) => vo
   });
   checkInputFiles(images);
   if (useModel && o.model === undefined) {
-    io.err(`llava-vision: no --model given: using the bundled demo checkpoint ${modelName} (generated weights, not a trained model)\n`);
+    io.err(
+      `llava-vision: no --model given: using the bundled demo checkpoint ${modelName} (generated weights, not a trained model)\n`,
+    );
   }
 
   let model: ModelPreprocessing | null = null;
@@ -82,7 +89,8 @@ export async function runPreprocess(argv: string[], io: { out: (s: string) => vo
   }
   const aspect = aspectOption ?? model?.settings.aspect ?? 'square';
   const gridPinpoints = gridOption ?? model?.settings.gridPinpoints ?? undefined;
-  if (aspect === 'anyres' && !gridPinpoints) throw new UsageError(`--aspect anyres needs --grid-pinpoints (${model!.modelDir} has no image_grid_pinpoints)`);
+  if (aspect === 'anyres' && !gridPinpoints)
+    throw new UsageError(`--aspect anyres needs --grid-pinpoints (${model!.modelDir} has no image_grid_pinpoints)`);
   const processorSource = o.preprocessor ?? model!.processorFile;
   const processor = CLIPImageProcessor.fromFile(processorSource);
 
@@ -117,6 +125,9 @@ export async function runPreprocess(argv: string[], io: { out: (s: string) => vo
     ...(failed.length ? { failed: JSON.stringify(failed) } : {}),
   });
   for (const f of failed) io.err(`llava-vision: ${f.error}\n`);
-  if (failed.length) io.err(`llava-vision: ${failed.length} of ${images.length} image(s) failed (listed in the output's __metadata__.failed); the others were written\n`);
+  if (failed.length)
+    io.err(
+      `llava-vision: ${failed.length} of ${images.length} image(s) failed (listed in the output's __metadata__.failed); the others were written\n`,
+    );
   return failed.length ? 1 : 0;
 }

@@ -1,5 +1,8 @@
 /** A one-line progress bar with images/s on stderr, drawn only when stderr is a terminal. */
-export function progressBar(label: string, stream: NodeJS.WriteStream = process.stderr): ((done: number, total: number) => void) & { end(): void } {
+export function progressBar(
+  label: string,
+  stream: NodeJS.WriteStream = process.stderr,
+): ((done: number, total: number) => void) & { end(): void } {
   const start = performance.now();
   let drawn = false;
   const update = (done: number, total: number) => {
@@ -7,7 +10,9 @@ export function progressBar(label: string, stream: NodeJS.WriteStream = process.
     const width = 24;
     const filled = Math.round((done / Math.max(total, 1)) * width);
     const rate = done / Math.max((performance.now() - start) / 1000, 1e-9);
-    stream.write(`\r${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} ${rate.toFixed(2)} images/s`);
+    stream.write(
+      `\r${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} ${rate.toFixed(2)} images/s`,
+    );
     drawn = true;
   };
   return Object.assign(update, {
@@ -27,7 +32,13 @@ export interface JobProgress {
  * Progress of a long job: a bar on a terminal; elsewhere (a batch job, a log file) one line every
  * `intervalMs`, so a log shows the job is alive and when it will end without a line per image.
  */
-export function jobProgress(options: { label: string; write: (s: string) => void; isTTY: boolean; intervalMs?: number; now?: () => number }): JobProgress {
+export function jobProgress(options: {
+  label: string;
+  write: (s: string) => void;
+  isTTY: boolean;
+  intervalMs?: number;
+  now?: () => number;
+}): JobProgress {
   const now = options.now ?? (() => performance.now());
   const interval = options.intervalMs ?? 5000;
   const start = now();
@@ -42,12 +53,16 @@ export function jobProgress(options: { label: string; write: (s: string) => void
       if (options.isTTY) {
         const width = 24;
         const filled = Math.round((done / Math.max(total, 1)) * width);
-        options.write(`\r${options.label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} ${rate.toFixed(2)} images/s, ETA ${eta}${failures}  `);
+        options.write(
+          `\r${options.label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} ${rate.toFixed(2)} images/s, ETA ${eta}${failures}  `,
+        );
         drawn = true;
       } else if (t - last >= interval) {
         last = t;
         const percent = ((100 * done) / Math.max(total, 1)).toFixed(1);
-        options.write(`${options.label}: ${done}/${total} images (${percent}%), ${rate.toFixed(2)} images/s, ETA ${eta}${failures}\n`);
+        options.write(
+          `${options.label}: ${done}/${total} images (${percent}%), ${rate.toFixed(2)} images/s, ETA ${eta}${failures}\n`,
+        );
       }
     },
     end() {

@@ -87,7 +87,9 @@ export function parseVisionFields(vision: Json, source: string): CLIPVisionConfi
     if (value === undefined || value === null) continue;
     if (field === 'hiddenAct') {
       if (!HIDDEN_ACTS.includes(value as HiddenAct)) {
-        throw new ConfigError(`${source}: hidden_act ${quote(value)} is not supported (supported: ${HIDDEN_ACTS.join(', ')})`);
+        throw new ConfigError(
+          `${source}: hidden_act ${quote(value)} is not supported (supported: ${HIDDEN_ACTS.join(', ')})`,
+        );
       }
       cfg.hiddenAct = value as HiddenAct;
     } else if (field === 'layerNormEps') {

@@ -53,7 +53,9 @@ export function parseSelectFeature(value: unknown, where: string): SelectFeature
 export function parseMergeType(value: unknown, where: string): MergeType {
   if (value === undefined || value === null || value === 'flat') return 'flat';
   if (value === 'spatial' || value === 'spatial_unpad') return value;
-  throw new ConfigError(`${where}: mm_patch_merge_type ${quote(value)} is not supported (flat, spatial, spatial_unpad)`);
+  throw new ConfigError(
+    `${where}: mm_patch_merge_type ${quote(value)} is not supported (flat, spatial, spatial_unpad)`,
+  );
 }
 
 export type AspectMode = 'square' | 'pad' | 'anyres';
@@ -78,7 +80,9 @@ export function parseGridPinpoints(value: unknown, source = 'config.json'): Pinp
       return '#';
     });
     if (!/^\s*\[\s*(#\s*,\s*)*(#\s*,?\s*)?\]\s*$/.test(rest)) {
-      throw new ConfigError(`${source}: image_grid_pinpoints string ${quote(value)} is not a list of (width, height) pairs`);
+      throw new ConfigError(
+        `${source}: image_grid_pinpoints string ${quote(value)} is not a list of (width, height) pairs`,
+      );
     }
     list = pairs;
   }
@@ -87,15 +91,21 @@ export function parseGridPinpoints(value: unknown, source = 'config.json'): Pinp
     list.length === 0 ||
     !list.every((p) => Array.isArray(p) && p.length === 2 && p.every((n) => Number.isInteger(n) && n > 0))
   ) {
-    throw new ConfigError(`${source}: image_grid_pinpoints must be a non-empty list of [width, height], got ${quote(value)}`);
+    throw new ConfigError(
+      `${source}: image_grid_pinpoints must be a non-empty list of [width, height], got ${quote(value)}`,
+    );
   }
   // Each pinpoint is a canvas the image is resized onto and cut into tiles: bounded like any image side.
   if (list.length > LIMITS.gridPinpoints) {
-    throw new ConfigError(`${source}: image_grid_pinpoints has ${list.length} entries (at most ${LIMITS.gridPinpoints})`);
+    throw new ConfigError(
+      `${source}: image_grid_pinpoints has ${list.length} entries (at most ${LIMITS.gridPinpoints})`,
+    );
   }
   const tooBig = (list as number[][]).find((p) => p[0] > LIMITS.imageSide || p[1] > LIMITS.imageSide);
   if (tooBig) {
-    throw new ConfigError(`${source}: image_grid_pinpoints entry ${quote(tooBig)} is larger than ${LIMITS.imageSide} pixels on a side`);
+    throw new ConfigError(
+      `${source}: image_grid_pinpoints entry ${quote(tooBig)} is larger than ${LIMITS.imageSide} pixels on a side`,
+    );
   }
   return (list as number[][]).map((p) => [p[0], p[1]]);
 }
@@ -103,8 +113,11 @@ export function parseGridPinpoints(value: unknown, source = 'config.json'): Pinp
 function parseSelectLayer(value: unknown, where: string): number | number[] {
   const isInt = (x: unknown) => Number.isInteger(x);
   if (isInt(value)) return value as number;
-  if (Array.isArray(value) && value.length > 0 && value.length <= LIMITS.selectLayers && value.every(isInt)) return value as number[];
-  throw new ConfigError(`${where}: select layer must be an integer or a list of at most ${LIMITS.selectLayers} integers, got ${quote(value)}`);
+  if (Array.isArray(value) && value.length > 0 && value.length <= LIMITS.selectLayers && value.every(isInt))
+    return value as number[];
+  throw new ConfigError(
+    `${where}: select layer must be an integer or a list of at most ${LIMITS.selectLayers} integers, got ${quote(value)}`,
+  );
 }
 
 export const PROJECTOR_TYPES = ['linear', 'mlp{N}x_gelu', 'identity'] as const;
@@ -122,11 +135,15 @@ export function projectorDepth(type: unknown, where?: string): number {
   if (m && Number(m[1]) >= 1) {
     const depth = Number(m[1]);
     if (depth > LIMITS.projectorDepth) {
-      throw new ConfigError(`${at}projector type ${quote(type)} has ${m[1]} linear layers; at most ${LIMITS.projectorDepth} are supported`);
+      throw new ConfigError(
+        `${at}projector type ${quote(type)} has ${m[1]} linear layers; at most ${LIMITS.projectorDepth} are supported`,
+      );
     }
     return depth;
   }
-  throw new ConfigError(`${at}Unknown projector type: ${typeof type === 'string' ? type.slice(0, 200) : quote(type)} (supported: ${PROJECTOR_TYPES.join(', ')})`);
+  throw new ConfigError(
+    `${at}Unknown projector type: ${typeof type === 'string' ? type.slice(0, 200) : quote(type)} (supported: ${PROJECTOR_TYPES.join(', ')})`,
+  );
 }
 
 /** An optional width (`hidden_size`, `mm_hidden_size`): absent or null is null. */
@@ -143,9 +160,12 @@ function optionalString(value: unknown, where: string, field: string): string | 
 /** Original LLaVA config.json (`mm_vision_tower`, `mm_projector_type`, ...). */
 export function llavaSettingsFromJson(json: Json, where: string): LlavaVisionSettings {
   const s: LlavaVisionSettings = { ...LLAVA_DEFAULTS };
-  s.visionTower = optionalString(json.mm_vision_tower, where, 'mm_vision_tower') ?? optionalString(json.vision_tower, where, 'vision_tower');
+  s.visionTower =
+    optionalString(json.mm_vision_tower, where, 'mm_vision_tower') ??
+    optionalString(json.vision_tower, where, 'vision_tower');
   if (json.mm_vision_select_layer !== undefined) s.selectLayer = parseSelectLayer(json.mm_vision_select_layer, where);
-  if (json.mm_vision_select_feature !== undefined) s.selectFeature = parseSelectFeature(json.mm_vision_select_feature, where);
+  if (json.mm_vision_select_feature !== undefined)
+    s.selectFeature = parseSelectFeature(json.mm_vision_select_feature, where);
   s.projectorType = optionalString(json.mm_projector_type, where, 'mm_projector_type') ?? 'linear';
   // An absurd depth is refused here, naming the file; an unknown type still fails when the projector is
   // built (an override such as --projector-type may replace it before that).
@@ -160,7 +180,13 @@ export function llavaSettingsFromJson(json: Json, where: string): LlavaVisionSet
 }
 
 /** transformers' LlavaNextConfig default `image_grid_pinpoints`, [height, width]. */
-const LLAVA_NEXT_DEFAULT_PINPOINTS_HW = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]];
+const LLAVA_NEXT_DEFAULT_PINPOINTS_HW = [
+  [336, 672],
+  [672, 336],
+  [672, 672],
+  [1008, 336],
+  [336, 1008],
+];
 
 /** llava-hf config.json (`vision_config`, `vision_feature_layer`, `projector_hidden_act`, ...). */
 export function llavaHfSettingsFromJson(json: Json, where: string): LlavaVisionSettings {
@@ -168,14 +194,17 @@ export function llavaHfSettingsFromJson(json: Json, where: string): LlavaVisionS
   if (json.vision_feature_layer !== undefined) s.selectLayer = parseSelectLayer(json.vision_feature_layer, where);
   const strategy = json.vision_feature_select_strategy ?? 'default';
   if (strategy !== 'default' && strategy !== 'full') {
-    throw new ConfigError(`${where}: vision_feature_select_strategy ${quote(strategy)} is not supported (default, full)`);
+    throw new ConfigError(
+      `${where}: vision_feature_select_strategy ${quote(strategy)} is not supported (default, full)`,
+    );
   }
   s.selectFeature = strategy === 'full' ? 'cls_patch' : 'patch';
   s.projectorType = 'mlp2x_gelu';
   const sub = (key: string): Json => {
     const v = json[key];
     if (v === undefined || v === null) return {};
-    if (typeof v !== 'object' || Array.isArray(v)) throw new ConfigError(`${where}: ${key} must be an object, got ${quote(v)}`);
+    if (typeof v !== 'object' || Array.isArray(v))
+      throw new ConfigError(`${where}: ${key} must be an object, got ${quote(v)}`);
     return v as Json;
   };
   const visionWidth = optionalWidth(sub('vision_config').hidden_size, where, 'vision_config.hidden_size') ?? 1024;
@@ -184,7 +213,8 @@ export function llavaHfSettingsFromJson(json: Json, where: string): LlavaVisionS
   s.projectorOut = optionalWidth(sub('text_config').hidden_size, where, 'text_config.hidden_size') ?? 4096;
   s.projectorAct = optionalString(json.projector_hidden_act, where, 'projector_hidden_act') ?? 'gelu';
   const bias = json.multimodal_projector_bias ?? true;
-  if (typeof bias !== 'boolean') throw new ConfigError(`${where}: multimodal_projector_bias must be true or false, got ${quote(bias)}`);
+  if (typeof bias !== 'boolean')
+    throw new ConfigError(`${where}: multimodal_projector_bias must be true or false, got ${quote(bias)}`);
   s.projectorBias = bias;
   if (json.model_type === 'llava_next') {
     s.aspect = 'anyres';

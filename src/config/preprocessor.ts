@@ -71,7 +71,10 @@ function parseSize(v: unknown, source: string, key: string, intIsSquare: boolean
       return { shortestEdge: positiveInt(v.shortest_edge, source, `${key}.shortest_edge`) };
     }
     if (keys === 'height,width') {
-      return { height: positiveInt(v.height, source, `${key}.height`), width: positiveInt(v.width, source, `${key}.width`) };
+      return {
+        height: positiveInt(v.height, source, `${key}.height`),
+        width: positiveInt(v.width, source, `${key}.width`),
+      };
     }
   }
   throw new ConfigError(
@@ -84,7 +87,8 @@ function bool(v: unknown, source: string, key: string): boolean {
   return v;
 }
 
-const isFiniteNumbers = (x: unknown): x is number[] => Array.isArray(x) && x.every((n) => typeof n === 'number' && Number.isFinite(n));
+const isFiniteNumbers = (x: unknown): x is number[] =>
+  Array.isArray(x) && x.every((n) => typeof n === 'number' && Number.isFinite(n));
 
 function triple(v: unknown, source: string, key: string, nonZero: boolean): [number, number, number] {
   // HF's normalize broadcasts a single number to every channel.
@@ -92,7 +96,8 @@ function triple(v: unknown, source: string, key: string, nonZero: boolean): [num
   if (!isFiniteNumbers(arr) || arr.length !== 3) {
     throw new ConfigError(`${source}: ${key} must be a number or a list of 3 numbers (RGB), got ${quote(v)}`);
   }
-  if (nonZero && arr.some((x) => x === 0)) throw new ConfigError(`${source}: ${key} must not contain 0, got ${quote(v)}`);
+  if (nonZero && arr.some((x) => x === 0))
+    throw new ConfigError(`${source}: ${key} must not contain 0, got ${quote(v)}`);
   return [arr[0], arr[1], arr[2]];
 }
 
@@ -119,7 +124,8 @@ export function parsePreprocessorConfig(json: unknown, source = 'preprocessor_co
   if (has('do_center_crop')) cfg.doCenterCrop = bool(json.do_center_crop, source, 'do_center_crop');
   if (has('crop_size')) {
     const c = parseSize(json.crop_size, source, 'crop_size', true);
-    if (!('height' in c)) throw new ConfigError(`${source}: crop_size must give height and width, got ${quote(json.crop_size)}`);
+    if (!('height' in c))
+      throw new ConfigError(`${source}: crop_size must give height and width, got ${quote(json.crop_size)}`);
     cfg.cropSize = c;
   }
   if (has('do_rescale')) cfg.doRescale = bool(json.do_rescale, source, 'do_rescale');

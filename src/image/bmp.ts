@@ -26,21 +26,42 @@ const BI_RLE8 = 1;
 const BI_RLE4 = 2;
 const BI_BITFIELDS = 3;
 
-type RawMode = 'P;1' | 'P;4' | 'P' | '1' | 'L' | 'BGR;15' | 'BGR;16' | 'BGR' | 'BGRX' | 'XBGR' | 'ABGR' | 'BGRA' | 'RGBA';
+type RawMode =
+  'P;1' | 'P;4' | 'P' | '1' | 'L' | 'BGR;15' | 'BGR;16' | 'BGR' | 'BGRX' | 'XBGR' | 'ABGR' | 'BGRA' | 'RGBA';
 
 /** Bits per pixel of each raw mode (Pillow's unpackers). */
 const RAW_BITS: Record<RawMode, number> = {
-  'P;1': 1, '1': 1, 'P;4': 4, P: 8, L: 8, 'BGR;15': 16, 'BGR;16': 16, BGR: 24,
-  BGRX: 32, XBGR: 32, ABGR: 32, BGRA: 32, RGBA: 32,
+  'P;1': 1,
+  '1': 1,
+  'P;4': 4,
+  P: 8,
+  L: 8,
+  'BGR;15': 16,
+  'BGR;16': 16,
+  BGR: 24,
+  BGRX: 32,
+  XBGR: 32,
+  ABGR: 32,
+  BGRA: 32,
+  RGBA: 32,
 };
 
 /** Byte offsets of R, G, B inside a 32-bit pixel. */
 const RGB32_OFFSETS: Partial<Record<RawMode, [number, number, number]>> = {
-  BGRX: [2, 1, 0], BGRA: [2, 1, 0], XBGR: [3, 2, 1], ABGR: [3, 2, 1], RGBA: [0, 1, 2],
+  BGRX: [2, 1, 0],
+  BGRA: [2, 1, 0],
+  XBGR: [3, 2, 1],
+  ABGR: [3, 2, 1],
+  RGBA: [0, 1, 2],
 };
 
 const BIT_MODES: Record<number, [string, RawMode]> = {
-  1: ['P', 'P;1'], 4: ['P', 'P;4'], 8: ['P', 'P'], 16: ['RGB', 'BGR;15'], 24: ['RGB', 'BGR'], 32: ['RGB', 'BGRX'],
+  1: ['P', 'P;1'],
+  4: ['P', 'P;4'],
+  8: ['P', 'P'],
+  16: ['RGB', 'BGR;15'],
+  24: ['RGB', 'BGR'],
+  32: ['RGB', 'BGRX'],
 };
 
 /** Pillow's BI_BITFIELDS table: "bits:r,g,b[,a]" masks -> raw mode. */
@@ -75,7 +96,11 @@ export function isBmp(head: Uint8Array): boolean {
   return head.length >= 2 && head[0] === 0x42 && head[1] === 0x4d; // "BM"
 }
 
-export function decodeBmp(file: Uint8Array, name: string, maxPixels = maxImagePixels()): RgbImage & { sourceMode: string } {
+export function decodeBmp(
+  file: Uint8Array,
+  name: string,
+  maxPixels = maxImagePixels(),
+): RgbImage & { sourceMode: string } {
   const fail = (why: string) => new ImageError(`cannot decode image ${name}: ${why}`);
   const bmp = readLayout(file, fail, maxPixels);
   const rle = bmp.compression === BI_RLE8 || bmp.compression === BI_RLE4;
@@ -131,10 +156,15 @@ function readLayout(file: Uint8Array, fail: (why: string) => ImageError, maxPixe
   let [mode, rawMode] = BIT_MODES[bits];
 
   if (compression === BI_BITFIELDS) {
-    const key = `${bits}:${masks.slice(0, bits === 32 ? 4 : 3).map((m) => m.toString(16)).join(',')}`;
+    const key = `${bits}:${masks
+      .slice(0, bits === 32 ? 4 : 3)
+      .map((m) => m.toString(16))
+      .join(',')}`;
     const fromMasks = bits === 32 || bits === 24 || bits === 16 ? MASK_MODES[key] : undefined;
     if (!fromMasks) {
-      throw fail(`unsupported BMP bit field layout (${bits}-bit, masks ${masks.map((m) => '0x' + m.toString(16)).join(' ')}; Pillow refuses it too)`);
+      throw fail(
+        `unsupported BMP bit field layout (${bits}-bit, masks ${masks.map((m) => '0x' + m.toString(16)).join(' ')}; Pillow refuses it too)`,
+      );
     }
     rawMode = fromMasks;
     if (rawMode.includes('A')) mode = 'RGBA';
@@ -165,7 +195,9 @@ function readLayout(file: Uint8Array, fail: (why: string) => ImageError, maxPixe
 
   if (width <= 0 || height <= 0) throw fail(`BMP image has no pixels (${width}x${height})`);
   if (width * height > maxPixels) {
-    throw fail(`BMP image is ${width}x${height} = ${width * height} pixels, over the limit of ${maxPixels} (Pillow's decompression-bomb limit; LLAVA_VISION_MAX_IMAGE_PIXELS raises it)`);
+    throw fail(
+      `BMP image is ${width}x${height} = ${width * height} pixels, over the limit of ${maxPixels} (Pillow's decompression-bomb limit; LLAVA_VISION_MAX_IMAGE_PIXELS raises it)`,
+    );
   }
   return { width, height, topDown, compression, mode, rawMode, bits, palette, pixelOffset: offset || pos };
 }
@@ -194,7 +226,9 @@ function decodeRaw(file: Uint8Array, bmp: BmpLayout, fail: (why: string) => Imag
   const rowBytes = Math.ceil((width * RAW_BITS[rawMode]) / 8);
   if (stride < rowBytes) {
     // Pillow reads this as L from a file path (overlapping rows) and fails from a buffer.
-    throw fail(`BMP palette makes Pillow read ${RAW_BITS[rawMode]} bits per pixel from a ${bmp.bits}-bit image (it cannot decode it consistently)`);
+    throw fail(
+      `BMP palette makes Pillow read ${RAW_BITS[rawMode]} bits per pixel from a ${bmp.bits}-bit image (it cannot decode it consistently)`,
+    );
   }
   // Pillow needs every row but not the last row's padding.
   if (bmp.pixelOffset + (height - 1) * stride + rowBytes > file.length) {
@@ -267,7 +301,9 @@ function decodeRle(file: Uint8Array, bmp: BmpLayout, fail: (why: string) => Imag
   const rle4 = bmp.compression === BI_RLE4;
   // Pillow hands the indices to a "P" (or "L") raw decoder: other image modes fail there.
   if (bmp.mode !== 'P' && bmp.mode !== 'L') {
-    throw fail(`BMP RLE${rle4 ? 4 : 8} data in a ${bmp.mode === '1' ? '2-colour black/white' : `${bmp.bits}-bit`} image (Pillow: unknown raw mode)`);
+    throw fail(
+      `BMP RLE${rle4 ? 4 : 8} data in a ${bmp.mode === '1' ? '2-colour black/white' : `${bmp.bits}-bit`} image (Pillow: unknown raw mode)`,
+    );
   }
   // A dry run first: a stream that cannot fill the image is refused before its index buffer exists.
   if (runRle(file, bmp.pixelOffset, width, width * height, rle4, null, fail) < width * height) {
@@ -298,8 +334,13 @@ function decodeRle(file: Uint8Array, bmp: BmpLayout, fail: (why: string) => Imag
  * (when given) and returns how many the stream produced.
  */
 function runRle(
-  file: Uint8Array, start: number, width: number, total: number, rle4: boolean,
-  out: Uint8Array | null, fail: (why: string) => ImageError,
+  file: Uint8Array,
+  start: number,
+  width: number,
+  total: number,
+  rle4: boolean,
+  out: Uint8Array | null,
+  fail: (why: string) => ImageError,
 ): number {
   let n = 0;
   let x = 0;
@@ -316,7 +357,7 @@ function runRle(
     if (count) {
       // Encoded run, clipped at the row end (x may already be past it).
       const num = x + count > width ? Math.max(0, width - x) : count;
-      if (rle4 && (byte >> 4) !== (byte & 15)) {
+      if (rle4 && byte >> 4 !== (byte & 15)) {
         for (let i = 0; i < num; i++) put(i % 2 === 0 ? byte >> 4 : byte & 15, 1);
       } else {
         put(rle4 ? byte & 15 : byte, num);

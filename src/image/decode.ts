@@ -87,14 +87,26 @@ export async function decodeImage(input: string | Uint8Array, opts: DecodeOption
     const refusal = jpegRefusal(bytes);
     if (refusal) throw new ImageError(`cannot decode image ${name}: JPEG ${refusal}`);
   }
-  return decodeWithLibvips(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), name, format, limit, opts, 'error');
+  return decodeWithLibvips(
+    Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength),
+    name,
+    format,
+    limit,
+    opts,
+    'error',
+  );
 }
 
 /**
  * A PNG: plain ones (pngForLibvips) through libvips, which decodes them faster (and then gives
  * Pillow's pixels), unless libpng has a warning; every other one through our own decoder.
  */
-async function decodePngFile(bytes: Uint8Array, name: string, limit: number, opts: DecodeOptions): Promise<DecodedImage> {
+async function decodePngFile(
+  bytes: Uint8Array,
+  name: string,
+  limit: number,
+  opts: DecodeOptions,
+): Promise<DecodedImage> {
   const pngOpts = { maxPixels: limit, grey16: opts.grey16 ?? 'pillow' } as const;
   const mode = pngForLibvips(bytes, name, pngOpts);
   if (mode) {
@@ -114,7 +126,12 @@ async function decodePngFile(bytes: Uint8Array, name: string, limit: number, opt
  * whose samples tiff.ts turns into Pillow's RGB. Pillow already applies the Orientation tag, so
  * autoOrient changes nothing for TIFF.
  */
-async function decodeTiffFile(bytes: Uint8Array, name: string, limit: number, opts: DecodeOptions): Promise<DecodedImage> {
+async function decodeTiffFile(
+  bytes: Uint8Array,
+  name: string,
+  limit: number,
+  opts: DecodeOptions,
+): Promise<DecodedImage> {
   const grey16 = opts.grey16 ?? 'pillow';
   const planned = decodeTiff(bytes, name, limit, grey16);
   if ('data' in planned) return planned;
@@ -129,23 +146,30 @@ async function decodeTiffFile(bytes: Uint8Array, name: string, limit: number, op
     const meta = await sharp(src, sharpOpts).metadata();
     if (meta.width !== plan.width || meta.height !== plan.height) {
       // TiffDecode.c: libtiff's size (its first ImageWidth/ImageLength) must be Pillow's.
-      throw new ImageError(`cannot decode image ${name}: TIFF size ${plan.width}x${plan.height} (Pillow, last tags) differs from libtiff's ${meta.width}x${meta.height}; Pillow 9.4 refuses it too`);
+      throw new ImageError(
+        `cannot decode image ${name}: TIFF size ${plan.width}x${plan.height} (Pillow, last tags) differs from libtiff's ${meta.width}x${meta.height}; Pillow 9.4 refuses it too`,
+      );
     }
     let pipe = sharp(src, sharpOpts);
     const space = meta.space as string;
     if (space === 'cmyk') pipe = pipe.pipelineColourspace('cmyk').toColourspace('cmyk');
-    else if (['srgb', 'rgb', 'b-w', 'rgb16', 'grey16', 'multiband'].includes(space)) pipe = pipe.toColourspace(space === 'multiband' ? 'b-w' : space);
+    else if (['srgb', 'rgb', 'b-w', 'rgb16', 'grey16', 'multiband'].includes(space))
+      pipe = pipe.toColourspace(space === 'multiband' ? 'b-w' : space);
     else throw new ImageError(`cannot decode image ${name}: TIFF colour space ${space} has no Pillow-exact decoding`);
     const depth = wide ? 'double' : sixteen ? 'ushort' : 'uchar';
     const raw = await pipe.raw({ depth }).toBuffer({ resolveWithObject: true });
     const { channels } = raw.info;
     if (wide) {
-      const values = new Float64Array(raw.data.buffer.slice(raw.data.byteOffset, raw.data.byteOffset + raw.data.byteLength));
+      const values = new Float64Array(
+        raw.data.buffer.slice(raw.data.byteOffset, raw.data.byteOffset + raw.data.byteLength),
+      );
       const grey = new Float64Array(plan.width * plan.height);
       for (let i = 0; i < grey.length; i++) grey[i] = values[i * channels];
       return fromLibvips(plan, name, new Uint8Array(0), 1, grey16, grey);
     }
-    const samples = sixteen ? highBytes(raw.data) : new Uint8Array(raw.data.buffer, raw.data.byteOffset, raw.data.byteLength);
+    const samples = sixteen
+      ? highBytes(raw.data)
+      : new Uint8Array(raw.data.buffer, raw.data.byteOffset, raw.data.byteLength);
     return fromLibvips(plan, name, samples, channels, grey16);
   } catch (e) {
     if (e instanceof ImageError) throw e;
@@ -166,9 +190,20 @@ function orientPng(bytes: Uint8Array, img: DecodedImage, opts: DecodeOptions): D
  * `failOn` 'error' rejects truncated or corrupt pixel data (Pillow raises on those too) but, unlike
  * sharp's default 'warning', accepts files with harmless warnings that Pillow also accepts.
  */
-export async function decodeWithLibvips(src: string | Buffer, name: string, format: ImageFormat, limit: number, opts: DecodeOptions,
-  failOn: 'error' | 'warning'): Promise<DecodedImage> {
-  const sharpOpts = { ignoreIcc: true, failOn, autoOrient: !!opts.autoOrient, limitInputPixels: Number.isFinite(limit) ? Math.max(1, Math.floor(limit)) : false };
+export async function decodeWithLibvips(
+  src: string | Buffer,
+  name: string,
+  format: ImageFormat,
+  limit: number,
+  opts: DecodeOptions,
+  failOn: 'error' | 'warning',
+): Promise<DecodedImage> {
+  const sharpOpts = {
+    ignoreIcc: true,
+    failOn,
+    autoOrient: !!opts.autoOrient,
+    limitInputPixels: Number.isFinite(limit) ? Math.max(1, Math.floor(limit)) : false,
+  };
   let meta: Metadata;
   let raw: { data: Buffer; info: OutputInfo };
   let sixteen = false;
@@ -227,7 +262,9 @@ export async function decodeWithLibvips(src: string | Buffer, name: string, form
  */
 function pillowClipsGrey16(format: ImageFormat, meta: Metadata, name: string): boolean {
   if (format === 'tiff' && meta.hasAlpha) {
-    throw new ImageError(`cannot decode image ${name}: 16-bit grey+alpha TIFF, which Pillow 9.4 cannot open (LLaVA cannot read it either)`);
+    throw new ImageError(
+      `cannot decode image ${name}: 16-bit grey+alpha TIFF, which Pillow 9.4 cannot open (LLaVA cannot read it either)`,
+    );
   }
   return true;
 }

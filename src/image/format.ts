@@ -41,7 +41,8 @@ function refusal(head: Uint8Array): string {
     const kind = brand.startsWith('avi') ? 'AVIF' : 'HEIF/HEIC';
     return `${kind} needs a plugin Pillow 9.4 does not ship: ${convert}`;
   }
-  if (head[0] === 0x1f && head[1] === 0x8b) return `gzip-compressed data (SVGZ?) is not an image Pillow opens: ${convert}`;
+  if (head[0] === 0x1f && head[1] === 0x8b)
+    return `gzip-compressed data (SVGZ?) is not an image Pillow opens: ${convert}`;
   return 'unsupported image format (llava-vision-tfjs decodes PNG, JPEG, GIF, WebP, TIFF and BMP)';
 }
 

@@ -30,7 +30,11 @@ interface Frame {
   dataOffset: number;
 }
 
-export function decodeGif(file: Uint8Array, name: string, maxPixels = maxImagePixels()): RgbImage & { sourceMode: string } {
+export function decodeGif(
+  file: Uint8Array,
+  name: string,
+  maxPixels = maxImagePixels(),
+): RgbImage & { sourceMode: string } {
   const fail = (why: string) => new ImageError(`cannot decode image ${name}: ${why}`);
   if (file.length < 13) throw fail('GIF file ends inside its header');
   let width = u16(file, 6);
@@ -73,7 +77,8 @@ export function decodeGif(file: Uint8Array, name: string, maxPixels = maxImagePi
       const label = readByte('an extension');
       const block = subBlock();
       if (label === 0xf9) {
-        if (!block || block.length < 3 || (block[0] & 1 && block.length < 4)) throw fail('GIF graphic control extension is truncated');
+        if (!block || block.length < 3 || (block[0] & 1 && block.length < 4))
+          throw fail('GIF graphic control extension is truncated');
         if (block[0] & 1) transparency = block[3];
       } else if (label === 0xfe) {
         for (let b = block; b && b.length > 0; b = subBlock());
@@ -106,14 +111,17 @@ export function decodeGif(file: Uint8Array, name: string, maxPixels = maxImagePi
   if (!frame) throw fail('GIF has no image');
   if (width <= 0 || height <= 0) throw fail(`GIF image has no pixels (${width}x${height})`);
   if (width * height > maxPixels) {
-    throw fail(`GIF image is ${width}x${height} = ${width * height} pixels, over the limit of ${maxPixels} (Pillow's decompression-bomb limit; LLAVA_VISION_MAX_IMAGE_PIXELS raises it)`);
+    throw fail(
+      `GIF image is ${width}x${height} = ${width * height} pixels, over the limit of ${maxPixels} (Pillow's decompression-bomb limit; LLAVA_VISION_MAX_IMAGE_PIXELS raises it)`,
+    );
   }
   if (frame.x0 === 0 && frame.width === 0) {
     // decoder.setimage reads a box of x0 == x1 == 0 as the whole image: Pillow decodes a 0-wide
     // frame at x 0 as a frame covering the screen (from its own data, so often "truncated").
     frame = { ...frame, y0: 0, width, height };
   }
-  if (frame.width <= 0 || frame.height <= 0) throw fail('GIF frame has no pixels (Pillow: tile cannot extend outside image)');
+  if (frame.width <= 0 || frame.height <= 0)
+    throw fail('GIF frame has no pixels (Pillow: tile cannot extend outside image)');
 
   const indices = new Uint8Array(width * height).fill(transparency ?? 0);
   decodeLzw(file, frame, indices, width, fail);
@@ -153,7 +161,13 @@ function paletteNeeded(p: Uint8Array, fail: (why: string) => ImageError): boolea
 }
 
 /** Pillow's ImagingGifDecode for one frame, writing indices into the canvas. */
-function decodeLzw(file: Uint8Array, frame: Frame, canvas: Uint8Array, canvasWidth: number, fail: (why: string) => ImageError): void {
+function decodeLzw(
+  file: Uint8Array,
+  frame: Frame,
+  canvas: Uint8Array,
+  canvasWidth: number,
+  fail: (why: string) => ImageError,
+): void {
   const bits = frame.lzwBits;
   if (bits > 12) throw fail(`GIF LZW code size ${bits} (Pillow: codec configuration error)`);
   const clear = 1 << bits;

@@ -12,7 +12,15 @@
 import * as zlib from 'zlib';
 
 interface ZlibHandle {
-  writeSync(flush: number, input: Uint8Array, inOff: number, inLen: number, out: Uint8Array, outOff: number, outLen: number): void;
+  writeSync(
+    flush: number,
+    input: Uint8Array,
+    inOff: number,
+    inLen: number,
+    out: Uint8Array,
+    outOff: number,
+    outLen: number,
+  ): void;
   onerror: (message: string, errno: number) => void;
 }
 
@@ -35,8 +43,14 @@ export class SteppedInflate {
     this.stream = zlib.createInflate();
     const internals = this.stream as unknown as { _handle?: ZlibHandle; _writeState?: Uint32Array };
     // No instanceof: under jest the typed array comes from another realm.
-    if (!internals._handle || typeof internals._handle.writeSync !== 'function' || !ArrayBuffer.isView(internals._writeState)) {
-      throw new Error(`node:zlib of Node ${process.version} has no synchronous handle (_handle.writeSync), which the PNG reader needs`);
+    if (
+      !internals._handle ||
+      typeof internals._handle.writeSync !== 'function' ||
+      !ArrayBuffer.isView(internals._writeState)
+    ) {
+      throw new Error(
+        `node:zlib of Node ${process.version} has no synchronous handle (_handle.writeSync), which the PNG reader needs`,
+      );
     }
     this.handle = internals._handle;
     this.state = internals._writeState;
@@ -51,11 +65,27 @@ export class SteppedInflate {
    * which leaves the stream usable), so a call that returns without error and with room left in
    * the output has reached the end of the stream.
    */
-  step(input: Uint8Array, inOff: number, inLen: number, out: Uint8Array, outOff: number, outLen: number, finish = false): InflateStep {
+  step(
+    input: Uint8Array,
+    inOff: number,
+    inLen: number,
+    out: Uint8Array,
+    outOff: number,
+    outLen: number,
+    finish = false,
+  ): InflateStep {
     this.error = undefined;
     this.state[0] = outLen;
     this.state[1] = inLen;
-    this.handle.writeSync(finish ? zlib.constants.Z_FINISH : zlib.constants.Z_NO_FLUSH, input, inOff, inLen, out, outOff, outLen);
+    this.handle.writeSync(
+      finish ? zlib.constants.Z_FINISH : zlib.constants.Z_NO_FLUSH,
+      input,
+      inOff,
+      inLen,
+      out,
+      outOff,
+      outLen,
+    );
     if (this.error !== undefined) return { written: 0, consumed: 0, error: this.error };
     return { written: outLen - this.state[0], consumed: inLen - this.state[1] };
   }
@@ -79,4 +109,3 @@ export class SteppedInflate {
 }
 
 const idle: SteppedInflate[] = [];
-

@@ -25,7 +25,10 @@ const pillowKnows = (m: number) => m >= 0xc0 && m <= 0xfe;
 /** Pillow's handlers: markers with a length-prefixed segment it reads (the others have no parameters). */
 const pillowReads = (m: number) => !((m >= 0xd0 && m <= 0xd9) || m === 0xc8 || (m >= 0xf0 && m <= 0xfd));
 
-interface Frame { components: number[]; progressive: boolean }
+interface Frame {
+  components: number[];
+  progressive: boolean;
+}
 
 function u16(b: Uint8Array, o: number): number {
   return (b[o] << 8) | b[o + 1];
@@ -64,7 +67,8 @@ function pillowOpen(file: Uint8Array): string | null {
         pos += 2;
         const start = pos;
         if (n > 0) {
-          if (pos + n > file.length) return 'a marker segment runs past the end of the file (Pillow: Truncated File Read)';
+          if (pos + n > file.length)
+            return 'a marker segment runs past the end of the file (Pillow: Truncated File Read)';
           pos += n;
         }
         const seg = file.subarray(start, start + Math.max(0, n));
@@ -91,7 +95,8 @@ function pillowOpen(file: Uint8Array): string | null {
         }
       }
       if (m === 0xda) {
-        if (!layers || width <= 0 || height <= 0) return 'no image size before the scan (Pillow: cannot identify image file)';
+        if (!layers || width <= 0 || height <= 0)
+          return 'no image size before the scan (Pillow: cannot identify image file)';
         return null;
       }
       s = read1();
@@ -113,7 +118,8 @@ function pillowSof(seg: Uint8Array, icc: Uint8Array[]): [number, number, number]
   if (seg[0] !== 8) return `${seg[0]}-bit JPEG (Pillow: cannot handle ${seg[0]}-bit layers)`;
   if (seg.length < 6) return 'SOF segment too short (Pillow: cannot identify image file)';
   const layers = seg[5];
-  if (layers !== 1 && layers !== 3 && layers !== 4) return `JPEG with ${layers} components (Pillow: cannot handle ${layers}-layer images)`;
+  if (layers !== 1 && layers !== 3 && layers !== 4)
+    return `JPEG with ${layers} components (Pillow: cannot handle ${layers}-layer images)`;
   if (icc.length) {
     const sorted = [...icc].sort(compareBytes);
     if (sorted[0].length < 14) return 'ICC profile segment cut short (Pillow: cannot identify image file)';
@@ -177,13 +183,18 @@ function libjpegAfterFirstScan(file: Uint8Array): string | null {
       // Out of data before EOI: a single-scan image has all its rows (libjpeg then only looks for
       // EOI); a multi-scan one is read to EOI before any row.
       if (scans === 0) return null; // libvips meets the same truncation
-      return multiScan ? 'the data ends before EOI in a multi-scan (progressive) JPEG (Pillow: image file is truncated)' : null;
+      return multiScan
+        ? 'the data ends before EOI in a multi-scan (progressive) JPEG (Pillow: image file is truncated)'
+        : null;
     }
     const [m, after] = found;
     pos = after;
     // A segment cut short by the end of the file: libjpeg waits for more data. After the rows of a
     // single-scan image Pillow no longer cares; a multi-scan one never got its rows.
-    const cut = () => (scans && multiScan ? 'the data ends inside a marker segment of a multi-scan (progressive) JPEG (Pillow: image file is truncated)' : null);
+    const cut = () =>
+      scans && multiScan
+        ? 'the data ends inside a marker segment of a multi-scan (progressive) JPEG (Pillow: image file is truncated)'
+        : null;
     const length = pos + 2 <= file.length ? u16(file, pos) : -1;
     if (m === 0xd9) break; // EOI
     if (m === 0xd8) {
@@ -202,10 +213,20 @@ function libjpegAfterFirstScan(file: Uint8Array): string | null {
       pos += length;
       continue;
     }
-    if (SOF_UNSUPPORTED.has(m)) return scans ? `unsupported SOF 0x${m.toString(16)} after the image data (libjpeg)` : null;
+    if (SOF_UNSUPPORTED.has(m))
+      return scans ? `unsupported SOF 0x${m.toString(16)} after the image data (libjpeg)` : null;
     // read_markers dispatches on the marker before reading its length: an unknown one fails at once.
-    const withLength = m === 0xda || m === 0xc4 || m === 0xdb || m === 0xdd || m === 0xcc || m === 0xfe || m === 0xdc || (m >= 0xe0 && m <= 0xef);
-    if (!withLength) return scans ? `marker 0x${m.toString(16)} where libjpeg accepts none (libjpeg: JERR_UNKNOWN_MARKER)` : null;
+    const withLength =
+      m === 0xda ||
+      m === 0xc4 ||
+      m === 0xdb ||
+      m === 0xdd ||
+      m === 0xcc ||
+      m === 0xfe ||
+      m === 0xdc ||
+      (m >= 0xe0 && m <= 0xef);
+    if (!withLength)
+      return scans ? `marker 0x${m.toString(16)} where libjpeg accepts none (libjpeg: JERR_UNKNOWN_MARKER)` : null;
     if (length < 0) return cut();
     // libjpeg reads a segment byte by byte, failing at the first bad value, waiting at the end of the data.
     let p = pos + 2;
@@ -244,11 +265,14 @@ function libjpegAfterFirstScan(file: Uint8Array): string | null {
           for (const t of tables) {
             const needDc = !frame.progressive || (ss === 0 && ah === 0);
             const needAc = !frame.progressive || ss !== 0;
-            if ((needDc && !dc.has(t >> 4)) || (needAc && !ac.has(t & 15))) return 'a scan uses an undefined Huffman table (libjpeg: JERR_NO_HUFF_TABLE)';
+            if ((needDc && !dc.has(t >> 4)) || (needAc && !ac.has(t & 15)))
+              return 'a scan uses an undefined Huffman table (libjpeg: JERR_NO_HUFF_TABLE)';
           }
         }
         if (al === 0) {
-          for (const ci of comps) for (let k = frame.progressive ? ss : 0; k <= (frame.progressive ? Math.min(se, 63) : 63); k++) known[ci][k] = true;
+          for (const ci of comps)
+            for (let k = frame.progressive ? ss : 0; k <= (frame.progressive ? Math.min(se, 63) : 63); k++)
+              known[ci][k] = true;
         }
         scans++;
         pos = p + 3;
@@ -303,7 +327,8 @@ function libjpegAfterFirstScan(file: Uint8Array): string | null {
           left -= 2;
           p += 2;
           if (index >= 32) return why('an arithmetic table index out of range (libjpeg: JERR_DAC_INDEX)');
-          if (index < 16 && (val & 15) > val >> 4) return why('a bad arithmetic conditioning value (libjpeg: JERR_DAC_VALUE)');
+          if (index < 16 && (val & 15) > val >> 4)
+            return why('a bad arithmetic conditioning value (libjpeg: JERR_DAC_VALUE)');
         }
         if (left !== 0) return why('a DAC of the wrong length (libjpeg: JERR_BAD_LENGTH)');
         pos = p;

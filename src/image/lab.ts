@@ -21,15 +21,22 @@ function clut(): Uint16Array {
   const n = g * g * g * 3;
   const out = new Uint16Array(n);
   // Undo the 3-D Lorenzo prediction, in grid order (mod 2^16).
-  const at = (i: number, j: number, k: number, c: number) => (i < 0 || j < 0 || k < 0 ? 0 : out[((i * g + j) * g + k) * 3 + c]);
+  const at = (i: number, j: number, k: number, c: number) =>
+    i < 0 || j < 0 || k < 0 ? 0 : out[((i * g + j) * g + k) * 3 + c];
   for (let i = 0; i < g; i++) {
     for (let j = 0; j < g; j++) {
       for (let k = 0; k < g; k++) {
         for (let c = 0; c < 3; c++) {
           const idx = ((i * g + j) * g + k) * 3 + c;
           const residual = packed[idx] | (packed[n + idx] << 8);
-          const predicted = at(i - 1, j, k, c) + at(i, j - 1, k, c) + at(i, j, k - 1, c) - at(i - 1, j - 1, k, c)
-            - at(i - 1, j, k - 1, c) - at(i, j - 1, k - 1, c) + at(i - 1, j - 1, k - 1, c);
+          const predicted =
+            at(i - 1, j, k, c) +
+            at(i, j - 1, k, c) +
+            at(i, j, k - 1, c) -
+            at(i - 1, j - 1, k, c) -
+            at(i - 1, j, k - 1, c) -
+            at(i, j - 1, k - 1, c) +
+            at(i - 1, j - 1, k - 1, c);
           out[idx] = (predicted + residual) & 0xffff;
         }
       }
@@ -77,18 +84,36 @@ export function labToRgb(lab: Uint8Array, n: number): Uint8Array {
     let order: number;
     if (rx >= ry) {
       if (ry >= rz) {
-        a = X1; b = X1 + Y1; c = X1 + Y1 + Z1; order = 0;
+        a = X1;
+        b = X1 + Y1;
+        c = X1 + Y1 + Z1;
+        order = 0;
       } else if (rz >= rx) {
-        a = Z1 + X1; b = Z1 + X1 + Y1; c = Z1; order = 1;
+        a = Z1 + X1;
+        b = Z1 + X1 + Y1;
+        c = Z1;
+        order = 1;
       } else {
-        a = X1; b = X1 + Z1 + Y1; c = X1 + Z1; order = 2;
+        a = X1;
+        b = X1 + Z1 + Y1;
+        c = X1 + Z1;
+        order = 2;
       }
     } else if (rx >= rz) {
-      a = Y1 + X1; b = Y1; c = Y1 + X1 + Z1; order = 3;
+      a = Y1 + X1;
+      b = Y1;
+      c = Y1 + X1 + Z1;
+      order = 3;
     } else if (ry >= rz) {
-      a = Y1 + Z1 + X1; b = Y1; c = Y1 + Z1; order = 4;
+      a = Y1 + Z1 + X1;
+      b = Y1;
+      c = Y1 + Z1;
+      order = 4;
     } else {
-      a = Z1 + Y1 + X1; b = Z1 + Y1; c = Z1; order = 5;
+      a = Z1 + Y1 + X1;
+      b = Z1 + Y1;
+      c = Z1;
+      order = 5;
     }
     for (let ch = 0; ch < 3; ch++) {
       const L = base + ch;
@@ -97,17 +122,29 @@ export function labToRgb(lab: Uint8Array, n: number): Uint8Array {
       let c2 = table[L + b];
       let c3 = table[L + c];
       if (order === 0) {
-        c3 -= c2; c2 -= c1; c1 -= c0;
+        c3 -= c2;
+        c2 -= c1;
+        c1 -= c0;
       } else if (order === 1) {
-        c2 -= c1; c1 -= c3; c3 -= c0;
+        c2 -= c1;
+        c1 -= c3;
+        c3 -= c0;
       } else if (order === 2) {
-        c2 -= c3; c3 -= c1; c1 -= c0;
+        c2 -= c3;
+        c3 -= c1;
+        c1 -= c0;
       } else if (order === 3) {
-        c3 -= c1; c1 -= c2; c2 -= c0;
+        c3 -= c1;
+        c1 -= c2;
+        c2 -= c0;
       } else if (order === 4) {
-        c1 -= c3; c3 -= c2; c2 -= c0;
+        c1 -= c3;
+        c3 -= c2;
+        c2 -= c0;
       } else {
-        c1 -= c2; c2 -= c3; c3 -= c0;
+        c1 -= c2;
+        c2 -= c3;
+        c3 -= c0;
       }
       // In C these are int products and sums that wrap at 32 bits; the exact sum taken mod 2^32 is the same.
       const rest = (c1 * rx + c2 * ry + c3 * rz + 0x8001) | 0;

@@ -24,14 +24,18 @@ const ENV = 'LLAVA_VISION_MAX_IMAGE_PIXELS';
 export function maxImagePixels(option?: number | null): number {
   if (option === null) return Infinity;
   if (option !== undefined) {
-    if (!(option > 0)) throw new ImageError(`maxImagePixels must be a positive number or null (no limit), got ${option}`);
+    if (!(option > 0))
+      throw new ImageError(`maxImagePixels must be a positive number or null (no limit), got ${option}`);
     return option;
   }
   const env = process.env[ENV];
   if (env === undefined || env === '') return DEFAULT_MAX_IMAGE_PIXELS;
   if (env === 'none') return Infinity;
   const n = Number(env);
-  if (!(n > 0)) throw new ImageError(`${ENV} must be a positive number of pixels or "none", got ${JSON.stringify(env.slice(0, 40))}`);
+  if (!(n > 0))
+    throw new ImageError(
+      `${ENV} must be a positive number of pixels or "none", got ${JSON.stringify(env.slice(0, 40))}`,
+    );
   return n;
 }
 
@@ -40,11 +44,20 @@ export function maxImagePixels(option?: number | null): number {
  * pixel, so a 2 MB PNG of 13000 x 13000 (within the pixel limit) would take 2.5 GB. Decoded samples
  * may take at most the bytes of an 8-bit RGB image at the pixel limit (3 per pixel).
  */
-export function checkDecodedBytes(width: number, height: number, channels: number, bytesPerSample: number, what: string, limit = maxImagePixels()): void {
+export function checkDecodedBytes(
+  width: number,
+  height: number,
+  channels: number,
+  bytesPerSample: number,
+  what: string,
+  limit = maxImagePixels(),
+): void {
   const bytes = width * height * channels * bytesPerSample;
   if (bytes > 3 * limit) {
-    throw new ImageError(`${what} is ${width}x${height} with ${channels} channels of ${8 * bytesPerSample} bits: ${bytes} bytes ` +
-      `decoded, over the limit of ${3 * limit} (3 bytes per pixel of the ${limit}-pixel limit; set ${ENV} to raise it)`);
+    throw new ImageError(
+      `${what} is ${width}x${height} with ${channels} channels of ${8 * bytesPerSample} bits: ${bytes} bytes ` +
+        `decoded, over the limit of ${3 * limit} (3 bytes per pixel of the ${limit}-pixel limit; set ${ENV} to raise it)`,
+    );
   }
 }
 
@@ -55,16 +68,26 @@ export const PRODUCED_VS_INPUT = 4;
 /** Checks an image preprocessing is about to make from an input of `inputPixels` (see above). */
 export function checkProducedImage(width: number, height: number, inputPixels: number, what: string): void {
   const limit = Math.min(maxImagePixels(), Math.max(PRODUCED_FLOOR_PIXELS, PRODUCED_VS_INPUT * inputPixels));
-  checkImagePixels(width, height, what, limit,
-    `preprocessing makes images of at most max(4096x4096, ${PRODUCED_VS_INPUT} x the input's ${inputPixels} pixels), within the decode limit`);
+  checkImagePixels(
+    width,
+    height,
+    what,
+    limit,
+    `preprocessing makes images of at most max(4096x4096, ${PRODUCED_VS_INPUT} x the input's ${inputPixels} pixels), within the decode limit`,
+  );
 }
 
 /**
  * Throws an ImageError when a `width` × `height` image is over the limit (or not a valid size).
  * `what` says which image: `image photo.png`, `resize target`, ...; `why` explains the limit.
  */
-export function checkImagePixels(width: number, height: number, what: string, limit = maxImagePixels(),
-  why = `as Pillow's DecompressionBombError: 2 x Image.MAX_IMAGE_PIXELS; set ${ENV} to raise it`): void {
+export function checkImagePixels(
+  width: number,
+  height: number,
+  what: string,
+  limit = maxImagePixels(),
+  why = `as Pillow's DecompressionBombError: 2 x Image.MAX_IMAGE_PIXELS; set ${ENV} to raise it`,
+): void {
   if (!Number.isSafeInteger(width) || !Number.isSafeInteger(height) || width < 0 || height < 0) {
     throw new ImageError(`${what}: invalid size ${width}x${height}`);
   }

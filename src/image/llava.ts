@@ -112,19 +112,27 @@ export interface ProcessImagesOptions {
 }
 
 /** Intermediate images of process_anyres_image: the padded canvas and the squashed base image. */
-export function anyresImages(img: RgbImage, processor: CLIPImageProcessor, pinpoints: Pinpoints): {
+export function anyresImages(
+  img: RgbImage,
+  processor: CLIPImageProcessor,
+  pinpoints: Pinpoints,
+): {
   padded: RgbImage;
   tiles: RgbImage[];
 } {
   const { size, cropSize } = processor.config;
   if (!('shortestEdge' in size)) {
-    throw new ConfigError(`anyres needs a preprocessor size with shortest_edge (LLaVA reads size['shortest_edge']), got ${JSON.stringify(size)}`);
+    throw new ConfigError(
+      `anyres needs a preprocessor size with shortest_edge (LLaVA reads size['shortest_edge']), got ${JSON.stringify(size)}`,
+    );
   }
   const best = selectBestResolution([img.width, img.height], pinpoints);
   const tiles = Math.ceil(best[0] / cropSize.width) * Math.ceil(best[1] / cropSize.height);
   if (tiles > MAX_ANYRES_TILES) {
-    throw new ConfigError(`anyres: grid pinpoint ${best[0]}x${best[1]} cut into crop_size ${cropSize.height}x${cropSize.width} tiles ` +
-      `makes ${tiles} tiles (at most ${MAX_ANYRES_TILES}); check image_grid_pinpoints and crop_size`);
+    throw new ConfigError(
+      `anyres: grid pinpoint ${best[0]}x${best[1]} cut into crop_size ${cropSize.height}x${cropSize.width} tiles ` +
+        `makes ${tiles} tiles (at most ${MAX_ANYRES_TILES}); check image_grid_pinpoints and crop_size`,
+    );
   }
   // Entry 0: the whole image squashed to S x S (aspect NOT kept), PIL's default BICUBIC. Made first:
   // for a degenerate image (1 x 1000000) it is the step that refuses, before the canvas's work is done.
@@ -152,7 +160,9 @@ export function processImages(
     const outs = parts.map((p) => processor.preprocess(p));
     const { height, width } = outs[0];
     if (outs.some((o) => o.height !== height || o.width !== width)) {
-      throw new ConfigError(`anyres tiles preprocess to different sizes; check crop_size vs size in the preprocessor config`);
+      throw new ConfigError(
+        `anyres tiles preprocess to different sizes; check crop_size vs size in the preprocessor config`,
+      );
     }
     const pixelValues = new Float32Array(outs.length * 3 * height * width);
     outs.forEach((o, i) => pixelValues.set(o.pixelValues, i * 3 * height * width));

@@ -28,7 +28,11 @@ import type { DecodedImage } from './decode';
 
 /** What Pillow raises; the kind decides where it is caught, as in Python. */
 class PillowRaise extends Error {
-  constructor(readonly kind: 'EOFError' | 'AttributeError' | 'SyntaxError' | 'struct.error' | 'ValueError' | 'OSError' | 'TypeError', message: string) {
+  constructor(
+    readonly kind:
+      'EOFError' | 'AttributeError' | 'SyntaxError' | 'struct.error' | 'ValueError' | 'OSError' | 'TypeError',
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -118,7 +122,10 @@ function readChunkHeader(f: PyFile): Chunk {
   const length = u32(s, 0);
   // is_cid: four of [A-Za-z0-9_] (a shorter type never matches).
   if (s.length < 8 || !isWord(s[4]) || !isWord(s[5]) || !isWord(s[6]) || !isWord(s[7])) {
-    throw new PillowRaise('SyntaxError', `broken PNG file (chunk ${JSON.stringify(String.fromCharCode(...s.subarray(4)))})`);
+    throw new PillowRaise(
+      'SyntaxError',
+      `broken PNG file (chunk ${JSON.stringify(String.fromCharCode(...s.subarray(4)))})`,
+    );
   }
   return { cid: String.fromCharCode(s[4], s[5], s[6], s[7]), pos: f.pos, length };
 }
@@ -134,7 +141,7 @@ function isWord(b: number): boolean {
 function textInflate(data: Uint8Array, keep = false): Uint8Array | null {
   // Only the length matters: the output goes through a scratch window, the last call ending exactly
   // at MAX_TEXT_CHUNK as Python's single decompress(s, max_length) would.
-  const scratch = textScratch ??= new Uint8Array(1 << 16);
+  const scratch = (textScratch ??= new Uint8Array(1 << 16));
   const z = SteppedInflate.acquire();
   try {
     let total = 0;
@@ -152,7 +159,8 @@ function textInflate(data: Uint8Array, keep = false): Uint8Array | null {
       if (total === MAX_TEXT_CHUNK) {
         // Python's decompress(s, max_length) keeps input unconsumed (and Pillow raises) only when the
         // output filled up before the stream's end.
-        if (consumed < data.length && !streamEnded(z, data, consumed)) throw new PillowRaise('ValueError', 'Decompressed Data Too Large');
+        if (consumed < data.length && !streamEnded(z, data, consumed))
+          throw new PillowRaise('ValueError', 'Decompressed Data Too Large');
         return result();
       }
     }
@@ -174,7 +182,8 @@ function streamEnded(z: SteppedInflate, data: Uint8Array, consumed: number): boo
 
 function checkTextMemory(st: PngState, chars: number): void {
   st.textMemory += chars;
-  if (st.textMemory > MAX_TEXT_MEMORY) throw new PillowRaise('ValueError', `Too much memory used in text chunks: ${st.textMemory}>MAX_TEXT_MEMORY`);
+  if (st.textMemory > MAX_TEXT_MEMORY)
+    throw new PillowRaise('ValueError', `Too much memory used in text chunks: ${st.textMemory}>MAX_TEXT_MEMORY`);
 }
 
 function splitNul(s: Uint8Array): [Uint8Array, Uint8Array | null] {
@@ -229,7 +238,8 @@ function callChunk(st: PngState, f: PyFile, c: Chunk): Uint8Array {
       const s = f.safeRead(length);
       if (st.mode === 'P') {
         // _simple_palette = ^\xff*\x00\xff*$, where $ also matches before a final newline.
-        const simple = (b: Uint8Array) => b.every((v) => v === 0 || v === 0xff) && b.indexOf(0) === b.lastIndexOf(0) && b.indexOf(0) >= 0;
+        const simple = (b: Uint8Array) =>
+          b.every((v) => v === 0 || v === 0xff) && b.indexOf(0) === b.lastIndexOf(0) && b.indexOf(0) >= 0;
         const isSimple = simple(s) || (s.length > 0 && s[s.length - 1] === 0x0a && simple(s.subarray(0, s.length - 1)));
         st.transparency = isSimple ? 'int' : 'bytes';
       } else if (st.mode === '1' || st.mode === 'L' || st.mode === 'I') {
@@ -338,7 +348,8 @@ function callChunk(st: PngState, f: PyFile, c: Chunk): Uint8Array {
       }
       st.seqNum = seq;
       const [w, h, px, py] = [u32(s, 4), u32(s, 8), u32(s, 12), u32(s, 16)];
-      if (px + w > st.size[0] || py + h > st.size[1]) throw new PillowRaise('SyntaxError', 'APNG contains invalid frames');
+      if (px + w > st.size[0] || py + h > st.size[1])
+        throw new PillowRaise('SyntaxError', 'APNG contains invalid frames');
       st.bbox = [px, py, px + w, py + h];
       return s;
     }
@@ -353,15 +364,23 @@ function checkCrc(f: PyFile, c: Chunk, data: Uint8Array): void {
   if (stored.length < 4) throw new PillowRaise('SyntaxError', `broken PNG file (incomplete checksum in ${c.cid})`);
   // Type and data lie together in the file, except after an fdAT whose sequence number was read.
   const at = data.byteOffset - f.bytes.byteOffset;
-  const typeAndData = at === c.pos ? f.bytes.subarray(c.pos - 4, c.pos + data.length) : concat([f.bytes.subarray(c.pos - 4, c.pos), data]);
-  if (crc32(typeAndData) !== u32(stored, 0)) throw new PillowRaise('SyntaxError', `broken PNG file (bad header checksum in ${c.cid})`);
+  const typeAndData =
+    at === c.pos
+      ? f.bytes.subarray(c.pos - 4, c.pos + data.length)
+      : concat([f.bytes.subarray(c.pos - 4, c.pos), data]);
+  if (crc32(typeAndData) !== u32(stored, 0))
+    throw new PillowRaise('SyntaxError', `broken PNG file (bad header checksum in ${c.cid})`);
 }
 
 /** The pieces of image data PngImageFile.load_read hands the decoder, in order, and how the supply ends. */
 class ImageDataReader {
   /** Bytes left in the current IDAT/fdAT chunk. */
   private left: number;
-  constructor(private readonly f: PyFile, private readonly st: PngState, firstLength: number) {
+  constructor(
+    private readonly f: PyFile,
+    private readonly st: PngState,
+    firstLength: number,
+  ) {
     this.left = firstLength;
   }
 
@@ -404,7 +423,8 @@ export function decodePng(file: Uint8Array, name: string, opts: PngOptions): Dec
   try {
     return decodePillowPng(file, name, opts);
   } catch (e) {
-    if (e instanceof PillowRaise) throw new ImageError(`cannot decode image ${name}: PNG ${e.message}; Pillow 9.4 refuses it too (${e.kind})`);
+    if (e instanceof PillowRaise)
+      throw new ImageError(`cannot decode image ${name}: PNG ${e.message}; Pillow 9.4 refuses it too (${e.kind})`);
     throw e;
   }
 }
@@ -429,8 +449,19 @@ function openPng(file: Uint8Array, name: string, opts: PngOptions): OpenedPng {
   const f = new PyFile(file);
   f.pos = 8;
   const st: PngState = {
-    size: [0, 0], mode: null, rawmode: null, bits: 0, interlace: false, palette: null, transparency: null,
-    bbox: null, tile: null, nFrames: null, defaultImage: false, seqNum: null, textMemory: 0,
+    size: [0, 0],
+    mode: null,
+    rawmode: null,
+    bits: 0,
+    interlace: false,
+    palette: null,
+    transparency: null,
+    bbox: null,
+    tile: null,
+    nFrames: null,
+    defaultImage: false,
+    seqNum: null,
+    textMemory: 0,
   };
   let last: Chunk;
   for (;;) {
@@ -455,10 +486,12 @@ function openPng(file: Uint8Array, name: string, opts: PngOptions): OpenedPng {
   }
   const mode = st.mode;
   const [width, height] = st.size;
-  if (!mode || width <= 0 || height <= 0) throw new PillowRaise('SyntaxError', 'cannot identify image file (no valid IHDR)');
+  if (!mode || width <= 0 || height <= 0)
+    throw new PillowRaise('SyntaxError', 'cannot identify image file (no valid IHDR)');
   checkImagePixels(width, height, `image ${name}`, opts.maxPixels);
   // 16-bit samples: the inflated rows are held a block at a time, but bound them as for the other formats.
-  if (st.bits > 0 && tileBitsPerSample(st) === 16) checkDecodedBytes(width, height, st.bits / 16, 2, `image ${name}`, opts.maxPixels);
+  if (st.bits > 0 && tileBitsPerSample(st) === 16)
+    checkDecodedBytes(width, height, st.bits / 16, 2, `image ${name}`, opts.maxPixels);
   const isAnimated = st.nFrames !== null && st.nFrames + (st.defaultImage ? 1 : 0) > 1;
   const tile = st.tile;
   if (!tile) throw new PillowRaise('OSError', 'cannot load this image (no image data)');
@@ -495,7 +528,10 @@ function readChunksAfterImage(f: PyFile, st: PngState, isAnimated: boolean): voi
 /** convert('RGB')'s own failure: a palette image with one transparent index but no palette to look it up in. */
 function checkConvert(png: OpenedPng): void {
   if (png.mode === 'P' && png.st.transparency === 'int' && !png.palette) {
-    throw new PillowRaise('TypeError', "cannot convert 'NoneType' object to bytes (palette image with tRNS but no PLTE)");
+    throw new PillowRaise(
+      'TypeError',
+      "cannot convert 'NoneType' object to bytes (palette image with tRNS but no PLTE)",
+    );
   }
 }
 
@@ -505,9 +541,12 @@ function decodePillowPng(file: Uint8Array, name: string, opts: PngOptions): Deco
   f.pos = tile.offset;
   const box = tile.box;
   // decoder.setimage: a box of x0 == x1 == 0 means the whole image.
-  const [xoff, yoff, xsize, ysize] = box[0] === 0 && box[2] === 0 ? [0, 0, width, height] : [box[0], box[1], box[2] - box[0], box[3] - box[1]];
-  if (xsize <= 0 || xsize + xoff > width || ysize <= 0 || ysize + yoff > height) throw new PillowRaise('ValueError', 'tile cannot extend outside image');
-  if (xsize > Math.floor(0x7fffffff / tile.bits) - 7) throw new PillowRaise('OSError', 'row too long for the decoder (MemoryError)');
+  const [xoff, yoff, xsize, ysize] =
+    box[0] === 0 && box[2] === 0 ? [0, 0, width, height] : [box[0], box[1], box[2] - box[0], box[3] - box[1]];
+  if (xsize <= 0 || xsize + xoff > width || ysize <= 0 || ysize + yoff > height)
+    throw new PillowRaise('ValueError', 'tile cannot extend outside image');
+  if (xsize > Math.floor(0x7fffffff / tile.bits) - 7)
+    throw new PillowRaise('OSError', 'row too long for the decoder (MemoryError)');
   const image = new ModeImage(width, height, mode, tile.rawmode, opts.grey16);
   const reader = new ImageDataReader(f, st, png.firstLength);
   new ZipDecoder(image, tile.bits, xoff, yoff, xsize, ysize, st.interlace).run(reader);
@@ -530,7 +569,8 @@ export function pngForLibvips(file: Uint8Array, name: string, opts: PngOptions):
     const png = openPng(file, name, opts);
     const { f, st, mode, tile } = png;
     const bits = tile.bits;
-    const plain = ['L', 'LA', 'RGB', 'RGBA'].includes(tile.rawmode) ||
+    const plain =
+      ['L', 'LA', 'RGB', 'RGBA'].includes(tile.rawmode) ||
       (mode === 'P' && tile.rawmode.startsWith('P') && png.palette !== null && png.palette.length === 3 << bits);
     if (!plain || st.nFrames !== null || st.bbox !== null) return null;
     // The run of IDAT chunks, each whole; no image data chunk after it.
@@ -586,7 +626,13 @@ class ModeImage {
   readonly channels: number;
   readonly data: Uint8Array;
   readonly unpack: (out: Uint8Array, at: number, row: Uint8Array, from: number, pixels: number, step: number) => void;
-  constructor(readonly width: number, readonly height: number, readonly mode: string, rawmode: string, grey16: 'pillow' | 'high-byte') {
+  constructor(
+    readonly width: number,
+    readonly height: number,
+    readonly mode: string,
+    rawmode: string,
+    grey16: 'pillow' | 'high-byte',
+  ) {
     this.channels = mode === 'RGB' || mode === 'RGBA' ? 3 : 1;
     this.data = new Uint8Array(width * height * this.channels);
     this.unpack = unpacker(rawmode, grey16);
@@ -616,25 +662,29 @@ class ModeImage {
  * sample offset `at`, `step` pixels apart (1, or the Adam7 column step), in the ModeImage layout.
  */
 function unpacker(rawmode: string, grey16: 'pillow' | 'high-byte'): ModeImage['unpack'] {
-  const packed = (bits: number, scale: number) => (out: Uint8Array, at: number, row: Uint8Array, from: number, pixels: number, step: number) => {
-    const perByte = 8 / bits;
-    const mask = (1 << bits) - 1;
-    for (let x = 0; x < pixels; x++) {
-      const byte = row[from + Math.floor(x / perByte)];
-      const v = (byte >> (8 - bits * (1 + (x % perByte)))) & mask;
-      out[at + x * step] = v * scale;
-    }
-  };
-  const strided = (bytesPerPixel: number, offsets: number[]) => (out: Uint8Array, at: number, row: Uint8Array, from: number, pixels: number, step: number) => {
-    const k = offsets.length;
-    if (k === 3 && step === 1 && bytesPerPixel === 3) {
-      out.set(row.subarray(from, from + 3 * pixels), at);
-      return;
-    }
-    for (let x = 0, s = from, o = at; x < pixels; x++, s += bytesPerPixel, o += k * step) {
-      for (let c = 0; c < k; c++) out[o + c] = row[s + offsets[c]];
-    }
-  };
+  const packed =
+    (bits: number, scale: number) =>
+    (out: Uint8Array, at: number, row: Uint8Array, from: number, pixels: number, step: number) => {
+      const perByte = 8 / bits;
+      const mask = (1 << bits) - 1;
+      for (let x = 0; x < pixels; x++) {
+        const byte = row[from + Math.floor(x / perByte)];
+        const v = (byte >> (8 - bits * (1 + (x % perByte)))) & mask;
+        out[at + x * step] = v * scale;
+      }
+    };
+  const strided =
+    (bytesPerPixel: number, offsets: number[]) =>
+    (out: Uint8Array, at: number, row: Uint8Array, from: number, pixels: number, step: number) => {
+      const k = offsets.length;
+      if (k === 3 && step === 1 && bytesPerPixel === 3) {
+        out.set(row.subarray(from, from + 3 * pixels), at);
+        return;
+      }
+      for (let x = 0, s = from, o = at; x < pixels; x++, s += bytesPerPixel, o += k * step) {
+        for (let c = 0; c < k; c++) out[o + c] = row[s + offsets[c]];
+      }
+    };
   switch (rawmode) {
     case '1':
       return packed(1, 255);
@@ -656,7 +706,8 @@ function unpacker(rawmode: string, grey16: 'pillow' | 'high-byte'): ModeImage['u
       };
     case 'I;16B':
       return (out, at, row, from, pixels, step) => {
-        for (let x = 0, s = from; x < pixels; x++, s += 2) out[at + x * step] = grey16 === 'pillow' ? (row[s] ? 255 : row[s + 1]) : row[s];
+        for (let x = 0, s = from; x < pixels; x++, s += 2)
+          out[at + x * step] = grey16 === 'pillow' ? (row[s] ? 255 : row[s + 1]) : row[s];
       };
     case 'RGB':
       return strided(3, [0, 1, 2]);
@@ -691,8 +742,15 @@ class ZipDecoder {
   /** Bytes of one full row (state->bytes), without the filter byte. */
   private readonly bytes: number;
   private readonly bpp: number;
-  constructor(private readonly image: ModeImage, private readonly bits: number, private readonly xoff: number,
-    private readonly yoff: number, private readonly xsize: number, private readonly ysize: number, private readonly interlaced: boolean) {
+  constructor(
+    private readonly image: ModeImage,
+    private readonly bits: number,
+    private readonly xoff: number,
+    private readonly yoff: number,
+    private readonly xsize: number,
+    private readonly ysize: number,
+    private readonly interlaced: boolean,
+  ) {
     this.bytes = Math.floor((bits * xsize + 7) / 8);
     this.bpp = Math.floor((bits + 7) / 8);
   }
@@ -737,7 +795,11 @@ class ZipDecoder {
    */
   run(reader: ImageDataReader): void {
     const total = this.totalBytes();
-    const rowState = { rows: this.rows(), next: { done: true, value: undefined } as IteratorResult<[number, number, number]>, lastPass: -2 };
+    const rowState = {
+      rows: this.rows(),
+      next: { done: true, value: undefined } as IteratorResult<[number, number, number]>,
+      lastPass: -2,
+    };
     rowState.next = rowState.rows.next();
     // Rows pass through a block buffer; `previous` holds the row before the block's first one.
     const size = Math.max(this.bytes + 1, Math.min(total, BLOCK_BYTES));
@@ -753,7 +815,8 @@ class ZipDecoder {
         for (;;) {
           const window = Math.min(size - fill, total - produced);
           const r = z.step(piece, inOff, piece.length - inOff, buf, fill, window);
-          if (r.error) throw new PillowRaise('OSError', `broken data stream when reading image file (zlib: ${r.error})`);
+          if (r.error)
+            throw new PillowRaise('OSError', `broken data stream when reading image file (zlib: ${r.error})`);
           inOff += r.consumed;
           fill += r.written;
           produced += r.written;
@@ -790,8 +853,13 @@ class ZipDecoder {
    * Unfilters and unpacks the complete rows at the start of `buf[0, fill)`, moves the rest to the
    * front; returns the new fill and the row the next one is filtered against.
    */
-  private rowsOf(buf: Uint8Array, fill: number, prev: Uint8Array, previous: Uint8Array,
-    st: { rows: Generator<[number, number, number]>; next: IteratorResult<[number, number, number]>; lastPass: number }): [number, Uint8Array] {
+  private rowsOf(
+    buf: Uint8Array,
+    fill: number,
+    prev: Uint8Array,
+    previous: Uint8Array,
+    st: { rows: Generator<[number, number, number]>; next: IteratorResult<[number, number, number]>; lastPass: number },
+  ): [number, Uint8Array] {
     let at = 0;
     while (!st.next.done && fill - at >= st.next.value[0] + 1) {
       const [len, pass, y] = st.next.value;
@@ -825,7 +893,8 @@ class ZipDecoder {
     }
     // Interlaced rows go to (y, col) without the box's offset, as in ZipDecode.c.
     const col = ADAM7.startCol[pass];
-    const pixels = this.bits >= 8 ? len / this.bpp : Math.floor((this.xsize + ADAM7.offset[pass]) / ADAM7.colStep[pass]);
+    const pixels =
+      this.bits >= 8 ? len / this.bpp : Math.floor((this.xsize + ADAM7.offset[pass]) / ADAM7.colStep[pass]);
     img.unpack(img.data, (y * img.width + col) * ch, row, 1, pixels, ADAM7.colStep[pass]);
   }
 }
@@ -873,7 +942,10 @@ function unfilterRow(row: Uint8Array, prev: Uint8Array, len: number, bpp: number
       return;
     }
     default:
-      throw new PillowRaise('OSError', `unrecognized data stream contents when reading image file (PNG filter type ${row[0]})`);
+      throw new PillowRaise(
+        'OSError',
+        `unrecognized data stream contents when reading image file (PNG filter type ${row[0]})`,
+      );
   }
 }
 

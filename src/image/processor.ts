@@ -27,7 +27,10 @@ export class CLIPImageProcessor {
   /**
    * @param source the preprocessor_config.json it came from, named in errors
    */
-  constructor(cfg: Partial<CLIPImageProcessorConfig> = {}, readonly source = 'preprocessor config') {
+  constructor(
+    cfg: Partial<CLIPImageProcessorConfig> = {},
+    readonly source = 'preprocessor config',
+  ) {
     this.config = { ...defaultPreprocessorConfig(), ...cfg };
     const c = this.config;
     this.lut = [0, 1, 2].map((ch) => {
@@ -59,7 +62,11 @@ export class CLIPImageProcessor {
     } catch (e) {
       throw new ConfigError(`${file}: cannot read preprocessor config: ${(e as Error).message}`);
     }
-    const json = parseJsonWithLimits(text, { maxDepth: CONFIG_MAX_DEPTH }, (problem) => new ConfigError(`${file}: preprocessor config ${problem}`));
+    const json = parseJsonWithLimits(
+      text,
+      { maxDepth: CONFIG_MAX_DEPTH },
+      (problem) => new ConfigError(`${file}: preprocessor config ${problem}`),
+    );
     return new CLIPImageProcessor(parsePreprocessorConfig(json, file), file);
   }
 

@@ -215,12 +215,22 @@ function resizeNearest(img: RgbImage, outW: number, outH: number): RgbImage {
 }
 
 /** PIL `img.resize((width, height), resample)` with reducing_gap=None. Default BICUBIC like Pillow. */
-export function resizeImage(img: RgbImage, width: number, height: number, resample: number = Resample.BICUBIC): RgbImage {
+export function resizeImage(
+  img: RgbImage,
+  width: number,
+  height: number,
+  resample: number = Resample.BICUBIC,
+): RgbImage {
   if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) {
     throw new ImageError(`resize: target size must be positive integers, got ${width}x${height}`);
   }
   // An absurd target (a shortest-edge resize of a 30000x1 image) fails here, before any allocation.
-  checkProducedImage(width, height, img.width * img.height, `resize of ${img.width}x${img.height} to ${width}x${height}: the result`);
+  checkProducedImage(
+    width,
+    height,
+    img.width * img.height,
+    `resize of ${img.width}x${img.height} to ${width}x${height}: the result`,
+  );
   if (width === img.width && height === img.height) {
     return { width, height, data: img.data.slice() };
   }
@@ -241,7 +251,12 @@ export function resizeImage(img: RgbImage, width: number, height: number, resamp
     const y0 = needV ? first : 0;
     const y1 = needV ? last : img.height;
     // The horizontal pass runs first (as in Pillow): wide target x tall source can exceed both images.
-    checkProducedImage(width, y1 - y0, img.width * img.height, `resize of ${img.width}x${img.height} to ${width}x${height}: the intermediate image`);
+    checkProducedImage(
+      width,
+      y1 - y0,
+      img.width * img.height,
+      `resize of ${img.width}x${img.height} to ${width}x${height}: the intermediate image`,
+    );
     cur = resampleHorizontal(img, width, y0, y1, precomputeCoeffs(img.width, width, filter));
     rowOffset = y0;
   }

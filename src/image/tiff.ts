@@ -30,11 +30,19 @@ const refuse = (why: string): never => {
 
 /** A Python value of a decoded tag: int / float (number, `int` telling which), tuple, bytes or str. */
 type PyValue = PyNum | PyValue[] | { bytes: Uint8Array } | { str: string };
-interface PyNum { num: number; int: boolean }
+interface PyNum {
+  num: number;
+  int: boolean;
+}
 
 const isNum = (v: PyValue | undefined): v is PyNum => v !== undefined && !Array.isArray(v) && 'num' in v;
 
-interface IfdEntry { tag: number; type: number; count: number; data: Uint8Array }
+interface IfdEntry {
+  tag: number;
+  type: number;
+  count: number;
+  data: Uint8Array;
+}
 
 /** ImageFileDirectory_v2 after load(): the tags (last entry wins), and every entry in file order. */
 interface Ifd {
@@ -47,20 +55,42 @@ interface Ifd {
 }
 
 /** _load_dispatch: bytes per value of the types Pillow reads (others are skipped). */
-const TYPE_SIZES: Record<number, number> = { 1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8 };
+const TYPE_SIZES: Record<number, number> = {
+  1: 1,
+  2: 1,
+  3: 2,
+  4: 4,
+  5: 8,
+  6: 1,
+  7: 1,
+  8: 2,
+  9: 4,
+  10: 8,
+  11: 4,
+  12: 8,
+  13: 4,
+  16: 8,
+};
 
 /** TiffTags.lookup(tag).length of the tags used here: 1 = one value; others are tuples. */
-const ONE_VALUE = new Set([256, 257, 259, 262, 266, 274, 277, 278, 284, 317, 322, 323, 34665, 34853, 40965, 282, 283, 296]);
+const ONE_VALUE = new Set([
+  256, 257, 259, 262, 266, 274, 277, 278, 284, 317, 322, 323, 34665, 34853, 40965, 282, 283, 296,
+]);
 const KNOWN_TUPLE = new Set([258, 273, 279, 320, 324, 325, 338, 339, 530, 532]);
 
 class Reader {
-  constructor(readonly b: Uint8Array, readonly le: boolean) {}
+  constructor(
+    readonly b: Uint8Array,
+    readonly le: boolean,
+  ) {}
   u16(o: number): number {
     return this.le ? this.b[o] | (this.b[o + 1] << 8) : (this.b[o] << 8) | this.b[o + 1];
   }
   u32(o: number): number {
     const b = this.b;
-    return this.le ? (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16)) + b[o + 3] * 2 ** 24 : b[o] * 2 ** 24 + ((b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]);
+    return this.le
+      ? (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16)) + b[o + 3] * 2 ** 24
+      : b[o] * 2 ** 24 + ((b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]);
   }
   u64(o: number): number {
     const [lo, hi] = this.le ? [this.u32(o), this.u32(o + 4)] : [this.u32(o + 4), this.u32(o)];
@@ -137,14 +167,31 @@ function decodeValues(e: IfdEntry, le: boolean): PyValue[] | { bytes: Uint8Array
   const out: PyValue[] = [];
   for (let i = 0; i < n; i++) {
     switch (e.type) {
-      case 3: out.push({ num: view.getUint16(2 * i, le), int: true }); break;
-      case 8: out.push({ num: view.getInt16(2 * i, le), int: true }); break;
-      case 4: case 13: out.push({ num: view.getUint32(4 * i, le), int: true }); break;
-      case 9: out.push({ num: view.getInt32(4 * i, le), int: true }); break;
-      case 6: out.push({ num: view.getInt8(i), int: true }); break;
-      case 16: out.push({ num: Number(view.getBigUint64(8 * i, le)), int: true }); break;
-      case 11: out.push({ num: view.getFloat32(4 * i, le), int: false }); break;
-      case 12: out.push({ num: view.getFloat64(8 * i, le), int: false }); break;
+      case 3:
+        out.push({ num: view.getUint16(2 * i, le), int: true });
+        break;
+      case 8:
+        out.push({ num: view.getInt16(2 * i, le), int: true });
+        break;
+      case 4:
+      case 13:
+        out.push({ num: view.getUint32(4 * i, le), int: true });
+        break;
+      case 9:
+        out.push({ num: view.getInt32(4 * i, le), int: true });
+        break;
+      case 6:
+        out.push({ num: view.getInt8(i), int: true });
+        break;
+      case 16:
+        out.push({ num: Number(view.getBigUint64(8 * i, le)), int: true });
+        break;
+      case 11:
+        out.push({ num: view.getFloat32(4 * i, le), int: false });
+        break;
+      case 12:
+        out.push({ num: view.getFloat64(8 * i, le), int: false });
+        break;
       default: {
         // RATIONAL / SRATIONAL: IFDRational, a Fraction (nan for a zero denominator).
         const num = e.type === 5 ? view.getUint32(8 * i, le) : view.getInt32(8 * i, le);
@@ -185,16 +232,30 @@ function numbers(v: PyValue | undefined): { values: number[]; ints: boolean; byt
   if (v === undefined) return null;
   if (Array.isArray(v)) {
     if (!v.every(isNum)) return null;
-    return { values: v.map((x) => (x).num), ints: v.every((x) => (x).int), bytes: false };
+    return { values: v.map((x) => x.num), ints: v.every((x) => x.int), bytes: false };
   }
   if ('bytes' in v) return { values: [...v.bytes], ints: true, bytes: true };
   return null;
 }
 
 const COMPRESSION: Record<number, string> = {
-  1: 'raw', 2: 'tiff_ccitt', 3: 'group3', 4: 'group4', 5: 'tiff_lzw', 6: 'tiff_jpeg', 7: 'jpeg', 8: 'tiff_adobe_deflate',
-  32771: 'tiff_raw_16', 32773: 'packbits', 32809: 'tiff_thunderscan', 32946: 'tiff_deflate', 34676: 'tiff_sgilog',
-  34677: 'tiff_sgilog24', 34925: 'lzma', 50000: 'zstd', 50001: 'webp',
+  1: 'raw',
+  2: 'tiff_ccitt',
+  3: 'group3',
+  4: 'group4',
+  5: 'tiff_lzw',
+  6: 'tiff_jpeg',
+  7: 'jpeg',
+  8: 'tiff_adobe_deflate',
+  32771: 'tiff_raw_16',
+  32773: 'packbits',
+  32809: 'tiff_thunderscan',
+  32946: 'tiff_deflate',
+  34676: 'tiff_sgilog',
+  34677: 'tiff_sgilog24',
+  34925: 'lzma',
+  50000: 'zstd',
+  50001: 'webp',
 };
 
 /**
@@ -205,34 +266,72 @@ const OPEN_INFO: Array<[string, string, string]> = [];
 function info(key: string, mode: string, rawmode: string, orders = ['II', 'MM']): void {
   for (const o of orders) OPEN_INFO.push([`${o} ${key}`, mode, rawmode]);
 }
-info('0 1 1 1 -', '1', '1;I'); info('0 1 2 1 -', '1', '1;IR'); info('1 1 1 1 -', '1', '1'); info('1 1 2 1 -', '1', '1;R');
-info('0 1 1 2 -', 'L', 'L;2I'); info('0 1 2 2 -', 'L', 'L;2IR'); info('1 1 1 2 -', 'L', 'L;2'); info('1 1 2 2 -', 'L', 'L;2R');
-info('0 1 1 4 -', 'L', 'L;4I'); info('0 1 2 4 -', 'L', 'L;4IR'); info('1 1 1 4 -', 'L', 'L;4'); info('1 1 2 4 -', 'L', 'L;4R');
-info('0 1 1 8 -', 'L', 'L;I'); info('0 1 2 8 -', 'L', 'L;IR'); info('1 1 1 8 -', 'L', 'L'); info('1 1 2 8 -', 'L', 'L;R');
+info('0 1 1 1 -', '1', '1;I');
+info('0 1 2 1 -', '1', '1;IR');
+info('1 1 1 1 -', '1', '1');
+info('1 1 2 1 -', '1', '1;R');
+info('0 1 1 2 -', 'L', 'L;2I');
+info('0 1 2 2 -', 'L', 'L;2IR');
+info('1 1 1 2 -', 'L', 'L;2');
+info('1 1 2 2 -', 'L', 'L;2R');
+info('0 1 1 4 -', 'L', 'L;4I');
+info('0 1 2 4 -', 'L', 'L;4IR');
+info('1 1 1 4 -', 'L', 'L;4');
+info('1 1 2 4 -', 'L', 'L;4R');
+info('0 1 1 8 -', 'L', 'L;I');
+info('0 1 2 8 -', 'L', 'L;IR');
+info('1 1 1 8 -', 'L', 'L');
+info('1 1 2 8 -', 'L', 'L;R');
 info('1 1 1 12 -', 'I;16', 'I;12', ['II']);
-info('0 1 1 16 -', 'I;16', 'I;16', ['II']); info('1 1 1 16 -', 'I;16', 'I;16', ['II']); info('1 1 1 16 -', 'I;16B', 'I;16B', ['MM']);
+info('0 1 1 16 -', 'I;16', 'I;16', ['II']);
+info('1 1 1 16 -', 'I;16', 'I;16', ['II']);
+info('1 1 1 16 -', 'I;16B', 'I;16B', ['MM']);
 info('1 1 2 16 -', 'I;16', 'I;16R', ['II']);
-info('1 2 1 16 -', 'I', 'I;16S', ['II']); info('1 2 1 16 -', 'I', 'I;16BS', ['MM']);
-info('0 3 1 32 -', 'F', 'F;32F', ['II']); info('0 3 1 32 -', 'F', 'F;32BF', ['MM']);
+info('1 2 1 16 -', 'I', 'I;16S', ['II']);
+info('1 2 1 16 -', 'I', 'I;16BS', ['MM']);
+info('0 3 1 32 -', 'F', 'F;32F', ['II']);
+info('0 3 1 32 -', 'F', 'F;32BF', ['MM']);
 info('1 1 1 32 -', 'I', 'I;32N', ['II']);
-info('1 2 1 32 -', 'I', 'I;32S', ['II']); info('1 2 1 32 -', 'I', 'I;32BS', ['MM']);
-info('1 3 1 32 -', 'F', 'F;32F', ['II']); info('1 3 1 32 -', 'F', 'F;32BF', ['MM']);
+info('1 2 1 32 -', 'I', 'I;32S', ['II']);
+info('1 2 1 32 -', 'I', 'I;32BS', ['MM']);
+info('1 3 1 32 -', 'F', 'F;32F', ['II']);
+info('1 3 1 32 -', 'F', 'F;32BF', ['MM']);
 info('1 1 1 8,8 2', 'LA', 'LA');
-info('2 1 1 8,8,8 -', 'RGB', 'RGB'); info('2 1 2 8,8,8 -', 'RGB', 'RGB;R');
+info('2 1 1 8,8,8 -', 'RGB', 'RGB');
+info('2 1 2 8,8,8 -', 'RGB', 'RGB;R');
 info('2 1 1 8,8,8,8 -', 'RGBA', 'RGBA');
-info('2 1 1 8,8,8,8 0', 'RGBX', 'RGBX'); info('2 1 1 8,8,8,8,8 0,0', 'RGBX', 'RGBXX'); info('2 1 1 8,8,8,8,8,8 0,0,0', 'RGBX', 'RGBXXX');
-info('2 1 1 8,8,8,8 1', 'RGBA', 'RGBa'); info('2 1 1 8,8,8,8,8 1,0', 'RGBA', 'RGBaX'); info('2 1 1 8,8,8,8,8,8 1,0,0', 'RGBA', 'RGBaXX');
-info('2 1 1 8,8,8,8 2', 'RGBA', 'RGBA'); info('2 1 1 8,8,8,8,8 2,0', 'RGBA', 'RGBAX'); info('2 1 1 8,8,8,8,8,8 2,0,0', 'RGBA', 'RGBAXX');
+info('2 1 1 8,8,8,8 0', 'RGBX', 'RGBX');
+info('2 1 1 8,8,8,8,8 0,0', 'RGBX', 'RGBXX');
+info('2 1 1 8,8,8,8,8,8 0,0,0', 'RGBX', 'RGBXXX');
+info('2 1 1 8,8,8,8 1', 'RGBA', 'RGBa');
+info('2 1 1 8,8,8,8,8 1,0', 'RGBA', 'RGBaX');
+info('2 1 1 8,8,8,8,8,8 1,0,0', 'RGBA', 'RGBaXX');
+info('2 1 1 8,8,8,8 2', 'RGBA', 'RGBA');
+info('2 1 1 8,8,8,8,8 2,0', 'RGBA', 'RGBAX');
+info('2 1 1 8,8,8,8,8,8 2,0,0', 'RGBA', 'RGBAXX');
 info('2 1 1 8,8,8,8 999', 'RGBA', 'RGBA');
-info('2 1 1 16,16,16 -', 'RGB', 'RGB;16L', ['II']); info('2 1 1 16,16,16 -', 'RGB', 'RGB;16B', ['MM']);
-info('2 1 1 16,16,16,16 -', 'RGBA', 'RGBA;16L', ['II']); info('2 1 1 16,16,16,16 -', 'RGBA', 'RGBA;16B', ['MM']);
-info('2 1 1 16,16,16,16 0', 'RGBX', 'RGBX;16L', ['II']); info('2 1 1 16,16,16,16 0', 'RGBX', 'RGBX;16B', ['MM']);
-info('2 1 1 16,16,16,16 1', 'RGBA', 'RGBa;16L', ['II']); info('2 1 1 16,16,16,16 1', 'RGBA', 'RGBa;16B', ['MM']);
-info('2 1 1 16,16,16,16 2', 'RGBA', 'RGBA;16L', ['II']); info('2 1 1 16,16,16,16 2', 'RGBA', 'RGBA;16B', ['MM']);
-info('3 1 1 1 -', 'P', 'P;1'); info('3 1 2 1 -', 'P', 'P;1R'); info('3 1 1 2 -', 'P', 'P;2'); info('3 1 2 2 -', 'P', 'P;2R');
-info('3 1 1 4 -', 'P', 'P;4'); info('3 1 2 4 -', 'P', 'P;4R'); info('3 1 1 8 -', 'P', 'P'); info('3 1 1 8,8 2', 'PA', 'PA');
+info('2 1 1 16,16,16 -', 'RGB', 'RGB;16L', ['II']);
+info('2 1 1 16,16,16 -', 'RGB', 'RGB;16B', ['MM']);
+info('2 1 1 16,16,16,16 -', 'RGBA', 'RGBA;16L', ['II']);
+info('2 1 1 16,16,16,16 -', 'RGBA', 'RGBA;16B', ['MM']);
+info('2 1 1 16,16,16,16 0', 'RGBX', 'RGBX;16L', ['II']);
+info('2 1 1 16,16,16,16 0', 'RGBX', 'RGBX;16B', ['MM']);
+info('2 1 1 16,16,16,16 1', 'RGBA', 'RGBa;16L', ['II']);
+info('2 1 1 16,16,16,16 1', 'RGBA', 'RGBa;16B', ['MM']);
+info('2 1 1 16,16,16,16 2', 'RGBA', 'RGBA;16L', ['II']);
+info('2 1 1 16,16,16,16 2', 'RGBA', 'RGBA;16B', ['MM']);
+info('3 1 1 1 -', 'P', 'P;1');
+info('3 1 2 1 -', 'P', 'P;1R');
+info('3 1 1 2 -', 'P', 'P;2');
+info('3 1 2 2 -', 'P', 'P;2R');
+info('3 1 1 4 -', 'P', 'P;4');
+info('3 1 2 4 -', 'P', 'P;4R');
+info('3 1 1 8 -', 'P', 'P');
+info('3 1 1 8,8 2', 'PA', 'PA');
 info('3 1 2 8 -', 'P', 'P;R');
-info('5 1 1 8,8,8,8 -', 'CMYK', 'CMYK'); info('5 1 1 8,8,8,8,8 0', 'CMYK', 'CMYKX'); info('5 1 1 8,8,8,8,8,8 0,0', 'CMYK', 'CMYKXX');
+info('5 1 1 8,8,8,8 -', 'CMYK', 'CMYK');
+info('5 1 1 8,8,8,8,8 0', 'CMYK', 'CMYKX');
+info('5 1 1 8,8,8,8,8,8 0,0', 'CMYK', 'CMYKXX');
 info('5 1 1 16,16,16,16 -', 'CMYK', 'CMYK;16L', ['II']);
 info('6 1 1 8,8,8 -', 'RGB', 'RGBX');
 info('8 1 1 8,8,8 -', 'LAB', 'LAB');
@@ -240,7 +339,12 @@ const OPEN_INFO_MAP = new Map(OPEN_INFO.map(([k, m, r]) => [k, [m, r] as const])
 const MAX_SAMPLES_PER_PIXEL = 6;
 
 /** A tile of ImageFile.load: the box it fills, where its data starts, its raw mode and row stride (0: the box's width). */
-interface RawTile { box: [PyNum, PyNum, PyNum, PyNum]; offset: PyValue; rawmode: string; stride: number }
+interface RawTile {
+  box: [PyNum, PyNum, PyNum, PyNum];
+  offset: PyValue;
+  rawmode: string;
+  stride: number;
+}
 
 export interface TiffPlan {
   mode: string;
@@ -282,7 +386,8 @@ function planTiff(file: Uint8Array): TiffPlan {
   const height = pyInt(get(257), 'ImageLength');
 
   let sampleFormat = numbers(get(339) ?? [{ num: 1, int: true }]);
-  if (sampleFormat && sampleFormat.values.length > 1 && sampleFormat.values.every((v) => v === 1)) sampleFormat = { values: [1], ints: true, bytes: false };
+  if (sampleFormat && sampleFormat.values.length > 1 && sampleFormat.values.every((v) => v === 1))
+    sampleFormat = { values: [1], ints: true, bytes: false };
   let bps = numbers(get(258) ?? [{ num: 1, int: true }]);
   const extraValue = get(338);
   const extra = extraValue === undefined ? { values: [] as number[], ints: true, bytes: false } : numbers(extraValue);
@@ -295,17 +400,22 @@ function planTiff(file: Uint8Array): TiffPlan {
   if (spp > MAX_SAMPLES_PER_PIXEL) refuse('Invalid value for samples per pixel');
   if (!bps) refuse('BitsPerSample is not a tuple of numbers');
   if (spp < bps!.values.length) bps = { ...bps!, values: bps!.values.slice(0, Math.max(0, Math.ceil(spp))) };
-  else if (spp > bps!.values.length && bps!.values.length === 1) bps = { ...bps!, values: Array(Math.max(0, Math.ceil(spp))).fill(bps!.values[0]) as number[] };
+  else if (spp > bps!.values.length && bps!.values.length === 1)
+    bps = { ...bps!, values: Array(Math.max(0, Math.ceil(spp))).fill(bps!.values[0]) as number[] };
   if (bps!.values.length !== spp) refuse('unknown data organization');
 
   const keyOf = (fill: number) => {
-    if (!isNum(photoValue) || !sampleFormat || sampleFormat.bytes || bps!.bytes || extra!.bytes || !isNum(fillValue)) return '';
+    if (!isNum(photoValue) || !sampleFormat || sampleFormat.bytes || bps!.bytes || extra!.bytes || !isNum(fillValue))
+      return '';
     const ex = extra!.values.length ? extra!.values.join(',') : '-';
     return `${le ? 'II' : 'MM'} ${photo} ${sampleFormat.values.join(',')} ${fill} ${bps!.values.join(',')} ${ex}`;
   };
   const fill = isNum(fillValue) ? fillValue.num : NaN;
   let found = OPEN_INFO_MAP.get(keyOf(fill));
-  if (!found) refuse(`unknown pixel mode (photometric ${describe(photoValue)}, bits ${describe(get(258))}, samples ${spp}, extra ${describe(extraValue)}, sample format ${describe(get(339))})`);
+  if (!found)
+    refuse(
+      `unknown pixel mode (photometric ${describe(photoValue)}, bits ${describe(get(258))}, samples ${spp}, extra ${describe(extraValue)}, sample format ${describe(get(339))})`,
+    );
   let [mode, rawmode] = found!;
 
   const tiles: RawTile[] = [];
@@ -324,8 +434,16 @@ function planTiff(file: Uint8Array): TiffPlan {
     const offsets = get(strips ? 273 : 324);
     const num = (v: PyValue | undefined, what: string): PyNum => (isNum(v) ? v : refuse(`${what} is not a number`));
     const w = strips ? { num: width, int: true } : num(get(322), 'TileWidth');
-    const h = strips ? (get(278) === undefined ? { num: height, int: true } : num(get(278), 'RowsPerStrip')) : num(get(323), 'TileLength');
-    const list: PyValue[] = Array.isArray(offsets) ? offsets : offsets && 'bytes' in offsets ? [...offsets.bytes].map((n) => ({ num: n, int: true })) : [offsets!];
+    const h = strips
+      ? get(278) === undefined
+        ? { num: height, int: true }
+        : num(get(278), 'RowsPerStrip')
+      : num(get(323), 'TileLength');
+    const list: PyValue[] = Array.isArray(offsets)
+      ? offsets
+      : offsets && 'bytes' in offsets
+        ? [...offsets.bytes].map((n) => ({ num: n, int: true }))
+        : [offsets!];
     const bitsSum = bps!.values.reduce((a, b) => a + b, 0);
     let x: PyNum = { num: 0, int: true };
     let y: PyNum = { num: 0, int: true };
@@ -340,7 +458,12 @@ function planTiff(file: Uint8Array): TiffPlan {
         tileRawmode = rawmode[layer];
         stride /= bpsCount;
       }
-      tiles.push({ box: [x, y, min(add(x, w), { num: width, int: true }), min(add(y, h), { num: height, int: true })], offset, rawmode: tileRawmode, stride: Math.trunc(stride) });
+      tiles.push({
+        box: [x, y, min(add(x, w), { num: width, int: true }), min(add(y, h), { num: height, int: true })],
+        offset,
+        rawmode: tileRawmode,
+        stride: Math.trunc(stride),
+      });
       x = add(x, w);
       if (x.num >= width) {
         x = { num: 0, int: true };
@@ -372,8 +495,19 @@ function planTiff(file: Uint8Array): TiffPlan {
   }
   if (width <= 0 || height <= 0) refuse(`invalid size ${width}x${height}`);
   return {
-    mode, rawmode, width, height, compression: compression!, planar, photometric: photo, orientation: get(274), palette, tiles,
-    animated: next !== 0, ifd, conflicts: libtiffConflicts(ifd, photo),
+    mode,
+    rawmode,
+    width,
+    height,
+    compression: compression!,
+    planar,
+    photometric: photo,
+    orientation: get(274),
+    palette,
+    tiles,
+    animated: next !== 0,
+    ifd,
+    conflicts: libtiffConflicts(ifd, photo),
   };
 }
 
@@ -393,7 +527,12 @@ function libtiffConflicts(ifd: Ifd, photometric: number): number[] {
     const b = ifd.tags.get(tag);
     if (!a || !b || (a.type === b.type && a.count === b.count && equalBytes(a.data, b.data))) continue;
     // Photometric is only a mix where YCbCr is involved: libvips is given Pillow's (libvipsInput).
-    if (tag === 262 && !(a.type === 3 && a.count === 1 && new DataView(a.data.buffer, a.data.byteOffset).getUint16(0, ifd.le) === 6) && photometric !== 6) continue;
+    if (
+      tag === 262 &&
+      !(a.type === 3 && a.count === 1 && new DataView(a.data.buffer, a.data.byteOffset).getUint16(0, ifd.le) === 6) &&
+      photometric !== 6
+    )
+      continue;
     out.push(tag);
   }
   return out;
@@ -418,7 +557,11 @@ class ModeImage {
   readonly bytes: Uint8Array | null;
   readonly numbers: Float64Array | null;
   readonly stride: number;
-  constructor(readonly mode: string, readonly width: number, readonly height: number) {
+  constructor(
+    readonly mode: string,
+    readonly width: number,
+    readonly height: number,
+  ) {
     if (mode === 'I;16' || mode === 'I;16B' || mode === 'I' || mode === 'F') {
       this.numbers = new Float64Array(width * height);
       this.bytes = null;
@@ -457,7 +600,11 @@ function findUnpacker(mode: string, rawmode: string): { bits: number; unpack: Un
     },
   });
   /** Bytes copied per pixel: out band k from in byte offs[k] (-1: 255), with an optional byte transform. */
-  const bands = (bitsPerPixel: number, offs: number[], map?: (v: number, k: number) => number): { bits: number; unpack: Unpacker } => ({
+  const bands = (
+    bitsPerPixel: number,
+    offs: number[],
+    map?: (v: number, k: number) => number,
+  ): { bits: number; unpack: Unpacker } => ({
     bits: bitsPerPixel,
     unpack: (img, y, x, src, at, pixels) => {
       const out = img.bytes!;
@@ -476,7 +623,12 @@ function findUnpacker(mode: string, rawmode: string): { bits: number; unpack: Un
     bits: 8 * inBytes,
     unpack: (img, y, x, src, at, pixels) => {
       const out = img.bytes!;
-      for (let i = 0, o = (y * img.width + x) * img.stride + band, p = at + pick; i < pixels; i++, o += img.stride, p += inBytes) out[o] = src[p];
+      for (
+        let i = 0, o = (y * img.width + x) * img.stride + band, p = at + pick;
+        i < pixels;
+        i++, o += img.stride, p += inBytes
+      )
+        out[o] = src[p];
     },
   });
   const numeric = (bits: number, read: (v: DataView, o: number) => number): { bits: number; unpack: Unpacker } => ({
@@ -505,59 +657,128 @@ function findUnpacker(mode: string, rawmode: string): { bits: number; unpack: Un
   });
   const key = `${mode} ${rawmode}`;
   switch (key) {
-    case '1 1': return packed(1, false, (v) => (v ? 255 : 0));
-    case '1 1;I': return packed(1, false, (v) => (v ? 0 : 255));
-    case '1 1;R': return packed(1, true, (v) => (v ? 255 : 0));
-    case '1 1;IR': return packed(1, true, (v) => (v ? 0 : 255));
-    case 'L L;2': return packed(2, false, (v) => v * 0x55);
-    case 'L L;2I': return packed(2, false, (v) => 255 - v * 0x55);
-    case 'L L;2R': return packed(2, true, (v) => v * 0x55);
-    case 'L L;2IR': return packed(2, true, (v) => 255 - v * 0x55);
-    case 'L L;4': return packed(4, false, (v) => v * 0x11);
-    case 'L L;4I': return packed(4, false, (v) => 255 - v * 0x11);
-    case 'L L;4R': return packed(4, true, (v) => v * 0x11);
-    case 'L L;4IR': return packed(4, true, (v) => 255 - v * 0x11);
-    case 'L L': case 'P P': return bands(8, [0]);
-    case 'L L;I': return bands(8, [0], (v) => 255 - v);
-    case 'L L;R': case 'P P;R': return bands(8, [0], (v) => BITFLIP[v]);
-    case 'P P;1': return packed(1, false, (v) => v);
-    case 'P P;1R': return packed(1, true, (v) => v);
-    case 'P P;2': return packed(2, false, (v) => v);
-    case 'P P;2R': return packed(2, true, (v) => v);
-    case 'P P;4': return packed(4, false, (v) => v);
-    case 'P P;4R': return packed(4, true, (v) => v);
-    case 'LA LA': case 'PA PA': return bands(16, [0, -1], undefined);
-    case 'RGB RGB': return bands(24, [0, 1, 2]);
-    case 'RGB RGB;R': return bands(24, [0, 1, 2], (v) => BITFLIP[v]);
-    case 'RGB RGBX': case 'RGBA RGBA': case 'RGBX RGBX': case 'CMYK CMYK': return bands(32, [0, 1, 2, 3]);
-    case 'RGBX RGBXX': case 'RGBA RGBAX': case 'CMYK CMYKX': return bands(40, [0, 1, 2, 3]);
-    case 'RGBX RGBXXX': case 'RGBA RGBAXX': case 'CMYK CMYKXX': return bands(48, [0, 1, 2, 3]);
-    case 'RGBA RGBa': return premultiplied(32, [0, 1, 2], 3);
-    case 'RGBA RGBaX': return premultiplied(40, [0, 1, 2], 3);
-    case 'RGBA RGBaXX': return premultiplied(48, [0, 1, 2], 3);
-    case 'RGBA RGBa;16L': return premultiplied(64, [1, 3, 5], 7);
-    case 'RGBA RGBa;16B': return premultiplied(64, [0, 2, 4], 6);
-    case 'RGB RGB;16L': return bands(48, [1, 3, 5]);
-    case 'RGB RGB;16B': return bands(48, [0, 2, 4]);
-    case 'RGBA RGBA;16L': case 'RGBX RGBX;16L': case 'CMYK CMYK;16L': return bands(64, [1, 3, 5, 7]);
-    case 'RGBA RGBA;16B': case 'RGBX RGBX;16B': case 'CMYK CMYK;16B': return bands(64, [0, 2, 4, 6]);
-    case 'LAB LAB': return bands(24, [0, 1, 2], (v, k) => (k ? v ^ 128 : v));
-    case 'I;16 I;16': return numeric(16, (v, o) => v.getUint16(o, true));
-    case 'I;16B I;16B': return numeric(16, (v, o) => v.getUint16(o, false));
-    case 'I;16 I;16R': return numeric(16, (v, o) => BITFLIP[v.getUint8(o)] | (BITFLIP[v.getUint8(o + 1)] << 8));
-    case 'I;16 I;12': return { bits: 12, unpack: unpackI12 };
-    case 'I I;16S': return numeric(16, (v, o) => v.getInt16(o, true));
-    case 'I I;16BS': return numeric(16, (v, o) => v.getInt16(o, false));
-    case 'I I;32N': return numeric(32, (v, o) => v.getUint32(o, true) | 0);
-    case 'I I;32S': return numeric(32, (v, o) => v.getInt32(o, true));
-    case 'I I;32BS': return numeric(32, (v, o) => v.getInt32(o, false));
-    case 'F F;32F': return numeric(32, (v, o) => v.getFloat32(o, true));
-    case 'F F;32BF': return numeric(32, (v, o) => v.getFloat32(o, false));
+    case '1 1':
+      return packed(1, false, (v) => (v ? 255 : 0));
+    case '1 1;I':
+      return packed(1, false, (v) => (v ? 0 : 255));
+    case '1 1;R':
+      return packed(1, true, (v) => (v ? 255 : 0));
+    case '1 1;IR':
+      return packed(1, true, (v) => (v ? 0 : 255));
+    case 'L L;2':
+      return packed(2, false, (v) => v * 0x55);
+    case 'L L;2I':
+      return packed(2, false, (v) => 255 - v * 0x55);
+    case 'L L;2R':
+      return packed(2, true, (v) => v * 0x55);
+    case 'L L;2IR':
+      return packed(2, true, (v) => 255 - v * 0x55);
+    case 'L L;4':
+      return packed(4, false, (v) => v * 0x11);
+    case 'L L;4I':
+      return packed(4, false, (v) => 255 - v * 0x11);
+    case 'L L;4R':
+      return packed(4, true, (v) => v * 0x11);
+    case 'L L;4IR':
+      return packed(4, true, (v) => 255 - v * 0x11);
+    case 'L L':
+    case 'P P':
+      return bands(8, [0]);
+    case 'L L;I':
+      return bands(8, [0], (v) => 255 - v);
+    case 'L L;R':
+    case 'P P;R':
+      return bands(8, [0], (v) => BITFLIP[v]);
+    case 'P P;1':
+      return packed(1, false, (v) => v);
+    case 'P P;1R':
+      return packed(1, true, (v) => v);
+    case 'P P;2':
+      return packed(2, false, (v) => v);
+    case 'P P;2R':
+      return packed(2, true, (v) => v);
+    case 'P P;4':
+      return packed(4, false, (v) => v);
+    case 'P P;4R':
+      return packed(4, true, (v) => v);
+    case 'LA LA':
+    case 'PA PA':
+      return bands(16, [0, -1], undefined);
+    case 'RGB RGB':
+      return bands(24, [0, 1, 2]);
+    case 'RGB RGB;R':
+      return bands(24, [0, 1, 2], (v) => BITFLIP[v]);
+    case 'RGB RGBX':
+    case 'RGBA RGBA':
+    case 'RGBX RGBX':
+    case 'CMYK CMYK':
+      return bands(32, [0, 1, 2, 3]);
+    case 'RGBX RGBXX':
+    case 'RGBA RGBAX':
+    case 'CMYK CMYKX':
+      return bands(40, [0, 1, 2, 3]);
+    case 'RGBX RGBXXX':
+    case 'RGBA RGBAXX':
+    case 'CMYK CMYKXX':
+      return bands(48, [0, 1, 2, 3]);
+    case 'RGBA RGBa':
+      return premultiplied(32, [0, 1, 2], 3);
+    case 'RGBA RGBaX':
+      return premultiplied(40, [0, 1, 2], 3);
+    case 'RGBA RGBaXX':
+      return premultiplied(48, [0, 1, 2], 3);
+    case 'RGBA RGBa;16L':
+      return premultiplied(64, [1, 3, 5], 7);
+    case 'RGBA RGBa;16B':
+      return premultiplied(64, [0, 2, 4], 6);
+    case 'RGB RGB;16L':
+      return bands(48, [1, 3, 5]);
+    case 'RGB RGB;16B':
+      return bands(48, [0, 2, 4]);
+    case 'RGBA RGBA;16L':
+    case 'RGBX RGBX;16L':
+    case 'CMYK CMYK;16L':
+      return bands(64, [1, 3, 5, 7]);
+    case 'RGBA RGBA;16B':
+    case 'RGBX RGBX;16B':
+    case 'CMYK CMYK;16B':
+      return bands(64, [0, 2, 4, 6]);
+    case 'LAB LAB':
+      return bands(24, [0, 1, 2], (v, k) => (k ? v ^ 128 : v));
+    case 'I;16 I;16':
+      return numeric(16, (v, o) => v.getUint16(o, true));
+    case 'I;16B I;16B':
+      return numeric(16, (v, o) => v.getUint16(o, false));
+    case 'I;16 I;16R':
+      return numeric(16, (v, o) => BITFLIP[v.getUint8(o)] | (BITFLIP[v.getUint8(o + 1)] << 8));
+    case 'I;16 I;12':
+      return { bits: 12, unpack: unpackI12 };
+    case 'I I;16S':
+      return numeric(16, (v, o) => v.getInt16(o, true));
+    case 'I I;16BS':
+      return numeric(16, (v, o) => v.getInt16(o, false));
+    case 'I I;32N':
+      return numeric(32, (v, o) => v.getUint32(o, true) | 0);
+    case 'I I;32S':
+      return numeric(32, (v, o) => v.getInt32(o, true));
+    case 'I I;32BS':
+      return numeric(32, (v, o) => v.getInt32(o, false));
+    case 'F F;32F':
+      return numeric(32, (v, o) => v.getFloat32(o, true));
+    case 'F F;32BF':
+      return numeric(32, (v, o) => v.getFloat32(o, false));
     default:
       break;
   }
   // Planes (planar configuration 2) take one letter of the raw mode: Unpack.c has these.
-  const letters: Record<string, string> = { RGB: 'RGB', RGBA: 'RGBA', RGBX: 'RGBX', CMYK: 'CMYK', LAB: 'LAB', YCbCr: '' };
+  const letters: Record<string, string> = {
+    RGB: 'RGB',
+    RGBA: 'RGBA',
+    RGBX: 'RGBX',
+    CMYK: 'CMYK',
+    LAB: 'LAB',
+    YCbCr: '',
+  };
   if (rawmode.length === 1) {
     if (mode === rawmode && (mode === 'L' || mode === 'P')) return bands(8, [0]);
     if (mode === '1' && rawmode === '1') return packed(1, false, (v) => (v ? 255 : 0));
@@ -587,19 +808,30 @@ function decodeRaw(plan: TiffPlan, file: Uint8Array): ModeImage {
   const { mode, width, height } = plan;
   const img = new ModeImage(mode, width, height);
   // self.tile.sort(key=offset), then of consecutive tiles with the same (decoder, box, args) the last.
-  const sorted = plan.tiles.map((t, i) => ({ t, i })).sort((a, b) => {
-    const oa = isNum(a.t.offset) ? a.t.offset.num : 0;
-    const ob = isNum(b.t.offset) ? b.t.offset.num : 0;
-    return oa - ob || a.i - b.i;
-  }).map((x) => x.t);
-  const sameTile = (a: RawTile, b: RawTile) => a.rawmode === b.rawmode && a.stride === b.stride && a.box.every((v, k) => v.num === b.box[k].num);
+  const sorted = plan.tiles
+    .map((t, i) => ({ t, i }))
+    .sort((a, b) => {
+      const oa = isNum(a.t.offset) ? a.t.offset.num : 0;
+      const ob = isNum(b.t.offset) ? b.t.offset.num : 0;
+      return oa - ob || a.i - b.i;
+    })
+    .map((x) => x.t);
+  const sameTile = (a: RawTile, b: RawTile) =>
+    a.rawmode === b.rawmode && a.stride === b.stride && a.box.every((v, k) => v.num === b.box[k].num);
   const tiles = sorted.filter((t, k) => k === sorted.length - 1 || !sameTile(t, sorted[k + 1]));
-  if (tiles.length === 1 && tiles[0].rawmode === mode && ['L', 'P', 'RGBX', 'RGBA', 'CMYK', 'I;16', 'I;16L', 'I;16B'].includes(mode)) {
+  if (
+    tiles.length === 1 &&
+    tiles[0].rawmode === mode &&
+    ['L', 'P', 'RGBX', 'RGBA', 'CMYK', 'I;16', 'I;16L', 'I;16B'].includes(mode)
+  ) {
     // Image.open(path) memory-maps such a file and reads every row from the offset at the image's
     // own stride, which a buffer decodes differently: no answer is Pillow's answer.
     const t = tiles[0];
     const full = t.box[0].num === 0 && t.box[1].num === 0 && t.box[2].num === width && t.box[3].num === height;
-    if (!full) refuse('a single strip shorter than the image: Pillow reads it differently from a path (memory-mapped) and from a buffer');
+    if (!full)
+      refuse(
+        'a single strip shorter than the image: Pillow reads it differently from a path (memory-mapped) and from a buffer',
+      );
   }
   let lastError = 0;
   for (const t of tiles) {
@@ -613,7 +845,8 @@ function decodeRaw(plan: TiffPlan, file: Uint8Array): ModeImage {
     if (!t.box.every((v) => v.int)) refuse('strip or tile size is not an integer');
     const xsize = x1.num - x0.num;
     const ysize = y1.num - y0.num;
-    if (xsize <= 0 || x1.num > width || ysize <= 0 || y1.num > height || x0.num < 0 || y0.num < 0) refuse('tile cannot extend outside image');
+    if (xsize <= 0 || x1.num > width || ysize <= 0 || y1.num > height || x0.num < 0 || y0.num < 0)
+      refuse('tile cannot extend outside image');
     const rowBytes = Math.floor((xsize * bits + 7) / 8);
     const skip = t.stride ? t.stride - rowBytes : 0;
     if (skip < 0) {
@@ -640,13 +873,15 @@ function toRgb(img: ModeImage, palette: Uint8Array | null, grey16: 'pillow' | 'h
   const b = img.bytes;
   const clip = (v: number) => (v <= 0 ? 0 : v >= 255 ? 255 : Math.trunc(v) || 0);
   switch (img.mode) {
-    case '1': case 'L':
+    case '1':
+    case 'L':
       for (let i = 0; i < n; i++) out[3 * i] = out[3 * i + 1] = out[3 * i + 2] = b![i];
       break;
     case 'LA':
       for (let i = 0; i < n; i++) out[3 * i] = out[3 * i + 1] = out[3 * i + 2] = b![2 * i];
       break;
-    case 'P': case 'PA': {
+    case 'P':
+    case 'PA': {
       const s = img.stride;
       for (let i = 0; i < n; i++) {
         const p = 3 * b![s * i];
@@ -656,7 +891,9 @@ function toRgb(img: ModeImage, palette: Uint8Array | null, grey16: 'pillow' | 'h
       }
       break;
     }
-    case 'RGB': case 'RGBA': case 'RGBX':
+    case 'RGB':
+    case 'RGBA':
+    case 'RGBX':
       for (let i = 0; i < n; i++) {
         out[3 * i] = b![4 * i];
         out[3 * i + 1] = b![4 * i + 1];
@@ -698,7 +935,12 @@ export interface LibvipsTiff {
  * A TIFF as Pillow decodes it: RGB, or, for a compressed one, what libvips must decode (the
  * samples are then converted by fromLibvips). Refused with an ImageError where Pillow raises.
  */
-export function decodeTiff(file: Uint8Array, name: string, maxPixels: number, grey16: 'pillow' | 'high-byte'): DecodedImage | LibvipsTiff {
+export function decodeTiff(
+  file: Uint8Array,
+  name: string,
+  maxPixels: number,
+  grey16: 'pillow' | 'high-byte',
+): DecodedImage | LibvipsTiff {
   let plan: TiffPlan;
   try {
     plan = planTiff(file);
@@ -707,9 +949,13 @@ export function decodeTiff(file: Uint8Array, name: string, maxPixels: number, gr
     if (plan.compression !== 'raw') return { plan, input: libvipsInput(plan, file) };
     const img = decodeRaw(plan, file);
     const data = toRgb(img, plan.palette, grey16);
-    return orientImage({ width: plan.width, height: plan.height, data, sourceMode: plan.mode }, orientationOf(plan.orientation));
+    return orientImage(
+      { width: plan.width, height: plan.height, data, sourceMode: plan.mode },
+      orientationOf(plan.orientation),
+    );
   } catch (e) {
-    if (e instanceof TiffRefusal) throw new ImageError(`cannot decode image ${name}: TIFF ${e.message}; Pillow 9.4 refuses it too`);
+    if (e instanceof TiffRefusal)
+      throw new ImageError(`cannot decode image ${name}: TIFF ${e.message}; Pillow 9.4 refuses it too`);
     throw e;
   }
 }
@@ -756,7 +1002,8 @@ function firstValue(ifd: Ifd, tag: number): PyValue | undefined {
 function libvipsInput(plan: TiffPlan, file: Uint8Array): Uint8Array {
   const { ifd } = plan;
   const head = String.fromCharCode(...file.subarray(0, 4));
-  if (!['MM\0*', 'II*\0', 'II+\0'].includes(head)) refuse(`compressed, with a header libtiff does not open (${JSON.stringify(head)})`);
+  if (!['MM\0*', 'II*\0', 'II+\0'].includes(head))
+    refuse(`compressed, with a header libtiff does not open (${JSON.stringify(head)})`);
   const r = new Reader(file, ifd.le);
   const size = ifd.bigtiff ? 20 : 12;
   const count = ifd.bigtiff ? r.u64(ifd.offset) : r.u16(ifd.offset);
@@ -780,11 +1027,18 @@ function libvipsInput(plan: TiffPlan, file: Uint8Array): Uint8Array {
   };
   if (fields.has(274)) fields.set(274, short(274, 1));
   const photometric = plan.mode === 'LAB' ? 2 : plan.mode === 'P' || plan.mode === 'PA' ? 1 : plan.photometric;
-  if (photometric !== 6 && Number.isInteger(photometric) && photometric >= 0 && photometric < 65536) fields.set(262, short(262, photometric));
+  if (photometric !== 6 && Number.isInteger(photometric) && photometric >= 0 && photometric < 65536)
+    fields.set(262, short(262, photometric));
   // One sample in planes is one plane (libvips reads such 1-bit files as black); other values stay, errors included.
   const spp = firstValue(ifd, 277);
   const planar = firstValue(ifd, 284);
-  if ((!isNum(spp) || spp.num <= 1) && isNum(planar) && planar.num === 2 && ifd.entries.find((e) => e.tag === 284)?.count === 1) fields.set(284, short(284, 1));
+  if (
+    (!isNum(spp) || spp.num <= 1) &&
+    isNum(planar) &&
+    planar.num === 2 &&
+    ifd.entries.find((e) => e.tag === 284)?.count === 1
+  )
+    fields.set(284, short(284, 1));
   // Associated alpha as unassociated: libvips would undo the premultiplication its own way; Pillow's
   // integer rule is applied here (fromLibvips).
   const extra = ifd.entries.find((e) => e.tag === 338);
@@ -832,7 +1086,14 @@ function libvipsInput(plan: TiffPlan, file: Uint8Array): Uint8Array {
  * Pillow's RGB from libvips' decoding of a compressed TIFF: `samples` (8-bit, `channels` per pixel;
  * 16-bit grey as numbers in `wide`), converted by Pillow's mode, then oriented by Pillow's rule.
  */
-export function fromLibvips(plan: TiffPlan, name: string, samples: Uint8Array, channels: number, grey16: 'pillow' | 'high-byte', wide?: Float64Array): DecodedImage {
+export function fromLibvips(
+  plan: TiffPlan,
+  name: string,
+  samples: Uint8Array,
+  channels: number,
+  grey16: 'pillow' | 'high-byte',
+  wide?: Float64Array,
+): DecodedImage {
   const { mode, width, height } = plan;
   const n = width * height;
   const img = new ModeImage(mode, width, height);
@@ -878,7 +1139,7 @@ export function libvipsRefusal(plan: TiffPlan): string | null {
   const planar = firstValue(plan.ifd, 284);
   const jpegContig = isNum(comp) && comp.num === 7 && (!isNum(planar) || planar.num === 1);
   if (plan.photometric === 6 && !jpegContig) {
-    return 'YCbCr compressed other than as contiguous JPEG: Pillow converts it with libtiff\'s TIFFRGBAImage (and its orientation flips), which libvips does not reproduce';
+    return "YCbCr compressed other than as contiguous JPEG: Pillow converts it with libtiff's TIFFRGBAImage (and its orientation flips), which libvips does not reproduce";
   }
   if (plan.conflicts.length) {
     return `tags ${plan.conflicts.join(', ')} are given twice with different values: Pillow takes the last for its mode and libtiff the first to decode, a mix not reproduced here`;

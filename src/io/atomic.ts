@@ -73,7 +73,11 @@ export function writeFileAtomic(target: string, data: Uint8Array | ((fd: number)
         else writeAllSync(fd, data);
         fs.fsyncSync(fd); // data on disk before the rename makes it visible
       } catch (err) {
-        try { fs.closeSync(fd); } catch { /* already failing; keep the original error */ }
+        try {
+          fs.closeSync(fd);
+        } catch {
+          /* already failing; keep the original error */
+        }
         throw err;
       }
       fs.closeSync(fd);

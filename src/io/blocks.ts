@@ -23,21 +23,35 @@ export interface Block {
  * and BF16 through a 65536-entry table inside the same loops. So a loader can write weights straight
  * into the backend's memory with no full-size temporary. (F64, rare in checkpoints, is decoded first.)
  */
-export function decodeBlock(dtype: DType, bytes: Uint8Array, cols: number, block: Block, out: Float32Array, name: string): void {
+export function decodeBlock(
+  dtype: DType,
+  bytes: Uint8Array,
+  cols: number,
+  block: Block,
+  out: Float32Array,
+  name: string,
+): void {
   const { r0, nr, c0, nc, transposed } = block;
   const size = DTYPE_SIZE[dtype];
-  if (out.length < nr * nc) throw new RangeError(`tensor ${JSON.stringify(name)}: a ${nr}x${nc} block does not fit an array of ${out.length}`);
-  if ((r0 + nr - 1) * cols + c0 + nc > bytes.byteLength / size) throw new RangeError(`tensor ${JSON.stringify(name)}: block outside the tensor`);
+  if (out.length < nr * nc)
+    throw new RangeError(`tensor ${JSON.stringify(name)}: a ${nr}x${nc} block does not fit an array of ${out.length}`);
+  if ((r0 + nr - 1) * cols + c0 + nc > bytes.byteLength / size)
+    throw new RangeError(`tensor ${JSON.stringify(name)}: block outside the tensor`);
   // Typed views need an aligned offset; copy only when the caller's bytes are misaligned.
   const aligned = bytes.byteOffset % size === 0 ? bytes : new Uint8Array(bytes);
   if (dtype === 'F16' || dtype === 'BF16') {
     const bits = new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2);
     const lut = halfLut(dtype);
     if (transposed) transposeRegionLut(bits, lut, cols, r0, nr, c0, nc, out);
-    else for (let r = 0; r < nr; r++) lookupHalves(bits.subarray((r0 + r) * cols + c0, (r0 + r) * cols + c0 + nc), lut, out.subarray(r * nc));
+    else
+      for (let r = 0; r < nr; r++)
+        lookupHalves(bits.subarray((r0 + r) * cols + c0, (r0 + r) * cols + c0 + nc), lut, out.subarray(r * nc));
     return;
   }
-  const src = dtype === 'F32' ? new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4) : decodeToFloat32(dtype, aligned, name);
+  const src =
+    dtype === 'F32'
+      ? new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4)
+      : decodeToFloat32(dtype, aligned, name);
   if (transposed) transposeRegion(src, cols, r0, nr, c0, nc, out);
   else if (nc === cols) out.set(src.subarray(r0 * cols, (r0 + nr) * cols));
   else for (let r = 0; r < nr; r++) out.set(src.subarray((r0 + r) * cols + c0, (r0 + r) * cols + c0 + nc), r * nc);
@@ -58,7 +72,15 @@ const TILE = 64;
  * squares, four source rows at a time so each output row gets four adjacent writes (~1.7x a plain
  * tiled loop; a checkpoint load transposes ~200 M elements for ViT-L).
  */
-export function transposeRegion(data: Float32Array, cols: number, r0: number, nr: number, c0: number, nc: number, out?: Float32Array): Float32Array {
+export function transposeRegion(
+  data: Float32Array,
+  cols: number,
+  r0: number,
+  nr: number,
+  c0: number,
+  nc: number,
+  out?: Float32Array,
+): Float32Array {
   out = out ? out.subarray(0, nr * nc) : new Float32Array(nr * nc);
   for (let rb = 0; rb < nr; rb += TILE) {
     const rEnd = Math.min(rb + TILE, nr);
@@ -90,7 +112,16 @@ export function transposeRegion(data: Float32Array, cols: number, r0: number, nr
  * same loop as transposeRegion on purpose: one shared loop over both array kinds would be polymorphic,
  * and V8 runs such element loops ~2.5x slower (see dtype.ts). The wasm backend uses the kernel instead.
  */
-function transposeRegionLut(bits: Uint16Array, lut: Float32Array, cols: number, r0: number, nr: number, c0: number, nc: number, out: Float32Array): void {
+function transposeRegionLut(
+  bits: Uint16Array,
+  lut: Float32Array,
+  cols: number,
+  r0: number,
+  nr: number,
+  c0: number,
+  nc: number,
+  out: Float32Array,
+): void {
   for (let rb = 0; rb < nr; rb += TILE) {
     const rEnd = Math.min(rb + TILE, nr);
     for (let cb = 0; cb < nc; cb += TILE) {
@@ -116,7 +147,15 @@ function transposeRegionLut(bits: Uint16Array, lut: Float32Array, cols: number, 
 }
 
 /** Writes `block` ([nc, nr], i.e. transposed) back into the [nr, nc] region at (r0, c0) of `data`. */
-export function untransposeRegion(block: Float32Array, data: Float32Array, cols: number, r0: number, nr: number, c0: number, nc: number): void {
+export function untransposeRegion(
+  block: Float32Array,
+  data: Float32Array,
+  cols: number,
+  r0: number,
+  nr: number,
+  c0: number,
+  nc: number,
+): void {
   for (let rb = 0; rb < nr; rb += TILE) {
     const rEnd = Math.min(rb + TILE, nr);
     for (let cb = 0; cb < nc; cb += TILE) {

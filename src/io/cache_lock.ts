@@ -63,7 +63,9 @@ export async function acquireLock(file: string, options: LockOptions): Promise<H
   let told = false;
   for (;;) {
     if (options.doneMeanwhile?.()) return null;
-    const got = tryAcquire(family, options.purpose, { onTakeOver: (stale) => options.log?.(`${file}: taking over a stale lock (${describeHolder(stale)})`) });
+    const got = tryAcquire(family, options.purpose, {
+      onTakeOver: (stale) => options.log?.(`${file}: taking over a stale lock (${describeHolder(stale)})`),
+    });
     if (got instanceof HeldLock) return got;
     if (!told) {
       options.log?.(`waiting for ${describeHolder(got)}: ${file}`);

@@ -12,10 +12,7 @@ import { ShardedFiles, readIndex } from './shards';
 const INDEX_NAME = 'model.safetensors.index.json';
 const SINGLE_NAME = 'model.safetensors';
 
-type Layout =
-  | { kind: 'single'; file: string }
-  | { kind: 'index'; file: string }
-  | { kind: 'none'; found: string[] };
+type Layout = { kind: 'single'; file: string } | { kind: 'index'; file: string } | { kind: 'none'; found: string[] };
 
 function isFile(p: string): boolean {
   try {
@@ -29,7 +26,10 @@ function isFile(p: string): boolean {
 function detect(dir: string): Layout {
   if (isFile(path.join(dir, INDEX_NAME))) return { kind: 'index', file: path.join(dir, INDEX_NAME) };
   if (isFile(path.join(dir, SINGLE_NAME))) return { kind: 'single', file: path.join(dir, SINGLE_NAME) };
-  const found = fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors') && isFile(path.join(dir, f))).sort();
+  const found = fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.safetensors') && isFile(path.join(dir, f)))
+    .sort();
   return found.length === 1 ? { kind: 'single', file: path.join(dir, found[0]) } : { kind: 'none', found };
 }
 
@@ -69,9 +69,11 @@ export class Checkpoint {
     const layout = detect(pathOrDir);
     if (layout.kind === 'index') return Checkpoint.openIndex(pathOrDir, layout.file);
     if (layout.kind === 'single') return Checkpoint.openSingle(pathOrDir, layout.file);
-    throw new CheckpointError(`${pathOrDir}: no checkpoint found; looked for ${INDEX_NAME}, ${SINGLE_NAME}, ` +
-      `or exactly one *.safetensors file (found ${layout.found.length}` +
-      `${layout.found.length ? ': ' + layout.found.join(', ') : ''})`);
+    throw new CheckpointError(
+      `${pathOrDir}: no checkpoint found; looked for ${INDEX_NAME}, ${SINGLE_NAME}, ` +
+        `or exactly one *.safetensors file (found ${layout.found.length}` +
+        `${layout.found.length ? ': ' + layout.found.join(', ') : ''})`,
+    );
   }
 
   /** A single file is opened (and its header validated) right away. */

@@ -7,7 +7,16 @@ import { CheckpointError } from '../errors';
 export type DType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 
 export const DTYPE_SIZE: Record<DType, number> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
 };
 
 /** Number of elements of a tensor of this shape (1 for a scalar). */
@@ -134,8 +143,10 @@ export function decodeToFloat32(dtype: DType, bytes: Uint8Array, name: string): 
   const src = bytes.byteOffset % size === 0 ? bytes : new Uint8Array(bytes);
   const n = bytes.byteLength / size;
   const out = new Float32Array(n);
-  if (dtype === 'F32') out.set(new Float32Array(src.buffer, src.byteOffset, n)); // a copy: never alias the input
-  else if (dtype === 'F64') out.set(new Float64Array(src.buffer, src.byteOffset, n)); // store rounds to nearest even
+  if (dtype === 'F32')
+    out.set(new Float32Array(src.buffer, src.byteOffset, n)); // a copy: never alias the input
+  else if (dtype === 'F64')
+    out.set(new Float64Array(src.buffer, src.byteOffset, n)); // store rounds to nearest even
   else lookupHalves(new Uint16Array(src.buffer, src.byteOffset, n), halfLut(dtype as 'F16' | 'BF16'), out);
   return out;
 }
@@ -155,6 +166,7 @@ function checkFloatBytes(dtype: DType, bytes: Uint8Array, name: string): void {
   const size = DTYPE_SIZE[dtype];
   if (bytes.byteLength % size !== 0) {
     throw new CheckpointError(
-      `tensor ${JSON.stringify(name)}: ${bytes.byteLength} bytes is not a whole number of ${dtype} elements`);
+      `tensor ${JSON.stringify(name)}: ${bytes.byteLength} bytes is not a whole number of ${dtype} elements`,
+    );
   }
 }

@@ -49,7 +49,9 @@ export function lockState(dir: string): LockState | null {
 
 /** One line naming who holds `dir` and what to do. */
 export function heldMessage(dir: string, s: LockState, purpose: string): string {
-  const after = s.local ? 'it is free again when that process ends' : `if that run is dead (its host crashed), the lock is taken over once its heartbeat is ${LOCK_LEASE_MS / 1000} s old`;
+  const after = s.local
+    ? 'it is free again when that process ends'
+    : `if that run is dead (its host crashed), the lock is taken over once its heartbeat is ${LOCK_LEASE_MS / 1000} s old`;
   return `${dir} is being written by ${describeHolder(s)}: one writer per folder, so ${purpose} stops here; ${after} (lock file ${path.basename(s.file)})`;
 }
 
@@ -58,7 +60,10 @@ export class FolderLockedError extends OutputError {}
 
 /** A held lock. `release` is idempotent; it also runs on Ctrl-C / SIGTERM and on exit. */
 export class FolderLock {
-  private constructor(readonly dir: string, private readonly held: HeldLock) {}
+  private constructor(
+    readonly dir: string,
+    private readonly held: HeldLock,
+  ) {}
 
   get file(): string {
     return this.held.file;
@@ -78,8 +83,13 @@ export class FolderLock {
   check(): void {
     if (this.held.stillOurs()) return;
     const other = lockState(this.dir);
-    const by = other?.record && other.generation !== this.held.generation ? ` by pid ${other.record.pid} on host ${other.record.host}` : '';
-    throw new FolderLockedError(`${this.dir}: this run lost its writer lock (taken over${by} after its heartbeat stopped for longer than the ${LOCK_LEASE_MS / 1000} s lease: was this process suspended?); stopping without writing more`);
+    const by =
+      other?.record && other.generation !== this.held.generation
+        ? ` by pid ${other.record.pid} on host ${other.record.host}`
+        : '';
+    throw new FolderLockedError(
+      `${this.dir}: this run lost its writer lock (taken over${by} after its heartbeat stopped for longer than the ${LOCK_LEASE_MS / 1000} s lease: was this process suspended?); stopping without writing more`,
+    );
   }
 
   release(): void {

@@ -52,13 +52,17 @@ export function thisProcess(): ProcessIdentity {
 
 /** 8 hex digits naming this host's boot and pid namespace (in temp file names: whose pid it is). */
 export function hostTag(h: HostIdentity = thisHost()): string {
-  return createHash('sha256').update(`${h.hostname}\n${h.bootId ?? ''}\n${h.pidNamespace ?? ''}`).digest('hex').slice(0, 8);
+  return createHash('sha256')
+    .update(`${h.hostname}\n${h.bootId ?? ''}\n${h.pidNamespace ?? ''}`)
+    .digest('hex')
+    .slice(0, 8);
 }
 
 /** Are pids of `h` this process's pids: the same boot and pid namespace (off Linux: the same host name). */
 export function pidsComparable(h: HostIdentity): boolean {
   const me = thisHost();
-  if (me.bootId && me.pidNamespace) return h.bootId === me.bootId && h.pidNamespace === me.pidNamespace && h.hostname === me.hostname;
+  if (me.bootId && me.pidNamespace)
+    return h.bootId === me.bootId && h.pidNamespace === me.pidNamespace && h.hostname === me.hostname;
   return h.bootId === null && h.pidNamespace === null && h.hostname === me.hostname;
 }
 

@@ -98,11 +98,19 @@ export interface DownloadOptions {
 
 /** The default file set, in order: the weights are the first candidate the repo has. */
 const OPTIONAL_CONFIGS = ['preprocessor_config.json'];
-const WEIGHT_CANDIDATES = ['model.safetensors.index.json', 'model.safetensors', 'pytorch_model.bin.index.json', 'pytorch_model.bin'];
+const WEIGHT_CANDIDATES = [
+  'model.safetensors.index.json',
+  'model.safetensors',
+  'pytorch_model.bin.index.json',
+  'pytorch_model.bin',
+];
 const PROJECTOR = 'mm_projector.bin';
 
 export function hubCacheDir(): string {
-  return process.env.HF_HUB_CACHE ?? path.join(process.env.HF_HOME ?? path.join(os.homedir(), '.cache', 'huggingface'), 'hub');
+  return (
+    process.env.HF_HUB_CACHE ??
+    path.join(process.env.HF_HOME ?? path.join(os.homedir(), '.cache', 'huggingface'), 'hub')
+  );
 }
 
 /** HF_HUB_OFFLINE=1 (or true/yes/on, as huggingface_hub reads it): no request to the hub at all. */
@@ -140,7 +148,10 @@ export function cachedSnapshot(repoId: string, options: { revision?: string; cac
  * `includeProjector`. Entries are followed (a dangling symlink is missing). `allowPatterns` requests are
  * never complete (what the hub holds is unknown).
  */
-export function snapshotMissing(snapshot: string, request: Pick<DownloadOptions, 'files' | 'includeProjector' | 'allowPatterns'> = {}): string[] {
+export function snapshotMissing(
+  snapshot: string,
+  request: Pick<DownloadOptions, 'files' | 'includeProjector' | 'allowPatterns'> = {},
+): string[] {
   const has = (f: string) => fs.statSync(path.join(snapshot, f), { throwIfNoEntry: false })?.isFile() ?? false;
   const withShards = (f: string): string[] => {
     if (!f.endsWith('.index.json') || !has(f)) return [f];
@@ -173,8 +184,13 @@ export function repoFolderName(repoId: string): string {
 /** huggingface_hub's rule: `name` or `org/name`, word chars . - inside, no `--` or `..`, at most 96 chars. */
 export function isRepoId(repoId: string): boolean {
   const part = '\\w(?:[\\w.-]*\\w)?';
-  return typeof repoId === 'string' && repoId.length <= 96 && new RegExp(`^(?:${part}/)?${part}$`).test(repoId) &&
-    !repoId.includes('--') && !repoId.includes('..');
+  return (
+    typeof repoId === 'string' &&
+    repoId.length <= 96 &&
+    new RegExp(`^(?:${part}/)?${part}$`).test(repoId) &&
+    !repoId.includes('--') &&
+    !repoId.includes('..')
+  );
 }
 
 /** Index shards and requested files become paths in our folders: only plain names, as the sharded loader. */
@@ -185,7 +201,14 @@ function weightMap(index: unknown): Record<string, unknown> | null {
 }
 
 export function checkFileName(name: unknown, where: string): string {
-  if (typeof name !== 'string' || name === '' || name === '.' || name === '..' || /[/\\\0]/.test(name) || path.isAbsolute(name)) {
+  if (
+    typeof name !== 'string' ||
+    name === '' ||
+    name === '.' ||
+    name === '..' ||
+    /[/\\\0]/.test(name) ||
+    path.isAbsolute(name)
+  ) {
     throw new CheckpointError(`${where}: file ${quote(name)} must be a plain file name (no folders, no "..")`);
   }
   return name;
@@ -230,7 +253,9 @@ interface Context {
  */
 export async function downloadModel(repoId: string, options: DownloadOptions = {}): Promise<string> {
   if (!isRepoId(repoId)) {
-    throw new ConfigError(`${JSON.stringify(repoId)} is not a HuggingFace repo id (org/name: letters, digits, _ . -; no "..")`);
+    throw new ConfigError(
+      `${JSON.stringify(repoId)} is not a HuggingFace repo id (org/name: letters, digits, _ . -; no "..")`,
+    );
   }
   const revision = options.revision ?? 'main';
   checkRevision(revision);
@@ -241,25 +266,33 @@ export async function downloadModel(repoId: string, options: DownloadOptions = {
   } catch {
     throw new ConfigError(`hub endpoint ${JSON.stringify(endpointText)} is not a URL (HF_ENDPOINT / endpoint option)`);
   }
-  if (!/^https?:$/.test(endpoint.protocol)) throw new ConfigError(`hub endpoint ${endpointText} must be http(s) (HF_ENDPOINT / endpoint option)`);
+  if (!/^https?:$/.test(endpoint.protocol))
+    throw new ConfigError(`hub endpoint ${endpointText} must be http(s) (HF_ENDPOINT / endpoint option)`);
   for (const f of options.files ?? []) checkFileName(f, 'files option');
   const cacheDir = options.cacheDir ?? hubCacheDir();
   const cached = cachedSnapshot(repoId, { revision, cacheDir });
   const missing = cached ? snapshotMissing(cached, options) : null;
   if (cached && missing!.length === 0 && !options.refresh) return cached;
   if (hubOffline()) {
-    const inCache = cached ? `the HF cache holds only part of it (missing ${missing!.join(', ')})` : `it is not in the HF cache (${cacheDir})`;
-    throw new CheckpointError(`${repoId} at revision ${revision}: ${inCache}, and HF_HUB_OFFLINE=1 forbids downloading; unset HF_HUB_OFFLINE to fetch it`);
+    const inCache = cached
+      ? `the HF cache holds only part of it (missing ${missing!.join(', ')})`
+      : `it is not in the HF cache (${cacheDir})`;
+    throw new CheckpointError(
+      `${repoId} at revision ${revision}: ${inCache}, and HF_HUB_OFFLINE=1 forbids downloading; unset HF_HUB_OFFLINE to fetch it`,
+    );
   }
   const positive = (v: number | undefined, name: string) => {
-    if (v !== undefined && !(v > 0 && Number.isFinite(v))) throw new ConfigError(`${name} must be a positive number, got ${v}`);
+    if (v !== undefined && !(v > 0 && Number.isFinite(v)))
+      throw new ConfigError(`${name} must be a positive number, got ${v}`);
     return v;
   };
   const nonNegative = (v: number | undefined, name: string) => {
-    if (v !== undefined && !(v >= 0 && Number.isFinite(v))) throw new ConfigError(`${name} must be a number >= 0, got ${v}`);
+    if (v !== undefined && !(v >= 0 && Number.isFinite(v)))
+      throw new ConfigError(`${name} must be a number >= 0, got ${v}`);
     return v;
   };
-  const log = options.log === undefined ? (line: string) => process.stderr.write(`llava-vision: ${line}\n`) : options.log;
+  const log =
+    options.log === undefined ? (line: string) => process.stderr.write(`llava-vision: ${line}\n`) : options.log;
   const deadlineMs = positive(options.deadlineMs, 'deadlineMs');
   const ctx: Context = {
     repoId,
@@ -317,8 +350,11 @@ async function fetchSnapshot(ctx: Context, options: DownloadOptions): Promise<st
     let weights = false;
     for (const f of WEIGHT_CANDIDATES) if (selected(f) && (weights = await get(f, true))) break;
     if (options.includeProjector) weights = (await get(PROJECTOR, false)) || weights;
-    if (!weights && !patterns) { // with allowPatterns the caller chose what they want
-      throw new CheckpointError(`${repoId} at revision ${revision}: no weights on the hub (looked for ${WEIGHT_CANDIDATES.join(', ')})`);
+    if (!weights && !patterns) {
+      // with allowPatterns the caller chose what they want
+      throw new CheckpointError(
+        `${repoId} at revision ${revision}: no weights on the hub (looked for ${WEIGHT_CANDIDATES.join(', ')})`,
+      );
     }
   }
 
@@ -347,7 +383,12 @@ async function fetchFile(ctx: Context, file: string, revision: string, optional:
     // file already says all we need, and following it would cost a request to the CDN.
     const { res } = await open(ctx, url, 'HEAD', {}, (r) => etagOf(r) !== null);
     res.resume();
-    if (res.statusCode === 404 && optional && !/^(RepoNotFound|RevisionNotFound)$/.test(header(res, 'x-error-code') ?? '')) return null;
+    if (
+      res.statusCode === 404 &&
+      optional &&
+      !/^(RepoNotFound|RevisionNotFound)$/.test(header(res, 'x-error-code') ?? '')
+    )
+      return null;
     if ((res.statusCode ?? 0) >= 400) throw statusError(res, ctx, what);
     return res;
   });
@@ -355,12 +396,15 @@ async function fetchFile(ctx: Context, file: string, revision: string, optional:
   const commitHeader = header(meta, 'x-repo-commit');
   const commit = commitHeader && /^[0-9a-f]{40}$/.test(commitHeader) ? commitHeader : null;
   const etag = etagOf(meta);
-  const size = byteCount(header(meta, 'x-linked-size') ?? (meta.statusCode === 200 ? header(meta, 'content-length') : undefined));
+  const size = byteCount(
+    header(meta, 'x-linked-size') ?? (meta.statusCode === 200 ? header(meta, 'content-length') : undefined),
+  );
   const blobsDir = path.join(ctx.repoDir, 'blobs');
   // The blob is named by its etag when that names one content: a hash (checked at the end) or a strong ETag
   // (which the download must answer with); a weak one does not, and the blob is named by its sha256 then.
   const weak = /^W\//.test((header(meta, 'x-linked-etag') ?? header(meta, 'etag') ?? '').trim());
-  const blobName = etag !== null && !weak && /^[\w.-]+$/.test(etag) && !etag.startsWith('.') && etag.length <= 200 ? etag : null;
+  const blobName =
+    etag !== null && !weak && /^[\w.-]+$/.test(etag) && !etag.startsWith('.') && etag.length <= 200 ? etag : null;
   const cached = () => {
     if (!blobName) return null;
     const existing = path.join(blobsDir, blobName);
@@ -373,13 +417,16 @@ async function fetchFile(ctx: Context, file: string, revision: string, optional:
   // One download of a blob at a time in a shared cache (huggingface_hub's .locks layout); a blob
   // without a usable etag is locked by its URL.
   const lockName = blobName ?? `url-${createHash('sha256').update(url).digest('hex').slice(0, 32)}`;
-  const lock = await acquireLock(path.join(path.dirname(ctx.repoDir), '.locks', path.basename(ctx.repoDir), `${lockName}.lock`), {
-    purpose: `downloading ${file} of ${ctx.repoId}`,
-    staleMs: ctx.lockStaleMs,
-    deadline: ctx.deadline,
-    doneMeanwhile: () => cached() !== null,
-    log: ctx.log,
-  });
+  const lock = await acquireLock(
+    path.join(path.dirname(ctx.repoDir), '.locks', path.basename(ctx.repoDir), `${lockName}.lock`),
+    {
+      purpose: `downloading ${file} of ${ctx.repoId}`,
+      staleMs: ctx.lockStaleMs,
+      deadline: ctx.deadline,
+      doneMeanwhile: () => cached() !== null,
+      log: ctx.log,
+    },
+  );
   if (!lock) return { commit, blob: cached()! }; // another process downloaded it meanwhile
   try {
     const done = cached();
@@ -435,11 +482,13 @@ class Digests {
   finish(file: string, bytes: number): { sha256: string; mismatch: string | null } {
     const sha256 = this.sha256.digest('hex');
     const { expected } = this;
-    if (expected.sha256 !== null && sha256 !== expected.sha256) return { sha256, mismatch: `has sha256 ${sha256}, the hub's etag says ${expected.sha256}` };
+    if (expected.sha256 !== null && sha256 !== expected.sha256)
+      return { sha256, mismatch: `has sha256 ${sha256}, the hub's etag says ${expected.sha256}` };
     if (expected.gitSha1 !== null) {
       // Known size: hashed on the way; else (no size announced) read back now that it is known.
       const sha1 = (this.sha1 ?? hashFile(file, createHash('sha1').update(`blob ${bytes}\0`))).digest('hex');
-      if (sha1 !== expected.gitSha1) return { sha256, mismatch: `has git blob id ${sha1}, the hub's etag says ${expected.gitSha1}` };
+      if (sha1 !== expected.gitSha1)
+        return { sha256, mismatch: `has git blob id ${sha1}, the hub's etag says ${expected.gitSha1}` };
     }
     return { sha256, mismatch: null };
   }
@@ -450,7 +499,7 @@ function hashFile<T extends { update(chunk: Uint8Array): unknown }>(file: string
   const fd = fs.openSync(file, 'r');
   try {
     const buffer = Buffer.alloc(1 << 20);
-    for (let n; (n = fs.readSync(fd, buffer, 0, buffer.length, null)) > 0; ) hash.update(buffer.subarray(0, n));
+    for (let n; (n = fs.readSync(fd, buffer, 0, buffer.length, null)) > 0;) hash.update(buffer.subarray(0, n));
   } finally {
     fs.closeSync(fd);
   }
@@ -476,7 +525,8 @@ const SPACE_CHECK_BYTES = 16 << 20;
 /** The download would not fit: said before anything is written (or as soon as an undeclared size runs out of room). */
 function checkSpace(dir: string, file: string, needed: number): void {
   const free = freeBytes(dir);
-  if (free !== null && needed > free) throw new CheckpointError(`${dir}: ${file} needs ${MB(needed)} more, and the disk has ${MB(free)} free`);
+  if (free !== null && needed > free)
+    throw new CheckpointError(`${dir}: ${file} needs ${MB(needed)} more, and the disk has ${MB(free)} free`);
 }
 
 /**
@@ -487,7 +537,10 @@ function checkSpace(dir: string, file: string, needed: number): void {
  */
 function takeLeftovers(blobsDir: string, lockName: string, resumable: boolean): string | null {
   const prefix = `${lockName}.incomplete-`;
-  const found = fs.readdirSync(blobsDir).filter((n) => n.startsWith(prefix)).map((n) => path.join(blobsDir, n));
+  const found = fs
+    .readdirSync(blobsDir)
+    .filter((n) => n.startsWith(prefix))
+    .map((n) => path.join(blobsDir, n));
   let best: string | null = null;
   let bestSize = -1;
   for (const f of resumable ? found : []) {
@@ -553,7 +606,8 @@ async function downloadBlob(
     for (;;) {
       // (A leftover may hold the whole file already: then only the check remains.)
       if (expected.size === null || bytes < expected.size) await withRetries(ctx, () => transfer());
-      if (expected.size !== null && bytes !== expected.size) throw new CheckpointError(`${what.url}: ${what.file} is ${bytes} bytes, the hub announced ${expected.size}`);
+      if (expected.size !== null && bytes !== expected.size)
+        throw new CheckpointError(`${what.url}: ${what.file} is ${bytes} bytes, the hub announced ${expected.size}`);
       const { sha256, mismatch } = digests.finish(part, bytes);
       if (mismatch === null) {
         fs.fsyncSync(fd);
@@ -575,19 +629,31 @@ async function downloadBlob(
   /** One request: the rest of the file when it can be proved to continue it, else all of it. */
   async function transfer(): Promise<void> {
     if (bytes > 0 && validator === null && !checkable) restart();
-    const range: Record<string, string> = bytes > 0 ? { range: `bytes=${bytes}-`, ...(validator ? { 'if-range': validator } : {}) } : {};
+    const range: Record<string, string> =
+      bytes > 0 ? { range: `bytes=${bytes}-`, ...(validator ? { 'if-range': validator } : {}) } : {};
     const { res, url: finalUrl } = await open(ctx, what.url, 'GET', range);
     const url = capped(finalUrl, 300); // a redirect's, for messages
     const status = res.statusCode ?? 0;
     const answered = strongEtag(res);
-    if (status >= 200 && status < 300 && finalUrl === what.url && expected.etag !== null && answered !== null && answered !== expected.etag) {
+    if (
+      status >= 200 &&
+      status < 300 &&
+      finalUrl === what.url &&
+      expected.etag !== null &&
+      answered !== null &&
+      answered !== expected.etag
+    ) {
       // The version the HEAD announced is gone: whatever this is, it is not the file to cache under that etag.
       res.destroy();
-      throw new CheckpointError(`${url}: ${what.file} changed on the server during the download (ETag ${capped(answered)}, announced ${capped(expected.etag)}); run again`);
+      throw new CheckpointError(
+        `${url}: ${what.file} changed on the server during the download (ETag ${capped(answered)}, announced ${capped(expected.etag)}); run again`,
+      );
     }
     if (status === 206 && bytes > 0) {
       const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header(res, 'content-range') ?? '');
-      const sameFile = m !== null && Number(m[1]) === bytes &&
+      const sameFile =
+        m !== null &&
+        Number(m[1]) === bytes &&
         (m[3] === '*' || expected.size === null || Number(m[3]) === expected.size) &&
         (validator === null ? checkable : answered === null || answered === validator);
       if (!sameFile) {
@@ -603,17 +669,23 @@ async function downloadBlob(
     } else {
       res.resume();
       if (status >= 300) throw statusError(res, ctx, what);
-      throw new CheckpointError(`${url}: unexpected HTTP ${status} for ${what.file}${status === 206 ? ' (a part, to a request for the whole file)' : ''}`);
+      throw new CheckpointError(
+        `${url}: unexpected HTTP ${status} for ${what.file}${status === 206 ? ' (a part, to a request for the whole file)' : ''}`,
+      );
     }
     const length = byteCount(header(res, 'content-length'));
     if (status === 200 && length !== null && expected.size !== null && length !== expected.size) {
       res.destroy();
-      throw new CheckpointError(`${url}: ${what.file} is ${length} bytes, the hub announced ${expected.size} (the download's Content-Length disagrees with the hub's size)`);
+      throw new CheckpointError(
+        `${url}: ${what.file} is ${length} bytes, the hub announced ${expected.size} (the download's Content-Length disagrees with the hub's size)`,
+      );
     }
     const end = length !== null ? bytes + length : expected.size;
     if (end !== null && expected.size !== null && end > expected.size) {
       res.destroy();
-      throw new CheckpointError(`${url}: ${what.file}: the server sends ${end - bytes} bytes from offset ${bytes} of a file of ${expected.size}`);
+      throw new CheckpointError(
+        `${url}: ${what.file}: the server sends ${end - bytes} bytes from offset ${bytes} of a file of ${expected.size}`,
+      );
     }
     const start = bytes;
     const rate = new RateCheck(ctx, what);
@@ -622,21 +694,29 @@ async function downloadBlob(
     const sink = new Writable({
       write(chunk: Buffer, _enc, done) {
         try {
-          if (end !== null && bytes + chunk.length > end) throw new CheckpointError(`${url}: ${what.file}: the server sent more than the ${end} bytes announced`);
-          if (ctx.deadline !== null && Date.now() > ctx.deadline) throw new CheckpointError(`${url}: ${what.file} not downloaded within the deadline (${bytes} bytes so far; deadlineMs option)`);
+          if (end !== null && bytes + chunk.length > end)
+            throw new CheckpointError(`${url}: ${what.file}: the server sent more than the ${end} bytes announced`);
+          if (ctx.deadline !== null && Date.now() > ctx.deadline)
+            throw new CheckpointError(
+              `${url}: ${what.file} not downloaded within the deadline (${bytes} bytes so far; deadlineMs option)`,
+            );
           rate.check(chunk.length);
           if (end === null && bytes + chunk.length - checkedSpaceAt >= SPACE_CHECK_BYTES) {
             checkSpace(blobsDir, what.file, SPACE_CHECK_BYTES);
             checkedSpaceAt = bytes;
           }
-          for (let off = 0; off < chunk.length; ) off += fs.writeSync(fd, chunk, off, chunk.length - off, bytes + off);
+          for (let off = 0; off < chunk.length;) off += fs.writeSync(fd, chunk, off, chunk.length - off, bytes + off);
           digests.update(chunk);
           bytes += chunk.length;
           ctx.onProgress?.({ file: what.file, bytes, total: expected.size ?? end });
           done();
         } catch (e) {
           // Disk errors and a server's broken promises are not retried; a slow transfer is.
-          done(e instanceof LlavaVisionError || e instanceof TransientError ? e : new CheckpointError(`${part}: cannot write the download (${(e as Error).message})`));
+          done(
+            e instanceof LlavaVisionError || e instanceof TransientError
+              ? e
+              : new CheckpointError(`${part}: cannot write the download (${(e as Error).message})`),
+          );
         }
       },
     });
@@ -644,10 +724,14 @@ async function downloadBlob(
       await pipeline(res, sink);
     } catch (e) {
       if (e instanceof TransientError || e instanceof LlavaVisionError) throw e;
-      throw new TransientError(`${url}: transfer of ${what.file} broke off after ${bytes} bytes (${(e as Error).message})`);
+      throw new TransientError(
+        `${url}: transfer of ${what.file} broke off after ${bytes} bytes (${(e as Error).message})`,
+      );
     }
     if (end !== null && bytes !== end) {
-      throw new TransientError(`${url}: ${what.file} ended after ${bytes - start} of ${end - start} bytes (connection closed early)`);
+      throw new TransientError(
+        `${url}: ${what.file} ended after ${bytes - start} of ${end - start} bytes (connection closed early)`,
+      );
     }
   }
 }
@@ -657,9 +741,12 @@ function place(part: string, blob: string, what: { url: string; file: string }):
   try {
     fs.renameSync(part, blob);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new CheckpointError(`${blob}: cannot place the download of ${what.file} (${(e as Error).message})`);
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
+      throw new CheckpointError(`${blob}: cannot place the download of ${what.file} (${(e as Error).message})`);
     if (fs.statSync(blob, { throwIfNoEntry: false })?.isFile()) return blob;
-    throw new CheckpointError(`${part}: the download of ${what.file} was removed by another process meanwhile (it took this process's lock for stale); run again`);
+    throw new CheckpointError(
+      `${part}: the download of ${what.file} was removed by another process meanwhile (it took this process's lock for stale); run again`,
+    );
   }
   return blob;
 }
@@ -673,7 +760,10 @@ class RateCheck {
   private windowStart = Date.now();
   private windowBytes = 0;
 
-  constructor(private readonly ctx: Context, private readonly what: { url: string; file: string }) {}
+  constructor(
+    private readonly ctx: Context,
+    private readonly what: { url: string; file: string },
+  ) {}
 
   check(n: number): void {
     this.windowBytes += n;
@@ -681,7 +771,9 @@ class RateCheck {
     if (elapsed < this.ctx.timeoutMs) return;
     const rate = (this.windowBytes * 1000) / elapsed;
     if (rate < this.ctx.minBytesPerSecond) {
-      throw new TransientError(`${this.what.url}: ${this.what.file} arrives at ${rate.toFixed(1)} bytes/s, under the minimum ${this.ctx.minBytesPerSecond} (minBytesPerSecond option)`);
+      throw new TransientError(
+        `${this.what.url}: ${this.what.file} arrives at ${rate.toFixed(1)} bytes/s, under the minimum ${this.ctx.minBytesPerSecond} (minBytesPerSecond option)`,
+      );
     }
     this.windowStart = Date.now();
     this.windowBytes = 0;
@@ -711,8 +803,11 @@ function placeInSnapshot(blob: string, target: string, symlinks: boolean): void 
 /** The shard names of a downloaded index, validated: the index comes from the network. */
 function readShardNames(blob: string, file: string, ctx: Context): string[] {
   const where = `${ctx.repoId}/${file}`;
-  const json = parseJsonWithLimits(fs.readFileSync(blob, 'utf8'), { maxDepth: INDEX_MAX_DEPTH, rejectDuplicateKeys: true },
-    (problem) => new CheckpointError(`${where}: index ${problem}`));
+  const json = parseJsonWithLimits(
+    fs.readFileSync(blob, 'utf8'),
+    { maxDepth: INDEX_MAX_DEPTH, rejectDuplicateKeys: true },
+    (problem) => new CheckpointError(`${where}: index ${problem}`),
+  );
   const map = weightMap(json);
   if (!map) throw new CheckpointError(`${where}: no "weight_map" object`);
   return [...new Set(Object.values(map).map((s) => checkFileName(s, `${where} weight_map`)))].sort();
@@ -726,7 +821,8 @@ async function withRetries<T>(ctx: Context, attempt: () => Promise<T>): Promise<
       if (!(e instanceof TransientError)) throw e;
       if (n >= ctx.maxRetries) throw new UnreachableError(e.message + (n > 0 ? ` (gave up after ${n} retries)` : ''));
       const wait = ctx.retryDelayMs * 2 ** n;
-      if (ctx.deadline !== null && Date.now() + wait >= ctx.deadline) throw new CheckpointError(`${e.message} (no time left for a retry before the deadline; deadlineMs option)`);
+      if (ctx.deadline !== null && Date.now() + wait >= ctx.deadline)
+        throw new CheckpointError(`${e.message} (no time left for a retry before the deadline; deadlineMs option)`);
       await new Promise((r) => setTimeout(r, wait));
     }
   }
@@ -745,19 +841,23 @@ async function open(
 ): Promise<{ res: http.IncomingMessage; url: string }> {
   let current = new URL(url);
   for (let hops = 0; ; hops++) {
-    const auth: Record<string, string> = ctx.token && current.origin === ctx.endpoint.origin ? { authorization: `Bearer ${ctx.token}` } : {};
+    const auth: Record<string, string> =
+      ctx.token && current.origin === ctx.endpoint.origin ? { authorization: `Bearer ${ctx.token}` } : {};
     const res = await send(current, method, { ...headers, ...auth }, ctx);
     const location = header(res, 'location');
-    if (![301, 302, 303, 307, 308].includes(res.statusCode ?? 0) || !location || stop(res)) return { res, url: current.href };
+    if (![301, 302, 303, 307, 308].includes(res.statusCode ?? 0) || !location || stop(res))
+      return { res, url: current.href };
     res.resume();
-    if (hops >= ctx.maxRedirects) throw new CheckpointError(`${url}: more than ${ctx.maxRedirects} redirects (last to ${capped(location)})`);
+    if (hops >= ctx.maxRedirects)
+      throw new CheckpointError(`${url}: more than ${ctx.maxRedirects} redirects (last to ${capped(location)})`);
     let next: URL;
     try {
       next = new URL(location, current);
     } catch {
       throw new CheckpointError(`${url}: redirected to an invalid location ${capped(location)}`);
     }
-    if (!/^https?:$/.test(next.protocol)) throw new CheckpointError(`${url}: redirected to unsupported ${capped(next.href)}`);
+    if (!/^https?:$/.test(next.protocol))
+      throw new CheckpointError(`${url}: redirected to unsupported ${capped(next.href)}`);
     current = next;
   }
 }
@@ -770,23 +870,39 @@ async function open(
 function send(url: URL, method: string, headers: Record<string, string>, ctx: Context): Promise<http.IncomingMessage> {
   const left = ctx.deadline === null ? Infinity : ctx.deadline - Date.now();
   const where = capped(url.href, 300);
-  if (left <= 0) return Promise.reject(new CheckpointError(`${where}: not done within the deadline (deadlineMs option)`));
+  if (left <= 0)
+    return Promise.reject(new CheckpointError(`${where}: not done within the deadline (deadlineMs option)`));
   const timeoutMs = Math.max(1, Math.min(ctx.timeoutMs, left));
-  const timedOut = () => (timeoutMs < ctx.timeoutMs
-    ? new CheckpointError(`${where}: not done within the deadline (deadlineMs option)`)
-    : new TransientError(`${where}: timed out (nothing received for ${timeoutMs} ms; timeoutMs option)`));
+  const timedOut = () =>
+    timeoutMs < ctx.timeoutMs
+      ? new CheckpointError(`${where}: not done within the deadline (deadlineMs option)`)
+      : new TransientError(`${where}: timed out (nothing received for ${timeoutMs} ms; timeoutMs option)`);
   return new Promise((resolve, reject) => {
     let response: http.IncomingMessage | undefined;
     const request = url.protocol === 'https:' ? https.request : http.request;
     // Twice the idle timeout: silence trips the idle one first, with its own message.
     const headersMs = Math.min(2 * ctx.timeoutMs, left);
-    const headersDue = setTimeout(() => req.destroy(headersMs < 2 * ctx.timeoutMs ? timedOut() : new TransientError(`${where}: no complete answer within ${headersMs} ms (a server sending its headers a little at a time; timeoutMs option)`)), headersMs);
-    const req = request(url, { method, headers: { 'user-agent': 'llava-vision-tfjs', 'accept-encoding': 'identity', ...headers } }, (res) => {
-      clearTimeout(headersDue);
-      response = res;
-      res.on('error', () => {}); // reported by whoever reads the body (pipeline)
-      resolve(res);
-    });
+    const headersDue = setTimeout(
+      () =>
+        req.destroy(
+          headersMs < 2 * ctx.timeoutMs
+            ? timedOut()
+            : new TransientError(
+                `${where}: no complete answer within ${headersMs} ms (a server sending its headers a little at a time; timeoutMs option)`,
+              ),
+        ),
+      headersMs,
+    );
+    const req = request(
+      url,
+      { method, headers: { 'user-agent': 'llava-vision-tfjs', 'accept-encoding': 'identity', ...headers } },
+      (res) => {
+        clearTimeout(headersDue);
+        response = res;
+        res.on('error', () => {}); // reported by whoever reads the body (pipeline)
+        resolve(res);
+      },
+    );
     req.on('close', () => clearTimeout(headersDue));
     req.setTimeout(timeoutMs, () => {
       const err = timedOut();
@@ -797,27 +913,38 @@ function send(url: URL, method: string, headers: Record<string, string>, ctx: Co
       if (e instanceof TransientError || e instanceof LlavaVisionError) return reject(e);
       const message = `${where}: network error ${e.code ?? ''} ${capped(e.message, 300)}`.replace(/\s+/g, ' ');
       const transient = ['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNABORTED', 'EAI_AGAIN'].includes(e.code ?? '');
-      reject(transient ? new TransientError(message) : new UnreachableError(`${message} (check the endpoint / HF_ENDPOINT and the network)`));
+      reject(
+        transient
+          ? new TransientError(message)
+          : new UnreachableError(`${message} (check the endpoint / HF_ENDPOINT and the network)`),
+      );
     });
     req.end();
   });
 }
 
 /** The error for an HTTP failure status, saying what to do about it; 429 and 5xx are retried. */
-function statusError(res: http.IncomingMessage, ctx: Context, what: { url: string; file: string; revision: string }): Error {
+function statusError(
+  res: http.IncomingMessage,
+  ctx: Context,
+  what: { url: string; file: string; revision: string },
+): Error {
   const status = res.statusCode ?? 0;
   const code = header(res, 'x-error-code');
   const head = `${what.url}: HTTP ${status}`;
   if (status === 429 || status >= 500) return new TransientError(`${head} for ${what.file} of ${ctx.repoId}`);
   if (status === 401 || status === 403) {
     const hint = ctx.token
-      ? 'the token (HF_TOKEN) was refused or has no access: accept the repo\'s conditions on the hub with that account'
+      ? "the token (HF_TOKEN) was refused or has no access: accept the repo's conditions on the hub with that account"
       : 'if it is gated or private, set HF_TOKEN to a token of an account with access (and accept its conditions on the hub)';
-    return new CheckpointError(`${head}: cannot access ${ctx.repoId}${code === 'RepoNotFound' ? ' (not found)' : ''}; ${hint}`);
+    return new CheckpointError(
+      `${head}: cannot access ${ctx.repoId}${code === 'RepoNotFound' ? ' (not found)' : ''}; ${hint}`,
+    );
   }
   if (status === 404) {
     if (code === 'RepoNotFound') return new CheckpointError(`${head}: repo ${ctx.repoId} not found`);
-    if (code === 'RevisionNotFound') return new CheckpointError(`${head}: revision ${what.revision} not found in ${ctx.repoId}`);
+    if (code === 'RevisionNotFound')
+      return new CheckpointError(`${head}: revision ${what.revision} not found in ${ctx.repoId}`);
     return new CheckpointError(`${head}: ${what.file} not found in ${ctx.repoId} at revision ${what.revision}`);
   }
   return new CheckpointError(`${head} for ${what.file} of ${ctx.repoId}`);
@@ -846,5 +973,10 @@ function etagOf(res: http.IncomingMessage): string | null {
 }
 
 function globToRegExp(glob: string): RegExp {
-  return new RegExp(`^${glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
+  return new RegExp(
+    `^${glob
+      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+      .replace(/\*/g, '.*')
+      .replace(/\?/g, '.')}$`,
+  );
 }

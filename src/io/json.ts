@@ -35,7 +35,8 @@ function scanJson(text: string, { maxDepth, rejectDuplicateKeys }: JsonLimits, f
   let expectKey = false;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    if (c === 0x22) { // '"': skip the string, noting it when it is an object key
+    if (c === 0x22) {
+      // '"': skip the string, noting it when it is an object key
       let j = i + 1;
       while (j < text.length && text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c ? 2 : 1;
       const keys = open.length ? open[open.length - 1] : null;
@@ -46,14 +47,18 @@ function scanJson(text: string, { maxDepth, rejectDuplicateKeys }: JsonLimits, f
       }
       expectKey = false;
       i = j;
-    } else if (c === 0x7b || c === 0x5b) { // '{' '['
+    } else if (c === 0x7b || c === 0x5b) {
+      // '{' '['
       open.push(c === 0x7b ? new Set() : null);
-      if (open.length > maxDepth) throw fail(`nests objects/arrays more than ${maxDepth} levels deep (the format needs at most ${maxDepth})`);
+      if (open.length > maxDepth)
+        throw fail(`nests objects/arrays more than ${maxDepth} levels deep (the format needs at most ${maxDepth})`);
       expectKey = c === 0x7b;
-    } else if (c === 0x7d || c === 0x5d) { // '}' ']'
+    } else if (c === 0x7d || c === 0x5d) {
+      // '}' ']'
       open.pop();
       expectKey = false;
-    } else if (c === 0x2c) { // ','
+    } else if (c === 0x2c) {
+      // ','
       expectKey = open.length > 0 && open[open.length - 1] !== null;
     }
   }
@@ -74,7 +79,11 @@ export function canonicalJson(x: unknown): string {
   if (Array.isArray(x)) return `[${x.map(canonicalJson).join(',')}]`;
   if (x !== null && typeof x === 'object') {
     const obj = x as Record<string, unknown>;
-    return `{${Object.keys(obj).sort().filter((k) => obj[k] !== undefined).map((k) => `${JSON.stringify(k)}:${canonicalJson(obj[k])}`).join(',')}}`;
+    return `{${Object.keys(obj)
+      .sort()
+      .filter((k) => obj[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson(obj[k])}`)
+      .join(',')}}`;
   }
   return JSON.stringify(x) ?? 'null';
 }

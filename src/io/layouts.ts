@@ -102,7 +102,9 @@ export const LAYOUTS: Readonly<Record<Layout, LayoutRow>> = {
 const ROWS = Object.entries(LAYOUTS) as [Layout, LayoutRow][];
 
 /** Every prefix a tower's `vision_model.*` may sit under in some layout, longest first. */
-export const TOWER_PREFIXES: readonly string[] = [...new Set(ROWS.map(([, r]) => r.towerPrefix))].sort((a, b) => b.length - a.length);
+export const TOWER_PREFIXES: readonly string[] = [...new Set(ROWS.map(([, r]) => r.towerPrefix))].sort(
+  (a, b) => b.length - a.length,
+);
 
 /**
  * What a model folder is, from its config.json and, for the rows that need it, its tensor names
@@ -111,7 +113,9 @@ export const TOWER_PREFIXES: readonly string[] = [...new Set(ROWS.map(([, r]) =>
 export function detectLayout(modelDir: string, config: Record<string, unknown>, keys: () => string[]): Layout {
   const candidates = ROWS.filter(([, r]) => r.matchesConfig(config));
   if (candidates.length === 0) {
-    throw new ConfigError(`${path.join(modelDir, 'config.json')}: cannot tell the model type (model_type ${quote(config.model_type)}, no mm_vision_tower)`);
+    throw new ConfigError(
+      `${path.join(modelDir, 'config.json')}: cannot tell the model type (model_type ${quote(config.model_type)}, no mm_vision_tower)`,
+    );
   }
   if (!candidates[0][1].matchesTensors) return candidates[0][0];
   const byTensors = candidates.filter(([, r]) => r.matchesTensors);
@@ -123,7 +127,12 @@ export function detectLayout(modelDir: string, config: Record<string, unknown>, 
 }
 
 /** Projector key prefixes a standalone projector file may use (LLaVA, `mm_projector.bin`, llava-hf, either naming of saveProjector), most specific first. */
-export const PROJECTOR_PREFIXES = ['model.mm_projector.', 'mm_projector.', 'model.multi_modal_projector.', 'multi_modal_projector.'];
+export const PROJECTOR_PREFIXES = [
+  'model.mm_projector.',
+  'mm_projector.',
+  'model.multi_modal_projector.',
+  'multi_modal_projector.',
+];
 
 /**
  * The projector in a file of any of those namings: its key prefix and how module paths (`0.weight`)

@@ -80,21 +80,29 @@ const seconds = (ms: number) => `${Math.round(ms / 1000)} s`;
 
 /** The stale rule (see the file's comment), for a lock or any file whose writer is recorded. */
 export function staleness(
-  owner: { pid: number; startTime: string | null; local: boolean } | null, ageMs: number, leaseMs: number,
+  owner: { pid: number; startTime: string | null; local: boolean } | null,
+  ageMs: number,
+  leaseMs: number,
 ): { stale: boolean; reason: string } {
   if (owner?.local) {
     const alive = processAlive(owner.pid, owner.startTime);
     return { stale: !alive, reason: alive ? 'running on this host' : `its process ${owner.pid} on this host is gone` };
   }
-  const unreadable = 'a lock file llava-vision cannot read (another program\'s, or damaged)';
-  if (ageMs > leaseMs) return { stale: true, reason: `${owner ? 'no heartbeat' : `${unreadable}, untouched`} for ${seconds(ageMs)} (lease ${seconds(leaseMs)})` };
+  const unreadable = "a lock file llava-vision cannot read (another program's, or damaged)";
+  if (ageMs > leaseMs)
+    return {
+      stale: true,
+      reason: `${owner ? 'no heartbeat' : `${unreadable}, untouched`} for ${seconds(ageMs)} (lease ${seconds(leaseMs)})`,
+    };
   return { stale: false, reason: `${owner ? 'heartbeat' : `${unreadable}, touched`} ${seconds(ageMs)} ago` };
 }
 
 /** Who holds a lock, in one phrase: `PURPOSE (pid P on host H, since T; REASON)`. */
 export function describeHolder(s: LockState): string {
   const r = s.record;
-  return r ? `${r.purpose || 'another process'} (pid ${r.pid} on host ${r.host}, since ${r.since}; ${s.reason})` : `an unknown process (${s.reason})`;
+  return r
+    ? `${r.purpose || 'another process'} (pid ${r.pid} on host ${r.host}, since ${r.since}; ${s.reason})`
+    : `an unknown process (${s.reason})`;
 }
 
 function parseRecord(text: string): LockRecord | null {
@@ -102,9 +110,16 @@ function parseRecord(text: string): LockRecord | null {
     const r = JSON.parse(text) as Partial<LockRecord>;
     const str = (v: unknown) => typeof v === 'string';
     const strOrNull = (v: unknown) => v === null || str(v);
-    const ok = r !== null && typeof r === 'object' && str(r.host) && Number.isSafeInteger(r.pid) && strOrNull(r.boot_id) && strOrNull(r.pid_ns) &&
-      (r.start_time === undefined || strOrNull(r.start_time)) && (r.token === undefined || str(r.token));
-    return ok ? { start_time: null, token: '', since: '?', purpose: '', ...r } as LockRecord : null;
+    const ok =
+      r !== null &&
+      typeof r === 'object' &&
+      str(r.host) &&
+      Number.isSafeInteger(r.pid) &&
+      strOrNull(r.boot_id) &&
+      strOrNull(r.pid_ns) &&
+      (r.start_time === undefined || strOrNull(r.start_time)) &&
+      (r.token === undefined || str(r.token));
+    return ok ? ({ start_time: null, token: '', since: '?', purpose: '', ...r } as LockRecord) : null;
   } catch {
     return null;
   }
@@ -142,10 +157,21 @@ function readLock(family: LockFamily, generation: number, now = Date.now()): Loc
   return judge(family, file, generation, record, now - mtimeMs);
 }
 
-function judge(family: LockFamily, file: string, generation: number, record: LockRecord | null, age: number): LockState {
+function judge(
+  family: LockFamily,
+  file: string,
+  generation: number,
+  record: LockRecord | null,
+  age: number,
+): LockState {
   const ageMs = Math.max(0, age);
-  const local = record !== null && pidsComparable({ hostname: record.host, bootId: record.boot_id, pidNamespace: record.pid_ns });
-  const { stale, reason } = staleness(record && { pid: record.pid, startTime: record.start_time, local }, ageMs, family.leaseMs);
+  const local =
+    record !== null && pidsComparable({ hostname: record.host, bootId: record.boot_id, pidNamespace: record.pid_ns });
+  const { stale, reason } = staleness(
+    record && { pid: record.pid, startTime: record.start_time, local },
+    ageMs,
+    family.leaseMs,
+  );
   return { file, generation, record, ageMs, local, stale, reason };
 }
 
@@ -157,10 +183,12 @@ function listGenerations(family: LockFamily): number[] {
   } catch {
     return [];
   }
-  return names.flatMap((n) => {
-    const g = family.generation(n);
-    return g === null ? [] : [g];
-  }).sort((a, b) => a - b);
+  return names
+    .flatMap((n) => {
+      const g = family.generation(n);
+      return g === null ? [] : [g];
+    })
+    .sort((a, b) => a - b);
 }
 
 /** The current holder (the highest generation), or null when there is none. */
@@ -174,7 +202,9 @@ export function lockState(family: LockFamily): LockState | null {
 }
 
 const cannotCreate = (file: string, e: unknown) =>
-  new OutputError(`${file}: cannot create the lock file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  new OutputError(
+    `${file}: cannot create the lock file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+  );
 
 /**
  * Creates `file` holding `content` in one step; its descriptor, or null when it exists. Written beside
@@ -196,13 +226,18 @@ function createExclusive(file: string, content: Buffer): number | null {
       if (fd !== null && code === 'EEXIST' && fs.fstatSync(fd).nlink === 2) return fd;
       if (fd !== null) fs.closeSync(fd);
       if (fd !== null && code === 'EEXIST') return null;
-      if (fd !== null && ['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EXDEV'].includes(code ?? '')) return 'unsupported';
+      if (fd !== null && ['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EXDEV'].includes(code ?? ''))
+        return 'unsupported';
       throw cannotCreate(file, e);
     }
   });
   if (linked !== 'unsupported') return linked;
   try {
-    const direct = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | O_NOFOLLOW, 0o644);
+    const direct = fs.openSync(
+      file,
+      fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | O_NOFOLLOW,
+      0o644,
+    );
     writeAllSync(direct, content);
     fs.fsyncSync(direct);
     return direct;
@@ -233,8 +268,14 @@ export function tryAcquire(family: LockFamily, purpose: string, options: Acquire
     const generation = current ? current.generation + 1 : 1;
     const file = path.join(family.dir, family.name(generation));
     const record: LockRecord = {
-      host: me.hostname, boot_id: me.bootId, pid_ns: me.pidNamespace, pid: me.pid, start_time: me.startTime, token,
-      since: new Date().toISOString(), purpose,
+      host: me.hostname,
+      boot_id: me.bootId,
+      pid_ns: me.pidNamespace,
+      pid: me.pid,
+      start_time: me.startTime,
+      token,
+      since: new Date().toISOString(),
+      purpose,
     };
     const fd = createExclusive(file, Buffer.from(JSON.stringify(record) + '\n'));
     if (fd === null) continue; // another process was faster: look again
@@ -246,7 +287,14 @@ export function tryAcquire(family: LockFamily, purpose: string, options: Acquire
       fs.unlinkSync(file);
       continue;
     }
-    const lock = new HeldLock(family, file, generation, token, fd, options.heartbeatMs ?? Math.max(50, Math.min(LOCK_HEARTBEAT_MS, family.leaseMs / 4)));
+    const lock = new HeldLock(
+      family,
+      file,
+      generation,
+      token,
+      fd,
+      options.heartbeatMs ?? Math.max(50, Math.min(LOCK_HEARTBEAT_MS, family.leaseMs / 4)),
+    );
     // Superseded generations are stale by now; their holders find them gone or outranked.
     for (const old of listGenerations(family)) {
       if (old >= generation) break;
@@ -258,7 +306,9 @@ export function tryAcquire(family: LockFamily, purpose: string, options: Acquire
     }
     return lock;
   }
-  throw new OutputError(`${path.join(family.dir, family.name(1))}: could not take the lock (other processes keep taking it); run again`);
+  throw new OutputError(
+    `${path.join(family.dir, family.name(1))}: could not take the lock (other processes keep taking it); run again`,
+  );
 }
 
 /** A held lock. `release` is idempotent; it also runs on Ctrl-C / SIGTERM and at exit. */
@@ -269,8 +319,12 @@ export class HeldLock {
   private readonly unregister: () => void;
 
   constructor(
-    private readonly family: LockFamily, readonly file: string, readonly generation: number,
-    private readonly token: string, private readonly fd: number, heartbeatMs: number,
+    private readonly family: LockFamily,
+    readonly file: string,
+    readonly generation: number,
+    private readonly token: string,
+    private readonly fd: number,
+    heartbeatMs: number,
   ) {
     this.unregister = registerCleanup(() => this.release());
     // The heartbeat touches this file through its descriptor (never a successor's). The descriptor is

@@ -14,18 +14,7 @@ import { CheckpointError, quote } from '../errors';
  * float is never taken for an int: torch refuses `2.0` as a size), str → string, list → array.
  */
 export type PyValue =
-  | null
-  | boolean
-  | number
-  | PyFloat
-  | bigint
-  | string
-  | Uint8Array
-  | PyValue[]
-  | PyTuple
-  | PyDict
-  | PyGlobal
-  | PyObject;
+  null | boolean | number | PyFloat | bigint | string | Uint8Array | PyValue[] | PyTuple | PyDict | PyGlobal | PyObject;
 
 export class PyFloat {
   constructor(readonly value: number) {}
@@ -44,7 +33,10 @@ export class PyDict {
 
 /** A reference to an allow-listed global (a class or function); never resolved to code. */
 export class PyGlobal {
-  constructor(readonly module: string, readonly name: string) {}
+  constructor(
+    readonly module: string,
+    readonly name: string,
+  ) {}
   get qualname(): string {
     return `${this.module}.${this.name}`;
   }
@@ -72,18 +64,73 @@ export interface UnpickleOptions {
 }
 
 const OPCODE_NAMES: Record<number, string> = {
-  0x28: 'MARK', 0x2e: 'STOP', 0x30: 'POP', 0x31: 'POP_MARK', 0x32: 'DUP', 0x46: 'FLOAT', 0x49: 'INT',
-  0x4a: 'BININT', 0x4b: 'BININT1', 0x4c: 'LONG', 0x4d: 'BININT2', 0x4e: 'NONE', 0x50: 'PERSID',
-  0x51: 'BINPERSID', 0x52: 'REDUCE', 0x53: 'STRING', 0x54: 'BINSTRING', 0x55: 'SHORT_BINSTRING',
-  0x56: 'UNICODE', 0x58: 'BINUNICODE', 0x61: 'APPEND', 0x62: 'BUILD', 0x63: 'GLOBAL', 0x64: 'DICT',
-  0x7d: 'EMPTY_DICT', 0x65: 'APPENDS', 0x67: 'GET', 0x68: 'BINGET', 0x69: 'INST', 0x6a: 'LONG_BINGET',
-  0x6c: 'LIST', 0x5d: 'EMPTY_LIST', 0x6f: 'OBJ', 0x70: 'PUT', 0x71: 'BINPUT', 0x72: 'LONG_BINPUT',
-  0x73: 'SETITEM', 0x74: 'TUPLE', 0x29: 'EMPTY_TUPLE', 0x75: 'SETITEMS', 0x47: 'BINFLOAT',
-  0x80: 'PROTO', 0x81: 'NEWOBJ', 0x82: 'EXT1', 0x83: 'EXT2', 0x84: 'EXT4', 0x85: 'TUPLE1',
-  0x86: 'TUPLE2', 0x87: 'TUPLE3', 0x88: 'NEWTRUE', 0x89: 'NEWFALSE', 0x8a: 'LONG1', 0x8b: 'LONG4',
-  0x42: 'BINBYTES', 0x43: 'SHORT_BINBYTES', 0x8c: 'SHORT_BINUNICODE', 0x8d: 'BINUNICODE8',
-  0x8e: 'BINBYTES8', 0x8f: 'EMPTY_SET', 0x90: 'ADDITEMS', 0x91: 'FROZENSET', 0x92: 'NEWOBJ_EX',
-  0x93: 'STACK_GLOBAL', 0x94: 'MEMOIZE', 0x95: 'FRAME', 0x96: 'BYTEARRAY8', 0x97: 'NEXT_BUFFER',
+  0x28: 'MARK',
+  0x2e: 'STOP',
+  0x30: 'POP',
+  0x31: 'POP_MARK',
+  0x32: 'DUP',
+  0x46: 'FLOAT',
+  0x49: 'INT',
+  0x4a: 'BININT',
+  0x4b: 'BININT1',
+  0x4c: 'LONG',
+  0x4d: 'BININT2',
+  0x4e: 'NONE',
+  0x50: 'PERSID',
+  0x51: 'BINPERSID',
+  0x52: 'REDUCE',
+  0x53: 'STRING',
+  0x54: 'BINSTRING',
+  0x55: 'SHORT_BINSTRING',
+  0x56: 'UNICODE',
+  0x58: 'BINUNICODE',
+  0x61: 'APPEND',
+  0x62: 'BUILD',
+  0x63: 'GLOBAL',
+  0x64: 'DICT',
+  0x7d: 'EMPTY_DICT',
+  0x65: 'APPENDS',
+  0x67: 'GET',
+  0x68: 'BINGET',
+  0x69: 'INST',
+  0x6a: 'LONG_BINGET',
+  0x6c: 'LIST',
+  0x5d: 'EMPTY_LIST',
+  0x6f: 'OBJ',
+  0x70: 'PUT',
+  0x71: 'BINPUT',
+  0x72: 'LONG_BINPUT',
+  0x73: 'SETITEM',
+  0x74: 'TUPLE',
+  0x29: 'EMPTY_TUPLE',
+  0x75: 'SETITEMS',
+  0x47: 'BINFLOAT',
+  0x80: 'PROTO',
+  0x81: 'NEWOBJ',
+  0x82: 'EXT1',
+  0x83: 'EXT2',
+  0x84: 'EXT4',
+  0x85: 'TUPLE1',
+  0x86: 'TUPLE2',
+  0x87: 'TUPLE3',
+  0x88: 'NEWTRUE',
+  0x89: 'NEWFALSE',
+  0x8a: 'LONG1',
+  0x8b: 'LONG4',
+  0x42: 'BINBYTES',
+  0x43: 'SHORT_BINBYTES',
+  0x8c: 'SHORT_BINUNICODE',
+  0x8d: 'BINUNICODE8',
+  0x8e: 'BINBYTES8',
+  0x8f: 'EMPTY_SET',
+  0x90: 'ADDITEMS',
+  0x91: 'FROZENSET',
+  0x92: 'NEWOBJ_EX',
+  0x93: 'STACK_GLOBAL',
+  0x94: 'MEMOIZE',
+  0x95: 'FRAME',
+  0x96: 'BYTEARRAY8',
+  0x97: 'NEXT_BUFFER',
   0x98: 'READONLY_BUFFER',
 };
 
@@ -185,13 +232,17 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): PyValue {
     opStart = pos;
     const op = u8();
     switch (op) {
-      case 0x80: { // PROTO
+      case 0x80: {
+        // PROTO
         const v = u8();
         if (v < 2 || v > 5) fail(`unsupported pickle protocol ${v}`);
         break;
       }
-      case 0x95: u64(); break; // FRAME: a read-ahead hint, the data is inline anyway
-      case 0x2e: { // STOP
+      case 0x95:
+        u64();
+        break; // FRAME: a read-ahead hint, the data is inline anyway
+      case 0x2e: {
+        // STOP
         const v = pop();
         return v;
       }
@@ -199,58 +250,149 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): PyValue {
         if (marks.length >= maxStack) fail(`pickle has more than ${maxStack} marks`);
         marks.push(stack.length);
         break;
-      case 0x30: pop(); break; // POP
-      case 0x31: popMark(); break; // POP_MARK
-      case 0x32: push(top()); break; // DUP
-      case 0x4e: push(null); break; // NONE
-      case 0x88: push(true); break; // NEWTRUE
-      case 0x89: push(false); break; // NEWFALSE
-      case 0x4a: push(view.getInt32(need(4), true)); break; // BININT
-      case 0x4b: push(u8()); break; // BININT1
-      case 0x4d: push(u16()); break; // BININT2
-      case 0x8a: push(longLE(bytes(u8()))); break; // LONG1
-      case 0x47: push(new PyFloat(view.getFloat64(need(8), false))); break; // BINFLOAT (big-endian)
-      case 0x58: push(text(u32())); break; // BINUNICODE
-      case 0x8c: push(text(u8())); break; // SHORT_BINUNICODE
-      case 0x8d: push(text(u64())); break; // BINUNICODE8
-      case 0x43: push(bytes(u8()).slice()); break; // SHORT_BINBYTES
-      case 0x42: push(bytes(u32()).slice()); break; // BINBYTES
-      case 0x8e: push(bytes(u64()).slice()); break; // BINBYTES8
-      case 0x7d: push(new PyDict()); break; // EMPTY_DICT
-      case 0x5d: push([]); break; // EMPTY_LIST
-      case 0x29: push(new PyTuple([])); break; // EMPTY_TUPLE
-      case 0x74: push(new PyTuple(popMark())); break; // TUPLE
-      case 0x85: { const a = pop(); push(new PyTuple([a])); break; } // TUPLE1
-      case 0x86: { const b = pop(); const a = pop(); push(new PyTuple([a, b])); break; } // TUPLE2
-      case 0x87: { // TUPLE3
-        const c = pop(); const b = pop(); const a = pop();
+      case 0x30:
+        pop();
+        break; // POP
+      case 0x31:
+        popMark();
+        break; // POP_MARK
+      case 0x32:
+        push(top());
+        break; // DUP
+      case 0x4e:
+        push(null);
+        break; // NONE
+      case 0x88:
+        push(true);
+        break; // NEWTRUE
+      case 0x89:
+        push(false);
+        break; // NEWFALSE
+      case 0x4a:
+        push(view.getInt32(need(4), true));
+        break; // BININT
+      case 0x4b:
+        push(u8());
+        break; // BININT1
+      case 0x4d:
+        push(u16());
+        break; // BININT2
+      case 0x8a:
+        push(longLE(bytes(u8())));
+        break; // LONG1
+      case 0x47:
+        push(new PyFloat(view.getFloat64(need(8), false)));
+        break; // BINFLOAT (big-endian)
+      case 0x58:
+        push(text(u32()));
+        break; // BINUNICODE
+      case 0x8c:
+        push(text(u8()));
+        break; // SHORT_BINUNICODE
+      case 0x8d:
+        push(text(u64()));
+        break; // BINUNICODE8
+      case 0x43:
+        push(bytes(u8()).slice());
+        break; // SHORT_BINBYTES
+      case 0x42:
+        push(bytes(u32()).slice());
+        break; // BINBYTES
+      case 0x8e:
+        push(bytes(u64()).slice());
+        break; // BINBYTES8
+      case 0x7d:
+        push(new PyDict());
+        break; // EMPTY_DICT
+      case 0x5d:
+        push([]);
+        break; // EMPTY_LIST
+      case 0x29:
+        push(new PyTuple([]));
+        break; // EMPTY_TUPLE
+      case 0x74:
+        push(new PyTuple(popMark()));
+        break; // TUPLE
+      case 0x85: {
+        const a = pop();
+        push(new PyTuple([a]));
+        break;
+      } // TUPLE1
+      case 0x86: {
+        const b = pop();
+        const a = pop();
+        push(new PyTuple([a, b]));
+        break;
+      } // TUPLE2
+      case 0x87: {
+        // TUPLE3
+        const c = pop();
+        const b = pop();
+        const a = pop();
         push(new PyTuple([a, b, c]));
         break;
       }
-      case 0x64: { const d = new PyDict(); setItems(d, popMark()); push(d); break; } // DICT
-      case 0x6c: push(popMark()); break; // LIST
-      case 0x73: { const v = pop(); const k = pop(); setItems(top(), [k, v]); break; } // SETITEM
-      case 0x75: { const items = popMark(); setItems(top(), items); break; } // SETITEMS
-      case 0x61: { const v = pop(); append(top(), [v]); break; } // APPEND
-      case 0x65: { const items = popMark(); append(top(), items); break; } // APPENDS
-      case 0x71: put(u8()); break; // BINPUT
-      case 0x72: put(u32()); break; // LONG_BINPUT
-      case 0x94: put(memo.size); break; // MEMOIZE
-      case 0x68: get(u8()); break; // BINGET
-      case 0x6a: get(u32()); break; // LONG_BINGET
-      case 0x63: { // GLOBAL: "module\nname\n"
+      case 0x64: {
+        const d = new PyDict();
+        setItems(d, popMark());
+        push(d);
+        break;
+      } // DICT
+      case 0x6c:
+        push(popMark());
+        break; // LIST
+      case 0x73: {
+        const v = pop();
+        const k = pop();
+        setItems(top(), [k, v]);
+        break;
+      } // SETITEM
+      case 0x75: {
+        const items = popMark();
+        setItems(top(), items);
+        break;
+      } // SETITEMS
+      case 0x61: {
+        const v = pop();
+        append(top(), [v]);
+        break;
+      } // APPEND
+      case 0x65: {
+        const items = popMark();
+        append(top(), items);
+        break;
+      } // APPENDS
+      case 0x71:
+        put(u8());
+        break; // BINPUT
+      case 0x72:
+        put(u32());
+        break; // LONG_BINPUT
+      case 0x94:
+        put(memo.size);
+        break; // MEMOIZE
+      case 0x68:
+        get(u8());
+        break; // BINGET
+      case 0x6a:
+        get(u32());
+        break; // LONG_BINGET
+      case 0x63: {
+        // GLOBAL: "module\nname\n"
         const module = line();
         push(global(module, line()));
         break;
       }
-      case 0x93: { // STACK_GLOBAL
+      case 0x93: {
+        // STACK_GLOBAL
         const name = pop();
         const module = pop();
         if (typeof module !== 'string' || typeof name !== 'string') fail('STACK_GLOBAL needs two strings');
         push(global(module as string, name as string));
         break;
       }
-      case 0x52: { // REDUCE: callable(*args) — only via the allow-listed handler
+      case 0x52: {
+        // REDUCE: callable(*args) — only via the allow-listed handler
         const args = pop();
         const fn = pop();
         if (!(fn instanceof PyGlobal)) return fail(`REDUCE on ${typeOf(fn)}, expected an allowed global`);
@@ -265,7 +407,8 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): PyValue {
         }
         break;
       }
-      case 0x62: { // BUILD: only a dict's attribute state (OrderedDict._metadata of a state_dict)
+      case 0x62: {
+        // BUILD: only a dict's attribute state (OrderedDict._metadata of a state_dict)
         const state = pop();
         const obj = top();
         if (!(obj instanceof PyDict) || !(state === null || state instanceof PyDict)) {
@@ -274,7 +417,8 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): PyValue {
         (obj as PyDict).state = state;
         break;
       }
-      case 0x51: { // BINPERSID
+      case 0x51: {
+        // BINPERSID
         const pid = pop();
         if (!opts.persistentLoad) fail('pickle uses persistent ids, which this file type does not allow');
         push(opts.persistentLoad!(pid));
@@ -282,11 +426,7 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): PyValue {
       }
       default: {
         const name = OPCODE_NAMES[op];
-        fail(
-          name
-            ? `pickle opcode ${name} (0x${hex2(op)}) is not supported`
-            : `unknown pickle opcode 0x${hex2(op)}`,
-        );
+        fail(name ? `pickle opcode ${name} (0x${hex2(op)}) is not supported` : `unknown pickle opcode 0x${hex2(op)}`);
       }
     }
   }

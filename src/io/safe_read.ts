@@ -27,7 +27,17 @@ export function openRegularFile(file: string, what: string): { fd: number; size:
 }
 
 function kindOf(st: fs.Stats): string {
-  return st.isDirectory() ? 'folder' : st.isFIFO() ? 'FIFO' : st.isCharacterDevice() ? 'character device' : st.isBlockDevice() ? 'block device' : st.isSocket() ? 'socket' : 'special file';
+  return st.isDirectory()
+    ? 'folder'
+    : st.isFIFO()
+      ? 'FIFO'
+      : st.isCharacterDevice()
+        ? 'character device'
+        : st.isBlockDevice()
+          ? 'block device'
+          : st.isSocket()
+            ? 'socket'
+            : 'special file';
 }
 
 /** The whole file, at most `maxBytes` (a bigger file is an error, never a huge allocation); null when it does not exist. */
@@ -36,7 +46,8 @@ export function readRegularFile(file: string, what: string, maxBytes: number): B
   if (!opened) return null;
   const { fd, size } = opened;
   try {
-    if (size > maxBytes) throw new CheckpointError(`${file}: the ${what} is ${size} bytes, more than the ${maxBytes} such a file can be`);
+    if (size > maxBytes)
+      throw new CheckpointError(`${file}: the ${what} is ${size} bytes, more than the ${maxBytes} such a file can be`);
     const buf = Buffer.alloc(size);
     let n = 0;
     while (n < size) {
@@ -55,7 +66,11 @@ export function readRegularFile(file: string, what: string, maxBytes: number): B
  * reading 1 MiB at a time; returns the unterminated tail ('' when the file ends with a newline, or
  * null when it is longer than `maxLine`). A line longer than `maxLine` bytes is handed over as null.
  */
-export function forEachLine(fd: number, maxLine: number, onLine: (line: string | null, lineNumber: number) => void): string | null {
+export function forEachLine(
+  fd: number,
+  maxLine: number,
+  onLine: (line: string | null, lineNumber: number) => void,
+): string | null {
   const chunk = Buffer.alloc(1 << 20);
   let carry: Buffer[] = [];
   let carried = 0;

@@ -10,15 +10,23 @@ import * as fs from 'fs';
 import { CheckpointError, quote, shapeText } from '../errors';
 import { writeAllSync, writeFileAtomic } from './atomic';
 import { parseJsonWithLimits } from './json';
-import {
-  DType, DTYPE_SIZE, DTYPES, decodeToFloat32, isDType, isFloatDType, numel, toHalfBits,
-} from './dtype';
+import { DType, DTYPE_SIZE, DTYPES, decodeToFloat32, isDType, isFloatDType, numel, toHalfBits } from './dtype';
 
-export interface TensorInfo { name: string; dtype: DType; shape: number[]; begin: number; end: number }
+export interface TensorInfo {
+  name: string;
+  dtype: DType;
+  shape: number[];
+  begin: number;
+  end: number;
+}
 export type TypedData =
   Float32Array | Float64Array | Uint16Array | Uint8Array | Int32Array | Int8Array | Int16Array | BigInt64Array;
 /** data: little-endian bytes. */
-export interface RawTensor { dtype: DType; shape: number[]; data: Uint8Array }
+export interface RawTensor {
+  dtype: DType;
+  shape: number[];
+  data: Uint8Array;
+}
 
 /** A header bigger than this is not a real checkpoint (big models have headers of ~100 KB). */
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
@@ -28,8 +36,7 @@ const IO_CHUNK = 1 << 30;
 const q = (x: unknown): string => quote(x);
 /** {name: {shape: [...]}}: a header needs three levels; deeper is not a safetensors header. */
 const HEADER_MAX_DEPTH = 3;
-const isObject = (x: unknown): x is Record<string, unknown> =>
-  typeof x === 'object' && x !== null && !Array.isArray(x);
+const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
 const isCount = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) >= 0;
 
 function shapeStr(dtype: DType, shape: number[]): string {
@@ -49,7 +56,10 @@ function parseHeader(file: string, json: unknown, dataSize: number) {
     const bad = (msg: string) => new CheckpointError(`${file}: tensor ${q(name)}: ${msg}`);
     if (!isObject(entry)) throw bad('entry is not an object');
     const extra = Object.keys(entry).filter((k) => k !== 'dtype' && k !== 'shape' && k !== 'data_offsets');
-    if (extra.length) throw bad(`unknown field(s) ${extra.slice(0, 5).map(q).join(', ')}${extra.length > 5 ? ` (${extra.length} in all)` : ''}`);
+    if (extra.length)
+      throw bad(
+        `unknown field(s) ${extra.slice(0, 5).map(q).join(', ')}${extra.length > 5 ? ` (${extra.length} in all)` : ''}`,
+      );
     const { dtype, shape, data_offsets: offsets } = entry;
     if (!isDType(dtype)) throw bad(`unknown dtype ${q(dtype)} (allowed: ${DTYPES.join(', ')})`);
     if (!Array.isArray(shape) || !shape.every(isCount)) {
@@ -63,11 +73,14 @@ function parseHeader(file: string, json: unknown, dataSize: number) {
     const need = numel(shape) * DTYPE_SIZE[dtype];
     if (!Number.isSafeInteger(need)) throw bad(`${shapeStr(dtype, shape)} is too large`);
     if (end - begin !== need) {
-      throw bad(`data_offsets [${begin}, ${end}] give ${end - begin} bytes but ${shapeStr(dtype, shape)} needs ${need}`);
+      throw bad(
+        `data_offsets [${begin}, ${end}] give ${end - begin} bytes but ${shapeStr(dtype, shape)} needs ${need}`,
+      );
     }
     if (end > dataSize) {
-      throw bad(`data_offsets [${begin}, ${end}] run past the end of the data region (${dataSize} bytes); ` +
-        'file truncated?');
+      throw bad(
+        `data_offsets [${begin}, ${end}] run past the end of the data region (${dataSize} bytes); ` + 'file truncated?',
+      );
     }
     tensors.set(name, { name, dtype, shape: shape.slice(), begin, end });
   }
@@ -88,18 +101,22 @@ function checkCoverage(file: string, tensors: TensorInfo[], dataSize: number): v
   for (const t of sorted) {
     if (t.begin !== covered) {
       const span = `[${t.begin}, ${t.end}]`;
-      throw new CheckpointError(t.begin < covered
-        ? `${file}: tensors ${q(previous!.name)} [${previous!.begin}, ${previous!.end}] and ${q(t.name)} ${span} overlap`
-        : `${file}: tensor ${q(t.name)} ${span} leaves a hole of ${t.begin - covered} bytes ` +
-          (previous ? `after tensor ${q(previous.name)}` : 'at the start of the data region') +
-          ' (the tensors must cover the data region exactly)');
+      throw new CheckpointError(
+        t.begin < covered
+          ? `${file}: tensors ${q(previous!.name)} [${previous!.begin}, ${previous!.end}] and ${q(t.name)} ${span} overlap`
+          : `${file}: tensor ${q(t.name)} ${span} leaves a hole of ${t.begin - covered} bytes ` +
+              (previous ? `after tensor ${q(previous.name)}` : 'at the start of the data region') +
+              ' (the tensors must cover the data region exactly)',
+      );
     }
     covered = t.end;
     previous = t;
   }
   if (covered !== dataSize) {
-    throw new CheckpointError(`${file}: the tensors cover ${covered} bytes but the data region after the ` +
-      `header has ${dataSize} (header length wrong, or bytes inserted or appended: a corrupt file)`);
+    throw new CheckpointError(
+      `${file}: the tensors cover ${covered} bytes but the data region after the ` +
+        `header has ${dataSize} (header length wrong, or bytes inserted or appended: a corrupt file)`,
+    );
   }
 }
 
@@ -145,14 +162,19 @@ export class SafetensorsFile {
     }
     try {
       const stat = fs.fstatSync(fd);
-      if (!stat.isFile()) throw new CheckpointError(`${path}: not a regular file (a ${stat.isDirectory() ? 'folder' : stat.isFIFO() ? 'FIFO' : 'device or special file'})`);
+      if (!stat.isFile())
+        throw new CheckpointError(
+          `${path}: not a regular file (a ${stat.isDirectory() ? 'folder' : stat.isFIFO() ? 'FIFO' : 'device or special file'})`,
+        );
       const size = stat.size;
       if (size < 8) throw new CheckpointError(`${path}: file is ${size} bytes, too short for a safetensors header`);
       const lenBytes = readAt(fd, 0, 8, path);
       const headerLen = Buffer.from(lenBytes.buffer, lenBytes.byteOffset, 8).readBigUInt64LE(0);
       if (headerLen > BigInt(size - 8)) {
-        throw new CheckpointError(`${path}: header length ${headerLen} is larger than the rest of the file ` +
-          `(${size - 8} bytes); not a safetensors file or truncated`);
+        throw new CheckpointError(
+          `${path}: header length ${headerLen} is larger than the rest of the file ` +
+            `(${size - 8} bytes); not a safetensors file or truncated`,
+        );
       }
       if (headerLen > BigInt(MAX_HEADER_BYTES)) {
         throw new CheckpointError(`${path}: header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte cap`);
@@ -164,8 +186,11 @@ export class SafetensorsFile {
       } catch (err) {
         throw new CheckpointError(`${path}: header is not valid UTF-8: ${(err as Error).message}`);
       }
-      const json = parseJsonWithLimits(text, { maxDepth: HEADER_MAX_DEPTH, rejectDuplicateKeys: true },
-        (problem) => new CheckpointError(`${path}: header ${problem}`));
+      const json = parseJsonWithLimits(
+        text,
+        { maxDepth: HEADER_MAX_DEPTH, rejectDuplicateKeys: true },
+        (problem) => new CheckpointError(`${path}: header ${problem}`),
+      );
       const { metadata, tensors } = parseHeader(path, json, size - 8 - n);
       return new SafetensorsFile(path, fd, metadata, 8 + n, tensors);
     } catch (err) {
@@ -197,7 +222,8 @@ export class SafetensorsFile {
     const t = this.info(name);
     if (this.fd === undefined) throw new CheckpointError(`${this.path}: file is closed (reading ${q(name)})`);
     const len = t.end - t.begin;
-    if (into && into.length < len) throw new RangeError(`${this.path}: tensor ${q(name)}: ${len} bytes do not fit a buffer of ${into.length}`);
+    if (into && into.length < len)
+      throw new RangeError(`${this.path}: tensor ${q(name)}: ${len} bytes do not fit a buffer of ${into.length}`);
     return readAt(this.fd, this.dataStart + t.begin, len, `${this.path}: tensor ${q(name)}`, into?.subarray(0, len));
   }
 
@@ -213,16 +239,27 @@ export class SafetensorsFile {
     const size = DTYPE_SIZE[t.dtype];
     const { cols, r0, nr, c0, nc } = region;
     const total = (t.end - t.begin) / size;
-    if (![cols, r0, nr, c0, nc].every((v) => Number.isInteger(v) && v >= 0) || cols === 0 || total % cols !== 0 || r0 + nr > total / cols || c0 + nc > cols) {
-      throw new RangeError(`${this.path}: tensor ${q(name)}: region ${nr}x${nc} at (${r0}, ${c0}) is outside its ${total / cols}x${cols} view`);
+    if (
+      ![cols, r0, nr, c0, nc].every((v) => Number.isInteger(v) && v >= 0) ||
+      cols === 0 ||
+      total % cols !== 0 ||
+      r0 + nr > total / cols ||
+      c0 + nc > cols
+    ) {
+      throw new RangeError(
+        `${this.path}: tensor ${q(name)}: region ${nr}x${nc} at (${r0}, ${c0}) is outside its ${total / cols}x${cols} view`,
+      );
     }
     const len = nr * nc * size;
-    if (into && into.length < len) throw new RangeError(`${this.path}: tensor ${q(name)}: ${len} bytes do not fit a buffer of ${into.length}`);
+    if (into && into.length < len)
+      throw new RangeError(`${this.path}: tensor ${q(name)}: ${len} bytes do not fit a buffer of ${into.length}`);
     const out = into ? into.subarray(0, len) : new Uint8Array(len);
     const what = `${this.path}: tensor ${q(name)}`;
     const at = (r: number) => this.dataStart + t.begin + (r * cols + c0) * size;
     if (nc === cols) readAt(this.fd, at(r0), len, what, out);
-    else for (let r = 0; r < nr; r++) readAt(this.fd, at(r0 + r), nc * size, what, out.subarray(r * nc * size, (r + 1) * nc * size));
+    else
+      for (let r = 0; r < nr; r++)
+        readAt(this.fd, at(r0 + r), nc * size, what, out.subarray(r * nc * size, (r + 1) * nc * size));
     return out;
   }
 
@@ -249,7 +286,13 @@ export class SafetensorsFile {
 }
 
 /** Read exactly len bytes at position (into `out` when given); readSync may return fewer, so loop, and fail on early EOF. */
-function readAt(fd: number, position: number, len: number, what: string, out: Uint8Array = new Uint8Array(len)): Uint8Array {
+function readAt(
+  fd: number,
+  position: number,
+  len: number,
+  what: string,
+  out: Uint8Array = new Uint8Array(len),
+): Uint8Array {
   let done = 0;
   while (done < len) {
     const got = fs.readSync(fd, out, done, Math.min(IO_CHUNK, len - done), position + done);
@@ -272,14 +315,27 @@ export interface TensorToWrite {
  * Matched by toStringTag, not instanceof: Buffers and arrays from another realm (jest, workers) fail instanceof.
  */
 const ARRAY_KINDS: Record<DType, string[]> = {
-  F64: ['Float64Array'], F32: ['Float32Array'], F16: ['Uint16Array', 'Float32Array'],
-  BF16: ['Uint16Array', 'Float32Array'], I64: ['BigInt64Array'], I32: ['Int32Array'], I16: ['Int16Array'],
-  I8: ['Int8Array'], U8: ['Uint8Array'], BOOL: ['Uint8Array'],
+  F64: ['Float64Array'],
+  F32: ['Float32Array'],
+  F16: ['Uint16Array', 'Float32Array'],
+  BF16: ['Uint16Array', 'Float32Array'],
+  I64: ['BigInt64Array'],
+  I32: ['Int32Array'],
+  I16: ['Int16Array'],
+  I8: ['Int8Array'],
+  U8: ['Uint8Array'],
+  BOOL: ['Uint8Array'],
 };
 
 const kindOf = (x: unknown): string => Object.prototype.toString.call(x).slice(8, -1);
 
-interface Part { name: string; dtype: DType; shape: number[]; byteLength: number; bytes: () => Uint8Array }
+interface Part {
+  name: string;
+  dtype: DType;
+  shape: number[];
+  byteLength: number;
+  bytes: () => Uint8Array;
+}
 
 /** A tensor whose bytes are produced only when the file is written (generated or converted one at a time). */
 export interface StreamedTensor {
@@ -339,7 +395,9 @@ function buildHeader(parts: Part[], metadata?: Record<string, string>): Buffer {
   if (metadata !== undefined) entries.push(`"__metadata__":${JSON.stringify(checkMetadata(metadata, 'metadata'))}`);
   let offset = 0;
   for (const p of parts) {
-    entries.push(`${JSON.stringify(p.name)}:${JSON.stringify({ dtype: p.dtype, shape: p.shape, data_offsets: [offset, offset + p.byteLength] })}`);
+    entries.push(
+      `${JSON.stringify(p.name)}:${JSON.stringify({ dtype: p.dtype, shape: p.shape, data_offsets: [offset, offset + p.byteLength] })}`,
+    );
     offset += p.byteLength;
   }
   // Built by hand so the header keeps sorted order (JS objects would hoist integer-like names).
@@ -358,7 +416,8 @@ function asBytes(a: TypedData): Uint8Array {
 
 /** The whole file in memory (for tests or HTTP); writeSafetensors streams instead. */
 export function serializeSafetensors(
-  tensors: Record<string, TensorToWrite>, metadata?: Record<string, string>,
+  tensors: Record<string, TensorToWrite>,
+  metadata?: Record<string, string>,
 ): Buffer {
   const { header, parts } = prepare(tensors, metadata);
   const out = Buffer.alloc(header.length + parts.reduce((sum, p) => sum + p.byteLength, 0));
@@ -373,7 +432,9 @@ export function serializeSafetensors(
 
 /** Write atomically (temp file + rename): the target is either the old file or the complete new one. */
 export function writeSafetensors(
-  path: string, tensors: Record<string, TensorToWrite>, metadata?: Record<string, string>,
+  path: string,
+  tensors: Record<string, TensorToWrite>,
+  metadata?: Record<string, string>,
 ): void {
   const { header, parts } = prepare(tensors, metadata);
   writeFileAtomic(path, (fd) => {
@@ -388,7 +449,11 @@ export function writeSafetensors(
  * checked before anything is written; a producer returning the wrong byte count aborts the write, and
  * the target keeps its old content.
  */
-export function writeSafetensorsStreaming(path: string, tensors: StreamedTensor[], metadata?: Record<string, string>): void {
+export function writeSafetensorsStreaming(
+  path: string,
+  tensors: StreamedTensor[],
+  metadata?: Record<string, string>,
+): void {
   const sorted = [...tensors].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const parts: Part[] = sorted.map(({ name, dtype, shape, bytes }, i) => {
     if (i > 0 && sorted[i - 1].name === name) throw new CheckpointError(`writing tensor ${q(name)}: duplicate name`);
@@ -400,7 +465,9 @@ export function writeSafetensorsStreaming(path: string, tensors: StreamedTensor[
     for (const p of parts) {
       const bytes = p.bytes();
       if (bytes.byteLength !== p.byteLength) {
-        throw new CheckpointError(`writing tensor ${q(p.name)}: ${bytes.byteLength} bytes produced but ${shapeStr(p.dtype, p.shape)} needs ${p.byteLength}`);
+        throw new CheckpointError(
+          `writing tensor ${q(p.name)}: ${bytes.byteLength} bytes produced but ${shapeStr(p.dtype, p.shape)} needs ${p.byteLength}`,
+        );
       }
       writeAllSync(fd, bytes);
     }

@@ -30,8 +30,11 @@ export function readIndex(indexPath: string): CheckpointIndex {
     throw new CheckpointError(`${indexPath}: cannot read the index: ${(err as Error).message}`);
   }
   // A tensor listed twice would silently go to the last shard named: refused like a corrupt file.
-  const json = parseJsonWithLimits(text, { maxDepth: INDEX_MAX_DEPTH, rejectDuplicateKeys: true },
-    (problem) => new CheckpointError(`${indexPath}: index ${problem}`));
+  const json = parseJsonWithLimits(
+    text,
+    { maxDepth: INDEX_MAX_DEPTH, rejectDuplicateKeys: true },
+    (problem) => new CheckpointError(`${indexPath}: index ${problem}`),
+  );
   if (!isObject(json) || !isObject(json.weight_map)) {
     throw new CheckpointError(`${indexPath}: expected a JSON object with a "weight_map" object`);
   }
@@ -76,14 +79,19 @@ export class ShardedFiles<F extends ShardFile> {
   ) {}
 
   /** The shards an index names, each checked to exist (a missing shard fails here, naming a tensor it holds). */
-  static fromIndex<F extends ShardFile>(source: string, indexPath: string, open: (file: string) => F): { shards: ShardedFiles<F>; metadata: Record<string, string> } {
+  static fromIndex<F extends ShardFile>(
+    source: string,
+    indexPath: string,
+    open: (file: string) => F,
+  ): { shards: ShardedFiles<F>; metadata: Record<string, string> } {
     const { metadata, weightMap } = readIndex(indexPath);
     const dir = path.dirname(indexPath);
     const byPath = new Map<string, string>();
     const checked = new Set<string>();
     for (const [name, file] of weightMap) {
       const p = path.join(dir, file);
-      if (!checked.has(p) && !isFile(p)) throw new CheckpointError(`${indexPath}: shard ${q(file)} (holding ${q(name)}) not found in ${dir}`);
+      if (!checked.has(p) && !isFile(p))
+        throw new CheckpointError(`${indexPath}: shard ${q(file)} (holding ${q(name)}) not found in ${dir}`);
       checked.add(p);
       byPath.set(name, p);
     }
@@ -123,7 +131,9 @@ export class ShardedFiles<F extends ShardFile> {
       for (const [name, f] of this.files) {
         if (f === file && !shard.has(name)) {
           shard.close();
-          throw new CheckpointError(`${this.indexPath ?? this.source}: tensor ${q(name)} is listed in the index but missing from shard ${file}`);
+          throw new CheckpointError(
+            `${this.indexPath ?? this.source}: tensor ${q(name)} is listed in the index but missing from shard ${file}`,
+          );
         }
       }
       this.opened.set(file, shard);

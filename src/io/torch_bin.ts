@@ -31,9 +31,16 @@ export interface TorchTensorInfo {
 
 /** torch's legacy typed-storage classes, as named in persistent ids. */
 const STORAGE_DTYPES: Record<string, DType> = {
-  FloatStorage: 'F32', HalfStorage: 'F16', BFloat16Storage: 'BF16', DoubleStorage: 'F64',
-  LongStorage: 'I64', IntStorage: 'I32', ShortStorage: 'I16', CharStorage: 'I8',
-  ByteStorage: 'U8', BoolStorage: 'BOOL',
+  FloatStorage: 'F32',
+  HalfStorage: 'F16',
+  BFloat16Storage: 'BF16',
+  DoubleStorage: 'F64',
+  LongStorage: 'I64',
+  IntStorage: 'I32',
+  ShortStorage: 'I16',
+  CharStorage: 'I8',
+  ByteStorage: 'U8',
+  BoolStorage: 'BOOL',
 };
 
 /** The pickle's data.pkl holds only names and small tuples; anything near this is not a state dict. */
@@ -53,7 +60,11 @@ const MAX_SHARING = 4;
 
 class Storage extends PyObject {
   readonly typeName = 'storage';
-  constructor(readonly key: string, readonly dtype: DType, readonly numel: number) {
+  constructor(
+    readonly key: string,
+    readonly dtype: DType,
+    readonly numel: number,
+  ) {
     super();
   }
 }
@@ -77,8 +88,10 @@ function counts(v: PyValue, what: string): number[] {
   const bad = v.items.findIndex((x) => !isCount(x));
   if (bad >= 0) {
     const x = v.items[bad];
-    throw new Error(`${what} must be a tuple of non-negative integers, but element ${bad} is ` +
-      (typeof x === 'number' || typeof x === 'bigint' ? String(x) : `a ${typeOf(x)}`));
+    throw new Error(
+      `${what} must be a tuple of non-negative integers, but element ${bad} is ` +
+        (typeof x === 'number' || typeof x === 'bigint' ? String(x) : `a ${typeOf(x)}`),
+    );
   }
   return v.items as number[];
 }
@@ -119,9 +132,7 @@ const GLOBALS = new Map<string, ((args: readonly PyValue[]) => PyValue) | null>(
   ['torch.bfloat16', null],
 ]);
 
-const HINTS = new Map([
-  ['torch.storage._load_from_bytes', 'it would unpickle nested bytes with full Python pickle'],
-]);
+const HINTS = new Map([['torch.storage._load_from_bytes', 'it would unpickle nested bytes with full Python pickle']]);
 
 export class TorchBinFile {
   private constructor(
@@ -155,10 +166,13 @@ export class TorchBinFile {
     if (order && order.uncompressedSize > 16) throw new CheckpointError(`${path}: byteorder entry is too large`);
     if (order) {
       const text = Buffer.from(zip.read(order.name)).toString('latin1');
-      if (text !== 'little') throw new CheckpointError(`${path}: byteorder is ${quote(text)}, only "little" is supported`);
+      if (text !== 'little')
+        throw new CheckpointError(`${path}: byteorder is ${quote(text)}, only "little" is supported`);
     }
     if (pkls[0].uncompressedSize > MAX_PICKLE_BYTES) {
-      throw new CheckpointError(`${path}: data.pkl is ${pkls[0].uncompressedSize} bytes, over the ${MAX_PICKLE_BYTES}-byte limit`);
+      throw new CheckpointError(
+        `${path}: data.pkl is ${pkls[0].uncompressedSize} bytes, over the ${MAX_PICKLE_BYTES}-byte limit`,
+      );
     }
 
     const storages = new Map<string, Storage>();
@@ -193,7 +207,8 @@ export class TorchBinFile {
     }
     const tensors = new Map<string, Tensor>();
     for (const [name, t] of root.map) {
-      if (typeof name !== 'string') throw new CheckpointError(`${path}: state dict key ${typeOf(name)} is not a string`);
+      if (typeof name !== 'string')
+        throw new CheckpointError(`${path}: state dict key ${typeOf(name)} is not a string`);
       if (!(t instanceof Tensor)) {
         throw new CheckpointError(`${path}: ${quote(name)} is ${typeOf(t)}, not a tensor`);
       }
@@ -265,7 +280,9 @@ export class TorchBinFile {
   readFloat32(name: string): Float32Array {
     const t = this.get(name);
     if (!isFloatDType(t.storage.dtype)) {
-      throw new CheckpointError(`${this.path}: tensor ${quote(name)}: dtype ${t.storage.dtype} cannot be read as float32`);
+      throw new CheckpointError(
+        `${this.path}: tensor ${quote(name)}: dtype ${t.storage.dtype} cannot be read as float32`,
+      );
     }
     const bytes = this.readBytes(name);
     // The bytes are a fresh buffer of ours: view F32 in place rather than copying a large tensor again.
@@ -325,8 +342,10 @@ function checkExtent(path: string, zip: ZipReader, prefix: string, name: string,
   }
   // torch.save writes storages uncompressed; a deflated one lets a small file inflate to GBs.
   if (entry.method !== 0) {
-    throw new CheckpointError(`${where}: storage ${quote(s.key)} is compressed (zip method ${entry.method}); torch.save ` +
-      'stores tensor data uncompressed, and a compressed storage can inflate a small file to GBs: re-save it with torch.save');
+    throw new CheckpointError(
+      `${where}: storage ${quote(s.key)} is compressed (zip method ${entry.method}); torch.save ` +
+        'stores tensor data uncompressed, and a compressed storage can inflate a small file to GBs: re-save it with torch.save',
+    );
   }
   if (t.shape.some((d) => d === 0)) return; // empty tensor: addresses nothing
   // BigInt: a hostile size x stride must not overflow into a "valid" index.
@@ -361,8 +380,10 @@ function checkSharing(path: string, tensors: Tensor[]): void {
   }
   const storageBytes = [...storages.values()].reduce((a, b) => a + b, 0);
   if (tensorBytes > MAX_SHARING * storageBytes + MAX_REPEATED_VIEW_BYTES) {
-    throw new CheckpointError(`${path}: its ${tensors.length} tensors hold ${tensorBytes} bytes but its storages only ${storageBytes}: ` +
-      `views repeat the same data (tensors may share storage bytes at most ${MAX_SHARING} times, as tied weights do)`);
+    throw new CheckpointError(
+      `${path}: its ${tensors.length} tensors hold ${tensorBytes} bytes but its storages only ${storageBytes}: ` +
+        `views repeat the same data (tensors may share storage bytes at most ${MAX_SHARING} times, as tied weights do)`,
+    );
   }
 }
 

@@ -100,9 +100,7 @@ export class ZipReader {
         );
       }
       if (out.length !== e.uncompressedSize) {
-        throw this.err(
-          `entry ${quote(name)} inflates to ${out.length} bytes, declared ${e.uncompressedSize}`,
-        );
+        throw this.err(`entry ${quote(name)} inflates to ${out.length} bytes, declared ${e.uncompressedSize}`);
       }
     }
     const crc = crc32(out);
@@ -262,19 +260,24 @@ export class ZipReader {
 function checkName(path: string, bytes: Uint8Array): string {
   const name = Buffer.from(bytes).toString('utf8');
   const bad =
-    name.length === 0 ? 'is empty'
-    : name.includes('\0') ? 'contains NUL'
-    : name.includes('\\') ? 'contains a backslash'
-    : name.startsWith('/') || /^[A-Za-z]:/.test(name) ? 'is an absolute path'
-    : name.split('/').some((s) => s === '..') ? 'contains a ".." segment'
-    : null;
+    name.length === 0
+      ? 'is empty'
+      : name.includes('\0')
+        ? 'contains NUL'
+        : name.includes('\\')
+          ? 'contains a backslash'
+          : name.startsWith('/') || /^[A-Za-z]:/.test(name)
+            ? 'is an absolute path'
+            : name.split('/').some((s) => s === '..')
+              ? 'contains a ".." segment'
+              : null;
   if (bad) throw new CheckpointError(`${path}: zip entry name ${quote(name)} ${bad}`);
   return name;
 }
 
 function findExtra(extra: Uint8Array, id: number): Buffer | null {
   const b = Buffer.from(extra.buffer, extra.byteOffset, extra.byteLength);
-  for (let p = 0; p + 4 <= b.length; ) {
+  for (let p = 0; p + 4 <= b.length;) {
     const len = b.readUInt16LE(p + 2);
     if (b.readUInt16LE(p) === id) return b.subarray(p + 4, Math.min(b.length, p + 4 + len));
     p += 4 + len;

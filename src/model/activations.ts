@@ -24,7 +24,10 @@ export const geluErf: Activation = (x) => geluErfOp(x);
 const geluErfOp = tf.customGrad<tf.Tensor>((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
   const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
   save([x]);
-  const value = tf.getBackend() === 'cpu' ? geluErfJs(x) : tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2)))));
+  const value =
+    tf.getBackend() === 'cpu'
+      ? geluErfJs(x)
+      : tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2)))));
   return {
     value,
     gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
@@ -54,6 +57,9 @@ const ACTIVATIONS: Record<string, Activation> = {
 
 export function activationByName(name: string, where = 'hidden_act'): Activation {
   const act = ACTIVATIONS[name];
-  if (!act) throw new ConfigError(`${where} ${quote(name)} is not supported (supported: ${Object.keys(ACTIVATIONS).join(', ')})`);
+  if (!act)
+    throw new ConfigError(
+      `${where} ${quote(name)} is not supported (supported: ${Object.keys(ACTIVATIONS).join(', ')})`,
+    );
   return act;
 }

@@ -34,18 +34,33 @@ export class CLIPAttention extends CompositeLayer {
   /** The heads a shard holds (null: all of them). */
   readonly heads: FeatureRange | null;
 
-  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean; layout?: TowerLayout; heads?: FeatureRange; init?: WeightInit } = {}) {
+  constructor(
+    config: CLIPVisionConfig,
+    args: { name?: string; trainable?: boolean; layout?: TowerLayout; heads?: FeatureRange; init?: WeightInit } = {},
+  ) {
     super({ name: args.name, trainable: args.trainable ?? true });
     this.config = config;
     this.layout = args.layout ?? defaultTowerLayout();
     this.heads = args.heads ? { ...args.heads } : null;
-    if (this.heads && this.layout !== 'wasm') throw new Error(`${this.name}: only the wasm layout can be sharded by heads`);
+    if (this.heads && this.layout !== 'wasm')
+      throw new Error(`${this.name}: only the wasm layout can be sharded by heads`);
     const d = config.hiddenSize;
     const dh = d / config.numAttentionHeads;
     const held = this.heads ? { start: this.heads.start * dh, count: this.heads.count * dh } : undefined;
-    const perHead = this.layout === 'wasm' ? { along: 'out' as const, parts: this.heads?.count ?? config.numAttentionHeads } : undefined;
+    const perHead =
+      this.layout === 'wasm'
+        ? { along: 'out' as const, parts: this.heads?.count ?? config.numAttentionHeads }
+        : undefined;
     const linear = (name: string, split?: { along: 'out' | 'in'; parts: number }) =>
-      new Linear({ inFeatures: d, outFeatures: d, split, shard: split && held, name: `${this.name}/${name}`, trainable: this.trainable, init: args.init });
+      new Linear({
+        inFeatures: d,
+        outFeatures: d,
+        split,
+        shard: split && held,
+        name: `${this.name}/${name}`,
+        trainable: this.trainable,
+        init: args.init,
+      });
     this.qProj = linear('q_proj', perHead);
     this.kProj = linear('k_proj', perHead);
     this.vProj = linear('v_proj', perHead);
@@ -97,7 +112,12 @@ export class CLIPAttention extends CompositeLayer {
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    return { ...super.getConfig(), config: { ...this.config }, layout: this.layout, ...(this.heads ? { heads: { ...this.heads } } : {}) };
+    return {
+      ...super.getConfig(),
+      config: { ...this.config },
+      layout: this.layout,
+      ...(this.heads ? { heads: { ...this.heads } } : {}),
+    };
   }
 
   children(): Record<string, Module> {

@@ -19,11 +19,15 @@ const same = (a: number[], b: number[]) => a.length === b.length && a.every((v, 
  */
 function expectShape(source: TensorSource, key: string, expected: number[], because: string): void {
   if (!source.has(key)) {
-    throw new CheckpointError(`${source.source}: missing tensor ${quote(key)} (expected shape ${fmt(expected)}) — asked for by ${because}`);
+    throw new CheckpointError(
+      `${source.source}: missing tensor ${quote(key)} (expected shape ${fmt(expected)}) — asked for by ${because}`,
+    );
   }
   const { shape } = source.info(key);
   if (!same(shape, expected)) {
-    throw new CheckpointError(`${source.source}: tensor ${quote(key)} has shape ${fmt(shape)} but the config expects ${fmt(expected)} — from ${because}`);
+    throw new CheckpointError(
+      `${source.source}: tensor ${quote(key)} has shape ${fmt(shape)} but the config expects ${fmt(expected)} — from ${because}`,
+    );
   }
 }
 
@@ -32,22 +36,37 @@ function expectShape(source: TensorSource, key: string, expected: number[], beca
  * intermediate_size, num_hidden_layers) against the tensors that carry it. `keyFor` maps module paths
  * (`vision_model.embeddings.class_embedding`) to checkpoint keys, as for `loadWeights`.
  */
-export function checkVisionConfigAgainstWeights(cfg: CLIPVisionConfig, source: TensorSource, keyFor: KeyMap, configFile: string): void {
+export function checkVisionConfigAgainstWeights(
+  cfg: CLIPVisionConfig,
+  source: TensorSource,
+  keyFor: KeyMap,
+  configFile: string,
+): void {
   const D = cfg.hiddenSize;
   const P = cfg.patchSize;
-  const field = (...names: (keyof typeof JSON_NAMES)[]) => `${names.map((n) => `${JSON_NAMES[n]} ${cfg[n]}`).join(', ')} in ${configFile}`;
-  const check = (path: string, expected: number[], because: string) => expectShape(source, keyFor(`vision_model.${path}`), expected, because);
+  const field = (...names: (keyof typeof JSON_NAMES)[]) =>
+    `${names.map((n) => `${JSON_NAMES[n]} ${cfg[n]}`).join(', ')} in ${configFile}`;
+  const check = (path: string, expected: number[], because: string) =>
+    expectShape(source, keyFor(`vision_model.${path}`), expected, because);
   // In an order where each check adds one field to those already confirmed, so the field named is the one at fault.
   check('embeddings.class_embedding', [D], field('hiddenSize'));
   check('embeddings.patch_embedding.weight', [D, cfg.numChannels, P, P], field('numChannels', 'patchSize'));
   check('embeddings.position_embedding.weight', [numPatchesPerSide(cfg) ** 2 + 1, D], field('imageSize', 'patchSize'));
   check('encoder.layers.0.mlp.fc1.weight', [cfg.intermediateSize, D], field('intermediateSize'));
-  check(`encoder.layers.${cfg.numHiddenLayers - 1}.mlp.fc1.weight`, [cfg.intermediateSize, D], field('numHiddenLayers'));
+  check(
+    `encoder.layers.${cfg.numHiddenLayers - 1}.mlp.fc1.weight`,
+    [cfg.intermediateSize, D],
+    field('numHiddenLayers'),
+  );
 }
 
 const JSON_NAMES = {
-  hiddenSize: 'hidden_size', numChannels: 'num_channels', patchSize: 'patch_size', imageSize: 'image_size',
-  intermediateSize: 'intermediate_size', numHiddenLayers: 'num_hidden_layers',
+  hiddenSize: 'hidden_size',
+  numChannels: 'num_channels',
+  patchSize: 'patch_size',
+  imageSize: 'image_size',
+  intermediateSize: 'intermediate_size',
+  numHiddenLayers: 'num_hidden_layers',
 } as const;
 
 /**
@@ -57,12 +76,18 @@ const JSON_NAMES = {
  */
 export function checkProjectorAgainstWeights(
   cfg: { type: string; inFeatures: number; outFeatures: number },
-  source: TensorSource, keyFor: KeyMap, origin: string,
+  source: TensorSource,
+  keyFor: KeyMap,
+  origin: string,
 ): void {
   const depth = projectorDepth(cfg.type);
   for (let i = 0; i < depth; i++) {
     const key = keyFor(cfg.type === 'linear' ? 'weight' : `${2 * i}.weight`);
-    expectShape(source, key, [cfg.outFeatures, i === 0 ? cfg.inFeatures : cfg.outFeatures],
-      `${origin}, vision features ${cfg.inFeatures} wide`);
+    expectShape(
+      source,
+      key,
+      [cfg.outFeatures, i === 0 ? cfg.inFeatures : cfg.outFeatures],
+      `${origin}, vision features ${cfg.inFeatures} wide`,
+    );
   }
 }

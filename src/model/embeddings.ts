@@ -37,7 +37,14 @@ export class CLIPVisionEmbeddings extends tf.layers.Layer implements Module {
     const zeros = initialWeights(this.init);
     this.patchKernel = this.addWeight('patch_kernel', [c * p * p, d], 'float32', zeros, undefined, true);
     this.classEmbedding = this.addWeight('class_embedding', [d], 'float32', zeros, undefined, true);
-    this.positionEmbedding = this.addWeight('position_embedding', [this.numPositions, d], 'float32', zeros, undefined, true);
+    this.positionEmbedding = this.addWeight(
+      'position_embedding',
+      [this.numPositions, d],
+      'float32',
+      zeros,
+      undefined,
+      true,
+    );
     applyTrainableFlag(this);
     this.built = true;
   }
@@ -54,10 +61,18 @@ export class CLIPVisionEmbeddings extends tf.layers.Layer implements Module {
       // One GEMM per input channel ([tokens, P·P] × [P·P, D]), their products summed in order: wasm's
       // XNNPACK GEMM accumulates each output sequentially over K without FMA, and K = C·P·P = 588 in
       // one chain was ~2.5x less accurate than three chains of 196 (kernels/gemm.ts sums the same way).
-      const perChannel = tf.reshape(tf.transpose(tf.reshape(cropped, [b, c, gh, p, gw, p]), [1, 0, 2, 4, 3, 5]), [c, b * gh * gw, p * p]);
+      const perChannel = tf.reshape(tf.transpose(tf.reshape(cropped, [b, c, gh, p, gw, p]), [1, 0, 2, 4, 3, 5]), [
+        c,
+        b * gh * gw,
+        p * p,
+      ]);
       const kernel = this.patchKernel.read() as tf.Tensor2D;
       const patches = tf.unstack(perChannel) as tf.Tensor2D[];
-      const products = gemm(patches, patches.map((_, ch) => tf.slice(kernel, [ch * p * p, 0], [p * p, d])), 'in-out');
+      const products = gemm(
+        patches,
+        patches.map((_, ch) => tf.slice(kernel, [ch * p * p, 0], [p * p, d])),
+        'in-out',
+      );
       const patchEmbeds = tf.reshape(products, [b, gh * gw, d]);
       const cls = tf.tile(tf.reshape(this.classEmbedding.read(), [1, 1, d]), [b, 1, 1]);
       const tokens = tf.concat([cls, patchEmbeds], 1);
@@ -112,16 +127,28 @@ tf.serialization.registerClass(CLIPVisionEmbeddings);
  * Checks pixel values [B, C, H, W] against the config (a ConfigError saying what is wrong, e.g. that
  * they look like NHWC) and gives the patch grid.
  */
-export function checkPixelValues(config: CLIPVisionConfig, pixels: tf.Tensor, interpolate: boolean): { gh: number; gw: number } {
+export function checkPixelValues(
+  config: CLIPVisionConfig,
+  pixels: tf.Tensor,
+  interpolate: boolean,
+): { gh: number; gw: number } {
   const { numChannels: c, patchSize: p, imageSize } = config;
-  if (pixels.rank !== 4) throw new ConfigError(`pixel_values must be 4-D, NCHW [N, ${c}, H, W]; got shape [${pixels.shape.join(', ')}]`);
+  if (pixels.rank !== 4)
+    throw new ConfigError(`pixel_values must be 4-D, NCHW [N, ${c}, H, W]; got shape [${pixels.shape.join(', ')}]`);
   const [, channels, h, w] = pixels.shape;
   if (channels !== c) {
-    const nhwc = pixels.shape[3] === c ? ', which looks like NHWC (channels last): transpose it with tf.transpose(x, [0, 3, 1, 2])' : '';
-    throw new ConfigError(`pixel_values must be NCHW [N, ${c}, H, W] (num_channels ${c}); got [${pixels.shape.join(', ')}]${nhwc}`);
+    const nhwc =
+      pixels.shape[3] === c
+        ? ', which looks like NHWC (channels last): transpose it with tf.transpose(x, [0, 3, 1, 2])'
+        : '';
+    throw new ConfigError(
+      `pixel_values must be NCHW [N, ${c}, H, W] (num_channels ${c}); got [${pixels.shape.join(', ')}]${nhwc}`,
+    );
   }
   if (!interpolate && (h !== imageSize || w !== imageSize)) {
-    throw new ConfigError(`pixel_values are ${h}x${w} but the model's image_size is ${imageSize}; resize them or enable interpolate_pos_encoding`);
+    throw new ConfigError(
+      `pixel_values are ${h}x${w} but the model's image_size is ${imageSize}; resize them or enable interpolate_pos_encoding`,
+    );
   }
   const gh = Math.floor(h / p);
   const gw = Math.floor(w / p);

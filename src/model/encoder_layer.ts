@@ -17,7 +17,10 @@ export class CLIPEncoderLayer extends CompositeLayer {
   readonly mlp: CLIPMLP;
   readonly layerNorm2: LayerNorm;
 
-  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean; layout?: TowerLayout; init?: WeightInit } = {}) {
+  constructor(
+    config: CLIPVisionConfig,
+    args: { name?: string; trainable?: boolean; layout?: TowerLayout; init?: WeightInit } = {},
+  ) {
     super({ name: args.name, trainable: args.trainable ?? true });
     this.config = config;
     const sub = (name: string) => ({ name: `${this.name}/${name}`, trainable: this.trainable, init: args.init });

@@ -41,7 +41,9 @@ export class LayerNorm extends tf.layers.Layer implements Module {
     const beta = this.beta.read();
     if (hasLayerNormKernel()) {
       const attrs: LayerNormAttrs = { epsilon: this.eps };
-      return tf.engine().runKernel<tf.Tensor>(LAYER_NORM_KERNEL, { x, gamma, beta }, attrs as unknown as tf.NamedAttrMap);
+      return tf
+        .engine()
+        .runKernel<tf.Tensor>(LAYER_NORM_KERNEL, { x, gamma, beta }, attrs as unknown as tf.NamedAttrMap);
     }
     return layerNormComposed(x, gamma, beta, this.eps);
   }

@@ -76,19 +76,33 @@ export class Linear extends tf.layers.Layer implements Module {
     const size = this.splitAlong === 'out' ? this.outFeatures : this.inFeatures;
     if (this.shard) {
       const { start, count } = this.shard;
-      if (!Number.isInteger(start) || !Number.isInteger(count) || start < 0 || start + count > size || !Number.isInteger(this.parts) || this.parts < 1 || count < this.parts) {
-        throw new Error(`${this.name}: cannot hold ${this.splitAlong}put features ${start}..${start + count - 1} of ${size} in ${this.parts} parts`);
+      if (
+        !Number.isInteger(start) ||
+        !Number.isInteger(count) ||
+        start < 0 ||
+        start + count > size ||
+        !Number.isInteger(this.parts) ||
+        this.parts < 1 ||
+        count < this.parts
+      ) {
+        throw new Error(
+          `${this.name}: cannot hold ${this.splitAlong}put features ${start}..${start + count - 1} of ${size} in ${this.parts} parts`,
+        );
       }
     } else if (!Number.isInteger(this.parts) || this.parts < 1 || size % this.parts !== 0) {
-      throw new Error(`${this.name}: cannot split ${size} ${this.splitAlong}put features into ${this.parts} equal parts`);
+      throw new Error(
+        `${this.name}: cannot split ${size} ${this.splitAlong}put features into ${this.parts} equal parts`,
+      );
     }
-    if (this.weightLeft && !this.ownGemm && this.splitAlong === 'in' && this.parts > 1) throw new Error(`${this.name}: weightLeft supports splits along the outputs only`);
+    if (this.weightLeft && !this.ownGemm && this.splitAlong === 'in' && this.parts > 1)
+      throw new Error(`${this.name}: weightLeft supports splits along the outputs only`);
     this.build([null, this.inFeatures]);
   }
 
   /** The kernel of an unsplit Linear ([in, out], or [out, in]: see `outIn`). */
   get kernel(): tf.LayerVariable {
-    if (this.kernels.length !== 1) throw new Error(`${this.name}: the kernel is stored in ${this.kernels.length} parts`);
+    if (this.kernels.length !== 1)
+      throw new Error(`${this.name}: the kernel is stored in ${this.kernels.length} parts`);
     return this.kernels[0];
   }
 
@@ -103,11 +117,25 @@ export class Linear extends tf.layers.Layer implements Module {
     const zeros = initialWeights(this.init);
     const suffix = (j: number) => (this.parts === 1 ? '' : `.part${j}`); // not _j: tfjs's own de-duplication suffix
     this.kernels = this.weightBlocks().map((b, j) =>
-      this.addWeight(`kernel${suffix(j)}`, b.transposed ? [b.nc, b.nr] : [b.nr, b.nc], 'float32', zeros, undefined, true),
+      this.addWeight(
+        `kernel${suffix(j)}`,
+        b.transposed ? [b.nc, b.nr] : [b.nr, b.nc],
+        'float32',
+        zeros,
+        undefined,
+        true,
+      ),
     );
     const biasSizes = this.biasRanges().map((r) => r.count);
     this.biases = biasSizes.map((size, j) =>
-      this.addWeight(`bias${biasSizes.length === 1 ? '' : `.part${j}`}`, this.weightLeft && !this.ownGemm ? [size, 1] : [size], 'float32', zeros, undefined, true),
+      this.addWeight(
+        `bias${biasSizes.length === 1 ? '' : `.part${j}`}`,
+        this.weightLeft && !this.ownGemm ? [size, 1] : [size],
+        'float32',
+        zeros,
+        undefined,
+        true,
+      ),
     );
     applyTrainableFlag(this);
     this.built = true;
@@ -121,7 +149,9 @@ export class Linear extends tf.layers.Layer implements Module {
     const { inFeatures: i, outFeatures: o } = this;
     const transposed = !this.outIn;
     return this.partRanges().map(({ start, count }) =>
-      this.splitAlong === 'out' ? { r0: start, nr: count, c0: 0, nc: i, transposed } : { r0: 0, nr: o, c0: start, nc: count, transposed },
+      this.splitAlong === 'out'
+        ? { r0: start, nr: count, c0: 0, nc: i, transposed }
+        : { r0: 0, nr: o, c0: start, nc: count, transposed },
     );
   }
 
@@ -163,7 +193,13 @@ export class Linear extends tf.layers.Layer implements Module {
         // The input is packed once and reused by every part (and by the next Linear on the same input).
         const layout = this.outIn ? 'out-in' : 'in-out';
         const withBias = (y: tf.Tensor2D, b: tf.Tensor | undefined) => (b ? tf.add(y, b) : y);
-        const run = (x: tf.Tensor2D[], k: tf.LayerVariable[]) => gemm(x, k.map((v) => v.read() as tf.Tensor2D), layout, { pack: 'x' });
+        const run = (x: tf.Tensor2D[], k: tf.LayerVariable[]) =>
+          gemm(
+            x,
+            k.map((v) => v.read() as tf.Tensor2D),
+            layout,
+            { pack: 'x' },
+          );
         if (this.splitAlong === 'out') return this.kernels.map((k, j) => withBias(run([xs[0]], [k]), bias(j)));
         return [withBias(run(xs, this.kernels), bias(0))];
       }
@@ -197,7 +233,14 @@ export class Linear extends tf.layers.Layer implements Module {
     return tf.tidy(() => {
       const lead = x.shape.slice(0, -1);
       const x2d = tf.reshape<tf.Rank.R2>(x, [-1, this.heldIn]);
-      const parts = this.splitAlong === 'in' && this.kernels.length > 1 ? tf.split<tf.Tensor2D>(x2d, this.partRanges().map((r) => r.count), 1) : [x2d];
+      const parts =
+        this.splitAlong === 'in' && this.kernels.length > 1
+          ? tf.split<tf.Tensor2D>(
+              x2d,
+              this.partRanges().map((r) => r.count),
+              1,
+            )
+          : [x2d];
       const outs = this.forwardParts(parts);
       const y = outs.length === 1 ? outs[0] : tf.concat(outs, 1);
       return lead.length === 1 ? y : tf.reshape(y, [...lead, this.heldOut]);
@@ -210,7 +253,12 @@ export class Linear extends tf.layers.Layer implements Module {
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    const config: tf.serialization.ConfigDict = { ...super.getConfig(), inFeatures: this.inFeatures, outFeatures: this.outFeatures, bias: this.useBias };
+    const config: tf.serialization.ConfigDict = {
+      ...super.getConfig(),
+      inFeatures: this.inFeatures,
+      outFeatures: this.outFeatures,
+      bias: this.useBias,
+    };
     if (this.parts > 1) config.split = { along: this.splitAlong, parts: this.parts };
     if (this.weightLeft) config.weightLeft = true;
     if (this.shard) config.shard = { ...this.shard };
@@ -220,7 +268,13 @@ export class Linear extends tf.layers.Layer implements Module {
   params(): Record<string, Param> {
     const [inF, outF] = [this.inFeatures, this.outFeatures];
     const p: Record<string, Param> = { weight: blocksParam(this.kernels, [outF, inF], inF, this.weightBlocks()) };
-    const biasBlocks = this.biasRanges().map(({ start, count }) => ({ r0: 0, nr: 1, c0: start, nc: count, transposed: false }));
+    const biasBlocks = this.biasRanges().map(({ start, count }) => ({
+      r0: 0,
+      nr: 1,
+      c0: start,
+      nc: count,
+      transposed: false,
+    }));
     if (biasBlocks.length) p.bias = blocksParam(this.biases, [outF], outF, biasBlocks);
     return p;
   }

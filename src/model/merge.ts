@@ -25,8 +25,12 @@ export function mergeImageFeatures(projected: tf.Tensor3D, options: MergeOptions
     if (options.mergeType === 'flat') return tf.reshape(projected, [tiles * n, hidden]);
     const unpad = options.mergeType === 'spatial_unpad';
     const newline = () => {
-      if (!options.imageNewline) throw new ConfigError(`mm_patch_merge_type "spatial_unpad" needs model.image_newline, which the checkpoint lacks`);
-      if (options.imageNewline.shape[0] !== hidden) throw new ConfigError(`image_newline has width ${options.imageNewline.shape[0]}, features have ${hidden}`);
+      if (!options.imageNewline)
+        throw new ConfigError(
+          `mm_patch_merge_type "spatial_unpad" needs model.image_newline, which the checkpoint lacks`,
+        );
+      if (options.imageNewline.shape[0] !== hidden)
+        throw new ConfigError(`image_newline has width ${options.imageNewline.shape[0]}, features have ${hidden}`);
       return options.imageNewline;
     };
     if (tiles === 1) {
@@ -36,14 +40,23 @@ export function mergeImageFeatures(projected: tf.Tensor3D, options: MergeOptions
     }
     const side = options.patchesPerSide;
     if (side * side !== n) throw new ConfigError(`${n} features per tile is not a ${side}x${side} grid`);
-    if (!options.gridShape) throw new ConfigError(`spatial merge of ${tiles} tiles needs the anyres grid shape (image_aspect_ratio 'anyres')`);
+    if (!options.gridShape)
+      throw new ConfigError(
+        `spatial merge of ${tiles} tiles needs the anyres grid shape (image_aspect_ratio 'anyres')`,
+      );
     const [across, down] = options.gridShape;
     if (across * down !== tiles - 1) {
       throw new ConfigError(`anyres grid ${across}x${down} does not match ${tiles - 1} tiles`);
     }
     const base = tf.reshape(tf.slice(projected, [0, 0, 0], [1, n, hidden]), [n, hidden]);
     // [down, across, side, side, H] -> rows of the full grid: [down·side, across·side, H]
-    const tileGrid = tf.reshape(tf.slice(projected, [1, 0, 0], [tiles - 1, n, hidden]), [down, across, side, side, hidden]);
+    const tileGrid = tf.reshape(tf.slice(projected, [1, 0, 0], [tiles - 1, n, hidden]), [
+      down,
+      across,
+      side,
+      side,
+      hidden,
+    ]);
     const grid = tf.reshape(tf.transpose(tileGrid, [0, 2, 1, 3, 4]), [down * side, across * side, hidden]);
     if (!unpad) return tf.concat([base, tf.reshape(grid, [-1, hidden])], 0);
     if (!options.imageSize) throw new ConfigError(`spatial_unpad needs the original image size`);

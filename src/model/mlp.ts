@@ -33,20 +33,37 @@ export class CLIPMLP extends CompositeLayer {
   /** The intermediate features a shard holds (null: all of them). */
   readonly features: FeatureRange | null;
 
-  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean; layout?: TowerLayout; features?: FeatureRange; init?: WeightInit } = {}) {
+  constructor(
+    config: CLIPVisionConfig,
+    args: { name?: string; trainable?: boolean; layout?: TowerLayout; features?: FeatureRange; init?: WeightInit } = {},
+  ) {
     super({ name: args.name, trainable: args.trainable ?? true });
     this.config = config;
     this.layout = args.layout ?? defaultTowerLayout();
     this.act = activationByName(config.hiddenAct);
     this.features = args.features ? { ...args.features } : null;
-    if (this.features && this.layout !== 'wasm') throw new Error(`${this.name}: only the wasm layout can be sharded by features`);
+    if (this.features && this.layout !== 'wasm')
+      throw new Error(`${this.name}: only the wasm layout can be sharded by features`);
     const { hiddenSize: d, intermediateSize: m } = config;
     const sub = (name: string) => ({ name: `${this.name}/${name}`, trainable: this.trainable, init: args.init });
     if (this.layout === 'wasm') {
       const shard = this.features ?? undefined;
       const blocks = m % d !== 0 ? 1 : shard ? Math.ceil(shard.count / d) : m / d;
-      this.fc1 = new Linear({ inFeatures: d, outFeatures: m, split: { along: 'out', parts: blocks }, shard, weightLeft: true, ...sub('fc1') });
-      this.fc2 = new Linear({ inFeatures: m, outFeatures: d, split: { along: 'in', parts: blocks }, shard, ...sub('fc2') });
+      this.fc1 = new Linear({
+        inFeatures: d,
+        outFeatures: m,
+        split: { along: 'out', parts: blocks },
+        shard,
+        weightLeft: true,
+        ...sub('fc1'),
+      });
+      this.fc2 = new Linear({
+        inFeatures: m,
+        outFeatures: d,
+        split: { along: 'in', parts: blocks },
+        shard,
+        ...sub('fc2'),
+      });
     } else {
       this.fc1 = new Linear({ inFeatures: d, outFeatures: m, ...sub('fc1') });
       this.fc2 = new Linear({ inFeatures: m, outFeatures: d, ...sub('fc2') });
@@ -69,7 +86,12 @@ export class CLIPMLP extends CompositeLayer {
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    return { ...super.getConfig(), config: { ...this.config }, layout: this.layout, ...(this.features ? { features: { ...this.features } } : {}) };
+    return {
+      ...super.getConfig(),
+      config: { ...this.config },
+      layout: this.layout,
+      ...(this.features ? { features: { ...this.features } } : {}),
+    };
   }
 
   children(): Record<string, Module> {

@@ -24,16 +24,29 @@ export interface Param {
 export function wholeParam(variable: tf.LayerVariable, checkpointShape: number[], transposed = false): Param {
   const n = numel(checkpointShape);
   const rows = transposed ? checkpointShape[0] : 1;
-  return { variables: [variable], variable, checkpointShape, cols: n / rows, blocks: [{ r0: 0, nr: rows, c0: 0, nc: n / rows, transposed }] };
+  return {
+    variables: [variable],
+    variable,
+    checkpointShape,
+    cols: n / rows,
+    blocks: [{ r0: 0, nr: rows, c0: 0, nc: n / rows, transposed }],
+  };
 }
 
 /** A tensor stored as blocks of a [rows, `cols`] view of it, one variable per block. */
-export function blocksParam(variables: tf.LayerVariable[], checkpointShape: number[], cols: number, blocks: Block[]): Param {
+export function blocksParam(
+  variables: tf.LayerVariable[],
+  checkpointShape: number[],
+  cols: number,
+  blocks: Block[],
+): Param {
   return {
     variables,
     get variable(): tf.LayerVariable {
       if (variables.length === 1) return variables[0];
-      throw new Error(`this tensor (checkpoint shape [${checkpointShape.join(', ')}]) is stored in ${variables.length} parts: use Param.variables`);
+      throw new Error(
+        `this tensor (checkpoint shape [${checkpointShape.join(', ')}]) is stored in ${variables.length} parts: use Param.variables`,
+      );
     },
     checkpointShape,
     cols,
@@ -75,7 +88,9 @@ class InitialWeights extends ZerosInitializer {
 
   override apply(shape: tf.Shape, dtype: tf.DataType = 'float32'): tf.Tensor {
     const dims = shape.map((n) => n ?? 1);
-    return (this.init === 'uninitialised' ? allocateUninitialized(dims, dtype) : null) ?? tf.fill(dims, this.value, dtype);
+    return (
+      (this.init === 'uninitialised' ? allocateUninitialized(dims, dtype) : null) ?? tf.fill(dims, this.value, dtype)
+    );
   }
 }
 

@@ -16,7 +16,10 @@ export interface ParamSpec {
   shape: number[];
 }
 
-const layerNorm = (p: string, d: number): ParamSpec[] => [{ name: `${p}.weight`, shape: [d] }, { name: `${p}.bias`, shape: [d] }];
+const layerNorm = (p: string, d: number): ParamSpec[] => [
+  { name: `${p}.weight`, shape: [d] },
+  { name: `${p}.bias`, shape: [d] },
+];
 const linear = (p: string, out: number, inp: number, bias = true): ParamSpec[] => [
   { name: `${p}.weight`, shape: [out, inp] },
   ...(bias ? [{ name: `${p}.bias`, shape: [out] }] : []),
@@ -33,8 +36,14 @@ export function visionTowerSpecs(cfg: CLIPVisionConfig): ParamSpec[] {
   ];
   for (let i = 0; i < cfg.numHiddenLayers; i++) {
     const p = `vision_model.encoder.layers.${i}`;
-    for (const proj of ['k_proj', 'v_proj', 'q_proj', 'out_proj']) specs.push(...linear(`${p}.self_attn.${proj}`, D, D));
-    specs.push(...layerNorm(`${p}.layer_norm1`, D), ...linear(`${p}.mlp.fc1`, I, D), ...linear(`${p}.mlp.fc2`, D, I), ...layerNorm(`${p}.layer_norm2`, D));
+    for (const proj of ['k_proj', 'v_proj', 'q_proj', 'out_proj'])
+      specs.push(...linear(`${p}.self_attn.${proj}`, D, D));
+    specs.push(
+      ...layerNorm(`${p}.layer_norm1`, D),
+      ...linear(`${p}.mlp.fc1`, I, D),
+      ...linear(`${p}.mlp.fc2`, D, I),
+      ...layerNorm(`${p}.layer_norm2`, D),
+    );
   }
   specs.push(...layerNorm('vision_model.post_layernorm', D));
   return specs;
@@ -44,10 +53,18 @@ export function visionTowerSpecs(cfg: CLIPVisionConfig): ParamSpec[] {
  * A LLaVA projector's parameters (module paths `0.weight`, `2.bias`, ..., or `weight` for a bare
  * `linear`), as `Projector` declares them. Throws a ConfigError for an unknown type.
  */
-export function projectorSpecs(cfg: { type: string; inFeatures: number; outFeatures: number; bias: boolean }): ParamSpec[] {
+export function projectorSpecs(cfg: {
+  type: string;
+  inFeatures: number;
+  outFeatures: number;
+  bias: boolean;
+}): ParamSpec[] {
   const depth = projectorDepth(cfg.type);
-  if (cfg.type === 'linear') return linear('', cfg.outFeatures, cfg.inFeatures, cfg.bias).map((s) => ({ ...s, name: s.name.slice(1) }));
-  return Array.from({ length: depth }, (_, i) => linear(String(2 * i), cfg.outFeatures, i === 0 ? cfg.inFeatures : cfg.outFeatures, cfg.bias)).flat();
+  if (cfg.type === 'linear')
+    return linear('', cfg.outFeatures, cfg.inFeatures, cfg.bias).map((s) => ({ ...s, name: s.name.slice(1) }));
+  return Array.from({ length: depth }, (_, i) =>
+    linear(String(2 * i), cfg.outFeatures, i === 0 ? cfg.inFeatures : cfg.outFeatures, cfg.bias),
+  ).flat();
 }
 
 /** A built module's parameters as specs, in `namedParams` order. */

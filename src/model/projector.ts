@@ -48,7 +48,10 @@ export class Projector extends CompositeLayer {
    * Linear's inputs in that range, without the last bias; `call` then gives this shard's partial
    * product, summed over the shards before the bias is added once.
    */
-  constructor(config: ProjectorConfig, args: { name?: string; trainable?: boolean; hidden?: FeatureRange; init?: WeightInit } = {}) {
+  constructor(
+    config: ProjectorConfig,
+    args: { name?: string; trainable?: boolean; hidden?: FeatureRange; init?: WeightInit } = {},
+  ) {
     super({ name: args.name ?? 'mm_projector', trainable: args.trainable ?? true });
     ensureBackendSync(); // weights are created below, on the backend chosen now
     this.projectorConfig = { ...config };
@@ -66,17 +69,19 @@ export class Projector extends CompositeLayer {
     if (this.hidden && depth !== 2) throw new ConfigError(`projector ${config.type}: only mlp2x_gelu can be sharded`);
     const shard = this.hidden ?? undefined;
     const blocks = depth !== 2 || h % d !== 0 ? 1 : shard ? Math.ceil(shard.count / d) : h / d;
-    this.linears = Array.from({ length: depth }, (_, i) =>
-      new Linear({
-        inFeatures: i === 0 ? d : h,
-        outFeatures: h,
-        bias: config.bias ?? true,
-        split: blocks > 1 || shard ? { along: i === 0 ? 'out' : 'in', parts: blocks } : undefined,
-        shard,
-        name: `${this.name}/${2 * i}`,
-        trainable: this.trainable,
-        init: args.init,
-      }),
+    this.linears = Array.from(
+      { length: depth },
+      (_, i) =>
+        new Linear({
+          inFeatures: i === 0 ? d : h,
+          outFeatures: h,
+          bias: config.bias ?? true,
+          split: blocks > 1 || shard ? { along: i === 0 ? 'out' : 'in', parts: blocks } : undefined,
+          shard,
+          name: `${this.name}/${2 * i}`,
+          trainable: this.trainable,
+          init: args.init,
+        }),
     );
     this.built = true;
   }
@@ -95,7 +100,9 @@ export class Projector extends CompositeLayer {
     const x = singleInput(inputs);
     const width = x.shape[x.shape.length - 1];
     if (width !== this.projectorConfig.inFeatures) {
-      throw new ConfigError(`projector expects features of width ${this.projectorConfig.inFeatures} (mm_hidden_size), got ${width}`);
+      throw new ConfigError(
+        `projector expects features of width ${this.projectorConfig.inFeatures} (mm_hidden_size), got ${width}`,
+      );
     }
     if (this.linears.length === 0) return tf.clone(x);
     return tf.tidy(() => {
@@ -117,7 +124,11 @@ export class Projector extends CompositeLayer {
   }
 
   override getConfig(): tf.serialization.ConfigDict {
-    return { ...super.getConfig(), projector: { ...this.projectorConfig }, ...(this.hidden ? { hidden: { ...this.hidden } } : {}) };
+    return {
+      ...super.getConfig(),
+      projector: { ...this.projectorConfig },
+      ...(this.hidden ? { hidden: { ...this.hidden } } : {}),
+    };
   }
 
   /** A bare `linear` projector's tensors are `weight`/`bias` at the projector's own level. */

@@ -36,7 +36,10 @@ export class CLIPVisionTransformer extends CompositeLayer {
   readonly postLayernorm: LayerNorm;
   readonly layout: TowerLayout;
 
-  constructor(config: CLIPVisionConfig, args: { name?: string; trainable?: boolean; layout?: TowerLayout; init?: WeightInit } = {}) {
+  constructor(
+    config: CLIPVisionConfig,
+    args: { name?: string; trainable?: boolean; layout?: TowerLayout; init?: WeightInit } = {},
+  ) {
     super({ name: args.name ?? 'vision_model', trainable: args.trainable ?? true });
     validateVisionConfig(config, 'vision config'); // before anything is allocated from it
     ensureBackendSync(); // weights are created below, on the backend chosen now
@@ -46,7 +49,10 @@ export class CLIPVisionTransformer extends CompositeLayer {
     const norm = (name: string) => new LayerNorm({ size: config.hiddenSize, eps: config.layerNormEps, ...sub(name) });
     this.embeddings = new CLIPVisionEmbeddings(config, sub('embeddings'));
     this.preLayrnorm = norm('pre_layrnorm');
-    this.layers = Array.from({ length: config.numHiddenLayers }, (_, i) => new CLIPEncoderLayer(config, { ...sub(`encoder/layers/${i}`), layout: this.layout }));
+    this.layers = Array.from(
+      { length: config.numHiddenLayers },
+      (_, i) => new CLIPEncoderLayer(config, { ...sub(`encoder/layers/${i}`), layout: this.layout }),
+    );
     this.postLayernorm = norm('post_layernorm');
     this.built = true;
   }
@@ -64,7 +70,8 @@ export class CLIPVisionTransformer extends CompositeLayer {
   forward(pixels: tf.Tensor4D, options: VisionForwardOptions = {}): VisionModelOutput {
     return tf.tidy(() => {
       const hiddenStates: tf.Tensor3D[] = [this.embed(pixels, options)];
-      for (const layer of this.layers) hiddenStates.push(layer.call(hiddenStates[hiddenStates.length - 1]) as tf.Tensor3D);
+      for (const layer of this.layers)
+        hiddenStates.push(layer.call(hiddenStates[hiddenStates.length - 1]) as tf.Tensor3D);
       const lastHiddenState = hiddenStates[hiddenStates.length - 1];
       const [b, , d] = lastHiddenState.shape;
       const pooled = tf.reshape(tf.slice(lastHiddenState, [0, 0, 0], [b, 1, d]), [b, d]);
@@ -126,8 +133,15 @@ export class CLIPVisionModel implements Module {
   readonly visionModel: CLIPVisionTransformer;
 
   /** `layout`: default, the one for the active backend (see layout.ts); `init`: see WeightInit. */
-  constructor(readonly config: CLIPVisionConfig, options: { trainable?: boolean; layout?: TowerLayout; init?: WeightInit } = {}) {
-    this.visionModel = new CLIPVisionTransformer(config, { trainable: options.trainable ?? true, layout: options.layout, init: options.init });
+  constructor(
+    readonly config: CLIPVisionConfig,
+    options: { trainable?: boolean; layout?: TowerLayout; init?: WeightInit } = {},
+  ) {
+    this.visionModel = new CLIPVisionTransformer(config, {
+      trainable: options.trainable ?? true,
+      layout: options.layout,
+      init: options.init,
+    });
   }
 
   params() {

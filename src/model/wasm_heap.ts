@@ -9,7 +9,11 @@ import * as tf from '../tf';
 /** What the wasm backend exposes of its heap (public members of MathBackendWasm). */
 interface WasmHeapBackend {
   write(values: null, shape: number[], dtype: tf.DataType): object;
-  typedArrayFromHeap(t: { shape: number[]; dtype: tf.DataType; dataId: object }): Float32Array | Int32Array | Uint8Array;
+  typedArrayFromHeap(t: {
+    shape: number[];
+    dtype: tf.DataType;
+    dataId: object;
+  }): Float32Array | Int32Array | Uint8Array;
 }
 
 /** Data of tensors from `allocateUninitialized` that nothing has written or read yet. */

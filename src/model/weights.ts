@@ -48,10 +48,15 @@ const bytesOf = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.by
  * the file and tensor otherwise) and gives its dtype.
  */
 export function checkTensor(source: TensorSource, key: string, expected: number[]): DType {
-  if (!source.has(key)) throw new CheckpointError(`${source.source}: missing tensor "${key}" (expected shape ${fmt(expected)})`);
+  if (!source.has(key))
+    throw new CheckpointError(`${source.source}: missing tensor "${key}" (expected shape ${fmt(expected)})`);
   const { shape, dtype } = source.info(key);
-  if (!sameShape(shape, expected)) throw new CheckpointError(`${source.source}: tensor "${key}" has shape ${fmt(shape)} but the config expects ${fmt(expected)}`);
-  if (!isDType(dtype) || !isFloatDType(dtype)) throw new CheckpointError(`${source.source}: tensor "${key}": dtype ${dtype} cannot be read as float32`);
+  if (!sameShape(shape, expected))
+    throw new CheckpointError(
+      `${source.source}: tensor "${key}" has shape ${fmt(shape)} but the config expects ${fmt(expected)}`,
+    );
+  if (!isDType(dtype) || !isFloatDType(dtype))
+    throw new CheckpointError(`${source.source}: tensor "${key}": dtype ${dtype} cannot be read as float32`);
   return dtype;
 }
 
@@ -68,7 +73,8 @@ export function loadWeights(module: Module, source: TensorSource, keyFor: KeyMap
   });
   const readRegion = source.readRegion?.bind(source);
   const readBytes = source.readBytes
-    ? (key: string, into: Uint8Array | undefined, region: Region | null) => (region ? readRegion!(key, region, into) : source.readBytes!(key, into))
+    ? (key: string, into: Uint8Array | undefined, region: Region | null) =>
+        region ? readRegion!(key, region, into) : source.readBytes!(key, into)
     : undefined;
   const direct = (t: (typeof tensors)[number]) => !!readBytes && t.dtype === 'F32' && storedAsIs(t.param);
   const largest = tensors.reduce((m, t) => (direct(t) ? m : Math.max(m, t.bytes)), 0);
@@ -83,7 +89,9 @@ export function loadWeights(module: Module, source: TensorSource, keyFor: KeyMap
       }
       // Blocks relative to what is read: the region, or the whole tensor.
       const cols = region ? region.nc : param.cols;
-      const blocks = region ? param.blocks.map((b) => ({ ...b, r0: b.r0 - region.r0, c0: b.c0 - region.c0 })) : param.blocks;
+      const blocks = region
+        ? param.blocks.map((b) => ({ ...b, r0: b.r0 - region.r0, c0: b.c0 - region.c0 }))
+        : param.blocks;
       // Heap views are taken after every allocation and used before the next one (a heap growth detaches them).
       const inPlace = decoder ? param.variables.map((v) => unwrittenHeapView(v.read())) : [];
       if (decoder && inPlace.every((o) => o !== null)) {
@@ -97,7 +105,9 @@ export function loadWeights(module: Module, source: TensorSource, keyFor: KeyMap
         ? [dtype, readBytes(key, buffer ?? new Uint8Array(bytes), region)]
         : ['F32', bytesOf(source.readFloat32(key))];
       const [dataCols, dataBlocks] = readBytes ? [cols, blocks] : [param.cols, param.blocks];
-      param.variables.forEach((v, j) => overwriteVariable(v, (out) => decodeBlock(fileDType, data, dataCols, dataBlocks[j], out, key)));
+      param.variables.forEach((v, j) =>
+        overwriteVariable(v, (out) => decodeBlock(fileDType, data, dataCols, dataBlocks[j], out, key)),
+      );
     }
   } finally {
     decoder?.dispose();
@@ -142,8 +152,11 @@ export async function prefaultWeights(module: Module): Promise<void> {
 
 /** Sets a parameter from float32 data in its checkpoint (PyTorch) layout. */
 export function writeParam(param: Param, data: Float32Array): void {
-  if (data.length !== numel(param.checkpointShape)) throw new RangeError(`${data.length} values for a tensor of shape ${fmt(param.checkpointShape)}`);
-  param.variables.forEach((v, j) => overwriteVariable(v, (out) => decodeBlock('F32', bytesOf(data), param.cols, param.blocks[j], out, 'data')));
+  if (data.length !== numel(param.checkpointShape))
+    throw new RangeError(`${data.length} values for a tensor of shape ${fmt(param.checkpointShape)}`);
+  param.variables.forEach((v, j) =>
+    overwriteVariable(v, (out) => decodeBlock('F32', bytesOf(data), param.cols, param.blocks[j], out, 'data')),
+  );
 }
 
 /**
@@ -168,7 +181,10 @@ function overwriteVariable(variable: tf.LayerVariable, fill: (out: Float32Array)
 
 /** A parameter's data in its checkpoint (PyTorch) layout. */
 export function readParam(param: Param): Float32Array {
-  return toCheckpointLayout(param, param.variables.map((v) => v.read().dataSync() as Float32Array));
+  return toCheckpointLayout(
+    param,
+    param.variables.map((v) => v.read().dataSync() as Float32Array),
+  );
 }
 
 /** Per-variable data of a parameter (its values, or e.g. their gradients) -> one array in the checkpoint's layout. */
@@ -179,9 +195,13 @@ export function toCheckpointLayout(param: Param, parts: Float32Array[]): Float32
 }
 
 /** The module's parameters as float32 checkpoint tensors (PyTorch layout), keyed by `keyFor(path)`. */
-export function exportWeights(module: Module, keyFor: KeyMap = (p) => p): Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> {
+export function exportWeights(
+  module: Module,
+  keyFor: KeyMap = (p) => p,
+): Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> {
   const out: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
-  for (const [path, param] of namedParams(module)) out[keyFor(path)] = { dtype: 'F32', shape: [...param.checkpointShape], data: readParam(param) };
+  for (const [path, param] of namedParams(module))
+    out[keyFor(path)] = { dtype: 'F32', shape: [...param.checkpointShape], data: readParam(param) };
   return out;
 }
 

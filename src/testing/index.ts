@@ -16,7 +16,13 @@ import { AllCloseOptions, MatchReferenceOptions, ReferenceLike } from './matcher
 import { TensorLike } from './tensor_like';
 
 export { matchers, toBeAllClose, toHaveShape, toMatchReference, referenceTolerance } from './matchers';
-export type { AllCloseOptions, MatchReferenceOptions, MatcherContextLike, MatcherResult, ReferenceLike } from './matchers';
+export type {
+  AllCloseOptions,
+  MatchReferenceOptions,
+  MatcherContextLike,
+  MatcherResult,
+  ReferenceLike,
+} from './matchers';
 export type { ArrayView, NestedNumbers, NumericArray, ShapedData, TensorLike, TensorWithData } from './tensor_like';
 export { toArrayView } from './tensor_like';
 export { REFERENCE_FORMAT, ReferenceFile, readReference } from '../check/reference';

@@ -70,26 +70,47 @@ function commonShape(a: ArrayView, b: ArrayView): number[] | null {
 
 const shapeOf = (v: ArrayView): string => (v.shape ? shapeText(v.shape) : `${v.data.length} values (flat)`);
 
-function shapeMismatch(ctx: MatcherContextLike | undefined, matcher: string, argument: string, received: ArrayView, expected: ArrayView, expectedName: string): MatcherResult {
+function shapeMismatch(
+  ctx: MatcherContextLike | undefined,
+  matcher: string,
+  argument: string,
+  received: ArrayView,
+  expected: ArrayView,
+  expectedName: string,
+): MatcherResult {
   return {
     pass: false,
-    message: () => `${hint(ctx, matcher, argument)}\n\nshape: received ${shapeOf(received)}, ${expectedName} ${shapeOf(expected)}`,
+    message: () =>
+      `${hint(ctx, matcher, argument)}\n\nshape: received ${shapeOf(received)}, ${expectedName} ${shapeOf(expected)}`,
   };
 }
 
-function resultMessage(ctx: MatcherContextLike | undefined, head: string, first: string[], r: ComparisonResult, expectedName: string): string {
+function resultMessage(
+  ctx: MatcherContextLike | undefined,
+  head: string,
+  first: string[],
+  r: ComparisonResult,
+  expectedName: string,
+): string {
   const lines = [...first];
-  if (ctx?.isNot && r.pass) lines.push(`all ${r.count} elements are within the tolerance, and .not expected some outside it`);
+  if (ctx?.isNot && r.pass)
+    lines.push(`all ${r.count} elements are within the tolerance, and .not expected some outside it`);
   lines.push(...comparisonLines(r, { actual: 'received', expected: expectedName }));
   return `${head}\n\n${lines.join('\n')}`;
 }
 
-export function toBeAllClose(this: MatcherContextLike | void, received: unknown, expected: TensorLike, options: AllCloseOptions = {}): MatcherResult {
+export function toBeAllClose(
+  this: MatcherContextLike | void,
+  received: unknown,
+  expected: TensorLike,
+  options: AllCloseOptions = {},
+): MatcherResult {
   const ctx = this ?? undefined;
   const matcher = 'toBeAllClose';
   const rtol = checkOption(matcher, 'rtol', options.rtol, 1e-5);
   const atol = checkOption(matcher, 'atol', options.atol, 1e-8);
-  if (options.equalNaN !== undefined && typeof options.equalNaN !== 'boolean') throw new TypeError(`${matcher}: option equalNaN must be true or false`);
+  if (options.equalNaN !== undefined && typeof options.equalNaN !== 'boolean')
+    throw new TypeError(`${matcher}: option equalNaN must be true or false`);
   const equalNaN = options.equalNaN ?? false;
   const a = toArrayView(received, `${matcher}: received`);
   const e = toArrayView(expected, `${matcher}: expected`);
@@ -104,8 +125,16 @@ export function toBeAllClose(this: MatcherContextLike | void, received: unknown,
 }
 
 /** The reference's bound for k, or why there is none (the missing field). */
-export function referenceTolerance(meta: ReferenceMeta, k: number): { tolerance: Tolerance; text: string; torchErr: number | null } | { missing: string } {
-  if (meta.exact) return { tolerance: { kind: 'exact' }, text: 'exact: the reference marks it as an input or a bit-exact value (e.g. pixel values)', torchErr: null };
+export function referenceTolerance(
+  meta: ReferenceMeta,
+  k: number,
+): { tolerance: Tolerance; text: string; torchErr: number | null } | { missing: string } {
+  if (meta.exact)
+    return {
+      tolerance: { kind: 'exact' },
+      text: 'exact: the reference marks it as an input or a bit-exact value (e.g. pixel values)',
+      torchErr: null,
+    };
   const torchErr = meta.torch_fp32_max_abs_err;
   if (torchErr === undefined) return { missing: 'torch_fp32_max_abs_err' };
   const storage = meta.f32_storage_max_abs_err ?? 0;
@@ -117,19 +146,28 @@ export function referenceTolerance(meta: ReferenceMeta, k: number): { tolerance:
   };
 }
 
-export function toMatchReference(this: MatcherContextLike | void, received: unknown, reference: ReferenceLike, options: MatchReferenceOptions = {}): MatcherResult {
+export function toMatchReference(
+  this: MatcherContextLike | void,
+  received: unknown,
+  reference: ReferenceLike,
+  options: MatchReferenceOptions = {},
+): MatcherResult {
   const ctx = this ?? undefined;
   const matcher = 'toMatchReference';
   const k = checkOption(matcher, 'bound', options.bound, DEFAULT_PARITY_K);
   const ref = toArrayView(reference, `${matcher}: reference`);
   const label = `reference${ref.name !== undefined ? ` "${ref.name}"` : ''}${ref.file !== undefined ? ` (${ref.file})` : ''}`;
   if (!ref.meta) {
-    throw new TypeError(`${matcher}: ${label} has no metadata (meta): pass an entry of readReference(file), or compare with toBeAllClose`);
+    throw new TypeError(
+      `${matcher}: ${label} has no metadata (meta): pass an entry of readReference(file), or compare with toBeAllClose`,
+    );
   }
   const rule = referenceTolerance(ref.meta, k);
   if ('missing' in rule) {
-    throw new TypeError(`${matcher}: ${label} has no ${rule.missing} in its metadata, so there is no bound to check against ` +
-      '(write the reference with python/llava_vision_reference.py, or compare with toBeAllClose)');
+    throw new TypeError(
+      `${matcher}: ${label} has no ${rule.missing} in its metadata, so there is no bound to check against ` +
+        '(write the reference with python/llava_vision_reference.py, or compare with toBeAllClose)',
+    );
   }
   const a = toArrayView(received, `${matcher}: received`);
   const shape = commonShape(a, ref);
@@ -143,7 +181,11 @@ export function toMatchReference(this: MatcherContextLike | void, received: unkn
   return { pass: r.pass, message: () => resultMessage(ctx, hint(ctx, matcher, 'reference'), first, r, 'reference') };
 }
 
-export function toHaveShape(this: MatcherContextLike | void, received: unknown, shape: readonly number[]): MatcherResult {
+export function toHaveShape(
+  this: MatcherContextLike | void,
+  received: unknown,
+  shape: readonly number[],
+): MatcherResult {
   const ctx = this ?? undefined;
   const matcher = 'toHaveShape';
   if (!Array.isArray(shape) || !shape.every((n) => Number.isSafeInteger(n) && n >= 0)) {
@@ -154,7 +196,8 @@ export function toHaveShape(this: MatcherContextLike | void, received: unknown, 
   const pass = sameShape(actual, shape);
   return {
     pass,
-    message: () => `${hint(ctx, matcher, 'shape')}\n\nshape: received ${shapeText(actual)}${a.shape ? '' : ' (a flat typed array)'}, expected ${ctx?.isNot ? 'not ' : ''}${shapeText(shape)}`,
+    message: () =>
+      `${hint(ctx, matcher, 'shape')}\n\nshape: received ${shapeText(actual)}${a.shape ? '' : ' (a flat typed array)'}, expected ${ctx?.isNot ? 'not ' : ''}${shapeText(shape)}`,
   };
 }
 

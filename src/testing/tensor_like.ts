@@ -15,8 +15,17 @@ export interface TensorWithData {
 }
 
 export type NumericArray =
-  | Float32Array | Float64Array | Int8Array | Int16Array | Int32Array | Uint8Array | Uint8ClampedArray | Uint16Array | Uint32Array
-  | BigInt64Array | BigUint64Array;
+  | Float32Array
+  | Float64Array
+  | Int8Array
+  | Int16Array
+  | Int32Array
+  | Uint8Array
+  | Uint8ClampedArray
+  | Uint16Array
+  | Uint32Array
+  | BigInt64Array
+  | BigUint64Array;
 
 /** Nested arrays of numbers, any depth. */
 export type NestedNumbers = number | readonly NestedNumbers[];
@@ -46,9 +55,17 @@ export interface ArrayView {
 }
 
 const isTypedArray = (x: unknown): x is NumericArray => ArrayBuffer.isView(x) && !(x instanceof DataView);
-const kindOf = (x: unknown): string => (x === null ? 'null' : Array.isArray(x) ? 'array' : typeof x === 'object' ? Object.prototype.toString.call(x).slice(8, -1) : typeof x);
+const kindOf = (x: unknown): string =>
+  x === null
+    ? 'null'
+    : Array.isArray(x)
+      ? 'array'
+      : typeof x === 'object'
+        ? Object.prototype.toString.call(x).slice(8, -1)
+        : typeof x;
 
-const ACCEPTED = 'a tf.Tensor, a typed array, nested arrays of numbers, { shape, data } (an EncodedTensor or a reference entry) or a number';
+const ACCEPTED =
+  'a tf.Tensor, a typed array, nested arrays of numbers, { shape, data } (an EncodedTensor or a reference entry) or a number';
 
 /** `what`: "received" or "expected", for the error naming the argument. */
 export function toArrayView(x: unknown, what: string): ArrayView {
@@ -105,13 +122,16 @@ function nested(x: readonly NestedNumbers[], what: string): ArrayView {
   const out: number[] = [];
   const walk = (v: NestedNumbers, depth: number, at: number[]): void => {
     if (depth === shape.length) {
-      if (typeof v !== 'number') throw new TypeError(`${what}${at.map((i) => `[${i}]`).join('')} is ${kindOf(v)}, not a number`);
+      if (typeof v !== 'number')
+        throw new TypeError(`${what}${at.map((i) => `[${i}]`).join('')} is ${kindOf(v)}, not a number`);
       out.push(v);
       return;
     }
     if (!Array.isArray(v) || v.length !== shape[depth]) {
       const got = Array.isArray(v) ? `${v.length} entries` : kindOf(v);
-      throw new TypeError(`${what}${at.map((i) => `[${i}]`).join('')} is ragged: ${got} where the first row has ${shape[depth]}`);
+      throw new TypeError(
+        `${what}${at.map((i) => `[${i}]`).join('')} is ragged: ${got} where the first row has ${shape[depth]}`,
+      );
     }
     (v as readonly NestedNumbers[]).forEach((child, i) => walk(child, depth + 1, [...at, i]));
   };

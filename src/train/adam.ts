@@ -165,14 +165,18 @@ export class TorchAdam extends tf.Optimizer {
     const groups = new Map<string, Record<string, tf.Tensor>>();
     for (const { name, tensor } of rest) {
       const match = /^(.*)\/(m|v|vmax|step)$/.exec(name);
-      if (!match) throw new ConfigError(`TorchAdam.setWeights: unexpected weight "${name}" (expected <variable>/{m,v,vmax,step})`);
+      if (!match)
+        throw new ConfigError(
+          `TorchAdam.setWeights: unexpected weight "${name}" (expected <variable>/{m,v,vmax,step})`,
+        );
       const group = groups.get(match[1]) ?? {};
       group[match[2]] = tensor;
       groups.set(match[1], group);
     }
     for (const [name, g] of groups) {
       if (!g.m || !g.v || !g.step) throw new ConfigError(`TorchAdam.setWeights: "${name}" needs m, v and step`);
-      if (this.amsgrad && !g.vmax) throw new ConfigError(`TorchAdam.setWeights: "${name}" has no vmax but amsgrad is on`);
+      if (this.amsgrad && !g.vmax)
+        throw new ConfigError(`TorchAdam.setWeights: "${name}" has no vmax but amsgrad is on`);
     }
     // Copy first: the given tensors may be this optimizer's own state (from its getWeights).
     const copies = [...groups].map(([name, g]) => ({
@@ -189,7 +193,12 @@ export class TorchAdam extends tf.Optimizer {
       return variable;
     };
     for (const c of copies) {
-      this.state.set(c.name, { step: c.step, m: toVariable(c.m), v: toVariable(c.v), vMax: c.vMax ? toVariable(c.vMax) : null });
+      this.state.set(c.name, {
+        step: c.step,
+        m: toVariable(c.m),
+        v: toVariable(c.v),
+        vMax: c.vMax ? toVariable(c.vMax) : null,
+      });
     }
   }
 

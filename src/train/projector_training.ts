@@ -43,7 +43,9 @@ export function blockedSum(x: tf.Tensor): tf.Scalar {
 /** `torch.nn.functional.mse_loss(prediction, target)` with `reduction='mean'` (or `'sum'`). */
 export function mseLoss(prediction: tf.Tensor, target: tf.Tensor, reduction: 'mean' | 'sum' = 'mean'): tf.Scalar {
   if (!tf.util.arraysEqual(prediction.shape, target.shape)) {
-    throw new ConfigError(`mseLoss: prediction shape ${shapeText(prediction.shape)} and target shape ${shapeText(target.shape)} differ`);
+    throw new ConfigError(
+      `mseLoss: prediction shape ${shapeText(prediction.shape)} and target shape ${shapeText(target.shape)} differ`,
+    );
   }
   return tf.tidy(() => {
     const total = blockedSum(tf.squaredDifference(prediction, target));
@@ -66,7 +68,13 @@ export interface StepOptions {
  * projector's trainable weights only, `optimizer.applyGradients`. Returns the loss before the step
  * (torch's `loss.item()` of that forward). No tensor is left behind.
  */
-export function trainStep(projector: Projector, features: tf.Tensor, target: tf.Tensor, optimizer: tf.Optimizer, options: StepOptions = {}): number {
+export function trainStep(
+  projector: Projector,
+  features: tf.Tensor,
+  target: tf.Tensor,
+  optimizer: tf.Optimizer,
+  options: StepOptions = {},
+): number {
   const loss = options.loss ?? mseLoss;
   const cost = optimizer.minimize(() => loss(projector.call(features), target), true, trainableVariables(projector));
   const value = cost!.dataSync()[0];
@@ -89,7 +97,10 @@ export function projectorGradients(
 ): ProjectorGradients {
   const loss = options.loss ?? mseLoss;
   const keyFor = options.keyFor ?? ((p: string) => p);
-  const { value, grads } = tf.variableGrads(() => loss(projector.call(features), target), trainableVariables(projector));
+  const { value, grads } = tf.variableGrads(
+    () => loss(projector.call(features), target),
+    trainableVariables(projector),
+  );
   try {
     const out: ProjectorGradients = { loss: value.dataSync()[0], grads: {} };
     for (const [path, param] of namedParams(projector)) {
@@ -132,10 +143,14 @@ export function projectorKeyMap(names: ProjectorNames): KeyMap {
  */
 export function saveProjector(projector: Projector, file: string, options: SaveProjectorOptions = {}): string[] {
   const names = options.names ?? 'llava';
-  if (names !== 'llava' && names !== 'llava_hf') throw new ConfigError(`saveProjector: names must be "llava" or "llava_hf", got "${String(names)}"`);
-  if (projector.type === 'identity') throw new ConfigError(`saveProjector: an identity projector has no weights to save (${file})`);
+  if (names !== 'llava' && names !== 'llava_hf')
+    throw new ConfigError(`saveProjector: names must be "llava" or "llava_hf", got "${String(names)}"`);
+  if (projector.type === 'identity')
+    throw new ConfigError(`saveProjector: an identity projector has no weights to save (${file})`);
   if (names === 'llava_hf' && projector.type !== 'mlp2x_gelu') {
-    throw new ConfigError(`saveProjector: llava-hf names exist only for mlp2x_gelu projectors (linear_1, linear_2), this one is ${projector.type}`);
+    throw new ConfigError(
+      `saveProjector: llava-hf names exist only for mlp2x_gelu projectors (linear_1, linear_2), this one is ${projector.type}`,
+    );
   }
   const tensors: Record<string, TensorToWrite> = exportWeights(projector, projectorKeyMap(names));
   writeSafetensors(file, tensors, { format: 'pt', mm_projector_type: projector.type, ...options.metadata });
@@ -152,9 +167,13 @@ export function loadProjectorWeights(projector: Projector, file: string): string
   try {
     const keys = source.keys();
     const found = findProjectorKeys(keys);
-    if (!found) throw new CheckpointError(`${file}: no projector tensors (${PROJECTOR_PREFIXES.map((p) => p + '*').join(', ')})`);
+    if (!found)
+      throw new CheckpointError(`${file}: no projector tensors (${PROJECTOR_PREFIXES.map((p) => p + '*').join(', ')})`);
     const type = inferProjectorType(keys, found.prefix);
-    if (type !== projector.type) throw new CheckpointError(`${file}: holds a ${type ?? 'unknown'} projector (${found.prefix}*), the model's is ${projector.type}`);
+    if (type !== projector.type)
+      throw new CheckpointError(
+        `${file}: holds a ${type ?? 'unknown'} projector (${found.prefix}*), the model's is ${projector.type}`,
+      );
     return loadWeights(projector, source, found.keyFor);
   } finally {
     source.close();
@@ -183,7 +202,12 @@ export function initProjector(projector: Projector, seed = 0): void {
 export const featureKey = (i: number): string => `images.${i}.features`;
 
 /** Writes features [B, N, D] as `images.<i>.features` [1, N, D] (float32), atomically. */
-export function saveFeatureCache(file: string, features: tf.Tensor3D | Float32Array[], shape?: [number, number], metadata: Record<string, string> = {}): void {
+export function saveFeatureCache(
+  file: string,
+  features: tf.Tensor3D | Float32Array[],
+  shape?: [number, number],
+  metadata: Record<string, string> = {},
+): void {
   const tensors: Record<string, TensorToWrite> = {};
   if (Array.isArray(features)) {
     if (!shape) throw new ConfigError('saveFeatureCache: pass the [N, D] shape with per-image arrays');
@@ -193,7 +217,8 @@ export function saveFeatureCache(file: string, features: tf.Tensor3D | Float32Ar
   } else {
     const [b, n, d] = features.shape;
     const all = features.dataSync() as Float32Array;
-    for (let i = 0; i < b; i++) tensors[featureKey(i)] = { dtype: 'F32', shape: [1, n, d], data: all.slice(i * n * d, (i + 1) * n * d) };
+    for (let i = 0; i < b; i++)
+      tensors[featureKey(i)] = { dtype: 'F32', shape: [1, n, d], data: all.slice(i * n * d, (i + 1) * n * d) };
   }
   writeSafetensors(file, tensors, { kind: 'llava-vision feature cache', ...metadata });
 }
@@ -216,16 +241,25 @@ export interface FeatureCacheOptions {
  * `openEncodedDataset(dir).batches({ name: 'features', ... })`. Returns the number of images stored;
  * an image that cannot be encoded is an error here (after the others are stored).
  */
-export async function encodeFeatureCache(model: LlavaVision, images: string[], dir: string, options: FeatureCacheOptions = {}): Promise<number> {
+export async function encodeFeatureCache(
+  model: LlavaVision,
+  images: string[],
+  dir: string,
+  options: FeatureCacheOptions = {},
+): Promise<number> {
   if (dir.endsWith('.safetensors')) {
-    throw new ConfigError(`encodeFeatureCache writes a dataset folder (shards + manifest), not one file: name a folder instead of ${dir} (loadFeatureCache still reads single files)`);
+    throw new ConfigError(
+      `encodeFeatureCache writes a dataset folder (shards + manifest), not one file: name a folder instead of ${dir} (loadFeatureCache still reads single files)`,
+    );
   }
   const summary = await writeEncodedDataset(model, images, dir, { outputs: ['features'], ...options });
   if (summary.failedTotal) {
     const ds = openEncodedDataset(dir);
     const failures = ds.failures;
     ds.close();
-    throw new ImageError(`${failures.length} image(s) could not be encoded into ${dir}: ${failures.map((f) => f.error).join('; ')}`);
+    throw new ImageError(
+      `${failures.length} image(s) could not be encoded into ${dir}: ${failures.map((f) => f.error).join('; ')}`,
+    );
   }
   return summary.images;
 }
@@ -241,18 +275,33 @@ export function loadFeatureCache(file: string): tf.Tensor3D {
   if (fs.statSync(file).isDirectory()) return loadFeatureDataset(file);
   const st = SafetensorsFile.open(file);
   try {
-    const indices = st.keys().map((k) => /^images\.(\d+)\.features$/.exec(k)).filter((m): m is RegExpExecArray => m !== null).map((m) => Number(m[1])).sort((a, b) => a - b);
-    if (indices.length === 0) throw new CheckpointError(`${file}: no images.<i>.features tensors (write it with encode --save features)`);
+    const indices = st
+      .keys()
+      .map((k) => /^images\.(\d+)\.features$/.exec(k))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => Number(m[1]))
+      .sort((a, b) => a - b);
+    if (indices.length === 0)
+      throw new CheckpointError(`${file}: no images.<i>.features tensors (write it with encode --save features)`);
     indices.forEach((idx, i) => {
-      if (idx !== i) throw new CheckpointError(`${file}: features are not numbered 0..${indices.length - 1} (missing ${featureKey(i)})`);
+      if (idx !== i)
+        throw new CheckpointError(
+          `${file}: features are not numbered 0..${indices.length - 1} (missing ${featureKey(i)})`,
+        );
     });
     let nd: number[] | null = null;
     const parts: Float32Array[] = [];
     for (const i of indices) {
       const { shape } = st.info(featureKey(i));
       const s = shape.length === 3 && shape[0] === 1 ? shape.slice(1) : shape;
-      if (s.length !== 2) throw new CheckpointError(`${file}: ${featureKey(i)} has shape ${shapeText(shape)}, expected [1, N, D] or [N, D]`);
-      if (nd && (nd[0] !== s[0] || nd[1] !== s[1])) throw new CheckpointError(`${file}: ${featureKey(i)} has shape ${shapeText(shape)} but ${featureKey(0)} is ${shapeText(nd)}`);
+      if (s.length !== 2)
+        throw new CheckpointError(
+          `${file}: ${featureKey(i)} has shape ${shapeText(shape)}, expected [1, N, D] or [N, D]`,
+        );
+      if (nd && (nd[0] !== s[0] || nd[1] !== s[1]))
+        throw new CheckpointError(
+          `${file}: ${featureKey(i)} has shape ${shapeText(shape)} but ${featureKey(0)} is ${shapeText(nd)}`,
+        );
       nd = s;
       parts.push(st.readFloat32(featureKey(i)));
     }
@@ -269,14 +318,18 @@ function loadFeatureDataset(dir: string): tf.Tensor3D {
   const ds = openEncodedDataset(dir);
   try {
     if (ds.failures.length || ds.missing.length) {
-      throw new CheckpointError(`${dir}: ${ds.failures.length} failed and ${ds.missing.length} missing image(s): the cache is incomplete`);
+      throw new CheckpointError(
+        `${dir}: ${ds.failures.length} failed and ${ds.missing.length} missing image(s): the cache is incomplete`,
+      );
     }
     if (ds.length === 0) throw new CheckpointError(`${dir}: no images`);
     const parts = Array.from({ length: ds.length }, (_, i) => ds.read(i, ['features']).tensors.features);
     const shape = parts[0].shape;
     for (const [i, p] of parts.entries()) {
       if (p.shape.length !== 3 || p.shape[0] !== 1 || !tf.util.arraysEqual(p.shape, shape)) {
-        throw new CheckpointError(`${dir}: ${featureKey(i)} has shape ${shapeText(p.shape)}, expected ${shapeText([1, ...shape.slice(1)])} like image 0 (one tile per image)`);
+        throw new CheckpointError(
+          `${dir}: ${featureKey(i)} has shape ${shapeText(p.shape)}, expected ${shapeText([1, ...shape.slice(1)])} like image 0 (one tile per image)`,
+        );
       }
     }
     const all = new Float32Array(parts.length * parts[0].data.length);

@@ -8,7 +8,9 @@ class ClosingLineReporter {
     const { numPassedTests, numFailedTests, numPendingTests, numTodoTests, numRuntimeErrorTestSuites } = results;
     // A suite that fails to load runs no test; count it as a failure so it cannot pass unseen.
     const failed = numFailedTests + numRuntimeErrorTestSuites;
-    process.stdout.write(`tests: ${numPassedTests} passed, ${failed} failed, ${numPendingTests + numTodoTests} skipped\n`);
+    process.stdout.write(
+      `tests: ${numPassedTests} passed, ${failed} failed, ${numPendingTests + numTodoTests} skipped\n`,
+    );
   }
 }
 module.exports = ClosingLineReporter;

@@ -14,16 +14,23 @@ export async function makeImages(dir: string, count: number, prefix = 'img'): Pr
     const pixels = Buffer.alloc(w * h * 3);
     for (let j = 0; j < pixels.length; j++) pixels[j] = (j * (31 + i) + i * 57) & 255;
     const file = path.join(dir, `${prefix}-${String(i).padStart(3, '0')}.png`);
-    await sharp(pixels, { raw: { width: w, height: h, channels: 3 } }).png().toFile(file);
+    await sharp(pixels, { raw: { width: w, height: h, channels: 3 } })
+      .png()
+      .toFile(file);
     files.push(file);
   }
   return files;
 }
 
 /** Every `images.<i>.<name>` tensor of every shard of a (part) folder: key -> { shard, bytes }. Duplicates throw. */
-export function shardTensors(dir: string): Map<string, { shard: string; dtype: string; shape: number[]; bytes: Buffer }> {
+export function shardTensors(
+  dir: string,
+): Map<string, { shard: string; dtype: string; shape: number[]; bytes: Buffer }> {
   const out = new Map<string, { shard: string; dtype: string; shape: number[]; bytes: Buffer }>();
-  for (const shard of fs.readdirSync(dir).filter((f) => /^shard-\d+\.safetensors$/.test(f)).sort()) {
+  for (const shard of fs
+    .readdirSync(dir)
+    .filter((f) => /^shard-\d+\.safetensors$/.test(f))
+    .sort()) {
     const st = SafetensorsFile.open(path.join(dir, shard));
     for (const key of st.keys()) {
       if (out.has(key)) throw new Error(`${key} is in ${out.get(key)!.shard} and ${shard}`);
@@ -40,6 +47,16 @@ export function shardTensors(dir: string): Map<string, { shard: string; dtype: s
  * behind). Hashes, because jest compares Buffers element by element: megabytes take it half a minute.
  */
 export function folderHashes(dir: string): Record<string, string> {
-  return Object.fromEntries(fs.readdirSync(dir).sort().filter((f) => fs.statSync(path.join(dir, f)).isFile())
-    .map((f) => [f, createHash('sha256').update(fs.readFileSync(path.join(dir, f))).digest('hex')]));
+  return Object.fromEntries(
+    fs
+      .readdirSync(dir)
+      .sort()
+      .filter((f) => fs.statSync(path.join(dir, f)).isFile())
+      .map((f) => [
+        f,
+        createHash('sha256')
+          .update(fs.readFileSync(path.join(dir, f)))
+          .digest('hex'),
+      ]),
+  );
 }

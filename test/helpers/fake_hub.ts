@@ -24,7 +24,12 @@ export const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex'
 export const gitBlobId = (b: Buffer) => createHash('sha1').update(`blob ${b.length}\0`).update(b).digest('hex');
 const isLfs = (f: string) => /\.(safetensors|bin)$/.test(f);
 
-export interface Hit { server: 'hub' | 'cdn'; method: string; path: string; headers: IncomingMessage['headers'] }
+export interface Hit {
+  server: 'hub' | 'cdn';
+  method: string;
+  path: string;
+  headers: IncomingMessage['headers'];
+}
 export type Hook = (req: IncomingMessage, res: ServerResponse, file: string) => boolean;
 
 /** Two servers (hub + CDN) over a set of repos, recording every request; hooks can replace any answer. */
@@ -75,7 +80,8 @@ export class FakeHub {
     const file = m ? decodeURIComponent(m[3]) : '';
     if (this.hubHook?.(req, res, file)) return;
     const files = m ? this.repos.get(m[1]) : undefined;
-    const fail = (status: number, code: string) => void res.writeHead(status, { 'x-error-code': code, 'content-length': 0 }).end();
+    const fail = (status: number, code: string) =>
+      void res.writeHead(status, { 'x-error-code': code, 'content-length': 0 }).end();
     if (!files) return fail(401, 'RepoNotFound'); // as the hub: unknown and private repos look the same
     if (this.requireToken && req.headers.authorization !== `Bearer ${this.requireToken}`) return fail(401, 'GatedRepo');
     const revision = decodeURIComponent(m![2]);
@@ -86,8 +92,11 @@ export class FakeHub {
       const sha = sha256(body);
       res.writeHead(302, {
         location: `http://127.0.0.1:${this.ports[1]}/cdn/${sha}`,
-        'x-linked-etag': `"${sha}"`, 'x-linked-size': body.length, etag: `"${sha}"`,
-        'x-repo-commit': COMMIT, 'content-length': 0,
+        'x-linked-etag': `"${sha}"`,
+        'x-linked-size': body.length,
+        etag: `"${sha}"`,
+        'x-repo-commit': COMMIT,
+        'content-length': 0,
       });
       return void res.end();
     }
@@ -104,7 +113,10 @@ export class FakeHub {
     const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
     if (range) {
       const from = Number(range[1]);
-      res.writeHead(206, { 'content-range': `bytes ${from}-${body.length - 1}/${body.length}`, 'content-length': body.length - from });
+      res.writeHead(206, {
+        'content-range': `bytes ${from}-${body.length - 1}/${body.length}`,
+        'content-length': body.length - from,
+      });
       return void res.end(body.subarray(from));
     }
     res.writeHead(200, { 'content-length': body.length });
@@ -116,14 +128,14 @@ export class FakeHub {
 export function guardNetwork(): void {
   beforeAll(() => {
     const realRequest = httpModule.request.bind(httpModule) as (...args: unknown[]) => http.ClientRequest;
-    jest.spyOn(httpModule, 'request').mockImplementation(((url: URL | string, ...rest: unknown[]) => {
+    jest.spyOn(httpModule, 'request').mockImplementation((url: URL | string, ...rest: unknown[]) => {
       const host = new URL(String(url)).hostname;
       if (host !== '127.0.0.1') throw new Error(`test tried to contact ${host}`);
       return realRequest(url, ...rest);
-    }));
-    jest.spyOn(httpsModule, 'request').mockImplementation((() => {
+    });
+    jest.spyOn(httpsModule, 'request').mockImplementation(() => {
       throw new Error('test tried an https request');
-    }));
+    });
   });
   afterAll(() => jest.restoreAllMocks());
 }

@@ -26,13 +26,18 @@ export interface GoldenCase {
 /** A golden case; its expected tensors from expected.safetensors, or the trimmed expected.subset.safetensors. */
 export function loadCase(name: string, expectedFile?: string): GoldenCase {
   const dir = path.join(CASES, name);
-  expectedFile ??= fs.existsSync(path.join(dir, 'expected.safetensors')) ? 'expected.safetensors' : 'expected.subset.safetensors';
+  expectedFile ??= fs.existsSync(path.join(dir, 'expected.safetensors'))
+    ? 'expected.safetensors'
+    : 'expected.subset.safetensors';
   const json = readJson<CaseJson>(path.join(dir, 'case.json'));
   return { name, dir, json, expected: SafetensorsFile.open(path.join(dir, expectedFile)) };
 }
 
 /** Per-case worst ratios, written for the README's parity table. */
-const report = new Map<string, { worstRatio: number; tensor: string; tensors: number; ratioSum?: number; exactPixelValues?: number }>();
+const report = new Map<
+  string,
+  { worstRatio: number; tensor: string; tensors: number; ratioSum?: number; exactPixelValues?: number }
+>();
 
 /** Records that `count` pixel_values tensors of a case were asserted bit-identical. */
 export function recordExactPixels(caseName: string, count: number): void {
@@ -51,7 +56,9 @@ export function expectParity(gc: GoldenCase, key: string, ours: ArrayLike<number
   if (shape) expect(shape).toEqual(meta.shape);
   const { maxAbsErr, bound, ratio, ok } = checkParity(ours, gc.expected.readFloat32(key), meta, PARITY_K);
   if (!ok) {
-    throw new Error(`${gc.name} ${key}: max|ours - truth| = ${maxAbsErr.toExponential(3)} exceeds ${PARITY_K}×torch_fp32_max_abs_err + storage = ${bound.toExponential(3)}`);
+    throw new Error(
+      `${gc.name} ${key}: max|ours - truth| = ${maxAbsErr.toExponential(3)} exceeds ${PARITY_K}×torch_fp32_max_abs_err + storage = ${bound.toExponential(3)}`,
+    );
   }
   const entry = report.get(gc.name) ?? { worstRatio: -1, tensor: '', tensors: 0 };
   if (ratio > entry.worstRatio) Object.assign(entry, { worstRatio: ratio, tensor: key });

@@ -26,12 +26,17 @@ export class Expected {
   private readonly hashes: Record<string, { sha256: string; shape: number[] }> = {};
   private readonly stored: Record<string, number[]> = {};
 
-  private constructor(readonly file: string, subsetJson?: string) {
+  private constructor(
+    readonly file: string,
+    subsetJson?: string,
+  ) {
     const f = SafetensorsFile.open(file);
     for (const k of f.keys()) this.stored[k] = f.info(k).shape;
     f.close();
     if (subsetJson) {
-      for (const [k, r] of Object.entries(readJson<{ rules: Record<string, { sha256?: string; shape?: number[] }> }>(subsetJson).rules)) {
+      for (const [k, r] of Object.entries(
+        readJson<{ rules: Record<string, { sha256?: string; shape?: number[] }> }>(subsetJson).rules,
+      )) {
         if (r.sha256 && r.shape) this.hashes[k] = { sha256: r.sha256, shape: r.shape };
         // row-subset tensors are not image tensors: leave them out
         else delete this.stored[k];
@@ -120,7 +125,12 @@ export function pngHeader(width: number, height: number, bitDepth = 8, colorType
   ihdr.writeUInt32BE(width, 0);
   ihdr.writeUInt32BE(height, 4);
   ihdr.set([bitDepth, colorType, 0, 0, 0], 8); // default 8-bit RGB; colour type 6 = RGBA
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), pngChunk('IHDR', ihdr), pngChunk('IDAT', zlib.deflateSync(Buffer.alloc(16))), pngChunk('IEND', Buffer.alloc(0))]);
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    pngChunk('IHDR', ihdr),
+    pngChunk('IDAT', zlib.deflateSync(Buffer.alloc(16))),
+    pngChunk('IEND', Buffer.alloc(0)),
+  ]);
 }
 
 /** A PNG chunk: length, type, data and CRC. */

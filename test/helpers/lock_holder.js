@@ -16,7 +16,9 @@ try {
 process.stdout.write('held\n');
 if (busy) {
   const until = Date.now() + Number(holdMs);
-  while (Date.now() < until) { /* blocked */ }
+  while (Date.now() < until) {
+    /* blocked */
+  }
   lock.release();
 } else {
   setTimeout(() => lock.release(), Number(holdMs));

@@ -32,7 +32,9 @@ export function testPillowCases(dir: string, cases: Record<string, PillowCase>):
     if (m.pillow_error || m.from_bytes || m.refused_here) {
       test(`${file}: ${m.note} -> ImageError naming the file`, async () => {
         await expect(decodeImage(p)).rejects.toThrow(ImageError);
-        await expect(decodeImage(p)).rejects.toThrow(new RegExp(`^cannot decode image .*${file.replace('.', '\\.')}: `));
+        await expect(decodeImage(p)).rejects.toThrow(
+          new RegExp(`^cannot decode image .*${file.replace('.', '\\.')}: `),
+        );
       });
     } else {
       test(`${file}: ${m.note}`, async () => {
@@ -59,7 +61,8 @@ export function lcg(seed: number): (n: number) => number {
  * that `decode` either returns a consistent image or throws ImageError naming 'fuzz'.
  */
 export function fuzz(
-  seeds: Uint8Array[], rounds: number,
+  seeds: Uint8Array[],
+  rounds: number,
   decode: (bytes: Uint8Array) => { width: number; height: number; data: Uint8Array },
 ): { decoded: number; refused: number } {
   const rand = lcg(7);

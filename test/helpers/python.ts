@@ -19,7 +19,10 @@ export function torchPython(): TorchPython {
     const r = spawnSync(python, ['-c', 'import torch, numpy, PIL'], { encoding: 'utf8' });
     if (r.status === 0) return (found = { python, reason: null });
   }
-  return (found = { python: null, reason: `no Python with torch, numpy and PIL (tried ${candidates.join(', ')}; apt-get install python3-torch python3-numpy python3-pil)` });
+  return (found = {
+    python: null,
+    reason: `no Python with torch, numpy and PIL (tried ${candidates.join(', ')}; apt-get install python3-torch python3-numpy python3-pil)`,
+  });
 }
 
 /** `describe`, or `describe.skip` naming the reason; with LLAVA_VISION_REQUIRE_TORCH=1, a failing suite instead. */
@@ -28,9 +31,11 @@ export function describeWithTorch(name: string, body: (python: string) => void):
   if (t.python !== null) {
     describe(name, () => body(t.python));
   } else if (process.env[REQUIRE_TORCH_ENV] === '1') {
-    describe(name, () => test(`needs PyTorch (${REQUIRE_TORCH_ENV}=1)`, () => {
-      throw new Error(t.reason);
-    }));
+    describe(name, () =>
+      test(`needs PyTorch (${REQUIRE_TORCH_ENV}=1)`, () => {
+        throw new Error(t.reason);
+      }),
+    );
   } else {
     describe.skip(`${name} (skipped: ${t.reason})`, () => test('needs PyTorch', () => undefined));
     console.warn(`${name}: skipped: ${t.reason}`);
@@ -39,7 +44,12 @@ export function describeWithTorch(name: string, body: (python: string) => void):
 
 /** Runs a Python script; throws with its stderr when it fails; returns stdout. */
 export function runPython(python: string, args: string[], timeout = 300_000): string {
-  const r = spawnSync(python, args, { encoding: 'utf8', timeout, maxBuffer: 64 << 20, env: { ...process.env, OMP_NUM_THREADS: '1' } });
+  const r = spawnSync(python, args, {
+    encoding: 'utf8',
+    timeout,
+    maxBuffer: 64 << 20,
+    env: { ...process.env, OMP_NUM_THREADS: '1' },
+  });
   if (r.status !== 0) throw new Error(`${python} ${args.join(' ')} failed (${r.status ?? r.signal}):\n${r.stderr}`);
   return r.stdout;
 }

@@ -28,7 +28,7 @@ export function buildZip(entries: ZEntry[], opts: { zip64Eocd?: boolean } = {}):
     const body = method === 8 ? zlib.deflateRawSync(e.data) : Buffer.from(e.data);
     const name = Buffer.from(e.name, 'utf8');
     const crc = e.crc ?? crc32(e.data);
-    const usize = e.zip64Size !== undefined ? 0xffffffff : e.size ?? e.data.length;
+    const usize = e.zip64Size !== undefined ? 0xffffffff : (e.size ?? e.data.length);
     const csize = method === 0 && e.size !== undefined ? e.size : body.length;
     const extra = Buffer.alloc(e.zip64Size !== undefined ? 12 : 0);
     if (e.zip64Size !== undefined) {
@@ -105,30 +105,62 @@ export const P = {
   shortStr: (s: string): Ops => [0x8c, Buffer.byteLength(s), ...enc(s)],
   int: (n: number): Ops => (n >= 0 && n < 256 ? [0x4b, n] : [0x4a, ...u32le(n >>> 0)]),
   /** BINFLOAT: a Python float (big-endian double). */
-  float: (x: number): Ops => { const b = Buffer.alloc(8); b.writeDoubleBE(x); return [0x47, ...b]; },
+  float: (x: number): Ops => {
+    const b = Buffer.alloc(8);
+    b.writeDoubleBE(x);
+    return [0x47, ...b];
+  },
   /** LONG1 with 8 bytes: values past int32. */
-  long: (n: bigint): Ops => { const b = Buffer.alloc(8); b.writeBigInt64LE(n); return [0x8a, 8, ...b]; },
+  long: (n: bigint): Ops => {
+    const b = Buffer.alloc(8);
+    b.writeBigInt64LE(n);
+    return [0x8a, 8, ...b];
+  },
   global: (m: string, n: string): Ops => [0x63, ...enc(`${m}\n${n}\n`)],
   stackGlobal: (m: string, n: string): Ops => [...P.shortStr(m), ...P.shortStr(n), 0x93],
   tuple: (...items: Ops[]): Ops => [0x28, ...items.flat(), 0x74],
 };
 export const call = (fn: Ops, ...args: Ops[]): Ops => [...fn, ...P.tuple(...args), ...P.reduce];
 
-export interface TSpec { cls?: string; key?: string; numel: number; offset?: number; size: Ops[]; stride: Ops[] }
+export interface TSpec {
+  cls?: string;
+  key?: string;
+  numel: number;
+  offset?: number;
+  size: Ops[];
+  stride: Ops[];
+}
 /** _rebuild_tensor_v2(('storage', torch.<cls>, key, 'cpu', numel) via BINPERSID, offset, size, stride, False, OrderedDict()) */
 export function tensor(t: TSpec): Ops {
   return call(
     P.global('torch._utils', '_rebuild_tensor_v2'),
-    [...P.tuple(P.str('storage'), P.global('torch', t.cls ?? 'FloatStorage'), P.str(t.key ?? '0'), P.str('cpu'),
-      P.int(t.numel)), ...P.binpersid],
-    P.int(t.offset ?? 0), P.tuple(...t.size), P.tuple(...t.stride), P.false,
+    [
+      ...P.tuple(
+        P.str('storage'),
+        P.global('torch', t.cls ?? 'FloatStorage'),
+        P.str(t.key ?? '0'),
+        P.str('cpu'),
+        P.int(t.numel),
+      ),
+      ...P.binpersid,
+    ],
+    P.int(t.offset ?? 0),
+    P.tuple(...t.size),
+    P.tuple(...t.stride),
+    P.false,
     call(P.global('collections', 'OrderedDict')),
   );
 }
 /** {name: value, ...} as torch writes a state dict. */
 export function stateDict(items: [string, Ops][]): Uint8Array {
-  return Uint8Array.from([...P.proto(), ...P.emptyDict, ...P.mark,
-    ...items.flatMap(([k, v]) => [...P.str(k), ...v]), ...P.setitems, ...P.stop]);
+  return Uint8Array.from([
+    ...P.proto(),
+    ...P.emptyDict,
+    ...P.mark,
+    ...items.flatMap(([k, v]) => [...P.str(k), ...v]),
+    ...P.setitems,
+    ...P.stop,
+  ]);
 }
 export const ints = (...ns: number[]) => ns.map(P.int);
 

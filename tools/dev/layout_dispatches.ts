@@ -11,12 +11,22 @@ import { CLIP_VISION_DEFAULTS, CLIPVisionConfig } from '../../src/config/clip';
 import { CLIPEncoderLayer } from '../../src/model/encoder_layer';
 import { TOWER_LAYOUTS } from '../../src/model/layout';
 
-const VIT_L: CLIPVisionConfig = { ...CLIP_VISION_DEFAULTS, hiddenSize: 1024, intermediateSize: 4096, numAttentionHeads: 16, numHiddenLayers: 1, imageSize: 336, patchSize: 14 };
+const VIT_L: CLIPVisionConfig = {
+  ...CLIP_VISION_DEFAULTS,
+  hiddenSize: 1024,
+  intermediateSize: 4096,
+  numAttentionHeads: 16,
+  numHiddenLayers: 1,
+  imageSize: 336,
+  patchSize: 14,
+};
 
 async function main(): Promise<void> {
   const reps = Number(process.argv[2] ?? 3);
   const backendName = await initBackend({});
-  const backend = tf.backend() as unknown as { recordAndSubmit?: (program: { constructor: { name: string } }, ...rest: unknown[]) => unknown };
+  const backend = tf.backend() as unknown as {
+    recordAndSubmit?: (program: { constructor: { name: string } }, ...rest: unknown[]) => unknown;
+  };
   const dispatches = new Map<string, number>();
   if (backend.recordAndSubmit) {
     const original = backend.recordAndSubmit.bind(backend);
@@ -45,10 +55,15 @@ async function main(): Promise<void> {
       times.push(performance.now() - start);
       y.dispose();
       const total = [...dispatches.values()].reduce((a, b) => a + b, 0);
-      perForward = `${kernels} kernels, ${total} dispatches (${[...dispatches.entries()].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${n}`).join(', ')})`;
+      perForward = `${kernels} kernels, ${total} dispatches (${[...dispatches.entries()]
+        .sort((a, b) => b[1] - a[1])
+        .map(([k, n]) => `${k} ${n}`)
+        .join(', ')})`;
     }
     times.sort((a, b) => a - b);
-    process.stdout.write(`${backendName}, layout ${layout}: ${perForward}; median ${times[Math.floor(times.length / 2)].toFixed(0)} ms per layer forward\n`);
+    process.stdout.write(
+      `${backendName}, layout ${layout}: ${perForward}; median ${times[Math.floor(times.length / 2)].toFixed(0)} ms per layer forward\n`,
+    );
     for (const w of layer.weights) w.dispose();
   }
   x.dispose();

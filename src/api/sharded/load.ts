@@ -36,12 +36,14 @@ export function availableCores(): number {
  */
 export function requestedThreads(option: number | undefined): number {
   if (option !== undefined) {
-    if (!Number.isInteger(option) || option < 1) throw new ConfigError(`threads must be a positive integer, got ${option}`);
+    if (!Number.isInteger(option) || option < 1)
+      throw new ConfigError(`threads must be a positive integer, got ${option}`);
     return option;
   }
   const env = process.env[THREADS_ENV_VAR];
   if (env === undefined || env === '') return availableCores();
-  if (!/^\d+$/.test(env.trim()) || Number(env) < 1) throw new ConfigError(`${THREADS_ENV_VAR}="${env}" is not a positive integer`);
+  if (!/^\d+$/.test(env.trim()) || Number(env) < 1)
+    throw new ConfigError(`${THREADS_ENV_VAR}="${env}" is not a positive integer`);
   return Number(env);
 }
 
@@ -49,7 +51,12 @@ export function requestedThreads(option: number | undefined): number {
  * Threads a tower runs on: the request, on the wasm backend with the `wasm` layout only (other
  * backends run their own threads or a GPU), at most one per attention head.
  */
-export function effectiveThreads(requested: number, backend: string, config: CLIPVisionConfig, layout?: TowerLayout): number {
+export function effectiveThreads(
+  requested: number,
+  backend: string,
+  config: CLIPVisionConfig,
+  layout?: TowerLayout,
+): number {
   return backend === 'wasm' && (layout ?? 'wasm') === 'wasm' ? Math.min(requested, maxRanks(config)) : 1;
 }
 
@@ -125,7 +132,11 @@ async function allLoaded(team: ShardTeam, loads: Promise<void>[]): Promise<void>
  * Loads `tower` sharded across the runtime's threads, from its own folder or from `weights` (a
  * LLaVA-1.6 or llava-hf checkpoint holding the tower under a prefix), and attaches it.
  */
-export async function loadShardedTower(runtime: ShardedRuntime, tower: CLIPVisionTower, weights?: { tensors: OpenedSource; keyFor: KeyMap }): Promise<void> {
+export async function loadShardedTower(
+  runtime: ShardedRuntime,
+  tower: CLIPVisionTower,
+  weights?: { tensors: OpenedSource; keyFor: KeyMap },
+): Promise<void> {
   const { team, rank0 } = runtime;
   const own = weights ? null : openTensorSource(tower.visionTowerName);
   const tensors = weights?.tensors ?? own!;
@@ -138,9 +149,18 @@ export async function loadShardedTower(runtime: ShardedRuntime, tower: CLIPVisio
     const plans = planRanks(config, team.ranks, null);
     shard = new TowerShard(config, plans[0]);
     const keys = keyTable(shard, keyFor);
-    const others = allLoaded(team, plans.slice(1).map((plan) => team.load(plan.rank, { type: 'loadTower', config, plan, entry: tensors.source, keys })));
+    const others = allLoaded(
+      team,
+      plans
+        .slice(1)
+        .map((plan) => team.load(plan.rank, { type: 'loadTower', config, plan, entry: tensors.source, keys })),
+    );
     others.catch(() => undefined); // awaited below; not an unhandled rejection while this thread loads
-    embeddings = new CLIPVisionEmbeddings(config, { name: 'vision_model/embeddings', trainable: false, init: 'uninitialised' });
+    embeddings = new CLIPVisionEmbeddings(config, {
+      name: 'vision_model/embeddings',
+      trainable: false,
+      init: 'uninitialised',
+    });
     const embeddingsModule = new ModuleGroup({ vision_model: new ModuleGroup({ embeddings }) });
     const host = readHostTowerWeights(config, tensors, keyFor);
     await prefaultWeights(shard);
@@ -165,19 +185,29 @@ export function shardsProjector(config: ProjectorConfig, threads: number): boole
 }
 
 /** Loads an mlp2x_gelu projector sharded across the runtime's threads (`source` must be re-openable by its name). */
-export async function loadShardedProjector(runtime: ShardedRuntime, config: ProjectorConfig, source: OpenedSource, keyFor: KeyMap): Promise<ShardedProjector> {
+export async function loadShardedProjector(
+  runtime: ShardedRuntime,
+  config: ProjectorConfig,
+  source: OpenedSource,
+  keyFor: KeyMap,
+): Promise<ShardedProjector> {
   const { team, rank0 } = runtime;
   const hidden = splitRange(config.outFeatures, team.ranks);
   let shard: Projector | null = null;
   try {
     shard = projectorShard(config, hidden[0]);
     const keys = keyTable(shard, keyFor);
-    const others = allLoaded(team, hidden.slice(1).map((h, i) => team.load(i + 1, { type: 'loadProjector', config, hidden: h, entry: source.source, keys })));
+    const others = allLoaded(
+      team,
+      hidden
+        .slice(1)
+        .map((h, i) => team.load(i + 1, { type: 'loadProjector', config, hidden: h, entry: source.source, keys })),
+    );
     others.catch(() => undefined);
     await prefaultWeights(shard);
     loadWeights(shard, source, keyFor);
     // After the shard's own tensors, so that a missing tensor is named in the checkpoint's order.
-    const lastBias = config.bias ?? true ? readVector(source, keyFor('2.bias'), config.outFeatures) : null;
+    const lastBias = (config.bias ?? true) ? readVector(source, keyFor('2.bias'), config.outFeatures) : null;
     await others;
     rank0.projector = shard;
     return new ShardedProjector(config, lastBias, rank0, team);

@@ -16,7 +16,13 @@ export const CTL = { GEN: 0, DONE: 1, OP: 2, LAYER: 3, ROWS: 4, COLS: 5, FAILED:
 export const CTL_INTS = 8;
 
 /** Step codes in CTL.OP. */
-export const OP_CODES: Record<StepOp | 'request' | 'exit', number> = { attention: 1, mlp: 2, projector: 3, request: 4, exit: 5 };
+export const OP_CODES: Record<StepOp | 'request' | 'exit', number> = {
+  attention: 1,
+  mlp: 2,
+  projector: 3,
+  request: 4,
+  exit: 5,
+};
 export const STEP_BY_CODE: Record<number, StepOp> = { 1: 'attention', 2: 'mlp', 3: 'projector' };
 
 /** Per-thread timing slots (ms, cumulative), STATS_SLOTS doubles per rank. */
@@ -34,8 +40,22 @@ export interface WorkerInit {
 
 /** Load-phase messages to a shard thread; `serve` switches it to the synchronous step loop. */
 export type LoadRequest =
-  | { type: 'loadTower'; id: number; config: CLIPVisionConfig; plan: RankPlan; entry: string; keys: Record<string, string> }
-  | { type: 'loadProjector'; id: number; config: ProjectorConfig; hidden: FeatureRange; entry: string; keys: Record<string, string> }
+  | {
+      type: 'loadTower';
+      id: number;
+      config: CLIPVisionConfig;
+      plan: RankPlan;
+      entry: string;
+      keys: Record<string, string>;
+    }
+  | {
+      type: 'loadProjector';
+      id: number;
+      config: ProjectorConfig;
+      hidden: FeatureRange;
+      entry: string;
+      keys: Record<string, string>;
+    }
   | { type: 'serve'; port: MessagePortLike; generation: number };
 
 /** Replies of the load phase. */

@@ -12,14 +12,29 @@ import { BackendError, CheckpointError, ConfigError, LlavaVisionError } from '..
 import { StepTeam } from '../../model/parallel/coordinator';
 import { StepOp } from '../../model/parallel/shards';
 import { chooseGemm } from '../../model/kernels/gemm';
-import { CTL, CTL_INTS, LoadReply, LoadRequest, OP_CODES, STATS, STATS_SLOTS, SyncReply, SyncRequest, WorkerInit } from './protocol';
+import {
+  CTL,
+  CTL_INTS,
+  LoadReply,
+  LoadRequest,
+  OP_CODES,
+  STATS,
+  STATS_SLOTS,
+  SyncReply,
+  SyncRequest,
+  WorkerInit,
+} from './protocol';
 
 /** How often a waiting coordinator checks that every thread is alive. */
 const LIVENESS_POLL_MS = 200;
 /** How long `close` lets threads end on their own before terminating them. */
 const CLOSE_GRACE_MS = 2000;
 
-const ERROR_CLASSES: Record<string, new (message: string) => LlavaVisionError> = { CheckpointError, ConfigError, BackendError };
+const ERROR_CLASSES: Record<string, new (message: string) => LlavaVisionError> = {
+  CheckpointError,
+  ConfigError,
+  BackendError,
+};
 
 /** An error a thread reported, as the class it was there when it is one of ours. */
 function rebuildError(errorClass: string, message: string, where: string): Error {
@@ -47,7 +62,8 @@ interface Member {
 }
 
 /** A load request without its id (given by `load`). */
-type ShardLoad = { [T in 'loadTower' | 'loadProjector']: Omit<Extract<LoadRequest, { type: T }>, 'id'> }['loadTower' | 'loadProjector'];
+type ShardLoad = { [T in 'loadTower' | 'loadProjector']: Omit<Extract<LoadRequest, { type: T }>, 'id'> }[
+  'loadTower' | 'loadProjector'];
 
 /** Per-thread timings of steps (ms, cumulative since the last reset). */
 export interface ThreadStats {
@@ -69,7 +85,10 @@ export class ShardTeam implements StepTeam {
   private broken: Error | null = null;
   private closed = false;
 
-  private constructor(readonly ranks: number, script: string) {
+  private constructor(
+    readonly ranks: number,
+    script: string,
+  ) {
     this.statsBuffer = new SharedArrayBuffer(ranks * STATS_SLOTS * 8);
     const started = Promise.allSettled(Array.from({ length: ranks - 1 }, (_, i) => this.spawn(script, i + 1)));
     this.ready = started.then((settled) => {
@@ -91,9 +110,22 @@ export class ShardTeam implements StepTeam {
   }
 
   private spawn(script: string, rank: number): Promise<void> {
-    const init: WorkerInit = { rank, ranks: this.ranks, control: this.control, stats: this.statsBuffer, gemm: chooseGemm() };
+    const init: WorkerInit = {
+      rank,
+      ranks: this.ranks,
+      control: this.control,
+      stats: this.statsBuffer,
+      gemm: chooseGemm(),
+    };
     const worker = new Worker(script, { workerData: init });
-    const member: Member = { worker, tid: null, exit: null, requests: null, output: new Float32Array(0), pending: new Map() };
+    const member: Member = {
+      worker,
+      tid: null,
+      exit: null,
+      requests: null,
+      output: new Float32Array(0),
+      pending: new Map(),
+    };
     this.members.push(member);
     return new Promise((resolve, reject) => {
       worker.on('message', (m: LoadReply) => {
@@ -102,7 +134,8 @@ export class ShardTeam implements StepTeam {
           resolve();
         } else if (m.type === 'loaded' || m.type === 'error') {
           const error = m.type === 'error' ? rebuildError(m.errorClass, m.message, `thread ${rank}`) : null;
-          if (m.id === undefined) return reject(error ?? new BackendError(`thread ${rank}: a load reply without a request`));
+          if (m.id === undefined)
+            return reject(error ?? new BackendError(`thread ${rank}: a load reply without a request`));
           const p = member.pending.get(m.id);
           member.pending.delete(m.id);
           if (error) p?.reject(error);
@@ -193,7 +226,9 @@ export class ShardTeam implements StepTeam {
     const failed = replies.findIndex((r) => !r.ok);
     if (failed >= 0) {
       const r = replies[failed] as Extract<SyncReply, { ok: false }>;
-      throw this.breakWith(new BackendError(`thread ${failed + 1} of ${this.ranks} failed: ${r.errorClass}: ${r.message}`));
+      throw this.breakWith(
+        new BackendError(`thread ${failed + 1} of ${this.ranks} failed: ${r.errorClass}: ${r.message}`),
+      );
     }
     return replies.map((r) => (r as Extract<SyncReply, { ok: true }>).value as T);
   }
@@ -203,7 +238,12 @@ export class ShardTeam implements StepTeam {
     const all = new Float64Array(this.statsBuffer);
     const out = this.members.map((_, i) => {
       const s = all.subarray((i + 1) * STATS_SLOTS, (i + 2) * STATS_SLOTS);
-      return { steps: s[STATS.STEPS], copyInMs: s[STATS.COPY_IN], computeMs: s[STATS.COMPUTE], copyOutMs: s[STATS.COPY_OUT] };
+      return {
+        steps: s[STATS.STEPS],
+        copyInMs: s[STATS.COPY_IN],
+        computeMs: s[STATS.COMPUTE],
+        copyOutMs: s[STATS.COPY_OUT],
+      };
     });
     all.fill(0);
     return out;
@@ -236,20 +276,28 @@ export class ShardTeam implements StepTeam {
   private checkAlive(): void {
     this.members.forEach((m, i) => {
       if (!m.exit && m.tid !== null && !fs.existsSync(`/proc/self/task/${m.tid}`)) m.exit = 'ended';
-      if (m.exit) throw this.breakWith(new BackendError(`thread ${i + 1} of ${this.ranks} ${m.exit} during a forward (out of memory?)`));
+      if (m.exit)
+        throw this.breakWith(
+          new BackendError(`thread ${i + 1} of ${this.ranks} ${m.exit} during a forward (out of memory?)`),
+        );
     });
   }
 
   private failStep(): never {
     for (const [i, m] of this.members.entries()) {
       const r = m.requests && (receiveMessageOnPort(m.requests)?.message as SyncReply | undefined);
-      if (r && !r.ok) throw this.breakWith(new BackendError(`thread ${i + 1} of ${this.ranks} failed: ${r.errorClass}: ${r.message}`));
+      if (r && !r.ok)
+        throw this.breakWith(
+          new BackendError(`thread ${i + 1} of ${this.ranks} failed: ${r.errorClass}: ${r.message}`),
+        );
     }
     throw this.breakWith(new BackendError(`a thread of ${this.ranks} failed without saying why`));
   }
 
   private breakWith(e: Error): Error {
-    this.broken ??= new BackendError(`this model's threads failed earlier (${e.message}): dispose it and load it again`);
+    this.broken ??= new BackendError(
+      `this model's threads failed earlier (${e.message}): dispose it and load it again`,
+    );
     return e;
   }
 
@@ -257,7 +305,8 @@ export class ShardTeam implements StepTeam {
     if (this.closed) throw new ConfigError('the model was disposed: its threads have ended');
     if (this.broken) throw this.broken;
     if (!this.serving) throw new Error('shard threads are not serving yet');
-    for (const [i, m] of this.members.entries()) if (m.exit) throw this.breakWith(new BackendError(`thread ${i + 1} of ${this.ranks} ${m.exit}`));
+    for (const [i, m] of this.members.entries())
+      if (m.exit) throw this.breakWith(new BackendError(`thread ${i + 1} of ${this.ranks} ${m.exit}`));
   }
 
   // ----------------------------------------------------------------------------------- the end
@@ -273,7 +322,11 @@ export class ShardTeam implements StepTeam {
       Atomics.add(ctl, CTL.GEN, 1);
       Atomics.notify(ctl, CTL.GEN);
       const deadline = performance.now() + CLOSE_GRACE_MS;
-      for (let done = Atomics.load(ctl, CTL.DONE); done < this.members.length && performance.now() < deadline; done = Atomics.load(ctl, CTL.DONE)) {
+      for (
+        let done = Atomics.load(ctl, CTL.DONE);
+        done < this.members.length && performance.now() < deadline;
+        done = Atomics.load(ctl, CTL.DONE)
+      ) {
         Atomics.wait(ctl, CTL.DONE, done, 50);
       }
     }
@@ -288,6 +341,10 @@ export class ShardTeam implements StepTeam {
 
   /** Resolves once every thread has exited (after close). */
   whenEnded(): Promise<void> {
-    return Promise.all(this.members.map((m) => (m.exit ? Promise.resolve() : new Promise<void>((r) => m.worker.once('exit', () => r()))))).then(() => undefined);
+    return Promise.all(
+      this.members.map((m) =>
+        m.exit ? Promise.resolve() : new Promise<void>((r) => m.worker.once('exit', () => r())),
+      ),
+    ).then(() => undefined);
   }
 }

@@ -13,13 +13,28 @@ import { RankCompute, TowerShard, projectorShard } from '../../model/parallel/sh
 import { disposeWeights, loadWeights, prefaultWeights } from '../../model/weights';
 import { Module } from '../../model/module';
 import { openTensorSource } from '../sources';
-import { CTL, LoadReply, LoadRequest, OP_CODES, STATS, STATS_SLOTS, STEP_BY_CODE, SyncReply, SyncRequest, ThreadMemory, WorkerInit } from './protocol';
+import {
+  CTL,
+  LoadReply,
+  LoadRequest,
+  OP_CODES,
+  STATS,
+  STATS_SLOTS,
+  STEP_BY_CODE,
+  SyncReply,
+  SyncRequest,
+  ThreadMemory,
+  WorkerInit,
+} from './protocol';
 
 const init = workerData as WorkerInit;
 const port = parentPort!;
 const compute = new RankCompute();
 const reply = (m: LoadReply) => port.postMessage(m);
-const failure = (e: unknown) => ({ errorClass: (e as Error)?.name ?? 'Error', message: (e as Error)?.message ?? String(e) });
+const failure = (e: unknown) => ({
+  errorClass: (e as Error)?.name ?? 'Error',
+  message: (e as Error)?.message ?? String(e),
+});
 
 /** This thread's id in /proc (Linux), so the coordinator can tell while it waits that the thread is gone. */
 function osThreadId(): number | null {
@@ -31,7 +46,12 @@ function osThreadId(): number | null {
 }
 
 /** Builds a shard (its weights `uninitialised`) and fills it from `entry`, reading only its slices; a failure frees it. */
-async function loadShard<T extends Module>(build: () => T, entry: string, keys: Record<string, string>, free: (m: T) => void): Promise<T> {
+async function loadShard<T extends Module>(
+  build: () => T,
+  entry: string,
+  keys: Record<string, string>,
+  free: (m: T) => void,
+): Promise<T> {
   const source = openTensorSource(entry);
   let shard: T | null = null;
   try {
@@ -59,7 +79,12 @@ async function onLoadMessage(m: LoadRequest): Promise<void> {
   }
   try {
     if (m.type === 'loadTower') {
-      compute.tower = await loadShard(() => new TowerShard(m.config, m.plan), m.entry, m.keys, (s) => s.dispose());
+      compute.tower = await loadShard(
+        () => new TowerShard(m.config, m.plan),
+        m.entry,
+        m.keys,
+        (s) => s.dispose(),
+      );
     } else {
       compute.projector = await loadShard(() => projectorShard(m.config, m.hidden), m.entry, m.keys, disposeWeights);
     }
@@ -100,14 +125,21 @@ function serve(requests: MessagePort, servedFrom: number): void {
         requests.postMessage({ ok: true, value: handle(request) } satisfies SyncReply);
       } else {
         const step = STEP_BY_CODE[op];
-        const [layer, rows, cols] = [Atomics.load(ctl, CTL.LAYER), Atomics.load(ctl, CTL.ROWS), Atomics.load(ctl, CTL.COLS)];
+        const [layer, rows, cols] = [
+          Atomics.load(ctl, CTL.LAYER),
+          Atomics.load(ctl, CTL.ROWS),
+          Atomics.load(ctl, CTL.COLS),
+        ];
         const t = performance.now();
         const copyIn = compute.copyInMs;
         const y = compute.partial(step, layer, input, rows, cols);
         const t1 = performance.now();
         try {
           const view = wasmHeapView(y) ?? (y.dataSync() as Float32Array);
-          if (view.length > output.length) throw new RangeError(`a ${view.length}-float partial does not fit the ${output.length}-float output buffer`);
+          if (view.length > output.length)
+            throw new RangeError(
+              `a ${view.length}-float partial does not fit the ${output.length}-float output buffer`,
+            );
           output.set(view);
         } finally {
           y.dispose();
@@ -148,7 +180,9 @@ function handle(request: SyncRequest): unknown {
       // Development hooks (tools/: GEMM traces for `npm run bench`), run on this thread's engine.
       if (!hookModules.has(request.module)) {
         // eslint-disable-next-line @typescript-eslint/no-require-imports -- a tool module named at run time, loaded into this thread
-        const loaded = require(request.module) as { shardHooks?: Record<string, (ctx: unknown, args: unknown) => unknown> };
+        const loaded = require(request.module) as {
+          shardHooks?: Record<string, (ctx: unknown, args: unknown) => unknown>;
+        };
         hookModules.set(request.module, loaded.shardHooks ?? {});
       }
       const fn = hookModules.get(request.module)?.[request.name];
@@ -160,7 +194,11 @@ function handle(request: SyncRequest): unknown {
 
 function memory(): ThreadMemory {
   const heap = (tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } }).wasm?.HEAPU8;
-  return { numTensors: tf.memory().numTensors, wasmHeapBytes: heap?.length ?? 0, weightBytes: compute.weights().reduce((s, w) => s + w.size * 4, 0) };
+  return {
+    numTensors: tf.memory().numTensors,
+    wasmHeapBytes: heap?.length ?? 0,
+    weightBytes: compute.weights().reduce((s, w) => s + w.size * 4, 0),
+  };
 }
 
 async function main(): Promise<void> {

@@ -58,8 +58,23 @@ const DIRECT_MAX_N = 64;
 const KEEP_PACK_BYTES = 16 << 20;
 
 interface GemmExports {
-  gemm(a: number, lda: number, b: number, bpanel: number, bk: number, c: number, ldc: number, trans: number,
-    m: number, n: number, k: number, add: number, kc: number, nc: number, scratch: number): void;
+  gemm(
+    a: number,
+    lda: number,
+    b: number,
+    bpanel: number,
+    bk: number,
+    c: number,
+    ldc: number,
+    trans: number,
+    m: number,
+    n: number,
+    k: number,
+    add: number,
+    kc: number,
+    nc: number,
+    scratch: number,
+  ): void;
   pack_t(x: number, ldx: number, rows: number, k: number, dst: number): void;
   pack_n(w: number, ldw: number, k: number, n: number, dst: number): void;
 }
@@ -109,7 +124,9 @@ function kernelModule(name: 'fma' | 'mul-add'): object | null {
     let module: object | null = null;
     if (WebAssemblyApi && (name === 'mul-add' || enableRelaxedSimd())) {
       try {
-        module = new WebAssemblyApi.Module(Uint8Array.from(Buffer.from(name === 'fma' ? FMA_WASM : MUL_ADD_WASM, 'base64')));
+        module = new WebAssemblyApi.Module(
+          Uint8Array.from(Buffer.from(name === 'fma' ? FMA_WASM : MUL_ADD_WASM, 'base64')),
+        );
       } catch {
         module = null; // no wasm SIMD in this engine
       }
@@ -203,7 +220,20 @@ class GemmInstance {
   }
 
   /** C (+)= A·B with A row-major in place and B in panels (see gemm.wat). */
-  run(a: number, lda: number, b: number, bpanel: number, bk: number, c: number, ldc: number, trans: boolean, m: number, n: number, k: number, add: boolean): void {
+  run(
+    a: number,
+    lda: number,
+    b: number,
+    bpanel: number,
+    bk: number,
+    c: number,
+    ldc: number,
+    trans: boolean,
+    m: number,
+    n: number,
+    k: number,
+    add: boolean,
+  ): void {
     this.kernel.gemm(a, lda, b, bpanel, bk, c, ldc, trans ? 1 : 0, m, n, k, add ? 1 : 0, KC, NC, this.scratch);
   }
 }
@@ -215,7 +245,10 @@ const instances = new WeakMap<object, Map<OwnGemmName, GemmInstance | null>>();
 
 function checkedChoice(wanted: GemmChoice): GemmChoice {
   const relaxed = wanted === 'fma' || wanted === 'auto' ? enableRelaxedSimd() : false;
-  if (wanted === 'fma' && !relaxed) throw new ConfigError(`${GEMM_ENV_VAR}=fma: this JavaScript engine does not run WebAssembly relaxed SIMD (use mul-add or xnnpack)`);
+  if (wanted === 'fma' && !relaxed)
+    throw new ConfigError(
+      `${GEMM_ENV_VAR}=fma: this JavaScript engine does not run WebAssembly relaxed SIMD (use mul-add or xnnpack)`,
+    );
   return wanted;
 }
 
@@ -255,7 +288,9 @@ function activeInstance(): GemmInstance | null {
     if (instance) return instance;
   }
   if (wanted === 'auto') return null;
-  throw new ConfigError(`${GEMM_ENV_VAR}=${wanted}: the kernel cannot run on this wasm backend (no wasm SIMD, or a memory it cannot import); use xnnpack`);
+  throw new ConfigError(
+    `${GEMM_ENV_VAR}=${wanted}: the kernel cannot run on this wasm backend (no wasm SIMD, or a memory it cannot import); use xnnpack`,
+  );
 }
 
 /** The GEMM the active backend runs: `fma`, `mul-add` or `xnnpack` on wasm; null on other backends. */
@@ -291,7 +326,12 @@ export function describeGemm(name: GemmName): string {
  * chosen this is one kernel call; elsewhere tfjs's matMul (XNNPACK on wasm: non-transposed operands
  * only, so an `out-in` weight is transposed first) and addN. Differentiable.
  */
-export function gemm(xs: tf.Tensor2D[], ws: tf.Tensor2D[], layout: WeightLayout, options: GemmOptions = {}): tf.Tensor2D {
+export function gemm(
+  xs: tf.Tensor2D[],
+  ws: tf.Tensor2D[],
+  layout: WeightLayout,
+  options: GemmOptions = {},
+): tf.Tensor2D {
   if (xs.length === 0 || xs.length !== ws.length) throw new Error(`gemm: ${xs.length} inputs for ${ws.length} weights`);
   const n = layout === 'out-in' ? ws[0].shape[0] : ws[0].shape[1];
   xs.forEach((x, j) => {
@@ -305,7 +345,11 @@ export function gemm(xs: tf.Tensor2D[], ws: tf.Tensor2D[], layout: WeightLayout,
   if (instance) {
     // Inputs as an array (x0, w0, x1, w1, ...): the gradient saves them all (saveAllInputs), as AddN's does.
     const inputs = xs.flatMap((x, j) => [x, ws[j]]) as unknown as tf.NamedTensorMap;
-    const attrs: GemmAttrs = { layout, gemm: instance.name, packInputs: options.pack === undefined ? null : options.pack === 'x' };
+    const attrs: GemmAttrs = {
+      layout,
+      gemm: instance.name,
+      packInputs: options.pack === undefined ? null : options.pack === 'x',
+    };
     return tf.engine().runKernel<tf.Tensor2D>(GEMM_KERNEL, inputs, attrs as unknown as tf.NamedAttrMap);
   }
   return tf.tidy(() => {
@@ -315,7 +359,11 @@ export function gemm(xs: tf.Tensor2D[], ws: tf.Tensor2D[], layout: WeightLayout,
 }
 
 /** The wasm kernel: one output, every part's product accumulated into it in place. */
-function gemmOnWasm(inputs: tf.TensorInfo[], backend: WasmBackend, { layout, gemm, packInputs }: GemmAttrs): tf.TensorInfo {
+function gemmOnWasm(
+  inputs: tf.TensorInfo[],
+  backend: WasmBackend,
+  { layout, gemm, packInputs }: GemmAttrs,
+): tf.TensorInfo {
   const instance = instanceOf(backend, gemm);
   if (!instance) throw new Error(`${GEMM_KERNEL}: the ${gemm} kernel does not run on this backend`);
   const parts = inputs.length / 2;
@@ -363,7 +411,12 @@ export function registerGemmKernel(): void {
   tf.registerKernel({
     kernelName: GEMM_KERNEL,
     backendName: 'wasm',
-    kernelFunc: ({ inputs, backend, attrs }) => gemmOnWasm(inputs as unknown as tf.TensorInfo[], backend as unknown as WasmBackend, attrs as unknown as GemmAttrs),
+    kernelFunc: ({ inputs, backend, attrs }) =>
+      gemmOnWasm(
+        inputs as unknown as tf.TensorInfo[],
+        backend as unknown as WasmBackend,
+        attrs as unknown as GemmAttrs,
+      ),
   });
   tf.registerGradient({
     kernelName: GEMM_KERNEL,

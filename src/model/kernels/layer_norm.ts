@@ -20,7 +20,12 @@ export interface LayerNormAttrs {
 
 /** Fills `out` with LayerNorm(x) over rows of `size`; float64 arithmetic, one rounding per element. */
 export function layerNormRows(
-  x: Float32Array, gamma: Float32Array, beta: Float32Array, epsilon: number, size: number, out: Float32Array,
+  x: Float32Array,
+  gamma: Float32Array,
+  beta: Float32Array,
+  epsilon: number,
+  size: number,
+  out: Float32Array,
 ): void {
   for (let start = 0; start < x.length; start += size) {
     const end = start + size;
@@ -68,7 +73,14 @@ export function registerLayerNormKernel(): void {
       const out = wasm.makeOutput(x.shape, 'float32');
       // Views after the allocation: a heap growth would detach earlier ones.
       const view = (t: tf.TensorInfo) => wasm.typedArrayFromHeap(t);
-      layerNormRows(view(x), view(gamma), view(beta), (attrs as unknown as LayerNormAttrs).epsilon, x.shape[x.shape.length - 1], view(out));
+      layerNormRows(
+        view(x),
+        view(gamma),
+        view(beta),
+        (attrs as unknown as LayerNormAttrs).epsilon,
+        x.shape[x.shape.length - 1],
+        view(out),
+      );
       return out;
     },
   });
@@ -81,7 +93,14 @@ export function registerLayerNormKernel(): void {
       const values = (t: tf.TensorInfo) => cpu.data.get(t.dataId).values;
       const xs = values(x);
       const out = new Float32Array(xs.length);
-      layerNormRows(xs, values(gamma), values(beta), (attrs as unknown as LayerNormAttrs).epsilon, x.shape[x.shape.length - 1], out);
+      layerNormRows(
+        xs,
+        values(gamma),
+        values(beta),
+        (attrs as unknown as LayerNormAttrs).epsilon,
+        x.shape[x.shape.length - 1],
+        out,
+      );
       return cpu.makeTensorInfo(x.shape, 'float32', out);
     },
   });
@@ -90,7 +109,12 @@ export function registerLayerNormKernel(): void {
     inputsToSave: ['x', 'gamma'],
     gradFunc: (dy, saved, attrs) => {
       const [x, gamma] = saved;
-      const { dx, dgamma, dbeta } = layerNormGrads(dy as tf.Tensor, x, gamma, (attrs as unknown as LayerNormAttrs).epsilon);
+      const { dx, dgamma, dbeta } = layerNormGrads(
+        dy as tf.Tensor,
+        x,
+        gamma,
+        (attrs as unknown as LayerNormAttrs).epsilon,
+      );
       return { x: () => dx, gamma: () => dgamma, beta: () => dbeta };
     },
   });
@@ -106,7 +130,12 @@ export function hasLayerNormKernel(): boolean {
  * LayerNorm's gradients (biased variance, as torch): with x̂ = (x − mean)·rstd and g = dy·γ,
  * dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)), dγ = Σ dy · x̂, dβ = Σ dy over every row.
  */
-export function layerNormGrads(dy: tf.Tensor, x: tf.Tensor, gamma: tf.Tensor, epsilon: number): { dx: tf.Tensor; dgamma: tf.Tensor; dbeta: tf.Tensor } {
+export function layerNormGrads(
+  dy: tf.Tensor,
+  x: tf.Tensor,
+  gamma: tf.Tensor,
+  epsilon: number,
+): { dx: tf.Tensor; dgamma: tf.Tensor; dbeta: tf.Tensor } {
   return tf.tidy(() => {
     const rowAxes = x.shape.slice(0, -1).map((_, i) => i);
     const { mean, variance } = tf.moments(x, -1, true);

@@ -77,7 +77,8 @@ export class WasmBlockDecoder {
 
   /** The heap buffer to read the next tensor's `bytes` into; a view, valid until the next tfjs allocation. */
   input(bytes: number): Uint8Array {
-    if (bytes > this.inputBytes) throw new RangeError(`${bytes} bytes do not fit the ${this.inputBytes}-byte input buffer`);
+    if (bytes > this.inputBytes)
+      throw new RangeError(`${bytes} bytes do not fit the ${this.inputBytes}-byte input buffer`);
     return this.heap.HEAPU8.subarray(this.inputPtr, this.inputPtr + bytes);
   }
 
@@ -96,8 +97,12 @@ export class WasmBlockDecoder {
     const size = kind === 0 ? 4 : 2;
     // The kernels trust their pointers: check every block against the tensor and its output first.
     blocks.forEach((b, j) => {
-      if ((b.r0 + b.nr - 1) * cols + b.c0 + b.nc > input.byteLength / size) throw new RangeError(`tensor ${JSON.stringify(name)}: block outside the tensor`);
-      if (outs[j].length < b.nr * b.nc) throw new RangeError(`tensor ${JSON.stringify(name)}: a ${b.nr}x${b.nc} block does not fit an array of ${outs[j].length}`);
+      if ((b.r0 + b.nr - 1) * cols + b.c0 + b.nc > input.byteLength / size)
+        throw new RangeError(`tensor ${JSON.stringify(name)}: block outside the tensor`);
+      if (outs[j].length < b.nr * b.nc)
+        throw new RangeError(
+          `tensor ${JSON.stringify(name)}: a ${b.nr}x${b.nc} block does not fit an array of ${outs[j].length}`,
+        );
     });
     const src = input.byteOffset;
     const at = (r: number, c: number) => src + (r * cols + c) * size;

@@ -44,13 +44,24 @@ export interface CoordinatorStats {
   embedMs: number;
 }
 
-const emptyStats = (): CoordinatorStats => ({ steps: 0, layerNormMs: 0, computeMs: 0, waitMs: 0, reduceMs: 0, embedMs: 0 });
+const emptyStats = (): CoordinatorStats => ({
+  steps: 0,
+  layerNormMs: 0,
+  computeMs: 0,
+  waitMs: 0,
+  reduceMs: 0,
+  embedMs: 0,
+});
 
 /** Runs one step on every thread and sums the partial products into `out` (see sumPartials). */
 function runStep(
-  team: StepTeam, rank0: RankCompute, stats: CoordinatorStats,
+  team: StepTeam,
+  rank0: RankCompute,
+  stats: CoordinatorStats,
   step: { op: StepOp; layer: number; rows: number; cols: number; width: number; input: Float32Array },
-  bias: Float32Array | null, residual: Float32Array | null, out: Float32Array,
+  bias: Float32Array | null,
+  residual: Float32Array | null,
+  out: Float32Array,
 ): void {
   const { op, layer, rows, cols, width, input } = step;
   team.start(op, layer, rows, cols);
@@ -97,13 +108,26 @@ export class ShardedVisionModel {
   /** HF's forward with `output_hidden_states=True` (see CLIPVisionTransformer.forward). */
   forward(pixels: tf.Tensor4D, options: VisionForwardOptions = {}): VisionModelOutput {
     const layers = this.config.numHiddenLayers;
-    const states = this.run(pixels, layers, Array.from({ length: layers + 1 }, (_, k) => k), options);
+    const states = this.run(
+      pixels,
+      layers,
+      Array.from({ length: layers + 1 }, (_, k) => k),
+      options,
+    );
     const hiddenStates = states.tensors;
     const last = states.arrays[layers];
     const [b, t, d] = [pixels.shape[0], states.tokens, this.config.hiddenSize];
     const pooled = new Float32Array(b * d);
     const { gamma, beta } = this.host.postLayernorm;
-    for (let i = 0; i < b; i++) layerNormRows(last.subarray(i * t * d, i * t * d + d), gamma, beta, this.config.layerNormEps, d, pooled.subarray(i * d, (i + 1) * d));
+    for (let i = 0; i < b; i++)
+      layerNormRows(
+        last.subarray(i * t * d, i * t * d + d),
+        gamma,
+        beta,
+        this.config.layerNormEps,
+        d,
+        pooled.subarray(i * d, (i + 1) * d),
+      );
     return { lastHiddenState: hiddenStates[layers], poolerOutput: tf.tensor2d(pooled, [b, d]), hiddenStates };
   }
 
@@ -117,7 +141,12 @@ export class ShardedVisionModel {
    * Images one at a time through layers 1..`upTo`; the hidden states `keep` asks for come back as
    * [B, T, D] tensors (and their arrays), in `keep`'s order.
    */
-  private run(pixels: tf.Tensor4D, upTo: number, keep: number[], options: VisionForwardOptions): { tensors: tf.Tensor3D[]; arrays: Float32Array[]; tokens: number } {
+  private run(
+    pixels: tf.Tensor4D,
+    upTo: number,
+    keep: number[],
+    options: VisionForwardOptions,
+  ): { tensors: tf.Tensor3D[]; arrays: Float32Array[]; tokens: number } {
     checkPixelValues(this.config, pixels, options.interpolatePosEncoding ?? false);
     const d = this.config.hiddenSize;
     const b = pixels.shape[0];
@@ -129,10 +158,19 @@ export class ShardedVisionModel {
       // Not returned from tidy: tidy walks a returned typed array element by element looking for tensors (~0.6 s for ViT-L).
       tf.tidy(() => {
         const image = b === 1 ? pixels : tf.slice(pixels, [i, 0, 0, 0], [1, ...pixels.shape.slice(1)]);
-        const embedded = this.embeddings.call(image, { interpolatePosEncoding: options.interpolatePosEncoding }) as tf.Tensor3D;
+        const embedded = this.embeddings.call(image, {
+          interpolatePosEncoding: options.interpolatePosEncoding,
+        }) as tf.Tensor3D;
         x = new Float32Array(embedded.size);
         const { gamma, beta } = this.host.preLayrnorm;
-        layerNormRows(wasmHeapView(embedded) ?? (embedded.dataSync() as Float32Array), gamma, beta, this.config.layerNormEps, d, x);
+        layerNormRows(
+          wasmHeapView(embedded) ?? (embedded.dataSync() as Float32Array),
+          gamma,
+          beta,
+          this.config.layerNormEps,
+          d,
+          x,
+        );
       });
       tokens = x.length / d;
       this.stats.embedMs += performance.now() - t0;
@@ -154,7 +192,14 @@ export class ShardedVisionModel {
   }
 
   /** x ← x + bias + Σ_ranks sub-block(LayerNorm(x)) for one attention or MLP sub-block. */
-  private subBlock(op: StepOp, layer: number, x: Float32Array, rows: number, norm: NormWeights, bias: Float32Array): void {
+  private subBlock(
+    op: StepOp,
+    layer: number,
+    x: Float32Array,
+    rows: number,
+    norm: NormWeights,
+    bias: Float32Array,
+  ): void {
     const d = this.config.hiddenSize;
     const input = this.team.input(rows * d, rows * d);
     const t = performance.now();
@@ -204,7 +249,8 @@ export class ShardedProjector {
   /** [B, N, in] -> [B, N, out], image by image. */
   project(features: tf.Tensor3D): tf.Tensor3D {
     const [b, n, width] = features.shape;
-    if (width !== this.inFeatures) throw new ConfigError(`projector expects features of width ${this.inFeatures} (mm_hidden_size), got ${width}`);
+    if (width !== this.inFeatures)
+      throw new ConfigError(`projector expects features of width ${this.inFeatures} (mm_hidden_size), got ${width}`);
     const out = new Float32Array(b * n * this.outFeatures);
     for (let i = 0; i < b; i++) {
       const input = this.team.input(n * width, n * this.outFeatures);
@@ -212,7 +258,15 @@ export class ShardedProjector {
       const all = wasmHeapView(features) ?? (features.dataSync() as Float32Array);
       input.set(all.subarray(i * n * width, (i + 1) * n * width));
       const dest = out.subarray(i * n * this.outFeatures, (i + 1) * n * this.outFeatures);
-      runStep(this.team, this.rank0, this.stats, { op: 'projector', layer: 0, rows: n, cols: width, width: this.outFeatures, input }, this.lastBias, null, dest);
+      runStep(
+        this.team,
+        this.rank0,
+        this.stats,
+        { op: 'projector', layer: 0, rows: n, cols: width, width: this.outFeatures, input },
+        this.lastBias,
+        null,
+        dest,
+      );
     }
     return tf.tensor3d(out, [b, n, this.outFeatures]);
   }

@@ -46,9 +46,16 @@ export function maxRanks(config: CLIPVisionConfig): number {
 
 /** The plan of every rank: `ranks` ≤ maxRanks(config); `projectorHidden` is the projector's hidden width when it is sharded. */
 export function planRanks(config: CLIPVisionConfig, ranks: number, projectorHidden: number | null): RankPlan[] {
-  if (!Number.isInteger(ranks) || ranks < 1 || ranks > maxRanks(config)) throw new RangeError(`cannot shard a tower with ${config.numAttentionHeads} heads over ${ranks} threads`);
+  if (!Number.isInteger(ranks) || ranks < 1 || ranks > maxRanks(config))
+    throw new RangeError(`cannot shard a tower with ${config.numAttentionHeads} heads over ${ranks} threads`);
   const heads = splitRange(config.numAttentionHeads, ranks);
   const features = splitRange(config.intermediateSize, ranks);
   const hidden = projectorHidden === null ? null : splitRange(projectorHidden, ranks);
-  return heads.map((h, rank) => ({ rank, ranks, heads: h, features: features[rank], projectorHidden: hidden ? hidden[rank] : null }));
+  return heads.map((h, rank) => ({
+    rank,
+    ranks,
+    heads: h,
+    features: features[rank],
+    projectorHidden: hidden ? hidden[rank] : null,
+  }));
 }

@@ -25,9 +25,17 @@ export class TowerShard implements Module {
   readonly attention: CLIPAttention[];
   readonly mlp: CLIPMLP[];
 
-  constructor(readonly config: CLIPVisionConfig, readonly plan: Pick<RankPlan, 'heads' | 'features'>) {
+  constructor(
+    readonly config: CLIPVisionConfig,
+    readonly plan: Pick<RankPlan, 'heads' | 'features'>,
+  ) {
     // Built to be loaded: the weights' memory is filled by the loader (see WeightInit).
-    const layer = (i: number, name: string) => ({ name: `vision_model/encoder/layers/${i}/${name}`, trainable: false, layout: 'wasm' as const, init: 'uninitialised' as const });
+    const layer = (i: number, name: string) => ({
+      name: `vision_model/encoder/layers/${i}/${name}`,
+      trainable: false,
+      layout: 'wasm' as const,
+      init: 'uninitialised' as const,
+    });
     const layers = Array.from({ length: config.numHiddenLayers }, (_, i) => i);
     this.attention = [];
     this.mlp = [];
@@ -47,7 +55,9 @@ export class TowerShard implements Module {
   }
 
   children(): Record<string, Module> {
-    const layers = Object.fromEntries(this.attention.map((a, i) => [String(i), new ModuleGroup({ self_attn: a, mlp: this.mlp[i] })]));
+    const layers = Object.fromEntries(
+      this.attention.map((a, i) => [String(i), new ModuleGroup({ self_attn: a, mlp: this.mlp[i] })]),
+    );
     return { vision_model: new ModuleGroup({ encoder: new ModuleGroup({ layers: new ModuleGroup(layers) }) }) };
   }
 
@@ -79,7 +89,8 @@ export class RankCompute {
   partial(op: StepOp, layer: number, input: Float32Array, rows: number, cols: number): tf.Tensor2D {
     const tower = this.tower;
     if (op !== 'projector' && !tower) throw new Error(`this thread holds no tower shard (step ${op})`);
-    if (op !== 'projector' && (layer < 0 || layer >= tower!.attention.length)) throw new RangeError(`no encoder layer ${layer}`);
+    if (op !== 'projector' && (layer < 0 || layer >= tower!.attention.length))
+      throw new RangeError(`no encoder layer ${layer}`);
     if (op === 'projector' && !this.projector) throw new Error('this thread holds no projector shard');
     return tf.tidy(() => {
       const t = performance.now();
@@ -93,7 +104,11 @@ export class RankCompute {
 
   /** The weight tensors (e.g. to tell them from activations in a GEMM trace). */
   weights(): tf.Tensor[] {
-    const layers = [...(this.tower?.attention ?? []), ...(this.tower?.mlp ?? []), ...(this.projector ? [this.projector] : [])];
+    const layers = [
+      ...(this.tower?.attention ?? []),
+      ...(this.tower?.mlp ?? []),
+      ...(this.projector ? [this.projector] : []),
+    ];
     return layers.flatMap((l) => l.weights.map((w) => w.read()));
   }
 
