@@ -2,12 +2,13 @@
  * Full-size parity: ViT-L/14-336 + mlp2x_gelu 1024→4096→4096 with generator weights (written once to
  * weights/generated/, git-ignored) on the golden case `vitl14_336_generated_sel-2_patch`.
  *
- *   npm run test:full [-- --backend wasm|cpu|tensorflow]
+ *   npm run test:full [-- --backend wasm|cpu|tensorflow] [--digests]
  *
  * Runs the LLaVA path (select layer −2, `patch`, projector; the last layer is skipped) and the full
  * forward (all hidden states, pooler), checks every expected tensor with the golden rule, prints
  * errors, timings and peak RSS, and exits non-zero on any failure.
  */
+import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '../src/tf';
@@ -93,6 +94,21 @@ async function main(): Promise<number> {
   if (!identical) failed++;
 
   console.log(rows.join('\n'));
+  // Each output's bytes, hashed: a refactor that must not change a bit is checked by comparing these lines.
+  const outputs: [string, tf.Tensor][] = [
+    ['projected', llava.projected!],
+    ['features', full.features!],
+    ...full.hiddenStates!.map((h, i): [string, tf.Tensor] => [`hidden_states.${i}`, h]),
+    ['pooler_output', full.poolerOutput!],
+  ];
+  const all = createHash('sha256');
+  for (const [name, tensor] of outputs) {
+    const bytes = Buffer.from((tensor.dataSync() as Float32Array).buffer);
+    all.update(bytes);
+    if (process.argv.includes('--digests'))
+      console.log(`sha256 ${name}: ${createHash('sha256').update(bytes).digest('hex')}`);
+  }
+  console.log(`sha256 of every output (threads ${model.threads}, gemm ${model.gemm}): ${all.digest('hex')}`);
   console.log(`skipping layer 24 for the LLaVA path gives bit-identical features: ${identical ? 'yes' : 'NO'}`);
   console.log(
     `LLaVA path (23 layers + projector): ${llavaSeconds} s; full forward (24 layers, all hidden states): ${fullSeconds} s`,
