@@ -4,7 +4,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { InspectReport, inspectCheckpoint, naturalCompare, visionTowerSpecs } from '../src/api/inspect';
+import { InspectReport, inspectCheckpoint, naturalCompare, visionTowerSpecs } from '../src/loading/inspect';
 import { LlavaVision, LoadOptions } from '../src/api/llava_vision';
 import { initBackend } from '../src/backend';
 import { readVisionConfig } from '../src/api/vision_tower';

@@ -8,7 +8,7 @@ import { CLIPImageProcessor } from '../image/processor';
 import { mergeImageFeatures } from '../model/merge';
 import { throwOnWebGpuError } from '../webgpu';
 import { EncodeResult, LlavaVision, OUTPUT_NAMES, OutputName } from './llava_vision';
-import { encodeInWorkers, workerSpec } from './worker_pool';
+import { encodeInWorkers, workerSpec } from '../parallel/pool/worker_pool';
 
 /** Everything the CLI can save per image. */
 export type SaveName = OutputName | 'pixel_values' | 'merged';
@@ -276,7 +276,7 @@ export function encodePixelValues(
   return encodeUnits(model, pixelUnits(pixels, shape), options);
 }
 
-/** `encodePixelValues`, also on `options.workers` model instances (see worker_pool.ts). */
+/** `encodePixelValues`, also on `options.workers` model instances (see parallel/pool/worker_pool.ts). */
 export async function encodePixelValuesAsync(
   model: LlavaVision,
   pixels: Float32Array,

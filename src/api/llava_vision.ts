@@ -2,7 +2,7 @@ import * as tf from '../tf';
 import { BackendOptions, initBackend, logOf } from '../backend';
 import { LlavaVisionSettings, SelectFeature } from '../config/llava';
 import { CheckpointError, ConfigError } from '../errors';
-import { Layout } from '../io/layouts';
+import { Layout } from '../loading/layouts';
 import { DownloadOptions } from '../io/hub';
 import { Module } from '../model/module';
 import { TowerLayout } from '../model/layout';
@@ -18,13 +18,13 @@ import {
   loadShardedTower,
   requestedThreads,
   shardsProjector,
-} from './sharded/load';
+} from '../parallel/tensor/load';
 import { CLIPImageProcessor } from '../image/processor';
 import { VisionForwardOptions } from '../model/vision_transformer';
 import { loadWeights, prefaultWeights } from '../model/weights';
 import { checkProjectorAgainstWeights } from '../model/config_checks';
-import { LoadPlan, ProjectorPlan, imageNewlineProblem, planLoad } from './load_plan';
-import { OpenedSource, openTensorSource, resolveModelDir } from './sources';
+import { LoadPlan, ProjectorPlan, imageNewlineProblem, planLoad } from '../loading/load_plan';
+import { OpenedSource, openTensorSource, resolveModelDir } from '../loading/sources';
 import { CLIPVisionTower } from './vision_tower';
 
 export type OutputName = 'hidden_states' | 'features' | 'projected' | 'pooler_output';

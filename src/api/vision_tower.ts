@@ -12,7 +12,7 @@ import { checkVisionConfigAgainstWeights } from '../model/config_checks';
 import { CONFIG_MAX_DEPTH } from '../config/limits';
 import { parseJsonWithLimits } from '../io/json';
 import { TowerLayout } from '../model/layout';
-import { openTensorSource } from './sources';
+import { openTensorSource } from '../loading/sources';
 
 export interface VisionTowerOptions {
   /** `mm_vision_select_layer`: index into the L+1 hidden states, negative from the end. Default -2. */
@@ -86,7 +86,7 @@ export class CLIPVisionTower {
     return this.sharded?.threads ?? 1;
   }
 
-  /** @internal LlavaVision.load with threads > 1: the tower runs sharded across threads (see api/sharded/). */
+  /** @internal LlavaVision.load with threads > 1: the tower runs sharded across threads (see parallel/tensor/). */
   attachSharded(model: ShardedVisionModel): void {
     this.sharded = model;
     this.disposed = false;

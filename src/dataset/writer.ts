@@ -1,6 +1,6 @@
 /**
  * Dataset-scale encoding: an image list streamed through the model into a dataset folder (format in
- * dataset_format.ts). Images are decoded a few ahead of the model and encoded one unit at a time (on
+ * format.ts). Images are decoded a few ahead of the model and encoded one unit at a time (on
  * this thread or the worker pool); only the shard being filled is held, so memory does not grow with
  * the number of images. Shards are written atomically and in order, and each one's manifest lines are
  * appended only after it is in place: a killed run loses at most the shard in progress, and running
@@ -46,7 +46,7 @@ import {
   settingsDigest,
   shardName,
   shardNumber,
-} from './dataset_format';
+} from './format';
 import {
   EncodeUnit,
   ImageFailure,
@@ -58,11 +58,11 @@ import {
   encodeUnits,
   imageSettings,
   prepareImage,
-} from './encode_job';
+} from '../api/encode_job';
 import { inputFileProblem } from './inputs';
-import { LlavaVision } from './llava_vision';
-import { modelDigest, planLoad } from './load_plan';
-import { EncoderPool, workerSpec } from './worker_pool';
+import { LlavaVision } from '../api/llava_vision';
+import { modelDigest, planLoad } from '../loading/load_plan';
+import { EncoderPool, workerSpec } from '../parallel/pool/worker_pool';
 
 /**
  * Images per shard. 64 keeps a shard of LLaVA-1.5 `merged` tokens (576 × 4096 per image) at ~600 MB

@@ -46,7 +46,7 @@ function rebuildError(errorClass: string, message: string, where: string): Error
 function workerScript(): string {
   const here = path.join(__dirname, 'worker.js');
   if (fs.existsSync(here)) return here;
-  const built = path.resolve(__dirname, '..', '..', '..', 'dist', 'src', 'api', 'sharded', 'worker.js');
+  const built = path.resolve(__dirname, '..', '..', '..', 'dist', 'src', 'parallel', 'tensor', 'worker.js');
   if (fs.existsSync(built)) return built;
   throw new ConfigError(`threads: the shard thread script ${here} is missing (run npm run build)`);
 }

@@ -4,9 +4,9 @@
  * buffers transferred, not copied).
  */
 import { parentPort, workerData } from 'worker_threads';
-import { TensorToWrite } from '../io/safetensors';
-import { EncodeUnit, encodeUnits } from './encode_job';
-import { LlavaVision } from './llava_vision';
+import { TensorToWrite } from '../../io/safetensors';
+import { EncodeUnit, encodeUnits } from '../../api/encode_job';
+import { LlavaVision } from '../../api/llava_vision';
 import type { WorkerJobOptions, WorkerModelSpec } from './worker_pool';
 
 type Job = { type: 'encode'; id: number; units: EncodeUnit[]; options: WorkerJobOptions } | { type: 'close' };

@@ -8,9 +8,9 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
-import { ConfigError } from '../errors';
-import type { EncodedTensor, EncodeJobOptions, EncodeUnit } from './encode_job';
-import type { LlavaVision, LoadOptions } from './llava_vision';
+import { ConfigError } from '../../errors';
+import type { EncodedTensor, EncodeJobOptions, EncodeUnit } from '../../api/encode_job';
+import type { LlavaVision, LoadOptions } from '../../api/llava_vision';
 
 /** What a worker needs to load the same model: plain data only (no callbacks cross threads). */
 export interface WorkerModelSpec {
@@ -100,7 +100,7 @@ export type WorkerJobOptions = Omit<EncodeJobOptions, 'onProgress' | 'workers'> 
 function workerScript(): string {
   const here = path.join(__dirname, 'encode_worker.js');
   if (fs.existsSync(here)) return here;
-  const built = path.resolve(__dirname, '..', '..', 'dist', 'src', 'api', 'encode_worker.js');
+  const built = path.resolve(__dirname, '..', '..', '..', 'dist', 'src', 'parallel', 'pool', 'encode_worker.js');
   if (fs.existsSync(built)) return built;
   throw new ConfigError(`workers: the worker script ${here} is missing (run npm run build)`);
 }

@@ -18,8 +18,8 @@ import { maxRanks, planRanks, splitRange } from '../../model/parallel/partition'
 import { RankCompute, TowerShard, projectorShard } from '../../model/parallel/shards';
 import { Projector, ProjectorConfig, projectorDepth } from '../../model/projector';
 import { KeyMap, disposeWeights, loadWeights, prefaultWeights } from '../../model/weights';
-import { OpenedSource, openTensorSource } from '../sources';
-import type { CLIPVisionTower } from '../vision_tower';
+import { OpenedSource, openTensorSource } from '../../loading/sources';
+import type { CLIPVisionTower } from '../../api/vision_tower';
 import { ShardTeam } from './team';
 
 export const THREADS_ENV_VAR = 'LLAVA_VISION_THREADS';

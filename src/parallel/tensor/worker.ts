@@ -12,7 +12,7 @@ import { wasmHeapView } from '../../model/wasm_heap';
 import { RankCompute, TowerShard, projectorShard } from '../../model/parallel/shards';
 import { disposeWeights, loadWeights, prefaultWeights } from '../../model/weights';
 import { Module } from '../../model/module';
-import { openTensorSource } from '../sources';
+import { openTensorSource } from '../../loading/sources';
 import {
   CTL,
   LoadReply,
