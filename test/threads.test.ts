@@ -9,7 +9,7 @@ import * as tf from '../src/tf';
 import { LlavaVision } from '../src/api/llava_vision';
 import { BackendError, ConfigError } from '../src/errors';
 import { ThreadMemory } from '../src/parallel/tensor/protocol';
-import { requestedThreads, THREADS_ENV_VAR } from '../src/parallel/tensor/load';
+import { requestedThreads, THREADS_ENV_VAR } from '../src/parallel/thread_count';
 import { inspectCheckpoint } from '../src/loading/inspect';
 import { describeOnBackend } from './helpers/backend_gate';
 import { GoldenCase, expectParity, loadCase } from './helpers/golden';

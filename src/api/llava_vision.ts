@@ -10,15 +10,8 @@ import { ParamSpec, sameParams } from '../model/param_specs';
 import { Projector, ProjectorConfig, projectedWidth } from '../model/projector';
 import { CoordinatorStats, ShardedProjector } from '../model/parallel/coordinator';
 import { GemmName, activeGemm } from '../model/kernels/gemm';
-import {
-  THREADS_ENV_VAR,
-  ShardedRuntime,
-  effectiveThreads,
-  loadShardedProjector,
-  loadShardedTower,
-  requestedThreads,
-  shardsProjector,
-} from '../parallel/tensor/load';
+import { ShardedRuntime, loadShardedProjector, loadShardedTower } from '../parallel/tensor/load';
+import { THREADS_ENV_VAR, effectiveThreads, requestedThreads, shardsProjector } from '../parallel/thread_count';
 import { CLIPImageProcessor } from '../image/processor';
 import { VisionForwardOptions } from '../model/vision_transformer';
 import { loadWeights, prefaultWeights } from '../model/weights';
@@ -186,7 +179,13 @@ export class LlavaVision {
       } else {
         // The threads start their backends while this one reads its own shard.
         runtime = ShardedRuntime.start(threads);
-        await loadShardedTower(runtime, tower, weights);
+        tower.attachSharded(
+          await loadShardedTower(
+            runtime,
+            { config: tower.config, configFile: tower.configFile, folder: tower.visionTowerName },
+            weights,
+          ),
+        );
         logOf(options)?.(
           `llava-vision: the model runs on ${threads} threads (tensor parallel; threads option, ${THREADS_ENV_VAR}, default the available cores)`,
         );
