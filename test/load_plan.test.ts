@@ -11,7 +11,7 @@ import { InspectReport, inspectCheckpoint } from '../src/loading/inspect';
 import { LlavaVision } from '../src/api/llava_vision';
 import { planLoad } from '../src/loading/load_plan';
 import { findWeights } from '../src/loading/sources';
-import { readVisionConfig } from '../src/api/vision_tower';
+import { readVisionConfig } from '../src/loading/sources';
 import { initBackend } from '../src/backend';
 import { CLIPVisionConfig } from '../src/config/clip';
 import { ConfigError, CheckpointError } from '../src/errors';

@@ -25,7 +25,7 @@ import {
 } from './layouts';
 import { ParamSpec, projectorSpecs, visionTowerSpecs } from '../model/param_specs';
 import type { KeyMap } from '../model/weights';
-import type { LoadOptions } from '../api/llava_vision';
+import type { LoadOptions } from './load_options';
 import {
   OpenedSource,
   SourceFormat,
@@ -34,10 +34,10 @@ import {
   isDir,
   openTensorSource,
   readJsonFile,
+  readVisionConfig,
   resolveModelDir,
   resolveVisionTower,
 } from './sources';
-import { readVisionConfig } from '../api/vision_tower';
 
 /** A tensor a load reads: its module path, its checkpoint key and the shape the config gives it. */
 export interface PlannedTensor extends ParamSpec {
