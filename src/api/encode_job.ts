@@ -8,7 +8,8 @@ import { CLIPImageProcessor } from '../image/processor';
 import { mergeImageFeatures } from '../model/merge';
 import { throwOnWebGpuError } from '../webgpu';
 import { EncodeResult, LlavaVision, OUTPUT_NAMES, OutputName } from './llava_vision';
-import { encodeInWorkers, workerSpec } from '../parallel/pool/worker_pool';
+import type { LoadOptions } from '../loading/load_options';
+import { WorkerModelSpec, encodeInWorkers } from '../parallel/pool/worker_pool';
 
 /** Everything the CLI can save per image. */
 export type SaveName = OutputName | 'pixel_values' | 'merged';
@@ -294,6 +295,22 @@ function pixelUnits(pixels: Float32Array, [n, c, h, w]: [number, number, number,
     pixels: pixels.subarray(i * per, (i + 1) * per),
     shape: [1, c, h, w],
   }));
+}
+
+/** The load options that rebuild `model` in another thread (vision tower as resolved, same backend). */
+export function workerSpec(model: LlavaVision): WorkerModelSpec {
+  const { log: _log, download: _download, ...options } = model.loadOptions;
+  return {
+    modelDir: model.modelDir,
+    // The model's own thread count: a tensor-parallel forward's last bits depend on it, and every
+    // instance must give the same bits (the CLI's --workers loads the model on one thread).
+    options: {
+      ...options,
+      visionTower: model.layout === 'llava' ? model.tower.visionTowerName : options.visionTower,
+      backend: model.backend as LoadOptions['backend'],
+      threads: model.threads,
+    },
+  };
 }
 
 /** Units on this thread, or on `options.workers` model instances. */

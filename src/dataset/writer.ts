@@ -58,11 +58,12 @@ import {
   encodeUnits,
   imageSettings,
   prepareImage,
+  workerSpec,
 } from '../api/encode_job';
 import { inputFileProblem } from './inputs';
 import { LlavaVision } from '../api/llava_vision';
 import { modelDigest, planLoad } from '../loading/load_plan';
-import { EncoderPool, workerSpec } from '../parallel/pool/worker_pool';
+import { EncoderPool } from '../parallel/pool/worker_pool';
 
 /**
  * Images per shard. 64 keeps a shard of LLaVA-1.5 `merged` tokens (576 × 4096 per image) at ~600 MB
@@ -429,7 +430,7 @@ async function encodeStream(
     const pool = await EncoderPool.start(
       workers - 1,
       workerSpec(model),
-      (u) => encodeUnits(model, [u], jobOptions),
+      (u: EncodeUnit) => encodeUnits(model, [u], jobOptions),
       jobOptions,
     );
     try {
