@@ -17,12 +17,17 @@ export type {
   ImageJobResult,
   SaveName,
 } from './api/encode_job';
-export { openEncodedDataset, EncodedDataset } from './dataset/reader';
-export type { Batch, BatchOptions, DatasetFailure, EncodedImage, StoredTensor } from './dataset/reader';
-export { DEFAULT_SHARD_SIZE, checkDatasetDir, writeEncodedDataset } from './dataset/writer';
-export type { DatasetPart, DatasetProgress, DatasetWriteOptions, DatasetWriteSummary } from './dataset/writer';
-export type { DatasetInfo, DatasetModel, DatasetNumerics, ManifestEntry, StoredDType } from './dataset/format';
-export { expandInputs, readInputList, walkImages } from './dataset/inputs';
+export {
+  openEncodedDataset,
+  EncodedDataset,
+  DEFAULT_SHARD_SIZE,
+  checkDatasetDir,
+  writeEncodedDataset,
+} from './dataset';
+export type { Batch, BatchOptions, DatasetFailure, EncodedImage, StoredTensor } from './dataset';
+export type { DatasetPart, DatasetProgress, DatasetWriteOptions, DatasetWriteSummary } from './dataset';
+export type { DatasetInfo, DatasetModel, DatasetNumerics, ManifestEntry, StoredDType } from './dataset';
+export { expandInputs, readInputList, walkImages } from './dataset';
 export { inspectCheckpoint } from './loading/inspect';
 export type {
   InspectedTensor,

@@ -4,9 +4,17 @@
  * --part — so a mistake costs no model load; bad images are then per-image failures, not errors.
  */
 import * as path from 'path';
-import { MAX_PARTS, STORED_DTYPES, StoredDType } from '../dataset/format';
-import { DEFAULT_SHARD_SIZE, DatasetPart, checkDatasetDir, writeEncodedDataset } from '../dataset/writer';
-import { expandInputs, readInputList } from '../dataset/inputs';
+import {
+  DEFAULT_SHARD_SIZE,
+  DatasetPart,
+  MAX_PARTS,
+  STORED_DTYPES,
+  StoredDType,
+  checkDatasetDir,
+  expandInputs,
+  readInputList,
+  writeEncodedDataset,
+} from '../dataset';
 import { LlavaVision } from '../api/llava_vision';
 import { ConfigError, quote } from '../errors';
 import { UsageError, choiceOption } from './args';

@@ -4,7 +4,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { inputFileProblem } from '../dataset/inputs';
+import { inputFileProblem } from '../dataset';
 import { PlanOptions, planLoad } from '../loading/load_plan';
 import { resolveModelDir } from '../loading/sources';
 import { ConfigError, quote } from '../errors';

@@ -5,9 +5,7 @@
  */
 import * as fs from 'fs';
 import * as tf from '../tf';
-import { StoredDType } from '../dataset/format';
-import { openEncodedDataset } from '../dataset/reader';
-import { DatasetProgress, writeEncodedDataset } from '../dataset/writer';
+import { DatasetProgress, StoredDType, openEncodedDataset, writeEncodedDataset } from '../dataset';
 import { LlavaVision } from '../api/llava_vision';
 import { openTensorSource } from '../loading/sources';
 import { CheckpointError, ConfigError, ImageError, shapeText } from '../errors';
