@@ -48,6 +48,8 @@ import {
   shardNumber,
 } from './format';
 import {
+  Batches,
+  batchSizeOf,
   EncodeUnit,
   ImageFailure,
   ImageJobOptions,
@@ -58,6 +60,7 @@ import {
   encodeUnits,
   imageSettings,
   prepareImage,
+  workerCount,
   workerSpec,
 } from '../api/encode_job';
 import { inputFileProblem } from './inputs';
@@ -239,12 +242,8 @@ export async function writeEncodedDataset(
   const dtype = options.dtype ?? 'F32';
   if (!STORED_DTYPES.includes(dtype))
     throw new ConfigError(`dtype must be one of ${STORED_DTYPES.join(', ')}, got ${String(dtype)}`);
-  const workers = options.workers ?? 1;
-  if (!Number.isInteger(workers) || workers < 1)
-    throw new ConfigError(`workers must be a positive integer, got ${workers}`);
-  const batchSize = options.batchSize ?? 1;
-  if (!Number.isInteger(batchSize) || batchSize < 1)
-    throw new ConfigError(`batch size must be a positive integer, got ${batchSize}`);
+  const workers = workerCount(options);
+  const batchSize = batchSizeOf(options);
   if (inputs.length === 0) throw new ConfigError('no images to encode');
   if (inputs.length > MAX_INPUTS)
     throw new ConfigError(`${inputs.length} inputs: a dataset holds at most ${MAX_INPUTS}`);
@@ -447,24 +446,13 @@ async function encodeStream(
     }
     return;
   }
-  let group: EncodeUnit[] = [];
-  let tiles = 0;
-  const flush = () => {
-    const units = group;
-    [group, tiles] = [[], 0];
-    if (units.length) onEncoded(encodeUnits(model, units, jobOptions), units);
-  };
+  const batches = new Batches(batchSize);
+  const encode = (units: EncodeUnit[]) => onEncoded(encodeUnits(model, units, jobOptions), units);
   for (let p = await next(); p; p = await next()) {
-    if ('failure' in p) {
-      onFailure(p.failure);
-      continue;
-    }
-    if (group.length && tiles + p.unit.shape[0] > batchSize) flush();
-    group.push(p.unit);
-    tiles += p.unit.shape[0];
-    if (tiles >= batchSize) flush();
+    if ('failure' in p) onFailure(p.failure);
+    else batches.add(p.unit).forEach(encode);
   }
-  flush();
+  batches.rest().forEach(encode);
 }
 
 /** The input checked as a file first (so a folder, a pipe or an empty file is a clear failure, never a hang in the decoder). */
