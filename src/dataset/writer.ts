@@ -69,11 +69,11 @@ import { modelDigest, planLoad } from '../loading/load_plan';
 import { EncoderPool } from '../parallel/pool/worker_pool';
 
 /**
- * Images per shard. 64 keeps a shard of LLaVA-1.5 `merged` tokens (576 × 4096 per image) at ~600 MB
- * in F32 / ~300 MB in F16 — the size range dataset readers stream well, and well under the model's own
- * ~2.3 GB in memory while it fills — and a kill then costs at most ~20 minutes of ViT-L work on a
- * 2-core machine; LLaVA's 558K pretraining images make ~8.7K files. Lower it for big outputs
- * (`hidden_states` of ViT-L are ~59 MB per image in F32).
+ * Images per shard. 64 keeps a shard of LLaVA-1.5 `merged` tokens (576 × 4096 floats per image) in
+ * the size range dataset readers stream well and below the model's own memory while it fills, bounds
+ * the ViT-L work a kill loses, and turns LLaVA's 558K pretraining images into thousands of files, not
+ * hundreds of thousands. Lower it for big outputs (`hidden_states` of ViT-L: 25 × 577 × 1024 floats per
+ * image).
  */
 export const DEFAULT_SHARD_SIZE = 64;
 
