@@ -31,14 +31,7 @@ module.exports = tseslint.config(
   // past ~100k elements V8 throws "Maximum call stack size exceeded": the readers of untrusted files and
   // what renders their contents (a valid file can hold 200k tensors) loop instead.
   {
-    files: [
-      'src/io/**/*.ts',
-      'src/api/inspect.ts',
-      'src/api/load_plan.ts',
-      'src/api/sources.ts',
-      'src/cli/inspect.ts',
-      'src/model/weights.ts',
-    ],
+    files: ['src/io/**/*.ts', 'src/loading/**/*.ts', 'src/cli/inspect.ts', 'src/model/weights.ts'],
     rules: {
       'no-restricted-syntax': [
         'error',

@@ -3,7 +3,7 @@
  * preprocessing — on TensorFlow.js, loading HuggingFace / LLaVA checkpoints directly.
  */
 export { LlavaVision, OUTPUT_NAMES } from './api/llava_vision';
-export { detectLayout } from './io/layouts';
+export { detectLayout } from './loading/layouts';
 export type { EncodeOptions, EncodeResult, LoadOptions, OutputName } from './api/llava_vision';
 export { CLIPVisionTower } from './api/vision_tower';
 export type { VisionTowerOptions } from './api/vision_tower';
@@ -17,13 +17,18 @@ export type {
   ImageJobResult,
   SaveName,
 } from './api/encode_job';
-export { openEncodedDataset, EncodedDataset } from './api/dataset_reader';
-export type { Batch, BatchOptions, DatasetFailure, EncodedImage, StoredTensor } from './api/dataset_reader';
-export { DEFAULT_SHARD_SIZE, checkDatasetDir, writeEncodedDataset } from './api/dataset_writer';
-export type { DatasetPart, DatasetProgress, DatasetWriteOptions, DatasetWriteSummary } from './api/dataset_writer';
-export type { DatasetInfo, DatasetModel, DatasetNumerics, ManifestEntry, StoredDType } from './api/dataset_format';
-export { expandInputs, readInputList, walkImages } from './api/inputs';
-export { inspectCheckpoint } from './api/inspect';
+export {
+  openEncodedDataset,
+  EncodedDataset,
+  DEFAULT_SHARD_SIZE,
+  checkDatasetDir,
+  writeEncodedDataset,
+} from './dataset';
+export type { Batch, BatchOptions, DatasetFailure, EncodedImage, StoredTensor } from './dataset';
+export type { DatasetPart, DatasetProgress, DatasetWriteOptions, DatasetWriteSummary } from './dataset';
+export type { DatasetInfo, DatasetModel, DatasetNumerics, ManifestEntry, StoredDType } from './dataset';
+export { expandInputs, readInputList, walkImages } from './dataset';
+export { inspectCheckpoint } from './loading/inspect';
 export type {
   InspectedTensor,
   InspectLayout,
@@ -34,12 +39,12 @@ export type {
   TensorRole,
   VisionSummary,
   VisionTowerSummary,
-} from './api/inspect';
-export { openTensorSource, resolveVisionTower } from './api/sources';
-export type { OpenedSource, ResolveTowerOptions, SourceFormat } from './api/sources';
+} from './loading/inspect';
+export { openTensorSource, resolveVisionTower } from './loading/sources';
+export type { OpenedSource, ResolveTowerOptions, SourceFormat } from './loading/sources';
 export { downloadModel } from './io/hub';
 export type { DownloadOptions, DownloadProgress } from './io/hub';
-export type { Layout } from './io/layouts';
+export type { Layout } from './loading/layouts';
 export type { DType } from './io/dtype';
 export { demoModelDir } from './demo';
 export { initBackend, ensureBackend, BACKEND_ENV_VAR } from './backend';
@@ -66,8 +71,8 @@ export type { LayerNorm } from './model/layer_norm';
 export type { Linear, LinearArgs } from './model/linear';
 export type { CompositeLayer } from './model/composite';
 export { TOWER_LAYOUTS, layoutForBackend } from './model/layout';
-export { THREADS_ENV_VAR, availableCores } from './api/sharded/load';
-export type { ThreadsSummary } from './api/sharded/load';
+export { THREADS_ENV_VAR, availableCores } from './parallel/thread_count';
+export type { ThreadsSummary } from './parallel/thread_count';
 export type { FeatureRange } from './model/parallel/partition';
 export type { TowerLayout } from './model/layout';
 export { Projector, projectorDepth } from './model/projector';
@@ -95,7 +100,7 @@ export { encodePreprocessed } from './api/encode_job';
 export type { PreprocessedImage, PreprocessedJobOptions } from './api/encode_job';
 export { readPixelValuesFile } from './api/pixel_values_file';
 export type { PixelValuesFile } from './api/pixel_values_file';
-export { readModelPreprocessing } from './api/load_plan';
-export type { ModelPreprocessing } from './api/load_plan';
-export { resolveModelDir } from './api/sources';
+export { readModelPreprocessing } from './loading/load_plan';
+export type { ModelPreprocessing } from './loading/load_plan';
+export { resolveModelDir } from './loading/sources';
 export { cachedSnapshot, hubCacheDir, hubOffline } from './io/hub';

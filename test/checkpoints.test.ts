@@ -10,7 +10,7 @@ import * as tf from '../src/tf';
 import erf = require('@stdlib/math-base-special-erf');
 import { encodeImages } from '../src/api/encode_job';
 import { EncodeResult, LlavaVision, LoadOptions, OutputName } from '../src/api/llava_vision';
-import { findWeights, openTensorSource } from '../src/api/sources';
+import { findWeights, openTensorSource } from '../src/loading/sources';
 import { initBackend } from '../src/backend';
 import { llavaHfSettingsFromJson } from '../src/config/llava';
 import { CheckpointError } from '../src/errors';

@@ -4,10 +4,10 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { InspectReport, inspectCheckpoint, naturalCompare, visionTowerSpecs } from '../src/api/inspect';
+import { InspectReport, inspectCheckpoint, naturalCompare, visionTowerSpecs } from '../src/loading/inspect';
 import { LlavaVision, LoadOptions } from '../src/api/llava_vision';
 import { initBackend } from '../src/backend';
-import { readVisionConfig } from '../src/api/vision_tower';
+import { readVisionConfig } from '../src/loading/sources';
 import { namedParams } from '../src/model/module';
 import { CLIPVisionModel } from '../src/model/vision_transformer';
 import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../src/io/safetensors';

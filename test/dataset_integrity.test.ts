@@ -9,9 +9,9 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { LlavaVision } from '../src/api/llava_vision';
-import { openEncodedDataset } from '../src/api/dataset_reader';
-import { writeEncodedDataset } from '../src/api/dataset_writer';
-import { DatasetInfo } from '../src/api/dataset_format';
+import { openEncodedDataset } from '../src/dataset/reader';
+import { writeEncodedDataset } from '../src/dataset/writer';
+import { DatasetInfo } from '../src/dataset/format';
 import { setGemmChoice } from '../src/model/kernels/gemm';
 import { folderHashes, makeImages } from './helpers/dataset';
 import { isolatedTempDir } from './helpers/isolation';
@@ -158,7 +158,7 @@ describe('a dataset is never mixed', () => {
     const careful = copy(refDir, 'edited-json-digest');
     const info = readJson<DatasetInfo>(path.join(careful, 'dataset.json'));
     info.options.dtype = 'F16';
-    const { settingsDigest } = await import('../src/api/dataset_format');
+    const { settingsDigest } = await import('../src/dataset/format');
     info.settings_digest = settingsDigest(info);
     fs.writeFileSync(path.join(careful, 'dataset.json'), JSON.stringify(info));
     expect(() => openEncodedDataset(careful)).toThrow(

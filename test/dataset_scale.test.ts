@@ -10,10 +10,10 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { LlavaVision } from '../src/api/llava_vision';
-import { openEncodedDataset } from '../src/api/dataset_reader';
-import { identityOf } from '../src/api/dataset_format';
-import { DatasetWriteSummary, writeEncodedDataset } from '../src/api/dataset_writer';
-import { expandInputs, parseInputList } from '../src/api/inputs';
+import { openEncodedDataset } from '../src/dataset/reader';
+import { identityOf } from '../src/dataset/format';
+import { DatasetWriteSummary, writeEncodedDataset } from '../src/dataset/writer';
+import { expandInputs, parseInputList } from '../src/dataset/inputs';
 import { writeSyntheticDataset } from '../tools/synthetic_dataset';
 import { makeImages } from './helpers/dataset';
 import { isolatedTempDir } from './helpers/isolation';
@@ -67,7 +67,7 @@ describe('scale', () => {
     expect(inputs.slice(-2)).toEqual(extra);
 
     // The same dataset as `encode` with the demo model would have made it (its identity), with tiny shards.
-    const { datasetInfoFor } = await import('../src/api/dataset_writer');
+    const { datasetInfoFor } = await import('../src/dataset/writer');
     const info = await datasetInfoFor(model, N, { outputs: ['features'], shardSize: 1000 });
     const dir = path.join(tempDir(), 'resume-big');
     writeSyntheticDataset(dir, { images: N, shardSize: 1000, identity: identityOf(info) });

@@ -13,9 +13,9 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { openEncodedDataset } from '../src/api/dataset_reader';
-import { checkDatasetDir, resumeDatasetFolder } from '../src/api/dataset_writer';
-import { DatasetInfo, settingsDigest } from '../src/api/dataset_format';
+import { openEncodedDataset } from '../src/dataset/reader';
+import { checkDatasetDir, resumeDatasetFolder } from '../src/dataset/writer';
+import { DatasetInfo, settingsDigest } from '../src/dataset/format';
 import { LlavaVisionError } from '../src/errors';
 import { SafetensorsFile, TensorToWrite, serializeSafetensors } from '../src/io/safetensors';
 import { seededRandom } from '../src/random';

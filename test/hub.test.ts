@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { LlavaVision } from '../src/api/llava_vision';
-import { resolveVisionTower } from '../src/api/sources';
+import { resolveVisionTower } from '../src/loading/sources';
 import { main } from '../src/cli/main';
 import { CheckpointError, ConfigError } from '../src/errors';
 import { DownloadOptions, downloadModel } from '../src/io/hub';

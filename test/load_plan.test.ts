@@ -1,5 +1,5 @@
 /**
- * The load plan (src/api/load_plan.ts): `inspect` renders it and `LlavaVision.load` executes it, so for
+ * The load plan (src/loading/load_plan.ts): `inspect` renders it and `LlavaVision.load` executes it, so for
  * every model folder of the fixtures, of every layout, the two agree field by field; the parameters
  * the plan expects are the ones the built modules declare; and what inspect records as a problem is
  * what a load throws.
@@ -7,15 +7,15 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '../src/tf';
-import { InspectReport, inspectCheckpoint } from '../src/api/inspect';
+import { InspectReport, inspectCheckpoint } from '../src/loading/inspect';
 import { LlavaVision } from '../src/api/llava_vision';
-import { planLoad } from '../src/api/load_plan';
-import { findWeights } from '../src/api/sources';
-import { readVisionConfig } from '../src/api/vision_tower';
+import { planLoad } from '../src/loading/load_plan';
+import { findWeights } from '../src/loading/sources';
+import { readVisionConfig } from '../src/loading/sources';
 import { initBackend } from '../src/backend';
 import { CLIPVisionConfig } from '../src/config/clip';
 import { ConfigError, CheckpointError } from '../src/errors';
-import { LAYOUTS, Layout } from '../src/io/layouts';
+import { LAYOUTS, Layout } from '../src/loading/layouts';
 import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors';
 import { TorchBinFile } from '../src/io/torch_bin';
 import { TOWER_LAYOUTS } from '../src/model/layout';
@@ -147,7 +147,7 @@ test('for every fixture folder, of every layout, inspect reports what LlavaVisio
       model.dispose();
     }
   }
-  // A new row of io/layouts.ts needs a fixture folder here.
+  // A new row of src/loading/layouts.ts needs a fixture folder here.
   expect([...layouts].sort()).toEqual(Object.keys(LAYOUTS).sort());
 });
 

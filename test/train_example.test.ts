@@ -8,7 +8,7 @@ import * as path from 'path';
 import * as tf from '../src/tf';
 import { main } from '../examples/train_projector';
 import { SafetensorsFile } from '../src/io/safetensors';
-import { openEncodedDataset } from '../src/api/dataset_reader';
+import { openEncodedDataset } from '../src/dataset/reader';
 
 const ROOT = path.join(__dirname, '..');
 const IMAGES = path.join(__dirname, 'fixtures', 'images');

@@ -3,11 +3,16 @@
  * byte-identical output, in input order, whatever N; failures are still reported per image.
  * Worker threads run the built worker script (dist/, made by `npm test`'s build step).
  */
+import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import * as tf from '../src/tf';
-import { encodeImages, encodePixelValues, encodePixelValuesAsync } from '../src/api/encode_job';
+import { EncodeUnit, encodeImages, encodePixelValues, encodePixelValuesAsync } from '../src/api/encode_job';
 import { LlavaVision } from '../src/api/llava_vision';
+import { BackendError, CheckpointError } from '../src/errors';
 import { TensorToWrite } from '../src/io/safetensors';
+import { EncoderPool } from '../src/parallel/pool/worker_pool';
+import { rebuildError, toThreadError } from '../src/parallel/worker_thread';
 
 const DEMO = path.join(__dirname, '..', 'weights', 'demo');
 const IMAGES = ['chelsea.png', 'rocket.jpg'].map((f) => path.join(DEMO, 'images', f));
@@ -69,3 +74,35 @@ test('pixel values: the async variant with workers equals encodePixelValues', as
     /workers must be a positive integer/,
   );
 }, 60_000);
+
+test("a worker's error is the class and message the same call throws on this thread", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-vision-pool-'));
+  try {
+    for (const f of ['config.json', 'model.safetensors']) fs.copyFileSync(path.join(DEMO, f), path.join(dir, f));
+    fs.truncateSync(path.join(dir, 'model.safetensors'), 1000); // its header promises more bytes than it has
+    const options = { visionTower: path.join(DEMO, 'clip_tower'), log: null };
+    const here = await LlavaVision.load(dir, options).catch((e: Error) => e);
+    expect(here).toBeInstanceOf(CheckpointError);
+    const none = () => ({}) as Record<string, TensorToWrite>;
+    const there = await EncoderPool.start<EncodeUnit, object, Record<string, TensorToWrite>>(
+      1,
+      { modelDir: dir, options: { visionTower: options.visionTower } },
+      none,
+      {},
+    ).catch((e: Error) => e);
+    expect(there).toBeInstanceOf(CheckpointError);
+    expect((there as Error).message).toBe((here as Error).message);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}, 60_000);
+
+test('errors cross threads as our classes; any other error becomes a BackendError naming the thread', () => {
+  const ours = rebuildError(toThreadError(new CheckpointError('x.safetensors: truncated')), 'thread 1');
+  expect(ours).toBeInstanceOf(CheckpointError);
+  expect(ours.message).toBe('x.safetensors: truncated');
+  const other = rebuildError(toThreadError(new TypeError('x is undefined')), 'thread 1');
+  expect(other).toBeInstanceOf(BackendError);
+  expect(other.message).toBe('thread 1: TypeError: x is undefined');
+  expect(rebuildError({ errorClass: 'constructor', message: 'm' }, 'w')).toBeInstanceOf(BackendError);
+});

@@ -26,7 +26,7 @@ import { LlavaVision } from '../src/api/llava_vision';
 import { hiddenStateIndex } from '../src/config/clip';
 import { BackendChoice } from '../src/backend';
 import { CoordinatorStats } from '../src/model/parallel/coordinator';
-import { ThreadStats } from '../src/api/sharded/team';
+import { ThreadStats } from '../src/parallel/tensor/team';
 import { GemmMeter, GemmCall, GemmTotals, replayGemms } from './gemm_ceiling';
 import type { RecordedGemms } from './shard_hooks';
 import { GemmChoice, GemmName, activeGemm } from '../src/model/kernels/gemm';

@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- --threads` on each shard thread of a sharded model (loaded there by the `hook`
- * request, api/sharded/worker.ts): records the GEMM calls a forward runs on that thread (its shard's
+ * request, parallel/tensor/worker.ts): records the GEMM calls a forward runs on that thread (its shard's
  * products, through its own tfjs engine) and replays them, all threads at once: the N-thread GEMM
  * ceiling. The coordinating thread does the same with GemmMeter directly (tools/bench_threads.ts).
  */

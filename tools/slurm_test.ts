@@ -29,7 +29,7 @@ import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
-import { openEncodedDataset } from '../src/api/dataset_reader';
+import { openEncodedDataset } from '../src/dataset/reader';
 import { SafetensorsFile } from '../src/io/safetensors';
 import { packageRoot } from '../src/version';
 import { SnippetSource, readmeSnippets, snippetNamed } from './readme_snippets';

@@ -24,7 +24,7 @@ import {
   partDirName,
   settingsDigest,
   shardName,
-} from '../src/api/dataset_format';
+} from '../src/dataset/format';
 import { writeAllSync } from '../src/io/atomic';
 import { TensorToWrite, serializeSafetensors } from '../src/io/safetensors';
 import { packageVersion } from '../src/version';

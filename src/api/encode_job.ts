@@ -8,7 +8,8 @@ import { CLIPImageProcessor } from '../image/processor';
 import { mergeImageFeatures } from '../model/merge';
 import { throwOnWebGpuError } from '../webgpu';
 import { EncodeResult, LlavaVision, OUTPUT_NAMES, OutputName } from './llava_vision';
-import { encodeInWorkers, workerSpec } from './worker_pool';
+import type { LoadOptions } from '../loading/load_options';
+import { WorkerModelSpec, encodeInWorkers } from '../parallel/pool/worker_pool';
 
 /** Everything the CLI can save per image. */
 export type SaveName = OutputName | 'pixel_values' | 'merged';
@@ -60,6 +61,51 @@ export interface EncodeUnit {
   shape: [number, number, number, number];
   imageSize?: [number, number];
   gridShape?: [number, number];
+}
+
+/**
+ * Units grouped into forwards of at most `batchSize` tiles, in order (a unit with more tiles is a
+ * forward of its own): `add` returns the batches a unit closes, `rest` the last one. Streams (the
+ * dataset writer) and lists group the same way.
+ */
+export class Batches {
+  private group: EncodeUnit[] = [];
+  private tiles = 0;
+
+  constructor(private readonly batchSize: number) {}
+
+  add(unit: EncodeUnit): EncodeUnit[][] {
+    const closed = this.group.length && this.tiles + unit.shape[0] > this.batchSize ? [this.take()] : [];
+    this.group.push(unit);
+    this.tiles += unit.shape[0];
+    return this.tiles >= this.batchSize ? [...closed, this.take()] : closed;
+  }
+
+  rest(): EncodeUnit[][] {
+    return this.group.length ? [this.take()] : [];
+  }
+
+  private take(): EncodeUnit[] {
+    const group = this.group;
+    [this.group, this.tiles] = [[], 0];
+    return group;
+  }
+}
+
+/** The model instances a job asks for (`workers`, default 1): a ConfigError unless a positive integer. */
+export function workerCount(options: { workers?: number }): number {
+  const workers = options.workers ?? 1;
+  if (!Number.isInteger(workers) || workers < 1)
+    throw new ConfigError(`workers must be a positive integer, got ${workers}`);
+  return workers;
+}
+
+/** The tiles per forward a job asks for (`batchSize`, default 1): a ConfigError unless a positive integer. */
+export function batchSizeOf(options: { batchSize?: number }): number {
+  const batchSize = options.batchSize ?? 1;
+  if (!Number.isInteger(batchSize) || batchSize < 1)
+    throw new ConfigError(`batch size must be a positive integer, got ${batchSize}`);
+  return batchSize;
 }
 
 /** An input of a list that could not be encoded (read, decoded or preprocessed). */
@@ -145,16 +191,11 @@ function* encodeItems(
   units: EncodeUnit[],
   options: EncodeJobOptions & { mergeType?: MergeType },
 ): Generator<EncodedItem> {
-  const batchSize = options.batchSize ?? 1;
   const wanted = checkJob(model, options, options.mergeType ?? 'flat', pixelDefault(model));
   const modelOutputs = OUTPUT_NAMES.filter((o) => wanted.has(o) || (o === 'projected' && wanted.has('merged')));
-  for (let start = 0; start < units.length;) {
-    const group: EncodeUnit[] = [];
-    let tiles = 0;
-    while (start < units.length && (group.length === 0 || tiles + units[start].shape[0] <= batchSize)) {
-      tiles += units[start].shape[0];
-      group.push(units[start++]);
-    }
+  const batches = new Batches(options.batchSize ?? 1);
+  for (const group of [...units.flatMap((u) => batches.add(u)), ...batches.rest()]) {
+    const tiles = group.reduce((n, u) => n + u.shape[0], 0);
     const [, c, h, w] = group[0].shape;
     if (group.some((u) => u.shape[2] !== h || u.shape[3] !== w))
       throw new ConfigError('images in one batch preprocess to different sizes');
@@ -233,9 +274,7 @@ function checkJob(
   defaultOutput: SaveName,
 ): Set<SaveName> {
   model.checkNotDisposed();
-  const batchSize = options.batchSize ?? 1;
-  if (!Number.isInteger(batchSize) || batchSize < 1)
-    throw new ConfigError(`batch size must be a positive integer, got ${batchSize}`);
+  batchSizeOf(options);
   if (options.outputs !== undefined && !Array.isArray(options.outputs))
     throw new ConfigError(`outputs must be an array of output names (choose from ${SAVE_NAMES.join(', ')})`);
   const wanted = new Set(options.outputs ?? [defaultOutput]);
@@ -276,7 +315,7 @@ export function encodePixelValues(
   return encodeUnits(model, pixelUnits(pixels, shape), options);
 }
 
-/** `encodePixelValues`, also on `options.workers` model instances (see worker_pool.ts). */
+/** `encodePixelValues`, also on `options.workers` model instances (see parallel/pool/worker_pool.ts). */
 export async function encodePixelValuesAsync(
   model: LlavaVision,
   pixels: Float32Array,
@@ -296,15 +335,29 @@ function pixelUnits(pixels: Float32Array, [n, c, h, w]: [number, number, number,
   }));
 }
 
+/** The load options that rebuild `model` in another thread (vision tower as resolved, same backend). */
+export function workerSpec(model: LlavaVision): WorkerModelSpec {
+  const { log: _log, download: _download, ...options } = model.loadOptions;
+  return {
+    modelDir: model.modelDir,
+    // The model's own thread count: a tensor-parallel forward's last bits depend on it, and every
+    // instance must give the same bits (the CLI's --workers loads the model on one thread).
+    options: {
+      ...options,
+      visionTower: model.layout === 'llava' ? model.tower.visionTowerName : options.visionTower,
+      backend: model.backend as LoadOptions['backend'],
+      threads: model.threads,
+    },
+  };
+}
+
 /** Units on this thread, or on `options.workers` model instances. */
 async function encodeAll(
   model: LlavaVision,
   units: EncodeUnit[],
   options: EncodeJobOptions & { mergeType?: MergeType },
 ): Promise<Record<string, EncodedTensor>> {
-  const workers = options.workers ?? 1;
-  if (!Number.isInteger(workers) || workers < 1)
-    throw new ConfigError(`workers must be a positive integer, got ${workers}`);
+  const workers = workerCount(options);
   if (workers === 1 || units.length <= 1) return encodeUnitsAsync(model, units, options);
   if (model.backend === 'webgpu')
     throw new ConfigError(`workers ${workers}: the webgpu backend runs one model instance on the GPU (use workers 1)`);

@@ -1,60 +1,28 @@
 import * as tf from '../tf';
-import { BackendOptions, initBackend, logOf } from '../backend';
-import { LlavaVisionSettings, SelectFeature } from '../config/llava';
+import { initBackend, logOf } from '../backend';
+import { LlavaVisionSettings } from '../config/llava';
 import { CheckpointError, ConfigError } from '../errors';
-import { Layout } from '../io/layouts';
-import { DownloadOptions } from '../io/hub';
+import { Layout } from '../loading/layouts';
 import { Module } from '../model/module';
-import { TowerLayout } from '../model/layout';
 import { ParamSpec, sameParams } from '../model/param_specs';
 import { Projector, ProjectorConfig, projectedWidth } from '../model/projector';
 import { CoordinatorStats, ShardedProjector } from '../model/parallel/coordinator';
 import { GemmName, activeGemm } from '../model/kernels/gemm';
-import {
-  THREADS_ENV_VAR,
-  ShardedRuntime,
-  effectiveThreads,
-  loadShardedProjector,
-  loadShardedTower,
-  requestedThreads,
-  shardsProjector,
-} from './sharded/load';
+import { ShardedRuntime, loadShardedProjector, loadShardedTower } from '../parallel/tensor/load';
+import { THREADS_ENV_VAR, effectiveThreads, requestedThreads, shardsProjector } from '../parallel/thread_count';
 import { CLIPImageProcessor } from '../image/processor';
 import { VisionForwardOptions } from '../model/vision_transformer';
 import { loadWeights, prefaultWeights } from '../model/weights';
 import { checkProjectorAgainstWeights } from '../model/config_checks';
-import { LoadPlan, ProjectorPlan, imageNewlineProblem, planLoad } from './load_plan';
-import { OpenedSource, openTensorSource, resolveModelDir } from './sources';
+import { LoadPlan, ProjectorPlan, imageNewlineProblem, planLoad } from '../loading/load_plan';
+import { OpenedSource, openTensorSource, resolveModelDir } from '../loading/sources';
+import type { LoadOptions } from '../loading/load_options';
 import { CLIPVisionTower } from './vision_tower';
+
+export type { LoadOptions };
 
 export type OutputName = 'hidden_states' | 'features' | 'projected' | 'pooler_output';
 export const OUTPUT_NAMES: readonly OutputName[] = ['hidden_states', 'features', 'projected', 'pooler_output'];
-
-export interface LoadOptions extends BackendOptions {
-  /** Folder (or hub id) of the CLIP tower for an original LLaVA checkpoint (default: `mm_vision_tower` resolved locally). */
-  visionTower?: string;
-  /**
-   * Fetch a model given as a hub id (and LLaVA's `mm_vision_tower`) from the HuggingFace hub when the
-   * local HF cache does not hold it (true, or hub options); default: LLAVA_VISION_DOWNLOAD=1. Never with HF_HUB_OFFLINE=1.
-   */
-  download?: boolean | DownloadOptions;
-  /** Projector weights (safetensors or `mm_projector.bin`) overriding the model folder's. */
-  projector?: string;
-  /** Projector type when it can't be read from the config (default: inferred from the weights' keys). */
-  projectorType?: string;
-  selectLayer?: number | number[];
-  selectFeature?: SelectFeature;
-  /** How the tower runs (model/layout.ts); default: the one for the backend (`batched` on webgpu, else `wasm`). */
-  layout?: TowerLayout;
-  /**
-   * Threads the tower and an `mlp2x_gelu` projector are sharded across (tensor parallel: attention
-   * heads, MLP features and the projector's hidden width split, each thread holding only its slices
-   * of the weights; docs/performance.md). Default: LLAVA_VISION_THREADS, else the available cores
-   * (os.availableParallelism()). 1 runs everything on the calling thread. wasm backend only (others
-   * use 1); at most one thread per attention head.
-   */
-  threads?: number;
-}
 
 export interface EncodeOptions extends VisionForwardOptions {
   /** What to compute; default `projected` when a projector exists, else `features`. */
@@ -186,7 +154,13 @@ export class LlavaVision {
       } else {
         // The threads start their backends while this one reads its own shard.
         runtime = ShardedRuntime.start(threads);
-        await loadShardedTower(runtime, tower, weights);
+        tower.attachSharded(
+          await loadShardedTower(
+            runtime,
+            { config: tower.config, configFile: tower.configFile, folder: tower.visionTowerName },
+            weights,
+          ),
+        );
         logOf(options)?.(
           `llava-vision: the model runs on ${threads} threads (tensor parallel; threads option, ${THREADS_ENV_VAR}, default the available cores)`,
         );

@@ -1,7 +1,5 @@
-import * as fs from 'fs';
-import * as path from 'path';
 import * as tf from '../tf';
-import { CLIPVisionConfig, clipVisionConfigFromJson, hiddenStateIndex, numPatchesPerSide } from '../config/clip';
+import { CLIPVisionConfig, hiddenStateIndex, numPatchesPerSide } from '../config/clip';
 import { SelectFeature, parseSelectFeature } from '../config/llava';
 import { BackendOptions, ensureBackend, ensureBackendSync } from '../backend';
 import { ConfigError } from '../errors';
@@ -9,10 +7,8 @@ import { CLIPVisionModel, VisionForwardOptions, VisionModelOutput } from '../mod
 import type { ShardedVisionModel } from '../model/parallel/coordinator';
 import { KeyMap, TensorSource, disposeWeights, loadWeights, prefaultWeights } from '../model/weights';
 import { checkVisionConfigAgainstWeights } from '../model/config_checks';
-import { CONFIG_MAX_DEPTH } from '../config/limits';
-import { parseJsonWithLimits } from '../io/json';
 import { TowerLayout } from '../model/layout';
-import { openTensorSource } from './sources';
+import { openTensorSource, readVisionConfig, visionConfigFile } from '../loading/sources';
 
 export interface VisionTowerOptions {
   /** `mm_vision_select_layer`: index into the L+1 hidden states, negative from the end. Default -2. */
@@ -86,7 +82,7 @@ export class CLIPVisionTower {
     return this.sharded?.threads ?? 1;
   }
 
-  /** @internal LlavaVision.load with threads > 1: the tower runs sharded across threads (see api/sharded/). */
+  /** @internal LlavaVision.load with threads > 1: the tower runs sharded across threads (see parallel/tensor/). */
   attachSharded(model: ShardedVisionModel): void {
     this.sharded = model;
     this.disposed = false;
@@ -266,27 +262,4 @@ export class CLIPVisionTower {
 function dropCls(x: tf.Tensor3D): tf.Tensor3D {
   const [b, t, d] = x.shape;
   return tf.slice(x, [0, 1, 0], [b, t - 1, d]);
-}
-
-/** The config.json of a tower folder (or of a weights file's folder). */
-function visionConfigFile(towerPath: string): string {
-  const dir = fs.existsSync(towerPath) && fs.statSync(towerPath).isFile() ? path.dirname(towerPath) : towerPath;
-  return path.join(dir, 'config.json');
-}
-
-/** The vision config from a folder's (or a file's folder's) config.json. */
-export function readVisionConfig(towerPath: string): CLIPVisionConfig {
-  const file = visionConfigFile(towerPath);
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch {
-    throw new ConfigError(`${file}: vision tower config not found (is "${towerPath}" a CLIP model folder?)`);
-  }
-  const json = parseJsonWithLimits(
-    text,
-    { maxDepth: CONFIG_MAX_DEPTH },
-    (problem) => new ConfigError(`${file}: vision tower config ${problem}`),
-  );
-  return clipVisionConfigFromJson(json, file);
 }

@@ -1,12 +1,20 @@
 /**
- * `encode --out-dir DIR`: a dataset-scale encode into a folder of shards (api/dataset_writer.ts).
+ * `encode --out-dir DIR`: a dataset-scale encode into a folder of shards (dataset/writer.ts).
  * Everything that can be checked without the model is checked first — options, --inputs, the folder,
  * --part — so a mistake costs no model load; bad images are then per-image failures, not errors.
  */
 import * as path from 'path';
-import { MAX_PARTS, STORED_DTYPES, StoredDType } from '../api/dataset_format';
-import { DEFAULT_SHARD_SIZE, DatasetPart, checkDatasetDir, writeEncodedDataset } from '../api/dataset_writer';
-import { expandInputs, readInputList } from '../api/inputs';
+import {
+  DEFAULT_SHARD_SIZE,
+  DatasetPart,
+  MAX_PARTS,
+  STORED_DTYPES,
+  StoredDType,
+  checkDatasetDir,
+  expandInputs,
+  readInputList,
+  writeEncodedDataset,
+} from '../dataset';
 import { LlavaVision } from '../api/llava_vision';
 import { ConfigError, quote } from '../errors';
 import { UsageError, choiceOption } from './args';

@@ -4,9 +4,9 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { inputFileProblem } from '../api/inputs';
-import { PlanOptions, planLoad } from '../api/load_plan';
-import { resolveModelDir } from '../api/sources';
+import { inputFileProblem } from '../dataset';
+import { PlanOptions, planLoad } from '../loading/load_plan';
+import { resolveModelDir } from '../loading/sources';
 import { ConfigError, quote } from '../errors';
 import { SafetensorsFile } from '../io/safetensors';
 

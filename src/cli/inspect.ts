@@ -6,8 +6,8 @@ import {
   RoleTotals,
   TensorRole,
   inspectCheckpoint,
-} from '../api/inspect';
-import { LAYOUTS, Layout } from '../io/layouts';
+} from '../loading/inspect';
+import { LAYOUTS, Layout } from '../loading/layouts';
 import { UsageError, parseOptions } from './args';
 
 export const INSPECT_HELP = `inspect: what a checkpoint folder or weights file holds, and what encode would load from it
@@ -52,7 +52,7 @@ export async function runInspect(
   return 0;
 }
 
-/** The single-file kinds; a folder's layout describes itself (io/layouts.ts). */
+/** The single-file kinds; a folder's layout describes itself (loading/layouts.ts). */
 const FILE_DESCRIPTIONS: Record<Exclude<InspectLayout, Layout>, string> = {
   'safetensors file': 'a single safetensors file',
   'torch .bin': 'a single torch.save file (read without executing anything)',

@@ -2,7 +2,7 @@ import * as path from 'path';
 import { decodeImage, processImages } from '../image';
 import { CLIPImageProcessor } from '../image/processor';
 import { imageFailureMessage } from '../image/failure';
-import { ModelPreprocessing, readModelPreprocessing } from '../api/load_plan';
+import { ModelPreprocessing, readModelPreprocessing } from '../loading/load_plan';
 import { AspectMode } from '../config/llava';
 import { TensorToWrite, writeSafetensors } from '../io/safetensors';
 import { packageVersion } from '../version';

@@ -40,7 +40,7 @@ import { exifOrientation, orientImage } from './orientation';
 import { decodeTiff, fromLibvips, libvipsRefusal } from './tiff';
 import { jpegRefusal } from './jpeg';
 import { ImageFormat, SNIFF_BYTES, readImageBytes, sniffImageFormat } from './format';
-import { RgbImage } from './types';
+import { DecodedImage } from './types';
 import { checkDecodedBytes, checkImagePixels, maxImagePixels } from './limits';
 
 export interface DecodeOptions {
@@ -59,11 +59,6 @@ export interface DecodeOptions {
    * as a viewer shows it, which LLaVA never sees.
    */
   grey16?: 'pillow' | 'high-byte';
-}
-
-export interface DecodedImage extends RgbImage {
-  /** Pillow-style name of the stored pixel layout: RGB, RGBA, L, LA, P, CMYK, RGB;16, I;16, ... */
-  sourceMode?: string;
 }
 
 export async function decodeImage(input: string | Uint8Array, opts: DecodeOptions = {}): Promise<DecodedImage> {

@@ -1,7 +1,7 @@
 /** Image side: decoding and Pillow / HF / LLaVA-exact preprocessing on uint8 HWC buffers (no tfjs). */
-export type { RgbImage } from './types';
+export type { DecodedImage, RgbImage } from './types';
 export { newImage, pasteImage, cropImage } from './types';
-export type { DecodeOptions, DecodedImage } from './decode';
+export type { DecodeOptions } from './decode';
 export { decodeImage } from './decode';
 export { resizeImage, Resample, RESAMPLE_NAMES } from './resample';
 export type { PixelValues } from './processor';

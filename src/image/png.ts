@@ -24,7 +24,7 @@ import { ImageError } from '../errors';
 import { crc32 } from '../io/zip';
 import { SteppedInflate } from './inflate';
 import { checkDecodedBytes, checkImagePixels } from './limits';
-import type { DecodedImage } from './decode';
+import type { DecodedImage } from './types';
 
 /** What Pillow raises; the kind decides where it is caught, as in Python. */
 class PillowRaise extends Error {

@@ -19,7 +19,7 @@ import { ImageError } from '../errors';
 import { checkImagePixels } from './limits';
 import { labToRgb } from './lab';
 import { orientImage } from './orientation';
-import type { DecodedImage } from './decode';
+import type { DecodedImage } from './types';
 
 /** What Pillow raises (a refusal), with why. */
 class TiffRefusal extends Error {}

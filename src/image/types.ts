@@ -7,6 +7,12 @@ export interface RgbImage {
   data: Uint8Array;
 }
 
+/** A decoded image and the pixel layout its file stored (the format decoders' result). */
+export interface DecodedImage extends RgbImage {
+  /** Pillow-style name of the stored pixel layout: RGB, RGBA, L, LA, P, CMYK, RGB;16, I;16, ... */
+  sourceMode?: string;
+}
+
 /** A zero-filled (black) image, or one filled with `fill` = [r, g, b]; no bigger than the image limit. */
 export function newImage(width: number, height: number, fill?: readonly number[]): RgbImage {
   checkImagePixels(width, height, 'a new image (pad canvas or crop)');

@@ -1,6 +1,6 @@
 /**
  * The parameters the tower and the projector declare (`namedParams`: module path and PyTorch shape),
- * computed from their configs without building them: the load plan (api/load_plan.ts) needs them from
+ * computed from their configs without building them: the load plan (loading/load_plan.ts) needs them from
  * tensor headers alone, where building would allocate every weight (1.2 GB for ViT-L). Each entry is
  * the module's own declaration: `sameParams` compares a built module with them, and the tests do so
  * for every fixture config, both tower layouts and every projector type.

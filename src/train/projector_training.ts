@@ -5,14 +5,12 @@
  */
 import * as fs from 'fs';
 import * as tf from '../tf';
-import { StoredDType } from '../api/dataset_format';
-import { openEncodedDataset } from '../api/dataset_reader';
-import { DatasetProgress, writeEncodedDataset } from '../api/dataset_writer';
+import { DatasetProgress, StoredDType, openEncodedDataset, writeEncodedDataset } from '../dataset';
 import { LlavaVision } from '../api/llava_vision';
-import { openTensorSource } from '../api/sources';
+import { openTensorSource } from '../loading/sources';
 import { CheckpointError, ConfigError, ImageError, shapeText } from '../errors';
 import { numel } from '../io/dtype';
-import { LAYOUTS, PROJECTOR_PREFIXES, findProjectorKeys, inferProjectorType } from '../io/layouts';
+import { LAYOUTS, PROJECTOR_PREFIXES, findProjectorKeys, inferProjectorType } from '../loading/layouts';
 import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../io/safetensors';
 import { namedParams } from '../model/module';
 import { Projector } from '../model/projector';

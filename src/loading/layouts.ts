@@ -2,7 +2,7 @@
  * The model folder layouts users have, one row each: how a folder is recognised, where its tower's
  * config and LLaVA settings come from, and how our module paths (which equal HF `CLIPVisionModel` keys,
  * `vision_model.*`, and LLaVA projector indices `0.weight`, `2.bias`, ...) map to its checkpoint keys.
- * The load plan (api/load_plan.ts) reads only these rows: adding a layout is adding a row (and its test).
+ * The load plan (loading/load_plan.ts) reads only these rows: adding a layout is adding a row (and its test).
  */
 import * as path from 'path';
 import { LlavaVisionSettings, llavaHfSettingsFromJson, llavaSettingsFromJson } from '../config/llava';

@@ -10,6 +10,7 @@ import type { FeatureRange, RankPlan } from '../../model/parallel/partition';
 import type { ProjectorConfig } from '../../model/projector';
 import type { StepOp } from '../../model/parallel/shards';
 import type { GemmChoice } from '../../model/kernels/gemm';
+import type { ThreadError } from '../worker_thread';
 
 /** Slots of the control Int32Array. */
 export const CTL = { GEN: 0, DONE: 1, OP: 2, LAYER: 3, ROWS: 4, COLS: 5, FAILED: 6 } as const;
@@ -62,7 +63,7 @@ export type LoadRequest =
 export type LoadReply =
   | { type: 'ready'; tid: number | null }
   | { type: 'loaded'; id: number }
-  | { type: 'error'; id?: number; errorClass: string; message: string };
+  | ({ type: 'error'; id?: number } & ThreadError);
 
 /** Requests of the serving phase, each answered by one SyncReply. */
 export type SyncRequest =
@@ -71,7 +72,7 @@ export type SyncRequest =
   | { kind: 'dropProjector' }
   | { kind: 'hook'; module: string; name: string; args: unknown };
 
-export type SyncReply = { ok: true; value: unknown } | { ok: false; errorClass: string; message: string };
+export type SyncReply = { ok: true; value: unknown } | ({ ok: false } & ThreadError);
 
 /** What a thread reports of its memory. */
 export interface ThreadMemory {

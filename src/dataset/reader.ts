@@ -22,7 +22,7 @@ import {
   readDatasetInfo,
   readManifest,
   shardMismatch,
-} from './dataset_format';
+} from './format';
 
 export interface StoredTensor {
   /** The dtype stored in the shard; `data` is float32 whatever it is (F16 / BF16 widen exactly). */

@@ -1,6 +1,6 @@
 /**
  * The load plan: everything `LlavaVision.load` decides about a model folder, worked out once from its
- * config files and tensor headers (no tensor data, no tfjs). The layout (a row of io/layouts.ts), where
+ * config files and tensor headers (no tensor data, no tfjs). The layout (a row of layouts.ts), where
  * the tower's config and weights come from and under which keys, the projector's source, key map, type
  * and widths (incl. the `mm_projector.bin` fallback), `image_newline`, and the problems found.
  * `LlavaVision.load` executes a plan; `inspect` renders one: what inspect says is what load does.
@@ -22,10 +22,10 @@ import {
   detectLayout,
   findProjectorKeys,
   inferProjectorType,
-} from '../io/layouts';
+} from './layouts';
 import { ParamSpec, projectorSpecs, visionTowerSpecs } from '../model/param_specs';
 import type { KeyMap } from '../model/weights';
-import type { LoadOptions } from './llava_vision';
+import type { LoadOptions } from './load_options';
 import {
   OpenedSource,
   SourceFormat,
@@ -34,10 +34,10 @@ import {
   isDir,
   openTensorSource,
   readJsonFile,
+  readVisionConfig,
   resolveModelDir,
   resolveVisionTower,
 } from './sources';
-import { readVisionConfig } from './vision_tower';
 
 /** A tensor a load reads: its module path, its checkpoint key and the shape the config gives it. */
 export interface PlannedTensor extends ParamSpec {

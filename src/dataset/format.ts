@@ -29,8 +29,8 @@ import { forEachLine, openRegularFile, readRegularFile } from '../io/safe_read';
 import { SafetensorsFile } from '../io/safetensors';
 import { GEMM_ENV_VAR, GEMM_NAMES } from '../model/kernels/gemm';
 import { TOWER_LAYOUTS, layoutForBackend } from '../model/layout';
-import { SAVE_NAMES } from './encode_job';
-import type { LlavaVision } from './llava_vision';
+import { SAVE_NAMES } from '../api/encode_job';
+import type { LlavaVision } from '../api/llava_vision';
 
 export const DATASET_JSON = 'dataset.json';
 export const MANIFEST = 'manifest.jsonl';

@@ -6,6 +6,7 @@ import { ShardedFiles } from '../io/shards';
 import { DType } from '../io/dtype';
 import { TorchBinFile } from '../io/torch_bin';
 import { TensorSource } from '../model/weights';
+import { CLIPVisionConfig, clipVisionConfigFromJson } from '../config/clip';
 import { CONFIG_MAX_DEPTH } from '../config/limits';
 import { parseJsonWithLimits } from '../io/json';
 import {
@@ -297,4 +298,27 @@ export async function resolveVisionTower(
       e.message = `mm_vision_tower "${name}" is not local, and downloading it failed: ${e.message}`;
     throw e;
   }
+}
+
+/** The config.json of a tower folder (or of a weights file's folder). */
+export function visionConfigFile(towerPath: string): string {
+  const dir = fs.existsSync(towerPath) && fs.statSync(towerPath).isFile() ? path.dirname(towerPath) : towerPath;
+  return path.join(dir, 'config.json');
+}
+
+/** The vision config from a folder's (or a file's folder's) config.json. */
+export function readVisionConfig(towerPath: string): CLIPVisionConfig {
+  const file = visionConfigFile(towerPath);
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    throw new ConfigError(`${file}: vision tower config not found (is "${towerPath}" a CLIP model folder?)`);
+  }
+  const json = parseJsonWithLimits(
+    text,
+    { maxDepth: CONFIG_MAX_DEPTH },
+    (problem) => new ConfigError(`${file}: vision tower config ${problem}`),
+  );
+  return clipVisionConfigFromJson(json, file);
 }

@@ -5,12 +5,10 @@
  * whichever instance is free; every unit is encoded alone by the same code on the same backend, so the
  * output is identical to a single-instance run, whatever N. See docs/performance.md ("Worker threads") for the scaling.
  */
-import * as fs from 'fs';
-import * as path from 'path';
 import { Worker } from 'worker_threads';
-import { ConfigError } from '../errors';
-import type { EncodedTensor, EncodeJobOptions, EncodeUnit } from './encode_job';
-import type { LlavaVision, LoadOptions } from './llava_vision';
+import { ConfigError } from '../../errors';
+import type { LoadOptions } from '../../loading/load_options';
+import { PendingReplies, ThreadError, rebuildError, workerScript } from '../worker_thread';
 
 /** What a worker needs to load the same model: plain data only (no callbacks cross threads). */
 export interface WorkerModelSpec {
@@ -18,35 +16,51 @@ export interface WorkerModelSpec {
   options: Omit<LoadOptions, 'log' | 'download'>;
 }
 
-type Encoded = Record<string, EncodedTensor>;
-type Reply =
-  { type: 'ready' } | { type: 'done'; id: number; tensors: Encoded } | { type: 'error'; id?: number; message: string };
+/**
+ * What the pool hands out: one image's pixel values (an encode unit, api/encode_job.ts). The pool
+ * sees only its pixels; the unit and the job's options (plain data) go to the worker as they are.
+ */
+export interface PoolUnit {
+  pixels: Float32Array;
+}
+
+/** A unit's tensors by name (merged into one record). */
+type Tensors = Record<string, unknown>;
+
+/** Messages of an encode worker (encode_worker.ts). */
+export type WorkerReply =
+  { type: 'ready' } | { type: 'done'; id: number; tensors: Tensors } | ({ type: 'error'; id?: number } & ThreadError);
+export type WorkerJob<Unit, Job> = { type: 'encode'; id: number; units: Unit[]; options: Job } | { type: 'close' };
+
+const WHERE = 'encode worker';
 
 /** One worker thread holding a model; `encode` may be called again before the previous call resolved. */
-class ModelWorker {
-  private readonly pending = new Map<number, { resolve: (t: Encoded) => void; reject: (e: Error) => void }>();
-  private nextId = 0;
+class ModelWorker<Unit extends PoolUnit, Job, Out extends Tensors> {
+  private readonly replies = new PendingReplies<Out>();
   private failure: Error | null = null;
 
   private constructor(private readonly worker: Worker) {
-    worker.on('message', (m: Reply) => {
-      if (m.type === 'done') this.settle(m.id, null, m.tensors);
-      else if (m.type === 'error' && m.id !== undefined) this.settle(m.id, new ConfigError(m.message));
+    worker.on('message', (m: WorkerReply) => {
+      if (m.type === 'done') this.replies.settle(m.id, { value: m.tensors as Out });
+      else if (m.type === 'error' && m.id !== undefined) this.replies.settle(m.id, { error: rebuildError(m, WHERE) });
     });
     worker.on('error', (e) => this.fail(e));
     worker.on('exit', (code) => this.fail(new ConfigError(`encode worker exited (code ${code})`)));
   }
 
-  static start(spec: WorkerModelSpec): Promise<ModelWorker> {
-    const worker = new Worker(workerScript(), { workerData: spec });
+  static start<Unit extends PoolUnit, Job, Out extends Tensors>(
+    spec: WorkerModelSpec,
+  ): Promise<ModelWorker<Unit, Job, Out>> {
+    const worker = new Worker(workerScript('parallel/pool/encode_worker', 'workers'), { workerData: spec });
     return new Promise((resolve, reject) => {
-      const onMessage = (m: Reply) => {
+      const onMessage = (m: WorkerReply) => {
         if (m.type === 'ready') {
           worker.off('message', onMessage);
           worker.off('error', reject);
           resolve(new ModelWorker(worker));
         } else if (m.type === 'error') {
-          reject(new ConfigError(`encode worker could not load the model: ${m.message}`));
+          // The load's own error, as loading on this thread would have thrown it.
+          reject(rebuildError(m, `${WHERE} loading the model`));
           void worker.terminate();
         }
       };
@@ -58,18 +72,16 @@ class ModelWorker {
     });
   }
 
-  encode(units: EncodeUnit[], options: WorkerJobOptions): Promise<Encoded> {
+  encode(units: Unit[], options: Job): Promise<Out> {
     if (this.failure) return Promise.reject(this.failure);
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ type: 'encode', id, units, options });
-    });
+    const { id, reply } = this.replies.add();
+    this.worker.postMessage({ type: 'encode', id, units, options } satisfies WorkerJob<Unit, Job>);
+    return reply;
   }
 
   async close(): Promise<void> {
     this.failure ??= new ConfigError('encode worker closed');
-    this.worker.postMessage({ type: 'close' });
+    this.worker.postMessage({ type: 'close' } satisfies WorkerJob<Unit, Job>);
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => void this.worker.terminate().then(() => resolve()), 10_000);
       this.worker.once('exit', () => {
@@ -79,46 +91,10 @@ class ModelWorker {
     });
   }
 
-  private settle(id: number, error: Error | null, tensors?: Encoded): void {
-    const p = this.pending.get(id);
-    if (!p) return;
-    this.pending.delete(id);
-    if (error) p.reject(error);
-    else p.resolve(tensors!);
-  }
-
   private fail(e: Error): void {
     this.failure ??= e;
-    for (const id of [...this.pending.keys()]) this.settle(id, this.failure);
+    this.replies.failAll(this.failure);
   }
-}
-
-/** The job options a worker can receive (no progress callback). */
-export type WorkerJobOptions = Omit<EncodeJobOptions, 'onProgress' | 'workers'> & { mergeType?: string };
-
-/** The compiled worker entry (when running from TypeScript sources, e.g. under ts-jest: the built copy). */
-function workerScript(): string {
-  const here = path.join(__dirname, 'encode_worker.js');
-  if (fs.existsSync(here)) return here;
-  const built = path.resolve(__dirname, '..', '..', 'dist', 'src', 'api', 'encode_worker.js');
-  if (fs.existsSync(built)) return built;
-  throw new ConfigError(`workers: the worker script ${here} is missing (run npm run build)`);
-}
-
-/** The load options that rebuild `model` in another thread (vision tower as resolved, same backend). */
-export function workerSpec(model: LlavaVision): WorkerModelSpec {
-  const { log: _log, download: _download, ...options } = model.loadOptions;
-  return {
-    modelDir: model.modelDir,
-    // The model's own thread count: a tensor-parallel forward's last bits depend on it, and every
-    // instance must give the same bits (the CLI's --workers loads the model on one thread).
-    options: {
-      ...options,
-      visionTower: model.layout === 'llava' ? model.tower.visionTowerName : options.visionTower,
-      backend: model.backend as LoadOptions['backend'],
-      threads: model.threads,
-    },
-  };
 }
 
 /**
@@ -126,16 +102,16 @@ export function workerSpec(model: LlavaVision): WorkerModelSpec {
  * `workers − 1` threads (`workers` checked by the caller). Results are merged by unit; `onProgress`
  * counts finished units.
  */
-export async function encodeInWorkers(
-  units: EncodeUnit[],
+export async function encodeInWorkers<Unit extends PoolUnit, Job, Out extends Tensors>(
+  units: Unit[],
   workers: number,
   spec: WorkerModelSpec,
-  encodeHere: (unit: EncodeUnit) => Encoded,
-  options: WorkerJobOptions,
+  encodeHere: (unit: Unit) => Out,
+  options: Job,
   onProgress?: (done: number, total: number) => void,
-): Promise<Encoded> {
+): Promise<Out> {
   const pool = await EncoderPool.start(Math.min(workers, units.length) - 1, spec, encodeHere, options);
-  const out: Encoded = {};
+  const out = {} as Out;
   const queue = [...units];
   let done = 0;
   try {
@@ -156,22 +132,25 @@ export async function encodeInWorkers(
  * This thread's model plus `threads` worker threads, kept for as many `run`s as the caller likes (a
  * dataset encode runs the whole stream through one pool instead of reloading the model per shard).
  */
-export class EncoderPool {
+export class EncoderPool<Unit extends PoolUnit, Job, Out extends Tensors> {
   private constructor(
-    private readonly threads: ModelWorker[],
-    private readonly encodeHere: (unit: EncodeUnit) => Encoded,
-    private readonly options: WorkerJobOptions,
+    private readonly threads: ModelWorker<Unit, Job, Out>[],
+    private readonly encodeHere: (unit: Unit) => Out,
+    private readonly options: Job,
   ) {}
 
-  /** Starts `threads` worker threads (each loads the model) and waits until all are ready. */
-  static async start(
+  /**
+   * Starts `threads` worker threads (each loads the model) and waits until all are ready. `options`
+   * (plain data) reach each thread's encode as they are.
+   */
+  static async start<Unit extends PoolUnit, Job, Out extends Tensors>(
     threads: number,
     spec: WorkerModelSpec,
-    encodeHere: (unit: EncodeUnit) => Encoded,
-    options: WorkerJobOptions,
-  ): Promise<EncoderPool> {
+    encodeHere: (unit: Unit) => Out,
+    options: Job,
+  ): Promise<EncoderPool<Unit, Job, Out>> {
     const started = await Promise.allSettled(
-      Array.from({ length: Math.max(0, threads) }, () => ModelWorker.start(spec)),
+      Array.from({ length: Math.max(0, threads) }, () => ModelWorker.start<Unit, Job, Out>(spec)),
     );
     const ready = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
     const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
@@ -188,10 +167,7 @@ export class EncoderPool {
    * queued, so it never waits while this thread is busy in a (synchronous) forward. The first error
    * stops every instance after its current unit and is thrown.
    */
-  async run(
-    next: () => Promise<EncodeUnit | null>,
-    onResult: (unit: EncodeUnit, tensors: Encoded) => void,
-  ): Promise<void> {
+  async run(next: () => Promise<Unit | null>, onResult: (unit: Unit, tensors: Out) => void): Promise<void> {
     let stopped = false;
     const pull = async () => (stopped ? null : next());
     const stopOnError = (loop: Promise<void>) =>
@@ -199,7 +175,7 @@ export class EncoderPool {
         stopped = true; // the other loops stop after their current unit
         throw e;
       });
-    const threadLoop = async (w: ModelWorker) => {
+    const threadLoop = async (w: ModelWorker<Unit, Job, Out>) => {
       for (let unit = await pull(); unit; unit = await pull()) {
         const tensors = await w.encode([ownPixels(unit)], this.options);
         if (!stopped) onResult(unit, tensors);
@@ -223,7 +199,7 @@ export class EncoderPool {
 }
 
 /** A unit whose pixels are a view into a bigger buffer is copied: a transfer to a thread would carry the whole buffer. */
-function ownPixels(unit: EncodeUnit): EncodeUnit {
+function ownPixels<Unit extends PoolUnit>(unit: Unit): Unit {
   const p = unit.pixels;
   return p.byteOffset === 0 && p.byteLength === p.buffer.byteLength ? unit : { ...unit, pixels: p.slice() };
 }

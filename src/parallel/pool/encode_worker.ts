@@ -4,21 +4,23 @@
  * buffers transferred, not copied).
  */
 import { parentPort, workerData } from 'worker_threads';
-import { TensorToWrite } from '../io/safetensors';
-import { EncodeUnit, encodeUnits } from './encode_job';
-import { LlavaVision } from './llava_vision';
-import type { WorkerJobOptions, WorkerModelSpec } from './worker_pool';
+import { TensorToWrite } from '../../io/safetensors';
+import { EncodeUnit, encodeUnits } from '../../api/encode_job';
+import { LlavaVision } from '../../api/llava_vision';
+import { toThreadError } from '../worker_thread';
+import type { WorkerJob, WorkerModelSpec, WorkerReply } from './worker_pool';
 
-type Job = { type: 'encode'; id: number; units: EncodeUnit[]; options: WorkerJobOptions } | { type: 'close' };
+type Job = WorkerJob<EncodeUnit, Parameters<typeof encodeUnits>[2]>;
+const port = parentPort!;
+const reply = (m: WorkerReply, transfer?: ArrayBuffer[]) => port.postMessage(m, transfer);
 
 async function main(): Promise<void> {
-  const port = parentPort!;
   const spec = workerData as WorkerModelSpec;
   let model: LlavaVision;
   try {
     model = await LlavaVision.load(spec.modelDir, { ...spec.options, log: null });
   } catch (e) {
-    port.postMessage({ type: 'error', message: (e as Error).message });
+    reply({ type: 'error', ...toThreadError(e) });
     return;
   }
   port.on('message', (job: Job) => {
@@ -28,18 +30,18 @@ async function main(): Promise<void> {
       return;
     }
     try {
-      const tensors = encodeUnits(model, job.units, job.options as Parameters<typeof encodeUnits>[2]);
+      const tensors = encodeUnits(model, job.units, job.options);
       const buffers = new Set<ArrayBuffer>();
       for (const t of Object.values(tensors) as TensorToWrite[]) {
         const buf = (t.data as ArrayBufferView).buffer;
         if (buf instanceof ArrayBuffer) buffers.add(buf);
       }
-      port.postMessage({ type: 'done', id: job.id, tensors }, [...buffers]);
+      reply({ type: 'done', id: job.id, tensors }, [...buffers]);
     } catch (e) {
-      port.postMessage({ type: 'error', id: job.id, message: (e as Error).message });
+      reply({ type: 'error', id: job.id, ...toThreadError(e) });
     }
   });
-  port.postMessage({ type: 'ready' });
+  reply({ type: 'ready' });
 }
 
 void main();

@@ -1,6 +1,6 @@
 /**
  * Dataset-scale encoding: an image list streamed through the model into a dataset folder (format in
- * dataset_format.ts). Images are decoded a few ahead of the model and encoded one unit at a time (on
+ * format.ts). Images are decoded a few ahead of the model and encoded one unit at a time (on
  * this thread or the worker pool); only the shard being filled is held, so memory does not grow with
  * the number of images. Shards are written atomically and in order, and each one's manifest lines are
  * appended only after it is in place: a killed run loses at most the shard in progress, and running
@@ -46,8 +46,10 @@ import {
   settingsDigest,
   shardName,
   shardNumber,
-} from './dataset_format';
+} from './format';
 import {
+  Batches,
+  batchSizeOf,
   EncodeUnit,
   ImageFailure,
   ImageJobOptions,
@@ -58,18 +60,20 @@ import {
   encodeUnits,
   imageSettings,
   prepareImage,
-} from './encode_job';
+  workerCount,
+  workerSpec,
+} from '../api/encode_job';
 import { inputFileProblem } from './inputs';
-import { LlavaVision } from './llava_vision';
-import { modelDigest, planLoad } from './load_plan';
-import { EncoderPool, workerSpec } from './worker_pool';
+import { LlavaVision } from '../api/llava_vision';
+import { modelDigest, planLoad } from '../loading/load_plan';
+import { EncoderPool } from '../parallel/pool/worker_pool';
 
 /**
- * Images per shard. 64 keeps a shard of LLaVA-1.5 `merged` tokens (576 × 4096 per image) at ~600 MB
- * in F32 / ~300 MB in F16 — the size range dataset readers stream well, and well under the model's own
- * ~2.3 GB in memory while it fills — and a kill then costs at most ~20 minutes of ViT-L work on a
- * 2-core machine; LLaVA's 558K pretraining images make ~8.7K files. Lower it for big outputs
- * (`hidden_states` of ViT-L are ~59 MB per image in F32).
+ * Images per shard. 64 keeps a shard of LLaVA-1.5 `merged` tokens (576 × 4096 floats per image) in
+ * the size range dataset readers stream well and below the model's own memory while it fills, bounds
+ * the ViT-L work a kill loses, and turns LLaVA's 558K pretraining images into thousands of files, not
+ * hundreds of thousands. Lower it for big outputs (`hidden_states` of ViT-L: 25 × 577 × 1024 floats per
+ * image).
  */
 export const DEFAULT_SHARD_SIZE = 64;
 
@@ -238,12 +242,8 @@ export async function writeEncodedDataset(
   const dtype = options.dtype ?? 'F32';
   if (!STORED_DTYPES.includes(dtype))
     throw new ConfigError(`dtype must be one of ${STORED_DTYPES.join(', ')}, got ${String(dtype)}`);
-  const workers = options.workers ?? 1;
-  if (!Number.isInteger(workers) || workers < 1)
-    throw new ConfigError(`workers must be a positive integer, got ${workers}`);
-  const batchSize = options.batchSize ?? 1;
-  if (!Number.isInteger(batchSize) || batchSize < 1)
-    throw new ConfigError(`batch size must be a positive integer, got ${batchSize}`);
+  const workers = workerCount(options);
+  const batchSize = batchSizeOf(options);
   if (inputs.length === 0) throw new ConfigError('no images to encode');
   if (inputs.length > MAX_INPUTS)
     throw new ConfigError(`${inputs.length} inputs: a dataset holds at most ${MAX_INPUTS}`);
@@ -429,7 +429,7 @@ async function encodeStream(
     const pool = await EncoderPool.start(
       workers - 1,
       workerSpec(model),
-      (u) => encodeUnits(model, [u], jobOptions),
+      (u: EncodeUnit) => encodeUnits(model, [u], jobOptions),
       jobOptions,
     );
     try {
@@ -446,24 +446,13 @@ async function encodeStream(
     }
     return;
   }
-  let group: EncodeUnit[] = [];
-  let tiles = 0;
-  const flush = () => {
-    const units = group;
-    [group, tiles] = [[], 0];
-    if (units.length) onEncoded(encodeUnits(model, units, jobOptions), units);
-  };
+  const batches = new Batches(batchSize);
+  const encode = (units: EncodeUnit[]) => onEncoded(encodeUnits(model, units, jobOptions), units);
   for (let p = await next(); p; p = await next()) {
-    if ('failure' in p) {
-      onFailure(p.failure);
-      continue;
-    }
-    if (group.length && tiles + p.unit.shape[0] > batchSize) flush();
-    group.push(p.unit);
-    tiles += p.unit.shape[0];
-    if (tiles >= batchSize) flush();
+    if ('failure' in p) onFailure(p.failure);
+    else batches.add(p.unit).forEach(encode);
   }
-  flush();
+  batches.rest().forEach(encode);
 }
 
 /** The input checked as a file first (so a folder, a pipe or an empty file is a clear failure, never a hang in the decoder). */

@@ -6,7 +6,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { ConfigError } from '../errors';
-import { MAX_SOURCE_BYTES } from './dataset_format';
+import { MAX_SOURCE_BYTES } from './format';
 
 /** Extensions taken as images without looking inside (what sharp decodes, plus .bmp, which it reports as undecodable). */
 const IMAGE_EXTENSIONS = new Set([

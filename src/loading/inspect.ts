@@ -10,17 +10,10 @@ import { CLIPVisionConfig, numPatchesPerSide } from '../config/clip';
 import { AspectMode, MergeType, Pinpoints, SelectFeature } from '../config/llava';
 import { CheckpointError } from '../errors';
 import { DTYPE_SIZE, DType, numel } from '../io/dtype';
-import {
-  LAYOUTS,
-  Layout,
-  PROJECTOR_PREFIXES,
-  TOWER_PREFIXES,
-  findProjectorKeys,
-  inferProjectorType,
-} from '../io/layouts';
+import { LAYOUTS, Layout, PROJECTOR_PREFIXES, TOWER_PREFIXES, findProjectorKeys, inferProjectorType } from './layouts';
 import { cachedSnapshot, hubCacheDir, isRepoId } from '../io/hub';
 import { LoadPlan, PlannedWeights, ProjectorPlan, planLoad } from './load_plan';
-import { ThreadsSummary, threadsSummary } from './sharded/load';
+import { ThreadsSummary, threadsSummary } from '../parallel/thread_count';
 import { GemmName, describeGemm, plannedGemm } from '../model/kernels/gemm';
 import type { ProjectorConfig } from '../model/projector';
 import { OpenedSource, SourceFormat, isDir, openTensorSource } from './sources';

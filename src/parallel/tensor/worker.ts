@@ -12,7 +12,7 @@ import { wasmHeapView } from '../../model/wasm_heap';
 import { RankCompute, TowerShard, projectorShard } from '../../model/parallel/shards';
 import { disposeWeights, loadWeights, prefaultWeights } from '../../model/weights';
 import { Module } from '../../model/module';
-import { openTensorSource } from '../sources';
+import { openTensorSource } from '../../loading/sources';
 import {
   CTL,
   LoadReply,
@@ -26,15 +26,12 @@ import {
   ThreadMemory,
   WorkerInit,
 } from './protocol';
+import { toThreadError } from '../worker_thread';
 
 const init = workerData as WorkerInit;
 const port = parentPort!;
 const compute = new RankCompute();
 const reply = (m: LoadReply) => port.postMessage(m);
-const failure = (e: unknown) => ({
-  errorClass: (e as Error)?.name ?? 'Error',
-  message: (e as Error)?.message ?? String(e),
-});
 
 /** This thread's id in /proc (Linux), so the coordinator can tell while it waits that the thread is gone. */
 function osThreadId(): number | null {
@@ -90,7 +87,7 @@ async function onLoadMessage(m: LoadRequest): Promise<void> {
     }
     reply({ type: 'loaded', id: m.id });
   } catch (e) {
-    reply({ type: 'error', id: m.id, ...failure(e) });
+    reply({ type: 'error', id: m.id, ...toThreadError(e) });
   }
 }
 
@@ -153,7 +150,7 @@ function serve(requests: MessagePort, servedFrom: number): void {
       }
     } catch (e) {
       Atomics.add(ctl, CTL.FAILED, 1);
-      requests.postMessage({ ok: false, ...failure(e) } satisfies SyncReply);
+      requests.postMessage({ ok: false, ...toThreadError(e) } satisfies SyncReply);
     }
     done(ctl);
   }
@@ -206,7 +203,7 @@ async function main(): Promise<void> {
     setGemmChoice(init.gemm); // before the backend starts (it may enable relaxed SIMD)
     await initBackend({ backend: 'wasm', log: null });
   } catch (e) {
-    reply({ type: 'error', ...failure(e) });
+    reply({ type: 'error', ...toThreadError(e) });
     return;
   }
   port.on('message', (m: LoadRequest) => void onLoadMessage(m));

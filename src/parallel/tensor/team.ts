@@ -6,9 +6,8 @@
  * from then on. Once loaded, threads are unref'd: a process whose model was never disposed still exits.
  */
 import * as fs from 'fs';
-import * as path from 'path';
 import { MessageChannel, MessagePort, Worker, receiveMessageOnPort } from 'worker_threads';
-import { BackendError, CheckpointError, ConfigError, LlavaVisionError } from '../../errors';
+import { BackendError, ConfigError } from '../../errors';
 import { StepTeam } from '../../model/parallel/coordinator';
 import { StepOp } from '../../model/parallel/shards';
 import { chooseGemm } from '../../model/kernels/gemm';
@@ -24,32 +23,12 @@ import {
   SyncRequest,
   WorkerInit,
 } from './protocol';
+import { PendingReplies, rebuildError, workerScript } from '../worker_thread';
 
 /** How often a waiting coordinator checks that every thread is alive. */
 const LIVENESS_POLL_MS = 200;
 /** How long `close` lets threads end on their own before terminating them. */
 const CLOSE_GRACE_MS = 2000;
-
-const ERROR_CLASSES: Record<string, new (message: string) => LlavaVisionError> = {
-  CheckpointError,
-  ConfigError,
-  BackendError,
-};
-
-/** An error a thread reported, as the class it was there when it is one of ours. */
-function rebuildError(errorClass: string, message: string, where: string): Error {
-  const Cls = ERROR_CLASSES[errorClass];
-  return Cls ? new Cls(message) : new BackendError(`${where}: ${errorClass}: ${message}`);
-}
-
-/** The compiled worker entry (from TypeScript sources, e.g. under ts-jest: the built copy). */
-function workerScript(): string {
-  const here = path.join(__dirname, 'worker.js');
-  if (fs.existsSync(here)) return here;
-  const built = path.resolve(__dirname, '..', '..', '..', 'dist', 'src', 'api', 'sharded', 'worker.js');
-  if (fs.existsSync(built)) return built;
-  throw new ConfigError(`threads: the shard thread script ${here} is missing (run npm run build)`);
-}
 
 interface Member {
   worker: Worker;
@@ -58,7 +37,8 @@ interface Member {
   exit: string | null;
   requests: MessagePort | null;
   output: Float32Array;
-  pending: Map<number, { resolve: () => void; reject: (e: Error) => void }>;
+  /** Its load requests still waiting for a reply. */
+  loads: PendingReplies<void>;
 }
 
 /** A load request without its id (given by `load`). */
@@ -80,7 +60,6 @@ export class ShardTeam implements StepTeam {
   private readonly members: Member[] = [];
   private inputBuffer: Float32Array = new Float32Array(0);
   private outputFloats = 0;
-  private nextId = 0;
   private serving = false;
   private broken: Error | null = null;
   private closed = false;
@@ -106,7 +85,7 @@ export class ShardTeam implements StepTeam {
    * failed load (so that it leaves no thread behind).
    */
   static spawn(ranks: number): ShardTeam {
-    return new ShardTeam(ranks, workerScript());
+    return new ShardTeam(ranks, workerScript('parallel/tensor/worker', 'threads'));
   }
 
   private spawn(script: string, rank: number): Promise<void> {
@@ -124,7 +103,7 @@ export class ShardTeam implements StepTeam {
       exit: null,
       requests: null,
       output: new Float32Array(0),
-      pending: new Map(),
+      loads: new PendingReplies<void>(),
     };
     this.members.push(member);
     return new Promise((resolve, reject) => {
@@ -133,21 +112,17 @@ export class ShardTeam implements StepTeam {
           member.tid = m.tid;
           resolve();
         } else if (m.type === 'loaded' || m.type === 'error') {
-          const error = m.type === 'error' ? rebuildError(m.errorClass, m.message, `thread ${rank}`) : null;
+          const error = m.type === 'error' ? rebuildError(m, `thread ${rank}`) : null;
           if (m.id === undefined)
             return reject(error ?? new BackendError(`thread ${rank}: a load reply without a request`));
-          const p = member.pending.get(m.id);
-          member.pending.delete(m.id);
-          if (error) p?.reject(error);
-          else p?.resolve();
+          member.loads.settle(m.id, error ? { error } : { value: undefined });
         }
       });
       const gone = (why: string) => {
         member.exit ??= why;
         const error = new BackendError(`thread ${rank} of ${this.ranks} ${why}`);
         reject(error);
-        for (const p of member.pending.values()) p.reject(error);
-        member.pending.clear();
+        member.loads.failAll(error);
       };
       worker.on('error', (e) => gone(`failed: ${e.message}`));
       worker.on('exit', (code) => gone(`ended (exit code ${code})`));
@@ -158,11 +133,9 @@ export class ShardTeam implements StepTeam {
   load(rank: number, request: ShardLoad): Promise<void> {
     const member = this.members[rank - 1];
     if (member.exit) return Promise.reject(new BackendError(`thread ${rank} of ${this.ranks} ${member.exit}`));
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      member.pending.set(id, { resolve, reject });
-      member.worker.postMessage({ ...request, id });
-    });
+    const { id, reply } = member.loads.add();
+    member.worker.postMessage({ ...request, id });
+    return reply;
   }
 
   /** Switches every thread to the step loop (after loading). */

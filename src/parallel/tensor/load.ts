@@ -5,88 +5,18 @@
  * added after the reductions. No thread holds a whole tower weight it does not run; the projector is
  * also held whole on this thread, as the layer that trains (LlavaVision.projector).
  */
-import * as os from 'os';
-import { CLIPVisionConfig } from '../../config/clip';
-import type { TowerLayout } from '../../model/layout';
-import { ConfigError } from '../../errors';
+import type { CLIPVisionConfig } from '../../config/clip';
 import { checkVisionConfigAgainstWeights } from '../../model/config_checks';
 import { CLIPVisionEmbeddings } from '../../model/embeddings';
 import { Module, ModuleGroup, namedParams } from '../../model/module';
 import { ShardedProjector, ShardedVisionModel } from '../../model/parallel/coordinator';
 import { readHostTowerWeights, readVector } from '../../model/parallel/host_weights';
-import { maxRanks, planRanks, splitRange } from '../../model/parallel/partition';
+import { planRanks, splitRange } from '../../model/parallel/partition';
 import { RankCompute, TowerShard, projectorShard } from '../../model/parallel/shards';
-import { Projector, ProjectorConfig, projectorDepth } from '../../model/projector';
+import { Projector, ProjectorConfig } from '../../model/projector';
 import { KeyMap, disposeWeights, loadWeights, prefaultWeights } from '../../model/weights';
-import { OpenedSource, openTensorSource } from '../sources';
-import type { CLIPVisionTower } from '../vision_tower';
+import { OpenedSource, openTensorSource } from '../../loading/sources';
 import { ShardTeam } from './team';
-
-export const THREADS_ENV_VAR = 'LLAVA_VISION_THREADS';
-
-/** The cores this process may use (Node ≥ 18.14: availableParallelism, else the CPU count). */
-export function availableCores(): number {
-  const fn = (os as { availableParallelism?: () => number }).availableParallelism;
-  return Math.max(1, fn ? fn() : os.cpus().length);
-}
-
-/**
- * The thread count a load asks for: the option, else LLAVA_VISION_THREADS, else the available cores.
- * A ConfigError naming the option or variable when it is not a positive integer.
- */
-export function requestedThreads(option: number | undefined): number {
-  if (option !== undefined) {
-    if (!Number.isInteger(option) || option < 1)
-      throw new ConfigError(`threads must be a positive integer, got ${option}`);
-    return option;
-  }
-  const env = process.env[THREADS_ENV_VAR];
-  if (env === undefined || env === '') return availableCores();
-  if (!/^\d+$/.test(env.trim()) || Number(env) < 1)
-    throw new ConfigError(`${THREADS_ENV_VAR}="${env}" is not a positive integer`);
-  return Number(env);
-}
-
-/**
- * Threads a tower runs on: the request, on the wasm backend with the `wasm` layout only (other
- * backends run their own threads or a GPU), at most one per attention head.
- */
-export function effectiveThreads(
-  requested: number,
-  backend: string,
-  config: CLIPVisionConfig,
-  layout?: TowerLayout,
-): number {
-  return backend === 'wasm' && (layout ?? 'wasm') === 'wasm' ? Math.min(requested, maxRanks(config)) : 1;
-}
-
-/** How a load with the default thread count would split a model (what `inspect` reports). */
-export interface ThreadsSummary {
-  /** The thread count asked for, and where it came from. */
-  requested: number;
-  from: typeof THREADS_ENV_VAR | 'available cores';
-  /** Threads the tower runs on (wasm; other backends run on one). */
-  threads: number;
-  /** Attention heads, MLP features and projector hidden features per thread. */
-  heads: number[];
-  features: number[];
-  projectorHidden: number[] | null;
-}
-
-export function threadsSummary(config: CLIPVisionConfig, projector: ProjectorConfig | null): ThreadsSummary {
-  const requested = requestedThreads(undefined);
-  const threads = effectiveThreads(requested, 'wasm', config);
-  const sharded = projector !== null && shardsProjector(projector, threads);
-  const plans = planRanks(config, threads, sharded ? projector.outFeatures : null);
-  return {
-    requested,
-    from: process.env[THREADS_ENV_VAR] ? THREADS_ENV_VAR : 'available cores',
-    threads,
-    heads: plans.map((p) => p.heads.count),
-    features: plans.map((p) => p.features.count),
-    projectorHidden: sharded ? plans.map((p) => p.projectorHidden!.count) : null,
-  };
-}
 
 /** The shard threads and this thread's own shards (rank 0). */
 export class ShardedRuntime {
@@ -128,17 +58,24 @@ async function allLoaded(team: ShardTeam, loads: Promise<void>[]): Promise<void>
   if (failed) throw failed.reason;
 }
 
+/** The tower to shard: its config, the file it came from, and its folder (where its weights lie when not given). */
+export interface TowerToShard {
+  config: CLIPVisionConfig;
+  configFile: string;
+  folder: string;
+}
+
 /**
  * Loads `tower` sharded across the runtime's threads, from its own folder or from `weights` (a
- * LLaVA-1.6 or llava-hf checkpoint holding the tower under a prefix), and attaches it.
+ * LLaVA-1.6 or llava-hf checkpoint holding the tower under a prefix).
  */
 export async function loadShardedTower(
   runtime: ShardedRuntime,
-  tower: CLIPVisionTower,
+  tower: TowerToShard,
   weights?: { tensors: OpenedSource; keyFor: KeyMap },
-): Promise<void> {
+): Promise<ShardedVisionModel> {
   const { team, rank0 } = runtime;
-  const own = weights ? null : openTensorSource(tower.visionTowerName);
+  const own = weights ? null : openTensorSource(tower.folder);
   const tensors = weights?.tensors ?? own!;
   const keyFor = weights?.keyFor ?? ((p: string) => p);
   const config = tower.config;
@@ -169,7 +106,7 @@ export async function loadShardedTower(
     loadWeights(shard, tensors, keyFor);
     await others;
     rank0.tower = shard;
-    tower.attachSharded(new ShardedVisionModel(config, embeddings, host, rank0, team));
+    return new ShardedVisionModel(config, embeddings, host, rank0, team);
   } catch (e) {
     shard?.dispose();
     if (embeddings) for (const w of embeddings.weights) w.dispose();
@@ -177,11 +114,6 @@ export async function loadShardedTower(
   } finally {
     own?.close();
   }
-}
-
-/** Whether a projector is sharded across `threads`: mlp2x_gelu, with at least one hidden feature per thread. */
-export function shardsProjector(config: ProjectorConfig, threads: number): boolean {
-  return threads > 1 && projectorDepth(config.type) === 2 && config.outFeatures >= threads;
 }
 
 /** Loads an mlp2x_gelu projector sharded across the runtime's threads (`source` must be re-openable by its name). */
