@@ -407,7 +407,8 @@ export async function benchThreads(o: ThreadsBenchOptions): Promise<void> {
       torch.push({ threads: t.threads, gemm: t.gemm, llavaS: t.llava.median_s });
     }
     await rounds('ours again (after torch)');
-  } else if (o.vsTorch) log('bench: /usr/bin/python3 has no torch: --vs-torch skipped');
+  } else if (o.vsTorch)
+    log(`bench: ${process.env.LLAVA_VISION_PYTHON || '/usr/bin/python3'} has no torch: --vs-torch skipped`);
   const digests: string[] = [];
   for (const child of children) {
     const summary = await child.next<Extract<ServeReply, { op: 'summary' }>>({ op: 'summary' });
