@@ -43,6 +43,9 @@ const EXTRA_ROOTS = [
 /** Debian packages of the Vulkan loader and GL dispatch (the device README's list, minus desktop GL). */
 const DEBS = ['libvulkan1', 'libegl1', 'libglvnd0', 'libgles2', 'libopengl0'];
 
+/** Packages nothing here runs: jest's watch mode (jest-haste-map requires it only when watching). */
+const NOT_RUN = /^@parcel\/watcher/;
+
 /** tfjs packages: their Node entry point is one bundled file; dist/ also holds ESM copies of every module. */
 const SINGLE_FILE_PACKAGES = /^@tensorflow\/tfjs-/;
 
@@ -121,6 +124,7 @@ export function packageClosure(root: string, roots: string[]): string[] {
   };
   const seen = new Set<string>();
   const visit = (from: string, name: string, required: boolean) => {
+    if (NOT_RUN.test(name)) return;
     const key = resolve(from, name);
     if (!key) {
       if (required) throw new Error(`${name} (needed by ${from || 'package.json'}) is not installed: run npm ci`);
