@@ -36,7 +36,7 @@ else
   echo "dry_run: not root (or no unshare): this machine's node stays on the PATH" >&2
 fi
 cd "$DIR/repo"
-cmd="${hide}command -v node && { echo 'dry_run: node still reachable' >&2; exit 1; }; exec bash tools/device_check.sh --dry-run --out '$DIR/out' $*"
+cmd="${hide}node --version >/dev/null 2>&1 && { echo 'dry_run: node still reachable' >&2; exit 1; }; exec bash tools/device_check.sh --dry-run --out '$DIR/out' $*"
 if [ -n "$hide" ]; then
   env -i HOME="$DIR/home" PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin TERM=dumb \
     unshare -m --propagation private bash -c "$cmd"
