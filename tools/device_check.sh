@@ -91,6 +91,8 @@ run_step() {
   rc=${PIPESTATUS[0]}
   seconds=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
   reason=$(cat "$WORK/$name.reason" 2>/dev/null)
+  # Else the first error line of the output (a stack trace's last line is only Node's version), else its last line.
+  [ -n "$reason" ] || reason=$(grep -m 1 -E '^(Uncaught )?([A-Za-z]*Error|error)\b|FAIL' "$WORK/$name.out" | cut -c1-400)
   [ -n "$reason" ] || reason=$(grep -v '^[[:space:]]*$' "$WORK/$name.out" | tail -n 1 | cut -c1-400)
   case $rc in
     0) record "$name" ok "$seconds" "" ;;

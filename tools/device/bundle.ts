@@ -38,6 +38,8 @@ const EXTRA_ROOTS = [
   '@tensorflow/tfjs-backend-webgpu',
   'webgpu',
   'jest',
+  // The benchmarks' clock measurement assembles its loop (tools/cpu_clock.ts).
+  'wabt',
 ];
 
 /** Debian packages of the Vulkan loader and GL dispatch (the device README's list, minus desktop GL). */
@@ -163,6 +165,8 @@ function runtimeFiles(root: string, key: string): { js: string[]; native: string
   } else if (name === 'webgpu') {
     files = files.filter((f) => !f.startsWith('dist/') || f.startsWith(`dist/linux-x64/`));
     files = files.filter((f) => !f.startsWith('build/'));
+  } else if (name === 'wabt') {
+    files = files.filter((f) => !f.startsWith('bin/')); // command-line tools: index.js is the library
   }
   files = files.filter((f) => f === 'package.json' || (!DROP_FILE.test(f) && !DROP_DIR.test(f)));
   const isNative = (f: string) => /\.node$|\.so(\.\d+)*$/.test(f);
