@@ -40,7 +40,15 @@ import { GemmMeter, GemmTotals, gemmRate, gemmRates, replayGemms } from './gemm_
 import { fmaPeakGflops, measureClockGHz } from './cpu_clock';
 import { GenDType, writeFullSizeCase } from './make_checkpoint';
 import { packageRoot } from '../src/version';
-import { benchThreads, childThreadsLoad, childThreadsServe, parseGemmList, parseThreadList } from './bench_threads';
+import {
+  ThreadsReport,
+  benchThreads,
+  childThreadsLoad,
+  childThreadsServe,
+  parseGemmList,
+  parseThreadList,
+  printThreads,
+} from './bench_threads';
 import { GemmChoice, GemmName, activeGemm, describeGemm } from '../src/model/kernels/gemm';
 
 const CASE = 'vitl14_336_generated_sel-2_patch';
@@ -499,7 +507,11 @@ interface BenchReport {
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
-  if (o.fromJson) return printTable(JSON.parse(fs.readFileSync(o.fromJson, 'utf8')) as BenchReport); // re-render a saved --json report
+  if (o.fromJson) {
+    // re-render a saved --json report, of either bench
+    const saved = JSON.parse(fs.readFileSync(o.fromJson, 'utf8')) as BenchReport | ThreadsReport;
+    return 'results' in saved ? printThreads(saved) : printTable(saved);
+  }
   if (o.child === 'load') return childLoad(o);
   if (o.child === 'workers') return childWorkers(o);
   if (o.child === 'touch') return childTouch(o);
@@ -777,11 +789,14 @@ async function main(): Promise<void> {
           ),
         }
       : {}),
-    forwardGemmByShape: Object.fromEntries(
-      Object.entries(forwardByShape)
-        .sort((a, b) => b[1].flops - a[1].flops)
-        .map(([k, v]) => [k, v.flops / v.ms / 1e6]),
-    ),
+    // (Not on webgpu: there a kernel call only enqueues the GPU's work.)
+    forwardGemmByShape: asyncKernels
+      ? undefined
+      : Object.fromEntries(
+          Object.entries(forwardByShape)
+            .sort((a, b) => b[1].flops - a[1].flops)
+            .map(([k, v]) => [k, v.flops / v.ms / 1e6]),
+        ),
     peakRssMB: { llavaBatch1: peakLlavaMB, fullBatch1: peakFullMB, [`llavaBatch${o.batch}`]: peakBatchMB },
     wasmHeapMB: { afterWarmup: heapAfterWarmup, end: heapEnd },
     numTensors: { before: tensorsBefore, after: tensorsAfter },

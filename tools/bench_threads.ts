@@ -451,7 +451,8 @@ export async function benchThreads(o: ThreadsBenchOptions): Promise<void> {
   printThreads(report);
 }
 
-type Report = {
+/** The --json report of the tensor-parallel bench (and what `--from-json` reads back). */
+export type ThreadsReport = {
   date: string;
   machine: { cpu?: string; cores: number; availableParallelism: number; node: string; clockGHz?: number };
   backend: string;
@@ -464,7 +465,7 @@ type Report = {
   crossIdentical: boolean;
 };
 
-function printThreads(r: Report): void {
+export function printThreads(r: ThreadsReport): void {
   const f = (x: number, d = 2) => x.toFixed(d);
   const lines: string[] = [];
   const row = (...cells: string[]) => lines.push(`| ${cells.join(' | ')} |`);

@@ -4,7 +4,7 @@
 # and no network: `npm run device:bundle` makes the git-ignored .device/ it needs (carry it), and
 # DEVELOPING.md ("Checking on a GPU host") gives the exact run.
 #
-#   bash tools/device_check.sh [--out DIR] [--dry-run] [--deadline S] [--allow-stale-bundle]
+#   bash tools/device_check.sh [--out DIR] [--dry-run] [--deadline S] [--perturb NAME=ULPS] [--allow-stale-bundle]
 #
 #   --out DIR     where device_check.log and device_check.json go (default: $OUT, else ./device-check-out)
 #   --dry-run     the rehearsal on a machine without a GPU (Mesa's llvmpipe through Dawn's OpenGL ES):
@@ -12,6 +12,8 @@
 #                 the benchmarks, batch 2 at most, one repetition; a CPU adapter is accepted
 #   --deadline S  the whole run ends within S seconds (default 530; dry run 3600): each step's timeout is
 #                 cut to what is left, and a step that no time is left for is skipped, saying so
+#   --perturb NAME=ULPS  the reference is made with weight NAME moved by ULPS units in the last place
+#                 (tools/make_reference.py --perturb): the parity checks must then fail (a test of the test)
 #
 # Steps (each with its own timeout; a failed step is logged with why, and the next ones still run):
 #   setup         node, node_modules and dist from .device/; Debian's Vulkan loader and GL dispatch
@@ -39,12 +41,14 @@ OUTDIR=${OUT:-}
 DRY_RUN=0
 DEADLINE_S=
 ALLOW_STALE=0
+PERTURB=
 while [ $# -gt 0 ]; do
   case $1 in
     --out) OUTDIR=$2; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
     --deadline) DEADLINE_S=$2; shift 2 ;;
     --allow-stale-bundle) ALLOW_STALE=1; shift ;;
+    --perturb) PERTURB=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "device_check: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -60,7 +64,7 @@ START=$(date +%s)
 DEADLINE=$((START + DEADLINE_S))
 : >"$LOG"
 exec > >(tee -a "$LOG") 2>&1
-export ROOT WORK BUNDLE DRY_RUN
+export ROOT WORK BUNDLE DRY_RUN PERTURB
 
 say() { printf '%s device_check: %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 
@@ -92,7 +96,7 @@ run_step() {
   seconds=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
   reason=$(cat "$WORK/$name.reason" 2>/dev/null)
   # Else the first error line of the output (a stack trace's last line is only Node's version), else its last line.
-  [ -n "$reason" ] || reason=$(grep -m 1 -E '^(Uncaught )?([A-Za-z]*Error|error)\b|FAIL' "$WORK/$name.out" | cut -c1-400)
+  [ -n "$reason" ] || reason=$(grep -v '^[[:space:]]' "$WORK/$name.out" | grep -m 1 -E '[A-Za-z]*Error\b|\berror\b|FAIL' | cut -c1-400)
   [ -n "$reason" ] || reason=$(grep -v '^[[:space:]]*$' "$WORK/$name.out" | tail -n 1 | cut -c1-400)
   case $rc in
     0) record "$name" ok "$seconds" "" ;;
@@ -266,7 +270,8 @@ reference() {
   tower=$(node -p 'require(process.argv[1]).towerDir' "$WORK/model.json") || return 1
   llava=$(node -p 'require(process.argv[1]).llavaDir' "$WORK/model.json") || return 1
   "$PYTHON" tools/make_reference.py --llava "$llava" --vision-tower "$tower" \
-    test/fixtures/images/astronaut.png --out "$WORK/reference.safetensors" | tee "$WORK/reference.json"
+    ${PERTURB:+--perturb "$PERTURB"} test/fixtures/images/astronaut.png --out "$WORK/reference.safetensors" |
+    tee "$WORK/reference.json"
 }
 
 # check BACKEND [THREADS]
@@ -341,16 +346,17 @@ torch_peer() {
 torch_cuda() { torch_peer torch_cuda cuda 1 1 "$(largest_batch)"; }
 torch_cpu() { torch_peer torch_cpu cpu "$(nproc)" 1 "$([ "$DRY_RUN" = 1 ] && echo 2 || echo 8)"; }
 
+# One round before PyTorch's runs and one after (--reps 1): two timed forwards per thread count, each
+# round also replaying the GEMM ceilings; ~3 minutes for 1..16 threads on ViT-L.
 cpu_scaling() {
-  local cores n list=() reps=2
+  local cores n list=()
   cores=$(nproc)
   for n in 1 2 4 8 16 32 64; do [ "$n" -le "$cores" ] && list+=("$n"); done
   [ "${list[-1]}" = "$cores" ] || list+=("$cores")
-  [ "$DRY_RUN" = 1 ] && reps=1
   LLAVA_VISION_PYTHON=$PYTHON node dist/tools/bench.js --threads "$(
     IFS=,
     echo "${list[*]}"
-  )" --vs-torch --reps "$reps" $(layers_arg) --json >"$WORK/cpu_scaling.json" || return 1
+  )" --vs-torch --reps 1 $(layers_arg) --json >"$WORK/cpu_scaling.json" || return 1
   node dist/tools/bench.js --from-json "$WORK/cpu_scaling.json"
 }
 
@@ -428,4 +434,8 @@ if [ -n "$SUMMARIZE_PY" ]; then
 else
   say "no python3 for the summary: the step outputs stay in $WORK"
 fi
-say "done in $(($(date +%s) - START)) s: $OUTDIR/device_check.log, $OUTDIR/device_check.json"
+# The benchmarks' own reports beside them (npm run bench -- --from-json FILE renders their tables).
+for f in gpu_batches.json bench_webgpu.json cpu_scaling.json; do [ -s "$WORK/$f" ] && cp "$WORK/$f" "$OUTDIR/$f"; done
+# The step outputs stay in the work folder; the unpacked node and libraries go.
+rm -rf "$WORK/bin" "$WORK/sysroot" "$WORK"/*.tar
+say "done in $(($(date +%s) - START)) s: $OUTDIR/device_check.log, $OUTDIR/device_check.json (step outputs: $WORK)"

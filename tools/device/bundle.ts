@@ -3,8 +3,9 @@
  * GPU host (no Node.js, no network, a 64 MiB limit on the tree plus what is carried). It holds:
  *
  *   node.xz          this machine's `node`, stripped, xz-compressed with the x86 filter
- *   native.tar.xz    the native binaries: Dawn (webgpu's linux-x64 dawn.node, stripped), and sharp with
- *                    libvips when they fit the budget (`--sharp auto|yes|no`)
+ *   native.tar.xz    the native binaries: Dawn (webgpu's linux-x64 dawn.node, stripped), jest's resolver
+ *   sharp.tar.xz     sharp and libvips, when they fit the budget (`--sharp auto|yes|no`; the auto rule keeps
+ *                    1 MiB spare)
  *   runtime.tar.xz   dist/ (every .ts of src, tools, test, examples compiled; the parity suites run as
  *                    JavaScript, with no ts-jest or TypeScript there) and node_modules/ pruned to what runs:
  *                    the dependency closure of the package's dependencies, the tfjs backends, webgpu and
@@ -15,7 +16,7 @@
  *                    (device_check.sh refuses a bundle older than the tree)
  *
  * and prints the budget: tracked files + untracked files that git does not ignore + .device/, against 64 MiB.
- * Exits 1 when over it.
+ * Exits 1 when over it. The compressed parts are cached in .cache/device-bundle/ by the hash of their input.
  *
  *   npm run device:bundle [-- --sharp auto|yes|no] [--out .device] [--limit-mib 64]
  *   node dist/tools/device/bundle.js --verify      (where it is unpacked: is dist/ this tree's?)
@@ -232,7 +233,26 @@ export function sourceDigest(root: string, files: string[]): string {
 
 // ----------------------------------------------------------------------------------------- the parts
 
+/** The sha256 of each part's uncompressed input, as the last bundle left them (.cache/device-bundle/inputs.json). */
+let previousInputs: Record<string, string> = {};
+const inputs: Record<string, string> = {};
+
+function fileSha256(file: string): string {
+  const hash = createHash('sha256');
+  const buf = Buffer.allocUnsafe(MiB);
+  const fd = fs.openSync(file, 'r');
+  try {
+    for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0;) hash.update(buf.subarray(0, n));
+  } finally {
+    fs.closeSync(fd);
+  }
+  return hash.digest('hex');
+}
+
 function xz(input: string, output: string, x86: boolean): void {
+  const sha = fileSha256(input);
+  inputs[path.basename(output)] = sha;
+  if (previousInputs[path.basename(output)] === sha && fs.existsSync(output)) return; // compressed already
   const filters = x86 ? ['--x86', '--lzma2=preset=9e,dict=128MiB'] : ['--lzma2=preset=9e,dict=64MiB'];
   const out = fs.openSync(`${output}.tmp`, 'w');
   try {
@@ -373,66 +393,69 @@ function main(): number {
     }
     fs.writeFileSync(path.join(jsStage, 'node_modules', '.device-bundle'), `${digest}\n`);
 
+    // Every compressed part is made in .cache/device-bundle (git-ignored) and kept there with the hash of
+    // its input: an unchanged part is not compressed again (node and Dawn take minutes at xz -9e).
+    const cache = path.join(root, '.cache', 'device-bundle');
+    fs.mkdirSync(cache, { recursive: true });
+    try {
+      previousInputs = JSON.parse(fs.readFileSync(path.join(cache, 'inputs.json'), 'utf8')) as Record<string, string>;
+    } catch {
+      previousInputs = {};
+    }
+    const cached = (name: string) => path.join(cache, name);
     step('node (stripped, xz)');
-    xz(stripped(process.execPath, tmp), path.join(out, 'node.xz'), true);
+    xz(stripped(process.execPath, tmp), cached('node.xz'), true);
     step('Dawn (xz)');
-    tarXz(nativeStage, path.join(out, 'native.tar.xz'), true);
-    step('sharp and libvips (xz, kept if they fit)');
-    const sharpXz = path.join(tmp, 'sharp.tar.xz');
-    tarXz(sharpStage, sharpXz, true);
+    tarXz(nativeStage, cached('native.tar.xz'), true);
+    step('sharp and libvips (xz, carried if they fit)');
+    tarXz(sharpStage, cached('sharp.tar.xz'), true);
     step('Debian packages (apt-get download, amd64)');
     const debs = downloadDebs(path.join(out, 'debs'));
 
-    // The budget decides sharp: everything else first.
-    const tree = treeBudget(root, out);
+    // The budget decides sharp: the runtime with sharp's JS and with the stand-in, then the sums.
     const sizeOf = (f: string) => fs.statSync(f).size;
-    const debBytes = debs.reduce((s, f) => s + sizeOf(path.join(out, 'debs', f)), 0);
-    const limit = o.limitMiB * MiB;
-    // The runtime tar without libvips first, to know what is left for it.
-    const runtimeXz = path.join(out, 'runtime.tar.xz');
     const sharpStandIn = path.join(jsStage, 'node_modules', 'sharp');
-    const fixed = () =>
+    step('runtime (xz), with the stand-in for sharp');
+    fs.mkdirSync(sharpStandIn, { recursive: true });
+    fs.writeFileSync(path.join(sharpStandIn, 'index.js'), SHARP_STAND_IN);
+    fs.writeFileSync(
+      path.join(sharpStandIn, 'package.json'),
+      JSON.stringify({ name: 'sharp', version: '0.0.0-left-out-of-device-bundle', main: 'index.js' }, null, 1) + '\n',
+    );
+    tarXz(jsStage, cached('runtime-no-sharp.tar.xz'), false);
+    fs.rmSync(sharpStandIn, { recursive: true });
+    step("runtime (xz), with sharp's JavaScript");
+    fs.cpSync(path.join(sharpStage, 'node_modules'), path.join(jsStage, 'node_modules'), {
+      recursive: true,
+      filter: (src) => !/\.node$|\.so(\.\d+)*$/.test(src),
+    });
+    tarXz(jsStage, cached('runtime-sharp.tar.xz'), false);
+    fs.writeFileSync(path.join(cache, 'inputs.json'), JSON.stringify(inputs, null, 1) + '\n');
+
+    const tree = treeBudget(root, out);
+    const debBytes = debs.reduce((sum, f) => sum + sizeOf(path.join(out, 'debs', f)), 0);
+    const limit = o.limitMiB * MiB;
+    const fixed =
       tree.trackedBytes +
       tree.untrackedBytes +
-      sizeOf(path.join(out, 'node.xz')) +
-      sizeOf(path.join(out, 'native.tar.xz')) +
+      sizeOf(cached('node.xz')) +
+      sizeOf(cached('native.tar.xz')) +
       debBytes +
-      4096; // manifest.json
-    let withSharp: boolean;
-    if (o.sharp === 'no') withSharp = false;
-    else {
-      // The JS of sharp is small; libvips is not. Measure the runtime with sharp's JS inside.
-      fs.cpSync(path.join(sharpStage, 'node_modules'), path.join(jsStage, 'node_modules'), {
-        recursive: true,
-        filter: (src) => !/\.node$|\.so(\.\d+)*$/.test(src),
-      });
-      step('runtime (xz), with sharp');
-      tarXz(jsStage, runtimeXz, false);
-      const total = fixed() + sizeOf(runtimeXz) + sizeOf(sharpXz);
-      // A margin for the tree growing between bundle and run (1 MiB).
-      withSharp = o.sharp === 'yes' || total + MiB <= limit;
-      if (!withSharp) {
-        console.log(
-          `device:bundle: sharp + libvips (${mib(sizeOf(sharpXz))}) do not fit (${mib(total)} of ${mib(limit)} with them): a stand-in instead`,
-        );
-        fs.rmSync(path.join(jsStage, 'node_modules', 'sharp'), { recursive: true });
-        for (const d of fs.readdirSync(path.join(jsStage, 'node_modules', '@img')))
-          if (d.startsWith('sharp-')) fs.rmSync(path.join(jsStage, 'node_modules', '@img', d), { recursive: true });
-      }
-    }
-    if (!withSharp) {
-      fs.mkdirSync(sharpStandIn, { recursive: true });
-      fs.writeFileSync(path.join(sharpStandIn, 'index.js'), SHARP_STAND_IN);
-      fs.writeFileSync(
-        path.join(sharpStandIn, 'package.json'),
-        JSON.stringify({ name: 'sharp', version: '0.0.0-left-out-of-device-bundle', main: 'index.js' }, null, 1) + '\n',
+      64 * 1024; // manifest.json
+    const totalWithSharp = fixed + sizeOf(cached('runtime-sharp.tar.xz')) + sizeOf(cached('sharp.tar.xz'));
+    // A margin of 1 MiB for the tree growing between the bundle and the run.
+    const withSharp = o.sharp === 'yes' || (o.sharp === 'auto' && totalWithSharp + MiB <= limit);
+    if (!withSharp && o.sharp === 'auto')
+      console.log(
+        `device:bundle: sharp + libvips (${mib(sizeOf(cached('sharp.tar.xz')))}) do not fit (${mib(totalWithSharp)} of ${mib(limit)} with them, 1 MiB kept spare): the stand-in instead`,
       );
-      step('runtime (xz), sharp left out');
-      tarXz(jsStage, runtimeXz, false);
-    }
-    const sharpOut = path.join(out, 'sharp.tar.xz');
-    if (withSharp) fs.copyFileSync(sharpXz, sharpOut);
-    else fs.rmSync(sharpOut, { force: true });
+    fs.copyFileSync(cached('node.xz'), path.join(out, 'node.xz'));
+    fs.copyFileSync(cached('native.tar.xz'), path.join(out, 'native.tar.xz'));
+    fs.copyFileSync(
+      cached(withSharp ? 'runtime-sharp.tar.xz' : 'runtime-no-sharp.tar.xz'),
+      path.join(out, 'runtime.tar.xz'),
+    );
+    if (withSharp) fs.copyFileSync(cached('sharp.tar.xz'), path.join(out, 'sharp.tar.xz'));
 
     const parts = ['node.xz', 'native.tar.xz', 'runtime.tar.xz', ...(withSharp ? ['sharp.tar.xz'] : [])];
     const manifest = {
