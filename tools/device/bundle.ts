@@ -184,7 +184,7 @@ export function sourceFiles(root: string): string[] {
   const ts = ['src', 'tools', 'test', 'examples'].flatMap((dir) =>
     fs.existsSync(path.join(root, dir)) ? walk(root, dir).filter((f) => f.endsWith('.ts')) : [],
   );
-  const top = fs.readdirSync(root).filter((f) => /^(package\.json|package-lock\.json|tsconfig(\.\w+)?\.json)$/.test(f));
+  const top = fs.readdirSync(root).filter((f) => /^(package-lock\.json|tsconfig(\.\w+)?\.json)$/.test(f));
   return [...ts, ...top].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 }
 
