@@ -287,7 +287,9 @@ check() {
     for (const t of r.tensors)
       console.log(`${t.ok ? "ok  " : "FAIL"} ${t.name.padEnd(20)} max|err| ${t.comparison ? t.comparison.maxAbsErr.toExponential(2) : "-"}  PyTorch fp32 ${t.torchErr === null ? "-" : t.torchErr.toExponential(2)}  ratio ${t.ratio === null ? "-" : t.ratio.toFixed(2)}${t.problem ? "  " + t.problem : ""}`);
     console.log(`check on ${r.backend}: ${r.ok ? "every tensor within" : "FAILED, first " + r.firstFailure + ","} the bound ${r.bound}x`);
-    if (!r.ok) require("fs").writeFileSync(process.argv[2], `first failing tensor: ${r.firstFailure}\n`);
+    const first = r.tensors.find((t) => t.name === r.firstFailure);
+    const ratio = first && first.ratio !== null ? ` (${first.ratio.toFixed(1)}x the PyTorch fp32 error, bound ${r.bound}x)` : "";
+    if (!r.ok) require("fs").writeFileSync(process.argv[2], `first failing tensor: ${r.firstFailure}${ratio}\n`);
   ' "$WORK/check_$1.json" "$WORK/check_$1.reason" 2>/dev/null
   return $rc
 }
@@ -439,3 +441,5 @@ for f in gpu_batches.json bench_webgpu.json cpu_scaling.json; do [ -s "$WORK/$f"
 # The step outputs stay in the work folder; the unpacked node and libraries go.
 rm -rf "$WORK/bin" "$WORK/sysroot" "$WORK"/*.tar
 say "done in $(($(date +%s) - START)) s: $OUTDIR/device_check.log, $OUTDIR/device_check.json (step outputs: $WORK)"
+# Exit code 1 when a step failed or timed out (skipped steps say why in the summary).
+! awk -F'\t' '$2 == "failed" || $2 == "timeout" { bad = 1 } END { exit !bad }' "$WORK/steps.tsv"

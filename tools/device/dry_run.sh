@@ -37,11 +37,13 @@ else
 fi
 cd "$DIR/repo"
 cmd="${hide}node --version >/dev/null 2>&1 && { echo 'dry_run: node still reachable' >&2; exit 1; }; exec bash tools/device_check.sh --dry-run --out '$DIR/out' $*"
+rc=0
 if [ -n "$hide" ]; then
   env -i HOME="$DIR/home" PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin TERM=dumb \
-    unshare -m --propagation private bash -c "$cmd"
+    unshare -m --propagation private bash -c "$cmd" || rc=$?
 else
   env -i HOME="$DIR/home" PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin TERM=dumb \
-    bash tools/device_check.sh --dry-run --out "$DIR/out" "$@"
+    bash tools/device_check.sh --dry-run --out "$DIR/out" "$@" || rc=$?
 fi
-echo "dry_run: results in $DIR/out"
+echo "dry_run: results in $DIR/out (exit code $rc)"
+exit $rc
