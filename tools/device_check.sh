@@ -349,7 +349,7 @@ torch_cuda() { torch_peer torch_cuda cuda 1 1 "$(largest_batch)"; }
 torch_cpu() { torch_peer torch_cpu cpu "$(nproc)" 1 "$([ "$DRY_RUN" = 1 ] && echo 2 || echo 8)"; }
 
 # One round before PyTorch's runs and one after (--reps 1): two timed forwards per thread count, each
-# round also replaying the GEMM ceilings; ~3 minutes for 1..16 threads on ViT-L.
+# round also replaying the GEMM ceilings (the longest step: it runs last but the cheap ones).
 cpu_scaling() {
   local cores n list=()
   cores=$(nproc)
