@@ -30,6 +30,11 @@ def read_json(path):
     return None
 
 
+def bench_median(xs):
+    """The median as the benchmarks take it (tools/bench.ts): the lower middle of an even count."""
+    return sorted(xs)[(len(xs) - 1) // 2]
+
+
 def json_lines(path):
     out = []
     try:
@@ -125,7 +130,7 @@ def figures_scaling(work):
     base = None
     torch = {t["threads"]: t for t in r.get("torch", [])}
     for x in r["results"]:
-        s = statistics.median(x["runsS"])
+        s = bench_median(x["runsS"])
         if base is None:
             base = s
         t = torch.get(x["threads"])
