@@ -13,10 +13,11 @@
  * (analytic FLOP count); the GEMM ceiling: the forward's own GEMM calls replayed alone in this process
  * (tools/gemm_ceiling.ts), and the forward's fraction of it; the GEMM and non-GEMM shares of the forward;
  * peak RSS during the forwards; tf.memory().numTensors before/after; backend and threads. With
- * --vs-torch, tools/bench_torch.py runs the same weights in /usr/bin/python3's torch (if importable),
- * between two sets of our own runs, and the ratio is taken within this run. With --workers N, an
- * encode job of max(4, batch) images runs with 1 and with N model instances (fresh process each),
- * timed from the loaded model to the last image, with the process's peak RSS.
+ * --vs-torch, tools/bench_torch.py runs the same weights in the torch of /usr/bin/python3 or of
+ * $LLAVA_VISION_PYTHON (if importable), between two sets of our own runs, and the ratio is taken within
+ * this run. With --workers N, an encode job of max(4, batch) images runs with 1 and with N model
+ * instances (fresh process each), timed from the loaded model to the last image, with the process's
+ * peak RSS.
  * On webgpu the table also names the adapter; the GEMM ceiling and GEMM share are not measured there
  * (kernel calls only enqueue GPU work: timing them needs GPU timestamp queries). `--layers N` runs
  * ViT-L's first N encoder layers only (same shapes per layer; for slow adapters such as llvmpipe).
@@ -39,7 +40,15 @@ import { GemmMeter, GemmTotals, gemmRate, gemmRates, replayGemms } from './gemm_
 import { fmaPeakGflops, measureClockGHz } from './cpu_clock';
 import { GenDType, writeFullSizeCase } from './make_checkpoint';
 import { packageRoot } from '../src/version';
-import { benchThreads, childThreadsLoad, childThreadsServe, parseGemmList, parseThreadList } from './bench_threads';
+import {
+  ThreadsReport,
+  benchThreads,
+  childThreadsLoad,
+  childThreadsServe,
+  parseGemmList,
+  parseThreadList,
+  printThreads,
+} from './bench_threads';
 import { GemmChoice, GemmName, activeGemm, describeGemm } from '../src/model/kernels/gemm';
 
 const CASE = 'vitl14_336_generated_sel-2_patch';
@@ -133,7 +142,8 @@ function wasmHeapMB(): number | null {
   return heap ? heap.length / MB : null;
 }
 
-function weightsFor(root: string, dtype: GenDType, layers?: number) {
+/** The generated ViT-L/14-336 checkpoint (written on first use); with `layers`, a tower folder of its first layers. */
+export function weightsFor(root: string, dtype: GenDType, layers?: number) {
   const caseModel = path.join(root, 'test', 'fixtures', 'cases', CASE, 'model');
   const out = path.join(
     root,
@@ -384,7 +394,8 @@ function workersInChild(o: Options, workers: number, images: number): WorkersRes
   return JSON.parse(line) as WorkersResult & { digest: string };
 }
 
-function fixtureImage(root: string): Float32Array {
+/** The full-size case's pixel_values of astronaut.png, [3, 336, 336]. */
+export function fixtureImage(root: string): Float32Array {
   const expected = SafetensorsFile.open(
     path.join(root, 'test', 'fixtures', 'cases', CASE, 'expected.subset.safetensors'),
   );
@@ -404,8 +415,11 @@ interface TorchResult {
   full?: { median_s: number };
 }
 
+/** The Python with torch the peer runs in: LLAVA_VISION_PYTHON (a GPU host's venv), else Debian's. */
+const PYTHON = process.env.LLAVA_VISION_PYTHON || '/usr/bin/python3';
+
 function torchAvailable(): boolean {
-  const r = spawnSync('/usr/bin/python3', ['-c', 'import torch, numpy'], { encoding: 'utf8' });
+  const r = spawnSync(PYTHON, ['-c', 'import torch, numpy'], { encoding: 'utf8' });
   return r.status === 0;
 }
 
@@ -424,7 +438,7 @@ function runTorch(o: Options, root: string, towerDir: string, llavaDir: string, 
     '--modes',
     'llava,full',
   ];
-  const r = spawnSync('/usr/bin/python3', args, {
+  const r = spawnSync(PYTHON, args, {
     encoding: 'utf8',
     maxBuffer: 16 * MB,
     env: { ...process.env, OMP_NUM_THREADS: String(threads) },
@@ -493,7 +507,11 @@ interface BenchReport {
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
-  if (o.fromJson) return printTable(JSON.parse(fs.readFileSync(o.fromJson, 'utf8')) as BenchReport); // re-render a saved --json report
+  if (o.fromJson) {
+    // re-render a saved --json report, of either bench
+    const saved = JSON.parse(fs.readFileSync(o.fromJson, 'utf8')) as BenchReport | ThreadsReport;
+    return 'results' in saved ? printThreads(saved) : printTable(saved);
+  }
   if (o.child === 'load') return childLoad(o);
   if (o.child === 'workers') return childWorkers(o);
   if (o.child === 'touch') return childTouch(o);
@@ -647,7 +665,7 @@ async function main(): Promise<void> {
       }
       log(o, `bench: LLaVA path again (after torch, for the same-run ratio) ...`);
       for (let r = 0; r < o.reps; r++) torch.llavaAfter.push(await timed(() => runLlava(px1)));
-    } else log(o, `bench: /usr/bin/python3 has no torch: --vs-torch skipped`);
+    } else log(o, `bench: ${PYTHON} has no torch: --vs-torch skipped`);
   }
 
   px1.dispose();
@@ -771,11 +789,14 @@ async function main(): Promise<void> {
           ),
         }
       : {}),
-    forwardGemmByShape: Object.fromEntries(
-      Object.entries(forwardByShape)
-        .sort((a, b) => b[1].flops - a[1].flops)
-        .map(([k, v]) => [k, v.flops / v.ms / 1e6]),
-    ),
+    // (Not on webgpu: there a kernel call only enqueues the GPU's work.)
+    forwardGemmByShape: asyncKernels
+      ? undefined
+      : Object.fromEntries(
+          Object.entries(forwardByShape)
+            .sort((a, b) => b[1].flops - a[1].flops)
+            .map(([k, v]) => [k, v.flops / v.ms / 1e6]),
+        ),
     peakRssMB: { llavaBatch1: peakLlavaMB, fullBatch1: peakFullMB, [`llavaBatch${o.batch}`]: peakBatchMB },
     wasmHeapMB: { afterWarmup: heapAfterWarmup, end: heapEnd },
     numTensors: { before: tensorsBefore, after: tensorsAfter },
@@ -901,7 +922,7 @@ function printTable(r: BenchReport): void {
   );
   row('tf.memory().numTensors before / after', `${r.numTensors.before} / ${r.numTensors.after}`);
   if (r.torch) {
-    if (!r.torch.available) row('PyTorch', 'not available (/usr/bin/python3 has no torch)');
+    if (!r.torch.available) row('PyTorch', `not available (${PYTHON} has no torch)`);
     for (const t of r.torch.runs) {
       row(
         `PyTorch ${t.gemm}, ${t.threads} thread(s), same run`,
@@ -929,7 +950,8 @@ function oursLlava(r: BenchReport): number {
     : r.llava.perImageS;
 }
 
-main().catch((e) => {
-  console.error(`bench: ${(e as Error).stack ?? e}`);
-  process.exit(1);
-});
+if (require.main === module)
+  main().catch((e) => {
+    console.error(`bench: ${(e as Error).stack ?? e}`);
+    process.exit(1);
+  });

@@ -407,7 +407,8 @@ export async function benchThreads(o: ThreadsBenchOptions): Promise<void> {
       torch.push({ threads: t.threads, gemm: t.gemm, llavaS: t.llava.median_s });
     }
     await rounds('ours again (after torch)');
-  } else if (o.vsTorch) log('bench: /usr/bin/python3 has no torch: --vs-torch skipped');
+  } else if (o.vsTorch)
+    log(`bench: ${process.env.LLAVA_VISION_PYTHON || '/usr/bin/python3'} has no torch: --vs-torch skipped`);
   const digests: string[] = [];
   for (const child of children) {
     const summary = await child.next<Extract<ServeReply, { op: 'summary' }>>({ op: 'summary' });
@@ -450,7 +451,8 @@ export async function benchThreads(o: ThreadsBenchOptions): Promise<void> {
   printThreads(report);
 }
 
-type Report = {
+/** The --json report of the tensor-parallel bench (and what `--from-json` reads back). */
+export type ThreadsReport = {
   date: string;
   machine: { cpu?: string; cores: number; availableParallelism: number; node: string; clockGHz?: number };
   backend: string;
@@ -463,7 +465,7 @@ type Report = {
   crossIdentical: boolean;
 };
 
-function printThreads(r: Report): void {
+export function printThreads(r: ThreadsReport): void {
   const f = (x: number, d = 2) => x.toFixed(d);
   const lines: string[] = [];
   const row = (...cells: string[]) => lines.push(`| ${cells.join(' | ')} |`);

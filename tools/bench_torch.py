@@ -9,9 +9,14 @@ safetensors are parsed here, so neither `safetensors` nor `transformers` is requ
 Every GEMM goes through oneDNN (`mkldnn_linear`, weights converted once): Debian's torch is linked
 against the reference BLAS (`BLAS_INFO=generic`), whose `addmm`/`bmm` take minutes per image, while
 its bundled oneDNN runs at ~60 GFLOP/s per core. `--gemm blas` uses plain F.linear / bmm instead
-(for a torch with a real BLAS).
+(for a torch with a real BLAS); `--gemm auto` (the default) picks blas where torch has a real BLAS
+(MKL, OpenBLAS: a pip wheel) and onednn where it has the generic one.
+
+`--device cuda` runs it on the GPU in float32, TF32 off (strict float32 matmuls and convolutions, as
+on the CPU), with F.linear / bmm (cuBLAS), each timed run ending in torch.cuda.synchronize().
 
   /usr/bin/python3 tools/bench_torch.py --tower DIR --llava DIR [--batch 1] [--reps 3] [--threads 1]
+      [--device cpu|cuda] [--gemm auto|onednn|blas] [--modes llava,full]
 """
 import argparse
 import json
@@ -57,8 +62,11 @@ def mm_onednn(x, w, b=None):
 class Vision:
     """HF CLIPVisionTransformer (transformers 4.37 eager path) + LLaVA mlp2x_gelu projector."""
 
-    def __init__(self, tower, projector, config, gemm):
+    def __init__(self, tower, projector, config, gemm, device="cpu"):
         self.onednn = gemm == "onednn"
+        if device != "cpu":
+            tower = {k: v.to(device) for k, v in tower.items()}
+            projector = {k: v.to(device) for k, v in projector.items()}
         # Linear weights and biases live as oneDNN tensors, converted once (like a packed BLAS copy).
         is_linear = lambda k: "_proj." in k or ".fc1." in k or ".fc2." in k or "mm_projector" in k
         convert = lambda d: {k: v.to_mkldnn() if self.onednn and is_linear(k) else v for k, v in d.items()}
@@ -133,29 +141,46 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--modes", default="llava,full")
-    ap.add_argument("--gemm", choices=["onednn", "blas"], default="onednn")
+    ap.add_argument("--gemm", choices=["auto", "onednn", "blas"], default="auto")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.device == "cuda":
+        if not torch.cuda.is_available():
+            sys.exit("bench_torch: --device cuda, but torch.cuda.is_available() is False")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        a.gemm = "blas"  # cuBLAS; oneDNN is a CPU library
+    elif a.gemm == "auto":
+        a.gemm = "onednn" if "BLAS_INFO=generic" in torch.__config__.show() else "blas"
+    sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
     cfg = json.load(open(os.path.join(a.tower, "config.json")))
     cfg = cfg.get("vision_config", cfg)
     cfg.setdefault("layer_norm_eps", 1e-5)
     model = Vision(read_safetensors(os.path.join(a.tower, "model.safetensors")),
-                   read_safetensors(os.path.join(a.llava, "model.safetensors")), cfg, a.gemm)
+                   read_safetensors(os.path.join(a.llava, "model.safetensors")), cfg, a.gemm, a.device)
     s = cfg["image_size"]
     g = torch.Generator().manual_seed(0)
     result = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-              "gemm": a.gemm, "batch": a.batch}
+              "gemm": a.gemm, "batch": a.batch, "device": a.device}
+    if a.device == "cuda":
+        result["gpu"] = torch.cuda.get_device_name()
+        result["tf32"] = False
     with torch.inference_mode():
         for mode in a.modes.split(","):
             run = model.llava if mode == "llava" else model.full
-            px = torch.rand(a.batch, 3, s, s, generator=g) * 3.9 - 1.8
+            px = (torch.rand(a.batch, 3, s, s, generator=g) * 3.9 - 1.8).to(a.device)
             run(px)  # warm-up
+            sync()
             times = []
             for _ in range(a.reps):
                 t0 = time.perf_counter()
                 run(px)
+                sync()
                 times.append((time.perf_counter() - t0) / a.batch)
             result[mode] = {"per_image_s": times, "median_s": statistics.median(times)}
+    if a.device == "cuda":
+        result["peak_memory_mib"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(result))
     sys.stdout.flush()
 
