@@ -7,6 +7,9 @@
  * - a CommonJS app: the quick start, the API snippet (type-checked with --strict + skipLibCheck),
  *   the training example; one tfjs-core; no "already registered" / "Platform" lines;
  * - an ESM app: the API snippet as an ES module; `npx llava-vision-tfjs` outside any project;
+ * - the README's CLI examples (encode, preprocess, inspect, a dataset folder) as printed, in that app
+ *   holding the tiny LLaVA-1.5 fixture under the names they use (`llava-v1.5-7b`, ...; the hub example
+ *   needs a hub: test/readme.test.ts runs it against a fake one);
  * - checking your own checkpoint (README): the check of the demo's reference as printed; the
  *   `llava-vision-tfjs/testing` subpath from CommonJS (the README's suite under Jest, type-checked
  *   with @types/jest), from an ES module and under Vitest (type-checked too);
@@ -22,7 +25,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { packageRoot } from '../src/version';
-import { readmeSnippets, snippetNamed, typeErrors, writeTsSnippet } from './readme_snippets';
+import { readmeSnippets, snippetNamed, stageReadmeModels, typeErrors, writeTsSnippet } from './readme_snippets';
 import { Checks } from './checks';
 
 const ROOT = packageRoot();
@@ -170,6 +173,7 @@ function main(): void {
       ex.status === 0 && /encoded 2 images once/.test(ex.out),
       ex.err + ex.out,
     );
+    cliExamples(cjs, readme);
     checkYourOwn(cjs, checkSnippet, paritySuite);
 
     // --- an ESM app, and npx outside any project
@@ -234,6 +238,26 @@ function main(): void {
   }
   console.log(`package-test: ${checks.passed} passed, ${checks.failed} failed`);
   process.exitCode = checks.failed ? 1 : 0;
+}
+
+/** The README's CLI examples, run as printed next to toy-size models named as in the README. */
+function cliExamples(app: string, readme: ReturnType<typeof readmeSnippets>): void {
+  stageReadmeModels(app, ROOT);
+  const expected: [string, string[]][] = [
+    ['encode-files', ['tokens.safetensors', 'pretrain-tokens.safetensors', 'hs.safetensors']],
+    ['preprocess', ['pv.safetensors', 'tokens-from-pv.safetensors']],
+    ['inspect', []],
+    ['dataset', ['photos.tokens/manifest.jsonl', 'photos.split/part-0-of-2/manifest.jsonl']],
+  ];
+  for (const [name, outputs] of expected) {
+    const r = sh(snippetNamed(readme, name).code, app);
+    const missing = outputs.filter((f) => !fs.existsSync(path.join(app, f)));
+    check(
+      `README CLI example "${name}" runs as printed`,
+      r.status === 0 && missing.length === 0 && !/bundled demo/.test(r.err),
+      r.err + (missing.length ? `\nmissing: ${missing.join(', ')}` : ''),
+    );
+  }
 }
 
 /** The README's "Check your own checkpoint" in a CommonJS app: the check as printed, the suite under Jest. */

@@ -111,3 +111,54 @@ export function writeTsSnippet(
   fs.writeFileSync(jsFile, out.outputText);
   return { ts: tsFile, js: jsFile };
 }
+
+/** The tiny LLaVA-1.5 fixture the README's model names stand for: sharded safetensors, `mm_projector.bin`, its CLIP tower. */
+const README_FIXTURE = path.join('test', 'fixtures', 'cases', 's336_llava15_pad_mlp2x');
+
+/**
+ * Lays out in `app` what the README's CLI examples name — `llava-v1.5-7b/` (original LLaVA, sharded),
+ * `clip-vit-large-patch14-336/` (its CLIP tower), `mm_projector.bin` (the pretrain stage's projector),
+ * `photo.jpg` and a `photos/` folder (one image in a subfolder) — from the tiny LLaVA-1.5 fixture of
+ * this checkout (`root`): the real layouts at toy size, so the commands run there exactly as printed.
+ * Returns the CLIP tower's folder (what a hub repo of it serves).
+ */
+export function stageReadmeModels(app: string, root: string): string {
+  const fixture = path.join(root, README_FIXTURE);
+  const images = path.join(root, 'test', 'fixtures', 'images');
+  const clip = path.join(app, 'clip-vit-large-patch14-336');
+  fs.cpSync(path.join(fixture, 'llava'), path.join(app, 'llava-v1.5-7b'), { recursive: true });
+  fs.cpSync(path.join(fixture, 'clip_tower'), clip, { recursive: true });
+  fs.copyFileSync(path.join(fixture, 'llava', 'mm_projector.bin'), path.join(app, 'mm_projector.bin'));
+  fs.copyFileSync(path.join(images, 'rocket.jpg'), path.join(app, 'photo.jpg'));
+  fs.mkdirSync(path.join(app, 'photos', 'more'), { recursive: true });
+  fs.copyFileSync(path.join(images, 'chelsea.png'), path.join(app, 'photos', 'chelsea.png'));
+  fs.copyFileSync(path.join(images, 'camera.png'), path.join(app, 'photos', 'camera.png'));
+  fs.copyFileSync(path.join(images, 'rocket.jpg'), path.join(app, 'photos', 'more', 'rocket.jpg'));
+  return clip;
+}
+
+/**
+ * The rows of the first Markdown table after the first line that starts with `anchor` (a heading, the
+ * sentence that introduces the table, or its header row), header row first; cells trimmed, `\|` unescaped.
+ */
+export function tableAfter(markdown: string, anchor: string): string[][] {
+  const lines = markdown.split('\n');
+  const start = lines.findIndex((l) => l.startsWith(anchor));
+  if (start < 0) throw new Error(`no line starting with ${JSON.stringify(anchor)}`);
+  let i = lines[start].startsWith('|') ? start : start + 1; // the anchor may be the header row itself
+  while (i < lines.length && !lines[i].startsWith('|')) {
+    if (/^#{1,3} /.test(lines[i])) throw new Error(`no table after ${JSON.stringify(anchor)} before ${lines[i]}`);
+    i++;
+  }
+  const rows: string[][] = [];
+  for (; i < lines.length && lines[i].startsWith('|'); i++) {
+    if (/^\|(\s*:?-+:?\s*\|)+$/.test(lines[i])) continue; // the delimiter row
+    rows.push(
+      lines[i]
+        .slice(1, -1)
+        .split(/(?<!\\)\|/)
+        .map((c) => c.trim().replace(/\\\|/g, '|')),
+    );
+  }
+  return rows;
+}
