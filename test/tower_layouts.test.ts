@@ -9,7 +9,7 @@ import { LlavaVision } from '../src/api/llava_vision';
 import { countVariables, namedParams } from '../src/model/module';
 import { exportWeights } from '../src/model/weights';
 import { Checkpoint } from '../src/io/checkpoint';
-import { CASES, expectParity, loadCase } from './helpers/golden';
+import { CASES, expectParity, goldenPixelTensor, loadCase } from './helpers/golden';
 
 beforeAll(() => initBackend({ backend: 'wasm', log: null }));
 
@@ -35,12 +35,7 @@ describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_c
         file.close();
       }
       for (const img of gc.json.images) {
-        const key = `${img.id}.pixel_values`;
-        const shape = gc.json.expected[key].shape;
-        const x = tf.tensor4d(
-          gc.expected.readFloat32(key),
-          (shape.length === 3 ? [1, ...shape] : shape) as [number, number, number, number],
-        );
+        const x = goldenPixelTensor(gc, img.id);
         const out = model.encode(x, {
           outputs: ['hidden_states', 'pooler_output'],
           interpolatePosEncoding: gc.json.run.interpolate_pos_encoding,

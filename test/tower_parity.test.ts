@@ -6,16 +6,9 @@ import * as path from 'path';
 import * as tf from '../src/tf';
 import { LlavaVision } from '../src/api/llava_vision';
 import { describeOnBackend } from './helpers/backend_gate';
-import { expectParity, loadCase, writeParityReport } from './helpers/golden';
+import { expectParity, goldenPixelTensor, loadCase, writeParityReport } from './helpers/golden';
 
 const pad2 = (k: number) => String(k).padStart(2, '0');
-
-function pixelValues(gc: ReturnType<typeof loadCase>, id: string): tf.Tensor4D {
-  const key = `${id}.pixel_values`;
-  const shape = gc.json.expected[key].shape;
-  const data = gc.expected.readFloat32(key);
-  return tf.tensor4d(data, (shape.length === 3 ? [1, ...shape] : shape) as [number, number, number, number]);
-}
 
 afterAll(() => writeParityReport('tower'));
 
@@ -34,7 +27,7 @@ describeOnBackend.each([
     expect(frozen.flatMap((layer) => layer.trainableWeights)).toHaveLength(0);
     expect(frozen.flatMap((layer) => layer.weights).length).toBeGreaterThan(0);
     for (const img of gc.json.images) {
-      const x = pixelValues(gc, img.id);
+      const x = goldenPixelTensor(gc, img.id);
       const out = model.encode(x, {
         outputs: ['hidden_states', 'pooler_output'],
         interpolatePosEncoding: gc.json.run.interpolate_pos_encoding,
@@ -57,7 +50,7 @@ describeOnBackend('massive activations', () =>
     const model = await LlavaVision.load(path.join(gc.dir, 'model'), { log: null });
     const ratios: Record<string, number> = {};
     for (const img of gc.json.images) {
-      const x = pixelValues(gc, img.id);
+      const x = goldenPixelTensor(gc, img.id);
       const out = model.encode(x, { outputs: ['hidden_states', 'pooler_output'] });
       for (const [k, h] of out.hiddenStates!.entries())
         ratios[`${img.id}.hidden_states.${pad2(k)}`] = expectParity(
@@ -99,7 +92,7 @@ describeOnBackend.each(LLAVA_CASES)('LLaVA %s', (name) => {
     });
     expect(model.layout).toBe('llava');
     for (const img of gc.json.images) {
-      const x = pixelValues(gc, img.id);
+      const x = goldenPixelTensor(gc, img.id);
       const wantHidden = `${img.id}.hidden_states.00` in gc.json.expected;
       const out = model.encode(x, {
         outputs: ['features', 'projected', ...(wantHidden ? (['hidden_states'] as const) : [])],
@@ -122,7 +115,7 @@ describeOnBackend.each(['tiny_llavahf_model_prefixed_default_bf16', 'tiny_llavah
       const gc = loadCase(name);
       const model = await LlavaVision.load(path.join(gc.dir, 'model'), { log: null });
       const ids: string[] = gc.json.images.map((i: { id: string }) => i.id);
-      const x = tf.concat(ids.map((id) => pixelValues(gc, id)));
+      const x = tf.concat(ids.map((id) => goldenPixelTensor(gc, id)));
       const out = model.encode(x, { outputs: ['features', 'projected'] });
       for (const [i, id] of ids.entries()) {
         const [, n, d] = out.features!.shape;
