@@ -205,10 +205,10 @@ const PREFAULT_CHUNK = 16 << 20;
 /**
  * Brings fresh memory in (e.g. the wasm heap pages behind freshly allocated weights) by reading
  * /dev/zero into it on libuv's thread pool, several chunks at once. A first write to fresh memory from
- * JS faults it in page by page on one thread: ~1 s per GB on the 2-core VM of the README, about half
- * of a ViT-L load; the kernel does the same in ~0.4 s per GB on several threads. Only for memory about
- * to be overwritten (it is zeroed). A hint: does nothing where /dev/zero cannot be read. (A wasm
- * memory grows in place, since V8 reserves its whole range, so a heap growth during the reads is harmless.)
+ * JS faults it in page by page on one thread, a large part of a ViT-L load; the kernel does the same
+ * faster on several threads. Only for memory about to be overwritten (it is zeroed). A hint: does
+ * nothing where /dev/zero cannot be read. (A wasm memory grows in place, since V8 reserves its whole
+ * range, so a heap growth during the reads is harmless.)
  */
 export async function prefaultMemory(views: ArrayBufferView[]): Promise<void> {
   let fd: number;

@@ -37,7 +37,7 @@ export async function registerWebGpu(options: { gpuOnly: boolean }): Promise<Gpu
     return options.gpuOnly && active.adapter.cpu
       ? `only a CPU adapter (${describeAdapter(active.adapter)})`
       : active.adapter;
-  // Searched once per process and mode: each search starts Dawn instances (and a GL context), ~0.3 s.
+  // Searched once per process and mode: each search starts Dawn instances (and a GL context), which is slow.
   let search = searches.get(options.gpuOnly);
   if (!search) searches.set(options.gpuOnly, (search = findAdapter(options)));
   const chosen = await search;

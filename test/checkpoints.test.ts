@@ -19,7 +19,15 @@ import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../src/io/safe
 import { TorchBinFile } from '../src/io/torch_bin';
 import { crc32 } from '../src/io/zip';
 import { checkParity } from '../src/parity';
-import { CASES, FIXTURES, GoldenCase, expectParity, loadCase, writeParityReport } from './helpers/golden';
+import {
+  CASES,
+  FIXTURES,
+  GoldenCase,
+  expectParity,
+  goldenPixelTensor,
+  loadCase,
+  writeParityReport,
+} from './helpers/golden';
 import { isolatedTempDir } from './helpers/isolation';
 import { JsonObject, editJson, readJson } from './helpers/json';
 import fsModule = require('fs');
@@ -127,16 +135,6 @@ async function withModel<T>(dir: string, options: LoadOptions, fn: (m: LlavaVisi
   } finally {
     model.dispose();
   }
-}
-
-/** A golden case's pixel_values of image `id` as a batch of one. */
-function fixturePixels(gc: GoldenCase, id: string): tf.Tensor4D {
-  const key = `${id}.pixel_values`;
-  const shape = gc.json.expected[key].shape;
-  return tf.tensor4d(
-    gc.expected.readFloat32(key),
-    (shape.length === 3 ? [1, ...shape] : shape) as [number, number, number, number],
-  );
 }
 
 // ---------------------------------------------------------------------- a minimal torch.save writer
@@ -256,7 +254,7 @@ describe('CLIP tower as pytorch_model.bin', () => {
     try {
       expect(bin.layout).toBe('clip_vision');
       for (const img of gc.json.images as { id: string }[]) {
-        const x = fixturePixels(gc, img.id);
+        const x = goldenPixelTensor(gc, img.id);
         const a = encodeAll(ref, x);
         const b = encodeAll(bin, x);
         x.dispose();
@@ -535,7 +533,7 @@ const HF_LEGACY = path.join(CASES, 'tiny_llavahf_legacy_keys_full_f32', 'model')
 
 /** Stacked pixel_values of every image of a case. */
 function allPixels(gc: GoldenCase): tf.Tensor4D {
-  const xs = (gc.json.images as { id: string }[]).map((i) => fixturePixels(gc, i.id));
+  const xs = (gc.json.images as { id: string }[]).map((i) => goldenPixelTensor(gc, i.id));
   const x = tf.concat(xs);
   tf.dispose(xs);
   return x;

@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors';
-import { expectParity, loadCase } from './helpers/golden';
+import { expectParity, goldenPixelValues, loadCase } from './helpers/golden';
 import { readJson } from './helpers/json';
 import { runCli } from './helpers/cli';
 
@@ -15,11 +15,12 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 /** The fixture's pixel_values of all images stacked into one [N,3,H,W] file, as Python would write it. */
 function writePixelValues(gc: ReturnType<typeof loadCase>, file: string): string[] {
   const ids: string[] = gc.json.images.map((i: { id: string }) => i.id);
-  const parts = ids.map((id) => gc.expected.readFloat32(`${id}.pixel_values`));
-  const [c, h, w] = gc.json.expected[`${ids[0]}.pixel_values`].shape;
-  const data = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  parts.reduce((off, p) => (data.set(p, off), off + p.length), 0);
-  writeSafetensors(file, { pixel_values: { dtype: 'F32', shape: [ids.length, c, h, w], data } });
+  const parts = ids.map((id) => goldenPixelValues(gc, id));
+  const [, c, h, w] = parts[0].shape;
+  const data = new Float32Array(parts.reduce((n, p) => n + p.data.length, 0));
+  parts.reduce((off, p) => (data.set(p.data, off), off + p.data.length), 0);
+  const tiles = parts.reduce((n, p) => n + p.shape[0], 0);
+  writeSafetensors(file, { pixel_values: { dtype: 'F32', shape: [tiles, c, h, w], data } });
   return ids;
 }
 

@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { UsageError, parseOptions } from '../src/cli/args';
 import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors';
-import { loadCase } from './helpers/golden';
+import { goldenPixelValues, loadCase } from './helpers/golden';
 import { isolatedTempDir } from './helpers/isolation';
 import { readJson } from './helpers/json';
 import { runCli } from './helpers/cli';
@@ -23,11 +23,7 @@ function tinyLlava(): { model: string[]; pv: string } {
   const pv = path.join(tempDir(), 'pv1.safetensors');
   if (!fs.existsSync(pv)) {
     writeSafetensors(pv, {
-      pixel_values: {
-        dtype: 'F32',
-        shape: [1, ...gc.json.expected[`${id}.pixel_values`].shape],
-        data: gc.expected.readFloat32(`${id}.pixel_values`),
-      },
+      pixel_values: { dtype: 'F32', ...goldenPixelValues(gc, id) },
     });
   }
   return { model: ['--model', path.join(gc.dir, 'llava'), '--vision-tower', path.join(gc.dir, 'clip_tower')], pv };

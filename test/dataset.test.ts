@@ -3,6 +3,11 @@
  * bad inputs as failures, bit-identity with encoding each image alone, resume and repair, dtypes,
  * parts read back as one dataset, the reader's access and shuffled batches.
  */
+jest.mock('worker_threads', () =>
+  jest
+    .requireActual<typeof import('./helpers/worker_threads_spy')>('./helpers/worker_threads_spy')
+    .spiedWorkerThreads(),
+);
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '../src/tf';
@@ -17,6 +22,7 @@ import { readJson } from './helpers/json';
 import { folderHashes, makeImages, shardTensors } from './helpers/dataset';
 import { isolatedTempDir } from './helpers/isolation';
 import { hostTag } from '../src/io/host';
+import { threadMark, encodeThreadsSince } from './helpers/worker_threads_spy';
 
 const DEMO = path.join(__dirname, '..', 'weights', 'demo');
 const tempDir = isolatedTempDir('llava-dataset-');
@@ -140,9 +146,13 @@ describe('writing', () => {
     expect(tf.memory().numTensors).toBe(before);
   });
 
-  test('2 model instances (--workers 2) write byte-identical files', async () => {
+  test('2 model instances (--workers 2): a second thread starts and encodes, and the files are byte-identical', async () => {
     const dir = path.join(tempDir(), 'workers');
+    const mark = threadMark();
     await writeEncodedDataset(model, inputs, dir, { outputs: [...OUTPUTS], shardSize: 3, workers: 2 });
+    const threads = encodeThreadsSince(mark);
+    expect(threads).toHaveLength(1);
+    expect(threads[0].done).toBeGreaterThan(0);
     expect(folderHashes(dir)).toEqual(folderHashes(refDir));
   }, 60_000);
 

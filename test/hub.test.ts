@@ -87,8 +87,11 @@ test('downloads into the HF cache layout; the snapshot loads; a second call fetc
 
   expect((httpModule.request as unknown as jest.Mock).mock.calls.length).toBeGreaterThan(0); // the loopback guard is in the path
   const model = await LlavaVision.load(snapshot, { log: null });
-  expect(model.layout).toBe('clip');
-  model.dispose();
+  try {
+    expect(model.layout).toBe('clip');
+  } finally {
+    model.dispose();
+  }
 
   const before = hub.hits.length;
   expect(await downloadModel('openai/clip-tiny', options)).toBe(snapshot);
@@ -297,9 +300,12 @@ test('LLaVA mm_vision_tower from the hub: resolveVisionTower / LlavaVision.load 
   const tower = await resolveVisionTower('openai/clip-tower-tiny', llavaDir, { download: options });
   expect(tower).toBe(path.join(options.cacheDir!, 'models--openai--clip-tower-tiny', 'snapshots', COMMIT));
   const model = await LlavaVision.load(llavaDir, { log: null, download: options });
-  expect(model.tower.visionTowerName).toBe(tower);
-  expect(model.projector?.type).toBe('mlp2x_gelu');
-  model.dispose();
+  try {
+    expect(model.tower.visionTowerName).toBe(tower);
+    expect(model.projector?.type).toBe('mlp2x_gelu');
+  } finally {
+    model.dispose();
+  }
   // Found in the cache now: no request at all.
   const before = hub.hits.length;
   expect(await resolveVisionTower('openai/clip-tower-tiny', llavaDir, { download: options })).toBe(tower);

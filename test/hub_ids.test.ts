@@ -87,17 +87,23 @@ describe('from the cache, no request', () => {
     process.env.HF_HUB_CACHE = cache;
     const before = requests();
     const model = await LlavaVision.load(REPO, { log: null });
-    expect(model.modelDir).toBe(snapshot);
-    expect(model.layout).toBe('clip');
-    model.dispose();
+    try {
+      expect(model.modelDir).toBe(snapshot);
+      expect(model.layout).toBe('clip');
+    } finally {
+      model.dispose();
+    }
 
     delete process.env.HF_HUB_CACHE;
     const home = fresh('hf-home');
     const inHome = cacheRepo(path.join(home, 'hub'), REPO);
     process.env.HF_HOME = home;
     const again = await LlavaVision.load(REPO, { log: null });
-    expect(again.modelDir).toBe(inHome);
-    again.dispose();
+    try {
+      expect(again.modelDir).toBe(inHome);
+    } finally {
+      again.dispose();
+    }
     expect(requests()).toBe(before);
   });
 
@@ -157,8 +163,11 @@ describe('from the cache, no request', () => {
     process.chdir(cwd);
     try {
       const model = await LlavaVision.load(REPO, { log: null });
-      expect(model.modelDir).toBe(REPO);
-      model.dispose();
+      try {
+        expect(model.modelDir).toBe(REPO);
+      } finally {
+        model.dispose();
+      }
     } finally {
       process.chdir(saved);
     }
@@ -224,8 +233,11 @@ describe('not in the cache', () => {
     const hits = hub.hits.length;
     expect(hits).toBeGreaterThan(0);
     const model = await LlavaVision.load(REPO, { log: null, download: true });
-    expect(model.modelDir).toBe(snapshot);
-    model.dispose();
+    try {
+      expect(model.modelDir).toBe(snapshot);
+    } finally {
+      model.dispose();
+    }
     expect(hub.hits.length).toBe(hits);
   });
 

@@ -47,37 +47,40 @@ describeOnBackend.each(LLAVA)('LLaVA %s from image files', (name) => {
       visionTower: path.join(gc.dir, 'clip_tower'),
       log: null,
     });
-    const images = gc.json.images as { id: string; file: string }[];
-    const wantHidden = images.some((i) => `${i.id}.hidden_states.00` in gc.json.expected);
-    const outputs: SaveName[] = [
-      'pixel_values',
-      'features',
-      'projected',
-      'merged',
-      ...(wantHidden ? (['hidden_states'] as const) : []),
-    ];
-    const { tensors, failures } = await encodeImages(
-      model,
-      images.map((i) => imageFile(gc, i)),
-      { outputs, batchSize: 4 },
-    );
-    expect(failures).toEqual([]);
-    images.forEach((img, i) => {
-      const t = (n: string) => tensors[`images.${i}.${n}`];
-      expectExactPixels(gc, img.id, t('pixel_values'));
-      expectParity(gc, `${img.id}.image_features`, t('features').data, t('features').shape);
-      expectParity(gc, `${img.id}.projected`, t('projected').data, t('projected').shape);
-      expectParity(gc, `${img.id}.merged`, t('merged').data, t('merged').shape);
-      for (let k = 0; `${img.id}.hidden_states.${pad2(k)}` in gc.json.expected; k++) {
-        expectParity(
-          gc,
-          `${img.id}.hidden_states.${pad2(k)}`,
-          t(`hidden_states.${k}`).data,
-          t(`hidden_states.${k}`).shape,
-        );
-      }
-    });
-    model.dispose();
+    try {
+      const images = gc.json.images as { id: string; file: string }[];
+      const wantHidden = images.some((i) => `${i.id}.hidden_states.00` in gc.json.expected);
+      const outputs: SaveName[] = [
+        'pixel_values',
+        'features',
+        'projected',
+        'merged',
+        ...(wantHidden ? (['hidden_states'] as const) : []),
+      ];
+      const { tensors, failures } = await encodeImages(
+        model,
+        images.map((i) => imageFile(gc, i)),
+        { outputs, batchSize: 4 },
+      );
+      expect(failures).toEqual([]);
+      images.forEach((img, i) => {
+        const t = (n: string) => tensors[`images.${i}.${n}`];
+        expectExactPixels(gc, img.id, t('pixel_values'));
+        expectParity(gc, `${img.id}.image_features`, t('features').data, t('features').shape);
+        expectParity(gc, `${img.id}.projected`, t('projected').data, t('projected').shape);
+        expectParity(gc, `${img.id}.merged`, t('merged').data, t('merged').shape);
+        for (let k = 0; `${img.id}.hidden_states.${pad2(k)}` in gc.json.expected; k++) {
+          expectParity(
+            gc,
+            `${img.id}.hidden_states.${pad2(k)}`,
+            t(`hidden_states.${k}`).data,
+            t(`hidden_states.${k}`).shape,
+          );
+        }
+      });
+    } finally {
+      model.dispose();
+    }
   });
 });
 
@@ -90,29 +93,32 @@ describeOnBackend.each([
   test('pixel_values exact; hidden states and pooler_output within the parity rule', async () => {
     const gc = loadCase(name);
     const model = await LlavaVision.load(path.join(gc.dir, 'model'), { log: null });
-    const images = gc.json.images as { id: string; file: string }[];
-    const { tensors } = await encodeImages(
-      model,
-      images.map((i) => imageFile(gc, i)),
-      {
-        outputs: ['pixel_values', 'hidden_states', 'pooler_output'],
-        interpolatePosEncoding: gc.json.run.interpolate_pos_encoding,
-      },
-    );
-    images.forEach((img, i) => {
-      const t = (n: string) => tensors[`images.${i}.${n}`];
-      expectExactPixels(gc, img.id, t('pixel_values'));
-      for (let k = 0; `${img.id}.hidden_states.${pad2(k)}` in gc.json.expected; k++) {
-        expectParity(
-          gc,
-          `${img.id}.hidden_states.${pad2(k)}`,
-          t(`hidden_states.${k}`).data,
-          t(`hidden_states.${k}`).shape.slice(1),
-        );
-      }
-      expectParity(gc, `${img.id}.pooler_output`, t('pooler_output').data, t('pooler_output').shape.slice(1));
-    });
-    model.dispose();
+    try {
+      const images = gc.json.images as { id: string; file: string }[];
+      const { tensors } = await encodeImages(
+        model,
+        images.map((i) => imageFile(gc, i)),
+        {
+          outputs: ['pixel_values', 'hidden_states', 'pooler_output'],
+          interpolatePosEncoding: gc.json.run.interpolate_pos_encoding,
+        },
+      );
+      images.forEach((img, i) => {
+        const t = (n: string) => tensors[`images.${i}.${n}`];
+        expectExactPixels(gc, img.id, t('pixel_values'));
+        for (let k = 0; `${img.id}.hidden_states.${pad2(k)}` in gc.json.expected; k++) {
+          expectParity(
+            gc,
+            `${img.id}.hidden_states.${pad2(k)}`,
+            t(`hidden_states.${k}`).data,
+            t(`hidden_states.${k}`).shape.slice(1),
+          );
+        }
+        expectParity(gc, `${img.id}.pooler_output`, t('pooler_output').data, t('pooler_output').shape.slice(1));
+      });
+    } finally {
+      model.dispose();
+    }
   });
 });
 
@@ -122,19 +128,22 @@ describeOnBackend.each(['tiny_llavahf_legacy_keys_full_f32', 'tiny_llavahf_model
     test('pixel_values exact; selected and projected features within the parity rule', async () => {
       const gc = loadCase(name);
       const model = await LlavaVision.load(path.join(gc.dir, 'model'), { log: null });
-      const images = gc.json.images as { id: string; file: string }[];
-      const { tensors } = await encodeImages(
-        model,
-        images.map((i) => imageFile(gc, i)),
-        { outputs: ['pixel_values', 'features', 'projected'], batchSize: 8 },
-      );
-      images.forEach((img, i) => {
-        const t = (n: string) => tensors[`images.${i}.${n}`];
-        expectExactPixels(gc, img.id, t('pixel_values'));
-        expectParity(gc, `${img.id}.image_features`, t('features').data, t('features').shape.slice(1));
-        expectParity(gc, `${img.id}.image_features_projected`, t('projected').data, t('projected').shape.slice(1));
-      });
-      model.dispose();
+      try {
+        const images = gc.json.images as { id: string; file: string }[];
+        const { tensors } = await encodeImages(
+          model,
+          images.map((i) => imageFile(gc, i)),
+          { outputs: ['pixel_values', 'features', 'projected'], batchSize: 8 },
+        );
+        images.forEach((img, i) => {
+          const t = (n: string) => tensors[`images.${i}.${n}`];
+          expectExactPixels(gc, img.id, t('pixel_values'));
+          expectParity(gc, `${img.id}.image_features`, t('features').data, t('features').shape.slice(1));
+          expectParity(gc, `${img.id}.image_features_projected`, t('projected').data, t('projected').shape.slice(1));
+        });
+      } finally {
+        model.dispose();
+      }
     });
   },
 );

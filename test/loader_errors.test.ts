@@ -229,8 +229,11 @@ describe('LLaVA folders', () => {
     fs.cpSync(TOWER, path.join(dir, 'fixtures', 'clip-tower'), { recursive: true });
     const before = tf.memory().numTensors;
     const model = await LlavaVision.load(dir, { log: null });
-    expect(model.tower.visionTowerName).toBe(path.join(dir, 'fixtures', 'clip-tower'));
-    model.dispose();
+    try {
+      expect(model.tower.visionTowerName).toBe(path.join(dir, 'fixtures', 'clip-tower'));
+    } finally {
+      model.dispose();
+    }
     expect(tf.memory().numTensors).toBe(before);
   });
 
@@ -331,16 +334,19 @@ describe('keys the vision side does not use', () => {
     const before = tf.memory().numTensors;
     const model = await LlavaVision.load(CLIP_FULL, { log: null, threads: 1 }); // the tower's layers on this thread, to look at
     expect(model.layout).toBe('clip');
-    expect(model.projector).toBeNull();
-    // only the vision tensors became variables
-    const vision = keys.filter((k) => k.startsWith('vision_model.'));
-    expect([...namedParams(model.tower.visionModel)].length).toBe(vision.length);
-    expect(tf.memory().numTensors - before).toBe(countVariables(model.tower.visionModel));
-    const x = tf.zeros<tf.Rank.R4>([1, 3, 28, 28]);
-    const out = model.encode(x, { outputs: ['features'] });
-    expect(out.features!.shape).toEqual([1, 4, 32]);
-    tf.dispose([x, out.features!]);
-    model.dispose();
+    try {
+      expect(model.projector).toBeNull();
+      // only the vision tensors became variables
+      const vision = keys.filter((k) => k.startsWith('vision_model.'));
+      expect([...namedParams(model.tower.visionModel)].length).toBe(vision.length);
+      expect(tf.memory().numTensors - before).toBe(countVariables(model.tower.visionModel));
+      const x = tf.zeros<tf.Rank.R4>([1, 3, 28, 28]);
+      const out = model.encode(x, { outputs: ['features'] });
+      expect(out.features!.shape).toEqual([1, 4, 32]);
+      tf.dispose([x, out.features!]);
+    } finally {
+      model.dispose();
+    }
     expect(tf.memory().numTensors).toBe(before);
   });
 
@@ -352,7 +358,10 @@ describe('keys the vision side does not use', () => {
       t['vision_model.some_future_buffer'] = f32([2]);
     });
     const model = await LlavaVision.load(dir, { log: null });
-    expect(model.layout).toBe('clip_vision');
-    model.dispose();
+    try {
+      expect(model.layout).toBe('clip_vision');
+    } finally {
+      model.dispose();
+    }
   });
 });

@@ -153,22 +153,25 @@ describe('dispose', () => {
   test.each(MODELS)('%s: dispose() returns numTensors to its value before load', async (_label, dir, options) => {
     const before = tf.memory().numTensors;
     const model = await LlavaVision.load(dir, { log: null, ...options });
-    expect(tf.memory().numTensors).toBeGreaterThan(before);
-    const x = pixels(model, 1, 3);
-    tf.dispose(
-      all(
-        model.encode(x, {
-          outputs: [
-            'hidden_states',
-            'features',
-            'pooler_output',
-            ...(model.projectorConfig ? (['projected'] as const) : []),
-          ],
-        }),
-      ),
-    );
-    x.dispose();
-    model.dispose();
+    try {
+      expect(tf.memory().numTensors).toBeGreaterThan(before);
+      const x = pixels(model, 1, 3);
+      tf.dispose(
+        all(
+          model.encode(x, {
+            outputs: [
+              'hidden_states',
+              'features',
+              'pooler_output',
+              ...(model.projectorConfig ? (['projected'] as const) : []),
+            ],
+          }),
+        ),
+      );
+      x.dispose();
+    } finally {
+      model.dispose();
+    }
     expect(tf.memory().numTensors).toBe(before);
     expect(model.tower.isLoaded).toBe(false);
   });

@@ -12,20 +12,13 @@ import { ThreadMemory } from '../src/parallel/tensor/protocol';
 import { requestedThreads, THREADS_ENV_VAR } from '../src/parallel/thread_count';
 import { inspectCheckpoint } from '../src/loading/inspect';
 import { describeOnBackend } from './helpers/backend_gate';
-import { GoldenCase, expectParity, loadCase } from './helpers/golden';
+import { expectParity, goldenPixelTensor, loadCase } from './helpers/golden';
 import { isolatedTempDir } from './helpers/isolation';
 import { runCli } from './helpers/cli';
 import { SafetensorsFile } from '../src/io/safetensors';
 
 const pad2 = (k: number) => String(k).padStart(2, '0');
 const DEMO = path.join(__dirname, '..', 'weights', 'demo');
-
-function pixelValues(gc: GoldenCase, id: string): tf.Tensor4D {
-  const key = `${id}.pixel_values`;
-  const shape = gc.json.expected[key].shape;
-  const data = gc.expected.readFloat32(key);
-  return tf.tensor4d(data, (shape.length === 3 ? [1, ...shape] : shape) as [number, number, number, number]);
-}
 
 const bits = (a: Float32Array | Int32Array | Uint8Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
@@ -49,7 +42,7 @@ describeSharded.each([1, 2, 3, 4])('%i thread(s)', (threads) => {
     try {
       expect(model.threads).toBe(threads);
       for (const img of gc.json.images) {
-        const x = pixelValues(gc, img.id);
+        const x = goldenPixelTensor(gc, img.id);
         const out = model.encode(x, { outputs: ['features', 'projected'] });
         const [features, projected] = [await out.features!.data(), await out.projected!.data()] as Float32Array[];
         expectParity(gc, `${img.id}.image_features`, features, out.features!.shape);
@@ -69,7 +62,7 @@ describeSharded.each([1, 2, 3, 4])('%i thread(s)', (threads) => {
     try {
       expect(model.threads).toBe(threads);
       for (const img of gc.json.images) {
-        const x = pixelValues(gc, img.id);
+        const x = goldenPixelTensor(gc, img.id);
         const out = model.encode(x, { outputs: ['hidden_states', 'pooler_output'] });
         for (const [k, h] of out.hiddenStates!.entries()) {
           expect(
@@ -164,7 +157,7 @@ describeSharded('sharded model', () => {
       const values = (m: LlavaVision) => m.projector!.weights.map((w) => Array.from(w.read().dataSync()));
       expect(values(two)).toEqual(values(one));
       expect(two.projector!.trainableWeights.length).toBe(one.projector!.trainableWeights.length);
-      const x = pixelValues(gc, gc.json.images[0].id);
+      const x = goldenPixelTensor(gc, gc.json.images[0].id);
       const [a, b] = [one.encode(x, { outputs: ['projected'] }), two.encode(x, { outputs: ['projected'] })];
       expect(tf.max(tf.abs(tf.sub(a.projected!, b.projected!))).dataSync()[0]).toBeLessThan(1e-5);
       tf.dispose([x, a.projected!, b.projected!]);

@@ -9,7 +9,7 @@ import { LlavaVision } from '../src/api/llava_vision';
 import { countVariables, namedParams } from '../src/model/module';
 import { exportWeights } from '../src/model/weights';
 import { Checkpoint } from '../src/io/checkpoint';
-import { CASES, expectParity, loadCase } from './helpers/golden';
+import { CASES, expectParity, goldenPixelTensor, loadCase } from './helpers/golden';
 
 beforeAll(() => initBackend({ backend: 'wasm', log: null }));
 
@@ -22,35 +22,33 @@ describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_c
       const gc = loadCase(name);
       const dir = path.join(gc.dir, 'model');
       const model = await LlavaVision.load(dir, { backend: 'wasm', log: null, layout: 'batched' });
-      const vision = model.tower.visionModel;
-      expect(vision.visionModel.layout).toBe('batched');
-      expect(countVariables(vision)).toBe([...namedParams(vision)].length); // no per-head or per-block parts
-      const file = Checkpoint.open(dir);
       try {
-        for (const [key, t] of Object.entries(exportWeights(vision)))
-          expect(`${key}: ${Buffer.from(t.data.buffer).equals(Buffer.from(file.readFloat32(key).buffer))}`).toBe(
-            `${key}: true`,
-          );
+        const vision = model.tower.visionModel;
+        expect(vision.visionModel.layout).toBe('batched');
+        expect(countVariables(vision)).toBe([...namedParams(vision)].length); // no per-head or per-block parts
+        const file = Checkpoint.open(dir);
+        try {
+          for (const [key, t] of Object.entries(exportWeights(vision)))
+            expect(`${key}: ${Buffer.from(t.data.buffer).equals(Buffer.from(file.readFloat32(key).buffer))}`).toBe(
+              `${key}: true`,
+            );
+        } finally {
+          file.close();
+        }
+        for (const img of gc.json.images) {
+          const x = goldenPixelTensor(gc, img.id);
+          const out = model.encode(x, {
+            outputs: ['hidden_states', 'pooler_output'],
+            interpolatePosEncoding: gc.json.run.interpolate_pos_encoding,
+          });
+          for (const [k, h] of out.hiddenStates!.entries())
+            expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, await h.data(), h.shape.slice(1));
+          expectParity(gc, `${img.id}.pooler_output`, await out.poolerOutput!.data(), out.poolerOutput!.shape.slice(1));
+          tf.dispose([x, out.hiddenStates!, out.poolerOutput!]);
+        }
       } finally {
-        file.close();
+        model.dispose();
       }
-      for (const img of gc.json.images) {
-        const key = `${img.id}.pixel_values`;
-        const shape = gc.json.expected[key].shape;
-        const x = tf.tensor4d(
-          gc.expected.readFloat32(key),
-          (shape.length === 3 ? [1, ...shape] : shape) as [number, number, number, number],
-        );
-        const out = model.encode(x, {
-          outputs: ['hidden_states', 'pooler_output'],
-          interpolatePosEncoding: gc.json.run.interpolate_pos_encoding,
-        });
-        for (const [k, h] of out.hiddenStates!.entries())
-          expectParity(gc, `${img.id}.hidden_states.${pad2(k)}`, await h.data(), h.shape.slice(1));
-        expectParity(gc, `${img.id}.pooler_output`, await out.poolerOutput!.data(), out.poolerOutput!.shape.slice(1));
-        tf.dispose([x, out.hiddenStates!, out.poolerOutput!]);
-      }
-      model.dispose();
     });
   },
 );
@@ -61,15 +59,18 @@ test('the default layout follows the backend (wasm on wasm); an explicit layout 
     await LlavaVision.load(dir, { backend: 'wasm', log: null, threads: 1 }),
     await LlavaVision.load(dir, { backend: 'wasm', log: null, layout: 'batched' }),
   ];
-  expect(auto.backend).toBe('wasm');
-  expect(auto.tower.visionModel.visionModel.layout).toBe('wasm');
-  expect(countVariables(auto.tower.visionModel)).toBeGreaterThan([...namedParams(auto.tower.visionModel)].length);
-  // Same function: the layouts differ only in float32 rounding.
-  const x = tf.randomNormal<tf.Rank.R4>([1, 3, 28, 28], 0, 1, 'float32', 7);
-  const [a, b] = [auto.encode(x, { outputs: ['hidden_states'] }), batched.encode(x, { outputs: ['hidden_states'] })];
-  const last = (r: typeof a) => r.hiddenStates![r.hiddenStates!.length - 1];
-  expect(tf.tidy(() => tf.max(tf.abs(tf.sub(last(a), last(b)))).dataSync()[0])).toBeLessThan(1e-5);
-  tf.dispose([x, a.hiddenStates!, b.hiddenStates!]);
-  auto.dispose();
-  batched.dispose();
+  try {
+    expect(auto.backend).toBe('wasm');
+    expect(auto.tower.visionModel.visionModel.layout).toBe('wasm');
+    expect(countVariables(auto.tower.visionModel)).toBeGreaterThan([...namedParams(auto.tower.visionModel)].length);
+    // Same function: the layouts differ only in float32 rounding.
+    const x = tf.randomNormal<tf.Rank.R4>([1, 3, 28, 28], 0, 1, 'float32', 7);
+    const [a, b] = [auto.encode(x, { outputs: ['hidden_states'] }), batched.encode(x, { outputs: ['hidden_states'] })];
+    const last = (r: typeof a) => r.hiddenStates![r.hiddenStates!.length - 1];
+    expect(tf.tidy(() => tf.max(tf.abs(tf.sub(last(a), last(b)))).dataSync()[0])).toBeLessThan(1e-5);
+    tf.dispose([x, a.hiddenStates!, b.hiddenStates!]);
+  } finally {
+    auto.dispose();
+    batched.dispose();
+  }
 });

@@ -86,20 +86,23 @@ describe('select_layer (Python indexing into the L+1 hidden states)', () => {
     [L, 3],
   ])('selectLayer %i is hidden_states[%i], bit for bit, only the needed layers run', (select, index) => {
     const t = tower({ selectLayer: select, selectFeature: 'cls_patch' });
-    const ran: number[] = [];
-    const layers = t.visionModel.visionModel.layers;
-    layers.forEach((layer, i) => {
-      const call = layer.call.bind(layer);
-      layer.call = (inputs) => {
-        ran.push(i);
-        return call(inputs);
-      };
-    });
-    const got = t.forward(x);
-    expect(got.shape).toEqual([2, N + 1, D]);
-    expect(take(got)).toEqual(Float32Array.from(full[index].dataSync()));
-    expect(ran).toEqual([...Array(index).keys()]); // layers after the selected one are skipped
-    t.dispose();
+    try {
+      const ran: number[] = [];
+      const layers = t.visionModel.visionModel.layers;
+      layers.forEach((layer, i) => {
+        const call = layer.call.bind(layer);
+        layer.call = (inputs) => {
+          ran.push(i);
+          return call(inputs);
+        };
+      });
+      const got = t.forward(x);
+      expect(got.shape).toEqual([2, N + 1, D]);
+      expect(take(got)).toEqual(Float32Array.from(full[index].dataSync()));
+      expect(ran).toEqual([...Array(index).keys()]); // layers after the selected one are skipped
+    } finally {
+      t.dispose();
+    }
   });
 
   test('patch features are the selected hidden state without its CLS row', () => {
@@ -109,21 +112,27 @@ describe('select_layer (Python indexing into the L+1 hidden states)', () => {
       [0, 0],
     ]) {
       const t = tower({ selectLayer: select, selectFeature: 'patch' });
-      const got = t.forward(x);
-      expect(got.shape).toEqual([2, N, D]);
-      expect(take(got)).toEqual(sliceTokens(full[index], 1));
-      t.dispose();
+      try {
+        const got = t.forward(x);
+        expect(got.shape).toEqual([2, N, D]);
+        expect(take(got)).toEqual(sliceTokens(full[index], 1));
+      } finally {
+        t.dispose();
+      }
     }
   });
 
   test('a list of layers is concatenated on the feature axis', () => {
     const t = tower({ selectLayer: [-2, -1], selectFeature: 'patch' });
-    expect(t.featureSize).toBe(2 * D);
-    const got = t.forward(x);
-    expect(got.shape).toEqual([2, N, 2 * D]);
-    const want = tf.tidy(() => tf.slice(tf.concat([full[2], full[3]], -1), [0, 1, 0], [2, N, 2 * D]));
-    expect(take(got)).toEqual(take(want));
-    t.dispose();
+    try {
+      expect(t.featureSize).toBe(2 * D);
+      const got = t.forward(x);
+      expect(got.shape).toEqual([2, N, 2 * D]);
+      const want = tf.tidy(() => tf.slice(tf.concat([full[2], full[3]], -1), [0, 1, 0], [2, N, 2 * D]));
+      expect(take(got)).toEqual(take(want));
+    } finally {
+      t.dispose();
+    }
   });
 
   test.each([[L + 1], [-(L + 2)], [1.5], [100], [-100]])('selectLayer %p is a ConfigError naming it', (select) => {
@@ -144,18 +153,21 @@ describe('select_feature', () => {
   test("'patch' drops CLS ([B, N, D]), 'cls_patch' keeps it ([B, N+1, D])", () => {
     const patch = tower({ selectLayer: -2, selectFeature: 'patch' });
     const clsPatch = tower({ selectLayer: -2, selectFeature: 'cls_patch' });
-    expect(patch.numPatches).toBe(N);
-    const p = patch.forward(x);
-    const c = clsPatch.forward(x);
-    expect(p.shape).toEqual([2, patch.numPatches, D]);
-    expect(c.shape).toEqual([2, patch.numPatches + 1, D]);
-    // cls_patch row 0 is the CLS token of hidden_states[-2]; rows 1.. are the patch features.
-    const cls = tf.tidy(() => tf.slice(c, [0, 0, 0], [2, 1, D]));
-    expect(take(cls)).toEqual(take(tf.slice(full[2], [0, 0, 0], [2, 1, D])));
-    expect(sliceTokens(c, 1)).toEqual(take(p));
-    c.dispose();
-    patch.dispose();
-    clsPatch.dispose();
+    try {
+      expect(patch.numPatches).toBe(N);
+      const p = patch.forward(x);
+      const c = clsPatch.forward(x);
+      expect(p.shape).toEqual([2, patch.numPatches, D]);
+      expect(c.shape).toEqual([2, patch.numPatches + 1, D]);
+      // cls_patch row 0 is the CLS token of hidden_states[-2]; rows 1.. are the patch features.
+      const cls = tf.tidy(() => tf.slice(c, [0, 0, 0], [2, 1, D]));
+      expect(take(cls)).toEqual(take(tf.slice(full[2], [0, 0, 0], [2, 1, D])));
+      expect(sliceTokens(c, 1)).toEqual(take(p));
+      c.dispose();
+    } finally {
+      patch.dispose();
+      clsPatch.dispose();
+    }
   });
 
   test('featureSelect on a full hidden-state list matches forward', () => {
@@ -183,25 +195,28 @@ describe('select_feature', () => {
 describe('forward on a list of images', () => {
   test('each [C, H, W] image gives a [1, N, D] equal to its row of the batched forward', () => {
     const t = tower({ selectLayer: -2, selectFeature: 'patch' });
-    const img0 = tf.tidy(() => tf.reshape<tf.Rank.R3>(tf.slice(x, [0, 0, 0, 0], [1, 3, 56, 56]), [3, 56, 56]));
-    const img1 = tf.tidy(() => tf.reshape<tf.Rank.R3>(tf.slice(x, [1, 0, 0, 0], [1, 3, 56, 56]), [3, 56, 56]));
-    const before = tf.memory().numTensors;
-    const list = t.forward([img0, img1]);
-    expect(tf.memory().numTensors).toBe(before + 2); // just the two outputs
-    expect(Array.isArray(list)).toBe(true);
-    expect(list).toHaveLength(2);
-    const batched = t.forward(x);
-    list.forEach((f, i) => {
-      expect(f.shape).toEqual([1, N, D]);
-      const row = take(tf.slice(batched, [i, 0, 0], [1, N, D]));
-      expect(maxAbsDiff(take(f), row)).toBeLessThanOrEqual(1e-6);
-    });
-    // and equal to hidden_states[-2] of the full forward, CLS dropped
-    const want = sliceTokens(full[2], 1);
-    expect(maxAbsDiff(take(batched), want)).toBeLessThanOrEqual(1e-6);
-    expect(img0.isDisposed || img1.isDisposed).toBe(false); // the caller's images are left alone
-    tf.dispose([img0, img1]);
-    t.dispose();
+    try {
+      const img0 = tf.tidy(() => tf.reshape<tf.Rank.R3>(tf.slice(x, [0, 0, 0, 0], [1, 3, 56, 56]), [3, 56, 56]));
+      const img1 = tf.tidy(() => tf.reshape<tf.Rank.R3>(tf.slice(x, [1, 0, 0, 0], [1, 3, 56, 56]), [3, 56, 56]));
+      const before = tf.memory().numTensors;
+      const list = t.forward([img0, img1]);
+      expect(tf.memory().numTensors).toBe(before + 2); // just the two outputs
+      expect(Array.isArray(list)).toBe(true);
+      expect(list).toHaveLength(2);
+      const batched = t.forward(x);
+      list.forEach((f, i) => {
+        expect(f.shape).toEqual([1, N, D]);
+        const row = take(tf.slice(batched, [i, 0, 0], [1, N, D]));
+        expect(maxAbsDiff(take(f), row)).toBeLessThanOrEqual(1e-6);
+      });
+      // and equal to hidden_states[-2] of the full forward, CLS dropped
+      const want = sliceTokens(full[2], 1);
+      expect(maxAbsDiff(take(batched), want)).toBeLessThanOrEqual(1e-6);
+      expect(img0.isDisposed || img1.isDisposed).toBe(false); // the caller's images are left alone
+      tf.dispose([img0, img1]);
+    } finally {
+      t.dispose();
+    }
   });
 });
 
@@ -210,40 +225,42 @@ describe('delay_load', () => {
     const warnings: string[] = [];
     const before = tf.memory().numTensors;
     const t = tower({ delayLoad: true, warn: (m) => warnings.push(m) });
-    expect(tf.memory().numTensors).toBe(before);
-    expect(t.isLoaded).toBe(false);
-    expect(t.hiddenSize).toBe(D);
-    expect(t.numPatchesPerSide).toBe(4);
-    expect(t.numPatches).toBe(N);
-    expect(t.config.imageSize).toBe(56);
-    expect(t.config.patchSize).toBe(14);
-    expect(t.config.numHiddenLayers).toBe(L);
-    const e = errorOf(() => t.visionModel);
-    expect(e).toBeInstanceOf(ConfigError);
-    expect(e.message).toMatch(/not loaded/);
-    expect(e.message).toContain('loadModel()');
-    expect(e.message).toContain(TOWER);
-    expect(() => t.forward(x)).toThrow(/not loaded/);
-    expect(tf.memory().numTensors).toBe(before);
+    try {
+      expect(tf.memory().numTensors).toBe(before);
+      expect(t.isLoaded).toBe(false);
+      expect(t.hiddenSize).toBe(D);
+      expect(t.numPatchesPerSide).toBe(4);
+      expect(t.numPatches).toBe(N);
+      expect(t.config.imageSize).toBe(56);
+      expect(t.config.patchSize).toBe(14);
+      expect(t.config.numHiddenLayers).toBe(L);
+      const e = errorOf(() => t.visionModel);
+      expect(e).toBeInstanceOf(ConfigError);
+      expect(e.message).toMatch(/not loaded/);
+      expect(e.message).toContain('loadModel()');
+      expect(e.message).toContain(TOWER);
+      expect(() => t.forward(x)).toThrow(/not loaded/);
+      expect(tf.memory().numTensors).toBe(before);
 
-    t.loadModel();
-    expect(t.isLoaded).toBe(true);
-    const model = t.visionModel;
-    const numParams = [...namedParams(model)].length;
-    expect(numParams).toBe(5 + 16 * L + 2); // embeddings 3 + pre_layrnorm 2, 16 per layer, post_layernorm 2
-    const numVariables = countVariables(model); // more: per-head / per-block derived layouts
-    expect(tf.memory().numTensors).toBe(before + numVariables);
-    expect(warnings).toEqual([]);
-    const got = t.forward(x);
-    expect(take(got)).toEqual(sliceTokens(full[2], 1)); // the real weights, default select layer -2 / patch
+      t.loadModel();
+      expect(t.isLoaded).toBe(true);
+      const model = t.visionModel;
+      const numParams = [...namedParams(model)].length;
+      expect(numParams).toBe(5 + 16 * L + 2); // embeddings 3 + pre_layrnorm 2, 16 per layer, post_layernorm 2
+      const numVariables = countVariables(model); // more: per-head / per-block derived layouts
+      expect(tf.memory().numTensors).toBe(before + numVariables);
+      expect(warnings).toEqual([]);
+      const got = t.forward(x);
+      expect(take(got)).toEqual(sliceTokens(full[2], 1)); // the real weights, default select layer -2 / patch
 
-    t.loadModel();
-    expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toContain('already loaded');
-    expect(t.visionModel).toBe(model); // not rebuilt
-    expect(tf.memory().numTensors).toBe(before + numVariables); // not reloaded
-
-    t.dispose();
+      t.loadModel();
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toContain('already loaded');
+      expect(t.visionModel).toBe(model); // not rebuilt
+      expect(tf.memory().numTensors).toBe(before + numVariables); // not reloaded
+    } finally {
+      t.dispose();
+    }
     expect(t.isLoaded).toBe(false);
     expect(tf.memory().numTensors).toBe(before);
   });
@@ -274,46 +291,53 @@ describe('dummy_feature and num_patches', () => {
 describe('the tower is frozen, the projector trains', () => {
   test('weights flags, and variableGrads of a loss on projector(tower(x)) reach only the projector', () => {
     const t = tower({ selectLayer: -2, selectFeature: 'patch' });
-    const vm = t.visionModel.visionModel;
-    expect(vm.weights.length).toBe(countVariables(t.visionModel));
-    expect(vm.weights.every((w) => w.trainable === false)).toBe(true);
-    expect(vm.trainableWeights).toHaveLength(0);
-    expect(vm.trainable).toBe(false);
-    for (const layer of vm.layers) expect(layer.trainableWeights).toHaveLength(0);
+    try {
+      const vm = t.visionModel.visionModel;
+      expect(vm.weights.length).toBe(countVariables(t.visionModel));
+      expect(vm.weights.every((w) => w.trainable === false)).toBe(true);
+      expect(vm.trainableWeights).toHaveLength(0);
+      expect(vm.trainable).toBe(false);
+      for (const layer of vm.layers) expect(layer.trainableWeights).toHaveLength(0);
 
-    const projector = new Projector({ type: 'mlp2x_gelu', inFeatures: D, outFeatures: 8 });
-    for (const [i, w] of projector.weights.entries()) {
-      const value = tf.randomNormal(w.shape as number[], 0, 0.1, 'float32', 99 + i);
-      w.write(value);
-      value.dispose();
+      const projector = new Projector({ type: 'mlp2x_gelu', inFeatures: D, outFeatures: 8 });
+      for (const [i, w] of projector.weights.entries()) {
+        const value = tf.randomNormal(w.shape as number[], 0, 0.1, 'float32', 99 + i);
+        w.write(value);
+        value.dispose();
+      }
+      expect(projector.weights).toHaveLength(4);
+      expect(projector.weights.every((w) => w.trainable)).toBe(true);
+      expect(projector.trainableWeights).toHaveLength(4);
+
+      // loss = sum(projector(features)): d loss / d (2.bias) is the number of feature rows, 2 images x 16.
+      const { value, grads } = tf.variableGrads(() => tf.sum<tf.Scalar>(projector.call(t.forward(x))));
+      const names = projector.trainableWeights.map((w) => w.name).sort();
+      expect(Object.keys(grads).sort()).toEqual(names);
+      const towerNames = new Set(vm.weights.map((w) => w.name));
+      expect(Object.keys(grads).some((n) => towerNames.has(n))).toBe(false);
+      const bias2 = projector.linears[1].bias!;
+      expect(Array.from(grads[bias2.name].dataSync())).toEqual(new Array(8).fill(2 * N));
+      for (const g of Object.values(grads))
+        expect(maxAbsDiff(g.dataSync(), new Float32Array(g.size))).toBeGreaterThan(0);
+      tf.dispose([value, ...Object.values(grads)]);
+      for (const w of projector.weights) w.dispose();
+    } finally {
+      t.dispose();
     }
-    expect(projector.weights).toHaveLength(4);
-    expect(projector.weights.every((w) => w.trainable)).toBe(true);
-    expect(projector.trainableWeights).toHaveLength(4);
-
-    // loss = sum(projector(features)): d loss / d (2.bias) is the number of feature rows, 2 images x 16.
-    const { value, grads } = tf.variableGrads(() => tf.sum<tf.Scalar>(projector.call(t.forward(x))));
-    const names = projector.trainableWeights.map((w) => w.name).sort();
-    expect(Object.keys(grads).sort()).toEqual(names);
-    const towerNames = new Set(vm.weights.map((w) => w.name));
-    expect(Object.keys(grads).some((n) => towerNames.has(n))).toBe(false);
-    const bias2 = projector.linears[1].bias!;
-    expect(Array.from(grads[bias2.name].dataSync())).toEqual(new Array(8).fill(2 * N));
-    for (const g of Object.values(grads)) expect(maxAbsDiff(g.dataSync(), new Float32Array(g.size))).toBeGreaterThan(0);
-    tf.dispose([value, ...Object.values(grads)]);
-    for (const w of projector.weights) w.dispose();
-    t.dispose();
   });
 
   test('LlavaVision.load: frozen tower, trainable projector', async () => {
     const model = await LlavaVision.load(path.join(CASE, 'llava'), { log: null, visionTower: TOWER, threads: 1 }); // the tower's layers on this thread, to look at
     expect(model.tower.selectLayers).toEqual([-1]);
-    expect(model.tower.selectFeature).toBe('patch');
-    expect(model.tower.visionModel.visionModel.trainableWeights).toHaveLength(0);
-    expect(model.tower.visionModel.visionModel.weights.every((w) => !w.trainable)).toBe(true);
-    expect(model.projector!.type).toBe('linear');
-    expect(model.projector!.trainableWeights).toHaveLength(2);
-    model.dispose();
+    try {
+      expect(model.tower.selectFeature).toBe('patch');
+      expect(model.tower.visionModel.visionModel.trainableWeights).toHaveLength(0);
+      expect(model.tower.visionModel.visionModel.weights.every((w) => !w.trainable)).toBe(true);
+      expect(model.projector!.type).toBe('linear');
+      expect(model.projector!.trainableWeights).toHaveLength(2);
+    } finally {
+      model.dispose();
+    }
   });
 });
 

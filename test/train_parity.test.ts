@@ -288,17 +288,20 @@ describe('save -> load', () => {
       // thread: the same GEMMs as p.call, so the same bits (sharded, the partials are summed in another order:
       // test/threads.test.ts bounds that).
       const model = await LlavaVision.load(modelDir, { projector: file, log: null, threads: 1 });
-      expect(model.projector!.type).toBe('mlp2x_gelu');
-      const pixels = tf.randomUniform<tf.Rank.R4>([2, 3, 56, 56], -1.5, 1.5, 'float32', 7);
-      const out = model.encode(pixels, { outputs: ['features', 'projected'] });
-      const ours = p.call(out.features!);
-      expect(
-        Buffer.from((ours.dataSync() as Float32Array).buffer).equals(
-          Buffer.from((out.projected!.dataSync() as Float32Array).buffer),
-        ),
-      ).toBe(true);
-      tf.dispose([pixels, out.features!, out.projected!, ours]);
-      model.dispose();
+      try {
+        expect(model.projector!.type).toBe('mlp2x_gelu');
+        const pixels = tf.randomUniform<tf.Rank.R4>([2, 3, 56, 56], -1.5, 1.5, 'float32', 7);
+        const out = model.encode(pixels, { outputs: ['features', 'projected'] });
+        const ours = p.call(out.features!);
+        expect(
+          Buffer.from((ours.dataSync() as Float32Array).buffer).equals(
+            Buffer.from((out.projected!.dataSync() as Float32Array).buffer),
+          ),
+        ).toBe(true);
+        tf.dispose([pixels, out.features!, out.projected!, ours]);
+      } finally {
+        model.dispose();
+      }
       disposeProjector(p);
       disposeProjector(q);
     },

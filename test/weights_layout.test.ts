@@ -285,13 +285,16 @@ test('prefaultMemory zeroes exactly the given views; loadModelAsync (prefaulted)
   ];
   const before = tf.memory().numTensors;
   sync.loadModel();
-  await async.loadModelAsync();
-  await async.loadModelAsync();
-  expect(warnings).toEqual([expect.stringMatching(/already loaded, `load_model` called again, skipping/)]);
-  const [a, b] = [exportWeights(sync.visionModel), exportWeights(async.visionModel)];
-  for (const key of Object.keys(a))
-    expect(Buffer.from(b[key].data.buffer).equals(Buffer.from(a[key].data.buffer))).toBe(true);
-  sync.dispose();
-  async.dispose();
+  try {
+    await async.loadModelAsync();
+    await async.loadModelAsync();
+    expect(warnings).toEqual([expect.stringMatching(/already loaded, `load_model` called again, skipping/)]);
+    const [a, b] = [exportWeights(sync.visionModel), exportWeights(async.visionModel)];
+    for (const key of Object.keys(a))
+      expect(Buffer.from(b[key].data.buffer).equals(Buffer.from(a[key].data.buffer))).toBe(true);
+  } finally {
+    sync.dispose();
+    async.dispose();
+  }
   expect(tf.memory().numTensors).toBe(before);
 });

@@ -1,8 +1,14 @@
 /**
  * `workers: N`: N model instances (this thread + N − 1 worker threads, each loading its own copy) give
- * byte-identical output, in input order, whatever N; failures are still reported per image.
+ * byte-identical output, in input order, whatever N; failures are still reported per image. The N − 1
+ * threads are counted (helpers/worker_threads_spy.ts): each must start and encode units itself.
  * Worker threads run the built worker script (dist/, made by `npm test`'s build step).
  */
+jest.mock('worker_threads', () =>
+  jest
+    .requireActual<typeof import('./helpers/worker_threads_spy')>('./helpers/worker_threads_spy')
+    .spiedWorkerThreads(),
+);
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -13,6 +19,7 @@ import { BackendError, CheckpointError } from '../src/errors';
 import { TensorToWrite } from '../src/io/safetensors';
 import { EncoderPool } from '../src/parallel/pool/worker_pool';
 import { rebuildError, toThreadError } from '../src/parallel/worker_thread';
+import { threadMark, encodeThreadsSince } from './helpers/worker_threads_spy';
 
 const DEMO = path.join(__dirname, '..', 'weights', 'demo');
 const IMAGES = ['chelsea.png', 'rocket.jpg'].map((f) => path.join(DEMO, 'images', f));
@@ -25,6 +32,14 @@ afterAll(() => model.dispose());
 
 const bytes = (t: TensorToWrite) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
 
+/** Exactly `count` worker threads started since `mark`, distinct, and each encoded at least one unit. */
+function expectThreadsWorked(mark: number, count: number): void {
+  const threads = encodeThreadsSince(mark);
+  expect(threads).toHaveLength(count);
+  expect(new Set(threads.map((t) => t.threadId)).size).toBe(count);
+  for (const t of threads) expect(t.done).toBeGreaterThan(0);
+}
+
 function expectIdentical(a: Record<string, TensorToWrite>, b: Record<string, TensorToWrite>): void {
   expect(Object.keys(b).sort()).toEqual(Object.keys(a).sort());
   for (const [k, t] of Object.entries(a)) {
@@ -33,12 +48,13 @@ function expectIdentical(a: Record<string, TensorToWrite>, b: Record<string, Ten
   }
 }
 
-test('images: workers 1, 2, 3 give byte-identical tensors, sizes and failures; nothing leaks', async () => {
+test('images: workers 1, 2, 3 start 0, 1, 2 threads that each encode, and give byte-identical tensors, sizes and failures; nothing leaks', async () => {
   const inputs = [...IMAGES, path.join(DEMO, 'missing.png'), ...IMAGES];
   const before = tf.memory().numTensors;
   const progress: number[] = [];
   const runs = [];
   for (const workers of [1, 2, 3]) {
+    const mark = threadMark();
     runs.push(
       await encodeImages(model, inputs, {
         outputs: ['merged', 'features', 'pixel_values'],
@@ -46,6 +62,7 @@ test('images: workers 1, 2, 3 give byte-identical tensors, sizes and failures; n
         onProgress: (d) => workers === 3 && progress.push(d),
       }),
     );
+    expectThreadsWorked(mark, workers - 1);
   }
   expect(tf.memory().numTensors).toBe(before);
   expect(runs[0].failures.map((f) => f.index)).toEqual([2]);
@@ -58,15 +75,17 @@ test('images: workers 1, 2, 3 give byte-identical tensors, sizes and failures; n
   expect(progress).toEqual([1, 2, 3, 4]);
 }, 60_000);
 
-test('pixel values: the async variant with workers equals encodePixelValues', async () => {
+test('pixel values: the async variant with workers 2 runs a thread and equals encodePixelValues', async () => {
   const s = model.tower.config.imageSize;
   const pixels = Float32Array.from({ length: 3 * 3 * s * s }, (_, i) => Math.sin(i) * 1.5);
   const shape: [number, number, number, number] = [3, 3, s, s];
   const here = encodePixelValues(model, pixels, shape, { outputs: ['projected', 'hidden_states'] });
+  const mark = threadMark();
   expectIdentical(
     here,
     await encodePixelValuesAsync(model, pixels, shape, { outputs: ['projected', 'hidden_states'], workers: 2 }),
   );
+  expectThreadsWorked(mark, 1);
   expect(() => encodePixelValues(model, pixels, shape, { outputs: ['projected'], workers: 2 })).toThrow(
     /encodePixelValuesAsync/,
   );

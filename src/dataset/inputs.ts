@@ -215,7 +215,7 @@ export async function readInputList(file: string, stdin: NodeJS.ReadableStream =
  * replaced by the images found under it, anything else taken as one image, even when it does not
  * exist: it becomes that index's recorded failure), then the lines of the list. A line of a list is
  * always one image: a folder there is a failure, not walked. Built by appending, never by spreading
- * (`push(...list)` overflows the call stack at ~100k paths).
+ * (`push(...list)` overflows the call stack on a long list).
  */
 export function expandInputs(args: string[], listed: string[] = []): string[] {
   const out: string[] = [];

@@ -69,8 +69,8 @@ const TILE = 64;
 /**
  * The [nr, nc] block at (r0, c0) of a row-major matrix with `cols` columns, transposed: [nc, nr]
  * (into the first nr·nc elements of `out` when given). Tiled, so both sides are walked in cache-sized
- * squares, four source rows at a time so each output row gets four adjacent writes (~1.7x a plain
- * tiled loop; a checkpoint load transposes ~200 M elements for ViT-L).
+ * squares, four source rows at a time so each output row gets four adjacent writes (faster than a
+ * plain tiled loop; a checkpoint load transposes every weight matrix of the tower).
  */
 export function transposeRegion(
   data: Float32Array,
@@ -110,7 +110,7 @@ export function transposeRegion(
 /**
  * `transposeRegion` of a 16-bit float matrix, each element decoded through `lut` as it is moved. The
  * same loop as transposeRegion on purpose: one shared loop over both array kinds would be polymorphic,
- * and V8 runs such element loops ~2.5x slower (see dtype.ts). The wasm backend uses the kernel instead.
+ * and V8 runs such element loops slower (see dtype.ts). The wasm backend uses the kernel instead.
  */
 function transposeRegionLut(
   bits: Uint16Array,

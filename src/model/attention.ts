@@ -13,7 +13,7 @@ import { singleInput } from './tfjs_layer';
  * head_dim^-0.5 before QKᵀ, softmax, no mask (the vision tower attends to every token).
  *
  * Layout `wasm`, for tfjs-backend-wasm, whose only fast GEMM is XNNPACK's plain 2-D one (batched or
- * transposed matMuls fall to a naive loop ~8x slower), and whose `slice` copies its whole input first:
+ * transposed matMuls fall to a much slower naive loop), and whose `slice` copies its whole input first:
  * the q/k/v weights are stored per head (a derived layout: `Linear` split along the outputs, checkpoint
  * keys unchanged), so each head's q, k, v come straight out of a 2-D GEMM, with nothing sliced; one
  * image at a time, each head is QKᵀ → softmax → ·V, the heads are concatenated and projected.

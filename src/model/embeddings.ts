@@ -60,7 +60,7 @@ export class CLIPVisionEmbeddings extends tf.layers.Layer implements Module {
       const cropped = h === gh * p && w === gw * p ? pixels : tf.slice(pixels, [0, 0, 0, 0], [b, c, gh * p, gw * p]);
       // One GEMM per input channel ([tokens, P·P] × [P·P, D]), their products summed in order: wasm's
       // XNNPACK GEMM accumulates each output sequentially over K without FMA, and K = C·P·P = 588 in
-      // one chain was ~2.5x less accurate than three chains of 196 (kernels/gemm.ts sums the same way).
+      // one chain is less accurate than three chains of 196 (kernels/gemm.ts sums the same way).
       const perChannel = tf.reshape(tf.transpose(tf.reshape(cropped, [b, c, gh, p, gw, p]), [1, 0, 2, 4, 3, 5]), [
         c,
         b * gh * gw,

@@ -218,7 +218,7 @@ export class Linear extends tf.layers.Layer implements Module {
       // The bias once, after the parts' products are summed, never fused into a GEMM here: XNNPACK
       // (wasm) starts its accumulators from the bias, so every product of that part would be added at
       // the bias's magnitude. fc2's biases build the "massive activations" of trained CLIP towers (a
-      // few channels at hundreds); accumulating there cost ~8x PyTorch's error, whose GEMM sums the
+      // few channels at hundreds); accumulating there cost a multiple of PyTorch's error, whose GEMM sums the
       // products first and then adds them to the bias.
       const terms: tf.Tensor2D[] = this.kernels.map((k, j) => tf.matMul(xs[j], k.read() as tf.Tensor2D));
       const sum = terms.length === 1 ? terms[0] : tf.addN(terms);

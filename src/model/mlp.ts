@@ -14,10 +14,10 @@ import { singleInput } from './tfjs_layer';
  * Run in blocks of hidden_size intermediate features (ViT-L: 4 blocks of 1024): fc1 is split along its
  * outputs, fc2 along its inputs, and fc2's partial products are summed. Single-threaded XNNPACK
  * streams the whole right-hand operand for every few rows of the left one, so a 4 MB [1024, 1024]
- * block runs ~1.3x faster than the 16 MB [1024, 4096] matrix. fc1 also keeps its weight in the
+ * block runs faster than the 16 MB [1024, 4096] matrix. fc1 also keeps its weight in the
  * checkpoint layout as the left operand (feature-major: [I, T] = W1 · xᵀ), so the backend packs the
- * 2.4 MB activation per call rather than keeping a packed copy of the 16 MB weight (same speed,
- * 384 MB less memory for ViT-L). That is layout `wasm`; layout `batched` (GPUs) runs fc1 and fc2 whole.
+ * small activation per call rather than keeping a packed copy of the large weight (same speed, less
+ * memory). That is layout `wasm`; layout `batched` (GPUs) runs fc1 and fc2 whole.
  *
  * A tensor-parallel shard (`features`, layout `wasm` only) holds those intermediate features (fc1's
  * outputs and fc2's inputs, in blocks of at most hidden_size) and no fc2 bias: `forward2d` then gives

@@ -64,7 +64,7 @@ export function storedAsIs(p: Param): boolean {
  * How a module's weights start out. `zeros` (LayerNorm scales: ones), written by the backend in place.
  * `uninitialised`, for modules whose every weight a checkpoint load overwrites next: on wasm their
  * memory is then only allocated, not written (zeroing ViT-L is a separate first pass over 1.2 GB of
- * fresh memory, ~1 s on a 2-core VM), and the loader fills it in place; whoever builds such a module
+ * fresh memory), and the loader fills it in place; whoever builds such a module
  * must load every weight or dispose it. Off wasm both start at zeros.
  */
 export type WeightInit = 'zeros' | 'uninitialised';
@@ -75,8 +75,8 @@ const ZerosInitializer = tf.initializers.zeros().constructor as new () => Zeros;
 
 /**
  * The Initializer `addWeight` gets for `init`: the constant `value` written by the backend in place
- * (`tf.fill`, where `tf.initializers.zeros()` builds a JS array and copies it in: ~1 s more for
- * ViT-L), or for `uninitialised` memory left as the allocator gives it (see WeightInit).
+ * (`tf.fill`, where `tf.initializers.zeros()` builds a JS array and copies it in, a second pass over
+ * the memory), or for `uninitialised` memory left as the allocator gives it (see WeightInit).
  */
 class InitialWeights extends ZerosInitializer {
   constructor(

@@ -136,7 +136,7 @@ function coveredRegion(param: Param): Region | null {
 
 /**
  * For a module just built for loading: its variables' wasm heap memory faulted in on several threads
- * (`prefaultMemory`) before `loadWeights` writes it, ~1 s less for ViT-L on the 2-core VM. A no-op on
+ * (`prefaultMemory`) before `loadWeights` writes it, rather than page by page on this thread. A no-op on
  * other backends.
  */
 export async function prefaultWeights(module: Module): Promise<void> {

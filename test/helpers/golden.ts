@@ -33,6 +33,26 @@ export function loadCase(name: string, expectedFile?: string): GoldenCase {
   return { name, dir, json, expected: SafetensorsFile.open(path.join(dir, expectedFile)) };
 }
 
+/**
+ * A golden case's pixel_values of image `id` as a batch, ready to feed the tower: LLaVA's and HF's
+ * [3,H,W] become [1,3,H,W]; anyres's [1 + tiles,3,H,W] stay as they are.
+ */
+export function goldenPixelValues(gc: GoldenCase, id: string): { data: Float32Array; shape: Shape4 } {
+  const key = `${id}.pixel_values`;
+  const meta = gc.json.expected[key];
+  if (!meta) throw new Error(`${gc.name}: no expected tensor "${key}"`);
+  const shape = (meta.shape.length === 3 ? [1, ...meta.shape] : meta.shape) as Shape4;
+  return { data: gc.expected.readFloat32(key), shape };
+}
+
+/** `goldenPixelValues` as a tensor (the caller disposes it). */
+export function goldenPixelTensor(gc: GoldenCase, id: string): tf.Tensor4D {
+  const { data, shape } = goldenPixelValues(gc, id);
+  return tf.tensor4d(data, shape);
+}
+
+type Shape4 = [number, number, number, number];
+
 /** Per-case worst ratios, written for the README's parity table. */
 const report = new Map<
   string,

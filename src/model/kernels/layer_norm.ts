@@ -7,7 +7,7 @@ import * as tf from '../../tf';
  *
  * Why not tfjs ops: trained CLIP towers carry "massive activations" (a few residual channels at a
  * few hundred, the rest near 1). A float32 sum over a row then rounds at the outliers' magnitude on
- * every addition — wasm's reductions are sequential, ~9× PyTorch's LayerNorm error on a ViT-L row —
+ * every addition — wasm's reductions are sequential, several times PyTorch's LayerNorm error on a ViT-L row —
  * and the composed elementwise ops (subtract, multiply by rstd, by γ, add β) round four more times.
  * PyTorch's kernel sums in vector lanes and fuses the affine part; this kernel stays below its error.
  * Other backends (tfjs-node, webgpu) use the composed ops, whose reductions are tree-shaped.

@@ -44,7 +44,7 @@ const KIND: Partial<Record<DType, number>> = { F32: 0, F16: 1, BF16: 2 };
  * Decodes checkpoint tensors inside the wasm backend's own heap with a small SIMD kernel
  * (kernels/decode.wat: F16/BF16 -> F32 and 4x4-register transposes, decoding as they move): the loader
  * reads a tensor's bytes into `input` (a heap buffer) and the kernel writes each block straight into
- * the variables' memory, one pass per block. ~1.4x faster than the JS path for a ViT-L F16 load. Null
+ * the variables' memory, one pass per block, faster than the JS path (figures: docs/performance.md). Null
  * (use the JS path) off wasm, on a build whose memory is not reachable, or without wasm SIMD.
  */
 export class WasmBlockDecoder {

@@ -155,7 +155,7 @@ export class ShardedVisionModel {
     for (let i = 0; i < b; i++) {
       const t0 = performance.now();
       let x = new Float32Array(0);
-      // Not returned from tidy: tidy walks a returned typed array element by element looking for tensors (~0.6 s for ViT-L).
+      // Not returned from tidy: tidy walks a returned typed array element by element looking for tensors (slow for ViT-L).
       tf.tidy(() => {
         const image = b === 1 ? pixels : tf.slice(pixels, [i, 0, 0, 0], [1, ...pixels.shape.slice(1)]);
         const embedded = this.embeddings.call(image, {
