@@ -9,6 +9,7 @@ import * as tf from '../src/tf';
 import { LlavaVision } from '../src/api/llava_vision';
 import { BackendError, ConfigError } from '../src/errors';
 import { ThreadMemory } from '../src/parallel/tensor/protocol';
+import { ShardTeam } from '../src/parallel/tensor/team';
 import { requestedThreads, THREADS_ENV_VAR } from '../src/parallel/thread_count';
 import { inspectCheckpoint } from '../src/loading/inspect';
 import { describeOnBackend } from './helpers/backend_gate';
@@ -168,14 +169,16 @@ describeSharded('sharded model', () => {
   });
 
   test('a thread that dies fails the call with a BackendError naming it, and the model stays failed', async () => {
-    const model = await LlavaVision.load(DEMO, { log: null, threads: 2 });
+    // The threads run a test entry: the shipped one plus the request that makes a thread die.
+    ShardTeam.entry = path.join(__dirname, 'helpers', 'shard_die.js');
+    let model: LlavaVision;
     try {
-      model.shardRuntime!.team.request(() => ({
-        kind: 'hook',
-        module: path.join(__dirname, 'helpers', 'shard_die.js'),
-        name: 'dieOnNextStep',
-        args: null,
-      }));
+      model = await LlavaVision.load(DEMO, { log: null, threads: 2 });
+    } finally {
+      ShardTeam.entry = null;
+    }
+    try {
+      model.shardRuntime!.team.request(() => ({ kind: 'dieOnNextStep' }));
       const s = model.tower.config.imageSize;
       const x = tf.zeros<tf.Rank.R4>([1, 3, s, s]);
       expect(() => model.encode(x)).toThrow(/thread 1 of 2 .*(ended|failed)/);

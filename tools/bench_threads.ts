@@ -26,7 +26,7 @@ import { LlavaVision } from '../src/api/llava_vision';
 import { hiddenStateIndex } from '../src/config/clip';
 import { BackendChoice } from '../src/backend';
 import { CoordinatorStats } from '../src/model/parallel/coordinator';
-import { ThreadStats } from '../src/parallel/tensor/team';
+import { ShardTeam, ThreadStats } from '../src/parallel/tensor/team';
 import { GemmMeter, GemmCall, GemmTotals, replayGemms } from './gemm_ceiling';
 import type { RecordedGemms } from './shard_hooks';
 import { GemmChoice, GemmName, activeGemm } from '../src/model/kernels/gemm';
@@ -34,7 +34,8 @@ import { fmaPeakGflops, measureClockGHz } from './cpu_clock';
 
 const MB = 2 ** 20;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[(xs.length - 1) >> 1];
-const HOOKS = path.join(__dirname, 'shard_hooks.js');
+// The shard threads this bench spawns run its own entry: the shipped one plus GEMM recording.
+ShardTeam.entry = path.join(__dirname, 'shard_hooks.js');
 
 export interface ThreadsBenchOptions {
   threads: number[];
@@ -142,7 +143,7 @@ async function recordGemms(
       meter.dispose();
     }
   }
-  const hook = (name: string) => () => ({ kind: 'hook' as const, module: HOOKS, name, args: null });
+  const hook = (kind: string) => () => ({ kind });
   const meter = new GemmMeter(model.tower.shardedModel!.weights());
   try {
     meter.startRecording();
@@ -162,7 +163,7 @@ function replayCeiling(model: LlavaVision, local: GemmCall[]): number {
   if (!runtime) return replayGemms(local);
   let mine = 0;
   const others = runtime.team.request<number>(
-    () => ({ kind: 'hook', module: HOOKS, name: 'replay', args: null }),
+    () => ({ kind: 'replay' }),
     () => (mine = replayGemms(local)),
   );
   return Math.max(mine, ...others);

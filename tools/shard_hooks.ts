@@ -1,10 +1,11 @@
 /**
- * `npm run bench -- --threads` on each shard thread of a sharded model (loaded there by the `hook`
- * request, parallel/tensor/worker.ts): records the GEMM calls a forward runs on that thread (its shard's
+ * The shard-thread entry of `npm run bench -- --threads` (ShardTeam.entry): the shipped entry
+ * (parallel/tensor/worker.ts) with requests of its own, run on each thread of a sharded model: records the GEMM calls a forward runs on that thread (its shard's
  * products, through its own tfjs engine) and replays them, all threads at once: the N-thread GEMM
  * ceiling. The coordinating thread does the same with GemmMeter directly (tools/bench_threads.ts).
  */
 import type { RankCompute } from '../src/model/parallel/shards';
+import { extendShardRequests } from '../src/parallel/tensor/worker';
 import { GemmCall, GemmMeter, replayGemms } from './gemm_ceiling';
 
 let meter: GemmMeter | null = null;
@@ -16,7 +17,7 @@ export interface RecordedGemms {
   flops: number;
 }
 
-export const shardHooks = {
+const shardHooks: Record<string, (ctx: { compute: RankCompute }) => unknown> = {
   recordStart: (ctx: { compute: RankCompute }): null => {
     meter?.dispose();
     meter = new GemmMeter(ctx.compute.weights());
@@ -32,3 +33,9 @@ export const shardHooks = {
   /** The recorded calls' kernel time (ms). */
   replay: (): number => replayGemms(calls),
 };
+
+extendShardRequests((request, ctx) => {
+  const hook = shardHooks[request.kind];
+  if (!hook) throw new Error(`no shard hook ${request.kind}`);
+  return hook(ctx);
+});

@@ -6,10 +6,11 @@ import { Layout } from '../loading/layouts';
 import { Module } from '../model/module';
 import { ParamSpec, sameParams } from '../model/param_specs';
 import { Projector, ProjectorConfig, projectedWidth } from '../model/projector';
-import { CoordinatorStats, ShardedProjector } from '../model/parallel/coordinator';
+import { CoordinatorStats } from '../model/parallel/stats';
+import { LocalProjectorRunner, ProjectorRunner } from '../model/projector_runner';
 import { GemmName, activeGemm } from '../model/kernels/gemm';
-import { ShardedRuntime, loadShardedProjector, loadShardedTower } from '../parallel/tensor/load';
-import { THREADS_ENV_VAR, effectiveThreads, requestedThreads, shardsProjector } from '../parallel/thread_count';
+import { ShardedRuntime, loadShardedTower, projectorRunner } from '../parallel/tensor/load';
+import { THREADS_ENV_VAR, effectiveThreads, requestedThreads } from '../parallel/thread_count';
 import { CLIPImageProcessor } from '../image/processor';
 import { VisionForwardOptions } from '../model/vision_transformer';
 import { loadWeights, prefaultWeights } from '../model/weights';
@@ -49,32 +50,25 @@ export class LlavaVision {
    * other backends): its layers were built for it, and each rounds differently.
    */
   readonly gemm: GemmName | null = activeGemm();
-  private readonly projectorLayer: Projector | null;
-  private shardedProjector: ShardedProjector | null;
-  /** The projector's weights (their tfjs data ids) the shards hold slices of: any change retires the shards. */
-  private readonly shardedFrom: readonly object[];
 
   private constructor(
     readonly modelDir: string,
     readonly layout: Layout,
     readonly settings: LlavaVisionSettings,
     readonly tower: CLIPVisionTower,
-    projector: LoadedProjector | null,
+    /** How the projector runs: on this thread, or also across the threads (see `projector`). */
+    private readonly projectorRunner: ProjectorRunner | null,
     readonly imageNewline: tf.Tensor1D | null,
     readonly backend: string,
     /** The options it was loaded with (worker threads load the same model from them). */
     readonly loadOptions: LoadOptions,
     private readonly processorFile: string,
     private readonly runtime: ShardedRuntime | null = null,
-  ) {
-    this.projectorLayer = projector?.layer ?? null;
-    this.shardedProjector = projector?.sharded ?? null;
-    this.shardedFrom = this.shardedProjector ? weightIds(this.projectorLayer!) : [];
-  }
+  ) {}
 
   /** Threads the model runs on (see LoadOptions.threads). */
   get threads(): number {
-    return this.runtime?.threads ?? 1;
+    return this.tower.threads;
   }
 
   /** @internal The shard threads (`threads` > 1), for `npm run bench` and tests; null on one thread. */
@@ -87,10 +81,9 @@ export class LlavaVision {
    * steps summed, with its copies into tfjs), and resets it; null on one thread.
    */
   takeShardStats(): (CoordinatorStats & { copyInMs: number }) | null {
-    const tower = this.tower.shardedModel;
-    if (!this.runtime || !tower) return null;
-    const sum = tower.resetStats();
-    const projector = this.shardedProjector?.resetStats();
+    const sum = this.tower.takeStats();
+    if (!this.runtime || !sum) return null;
+    const projector = this.projectorRunner?.takeStats();
     if (projector) for (const k of Object.keys(sum) as (keyof CoordinatorStats)[]) sum[k] += projector[k];
     const copyInMs = this.runtime.rank0.copyInMs;
     this.runtime.rank0.copyInMs = 0;
@@ -99,7 +92,7 @@ export class LlavaVision {
 
   /** The projector's type and widths (null without a projector). */
   get projectorConfig(): ProjectorConfig | null {
-    const config = this.projectorLayer?.projectorConfig;
+    const config = this.projector?.projectorConfig;
     return config ? { ...config } : null;
   }
 
@@ -118,7 +111,7 @@ export class LlavaVision {
    * retires the shards: from then on it runs on this thread, so `encode` uses what was trained.
    */
   get projector(): Projector | null {
-    return this.projectorLayer;
+    return this.projectorRunner?.layer ?? null;
   }
 
   static async load(model: string, options: LoadOptions = {}): Promise<LlavaVision> {
@@ -133,7 +126,7 @@ export class LlavaVision {
     const sources = new Map<string, OpenedSource>();
     const open = (from: string) => sources.get(from) ?? sources.set(from, openTensorSource(from)).get(from)!;
     let tower: CLIPVisionTower | null = null;
-    let projector: LoadedProjector | null = null;
+    let projector: ProjectorRunner | null = null;
     let runtime: ShardedRuntime | null = null;
     try {
       const { settings, tower: t } = plan;
@@ -154,7 +147,7 @@ export class LlavaVision {
       } else {
         // The threads start their backends while this one reads its own shard.
         runtime = ShardedRuntime.start(threads);
-        tower.attachSharded(
+        tower.attachBackbone(
           await loadShardedTower(
             runtime,
             { config: tower.config, configFile: tower.configFile, folder: tower.visionTowerName },
@@ -188,7 +181,7 @@ export class LlavaVision {
       );
     } catch (e) {
       tower?.dispose();
-      if (projector) disposeProjector(projector);
+      projector?.dispose();
       await runtime?.abort();
       throw e;
     } finally {
@@ -233,24 +226,9 @@ export class LlavaVision {
         features = this.tower.forward(pixelValues, forward);
       }
       if (outputs.has('features')) result.features = features;
-      if (outputs.has('projected')) result.projected = this.project(features);
+      if (outputs.has('projected')) result.projected = this.projectorRunner!.project(features);
       return result;
     });
-  }
-
-  /**
-   * The projector on `features` [B, N, D]: sharded across the threads while its weights are the ones the
-   * shards were cut from and no gradient is being recorded; else on this thread, where gradients flow.
-   */
-  private project(features: tf.Tensor3D): tf.Tensor3D {
-    if (this.shardedProjector && weightIds(this.projectorLayer!).some((id, i) => id !== this.shardedFrom[i])) {
-      // Trained (or written) since the shards were cut: they would project with the old weights.
-      this.shardedProjector.dispose();
-      this.runtime!.team.request(() => ({ kind: 'dropProjector' }));
-      this.shardedProjector = null;
-    }
-    if (this.shardedProjector && !recordingGradients()) return this.shardedProjector.project(features);
-    return this.projectorLayer!.call(features) as tf.Tensor3D;
   }
 
   /** Frees the weights and ends the model's threads; the model cannot be used afterwards (load it again). */
@@ -258,7 +236,7 @@ export class LlavaVision {
     if (this.disposed) return;
     this.disposed = true;
     this.tower.dispose();
-    if (this.projectorLayer) disposeProjector({ layer: this.projectorLayer, sharded: this.shardedProjector });
+    this.projectorRunner?.dispose();
     this.runtime?.close();
     this.imageNewline?.dispose();
   }
@@ -282,33 +260,6 @@ function readImageNewline(source: OpenedSource, key: string, width: number): tf.
 }
 
 /**
- * A loaded projector: the trainable layer on this thread and, at `threads` > 1 for `mlp2x_gelu`, its
- * shards on the threads (inference only: see `LlavaVision.projector`).
- */
-interface LoadedProjector {
-  layer: Projector;
-  sharded: ShardedProjector | null;
-}
-
-function disposeProjector({ layer, sharded }: { layer: Projector | null; sharded: ShardedProjector | null }): void {
-  if (layer) for (const w of layer.weights) w.dispose();
-  sharded?.dispose();
-}
-
-/** The tfjs data of each of a layer's weights: a training step or a write replaces it (Variable.assign). */
-function weightIds(layer: Projector): object[] {
-  return layer.weights.map((w) => w.read().dataId);
-}
-
-/**
- * Whether tfjs is recording operations for gradients (inside `tf.variableGrads`, `optimizer.minimize`,
- * `tf.grad`, ...): the projector then runs as the trainable layer on this thread.
- */
-function recordingGradients(): boolean {
-  return tf.engine().state.gradientDepth > 0;
-}
-
-/**
  * The planned projector, its sizes checked against the weights before it is built from them. The layer on
  * this thread is loaded at every thread count: `optimizer.minimize(f)` and `tf.variableGrads(f)` list the
  * trainable variables before `f` runs, so variables made during the first step (a projector gathered from
@@ -318,28 +269,25 @@ async function loadProjector(
   plan: ProjectorPlan,
   open: (from: string) => OpenedSource,
   runtime: ShardedRuntime | null,
-): Promise<LoadedProjector> {
+): Promise<ProjectorRunner> {
   const { type, weights } = plan;
   const inFeatures = known(plan.inFeatures, 'projector input width');
   const outFeatures = plan.outFeatures ?? inFeatures;
   const config: ProjectorConfig = { type, inFeatures, outFeatures, hiddenAct: plan.act, bias: plan.bias };
-  if (!weights) return { layer: new Projector(config), sharded: null }; // identity
+  if (!weights) return new LocalProjectorRunner(new Projector(config)); // identity
   const source = open(weights.from);
   // Checked before the build: each linear is allocated from these sizes.
   checkProjectorAgainstWeights({ type, inFeatures, outFeatures }, source, weights.keyFor, plan.origin);
   const layer = new Projector(config, { init: 'uninitialised' });
-  let sharded: ShardedProjector | null = null;
   try {
     checkDeclared(layer, weights.tensors);
     await prefaultWeights(layer);
     loadWeights(layer, source, weights.keyFor);
-    if (runtime && shardsProjector(config, runtime.threads))
-      sharded = await loadShardedProjector(runtime, config, source, weights.keyFor);
+    return await projectorRunner(layer, runtime, source, weights.keyFor);
   } catch (e) {
-    disposeProjector({ layer, sharded });
+    for (const w of layer.weights) w.dispose();
     throw e;
   }
-  return { layer, sharded };
 }
 
 /** A plan for a load has no unknowns: they were thrown as problems while planning. */

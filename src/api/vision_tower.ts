@@ -4,7 +4,8 @@ import { SelectFeature, parseSelectFeature } from '../config/llava';
 import { BackendOptions, ensureBackend, ensureBackendSync } from '../backend';
 import { ConfigError } from '../errors';
 import { CLIPVisionModel, VisionForwardOptions, VisionModelOutput } from '../model/vision_transformer';
-import type { ShardedVisionModel } from '../model/parallel/coordinator';
+import { LocalVisionBackbone, VisionBackbone } from '../model/backbone';
+import type { CoordinatorStats } from '../model/parallel/stats';
 import { KeyMap, TensorSource, disposeWeights, loadWeights, prefaultWeights } from '../model/weights';
 import { checkVisionConfigAgainstWeights } from '../model/config_checks';
 import { TowerLayout } from '../model/layout';
@@ -38,9 +39,8 @@ export class CLIPVisionTower {
   readonly config: CLIPVisionConfig;
   /** The config.json the tower's config came from (named when it disagrees with the weights). */
   readonly configFile: string;
-  private model: CLIPVisionModel | null = null;
-  /** With LlavaVision's `threads` > 1: the tower sharded across threads, in place of `model`. */
-  private sharded: ShardedVisionModel | null = null;
+  /** The loaded tower: on this thread, or sharded across threads (LlavaVision's `threads` > 1). */
+  private loaded: VisionBackbone | null = null;
   private disposed = false;
   private readonly warn: (message: string) => void;
   private readonly layout: TowerLayout | undefined;
@@ -74,23 +74,28 @@ export class CLIPVisionTower {
   }
 
   get isLoaded(): boolean {
-    return this.model !== null || this.sharded !== null;
+    return this.loaded !== null;
   }
 
   /** Threads the tower runs on: 1, or the threads it is sharded across (LlavaVision's `threads`). */
   get threads(): number {
-    return this.sharded?.threads ?? 1;
+    return this.loaded?.threads ?? 1;
   }
 
   /** @internal LlavaVision.load with threads > 1: the tower runs sharded across threads (see parallel/tensor/). */
-  attachSharded(model: ShardedVisionModel): void {
-    this.sharded = model;
+  attachBackbone(backbone: VisionBackbone): void {
+    this.loaded = backbone;
     this.disposed = false;
   }
 
-  /** @internal The sharded tower (bench and tests read its statistics). */
-  get shardedModel(): ShardedVisionModel | null {
-    return this.sharded;
+  /** @internal The coordinating thread's time in the ranks' steps since the last call; null on this thread or unloaded. */
+  takeStats(): CoordinatorStats | null {
+    return this.loaded?.takeStats() ?? null;
+  }
+
+  /** @internal The tower sharded across threads, null on this thread (bench and tests read its weights and statistics). */
+  get shardedModel(): VisionBackbone | null {
+    return this.threads > 1 ? this.loaded : null;
   }
 
   /**
@@ -140,7 +145,7 @@ export class CLIPVisionTower {
   private install(model: CLIPVisionModel, tensors: TensorSource, keyFor?: KeyMap): void {
     try {
       loadWeights(model, tensors, keyFor);
-      this.model = model;
+      this.loaded = new LocalVisionBackbone(model);
       this.disposed = false;
     } catch (e) {
       disposeWeights(model);
@@ -159,16 +164,7 @@ export class CLIPVisionTower {
 
   /** The underlying HF model (throws if `delayLoad` and not loaded yet, or disposed). */
   get visionModel(): CLIPVisionModel {
-    if (this.model) return this.model;
-    if (this.sharded) {
-      throw new ConfigError(
-        `vision tower ${this.visionTowerName} runs sharded across ${this.sharded.threads} threads (the threads option): ` +
-          `its layers are not on this thread; load with threads: 1 to use visionModel (forward and forwardFull work either way)`,
-      );
-    }
-    if (this.disposed)
-      throw new ConfigError(`vision tower ${this.visionTowerName} was disposed: load it again (loadModel()) to use it`);
-    throw new ConfigError(`vision tower ${this.visionTowerName} is not loaded yet (delayLoad): call loadModel() first`);
+    return this.backbone().layersOnThisThread(this.visionTowerName);
   }
 
   /** True after `dispose()` (until loaded again). */
@@ -208,7 +204,7 @@ export class CLIPVisionTower {
    * output), on this thread or sharded across threads.
    */
   forwardFull(pixels: tf.Tensor4D, options: VisionForwardOptions = {}): VisionModelOutput {
-    return (this.sharded ?? this.visionModel).forward(pixels, options);
+    return this.backbone().forward(pixels, options);
   }
 
   /**
@@ -230,7 +226,7 @@ export class CLIPVisionTower {
   }
 
   private forwardBatch(pixels: tf.Tensor4D, options: VisionForwardOptions, disposeInput: boolean): tf.Tensor3D {
-    const model = this.sharded ?? this.visionModel;
+    const model = this.backbone();
     const layers = this.selectedStates();
     let features: tf.Tensor3D;
     if (layers.length === 1) {
@@ -250,11 +246,17 @@ export class CLIPVisionTower {
   }
 
   dispose(): void {
-    if (this.model) for (const w of this.model.visionModel.weights) w.dispose();
-    this.sharded?.dispose();
-    this.model = null;
-    this.sharded = null;
+    this.loaded?.dispose();
+    this.loaded = null;
     this.disposed = true;
+  }
+
+  /** The loaded tower (a ConfigError if `delayLoad` and not loaded yet, or disposed). */
+  private backbone(): VisionBackbone {
+    if (this.loaded) return this.loaded;
+    if (this.disposed)
+      throw new ConfigError(`vision tower ${this.visionTowerName} was disposed: load it again (loadModel()) to use it`);
+    throw new ConfigError(`vision tower ${this.visionTowerName} is not loaded yet (delayLoad): call loadModel() first`);
   }
 }
 

@@ -11,11 +11,15 @@ import { CLIPVisionConfig, hiddenStateIndex } from '../../config/clip';
 import { ConfigError } from '../../errors';
 import { CLIPVisionEmbeddings, checkPixelValues } from '../embeddings';
 import { layerNormRows } from '../kernels/layer_norm';
-import { VisionForwardOptions, VisionModelOutput } from '../vision_transformer';
+import { CLIPVisionModel, VisionForwardOptions, VisionModelOutput } from '../vision_transformer';
+import type { VisionBackbone } from '../backbone';
 import { disposeWeights } from '../weights';
 import { ProjectorConfig } from '../projector';
 import { HostTowerWeights, NormWeights, sumPartials } from './host_weights';
 import { RankCompute, StepOp } from './shards';
+import { CoordinatorStats, emptyStats } from './stats';
+
+export type { CoordinatorStats };
 
 /** The other threads, as the coordinator drives them (implemented over SharedArrayBuffers and Atomics). */
 export interface StepTeam {
@@ -28,30 +32,6 @@ export interface StepTeam {
   /** Waits for the other threads' partial products of the started step (views, valid until the next step). */
   finish(outputFloats: number): Float32Array[];
 }
-
-/** Where a sharded forward's time goes on the coordinating thread (ms), for `npm run bench`. */
-export interface CoordinatorStats {
-  steps: number;
-  /** LayerNorms into shared memory (float64 JS). */
-  layerNormMs: number;
-  /** This thread's own shard's partial products. */
-  computeMs: number;
-  /** Waiting for the other threads after its own part. */
-  waitMs: number;
-  /** Summing partials, bias and residual (float64 JS). */
-  reduceMs: number;
-  /** Patch embedding and pre_layrnorm. */
-  embedMs: number;
-}
-
-const emptyStats = (): CoordinatorStats => ({
-  steps: 0,
-  layerNormMs: 0,
-  computeMs: 0,
-  waitMs: 0,
-  reduceMs: 0,
-  embedMs: 0,
-});
 
 /** Runs one step on every thread and sums the partial products into `out` (see sumPartials). */
 function runStep(
@@ -84,7 +64,7 @@ function runStep(
 }
 
 /** A CLIP vision tower sharded across threads: the same outputs as CLIPVisionModel (within float32 rounding). */
-export class ShardedVisionModel {
+export class ShardedVisionModel implements VisionBackbone {
   stats: CoordinatorStats = emptyStats();
 
   constructor(
@@ -99,7 +79,7 @@ export class ShardedVisionModel {
     return this.team.ranks;
   }
 
-  resetStats(): CoordinatorStats {
+  takeStats(): CoordinatorStats {
     const s = this.stats;
     this.stats = emptyStats();
     return s;
@@ -214,6 +194,13 @@ export class ShardedVisionModel {
     this.rank0.tower = null;
   }
 
+  layersOnThisThread(tower: string): CLIPVisionModel {
+    throw new ConfigError(
+      `vision tower ${tower} runs sharded across ${this.threads} threads (the threads option): ` +
+        `its layers are not on this thread; load with threads: 1 to use visionModel (forward and forwardFull work either way)`,
+    );
+  }
+
   /** This thread's weight tensors (embeddings and its shards). */
   weights(): tf.Tensor[] {
     return [...this.embeddings.weights.map((w) => w.read()), ...this.rank0.weights()];
@@ -232,7 +219,7 @@ export class ShardedProjector {
     private readonly team: StepTeam,
   ) {}
 
-  resetStats(): CoordinatorStats {
+  takeStats(): CoordinatorStats {
     const s = this.stats;
     this.stats = emptyStats();
     return s;

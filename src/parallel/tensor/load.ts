@@ -15,7 +15,10 @@ import { planRanks, splitRange } from '../../model/parallel/partition';
 import { RankCompute, TowerShard, projectorShard } from '../../model/parallel/shards';
 import { Projector, ProjectorConfig } from '../../model/projector';
 import { KeyMap, disposeWeights, loadWeights, prefaultWeights } from '../../model/weights';
+import { LocalProjectorRunner, ProjectorRunner } from '../../model/projector_runner';
 import { OpenedSource, openTensorSource } from '../../loading/sources';
+import { shardsProjector } from '../thread_count';
+import { TensorParallelProjectorRunner } from './projector_runner';
 import { ShardTeam } from './team';
 
 /** The shard threads and this thread's own shards (rank 0). */
@@ -147,4 +150,20 @@ export async function loadShardedProjector(
     if (shard) disposeWeights(shard);
     throw e;
   }
+}
+
+/**
+ * How a loaded projector runs: on this thread, or (threads > 1, a projector the ranks can split) also cut
+ * into the ranks' slices, read from `source` by the ranks.
+ */
+export async function projectorRunner(
+  layer: Projector,
+  runtime: ShardedRuntime | null,
+  source: OpenedSource,
+  keyFor: KeyMap,
+): Promise<ProjectorRunner> {
+  const config = layer.projectorConfig;
+  if (!runtime || !shardsProjector(config, runtime.threads)) return new LocalProjectorRunner(layer);
+  const shards = await loadShardedProjector(runtime, config, source, keyFor);
+  return new TensorParallelProjectorRunner(layer, shards, runtime.team);
 }

@@ -69,8 +69,16 @@ export type LoadReply =
 export type SyncRequest =
   | { kind: 'buffers'; input: SharedArrayBuffer; output: SharedArrayBuffer }
   | { kind: 'memory' }
-  | { kind: 'dropProjector' }
-  | { kind: 'hook'; module: string; name: string; args: unknown };
+  | { kind: 'dropProjector' };
+
+/**
+ * A request only a wrapping thread entry understands (tools/ and test/ entries that call
+ * `extendShardRequests`, see worker.ts); the shipped entry answers it with an error.
+ */
+export interface ExtensionRequest {
+  kind: string;
+  args?: unknown;
+}
 
 export type SyncReply = { ok: true; value: unknown } | ({ ok: false } & ThreadError);
 

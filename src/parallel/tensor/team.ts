@@ -21,6 +21,7 @@ import {
   STATS_SLOTS,
   SyncReply,
   SyncRequest,
+  ExtensionRequest,
   WorkerInit,
 } from './protocol';
 import { PendingReplies, rebuildError, workerScript } from '../worker_thread';
@@ -85,8 +86,14 @@ export class ShardTeam implements StepTeam {
    * failed load (so that it leaves no thread behind).
    */
   static spawn(ranks: number): ShardTeam {
-    return new ShardTeam(ranks, workerScript('parallel/tensor/worker', 'threads'));
+    return new ShardTeam(ranks, ShardTeam.entry ?? workerScript('parallel/tensor/worker', 'threads'));
   }
+
+  /**
+   * @internal The script teams spawned from now on run (null: the shipped parallel/tensor/worker): a
+   * tools/ or test/ entry that wraps the shipped one and extends its requests (`extendShardRequests`).
+   */
+  static entry: string | null = null;
 
   private spawn(script: string, rank: number): Promise<void> {
     const init: WorkerInit = {
@@ -182,7 +189,7 @@ export class ShardTeam implements StepTeam {
    * Runs `local` on this thread while every other thread answers its request (`forRank(rank)`):
    * the replies in rank order (1..ranks−1). Synchronous: the threads read the request from their port.
    */
-  request<T = unknown>(forRank: (rank: number) => SyncRequest, local?: () => void): T[] {
+  request<T = unknown>(forRank: (rank: number) => SyncRequest | ExtensionRequest, local?: () => void): T[] {
     this.checkUsable();
     this.members.forEach((m, i) => m.requests!.postMessage(forRank(i + 1)));
     this.begin(OP_CODES.request, [0, 0, 0]);

@@ -23,6 +23,7 @@ import {
   STEP_BY_CODE,
   SyncReply,
   SyncRequest,
+  ExtensionRequest,
   ThreadMemory,
   WorkerInit,
 } from './protocol';
@@ -113,6 +114,7 @@ function serve(requests: MessagePort, servedFrom: number): void {
     }
     try {
       if (op === OP_CODES.request) {
+        // Typed as the shipped requests; any other kind goes to the extension (handle).
         const request = receiveMessageOnPort(requests)?.message as SyncRequest | undefined;
         if (!request) throw new Error('request step without a request');
         if (request.kind === 'buffers') {
@@ -161,9 +163,25 @@ function done(ctl: Int32Array): void {
   Atomics.notify(ctl, CTL.DONE);
 }
 
-const hookModules = new Map<string, Record<string, (ctx: unknown, args: unknown) => unknown>>();
+/** What an extension of the requests can reach on this thread. */
+export interface ShardThreadContext {
+  tf: typeof tf;
+  rank: number;
+  compute: RankCompute;
+}
 
-function handle(request: SyncRequest): unknown {
+type RequestExtension = (request: ExtensionRequest, context: ShardThreadContext) => unknown;
+let extension: RequestExtension | null = null;
+
+/**
+ * For a thread entry that wraps this one (tools/ bench tracing, test/ fault injection): answers the
+ * requests this entry does not know. The shipped entry installs none.
+ */
+export function extendShardRequests(handler: RequestExtension): void {
+  extension = handler;
+}
+
+function handle(request: SyncRequest | ExtensionRequest): unknown {
   switch (request.kind) {
     case 'buffers':
       return null;
@@ -173,19 +191,9 @@ function handle(request: SyncRequest): unknown {
       if (compute.projector) disposeWeights(compute.projector);
       compute.projector = null;
       return null;
-    case 'hook': {
-      // Development hooks (tools/: GEMM traces for `npm run bench`), run on this thread's engine.
-      if (!hookModules.has(request.module)) {
-        // eslint-disable-next-line @typescript-eslint/no-require-imports -- a tool module named at run time, loaded into this thread
-        const loaded = require(request.module) as {
-          shardHooks?: Record<string, (ctx: unknown, args: unknown) => unknown>;
-        };
-        hookModules.set(request.module, loaded.shardHooks ?? {});
-      }
-      const fn = hookModules.get(request.module)?.[request.name];
-      if (!fn) throw new Error(`no shard hook ${request.name} in ${request.module}`);
-      return fn({ tf, rank: init.rank, compute }, request.args);
-    }
+    default:
+      if (!extension) throw new Error(`unknown request ${request.kind}`);
+      return extension(request, { tf, rank: init.rank, compute });
   }
 }
 
