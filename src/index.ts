@@ -3,7 +3,7 @@
  * preprocessing — on TensorFlow.js, loading HuggingFace / LLaVA checkpoints directly.
  */
 export { LlavaVision, OUTPUT_NAMES } from './api/llava_vision';
-export { detectLayout } from './loading/layouts';
+export { detectCheckpointKind, detectLayout } from './loading/checkpoint_kinds';
 export type { EncodeOptions, EncodeResult, LoadOptions, OutputName } from './api/llava_vision';
 export { CLIPVisionTower } from './api/vision_tower';
 export type { VisionTowerOptions } from './api/vision_tower';
@@ -31,6 +31,7 @@ export { expandInputs, readInputList, walkImages } from './dataset';
 export { inspectCheckpoint } from './loading/inspect';
 export type {
   InspectedTensor,
+  InspectKind,
   InspectLayout,
   InspectOptions,
   InspectReport,
@@ -44,7 +45,7 @@ export { openTensorSource, resolveVisionTower } from './loading/sources';
 export type { OpenedSource, ResolveTowerOptions, SourceFormat } from './loading/sources';
 export { downloadModel } from './io/hub';
 export type { DownloadOptions, DownloadProgress } from './io/hub';
-export type { Layout } from './loading/layouts';
+export type { CheckpointKind, Layout } from './loading/checkpoint_kinds';
 export type { DType } from './io/dtype';
 export { demoModelDir } from './demo';
 export { initBackend, ensureBackend, BACKEND_ENV_VAR } from './backend';

@@ -252,7 +252,7 @@ describe('CLIP tower as pytorch_model.bin', () => {
     const ref = await load(CLIP_F16);
     const bin = await load(dir);
     try {
-      expect(bin.layout).toBe('clip_vision');
+      expect(bin.checkpointKind).toBe('clip_vision');
       for (const img of gc.json.images as { id: string }[]) {
         const x = goldenPixelTensor(gc, img.id);
         const a = encodeAll(ref, x);
@@ -808,7 +808,7 @@ describe('llava-next (HF model_type llava_next): config mapping only', () => {
     const newline = randomFloats(text, 5);
     rewrite(path.join(dir, 'model.safetensors'), (t) => (t[key] = { dtype: 'F32', shape: [text], data: newline }));
     await withModel(dir, {}, (m) => {
-      expect(m.layout).toBe(layout);
+      expect(m.checkpointKind).toBe(layout);
       expect(m.settings).toMatchObject({ aspect: 'anyres', mergeType: 'spatial_unpad' });
       expectSameBits(m.imageNewline!.dataSync() as Float32Array, newline, 'image_newline');
     });
@@ -882,7 +882,7 @@ describe.each(DTYPE_LAYOUTS)('dtypes in the %s layout', (layout, caseName, sub, 
       const a = await load(half, options);
       const b = await load(f32, options);
       try {
-        expect([a.layout, b.layout]).toEqual([layout, layout]);
+        expect([a.checkpointKind, b.checkpointKind]).toEqual([layout, layout]);
         if (layout === 'llava') expect(a.imageNewline).not.toBeNull();
         const x = randomPixels(a, 2, 3);
         expectSameOutputs(encodeAll(a, x), encodeAll(b, x), `${layout} ${dtype}`);

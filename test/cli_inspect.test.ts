@@ -297,11 +297,11 @@ test('natural order puts layers.2 before layers.10', () => {
 });
 
 describe('llava-vision inspect (CLI)', () => {
-  test('text: layout, tower folder, configs, grouped encoder layers, loaded/ignored summary', async () => {
+  test('text: checkpoint kind, tower folder, configs, grouped encoder layers, loaded/ignored summary', async () => {
     const r = await runCli(['inspect', '--vision-tower', path.join(L16, 'clip_tower'), path.join(L16, 'llava')]);
     expect(r).toMatchObject({ code: 0, err: '' });
     const out = r.out;
-    expect(out).toMatch(/^layout: +llava — original LLaVA/m);
+    expect(out).toMatch(/^kind: +llava — original LLaVA/m);
     expect(out).toMatch(
       /^weights: +2 files \([\d.]+ [KM]iB\): model-00001-of-00002\.safetensors, model-00002-of-00002\.safetensors$/m,
     );
@@ -361,7 +361,7 @@ describe('llava-vision inspect (CLI)', () => {
     const file = path.join(L15, 'llava', 'mm_projector.bin');
     const r = await runCli(['inspect', file]);
     expect(r.code).toBe(0);
-    expect(r.out).toMatch(/^layout: +torch \.bin — a single torch\.save file/m);
+    expect(r.out).toMatch(/^kind: +torch \.bin — a single torch\.save file/m);
     expect(r.out).toContain('projector (from the tensor names): mlp2x_gelu 64 -> 128, bias yes (model.mm_projector.*)');
     expect(r.out).toMatch(/^ {4}model\.mm_projector\.2\.weight +F32 +\[128, 128\]$/m);
     expect(r.out).toContain('note: as --projector mm_projector.bin: only the model.mm_projector.* tensors are read');

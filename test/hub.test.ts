@@ -88,7 +88,7 @@ test('downloads into the HF cache layout; the snapshot loads; a second call fetc
   expect((httpModule.request as unknown as jest.Mock).mock.calls.length).toBeGreaterThan(0); // the loopback guard is in the path
   const model = await LlavaVision.load(snapshot, { log: null });
   try {
-    expect(model.layout).toBe('clip');
+    expect(model.checkpointKind).toBe('clip');
   } finally {
     model.dispose();
   }

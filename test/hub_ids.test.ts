@@ -89,7 +89,7 @@ describe('from the cache, no request', () => {
     const model = await LlavaVision.load(REPO, { log: null });
     try {
       expect(model.modelDir).toBe(snapshot);
-      expect(model.layout).toBe('clip');
+      expect(model.checkpointKind).toBe('clip');
     } finally {
       model.dispose();
     }

@@ -15,7 +15,7 @@ import { readVisionConfig } from '../src/loading/sources';
 import { initBackend } from '../src/backend';
 import { CLIPVisionConfig } from '../src/config/clip';
 import { ConfigError, CheckpointError } from '../src/errors';
-import { LAYOUTS, Layout } from '../src/loading/layouts';
+import { CHECKPOINT_KINDS, CheckpointKind } from '../src/loading/checkpoint_kinds';
 import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors';
 import { TorchBinFile } from '../src/io/torch_bin';
 import { TOWER_LAYOUTS } from '../src/model/layout';
@@ -98,7 +98,7 @@ const visionFields = (c: CLIPVisionConfig) => ({
 });
 
 test('for every fixture folder, of every layout, inspect reports what LlavaVision.load does', async () => {
-  const layouts = new Set<Layout>();
+  const layouts = new Set<CheckpointKind>();
   const folders = fixtureFolders();
   expect(folders.length).toBeGreaterThan(15);
   for (const { dir, visionTower } of folders) {
@@ -108,7 +108,7 @@ test('for every fixture folder, of every layout, inspect reports what LlavaVisio
       const p = model.projector?.projectorConfig;
       const actual = {
         dir,
-        layout: model.layout,
+        layout: model.checkpointKind,
         vision: { ...visionFields(model.tower.config), source: model.tower.configFile },
         select: { layer: model.settings.selectLayer, feature: model.tower.selectFeature },
         projector: p
@@ -142,13 +142,13 @@ test('for every fixture folder, of every layout, inspect reports what LlavaVisio
       };
       expect(reported).toEqual(actual);
       expect({ dir, problems: r.problems }).toEqual({ dir, problems: [] });
-      layouts.add(model.layout);
+      layouts.add(model.checkpointKind);
     } finally {
       model.dispose();
     }
   }
   // A new row of src/loading/layouts.ts needs a fixture folder here.
-  expect([...layouts].sort()).toEqual(Object.keys(LAYOUTS).sort());
+  expect([...layouts].sort()).toEqual(Object.keys(CHECKPOINT_KINDS).sort());
 });
 
 describe('the plan expects the parameters the modules declare', () => {

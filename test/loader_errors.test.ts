@@ -333,7 +333,7 @@ describe('keys the vision side does not use', () => {
     expect(keys.filter((k) => k.startsWith('text_model.')).length).toBeGreaterThan(10);
     const before = tf.memory().numTensors;
     const model = await LlavaVision.load(CLIP_FULL, { log: null, threads: 1 }); // the tower's layers on this thread, to look at
-    expect(model.layout).toBe('clip');
+    expect(model.checkpointKind).toBe('clip');
     try {
       expect(model.projector).toBeNull();
       // only the vision tensors became variables
@@ -359,7 +359,7 @@ describe('keys the vision side does not use', () => {
     });
     const model = await LlavaVision.load(dir, { log: null });
     try {
-      expect(model.layout).toBe('clip_vision');
+      expect(model.checkpointKind).toBe('clip_vision');
     } finally {
       model.dispose();
     }

@@ -126,3 +126,24 @@ describe('encode jobs: defaults and inputs', () => {
     expect(out['images.0.projected'].shape).toEqual([1, 576, 128]);
   });
 });
+
+test('renamed public names keep their deprecated aliases for one release (layout → checkpoint kind)', async () => {
+  const api = await import('../src');
+  const config = JSON.parse(fs.readFileSync(path.join(DEMO, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const keys = () => [];
+  expect(api.detectLayout).toBe(api.detectCheckpointKind);
+  expect(api.detectCheckpointKind(DEMO, config, keys)).toBe('llava');
+  const model = await LlavaVision.load(DEMO, { threads: 1 });
+  try {
+    expect(model.checkpointKind).toBe('llava');
+    expect(model.layout).toBe(model.checkpointKind);
+  } finally {
+    model.dispose();
+  }
+  // The types: the old names are the new ones.
+  const kind: import('../src').Layout = 'clip';
+  const inspected: import('../src').InspectLayout = kind;
+  const sameKind: import('../src').CheckpointKind = kind;
+  const sameInspected: import('../src').InspectKind = inspected;
+  expect([sameKind, sameInspected]).toEqual(['clip', 'clip']);
+});

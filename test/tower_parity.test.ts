@@ -98,7 +98,7 @@ describeOnBackend.each(LLAVA_CASES)('LLaVA %s', (name) => {
       log: null,
     });
     try {
-      expect(model.layout).toBe('llava');
+      expect(model.checkpointKind).toBe('llava');
       for (const img of gc.json.images) {
         const x = goldenPixelTensor(gc, img.id);
         const wantHidden = `${img.id}.hidden_states.00` in gc.json.expected;

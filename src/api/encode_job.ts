@@ -344,7 +344,7 @@ export function workerSpec(model: LlavaVision): WorkerModelSpec {
     // instance must give the same bits (the CLI's --workers loads the model on one thread).
     options: {
       ...options,
-      visionTower: model.layout === 'llava' ? model.tower.visionTowerName : options.visionTower,
+      visionTower: model.checkpointKind === 'llava' ? model.tower.visionTowerName : options.visionTower,
       backend: model.backend as LoadOptions['backend'],
       threads: model.threads,
     },

@@ -2,7 +2,7 @@ import * as tf from '../tf';
 import { initBackend, logOf } from '../backend';
 import { LlavaVisionSettings } from '../config/llava';
 import { CheckpointError, ConfigError } from '../errors';
-import { Layout } from '../loading/layouts';
+import { CheckpointKind } from '../loading/checkpoint_kinds';
 import { Module } from '../model/module';
 import { ParamSpec, sameParams } from '../model/param_specs';
 import { Projector, ProjectorConfig, projectedWidth } from '../model/projector';
@@ -53,7 +53,8 @@ export class LlavaVision {
 
   private constructor(
     readonly modelDir: string,
-    readonly layout: Layout,
+    /** What the model folder is (`clip`, `clip_vision`, `llava`, `llava_hf`, ...: loading/checkpoint_kinds.ts). */
+    readonly checkpointKind: CheckpointKind,
     readonly settings: LlavaVisionSettings,
     readonly tower: CLIPVisionTower,
     /** How the projector runs: on this thread, or also across the threads (see `projector`). */
@@ -65,6 +66,11 @@ export class LlavaVision {
     private readonly processorFile: string,
     private readonly runtime: ShardedRuntime | null = null,
   ) {}
+
+  /** @deprecated Use `checkpointKind` ("layout" now means only the tower's per-backend layout, `TowerLayout`). */
+  get layout(): CheckpointKind {
+    return this.checkpointKind;
+  }
 
   /** Threads the model runs on (see LoadOptions.threads). */
   get threads(): number {
@@ -169,7 +175,7 @@ export class LlavaVision {
       runtime?.team.serve();
       return new LlavaVision(
         plan.modelDir,
-        plan.layout,
+        plan.kind,
         settings,
         tower,
         projector,

@@ -139,7 +139,7 @@ export async function runEncode(argv: string[], io: CliIo): Promise<number> {
     const metadata: Record<string, string> = {
       producer: `llava-vision-tfjs ${packageVersion()}`,
       model_dir: path.resolve(model.modelDir),
-      layout: model.layout,
+      layout: model.checkpointKind,
       backend: model.backend,
       // What else changes the bits (docs/datasets.md, "numerics"): float32 sums in another order.
       threads: String(model.threads),

@@ -1,13 +1,13 @@
 import * as path from 'path';
 import {
-  InspectLayout,
+  InspectKind,
   InspectReport,
   InspectedTensor,
   RoleTotals,
   TensorRole,
   inspectCheckpoint,
 } from '../loading/inspect';
-import { LAYOUTS, Layout } from '../loading/layouts';
+import { CHECKPOINT_KINDS, CheckpointKind } from '../loading/checkpoint_kinds';
 import { UsageError, parseOptions } from './args';
 
 export const INSPECT_HELP = `inspect: what a checkpoint folder or weights file holds, and what encode would load from it
@@ -20,7 +20,7 @@ export const INSPECT_HELP = `inspect: what a checkpoint folder or weights file h
   --all                list every tensor (default: encoder layers after the first are summarised when alike)
   --json               the whole report as JSON (every tensor, sizes in bytes)
 
-Prints the detected layout, the vision config and LLaVA settings, the tensors (name, dtype, shape), and
+Prints the detected checkpoint kind, the vision config and LLaVA settings, the tensors (name, dtype, shape), and
 which of them would be loaded (vision tower, projector, image_newline) or ignored (e.g. the language model).
 Only headers and config files are read.
 
@@ -52,13 +52,13 @@ export async function runInspect(
   return 0;
 }
 
-/** The single-file kinds; a folder's layout describes itself (loading/layouts.ts). */
-const FILE_DESCRIPTIONS: Record<Exclude<InspectLayout, Layout>, string> = {
+/** The single-file kinds; a folder's kind describes itself (loading/checkpoint_kinds.ts). */
+const FILE_DESCRIPTIONS: Record<Exclude<InspectKind, CheckpointKind>, string> = {
   'safetensors file': 'a single safetensors file',
   'torch .bin': 'a single torch.save file (read without executing anything)',
 };
-const describe = (l: InspectLayout) =>
-  l === 'safetensors file' || l === 'torch .bin' ? FILE_DESCRIPTIONS[l] : LAYOUTS[l].description;
+const describe = (l: InspectKind) =>
+  l === 'safetensors file' || l === 'torch .bin' ? FILE_DESCRIPTIONS[l] : CHECKPOINT_KINDS[l].description;
 
 export function formatBytes(n: number): string {
   if (n < 1024) return `${n} B`;
@@ -158,7 +158,7 @@ export function formatReport(r: InspectReport, options: { all: boolean }): strin
   const lines: string[] = [];
   const kv = (k: string, v: string) => lines.push(`${(k + ':').padEnd(10)} ${v}`);
   kv('path', r.path);
-  kv('layout', `${r.layout} — ${describe(r.layout)}`);
+  kv('kind', `${r.layout} — ${describe(r.layout)}`);
   const files = r.files.map(
     (f) =>
       `${path.relative(r.path, f.file) || path.basename(f.file)}${f.format === 'torch_bin' ? ' (torch .bin)' : ''}`,

@@ -569,7 +569,11 @@ export async function datasetInfoFor(
     format: FORMAT,
     format_version: FORMAT_VERSION,
     producer: `llava-vision-tfjs ${packageVersion()}`,
-    model: { digest: modelDigest(plan), layout: model.layout, projector_type: model.projectorConfig?.type ?? null },
+    model: {
+      digest: modelDigest(plan),
+      layout: model.checkpointKind,
+      projector_type: model.projectorConfig?.type ?? null,
+    },
     numerics: numericsOf(model),
     options: {
       save: [...(options.outputs ?? [defaultImageOutput(model)])],

@@ -1,5 +1,5 @@
 /**
- * What a checkpoint folder or weights file is, without loading it: the detected layout, the vision
+ * What a checkpoint folder or weights file is, without loading it: the detected checkpoint kind, the vision
  * and LLaVA settings the loader would use, every tensor (name, dtype, shape, bytes) and whether
  * `LlavaVision.load` would read it (tower, projector, image_newline) or leave it on disk (ignored).
  * Reads config files and tensor headers only; no tensor data, no tfjs backend, no download.
@@ -10,7 +10,14 @@ import { CLIPVisionConfig, numPatchesPerSide } from '../config/clip';
 import { AspectMode, MergeType, Pinpoints, SelectFeature } from '../config/llava';
 import { CheckpointError } from '../errors';
 import { DTYPE_SIZE, DType, numel } from '../io/dtype';
-import { LAYOUTS, Layout, PROJECTOR_PREFIXES, TOWER_PREFIXES, findProjectorKeys, inferProjectorType } from './layouts';
+import {
+  CHECKPOINT_KINDS,
+  CheckpointKind,
+  PROJECTOR_PREFIXES,
+  TOWER_PREFIXES,
+  findProjectorKeys,
+  inferProjectorType,
+} from './checkpoint_kinds';
 import { cachedSnapshot, hubCacheDir, isRepoId } from '../io/hub';
 import { LoadPlan, PlannedWeights, ProjectorPlan, planLoad } from './load_plan';
 import { ThreadsSummary, threadsSummary } from '../parallel/thread_count';
@@ -21,7 +28,9 @@ import { OpenedSource, SourceFormat, isDir, openTensorSource } from './sources';
 /** The declarations inspect checks a checkpoint against (also what tools/make_checkpoint writes). */
 export { projectorSpecs, visionTowerSpecs } from '../model/param_specs';
 
-export type InspectLayout = Layout | 'safetensors file' | 'torch .bin';
+export type InspectKind = CheckpointKind | 'safetensors file' | 'torch .bin';
+/** @deprecated Use `InspectKind`. */
+export type InspectLayout = InspectKind;
 export type TensorRole = 'tower' | 'projector' | 'image_newline' | 'ignored';
 
 export interface InspectedTensor {
@@ -92,7 +101,8 @@ export interface VisionTowerSummary {
 
 export interface InspectReport {
   path: string;
-  layout: InspectLayout;
+  /** The checkpoint kind, or what a single weights file is (the JSON field keeps the name `layout`). */
+  layout: InspectKind;
   /** Format of the checkpoint's weights; null for a folder that holds none. */
   format: SourceFormat | null;
   /** Weight files read from (absolute), incl. a LLaVA folder's mm_projector.bin when the projector comes from it. */
@@ -129,7 +139,7 @@ export interface InspectOptions {
 
 const LLM = /^(model\.layers\.|model\.embed_tokens\.|model\.norm\.|lm_head\.|language_model\.|model\.language_model\.)/;
 const CLIP_TEXT = /^(text_model\.|text_projection\.|visual_projection\.|logit_scale$)/;
-const IMAGE_NEWLINE_KEYS = new Set(Object.values(LAYOUTS).flatMap((r) => r.imageNewline ?? []));
+const IMAGE_NEWLINE_KEYS = new Set(Object.values(CHECKPOINT_KINDS).flatMap((r) => r.imageNewline ?? []));
 
 /** Natural order: `layers.2` before `layers.10`. */
 export function naturalCompare(a: string, b: string): number {
@@ -192,7 +202,7 @@ function ignoreReason(name: string): string {
   return 'not part of the vision side';
 }
 
-/** Inspects a model folder (any layout `LlavaVision.load` accepts; a hub id the HF cache holds) or a single weights file. */
+/** Inspects a model folder (any checkpoint kind `LlavaVision.load` accepts; a hub id the HF cache holds) or a single weights file. */
 export async function inspectCheckpoint(target: string, options: InspectOptions = {}): Promise<InspectReport> {
   // Only headers are read, so any cached snapshot will do; inspect never downloads.
   const cached = fs.existsSync(target) ? null : cachedSnapshot(target);
@@ -260,7 +270,7 @@ async function inspectFolder(dir: string, options: InspectOptions): Promise<Insp
     const projectorFile = projectorWeights && projectorWeights.from !== dir ? [projectorWeights.from] : [];
     return finish({
       path: dir,
-      layout: plan.layout,
+      layout: plan.kind,
       format: plan.checkpoint?.format ?? null,
       files: fileSizes([...(plan.checkpoint?.files ?? []), ...projectorFile]),
       config: {
@@ -273,7 +283,7 @@ async function inspectFolder(dir: string, options: InspectOptions): Promise<Insp
         : { visionNote: tower.configError ?? 'the vision tower folder is not resolved, so its config is unknown' }),
       llava,
       ...(tower.config ? { threads: threadsSummary(tower.config, projectorConfigOf(p)) } : {}),
-      ...(LAYOUTS[plan.layout].towerConfig === 'mm_vision_tower'
+      ...(CHECKPOINT_KINDS[plan.kind].towerConfig === 'mm_vision_tower'
         ? { visionTower: visionTowerSummary(plan, folderTensors) }
         : {}),
       tensors,

@@ -1,6 +1,6 @@
 /**
  * The load plan: everything `LlavaVision.load` decides about a model folder, worked out once from its
- * config files and tensor headers (no tensor data, no tfjs). The layout (a row of layouts.ts), where
+ * config files and tensor headers (no tensor data, no tfjs). The kind (a row of checkpoint_kinds.ts), where
  * the tower's config and weights come from and under which keys, the projector's source, key map, type
  * and widths (incl. the `mm_projector.bin` fallback), `image_newline`, and the problems found.
  * `LlavaVision.load` executes a plan; `inspect` renders one: what inspect says is what load does.
@@ -15,14 +15,14 @@ import { isDType, isFloatDType } from '../io/dtype';
 import { hashFileSampled } from '../io/file_digest';
 import { canonicalJson } from '../io/json';
 import {
-  LAYOUTS,
-  Layout,
-  LayoutRow,
+  CHECKPOINT_KINDS,
+  CheckpointKind,
+  CheckpointKindRow,
   PROJECTOR_PREFIXES,
-  detectLayout,
+  detectCheckpointKind,
   findProjectorKeys,
   inferProjectorType,
-} from './layouts';
+} from './checkpoint_kinds';
 import { ParamSpec, projectorSpecs, visionTowerSpecs } from '../model/param_specs';
 import type { KeyMap } from '../model/weights';
 import type { LoadOptions } from './load_options';
@@ -86,7 +86,7 @@ export interface ProjectorPlan {
 
 export interface LoadPlan {
   modelDir: string;
-  layout: Layout;
+  kind: CheckpointKind;
   configFile: string;
   config: Record<string, unknown>;
   /** The config's LLaVA settings, with the `selectLayer` / `selectFeature` options applied. */
@@ -117,29 +117,29 @@ export type PlanOptions = Pick<
   mode?: 'load' | 'inspect';
 };
 
-/** What a model folder is: its config, layout and LLaVA settings. */
+/** What a model folder is: its config, kind and LLaVA settings. */
 interface Folder {
   modelDir: string;
   configFile: string;
   config: Record<string, unknown>;
-  layout: Layout;
-  row: LayoutRow;
+  kind: CheckpointKind;
+  row: CheckpointKindRow;
   settings: LlavaVisionSettings;
 }
 
-/** The folder's layout and settings; `keys` gives its tensor names, for the layouts whose config does not settle it. */
+/** The folder's kind and settings; `keys` gives its tensor names, for the checkpoint kinds whose config does not settle it. */
 function readFolder(modelDir: string, options: PlanOptions, keys: () => string[]): Folder {
   const configFile = path.join(modelDir, 'config.json');
   const config = readJsonFile(configFile, 'model config');
-  const layout = detectLayout(modelDir, config, keys);
-  const row = LAYOUTS[layout];
+  const kind = detectCheckpointKind(modelDir, config, keys);
+  const row = CHECKPOINT_KINDS[kind];
   const settings = row.settings ? row.settings(config, configFile) : { ...LLAVA_DEFAULTS };
   if (options.selectLayer !== undefined) settings.selectLayer = options.selectLayer;
   if (options.selectFeature !== undefined) settings.selectFeature = options.selectFeature;
-  return { modelDir, configFile, config, layout, row, settings };
+  return { modelDir, configFile, config, kind, row, settings };
 }
 
-/** The tower's CLIP folder: `visionTower`, else `mm_vision_tower` resolved (layouts that name one); else the model folder. */
+/** The tower's CLIP folder: `visionTower`, else `mm_vision_tower` resolved (checkpoint kinds that name one); else the model folder. */
 async function towerDir(folder: Folder, options: PlanOptions): Promise<string> {
   if (folder.row.towerConfig !== 'mm_vision_tower') return folder.modelDir;
   const download = options.mode === 'inspect' ? false : options.download;
@@ -153,7 +153,7 @@ const processorFile = (dir: string) => path.join(dir, 'preprocessor_config.json'
 export interface ModelPreprocessing {
   /** The model folder (a hub id resolved to its snapshot in the HF cache). */
   modelDir: string;
-  layout: Layout;
+  kind: CheckpointKind;
   settings: LlavaVisionSettings;
   /** The CLIP tower's folder (for an original LLaVA checkpoint, `mm_vision_tower` resolved). */
   towerDir: string;
@@ -181,7 +181,7 @@ export async function readModelPreprocessing(
   const dir = await towerDir(folder, options);
   return {
     modelDir,
-    layout: folder.layout,
+    kind: folder.kind,
     settings: folder.settings,
     towerDir: dir,
     processorFile: processorFile(dir),
@@ -244,7 +244,7 @@ class Planner {
     const folder = readFolder(modelDir, this.options, () => this.open(modelDir).keys());
     const { row, settings } = folder;
     const hasWeights = findWeights(modelDir) !== null;
-    // A folder without weights fails here (the error says what was looked for) unless its layout allows it.
+    // A folder without weights fails here (the error says what was looked for) unless its kind allows it.
     let checkpoint = emptySource(modelDir);
     if (hasWeights || !row.weightsOptional) checkpoint = this.open(modelDir);
     else this.notes.push('no weights files in this folder (a pretrain release: config.json + mm_projector.bin?)');
@@ -268,7 +268,7 @@ class Planner {
     }
     return {
       modelDir,
-      layout: folder.layout,
+      kind: folder.kind,
       configFile: folder.configFile,
       config: folder.config,
       settings,
@@ -334,9 +334,9 @@ class Planner {
     return plan;
   }
 
-  /** Projector weights from the `projector` option, else the model's checkpoint, else the layout's projector file beside it. */
+  /** Projector weights from the `projector` option, else the model's checkpoint, else the kind's projector file beside it. */
   private planProjector(folder: Folder, checkpoint: OpenedSource, featureWidth: number | null): ProjectorPlan | null {
-    const { row, settings, modelDir, layout, configFile } = folder;
+    const { row, settings, modelDir, kind, configFile } = folder;
     const options = this.options;
     let source: OpenedSource | null = null;
     let from = modelDir;
@@ -389,7 +389,7 @@ class Planner {
       act: settings.projectorAct,
       bias: settings.projectorBias,
       weights: null,
-      origin: projectorOrigin(type, settings, options, layout, configFile),
+      origin: projectorOrigin(type, settings, options, kind, configFile),
     };
     if (type === 'identity' || !source || !prefix || !keyFor) return plan;
 
@@ -441,14 +441,14 @@ function projectorOrigin(
   type: string,
   settings: LlavaVisionSettings,
   options: PlanOptions,
-  layout: Layout,
+  kind: CheckpointKind,
   configFile: string,
 ): string {
   const fromConfig = [
     ...(options.projectorType || options.projector ? [] : [`mm_projector_type ${quote(type)}`]),
     ...(settings.projectorOut === null
       ? []
-      : [`${LAYOUTS[layout].llmWidthField ?? 'hidden_size'} ${settings.projectorOut}`]),
+      : [`${CHECKPOINT_KINDS[kind].llmWidthField ?? 'hidden_size'} ${settings.projectorOut}`]),
   ];
   return [
     ...(options.projectorType

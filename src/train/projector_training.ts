@@ -10,7 +10,12 @@ import { LlavaVision } from '../api/llava_vision';
 import { openTensorSource } from '../loading/sources';
 import { CheckpointError, ConfigError, ImageError, shapeText } from '../errors';
 import { numel } from '../io/dtype';
-import { LAYOUTS, PROJECTOR_PREFIXES, findProjectorKeys, inferProjectorType } from '../loading/layouts';
+import {
+  CHECKPOINT_KINDS,
+  PROJECTOR_PREFIXES,
+  findProjectorKeys,
+  inferProjectorType,
+} from '../loading/checkpoint_kinds';
 import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../io/safetensors';
 import { namedParams } from '../model/module';
 import { Projector } from '../model/projector';
@@ -132,7 +137,7 @@ export interface SaveProjectorOptions {
 
 /** Key map of a projector naming scheme. */
 export function projectorKeyMap(names: ProjectorNames): KeyMap {
-  return names === 'llava' ? LAYOUTS.llava.projectorKey! : LAYOUTS.llava_hf.projectorKey!;
+  return names === 'llava' ? CHECKPOINT_KINDS.llava.projectorKey! : CHECKPOINT_KINDS.llava_hf.projectorKey!;
 }
 
 /**

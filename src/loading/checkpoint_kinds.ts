@@ -1,21 +1,23 @@
 /**
- * The model folder layouts users have, one row each: how a folder is recognised, where its tower's
+ * The kinds of model folder users have (checkpoint kinds), one row each: how a folder is recognised, where its tower's
  * config and LLaVA settings come from, and how our module paths (which equal HF `CLIPVisionModel` keys,
  * `vision_model.*`, and LLaVA projector indices `0.weight`, `2.bias`, ...) map to its checkpoint keys.
- * The load plan (loading/load_plan.ts) reads only these rows: adding a layout is adding a row (and its test).
+ * The load plan (loading/load_plan.ts) reads only these rows: adding a kind is adding a row (and its test).
  */
 import * as path from 'path';
 import { LlavaVisionSettings, llavaHfSettingsFromJson, llavaSettingsFromJson } from '../config/llava';
 import { CheckpointError, ConfigError, quote } from '../errors';
 
-export type Layout = 'clip' | 'clip_vision' | 'llava' | 'llava_hf' | 'llava_hf_model_prefixed';
+export type CheckpointKind = 'clip' | 'clip_vision' | 'llava' | 'llava_hf' | 'llava_hf_model_prefixed';
+/** @deprecated Use `CheckpointKind` ("layout" now means only the tower's per-backend layout, `TowerLayout`). */
+export type Layout = CheckpointKind;
 
 type Json = Record<string, unknown>;
 
-export interface LayoutRow {
+export interface CheckpointKindRow {
   /** What it is, in one line (`llava-vision inspect` prints it). */
   description: string;
-  /** Whether a config.json is of this layout (rows are tried in order). */
+  /** Whether a config.json is of this kind (rows are tried in order). */
   matchesConfig: (config: Json) => boolean;
   /** The config alone does not tell: the checkpoint must also hold `towerPrefix + 'vision_model.*'`. */
   matchesTensors?: boolean;
@@ -43,7 +45,7 @@ const hfLinear = (path: string) => path.replace(/^(\d+)\./, (_, i: string) => `l
 const hasVisionConfig = (c: Json) => c.vision_config !== undefined;
 
 /** The rows, in the order they are tried. */
-export const LAYOUTS: Readonly<Record<Layout, LayoutRow>> = {
+export const CHECKPOINT_KINDS: Readonly<Record<CheckpointKind, CheckpointKindRow>> = {
   // Original LLaVA: the tower is the CLIP folder `mm_vision_tower` names; a LLaVA-1.6 checkpoint carries
   // a fine-tuned copy of it under `towerPrefix`, which then overrides that folder's weights.
   llava: {
@@ -99,9 +101,9 @@ export const LAYOUTS: Readonly<Record<Layout, LayoutRow>> = {
   },
 };
 
-const ROWS = Object.entries(LAYOUTS) as [Layout, LayoutRow][];
+const ROWS = Object.entries(CHECKPOINT_KINDS) as [CheckpointKind, CheckpointKindRow][];
 
-/** Every prefix a tower's `vision_model.*` may sit under in some layout, longest first. */
+/** Every prefix a tower's `vision_model.*` may sit under in some checkpoint kind, longest first. */
 export const TOWER_PREFIXES: readonly string[] = [...new Set(ROWS.map(([, r]) => r.towerPrefix))].sort(
   (a, b) => b.length - a.length,
 );
@@ -110,7 +112,11 @@ export const TOWER_PREFIXES: readonly string[] = [...new Set(ROWS.map(([, r]) =>
  * What a model folder is, from its config.json and, for the rows that need it, its tensor names
  * (`keys` is called only then, so a folder whose config settles it is never opened).
  */
-export function detectLayout(modelDir: string, config: Record<string, unknown>, keys: () => string[]): Layout {
+export function detectCheckpointKind(
+  modelDir: string,
+  config: Record<string, unknown>,
+  keys: () => string[],
+): CheckpointKind {
   const candidates = ROWS.filter(([, r]) => r.matchesConfig(config));
   if (candidates.length === 0) {
     throw new ConfigError(
@@ -160,3 +166,6 @@ export function inferProjectorType(keys: string[], prefix: string): string | nul
   if (indices.size === 0) return null;
   return `mlp${indices.size}x_gelu`;
 }
+
+/** @deprecated Use `detectCheckpointKind`. */
+export const detectLayout = detectCheckpointKind;
