@@ -88,6 +88,18 @@ export function expectParity(gc: GoldenCase, key: string, ours: ArrayLike<number
   return ratio;
 }
 
+/** The parity rule for a tower's whole output of one image: all L+1 hidden states and the pooled output. */
+export async function expectTowerParity(
+  gc: GoldenCase,
+  id: string,
+  out: { hiddenStates?: tf.Tensor[]; poolerOutput?: tf.Tensor },
+): Promise<void> {
+  expect(out.hiddenStates).toHaveLength(gc.json.vision_config!.num_hidden_layers + 1);
+  for (const [k, h] of out.hiddenStates!.entries())
+    expectParity(gc, `${id}.hidden_states.${String(k).padStart(2, '0')}`, await h.data(), h.shape.slice(1));
+  expectParity(gc, `${id}.pooler_output`, await out.poolerOutput!.data(), out.poolerOutput!.shape.slice(1));
+}
+
 /**
  * Writes the collected ratios to test/.parity/<suite>.<backend>.json (read by tools/parity_table.ts);
  * on wasm with the GEMM forced by LLAVA_VISION_GEMM, <backend> names it too (e.g. `wasm-xnnpack`).
