@@ -149,10 +149,10 @@ describe("the README's CLI examples, on the tiny LLaVA-1.5 laid out under the na
     expect(Buffer.from(viaPixels.buffer).equals(Buffer.from(direct.buffer))).toBe(true);
   });
 
-  test('inspect: the layout, the tower folder given, what would be loaded', () => {
+  test('inspect: the checkpoint kind, the tower folder given, what would be loaded', () => {
     const r = runShell(snippetNamed(snippets, 'inspect').code, app, env());
     expect(r.status).toBe(0);
-    expect(r.stdout).toMatch(/^layout:\s+llava — original LLaVA/m);
+    expect(r.stdout).toMatch(/^kind:\s+llava — original LLaVA/m);
     expect(r.stdout).toMatch(/resolved:\s+clip-vit-large-patch14-336\n/);
     expect(r.stdout).toMatch(/projector — loaded \(4 tensors/);
   });
