@@ -10,7 +10,14 @@ import * as path from 'path';
 import * as tf from '../src/tf';
 import { initBackend } from '../src/backend';
 import { seededRandom } from '../src/random';
-import { GEMM_BLOCK_K, activeGemm, enableRelaxedSimd, gemm, setGemmChoice } from '../src/model/kernels/gemm';
+import {
+  GEMM_BLOCK_K,
+  GemmExports,
+  activeGemm,
+  enableRelaxedSimd,
+  gemm,
+  setGemmChoice,
+} from '../src/model/kernels/gemm';
 import { WASM_BASE64 as FMA_WASM } from '../src/model/kernels/gemm_wasm';
 import { WASM_BASE64 as MUL_ADD_WASM } from '../src/model/kernels/gemm_muladd_wasm';
 import { Linear } from '../src/model/linear';
@@ -102,27 +109,7 @@ function firstBitDifference(got: Float32Array, want: Float32Array): string | nul
 
 // --------------------------------------------------------------------------- the raw kernel, own memory
 
-interface Kernel {
-  gemm(
-    a: number,
-    lda: number,
-    b: number,
-    bpanel: number,
-    bk: number,
-    c: number,
-    ldc: number,
-    trans: number,
-    m: number,
-    n: number,
-    k: number,
-    add: number,
-    kc: number,
-    nc: number,
-    scratch: number,
-  ): void;
-  pack_t(x: number, ldx: number, rows: number, k: number, dst: number): void;
-  pack_n(w: number, ldw: number, k: number, n: number, dst: number): void;
-}
+type Kernel = GemmExports;
 interface WasmApi {
   Memory: new (d: { initial: number; maximum: number }) => { buffer: ArrayBuffer; grow(pages: number): number };
   Module: new (bytes: Uint8Array) => object;

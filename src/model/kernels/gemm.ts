@@ -57,7 +57,8 @@ const DIRECT_MAX_N = 64;
 /** The packing buffer is kept between calls up to this size (bytes); a larger one is freed after its call. */
 const KEEP_PACK_BYTES = 16 << 20;
 
-interface GemmExports {
+/** The kernel module's exports (gemm.wat), also what the tests drive on their own memory. */
+export interface GemmExports {
   gemm(
     a: number,
     lda: number,
