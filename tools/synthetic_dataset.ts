@@ -18,12 +18,10 @@ import {
   IDENTITY_FIELDS,
   MANIFEST,
   ManifestEntry,
-  SHARD_FORMAT,
-  canonicalJson,
-  identityOf,
   partDirName,
   settingsDigest,
   shardName,
+  shardMetadata,
 } from '../src/dataset/format';
 import { writeAllSync } from '../src/io/atomic';
 import { TensorToWrite, serializeSafetensors } from '../src/io/safetensors';
@@ -81,13 +79,7 @@ export function writeSyntheticDataset(dir: string, options: SyntheticOptions): s
   fs.writeFileSync(path.join(out, DATASET_JSON), JSON.stringify(info, null, 2) + '\n');
   const shardSize = options.shardSize ?? 64;
   const source = options.source ?? ((i: number) => `/data/images/img-${String(i).padStart(7, '0')}.jpg`);
-  const metadata = {
-    format: SHARD_FORMAT,
-    format_version: String(FORMAT_VERSION),
-    producer: info.producer,
-    settings_digest: info.settings_digest,
-    settings: canonicalJson(identityOf(info)),
-  };
+  const metadata = shardMetadata(info);
   const dtype = info.options.dtype ?? 'F32';
   const manifest = fs.openSync(path.join(out, MANIFEST), 'w');
   try {

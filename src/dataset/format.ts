@@ -209,6 +209,19 @@ export function settingsDigest(info: Pick<DatasetInfo, (typeof IDENTITY_FIELDS)[
     .digest('hex')}`;
 }
 
+/** The `__metadata__` every shard of a dataset carries (its manifest lines are added per shard as `entries`). */
+export function shardMetadata(
+  info: Pick<DatasetInfo, 'producer' | 'settings_digest' | (typeof IDENTITY_FIELDS)[number]>,
+): Record<string, string> {
+  return {
+    format: SHARD_FORMAT,
+    format_version: String(FORMAT_VERSION),
+    producer: info.producer,
+    settings_digest: info.settings_digest,
+    settings: canonicalJson(identityOf(info)),
+  };
+}
+
 /** A value in a message: canonical JSON (one line), cut at 200 characters. */
 function shown(v: unknown): string {
   const s = canonicalJson(v);

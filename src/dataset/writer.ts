@@ -28,12 +28,9 @@ import {
   MAX_PARTS,
   MAX_SOURCE_BYTES,
   ManifestEntry,
-  SHARD_FORMAT,
   STORED_DTYPES,
   StoredDType,
-  canonicalJson,
   identityDifferences,
-  identityOf,
   isOwnTempName,
   isTransientName,
   listParts,
@@ -46,6 +43,7 @@ import {
   settingsDigest,
   shardName,
   shardNumber,
+  shardMetadata,
 } from './format';
 import {
   Batches,
@@ -316,13 +314,7 @@ async function writeLocked(
   const results = new Map<number, ImageResult>();
   let written = 0;
   let shardNumber = nextShard;
-  const metadata = {
-    format: SHARD_FORMAT,
-    format_version: String(FORMAT_VERSION),
-    producer: info.producer,
-    settings_digest: info.settings_digest,
-    settings: canonicalJson(identityOf(info)),
-  };
+  const metadata = shardMetadata(info);
   const resolve = (index: number, result: ImageResult) => {
     const k = positionOf(todo, index);
     results.set(index, result);
