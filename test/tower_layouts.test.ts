@@ -9,7 +9,7 @@ import { LlavaVision } from '../src/api/llava_vision';
 import { countVariables, namedParams } from '../src/model/module';
 import { exportWeights } from '../src/model/weights';
 import { Checkpoint } from '../src/io/checkpoint';
-import { CASES, expectTowerParity, goldenPixelTensor, loadCase } from './helpers/golden';
+import { CASES, expectTowerParityOnImages, loadCase } from './helpers/golden';
 
 beforeAll(() => initBackend({ backend: 'wasm', log: null }));
 
@@ -33,15 +33,7 @@ describe.each(['tiny_clip_full_layout_f32', 'tiny_clip_vision_only_f16', 'tiny_c
         } finally {
           file.close();
         }
-        for (const img of gc.json.images) {
-          const x = goldenPixelTensor(gc, img.id);
-          const out = model.encode(x, {
-            outputs: ['hidden_states', 'pooler_output'],
-            interpolatePosEncoding: gc.json.run.interpolate_pos_encoding,
-          });
-          await expectTowerParity(gc, img.id, out);
-          tf.dispose([x, out.hiddenStates!, out.poolerOutput!]);
-        }
+        await expectTowerParityOnImages(gc, model);
       } finally {
         model.dispose();
       }

@@ -6,7 +6,13 @@ import * as path from 'path';
 import * as tf from '../src/tf';
 import { LlavaVision } from '../src/api/llava_vision';
 import { describeOnBackend } from './helpers/backend_gate';
-import { expectParity, expectTowerParity, goldenPixelTensor, loadCase, writeParityReport } from './helpers/golden';
+import {
+  expectParity,
+  expectTowerParityOnImages,
+  goldenPixelTensor,
+  loadCase,
+  writeParityReport,
+} from './helpers/golden';
 
 const pad2 = (k: number) => String(k).padStart(2, '0');
 
@@ -27,15 +33,7 @@ describeOnBackend.each([
       const frozen = rank0 ? [...rank0.attention, ...rank0.mlp] : [model.tower.visionModel.visionModel];
       expect(frozen.flatMap((layer) => layer.trainableWeights)).toHaveLength(0);
       expect(frozen.flatMap((layer) => layer.weights).length).toBeGreaterThan(0);
-      for (const img of gc.json.images) {
-        const x = goldenPixelTensor(gc, img.id);
-        const out = model.encode(x, {
-          outputs: ['hidden_states', 'pooler_output'],
-          interpolatePosEncoding: gc.json.run.interpolate_pos_encoding,
-        });
-        await expectTowerParity(gc, img.id, out);
-        tf.dispose([x, out.hiddenStates!, out.poolerOutput!]);
-      }
+      await expectTowerParityOnImages(gc, model);
     } finally {
       model.dispose();
     }

@@ -100,6 +100,25 @@ export async function expectTowerParity(
   expectParity(gc, `${id}.pooler_output`, await out.poolerOutput!.data(), out.poolerOutput!.shape.slice(1));
 }
 
+/** Every golden image of the case through `model.encode`: all hidden states and the pooled output within the rule. */
+export async function expectTowerParityOnImages(
+  gc: GoldenCase,
+  model: { encode(x: tf.Tensor4D, options: object): { hiddenStates?: tf.Tensor[]; poolerOutput?: tf.Tensor } },
+): Promise<void> {
+  for (const img of gc.json.images) {
+    const x = goldenPixelTensor(gc, img.id);
+    const out = model.encode(x, {
+      outputs: ['hidden_states', 'pooler_output'],
+      interpolatePosEncoding: gc.json.run.interpolate_pos_encoding,
+    });
+    try {
+      await expectTowerParity(gc, img.id, out);
+    } finally {
+      tf.dispose([x, ...(out.hiddenStates ?? []), ...(out.poolerOutput ? [out.poolerOutput] : [])]);
+    }
+  }
+}
+
 /**
  * Writes the collected ratios to test/.parity/<suite>.<backend>.json (read by tools/parity_table.ts);
  * on wasm with the GEMM forced by LLAVA_VISION_GEMM, <backend> names it too (e.g. `wasm-xnnpack`).
